@@ -1,0 +1,167 @@
+//! Binding call arguments to parameter names, with the errors users hit most.
+
+use crate::syntax::{Diagnostic, Span};
+
+use super::value::Value;
+
+/// Evaluated arguments of one call.
+pub struct CallArgs {
+    /// What is being called, for messages.
+    pub callee: String,
+    /// The whole call.
+    pub span: Span,
+    /// Positional arguments in order.
+    pub positional: Vec<(Value, Span)>,
+    /// Keyword arguments in order: name, name span, value, value span.
+    pub named: Vec<(String, Span, Value, Span)>,
+}
+
+/// Arguments bound to a fixed list of parameter names.
+pub struct Bound {
+    callee: String,
+    span: Span,
+    slots: Vec<(&'static str, Option<(Value, Span)>)>,
+}
+
+impl CallArgs {
+    /// Binds the arguments to `names` (positional first, then keywords). Unknown keywords,
+    /// surplus positionals and repeated arguments are errors.
+    pub fn bind(self, names: &[&'static str]) -> Result<Bound, Diagnostic> {
+        let mut slots: Vec<(&'static str, Option<(Value, Span)>)> =
+            names.iter().map(|n| (*n, None)).collect();
+        if self.positional.len() > names.len() {
+            let (_, extra) = &self.positional[names.len()];
+            return Err(arity_error(
+                &self.callee,
+                names,
+                self.positional.len(),
+                *extra,
+            ));
+        }
+        for (i, v) in self.positional.into_iter().enumerate() {
+            slots[i].1 = Some(v);
+        }
+        for (name, name_span, v, vs) in self.named {
+            let Some(slot) = slots.iter_mut().find(|(n, _)| *n == name) else {
+                return Err(unknown_keyword(
+                    &self.callee,
+                    &name,
+                    name_span,
+                    names.iter().copied(),
+                ));
+            };
+            if slot.1.is_some() {
+                return Err(Diagnostic::new(
+                    "E0106",
+                    name_span,
+                    format!("argument `{name}` of `{}` is given twice", self.callee),
+                )
+                .label("given again here"));
+            }
+            slot.1 = Some((v, vs));
+        }
+        Ok(Bound {
+            callee: self.callee,
+            span: self.span,
+            slots,
+        })
+    }
+}
+
+impl Bound {
+    /// The span of the whole call.
+    pub fn span(&self) -> Span {
+        self.span
+    }
+
+    /// A required argument.
+    pub fn req(&mut self, name: &str) -> Result<(Value, Span), Diagnostic> {
+        self.opt(name).ok_or_else(|| {
+            Diagnostic::new(
+                "E0105",
+                self.span,
+                format!("`{}` needs the argument `{name}`", self.callee),
+            )
+            .label("missing argument")
+        })
+    }
+
+    /// An optional argument (`none` counts as absent).
+    pub fn opt(&mut self, name: &str) -> Option<(Value, Span)> {
+        let slot = self.slots.iter_mut().find(|(n, _)| *n == name)?;
+        match slot.1.take() {
+            Some((Value::None, _)) | None => None,
+            v => v,
+        }
+    }
+}
+
+/// Too many positional arguments.
+pub fn arity_error(callee: &str, names: &[&str], given: usize, at: Span) -> Diagnostic {
+    Diagnostic::new(
+        "E0103",
+        at,
+        format!(
+            "`{callee}` takes at most {} positional argument{} ({}), but {given} were given",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        ),
+    )
+    .label("unexpected argument")
+}
+
+/// A keyword the callee does not have, with the closest real one as a hint.
+pub fn unknown_keyword<'a>(
+    callee: &str,
+    name: &str,
+    at: Span,
+    names: impl Iterator<Item = &'a str> + Clone,
+) -> Diagnostic {
+    let mut d = Diagnostic::new(
+        "E0104",
+        at,
+        format!("`{callee}` has no argument named `{name}`"),
+    )
+    .label("unknown keyword");
+    if let Some(best) = closest(name, names.clone()) {
+        d = d.note(format!("did you mean `{best}`?"));
+    }
+    let all: Vec<&str> = names.collect();
+    d.note(format!("its arguments are: {}", all.join(", ")))
+}
+
+/// The candidate closest to `name` by edit distance, if any is close enough to be a typo.
+pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, c)| *d <= (name.len().max(c.len()) / 3).max(1))
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_finds_typos_only() {
+        let names = ["heads", "kv_heads", "rope"];
+        assert_eq!(closest("haeds", names.iter().copied()), Some("heads"));
+        assert_eq!(closest("causal", names.iter().copied()), None);
+    }
+}

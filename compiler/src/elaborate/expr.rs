@@ -1,0 +1,567 @@
+//! Expressions: names, operators on compile-time values and tensors, calls, fields and indexing.
+
+use archc_runtime::DType;
+use petgraph::graph::NodeIndex;
+
+use crate::graph::{BinaryOp, Dim, Op, TensorType, TypeError, UnaryOp};
+use crate::syntax::ast::*;
+use crate::syntax::{Diagnostic, Span};
+
+use super::args::{self, CallArgs};
+use super::builtins::{num, BUILTINS};
+use super::value::Value;
+use super::Elab;
+
+impl Elab {
+    /// Resolves a name: locals, then shared instances, config constants, blocks, built-ins and
+    /// symbolic dims.
+    pub(super) fn lookup(&self, name: &str) -> Option<Value> {
+        let frame = self.frames.last().expect("model frame");
+        if let Some(v) = frame.vars.get(name) {
+            return Some(v.clone());
+        }
+        if let Some(v) = self.shared.get(name).or_else(|| self.config.get(name)) {
+            return Some(v.clone());
+        }
+        if let Some(b) = self.blocks.get(name) {
+            return Some(Value::Block(super::BlockValue {
+                def: b.clone(),
+                bound: Vec::new(),
+                instance: None,
+            }));
+        }
+        if let Some(d) = DType::from_name(name) {
+            return Some(Value::DType(d));
+        }
+        if let Some(b) = BUILTINS.iter().find(|b| **b == name) {
+            return Some(Value::Builtin(b));
+        }
+        if self.graph.symbols.iter().any(|s| s == name) {
+            return Some(Value::Dim(Dim::symbol(name)));
+        }
+        None
+    }
+
+    fn unknown_name(&self, name: &str, span: Span, called: bool) -> Diagnostic {
+        let frame = self.frames.last().expect("model frame");
+        let candidates: Vec<&str> = frame
+            .vars
+            .keys()
+            .chain(self.config.keys())
+            .chain(self.shared.keys())
+            .chain(self.blocks.keys())
+            .map(String::as_str)
+            .chain(BUILTINS.iter().copied())
+            .collect();
+        let (code, what) = if called {
+            ("E0102", "unknown block or op")
+        } else {
+            ("E0101", "unknown name")
+        };
+        let mut d = Diagnostic::new(code, span, format!("{what} `{name}`")).label("not defined");
+        if let Some(best) = args::closest(name, candidates.into_iter()) {
+            d = d.note(format!("did you mean `{best}`?"));
+        }
+        d
+    }
+
+    /// Evaluates an expression.
+    pub(super) fn eval(&mut self, e: &Expr) -> Result<Value, Diagnostic> {
+        match &e.kind {
+            ExprKind::Int(v) => Ok(Value::Int(*v)),
+            ExprKind::Float(v) => Ok(Value::Float(*v)),
+            ExprKind::Bool(b) => Ok(Value::Bool(*b)),
+            ExprKind::Str(s) => Ok(Value::Str(s.clone())),
+            ExprKind::None => Ok(Value::None),
+            ExprKind::List(items) => Ok(Value::List(
+                items
+                    .iter()
+                    .map(|i| self.eval(i))
+                    .collect::<Result<_, _>>()?,
+            )),
+            ExprKind::Name(n) => self
+                .lookup(n)
+                .ok_or_else(|| self.unknown_name(n, e.span, false)),
+            ExprKind::Unary(op, x) => {
+                let v = self.eval(x)?;
+                self.unary(*op, v, e.span)
+            }
+            ExprKind::Binary(op, l, r) => {
+                let lv = self.eval(l)?;
+                let rv = self.eval(r)?;
+                self.binary(*op, (lv, l.span), (rv, r.span), e.span)
+            }
+            ExprKind::Call(f, a) => self.call(f, a, e.span, None),
+            ExprKind::Scoped(inner, scope) => match &inner.kind {
+                ExprKind::Call(f, a) => self.call(f, a, inner.span, Some(scope)),
+                _ => match self.eval(inner)? {
+                    Value::Block(mut b) if b.instance.is_none() => {
+                        b.instance = Some(std::rc::Rc::new(super::Instance {
+                            scope: super::join(self.scope(), &scope.dotted()),
+                            ema: None,
+                        }));
+                        Ok(Value::Block(b))
+                    }
+                    other => Err(Diagnostic::new(
+                        "E0111",
+                        scope.span,
+                        format!(
+                            "a scope `@{}` applies to a call or a block, not to {}",
+                            scope.dotted(),
+                            other.kind()
+                        ),
+                    )
+                    .label("misplaced scope")),
+                },
+            },
+            ExprKind::Field(x, f) => {
+                let v = self.eval(x)?;
+                self.field(v, f, x.span)
+            }
+            ExprKind::Index(x, i) => {
+                let v = self.eval(x)?;
+                let iv = self.eval(i)?;
+                index(v, iv, x.span, i.span)
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        f: &Expr,
+        a: &[Arg],
+        span: Span,
+        scope: Option<&ScopePath>,
+    ) -> Result<Value, Diagnostic> {
+        let callee = match &f.kind {
+            ExprKind::Name(n) => self
+                .lookup(n)
+                .ok_or_else(|| self.unknown_name(n, f.span, true))?,
+            _ => self.eval(f)?,
+        };
+        let mut ca = CallArgs {
+            callee: match &f.kind {
+                ExprKind::Name(n) => n.clone(),
+                _ => callee.describe(),
+            },
+            span,
+            positional: Vec::new(),
+            named: Vec::new(),
+        };
+        for arg in a {
+            let v = self.eval(&arg.value)?;
+            match &arg.name {
+                Some(n) => ca.named.push((n.name.clone(), n.span, v, arg.value.span)),
+                None => {
+                    if !ca.named.is_empty() {
+                        return Err(Diagnostic::new(
+                            "E0103",
+                            arg.value.span,
+                            "a positional argument cannot follow keyword arguments",
+                        )
+                        .label("positional after keyword"));
+                    }
+                    ca.positional.push((v, arg.value.span));
+                }
+            }
+        }
+        match callee {
+            Value::Block(b) => self.call_block(&b, ca, scope),
+            Value::Builtin(name) => {
+                let saved = scope.map(|s| {
+                    let new = super::join(self.scope(), &s.dotted());
+                    std::mem::replace(&mut self.frame().scope, new)
+                });
+                let r = self.builtin(name, ca, scope);
+                if let Some(old) = saved {
+                    self.frame().scope = old;
+                }
+                r
+            }
+            other => Err(Diagnostic::new(
+                "E0102",
+                f.span,
+                format!("{} is not a block or op and cannot be called", other.kind()),
+            )
+            .label("not callable")),
+        }
+    }
+
+    fn field(&mut self, v: Value, f: &Ident, at: Span) -> Result<Value, Diagnostic> {
+        let Value::Tensor(n) = v else {
+            return Err(Diagnostic::new(
+                "E0111",
+                f.span,
+                format!("`.{}` needs a tensor, found {}", f.name, v.kind()),
+            ));
+        };
+        let ty = self.graph.ty(n).clone();
+        match f.name.as_str() {
+            "shape" => Ok(Value::List(
+                ty.shape.into_iter().map(Value::from_dim).collect(),
+            )),
+            "rank" => Ok(Value::Int(ty.rank() as i64)),
+            "dtype" => Ok(Value::DType(ty.dtype)),
+            other => Err(Diagnostic::new(
+                "E0101",
+                f.span.to(at),
+                format!("tensors have no field `{other}`"),
+            )
+            .label("unknown field")
+            .note("tensor fields are `shape`, `rank` and `dtype`")),
+        }
+    }
+
+    fn unary(&mut self, op: UnOp, v: Value, span: Span) -> Result<Value, Diagnostic> {
+        match (op, v) {
+            (UnOp::Neg, Value::Int(x)) => x
+                .checked_neg()
+                .map(Value::Int)
+                .ok_or_else(|| overflow(span)),
+            (UnOp::Neg, Value::Float(x)) => Ok(Value::Float(-x)),
+            (UnOp::Neg, Value::Dim(d)) => Ok(Value::from_dim(
+                Dim::constant(0).sub(&d).ok_or_else(|| overflow(span))?,
+            )),
+            (UnOp::Not, Value::Bool(b)) => Ok(Value::Bool(!b)),
+            (op, Value::Tensor(n)) => {
+                let u = if op == UnOp::Neg {
+                    UnaryOp::Neg
+                } else {
+                    UnaryOp::Not
+                };
+                Ok(Value::Tensor(self.node(Op::Unary(u), None, &[n], span)?))
+            }
+            (op, v) => Err(Diagnostic::new(
+                "E0111",
+                span,
+                format!(
+                    "`{}` is not defined on {}",
+                    if op == UnOp::Neg { "-" } else { "not" },
+                    v.kind()
+                ),
+            )),
+        }
+    }
+
+    pub(super) fn binary(
+        &mut self,
+        op: BinOp,
+        (l, ls): (Value, Span),
+        (r, rs): (Value, Span),
+        span: Span,
+    ) -> Result<Value, Diagnostic> {
+        use Value::*;
+        if matches!(l, Tensor(_)) || matches!(r, Tensor(_)) {
+            return self.tensor_binary(op, (l, ls), (r, rs), span);
+        }
+        let mismatch = |l: &Value, r: &Value| {
+            Diagnostic::new(
+                "E0111",
+                span,
+                format!(
+                    "`{}` is not defined on {} and {}",
+                    op.symbol(),
+                    l.kind(),
+                    r.kind()
+                ),
+            )
+        };
+        match (&l, &r) {
+            (Int(a), Int(b)) => int_op(op, *a, *b, span, rs),
+            (Int(_) | Float(_), Int(_) | Float(_)) => {
+                Ok(float_op(op, num(&l), num(&r)).ok_or_else(|| mismatch(&l, &r))?)
+            }
+            (Bool(a), Bool(b)) => match op {
+                BinOp::And => Ok(Bool(*a && *b)),
+                BinOp::Or => Ok(Bool(*a || *b)),
+                BinOp::Eq => Ok(Bool(a == b)),
+                BinOp::Ne => Ok(Bool(a != b)),
+                _ => Err(mismatch(&l, &r)),
+            },
+            (Str(a), Str(b)) => match op {
+                BinOp::Add => Ok(Str(format!("{a}{b}"))),
+                BinOp::Eq => Ok(Bool(a == b)),
+                BinOp::Ne => Ok(Bool(a != b)),
+                _ => Err(mismatch(&l, &r)),
+            },
+            (Str(s), Int(k)) if op == BinOp::Mul => {
+                if *k < 0 || s.len().saturating_mul(*k as usize) > 1 << 20 {
+                    return Err(Diagnostic::new(
+                        "E0401",
+                        rs,
+                        format!("cannot repeat a string {k} times"),
+                    ));
+                }
+                Ok(Str(s.repeat(*k as usize)))
+            }
+            (List(a), List(b)) if op == BinOp::Add => {
+                Ok(List(a.iter().chain(b).cloned().collect()))
+            }
+            (DType(a), DType(b)) if matches!(op, BinOp::Eq | BinOp::Ne) => {
+                Ok(Bool((a == b) == (op == BinOp::Eq)))
+            }
+            (None, _) | (_, None) if matches!(op, BinOp::Eq | BinOp::Ne) => {
+                let same = matches!((&l, &r), (None, None));
+                Ok(Bool(same == (op == BinOp::Eq)))
+            }
+            _ => {
+                let (Some(a), Some(b)) = (l.as_dim(), r.as_dim()) else {
+                    return Err(mismatch(&l, &r));
+                };
+                let d = match op {
+                    BinOp::Add => a.add(&b),
+                    BinOp::Sub => a.sub(&b),
+                    BinOp::Mul => a.mul(&b),
+                    BinOp::Div => a.div_exact(&b),
+                    BinOp::Eq => return Ok(Bool(a == b)),
+                    BinOp::Ne => return Ok(Bool(a != b)),
+                    _ => return Err(mismatch(&l, &r)),
+                };
+                d.map(Value::from_dim).ok_or_else(|| {
+                    Diagnostic::new(
+                        "E0401",
+                        span,
+                        format!("`{a} {} {b}` is not a whole dim", op.symbol()),
+                    )
+                    .label("symbolic dims divide only exactly")
+                })
+            }
+        }
+    }
+
+    fn tensor_binary(
+        &mut self,
+        op: BinOp,
+        (l, ls): (Value, Span),
+        (r, rs): (Value, Span),
+        span: Span,
+    ) -> Result<Value, Diagnostic> {
+        let like = match (&l, &r) {
+            (Value::Tensor(n), _) | (_, Value::Tensor(n)) => self.graph.ty(*n).dtype,
+            _ => unreachable!("one operand is a tensor"),
+        };
+        let a = self.to_tensor(&l, like, ls)?;
+        let b = self.to_tensor(&r, like, rs)?;
+        let bop = match op {
+            BinOp::Add => BinaryOp::Add,
+            BinOp::Sub => BinaryOp::Sub,
+            BinOp::Mul => BinaryOp::Mul,
+            BinOp::Div => BinaryOp::Div,
+            BinOp::Eq => BinaryOp::Eq,
+            BinOp::Ne => BinaryOp::Ne,
+            BinOp::Lt => BinaryOp::Lt,
+            BinOp::Le => BinaryOp::Le,
+            BinOp::Gt => BinaryOp::Gt,
+            BinOp::Ge => BinaryOp::Ge,
+            BinOp::And => BinaryOp::And,
+            BinOp::Or => BinaryOp::Or,
+            BinOp::Rem => {
+                return Err(Diagnostic::new(
+                    "E0111",
+                    span,
+                    "`%` is defined on integers, not tensors",
+                ))
+            }
+        };
+        Ok(Value::Tensor(self.node(
+            Op::Binary(bop),
+            None,
+            &[a, b],
+            span,
+        )?))
+    }
+
+    /// A tensor operand: tensors as they are, numbers as scalar constants of dtype `like`.
+    pub(super) fn to_tensor(
+        &mut self,
+        v: &Value,
+        like: DType,
+        span: Span,
+    ) -> Result<NodeIndex, Diagnostic> {
+        let (value, ok) = match v {
+            Value::Tensor(n) => return Ok(*n),
+            Value::Int(i) => (*i as f64, true),
+            Value::Float(f) => (*f, like.is_float()),
+            Value::Bool(b) => (f64::from(u8::from(*b)), like == DType::Bool),
+            _ => (0.0, false),
+        };
+        if !ok {
+            return Err(Diagnostic::new(
+                "E0203",
+                span,
+                format!("{} cannot be used as a {like} tensor", v.kind()),
+            )
+            .label("dtype mismatch"));
+        }
+        let scope = self.scope().to_string();
+        Ok(self
+            .graph
+            .add(Op::Const(value), TensorType::new(like, vec![]), &scope, &[]))
+    }
+
+    /// The node behind a tensor value, or an error naming what was expected.
+    pub(super) fn expect_tensor(
+        &self,
+        v: &Value,
+        span: Span,
+        what: &str,
+    ) -> Result<NodeIndex, Diagnostic> {
+        match v {
+            Value::Tensor(n) => Ok(*n),
+            other => Err(Diagnostic::new(
+                "E0111",
+                span,
+                format!("{what} must be a tensor, found {}", other.kind()),
+            )
+            .label("not a tensor")),
+        }
+    }
+
+    /// Adds a node after checking its operand types; type errors point at `span`.
+    pub(super) fn node(
+        &mut self,
+        op: Op,
+        declared: Option<TensorType>,
+        operands: &[NodeIndex],
+        span: Span,
+    ) -> Result<NodeIndex, Diagnostic> {
+        let tys: Vec<&TensorType> = operands.iter().map(|n| self.graph.ty(*n)).collect();
+        let ty = crate::graph::infer(&op, &tys, declared.as_ref()).map_err(|e| {
+            let (code, msg) = match e {
+                TypeError::Shape(m) if op == Op::MatMul => ("E0202", m),
+                TypeError::Shape(m) if op == Op::Reshape => ("E0206", m),
+                TypeError::Shape(m) => ("E0201", m),
+                TypeError::DType(m) => ("E0203", m),
+                TypeError::Range(m) => ("E0205", m),
+            };
+            let label = match code {
+                "E0203" => "dtype mismatch",
+                "E0205" => "out of range",
+                _ => "shape mismatch",
+            };
+            let mut d = Diagnostic::new(code, span, msg).label(label);
+            if code == "E0201" || code == "E0202" {
+                let shapes: Vec<String> = tys.iter().map(|t| t.to_string()).collect();
+                d = d.note(format!("operand types: {}", shapes.join(", ")));
+            }
+            d
+        })?;
+        let scope = self.scope().to_string();
+        Ok(self.graph.add(op, ty, &scope, operands))
+    }
+}
+
+fn overflow(span: Span) -> Diagnostic {
+    Diagnostic::new(
+        "E0401",
+        span,
+        "integer overflow in a compile-time expression",
+    )
+    .label("overflows i64")
+}
+
+fn int_op(op: BinOp, a: i64, b: i64, span: Span, rs: Span) -> Result<Value, Diagnostic> {
+    let zero = || {
+        Diagnostic::new("E0401", rs, "division by zero in a compile-time expression")
+            .label("this is 0")
+    };
+    let v = match op {
+        BinOp::Add => a.checked_add(b),
+        BinOp::Sub => a.checked_sub(b),
+        BinOp::Mul => a.checked_mul(b),
+        BinOp::Div => {
+            if b == 0 {
+                return Err(zero());
+            }
+            // Exact integer division stays an integer (`dim / heads`); otherwise a float.
+            if a.checked_rem(b) == Some(0) {
+                a.checked_div(b)
+            } else {
+                return Ok(Value::Float(a as f64 / b as f64));
+            }
+        }
+        BinOp::Rem => {
+            if b == 0 {
+                return Err(zero());
+            }
+            a.checked_rem_euclid(b)
+        }
+        BinOp::Eq => return Ok(Value::Bool(a == b)),
+        BinOp::Ne => return Ok(Value::Bool(a != b)),
+        BinOp::Lt => return Ok(Value::Bool(a < b)),
+        BinOp::Le => return Ok(Value::Bool(a <= b)),
+        BinOp::Gt => return Ok(Value::Bool(a > b)),
+        BinOp::Ge => return Ok(Value::Bool(a >= b)),
+        BinOp::And | BinOp::Or => {
+            return Err(Diagnostic::new(
+                "E0111",
+                span,
+                format!("`{}` needs bools, found integers", op.symbol()),
+            ))
+        }
+    };
+    v.map(Value::Int).ok_or_else(|| overflow(span))
+}
+
+fn float_op(op: BinOp, a: f64, b: f64) -> Option<Value> {
+    Some(match op {
+        BinOp::Add => Value::Float(a + b),
+        BinOp::Sub => Value::Float(a - b),
+        BinOp::Mul => Value::Float(a * b),
+        BinOp::Div => Value::Float(a / b),
+        BinOp::Rem => Value::Float(a.rem_euclid(b)),
+        BinOp::Eq => Value::Bool(a == b),
+        BinOp::Ne => Value::Bool(a != b),
+        BinOp::Lt => Value::Bool(a < b),
+        BinOp::Le => Value::Bool(a <= b),
+        BinOp::Gt => Value::Bool(a > b),
+        BinOp::Ge => Value::Bool(a >= b),
+        BinOp::And | BinOp::Or => return None,
+    })
+}
+
+fn index(v: Value, i: Value, at: Span, is: Span) -> Result<Value, Diagnostic> {
+    let Value::List(items) = v else {
+        return Err(Diagnostic::new(
+            "E0111",
+            at,
+            format!(
+                "only lists can be indexed, found {} (use `slice` or `gather` on tensors)",
+                v.kind()
+            ),
+        ));
+    };
+    let Value::Int(k) = i else {
+        return Err(Diagnostic::new(
+            "E0111",
+            is,
+            format!("a list index must be an integer, found {}", i.kind()),
+        ));
+    };
+    let n = items.len() as i64;
+    let j = if k < 0 { k + n } else { k };
+    if j < 0 || j >= n {
+        return Err(Diagnostic::new(
+            "E0205",
+            is,
+            format!("index {k} is out of range for a list of {n}"),
+        )
+        .label("out of range"));
+    }
+    Ok(items[j as usize].clone())
+}
+
+/// Resolves a possibly negative axis against a rank.
+pub(super) fn axis(k: i64, rank: usize, span: Span) -> Result<usize, Diagnostic> {
+    let r = rank as i64;
+    let a = if k < 0 { k + r } else { k };
+    if a < 0 || a >= r {
+        return Err(Diagnostic::new(
+            "E0205",
+            span,
+            format!("axis {k} is out of range for a tensor of rank {rank}"),
+        )
+        .label("out of range"));
+    }
+    Ok(a as usize)
+}

@@ -1,0 +1,541 @@
+//! Elaboration: AST → Graph IR.
+//!
+//! Config constants are evaluated, blocks are inlined at each call with their weight scopes,
+//! stacks are unrolled, and every primitive becomes a typed graph node. Shapes and dtypes are
+//! checked as nodes are made, so a mismatch points at the source span that caused it.
+
+mod args;
+mod builtins;
+mod expr;
+mod stack;
+mod value;
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use archc_runtime::DType;
+
+use crate::graph::{Dim, Graph, Op, ParamKind, TensorType};
+use crate::syntax::ast::*;
+use crate::syntax::{Diagnostic, Span};
+
+pub use value::{BlockValue, Instance, LayerRule, Value};
+
+/// How deep block calls may nest before elaboration gives up.
+const MAX_CALL_DEPTH: usize = 64;
+
+/// Elaborates the model in `user` against the blocks of `prelude` (a user block of the same
+/// name replaces a prelude block).
+pub fn elaborate(user: &File, prelude: &[File]) -> Result<Graph, Diagnostic> {
+    let mut models = user.items.iter().filter_map(|i| match i {
+        Item::Model(m) => Some(m),
+        Item::Block(_) => None,
+    });
+    let Some(model) = models.next() else {
+        let at = user
+            .items
+            .first()
+            .map(|i| match i {
+                Item::Model(m) => m.span,
+                Item::Block(b) => b.span,
+            })
+            .unwrap_or_default();
+        return Err(
+            Diagnostic::new("E0110", at, "this file declares no `model`")
+                .label("expected `model name { ... }` somewhere in the file"),
+        );
+    };
+    if let Some(extra) = models.next() {
+        return Err(Diagnostic::new(
+            "E0107",
+            extra.name.span,
+            format!(
+                "a second model `{}`: one file declares one model",
+                extra.name.name
+            ),
+        )
+        .label("second model"));
+    }
+    let mut e = Elab::new(&model.name.name);
+    for f in prelude {
+        for item in &f.items {
+            if let Item::Block(b) = item {
+                e.blocks.insert(b.name.name.clone(), Rc::new(b.clone()));
+            }
+        }
+    }
+    let mut own: HashMap<String, Span> = HashMap::new();
+    let user_blocks = user.items.iter().filter_map(|i| match i {
+        Item::Block(b) => Some(b),
+        Item::Model(_) => None,
+    });
+    let model_blocks = model.items.iter().filter_map(|i| match i {
+        ModelItem::Block(b) => Some(b),
+        _ => None,
+    });
+    for b in user_blocks.chain(model_blocks) {
+        if own.insert(b.name.name.clone(), b.name.span).is_some() {
+            return Err(duplicate("block", &b.name));
+        }
+        e.blocks.insert(b.name.name.clone(), Rc::new(b.clone()));
+    }
+    e.model(model)?;
+    Ok(e.graph)
+}
+
+fn duplicate(what: &str, name: &Ident) -> Diagnostic {
+    Diagnostic::new(
+        "E0107",
+        name.span,
+        format!("{what} `{}` is defined twice", name.name),
+    )
+    .label("second definition")
+}
+
+/// One activation of a block (or the model body).
+struct Frame {
+    /// The block's name, for messages.
+    block: String,
+    /// Local variables.
+    vars: HashMap<String, Value>,
+    /// The current weight scope.
+    scope: String,
+    /// Whether this frame runs inside a `shared` instance (weights may be seen again).
+    shared: bool,
+    /// Set inside an EMA instance: (ema scope, online scope, momentum).
+    ema: Option<(String, String, f64)>,
+}
+
+struct Elab {
+    graph: Graph,
+    config: HashMap<String, Value>,
+    blocks: HashMap<String, Rc<BlockDef>>,
+    shared: HashMap<String, Value>,
+    frames: Vec<Frame>,
+}
+
+/// Joins two weight-scope paths with a dot.
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}.{b}"),
+    }
+}
+
+impl Elab {
+    fn new(name: &str) -> Elab {
+        Elab {
+            graph: Graph {
+                name: name.to_string(),
+                ..Graph::default()
+            },
+            config: HashMap::new(),
+            blocks: HashMap::new(),
+            shared: HashMap::new(),
+            frames: vec![Frame {
+                block: name.to_string(),
+                vars: HashMap::new(),
+                scope: String::new(),
+                shared: false,
+                ema: None,
+            }],
+        }
+    }
+
+    fn frame(&mut self) -> &mut Frame {
+        self.frames
+            .last_mut()
+            .expect("the model frame is never popped")
+    }
+
+    fn scope(&self) -> &str {
+        &self.frames.last().expect("model frame").scope
+    }
+
+    fn model(&mut self, m: &Model) -> Result<(), Diagnostic> {
+        let mut inputs: HashMap<String, Span> = HashMap::new();
+        let mut outputs: HashMap<String, Span> = HashMap::new();
+        for item in &m.items {
+            match item {
+                ModelItem::Config(entries, _) => {
+                    for c in entries {
+                        if self.config.contains_key(&c.name.name) {
+                            return Err(duplicate("config constant", &c.name));
+                        }
+                        let v = self.eval(&c.value)?;
+                        let v =
+                            match v {
+                                Value::Tensor(_) => return Err(Diagnostic::new(
+                                    "E0111",
+                                    c.value.span,
+                                    "a config constant must be known at compile time, not a tensor",
+                                )),
+                                v => v,
+                            };
+                        self.config.insert(c.name.name.clone(), v);
+                    }
+                }
+                ModelItem::Input(i) => {
+                    if inputs.insert(i.name.name.clone(), i.name.span).is_some() {
+                        return Err(duplicate("input", &i.name));
+                    }
+                    let ty = self.tensor_type(&i.ty, true)?;
+                    let n = self.graph.add(Op::Input(i.name.name.clone()), ty, "", &[]);
+                    self.graph.inputs.insert(i.name.name.clone(), n);
+                    self.frame()
+                        .vars
+                        .insert(i.name.name.clone(), Value::Tensor(n));
+                }
+                ModelItem::Block(_) => {}
+                ModelItem::Shared(b) => {
+                    let v = self.eval(&b.value)?;
+                    let v = match v {
+                        Value::Block(mut bv) => {
+                            if bv.instance.is_none() {
+                                bv.instance = Some(Rc::new(Instance {
+                                    scope: self.scope().to_string(),
+                                    ema: None,
+                                }));
+                            }
+                            Value::Block(bv)
+                        }
+                        other => {
+                            return Err(Diagnostic::new(
+                                "E0111",
+                                b.value.span,
+                                format!("`shared` binds a block instance, found {}", other.kind()),
+                            ))
+                        }
+                    };
+                    if self.shared.insert(b.name.name.clone(), v).is_some() {
+                        return Err(duplicate("shared instance", &b.name));
+                    }
+                }
+                ModelItem::Output(b) => {
+                    if outputs.insert(b.name.name.clone(), b.name.span).is_some() {
+                        return Err(duplicate("output", &b.name));
+                    }
+                    let v = self.eval(&b.value)?;
+                    let n = self.expect_tensor(&v, b.value.span, "an output")?;
+                    self.graph.outputs.insert(b.name.name.clone(), n);
+                    self.frame()
+                        .vars
+                        .insert(b.name.name.clone(), Value::Tensor(n));
+                }
+                ModelItem::Stmt(s) => {
+                    if let Some(ret) = self.stmt(s)? {
+                        return Err(Diagnostic::new(
+                            "E0112",
+                            ret,
+                            "`return` belongs in a block; a model declares `output`s",
+                        )
+                        .label("return at model level"));
+                    }
+                }
+            }
+        }
+        if self.graph.outputs.is_empty() {
+            return Err(Diagnostic::new(
+                "E0110",
+                m.name.span,
+                format!("model `{}` has no `output`", m.name.name),
+            )
+            .label("declare at least one `output name = ...`"));
+        }
+        Ok(())
+    }
+
+    /// Runs statements; returns the span of a `return` if one was reached.
+    fn stmts(&mut self, body: &[Stmt]) -> Result<Option<(Value, Span)>, Diagnostic> {
+        for s in body {
+            if let Some(r) = self.stmt_value(s)? {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<Option<Span>, Diagnostic> {
+        Ok(self.stmt_value(s)?.map(|(_, sp)| sp))
+    }
+
+    fn stmt_value(&mut self, s: &Stmt) -> Result<Option<(Value, Span)>, Diagnostic> {
+        match s {
+            Stmt::Return(e) => Ok(Some((self.eval(e)?, e.span))),
+            Stmt::Assign(a) => {
+                let v = self.eval(&a.value)?;
+                if a.targets.len() == 1 {
+                    self.frame().vars.insert(a.targets[0].name.clone(), v);
+                    return Ok(None);
+                }
+                match v {
+                    Value::List(items) if items.len() == a.targets.len() => {
+                        for (t, v) in a.targets.iter().zip(items) {
+                            self.frame().vars.insert(t.name.clone(), v);
+                        }
+                        Ok(None)
+                    }
+                    other => Err(Diagnostic::new(
+                        "E0402",
+                        a.value.span,
+                        format!(
+                            "cannot unpack {} into {} names",
+                            match &other {
+                                Value::List(items) => format!("a list of {}", items.len()),
+                                o => o.kind().to_string(),
+                            },
+                            a.targets.len()
+                        ),
+                    )
+                    .label("this value")),
+                }
+            }
+            Stmt::If(i) => {
+                let c = self.eval(&i.cond)?;
+                let Value::Bool(c) = c else {
+                    return Err(Diagnostic::new(
+                        "E0404",
+                        i.cond.span,
+                        format!(
+                            "an `if` condition must be a compile-time bool, found {}",
+                            c.kind()
+                        ),
+                    )
+                    .label("not a bool"));
+                };
+                if c {
+                    self.stmts(&i.then)
+                } else if let Some(els) = &i.els {
+                    self.stmts(els)
+                } else {
+                    Ok(None)
+                }
+            }
+            Stmt::Param(p) => {
+                let n = self.param(p)?;
+                self.frame()
+                    .vars
+                    .insert(p.name.name.clone(), Value::Tensor(n));
+                Ok(None)
+            }
+        }
+    }
+
+    fn param(&mut self, p: &ParamDecl) -> Result<petgraph::graph::NodeIndex, Diagnostic> {
+        let ty = self.tensor_type(&p.ty, false)?;
+        let local = p
+            .path
+            .as_ref()
+            .map(|s| s.dotted())
+            .unwrap_or_else(|| p.name.name.clone());
+        let frame = self.frames.last().expect("model frame");
+        let name = join(&frame.scope, &local);
+        let kind = match &frame.ema {
+            Some((ema_scope, online, momentum)) => ParamKind::Ema {
+                online: join(
+                    online,
+                    name.strip_prefix(ema_scope.as_str())
+                        .unwrap_or(&name)
+                        .trim_start_matches('.'),
+                ),
+                momentum: *momentum,
+            },
+            None => ParamKind::Trainable,
+        };
+        if let Some((n, _)) = self.graph.params.get(&name) {
+            let n = *n;
+            if frame.shared && self.graph.ty(n) == &ty {
+                return Ok(n);
+            }
+            return Err(Diagnostic::new(
+                "E0107",
+                p.name.span,
+                format!("weight `{name}` is declared twice"),
+            )
+            .label("second declaration")
+            .note("give each call its own scope with `@name`, or use a `shared` instance to reuse weights"));
+        }
+        let scope = self.scope().to_string();
+        let n = self.graph.add(Op::Param(name.clone()), ty, &scope, &[]);
+        self.graph.params.insert(name, (n, kind));
+        Ok(n)
+    }
+
+    /// Evaluates a written tensor type. In inputs, unknown names become symbolic dims; weights
+    /// must have constant positive dims.
+    fn tensor_type(&mut self, t: &TensorTypeExpr, input: bool) -> Result<TensorType, Diagnostic> {
+        let mut shape = Vec::new();
+        for d in &t.dims {
+            let v = match (&d.kind, input) {
+                (ExprKind::Name(n), true) if self.lookup(n).is_none() => {
+                    if !self.graph.symbols.contains(n) {
+                        self.graph.symbols.push(n.clone());
+                    }
+                    Value::Dim(Dim::symbol(n))
+                }
+                _ => self.eval(d)?,
+            };
+            let dim = v.as_dim().ok_or_else(|| {
+                Diagnostic::new(
+                    "E0111",
+                    d.span,
+                    format!("a dim must be an integer or a symbol, found {}", v.kind()),
+                )
+            })?;
+            match dim.as_const() {
+                Some(c) if c <= 0 => {
+                    return Err(Diagnostic::new(
+                        "E0204",
+                        d.span,
+                        format!("dims must be positive, this one is {c}"),
+                    )
+                    .label("zero or negative dim"))
+                }
+                None if !input => {
+                    return Err(Diagnostic::new(
+                        "E0403",
+                        d.span,
+                        format!("a weight needs constant dims, but this one is `{dim}`"),
+                    )
+                    .label("symbolic dim in a weight shape"))
+                }
+                _ => {}
+            }
+            shape.push(dim);
+        }
+        Ok(TensorType::new(t.dtype.unwrap_or(DType::F32), shape))
+    }
+
+    /// Calls a block value with evaluated arguments under `scope` (relative to the caller's).
+    fn call_block(
+        &mut self,
+        b: &BlockValue,
+        args: args::CallArgs,
+        scope: Option<&ScopePath>,
+    ) -> Result<Value, Diagnostic> {
+        let def = b.def.clone();
+        if self.frames.iter().skip(1).any(|f| f.block == def.name.name) {
+            return Err(Diagnostic::new(
+                "E0108",
+                args.span,
+                format!(
+                    "block `{}` calls itself; blocks cannot be recursive",
+                    def.name.name
+                ),
+            )
+            .label("recursive call")
+            .note("use `stack` to repeat a block"));
+        }
+        if self.frames.len() > MAX_CALL_DEPTH {
+            return Err(Diagnostic::new(
+                "E0108",
+                args.span,
+                "block calls nest too deeply",
+            ));
+        }
+        let names: Vec<&str> = def.params.iter().map(|p| p.name.name.as_str()).collect();
+        if args.positional.len() > names.len() {
+            let at = args.positional[names.len()].1;
+            return Err(args::arity_error(
+                &def.name.name,
+                &names,
+                args.positional.len(),
+                at,
+            ));
+        }
+        let caller = self.frames.last().expect("model frame");
+        let (new_scope, shared, ema) = match (&b.instance, scope) {
+            (Some(_), Some(s)) => {
+                return Err(Diagnostic::new(
+                    "E0111",
+                    s.span,
+                    "a `shared` instance keeps the weight scope it was declared with",
+                )
+                .label("remove this scope"))
+            }
+            (Some(i), None) => (
+                i.scope.clone(),
+                true,
+                i.ema
+                    .as_ref()
+                    .map(|(online, m)| (i.scope.clone(), online.clone(), *m)),
+            ),
+            (None, s) => (
+                join(&caller.scope, &s.map(|s| s.dotted()).unwrap_or_default()),
+                caller.shared,
+                caller.ema.clone(),
+            ),
+        };
+        let mut vars: HashMap<String, Value> = HashMap::new();
+        let mut given: HashMap<String, Span> = HashMap::new();
+        for (k, v) in &b.bound {
+            vars.insert(k.clone(), v.clone());
+        }
+        for (i, (v, sp)) in args.positional.into_iter().enumerate() {
+            given.insert(names[i].to_string(), sp);
+            vars.insert(names[i].to_string(), v);
+        }
+        for (k, ks, v, _) in args.named {
+            if !names.contains(&k.as_str()) {
+                return Err(args::unknown_keyword(
+                    &def.name.name,
+                    &k,
+                    ks,
+                    names.iter().copied(),
+                ));
+            }
+            if given.insert(k.clone(), ks).is_some() {
+                return Err(Diagnostic::new(
+                    "E0106",
+                    ks,
+                    format!("argument `{k}` of `{}` is given twice", def.name.name),
+                )
+                .label("given again here"));
+            }
+            vars.insert(k, v);
+        }
+        self.frames.push(Frame {
+            block: def.name.name.clone(),
+            vars,
+            scope: new_scope,
+            shared,
+            ema,
+        });
+        let call = args.span;
+        let result = self.run_block(&def, call);
+        self.frames.pop();
+        result.map_err(|d| d.called_from(&def.name.name, call))
+    }
+
+    fn run_block(&mut self, def: &BlockDef, call: Span) -> Result<Value, Diagnostic> {
+        for p in &def.params {
+            if self.frame().vars.contains_key(&p.name.name) {
+                continue;
+            }
+            match &p.default {
+                Some(d) => {
+                    let v = self.eval(d)?;
+                    self.frame().vars.insert(p.name.name.clone(), v);
+                }
+                None => {
+                    return Err(Diagnostic::new(
+                        "E0105",
+                        call,
+                        format!("`{}` needs the argument `{}`", def.name.name, p.name.name),
+                    )
+                    .label("missing argument"))
+                }
+            }
+        }
+        match self.stmts(&def.body)? {
+            Some((v, _)) => Ok(v),
+            None => Err(Diagnostic::new(
+                "E0109",
+                def.name.span,
+                format!("block `{}` ends without `return`", def.name.name),
+            )
+            .label("every block returns a value")),
+        }
+    }
+}

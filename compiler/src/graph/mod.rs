@@ -1,0 +1,138 @@
+//! The Graph IR: primitive ops on a petgraph DAG, every value typed.
+//!
+//! Blocks do not survive elaboration; each node keeps the weight scope it was created under
+//! (`model.layers.3.self_attn`), which the dump shows.
+
+mod dim;
+mod infer;
+mod op;
+mod printer;
+
+pub use dim::Dim;
+pub use infer::{broadcast, infer, TypeError};
+pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
+pub use printer::print_graph;
+
+use indexmap::IndexMap;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
+/// One op and the type of the value it produces.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The operation.
+    pub op: Op,
+    /// Result dtype and shape.
+    pub ty: TensorType,
+    /// The weight scope the node was created under (empty at model level).
+    pub scope: String,
+}
+
+/// An edge: which operand slot of the consumer it feeds, and the type of the value it carries.
+#[derive(Clone, Debug)]
+pub struct Edge {
+    /// Operand position in the consumer.
+    pub slot: usize,
+    /// The type of the value on this edge.
+    pub ty: TensorType,
+}
+
+/// What a weight is for beyond its shape.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamKind {
+    /// A trainable weight.
+    Trainable,
+    /// An EMA copy: it follows `online` with `momentum` and is not trained.
+    Ema {
+        /// The online weight it follows.
+        online: String,
+        /// The EMA momentum.
+        momentum: f64,
+    },
+}
+
+/// One stack of layers, as the `check` summary and the stack passes see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackInfo {
+    /// The stack's weight scope, e.g. `model.layers`.
+    pub scope: String,
+    /// One kind per layer, e.g. `decoder(mixer=attention_mixer)`.
+    pub layers: Vec<String>,
+}
+
+/// A whole elaborated model.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    /// The model's name.
+    pub name: String,
+    /// The DAG. Node indices follow creation order, which is a topological order.
+    pub dag: DiGraph<Node, Edge>,
+    /// Inputs by name, in declaration order.
+    pub inputs: IndexMap<String, NodeIndex>,
+    /// Outputs by name, in declaration order.
+    pub outputs: IndexMap<String, NodeIndex>,
+    /// Weights by checkpoint name, in creation order.
+    pub params: IndexMap<String, (NodeIndex, ParamKind)>,
+    /// Symbolic dims, in order of first appearance.
+    pub symbols: Vec<String>,
+    /// The stacks of layers, in creation order.
+    pub stacks: Vec<StackInfo>,
+}
+
+impl Graph {
+    /// Adds a node fed by `operands` (in slot order) and returns it.
+    pub fn add(
+        &mut self,
+        op: Op,
+        ty: TensorType,
+        scope: &str,
+        operands: &[NodeIndex],
+    ) -> NodeIndex {
+        let n = self.dag.add_node(Node {
+            op,
+            ty,
+            scope: scope.to_string(),
+        });
+        for (slot, &o) in operands.iter().enumerate() {
+            let ty = self.dag[o].ty.clone();
+            self.dag.add_edge(o, n, Edge { slot, ty });
+        }
+        n
+    }
+
+    /// The operands of a node, in slot order.
+    pub fn operands(&self, n: NodeIndex) -> Vec<NodeIndex> {
+        let mut e: Vec<_> = self
+            .dag
+            .edges_directed(n, Direction::Incoming)
+            .map(|e| (e.weight().slot, e.source()))
+            .collect();
+        e.sort();
+        e.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// The type of a node's value.
+    pub fn ty(&self, n: NodeIndex) -> &TensorType {
+        &self.dag[n].ty
+    }
+
+    /// Number of elements of each trainable and EMA weight, summed: (trainable, ema).
+    /// Weights must have constant shapes, which elaboration guarantees.
+    pub fn param_counts(&self) -> (u64, u64) {
+        let mut counts = (0u64, 0u64);
+        for (node, kind) in self.params.values() {
+            let n: u64 = self.dag[*node]
+                .ty
+                .shape
+                .iter()
+                .map(|d| d.as_const().unwrap_or(0) as u64)
+                .product();
+            match kind {
+                ParamKind::Trainable => counts.0 += n,
+                ParamKind::Ema { .. } => counts.1 += n,
+            }
+        }
+        counts
+    }
+}

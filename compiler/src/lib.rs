@@ -1,0 +1,12 @@
+//! The archc compiler.
+//!
+//! `.arch` text is parsed ([`syntax`]) and elaborated ([`elaborate`]) into the Graph IR
+//! ([`graph`]): primitive ops on petgraph, every value typed with a dtype and a symbolic shape.
+
+pub mod elaborate;
+pub mod graph;
+pub mod session;
+pub mod summary;
+pub mod syntax;
+
+pub use session::Session;

@@ -1,0 +1,113 @@
+//! Located errors, rendered with the source line and a caret.
+
+use std::fmt::Write;
+
+use super::source::{Sources, Span};
+
+/// A user-facing error: a stable code, a message and the span it points at.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("error[{code}]: {message}")]
+pub struct Diagnostic {
+    /// Stable code, e.g. `E0101`; docs/LANGUAGE.md lists them all.
+    pub code: &'static str,
+    /// One-line description.
+    pub message: String,
+    /// Where the error is.
+    pub span: Span,
+    /// Short text shown under the caret.
+    pub label: String,
+    /// Extra lines: hints.
+    pub notes: Vec<String>,
+    /// The chain of block calls that led here, innermost first.
+    pub trace: Vec<(String, Span)>,
+}
+
+impl Diagnostic {
+    /// A diagnostic with no label or notes.
+    pub fn new(code: &'static str, span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            code,
+            message: message.into(),
+            span,
+            label: String::new(),
+            notes: Vec::new(),
+            trace: Vec::new(),
+        }
+    }
+
+    /// Records that the error happened inside block `block`, called at `call`.
+    pub fn called_from(mut self, block: &str, call: Span) -> Diagnostic {
+        self.trace.push((block.to_string(), call));
+        self
+    }
+
+    /// Sets the text under the caret.
+    pub fn label(mut self, label: impl Into<String>) -> Diagnostic {
+        self.label = label.into();
+        self
+    }
+
+    /// Adds a note line.
+    pub fn note(mut self, note: impl Into<String>) -> Diagnostic {
+        self.notes.push(note.into());
+        self
+    }
+
+    /// Renders the diagnostic like rustc: header, `--> file:line:col`, the line, a caret.
+    pub fn render(&self, sources: &Sources) -> String {
+        let src = sources.get(self.span.source);
+        let start = src.line_col(self.span.start as usize);
+        let end = src.line_col(self.span.end as usize);
+        let line = src.line_text(start.line);
+        let gutter = start.line.to_string().len();
+        let width = if end.line == start.line {
+            end.col.saturating_sub(start.col).max(1)
+        } else {
+            line.chars().count().saturating_sub(start.col - 1).max(1)
+        };
+        let mut out = String::new();
+        let pad = " ".repeat(gutter);
+        let _ = writeln!(out, "error[{}]: {}", self.code, self.message);
+        let _ = writeln!(out, "{pad}--> {}:{}", src.name, start);
+        let _ = writeln!(out, "{pad} |");
+        let _ = writeln!(out, "{} | {}", start.line, line.replace('\t', " "));
+        let caret_pad = " ".repeat(start.col - 1);
+        let carets = "^".repeat(width);
+        let label = if self.label.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.label)
+        };
+        let _ = writeln!(out, "{pad} | {caret_pad}{carets}{label}");
+        for n in &self.notes {
+            let _ = writeln!(out, "{pad} = note: {n}");
+        }
+        for (block, call) in &self.trace {
+            let _ = writeln!(
+                out,
+                "{pad} = note: in block `{block}`, called at {}",
+                sources.locate(*call)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_line_and_caret() {
+        let mut s = Sources::new();
+        let id = s.add("m.arch", "model m {\n  x = foo(y)\n}\n");
+        let d = Diagnostic::new("E0201", Span::new(id, 16, 19), "unknown name `foo`")
+            .label("not defined")
+            .note("a hint");
+        let text = d.render(&s);
+        assert_eq!(
+            text,
+            "error[E0201]: unknown name `foo`\n --> m.arch:2:7\n  |\n2 |   x = foo(y)\n  |       ^^^ not defined\n  = note: a hint\n"
+        );
+    }
+}

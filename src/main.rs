@@ -1,0 +1,119 @@
+//! `archc`: compile and inspect neural-network architectures written in `.arch`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use archc_compiler::graph::print_graph;
+use archc_compiler::summary::summary;
+use archc_compiler::syntax::print_file;
+use archc_compiler::Session;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// archc compiles neural-network architectures written in the .arch language.
+///
+/// A .arch file declares a model: config constants, inputs, blocks built from primitives and the
+/// prelude (attention, rmsnorm, mamba, ...), stacks of layers, and outputs. docs/LANGUAGE.md
+/// describes the language; examples/ has one file per architecture family.
+#[derive(Parser)]
+#[command(name = "archc", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse, shape-check and elaborate a model, then print a summary.
+    ///
+    /// The summary gives the parameter count (equal to the Hugging Face model's for the
+    /// examples), each stack's layer kinds with their counts, and the inputs and outputs with
+    /// their dtypes and symbolic shapes. Errors point at file:line:col and exit with status 1.
+    ///
+    /// Example: archc check examples/jamba.arch
+    Check {
+        /// The .arch file.
+        file: PathBuf,
+    },
+    /// Print one stage of the pipeline as deterministic text.
+    ///
+    /// `ast` prints the parsed file in canonical form (it parses back to the same tree);
+    /// `graph` prints the elaborated Graph IR: one primitive op per line with its result type
+    /// and the weight scope it came from.
+    ///
+    /// Example: archc dump --stage graph examples/llama.arch
+    Dump {
+        /// Which stage to print.
+        #[arg(long, value_enum, default_value_t = Stage::Graph)]
+        stage: Stage,
+        /// The .arch file.
+        file: PathBuf,
+    },
+}
+
+/// A pipeline stage with a text form.
+#[derive(Clone, Copy, ValueEnum)]
+enum Stage {
+    /// The syntax tree, printed back as canonical .arch text.
+    Ast,
+    /// The Graph IR after elaboration.
+    Graph,
+}
+
+/// Why a command failed, and so with which status it exits.
+enum Failure {
+    /// A located error in the user's input: status 1.
+    Input(String),
+    /// A bad invocation (unreadable path, ...): status 2.
+    Usage(anyhow::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Input(rendered)) => {
+            eprint!("{rendered}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<(Session, archc_compiler::syntax::SourceId), Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read `{}`", path.display()))
+        .map_err(Failure::Usage)?;
+    let mut session = Session::new().map_err(Failure::Input)?;
+    let id = session.add(path.display().to_string(), text);
+    Ok((session, id))
+}
+
+fn run(cli: Cli) -> Result<String, Failure> {
+    match cli.command {
+        Command::Check { file } => {
+            let (s, id) = load(&file)?;
+            let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            Ok(summary(&graph))
+        }
+        Command::Dump { stage, file } => {
+            let (s, id) = load(&file)?;
+            match stage {
+                Stage::Ast => {
+                    let ast = s.parse(id).map_err(|d| Failure::Input(s.render(&d)))?;
+                    Ok(print_file(&ast))
+                }
+                Stage::Graph => {
+                    let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+                    Ok(print_graph(&graph))
+                }
+            }
+        }
+    }
+}
