@@ -4,7 +4,6 @@ use archc_runtime::DType;
 use petgraph::graph::NodeIndex;
 
 use crate::graph::{BinaryOp, Dim, Op, ReduceOp, TensorType, UnaryOp};
-use crate::syntax::ast::ScopePath;
 use crate::syntax::{Diagnostic, Span};
 
 use super::args::{Bound, CallArgs};
@@ -109,7 +108,7 @@ impl Elab {
         &mut self,
         name: &'static str,
         ca: CallArgs,
-        scope: Option<&ScopePath>,
+        scoped: bool,
     ) -> Result<Value, Diagnostic> {
         if let Some(u) = unary_op(name) {
             let mut b = ca.bind(&["x"])?;
@@ -512,7 +511,7 @@ impl Elab {
                 }
                 Ok(Value::List((0..n).map(Value::Int).collect()))
             }
-            _ => self.structure(name, ca, scope),
+            _ => self.structure(name, ca, scoped),
         }
     }
 

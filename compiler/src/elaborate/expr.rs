@@ -92,28 +92,31 @@ impl Elab {
                 self.binary(*op, (lv, l.span), (rv, r.span), e.span)
             }
             ExprKind::Call(f, a) => self.call(f, a, e.span, None),
-            ExprKind::Scoped(inner, scope) => match &inner.kind {
-                ExprKind::Call(f, a) => self.call(f, a, inner.span, Some(scope)),
-                _ => match self.eval(inner)? {
-                    Value::Block(mut b) if b.instance.is_none() => {
-                        b.instance = Some(std::rc::Rc::new(super::Instance {
-                            scope: super::join(self.scope(), &scope.dotted()),
-                            ema: None,
-                        }));
-                        Ok(Value::Block(b))
-                    }
-                    other => Err(Diagnostic::new(
-                        "E0111",
-                        scope.span,
-                        format!(
-                            "a scope `@{}` applies to a call or a block, not to {}",
-                            scope.dotted(),
-                            other.kind()
-                        ),
-                    )
-                    .label("misplaced scope")),
-                },
-            },
+            ExprKind::Scoped(inner, path) => {
+                let scope = self.scope_path(path)?;
+                match &inner.kind {
+                    ExprKind::Call(f, a) => self.call(f, a, inner.span, Some(scope)),
+                    _ => match self.eval(inner)? {
+                        Value::Block(mut b) if b.instance.is_none() => {
+                            b.instance = Some(std::rc::Rc::new(super::Instance {
+                                scope: super::join(self.scope(), &scope.0),
+                                ema: None,
+                            }));
+                            Ok(Value::Block(b))
+                        }
+                        other => Err(Diagnostic::new(
+                            "E0111",
+                            path.span,
+                            format!(
+                                "a scope `@{}` applies to a call or a block, not to {}",
+                                scope.0,
+                                other.kind()
+                            ),
+                        )
+                        .label("misplaced scope")),
+                    },
+                }
+            }
             ExprKind::Field(x, f) => {
                 let v = self.eval(x)?;
                 self.field(v, f, x.span)
@@ -131,7 +134,7 @@ impl Elab {
         f: &Expr,
         a: &[Arg],
         span: Span,
-        scope: Option<&ScopePath>,
+        scope: Option<(String, Span)>,
     ) -> Result<Value, Diagnostic> {
         let callee = match &f.kind {
             ExprKind::Name(n) => self
@@ -168,11 +171,12 @@ impl Elab {
         match callee {
             Value::Block(b) => self.call_block(&b, ca, scope),
             Value::Builtin(name) => {
-                let saved = scope.map(|s| {
-                    let new = super::join(self.scope(), &s.dotted());
+                let scoped = scope.is_some();
+                let saved = scope.map(|(s, _)| {
+                    let new = super::join(self.scope(), &s);
                     std::mem::replace(&mut self.frame().scope, new)
                 });
-                let r = self.builtin(name, ca, scope);
+                let r = self.builtin(name, ca, scoped);
                 if let Some(old) = saved {
                     self.frame().scope = old;
                 }
@@ -251,6 +255,11 @@ impl Elab {
         span: Span,
     ) -> Result<Value, Diagnostic> {
         use Value::*;
+        // `x == none` asks whether an optional argument was given, even for tensors.
+        if matches!((&l, &r), (None, _) | (_, None)) && matches!(op, BinOp::Eq | BinOp::Ne) {
+            let same = matches!((&l, &r), (None, None));
+            return Ok(Bool(same == (op == BinOp::Eq)));
+        }
         if matches!(l, Tensor(_)) || matches!(r, Tensor(_)) {
             return self.tensor_binary(op, (l, ls), (r, rs), span);
         }
@@ -299,10 +308,6 @@ impl Elab {
             }
             (DType(a), DType(b)) if matches!(op, BinOp::Eq | BinOp::Ne) => {
                 Ok(Bool((a == b) == (op == BinOp::Eq)))
-            }
-            (None, _) | (_, None) if matches!(op, BinOp::Eq | BinOp::Ne) => {
-                let same = matches!((&l, &r), (None, None));
-                Ok(Bool(same == (op == BinOp::Eq)))
             }
             _ => {
                 let (Some(a), Some(b)) = (l.as_dim(), r.as_dim()) else {

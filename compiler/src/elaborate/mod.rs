@@ -114,6 +114,34 @@ struct Elab {
     frames: Vec<Frame>,
 }
 
+impl Elab {
+    /// Evaluates a scope path (`@a.{i}.b`) to its dotted text, relative to the current scope.
+    fn scope_path(&mut self, s: &ScopePath) -> Result<(String, Span), Diagnostic> {
+        let mut parts = Vec::new();
+        for seg in &s.segments {
+            parts.push(match seg {
+                ScopeSegment::Name(n) => n.clone(),
+                ScopeSegment::Expr(e) => match self.eval(e)? {
+                    Value::Int(i) => i.to_string(),
+                    Value::Str(t) if !t.is_empty() && !t.contains(['.', ' ']) => t,
+                    other => {
+                        return Err(Diagnostic::new(
+                            "E0111",
+                            e.span,
+                            format!(
+                                "a scope segment must be an integer or a name, found {}",
+                                other.describe()
+                            ),
+                        )
+                        .label("bad scope segment"))
+                    }
+                },
+            });
+        }
+        Ok((parts.join("."), s.span))
+    }
+}
+
 /// Joins two weight-scope paths with a dot.
 fn join(a: &str, b: &str) -> String {
     match (a.is_empty(), b.is_empty()) {
@@ -324,11 +352,10 @@ impl Elab {
 
     fn param(&mut self, p: &ParamDecl) -> Result<petgraph::graph::NodeIndex, Diagnostic> {
         let ty = self.tensor_type(&p.ty, false)?;
-        let local = p
-            .path
-            .as_ref()
-            .map(|s| s.dotted())
-            .unwrap_or_else(|| p.name.name.clone());
+        let local = match &p.path {
+            Some(path) => self.scope_path(path)?.0,
+            None => p.name.name.clone(),
+        };
         let frame = self.frames.last().expect("model frame");
         let name = join(&frame.scope, &local);
         let kind = match &frame.ema {
@@ -412,7 +439,7 @@ impl Elab {
         &mut self,
         b: &BlockValue,
         args: args::CallArgs,
-        scope: Option<&ScopePath>,
+        scope: Option<(String, Span)>,
     ) -> Result<Value, Diagnostic> {
         let def = b.def.clone();
         if self.frames.iter().skip(1).any(|f| f.block == def.name.name) {
@@ -446,10 +473,10 @@ impl Elab {
         }
         let caller = self.frames.last().expect("model frame");
         let (new_scope, shared, ema) = match (&b.instance, scope) {
-            (Some(_), Some(s)) => {
+            (Some(_), Some((_, span))) => {
                 return Err(Diagnostic::new(
                     "E0111",
-                    s.span,
+                    span,
                     "a `shared` instance keeps the weight scope it was declared with",
                 )
                 .label("remove this scope"))
@@ -462,7 +489,7 @@ impl Elab {
                     .map(|(online, m)| (i.scope.clone(), online.clone(), *m)),
             ),
             (None, s) => (
-                join(&caller.scope, &s.map(|s| s.dotted()).unwrap_or_default()),
+                join(&caller.scope, &s.map(|s| s.0).unwrap_or_default()),
                 caller.shared,
                 caller.ema.clone(),
             ),

@@ -3,7 +3,6 @@
 use std::rc::Rc;
 
 use crate::graph::StackInfo;
-use crate::syntax::ast::ScopePath;
 use crate::syntax::{Diagnostic, Span};
 
 use super::args::{self, CallArgs};
@@ -16,7 +15,7 @@ impl Elab {
         &mut self,
         name: &'static str,
         ca: CallArgs,
-        scope: Option<&ScopePath>,
+        scoped: bool,
     ) -> Result<Value, Diagnostic> {
         match name {
             "stack" => self.stack(ca),
@@ -109,14 +108,14 @@ impl Elab {
                         ))
                     }
                 };
-                let Some(scope) = scope else {
+                if !scoped {
                     return Err(Diagnostic::new(
                         "E0304",
                         span,
                         "an `ema` copy needs its own weight scope",
                     )
                     .label("add `@name` after the call"));
-                };
+                }
                 let Value::Block(mut bv) = blk else {
                     unreachable!("checked above")
                 };
@@ -124,7 +123,6 @@ impl Elab {
                     scope: self.scope().to_string(),
                     ema: Some((online, momentum)),
                 }));
-                let _ = scope;
                 Ok(Value::Block(bv))
             }
             "bind" => {
@@ -298,17 +296,14 @@ impl Elab {
             } else {
                 format!("{}({})", bv.describe(), kind_args.join(", "))
             });
-            let layer_scope = ScopePath {
-                segments: vec![i.to_string()],
-                span,
-            };
+            let layer_scope = (i.to_string(), span);
             let args = CallArgs {
                 callee: bv.def.name.name.clone(),
                 span,
                 positional: vec![(x, span)],
                 named,
             };
-            x = self.call_block(&bv, args, Some(&layer_scope))?;
+            x = self.call_block(&bv, args, Some(layer_scope))?;
         }
         self.graph.stacks.push(StackInfo {
             scope: stack_scope,

@@ -164,20 +164,22 @@ pub struct Assign {
     pub value: Expr,
 }
 
-/// `@a.b.3`: a weight-name scope.
+/// `@a.b.3` or `@adapters.{i}`: a weight-name scope.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScopePath {
     /// Dot-separated segments.
-    pub segments: Vec<String>,
+    pub segments: Vec<ScopeSegment>,
     /// Where it is written.
     pub span: Span,
 }
 
-impl ScopePath {
-    /// The path joined with dots.
-    pub fn dotted(&self) -> String {
-        self.segments.join(".")
-    }
+/// One segment of a scope path.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScopeSegment {
+    /// A literal name or number: `layers`, `0`.
+    Name(String),
+    /// `{expr}`: an integer or string computed at compile time.
+    Expr(Expr),
 }
 
 /// An expression with its location.

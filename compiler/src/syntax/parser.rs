@@ -104,7 +104,7 @@ fn rule_name(rule: Rule) -> &'static str {
         Rule::call_args => "`(`",
         Rule::index | Rule::list => "`[`",
         Rule::field => "`.`",
-        Rule::scope | Rule::scope_segment => "a scope `@name`",
+        Rule::scope | Rule::scope_name => "a scope `@name`",
         Rule::body => "`{`",
         Rule::int => "an integer",
         Rule::float => "a number",
@@ -224,7 +224,7 @@ impl Builder {
                 let mut i = p.into_inner();
                 let name = self.ident(i.next().expect("param name"));
                 let ty = self.tensor_type(i.next().expect("param type"))?;
-                let path = i.next().map(|s| self.scope(s));
+                let path = i.next().map(|s| self.scope(s)).transpose()?;
                 Ok(Stmt::Param(ParamDecl { name, ty, path }))
             }
             Rule::if_stmt => Ok(Stmt::If(self.if_stmt(p)?)),
@@ -260,11 +260,16 @@ impl Builder {
         Ok(IfStmt { cond, then, els })
     }
 
-    fn scope(&self, p: Pair<Rule>) -> ScopePath {
-        ScopePath {
-            span: self.span(&p),
-            segments: p.into_inner().map(|s| s.as_str().to_string()).collect(),
-        }
+    fn scope(&self, p: Pair<Rule>) -> PResult<ScopePath> {
+        let span = self.span(&p);
+        let segments = p
+            .into_inner()
+            .map(|s| match s.as_rule() {
+                Rule::scope_name => Ok(ScopeSegment::Name(s.as_str().to_string())),
+                _ => Ok(ScopeSegment::Expr(self.expr(s)?)),
+            })
+            .collect::<PResult<_>>()?;
+        Ok(ScopePath { span, segments })
     }
 
     fn expr(&self, p: Pair<Rule>) -> PResult<Expr> {
@@ -341,7 +346,7 @@ impl Builder {
                     Box::new(e),
                     self.ident(q.into_inner().next().expect("field")),
                 ),
-                _ => ExprKind::Scoped(Box::new(e), self.scope(q)),
+                _ => ExprKind::Scoped(Box::new(e), self.scope(q)?),
             };
             e = Expr { kind, span };
         }

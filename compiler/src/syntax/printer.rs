@@ -106,7 +106,7 @@ impl Printer {
                 let path = p
                     .path
                     .as_ref()
-                    .map(|s| format!(" @{}", s.dotted()))
+                    .map(|s| format!(" @{}", scope_path(s)))
                     .unwrap_or_default();
                 self.line(&format!(
                     "param {}: {}{path}",
@@ -150,6 +150,18 @@ impl Printer {
             },
         }
     }
+}
+
+fn scope_path(s: &ScopePath) -> String {
+    let parts: Vec<String> = s
+        .segments
+        .iter()
+        .map(|seg| match seg {
+            ScopeSegment::Name(n) => n.clone(),
+            ScopeSegment::Expr(e) => format!("{{{}}}", print_expr(e)),
+        })
+        .collect();
+    parts.join(".")
 }
 
 fn tensor_type(t: &TensorTypeExpr) -> String {
@@ -255,7 +267,7 @@ fn expr(out: &mut String, e: &Expr, _min: u8) {
         }
         ExprKind::Scoped(x, s) => {
             postfix_base(out, x);
-            let _ = write!(out, " @{}", s.dotted());
+            let _ = write!(out, " @{}", scope_path(s));
         }
     }
 }
