@@ -56,16 +56,28 @@ fn syntax_error(source: SourceId, text: &str, e: pest::error::Error<Rule>) -> Di
         InputLocation::Pos(p) => (p, p),
         InputLocation::Span((s, e)) => (s, e),
     };
-    // Point at the whole offending token, or at the end of the text.
-    let token_end = text[start..]
-        .find(|c: char| c.is_whitespace())
-        .map(|n| start + n.max(1))
-        .unwrap_or(text.len());
-    let end = end.max(token_end.min(start + 24)).min(text.len());
+    // Point at the whole offending token (up to 24 characters), or at the end of the text.
+    let start = start.min(text.len());
+    let token_len: usize = text[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .take(24)
+        .map(char::len_utf8)
+        .sum();
+    let end = end.clamp(start, text.len()).max(
+        start
+            + token_len.max(
+                text[start..]
+                    .chars()
+                    .next()
+                    .map(char::len_utf8)
+                    .unwrap_or(0),
+            ),
+    );
     let found = if start >= text.len() {
         "end of file".to_string()
     } else {
-        format!("`{}`", &text[start..end])
+        format!("`{}`", &text[start..end].escape_debug())
     };
     let message = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {

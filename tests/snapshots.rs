@@ -1,0 +1,32 @@
+//! insta snapshots of the `ast` and `graph` dumps of every example. A changed snapshot is a
+//! claim that the new output is right: review it like code.
+
+mod common;
+
+use archc_compiler::graph::print_graph;
+use archc_compiler::syntax::print_file;
+use archc_compiler::Session;
+use common::{example_source, EXAMPLES};
+
+fn dumps(name: &str) -> (String, String) {
+    let mut s = Session::new().expect("prelude");
+    let id = s.add(format!("examples/{name}.arch"), example_source(name));
+    let (ast, graph) = s.compile(id).unwrap_or_else(|d| panic!("{}", s.render(&d)));
+    (print_file(&ast), print_graph(&graph))
+}
+
+#[test]
+fn example_dumps() {
+    for name in EXAMPLES {
+        let (ast, graph) = dumps(name);
+        insta::assert_snapshot!(format!("{name}.ast"), ast);
+        insta::assert_snapshot!(format!("{name}.graph"), graph);
+    }
+}
+
+#[test]
+fn dumps_are_deterministic() {
+    for name in EXAMPLES {
+        assert_eq!(dumps(name), dumps(name), "{name} dumps differ between runs");
+    }
+}
