@@ -8,8 +8,8 @@ use proptest::prelude::*;
 
 /// Compiles and, on error, checks that the rendered diagnostic names a location.
 fn compile_safely(text: &str) {
-    if let Err((d, rendered)) = compile("fuzz.arch", text) {
-        assert!(d.code.starts_with('E'), "bad code {}", d.code);
+    if let Err((code, rendered)) = compile("fuzz.arch", text) {
+        assert!(code.starts_with('E'), "bad code {code}");
         assert!(rendered.contains(" --> "), "no location in:\n{rendered}");
         assert!(rendered.contains('^'), "no caret in:\n{rendered}");
     }

@@ -3,15 +3,10 @@
 mod common;
 
 use archc_compiler::syntax::ast::*;
-use archc_compiler::syntax::{parse, print_file, SourceId, Span};
+use archc_compiler::syntax::{parse, print_file, SourceId, Span, KEYWORDS};
 use archc_runtime::DType;
 use common::{example_source, EXAMPLES};
 use proptest::prelude::*;
-
-const KEYWORDS: &[&str] = &[
-    "model", "config", "input", "output", "block", "param", "shared", "if", "else", "return",
-    "true", "false", "none", "and", "or", "not",
-];
 
 fn ident() -> impl Strategy<Value = Ident> {
     "[a-zA-Z_][a-zA-Z0-9_]{0,5}"

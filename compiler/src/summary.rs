@@ -9,7 +9,7 @@ fn grouped(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -39,13 +39,26 @@ pub fn summary(g: &Graph) -> String {
         let _ = write!(out, " + {} in EMA target copies", grouped(ema));
     }
     let _ = writeln!(out, " ({} weights)", g.params.len());
+    // A stack inside a shared block runs once per call; list it once, with the count.
+    let mut stacks: Vec<(&crate::graph::StackInfo, usize)> = Vec::new();
     for s in &g.stacks {
+        match stacks.iter_mut().find(|(t, _)| *t == s) {
+            Some((_, n)) => *n += 1,
+            None => stacks.push((s, 1)),
+        }
+    }
+    for (s, applied) in stacks {
         let scope = if s.scope.is_empty() {
             "(root)"
         } else {
             &s.scope
         };
-        let _ = writeln!(out, "  stack {scope}: {} layers", s.layers.len());
+        let times = if applied > 1 {
+            format!(", applied {applied} times")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  stack {scope}: {} layers{times}", s.layers.len());
         for (kind, n) in layer_kinds(&s.layers) {
             let _ = writeln!(out, "    {n} × {kind}");
         }

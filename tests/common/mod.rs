@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use archc_compiler::graph::Graph;
-use archc_compiler::syntax::Diagnostic;
 use archc_compiler::Session;
 
 /// The nine example models, by file stem.
@@ -24,13 +23,13 @@ pub fn example_source(name: &str) -> String {
     std::fs::read_to_string(repo(&format!("examples/{name}.arch"))).expect("example exists")
 }
 
-/// Compiles source text in a fresh session; on error, the rendered diagnostic comes back too.
-pub fn compile(name: &str, text: &str) -> Result<Graph, (Diagnostic, String)> {
+/// Compiles source text in a fresh session; an error comes back as its code and rendering.
+pub fn compile(name: &str, text: &str) -> Result<Graph, (&'static str, String)> {
     let mut s = Session::new().expect("the prelude parses");
     let id = s.add(name, text);
     s.compile(id)
         .map(|(_, g)| g)
-        .map_err(|d| (d.clone(), s.render(&d)))
+        .map_err(|d| (d.code, s.render(&d)))
 }
 
 /// Runs the archc binary; returns (status, stdout, stderr).

@@ -158,8 +158,8 @@ impl Elab {
                     .dtype_of(&a)
                     .or(self.dtype_of(&c))
                     .unwrap_or(DType::F32);
-                let x = self.to_tensor(&a, like, as_)?;
-                let y = self.to_tensor(&c, like, cs)?;
+                let x = self.tensor_operand(&a, like, as_)?;
+                let y = self.tensor_operand(&c, like, cs)?;
                 Ok(Value::Tensor(self.node(
                     Op::Binary(op),
                     None,
@@ -177,8 +177,8 @@ impl Elab {
                     .dtype_of(&x)
                     .or(self.dtype_of(&y))
                     .unwrap_or(DType::F32);
-                let x = self.to_tensor(&x, like, xs)?;
-                let y = self.to_tensor(&y, like, ys)?;
+                let x = self.tensor_operand(&x, like, xs)?;
+                let y = self.tensor_operand(&y, like, ys)?;
                 Ok(Value::Tensor(self.node(
                     Op::Select,
                     None,

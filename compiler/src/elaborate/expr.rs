@@ -345,8 +345,8 @@ impl Elab {
             (Value::Tensor(n), _) | (_, Value::Tensor(n)) => self.graph.ty(*n).dtype,
             _ => unreachable!("one operand is a tensor"),
         };
-        let a = self.to_tensor(&l, like, ls)?;
-        let b = self.to_tensor(&r, like, rs)?;
+        let a = self.tensor_operand(&l, like, ls)?;
+        let b = self.tensor_operand(&r, like, rs)?;
         let bop = match op {
             BinOp::Add => BinaryOp::Add,
             BinOp::Sub => BinaryOp::Sub,
@@ -377,7 +377,7 @@ impl Elab {
     }
 
     /// A tensor operand: tensors as they are, numbers as scalar constants of dtype `like`.
-    pub(super) fn to_tensor(
+    pub(super) fn tensor_operand(
         &mut self,
         v: &Value,
         like: DType,

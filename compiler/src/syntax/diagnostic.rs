@@ -16,10 +16,17 @@ pub struct Diagnostic {
     pub span: Span,
     /// Short text shown under the caret.
     pub label: String,
-    /// Extra lines: hints.
-    pub notes: Vec<String>,
-    /// The chain of block calls that led here, innermost first.
-    pub trace: Vec<(String, Span)>,
+    /// Extra lines: hints, then the chain of block calls that led here (innermost first).
+    pub notes: Vec<Note>,
+}
+
+/// One extra line under a diagnostic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// A hint in words.
+    Text(String),
+    /// The error happened inside this block, called at this span.
+    CalledFrom(String, Span),
 }
 
 impl Diagnostic {
@@ -31,13 +38,12 @@ impl Diagnostic {
             span,
             label: String::new(),
             notes: Vec::new(),
-            trace: Vec::new(),
         }
     }
 
     /// Records that the error happened inside block `block`, called at `call`.
     pub fn called_from(mut self, block: &str, call: Span) -> Diagnostic {
-        self.trace.push((block.to_string(), call));
+        self.notes.push(Note::CalledFrom(block.to_string(), call));
         self
     }
 
@@ -49,7 +55,7 @@ impl Diagnostic {
 
     /// Adds a note line.
     pub fn note(mut self, note: impl Into<String>) -> Diagnostic {
-        self.notes.push(note.into());
+        self.notes.push(Note::Text(note.into()));
         self
     }
 
@@ -80,14 +86,14 @@ impl Diagnostic {
         };
         let _ = writeln!(out, "{pad} | {caret_pad}{carets}{label}");
         for n in &self.notes {
-            let _ = writeln!(out, "{pad} = note: {n}");
-        }
-        for (block, call) in &self.trace {
-            let _ = writeln!(
-                out,
-                "{pad} = note: in block `{block}`, called at {}",
-                sources.locate(*call)
-            );
+            let _ = match n {
+                Note::Text(t) => writeln!(out, "{pad} = note: {t}"),
+                Note::CalledFrom(block, call) => writeln!(
+                    out,
+                    "{pad} = note: in block `{block}`, called at {}",
+                    sources.locate(*call)
+                ),
+            };
         }
         out
     }

@@ -6,7 +6,7 @@ mod parser;
 mod printer;
 mod source;
 
-pub use diagnostic::Diagnostic;
-pub use parser::parse;
+pub use diagnostic::{Diagnostic, Note};
+pub use parser::{parse, KEYWORDS};
 pub use printer::{print_expr, print_file};
 pub use source::{LineCol, Source, SourceId, Sources, Span};

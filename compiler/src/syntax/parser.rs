@@ -92,9 +92,25 @@ fn syntax_error(source: SourceId, text: &str, e: pest::error::Error<Rule>) -> Di
         ErrorVariant::CustomError { message } => format!("syntax error: {message}"),
         _ => format!("syntax error: unexpected {found}"),
     };
-    Diagnostic::new("E0001", Span::new(source, start, end.max(start)), message)
-        .label("the parser stopped here")
+    let d = Diagnostic::new("E0001", Span::new(source, start, end.max(start)), message)
+        .label("the parser stopped here");
+    let word: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    if KEYWORDS.contains(&word.as_str()) {
+        return d.note(format!(
+            "`{word}` is a keyword and cannot be used as a name"
+        ));
+    }
+    d
 }
+
+/// The reserved words of the grammar.
+pub const KEYWORDS: &[&str] = &[
+    "model", "config", "input", "output", "block", "param", "shared", "if", "else", "return",
+    "true", "false", "none", "and", "or", "not",
+];
 
 fn rule_name(rule: Rule) -> &'static str {
     match rule {

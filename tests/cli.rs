@@ -1,0 +1,100 @@
+//! The `archc` command line: `check`, `dump` and `--help`.
+
+mod common;
+
+use common::{archc, EXAMPLES};
+
+#[test]
+fn check_accepts_every_example() {
+    for name in EXAMPLES {
+        let path = format!("examples/{name}.arch");
+        let (status, stdout, stderr) = archc(&["check", &path]);
+        assert_eq!(status, 0, "{path}: {stderr}");
+        assert!(
+            stdout.starts_with(&format!("model {name}\n  parameters: ")),
+            "{stdout}"
+        );
+        assert!(stdout.contains("  output "), "{stdout}");
+    }
+}
+
+#[test]
+fn check_lists_layer_kinds_with_counts() {
+    let (_, stdout, _) = archc(&["check", "examples/jamba.arch"]);
+    let expected = "  stack model.layers: 8 layers
+    2 × layer(mixer=mamba_mixer, ff=mlp_ffn)
+    4 × layer(mixer=mamba_mixer, ff=moe_ffn)
+    2 × layer(mixer=attention_mixer, ff=mlp_ffn)
+";
+    assert!(stdout.contains(expected), "{stdout}");
+    let (_, stdout, _) = archc(&["check", "examples/bamba.arch"]);
+    assert!(
+        stdout.contains("    2 × layer(mixer=mamba_mixer)\n    2 × layer(mixer=attention_mixer)\n"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = archc(&["check", "examples/zamba2.arch"]);
+    assert!(stdout.contains("    3 × mamba_layer\n"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "hybrid_layer(transformer=shared_transformer@model.layers.1.shared_transformer, site=2"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_inputs_outputs_and_ema() {
+    let (_, stdout, _) = archc(&["check", "examples/ijepa.arch"]);
+    assert!(
+        stdout.contains("  input  pixel_values: f32[batch, 3, 32, 32]\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  output predicted: f32[batch, n_target, 64]\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" in EMA target copies"), "{stdout}");
+    assert!(
+        stdout.contains("  stack layers: 2 layers, applied 2 times\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn dump_prints_each_stage() {
+    let (status, ast, _) = archc(&["dump", "--stage", "ast", "examples/llama.arch"]);
+    assert_eq!(status, 0);
+    assert!(
+        ast.starts_with("model llama {\n  config {\n    vocab = 512,\n"),
+        "{ast}"
+    );
+    let (status, graph, _) = archc(&["dump", "--stage", "graph", "examples/llama.arch"]);
+    assert_eq!(status, 0);
+    assert!(
+        graph.starts_with(
+            "graph llama\nsymbols batch, seq\n%0 = input \"input_ids\" : i32[batch, seq]\n"
+        ),
+        "{graph}"
+    );
+    assert!(
+        graph.contains("param \"model.layers.1.self_attn.q_proj.weight\" : f32[64, 64]"),
+        "{graph}"
+    );
+    assert!(graph.contains("output logits = %"), "{graph}");
+}
+
+#[test]
+fn help_teaches_each_command() {
+    let (status, help, _) = archc(&["--help"]);
+    assert_eq!(status, 0);
+    for word in ["check", "dump", ".arch"] {
+        assert!(help.contains(word), "{help}");
+    }
+    let (_, help, _) = archc(&["check", "--help"]);
+    assert!(
+        help.contains("Example: archc check examples/jamba.arch"),
+        "{help}"
+    );
+    let (_, help, _) = archc(&["dump", "--help"]);
+    assert!(help.contains("ast") && help.contains("graph"), "{help}");
+}
