@@ -10,6 +10,8 @@ use archc_compiler::syntax::print_file;
 use archc_compiler::Session;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod run;
+
 /// archc compiles neural-network architectures written in the .arch language.
 ///
 /// A .arch file declares a model: config constants, inputs, blocks built from primitives and the
@@ -35,6 +37,41 @@ enum Command {
         /// The .arch file.
         file: PathBuf,
     },
+    /// Run a model on inputs and weights, and write or summarise its outputs.
+    ///
+    /// Weights come from a safetensors checkpoint (`--weights`), looked up by the names the
+    /// `@` scopes produce; f16 and bf16 weights are widened to f32. Without `--weights`, the
+    /// weights are deterministic random numbers from `--seed`. Inputs come from a safetensors
+    /// file of named tensors (`--inputs`); token ids may be i32 or i64. Without `--inputs`,
+    /// random inputs are made from the seed (ids stay inside the table they index). The
+    /// inputs' shapes bind the symbolic dims; `--dim NAME=VALUE` binds one explicitly.
+    ///
+    /// With `--outputs`, the outputs are written as a safetensors file; otherwise a summary
+    /// per output (shape, mean, std, first values) and the time taken are printed.
+    ///
+    /// Example: archc run examples/llama.arch --dim seq=16
+    Run {
+        /// The .arch file.
+        file: PathBuf,
+        /// Safetensors weights (default: random from --seed).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Safetensors inputs, one tensor per model input (default: random from --seed).
+        #[arg(long)]
+        inputs: Option<PathBuf>,
+        /// Where to write the outputs as safetensors (default: print a summary).
+        #[arg(long)]
+        outputs: Option<PathBuf>,
+        /// Which executor runs the graph.
+        #[arg(long, value_enum, default_value_t = Backend::Interp)]
+        backend: Backend,
+        /// Seed for random weights and inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Bind a symbolic dim, e.g. `--dim seq=128` (repeatable).
+        #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
+        dims: Vec<(String, i64)>,
+    },
     /// Print one stage of the pipeline as deterministic text.
     ///
     /// `ast` prints the parsed file in canonical form (it parses back to the same tree);
@@ -58,6 +95,26 @@ enum Stage {
     Ast,
     /// The Graph IR after elaboration.
     Graph,
+}
+
+/// An executor for `archc run`.
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// The reference interpreter of the Graph IR: naive f32 loops, the oracle.
+    Interp,
+}
+
+fn parse_dim(s: &str) -> Result<(String, i64), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, found `{s}`"))?;
+    let v: i64 = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not an integer"))?;
+    if v <= 0 {
+        return Err(format!("dim `{name}` must be positive, found {v}"));
+    }
+    Ok((name.to_string(), v))
 }
 
 /// Why a command failed, and so with which status it exits.
@@ -101,6 +158,26 @@ fn run(cli: Cli) -> Result<String, Failure> {
             let (s, id) = load(&file)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             Ok(summary(&graph))
+        }
+        Command::Run {
+            file,
+            weights,
+            inputs,
+            outputs,
+            backend: Backend::Interp,
+            seed,
+            dims,
+        } => {
+            let (s, id) = load(&file)?;
+            let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            let options = run::RunOptions {
+                weights,
+                inputs,
+                outputs,
+                seed,
+                dims: dims.into_iter().collect(),
+            };
+            run::run(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
         }
         Command::Dump { stage, file } => {
             let (s, id) = load(&file)?;

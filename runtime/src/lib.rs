@@ -2,9 +2,14 @@
 //!
 //! It owns memory (one arena), weights, state (KV caches, SSM states) and the executors. It never
 //! depends on the compiler, Cranelift or LLVM, so a standalone binary links only this crate.
-//! Today it holds the element types that every layer above shares; the Plan and its executors
-//! arrive with the code generator.
+//! Today it holds the element types every layer shares, host tensors, and safetensors I/O.
 
 mod dtype;
+mod random;
+mod tensor;
+mod tensor_file;
 
 pub use dtype::DType;
+pub use random::{random_tensor, SplitMix64};
+pub use tensor::{Data, Tensor};
+pub use tensor_file::{write_tensors, TensorFile, TensorFileError};

@@ -103,6 +103,23 @@ impl Dim {
         Some(Dim { terms: out })
     }
 
+    /// The value of the dim once its symbols are bound; None if a symbol is unbound or the
+    /// arithmetic overflows.
+    pub fn eval(&self, bindings: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
+        self.terms.iter().try_fold(0i64, |acc, (m, c)| {
+            let term = m.iter().try_fold(*c, |p, s| p.checked_mul(bindings(s)?))?;
+            acc.checked_add(term)
+        })
+    }
+
+    /// The single symbol this dim is, if it is exactly one symbol.
+    pub fn as_symbol(&self) -> Option<&str> {
+        match self.terms.iter().collect::<Vec<_>>().as_slice() {
+            [(m, 1)] if m.len() == 1 => Some(m[0].as_str()),
+            _ => None,
+        }
+    }
+
     /// The product of several dims (1 for none).
     pub fn product<'a>(dims: impl IntoIterator<Item = &'a Dim>) -> Option<Dim> {
         dims.into_iter()

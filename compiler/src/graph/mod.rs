@@ -112,6 +112,13 @@ impl Graph {
         e.into_iter().map(|(_, s)| s).collect()
     }
 
+    /// The nodes that use a node's value.
+    pub fn users(&self, n: NodeIndex) -> Vec<NodeIndex> {
+        self.dag
+            .neighbors_directed(n, Direction::Outgoing)
+            .collect()
+    }
+
     /// The type of a node's value.
     pub fn ty(&self, n: NodeIndex) -> &TensorType {
         &self.dag[n].ty

@@ -1,0 +1,313 @@
+//! The reference interpreter of the Graph IR: the oracle every optimisation and backend is
+//! checked against.
+//!
+//! Naive loops, no cleverness, deterministic. Float values are f32; sums and dot products
+//! accumulate in f64 and round once, so the interpreter's own error stays far below the 1e-4
+//! parity tolerance. Integers are i64, booleans bool. Per-op semantics are on [`Op`].
+
+mod contract;
+mod elementwise;
+mod layout;
+
+use std::collections::HashMap;
+
+use archc_runtime::{DType, Tensor};
+use indexmap::IndexMap;
+
+use crate::graph::{Dim, Graph, Op, TensorType};
+
+/// Why a graph could not be run on the given inputs.
+#[derive(Debug, thiserror::Error)]
+pub enum InterpError {
+    /// An input the model declares was not given.
+    #[error("input `{0}` is missing")]
+    MissingInput(String),
+    /// An input's dtype cannot stand for the declared one.
+    #[error("input `{name}` has dtype {found}, but the model declares {expected}")]
+    InputDType {
+        /// The input.
+        name: String,
+        /// Declared dtype.
+        expected: DType,
+        /// Given dtype.
+        found: DType,
+    },
+    /// An input's shape disagrees with its declaration or with another input.
+    #[error("input `{name}` has shape {found:?}, but the model declares {declared}{detail}")]
+    InputShape {
+        /// The input.
+        name: String,
+        /// The declared type.
+        declared: TensorType,
+        /// The given shape.
+        found: Vec<usize>,
+        /// Which dim disagrees.
+        detail: String,
+    },
+    /// A symbolic dim is not bound by any input or `--dim`.
+    #[error("dim `{0}` is not bound: give an input that has it, or `--dim {0}=N`")]
+    UnboundDim(String),
+    /// A weight could not be provided.
+    #[error("{0}")]
+    Weight(String),
+    /// A value went out of range while running (an index past the end, a huge shape).
+    #[error("node %{node} ({op}) at `{scope}`: {message}")]
+    Runtime {
+        /// The node index.
+        node: usize,
+        /// The op, printed.
+        op: String,
+        /// The node's weight scope.
+        scope: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Provides weight tensors by checkpoint name, dtype and shape.
+pub trait WeightSource {
+    /// The weight `name`, which must have this dtype and shape.
+    fn weight(&mut self, name: &str, dtype: DType, shape: &[usize]) -> Result<Tensor, String>;
+}
+
+/// The largest tensor the interpreter will make, in elements (4 GiB of f32).
+const MAX_ELEMENTS: usize = 1 << 30;
+
+/// Binds the symbolic dims from the inputs' shapes and explicit `dims`, checking every input
+/// against its declaration.
+pub fn bind_dims(
+    g: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    explicit: &HashMap<String, i64>,
+) -> Result<HashMap<String, i64>, InterpError> {
+    let mut dims: HashMap<String, i64> = explicit.clone();
+    for (name, &n) in &g.inputs {
+        let declared = g.ty(n);
+        let t = inputs
+            .get(name)
+            .ok_or_else(|| InterpError::MissingInput(name.clone()))?;
+        let bad = |detail: String| InterpError::InputShape {
+            name: name.clone(),
+            declared: declared.clone(),
+            found: t.shape.clone(),
+            detail,
+        };
+        if t.shape.len() != declared.rank() {
+            return Err(bad(format!(
+                " (rank {} instead of {})",
+                t.shape.len(),
+                declared.rank()
+            )));
+        }
+        for (i, d) in declared.shape.iter().enumerate() {
+            let got = t.shape[i] as i64;
+            if let Some(s) = d.as_symbol() {
+                match dims.get(s) {
+                    Some(&v) if v != got => {
+                        return Err(bad(format!(" (`{s}` is {v} elsewhere, {got} here)")))
+                    }
+                    _ => {
+                        dims.insert(s.to_string(), got);
+                    }
+                }
+            }
+        }
+    }
+    for (name, &n) in &g.inputs {
+        let declared = g.ty(n);
+        let t = &inputs[name];
+        for (i, d) in declared.shape.iter().enumerate() {
+            let want = eval_dim(d, &dims)?;
+            if want != t.shape[i] {
+                return Err(InterpError::InputShape {
+                    name: name.clone(),
+                    declared: declared.clone(),
+                    found: t.shape.clone(),
+                    detail: format!(" (axis {i} should be {want})"),
+                });
+            }
+        }
+        let fits = match declared.dtype {
+            d if d.is_float() => t.dtype.is_float(),
+            d if d.is_int() => t.dtype.is_int(),
+            _ => t.dtype == DType::Bool,
+        };
+        if !fits {
+            return Err(InterpError::InputDType {
+                name: name.clone(),
+                expected: declared.dtype,
+                found: t.dtype,
+            });
+        }
+    }
+    for s in &g.symbols {
+        match dims.get(s) {
+            Some(&v) if v > 0 => {}
+            Some(&v) => {
+                return Err(InterpError::InputShape {
+                    name: s.clone(),
+                    declared: TensorType::new(DType::I64, vec![]),
+                    found: vec![],
+                    detail: format!(" (dim `{s}` must be positive, got {v})"),
+                })
+            }
+            None => return Err(InterpError::UnboundDim(s.clone())),
+        }
+    }
+    Ok(dims)
+}
+
+fn eval_dim(d: &Dim, dims: &HashMap<String, i64>) -> Result<usize, InterpError> {
+    let v = d.eval(&|s| dims.get(s).copied());
+    match v {
+        Some(v) if v >= 0 => Ok(v as usize),
+        Some(v) => Err(InterpError::Weight(format!("dim `{d}` evaluates to {v}"))),
+        None => Err(InterpError::UnboundDim(
+            d.symbols()
+                .find(|s| !dims.contains_key(*s))
+                .unwrap_or("?")
+                .to_string(),
+        )),
+    }
+}
+
+/// Runs the graph. `dims` must bind every symbol (see [`bind_dims`]).
+pub fn interpret(
+    g: &Graph,
+    dims: &HashMap<String, i64>,
+    inputs: &HashMap<String, Tensor>,
+    weights: &mut dyn WeightSource,
+) -> Result<IndexMap<String, Tensor>, InterpError> {
+    // Free each value after its last use, so long graphs stay small.
+    let mut last_use: Vec<usize> = (0..g.dag.node_count()).collect();
+    for n in g.dag.node_indices() {
+        for o in g.operands(n) {
+            last_use[o.index()] = last_use[o.index()].max(n.index());
+        }
+    }
+    for n in g.outputs.values() {
+        last_use[n.index()] = usize::MAX;
+    }
+    let mut values: Vec<Option<Tensor>> = vec![None; g.dag.node_count()];
+    for n in g.dag.node_indices() {
+        let node = &g.dag[n];
+        let shape: Vec<usize> = node
+            .ty
+            .shape
+            .iter()
+            .map(|d| eval_dim(d, dims))
+            .collect::<Result<_, _>>()?;
+        let fail = |message: String| InterpError::Runtime {
+            node: n.index(),
+            op: node.op.to_string(),
+            scope: node.scope.clone(),
+            message,
+        };
+        if shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .is_none_or(|e| e > MAX_ELEMENTS)
+        {
+            return Err(fail(format!(
+                "result shape {shape:?} is too large for the interpreter"
+            )));
+        }
+        let ops: Vec<&Tensor> = g
+            .operands(n)
+            .iter()
+            .map(|o| {
+                values[o.index()]
+                    .as_ref()
+                    .expect("operands run before their users")
+            })
+            .collect();
+        let out = match &node.op {
+            Op::Input(name) => {
+                let t = inputs
+                    .get(name)
+                    .ok_or_else(|| InterpError::MissingInput(name.clone()))?;
+                elementwise::convert(t, node.ty.dtype)
+            }
+            Op::Param(name) => weights
+                .weight(name, node.ty.dtype, &shape)
+                .map_err(InterpError::Weight)?,
+            _ => eval(&node.op, &ops, &node.ty, &shape, dims).map_err(fail)?,
+        };
+        values[n.index()] = Some(out);
+        for o in g.operands(n) {
+            if last_use[o.index()] == n.index() {
+                values[o.index()] = None;
+            }
+        }
+    }
+    Ok(g.outputs
+        .iter()
+        .map(|(name, n)| {
+            (
+                name.clone(),
+                values[n.index()].clone().expect("outputs are kept"),
+            )
+        })
+        .collect())
+}
+
+/// One op on evaluated operands. `shape` is the node's result shape with dims bound.
+fn eval(
+    op: &Op,
+    ins: &[&Tensor],
+    ty: &TensorType,
+    shape: &[usize],
+    dims: &HashMap<String, i64>,
+) -> Result<Tensor, String> {
+    let dim = |d: &Dim| eval_dim(d, dims).map_err(|e| e.to_string());
+    match op {
+        Op::Input(_) | Op::Param(_) => unreachable!("handled by the caller"),
+        Op::Const(v) => Ok(elementwise::splat(*v, ty.dtype, shape)),
+        Op::Iota => Ok(elementwise::convert(
+            &Tensor::int(DType::I64, shape.to_vec(), (0..shape[0] as i64).collect()),
+            ty.dtype,
+        )),
+        Op::Unary(u) => elementwise::unary(*u, ins[0]),
+        Op::Binary(b) => elementwise::binary(*b, ins[0], ins[1], shape),
+        Op::Select => elementwise::select(ins[0], ins[1], ins[2], shape),
+        Op::Cast => Ok(elementwise::convert(ins[0], ty.dtype)),
+        Op::Reduce { op, axes, keepdim } => contract::reduce(*op, ins[0], axes, *keepdim),
+        Op::MatMul => contract::matmul(ins[0], ins[1], shape),
+        Op::Scan { axis } => contract::scan(ins[0], ins[1], *axis),
+        Op::Reshape => Ok(Tensor {
+            shape: shape.to_vec(),
+            ..ins[0].clone()
+        }),
+        Op::Permute(perm) => Ok(layout::permute(ins[0], perm)),
+        Op::Slice { axis, start, .. } => {
+            Ok(layout::slice(ins[0], *axis, dim(start)?, shape[*axis]))
+        }
+        Op::Concat { axis } => Ok(layout::concat(ins, *axis, shape)),
+        Op::Pad {
+            axis,
+            before,
+            value,
+            ..
+        } => Ok(layout::pad(ins[0], *axis, *before as usize, *value, shape)),
+        Op::Gather { axis } => layout::gather(ins[0], ins[1], *axis, shape),
+    }
+}
+
+/// Runs a graph whose weights come from a name → tensor map (tests and small tools).
+pub struct MapWeights<'a>(pub &'a HashMap<String, Tensor>);
+
+impl WeightSource for MapWeights<'_> {
+    fn weight(&mut self, name: &str, _dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
+        let t = self
+            .0
+            .get(name)
+            .ok_or_else(|| format!("weight `{name}` is missing"))?;
+        if t.shape != shape {
+            return Err(format!(
+                "weight `{name}` has shape {:?}, expected {shape:?}",
+                t.shape
+            ));
+        }
+        Ok(t.clone())
+    }
+}

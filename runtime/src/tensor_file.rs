@@ -1,0 +1,327 @@
+//! Safetensors files: weights, inputs and outputs. Files are memory-mapped and validated
+//! before any tensor is read, so a truncated or corrupt file is an error, never a bad read.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, Metadata, TensorInfo};
+use safetensors::SafeTensors;
+
+use crate::{DType, Data, Tensor};
+
+/// Why a tensor file or a tensor in it cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorFileError {
+    /// The file cannot be opened or mapped.
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a safetensors file at all (bad header).
+    #[error("`{path}` is not a safetensors file: {reason}")]
+    NotSafetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with the header.
+        reason: String,
+    },
+    /// The header is fine but the data is cut short or inconsistent.
+    #[error("`{path}` is truncated or corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What does not add up.
+        reason: String,
+    },
+    /// A tensor the model needs is not in the file.
+    #[error("tensor `{name}` is missing from `{path}`{}", suggest(.closest))]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// The closest names the file does have.
+        closest: Vec<String>,
+    },
+    /// A tensor has a shape other than the model declares.
+    #[error("tensor `{name}` in `{path}` has shape {found:?}, but the model expects {expected:?}")]
+    Shape {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// What the model declares.
+        expected: Vec<usize>,
+        /// What the file holds.
+        found: Vec<usize>,
+    },
+    /// A tensor has an element type that cannot stand for the declared one.
+    #[error("tensor `{name}` in `{path}` has dtype {found}, but the model expects {expected}")]
+    DType {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// What the model declares.
+        expected: DType,
+        /// What the file holds.
+        found: String,
+    },
+}
+
+fn suggest(closest: &[String]) -> String {
+    if closest.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the closest names in the file are: {}",
+            closest.join(", ")
+        )
+    }
+}
+
+/// An open, validated safetensors file.
+pub struct TensorFile {
+    path: PathBuf,
+    map: Mmap,
+    header: usize,
+    meta: Metadata,
+}
+
+impl TensorFile {
+    /// Opens and validates a safetensors file.
+    pub fn open(path: &Path) -> Result<TensorFile, TensorFileError> {
+        let io = |source| TensorFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only; the file is not expected to change while archc runs,
+        // and every access is bounds-checked against the validated header.
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let (header, meta) = SafeTensors::read_metadata(&map).map_err(|e| classify(path, e))?;
+        Ok(TensorFile {
+            path: path.to_path_buf(),
+            map,
+            header,
+            meta,
+        })
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.meta.tensors().into_keys().collect();
+        n.sort();
+        n
+    }
+
+    /// Whether the file holds a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.meta.info(name).is_some()
+    }
+
+    /// Reads a tensor, checking it against the declared dtype and shape. Floats of any width
+    /// stand for a float dtype (widened to f32), i32 or i64 for an integer dtype.
+    pub fn read(
+        &self,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<Tensor, TensorFileError> {
+        let info = self.info(name)?;
+        if info.shape != shape {
+            return Err(TensorFileError::Shape {
+                path: self.path.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let t = self.read_any(name)?;
+        let fits = match (&t.data, dtype) {
+            (Data::F32(_), d) => d.is_float(),
+            (Data::I64(_), d) => d.is_int(),
+            (Data::Bool(_), d) => d == DType::Bool,
+        };
+        if !fits {
+            return Err(TensorFileError::DType {
+                path: self.path.clone(),
+                name: name.to_string(),
+                expected: dtype,
+                found: format!("{:?}", info.dtype),
+            });
+        }
+        Ok(Tensor { dtype, ..t })
+    }
+
+    /// Reads a tensor as it is stored (widened to f32 or i64).
+    pub fn read_any(&self, name: &str) -> Result<Tensor, TensorFileError> {
+        let info = self.info(name)?;
+        let (start, end) = info.data_offsets;
+        let bytes = &self.map[8 + self.header + start..8 + self.header + end];
+        let shape = info.shape.clone();
+        let dtype_err = || TensorFileError::DType {
+            path: self.path.clone(),
+            name: name.to_string(),
+            expected: DType::F32,
+            found: format!("{:?} (unsupported)", info.dtype),
+        };
+        let words = |n: usize| bytes.chunks_exact(n);
+        Ok(match info.dtype {
+            Dtype::F32 => Tensor::f32(
+                shape,
+                words(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()))
+                    .collect(),
+            ),
+            Dtype::F16 => Tensor {
+                dtype: DType::F16,
+                ..Tensor::f32(
+                    shape,
+                    words(2)
+                        .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                )
+            },
+            Dtype::BF16 => Tensor {
+                dtype: DType::BF16,
+                ..Tensor::f32(
+                    shape,
+                    words(2)
+                        .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                )
+            },
+            Dtype::I64 => Tensor::int(
+                DType::I64,
+                shape,
+                words(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+                    .collect(),
+            ),
+            Dtype::I32 => Tensor::int(
+                DType::I32,
+                shape,
+                words(4)
+                    .map(|c| i64::from(i32::from_le_bytes(c.try_into().unwrap_or_default())))
+                    .collect(),
+            ),
+            Dtype::BOOL => Tensor::bool(shape, bytes.iter().map(|&b| b != 0).collect()),
+            _ => return Err(dtype_err()),
+        })
+    }
+
+    fn info(&self, name: &str) -> Result<&TensorInfo, TensorFileError> {
+        self.meta
+            .info(name)
+            .ok_or_else(|| TensorFileError::Missing {
+                path: self.path.clone(),
+                name: name.to_string(),
+                closest: closest_names(name, &self.names()),
+            })
+    }
+}
+
+fn classify(path: &Path, e: safetensors::SafeTensorError) -> TensorFileError {
+    use safetensors::SafeTensorError as E;
+    let reason = e.to_string();
+    match e {
+        E::HeaderTooSmall
+        | E::HeaderTooLarge
+        | E::InvalidHeader(_)
+        | E::InvalidHeaderDeserialization(_) => TensorFileError::NotSafetensors {
+            path: path.to_path_buf(),
+            reason,
+        },
+        _ => TensorFileError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        },
+    }
+}
+
+/// Up to three names sharing the longest dotted suffix with `name`, then the smallest edit
+/// distance: checkpoint names differ mostly in their prefixes.
+fn closest_names(name: &str, names: &[String]) -> Vec<String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let mut scored: Vec<(usize, usize, &String)> = names
+        .iter()
+        .map(|n| {
+            let other: Vec<&str> = n.split('.').collect();
+            let common = parts
+                .iter()
+                .rev()
+                .zip(other.iter().rev())
+                .take_while(|(a, b)| a == b)
+                .count();
+            (usize::MAX - common, edit_distance(name, n), n)
+        })
+        .collect();
+    scored.sort();
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(_, _, n)| n.clone())
+        .collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Writes named tensors to a safetensors file, in their declared dtypes where they are
+/// f32, i32, i64 or bool (f16/bf16 are written as f32).
+pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TensorFileError> {
+    let mut raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in tensors {
+        let (dtype, bytes): (Dtype, Vec<u8>) = match (&t.data, t.dtype) {
+            (Data::F32(v), _) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            (Data::I64(v), DType::I32) => (
+                Dtype::I32,
+                v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+            ),
+            (Data::I64(v), _) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            (Data::Bool(v), _) => (Dtype::BOOL, v.iter().map(|&x| u8::from(x)).collect()),
+        };
+        raw.push((name.clone(), dtype, t.shape.clone(), bytes));
+    }
+    let views = raw
+        .iter()
+        .map(|(n, d, s, b)| {
+            safetensors::tensor::TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TensorFileError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let meta: Option<HashMap<String, String>> = None;
+    safetensors::serialize_to_file(views, meta, path).map_err(|e| TensorFileError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
