@@ -12,7 +12,7 @@ use archc_runtime::{random_tensor, write_tensors, DType, Data, Tensor, TensorFil
 /// Where a run's weights come from.
 pub enum Weights {
     /// A safetensors checkpoint; EMA copies it lacks start equal to their online weights.
-    File(TensorFile, HashMap<String, String>),
+    File(Box<TensorFile>, HashMap<String, String>),
     /// Deterministic random weights from a seed.
     Random(u64),
 }
@@ -30,7 +30,7 @@ impl Weights {
                         ParamKind::Trainable => None,
                     })
                     .collect();
-                Weights::File(f, online)
+                Weights::File(Box::new(f), online)
             }
             None => Weights::Random(seed),
         }
