@@ -72,6 +72,25 @@ enum Command {
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
     },
+    /// Write a .arch file for a pretrained model's config.
+    ///
+    /// `archc import hf CONFIG.json -o MODEL.arch` reads a Hugging Face config.json and
+    /// writes a .arch whose weight names match that checkpoint's model.safetensors, so that
+    /// `archc run MODEL.arch --weights model.safetensors` runs the real model. Families:
+    /// llama, gpt2, bert (BertModel), mamba, mamba2, jamba, bamba, zamba2, ijepa. A config
+    /// option archc does not implement is an error that names the field.
+    ///
+    /// Example: archc import hf config.json -o model.arch
+    Import {
+        /// Where the config comes from (only `hf`, Hugging Face, today).
+        #[arg(value_enum)]
+        format: ImportFormat,
+        /// The config.json.
+        config: PathBuf,
+        /// The .arch file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Print one stage of the pipeline as deterministic text.
     ///
     /// `ast` prints the parsed file in canonical form (it parses back to the same tree);
@@ -95,6 +114,13 @@ enum Stage {
     Ast,
     /// The Graph IR after elaboration.
     Graph,
+}
+
+/// A source of model configs for `archc import`.
+#[derive(Clone, Copy, ValueEnum)]
+enum ImportFormat {
+    /// A Hugging Face transformers config.json.
+    Hf,
 }
 
 /// An executor for `archc run`.
@@ -178,6 +204,25 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 dims: dims.into_iter().collect(),
             };
             run::run(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
+        }
+        Command::Import {
+            format: ImportFormat::Hf,
+            config,
+            output,
+        } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read `{}`", config.display()))
+                .map_err(Failure::Usage)?;
+            let arch = archc_compiler::import::import_hf(&text, &config.display().to_string())
+                .map_err(|e| Failure::Input(format!("error: {e}\n")))?;
+            // Check what was written compiles, and say what it is.
+            let mut s = Session::new().map_err(Failure::Input)?;
+            let id = s.add(output.display().to_string(), arch.clone());
+            let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            std::fs::write(&output, &arch)
+                .with_context(|| format!("cannot write `{}`", output.display()))
+                .map_err(Failure::Usage)?;
+            Ok(format!("wrote {}\n{}", output.display(), summary(&graph)))
         }
         Command::Dump { stage, file } => {
             let (s, id) = load(&file)?;

@@ -55,7 +55,7 @@ fn check_reports_inputs_outputs_and_ema() {
     );
     assert!(stdout.contains(" in EMA target copies"), "{stdout}");
     assert!(
-        stdout.contains("  stack layers: 2 layers, applied 2 times\n"),
+        stdout.contains("  stack encoder.layer: 2 layers, applied 2 times\n"),
         "{stdout}"
     );
 }

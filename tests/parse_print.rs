@@ -68,6 +68,8 @@ fn expr() -> BoxedStrategy<Expr> {
             .prop_map(|(name, value)| Arg { name, value });
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(|v| e(ExprKind::List(v))),
+            (inner.clone(), ident(), inner.clone())
+                .prop_map(|(b, v, i)| { e(ExprKind::Comprehension(Box::new(b), v, Box::new(i))) }),
             (
                 prop::sample::select(vec![UnOp::Neg, UnOp::Not]),
                 inner.clone()

@@ -5,6 +5,7 @@
 
 pub mod elaborate;
 pub mod graph;
+pub mod import;
 pub mod interp;
 pub mod session;
 pub mod summary;

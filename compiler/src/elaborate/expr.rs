@@ -73,6 +73,7 @@ impl Elab {
             ExprKind::Bool(b) => Ok(Value::Bool(*b)),
             ExprKind::Str(s) => Ok(Value::Str(s.clone())),
             ExprKind::None => Ok(Value::None),
+            ExprKind::Comprehension(body, var, iter) => self.comprehension(body, var, iter),
             ExprKind::List(items) => Ok(Value::List(
                 items
                     .iter()
@@ -127,6 +128,45 @@ impl Elab {
                 index(v, iv, x.span, i.span)
             }
         }
+    }
+
+    /// `[body for var in iter]`; `var` is bound in the current frame while the body runs.
+    fn comprehension(
+        &mut self,
+        body: &Expr,
+        var: &Ident,
+        iter: &Expr,
+    ) -> Result<Value, Diagnostic> {
+        let items = match self.eval(iter)? {
+            Value::List(items) => items,
+            other => {
+                return Err(Diagnostic::new(
+                    "E0111",
+                    iter.span,
+                    format!("a comprehension runs over a list, found {}", other.kind()),
+                )
+                .label("not a list")
+                .note("`range(n)` makes the list 0, 1, …, n−1"))
+            }
+        };
+        let saved = self.frame().vars.remove(&var.name);
+        let mut out = Vec::with_capacity(items.len());
+        let mut result = Ok(());
+        for item in items {
+            self.frame().vars.insert(var.name.clone(), item);
+            match self.eval(body) {
+                Ok(v) => out.push(v),
+                Err(d) => {
+                    result = Err(d);
+                    break;
+                }
+            }
+        }
+        self.frame().vars.remove(&var.name);
+        if let Some(v) = saved {
+            self.frame().vars.insert(var.name.clone(), v);
+        }
+        result.map(|()| Value::List(out))
     }
 
     fn call(

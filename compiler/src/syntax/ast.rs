@@ -288,6 +288,8 @@ pub enum ExprKind {
     None,
     /// `[a, b]`
     List(Vec<Expr>),
+    /// `[body for name in list]`: one element per item of the list, at compile time.
+    Comprehension(Box<Expr>, Ident, Box<Expr>),
     /// A name: a local, a config constant, a block or a built-in.
     Name(String),
     /// `-x`, `not x`

@@ -109,7 +109,7 @@ fn syntax_error(source: SourceId, text: &str, e: pest::error::Error<Rule>) -> Di
 /// The reserved words of the grammar.
 pub const KEYWORDS: &[&str] = &[
     "model", "config", "input", "output", "block", "param", "shared", "if", "else", "return",
-    "true", "false", "none", "and", "or", "not",
+    "true", "false", "none", "and", "or", "not", "for", "in",
 ];
 
 fn rule_name(rule: Rule) -> &'static str {
@@ -130,7 +130,7 @@ fn rule_name(rule: Rule) -> &'static str {
         Rule::dtype => "a dtype",
         Rule::expr | Rule::arg => "an expression",
         Rule::call_args => "`(`",
-        Rule::index | Rule::list => "`[`",
+        Rule::index | Rule::list | Rule::comprehension => "`[`",
         Rule::field => "`.`",
         Rule::scope | Rule::scope_name => "a scope `@name`",
         Rule::body => "`{`",
@@ -416,6 +416,13 @@ impl Builder {
                     .collect::<PResult<_>>()?,
             ),
             Rule::ident => ExprKind::Name(text.to_string()),
+            Rule::comprehension => {
+                let mut i = p.into_inner();
+                let body = self.expr(i.next().expect("comprehension body"))?;
+                let var = self.ident(i.next().expect("comprehension variable"));
+                let iter = self.expr(i.next().expect("comprehension list"))?;
+                ExprKind::Comprehension(Box::new(body), var, Box::new(iter))
+            }
             _ => return self.expr(p),
         };
         Ok(Expr { kind, span })

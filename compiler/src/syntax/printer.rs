@@ -226,6 +226,13 @@ fn expr(out: &mut String, e: &Expr, _min: u8) {
             }
             out.push(']');
         }
+        ExprKind::Comprehension(body, var, iter) => {
+            out.push('[');
+            expr(out, body, 0);
+            let _ = write!(out, " for {} in ", var.name);
+            expr(out, iter, 0);
+            out.push(']');
+        }
         ExprKind::Unary(op, x) => {
             out.push_str(match op {
                 UnOp::Neg => "-",

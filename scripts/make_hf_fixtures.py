@@ -1,0 +1,130 @@
+"""Build the Hugging Face parity fixtures under tests/fixtures/hf/<case>/.
+
+For each seed family, a tiny randomly initialised `transformers` model is built from an explicit
+config, run once in f32 on fixed inputs, and saved as:
+
+    config.json            the model's config (what `archc import hf` reads)
+    model.safetensors      its weights, as `save_pretrained` writes them
+    inputs.safetensors     the forward arguments (input_ids, attention_mask, ...)
+    outputs.safetensors    what transformers returned (logits or last_hidden_state, ...)
+
+The cases use an odd sequence length (7), batch 2, grouped-query attention where the family has
+it, and at least two layers of each kind for the hybrids. Two cases store bf16/f16 weights; their
+reference outputs are computed from the same rounded weights, so parity stays exact up to f32
+arithmetic while the loader's widening is exercised.
+
+Run from the repository root, in a venv with torch, transformers and safetensors:
+
+    python -m venv venv && venv/bin/pip install torch transformers safetensors
+    venv/bin/python scripts/make_hf_fixtures.py
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import torch
+import transformers
+from safetensors.torch import save_file
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "hf")
+BATCH, SEQ = 2, 7
+
+CASES = {
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=4)),
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(
+        vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=False)),
+    "llama_tied_bf16": ("LlamaConfig", "LlamaForCausalLM", dict(
+        vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        rope_theta=500000.0)),
+    "bert": ("BertConfig", "BertModel", dict(
+        vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=32, type_vocab_size=2)),
+    "mamba": ("MambaConfig", "MambaForCausalLM", dict(
+        vocab_size=96, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, conv_kernel=4)),
+    "mamba2": ("Mamba2Config", "Mamba2ForCausalLM", dict(
+        vocab_size=96, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, head_dim=8, num_heads=8,
+        n_groups=2, conv_kernel=4, chunk_size=4)),
+    "jamba": ("JambaConfig", "JambaForCausalLM", dict(
+        vocab_size=96, hidden_size=32, intermediate_size=32, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2,
+        expert_layer_offset=0, num_experts=4, num_experts_per_tok=2, mamba_d_state=8, mamba_d_conv=4,
+        mamba_expand=2, use_mamba_kernels=False)),
+    "zamba2": ("Zamba2Config", "Zamba2ForCausalLM", dict(
+        vocab_size=96, hidden_size=32, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=4,
+        mamba_d_state=8, mamba_expand=2, mamba_ngroups=1, n_mamba_heads=8, intermediate_size=32,
+        num_mem_blocks=2, adapter_rank=8, chunk_size=4,
+        layers_block_type=["mamba", "hybrid", "mamba", "hybrid", "mamba", "hybrid"])),
+    "bamba": ("BambaConfig", "BambaForCausalLM", dict(
+        vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, attn_layer_indices=[1, 3], mamba_n_heads=8, mamba_d_head=8, mamba_n_groups=1,
+        mamba_d_state=8, mamba_expand=2, mamba_d_conv=4, mamba_chunk_size=4)),
+    "ijepa": ("IJepaConfig", "IJepaModel", dict(
+        image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64)),
+}
+
+# Cases whose weights are stored in a half-precision format.
+HALF = {"llama_tied_bf16": torch.bfloat16, "mamba": torch.float16}
+
+
+def inputs_for(case, config):
+    g = torch.Generator().manual_seed(1234)
+    if case == "ijepa":
+        return {"pixel_values": torch.randn(BATCH, 3, config.image_size, config.image_size, generator=g)}
+    ids = torch.randint(0, config.vocab_size, (BATCH, SEQ), generator=g)
+    if case == "bert":
+        mask = torch.ones(BATCH, SEQ, dtype=torch.long)
+        mask[1, SEQ - 2:] = 0  # the second sentence is two tokens shorter: padding
+        types = torch.zeros(BATCH, SEQ, dtype=torch.long)
+        types[:, SEQ // 2:] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {"input_ids": ids}
+
+
+def build(case):
+    config_cls, model_cls, overrides = CASES[case]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_cls)(**overrides)
+    config._attn_implementation = "eager"
+    model = getattr(transformers, model_cls)(config).eval()
+    if case in HALF:
+        # Round the weights through the half type, so the file and the f32 reference agree.
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(HALF[case]).float())
+    return config, model
+
+
+def main():
+    cases = sys.argv[1:] or list(CASES)
+    for case in cases:
+        config, model = build(case)
+        out_dir = os.path.join(ROOT, case)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.makedirs(out_dir)
+        inputs = inputs_for(case, config)
+        with torch.no_grad():
+            result = model(**inputs)
+        outputs = {k: result[k].float().contiguous() for k in ("logits", "last_hidden_state", "pooler_output")
+                   if k in result and result[k] is not None}
+        tmp = os.path.join(out_dir, "_pretrained")
+        if case in HALF:
+            model.to(HALF[case])
+        model.save_pretrained(tmp)
+        shutil.move(os.path.join(tmp, "config.json"), os.path.join(out_dir, "config.json"))
+        shutil.move(os.path.join(tmp, "model.safetensors"), os.path.join(out_dir, "model.safetensors"))
+        shutil.rmtree(tmp)
+        save_file({k: v.contiguous() for k, v in inputs.items()}, os.path.join(out_dir, "inputs.safetensors"))
+        save_file(outputs, os.path.join(out_dir, "outputs.safetensors"))
+        size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
+        print(f"{case:16s} {type(model).__name__:22s} {sum(p.numel() for p in model.parameters()):8d} params "
+              f"{size / 1024:7.1f} KiB  outputs: {', '.join(f'{k}{list(v.shape)}' for k, v in outputs.items())}")
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
