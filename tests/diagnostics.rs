@@ -38,6 +38,11 @@ const CASES: &[(&str, &str, &str)] = &[
     ("E0401", "model m {\n  config { a = 4, b = 0, c = a / $b }\n  input x: f32[a]\n  output y = x\n}\n", "division by zero"),
     ("E0402", "model m {\n  input x: f32[2]\n  a, b = $[x, x, x]\n  output y = a\n}\n", "cannot unpack"),
     ("E0403", "model m {\n  input x: f32[batch, 4]\n  block w(x) {\n    param p: [$x.shape[0]]\n    return x\n  }\n  output y = w(x)\n}\n", "constant dims"),
+    ("E0405", "model m {\n  config { h = 4 }\n  input x: f32[h]\n  $assert(h % 3 == 0, \"h must be a multiple of 3\")\n  output y = x\n}\n", "h must be a multiple of 3"),
+    ("E0107", "model m {\n  config { $sum = 3 }\n  input x: f32[sum]\n  output y = x\n}\n", "would hide the built-in"),
+    ("E0107", "model m {\n  input x: f32[2, 3]\n  block two(x) {\n    a = linear(x, 3)\n    return $linear(a, 3)\n  }\n  shared t = two @t\n  output y = t(x)\n}\n", "declared twice"),
+    ("E0303", "model m {\n  input x: f32[2, 4]\n  block id(x, k) {\n    return x\n  }\n  output y = stack(x, 4, id, k = $at([1, 9], 1, otherwise = 0))\n}\n", "outside the stack's 0..4"),
+    ("E0304", "model m {\n  input x: f32[2, 4]\n  block enc(x) {\n    param $w: [4]\n    return x * w\n  }\n  shared online = enc @online\n  shared target = ema(online, 0.9) @target\n  output y = target(x)\n}\n", "never declares"),
     ("E0404", "model m {\n  input x: f32[2]\n  if $1 {\n    y = x\n  }\n  output z = x\n}\n", "compile-time bool"),
 ];
 
@@ -64,10 +69,11 @@ fn each_error_class_is_located() {
         assert_eq!(status, 1, "{ctx}");
         assert!(stdout.is_empty(), "{ctx}");
         assert!(stderr.contains(&format!("error[{code}]")), "{ctx}");
-        assert!(
-            stderr.contains(&format!("--> {p}:{loc}")),
-            "expected {loc}; {ctx}"
-        );
+        // The error points at the user's text, or (inside a prelude block) names the user's
+        // call that led there.
+        let here = stderr.contains(&format!("--> {p}:{loc}"))
+            || stderr.contains(&format!("called at {p}:{loc}"));
+        assert!(here, "expected {loc}; {ctx}");
         assert!(stderr.contains(fragment), "expected `{fragment}`; {ctx}");
         let caret = stderr
             .lines()
@@ -120,6 +126,14 @@ fn errors_inside_prelude_blocks_name_the_call_chain() {
     let p = path.to_str().unwrap();
     let (status, _, stderr) = archc(&["check", p]);
     assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains("error[E0405]: the query heads must be a multiple of the key/value heads"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--> compiler/prelude/attention.arch:"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains(&format!("in block `attention`, called at {p}:3:14")),
         "{stderr}"

@@ -107,6 +107,17 @@ fn tensor_type() -> impl Strategy<Value = TensorTypeExpr> {
 fn stmt() -> impl Strategy<Value = Stmt> {
     let simple = prop_oneof![
         expr().prop_map(Stmt::Return),
+        (
+            ident(),
+            prop::collection::vec(
+                (prop::option::of(ident()), expr()).prop_map(|(name, value)| Arg { name, value }),
+                0..3
+            )
+        )
+            .prop_map(|(f, a)| Stmt::Call(e(ExprKind::Call(
+                Box::new(e(ExprKind::Name(f.name))),
+                a
+            )))),
         (prop::collection::vec(ident(), 1..3), expr())
             .prop_map(|(targets, value)| Stmt::Assign(Assign { targets, value })),
         (ident(), tensor_type(), prop::option::of(scope_path(expr())))

@@ -76,15 +76,15 @@ impl Session {
         parse(id, &self.sources.get(id).text)
     }
 
-    /// Elaborates a parsed user file against the prelude.
-    pub fn elaborate(&self, file: &File) -> Result<Graph, Diagnostic> {
-        crate::elaborate::elaborate(file, &self.prelude)
+    /// Elaborates a parsed user file (from source `id`) against the prelude.
+    pub fn elaborate(&self, file: &File, id: SourceId) -> Result<Graph, Diagnostic> {
+        crate::elaborate::elaborate(file, id, &self.prelude)
     }
 
     /// Parses and elaborates a user source.
     pub fn compile(&self, id: SourceId) -> Result<(File, Graph), Diagnostic> {
         let file = self.parse(id)?;
-        let graph = self.elaborate(&file)?;
+        let graph = self.elaborate(&file, id)?;
         Ok((file, graph))
     }
 

@@ -58,7 +58,9 @@ pub fn summary(g: &Graph) -> String {
         } else {
             String::new()
         };
-        let _ = writeln!(out, "  stack {scope}: {} layers{times}", s.layers.len());
+        let n = s.layers.len();
+        let plural = if n == 1 { "" } else { "s" };
+        let _ = writeln!(out, "  stack {scope}: {n} layer{plural}{times}");
         for (kind, n) in layer_kinds(&s.layers) {
             let _ = writeln!(out, "    {n} × {kind}");
         }

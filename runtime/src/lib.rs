@@ -6,6 +6,7 @@
 
 mod dtype;
 mod random;
+pub mod spelling;
 mod tensor;
 mod tensor_file;
 

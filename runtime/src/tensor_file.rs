@@ -10,6 +10,7 @@ use memmap2::Mmap;
 use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 use safetensors::SafeTensors;
 
+use crate::spelling::edit_distance;
 use crate::{DType, Data, Tensor};
 
 /// Why a tensor file or a tensor in it cannot be used.
@@ -274,23 +275,6 @@ fn closest_names(name: &str, names: &[String]) -> Vec<String> {
         .take(3)
         .map(|(_, _, n)| n.clone())
         .collect()
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Writes named tensors to a safetensors file, in their declared dtypes where they are

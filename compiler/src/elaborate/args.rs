@@ -131,37 +131,4 @@ pub fn unknown_keyword<'a>(
     d.note(format!("its arguments are: {}", all.join(", ")))
 }
 
-/// The candidate closest to `name` by edit distance, if any is close enough to be a typo.
-pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, c)| *d <= (name.len().max(c.len()) / 3).max(1))
-        .min()
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn closest_finds_typos_only() {
-        let names = ["heads", "kv_heads", "rope"];
-        assert_eq!(closest("haeds", names.iter().copied()), Some("heads"));
-        assert_eq!(closest("causal", names.iter().copied()), None);
-    }
-}
+pub use archc_runtime::spelling::closest;

@@ -12,47 +12,23 @@ use super::value::Value;
 use super::Elab;
 
 /// Every built-in name. The prelude builds everything else from these.
+#[rustfmt::skip]
 pub const BUILTINS: &[&str] = &[
     // elementwise
-    "exp",
-    "log",
-    "sqrt",
-    "rsqrt",
-    "tanh",
-    "erf",
-    "sin",
-    "cos",
-    "abs",
-    "stop_grad",
-    "maximum",
-    "minimum",
-    "pow",
-    "where", // reductions and contraction
-    "sum",
-    "max",
-    "matmul", // layout
-    "reshape",
-    "unsqueeze",
-    "permute",
-    "transpose",
-    "slice",
-    "concat",
-    "pad",
-    "gather",
-    "cast",
+    "exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sin", "cos", "abs", "stop_grad",
+    "maximum", "minimum", "pow", "where",
+    // reductions and contraction
+    "sum", "max", "matmul",
+    // layout
+    "reshape", "unsqueeze", "permute", "transpose", "slice", "concat", "pad", "gather", "cast",
     // generators
-    "iota",
-    "full", // recurrence
-    "scan", // compile time
-    "ceil",
-    "floor",
-    "len",
-    "range", // structure
-    "stack",
-    "every",
-    "at",
-    "ema",
-    "bind",
+    "iota", "full",
+    // recurrence
+    "scan",
+    // compile time
+    "ceil", "floor", "len", "range", "assert",
+    // structure
+    "stack", "every", "at", "ema", "bind",
 ];
 
 fn unary_op(name: &str) -> Option<UnaryOp> {
@@ -120,9 +96,18 @@ impl Elab {
                     &[n],
                     b.span(),
                 )?)),
-                Value::Int(_) | Value::Float(_) if number_unary(u, num(&x)).is_some() => {
-                    Ok(Value::Float(number_unary(u, num(&x)).unwrap_or(f64::NAN)))
-                }
+                Value::Int(i) if u == UnaryOp::Abs => Ok(Value::Int(i.saturating_abs())),
+                Value::Int(_) | Value::Float(_) if u == UnaryOp::StopGrad => Ok(x),
+                Value::Int(_) | Value::Float(_) => match number_unary(u, num(&x)) {
+                    Some(v) => Ok(Value::Float(v)),
+                    None => Err(kind_error(
+                        name,
+                        "x",
+                        "a tensor (it has no compile-time form)",
+                        &x,
+                        xs,
+                    )),
+                },
                 other => Err(kind_error(name, "x", "a tensor or a number", &other, xs)),
             };
         }
@@ -497,6 +482,23 @@ impl Elab {
                     (Value::List(l), _) => Ok(Value::Int(l.len() as i64)),
                     (Value::Str(s), _) => Ok(Value::Int(s.chars().count() as i64)),
                     (o, os) => Err(kind_error(name, "x", "a list or a string", &o, os)),
+                }
+            }
+            "assert" => {
+                let span = ca.span;
+                let mut b = ca.bind(&["cond", "message"])?;
+                let (c, cs) = b.req("cond")?;
+                let message = match b.opt("message") {
+                    Some((Value::Str(s), _)) => s,
+                    Some((o, os)) => return Err(kind_error(name, "message", "a string", &o, os)),
+                    None => "assertion failed".to_string(),
+                };
+                match c {
+                    Value::Bool(true) => Ok(Value::None),
+                    Value::Bool(false) => {
+                        Err(Diagnostic::new("E0405", span, message).label("this check failed"))
+                    }
+                    o => Err(kind_error(name, "cond", "a compile-time bool", &o, cs)),
                 }
             }
             "range" => {

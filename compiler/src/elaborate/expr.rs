@@ -425,6 +425,11 @@ impl Elab {
     ) -> Result<NodeIndex, Diagnostic> {
         let (value, ok) = match v {
             Value::Tensor(n) => return Ok(*n),
+            Value::Dim(d) if like != DType::Bool => {
+                let scope = self.scope().to_string();
+                let ty = TensorType::new(like, vec![]);
+                return Ok(self.graph.add(Op::Size(d.clone()), ty, &scope, &[]));
+            }
             Value::Int(i) => (*i as f64, true),
             Value::Float(f) => (*f, like.is_float()),
             Value::Bool(b) => (f64::from(u8::from(*b)), like == DType::Bool),

@@ -17,7 +17,7 @@ use archc_runtime::DType;
 
 use crate::graph::{Dim, Graph, Op, ParamKind, TensorType};
 use crate::syntax::ast::*;
-use crate::syntax::{Diagnostic, Span};
+use crate::syntax::{Diagnostic, SourceId, Span};
 
 pub use value::{BlockValue, Instance, LayerRule, Value};
 
@@ -26,7 +26,7 @@ const MAX_CALL_DEPTH: usize = 64;
 
 /// Elaborates the model in `user` against the blocks of `prelude` (a user block of the same
 /// name replaces a prelude block).
-pub fn elaborate(user: &File, prelude: &[File]) -> Result<Graph, Diagnostic> {
+pub fn elaborate(user: &File, source: SourceId, prelude: &[File]) -> Result<Graph, Diagnostic> {
     let mut models = user.items.iter().filter_map(|i| match i {
         Item::Model(m) => Some(m),
         Item::Block(_) => None,
@@ -39,7 +39,7 @@ pub fn elaborate(user: &File, prelude: &[File]) -> Result<Graph, Diagnostic> {
                 Item::Model(m) => m.span,
                 Item::Block(b) => b.span,
             })
-            .unwrap_or_default();
+            .unwrap_or(Span::new(source, 0, 0));
         return Err(
             Diagnostic::new("E0110", at, "this file declares no `model`")
                 .label("expected `model name { ... }` somewhere in the file"),
@@ -77,6 +77,17 @@ pub fn elaborate(user: &File, prelude: &[File]) -> Result<Graph, Diagnostic> {
         if own.insert(b.name.name.clone(), b.name.span).is_some() {
             return Err(duplicate("block", &b.name));
         }
+        if builtins::BUILTINS.contains(&b.name.name.as_str()) {
+            return Err(Diagnostic::new(
+                "E0107",
+                b.name.span,
+                format!(
+                    "block `{}` would hide the built-in of the same name",
+                    b.name.name
+                ),
+            )
+            .label("choose another name"));
+        }
         e.blocks.insert(b.name.name.clone(), Rc::new(b.clone()));
     }
     e.model(model)?;
@@ -112,6 +123,11 @@ struct Elab {
     blocks: HashMap<String, Rc<BlockDef>>,
     shared: HashMap<String, Value>,
     frames: Vec<Frame>,
+    /// Weight names each active call of a shared instance has declared so far: a second
+    /// declaration within one call is a duplicate, a later call reuses the weight.
+    instance_calls: Vec<std::collections::HashSet<String>>,
+    /// EMA weights with the online weight they follow and where they were declared.
+    ema_links: Vec<(String, String, Span)>,
 }
 
 impl Elab {
@@ -161,6 +177,8 @@ impl Elab {
             config: HashMap::new(),
             blocks: HashMap::new(),
             shared: HashMap::new(),
+            instance_calls: Vec::new(),
+            ema_links: Vec::new(),
             frames: vec![Frame {
                 block: name.to_string(),
                 vars: HashMap::new(),
@@ -181,6 +199,27 @@ impl Elab {
         &self.frames.last().expect("model frame").scope
     }
 
+    /// Names seen inside every block (config constants, shared instances) must not hide a
+    /// block or built-in, or the prelude would call the wrong thing.
+    fn not_hiding(&self, what: &str, name: &Ident) -> Result<(), Diagnostic> {
+        let hidden = if self.blocks.contains_key(&name.name) {
+            "block"
+        } else if builtins::BUILTINS.contains(&name.name.as_str()) {
+            "built-in"
+        } else {
+            return Ok(());
+        };
+        Err(Diagnostic::new(
+            "E0107",
+            name.span,
+            format!(
+                "{what} `{}` would hide the {hidden} of the same name",
+                name.name
+            ),
+        )
+        .label("choose another name"))
+    }
+
     fn model(&mut self, m: &Model) -> Result<(), Diagnostic> {
         let mut inputs: HashMap<String, Span> = HashMap::new();
         let mut outputs: HashMap<String, Span> = HashMap::new();
@@ -191,6 +230,7 @@ impl Elab {
                         if self.config.contains_key(&c.name.name) {
                             return Err(duplicate("config constant", &c.name));
                         }
+                        self.not_hiding("config constant", &c.name)?;
                         let v = self.eval(&c.value)?;
                         let v =
                             match v {
@@ -236,6 +276,7 @@ impl Elab {
                             ))
                         }
                     };
+                    self.not_hiding("shared instance", &b.name)?;
                     if self.shared.insert(b.name.name.clone(), v).is_some() {
                         return Err(duplicate("shared instance", &b.name));
                     }
@@ -261,6 +302,17 @@ impl Elab {
                         .label("return at model level"));
                     }
                 }
+            }
+        }
+        for (name, online, span) in &self.ema_links {
+            if !self.graph.params.contains_key(online) {
+                return Err(Diagnostic::new(
+                    "E0304",
+                    *span,
+                    format!("EMA weight `{name}` follows `{online}`, which the online instance never declares"),
+                )
+                .label("declared by the EMA copy")
+                .note("call the online `shared` instance as well, so that its weights exist"));
             }
         }
         if self.graph.outputs.is_empty() {
@@ -291,6 +343,10 @@ impl Elab {
     fn stmt_value(&mut self, s: &Stmt) -> Result<Option<(Value, Span)>, Diagnostic> {
         match s {
             Stmt::Return(e) => Ok(Some((self.eval(e)?, e.span))),
+            Stmt::Call(e) => {
+                self.eval(e)?;
+                Ok(None)
+            }
             Stmt::Assign(a) => {
                 let v = self.eval(&a.value)?;
                 if a.targets.len() == 1 {
@@ -370,9 +426,13 @@ impl Elab {
             },
             None => ParamKind::Trainable,
         };
+        let first_in_call = match self.instance_calls.last_mut() {
+            Some(seen) if frame.shared => seen.insert(name.clone()),
+            _ => false,
+        };
         if let Some((n, _)) = self.graph.params.get(&name) {
             let n = *n;
-            if frame.shared && self.graph.ty(n) == &ty {
+            if first_in_call && self.graph.ty(n) == &ty {
                 return Ok(n);
             }
             return Err(Diagnostic::new(
@@ -382,6 +442,10 @@ impl Elab {
             )
             .label("second declaration")
             .note("give each call its own scope with `@name`, or use a `shared` instance to reuse weights"));
+        }
+        if let ParamKind::Ema { online, .. } = &kind {
+            self.ema_links
+                .push((name.clone(), online.clone(), p.name.span));
         }
         let scope = self.scope().to_string();
         let n = self.graph.add(Op::Param(name.clone()), ty, &scope, &[]);
@@ -530,7 +594,14 @@ impl Elab {
             ema,
         });
         let call = args.span;
+        let instance = b.instance.is_some();
+        if instance {
+            self.instance_calls.push(Default::default());
+        }
         let result = self.run_block(&def, call);
+        if instance {
+            self.instance_calls.pop();
+        }
         self.frames.pop();
         result.map_err(|d| d.called_from(&def.name.name, call))
     }

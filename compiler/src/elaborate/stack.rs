@@ -45,7 +45,7 @@ impl Elab {
                             os,
                             format!("offset {offset} is outside 0..{period}"),
                         )
-                        .label("the offset is taken modulo the period"));
+                        .label("the offset must be below the period"));
                     }
                     LayerRule::Every {
                         period,
@@ -75,8 +75,8 @@ impl Elab {
             }
             "ema" => {
                 let span = ca.span;
-                let mut b = ca.bind(&["block", "momentum"])?;
-                let (blk, bs) = b.req("block")?;
+                let mut b = ca.bind(&["instance", "momentum"])?;
+                let (blk, bs) = b.req("instance")?;
                 let (m, ms) = b.req("momentum")?;
                 let online = match &blk {
                     Value::Block(BlockValue {
@@ -180,7 +180,7 @@ impl Elab {
             )
             .label("bad layer count"));
         }
-        let mut block = pos.next();
+        let block = pos.next();
         if let Some((_, s)) = pos.next() {
             return Err(args::arity_error("stack", &["x", "layers", "block"], 4, s));
         }
@@ -192,8 +192,21 @@ impl Elab {
                     Value::Str(p) => pattern = Some((p, vs)),
                     o => return Err(kind_error("stack", "pattern", "a string", &o, vs)),
                 },
-                "block" if block.is_none() => block = Some((v, vs)),
                 _ => per_layer.push((k, ks, v, vs)),
+            }
+        }
+        for (k, _, v, vs) in &per_layer {
+            if let Value::Rule(r) = v {
+                if let LayerRule::At { indices, .. } = r.as_ref() {
+                    if let Some(bad) = indices.iter().find(|&&i| i < 0 || i >= n) {
+                        return Err(Diagnostic::new(
+                            "E0303",
+                            *vs,
+                            format!("layer index {bad} in `{k}` is outside the stack's 0..{n}"),
+                        )
+                        .label("no such layer"));
+                    }
+                }
             }
         }
         // With a pattern, one-letter keywords bind the pattern's letters to blocks.
@@ -282,11 +295,12 @@ impl Elab {
             let mut named = Vec::new();
             let mut kind_args = Vec::new();
             for (k, ks, v, vs) in &per_layer {
-                let v = match v {
-                    Value::Rule(r) => r.resolve(i).clone(),
-                    v => v.clone(),
+                let (v, varies) = match v {
+                    Value::Rule(r) => (r.resolve(i).clone(), true),
+                    v => (v.clone(), false),
                 };
-                if matches!(v, Value::Block(_)) {
+                // Blocks, and anything chosen per layer by a rule, tell layer kinds apart.
+                if varies || matches!(v, Value::Block(_)) {
                     kind_args.push(format!("{k}={}", v.describe()));
                 }
                 named.push((k.clone(), *ks, v, *vs));

@@ -98,6 +98,8 @@ pub enum Op {
     Const(f64),
     /// `[0, 1, …, n−1]` along the node's single axis.
     Iota,
+    /// The value of a dim (a symbol bound at run time, like `seq`) as a scalar.
+    Size(Dim),
     /// Elementwise unary.
     Unary(UnaryOp),
     /// Elementwise binary with broadcasting.
@@ -180,6 +182,7 @@ impl fmt::Display for Op {
             Op::Param(n) => write!(f, "param \"{n}\""),
             Op::Const(v) => write!(f, "const {v:?}"),
             Op::Iota => f.write_str("iota"),
+            Op::Size(d) => write!(f, "size({d})"),
             Op::Unary(u) => write!(f, "{u}"),
             Op::Binary(b) => write!(f, "{b}"),
             Op::Select => f.write_str("select"),

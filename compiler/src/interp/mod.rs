@@ -263,6 +263,7 @@ fn eval(
     match op {
         Op::Input(_) | Op::Param(_) => unreachable!("handled by the caller"),
         Op::Const(v) => Ok(elementwise::splat(*v, ty.dtype, shape)),
+        Op::Size(d) => Ok(elementwise::splat(dim(d)? as f64, ty.dtype, shape)),
         Op::Iota => Ok(elementwise::convert(
             &Tensor::int(DType::I64, shape.to_vec(), (0..shape[0] as i64).collect()),
             ty.dtype,

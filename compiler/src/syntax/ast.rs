@@ -131,6 +131,8 @@ pub enum Stmt {
     Return(Expr),
     /// `a, b = expr`
     Assign(Assign),
+    /// `f(args)` for its effect, e.g. `assert(heads % kv_heads == 0, "...")`.
+    Call(Expr),
 }
 
 /// `param name: type @path`

@@ -256,6 +256,20 @@ impl Builder {
                 Ok(Stmt::Param(ParamDecl { name, ty, path }))
             }
             Rule::if_stmt => Ok(Stmt::If(self.if_stmt(p)?)),
+            Rule::call_stmt => {
+                let span = self.span(&p);
+                let mut i = p.into_inner();
+                let name = self.ident(i.next().expect("callee"));
+                let callee = Expr {
+                    kind: ExprKind::Name(name.name),
+                    span: name.span,
+                };
+                let args = self.call_args(i.next().expect("arguments"))?;
+                Ok(Stmt::Call(Expr {
+                    kind: ExprKind::Call(Box::new(callee), args),
+                    span,
+                }))
+            }
             Rule::return_stmt => Ok(Stmt::Return(
                 self.expr(p.into_inner().next().expect("return value"))?,
             )),
@@ -348,24 +362,7 @@ impl Builder {
         for q in inner {
             let span = e.span.to(self.span(&q));
             let kind = match q.as_rule() {
-                Rule::call_args => {
-                    let mut args = Vec::new();
-                    for a in q.into_inner() {
-                        let mut ai = a.into_inner();
-                        let first = ai.next().expect("argument");
-                        args.push(match ai.next() {
-                            Some(v) => Arg {
-                                name: Some(self.ident(first)),
-                                value: self.expr(v)?,
-                            },
-                            None => Arg {
-                                name: None,
-                                value: self.expr(first)?,
-                            },
-                        });
-                    }
-                    ExprKind::Call(Box::new(e), args)
-                }
+                Rule::call_args => ExprKind::Call(Box::new(e), self.call_args(q)?),
                 Rule::index => ExprKind::Index(
                     Box::new(e),
                     Box::new(self.expr(q.into_inner().next().expect("index"))?),
@@ -379,6 +376,25 @@ impl Builder {
             e = Expr { kind, span };
         }
         Ok(e)
+    }
+
+    fn call_args(&self, q: Pair<Rule>) -> PResult<Vec<Arg>> {
+        let mut args = Vec::new();
+        for a in q.into_inner() {
+            let mut ai = a.into_inner();
+            let first = ai.next().expect("argument");
+            args.push(match ai.next() {
+                Some(v) => Arg {
+                    name: Some(self.ident(first)),
+                    value: self.expr(v)?,
+                },
+                None => Arg {
+                    name: None,
+                    value: self.expr(first)?,
+                },
+            });
+        }
+        Ok(args)
     }
 
     fn primary(&self, p: Pair<Rule>) -> PResult<Expr> {

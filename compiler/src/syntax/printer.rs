@@ -115,6 +115,7 @@ impl Printer {
                 ));
             }
             Stmt::Return(e) => self.line(&format!("return {}", print_expr(e))),
+            Stmt::Call(e) => self.line(&print_expr(e)),
             Stmt::Assign(a) => {
                 let t: Vec<&str> = a.targets.iter().map(|t| t.name.as_str()).collect();
                 self.line(&format!("{} = {}", t.join(", "), print_expr(&a.value)));
