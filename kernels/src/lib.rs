@@ -1,5 +1,9 @@
-//! The archc Kernel IR: loop nests over buffers, their interpreter (the oracle for every backend)
-//! and the templates that turn one fused region into one kernel.
-//!
-//! This crate is reserved by the layout in DESIGN.md; the Kernel IR lands with the Cranelift
-//! backend and is not part of the language front end.
+//! The archc Kernel IR: loop nests over buffers, their printer and interpreter (the oracle for
+//! every backend), and the scalar math that generated code calls.
+
+pub mod interp;
+pub mod ir;
+pub mod math;
+mod printer;
+
+pub use printer::{expr as print_expr, print_kernel};

@@ -4,12 +4,14 @@
 //! depends on the compiler, Cranelift or LLVM, so a standalone binary links only this crate.
 //! Today it holds the element types every layer shares, host tensors, and safetensors I/O.
 
+mod dim;
 mod dtype;
 mod random;
 pub mod spelling;
 mod tensor;
 mod tensor_file;
 
+pub use dim::Dim;
 pub use dtype::DType;
 pub use random::{random_tensor, SplitMix64};
 pub use tensor::{Data, Tensor};

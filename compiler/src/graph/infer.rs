@@ -2,8 +2,8 @@
 
 use archc_runtime::DType;
 
-use super::dim::Dim;
 use super::op::{BinaryOp, Op, TensorType, UnaryOp};
+use archc_runtime::Dim;
 
 /// Why an op's operands do not fit together. The elaborator attaches the source span.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,12 +3,11 @@
 //! Blocks do not survive elaboration; each node keeps the weight scope it was created under
 //! (`model.layers.3.self_attn`), which the dump shows.
 
-mod dim;
 mod infer;
 mod op;
 mod printer;
 
-pub use dim::Dim;
+pub use archc_runtime::Dim;
 pub use infer::{broadcast, infer, TypeError};
 pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
 pub use printer::print_graph;

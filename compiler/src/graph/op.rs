@@ -4,7 +4,7 @@ use std::fmt;
 
 use archc_runtime::DType;
 
-use super::dim::Dim;
+use archc_runtime::Dim;
 
 /// Elementwise unary functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -7,10 +7,45 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// A dimension: a constant, a symbol, or a polynomial in symbols with integer coefficients.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Dim {
     /// Monomial (sorted symbol names; empty for the constant term) → non-zero coefficient.
+    #[serde(with = "terms_as_list")]
     terms: BTreeMap<Vec<String>, i64>,
+}
+
+/// JSON maps need string keys, so the terms travel as a list of (monomial, coefficient).
+mod terms_as_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        t: &BTreeMap<Vec<String>, i64>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        t.iter().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Vec<String>, i64>, D::Error> {
+        Ok(Vec::<(Vec<String>, i64)>::deserialize(d)?
+            .into_iter()
+            .filter(|(_, c)| *c != 0)
+            .collect())
+    }
 }
 
 impl Dim {
@@ -179,5 +214,7 @@ mod tests {
         assert_eq!(seq.sub(&seq).unwrap().as_const(), Some(0));
         assert_eq!(Dim::constant(4).mul(&seq).unwrap().to_string(), "4*seq");
         assert_eq!(Dim::constant(i64::MAX).add(&1.into()), None);
+        let json = serde_json::to_string(&bs).unwrap();
+        assert_eq!(serde_json::from_str::<Dim>(&json).unwrap(), bs);
     }
 }

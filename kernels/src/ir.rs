@@ -1,0 +1,269 @@
+//! The Kernel IR: one kernel is a loop nest over buffers with explicit index arithmetic.
+//!
+//! A kernel sees its buffers through `args[i]` and the run-time values of the symbolic dims
+//! through `dims[j]`, matching the one C ABI every backend implements:
+//! `extern "C" fn(args: *const *mut u8, dims: *const i64)`.
+
+/// Element types of buffers, as stored in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Elem {
+    /// 32-bit float (f32, f16 and bf16 tensors are widened to it).
+    F32,
+    /// 64-bit integer (i32 and i64 tensors).
+    I64,
+    /// One byte per boolean.
+    Bool,
+}
+
+/// Types of scalar values inside a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ty {
+    /// f32
+    F32,
+    /// i64 (also every index)
+    I64,
+    /// bool
+    Bool,
+}
+
+impl Elem {
+    /// The scalar type a load of this element gives.
+    pub fn ty(self) -> Ty {
+        match self {
+            Elem::F32 => Ty::F32,
+            Elem::I64 => Ty::I64,
+            Elem::Bool => Ty::Bool,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Elem::F32 => 4,
+            Elem::I64 => 8,
+            Elem::Bool => 1,
+        }
+    }
+}
+
+/// A local variable (loop index, accumulator or let-bound value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Var(pub u32);
+
+/// How a loop's iterations may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopKind {
+    /// In order.
+    Serial,
+    /// Independent iterations: the executor may split them across threads.
+    Parallel,
+}
+
+/// Unary scalar functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Un {
+    /// −x
+    Neg,
+    /// |x|
+    Abs,
+    /// eˣ
+    Exp,
+    /// ln x
+    Log,
+    /// √x
+    Sqrt,
+    /// 1/√x
+    Rsqrt,
+    /// tanh x
+    Tanh,
+    /// erf x
+    Erf,
+    /// sin x
+    Sin,
+    /// cos x
+    Cos,
+    /// logical not
+    Not,
+}
+
+/// Binary scalar functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bin {
+    /// a + b
+    Add,
+    /// a − b
+    Sub,
+    /// a · b
+    Mul,
+    /// a / b (integer division truncates; by zero gives 0)
+    Div,
+    /// a mod b for non-negative integers (index arithmetic)
+    Rem,
+    /// aᵇ
+    Pow,
+    /// max(a, b)
+    Max,
+    /// min(a, b)
+    Min,
+    /// a == b
+    Eq,
+    /// a != b
+    Ne,
+    /// a < b
+    Lt,
+    /// a <= b
+    Le,
+    /// a > b
+    Gt,
+    /// a >= b
+    Ge,
+    /// logical and
+    And,
+    /// logical or
+    Or,
+}
+
+impl Bin {
+    /// True when the result is a bool.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            Bin::Eq | Bin::Ne | Bin::Lt | Bin::Le | Bin::Gt | Bin::Ge
+        )
+    }
+}
+
+/// A scalar expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// An integer constant.
+    Int(i64),
+    /// A float constant.
+    F32(f32),
+    /// A boolean constant.
+    Bool(bool),
+    /// A variable.
+    Var(Var),
+    /// The run-time value of symbolic dim `dims[i]`.
+    Dim(usize),
+    /// `buffer[index]` (index in elements).
+    Load(usize, Box<Expr>),
+    /// A unary function.
+    Un(Un, Box<Expr>),
+    /// A binary function; both sides have one type.
+    Bin(Bin, Box<Expr>, Box<Expr>),
+    /// `cond ? a : b`
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// Conversion to another scalar type.
+    Cast(Ty, Box<Expr>),
+}
+
+/// A statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    /// `for var in 0..extent { body }`
+    For {
+        /// The index variable.
+        var: Var,
+        /// The trip count (an I64 expression).
+        extent: Expr,
+        /// Serial or parallel.
+        kind: LoopKind,
+        /// The loop body.
+        body: Vec<Stmt>,
+    },
+    /// `var = value` (declares the variable on first assignment).
+    Set(Var, Expr),
+    /// `buffer[index] = value`
+    Store(usize, Expr, Expr),
+    /// Unless `cond` holds, record error `code` in the status word and skip the rest of the
+    /// current loop iteration's effects that depend on it (the value used is made safe).
+    Check(Expr, u32),
+}
+
+/// One buffer argument of a kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// A name for dumps.
+    pub name: String,
+    /// Element type in memory.
+    pub elem: Elem,
+    /// Whether the kernel writes it.
+    pub output: bool,
+}
+
+/// A kernel: buffers in, buffers out, one loop nest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// A unique, stable name.
+    pub name: String,
+    /// The buffers, in `args` order. The last one is always the status word (one i64).
+    pub params: Vec<Param>,
+    /// The statements.
+    pub body: Vec<Stmt>,
+}
+
+/// Helpers that keep kernel templates short.
+pub mod build {
+    use super::*;
+
+    /// `a + b`
+    pub fn add(a: Expr, b: Expr) -> Expr {
+        Expr::Bin(Bin::Add, Box::new(a), Box::new(b))
+    }
+    /// `a * b`
+    pub fn mul(a: Expr, b: Expr) -> Expr {
+        Expr::Bin(Bin::Mul, Box::new(a), Box::new(b))
+    }
+    /// `a - b`
+    pub fn sub(a: Expr, b: Expr) -> Expr {
+        Expr::Bin(Bin::Sub, Box::new(a), Box::new(b))
+    }
+    /// `a op b`
+    pub fn bin(op: Bin, a: Expr, b: Expr) -> Expr {
+        Expr::Bin(op, Box::new(a), Box::new(b))
+    }
+    /// `buffer[index]`
+    pub fn load(buf: usize, index: Expr) -> Expr {
+        Expr::Load(buf, Box::new(index))
+    }
+    /// Sum of expressions (0 for none), folding integer constants.
+    pub fn sum(terms: Vec<Expr>) -> Expr {
+        let mut konst = 0i64;
+        let mut rest: Vec<Expr> = Vec::new();
+        for t in terms {
+            match t {
+                Expr::Int(k) => konst += k,
+                e => rest.push(e),
+            }
+        }
+        let mut acc = rest.into_iter().reduce(add);
+        if konst != 0 || acc.is_none() {
+            acc = Some(match acc {
+                Some(a) => add(a, Expr::Int(konst)),
+                None => Expr::Int(konst),
+            });
+        }
+        acc.unwrap_or(Expr::Int(0))
+    }
+    /// Product of integer expressions (1 for none), dropping factors of 1.
+    pub fn product(factors: Vec<Expr>) -> Expr {
+        let mut konst = 1i64;
+        let mut rest: Vec<Expr> = Vec::new();
+        for f in factors {
+            match f {
+                Expr::Int(k) => konst *= k,
+                e => rest.push(e),
+            }
+        }
+        if konst == 0 {
+            return Expr::Int(0);
+        }
+        let acc = rest.into_iter().reduce(mul);
+        match (acc, konst) {
+            (Some(a), 1) => a,
+            (Some(a), k) => mul(a, Expr::Int(k)),
+            (None, k) => Expr::Int(k),
+        }
+    }
+}

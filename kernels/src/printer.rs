@@ -1,0 +1,102 @@
+//! The deterministic text form of kernels (`archc dump --stage kernels`).
+
+use std::fmt::Write;
+
+use crate::ir::*;
+
+/// Prints one kernel.
+pub fn print_kernel(k: &Kernel) -> String {
+    let mut out = String::new();
+    let params: Vec<String> = k
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "{}{i}:{} {}",
+                if p.output { "out " } else { "" },
+                elem(p.elem),
+                p.name
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "kernel {}({}) {{", k.name, params.join(", "));
+    stmts(&mut out, &k.body, 1);
+    out.push_str("}\n");
+    out
+}
+
+fn elem(e: Elem) -> &'static str {
+    match e {
+        Elem::F32 => "f32",
+        Elem::I64 => "i64",
+        Elem::Bool => "bool",
+    }
+}
+
+fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
+    let pad = "  ".repeat(depth);
+    for s in body {
+        match s {
+            Stmt::For {
+                var,
+                extent,
+                kind,
+                body,
+            } => {
+                let k = match kind {
+                    LoopKind::Serial => "for",
+                    LoopKind::Parallel => "parallel for",
+                };
+                let _ = writeln!(out, "{pad}{k} v{} in 0..{} {{", var.0, expr(extent));
+                stmts(out, body, depth + 1);
+                let _ = writeln!(out, "{pad}}}");
+            }
+            Stmt::Set(v, e) => {
+                let _ = writeln!(out, "{pad}v{} = {}", v.0, expr(e));
+            }
+            Stmt::Store(b, i, e) => {
+                let _ = writeln!(out, "{pad}b{b}[{}] = {}", expr(i), expr(e));
+            }
+            Stmt::Check(c, code) => {
+                let _ = writeln!(out, "{pad}check {} else error {code}", expr(c));
+            }
+        }
+    }
+}
+
+/// Prints one expression.
+pub fn expr(e: &Expr) -> String {
+    match e {
+        Expr::Int(v) => v.to_string(),
+        Expr::F32(v) => format!("{v:?}f"),
+        Expr::Bool(b) => b.to_string(),
+        Expr::Var(v) => format!("v{}", v.0),
+        Expr::Dim(i) => format!("d{i}"),
+        Expr::Load(b, i) => format!("b{b}[{}]", expr(i)),
+        Expr::Un(op, a) => format!("{}({})", format!("{op:?}").to_lowercase(), expr(a)),
+        Expr::Bin(op, a, b) => {
+            let sym = match op {
+                Bin::Add => "+",
+                Bin::Sub => "-",
+                Bin::Mul => "*",
+                Bin::Div => "/",
+                Bin::Rem => "%",
+                Bin::Eq => "==",
+                Bin::Ne => "!=",
+                Bin::Lt => "<",
+                Bin::Le => "<=",
+                Bin::Gt => ">",
+                Bin::Ge => ">=",
+                Bin::And => "&&",
+                Bin::Or => "||",
+                Bin::Pow => return format!("pow({}, {})", expr(a), expr(b)),
+                Bin::Max => return format!("max({}, {})", expr(a), expr(b)),
+                Bin::Min => return format!("min({}, {})", expr(a), expr(b)),
+            };
+            format!("({} {sym} {})", expr(a), expr(b))
+        }
+        Expr::Select(c, a, b) => format!("select({}, {}, {})", expr(c), expr(a), expr(b)),
+        Expr::Cast(t, a) => format!("{}({})", format!("{t:?}").to_lowercase(), expr(a)),
+    }
+}
