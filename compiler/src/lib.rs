@@ -3,10 +3,12 @@
 //! `.arch` text is parsed ([`syntax`]) and elaborated ([`elaborate`]) into the Graph IR
 //! ([`graph`]): primitive ops on petgraph, every value typed with a dtype and a symbolic shape.
 
+pub mod codegen;
 pub mod elaborate;
 pub mod graph;
 pub mod import;
 pub mod interp;
+pub mod lower;
 pub mod session;
 pub mod summary;
 pub mod syntax;

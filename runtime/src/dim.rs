@@ -74,6 +74,11 @@ impl Dim {
         }
     }
 
+    /// The terms: (sorted symbols of a monomial, coefficient); the constant term has none.
+    pub fn terms(&self) -> impl Iterator<Item = (&[String], i64)> {
+        self.terms.iter().map(|(m, c)| (m.as_slice(), *c))
+    }
+
     /// Every symbol the dim mentions.
     pub fn symbols(&self) -> impl Iterator<Item = &str> {
         self.terms.keys().flatten().map(String::as_str)

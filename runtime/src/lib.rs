@@ -4,15 +4,21 @@
 //! depends on the compiler, Cranelift or LLVM, so a standalone binary links only this crate.
 //! Today it holds the element types every layer shares, host tensors, and safetensors I/O.
 
+mod bind;
 mod dim;
 mod dtype;
+mod executor;
+mod plan;
 mod random;
 pub mod spelling;
 mod tensor;
 mod tensor_file;
 
+pub use bind::{bind_dims, BindError};
 pub use dim::Dim;
 pub use dtype::DType;
+pub use executor::{Executor, Launcher, RunError};
+pub use plan::{storage_bytes, Binding, Buffer, Plan, Step, Storage, ALIGN};
 pub use random::{random_tensor, SplitMix64};
 pub use tensor::{Data, Tensor};
 pub use tensor_file::{write_tensors, TensorFile, TensorFileError};

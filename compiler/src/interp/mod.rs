@@ -11,7 +11,7 @@ mod layout;
 
 use std::collections::HashMap;
 
-use archc_runtime::{DType, Tensor};
+use archc_runtime::{BindError, DType, Tensor};
 use indexmap::IndexMap;
 
 use crate::graph::{Dim, Graph, Op, TensorType};
@@ -19,34 +19,9 @@ use crate::graph::{Dim, Graph, Op, TensorType};
 /// Why a graph could not be run on the given inputs.
 #[derive(Debug, thiserror::Error)]
 pub enum InterpError {
-    /// An input the model declares was not given.
-    #[error("input `{0}` is missing")]
-    MissingInput(String),
-    /// An input's dtype cannot stand for the declared one.
-    #[error("input `{name}` has dtype {found}, but the model declares {expected}")]
-    InputDType {
-        /// The input.
-        name: String,
-        /// Declared dtype.
-        expected: DType,
-        /// Given dtype.
-        found: DType,
-    },
-    /// An input's shape disagrees with its declaration or with another input.
-    #[error("input `{name}` has shape {found:?}, but the model declares {declared}{detail}")]
-    InputShape {
-        /// The input.
-        name: String,
-        /// The declared type.
-        declared: TensorType,
-        /// The given shape.
-        found: Vec<usize>,
-        /// Which dim disagrees.
-        detail: String,
-    },
-    /// A symbolic dim is not bound by any input or `--dim`.
-    #[error("dim `{0}` is not bound: give an input that has it, or `--dim {0}=N`")]
-    UnboundDim(String),
+    /// The inputs do not fit the model's declarations.
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// A weight could not be provided.
     #[error("{0}")]
     Weight(String),
@@ -80,81 +55,14 @@ pub fn bind_dims(
     inputs: &HashMap<String, Tensor>,
     explicit: &HashMap<String, i64>,
 ) -> Result<HashMap<String, i64>, InterpError> {
-    let mut dims: HashMap<String, i64> = explicit.clone();
-    for (name, &n) in &g.inputs {
-        let declared = g.ty(n);
-        let t = inputs
-            .get(name)
-            .ok_or_else(|| InterpError::MissingInput(name.clone()))?;
-        let bad = |detail: String| InterpError::InputShape {
-            name: name.clone(),
-            declared: declared.clone(),
-            found: t.shape.clone(),
-            detail,
-        };
-        if t.shape.len() != declared.rank() {
-            return Err(bad(format!(
-                " (rank {} instead of {})",
-                t.shape.len(),
-                declared.rank()
-            )));
-        }
-        for (i, d) in declared.shape.iter().enumerate() {
-            let got = t.shape[i] as i64;
-            if let Some(s) = d.as_symbol() {
-                match dims.get(s) {
-                    Some(&v) if v != got => {
-                        return Err(bad(format!(" (`{s}` is {v} elsewhere, {got} here)")))
-                    }
-                    _ => {
-                        dims.insert(s.to_string(), got);
-                    }
-                }
-            }
-        }
-    }
-    for (name, &n) in &g.inputs {
-        let declared = g.ty(n);
-        let t = &inputs[name];
-        for (i, d) in declared.shape.iter().enumerate() {
-            let want = eval_dim(d, &dims)?;
-            if want != t.shape[i] {
-                return Err(InterpError::InputShape {
-                    name: name.clone(),
-                    declared: declared.clone(),
-                    found: t.shape.clone(),
-                    detail: format!(" (axis {i} should be {want})"),
-                });
-            }
-        }
-        let fits = match declared.dtype {
-            d if d.is_float() => t.dtype.is_float(),
-            d if d.is_int() => t.dtype.is_int(),
-            _ => t.dtype == DType::Bool,
-        };
-        if !fits {
-            return Err(InterpError::InputDType {
-                name: name.clone(),
-                expected: declared.dtype,
-                found: t.dtype,
-            });
-        }
-    }
-    for s in &g.symbols {
-        match dims.get(s) {
-            Some(&v) if v > 0 => {}
-            Some(&v) => {
-                return Err(InterpError::InputShape {
-                    name: s.clone(),
-                    declared: TensorType::new(DType::I64, vec![]),
-                    found: vec![],
-                    detail: format!(" (dim `{s}` must be positive, got {v})"),
-                })
-            }
-            None => return Err(InterpError::UnboundDim(s.clone())),
-        }
-    }
-    Ok(dims)
+    let declared: Vec<(&str, DType, &[Dim])> = g
+        .inputs
+        .iter()
+        .map(|(name, n)| (name.as_str(), g.ty(*n).dtype, g.ty(*n).shape.as_slice()))
+        .collect();
+    Ok(archc_runtime::bind_dims(
+        &declared, &g.symbols, inputs, explicit,
+    )?)
 }
 
 fn eval_dim(d: &Dim, dims: &HashMap<String, i64>) -> Result<usize, InterpError> {
@@ -162,12 +70,12 @@ fn eval_dim(d: &Dim, dims: &HashMap<String, i64>) -> Result<usize, InterpError> 
     match v {
         Some(v) if v >= 0 => Ok(v as usize),
         Some(v) => Err(InterpError::Weight(format!("dim `{d}` evaluates to {v}"))),
-        None => Err(InterpError::UnboundDim(
+        None => Err(InterpError::Bind(BindError::UnboundDim(
             d.symbols()
                 .find(|s| !dims.contains_key(*s))
                 .unwrap_or("?")
                 .to_string(),
-        )),
+        ))),
     }
 }
 
@@ -225,7 +133,7 @@ pub fn interpret(
             Op::Input(name) => {
                 let t = inputs
                     .get(name)
-                    .ok_or_else(|| InterpError::MissingInput(name.clone()))?;
+                    .ok_or_else(|| InterpError::Bind(BindError::MissingInput(name.clone())))?;
                 elementwise::convert(t, node.ty.dtype)
             }
             Op::Param(name) => weights

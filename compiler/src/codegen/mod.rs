@@ -1,0 +1,3 @@
+//! Backends: the Kernel IR interpreter (the oracle) and Cranelift for the CPU.
+
+pub mod kernel_interp;

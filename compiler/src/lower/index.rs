@@ -1,0 +1,119 @@
+//! Index arithmetic for kernel templates: dims as expressions, strides, loop nests.
+
+use archc_kernels::ir::build::{add, mul, product, sum};
+use archc_kernels::ir::{Expr, LoopKind, Stmt, Var};
+
+use crate::graph::Dim;
+
+/// Allocates variables and turns symbolic dims into kernel expressions.
+pub struct Ctx<'a> {
+    symbols: &'a [String],
+    next: u32,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context whose `dims[i]` is `symbols[i]`.
+    pub fn new(symbols: &'a [String]) -> Ctx<'a> {
+        Ctx { symbols, next: 0 }
+    }
+
+    /// A fresh variable.
+    pub fn var(&mut self) -> Var {
+        self.next += 1;
+        Var(self.next - 1)
+    }
+
+    /// `n` fresh variables.
+    pub fn vars(&mut self, n: usize) -> Vec<Var> {
+        (0..n).map(|_| self.var()).collect()
+    }
+
+    /// A dim's value: Σ coefficient · Π dims[symbol].
+    pub fn dim(&self, d: &Dim) -> Expr {
+        sum(d
+            .terms()
+            .map(|(m, c)| {
+                let mut f: Vec<Expr> = m
+                    .iter()
+                    .map(|s| {
+                        Expr::Dim(
+                            self.symbols
+                                .iter()
+                                .position(|x| x == s)
+                                .expect("graph symbols are plan symbols"),
+                        )
+                    })
+                    .collect();
+                f.push(Expr::Int(c));
+                product(f)
+            })
+            .collect())
+    }
+
+    /// Row-major strides of a shape.
+    pub fn strides(&self, shape: &[Dim]) -> Vec<Expr> {
+        (0..shape.len())
+            .map(|a| product(shape[a + 1..].iter().map(|d| self.dim(d)).collect()))
+            .collect()
+    }
+
+    /// The linear index into a tensor of `shape` whose axis `a` is at `at[a]`; axes of constant
+    /// size 1 contribute nothing, so `at` may hold any index there (this is broadcasting).
+    pub fn index(&self, shape: &[Dim], at: &[Expr]) -> Expr {
+        let strides = self.strides(shape);
+        sum(shape
+            .iter()
+            .zip(at)
+            .zip(strides)
+            .filter(|((d, _), _)| d.as_const() != Some(1))
+            .map(|((_, i), s)| mul_index(i.clone(), s))
+            .collect())
+    }
+
+    /// The index into an operand of `shape` broadcast (right-aligned) against loop variables
+    /// over the output's axes.
+    pub fn broadcast_index(&self, shape: &[Dim], out_vars: &[Var]) -> Expr {
+        let offset = out_vars.len() - shape.len();
+        let at: Vec<Expr> = out_vars[offset..].iter().map(|v| Expr::Var(*v)).collect();
+        self.index(shape, &at)
+    }
+
+    /// Wraps `body` in loops `vars[i] in 0..shape[i]`; the outermost loop is parallel.
+    pub fn nest(&self, shape: &[Dim], vars: &[Var], body: Vec<Stmt>) -> Vec<Stmt> {
+        let mut body = body;
+        for (i, (d, v)) in shape.iter().zip(vars).enumerate().rev() {
+            body = vec![Stmt::For {
+                var: *v,
+                extent: self.dim(d),
+                kind: if i == 0 {
+                    LoopKind::Parallel
+                } else {
+                    LoopKind::Serial
+                },
+                body,
+            }];
+        }
+        body
+    }
+}
+
+/// `i * s`, folding multiplication by 1.
+fn mul_index(i: Expr, s: Expr) -> Expr {
+    match s {
+        Expr::Int(1) => i,
+        s => mul(i, s),
+    }
+}
+
+/// `a + b` for index expressions, folding zeros.
+pub fn plus(a: Expr, b: Expr) -> Expr {
+    match (a, b) {
+        (Expr::Int(0), e) | (e, Expr::Int(0)) => e,
+        (a, b) => add(a, b),
+    }
+}
+
+/// Variables as expressions.
+pub fn exprs(vars: &[Var]) -> Vec<Expr> {
+    vars.iter().map(|v| Expr::Var(*v)).collect()
+}
