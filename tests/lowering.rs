@@ -1,20 +1,32 @@
-//! Lowering is checked against the reference interpreter: the kernels the lowering makes, run
-//! by the Kernel IR interpreter, give the Graph IR interpreter's outputs.
+//! Compiled code is checked against the references: the kernels the lowering makes, run by
+//! the Kernel IR interpreter and as Cranelift native code, give transformers' outputs on every
+//! Hugging Face fixture within 1e-4.
 
 mod common;
 
 use std::collections::HashMap;
 
+use archc_compiler::codegen::jit::Jit;
 use archc_compiler::codegen::kernel_interp::KernelInterp;
-use archc_compiler::lower::lower;
-use archc_runtime::{Executor, TensorFile};
+use archc_compiler::lower::{lower, Lowered};
+use archc_runtime::{Executor, Launcher, TensorFile};
 use common::{rel_err, repo, FileWeights};
 
-#[test]
-fn kernel_interpreter_matches_hf_fixtures() {
-    for case in [
-        "gpt2", "llama", "bert", "mamba", "mamba2", "jamba", "zamba2", "bamba", "ijepa",
-    ] {
+const CASES: &[&str] = &[
+    "gpt2",
+    "llama",
+    "llama_tied_bf16",
+    "bert",
+    "mamba",
+    "mamba2",
+    "jamba",
+    "zamba2",
+    "bamba",
+    "ijepa",
+];
+
+fn check(backend: &str, launch: impl Fn(&Lowered) -> Box<dyn Launcher + '_>) {
+    for case in CASES {
         let dir = repo(&format!("tests/fixtures/hf/{case}"));
         let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
         let arch = archc_compiler::import::import_hf(&config, "config.json").unwrap();
@@ -31,14 +43,27 @@ fn kernel_interpreter_matches_hf_fixtures() {
             .keys()
             .map(|n| (n.clone(), inputs_file.read_any(n).unwrap()))
             .collect();
+        let launcher = launch(&lowered);
         let got = exec
-            .run(&KernelInterp(&lowered.kernels), &inputs, &HashMap::new())
+            .run(launcher.as_ref(), &inputs, &HashMap::new())
             .unwrap_or_else(|e| panic!("{case}: {e}"));
         let want = TensorFile::open(&dir.join("outputs.safetensors")).unwrap();
         for (name, t) in got {
             let err = rel_err(&t, &want.read_any(&name).unwrap());
-            println!("{case:8} {name:18} rel err {err:.2e}");
-            assert!(err <= 1e-4, "{case}/{name}: {err:.3e}");
+            println!("{backend:10} {case:16} {name:18} rel err {err:.2e}");
+            assert!(err <= 1e-4, "{backend} {case}/{name}: {err:.3e}");
         }
     }
+}
+
+#[test]
+fn kernel_interpreter_matches_hf_fixtures() {
+    check("kernels", |l| Box::new(KernelInterp(&l.kernels)));
+}
+
+#[test]
+fn cranelift_matches_hf_fixtures() {
+    check("cranelift", |l| {
+        Box::new(Jit::compile(&l.kernels, l.plan.symbols.len()).unwrap())
+    });
 }

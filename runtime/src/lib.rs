@@ -5,6 +5,7 @@
 //! Today it holds the element types every layer shares, host tensors, and safetensors I/O.
 
 mod bind;
+mod cpu;
 mod dim;
 mod dtype;
 mod executor;
@@ -15,6 +16,7 @@ mod tensor;
 mod tensor_file;
 
 pub use bind::{bind_dims, BindError};
+pub use cpu::{CpuKernels, KernelFn};
 pub use dim::Dim;
 pub use dtype::DType;
 pub use executor::{Executor, Launcher, RunError};

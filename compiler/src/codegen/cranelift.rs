@@ -1,0 +1,417 @@
+//! Kernel IR → Cranelift IR → native code, for JIT execution and for object files.
+//!
+//! Every kernel has the one ABI `extern "C" fn(args: *const *mut u8, dims: *const i64)`.
+//! `dims` holds the symbols' values, then the thread index and thread count: the outermost
+//! parallel loops split their iterations by them, and statements outside any parallel loop run
+//! on thread 0 only.
+
+use std::collections::HashMap;
+
+use archc_kernels::ir::{Bin, Expr, Kernel, LoopKind, Stmt, Ty, Un, Var};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Value};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_module::{FuncId, Linkage, Module, ModuleError};
+
+/// The scalar math functions generated code calls: (symbol, arity).
+const MATH: &[(&str, usize)] = &[
+    ("archc_expf", 1),
+    ("archc_logf", 1),
+    ("archc_tanhf", 1),
+    ("archc_erff", 1),
+    ("archc_sinf", 1),
+    ("archc_cosf", 1),
+    ("archc_powf", 2),
+];
+
+/// Why code generation failed (a compiler bug or an unsupported host).
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    /// Cranelift rejected a function or the module.
+    #[error("cranelift: {0}")]
+    Module(#[from] Box<ModuleError>),
+    /// The host CPU is not supported by Cranelift.
+    #[error("this CPU is not supported by Cranelift: {0}")]
+    Host(String),
+}
+
+fn cl(t: Ty) -> types::Type {
+    match t {
+        Ty::F32 => types::F32,
+        Ty::I64 => types::I64,
+        Ty::Bool => types::I8,
+    }
+}
+
+/// Declares and defines every kernel in `module`; returns their function ids in order.
+/// When `clif` is given, the Cranelift IR text of each function is appended to it.
+pub fn define_kernels<M: Module>(
+    module: &mut M,
+    kernels: &[Kernel],
+    symbols: usize,
+    mut clif: Option<&mut String>,
+) -> Result<Vec<FuncId>, CodegenError> {
+    let config = module.target_config();
+    let ptr = config.pointer_type();
+    let mut math = HashMap::new();
+    for (name, arity) in MATH {
+        let mut sig = module.make_signature();
+        for _ in 0..*arity {
+            sig.params.push(AbiParam::new(types::F32));
+        }
+        sig.returns.push(AbiParam::new(types::F32));
+        let id = module
+            .declare_function(name, Linkage::Import, &sig)
+            .map_err(Box::new)?;
+        math.insert(*name, id);
+    }
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(ptr));
+    sig.params.push(AbiParam::new(ptr));
+    let mut ids = Vec::new();
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    for k in kernels {
+        let id = module
+            .declare_function(&k.name, Linkage::Export, &sig)
+            .map_err(Box::new)?;
+        ctx.func.signature = sig.clone();
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let funcs = math
+                .iter()
+                .map(|(n, id)| (*n, module.declare_func_in_func(*id, b.func)))
+                .collect();
+            let mut g = Gen::new(&mut b, k, symbols, funcs);
+            g.kernel();
+            b.finalize(config);
+        }
+        if let Some(out) = clif.as_deref_mut() {
+            out.push_str(&format!("; kernel {}\n{}\n", k.name, ctx.func.display()));
+        }
+        module.define_function(id, &mut ctx).map_err(Box::new)?;
+        module.clear_context(&mut ctx);
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+struct Gen<'a, 'b> {
+    b: &'a mut FunctionBuilder<'b>,
+    kernel: &'a Kernel,
+    math: HashMap<&'static str, cranelift_codegen::ir::FuncRef>,
+    bases: Vec<Value>,
+    dims: Value,
+    symbols: usize,
+    vars: HashMap<Var, (Variable, Ty)>,
+    thread: Value,
+    threads: Value,
+    flags: MemFlagsData,
+}
+
+impl<'a, 'b> Gen<'a, 'b> {
+    fn new(
+        b: &'a mut FunctionBuilder<'b>,
+        kernel: &'a Kernel,
+        symbols: usize,
+        math: HashMap<&'static str, cranelift_codegen::ir::FuncRef>,
+    ) -> Gen<'a, 'b> {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let args = b.block_params(entry)[0];
+        let dims = b.block_params(entry)[1];
+        let flags = MemFlagsData::trusted();
+        let bases = (0..kernel.params.len())
+            .map(|i| b.ins().load(types::I64, flags, args, (8 * i) as i32))
+            .collect();
+        let thread = b.ins().load(types::I64, flags, dims, (8 * symbols) as i32);
+        let threads = b
+            .ins()
+            .load(types::I64, flags, dims, (8 * (symbols + 1)) as i32);
+        Gen {
+            b,
+            kernel,
+            math,
+            bases,
+            dims,
+            symbols,
+            vars: HashMap::new(),
+            thread,
+            threads,
+            flags,
+        }
+    }
+
+    fn kernel(&mut self) {
+        let body = &self.kernel.body;
+        for s in body {
+            match s {
+                Stmt::For {
+                    kind: LoopKind::Parallel,
+                    ..
+                } => self.stmt(s, true),
+                s => {
+                    // Only thread 0 runs statements outside the parallel loops.
+                    let run = self.b.create_block();
+                    let next = self.b.create_block();
+                    let first = self.b.ins().icmp_imm_s(IntCC::Equal, self.thread, 0);
+                    self.b.ins().brif(first, run, &[], next, &[]);
+                    self.b.seal_block(run);
+                    self.b.switch_to_block(run);
+                    self.stmt(s, false);
+                    self.b.ins().jump(next, &[]);
+                    self.b.seal_block(next);
+                    self.b.switch_to_block(next);
+                }
+            }
+        }
+        self.b.ins().return_(&[]);
+    }
+
+    fn ins(&mut self) -> cranelift_frontend::FuncInstBuilder<'_, 'b> {
+        self.b.ins()
+    }
+
+    fn var(&mut self, v: Var, t: Ty) -> Variable {
+        if let Some((var, _)) = self.vars.get(&v) {
+            return *var;
+        }
+        let var = self.b.declare_var(cl(t));
+        self.vars.insert(v, (var, t));
+        var
+    }
+
+    fn stmt(&mut self, s: &Stmt, split: bool) {
+        match s {
+            Stmt::For {
+                var,
+                extent,
+                kind,
+                body,
+            } => {
+                let (n, _) = self.expr(extent);
+                let (lo, hi) = if split && *kind == LoopKind::Parallel {
+                    // This thread's share: [n·t/T, n·(t+1)/T).
+                    let nt = self.b.ins().imul(n, self.thread);
+                    let lo = self.b.ins().sdiv(nt, self.threads);
+                    let t1 = self.b.ins().iadd_imm_s(self.thread, 1);
+                    let nt1 = self.b.ins().imul(n, t1);
+                    (lo, self.b.ins().sdiv(nt1, self.threads))
+                } else {
+                    (self.b.ins().iconst(types::I64, 0), n)
+                };
+                let v = self.var(*var, Ty::I64);
+                self.b.def_var(v, lo);
+                let header = self.b.create_block();
+                let inner = self.b.create_block();
+                let exit = self.b.create_block();
+                self.b.ins().jump(header, &[]);
+                self.b.switch_to_block(header);
+                let i = self.b.use_var(v);
+                let go = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+                self.b.ins().brif(go, inner, &[], exit, &[]);
+                self.b.seal_block(inner);
+                self.b.switch_to_block(inner);
+                for s in body {
+                    self.stmt(s, false);
+                }
+                let i = self.b.use_var(v);
+                let next = self.b.ins().iadd_imm_s(i, 1);
+                self.b.def_var(v, next);
+                self.b.ins().jump(header, &[]);
+                self.b.seal_block(header);
+                self.b.seal_block(exit);
+                self.b.switch_to_block(exit);
+            }
+            Stmt::Set(v, e) => {
+                let (x, t) = self.expr(e);
+                let var = self.var(*v, t);
+                self.b.def_var(var, x);
+            }
+            Stmt::Store(buf, idx, e) => {
+                let (x, _) = self.expr(e);
+                let addr = self.address(*buf, idx);
+                self.b.ins().store(self.flags, x, addr, 0);
+            }
+            Stmt::Check(cond, code) => {
+                let (c, _) = self.expr(cond);
+                let fail = self.b.create_block();
+                let cont = self.b.create_block();
+                self.b.ins().brif(c, cont, &[], fail, &[]);
+                self.b.seal_block(fail);
+                self.b.switch_to_block(fail);
+                let status = self.bases[self.kernel.params.len() - 1];
+                let k = self.b.ins().iconst(types::I64, i64::from(*code));
+                self.b.ins().store(self.flags, k, status, 0);
+                self.b.ins().jump(cont, &[]);
+                self.b.seal_block(cont);
+                self.b.switch_to_block(cont);
+            }
+        }
+    }
+
+    fn address(&mut self, buf: usize, idx: &Expr) -> Value {
+        let (i, _) = self.expr(idx);
+        let size = self.kernel.params[buf].elem.size() as i64;
+        let off = self.b.ins().imul_imm_s(i, size);
+        self.b.ins().iadd(self.bases[buf], off)
+    }
+
+    fn call(&mut self, name: &str, args: &[Value]) -> Value {
+        let f = self.math[name];
+        let call = self.b.ins().call(f, args);
+        self.b.inst_results(call)[0]
+    }
+
+    fn expr(&mut self, e: &Expr) -> (Value, Ty) {
+        match e {
+            Expr::Int(v) => (self.ins().iconst(types::I64, *v), Ty::I64),
+            Expr::F32(v) => (self.ins().f32const(*v), Ty::F32),
+            Expr::Bool(v) => (self.ins().iconst(types::I8, i64::from(*v)), Ty::Bool),
+            Expr::Var(v) => {
+                let (var, t) = self.vars[v];
+                (self.b.use_var(var), t)
+            }
+            Expr::Dim(k) => {
+                debug_assert!(*k < self.symbols);
+                let (flags, dims) = (self.flags, self.dims);
+                (
+                    self.ins().load(types::I64, flags, dims, (8 * k) as i32),
+                    Ty::I64,
+                )
+            }
+            Expr::Load(buf, idx) => {
+                let elem = self.kernel.params[*buf].elem;
+                let addr = self.address(*buf, idx);
+                let flags = self.flags;
+                (self.ins().load(cl(elem.ty()), flags, addr, 0), elem.ty())
+            }
+            Expr::Select(c, a, b) => {
+                let (c, _) = self.expr(c);
+                let (a, t) = self.expr(a);
+                let (b, _) = self.expr(b);
+                (self.ins().select(c, a, b), t)
+            }
+            Expr::Cast(to, a) => {
+                let (x, from) = self.expr(a);
+                let v = match (from, *to) {
+                    (f, t) if f == t => x,
+                    (Ty::I64, Ty::F32) => self.ins().fcvt_from_sint(types::F32, x),
+                    (Ty::F32, Ty::I64) => self.ins().fcvt_to_sint_sat(types::I64, x),
+                    (Ty::F32, Ty::Bool) => {
+                        let z = self.ins().f32const(0.0);
+                        self.ins().fcmp(FloatCC::NotEqual, x, z)
+                    }
+                    (Ty::I64, Ty::Bool) => self.ins().icmp_imm_s(IntCC::NotEqual, x, 0),
+                    (Ty::Bool, Ty::I64) => self.ins().uextend(types::I64, x),
+                    (Ty::Bool, _) => {
+                        let w = self.ins().uextend(types::I64, x);
+                        self.ins().fcvt_from_sint(types::F32, w)
+                    }
+                    _ => x,
+                };
+                (v, *to)
+            }
+            Expr::Un(op, a) => {
+                let (x, t) = self.expr(a);
+                let v = match (t, op) {
+                    (Ty::Bool, _) => self.ins().bxor_imm_s(x, 1),
+                    (Ty::I64, Un::Neg) => self.ins().ineg(x),
+                    (Ty::I64, _) => self.ins().iabs(x),
+                    (_, Un::Neg) => self.ins().fneg(x),
+                    (_, Un::Abs) => self.ins().fabs(x),
+                    (_, Un::Sqrt) => self.ins().sqrt(x),
+                    (_, Un::Rsqrt) => {
+                        let s = self.ins().sqrt(x);
+                        let one = self.ins().f32const(1.0);
+                        self.ins().fdiv(one, s)
+                    }
+                    (_, Un::Exp) => self.call("archc_expf", &[x]),
+                    (_, Un::Log) => self.call("archc_logf", &[x]),
+                    (_, Un::Tanh) => self.call("archc_tanhf", &[x]),
+                    (_, Un::Erf) => self.call("archc_erff", &[x]),
+                    (_, Un::Sin) => self.call("archc_sinf", &[x]),
+                    (_, Un::Cos) => self.call("archc_cosf", &[x]),
+                    (_, Un::Not) => {
+                        let z = self.ins().f32const(0.0);
+                        let is_zero = self.ins().fcmp(FloatCC::Equal, x, z);
+                        let w = self.ins().uextend(types::I64, is_zero);
+                        self.ins().fcvt_from_sint(types::F32, w)
+                    }
+                };
+                (v, t)
+            }
+            Expr::Bin(op, a, b) => {
+                let (x, t) = self.expr(a);
+                let (y, _) = self.expr(b);
+                self.binary(*op, x, y, t)
+            }
+        }
+    }
+
+    fn binary(&mut self, op: Bin, x: Value, y: Value, t: Ty) -> (Value, Ty) {
+        let result_ty = if op.is_comparison() { Ty::Bool } else { t };
+        let v = match t {
+            Ty::F32 => match op {
+                Bin::Add => self.ins().fadd(x, y),
+                Bin::Sub => self.ins().fsub(x, y),
+                Bin::Mul => self.ins().fmul(x, y),
+                Bin::Div => self.ins().fdiv(x, y),
+                Bin::Max => self.ins().fmax(x, y),
+                Bin::Min => self.ins().fmin(x, y),
+                Bin::Pow => self.call("archc_powf", &[x, y]),
+                Bin::Eq => self.ins().fcmp(FloatCC::Equal, x, y),
+                Bin::Ne => self.ins().fcmp(FloatCC::NotEqual, x, y),
+                Bin::Lt => self.ins().fcmp(FloatCC::LessThan, x, y),
+                Bin::Le => self.ins().fcmp(FloatCC::LessThanOrEqual, x, y),
+                Bin::Gt => self.ins().fcmp(FloatCC::GreaterThan, x, y),
+                Bin::Ge => self.ins().fcmp(FloatCC::GreaterThanOrEqual, x, y),
+                // Float remainder and logic do not occur in lowered graphs.
+                Bin::Rem | Bin::And | Bin::Or => self.ins().f32const(0.0),
+            },
+            Ty::Bool => match op {
+                Bin::And => self.ins().band(x, y),
+                Bin::Or => self.ins().bor(x, y),
+                Bin::Eq => self.ins().icmp(IntCC::Equal, x, y),
+                _ => self.ins().icmp(IntCC::NotEqual, x, y),
+            },
+            Ty::I64 => match op {
+                Bin::Add => self.ins().iadd(x, y),
+                Bin::Sub => self.ins().isub(x, y),
+                Bin::Mul => self.ins().imul(x, y),
+                Bin::Div | Bin::Rem => {
+                    // Division by zero gives 0 rather than a trap, as in the interpreter.
+                    let zero = self.ins().icmp_imm_s(IntCC::Equal, y, 0);
+                    let one = self.ins().iconst(types::I64, 1);
+                    let safe = self.ins().select(zero, one, y);
+                    let q = if op == Bin::Div {
+                        self.ins().sdiv(x, safe)
+                    } else {
+                        self.ins().srem(x, safe)
+                    };
+                    let z = self.ins().iconst(types::I64, 0);
+                    self.ins().select(zero, z, q)
+                }
+                Bin::Max => self.ins().smax(x, y),
+                Bin::Min => self.ins().smin(x, y),
+                Bin::Pow => {
+                    let xf = self.ins().fcvt_from_sint(types::F32, x);
+                    let yf = self.ins().fcvt_from_sint(types::F32, y);
+                    let p = self.call("archc_powf", &[xf, yf]);
+                    self.ins().fcvt_to_sint_sat(types::I64, p)
+                }
+                Bin::Eq => self.ins().icmp(IntCC::Equal, x, y),
+                Bin::Ne => self.ins().icmp(IntCC::NotEqual, x, y),
+                Bin::Lt => self.ins().icmp(IntCC::SignedLessThan, x, y),
+                Bin::Le => self.ins().icmp(IntCC::SignedLessThanOrEqual, x, y),
+                Bin::Gt => self.ins().icmp(IntCC::SignedGreaterThan, x, y),
+                Bin::Ge => self.ins().icmp(IntCC::SignedGreaterThanOrEqual, x, y),
+                Bin::And => self.ins().band(x, y),
+                Bin::Or => self.ins().bor(x, y),
+            },
+        };
+        (v, result_ty)
+    }
+}

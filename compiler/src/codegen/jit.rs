@@ -1,0 +1,73 @@
+//! In-process compilation: Cranelift JIT → native kernels for the CPU executor.
+
+use archc_kernels::ir::Kernel;
+use archc_runtime::{CpuKernels, KernelFn, Launcher};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+
+use super::cranelift::{define_kernels, CodegenError};
+
+/// Kernels compiled into this process. The module owns the code, so it lives as long as they.
+pub struct Jit {
+    _module: JITModule,
+    kernels: CpuKernels,
+}
+
+/// The Cranelift settings for the host: optimised, with the CPU's own features (FMA, SSE4).
+pub fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v).map_err(|e| CodegenError::Host(e.to_string()))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "is_pic", "false")?;
+    let isa = cranelift_native::builder().map_err(|e| CodegenError::Host(e.to_string()))?;
+    isa.finish(settings::Flags::new(flags))
+        .map_err(|e| CodegenError::Host(e.to_string()))
+}
+
+impl Jit {
+    /// Compiles kernels for a plan with `symbols` symbolic dims.
+    pub fn compile(kernels: &[Kernel], symbols: usize) -> Result<Jit, CodegenError> {
+        let mut builder =
+            JITBuilder::with_isa(host_isa()?, cranelift_module::default_libcall_names());
+        for (name, f) in archc_kernels::math::symbols() {
+            builder.symbol(name, f);
+        }
+        let mut module = JITModule::new(builder);
+        let ids = define_kernels(&mut module, kernels, symbols, None)?;
+        module.finalize_definitions().map_err(Box::new)?;
+        let fns: Vec<KernelFn> = ids
+            .into_iter()
+            .map(|id| {
+                let p = module.get_finalized_function(id);
+                // SAFETY: every kernel was defined with the KernelFn signature.
+                unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
+            })
+            .collect();
+        // SAFETY: the pointers are this module's kernels, which `_module` keeps alive.
+        let kernels = unsafe { CpuKernels::new(fns) };
+        Ok(Jit {
+            _module: module,
+            kernels,
+        })
+    }
+
+    /// Uses at most `n` threads.
+    pub fn with_threads(mut self, n: usize) -> Jit {
+        self.kernels = self.kernels.with_threads(n);
+        self
+    }
+}
+
+impl Launcher for Jit {
+    fn launch(
+        &self,
+        kernel: usize,
+        args: &[*mut u8],
+        lens: &[usize],
+        dims: &[i64],
+    ) -> Result<(), String> {
+        self.kernels.launch(kernel, args, lens, dims)
+    }
+}
