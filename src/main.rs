@@ -63,7 +63,7 @@ enum Command {
         #[arg(long)]
         outputs: Option<PathBuf>,
         /// Which executor runs the graph.
-        #[arg(long, value_enum, default_value_t = Backend::Interp)]
+        #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
         backend: Backend,
         /// Seed for random weights and inputs.
         #[arg(long, default_value_t = 0)]
@@ -126,6 +126,8 @@ enum ImportFormat {
 /// An executor for `archc run`.
 #[derive(Clone, Copy, ValueEnum)]
 enum Backend {
+    /// Native code from Cranelift, on all cores.
+    Cranelift,
     /// The reference interpreter of the Graph IR: naive f32 loops, the oracle.
     Interp,
 }
@@ -190,7 +192,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             weights,
             inputs,
             outputs,
-            backend: Backend::Interp,
+            backend,
             seed,
             dims,
         } => {
@@ -202,6 +204,10 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 outputs,
                 seed,
                 dims: dims.into_iter().collect(),
+                engine: match backend {
+                    Backend::Cranelift => run::Engine::Cranelift,
+                    Backend::Interp => run::Engine::Interp,
+                },
             };
             run::run(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
         }

@@ -25,7 +25,7 @@ impl CpuKernels {
     /// # Safety
     /// Each pointer must be a kernel compiled for this plan with the ABI above.
     pub unsafe fn new(fns: Vec<KernelFn>) -> CpuKernels {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = rayon::current_num_threads();
         CpuKernels { fns, threads }
     }
 
@@ -58,11 +58,12 @@ impl Launcher for CpuKernels {
             return Ok(());
         }
         let shared = Shared(args.as_ptr());
-        std::thread::scope(|s| {
+        // rayon's pool is reused across launches, so a launch costs microseconds, not a spawn.
+        rayon::scope(|s| {
             for t in 0..self.threads {
                 let d = with_thread(t);
                 let a = &shared;
-                s.spawn(move || {
+                s.spawn(move |_| {
                     // SAFETY: as above; each thread runs a disjoint share of the parallel loops.
                     unsafe { f(a.0, d.as_ptr()) }
                 });

@@ -196,7 +196,11 @@ impl<'p> Executor<'p> {
                 _ => unsafe { base.add(offsets[root].expect("arena buffers have offsets")) },
             }
         };
+        // ARCHC_PROFILE=1 prints the slowest kernels of each run to stderr.
+        let profile = std::env::var_os("ARCHC_PROFILE").is_some();
+        let mut times: Vec<(f64, usize)> = Vec::new();
         for (i, step) in plan.steps.iter().enumerate() {
+            let started = std::time::Instant::now();
             let mut args: Vec<*mut u8> = step
                 .args
                 .iter()
@@ -213,6 +217,9 @@ impl<'p> Executor<'p> {
                     kernel: kernel(),
                     message,
                 })?;
+            if profile {
+                times.push((started.elapsed().as_secs_f64(), i));
+            }
             if status[0] != 0 {
                 let message = plan
                     .checks
@@ -224,6 +231,18 @@ impl<'p> Executor<'p> {
                     kernel: kernel(),
                     message,
                 });
+            }
+        }
+        if profile {
+            let total: f64 = times.iter().map(|t| t.0).sum();
+            times.sort_by(|a, b| b.0.total_cmp(&a.0));
+            eprintln!("profile: {} steps, {:.2} ms", times.len(), total * 1e3);
+            for (t, i) in times.iter().take(12) {
+                eprintln!(
+                    "  {:8.3} ms  {}",
+                    t * 1e3,
+                    plan.kernels[plan.steps[*i].kernel]
+                );
             }
         }
         let mut out = Vec::new();

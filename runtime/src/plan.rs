@@ -70,6 +70,10 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Messages for kernel check codes (index = code − 1).
     pub checks: Vec<String>,
+    /// Integer inputs that index a table, with the table's size (random ids stay below it).
+    pub index_bounds: std::collections::BTreeMap<String, u64>,
+    /// EMA weights and the online weights they start from when a checkpoint lacks them.
+    pub ema_sources: std::collections::BTreeMap<String, String>,
 }
 
 /// Bytes per stored element of a dtype.

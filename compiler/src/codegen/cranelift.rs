@@ -101,12 +101,11 @@ struct Gen<'a, 'b> {
     kernel: &'a Kernel,
     math: HashMap<&'static str, cranelift_codegen::ir::FuncRef>,
     bases: Vec<Value>,
-    dims: Value,
-    symbols: usize,
     vars: HashMap<Var, (Variable, Ty)>,
     thread: Value,
     threads: Value,
     flags: MemFlagsData,
+    dim_values: Vec<Value>,
 }
 
 impl<'a, 'b> Gen<'a, 'b> {
@@ -126,6 +125,10 @@ impl<'a, 'b> Gen<'a, 'b> {
         let bases = (0..kernel.params.len())
             .map(|i| b.ins().load(types::I64, flags, args, (8 * i) as i32))
             .collect();
+        // Every dim is loaded once at entry, so loops see it as an invariant value.
+        let dim_values = (0..symbols)
+            .map(|k| b.ins().load(types::I64, flags, dims, (8 * k) as i32))
+            .collect();
         let thread = b.ins().load(types::I64, flags, dims, (8 * symbols) as i32);
         let threads = b
             .ins()
@@ -135,12 +138,11 @@ impl<'a, 'b> Gen<'a, 'b> {
             kernel,
             math,
             bases,
-            dims,
-            symbols,
             vars: HashMap::new(),
             thread,
             threads,
             flags,
+            dim_values,
         }
     }
 
@@ -274,14 +276,7 @@ impl<'a, 'b> Gen<'a, 'b> {
                 let (var, t) = self.vars[v];
                 (self.b.use_var(var), t)
             }
-            Expr::Dim(k) => {
-                debug_assert!(*k < self.symbols);
-                let (flags, dims) = (self.flags, self.dims);
-                (
-                    self.ins().load(types::I64, flags, dims, (8 * k) as i32),
-                    Ty::I64,
-                )
-            }
+            Expr::Dim(k) => (self.dim_values[*k], Ty::I64),
             Expr::Load(buf, idx) => {
                 let elem = self.kernel.params[*buf].elem;
                 let addr = self.address(*buf, idx);

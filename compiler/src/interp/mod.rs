@@ -202,6 +202,12 @@ fn eval(
     }
 }
 
+impl WeightSource for archc_runtime::WeightSource {
+    fn weight(&mut self, name: &str, dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
+        archc_runtime::WeightSource::weight(self, name, dtype, shape)
+    }
+}
+
 /// Runs a graph whose weights come from a name → tensor map (tests and small tools).
 pub struct MapWeights<'a>(pub &'a HashMap<String, Tensor>);
 

@@ -81,12 +81,14 @@ fn serial(mut nest: Vec<Stmt>) -> Vec<Stmt> {
     nest
 }
 
+/// Row-oriented matmul: for each output row, accumulate `a[i, p] · b[p, :]` into it, so the
+/// innermost loop walks `b` and the output contiguously.
 fn matmul(cx: &mut Ctx, out: &TensorType, a: &TensorType, b: &TensorType) -> Vec<Stmt> {
     let r = out.rank();
     let vars = cx.vars(r);
     let (i, j) = (Expr::Var(vars[r - 2]), Expr::Var(vars[r - 1]));
     let p = cx.var();
-    let acc = cx.var();
+    let av = cx.var();
     // Operand axes align on the right with the output's batch axes.
     let batch = |t: &TensorType| -> Vec<Expr> {
         let nb = t.rank() - 2;
@@ -96,25 +98,45 @@ fn matmul(cx: &mut Ctx, out: &TensorType, a: &TensorType, b: &TensorType) -> Vec
             .collect()
     };
     let mut a_at = batch(a);
-    a_at.extend([i.clone(), Expr::Var(p)]);
+    a_at.extend([i, Expr::Var(p)]);
     let mut b_at = batch(b);
-    b_at.extend([Expr::Var(p), j.clone()]);
-    let prod = mul(
-        Expr::Load(1, Box::new(cx.index(&a.shape, &a_at))),
-        Expr::Load(2, Box::new(cx.index(&b.shape, &b_at))),
-    );
-    let k = &a.shape[a.rank() - 1];
-    let body = vec![
-        Stmt::Set(acc, Expr::F32(0.0)),
+    b_at.extend([Expr::Var(p), j]);
+    let o = cx.index(&out.shape, &exprs(&vars));
+    let n = cx.dim(&out.shape[r - 1]);
+    let k = cx.dim(&a.shape[a.rank() - 1]);
+    let row = vec![
+        Stmt::For {
+            var: vars[r - 1],
+            extent: n.clone(),
+            kind: LoopKind::Serial,
+            body: vec![Stmt::Store(0, o.clone(), Expr::F32(0.0))],
+        },
         Stmt::For {
             var: p,
-            extent: cx.dim(k),
+            extent: k,
             kind: LoopKind::Serial,
-            body: vec![Stmt::Set(acc, add(Expr::Var(acc), prod))],
+            body: vec![
+                Stmt::Set(av, Expr::Load(1, Box::new(cx.index(&a.shape, &a_at)))),
+                Stmt::For {
+                    var: vars[r - 1],
+                    extent: n,
+                    kind: LoopKind::Serial,
+                    body: vec![Stmt::Store(
+                        0,
+                        o.clone(),
+                        add(
+                            Expr::Load(0, Box::new(o)),
+                            mul(
+                                Expr::Var(av),
+                                Expr::Load(2, Box::new(cx.index(&b.shape, &b_at))),
+                            ),
+                        ),
+                    )],
+                },
+            ],
         },
-        Stmt::Store(0, cx.index(&out.shape, &exprs(&vars)), Expr::Var(acc)),
     ];
-    cx.nest(&out.shape, &vars, body)
+    cx.nest(&out.shape[..r - 1], &vars[..r - 1], row)
 }
 
 fn scan(cx: &mut Ctx, axis: usize, a: &TensorType, b: &TensorType) -> Vec<Stmt> {

@@ -63,7 +63,19 @@ pub fn lower(g: &Graph) -> Lowered {
         kernels: Vec::new(),
         steps: Vec::new(),
         checks: Vec::new(),
+        index_bounds: Default::default(),
+        ema_sources: Default::default(),
     };
+    for (name, (_, kind)) in &g.params {
+        if let crate::graph::ParamKind::Ema { online, .. } = kind {
+            plan.ema_sources.insert(name.clone(), online.clone());
+        }
+    }
+    for name in g.inputs.keys() {
+        if let Some(b) = index_bound(g, name) {
+            plan.index_bounds.insert(name.clone(), b);
+        }
+    }
     let mut kernels = Vec::new();
     let mut buffer_of = vec![usize::MAX; g.dag.node_count()];
     for n in g.dag.node_indices() {
@@ -137,6 +149,28 @@ pub fn lower(g: &Graph) -> Lowered {
         });
     }
     Lowered { plan, kernels }
+}
+
+/// The size of the table an integer input indexes, if it feeds a gather (token ids, patch
+/// indices), so that random ids stay in range.
+fn index_bound(g: &Graph, input: &str) -> Option<u64> {
+    let mut frontier = vec![*g.inputs.get(input)?];
+    let mut bound: Option<u64> = None;
+    while let Some(n) = frontier.pop() {
+        for user in g.users(n) {
+            match &g.dag[user].op {
+                Op::Cast | Op::Reshape => frontier.push(user),
+                Op::Gather { axis } if g.operands(user).get(1) == Some(&n) => {
+                    let x = g.operands(user)[0];
+                    if let Some(size) = g.ty(x).shape[*axis].as_const() {
+                        bound = Some(bound.map_or(size as u64, |b| b.min(size as u64)));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    bound
 }
 
 fn renumber_checks(body: Vec<Stmt>, base: u32) -> Vec<Stmt> {

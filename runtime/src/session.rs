@@ -1,0 +1,122 @@
+//! What `archc run` and standalone binaries share: where weights and inputs come from, and
+//! how outputs are summarised.
+
+use std::collections::HashMap;
+
+use crate::{random_tensor, DType, Data, Plan, Tensor, TensorFile};
+
+/// Where a run's weights come from.
+pub enum WeightSource {
+    /// A safetensors checkpoint; EMA copies it lacks start equal to their online weights.
+    File(Box<TensorFile>, HashMap<String, String>),
+    /// Deterministic random weights from a seed.
+    Random(u64),
+}
+
+impl WeightSource {
+    /// Weights from a file, or random from `seed` when there is none.
+    pub fn new(plan: &Plan, file: Option<TensorFile>, seed: u64) -> WeightSource {
+        match file {
+            Some(f) => {
+                WeightSource::File(Box::new(f), plan.ema_sources.clone().into_iter().collect())
+            }
+            None => WeightSource::Random(seed),
+        }
+    }
+
+    /// The weight `name` with this dtype and shape.
+    pub fn weight(&mut self, name: &str, dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
+        match self {
+            WeightSource::File(f, online) => {
+                let source = match online.get(name) {
+                    Some(o) if !f.contains(name) => o.as_str(),
+                    _ => name,
+                };
+                f.read(source, dtype, shape).map_err(|e| e.to_string())
+            }
+            WeightSource::Random(seed) => {
+                // Fan-in scaling keeps activations O(1) through deep random stacks.
+                let scale = match shape {
+                    [.., k] if shape.len() >= 2 => 1.0 / (*k as f32).sqrt(),
+                    _ => 0.5,
+                };
+                Ok(random_tensor(*seed, name, dtype, shape, scale, 0))
+            }
+        }
+    }
+}
+
+/// The size random inputs give a symbol no input or `--dim` binds.
+pub fn default_dim(symbol: &str) -> i64 {
+    if symbol == "batch" {
+        1
+    } else {
+        8
+    }
+}
+
+/// Inputs from a file (by name), or random ones from the seed with unbound dims defaulted.
+/// Returns the inputs and the `name=value` defaults that were applied.
+pub fn load_inputs(
+    plan: &Plan,
+    file: Option<&TensorFile>,
+    seed: u64,
+    dims: &HashMap<String, i64>,
+) -> Result<(HashMap<String, Tensor>, Vec<String>), String> {
+    let mut inputs = HashMap::new();
+    let mut notes = Vec::new();
+    if let Some(f) = file {
+        for b in &plan.inputs {
+            inputs.insert(
+                b.name.clone(),
+                f.read_any(&b.name).map_err(|e| e.to_string())?,
+            );
+        }
+        return Ok((inputs, notes));
+    }
+    let mut dims = dims.clone();
+    for s in &plan.symbols {
+        if !dims.contains_key(s) {
+            dims.insert(s.clone(), default_dim(s));
+            notes.push(format!("{s}={}", default_dim(s)));
+        }
+    }
+    for b in &plan.inputs {
+        let buf = &plan.buffers[b.buffer];
+        let shape = buf
+            .shape
+            .iter()
+            .map(|d| d.eval(&|s| dims.get(s).copied()).map(|v| v as usize))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("cannot size input `{}`", b.name))?;
+        let bound = plan.index_bounds.get(&b.name).copied().unwrap_or(2);
+        inputs.insert(
+            b.name.clone(),
+            random_tensor(seed, &b.name, buf.dtype, &shape, 1.0, bound),
+        );
+    }
+    Ok((inputs, notes))
+}
+
+/// `name: dtype[shape] mean=… std=… first=[…]`
+pub fn summarize(name: &str, t: &Tensor) -> String {
+    let v = match &t.data {
+        Data::F32(v) => v.clone(),
+        _ => t.to_f32(),
+    };
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+    let var = v
+        .iter()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let first: Vec<String> = v.iter().take(5).map(|x| format!("{x:.5}")).collect();
+    format!(
+        "{name}: {}{:?} mean={mean:.6} std={:.6} first=[{}]",
+        t.dtype,
+        t.shape,
+        var.sqrt(),
+        first.join(", ")
+    )
+}
