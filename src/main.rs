@@ -10,6 +10,7 @@ use archc_compiler::syntax::print_file;
 use archc_compiler::Session;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod build;
 mod run;
 
 /// archc compiles neural-network architectures written in the .arch language.
@@ -71,6 +72,26 @@ enum Command {
         /// Bind a symbolic dim, e.g. `--dim seq=128` (repeatable).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
+    },
+    /// Compile a model into a standalone executable.
+    ///
+    /// The executable holds the native kernels (Cranelift, ahead of time), the plan and the
+    /// runtime, and needs neither archc nor the source tree: copy it anywhere on a machine of
+    /// the same kind. It runs like `archc run`:
+    /// `BIN --weights W.safetensors --inputs IN.safetensors --outputs OUT.safetensors`, or with
+    /// seed-random inputs and weights and a printed summary. Linking uses the system C
+    /// compiler (`cc`) and the runner library that `cargo build` puts next to archc.
+    ///
+    /// Example: archc build examples/llama.arch -o llama && ./llama --dim seq=16
+    Build {
+        /// The .arch file.
+        file: PathBuf,
+        /// The executable to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The C compiler that links the executable.
+        #[arg(long, default_value = "cc")]
+        cc: String,
     },
     /// Write a .arch file for a pretrained model's config.
     ///
@@ -210,6 +231,11 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 },
             };
             run::run(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
+        }
+        Command::Build { file, output, cc } => {
+            let (s, id) = load(&file)?;
+            let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            build::build(&graph, &output, &cc).map_err(|e| Failure::Input(format!("error: {e}\n")))
         }
         Command::Import {
             format: ImportFormat::Hf,

@@ -262,9 +262,21 @@ fn token_ids_past_the_vocabulary_are_an_error() {
         .to_string_lossy()
         .into_owned();
     for backend in ["cranelift", "interp"] {
-        let (status, _, stderr) = archc(&["run", &arch, "--weights", &w, "--inputs", &i, "--backend", backend]);
+        let (status, _, stderr) = archc(&[
+            "run",
+            &arch,
+            "--weights",
+            &w,
+            "--inputs",
+            &i,
+            "--backend",
+            backend,
+        ]);
         assert_eq!(status, 1, "{backend}: {stderr}");
-        assert!(stderr.contains("out of range for axis 0 of size 96"), "{backend}: {stderr}");
+        assert!(
+            stderr.contains("out of range for axis 0 of size 96"),
+            "{backend}: {stderr}"
+        );
     }
 }
 

@@ -21,7 +21,9 @@ pub use cpu::{CpuKernels, KernelFn};
 pub use dim::Dim;
 pub use dtype::DType;
 pub use executor::{Executor, Launcher, RunError};
-pub use plan::{storage_bytes, Binding, Buffer, Plan, Step, Storage, ALIGN};
+pub use plan::{
+    plan_from_json, plan_to_json, storage_bytes, Binding, Buffer, Plan, Step, Storage, ALIGN,
+};
 pub use random::{random_tensor, SplitMix64};
 pub use session::{default_dim, load_inputs, summarize, WeightSource};
 pub use tensor::{Data, Tensor};

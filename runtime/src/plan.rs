@@ -76,6 +76,16 @@ pub struct Plan {
     pub ema_sources: std::collections::BTreeMap<String, String>,
 }
 
+/// Reads a plan from its JSON form.
+pub fn plan_from_json(bytes: &[u8]) -> Result<Plan, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// The JSON form of a plan.
+pub fn plan_to_json(plan: &Plan) -> String {
+    serde_json::to_string(plan).expect("plans contain only serialisable data")
+}
+
 /// Bytes per stored element of a dtype.
 pub fn storage_bytes(d: DType) -> usize {
     match d {

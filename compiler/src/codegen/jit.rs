@@ -13,14 +13,15 @@ pub struct Jit {
     kernels: CpuKernels,
 }
 
-/// The Cranelift settings for the host: optimised, with the CPU's own features (FMA, SSE4).
-pub fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
+/// The Cranelift settings for the host: optimised, with the CPU's own features (FMA, SSE4);
+/// position-independent for object files that are linked into executables.
+pub fn host_isa(pic: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| {
         f.set(k, v).map_err(|e| CodegenError::Host(e.to_string()))
     };
     set(&mut flags, "opt_level", "speed")?;
-    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
     let isa = cranelift_native::builder().map_err(|e| CodegenError::Host(e.to_string()))?;
     isa.finish(settings::Flags::new(flags))
         .map_err(|e| CodegenError::Host(e.to_string()))
@@ -30,7 +31,7 @@ impl Jit {
     /// Compiles kernels for a plan with `symbols` symbolic dims.
     pub fn compile(kernels: &[Kernel], symbols: usize) -> Result<Jit, CodegenError> {
         let mut builder =
-            JITBuilder::with_isa(host_isa()?, cranelift_module::default_libcall_names());
+            JITBuilder::with_isa(host_isa(false)?, cranelift_module::default_libcall_names());
         for (name, f) in archc_kernels::math::symbols() {
             builder.symbol(name, f);
         }

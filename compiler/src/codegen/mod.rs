@@ -3,3 +3,4 @@
 pub mod cranelift;
 pub mod jit;
 pub mod kernel_interp;
+pub mod object;

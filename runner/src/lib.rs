@@ -1,0 +1,187 @@
+//! The `main` of standalone binaries made by `archc build`.
+//!
+//! `archc build` links an object file holding the kernels, a table of their addresses and the
+//! plan as JSON with this static library. The binary runs like `archc run`:
+//! `BIN [--weights W.safetensors] [--inputs IN.safetensors] [--outputs OUT.safetensors]
+//! [--seed N] [--dim NAME=VALUE]...`.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use archc_runtime::{
+    load_inputs, summarize, write_tensors, CpuKernels, Executor, KernelFn, Plan, TensorFile,
+    WeightSource,
+};
+
+extern "C" {
+    static archc_kernel_table: KernelFn;
+    static archc_kernel_count: u64;
+    static archc_plan_json: u8;
+    static archc_plan_len: u64;
+}
+
+// The scalar math the kernels call, under the names the code generator uses.
+#[no_mangle]
+extern "C" fn archc_expf(x: f32) -> f32 {
+    archc_kernels::math::expf(x)
+}
+#[no_mangle]
+extern "C" fn archc_logf(x: f32) -> f32 {
+    archc_kernels::math::logf(x)
+}
+#[no_mangle]
+extern "C" fn archc_tanhf(x: f32) -> f32 {
+    archc_kernels::math::tanhf(x)
+}
+#[no_mangle]
+extern "C" fn archc_erff(x: f32) -> f32 {
+    archc_kernels::math::erff(x)
+}
+#[no_mangle]
+extern "C" fn archc_sinf(x: f32) -> f32 {
+    archc_kernels::math::sinf(x)
+}
+#[no_mangle]
+extern "C" fn archc_cosf(x: f32) -> f32 {
+    archc_kernels::math::cosf(x)
+}
+#[no_mangle]
+extern "C" fn archc_powf(x: f32, y: f32) -> f32 {
+    archc_kernels::math::powf(x, y)
+}
+
+const USAGE: &str = "usage: BIN [--weights W.safetensors] [--inputs IN.safetensors] \
+[--outputs OUT.safetensors] [--seed N] [--dim NAME=VALUE]...
+
+Runs the model compiled into this binary by `archc build`. Without --weights the weights are
+random from --seed; without --inputs so are the inputs; without --outputs a summary of each
+output is printed.";
+
+struct Options {
+    weights: Option<PathBuf>,
+    inputs: Option<PathBuf>,
+    outputs: Option<PathBuf>,
+    seed: u64,
+    dims: HashMap<String, i64>,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        weights: None,
+        inputs: None,
+        outputs: None,
+        seed: 0,
+        dims: HashMap::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
+        match a.as_str() {
+            "--weights" => o.weights = Some(value()?.into()),
+            "--inputs" => o.inputs = Some(value()?.into()),
+            "--outputs" => o.outputs = Some(value()?.into()),
+            "--seed" => {
+                o.seed = value()?
+                    .parse()
+                    .map_err(|_| "--seed needs an integer".to_string())?
+            }
+            "--dim" => {
+                let v = value()?;
+                let (k, n) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--dim needs NAME=VALUE, found `{v}`"))?;
+                let n: i64 = n.parse().map_err(|_| format!("`{n}` is not an integer"))?;
+                if n <= 0 {
+                    return Err(format!("dim `{k}` must be positive"));
+                }
+                o.dims.insert(k.to_string(), n);
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(o)
+}
+
+fn embedded() -> Result<(Plan, Vec<KernelFn>), String> {
+    // SAFETY: the object file archc built defines these symbols with these layouts.
+    unsafe {
+        let json = std::slice::from_raw_parts(&raw const archc_plan_json, archc_plan_len as usize);
+        let plan: Plan = serde_json_from(json)?;
+        let table =
+            std::slice::from_raw_parts(&raw const archc_kernel_table, archc_kernel_count as usize);
+        Ok((plan, table.to_vec()))
+    }
+}
+
+fn serde_json_from(bytes: &[u8]) -> Result<Plan, String> {
+    archc_runtime::plan_from_json(bytes).map_err(|e| format!("the embedded plan is damaged: {e}"))
+}
+
+fn run(o: &Options) -> Result<String, String> {
+    let (plan, fns) = embedded()?;
+    let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
+    let input_file = o.inputs.as_ref().map(open).transpose()?;
+    let weight_file = o.weights.as_ref().map(open).transpose()?;
+    let (inputs, _) = load_inputs(&plan, input_file.as_ref(), o.seed, &o.dims)?;
+    let mut weights = WeightSource::new(&plan, weight_file, o.seed);
+    let mut exec =
+        Executor::new(&plan, |n, d, s| weights.weight(n, d, s)).map_err(|e| e.to_string())?;
+    // SAFETY: the table holds this plan's kernels, compiled with the kernel ABI.
+    let kernels = unsafe { CpuKernels::new(fns) };
+    let start = Instant::now();
+    let outputs = exec
+        .run(&kernels, &inputs, &o.dims)
+        .map_err(|e| e.to_string())?;
+    let elapsed = start.elapsed();
+    if let Some(path) = &o.outputs {
+        write_tensors(path, &outputs).map_err(|e| e.to_string())?;
+        return Ok(format!(
+            "wrote {} outputs to {}\n",
+            outputs.len(),
+            path.display()
+        ));
+    }
+    let mut text = format!("model {} (built by archc)\n", plan.model);
+    for (name, t) in &outputs {
+        text.push_str(&format!("  {}\n", summarize(name, t)));
+    }
+    text.push_str(&format!("  time: {:.1} ms\n", elapsed.as_secs_f64() * 1e3));
+    Ok(text)
+}
+
+/// The process entry point of a built binary.
+///
+/// # Safety
+/// Called by the C runtime with valid `argc`/`argv`.
+#[no_mangle]
+pub unsafe extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match parse(&args) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            return 2;
+        }
+    };
+    match run(&options) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

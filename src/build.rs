@@ -1,0 +1,74 @@
+//! `archc build`: a standalone executable from a model — native kernels from
+//! cranelift-object, the plan, and the runtime (the runner library), linked by the system C
+//! compiler.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use archc_compiler::codegen::object::build_object;
+use archc_compiler::graph::Graph;
+use archc_compiler::lower::lower;
+use archc_runtime::plan_to_json;
+
+/// The libraries Rust's standard library needs when linked statically on Linux (from
+/// `rustc --print native-static-libs`).
+const NATIVE_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
+
+/// The runner library, built by `cargo build` next to the `archc` executable.
+fn runner_library() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate archc: {e}"))?;
+    let dir = exe.parent().ok_or("archc has no directory")?;
+    for candidate in [
+        dir.join("libarchc_runner.a"),
+        dir.join("../libarchc_runner.a"),
+    ] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "libarchc_runner.a is not next to {}; build it with `cargo build --release` (it is a default workspace member)",
+        exe.display()
+    ))
+}
+
+/// Compiles `g` into the executable `out`; returns a report.
+pub fn build(g: &Graph, out: &Path, cc: &str) -> Result<String, String> {
+    let lowered = lower(g);
+    let json = plan_to_json(&lowered.plan);
+    let object = build_object(&lowered.kernels, lowered.plan.symbols.len(), &json)
+        .map_err(|e| e.to_string())?;
+    let runner = runner_library()?;
+    let obj_path = out.with_extension("archc.o");
+    std::fs::write(&obj_path, &object)
+        .map_err(|e| format!("cannot write `{}`: {e}", obj_path.display()))?;
+    let status = Command::new(cc)
+        .arg(&obj_path)
+        .arg(&runner)
+        .arg("-o")
+        .arg(out)
+        .args(NATIVE_LIBS)
+        .output()
+        .map_err(|e| format!("cannot run the C compiler `{cc}` to link: {e} (set --cc)"))?;
+    std::fs::remove_file(&obj_path).ok();
+    if !status.status.success() {
+        return Err(format!(
+            "linking with `{cc}` failed:\n{}",
+            String::from_utf8_lossy(&status.stderr)
+        ));
+    }
+    Ok(format!(
+        "wrote {} ({} kernels, {} KiB of code and plan)\n",
+        out.display(),
+        lowered.kernels.len(),
+        object.len() / 1024
+    ))
+}
