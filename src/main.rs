@@ -116,15 +116,20 @@ enum Command {
     ///
     /// `ast` prints the parsed file in canonical form (it parses back to the same tree);
     /// `graph` prints the elaborated Graph IR: one primitive op per line with its result type
-    /// and the weight scope it came from.
+    /// and the weight scope it came from; `kernels` the Kernel IR loop nests; `plan` the
+    /// execution plan with its arena laid out for the dims (first lines `arena_bytes: N` and
+    /// `kernels: K`); `clif` the Cranelift IR of every kernel.
     ///
-    /// Example: archc dump --stage graph examples/llama.arch
+    /// Example: archc dump --stage plan examples/llama.arch --dim batch=1 --dim seq=4096
     Dump {
         /// Which stage to print.
         #[arg(long, value_enum, default_value_t = Stage::Graph)]
         stage: Stage,
         /// The .arch file.
         file: PathBuf,
+        /// Bind a symbolic dim for the plan's arena layout (unbound: batch=1, others 8).
+        #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
+        dims: Vec<(String, i64)>,
     },
 }
 
@@ -135,6 +140,12 @@ enum Stage {
     Ast,
     /// The Graph IR after elaboration.
     Graph,
+    /// The Kernel IR: one loop nest per kernel.
+    Kernels,
+    /// The execution plan: buffers, arena offsets, steps.
+    Plan,
+    /// The Cranelift IR of every kernel.
+    Clif,
 }
 
 /// A source of model configs for `archc import`.
@@ -178,7 +189,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(text) => {
-            print!("{text}");
+            // A closed pipe (`archc dump ... | head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             ExitCode::SUCCESS
         }
         Err(Failure::Input(rendered)) => {
@@ -256,16 +268,37 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 .map_err(Failure::Usage)?;
             Ok(format!("wrote {}\n{}", output.display(), summary(&graph)))
         }
-        Command::Dump { stage, file } => {
+        Command::Dump { stage, file, dims } => {
             let (s, id) = load(&file)?;
+            if let Stage::Ast = stage {
+                let ast = s.parse(id).map_err(|d| Failure::Input(s.render(&d)))?;
+                return Ok(print_file(&ast));
+            }
+            let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            let lowered = || archc_compiler::lower::lower(&graph);
             match stage {
-                Stage::Ast => {
-                    let ast = s.parse(id).map_err(|d| Failure::Input(s.render(&d)))?;
-                    Ok(print_file(&ast))
+                Stage::Ast => unreachable!("printed above"),
+                Stage::Graph => Ok(print_graph(&graph)),
+                Stage::Kernels => Ok(lowered()
+                    .kernels
+                    .iter()
+                    .map(archc_kernels::print_kernel)
+                    .collect::<Vec<_>>()
+                    .join("\n")),
+                Stage::Plan => {
+                    let mut bound: std::collections::HashMap<String, i64> =
+                        dims.into_iter().collect();
+                    for sym in &graph.symbols {
+                        bound
+                            .entry(sym.clone())
+                            .or_insert_with(|| archc_runtime::default_dim(sym));
+                    }
+                    Ok(archc_runtime::print_plan(&lowered().plan, &bound))
                 }
-                Stage::Graph => {
-                    let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
-                    Ok(print_graph(&graph))
+                Stage::Clif => {
+                    let l = lowered();
+                    archc_compiler::codegen::object::clif_text(&l.kernels, l.plan.symbols.len())
+                        .map_err(|e| Failure::Input(format!("error: {e}\n")))
                 }
             }
         }

@@ -98,3 +98,53 @@ fn help_teaches_each_command() {
     let (_, help, _) = archc(&["dump", "--help"]);
     assert!(help.contains("ast") && help.contains("graph"), "{help}");
 }
+
+#[test]
+fn plan_dump_starts_with_arena_and_kernel_counts() {
+    let (status, plan, stderr) = archc(&[
+        "dump",
+        "--stage",
+        "plan",
+        "examples/llama.arch",
+        "--dim",
+        "batch=1",
+        "--dim",
+        "seq=4096",
+    ]);
+    assert_eq!(status, 0, "{stderr}");
+    let mut lines = plan.lines();
+    let arena: u64 = lines
+        .next()
+        .unwrap()
+        .strip_prefix("arena_bytes: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let kernels: u64 = lines
+        .next()
+        .unwrap()
+        .strip_prefix("kernels: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(arena > 0 && kernels > 0, "{plan}");
+    assert!(plan.contains("dims: batch=1, seq=4096"), "{plan}");
+    // The first layer's attention scores alone are batch·kv·group·seq·seq f32 values.
+    assert!(arena >= 4 * 4096 * 4096 * 4, "{arena}");
+    let (status, small, _) = archc(&[
+        "dump",
+        "--stage",
+        "plan",
+        "examples/llama.arch",
+        "--dim",
+        "seq=16",
+    ]);
+    assert_eq!(status, 0);
+    let small_arena: u64 = small.lines().next().unwrap()[13..].parse().unwrap();
+    assert!(small_arena < arena, "the arena follows the dims");
+    for stage in ["kernels", "clif"] {
+        let (status, text, stderr) = archc(&["dump", "--stage", stage, "examples/mamba.arch"]);
+        assert_eq!(status, 0, "{stderr}");
+        assert!(text.contains("k2_gather"), "{stage}");
+    }
+}

@@ -30,3 +30,42 @@ fn dumps_are_deterministic() {
         assert_eq!(dumps(name), dumps(name), "{name} dumps differ between runs");
     }
 }
+
+#[test]
+fn example_kernel_and_plan_dumps() {
+    for name in EXAMPLES {
+        let mut s = Session::new().expect("prelude");
+        let id = s.add(format!("examples/{name}.arch"), example_source(name));
+        let (_, graph) = s.compile(id).unwrap_or_else(|d| panic!("{}", s.render(&d)));
+        let lowered = archc_compiler::lower::lower(&graph);
+        let kernels: Vec<String> = lowered
+            .kernels
+            .iter()
+            .map(archc_kernels::print_kernel)
+            .collect();
+        insta::assert_snapshot!(format!("{name}.kernels"), kernels.join("\n"));
+        let dims = graph
+            .symbols
+            .iter()
+            .map(|s| (s.clone(), archc_runtime::default_dim(s)))
+            .collect();
+        insta::assert_snapshot!(
+            format!("{name}.plan"),
+            archc_runtime::print_plan(&lowered.plan, &dims)
+        );
+    }
+}
+
+#[test]
+fn mamba_clif_dump() {
+    let (_, graph) = {
+        let mut s = Session::new().expect("prelude");
+        let id = s.add("examples/mamba.arch", example_source("mamba"));
+        s.compile(id).unwrap_or_else(|d| panic!("{}", s.render(&d)))
+    };
+    let lowered = archc_compiler::lower::lower(&graph);
+    let clif =
+        archc_compiler::codegen::object::clif_text(&lowered.kernels, lowered.plan.symbols.len())
+            .unwrap();
+    insta::assert_snapshot!("mamba.clif", clif);
+}

@@ -10,6 +10,7 @@ mod dim;
 mod dtype;
 mod executor;
 mod plan;
+mod plan_text;
 mod random;
 mod session;
 pub mod spelling;
@@ -24,6 +25,7 @@ pub use executor::{Executor, Launcher, RunError};
 pub use plan::{
     plan_from_json, plan_to_json, storage_bytes, Binding, Buffer, Plan, Step, Storage, ALIGN,
 };
+pub use plan_text::print_plan;
 pub use random::{random_tensor, SplitMix64};
 pub use session::{default_dim, load_inputs, summarize, WeightSource};
 pub use tensor::{Data, Tensor};
