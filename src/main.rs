@@ -10,6 +10,7 @@ use archc_compiler::syntax::print_file;
 use archc_compiler::Session;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod bench;
 mod build;
 mod run;
 
@@ -72,6 +73,32 @@ enum Command {
         /// Bind a symbolic dim, e.g. `--dim seq=128` (repeatable).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
+    },
+    /// Measure compile time, run time and GFLOP/s.
+    ///
+    /// Lowers and JIT-compiles the model, then times `--iters` runs of the native code after
+    /// a warm-up (the median is reported) and, with `--interp`, the reference interpreter on
+    /// the same inputs, so the table shows their ratio. GFLOP/s counts the matmuls.
+    ///
+    /// Example: archc bench examples/jamba.arch --dim seq=512 --interp
+    Bench {
+        /// The .arch file.
+        file: PathBuf,
+        /// Safetensors weights (default: random).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Safetensors inputs (default: random).
+        #[arg(long)]
+        inputs: Option<PathBuf>,
+        /// Bind a symbolic dim (repeatable).
+        #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
+        dims: Vec<(String, i64)>,
+        /// Timed runs.
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// Also time the reference interpreter.
+        #[arg(long)]
+        interp: bool,
     },
     /// Compile a model into a standalone executable.
     ///
@@ -243,6 +270,25 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 },
             };
             run::run(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
+        }
+        Command::Bench {
+            file,
+            weights,
+            inputs,
+            dims,
+            iters,
+            interp,
+        } => {
+            let (s, id) = load(&file)?;
+            let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            let options = bench::BenchOptions {
+                weights,
+                inputs,
+                dims: dims.into_iter().collect(),
+                iters,
+                with_interp: interp,
+            };
+            bench::bench(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
         }
         Command::Build { file, output, cc } => {
             let (s, id) = load(&file)?;

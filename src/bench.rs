@@ -1,0 +1,126 @@
+//! `archc bench`: compile time, run time and GFLOP/s of a model, on both executors, in one
+//! run — the interpreter is the peer the native code is measured against.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use archc_compiler::codegen::jit::Jit;
+use archc_compiler::graph::{Graph, Op};
+use archc_compiler::interp::{bind_dims, interpret};
+use archc_compiler::lower::lower;
+use archc_runtime::{load_inputs, Executor, TensorFile, WeightSource};
+
+/// Options of a benchmark.
+pub struct BenchOptions {
+    /// Safetensors weights, or random from the seed.
+    pub weights: Option<PathBuf>,
+    /// Safetensors inputs, or random from the seed.
+    pub inputs: Option<PathBuf>,
+    /// Explicit dims.
+    pub dims: HashMap<String, i64>,
+    /// Timed runs per executor (after one warm-up).
+    pub iters: usize,
+    /// Also time the reference interpreter.
+    pub with_interp: bool,
+}
+
+/// Multiply-adds of the graph's matmuls ×2, for these dims.
+fn flops(g: &Graph, dims: &HashMap<String, i64>) -> f64 {
+    let size =
+        |d: &archc_compiler::graph::Dim| d.eval(&|s| dims.get(s).copied()).unwrap_or(0) as f64;
+    g.dag
+        .node_indices()
+        .filter(|n| g.dag[*n].op == Op::MatMul)
+        .map(|n| {
+            let a = g.ty(g.operands(n)[0]);
+            let k = size(&a.shape[a.rank() - 1]);
+            2.0 * k * g.ty(n).shape.iter().map(size).product::<f64>()
+        })
+        .sum()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn progress(label: &str, i: usize, n: usize) {
+    eprint!("\r  {label}: run {i}/{n}   ");
+    let _ = std::io::stderr().flush();
+}
+
+/// Runs the benchmark; returns the result table.
+pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
+    let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
+    let t0 = Instant::now();
+    let lowered = lower(g);
+    let lower_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let t1 = Instant::now();
+    let jit =
+        Jit::compile(&lowered.kernels, lowered.plan.symbols.len()).map_err(|e| e.to_string())?;
+    let codegen_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let input_file = o.inputs.as_ref().map(open).transpose()?;
+    let (inputs, _) = load_inputs(&lowered.plan, input_file.as_ref(), 0, &o.dims)?;
+    let mut weights =
+        WeightSource::new(&lowered.plan, o.weights.as_ref().map(open).transpose()?, 0);
+    let mut exec = Executor::new(&lowered.plan, |n, d, s| weights.weight(n, d, s))
+        .map_err(|e| e.to_string())?;
+    let dims = exec.bind(&inputs, &o.dims).map_err(|e| e.to_string())?;
+    let work = flops(g, &dims);
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    let iters = o.iters.max(1);
+    exec.run(&jit, &inputs, &o.dims)
+        .map_err(|e| e.to_string())?;
+    let mut times = Vec::new();
+    for i in 0..iters {
+        progress("cranelift", i + 1, iters);
+        let t = Instant::now();
+        exec.run(&jit, &inputs, &o.dims)
+            .map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    rows.push(("cranelift".into(), median(times)));
+    if o.with_interp {
+        let mut ws = WeightSource::new(&lowered.plan, o.weights.as_ref().map(open).transpose()?, 0);
+        let gdims = bind_dims(g, &inputs, &o.dims).map_err(|e| e.to_string())?;
+        let runs = iters.min(3);
+        let mut times = Vec::new();
+        for i in 0..runs {
+            progress("interp", i + 1, runs);
+            let t = Instant::now();
+            interpret(g, &gdims, &inputs, &mut ws).map_err(|e| e.to_string())?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        rows.push(("interp".into(), median(times)));
+    }
+    eprintln!();
+    let mut bound: Vec<String> = dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    bound.sort();
+    let mut out = String::new();
+    let _ = writeln!(out, "model {} ({})", g.name, bound.join(", "));
+    let _ = writeln!(
+        out,
+        "compile: lower {lower_ms:.1} ms, codegen {codegen_ms:.1} ms ({} kernels)",
+        lowered.kernels.len()
+    );
+    let _ = writeln!(out, "matmul work: {:.3} GFLOP per run", work / 1e9);
+    let _ = writeln!(
+        out,
+        "{:<10} {:>12} {:>10} {:>12}",
+        "executor", "run ms", "GFLOP/s", "vs interp"
+    );
+    let interp = rows.iter().find(|r| r.0 == "interp").map(|r| r.1);
+    for (name, secs) in &rows {
+        let ratio = interp.map_or("-".to_string(), |t| format!("{:.2}x", t / secs));
+        let _ = writeln!(
+            out,
+            "{name:<10} {:>12.3} {:>10.2} {ratio:>12}",
+            secs * 1e3,
+            work / secs / 1e9
+        );
+    }
+    Ok(out)
+}
