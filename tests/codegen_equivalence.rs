@@ -29,7 +29,7 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        (1usize..6).prop_map(Step::Matmul),
+        (1usize..40).prop_map(Step::Matmul),
         Just(Step::Tanh),
         Just(Step::Gelu),
         Just(Step::Square),

@@ -39,6 +39,7 @@ enum Val {
     F(f32),
     I(i64),
     B(bool),
+    V([f32; 4]),
 }
 
 /// Why interpretation stopped.
@@ -79,8 +80,16 @@ pub fn run(kernel: &Kernel, bufs: &mut [BufData], dims: &[i64]) -> Result<(), Ke
     m.stmts(&kernel.body)
 }
 
+fn lanes(v: Val) -> [f32; 4] {
+    match v {
+        Val::V(x) => x,
+        s => [f(s); 4],
+    }
+}
+
 fn f(v: Val) -> f32 {
     match v {
+        Val::V(x) => x[0],
         Val::F(x) => x,
         Val::I(x) => x as f32,
         Val::B(x) => f32::from(u8::from(x)),
@@ -89,6 +98,7 @@ fn f(v: Val) -> f32 {
 
 fn i(v: Val) -> i64 {
     match v {
+        Val::V(x) => x[0] as i64,
         Val::F(x) => x as i64,
         Val::I(x) => x,
         Val::B(x) => i64::from(x),
@@ -97,6 +107,7 @@ fn i(v: Val) -> i64 {
 
 fn b(v: Val) -> bool {
     match v {
+        Val::V(x) => x[0] != 0.0,
         Val::F(x) => x != 0.0,
         Val::I(x) => x != 0,
         Val::B(x) => x,
@@ -128,6 +139,15 @@ impl Machine<'_> {
                         BufData::F32(v) => v[at] = f(x),
                         BufData::I64(v) => v[at] = i(x),
                         BufData::Bool(v) => v[at] = u8::from(b(x)),
+                    }
+                }
+                Stmt::VStore(buf, idx, e) => {
+                    let k = i(self.eval(idx)?);
+                    let x = lanes(self.eval(e)?);
+                    self.bound(*buf, k + 3)?;
+                    let at = self.bound(*buf, k)?;
+                    if let BufData::F32(v) = &mut self.bufs[*buf] {
+                        v[at..at + 4].copy_from_slice(&x);
                     }
                 }
                 Stmt::Check(c, code) => {
@@ -168,10 +188,30 @@ impl Machine<'_> {
                     BufData::Bool(v) => Val::B(v[at] != 0),
                 }
             }
+            Expr::VLoad(buf, idx) => {
+                let k = i(self.eval(idx)?);
+                self.bound(*buf, k + 3)?;
+                let at = self.bound(*buf, k)?;
+                match &self.bufs[*buf] {
+                    BufData::F32(v) => Val::V([v[at], v[at + 1], v[at + 2], v[at + 3]]),
+                    _ => Val::V([0.0; 4]),
+                }
+            }
+            Expr::Splat(a) => Val::V([f(self.eval(a)?); 4]),
+            Expr::Fma(a, b, c) => {
+                let (a, b, c) = (
+                    lanes(self.eval(a)?),
+                    lanes(self.eval(b)?),
+                    lanes(self.eval(c)?),
+                );
+                // mul_add rounds once, as the FMA instruction does.
+                Val::V(std::array::from_fn(|l| a[l].mul_add(b[l], c[l])))
+            }
             Expr::Cast(t, a) => {
                 let x = self.eval(a)?;
                 match t {
                     Ty::F32 => Val::F(f(x)),
+                    Ty::F32x4 => Val::V(lanes(x)),
                     Ty::I64 => Val::I(i(x)),
                     Ty::Bool => Val::B(b(x)),
                 }
@@ -194,6 +234,18 @@ impl Machine<'_> {
             }
             Expr::Bin(op, x, y) => {
                 let (p, q) = (self.eval(x)?, self.eval(y)?);
+                if matches!(p, Val::V(_)) || matches!(q, Val::V(_)) {
+                    let (p, q) = (lanes(p), lanes(q));
+                    let g: fn(f32, f32) -> f32 = match op {
+                        Bin::Add => |a, b| a + b,
+                        Bin::Sub => |a, b| a - b,
+                        Bin::Mul => |a, b| a * b,
+                        Bin::Div => |a, b| a / b,
+                        Bin::Max => crate::math::maxf,
+                        _ => crate::math::minf,
+                    };
+                    return Ok(Val::V(std::array::from_fn(|l| g(p[l], q[l]))));
+                }
                 match (p, q) {
                     (Val::F(p), Val::F(q)) => match op {
                         Bin::Add => Val::F(p + q),

@@ -24,7 +24,12 @@ pub enum Ty {
     I64,
     /// bool
     Bool,
+    /// Four f32 lanes (128-bit: what Cranelift vectorises on x86-64).
+    F32x4,
 }
+
+/// Lanes of the vector type.
+pub const LANES: usize = 4;
 
 impl Elem {
     /// The scalar type a load of this element gives.
@@ -156,6 +161,12 @@ pub enum Expr {
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
     /// Conversion to another scalar type.
     Cast(Ty, Box<Expr>),
+    /// Four consecutive f32 elements `buffer[index..index + 4]`.
+    VLoad(usize, Box<Expr>),
+    /// An f32 copied into all four lanes.
+    Splat(Box<Expr>),
+    /// `a · b + c`, lane by lane (fused on CPUs with FMA).
+    Fma(Box<Expr>, Box<Expr>, Box<Expr>),
 }
 
 /// A statement.
@@ -176,6 +187,8 @@ pub enum Stmt {
     Set(Var, Expr),
     /// `buffer[index] = value`
     Store(usize, Expr, Expr),
+    /// `buffer[index..index + 4] = value` for an F32x4 value.
+    VStore(usize, Expr, Expr),
     /// Unless `cond` holds, record error `code` in the status word and skip the rest of the
     /// current loop iteration's effects that depend on it (the value used is made safe).
     Check(Expr, u32),

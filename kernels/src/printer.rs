@@ -58,6 +58,9 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
             Stmt::Store(b, i, e) => {
                 let _ = writeln!(out, "{pad}b{b}[{}] = {}", expr(i), expr(e));
             }
+            Stmt::VStore(b, i, e) => {
+                let _ = writeln!(out, "{pad}b{b}[{}..+4] = {}", expr(i), expr(e));
+            }
             Stmt::Check(c, code) => {
                 let _ = writeln!(out, "{pad}check {} else error {code}", expr(c));
             }
@@ -98,5 +101,8 @@ pub fn expr(e: &Expr) -> String {
         }
         Expr::Select(c, a, b) => format!("select({}, {}, {})", expr(c), expr(a), expr(b)),
         Expr::Cast(t, a) => format!("{}({})", format!("{t:?}").to_lowercase(), expr(a)),
+        Expr::VLoad(b, i) => format!("b{b}[{}..+4]", expr(i)),
+        Expr::Splat(a) => format!("splat({})", expr(a)),
+        Expr::Fma(a, b, c) => format!("fma({}, {}, {})", expr(a), expr(b), expr(c)),
     }
 }

@@ -40,6 +40,7 @@ fn cl(t: Ty) -> types::Type {
         Ty::F32 => types::F32,
         Ty::I64 => types::I64,
         Ty::Bool => types::I8,
+        Ty::F32x4 => types::F32X4,
     }
 }
 
@@ -78,9 +79,10 @@ pub fn define_kernels<M: Module>(
         ctx.func.signature = sig.clone();
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            let funcs = math
+            // In MATH order, so that the text form is deterministic.
+            let funcs = MATH
                 .iter()
-                .map(|(n, id)| (*n, module.declare_func_in_func(*id, b.func)))
+                .map(|(n, _)| (*n, module.declare_func_in_func(math[n], b.func)))
                 .collect();
             let mut g = Gen::new(&mut b, k, symbols, funcs);
             g.kernel();
@@ -237,6 +239,11 @@ impl<'a, 'b> Gen<'a, 'b> {
                 let addr = self.address(*buf, idx);
                 self.b.ins().store(self.flags, x, addr, 0);
             }
+            Stmt::VStore(buf, idx, e) => {
+                let (x, _) = self.expr(e);
+                let addr = self.address(*buf, idx);
+                self.b.ins().store(Self::unaligned(), x, addr, 0);
+            }
             Stmt::Check(cond, code) => {
                 let (c, _) = self.expr(cond);
                 let fail = self.b.create_block();
@@ -261,6 +268,11 @@ impl<'a, 'b> Gen<'a, 'b> {
         self.b.ins().iadd(self.bases[buf], off)
     }
 
+    /// Vector accesses start at any element, so they claim no alignment.
+    fn unaligned() -> MemFlagsData {
+        MemFlagsData::new().with_notrap()
+    }
+
     fn call(&mut self, name: &str, args: &[Value]) -> Value {
         let f = self.math[name];
         let call = self.b.ins().call(f, args);
@@ -282,6 +294,23 @@ impl<'a, 'b> Gen<'a, 'b> {
                 let addr = self.address(*buf, idx);
                 let flags = self.flags;
                 (self.ins().load(cl(elem.ty()), flags, addr, 0), elem.ty())
+            }
+            Expr::VLoad(buf, idx) => {
+                let addr = self.address(*buf, idx);
+                (
+                    self.ins().load(types::F32X4, Self::unaligned(), addr, 0),
+                    Ty::F32x4,
+                )
+            }
+            Expr::Splat(a) => {
+                let (x, _) = self.expr(a);
+                (self.ins().splat(types::F32X4, x), Ty::F32x4)
+            }
+            Expr::Fma(a, b, c) => {
+                let (a, _) = self.expr(a);
+                let (b, _) = self.expr(b);
+                let (c, t) = self.expr(c);
+                (self.ins().fma(a, b, c), t)
             }
             Expr::Select(c, a, b) => {
                 let (c, _) = self.expr(c);
@@ -349,7 +378,7 @@ impl<'a, 'b> Gen<'a, 'b> {
     fn binary(&mut self, op: Bin, x: Value, y: Value, t: Ty) -> (Value, Ty) {
         let result_ty = if op.is_comparison() { Ty::Bool } else { t };
         let v = match t {
-            Ty::F32 => match op {
+            Ty::F32 | Ty::F32x4 => match op {
                 Bin::Add => self.ins().fadd(x, y),
                 Bin::Sub => self.ins().fsub(x, y),
                 Bin::Mul => self.ins().fmul(x, y),

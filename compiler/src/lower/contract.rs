@@ -1,7 +1,7 @@
 //! Templates that combine elements: reductions, matmul and the `scan` recurrence.
 
-use archc_kernels::ir::build::{add, bin, mul};
-use archc_kernels::ir::{Bin, Expr, LoopKind, Stmt, Ty};
+use archc_kernels::ir::build::{add, bin, mul, sub};
+use archc_kernels::ir::{Bin, Expr, LoopKind, Stmt, Ty, Var, LANES};
 
 use super::index::{exprs, Ctx};
 use super::{ty, Template};
@@ -81,14 +81,18 @@ fn serial(mut nest: Vec<Stmt>) -> Vec<Stmt> {
     nest
 }
 
-/// Row-oriented matmul: for each output row, accumulate `a[i, p] · b[p, :]` into it, so the
-/// innermost loop walks `b` and the output contiguously.
+/// Output columns per register block: four f32x4 accumulators.
+const BLOCK: usize = 4;
+
+/// Matmul, one output row at a time: the columns go in register blocks of 16 (four f32x4
+/// accumulators fed by FMA, `a[i, p]` splat across lanes), then a scalar loop takes the
+/// remaining columns. Rows (and batches) are the parallel loop.
 fn matmul(cx: &mut Ctx, out: &TensorType, a: &TensorType, b: &TensorType) -> Vec<Stmt> {
     let r = out.rank();
     let vars = cx.vars(r);
-    let (i, j) = (Expr::Var(vars[r - 2]), Expr::Var(vars[r - 1]));
-    let p = cx.var();
-    let av = cx.var();
+    let (p, av, jb, acc) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let accs: Vec<Var> = (0..BLOCK).map(|_| cx.var()).collect();
+    let width = (BLOCK * LANES) as i64;
     // Operand axes align on the right with the output's batch axes.
     let batch = |t: &TensorType| -> Vec<Expr> {
         let nb = t.rank() - 2;
@@ -97,43 +101,95 @@ fn matmul(cx: &mut Ctx, out: &TensorType, a: &TensorType, b: &TensorType) -> Vec
             .map(|v| Expr::Var(*v))
             .collect()
     };
-    let mut a_at = batch(a);
-    a_at.extend([i, Expr::Var(p)]);
-    let mut b_at = batch(b);
-    b_at.extend([Expr::Var(p), j]);
-    let o = cx.index(&out.shape, &exprs(&vars));
+    let i = Expr::Var(vars[r - 2]);
+    let a_index = |cx: &Ctx| {
+        let mut at = batch(a);
+        at.extend([i.clone(), Expr::Var(p)]);
+        cx.index(&a.shape, &at)
+    };
+    let b_index = |cx: &Ctx, col: Expr| {
+        let mut at = batch(b);
+        at.extend([Expr::Var(p), col]);
+        cx.index(&b.shape, &at)
+    };
+    let out_index = |cx: &Ctx, col: Expr| {
+        let mut at: Vec<Expr> = vars[..r - 1].iter().map(|v| Expr::Var(*v)).collect();
+        at.push(col);
+        cx.index(&out.shape, &at)
+    };
     let n = cx.dim(&out.shape[r - 1]);
     let k = cx.dim(&a.shape[a.rank() - 1]);
-    let row = vec![
-        Stmt::For {
-            var: vars[r - 1],
-            extent: n.clone(),
-            kind: LoopKind::Serial,
-            body: vec![Stmt::Store(0, o.clone(), Expr::F32(0.0))],
-        },
+    let blocks = bin(Bin::Div, n.clone(), Expr::Int(width));
+    let col = |q: usize| {
+        add(
+            mul(Expr::Var(jb), Expr::Int(width)),
+            Expr::Int((q * LANES) as i64),
+        )
+    };
+    let mut inner = vec![Stmt::Set(
+        av,
+        Expr::Splat(Box::new(Expr::Load(1, Box::new(a_index(cx))))),
+    )];
+    for (q, v) in accs.iter().enumerate() {
+        let bq = Expr::VLoad(2, Box::new(b_index(cx, col(q))));
+        inner.push(Stmt::Set(
+            *v,
+            Expr::Fma(
+                Box::new(Expr::Var(av)),
+                Box::new(bq),
+                Box::new(Expr::Var(*v)),
+            ),
+        ));
+    }
+    let mut block = accs
+        .iter()
+        .map(|v| Stmt::Set(*v, Expr::Splat(Box::new(Expr::F32(0.0)))))
+        .collect::<Vec<_>>();
+    block.push(Stmt::For {
+        var: p,
+        extent: k.clone(),
+        kind: LoopKind::Serial,
+        body: inner,
+    });
+    for (q, v) in accs.iter().enumerate() {
+        block.push(Stmt::VStore(0, out_index(cx, col(q)), Expr::Var(*v)));
+    }
+    // The columns past the last full block, one at a time.
+    let j = add(
+        mul(blocks.clone(), Expr::Int(width)),
+        Expr::Var(vars[r - 1]),
+    );
+    let tail = vec![
+        Stmt::Set(acc, Expr::F32(0.0)),
         Stmt::For {
             var: p,
             extent: k,
             kind: LoopKind::Serial,
-            body: vec![
-                Stmt::Set(av, Expr::Load(1, Box::new(cx.index(&a.shape, &a_at)))),
-                Stmt::For {
-                    var: vars[r - 1],
-                    extent: n,
-                    kind: LoopKind::Serial,
-                    body: vec![Stmt::Store(
-                        0,
-                        o.clone(),
-                        add(
-                            Expr::Load(0, Box::new(o)),
-                            mul(
-                                Expr::Var(av),
-                                Expr::Load(2, Box::new(cx.index(&b.shape, &b_at))),
-                            ),
-                        ),
-                    )],
-                },
-            ],
+            body: vec![Stmt::Set(
+                acc,
+                add(
+                    Expr::Var(acc),
+                    mul(
+                        Expr::Load(1, Box::new(a_index(cx))),
+                        Expr::Load(2, Box::new(b_index(cx, j.clone()))),
+                    ),
+                ),
+            )],
+        },
+        Stmt::Store(0, out_index(cx, j), Expr::Var(acc)),
+    ];
+    let row = vec![
+        Stmt::For {
+            var: jb,
+            extent: blocks.clone(),
+            kind: LoopKind::Serial,
+            body: block,
+        },
+        Stmt::For {
+            var: vars[r - 1],
+            extent: sub(n, mul(blocks, Expr::Int(width))),
+            kind: LoopKind::Serial,
+            body: tail,
         },
     ];
     cx.nest(&out.shape[..r - 1], &vars[..r - 1], row)
