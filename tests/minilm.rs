@@ -27,7 +27,45 @@ fn minilm_matches_transformers() {
     }
     let fixture = repo("tests/fixtures/minilm");
     for (output, err) in parity(&fixture.join("config.json"), &weights, &fixture) {
-        println!("all-MiniLM-L6-v2 {output}: rel err {err:.2e}");
+        println!("all-MiniLM-L6-v2 (interp) {output}: rel err {err:.2e}");
         assert!(err <= 1e-4, "{output}: relative error {err:.3e}");
     }
+    // The same through Cranelift native code, in process.
+    let out = std::env::temp_dir().join(format!("archc-minilm-{}.safetensors", std::process::id()));
+    let arch = std::env::temp_dir().join(format!("archc-minilm-{}.arch", std::process::id()));
+    let p = |x: &std::path::Path| x.to_string_lossy().into_owned();
+    let (s, _, e) = common::archc(&[
+        "import",
+        "hf",
+        &p(&fixture.join("config.json")),
+        "-o",
+        &p(&arch),
+    ]);
+    assert_eq!(s, 0, "{e}");
+    let (s, _, e) = common::archc(&[
+        "run",
+        &p(&arch),
+        "--weights",
+        &p(&weights),
+        "--inputs",
+        &p(&fixture.join("inputs.safetensors")),
+        "--outputs",
+        &p(&out),
+        "--backend",
+        "cranelift",
+    ]);
+    assert_eq!(s, 0, "{e}");
+    let got = archc_runtime::TensorFile::open(&out)
+        .unwrap()
+        .read_any("last_hidden_state")
+        .unwrap();
+    let want = archc_runtime::TensorFile::open(&fixture.join("outputs.safetensors"))
+        .unwrap()
+        .read_any("last_hidden_state")
+        .unwrap();
+    let err = common::rel_err(&got, &want);
+    println!("all-MiniLM-L6-v2 (cranelift) last_hidden_state: rel err {err:.2e}");
+    assert!(err <= 1e-4, "cranelift: relative error {err:.3e}");
+    std::fs::remove_file(&out).ok();
+    std::fs::remove_file(&arch).ok();
 }

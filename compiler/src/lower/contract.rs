@@ -84,9 +84,9 @@ fn serial(mut nest: Vec<Stmt>) -> Vec<Stmt> {
 /// Output columns per register block: four f32x4 accumulators.
 const BLOCK: usize = 4;
 
-/// Matmul, one output row at a time: the columns go in register blocks of 16 (four f32x4
-/// accumulators fed by FMA, `a[i, p]` splat across lanes), then a scalar loop takes the
-/// remaining columns. Rows (and batches) are the parallel loop.
+/// Matmul in register blocks of 16 output columns (four f32x4 accumulators fed by FMA,
+/// `a[i, p]` splat across lanes), then a scalar loop for the remaining columns. Batches are
+/// the parallel loop, or the column blocks when there are none.
 fn matmul(cx: &mut Ctx, out: &TensorType, a: &TensorType, b: &TensorType) -> Vec<Stmt> {
     let r = out.rank();
     let vars = cx.vars(r);
@@ -178,21 +178,35 @@ fn matmul(cx: &mut Ctx, out: &TensorType, a: &TensorType, b: &TensorType) -> Vec
         },
         Stmt::Store(0, out_index(cx, j), Expr::Var(acc)),
     ];
-    let row = vec![
+    // Column blocks outside, rows inside: a block of `b` (k × 16 floats) stays in cache while
+    // every row of `a` streams past it. Without batch axes the block loop is the parallel one.
+    let top = if r == 2 {
+        LoopKind::Parallel
+    } else {
+        LoopKind::Serial
+    };
+    let m = cx.dim(&out.shape[r - 2]);
+    let rows = |body: Vec<Stmt>| Stmt::For {
+        var: vars[r - 2],
+        extent: m.clone(),
+        kind: LoopKind::Serial,
+        body,
+    };
+    let per_batch = vec![
         Stmt::For {
             var: jb,
             extent: blocks.clone(),
-            kind: LoopKind::Serial,
-            body: block,
+            kind: top,
+            body: vec![rows(block)],
         },
         Stmt::For {
             var: vars[r - 1],
             extent: sub(n, mul(blocks, Expr::Int(width))),
-            kind: LoopKind::Serial,
-            body: tail,
+            kind: top,
+            body: vec![rows(tail)],
         },
     ];
-    cx.nest(&out.shape[..r - 1], &vars[..r - 1], row)
+    cx.nest(&out.shape[..r - 2], &vars[..r - 2], per_batch)
 }
 
 fn scan(cx: &mut Ctx, axis: usize, a: &TensorType, b: &TensorType) -> Vec<Stmt> {
