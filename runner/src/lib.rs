@@ -24,20 +24,12 @@ extern "C" {
 
 // The scalar math the kernels call, under the names the code generator uses.
 #[no_mangle]
-extern "C" fn archc_expf(x: f32) -> f32 {
-    archc_kernels::math::expf(x)
-}
-#[no_mangle]
 extern "C" fn archc_logf(x: f32) -> f32 {
     archc_kernels::math::logf(x)
 }
 #[no_mangle]
 extern "C" fn archc_tanhf(x: f32) -> f32 {
     archc_kernels::math::tanhf(x)
-}
-#[no_mangle]
-extern "C" fn archc_erff(x: f32) -> f32 {
-    archc_kernels::math::erff(x)
 }
 #[no_mangle]
 extern "C" fn archc_sinf(x: f32) -> f32 {

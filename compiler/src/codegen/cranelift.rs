@@ -15,10 +15,8 @@ use cranelift_module::{FuncId, Linkage, Module, ModuleError};
 
 /// The scalar math functions generated code calls: (symbol, arity).
 const MATH: &[(&str, usize)] = &[
-    ("archc_expf", 1),
     ("archc_logf", 1),
     ("archc_tanhf", 1),
-    ("archc_erff", 1),
     ("archc_sinf", 1),
     ("archc_cosf", 1),
     ("archc_powf", 2),
@@ -268,6 +266,54 @@ impl<'a, 'b> Gen<'a, 'b> {
         self.b.ins().iadd(self.bases[buf], off)
     }
 
+    /// eˣ inline: the operations of `archc_kernels::math::exp_inline`, in its order.
+    fn exp_inline(&mut self, x: Value) -> Value {
+        use archc_kernels::math::exp_poly::*;
+        let lo = self.ins().f32const(LO);
+        let hi = self.ins().f32const(HI);
+        let x = self.ins().fmax(x, lo);
+        let x = self.ins().fmin(x, hi);
+        let log2e = self.ins().f32const(LOG2E);
+        let t = self.ins().fmul(x, log2e);
+        let k = self.ins().nearest(t);
+        let c_hi = self.ins().f32const(-LN2_HI);
+        let r = self.ins().fma(k, c_hi, x);
+        let c_lo = self.ins().f32const(-LN2_LO);
+        let r = self.ins().fma(k, c_lo, r);
+        let mut p = self.ins().f32const(C[0]);
+        for c in &C[1..] {
+            let c = self.ins().f32const(*c);
+            p = self.ins().fma(p, r, c);
+        }
+        let ki = self.ins().fcvt_to_sint(types::I32, k);
+        let biased = self.ins().iadd_imm_s(ki, 127);
+        let bits = self.ins().ishl_imm_s(biased, 23);
+        let scale = self.ins().bitcast(types::F32, MemFlagsData::new(), bits);
+        self.ins().fmul(p, scale)
+    }
+
+    /// erf x inline: the operations of `archc_kernels::math::erf_inline`, in its order.
+    fn erf_inline(&mut self, x: Value) -> Value {
+        use archc_kernels::math::erf_poly::*;
+        let a = self.ins().fabs(x);
+        let p = self.ins().f32const(P);
+        let one = self.ins().f32const(1.0);
+        let den = self.ins().fma(p, a, one);
+        let t = self.ins().fdiv(one, den);
+        let mut q = self.ins().f32const(A[0]);
+        for c in &A[1..] {
+            let c = self.ins().f32const(*c);
+            q = self.ins().fma(q, t, c);
+        }
+        let poly = self.ins().fmul(q, t);
+        let aa = self.ins().fmul(a, a);
+        let neg = self.ins().fneg(aa);
+        let e = self.exp_inline(neg);
+        let pe = self.ins().fmul(poly, e);
+        let y = self.ins().fsub(one, pe);
+        self.ins().fcopysign(y, x)
+    }
+
     /// Vector accesses start at any element, so they claim no alignment.
     fn unaligned() -> MemFlagsData {
         MemFlagsData::new().with_notrap()
@@ -352,10 +398,10 @@ impl<'a, 'b> Gen<'a, 'b> {
                         let one = self.ins().f32const(1.0);
                         self.ins().fdiv(one, s)
                     }
-                    (_, Un::Exp) => self.call("archc_expf", &[x]),
+                    (_, Un::Exp) => self.exp_inline(x),
                     (_, Un::Log) => self.call("archc_logf", &[x]),
                     (_, Un::Tanh) => self.call("archc_tanhf", &[x]),
-                    (_, Un::Erf) => self.call("archc_erff", &[x]),
+                    (_, Un::Erf) => self.erf_inline(x),
                     (_, Un::Sin) => self.call("archc_sinf", &[x]),
                     (_, Un::Cos) => self.call("archc_cosf", &[x]),
                     (_, Un::Not) => {
