@@ -58,7 +58,7 @@ pub mod exp_poly {
 /// −87 give e⁻⁸⁷ rather than a denormal).
 pub fn exp_inline(x: f32) -> f32 {
     use exp_poly::*;
-    let x = x.max(LO).min(HI);
+    let x = x.clamp(LO, HI);
     let k = (x * LOG2E).round_ties_even();
     let r = k.mul_add(-LN2_HI, x);
     let r = k.mul_add(-LN2_LO, r);
