@@ -204,36 +204,27 @@ fn corrupt_header_and_non_safetensors_files_are_refused() {
 fn bad_inputs_are_named() {
     let d = Scratch::new("inputs");
     let w = write(&d, "w.safetensors", &good_weights());
-    let i = write(
-        &d,
-        "none.safetensors",
-        &[("z", Tensor::f32(vec![2, 4], vec![0.0; 8]))],
-    );
-    expect_error(
-        &d,
-        &["--weights", &w, "--inputs", &i],
-        &["tensor `x` is missing", "none.safetensors"],
-    );
-    let i = write(
-        &d,
-        "shape.safetensors",
-        &[("x", Tensor::f32(vec![2, 5], vec![0.0; 10]))],
-    );
-    expect_error(
-        &d,
-        &["--weights", &w, "--inputs", &i],
-        &["input `x` has shape [2, 5]", "axis 1 should be 4"],
-    );
-    let i = write(
-        &d,
-        "dtype.safetensors",
-        &[("x", Tensor::int(DType::I64, vec![2, 4], vec![0; 8]))],
-    );
-    expect_error(
-        &d,
-        &["--weights", &w, "--inputs", &i],
-        &["input `x` has dtype i64", "declares f32"],
-    );
+    let cases: [(&str, (&str, Tensor), &[&str]); 3] = [
+        (
+            "none.safetensors",
+            ("z", Tensor::f32(vec![2, 4], vec![0.0; 8])),
+            &["tensor `x` is missing", "none.safetensors"],
+        ),
+        (
+            "shape.safetensors",
+            ("x", Tensor::f32(vec![2, 5], vec![0.0; 10])),
+            &["input `x` has shape [2, 5]", "axis 1 should be 4"],
+        ),
+        (
+            "dtype.safetensors",
+            ("x", Tensor::int(DType::I64, vec![2, 4], vec![0; 8])),
+            &["input `x` has dtype i64", "declares f32"],
+        ),
+    ];
+    for (file, tensor, fragments) in cases {
+        let i = write(&d, file, &[tensor]);
+        expect_error(&d, &["--weights", &w, "--inputs", &i], fragments);
+    }
 }
 
 #[test]

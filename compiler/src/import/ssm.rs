@@ -26,6 +26,34 @@ pub fn expect_silu(c: &Cfg, field: &str) -> Result<(), ImportError> {
     }
 }
 
+/// The backbone both Mamba families share: embeddings, pre-norm residual mixers, final norm
+/// and LM head, with `mixer` applied to the normed input.
+fn backbone(
+    c: &Cfg,
+    model: &str,
+    entries: &[(&str, String)],
+    mixer: &str,
+    tied_default: bool,
+) -> Result<String, ImportError> {
+    let tied = c.bool_or("tie_word_embeddings", tied_default)?;
+    let (embed, head) = embed_and_head(tied, "backbone.embeddings", "h", "lm_head");
+    Ok(format!(
+        "model {model} {{
+{}  input input_ids: i32[batch, seq]
+
+  block residual_mixer(x) {{
+    y = {mixer} @mixer
+    return x + y
+  }}
+
+{embed}  h = stack(h, layers, residual_mixer) @backbone.layers
+  h = rmsnorm(h, eps) @backbone.norm_f
+{head}}}
+",
+        config_block(entries)
+    ))
+}
+
 /// MambaForCausalLM.
 pub fn mamba(c: &Cfg) -> Result<String, ImportError> {
     let dim = c.int("hidden_size")?;
@@ -34,34 +62,22 @@ pub fn mamba(c: &Cfg) -> Result<String, ImportError> {
     if c.has("intermediate_size") && c.int("intermediate_size")? != expand * dim {
         return Err(c.error("intermediate_size", "must equal expand × hidden_size"));
     }
-    let tied = c.bool_or("tie_word_embeddings", true)?;
-    let (embed, head) = embed_and_head(tied, "backbone.embeddings", "h", "lm_head");
-    Ok(format!(
-        "model mamba {{
-{}  input input_ids: i32[batch, seq]
-
-  block residual_mixer(x) {{
-    y = mamba(rmsnorm(x, eps) @norm, d_state, d_conv, expand, dt_rank, conv_bias = {}, bias = {}) @mixer
-    return x + y
-  }}
-
-{embed}  h = stack(h, layers, residual_mixer) @backbone.layers
-  h = rmsnorm(h, eps) @backbone.norm_f
-{head}}}
-",
-        config_block(&[
-            ("vocab", c.int("vocab_size")?.to_string()),
-            ("dim", dim.to_string()),
-            ("layers", c.int("num_hidden_layers")?.to_string()),
-            ("d_state", c.int_or("state_size", 16)?.to_string()),
-            ("d_conv", c.int_or("conv_kernel", 4)?.to_string()),
-            ("expand", expand.to_string()),
-            ("dt_rank", dt_rank(c, "time_step_rank", dim)?.to_string()),
-            ("eps", float(c.float_or("layer_norm_epsilon", 1e-5)?)),
-        ]),
+    let mixer = format!(
+        "mamba(rmsnorm(x, eps) @norm, d_state, d_conv, expand, dt_rank, conv_bias = {}, bias = {})",
         c.bool_or("use_conv_bias", true)?,
-        c.bool_or("use_bias", false)?,
-    ))
+        c.bool_or("use_bias", false)?
+    );
+    let entries = [
+        ("vocab", c.int("vocab_size")?.to_string()),
+        ("dim", dim.to_string()),
+        ("layers", c.int("num_hidden_layers")?.to_string()),
+        ("d_state", c.int_or("state_size", 16)?.to_string()),
+        ("d_conv", c.int_or("conv_kernel", 4)?.to_string()),
+        ("expand", expand.to_string()),
+        ("dt_rank", dt_rank(c, "time_step_rank", dim)?.to_string()),
+        ("eps", float(c.float_or("layer_norm_epsilon", 1e-5)?)),
+    ];
+    backbone(c, "mamba", &entries, &mixer, true)
 }
 
 /// Mamba2ForCausalLM.
@@ -83,35 +99,23 @@ pub fn mamba2(c: &Cfg) -> Result<String, ImportError> {
             format!("{groups} does not divide {heads} heads"),
         ));
     }
-    let tied = c.bool_or("tie_word_embeddings", false)?;
-    let (embed, head) = embed_and_head(tied, "backbone.embeddings", "h", "lm_head");
-    Ok(format!(
-        "model mamba2 {{
-{}  input input_ids: i32[batch, seq]
-
-  block residual_mixer(x) {{
-    y = mamba2(rmsnorm(x, eps) @norm, heads, head_dim, d_state, groups, d_conv, conv_bias = {},
-               bias = {}, eps = eps, norm_group = heads * head_dim / groups, dt_min = dt_min) @mixer
-    return x + y
-  }}
-
-{embed}  h = stack(h, layers, residual_mixer) @backbone.layers
-  h = rmsnorm(h, eps) @backbone.norm_f
-{head}}}
-",
-        config_block(&[
-            ("vocab", c.int("vocab_size")?.to_string()),
-            ("dim", dim.to_string()),
-            ("layers", c.int("num_hidden_layers")?.to_string()),
-            ("heads", heads.to_string()),
-            ("head_dim", head_dim.to_string()),
-            ("d_state", c.int_or("state_size", 128)?.to_string()),
-            ("groups", groups.to_string()),
-            ("d_conv", c.int_or("conv_kernel", 4)?.to_string()),
-            ("dt_min", float(c.dt_floor("time_step_limit")?)),
-            ("eps", float(c.float_or("layer_norm_epsilon", 1e-5)?)),
-        ]),
+    let mixer = format!(
+        "mamba2(rmsnorm(x, eps) @norm, heads, head_dim, d_state, groups, d_conv, conv_bias = {},
+               bias = {}, eps = eps, norm_group = heads * head_dim / groups, dt_min = dt_min)",
         c.bool_or("use_conv_bias", true)?,
-        c.bool_or("use_bias", false)?,
-    ))
+        c.bool_or("use_bias", false)?
+    );
+    let entries = [
+        ("vocab", c.int("vocab_size")?.to_string()),
+        ("dim", dim.to_string()),
+        ("layers", c.int("num_hidden_layers")?.to_string()),
+        ("heads", heads.to_string()),
+        ("head_dim", head_dim.to_string()),
+        ("d_state", c.int_or("state_size", 128)?.to_string()),
+        ("groups", groups.to_string()),
+        ("d_conv", c.int_or("conv_kernel", 4)?.to_string()),
+        ("dt_min", float(c.dt_floor("time_step_limit")?)),
+        ("eps", float(c.float_or("layer_norm_epsilon", 1e-5)?)),
+    ];
+    backbone(c, "mamba2", &entries, &mixer, false)
 }
