@@ -22,8 +22,20 @@ const NATIVE_LIBS: &[&str] = &[
     "-lc",
 ];
 
-/// The runner library, built by `cargo build` next to the `archc` executable.
+/// The runner library: `ARCHC_RUNNER_LIB` if set, else the one `cargo build` puts next to the
+/// `archc` executable.
 fn runner_library() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("ARCHC_RUNNER_LIB") {
+        let p = PathBuf::from(p);
+        return if p.exists() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "ARCHC_RUNNER_LIB points at {}, which does not exist",
+                p.display()
+            ))
+        };
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot locate archc: {e}"))?;
     let dir = exe.parent().ok_or("archc has no directory")?;
     for candidate in [

@@ -6,8 +6,35 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::sync::OnceLock;
+
 use archc_runtime::TensorFile;
-use common::{archc, rel_err, repo};
+use common::{archc, archc_with_env, rel_err, repo};
+
+/// The runner library `archc build` links. `cargo test` does not build static libraries, so
+/// it is built here once, in its own target directory (the test run holds the main one).
+fn runner_lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let dir = repo("target/runner-for-tests");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "archc-runner", "--target-dir"])
+            .arg(&dir)
+            .current_dir(repo(""))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the runner library failed");
+        dir.join("debug/libarchc_runner.a")
+    })
+}
+
+/// `archc build FILE -o BIN` with the runner library.
+fn build(file: &str, bin: &str) -> (i32, String, String) {
+    archc_with_env(
+        &["build", file, "-o", bin],
+        &[("ARCHC_RUNNER_LIB", runner_lib())],
+    )
+}
 
 fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("archc-build-{tag}-{}", std::process::id()));
@@ -29,7 +56,7 @@ fn build_and_run(tag: &str, config: &Path, weights: &Path, fixture: &Path) -> Ve
         arch.to_str().unwrap(),
     ]);
     assert_eq!(s, 0, "{e}");
-    let (s, out, e) = archc(&["build", arch.to_str().unwrap(), "-o", bin.to_str().unwrap()]);
+    let (s, out, e) = build(arch.to_str().unwrap(), bin.to_str().unwrap());
     assert_eq!(s, 0, "{e}");
     assert!(out.contains("kernels"), "{out}");
     // The binary must not need archc, the source tree or the .arch file.
@@ -111,7 +138,7 @@ fn built_minilm_matches_transformers() {
 fn built_binaries_report_bad_arguments() {
     let d = scratch("args");
     let bin = d.join("m");
-    let (s, _, e) = archc(&["build", "examples/mamba.arch", "-o", bin.to_str().unwrap()]);
+    let (s, _, e) = build("examples/mamba.arch", bin.to_str().unwrap());
     assert_eq!(s, 0, "{e}");
     let run = |args: &[&str]| Command::new(&bin).args(args).output().unwrap();
     let out = run(&["--dim", "seq=5", "--seed", "2"]);

@@ -34,8 +34,14 @@ pub fn compile(name: &str, text: &str) -> Result<Graph, (&'static str, String)> 
 
 /// Runs the archc binary; returns (status, stdout, stderr).
 pub fn archc(args: &[&str]) -> (i32, String, String) {
+    archc_with_env(args, &[])
+}
+
+/// Runs the archc binary with extra environment variables.
+pub fn archc_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_archc"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("archc runs");
