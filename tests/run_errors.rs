@@ -311,3 +311,25 @@ fn seeded_runs_are_deterministic_and_print_a_summary() {
     let (status, _, stderr) = archc(&["run", "examples/mamba.arch", "--dim", "seq=0"]);
     assert_eq!(status, 2, "{stderr}");
 }
+
+#[test]
+fn absurd_dims_are_an_error_not_an_abort() {
+    for backend in ["cranelift", "interp"] {
+        for seq in ["200000000", "9000000000000"] {
+            let dim = format!("seq={seq}");
+            let (status, _, stderr) = archc(&[
+                "run",
+                "examples/llama.arch",
+                "--dim",
+                &dim,
+                "--backend",
+                backend,
+            ]);
+            assert_eq!(status, 1, "{backend} {seq}: {stderr}");
+            assert!(
+                stderr.contains("cannot be allocated") || stderr.contains("too large"),
+                "{backend}: {stderr}"
+            );
+        }
+    }
+}

@@ -26,6 +26,9 @@ pub enum RunError {
     /// A weight could not be loaded.
     #[error("{0}")]
     Weight(String),
+    /// The run's memory cannot be allocated.
+    #[error("{0}")]
+    Memory(String),
     /// A kernel's check failed (an index out of range, ...).
     #[error("step {step} (kernel `{kernel}`): {message}")]
     Check {
@@ -174,7 +177,14 @@ impl<'p> Executor<'p> {
         let dims = self.bind(inputs, explicit)?;
         let dim_values = plan.dim_values(&dims);
         let (offsets, arena_bytes) = plan.layout(&dims);
-        let mut arena = vec![0u64; words(arena_bytes)];
+        // A huge dim must be an error, not an abort in the allocator.
+        let mut arena: Vec<u64> = Vec::new();
+        arena.try_reserve_exact(words(arena_bytes)).map_err(|_| {
+            RunError::Memory(format!(
+                "the arena for these dims needs {arena_bytes} bytes, which cannot be allocated"
+            ))
+        })?;
+        arena.resize(words(arena_bytes), 0);
         let mut status = vec![0i64; 1];
         for b in &plan.inputs {
             let off = offsets[b.buffer].expect("inputs live in the arena");

@@ -107,13 +107,14 @@ impl Plan {
             .collect()
     }
 
-    /// Element count of a buffer for these dims.
+    /// Element count of a buffer for these dims (saturating: an absurd size stays absurd
+    /// instead of wrapping).
     pub fn numel(&self, buffer: usize, dims: &HashMap<String, i64>) -> usize {
         self.buffers[buffer]
             .shape
             .iter()
-            .map(|d| d.eval(&|s| dims.get(s).copied()).unwrap_or(0).max(0) as usize)
-            .product()
+            .map(|d| d.eval(&|s| dims.get(s).copied()).unwrap_or(i64::MAX).max(0) as usize)
+            .fold(1usize, usize::saturating_mul)
     }
 
     /// Arena offsets of every arena buffer (None for others) and the arena size, for these
@@ -124,8 +125,8 @@ impl Plan {
         for (i, b) in self.buffers.iter().enumerate() {
             if b.storage == Storage::Arena {
                 offsets[i] = Some(top);
-                let bytes = self.numel(i, dims) * storage_bytes(b.dtype);
-                top += bytes.div_ceil(ALIGN) * ALIGN;
+                let bytes = self.numel(i, dims).saturating_mul(storage_bytes(b.dtype));
+                top = top.saturating_add(bytes.div_ceil(ALIGN).saturating_mul(ALIGN));
             }
         }
         (offsets, top)

@@ -46,6 +46,9 @@ impl WeightSource {
     }
 }
 
+/// The most elements one random input may have (1 GiB of f32).
+const MAX_RANDOM_ELEMENTS: usize = 1 << 28;
+
 /// The size random inputs give a symbol no input or `--dim` binds.
 pub fn default_dim(symbol: &str) -> i64 {
     if symbol == "batch" {
@@ -89,6 +92,13 @@ pub fn load_inputs(
             .map(|d| d.eval(&|s| dims.get(s).copied()).map(|v| v as usize))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| format!("cannot size input `{}`", b.name))?;
+        let n = shape.iter().fold(1usize, |a, &d| a.saturating_mul(d));
+        if n > MAX_RANDOM_ELEMENTS {
+            return Err(format!(
+                "random input `{}` of shape {shape:?} would need {n} elements, which cannot be allocated",
+                b.name
+            ));
+        }
         let bound = plan.index_bounds.get(&b.name).copied().unwrap_or(2);
         inputs.insert(
             b.name.clone(),
