@@ -10,7 +10,7 @@ use std::time::Instant;
 use archc_compiler::codegen::jit::Jit;
 use archc_compiler::graph::{Graph, Op};
 use archc_compiler::interp::{bind_dims, interpret};
-use archc_compiler::lower::lower;
+use archc_compiler::passes::{lower_optimized, PassOptions};
 use archc_runtime::{load_inputs, Executor, TensorFile, WeightSource};
 
 /// Options of a benchmark.
@@ -25,6 +25,8 @@ pub struct BenchOptions {
     pub iters: usize,
     /// Also time the reference interpreter.
     pub with_interp: bool,
+    /// Which passes run before lowering.
+    pub passes: PassOptions,
 }
 
 /// Multiply-adds of the graph's matmuls ×2, for these dims.
@@ -56,7 +58,7 @@ fn progress(label: &str, i: usize, n: usize) {
 pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
     let t0 = Instant::now();
-    let lowered = lower(g);
+    let lowered = lower_optimized(g, &o.passes);
     let lower_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let jit =

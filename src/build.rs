@@ -7,7 +7,7 @@ use std::process::Command;
 
 use archc_compiler::codegen::object::build_object;
 use archc_compiler::graph::Graph;
-use archc_compiler::lower::lower;
+use archc_compiler::passes::{lower_optimized, PassOptions};
 use archc_runtime::plan_to_json;
 
 /// The libraries Rust's standard library needs when linked statically on Linux (from
@@ -53,8 +53,8 @@ fn runner_library() -> Result<PathBuf, String> {
 }
 
 /// Compiles `g` into the executable `out`; returns a report.
-pub fn build(g: &Graph, out: &Path, cc: &str) -> Result<String, String> {
-    let lowered = lower(g);
+pub fn build(g: &Graph, out: &Path, cc: &str, passes: &PassOptions) -> Result<String, String> {
+    let lowered = lower_optimized(g, passes);
     let json = plan_to_json(&lowered.plan);
     let object = build_object(&lowered.kernels, lowered.plan.symbols.len(), &json)
         .map_err(|e| e.to_string())?;

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use archc_compiler::graph::print_graph;
+use archc_compiler::passes::{optimize, PassOptions};
 use archc_compiler::summary::summary;
 use archc_compiler::syntax::print_file;
 use archc_compiler::Session;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bench;
 mod build;
@@ -24,6 +25,31 @@ mod run;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which passes run between elaboration and lowering.
+#[derive(Args, Clone)]
+struct PassFlags {
+    /// Run no pass at all: one kernel per primitive op and one arena slot per buffer (the
+    /// baseline the passes are measured against).
+    #[arg(long)]
+    no_fuse: bool,
+    /// Turn one pass off (repeatable): interleave_stack, canonicalize, tile_attention,
+    /// fuse_scan, fuse_elementwise, plan_memory.
+    #[arg(long = "disable-pass", value_name = "PASS")]
+    disable: Vec<String>,
+}
+
+impl PassFlags {
+    fn options(&self) -> Result<PassOptions, Failure> {
+        if self.no_fuse {
+            return Ok(PassOptions::none());
+        }
+        self.disable
+            .iter()
+            .try_fold(PassOptions::all(), |o, p| o.disable(p))
+            .map_err(|e| Failure::Usage(anyhow::anyhow!(e)))
+    }
 }
 
 #[derive(Subcommand)]
@@ -73,6 +99,8 @@ enum Command {
         /// Bind a symbolic dim, e.g. `--dim seq=128` (repeatable).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
+        #[command(flatten)]
+        passes: PassFlags,
     },
     /// Measure compile time, run time and GFLOP/s.
     ///
@@ -99,6 +127,8 @@ enum Command {
         /// Also time the reference interpreter.
         #[arg(long)]
         interp: bool,
+        #[command(flatten)]
+        passes: PassFlags,
     },
     /// Compile a model into a standalone executable.
     ///
@@ -120,6 +150,8 @@ enum Command {
         /// The C compiler that links the executable.
         #[arg(long, default_value = "cc")]
         cc: String,
+        #[command(flatten)]
+        passes: PassFlags,
     },
     /// Write a .arch file for a pretrained model's config.
     ///
@@ -158,6 +190,8 @@ enum Command {
         /// Bind a symbolic dim for the plan's arena layout (unbound: batch=1, others 8).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
+        #[command(flatten)]
+        passes: PassFlags,
     },
 }
 
@@ -168,6 +202,8 @@ enum Stage {
     Ast,
     /// The Graph IR after elaboration.
     Graph,
+    /// The Graph IR after the passes: fused regions by kind, layer kinds compiled once.
+    Fused,
     /// The Kernel IR: one loop nest per kernel.
     Kernels,
     /// The execution plan: buffers, arena offsets, steps.
@@ -256,7 +292,9 @@ fn run(cli: Cli) -> Result<String, Failure> {
             backend,
             seed,
             dims,
+            passes,
         } => {
+            let passes = passes.options()?;
             let (s, id) = load(&file)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             let options = run::RunOptions {
@@ -265,6 +303,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 outputs,
                 seed,
                 dims: dims.into_iter().collect(),
+                passes,
                 engine: match backend {
                     Backend::Cranelift => run::Engine::Cranelift,
                     Backend::Interp => run::Engine::Interp,
@@ -279,7 +318,9 @@ fn run(cli: Cli) -> Result<String, Failure> {
             dims,
             iters,
             interp,
+            passes,
         } => {
+            let passes = passes.options()?;
             let (s, id) = load(&file)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             let options = bench::BenchOptions {
@@ -288,13 +329,21 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 dims: dims.into_iter().collect(),
                 iters,
                 with_interp: interp,
+                passes,
             };
             bench::bench(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
         }
-        Command::Build { file, output, cc } => {
+        Command::Build {
+            file,
+            output,
+            cc,
+            passes,
+        } => {
+            let passes = passes.options()?;
             let (s, id) = load(&file)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
-            build::build(&graph, &output, &cc).map_err(|e| Failure::Input(format!("error: {e}\n")))
+            build::build(&graph, &output, &cc, &passes)
+                .map_err(|e| Failure::Input(format!("error: {e}\n")))
         }
         Command::Import {
             format: ImportFormat::Hf,
@@ -315,17 +364,24 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 .map_err(Failure::Usage)?;
             Ok(format!("wrote {}\n{}", output.display(), summary(&graph)))
         }
-        Command::Dump { stage, file, dims } => {
+        Command::Dump {
+            stage,
+            file,
+            dims,
+            passes,
+        } => {
+            let passes = passes.options()?;
             let (s, id) = load(&file)?;
             if let Stage::Ast = stage {
                 let ast = s.parse(id).map_err(|d| Failure::Input(s.render(&d)))?;
                 return Ok(print_file(&ast));
             }
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
-            let lowered = || archc_compiler::lower::lower(&graph);
+            let lowered = || archc_compiler::passes::lower_optimized(&graph, &passes);
             match stage {
                 Stage::Ast => unreachable!("printed above"),
                 Stage::Graph => Ok(print_graph(&graph)),
+                Stage::Fused => Ok(print_graph(&optimize(&graph, &passes))),
                 Stage::Kernels => Ok(lowered()
                     .kernels
                     .iter()

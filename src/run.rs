@@ -8,7 +8,7 @@ use std::time::Instant;
 use archc_compiler::codegen::jit::Jit;
 use archc_compiler::graph::Graph;
 use archc_compiler::interp::{bind_dims, interpret};
-use archc_compiler::lower::lower;
+use archc_compiler::passes::{lower_optimized, PassOptions};
 use archc_runtime::{
     load_inputs, summarize, write_tensors, Executor, Tensor, TensorFile, WeightSource,
 };
@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub dims: HashMap<String, i64>,
     /// The executor.
     pub engine: Engine,
+    /// Which passes run before lowering.
+    pub passes: PassOptions,
 }
 
 /// Runs a graph; returns the text to print.
@@ -44,7 +46,7 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let input_file = o.inputs.as_ref().map(open).transpose()?;
     let weight_file = o.weights.as_ref().map(open).transpose()?;
     let start = Instant::now();
-    let lowered = lower(g);
+    let lowered = lower_optimized(g, &o.passes);
     let (inputs, defaulted) = load_inputs(&lowered.plan, input_file.as_ref(), o.seed, &o.dims)?;
     let mut weights = WeightSource::new(&lowered.plan, weight_file, o.seed);
     let in_file = |e: String| match &o.inputs {

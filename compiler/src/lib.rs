@@ -9,6 +9,7 @@ pub mod graph;
 pub mod import;
 pub mod interp;
 pub mod lower;
+pub mod passes;
 pub mod session;
 pub mod summary;
 pub mod syntax;

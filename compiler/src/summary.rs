@@ -42,7 +42,10 @@ pub fn summary(g: &Graph) -> String {
     // A stack inside a shared block runs once per call; list it once, with the count.
     let mut stacks: Vec<(&crate::graph::StackInfo, usize)> = Vec::new();
     for s in &g.stacks {
-        match stacks.iter_mut().find(|(t, _)| *t == s) {
+        match stacks
+            .iter_mut()
+            .find(|(t, _)| t.scope == s.scope && t.layers == s.layers)
+        {
             Some((_, n)) => *n += 1,
             None => stacks.push((s, 1)),
         }

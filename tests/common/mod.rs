@@ -113,3 +113,95 @@ pub fn parity(
         })
         .collect()
 }
+
+pub mod programs;
+
+/// Random inputs for a program of `tests/common/programs.rs`: token ids below 11 and a 0/1
+/// padding mask.
+pub fn program_inputs(
+    batch: usize,
+    seq: usize,
+    seed: u64,
+) -> std::collections::HashMap<String, archc_runtime::Tensor> {
+    use archc_runtime::{random_tensor, DType};
+    [("ids", 11), ("m", 2)]
+        .into_iter()
+        .map(|(name, bound)| {
+            (
+                name.to_string(),
+                random_tensor(seed, name, DType::I32, &[batch, seq], 1.0, bound),
+            )
+        })
+        .collect()
+}
+
+/// Runs a graph with the reference interpreter on seed-random weights.
+pub fn interpret_random(
+    g: &Graph,
+    inputs: &std::collections::HashMap<String, archc_runtime::Tensor>,
+) -> Vec<(String, archc_runtime::Tensor)> {
+    let dims = archc_compiler::interp::bind_dims(g, inputs, &Default::default()).unwrap();
+    let mut w = archc_runtime::WeightSource::Random(5);
+    archc_compiler::interp::interpret(g, &dims, inputs, &mut w)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .collect()
+}
+
+/// Runs a graph through the passes, lowering and Cranelift on seed-random weights.
+pub fn native_random(
+    g: &Graph,
+    passes: &archc_compiler::passes::PassOptions,
+    inputs: &std::collections::HashMap<String, archc_runtime::Tensor>,
+) -> Vec<(String, archc_runtime::Tensor)> {
+    let lowered = archc_compiler::passes::lower_optimized(g, passes);
+    let jit =
+        archc_compiler::codegen::jit::Jit::compile(&lowered.kernels, lowered.plan.symbols.len())
+            .unwrap();
+    let mut w = archc_runtime::WeightSource::Random(5);
+    let mut exec =
+        archc_runtime::Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();
+    exec.run(&jit, inputs, &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Asserts that a pass leaves the interpreter's outputs bit for bit unchanged on a program
+/// (the pass runs after `before`, the passes the pipeline runs ahead of it).
+pub fn check_pass(
+    before: &[fn(&Graph) -> Graph],
+    pass: fn(&Graph) -> Graph,
+    p: &programs::Program,
+) {
+    let g = compile("p.arch", &p.source).unwrap_or_else(|(_, r)| panic!("{r}\n{}", p.source));
+    let g = before.iter().fold(g, |g, f| f(&g));
+    let inputs = program_inputs(p.batch, p.seq, 1);
+    let want = interpret_random(&g, &inputs);
+    let rewritten = pass(&g);
+    let got = interpret_random(&rewritten, &inputs);
+    for ((name, t), (_, u)) in want.iter().zip(&got) {
+        assert_eq!(
+            t,
+            u,
+            "{name} changed under the pass\n{}\n{}",
+            p.source,
+            archc_compiler::graph::print_graph(&rewritten)
+        );
+    }
+}
+
+/// Asserts that a program compiled with `passes` gives the interpreter's outputs within 1e-4
+/// (relative, per output).
+pub fn check_native(passes: &archc_compiler::passes::PassOptions, p: &programs::Program) {
+    let g = compile("p.arch", &p.source).unwrap_or_else(|(_, r)| panic!("{r}\n{}", p.source));
+    let inputs = program_inputs(p.batch, p.seq, 1);
+    let want = interpret_random(&g, &inputs);
+    let got = native_random(&g, passes, &inputs);
+    for ((name, w), (_, n)) in want.iter().zip(&got) {
+        let err = rel_err(n, w);
+        assert!(
+            err <= 1e-4 || w.to_f32().iter().all(|v| v.abs() < 1e-6),
+            "{name}: rel err {err:e}\n{}",
+            p.source
+        );
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::rc::Rc;
 
-use crate::graph::StackInfo;
+use crate::graph::{LayerSpan, StackInfo};
 use crate::syntax::{Diagnostic, Span};
 
 use super::args::{self, CallArgs};
@@ -273,6 +273,7 @@ impl Elab {
         // The call has already entered the stack's `@scope`; layer i adds `.i`.
         let stack_scope = self.scope().to_string();
         let mut kinds = Vec::new();
+        let mut spans = Vec::new();
         for i in 0..n {
             let (b, bs) = match (&pattern, &block) {
                 (Some((p, ps)), _) => {
@@ -311,17 +312,32 @@ impl Elab {
                 format!("{}({})", bv.describe(), kind_args.join(", "))
             });
             let layer_scope = (i.to_string(), span);
+            let input = x.clone();
             let args = CallArgs {
                 callee: bv.def.name.name.clone(),
                 span,
                 positional: vec![(x, span)],
                 named,
             };
+            let start = self.graph.dag.node_count();
             x = self.call_block(&bv, args, Some(layer_scope))?;
+            if let (Value::Tensor(input), Value::Tensor(output)) = (input, &x) {
+                spans.push(LayerSpan {
+                    start,
+                    end: self.graph.dag.node_count(),
+                    input,
+                    output: *output,
+                });
+            }
+        }
+        // Layers that carry something other than one tensor have no spans, and stay unrolled.
+        if spans.len() != kinds.len() {
+            spans.clear();
         }
         self.graph.stacks.push(StackInfo {
             scope: stack_scope,
             layers: kinds,
+            spans,
         });
         Ok(x)
     }

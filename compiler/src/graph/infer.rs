@@ -87,7 +87,13 @@ fn float_only(what: &str, t: &TensorType) -> Result<(), TypeError> {
 pub fn infer(op: &Op, ins: &[&TensorType], declared: Option<&TensorType>) -> Infer {
     let given = || declared.cloned().expect("ops with a given type carry it");
     match op {
-        Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::Iota | Op::Size(_) => Ok(given()),
+        Op::Input(_)
+        | Op::Param(_)
+        | Op::Const(_)
+        | Op::Iota
+        | Op::Size(_)
+        | Op::Fused(_)
+        | Op::Call(_) => Ok(given()),
         Op::Unary(u) => {
             let x = ins[0];
             match u {

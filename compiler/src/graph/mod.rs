@@ -6,11 +6,13 @@
 mod infer;
 mod op;
 mod printer;
+mod region;
 
 pub use archc_runtime::Dim;
 pub use infer::{broadcast, infer, TypeError};
 pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
 pub use printer::print_graph;
+pub use region::{AttentionInfo, LayerKind, Region, RegionKind, ScanInfo};
 
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -51,6 +53,20 @@ pub enum ParamKind {
     },
 }
 
+/// Where one layer of a stack sits in the graph: elaboration creates its nodes one after
+/// another, so they are the index range `start..end`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerSpan {
+    /// The first node the layer created.
+    pub start: usize,
+    /// One past the last node the layer created.
+    pub end: usize,
+    /// The value the layer received (the previous layer's output, or the stack's input).
+    pub input: NodeIndex,
+    /// The value the layer returned.
+    pub output: NodeIndex,
+}
+
 /// One stack of layers, as the `check` summary and the stack passes see it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StackInfo {
@@ -58,6 +74,8 @@ pub struct StackInfo {
     pub scope: String,
     /// One kind per layer, e.g. `decoder(mixer=attention_mixer)`.
     pub layers: Vec<String>,
+    /// Where each layer's nodes are, as elaborated (passes that renumber nodes clear it).
+    pub spans: Vec<LayerSpan>,
 }
 
 /// A whole elaborated model.
@@ -77,6 +95,8 @@ pub struct Graph {
     pub symbols: Vec<String>,
     /// The stacks of layers, in creation order.
     pub stacks: Vec<StackInfo>,
+    /// Distinct layer kinds that `call` nodes run (made by the `interleave_stack` pass).
+    pub kinds: Vec<LayerKind>,
 }
 
 impl Graph {

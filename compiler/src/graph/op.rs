@@ -6,6 +6,8 @@ use archc_runtime::DType;
 
 use archc_runtime::Dim;
 
+use super::region::Region;
+
 /// Elementwise unary functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
@@ -160,6 +162,10 @@ pub enum Op {
         /// The sequence axis.
         axis: usize,
     },
+    /// A fused region made by the passes: one kernel, whose meaning is its body graph.
+    Fused(Box<Region>),
+    /// One layer of a stack: runs layer kind `graph.kinds[i]` on the operands.
+    Call(usize),
 }
 
 impl fmt::Display for UnaryOp {
@@ -210,6 +216,8 @@ impl fmt::Display for Op {
             Op::Gather { axis } => write!(f, "gather[axis={axis}]"),
             Op::Cast => f.write_str("cast"),
             Op::Scan { axis } => write!(f, "scan[axis={axis}]"),
+            Op::Fused(r) => write!(f, "{}", r.kind),
+            Op::Call(k) => write!(f, "call kind{k}"),
         }
     }
 }

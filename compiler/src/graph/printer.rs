@@ -1,10 +1,11 @@
-//! The deterministic text form of the Graph IR (`archc dump --stage graph`).
+//! The deterministic text form of the Graph IR (`archc dump --stage graph` and `fused`).
 
 use std::fmt::Write;
 
-use super::{Graph, ParamKind};
+use super::{Graph, Op, ParamKind};
 
-/// Prints a graph: inputs, weights, one line per node in creation order, then outputs.
+/// Prints a graph: inputs, weights, one line per node in creation order, then outputs. Layer
+/// kinds come first, and a fused region's body follows its node, indented with `|`.
 pub fn print_graph(g: &Graph) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "graph {}", g.name);
@@ -17,6 +18,19 @@ pub fn print_graph(g: &Graph) -> String {
     }) {
         let _ = writeln!(out, "ema {name} <- {} momentum={:?}", kind.0, kind.1);
     }
+    for (i, k) in g.kinds.iter().enumerate() {
+        let _ = writeln!(out, "kind{i} {} ({} calls) {{", k.name, k.calls);
+        for (s, name) in k.slots.iter().enumerate() {
+            let _ = writeln!(out, "  slot {s}: {name}");
+        }
+        body(&mut out, &k.body, "  ");
+        let _ = writeln!(out, "}}");
+    }
+    body(&mut out, g, "");
+    out
+}
+
+fn body(out: &mut String, g: &Graph, pad: &str) {
     for n in g.dag.node_indices() {
         let node = &g.dag[n];
         let args: Vec<String> = g
@@ -36,14 +50,21 @@ pub fn print_graph(g: &Graph) -> String {
         };
         let _ = writeln!(
             out,
-            "%{} = {}{args} : {}{scope}",
+            "{pad}%{} = {}{args} : {}{scope}",
             n.index(),
             node.op,
             node.ty
         );
+        if let Op::Fused(r) = &node.op {
+            body(out, &r.body, &format!("{pad}  | "));
+        }
     }
     for (name, n) in &g.outputs {
-        let _ = writeln!(out, "output {name} = %{} : {}", n.index(), g.dag[*n].ty);
+        let _ = writeln!(
+            out,
+            "{pad}output {name} = %{} : {}",
+            n.index(),
+            g.dag[*n].ty
+        );
     }
-    out
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use archc_runtime::{BindError, DType, Tensor};
 use indexmap::IndexMap;
 
-use crate::graph::{Dim, Graph, Op, TensorType};
+use crate::graph::{Dim, Graph, LayerKind, Op, TensorType};
 
 /// Why a graph could not be run on the given inputs.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +86,36 @@ pub fn interpret(
     inputs: &HashMap<String, Tensor>,
     weights: &mut dyn WeightSource,
 ) -> Result<IndexMap<String, Tensor>, InterpError> {
+    run_graph(g, &g.kinds, dims, inputs, weights)
+}
+
+/// Runs a body graph (a fused region's or a layer kind's) on its operands, bound to its inputs
+/// `"0"`, `"1"`, …; returns its output `"out"`.
+fn run_body(
+    body: &Graph,
+    kinds: &[LayerKind],
+    dims: &HashMap<String, i64>,
+    operands: &[&Tensor],
+) -> Result<Tensor, InterpError> {
+    let inputs: HashMap<String, Tensor> = operands
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i.to_string(), (*t).clone()))
+        .collect();
+    let mut none = MapWeights(&HashMap::new());
+    let mut out = run_graph(body, kinds, dims, &inputs, &mut none)?;
+    Ok(out
+        .swap_remove("out")
+        .expect("bodies have the output `out`"))
+}
+
+fn run_graph(
+    g: &Graph,
+    kinds: &[LayerKind],
+    dims: &HashMap<String, i64>,
+    inputs: &HashMap<String, Tensor>,
+    weights: &mut dyn WeightSource,
+) -> Result<IndexMap<String, Tensor>, InterpError> {
     // Free each value after its last use, so long graphs stay small.
     let mut last_use: Vec<usize> = (0..g.dag.node_count()).collect();
     for n in g.dag.node_indices() {
@@ -139,6 +169,8 @@ pub fn interpret(
             Op::Param(name) => weights
                 .weight(name, node.ty.dtype, &shape)
                 .map_err(InterpError::Weight)?,
+            Op::Fused(r) => run_body(&r.body, kinds, dims, &ops)?,
+            Op::Call(k) => run_body(&kinds[*k].body, kinds, dims, &ops)?,
             _ => eval(&node.op, &ops, &node.ty, &shape, dims).map_err(fail)?,
         };
         values[n.index()] = Some(out);
@@ -160,7 +192,7 @@ pub fn interpret(
 }
 
 /// One op on evaluated operands. `shape` is the node's result shape with dims bound.
-fn eval(
+pub(crate) fn eval(
     op: &Op,
     ins: &[&Tensor],
     ty: &TensorType,
@@ -169,7 +201,9 @@ fn eval(
 ) -> Result<Tensor, String> {
     let dim = |d: &Dim| eval_dim(d, dims).map_err(|e| e.to_string());
     match op {
-        Op::Input(_) | Op::Param(_) => unreachable!("handled by the caller"),
+        Op::Input(_) | Op::Param(_) | Op::Fused(_) | Op::Call(_) => {
+            unreachable!("handled by the caller")
+        }
         Op::Const(v) => Ok(elementwise::splat(*v, ty.dtype, shape)),
         Op::Size(d) => Ok(elementwise::splat(dim(d)? as f64, ty.dtype, shape)),
         Op::Iota => Ok(elementwise::convert(
@@ -225,4 +259,9 @@ impl WeightSource for MapWeights<'_> {
         }
         Ok(t.clone())
     }
+}
+
+/// A rank-0 tensor holding `v` as `dtype` (constant folding evaluates ops on these).
+pub(crate) fn scalar(v: f64, dtype: DType) -> Tensor {
+    elementwise::splat(v, dtype, &[])
 }

@@ -1,0 +1,153 @@
+//! Ops whose meaning is a graph of their own: fused regions (one kernel each) and layer kinds
+//! (one compiled body per distinct layer of a stack).
+//!
+//! A region's `body` is an ordinary Graph IR graph: its inputs are named `"0"`, `"1"`, … for
+//! the fused node's operands in slot order, and its one output `"out"` is the node's value. The
+//! reference interpreter runs the body as written, so a fusion pass is correct exactly when the
+//! body computes what the nodes it replaced computed; the lowering derives one kernel from it.
+
+use petgraph::graph::NodeIndex;
+
+use super::Graph;
+
+/// Tiled attention: the body is `matmul(q, permute(k))` → score modifications → `softmax` over
+/// the key axis → `matmul(·, v)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionInfo {
+    /// The `matmul(q, kᵀ)` node: raw scores `[…, s, t]`.
+    pub scores: NodeIndex,
+    /// The softmax input: the scores after the user's modifications and masks.
+    pub logits: NodeIndex,
+    /// Body input slots of q `[…, s, d]`, k `[…, t, d]` and v `[…, t, dv]`.
+    pub qkv: [usize; 3],
+    /// Whether the logits are the scores masked with a causal mask (key j > query i is
+    /// filled with a very negative value), so blocks above the diagonal can be skipped.
+    pub causal: bool,
+    /// Keys per block of the online softmax.
+    pub block: usize,
+}
+
+/// A fused selective scan: `scan(a, b)` with `a` and `b` computed in the kernel from smaller
+/// tensors, read out by a reduction over state axes (`Σₙ h·C`) and an elementwise epilogue, so
+/// the state tensor is never stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanInfo {
+    /// The `scan` node.
+    pub scan: NodeIndex,
+    /// The reduction that reads the state out, if any (without one the kernel stores h).
+    pub readout: Option<NodeIndex>,
+    /// For the chunked SSD form (a decay that is one scalar per head, and an input that is an
+    /// outer product `x ⊗ B`): the chunk length the pass chose.
+    pub chunk: Option<usize>,
+}
+
+/// Which kernel template a region becomes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RegionKind {
+    /// One loop nest over the output: elementwise, broadcast and layout ops.
+    Elementwise,
+    /// A reduction (the anchor) with its operand computed in the reduction loop (prologue) and
+    /// elementwise ops on its result (epilogue).
+    Reduce {
+        /// The reduction node in the body.
+        anchor: NodeIndex,
+    },
+    /// A matmul (the anchor) with elementwise ops applied as its output is stored.
+    MatMul {
+        /// The matmul node in the body.
+        anchor: NodeIndex,
+    },
+    /// Attention as one tiled kernel with an online softmax.
+    Attention(AttentionInfo),
+    /// A selective scan with its discretisation and read-out.
+    Scan(ScanInfo),
+}
+
+impl RegionKind {
+    /// The short name dumps show: `fused.<name>`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RegionKind::Elementwise => "elementwise",
+            RegionKind::Reduce { .. } => "reduce",
+            RegionKind::MatMul { .. } => "matmul",
+            RegionKind::Attention(_) => "attention",
+            RegionKind::Scan(ScanInfo { chunk: Some(_), .. }) => "ssd",
+            RegionKind::Scan(_) => "scan",
+        }
+    }
+}
+
+impl std::fmt::Display for RegionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fused.{}", self.name())?;
+        match self {
+            RegionKind::Elementwise => Ok(()),
+            RegionKind::Reduce { anchor } | RegionKind::MatMul { anchor } => {
+                write!(f, "[anchor=%{}]", anchor.index())
+            }
+            RegionKind::Attention(a) => write!(
+                f,
+                "[scores=%{}, logits=%{}, q/k/v=in{}/in{}/in{}, block={}{}]",
+                a.scores.index(),
+                a.logits.index(),
+                a.qkv[0],
+                a.qkv[1],
+                a.qkv[2],
+                a.block,
+                if a.causal { ", causal" } else { "" }
+            ),
+            RegionKind::Scan(s) => {
+                write!(f, "[scan=%{}", s.scan.index())?;
+                if let Some(r) = s.readout {
+                    write!(f, ", readout=%{}", r.index())?;
+                }
+                if let Some(c) = s.chunk {
+                    write!(f, ", chunk={c}")?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+/// A fused region: one kernel's worth of work, with its meaning as a body graph.
+#[derive(Clone, Debug)]
+pub struct Region {
+    /// The template.
+    pub kind: RegionKind,
+    /// What it computes.
+    pub body: Graph,
+}
+
+impl PartialEq for Region {
+    fn eq(&self, other: &Region) -> bool {
+        // The printer is deterministic, so equal texts mean equal bodies.
+        self.kind == other.kind && super::print_graph(&self.body) == super::print_graph(&other.body)
+    }
+}
+
+impl Region {
+    /// The body output: the region's value.
+    pub fn output(&self) -> NodeIndex {
+        self.body.outputs["out"]
+    }
+
+    /// The body node that reads operand `slot`.
+    pub fn input(&self, slot: usize) -> NodeIndex {
+        self.body.inputs[&slot.to_string()]
+    }
+}
+
+/// One distinct layer of a stack, compiled once and called at every depth that has it.
+#[derive(Clone, Debug)]
+pub struct LayerKind {
+    /// The layer's description, e.g. `layer(mixer=mamba_mixer, ff=moe_ffn)`.
+    pub name: String,
+    /// The layer as a graph: inputs `"0"`, `"1"`, … are the call's operands (the carried value,
+    /// captured values and the layer's weights), output `"out"` is the layer's result.
+    pub body: Graph,
+    /// Names for the body inputs in dumps (the first layer's weight names, relative to it).
+    pub slots: Vec<String>,
+    /// How many layers call it.
+    pub calls: usize,
+}

@@ -1,0 +1,88 @@
+//! The passes: each one file, each semantics-preserving, each with a snapshot test of its
+//! before/after dumps and a proptest that the interpreter gives the same outputs before and
+//! after. [`optimize`] runs the graph passes in order; `plan_memory` runs on the lowered plan.
+
+pub mod canonicalize;
+mod rewrite;
+
+pub use rewrite::Rewriter;
+
+use crate::graph::Graph;
+
+/// Every pass, in the order the pipeline runs them.
+pub const PASSES: &[&str] = &["canonicalize", "plan_memory"];
+
+/// Which passes run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassOptions {
+    disabled: Vec<String>,
+}
+
+impl Default for PassOptions {
+    fn default() -> PassOptions {
+        PassOptions::all()
+    }
+}
+
+impl PassOptions {
+    /// Every pass (the default).
+    pub fn all() -> PassOptions {
+        PassOptions {
+            disabled: Vec::new(),
+        }
+    }
+
+    /// No pass at all (`--no-fuse`): one kernel per primitive op, one arena slot per buffer.
+    pub fn none() -> PassOptions {
+        PassOptions {
+            disabled: PASSES.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// Turns one pass off; the name must be one of [`PASSES`].
+    pub fn disable(mut self, pass: &str) -> Result<PassOptions, String> {
+        if !PASSES.contains(&pass) {
+            return Err(format!(
+                "there is no pass `{pass}`; the passes are {}",
+                PASSES.join(", ")
+            ));
+        }
+        self.disabled.push(pass.to_string());
+        Ok(self)
+    }
+
+    /// Whether a pass runs.
+    pub fn enabled(&self, pass: &str) -> bool {
+        !self.disabled.iter().any(|d| d == pass)
+    }
+}
+
+/// A graph pass: a function from a graph to an equivalent one.
+type GraphPass = fn(&Graph) -> Graph;
+
+/// Runs `pass` on the graph and on every layer kind's body.
+fn on_every_body(g: Graph, pass: GraphPass) -> Graph {
+    let mut g = pass(&g);
+    for k in &mut g.kinds {
+        k.body = pass(&k.body);
+    }
+    g
+}
+
+/// The graph passes, in order.
+pub fn optimize(g: &Graph, o: &PassOptions) -> Graph {
+    let mut g = g.clone();
+    let graph_passes: &[(&str, GraphPass)] = &[("canonicalize", canonicalize::run)];
+    for (name, pass) in graph_passes {
+        if o.enabled(name) {
+            g = on_every_body(g, *pass);
+        }
+    }
+    g
+}
+
+/// Optimises and lowers a graph: the graph passes, lowering to kernels and a plan, then
+/// `plan_memory`.
+pub fn lower_optimized(g: &Graph, o: &PassOptions) -> crate::lower::Lowered {
+    crate::lower::lower(&optimize(g, o))
+}
