@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use archc_compiler::codegen::jit::Jit;
 use archc_compiler::codegen::kernel_interp::KernelInterp;
-use archc_compiler::lower::{lower, Lowered};
+use archc_compiler::lower::Lowered;
+use archc_compiler::passes::{lower_optimized, PassOptions};
 use archc_runtime::{Executor, Launcher, TensorFile};
 use common::{rel_err, repo, FileWeights};
 
@@ -25,13 +26,13 @@ const CASES: &[&str] = &[
     "ijepa",
 ];
 
-fn check(backend: &str, launch: impl Fn(&Lowered) -> Box<dyn Launcher + '_>) {
+fn check(backend: &str, passes: &PassOptions, launch: impl Fn(&Lowered) -> Box<dyn Launcher + '_>) {
     for case in CASES {
         let dir = repo(&format!("tests/fixtures/hf/{case}"));
         let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
         let arch = archc_compiler::import::import_hf(&config, "config.json").unwrap();
         let g = common::compile(case, &arch).unwrap_or_else(|(_, r)| panic!("{r}"));
-        let lowered = lower(&g);
+        let lowered = lower_optimized(&g, passes);
         let mut weights = FileWeights(TensorFile::open(&dir.join("model.safetensors")).unwrap());
         let mut exec = Executor::new(&lowered.plan, |n, d, s| {
             archc_compiler::interp::WeightSource::weight(&mut weights, n, d, s)
@@ -50,7 +51,7 @@ fn check(backend: &str, launch: impl Fn(&Lowered) -> Box<dyn Launcher + '_>) {
         let want = TensorFile::open(&dir.join("outputs.safetensors")).unwrap();
         for (name, t) in got {
             let err = rel_err(&t, &want.read_any(&name).unwrap());
-            println!("{backend:10} {case:16} {name:18} rel err {err:.2e}");
+            println!("{backend:10} {passes:?} {case:16} {name:18} rel err {err:.2e}");
             assert!(err <= 1e-4, "{backend} {case}/{name}: {err:.3e}");
         }
     }
@@ -58,12 +59,16 @@ fn check(backend: &str, launch: impl Fn(&Lowered) -> Box<dyn Launcher + '_>) {
 
 #[test]
 fn kernel_interpreter_matches_hf_fixtures() {
-    check("kernels", |l| Box::new(KernelInterp(&l.kernels)));
+    for passes in [PassOptions::none(), PassOptions::all()] {
+        check("kernels", &passes, |l| Box::new(KernelInterp(&l.kernels)));
+    }
 }
 
 #[test]
 fn cranelift_matches_hf_fixtures() {
-    check("cranelift", |l| {
-        Box::new(Jit::compile(&l.kernels, l.plan.symbols.len()).unwrap())
-    });
+    for passes in [PassOptions::none(), PassOptions::all()] {
+        check("cranelift", &passes, |l| {
+            Box::new(Jit::compile(&l.kernels, l.plan.symbols.len()).unwrap())
+        });
+    }
 }

@@ -4,9 +4,8 @@
 
 mod common;
 
-use archc_compiler::graph::print_graph;
 use archc_compiler::passes::canonicalize;
-use common::{check_native, check_pass, compile, programs::programs};
+use common::{before_after, check_native, check_pass, compile, programs::programs};
 use proptest::prelude::*;
 
 const INPUT: &str = "model c {
@@ -26,11 +25,7 @@ const INPUT: &str = "model c {
 fn canonicalize_before_after() {
     let g = compile("c.arch", INPUT).unwrap_or_else(|(_, r)| panic!("{r}"));
     let after = canonicalize::run(&g);
-    insta::assert_snapshot!(format!(
-        "{INPUT}\n--- before ---\n{}\n--- after ---\n{}",
-        print_graph(&g),
-        print_graph(&after)
-    ));
+    insta::assert_snapshot!(before_after(INPUT, &g, &after));
 }
 
 proptest! {

@@ -205,3 +205,13 @@ pub fn check_native(passes: &archc_compiler::passes::PassOptions, p: &programs::
         );
     }
 }
+
+/// A pass's snapshot text: the source, then the graph before and after the pass.
+pub fn before_after(source: &str, before: &Graph, after: &Graph) -> String {
+    use archc_compiler::graph::print_graph;
+    format!(
+        "{source}\n--- before ---\n{}\n--- after ---\n{}",
+        print_graph(before),
+        print_graph(after)
+    )
+}

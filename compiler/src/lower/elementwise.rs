@@ -8,7 +8,8 @@ use super::index::{exprs, Ctx};
 use super::{ty, Template};
 use crate::graph::{BinaryOp, Op, TensorType, UnaryOp};
 
-fn un(u: UnaryOp) -> Option<Un> {
+/// The Kernel IR function for a graph unary op (None for `stop_grad`, the identity).
+pub fn un(u: UnaryOp) -> Option<Un> {
     Some(match u {
         UnaryOp::Neg => Un::Neg,
         UnaryOp::Exp => Un::Exp,

@@ -97,6 +97,17 @@ impl<'a> Ctx<'a> {
     }
 }
 
+impl Ctx<'_> {
+    /// Like [`Ctx::nest`], but every loop is serial (it runs inside another parallel loop).
+    pub fn serial_nest(&self, shape: &[Dim], vars: &[Var], body: Vec<Stmt>) -> Vec<Stmt> {
+        let mut nest = self.nest(shape, vars, body);
+        if let Some(Stmt::For { kind, .. }) = nest.first_mut() {
+            *kind = LoopKind::Serial;
+        }
+        nest
+    }
+}
+
 /// `i * s`, folding multiplication by 1.
 fn mul_index(i: Expr, s: Expr) -> Expr {
     match s {

@@ -4,10 +4,12 @@
 //! reshapes become aliases; inputs and weights become bound buffers. Fusion passes run before
 //! this and hand it fewer, bigger nodes.
 
+mod body;
 mod contract;
 mod elementwise;
 mod index;
 mod layout;
+mod region;
 
 use archc_kernels::ir::{Elem, Kernel, Param, Stmt, Ty};
 use archc_runtime::{Binding, Buffer, DType, Plan, Step, Storage};
@@ -43,6 +45,9 @@ pub fn ty(d: DType) -> Ty {
 }
 
 fn op_name(op: &Op) -> String {
+    if let Op::Fused(r) = op {
+        return r.kind.name().to_string();
+    }
     let s = op.to_string();
     let word: String = s
         .chars()
@@ -107,10 +112,13 @@ pub fn lower(g: &Graph) -> Lowered {
             op => {
                 let ins: Vec<_> = operands.iter().map(|o| g.ty(*o)).collect();
                 let mut cx = index::Ctx::new(&g.symbols);
-                let t = elementwise::lower(&mut cx, op, &node.ty, &ins)
-                    .or_else(|| layout::lower(&mut cx, op, &node.ty, &ins))
-                    .or_else(|| contract::lower(&mut cx, op, &node.ty, &ins))
-                    .expect("every compute op has a template");
+                let t = match op {
+                    Op::Fused(r) => region::lower(&mut cx, r, &node.ty, &ins),
+                    _ => elementwise::lower(&mut cx, op, &node.ty, &ins)
+                        .or_else(|| layout::lower(&mut cx, op, &node.ty, &ins))
+                        .or_else(|| contract::lower(&mut cx, op, &node.ty, &ins))
+                        .expect("every compute op has a template"),
+                };
                 // Check codes are global to the plan, so the runtime can name the failure.
                 let base = plan.checks.len() as u32;
                 let body = renumber_checks(t.body, base);

@@ -3,6 +3,8 @@
 //! after. [`optimize`] runs the graph passes in order; `plan_memory` runs on the lowered plan.
 
 pub mod canonicalize;
+pub mod fuse_elementwise;
+mod outline;
 mod rewrite;
 
 pub use rewrite::Rewriter;
@@ -10,7 +12,7 @@ pub use rewrite::Rewriter;
 use crate::graph::Graph;
 
 /// Every pass, in the order the pipeline runs them.
-pub const PASSES: &[&str] = &["canonicalize", "plan_memory"];
+pub const PASSES: &[&str] = &["canonicalize", "fuse_elementwise", "plan_memory"];
 
 /// Which passes run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +53,12 @@ impl PassOptions {
         Ok(self)
     }
 
+    /// Turns one pass on (after [`PassOptions::none`], to test passes alone).
+    pub fn enable(mut self, pass: &str) -> PassOptions {
+        self.disabled.retain(|d| d != pass);
+        self
+    }
+
     /// Whether a pass runs.
     pub fn enabled(&self, pass: &str) -> bool {
         !self.disabled.iter().any(|d| d == pass)
@@ -72,7 +80,10 @@ fn on_every_body(g: Graph, pass: GraphPass) -> Graph {
 /// The graph passes, in order.
 pub fn optimize(g: &Graph, o: &PassOptions) -> Graph {
     let mut g = g.clone();
-    let graph_passes: &[(&str, GraphPass)] = &[("canonicalize", canonicalize::run)];
+    let graph_passes: &[(&str, GraphPass)] = &[
+        ("canonicalize", canonicalize::run),
+        ("fuse_elementwise", fuse_elementwise::run),
+    ];
     for (name, pass) in graph_passes {
         if o.enabled(name) {
             g = on_every_body(g, *pass);

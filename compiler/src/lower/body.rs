@@ -1,0 +1,333 @@
+//! The value of a fused region's body at symbolic coordinates, as kernel expressions.
+//!
+//! Elementwise ops compute from their operands at broadcast coordinates; layout ops (reshape,
+//! permute, slice, pad, concat, gather) only change which coordinates their operand is read
+//! at. So a whole region becomes one expression per output element, with loads of the
+//! region's inputs at the end of each chain: nothing between them reaches memory.
+
+use std::collections::HashMap;
+
+use archc_kernels::ir::build::{bin, sub};
+use archc_kernels::ir::{Bin, Expr, Stmt};
+use archc_kernels::print_expr;
+use petgraph::graph::NodeIndex;
+
+use super::elementwise::{bin as kernel_bin, constant, un};
+use super::index::{plus, Ctx};
+use super::ty;
+use crate::graph::{Dim, Graph, Op};
+
+/// Generates the expressions of one body's nodes.
+pub struct BodyGen<'a> {
+    body: &'a Graph,
+    /// Kernel buffer of each body input node.
+    buffers: HashMap<NodeIndex, usize>,
+    /// Nodes whose value at the current coordinates a template already holds (an accumulator).
+    bound: HashMap<NodeIndex, Expr>,
+    /// How many body nodes use each node: values used twice are computed once.
+    uses: Vec<usize>,
+    /// Statements the expressions need before them (shared values, index checks).
+    lets: Vec<Stmt>,
+    /// (node, coordinates) → the variable holding it, in the current context.
+    memo: HashMap<(NodeIndex, String), Expr>,
+    /// Messages of the checks emitted so far (code i + 1 is message i).
+    pub checks: Vec<String>,
+}
+
+/// Coordinates of an operand of shape `shape` broadcast against coordinates `at` of a result of
+/// higher or equal rank (aligned on the right; size-1 axes read index 0).
+pub fn broadcast_at(at: &[Expr], shape: &[Dim]) -> Vec<Expr> {
+    let offset = at.len() - shape.len();
+    shape
+        .iter()
+        .enumerate()
+        .map(|(k, d)| {
+            if d.as_const() == Some(1) {
+                Expr::Int(0)
+            } else {
+                at[offset + k].clone()
+            }
+        })
+        .collect()
+}
+
+/// `min(max(e, 0), hi − 1)`: an index kept inside `0..hi`.
+fn clamp(e: Expr, hi: Expr) -> Expr {
+    bin(
+        Bin::Min,
+        bin(Bin::Max, e, Expr::Int(0)),
+        sub(hi, Expr::Int(1)),
+    )
+}
+
+impl<'a> BodyGen<'a> {
+    /// A generator for `body` whose input `"i"` is kernel buffer `first_buffer + i`.
+    pub fn new(body: &'a Graph, first_buffer: usize) -> BodyGen<'a> {
+        let buffers = body
+            .inputs
+            .iter()
+            .map(|(name, n)| {
+                let slot: usize = name.parse().expect("body inputs are numbered");
+                (*n, first_buffer + slot)
+            })
+            .collect();
+        let mut uses = vec![0; body.dag.node_count()];
+        for n in body.dag.node_indices() {
+            for o in body.operands(n) {
+                uses[o.index()] += 1;
+            }
+        }
+        BodyGen {
+            body,
+            buffers,
+            bound: HashMap::new(),
+            uses,
+            lets: Vec::new(),
+            memo: HashMap::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// Makes `node` evaluate to `value` (a template's accumulator) from now on.
+    pub fn bind(&mut self, node: NodeIndex, value: Expr) {
+        self.bound.insert(node, value);
+    }
+
+    /// The statements the expressions generated since the last call need, in order; shared
+    /// values are forgotten, since the next expressions live in another loop.
+    pub fn take_lets(&mut self) -> Vec<Stmt> {
+        self.memo.clear();
+        std::mem::take(&mut self.lets)
+    }
+
+    /// The value of `n` at coordinates `at` (one per axis of its shape).
+    pub fn value(&mut self, cx: &mut Ctx, n: NodeIndex, at: &[Expr]) -> Expr {
+        if let Some(e) = self.bound.get(&n) {
+            return e.clone();
+        }
+        let key = (n, at.iter().map(print_expr).collect::<Vec<_>>().join(","));
+        if let Some(e) = self.memo.get(&key) {
+            return e.clone();
+        }
+        let e = self.compute(cx, n, at);
+        let shared = self.uses[n.index()] > 1
+            && !matches!(
+                e,
+                Expr::Var(_) | Expr::Int(_) | Expr::F32(_) | Expr::Bool(_)
+            );
+        if !shared {
+            return e;
+        }
+        let v = cx.var();
+        self.lets.push(Stmt::Set(v, e));
+        self.memo.insert(key, Expr::Var(v));
+        Expr::Var(v)
+    }
+
+    fn operand(&mut self, cx: &mut Ctx, n: NodeIndex, i: usize, at: &[Expr]) -> Expr {
+        let o = self.body.operands(n)[i];
+        let at = broadcast_at(at, &self.body.ty(o).shape);
+        self.value(cx, o, &at)
+    }
+
+    fn compute(&mut self, cx: &mut Ctx, n: NodeIndex, at: &[Expr]) -> Expr {
+        let node = &self.body.dag[n];
+        let ins = self.body.operands(n);
+        let out_ty = ty(node.ty.dtype);
+        match &node.op {
+            Op::Input(_) => {
+                let buf = self.buffers[&n];
+                Expr::Load(buf, Box::new(cx.index(&node.ty.shape, at)))
+            }
+            Op::Const(v) => constant(*v, node.ty.dtype),
+            Op::Iota => Expr::Cast(out_ty, Box::new(at[0].clone())),
+            Op::Size(d) => Expr::Cast(out_ty, Box::new(cx.dim(d))),
+            Op::Unary(u) => {
+                let x = self.operand(cx, n, 0, at);
+                match un(*u) {
+                    Some(u) => Expr::Un(u, Box::new(x)),
+                    None => x,
+                }
+            }
+            Op::Binary(b) => {
+                let x = self.operand(cx, n, 0, at);
+                let y = self.operand(cx, n, 1, at);
+                Expr::Bin(kernel_bin(*b), Box::new(x), Box::new(y))
+            }
+            Op::Select => {
+                let c = self.operand(cx, n, 0, at);
+                let x = self.operand(cx, n, 1, at);
+                let y = self.operand(cx, n, 2, at);
+                Expr::Select(Box::new(c), Box::new(x), Box::new(y))
+            }
+            Op::Cast => {
+                let x = self.operand(cx, n, 0, at);
+                Expr::Cast(out_ty, Box::new(x))
+            }
+            Op::Reshape => {
+                let src = reshape_at(cx, at, &node.ty.shape, &self.body.ty(ins[0]).shape);
+                self.value(cx, ins[0], &src)
+            }
+            Op::Permute(perm) => {
+                let mut src = vec![Expr::Int(0); perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    src[p] = at[i].clone();
+                }
+                self.value(cx, ins[0], &src)
+            }
+            Op::Slice { axis, start, .. } => {
+                let mut src = at.to_vec();
+                src[*axis] = plus(src[*axis].clone(), cx.dim(start));
+                self.value(cx, ins[0], &src)
+            }
+            Op::Pad {
+                axis,
+                before,
+                value,
+                ..
+            } => {
+                let size = cx.dim(&self.body.ty(ins[0]).shape[*axis]);
+                let i = at[*axis].clone();
+                let inside = bin(
+                    Bin::And,
+                    bin(Bin::Ge, i.clone(), Expr::Int(*before)),
+                    bin(Bin::Lt, i.clone(), plus(size.clone(), Expr::Int(*before))),
+                );
+                let mut src = at.to_vec();
+                // Outside the operand the read index is clamped, so every load stays in bounds.
+                src[*axis] = clamp(sub(i, Expr::Int(*before)), size);
+                let x = self.value(cx, ins[0], &src);
+                Expr::Select(
+                    Box::new(inside),
+                    Box::new(x),
+                    Box::new(constant(*value, node.ty.dtype)),
+                )
+            }
+            Op::Concat { axis } => {
+                // Each operand is read at its clamped offset coordinate; a chain of selects
+                // picks the one the coordinate falls in.
+                let i = at[*axis].clone();
+                let mut offset = Dim::constant(0);
+                let mut parts = Vec::new();
+                for &o in &ins {
+                    let size = self.body.ty(o).shape[*axis].clone();
+                    let mut src = at.to_vec();
+                    src[*axis] = clamp(sub(i.clone(), cx.dim(&offset)), cx.dim(&size));
+                    let v = self.value(cx, o, &src);
+                    offset = offset.add(&size).expect("concat sizes were checked");
+                    parts.push((cx.dim(&offset), v));
+                }
+                let (_, last) = parts.pop().expect("concat has operands");
+                parts.into_iter().rev().fold(last, |rest, (end, v)| {
+                    Expr::Select(
+                        Box::new(bin(Bin::Lt, i.clone(), end)),
+                        Box::new(v),
+                        Box::new(rest),
+                    )
+                })
+            }
+            Op::Gather { axis } => self.gather(cx, n, *axis, at),
+            op => unreachable!("`{op}` is not fused into an expression"),
+        }
+    }
+
+    /// `x[p, idx[p, i…], s]`: the index is itself an expression, checked against the axis.
+    fn gather(&mut self, cx: &mut Ctx, n: NodeIndex, axis: usize, at: &[Expr]) -> Expr {
+        let ins = self.body.operands(n);
+        let (x, idx) = (ins[0], ins[1]);
+        let (xt, it) = (self.body.ty(x).clone(), self.body.ty(idx).clone());
+        let rest = it.rank() - axis;
+        let idx_at: Vec<Expr> = at[..axis + rest].to_vec();
+        let idx_at = broadcast_at(&idx_at[idx_at.len() - it.rank()..], &it.shape);
+        let id = cx.var();
+        let value = self.value(cx, idx, &idx_at);
+        self.lets.push(Stmt::Set(
+            id,
+            Expr::Cast(archc_kernels::ir::Ty::I64, Box::new(value)),
+        ));
+        let size = cx.dim(&xt.shape[axis]);
+        let ok = bin(
+            Bin::And,
+            bin(Bin::Ge, Expr::Var(id), Expr::Int(0)),
+            bin(Bin::Lt, Expr::Var(id), size.clone()),
+        );
+        self.checks.push(format!(
+            "an index is out of range for axis {axis} of size {} (a token id past the vocabulary?)",
+            xt.shape[axis]
+        ));
+        self.lets.push(Stmt::Check(ok, self.checks.len() as u32));
+        let mut x_at: Vec<Expr> = broadcast_at(&at[..axis], &xt.shape[..axis]);
+        x_at.push(clamp(Expr::Var(id), size));
+        x_at.extend(at[axis + rest..].iter().cloned());
+        self.value(cx, x, &x_at)
+    }
+}
+
+/// Coordinates in a reshape's operand (shape `from`) of the element at `at` in its result
+/// (shape `to`). Axes are matched in groups of equal size products, so a reshape that splits
+/// or merges adjacent axes costs a multiply-add or a divide per group, not per axis; size-1
+/// axes read index 0.
+pub fn reshape_at(cx: &Ctx, at: &[Expr], to: &[Dim], from: &[Dim]) -> Vec<Expr> {
+    let real = |shape: &[Dim]| -> Vec<usize> {
+        (0..shape.len())
+            .filter(|&a| shape[a].as_const() != Some(1))
+            .collect()
+    };
+    let (ta, fa) = (real(to), real(from));
+    let mut src = vec![Expr::Int(0); from.len()];
+    let (mut i, mut j) = (0, 0);
+    while i < ta.len() && j < fa.len() {
+        // Grow a group on each side until the size products agree: always the side whose
+        // product divides the other's.
+        let (i0, j0) = (i, j);
+        let (mut pt, mut pf) = (to[ta[i]].clone(), from[fa[j]].clone());
+        (i, j) = (i + 1, j + 1);
+        while pt != pf {
+            let grown = if pf.div_exact(&pt).is_some() && i < ta.len() {
+                i += 1;
+                pt.mul(&to[ta[i - 1]]).map(|p| pt = p)
+            } else if pt.div_exact(&pf).is_some() && j < fa.len() {
+                j += 1;
+                pf.mul(&from[fa[j - 1]]).map(|p| pf = p)
+            } else {
+                None
+            };
+            if grown.is_none() {
+                return delinearize(cx, cx.index(to, at), from);
+            }
+        }
+        let sub_to: Vec<Dim> = ta[i0..i].iter().map(|&a| to[a].clone()).collect();
+        let sub_at: Vec<Expr> = ta[i0..i].iter().map(|&a| at[a].clone()).collect();
+        let linear = cx.index(&sub_to, &sub_at);
+        let sub_from: Vec<Dim> = fa[j0..j].iter().map(|&a| from[a].clone()).collect();
+        for (k, e) in fa[j0..j].iter().zip(delinearize(cx, linear, &sub_from)) {
+            src[*k] = e;
+        }
+    }
+    if i < ta.len() || j < fa.len() {
+        return delinearize(cx, cx.index(to, at), from);
+    }
+    src
+}
+
+/// The coordinates of linear index `linear` in a row-major tensor of `shape`.
+pub fn delinearize(cx: &Ctx, linear: Expr, shape: &[Dim]) -> Vec<Expr> {
+    let strides = cx.strides(shape);
+    let n = shape.len();
+    (0..n)
+        .map(|a| {
+            if shape[a].as_const() == Some(1) {
+                return Expr::Int(0);
+            }
+            let q = match &strides[a] {
+                Expr::Int(1) => linear.clone(),
+                s => bin(Bin::Div, linear.clone(), s.clone()),
+            };
+            if a == 0 {
+                q
+            } else {
+                bin(Bin::Rem, q, cx.dim(&shape[a]))
+            }
+        })
+        .collect()
+}

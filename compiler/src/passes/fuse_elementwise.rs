@@ -1,0 +1,219 @@
+//! `fuse_elementwise`: chains of elementwise, broadcast and layout ops become one loop nest,
+//! fused into reduction prologues and into matmul and reduction epilogues.
+//!
+//! A node is *inlined* (recomputed where it is used, never stored) when every user can take
+//! it: an elementwise or layout op, or a reduction (as its prologue). It must also have one
+//! user, or be cheap: index arithmetic on constants, iotas and sizes, which costs less to
+//! recompute than to load. Only cheap values are inlined into users that broadcast them (the
+//! `rsqrt` of a norm is stored per row, not recomputed per element). Every other node is stored; a stored elementwise node is the
+//! *root* of a region made of it and its inlined ancestors.
+//!
+//! A reduction or matmul whose one user starts a chain of same-shape elementwise ops to a root
+//! is that root's *anchor*: the region computes the anchor, then the chain on each of its
+//! results before storing (a bias and residual add after a matmul; `rsqrt(mean + ε)` after a
+//! sum). A region has at most one anchor.
+
+use std::collections::HashMap;
+
+use petgraph::graph::NodeIndex;
+
+use super::outline::outline;
+use super::rewrite::Rewriter;
+use crate::graph::{Graph, Op, Region, RegionKind, UnaryOp};
+
+/// Runs the pass.
+pub fn run(g: &Graph) -> Graph {
+    let plan = Plan::new(g);
+    let mut r = Rewriter::new(g);
+    for v in g.dag.node_indices() {
+        if plan.inline[v.index()] || plan.absorbed.contains_key(&v) {
+            continue;
+        }
+        if !plan.is_root(v) {
+            r.copy(v);
+            continue;
+        }
+        let (members, anchor) = plan.region(v);
+        let out = outline(g, &members, v);
+        let kind = match anchor {
+            Some(a) if matches!(g.dag[a].op, Op::MatMul) => RegionKind::MatMul {
+                anchor: out.map[&a],
+            },
+            Some(a) => RegionKind::Reduce {
+                anchor: out.map[&a],
+            },
+            None => RegionKind::Elementwise,
+        };
+        let operands: Vec<NodeIndex> = out.leaves.iter().map(|l| r.at(*l)).collect();
+        let node = &g.dag[v];
+        let region = Region {
+            kind,
+            body: out.body,
+        };
+        let n = r.new.add(
+            Op::Fused(Box::new(region)),
+            node.ty.clone(),
+            &node.scope,
+            &operands,
+        );
+        r.set(v, n);
+    }
+    r.finish()
+}
+
+/// Ops a region can compute inside its loop nest.
+fn fusible(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Select
+            | Op::Cast
+            | Op::Const(_)
+            | Op::Iota
+            | Op::Size(_)
+            | Op::Reshape
+            | Op::Permute(_)
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Concat { .. }
+            | Op::Gather { .. }
+    )
+}
+
+/// Ops that keep the shape of their operands and act element by element.
+fn pointwise(op: &Op) -> bool {
+    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast)
+}
+
+/// Index arithmetic: no loads and no transcendental functions.
+fn cheap_op(op: &Op) -> bool {
+    match op {
+        Op::Unary(u) => matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Not),
+        Op::Gather { .. } => false,
+        op => fusible(op),
+    }
+}
+
+/// The pass's decisions for one graph.
+struct Plan<'g> {
+    g: &'g Graph,
+    users: Vec<Vec<NodeIndex>>,
+    /// Computed inside the regions that use it.
+    inline: Vec<bool>,
+    /// Anchors, and the root of the region that computes them.
+    absorbed: HashMap<NodeIndex, NodeIndex>,
+}
+
+impl<'g> Plan<'g> {
+    fn new(g: &'g Graph) -> Plan<'g> {
+        let count = g.dag.node_count();
+        let mut users = vec![Vec::new(); count];
+        for v in g.dag.node_indices() {
+            for o in g.operands(v) {
+                if !users[o.index()].contains(&v) {
+                    users[o.index()].push(v);
+                }
+            }
+        }
+        let outputs: Vec<NodeIndex> = g.outputs.values().copied().collect();
+        let mut cheap = vec![false; count];
+        for v in g.dag.node_indices() {
+            cheap[v.index()] =
+                cheap_op(&g.dag[v].op) && g.operands(v).iter().all(|o| cheap[o.index()]);
+        }
+        let mut inline = vec![false; count];
+        for v in g.dag.node_indices().rev() {
+            let us = &users[v.index()];
+            if !fusible(&g.dag[v].op) || outputs.contains(&v) || us.is_empty() {
+                continue;
+            }
+            let shape = &g.ty(v).shape;
+            let accepts = |u: &NodeIndex| match &g.dag[*u].op {
+                Op::Reduce { .. } => true,
+                // A stored reshape of a stored value is an alias: keep the value stored.
+                Op::Reshape => inline[u.index()],
+                // A user that broadcasts the value would recompute it for every element it
+                // is stretched over: only cheap values are worth that.
+                op if pointwise(op) && &g.ty(*u).shape != shape => cheap[v.index()],
+                op => fusible(op),
+            };
+            inline[v.index()] = us.iter().all(accepts) && (us.len() == 1 || cheap[v.index()]);
+        }
+        let mut plan = Plan {
+            g,
+            users,
+            inline,
+            absorbed: HashMap::new(),
+        };
+        let mut claimed: Vec<NodeIndex> = Vec::new();
+        for a in g.dag.node_indices() {
+            if !matches!(g.dag[a].op, Op::Reduce { .. } | Op::MatMul) || outputs.contains(&a) {
+                continue;
+            }
+            if let Some(root) = plan.epilogue_root(a) {
+                if !claimed.contains(&root) {
+                    claimed.push(root);
+                    plan.absorbed.insert(a, root);
+                }
+            }
+        }
+        plan
+    }
+
+    /// The root an anchor's epilogue ends at: every path from the anchor goes through inlined
+    /// pointwise ops of the anchor's shape to that one stored node (`x · σ(x)` uses the
+    /// anchor twice, on the way to one root).
+    fn epilogue_root(&self, a: NodeIndex) -> Option<NodeIndex> {
+        let shape = &self.g.ty(a).shape;
+        let mut root = None;
+        let mut stack = vec![a];
+        while let Some(cur) = stack.pop() {
+            for u in &self.users[cur.index()] {
+                let node = &self.g.dag[*u];
+                if !pointwise(&node.op) || &node.ty.shape != shape {
+                    return None;
+                }
+                if self.inline[u.index()] {
+                    stack.push(*u);
+                } else if *root.get_or_insert(*u) != *u {
+                    return None;
+                }
+            }
+        }
+        root
+    }
+
+    /// Whether a node is stored as a region's value.
+    fn is_root(&self, v: NodeIndex) -> bool {
+        let op = &self.g.dag[v].op;
+        if matches!(op, Op::Reduce { .. }) {
+            return true;
+        }
+        if !fusible(op) {
+            return false;
+        }
+        // A stored reshape of a stored value is an alias, not a kernel.
+        !matches!(op, Op::Reshape) || self.inline[self.g.operands(v)[0].index()]
+    }
+
+    /// The members of the region whose root is `root`, and its anchor.
+    fn region(&self, root: NodeIndex) -> (Vec<NodeIndex>, Option<NodeIndex>) {
+        let mut anchor = matches!(self.g.dag[root].op, Op::Reduce { .. }).then_some(root);
+        let mut members = vec![root];
+        let mut stack = vec![root];
+        while let Some(v) = stack.pop() {
+            for o in self.g.operands(v) {
+                let absorbed_here = self.absorbed.get(&o) == Some(&root);
+                if (self.inline[o.index()] || absorbed_here) && !members.contains(&o) {
+                    if absorbed_here {
+                        anchor = Some(o);
+                    }
+                    members.push(o);
+                    stack.push(o);
+                }
+            }
+        }
+        (members, anchor)
+    }
+}
