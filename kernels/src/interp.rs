@@ -71,13 +71,18 @@ struct Machine<'a> {
 
 /// Runs a kernel on `bufs` (in parameter order, the status word last) with `dims`.
 pub fn run(kernel: &Kernel, bufs: &mut [BufData], dims: &[i64]) -> Result<(), KernelError> {
+    let mut all: Vec<BufData> = bufs.to_vec();
+    all.extend(kernel.locals.iter().map(|l| BufData::zeros(l.elem, l.len)));
     let mut m = Machine {
         kernel,
-        bufs,
+        bufs: &mut all,
         dims,
         vars: HashMap::new(),
     };
-    m.stmts(&kernel.body)
+    let result = m.stmts(&kernel.body);
+    let n = bufs.len();
+    bufs.clone_from_slice(&all[..n]);
+    result
 }
 
 fn lanes(v: Val) -> [f32; 4] {
@@ -198,6 +203,7 @@ impl Machine<'_> {
                 }
             }
             Expr::Splat(a) => Val::V([f(self.eval(a)?); 4]),
+            Expr::Lane(a, l) => Val::F(lanes(self.eval(a)?)[usize::from(*l)]),
             Expr::Fma(a, b, c) => {
                 let (a, b, c) = (
                     lanes(self.eval(a)?),

@@ -167,6 +167,8 @@ pub enum Expr {
     Splat(Box<Expr>),
     /// `a · b + c`, lane by lane (fused on CPUs with FMA).
     Fma(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// One lane (0–3) of an F32x4 value.
+    Lane(Box<Expr>, u8),
 }
 
 /// A statement.
@@ -205,6 +207,18 @@ pub struct Param {
     pub output: bool,
 }
 
+/// A small array private to each thread running the kernel (an accumulator row, a block of
+/// scores, a recurrent state). Its size is known when the kernel is compiled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Local {
+    /// A name for dumps.
+    pub name: String,
+    /// Element type.
+    pub elem: Elem,
+    /// Number of elements.
+    pub len: usize,
+}
+
 /// A kernel: buffers in, buffers out, one loop nest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
@@ -212,8 +226,20 @@ pub struct Kernel {
     pub name: String,
     /// The buffers, in `args` order. The last one is always the status word (one i64).
     pub params: Vec<Param>,
+    /// Thread-private arrays, addressed as buffers `params.len()`, `params.len() + 1`, ….
+    pub locals: Vec<Local>,
     /// The statements.
     pub body: Vec<Stmt>,
+}
+
+impl Kernel {
+    /// The element type of buffer `b` (a parameter or a local).
+    pub fn elem(&self, b: usize) -> Elem {
+        match self.params.get(b) {
+            Some(p) => p.elem,
+            None => self.locals[b - self.params.len()].elem,
+        }
+    }
 }
 
 /// Helpers that keep kernel templates short.

@@ -21,6 +21,16 @@ pub fn print_kernel(k: &Kernel) -> String {
         })
         .collect();
     let _ = writeln!(out, "kernel {}({}) {{", k.name, params.join(", "));
+    for (i, l) in k.locals.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  local b{}: {}[{}] {}",
+            k.params.len() + i,
+            elem(l.elem),
+            l.len,
+            l.name
+        );
+    }
     stmts(&mut out, &k.body, 1);
     out.push_str("}\n");
     out
@@ -104,5 +114,6 @@ pub fn expr(e: &Expr) -> String {
         Expr::VLoad(b, i) => format!("b{b}[{}..+4]", expr(i)),
         Expr::Splat(a) => format!("splat({})", expr(a)),
         Expr::Fma(a, b, c) => format!("fma({}, {}, {})", expr(a), expr(b), expr(c)),
+        Expr::Lane(a, l) => format!("{}.{l}", expr(a)),
     }
 }

@@ -156,7 +156,7 @@ pub fn source(width: usize, steps: &[Step]) -> String {
     format!(
         "model p {{\n  input ids: i32[batch, seq]\n  input m: i32[batch, seq]\n{CAPPED}\
          \n  h = embedding(ids, 11, {width}) @emb\n  h = h + unsqueeze(cast(m, f32), -1) * 0.0\n{body}  \
-         output y = h\n  output total = sum(h, [1, 2])\n}}\n"
+         output y = h\n  output total = sum(h * h, [1, 2])\n}}\n"
     )
 }
 

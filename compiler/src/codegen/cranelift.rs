@@ -122,9 +122,19 @@ impl<'a, 'b> Gen<'a, 'b> {
         let args = b.block_params(entry)[0];
         let dims = b.block_params(entry)[1];
         let flags = MemFlagsData::trusted();
-        let bases = (0..kernel.params.len())
+        let mut bases: Vec<Value> = (0..kernel.params.len())
             .map(|i| b.ins().load(types::I64, flags, args, (8 * i) as i32))
             .collect();
+        // Locals live in the stack frame: one copy per thread.
+        for l in &kernel.locals {
+            let bytes = (l.len * l.elem.size()).max(16) as u32;
+            let slot = b.create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
+                cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
+                bytes,
+                4,
+            ));
+            bases.push(b.ins().stack_addr(types::I64, slot, 0));
+        }
         // Every dim is loaded once at entry, so loops see it as an invariant value.
         let dim_values = (0..symbols)
             .map(|k| b.ins().load(types::I64, flags, dims, (8 * k) as i32))
@@ -261,7 +271,7 @@ impl<'a, 'b> Gen<'a, 'b> {
 
     fn address(&mut self, buf: usize, idx: &Expr) -> Value {
         let (i, _) = self.expr(idx);
-        let size = self.kernel.params[buf].elem.size() as i64;
+        let size = self.kernel.elem(buf).size() as i64;
         let off = self.b.ins().imul_imm_s(i, size);
         self.b.ins().iadd(self.bases[buf], off)
     }
@@ -336,7 +346,7 @@ impl<'a, 'b> Gen<'a, 'b> {
             }
             Expr::Dim(k) => (self.dim_values[*k], Ty::I64),
             Expr::Load(buf, idx) => {
-                let elem = self.kernel.params[*buf].elem;
+                let elem = self.kernel.elem(*buf);
                 let addr = self.address(*buf, idx);
                 let flags = self.flags;
                 (self.ins().load(cl(elem.ty()), flags, addr, 0), elem.ty())
@@ -351,6 +361,10 @@ impl<'a, 'b> Gen<'a, 'b> {
             Expr::Splat(a) => {
                 let (x, _) = self.expr(a);
                 (self.ins().splat(types::F32X4, x), Ty::F32x4)
+            }
+            Expr::Lane(a, l) => {
+                let (x, _) = self.expr(a);
+                (self.ins().extractlane(x, *l), Ty::F32)
             }
             Expr::Fma(a, b, c) => {
                 let (a, _) = self.expr(a);

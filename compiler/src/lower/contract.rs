@@ -15,10 +15,7 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
         Op::Scan { axis } => scan(cx, *axis, ins[0], ins[1]),
         _ => return None,
     };
-    Some(Template {
-        body,
-        checks: vec![],
-    })
+    Some(Template::new(body, vec![]))
 }
 
 fn reduce(

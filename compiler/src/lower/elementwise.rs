@@ -81,8 +81,5 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
     };
     let index = cx.index(&out.shape, &exprs(&vars));
     let body = cx.nest(&out.shape, &vars, vec![Stmt::Store(0, index, value)]);
-    Some(Template {
-        body,
-        checks: vec![],
-    })
+    Some(Template::new(body, vec![]))
 }

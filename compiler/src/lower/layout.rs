@@ -86,10 +86,7 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
                     .add(&t.shape[*axis])
                     .expect("concat sizes were checked");
             }
-            return Some(Template {
-                body,
-                checks: vec![],
-            });
+            return Some(Template::new(body, vec![]));
         }
         Op::Gather { axis } => {
             let idx = ins[1];
@@ -127,8 +124,5 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
         }
         _ => return None,
     };
-    Some(Template {
-        body: cx.nest(&out.shape, &vars, body),
-        checks,
-    })
+    Some(Template::new(cx.nest(&out.shape, &vars, body), checks))
 }

@@ -4,6 +4,7 @@
 //! reshapes become aliases; inputs and weights become bound buffers. Fusion passes run before
 //! this and hand it fewer, bigger nodes.
 
+mod attention;
 mod body;
 mod contract;
 mod elementwise;
@@ -14,12 +15,24 @@ mod region;
 use archc_kernels::ir::{Elem, Kernel, Param, Stmt, Ty};
 use archc_runtime::{Binding, Buffer, DType, Plan, Step, Storage};
 
-use crate::graph::{Graph, Op};
+use crate::graph::{Graph, Op, RegionKind};
 
 /// A kernel body and the messages of its checks (check code i is message i − 1).
 pub struct Template {
     body: Vec<Stmt>,
     checks: Vec<String>,
+    locals: Vec<archc_kernels::ir::Local>,
+}
+
+impl Template {
+    /// A kernel body without locals.
+    fn new(body: Vec<Stmt>, checks: Vec<String>) -> Template {
+        Template {
+            body,
+            checks,
+            locals: Vec::new(),
+        }
+    }
 }
 
 /// The compiled form of a graph: kernels and the plan that launches them.
@@ -113,7 +126,10 @@ pub fn lower(g: &Graph) -> Lowered {
                 let ins: Vec<_> = operands.iter().map(|o| g.ty(*o)).collect();
                 let mut cx = index::Ctx::new(&g.symbols);
                 let t = match op {
-                    Op::Fused(r) => region::lower(&mut cx, r, &node.ty, &ins),
+                    Op::Fused(r) => match &r.kind {
+                        RegionKind::Attention(a) => attention::lower(&mut cx, r, a, &node.ty, &ins),
+                        _ => region::lower(&mut cx, r, &node.ty, &ins),
+                    },
                     _ => elementwise::lower(&mut cx, op, &node.ty, &ins)
                         .or_else(|| layout::lower(&mut cx, op, &node.ty, &ins))
                         .or_else(|| contract::lower(&mut cx, op, &node.ty, &ins))
@@ -146,7 +162,12 @@ pub fn lower(g: &Graph) -> Lowered {
                     args,
                 });
                 plan.kernels.push(name.clone());
-                kernels.push(Kernel { name, params, body });
+                kernels.push(Kernel {
+                    name,
+                    params,
+                    locals: t.locals,
+                    body,
+                });
             }
         }
     }

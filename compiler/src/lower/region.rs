@@ -43,10 +43,7 @@ pub fn lower(cx: &mut Ctx, r: &Region, out: &TensorType, ins: &[&TensorType]) ->
             unreachable!("attention and scan regions have their own templates")
         }
     };
-    Template {
-        body,
-        checks: gen.checks,
-    }
+    Template::new(body, gen.checks)
 }
 
 /// One loop nest over the output; each element is the body's expression.

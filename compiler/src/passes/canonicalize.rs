@@ -186,7 +186,7 @@ fn fold(g: &Graph) -> Graph {
 
 /// Drops nodes no output depends on. Inputs and weights stay: a checkpoint is checked against
 /// every weight the model declares, used or not.
-fn dead_code(g: &Graph) -> Graph {
+pub(crate) fn dead_code(g: &Graph) -> Graph {
     let mut live = vec![false; g.dag.node_count()];
     let mut stack: Vec<NodeIndex> = g.outputs.values().copied().collect();
     while let Some(n) = stack.pop() {

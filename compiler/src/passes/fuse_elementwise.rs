@@ -19,7 +19,7 @@ use petgraph::graph::NodeIndex;
 
 use super::outline::outline;
 use super::rewrite::Rewriter;
-use crate::graph::{Graph, Op, Region, RegionKind, UnaryOp};
+use crate::graph::{Graph, Op, RegionKind, UnaryOp};
 
 /// Runs the pass.
 pub fn run(g: &Graph) -> Graph {
@@ -44,19 +44,7 @@ pub fn run(g: &Graph) -> Graph {
             },
             None => RegionKind::Elementwise,
         };
-        let operands: Vec<NodeIndex> = out.leaves.iter().map(|l| r.at(*l)).collect();
-        let node = &g.dag[v];
-        let region = Region {
-            kind,
-            body: out.body,
-        };
-        let n = r.new.add(
-            Op::Fused(Box::new(region)),
-            node.ty.clone(),
-            &node.scope,
-            &operands,
-        );
-        r.set(v, n);
+        out.place(&mut r, v, kind);
     }
     r.finish()
 }

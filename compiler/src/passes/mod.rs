@@ -6,13 +6,19 @@ pub mod canonicalize;
 pub mod fuse_elementwise;
 mod outline;
 mod rewrite;
+pub mod tile_attention;
 
 pub use rewrite::Rewriter;
 
 use crate::graph::Graph;
 
 /// Every pass, in the order the pipeline runs them.
-pub const PASSES: &[&str] = &["canonicalize", "fuse_elementwise", "plan_memory"];
+pub const PASSES: &[&str] = &[
+    "canonicalize",
+    "tile_attention",
+    "fuse_elementwise",
+    "plan_memory",
+];
 
 /// Which passes run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +88,7 @@ pub fn optimize(g: &Graph, o: &PassOptions) -> Graph {
     let mut g = g.clone();
     let graph_passes: &[(&str, GraphPass)] = &[
         ("canonicalize", canonicalize::run),
+        ("tile_attention", tile_attention::run),
         ("fuse_elementwise", fuse_elementwise::run),
     ];
     for (name, pass) in graph_passes {

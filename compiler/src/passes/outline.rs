@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use petgraph::graph::NodeIndex;
 
-use crate::graph::{Graph, Op};
+use super::rewrite::Rewriter;
+use crate::graph::{Graph, Op, Region, RegionKind};
 
 /// A region body cut out of a graph.
 pub struct Outlined {
@@ -58,4 +59,23 @@ pub fn outline(g: &Graph, members: &[NodeIndex], root: NodeIndex) -> Outlined {
         map.remove(l);
     }
     Outlined { body, leaves, map }
+}
+
+impl Outlined {
+    /// Adds the region node to the rewritten graph in place of `root`, on its leaves.
+    pub fn place(self, r: &mut Rewriter, root: NodeIndex, kind: RegionKind) {
+        let operands: Vec<NodeIndex> = self.leaves.iter().map(|l| r.at(*l)).collect();
+        let node = &r.old.dag[root];
+        let region = Region {
+            kind,
+            body: self.body,
+        };
+        let n = r.new.add(
+            Op::Fused(Box::new(region)),
+            node.ty.clone(),
+            &node.scope,
+            &operands,
+        );
+        r.set(root, n);
+    }
 }

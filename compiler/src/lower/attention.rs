@@ -1,0 +1,278 @@
+//! The tiled attention kernel (FlashAttention's idea, on CPU threads): one query row per
+//! iteration of the parallel loop, keys in blocks, an online softmax.
+//!
+//! For each block the row's logits (the scores after the user's modifications, evaluated from
+//! the region body) go to a thread-private array; the running max `m` and sum `l` are updated
+//! and the output accumulator (one row of `v`'s width, in registers) is rescaled by
+//! `exp(m_old − m_new)` before the block's `exp(x − m)·v` are added. The scores are never
+//! stored. With a causal mask, blocks that start after the query row are not visited.
+
+use archc_kernels::ir::build::{add, bin, mul, sub};
+use archc_kernels::ir::{Bin, Elem, Expr, Local, LoopKind, Stmt, Un, Var};
+
+use super::body::{broadcast_at, delinearize, BodyGen};
+use super::index::Ctx;
+use super::Template;
+use crate::graph::{AttentionInfo, Region, TensorType};
+
+/// Dot products whose length is a multiple of 4 up to this are unrolled into f32x4 FMAs.
+const MAX_UNROLLED_DOT: i64 = 256;
+
+fn f32(v: f32) -> Expr {
+    Expr::F32(v)
+}
+
+fn var(v: Var) -> Expr {
+    Expr::Var(v)
+}
+
+fn splat(e: Expr) -> Expr {
+    Expr::Splat(Box::new(e))
+}
+
+/// The sum of the four lanes of a vector, in a fixed order.
+fn lane_sum(v: Var) -> Expr {
+    let lane = |l: u8| Expr::Lane(Box::new(var(v)), l);
+    add(add(lane(0), lane(1)), add(lane(2), lane(3)))
+}
+
+/// The kernel for an attention region whose node has type `out` and operand types `ins`.
+pub fn lower(
+    cx: &mut Ctx,
+    r: &Region,
+    a: &AttentionInfo,
+    out: &TensorType,
+    ins: &[&TensorType],
+) -> Template {
+    let mut gen = BodyGen::new(&r.body, 1);
+    let [qs, ks, vs] = a.qkv;
+    let (qt, kt, vt) = (ins[qs], ins[ks], ins[vs]);
+    let (qb, kb, vb) = (qs + 1, ks + 1, vs + 1);
+    // Buffers: the output, the inputs, the status word, then the locals.
+    let logits_buf = ins.len() + 2;
+    let block = a.block as i64;
+    let rank = out.rank();
+    let d = qt.shape[qt.rank() - 1].clone();
+    let dv = vt.shape[vt.rank() - 1]
+        .as_const()
+        .expect("the pass admits constant value widths") as usize;
+    let t = cx.dim(&kt.shape[kt.rank() - 2]);
+
+    // One parallel iteration per output row: the batch coordinates and the query index.
+    let row = cx.var();
+    let coords = cx.vars(rank - 1);
+    let mut per_row: Vec<Stmt> = delinearize(cx, var(row), &out.shape[..rank - 1])
+        .into_iter()
+        .zip(&coords)
+        .map(|(e, v)| Stmt::Set(*v, e))
+        .collect();
+    let batch: Vec<Expr> = coords[..rank - 2].iter().map(|v| var(*v)).collect();
+    let i = var(coords[rank - 2]);
+    // The linear index of element 0 of row `pos` of an operand (its last axis is contiguous).
+    let row_start = |cx: &Ctx, t: &TensorType, pos: Expr| {
+        let mut at = batch.clone();
+        at.push(pos);
+        let mut at = broadcast_at(&at, &t.shape[..t.rank() - 1]);
+        at.push(Expr::Int(0));
+        cx.index(&t.shape, &at)
+    };
+    let q_row = cx.var();
+    per_row.push(Stmt::Set(q_row, row_start(cx, qt, i.clone())));
+
+    // The accumulator: f32x4 registers when the value width allows, scalars otherwise.
+    let lanes = if dv.is_multiple_of(4) { 4 } else { 1 };
+    let accs = cx.vars(dv / lanes);
+    let widen = |e: Expr| if lanes == 4 { splat(e) } else { e };
+    let (m, l) = (cx.var(), cx.var());
+    per_row.push(Stmt::Set(m, f32(f32::NEG_INFINITY)));
+    per_row.push(Stmt::Set(l, f32(0.0)));
+    for acc in &accs {
+        per_row.push(Stmt::Set(*acc, widen(f32(0.0))));
+    }
+
+    // Blocks of keys; causal rows stop at the block holding key i.
+    let blocks = bin(
+        Bin::Div,
+        add(t.clone(), Expr::Int(block - 1)),
+        Expr::Int(block),
+    );
+    let blocks = if a.causal {
+        bin(
+            Bin::Min,
+            blocks,
+            add(bin(Bin::Div, i.clone(), Expr::Int(block)), Expr::Int(1)),
+        )
+    } else {
+        blocks
+    };
+    let (jb, j0, count, jj, j) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
+    let (k_row, s, x, bm, mn, corr) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
+    let mut per_block = vec![
+        Stmt::Set(j0, mul(var(jb), Expr::Int(block))),
+        Stmt::Set(
+            count,
+            bin(Bin::Min, Expr::Int(block), sub(t.clone(), var(j0))),
+        ),
+        Stmt::Set(bm, f32(f32::NEG_INFINITY)),
+    ];
+
+    // Pass 1: the block's logits and their max.
+    let mut score = vec![
+        Stmt::Set(j, add(var(j0), var(jj))),
+        Stmt::Set(k_row, row_start(cx, kt, var(j))),
+    ];
+    score.extend(dot(cx, (qb, q_row), (kb, k_row), &d, s));
+    gen.bind(a.scores, var(s));
+    let mut at = batch.clone();
+    at.extend([i.clone(), var(j)]);
+    let logit = gen.value(cx, a.logits, &at);
+    score.extend(gen.take_lets());
+    score.push(Stmt::Set(x, logit));
+    score.push(Stmt::Store(logits_buf, var(jj), var(x)));
+    score.push(Stmt::Set(bm, bin(Bin::Max, var(bm), var(x))));
+    per_block.push(Stmt::For {
+        var: jj,
+        extent: var(count),
+        kind: LoopKind::Serial,
+        body: score,
+    });
+
+    // Rescale what the earlier blocks accumulated to the new max.
+    per_block.push(Stmt::Set(mn, bin(Bin::Max, var(m), var(bm))));
+    per_block.push(Stmt::Set(
+        corr,
+        Expr::Un(Un::Exp, Box::new(sub(var(m), var(mn)))),
+    ));
+    per_block.push(Stmt::Set(l, mul(var(l), var(corr))));
+    for acc in &accs {
+        per_block.push(Stmt::Set(*acc, mul(var(*acc), widen(var(corr)))));
+    }
+
+    // Pass 2: p = exp(x − m) for each key, summed, and p·v accumulated.
+    let (p, v_row) = (cx.var(), cx.var());
+    let mut weigh = vec![
+        Stmt::Set(
+            p,
+            Expr::Un(
+                Un::Exp,
+                Box::new(sub(Expr::Load(logits_buf, Box::new(var(jj))), var(mn))),
+            ),
+        ),
+        Stmt::Set(l, add(var(l), var(p))),
+        Stmt::Set(v_row, row_start(cx, vt, add(var(j0), var(jj)))),
+    ];
+    for (c, acc) in accs.iter().enumerate() {
+        let at = add(var(v_row), Expr::Int((c * lanes) as i64));
+        weigh.push(Stmt::Set(
+            *acc,
+            if lanes == 4 {
+                Expr::Fma(
+                    Box::new(splat(var(p))),
+                    Box::new(Expr::VLoad(vb, Box::new(at))),
+                    Box::new(var(*acc)),
+                )
+            } else {
+                add(var(*acc), mul(var(p), Expr::Load(vb, Box::new(at))))
+            },
+        ));
+    }
+    per_block.push(Stmt::For {
+        var: jj,
+        extent: var(count),
+        kind: LoopKind::Serial,
+        body: weigh,
+    });
+    per_block.push(Stmt::Set(m, var(mn)));
+    per_row.push(Stmt::For {
+        var: jb,
+        extent: blocks,
+        kind: LoopKind::Serial,
+        body: per_block,
+    });
+
+    // The output row is acc / l (the output is contiguous: row-major [rows, dv]).
+    for (c, acc) in accs.iter().enumerate() {
+        let at = add(
+            mul(var(row), Expr::Int(dv as i64)),
+            Expr::Int((c * lanes) as i64),
+        );
+        let value = bin(Bin::Div, var(*acc), widen(var(l)));
+        per_row.push(if lanes == 4 {
+            Stmt::VStore(0, at, value)
+        } else {
+            Stmt::Store(0, at, value)
+        });
+    }
+    let rows =
+        cx.dim(&crate::graph::Dim::product(&out.shape[..rank - 1]).expect("row counts fit in i64"));
+    let body = vec![Stmt::For {
+        var: row,
+        extent: rows,
+        kind: LoopKind::Parallel,
+        body: per_row,
+    }];
+    Template {
+        body,
+        checks: gen.checks,
+        locals: vec![Local {
+            name: "logits".into(),
+            elem: Elem::F32,
+            len: a.block,
+        }],
+    }
+}
+
+/// `s = Σₚ a[ra + p]·b[rb + p]` for p < d: f32x4 FMAs unrolled when d is a small multiple of
+/// 4, a scalar loop otherwise.
+fn dot(
+    cx: &mut Ctx,
+    (ab, ra): (usize, Var),
+    (bb, rb): (usize, Var),
+    d: &crate::graph::Dim,
+    s: Var,
+) -> Vec<Stmt> {
+    let load = |buf: usize, base: Var, off: Expr, vector: bool| {
+        let at = Box::new(add(var(base), off));
+        if vector {
+            Expr::VLoad(buf, at)
+        } else {
+            Expr::Load(buf, at)
+        }
+    };
+    match d.as_const() {
+        Some(n) if n % 4 == 0 && n <= MAX_UNROLLED_DOT => {
+            let sv = cx.var();
+            let mut out = vec![Stmt::Set(sv, splat(f32(0.0)))];
+            for k in 0..n / 4 {
+                out.push(Stmt::Set(
+                    sv,
+                    Expr::Fma(
+                        Box::new(load(ab, ra, Expr::Int(4 * k), true)),
+                        Box::new(load(bb, rb, Expr::Int(4 * k), true)),
+                        Box::new(var(sv)),
+                    ),
+                ));
+            }
+            out.push(Stmt::Set(s, lane_sum(sv)));
+            out
+        }
+        _ => {
+            let pv = cx.var();
+            vec![
+                Stmt::Set(s, f32(0.0)),
+                Stmt::For {
+                    var: pv,
+                    extent: cx.dim(d),
+                    kind: LoopKind::Serial,
+                    body: vec![Stmt::Set(
+                        s,
+                        add(
+                            var(s),
+                            mul(load(ab, ra, var(pv), false), load(bb, rb, var(pv), false)),
+                        ),
+                    )],
+                },
+            ]
+        }
+    }
+}
