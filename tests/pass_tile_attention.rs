@@ -9,7 +9,7 @@ mod common;
 
 use archc_compiler::graph::print_graph;
 use archc_compiler::passes::{canonicalize, tile_attention, PassOptions};
-use common::{before_after, check_native, check_pass, compile, programs::programs};
+use common::{before_after, check_fused, check_native, check_pass, compile, programs::programs};
 use proptest::prelude::*;
 
 /// Attention with a softcap on the scores, as Gemma 2 writes it: `cap · tanh(s / cap)`.
@@ -72,39 +72,6 @@ fn a_chain_that_needs_the_scores_elsewhere_is_left_alone() {
     assert!(!text.contains("fused.attention"), "{text}");
 }
 
-/// Runs the attention program through the interpreter and the fused native code.
-fn run_attention(src: &str, batch: usize, seq: usize, seed: u64) {
-    use archc_runtime::random_tensor;
-    let g = compile("a.arch", src).unwrap_or_else(|(_, r)| panic!("{r}\n{src}"));
-    let mut inputs = std::collections::HashMap::new();
-    for (name, n) in &g.inputs {
-        let shape: Vec<usize> = g
-            .ty(*n)
-            .shape
-            .iter()
-            .map(|d| match d.as_symbol() {
-                Some("batch") => batch,
-                Some(_) => seq,
-                None => d.as_const().unwrap() as usize,
-            })
-            .collect();
-        let dtype = g.ty(*n).dtype;
-        let t = random_tensor(seed, name, dtype, &shape, 3.0, 2);
-        inputs.insert(name.clone(), t);
-    }
-    let fused = archc_compiler::passes::optimize(&g, &PassOptions::all());
-    assert!(
-        print_graph(&fused).contains("fused.attention"),
-        "not fused:\n{src}"
-    );
-    let want = common::interpret_random(&g, &inputs);
-    let got = common::native_random(&g, &PassOptions::all(), &inputs);
-    for ((name, w), (_, n)) in want.iter().zip(&got) {
-        let err = common::rel_err(n, w);
-        assert!(err <= 1e-5, "{name}: rel err {err:e}\n{src}");
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -129,6 +96,7 @@ proptest! {
         seq in prop_oneof![1usize..5, 60usize..70, 120usize..200],
         seed in 0u64..1000,
     ) {
-        run_attention(&softcapped(heads, kv, d, dv, causal, mask), batch, seq, seed);
+        let src = softcapped(heads, kv, d, dv, causal, mask);
+        check_fused(&src, "fused.attention", batch, seq, seed, 1e-5);
     }
 }

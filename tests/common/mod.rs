@@ -215,3 +215,35 @@ pub fn before_after(source: &str, before: &Graph, after: &Graph) -> String {
         print_graph(after)
     )
 }
+
+/// Runs a program on random inputs (`batch` and every other symbol bound to `seq`) through
+/// the interpreter and through all passes and native code; asserts that the optimised graph
+/// contains `region` and that every output is within `tol` (relative) of the interpreter's.
+pub fn check_fused(src: &str, region: &str, batch: usize, seq: usize, seed: u64, tol: f64) {
+    use archc_compiler::passes::PassOptions;
+    let g = compile("p.arch", src).unwrap_or_else(|(_, r)| panic!("{r}\n{src}"));
+    let mut inputs = std::collections::HashMap::new();
+    for (name, n) in &g.inputs {
+        let shape: Vec<usize> = g
+            .ty(*n)
+            .shape
+            .iter()
+            .map(|d| match d.as_symbol() {
+                Some("batch") => batch,
+                Some(_) => seq,
+                None => d.as_const().unwrap() as usize,
+            })
+            .collect();
+        let t = archc_runtime::random_tensor(seed, name, g.ty(*n).dtype, &shape, 3.0, 2);
+        inputs.insert(name.clone(), t);
+    }
+    let fused = archc_compiler::passes::optimize(&g, &PassOptions::all());
+    let text = archc_compiler::graph::print_graph(&fused);
+    assert!(text.contains(region), "no {region} in\n{text}\n{src}");
+    let want = interpret_random(&g, &inputs);
+    let got = native_random(&g, &PassOptions::all(), &inputs);
+    for ((name, w), (_, n)) in want.iter().zip(&got) {
+        let err = rel_err(n, w);
+        assert!(err <= tol, "{name}: rel err {err:e}\n{src}");
+    }
+}

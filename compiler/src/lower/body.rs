@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use archc_kernels::ir::build::{bin, sub};
-use archc_kernels::ir::{Bin, Expr, Stmt};
+use archc_kernels::ir::{Bin, Expr, Stmt, Var};
 use archc_kernels::print_expr;
 use petgraph::graph::NodeIndex;
 
@@ -26,12 +26,41 @@ pub struct BodyGen<'a> {
     bound: HashMap<NodeIndex, Expr>,
     /// How many body nodes use each node: values used twice are computed once.
     uses: Vec<usize>,
-    /// Statements the expressions need before them (shared values, index checks).
-    lets: Vec<Stmt>,
-    /// (node, coordinates) → the variable holding it, in the current context.
-    memo: HashMap<(NodeIndex, String), Expr>,
+    /// The loops the expressions are generated in, outermost first: the statements that
+    /// compute values (shared ones, and ones that do not depend on an inner loop) go to the
+    /// outermost loop whose variables they read.
+    levels: Vec<Vec<Stmt>>,
+    /// The level of each loop variable ([`BodyGen::enter`], [`BodyGen::loop_vars`]).
+    loop_level: HashMap<Var, usize>,
+    /// The level of each variable a statement here set.
+    var_level: HashMap<Var, usize>,
+    /// (node, coordinates) → the variable holding it and its level.
+    memo: HashMap<(NodeIndex, String), (Expr, usize)>,
     /// Messages of the checks emitted so far (code i + 1 is message i).
     pub checks: Vec<String>,
+}
+
+/// The variables an expression reads.
+fn vars_of(e: &Expr, out: &mut Vec<Var>) {
+    match e {
+        Expr::Var(v) => out.push(*v),
+        Expr::Int(_) | Expr::F32(_) | Expr::Bool(_) | Expr::Dim(_) => {}
+        Expr::Load(_, a)
+        | Expr::VLoad(_, a)
+        | Expr::Un(_, a)
+        | Expr::Cast(_, a)
+        | Expr::Splat(a)
+        | Expr::Lane(a, _) => vars_of(a, out),
+        Expr::Bin(_, a, b) => {
+            vars_of(a, out);
+            vars_of(b, out);
+        }
+        Expr::Select(a, b, c) | Expr::Fma(a, b, c) => {
+            vars_of(a, out);
+            vars_of(b, out);
+            vars_of(c, out);
+        }
+    }
 }
 
 /// Coordinates of an operand of shape `shape` broadcast against coordinates `at` of a result of
@@ -82,10 +111,67 @@ impl<'a> BodyGen<'a> {
             buffers,
             bound: HashMap::new(),
             uses,
-            lets: Vec::new(),
+            levels: vec![Vec::new()],
+            loop_level: HashMap::new(),
+            var_level: HashMap::new(),
             memo: HashMap::new(),
             checks: Vec::new(),
         }
+    }
+
+    /// Declares `vars` as variables of the innermost loop: values that read them are computed
+    /// in it, values that do not are computed outside it.
+    pub fn loop_vars(&mut self, vars: &[Var]) {
+        for v in vars {
+            self.loop_level.insert(*v, self.here());
+        }
+    }
+
+    /// Starts generating inside a loop over `vars` (nested in the current one).
+    pub fn enter(&mut self, vars: &[Var]) {
+        self.levels.push(Vec::new());
+        self.loop_vars(vars);
+    }
+
+    /// Ends the innermost loop [`BodyGen::enter`] started; returns the statements that go at
+    /// the top of its body.
+    pub fn leave(&mut self) -> Vec<Stmt> {
+        let lets = self.take_lets();
+        let here = self.here();
+        self.loop_level.retain(|_, level| *level < here);
+        self.levels.pop();
+        lets
+    }
+
+    /// The innermost level.
+    fn here(&self) -> usize {
+        self.levels.len() - 1
+    }
+
+    /// The outermost level at which `e` can be computed: the deepest level of a variable it
+    /// reads (variables of the template's own, unknown here, count as the innermost).
+    fn level_of(&self, e: &Expr) -> usize {
+        let mut vars = Vec::new();
+        vars_of(e, &mut vars);
+        vars.iter()
+            .map(|v| {
+                self.loop_level
+                    .get(v)
+                    .or_else(|| self.var_level.get(v))
+                    .copied()
+                    .unwrap_or(self.here())
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Computes `e` into a fresh variable at its own level; returns the variable.
+    fn place(&mut self, cx: &mut Ctx, e: Expr) -> Var {
+        let level = self.level_of(&e);
+        let v = cx.var();
+        self.levels[level].push(Stmt::Set(v, e));
+        self.var_level.insert(v, level);
+        v
     }
 
     /// Makes `node` evaluate to `value` (a template's accumulator) from now on.
@@ -93,11 +179,14 @@ impl<'a> BodyGen<'a> {
         self.bound.insert(node, value);
     }
 
-    /// The statements the expressions generated since the last call need, in order; shared
-    /// values are forgotten, since the next expressions live in another loop.
+    /// The statements the expressions generated at the innermost level since the last call
+    /// need, in order; values computed there are forgotten, since the next expressions live in
+    /// another loop.
     pub fn take_lets(&mut self) -> Vec<Stmt> {
-        self.memo.clear();
-        std::mem::take(&mut self.lets)
+        let here = self.here();
+        self.memo.retain(|_, (_, level)| *level < here);
+        self.var_level.retain(|_, level| *level < here);
+        std::mem::take(&mut self.levels[here])
     }
 
     /// The value of `n` at coordinates `at` (one per axis of its shape).
@@ -106,21 +195,24 @@ impl<'a> BodyGen<'a> {
             return e.clone();
         }
         let key = (n, at.iter().map(print_expr).collect::<Vec<_>>().join(","));
-        if let Some(e) = self.memo.get(&key) {
+        if let Some((e, _)) = self.memo.get(&key) {
             return e.clone();
         }
         let e = self.compute(cx, n, at);
-        let shared = self.uses[n.index()] > 1
-            && !matches!(
-                e,
-                Expr::Var(_) | Expr::Int(_) | Expr::F32(_) | Expr::Bool(_)
-            );
-        if !shared {
+        if matches!(
+            e,
+            Expr::Var(_) | Expr::Int(_) | Expr::F32(_) | Expr::Bool(_) | Expr::Dim(_)
+        ) {
             return e;
         }
-        let v = cx.var();
-        self.lets.push(Stmt::Set(v, e));
-        self.memo.insert(key, Expr::Var(v));
+        // Shared values are computed once; values an inner loop does not change, once per
+        // iteration of the loop they do depend on.
+        let level = self.level_of(&e);
+        if self.uses[n.index()] <= 1 && level == self.here() {
+            return e;
+        }
+        let v = self.place(cx, e);
+        self.memo.insert(key, (Expr::Var(v), level));
         Expr::Var(v)
     }
 
@@ -239,12 +331,8 @@ impl<'a> BodyGen<'a> {
         let rest = it.rank() - axis;
         let idx_at: Vec<Expr> = at[..axis + rest].to_vec();
         let idx_at = broadcast_at(&idx_at[idx_at.len() - it.rank()..], &it.shape);
-        let id = cx.var();
         let value = self.value(cx, idx, &idx_at);
-        self.lets.push(Stmt::Set(
-            id,
-            Expr::Cast(archc_kernels::ir::Ty::I64, Box::new(value)),
-        ));
+        let id = self.place(cx, Expr::Cast(archc_kernels::ir::Ty::I64, Box::new(value)));
         let size = cx.dim(&xt.shape[axis]);
         let ok = bin(
             Bin::And,
@@ -255,7 +343,8 @@ impl<'a> BodyGen<'a> {
             "an index is out of range for axis {axis} of size {} (a token id past the vocabulary?)",
             xt.shape[axis]
         ));
-        self.lets.push(Stmt::Check(ok, self.checks.len() as u32));
+        let level = self.level_of(&ok);
+        self.levels[level].push(Stmt::Check(ok, self.checks.len() as u32));
         let mut x_at: Vec<Expr> = broadcast_at(&at[..axis], &xt.shape[..axis]);
         x_at.push(clamp(Expr::Var(id), size));
         x_at.extend(at[axis + rest..].iter().cloned());

@@ -11,6 +11,7 @@ mod elementwise;
 mod index;
 mod layout;
 mod region;
+mod scan;
 
 use archc_kernels::ir::{Elem, Kernel, Param, Stmt, Ty};
 use archc_runtime::{Binding, Buffer, DType, Plan, Step, Storage};
@@ -128,6 +129,7 @@ pub fn lower(g: &Graph) -> Lowered {
                 let t = match op {
                     Op::Fused(r) => match &r.kind {
                         RegionKind::Attention(a) => attention::lower(&mut cx, r, a, &node.ty, &ins),
+                        RegionKind::Scan(s) => scan::lower(&mut cx, r, s, &node.ty, ins.len()),
                         _ => region::lower(&mut cx, r, &node.ty, &ins),
                     },
                     _ => elementwise::lower(&mut cx, op, &node.ty, &ins)

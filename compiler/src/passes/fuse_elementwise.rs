@@ -17,9 +17,10 @@ use std::collections::HashMap;
 
 use petgraph::graph::NodeIndex;
 
+use super::op_kinds::{cheap, fusible, pointwise, users, weight_only};
 use super::outline::outline;
 use super::rewrite::Rewriter;
-use crate::graph::{Graph, Op, RegionKind, UnaryOp};
+use crate::graph::{Graph, Op, RegionKind};
 
 /// Runs the pass.
 pub fn run(g: &Graph) -> Graph {
@@ -49,40 +50,6 @@ pub fn run(g: &Graph) -> Graph {
     r.finish()
 }
 
-/// Ops a region can compute inside its loop nest.
-fn fusible(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Select
-            | Op::Cast
-            | Op::Const(_)
-            | Op::Iota
-            | Op::Size(_)
-            | Op::Reshape
-            | Op::Permute(_)
-            | Op::Slice { .. }
-            | Op::Pad { .. }
-            | Op::Concat { .. }
-            | Op::Gather { .. }
-    )
-}
-
-/// Ops that keep the shape of their operands and act element by element.
-fn pointwise(op: &Op) -> bool {
-    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast)
-}
-
-/// Index arithmetic: no loads and no transcendental functions.
-fn cheap_op(op: &Op) -> bool {
-    match op {
-        Op::Unary(u) => matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Not),
-        Op::Gather { .. } => false,
-        op => fusible(op),
-    }
-}
-
 /// The pass's decisions for one graph.
 struct Plan<'g> {
     g: &'g Graph,
@@ -95,22 +62,11 @@ struct Plan<'g> {
 
 impl<'g> Plan<'g> {
     fn new(g: &'g Graph) -> Plan<'g> {
-        let count = g.dag.node_count();
-        let mut users = vec![Vec::new(); count];
-        for v in g.dag.node_indices() {
-            for o in g.operands(v) {
-                if !users[o.index()].contains(&v) {
-                    users[o.index()].push(v);
-                }
-            }
-        }
+        let users = users(g);
+        let mut inline = vec![false; g.dag.node_count()];
         let outputs: Vec<NodeIndex> = g.outputs.values().copied().collect();
-        let mut cheap = vec![false; count];
-        for v in g.dag.node_indices() {
-            cheap[v.index()] =
-                cheap_op(&g.dag[v].op) && g.operands(v).iter().all(|o| cheap[o.index()]);
-        }
-        let mut inline = vec![false; count];
+        let cheap = cheap(g);
+        let weights = weight_only(g);
         for v in g.dag.node_indices().rev() {
             let us = &users[v.index()];
             if !fusible(&g.dag[v].op) || outputs.contains(&v) || us.is_empty() {
@@ -126,7 +82,10 @@ impl<'g> Plan<'g> {
                 op if pointwise(op) && &g.ty(*u).shape != shape => cheap[v.index()],
                 op => fusible(op),
             };
-            inline[v.index()] = us.iter().all(accepts) && (us.len() == 1 || cheap[v.index()]);
+            // Weight-only values are computed once, when the weights load, unless cheap.
+            let once = weights[v.index()] && !cheap[v.index()];
+            inline[v.index()] =
+                !once && us.iter().all(accepts) && (us.len() == 1 || cheap[v.index()]);
         }
         let mut plan = Plan {
             g,

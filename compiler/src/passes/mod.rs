@@ -4,6 +4,8 @@
 
 pub mod canonicalize;
 pub mod fuse_elementwise;
+pub mod fuse_scan;
+mod op_kinds;
 mod outline;
 mod rewrite;
 pub mod tile_attention;
@@ -16,6 +18,7 @@ use crate::graph::Graph;
 pub const PASSES: &[&str] = &[
     "canonicalize",
     "tile_attention",
+    "fuse_scan",
     "fuse_elementwise",
     "plan_memory",
 ];
@@ -89,6 +92,7 @@ pub fn optimize(g: &Graph, o: &PassOptions) -> Graph {
     let graph_passes: &[(&str, GraphPass)] = &[
         ("canonicalize", canonicalize::run),
         ("tile_attention", tile_attention::run),
+        ("fuse_scan", fuse_scan::run),
         ("fuse_elementwise", fuse_elementwise::run),
     ];
     for (name, pass) in graph_passes {

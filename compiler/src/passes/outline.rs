@@ -1,6 +1,6 @@
 //! Outlining: a set of nodes becomes one fused region node whose body is those nodes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use petgraph::graph::NodeIndex;
 
@@ -78,4 +78,48 @@ impl Outlined {
         );
         r.set(root, n);
     }
+}
+
+impl Outlined {
+    /// The body input a graph node feeds.
+    pub fn slot(&self, n: NodeIndex) -> usize {
+        self.leaves
+            .iter()
+            .position(|l| *l == n)
+            .expect("the node is a region input")
+    }
+}
+
+/// A region a pass matched, before outlining.
+pub struct Match<K> {
+    /// The node whose value the region computes.
+    pub root: NodeIndex,
+    /// Nodes only the region uses: they leave the graph.
+    pub owned: Vec<NodeIndex>,
+    /// Cheap nodes the region copies (they may have other users too).
+    pub copied: Vec<NodeIndex>,
+    /// What the pass knows of the region, for its kind.
+    pub info: K,
+}
+
+/// Replaces every match by its region; `kind` makes the region's kind from the match and its
+/// outlined body. Copied nodes that nothing else uses are dropped.
+pub fn replace<K>(
+    g: &Graph,
+    found: &[Match<K>],
+    kind: impl Fn(&K, &Outlined) -> RegionKind,
+) -> Graph {
+    let owned: HashSet<NodeIndex> = found.iter().flat_map(|f| f.owned.clone()).collect();
+    let mut r = Rewriter::new(g);
+    for v in g.dag.node_indices() {
+        if let Some(f) = found.iter().find(|f| f.root == v) {
+            let members: Vec<NodeIndex> = f.owned.iter().chain(&f.copied).copied().collect();
+            let out = outline(g, &members, v);
+            let k = kind(&f.info, &out);
+            out.place(&mut r, v, k);
+        } else if !owned.contains(&v) {
+            r.copy(v);
+        }
+    }
+    super::canonicalize::dead_code(&r.finish())
 }

@@ -14,8 +14,8 @@ use std::collections::HashSet;
 
 use petgraph::graph::NodeIndex;
 
-use super::outline::outline;
-use super::rewrite::Rewriter;
+use super::op_kinds::{cheap, pointwise, users};
+use super::outline::{replace, Match};
 use crate::graph::{AttentionInfo, BinaryOp, Graph, Op, ReduceOp, RegionKind, UnaryOp};
 
 /// Keys per block of the online softmax: one block of scores lives in a thread-private array.
@@ -24,14 +24,8 @@ const BLOCK: usize = 64;
 /// Fills at or below this count as masking (the prelude uses −3.4·10³⁸, users often −1e30).
 const MASKED: f64 = -1e29;
 
-/// One attention found in the graph.
+/// What the kernel needs to know of an attention found in the graph.
 struct Found {
-    /// The `matmul(p, v)`: the region's value.
-    root: NodeIndex,
-    /// Nodes only the region uses: they leave the graph.
-    owned: Vec<NodeIndex>,
-    /// Cheap index arithmetic the region copies (it may have other users).
-    copied: Vec<NodeIndex>,
     scores: NodeIndex,
     logits: NodeIndex,
     q: NodeIndex,
@@ -43,49 +37,21 @@ struct Found {
 /// Runs the pass.
 pub fn run(g: &Graph) -> Graph {
     let users = users(g);
-    let found: Vec<Found> = g
+    let cheap = cheap(g);
+    let found: Vec<Match<Found>> = g
         .dag
         .node_indices()
-        .filter_map(|o| find(g, &users, o))
+        .filter_map(|o| find(g, &users, &cheap, o))
         .collect();
-    let owned: HashSet<NodeIndex> = found.iter().flat_map(|f| f.owned.clone()).collect();
-    let mut r = Rewriter::new(g);
-    for v in g.dag.node_indices() {
-        if let Some(f) = found.iter().find(|f| f.root == v) {
-            let members: Vec<NodeIndex> = f.owned.iter().chain(&f.copied).copied().collect();
-            let out = outline(g, &members, v);
-            let slot = |n: NodeIndex| {
-                out.leaves
-                    .iter()
-                    .position(|l| *l == n)
-                    .expect("q, k and v are region inputs")
-            };
-            let info = AttentionInfo {
-                scores: out.map[&f.scores],
-                logits: out.map[&f.logits],
-                qkv: [slot(f.q), slot(f.k), slot(f.v)],
-                causal: f.causal,
-                block: BLOCK,
-            };
-            out.place(&mut r, v, RegionKind::Attention(info));
-        } else if !owned.contains(&v) {
-            r.copy(v);
-        }
-    }
-    // Index arithmetic copied into regions may have no other user left.
-    super::canonicalize::dead_code(&r.finish())
-}
-
-fn users(g: &Graph) -> Vec<Vec<NodeIndex>> {
-    let mut users = vec![Vec::new(); g.dag.node_count()];
-    for v in g.dag.node_indices() {
-        for o in g.operands(v) {
-            if !users[o.index()].contains(&v) {
-                users[o.index()].push(v);
-            }
-        }
-    }
-    users
+    replace(g, &found, |f, out| {
+        RegionKind::Attention(AttentionInfo {
+            scores: out.map[&f.scores],
+            logits: out.map[&f.logits],
+            qkv: [out.slot(f.q), out.slot(f.k), out.slot(f.v)],
+            causal: f.causal,
+            block: BLOCK,
+        })
+    })
 }
 
 fn op(g: &Graph, n: NodeIndex) -> &Op {
@@ -107,17 +73,6 @@ fn reduced(g: &Graph, n: NodeIndex, which: ReduceOp) -> Option<NodeIndex> {
         } if *op == which && axes.as_slice() == [g.ty(n).rank() - 1] => Some(g.operands(n)[0]),
         _ => None,
     }
-}
-
-/// Index arithmetic on constants, iotas and sizes: no loads, no transcendental functions.
-fn cheap(g: &Graph, n: NodeIndex) -> bool {
-    let here = match op(g, n) {
-        Op::Const(_) | Op::Iota | Op::Size(_) => true,
-        Op::Unary(u) => matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Not),
-        Op::Binary(_) | Op::Select | Op::Cast | Op::Reshape | Op::Permute(_) => true,
-        _ => false,
-    };
-    here && g.operands(n).iter().all(|o| cheap(g, *o))
 }
 
 /// The axis, counted from the right, along which `n` (an iota, possibly cast or reshaped)
@@ -165,12 +120,8 @@ fn constant(g: &Graph, n: NodeIndex) -> Option<f64> {
     }
 }
 
-fn pointwise(o: &Op) -> bool {
-    matches!(o, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast)
-}
-
 /// Matches the attention whose `matmul(p, v)` is `o`.
-fn find(g: &Graph, users: &[Vec<NodeIndex>], o: NodeIndex) -> Option<Found> {
+fn find(g: &Graph, users: &[Vec<NodeIndex>], cheap: &[bool], o: NodeIndex) -> Option<Match<Found>> {
     let [p, v] = operands_of(g, o, &Op::MatMul)?[..] else {
         return None;
     };
@@ -206,7 +157,7 @@ fn find(g: &Graph, users: &[Vec<NodeIndex>], o: NodeIndex) -> Option<Found> {
         let on_spine: Vec<NodeIndex> = ins
             .iter()
             .copied()
-            .filter(|i| g.ty(*i).shape == shape && !cheap(g, *i))
+            .filter(|i| g.ty(*i).shape == shape && !cheap[i.index()])
             .collect();
         let [next] = on_spine[..] else {
             return None;
@@ -243,7 +194,7 @@ fn find(g: &Graph, users: &[Vec<NodeIndex>], o: NodeIndex) -> Option<Found> {
     }
     owned.push(kt);
     let mut copied = Vec::new();
-    let mut stack: Vec<NodeIndex> = side.into_iter().filter(|n| cheap(g, *n)).collect();
+    let mut stack: Vec<NodeIndex> = side.into_iter().filter(|n| cheap[n.index()]).collect();
     while let Some(n) = stack.pop() {
         if !copied.contains(&n) {
             copied.push(n);
@@ -284,15 +235,17 @@ fn find(g: &Graph, users: &[Vec<NodeIndex>], o: NodeIndex) -> Option<Found> {
         }
         _ => false,
     };
-    Some(Found {
+    Some(Match {
         root: o,
         owned,
         copied,
-        scores,
-        logits: x,
-        q,
-        k,
-        v,
-        causal,
+        info: Found {
+            scores,
+            logits: x,
+            q,
+            k,
+            v,
+            causal,
+        },
     })
 }

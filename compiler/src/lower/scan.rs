@@ -1,0 +1,161 @@
+//! The fused selective scan (Mamba's "hardware-aware" scan, on CPU threads).
+//!
+//! One iteration of the parallel loop owns one channel (every axis of the state but the
+//! sequence axis and the state axes the read-out sums over) and walks the sequence: at each
+//! step it computes the decay `a` and input `b` from the region body, updates its slice of the
+//! state, `h ← a·h + b`, in a thread-private array, and sums the read-out (`h·C`) over it; the
+//! epilogue (`+ D·x`, the gate) finishes the step's output. Values that do not depend on the
+//! state axes (Δ, x, the gate) are computed once per step, not once per state element. The
+//! `[batch, seq, channels, state]` tensors never exist.
+
+use archc_kernels::ir::build::{add, mul};
+use archc_kernels::ir::{Elem, Expr, Local, LoopKind, Stmt, Var};
+
+use super::body::{broadcast_at, delinearize, BodyGen};
+use super::index::{exprs, Ctx};
+use super::Template;
+use crate::graph::{Dim, Op, Region, ScanInfo, TensorType};
+
+fn var(v: Var) -> Expr {
+    Expr::Var(v)
+}
+
+/// The kernel for a scan region whose node has type `out`, with `inputs` region inputs.
+pub fn lower(
+    cx: &mut Ctx,
+    r: &Region,
+    info: &ScanInfo,
+    out: &TensorType,
+    inputs: usize,
+) -> Template {
+    let mut gen = BodyGen::new(&r.body, 1);
+    let s = info.scan;
+    let Op::Scan { axis } = r.body.dag[s].op else {
+        unreachable!("a scan region's anchor is a scan")
+    };
+    let [a, b] = r.body.operands(s)[..] else {
+        unreachable!("scan has two operands")
+    };
+    let h = r.body.ty(s).clone();
+    // The readout's state axes (none: the kernel stores h itself).
+    let (state_axes, keepdim) = match info.readout.map(|n| &r.body.dag[n].op) {
+        Some(Op::Reduce { axes, keepdim, .. }) => (axes.clone(), *keepdim),
+        _ => (Vec::new(), false),
+    };
+    let state_shape: Vec<Dim> = state_axes.iter().map(|&x| h.shape[x].clone()).collect();
+    let state_len = Dim::product(&state_shape)
+        .and_then(|d| d.as_const())
+        .expect("the pass admits constant state sizes") as usize;
+    let channel_axes: Vec<usize> = (0..h.rank())
+        .filter(|x| *x != axis && !state_axes.contains(x))
+        .collect();
+    let channel_shape: Vec<Dim> = channel_axes.iter().map(|&x| h.shape[x].clone()).collect();
+
+    // Level 0: one channel.
+    let ch = cx.var();
+    let ch_vars = cx.vars(channel_axes.len());
+    gen.loop_vars(&ch_vars);
+    // Level 1: one step of the sequence.
+    let t = cx.var();
+    gen.enter(&[t]);
+    // Level 2: one state element.
+    let st_vars = cx.vars(state_axes.len());
+    gen.enter(&st_vars);
+    let mut h_at = vec![Expr::Int(0); h.rank()];
+    h_at[axis] = var(t);
+    for (x, v) in channel_axes.iter().zip(&ch_vars) {
+        h_at[*x] = var(*v);
+    }
+    for (x, v) in state_axes.iter().zip(&st_vars) {
+        h_at[*x] = var(*v);
+    }
+    let state_buf = inputs + 2;
+    let slot = cx.index(&state_shape, &exprs(&st_vars));
+    let decay = gen.value(cx, a, &broadcast_at(&h_at, &r.body.ty(a).shape));
+    let input = gen.value(cx, b, &broadcast_at(&h_at, &r.body.ty(b).shape));
+    let hv = cx.var();
+    let mut step = gen.take_lets();
+    let previous = if state_axes.is_empty() {
+        var(hv)
+    } else {
+        Expr::Load(state_buf, Box::new(slot.clone()))
+    };
+    step.push(Stmt::Set(hv, add(mul(decay, previous), input)));
+    gen.bind(s, var(hv));
+
+    let mut per_step;
+    let per_channel_init;
+    match info.readout {
+        Some(readout) => {
+            step.push(Stmt::Store(state_buf, slot, var(hv)));
+            let acc = cx.var();
+            let term = gen.value(cx, r.body.operands(readout)[0], &h_at);
+            step.extend(gen.leave());
+            step.push(Stmt::Set(acc, add(var(acc), term)));
+            per_step = gen.take_lets();
+            per_step.push(Stmt::Set(acc, Expr::F32(0.0)));
+            per_step.extend(cx.serial_nest(&state_shape, &st_vars, step));
+            // The epilogue, on the sum.
+            gen.bind(readout, var(acc));
+            let out_at: Vec<Expr> = (0..h.rank())
+                .filter_map(|x| match (state_axes.contains(&x), keepdim) {
+                    (true, true) => Some(Expr::Int(0)),
+                    (true, false) => None,
+                    (false, _) => Some(h_at[x].clone()),
+                })
+                .collect();
+            let y = gen.value(cx, r.output(), &out_at);
+            per_step.extend(gen.take_lets());
+            per_step.push(Stmt::Store(0, cx.index(&out.shape, &out_at), y));
+            let zero = cx.var();
+            per_channel_init = vec![Stmt::For {
+                var: zero,
+                extent: Expr::Int(state_len as i64),
+                kind: LoopKind::Serial,
+                body: vec![Stmt::Store(state_buf, var(zero), Expr::F32(0.0))],
+            }];
+        }
+        None => {
+            step.extend(gen.leave());
+            step.push(Stmt::Store(0, cx.index(&out.shape, &h_at), var(hv)));
+            per_step = gen.take_lets();
+            per_step.extend(step);
+            per_channel_init = vec![Stmt::Set(hv, Expr::F32(0.0))];
+        }
+    }
+    gen.leave();
+    let mut per_channel: Vec<Stmt> = delinearize(cx, var(ch), &channel_shape)
+        .into_iter()
+        .zip(&ch_vars)
+        .map(|(e, v)| Stmt::Set(*v, e))
+        .collect();
+    per_channel.extend(gen.take_lets());
+    per_channel.extend(per_channel_init);
+    per_channel.push(Stmt::For {
+        var: t,
+        extent: cx.dim(&h.shape[axis]),
+        kind: LoopKind::Serial,
+        body: per_step,
+    });
+    let channels = Dim::product(&channel_shape).expect("channel counts fit in i64");
+    let body = vec![Stmt::For {
+        var: ch,
+        extent: cx.dim(&channels),
+        kind: LoopKind::Parallel,
+        body: per_channel,
+    }];
+    let locals = if info.readout.is_some() {
+        vec![Local {
+            name: "state".into(),
+            elem: Elem::F32,
+            len: state_len.max(1),
+        }]
+    } else {
+        Vec::new()
+    };
+    Template {
+        body,
+        checks: gen.checks,
+        locals,
+    }
+}

@@ -1,0 +1,146 @@
+//! `fuse_scan`: a `scan` with its inputs' computation and its read-out becomes one region.
+//!
+//! The scan's decay `a` and input `b` are usually broadcasts of smaller tensors (Mamba:
+//! `a = exp(Δ·A)`, `b = Δ·x ⊗ B`, both `[batch, seq, channels, state]`), and its output is
+//! usually contracted right away (`Σₙ h·C`, then `+ D·x` and the gate). The pass takes the
+//! scan, the pointwise chain from it to a sum over state axes (the read-out), the pointwise
+//! chain after that (the epilogue), and every fusible node feeding them that nothing else
+//! uses. Weight-only values (`−exp(A_log)`) stay outside: they are computed once, when the
+//! weights load. Without a read-out the region still fuses `a` and `b` and stores `h`.
+
+use std::collections::HashSet;
+
+use petgraph::graph::NodeIndex;
+
+use super::op_kinds::{cheap, fusible, pointwise, users, weight_only};
+use super::outline::{replace, Match};
+use crate::graph::{Graph, Op, ReduceOp, RegionKind, ScanInfo};
+
+/// The most state elements per channel the kernel keeps in its private array.
+const MAX_STATE: i64 = 16384;
+
+/// What the kernel needs to know of a scan found in the graph.
+struct Found {
+    scan: NodeIndex,
+    readout: Option<NodeIndex>,
+}
+
+/// Runs the pass.
+pub fn run(g: &Graph) -> Graph {
+    let facts = Facts {
+        users: users(g),
+        weights: weight_only(g),
+        cheap: cheap(g),
+    };
+    let found: Vec<Match<Found>> = g
+        .dag
+        .node_indices()
+        .filter_map(|s| find(g, &facts, s))
+        .collect();
+    replace(g, &found, |f, out| {
+        RegionKind::Scan(ScanInfo {
+            scan: out.map[&f.scan],
+            readout: f.readout.map(|n| out.map[&n]),
+            chunk: None,
+        })
+    })
+}
+
+/// What the pass knows about each node.
+struct Facts {
+    users: Vec<Vec<NodeIndex>>,
+    weights: Vec<bool>,
+    cheap: Vec<bool>,
+}
+
+fn find(g: &Graph, facts: &Facts, s: NodeIndex) -> Option<Match<Found>> {
+    let users = &facts.users;
+    let Op::Scan { axis } = g.dag[s].op else {
+        return None;
+    };
+    let outputs: Vec<NodeIndex> = g.outputs.values().copied().collect();
+    let shape = g.ty(s).shape.clone();
+    // The read-out: pointwise ops of h's shape, then a sum over state axes.
+    let mut chain = Vec::new();
+    let mut readout = None;
+    let mut cur = s;
+    while !outputs.contains(&cur) {
+        let [u] = users[cur.index()][..] else {
+            break;
+        };
+        match &g.dag[u].op {
+            op if pointwise(op) && g.ty(u).shape == shape => {
+                chain.push(u);
+                cur = u;
+            }
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes,
+                ..
+            } if !axes.contains(&axis)
+                && axes
+                    .iter()
+                    .try_fold(1i64, |p, &a| Some(p * shape[a].as_const()?))
+                    .is_some_and(|n| n <= MAX_STATE) =>
+            {
+                readout = Some(u);
+                break;
+            }
+            _ => break,
+        }
+    }
+    let mut owned = vec![s];
+    let mut root = s;
+    if let Some(ro) = readout {
+        owned.extend(&chain);
+        owned.push(ro);
+        // The epilogue: pointwise ops of the read-out's shape.
+        root = ro;
+        let out_shape = &g.ty(ro).shape;
+        while !outputs.contains(&root) {
+            let [u] = users[root.index()][..] else {
+                break;
+            };
+            if !pointwise(&g.dag[u].op) || &g.ty(u).shape != out_shape {
+                break;
+            }
+            owned.push(u);
+            root = u;
+        }
+    }
+    // The operand trees: fusible nodes only the region uses, and cheap ones (copied).
+    let mut copied: Vec<NodeIndex> = Vec::new();
+    loop {
+        let members: HashSet<NodeIndex> = owned.iter().chain(&copied).copied().collect();
+        let mut grew = false;
+        for m in members.iter().copied().collect::<Vec<_>>() {
+            for o in g.operands(m) {
+                if members.contains(&o) || owned.contains(&o) || copied.contains(&o) {
+                    continue;
+                }
+                if facts.cheap[o.index()] {
+                    copied.push(o);
+                    grew = true;
+                } else if fusible(&g.dag[o].op)
+                    && !facts.weights[o.index()]
+                    && !outputs.contains(&o)
+                    && users[o.index()].iter().all(|u| members.contains(u))
+                {
+                    owned.push(o);
+                    grew = true;
+                }
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    owned.sort();
+    copied.sort();
+    Some(Match {
+        root,
+        owned,
+        copied,
+        info: Found { scan: s, readout },
+    })
+}
