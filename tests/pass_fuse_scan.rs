@@ -37,6 +37,28 @@ fn selective_scan(c: usize, n: usize, readout: bool) -> String {
     )
 }
 
+/// Mamba-2's scan: one decay per head, the input an outer product `Δx ⊗ B`, grouped B and C.
+fn mamba2_scan(groups: usize, heads: usize, p: usize, n: usize) -> String {
+    format!(
+        "model ssd {{
+  input x: f32[batch, seq, {groups}, {heads}, {p}]
+  input delta: f32[batch, seq, {groups}, {heads}]
+  input B: f32[batch, seq, {groups}, {n}]
+  input C: f32[batch, seq, {groups}, {n}]
+  param A_log: [{groups}, {heads}]
+  param D: [{groups}, {heads}]
+  b = x.shape[0]
+  l = x.shape[1]
+  dt = softplus(delta)
+  decay = reshape(exp(dt * -exp(A_log)), [b, l, {groups}, {heads}, 1, 1])
+  dtx = unsqueeze(dt, -1) * x
+  h = scan(decay, unsqueeze(dtx, -1) * reshape(B, [b, l, {groups}, 1, 1, {n}]), 1)
+  output y = sum(h * reshape(C, [b, l, {groups}, 1, 1, {n}]), -1) + x * unsqueeze(D, -1)
+}}
+"
+    )
+}
+
 #[test]
 fn fuse_scan_before_after() {
     let src = selective_scan(8, 4, true);
@@ -52,6 +74,17 @@ fn fuse_scan_before_after() {
             .any(|l| l.starts_with('%') && l.contains("= scan[")),
         "{text}"
     );
+    insta::assert_snapshot!(before_after(&src, &before, &after));
+}
+
+#[test]
+fn mamba2_scan_takes_the_ssd_form() {
+    let src = mamba2_scan(2, 2, 4, 8);
+    let g = compile("ssd.arch", &src).unwrap_or_else(|(_, r)| panic!("{r}"));
+    let before = canonicalize::run(&g);
+    let after = fuse_scan::run(&before);
+    let text = print_graph(&after);
+    assert!(text.contains("fused.ssd[scan="), "{text}");
     insta::assert_snapshot!(before_after(&src, &before, &after));
 }
 
@@ -77,7 +110,22 @@ proptest! {
         seq in prop_oneof![1usize..4, 100usize..300],
         seed in 0u64..1000,
     ) {
+        // (A single channel with a single state is Mamba-2 shaped too: it may take the SSD form.)
         let src = selective_scan(c, n, readout);
-        check_fused(&src, "fused.scan", batch, seq, seed, 1e-5);
+        check_fused(&src, "[scan=%", batch, seq, seed, 1e-5);
+    }
+
+    #[test]
+    fn chunked_ssd_matches_the_sequential_recurrence(
+        groups in 1usize..3,
+        heads in 1usize..3,
+        p in prop_oneof![Just(1usize), Just(3), Just(4)],
+        n in prop_oneof![Just(2usize), Just(5), Just(16)],
+        batch in 1usize..3,
+        seq in prop_oneof![1usize..4, 30usize..140],
+        seed in 0u64..1000,
+    ) {
+        let src = mamba2_scan(groups, heads, p, n);
+        check_fused(&src, "fused.ssd", batch, seq, seed, 1e-5);
     }
 }

@@ -36,9 +36,24 @@ pub struct ScanInfo {
     pub scan: NodeIndex,
     /// The reduction that reads the state out, if any (without one the kernel stores h).
     pub readout: Option<NodeIndex>,
-    /// For the chunked SSD form (a decay that is one scalar per head, and an input that is an
-    /// outer product `x ⊗ B`): the chunk length the pass chose.
-    pub chunk: Option<usize>,
+    /// The chunked SSD form, when the scan has Mamba-2's structure.
+    pub ssd: Option<SsdInfo>,
+}
+
+/// Mamba-2's structured state-space duality: the decay is one scalar per head and step, the
+/// input the outer product `x ⊗ B` of a per-channel value and a per-state one, and the
+/// read-out `Σₙ h·C`. Then a chunk of steps is two small matmuls (`C·Bᵀ` masked by the decays,
+/// times x) plus one pass over the chunk's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SsdInfo {
+    /// Steps per chunk, chosen by the pass.
+    pub chunk: usize,
+    /// The per-channel factor of the input (`Δ·x`).
+    pub x: NodeIndex,
+    /// The per-state factor of the input (`B`).
+    pub b: NodeIndex,
+    /// The per-state factor of the read-out (`C`).
+    pub c: NodeIndex,
 }
 
 /// Which kernel template a region becomes.
@@ -71,7 +86,7 @@ impl RegionKind {
             RegionKind::Reduce { .. } => "reduce",
             RegionKind::MatMul { .. } => "matmul",
             RegionKind::Attention(_) => "attention",
-            RegionKind::Scan(ScanInfo { chunk: Some(_), .. }) => "ssd",
+            RegionKind::Scan(ScanInfo { ssd: Some(_), .. }) => "ssd",
             RegionKind::Scan(_) => "scan",
         }
     }
@@ -101,8 +116,15 @@ impl std::fmt::Display for RegionKind {
                 if let Some(r) = s.readout {
                     write!(f, ", readout=%{}", r.index())?;
                 }
-                if let Some(c) = s.chunk {
-                    write!(f, ", chunk={c}")?;
+                if let Some(d) = &s.ssd {
+                    write!(
+                        f,
+                        ", chunk={}, x=%{}, B=%{}, C=%{}",
+                        d.chunk,
+                        d.x.index(),
+                        d.b.index(),
+                        d.c.index()
+                    )?;
                 }
                 f.write_str("]")
             }

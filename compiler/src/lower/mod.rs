@@ -12,6 +12,7 @@ mod index;
 mod layout;
 mod region;
 mod scan;
+mod ssd;
 
 use archc_kernels::ir::{Elem, Kernel, Param, Stmt, Ty};
 use archc_runtime::{Binding, Buffer, DType, Plan, Step, Storage};
@@ -129,7 +130,10 @@ pub fn lower(g: &Graph) -> Lowered {
                 let t = match op {
                     Op::Fused(r) => match &r.kind {
                         RegionKind::Attention(a) => attention::lower(&mut cx, r, a, &node.ty, &ins),
-                        RegionKind::Scan(s) => scan::lower(&mut cx, r, s, &node.ty, ins.len()),
+                        RegionKind::Scan(s) => match &s.ssd {
+                            Some(d) => ssd::lower(&mut cx, r, s, d, &node.ty, ins.len()),
+                            None => scan::lower(&mut cx, r, s, &node.ty, ins.len()),
+                        },
                         _ => region::lower(&mut cx, r, &node.ty, &ins),
                     },
                     _ => elementwise::lower(&mut cx, op, &node.ty, &ins)

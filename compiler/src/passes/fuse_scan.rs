@@ -14,7 +14,7 @@ use petgraph::graph::NodeIndex;
 
 use super::op_kinds::{cheap, fusible, pointwise, users, weight_only};
 use super::outline::{replace, Match};
-use crate::graph::{Graph, Op, ReduceOp, RegionKind, ScanInfo};
+use crate::graph::{BinaryOp, Graph, Op, ReduceOp, RegionKind, ScanInfo, SsdInfo};
 
 /// The most state elements per channel the kernel keeps in its private array.
 const MAX_STATE: i64 = 16384;
@@ -23,6 +23,8 @@ const MAX_STATE: i64 = 16384;
 struct Found {
     scan: NodeIndex,
     readout: Option<NodeIndex>,
+    /// For the SSD form: the chunk length and the x, B and C factors.
+    ssd: Option<(usize, [NodeIndex; 3])>,
 }
 
 /// Runs the pass.
@@ -41,7 +43,12 @@ pub fn run(g: &Graph) -> Graph {
         RegionKind::Scan(ScanInfo {
             scan: out.map[&f.scan],
             readout: f.readout.map(|n| out.map[&n]),
-            chunk: None,
+            ssd: f.ssd.map(|(chunk, [x, b, c])| SsdInfo {
+                chunk,
+                x: out.map[&x],
+                b: out.map[&b],
+                c: out.map[&c],
+            }),
         })
     })
 }
@@ -141,6 +148,75 @@ fn find(g: &Graph, facts: &Facts, s: NodeIndex) -> Option<Match<Found>> {
         root,
         owned,
         copied,
-        info: Found { scan: s, readout },
+        info: Found {
+            scan: s,
+            readout,
+            ssd: ssd(g, s, readout),
+        },
     })
+}
+
+/// Whether `n`'s value is the same along every one of `axes` of the state `h` (it broadcasts
+/// against h from the right, with size 1 or no axis there).
+fn constant_along(g: &Graph, n: NodeIndex, h_rank: usize, axes: &[usize]) -> bool {
+    let shape = &g.ty(n).shape;
+    let offset = h_rank - shape.len();
+    axes.iter()
+        .all(|&x| x < offset || shape[x - offset].as_const() == Some(1))
+}
+
+/// The operands of `n` if it is a product.
+fn product(g: &Graph, n: NodeIndex) -> Option<[NodeIndex; 2]> {
+    match (&g.dag[n].op, &g.operands(n)[..]) {
+        (Op::Binary(BinaryOp::Mul), [x, y]) => Some([*x, *y]),
+        _ => None,
+    }
+}
+
+/// Mamba-2's structure: a decay constant over the channels of a head (the `P` axes) and the
+/// state axes, an input `x ⊗ B` and a read-out `Σ h·C`. Returns the chunk length and the x, B,
+/// C nodes. The chunk balances the chunk's quadratic part, `Q²/2·(N + P)` per chunk, against
+/// the state passes, `2·P·N` per step: `Q ≈ 4·P·N / (P + N)`, a power of two in 8..=64.
+fn ssd(g: &Graph, s: NodeIndex, readout: Option<NodeIndex>) -> Option<(usize, [NodeIndex; 3])> {
+    let ro = readout?;
+    let (Op::Scan { axis }, Op::Reduce { axes: state, .. }) = (&g.dag[s].op, &g.dag[ro].op) else {
+        return None;
+    };
+    let h = g.ty(s);
+    let rank = h.rank();
+    let [a, b] = g.operands(s)[..] else {
+        return None;
+    };
+    let p_axes: Vec<usize> = (0..rank)
+        .filter(|x| x != axis && !state.contains(x) && constant_along(g, a, rank, &[*x]))
+        .collect();
+    if p_axes.is_empty() || !constant_along(g, a, rank, state) {
+        return None;
+    }
+    let [b0, b1] = product(g, b)?;
+    let along = |n: NodeIndex, axes: &[usize]| constant_along(g, n, rank, axes);
+    let (x, bm) = if along(b0, state) && along(b1, &p_axes) {
+        (b0, b1)
+    } else if along(b1, state) && along(b0, &p_axes) {
+        (b1, b0)
+    } else {
+        return None;
+    };
+    let [r0, r1] = product(g, g.operands(ro)[0])?;
+    let c = match (r0 == s, r1 == s) {
+        (true, false) => r1,
+        (false, true) => r0,
+        _ => return None,
+    };
+    if !along(c, &p_axes) {
+        return None;
+    }
+    let size = |axes: &[usize]| {
+        axes.iter()
+            .try_fold(1i64, |p, &x| Some(p * h.shape[x].as_const()?))
+    };
+    let (p, n) = (size(&p_axes)?, size(state)?);
+    let ideal = (4 * p * n / (p + n)).clamp(8, 64) as usize;
+    let chunk = 1 << ideal.ilog2();
+    Some((chunk, [x, bm, c]))
 }

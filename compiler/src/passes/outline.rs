@@ -13,7 +13,7 @@ pub struct Outlined {
     pub body: Graph,
     /// The graph nodes that feed the body's inputs, in input order.
     pub leaves: Vec<NodeIndex>,
-    /// Graph node → body node, for the members.
+    /// Graph node → body node, for the members and the leaves (whose body node is an input).
     pub map: HashMap<NodeIndex, NodeIndex>,
 }
 
@@ -54,10 +54,6 @@ pub fn outline(g: &Graph, members: &[NodeIndex], root: NodeIndex) -> Outlined {
         map.insert(m, b);
     }
     body.outputs.insert("out".into(), map[&root]);
-    // Leaves were put in the map to share their input node; only members stay in it.
-    for l in &leaves {
-        map.remove(l);
-    }
     Outlined { body, leaves, map }
 }
 
