@@ -2,7 +2,12 @@
 
 use std::collections::HashMap;
 
-use crate::{bind_dims, storage_bytes, BindError, DType, Data, Dim, Plan, Storage, Tensor};
+use std::collections::HashSet;
+
+use crate::plan::{numel, root};
+use crate::{
+    bind_dims, storage_bytes, BindError, Buffer, DType, Data, Dim, Plan, Step, Storage, Tensor,
+};
 
 /// Launches compiled kernels. `args` are buffer pointers in the kernel's parameter order with
 /// the status word last; `lens` are their element counts (for backends that check bounds).
@@ -54,7 +59,22 @@ pub enum RunError {
 /// A plan with its weights loaded.
 pub struct Executor<'p> {
     plan: &'p Plan,
+    /// Memory of the top-level `Storage::Weight` buffers, by buffer.
     weights: HashMap<usize, Vec<u64>>,
+    /// Whether the prepare steps have run.
+    prepared: bool,
+}
+
+/// What one run needs while it walks the frames.
+struct Run<'r> {
+    launcher: &'r dyn Launcher,
+    dims: &'r HashMap<String, i64>,
+    dim_values: &'r [i64],
+    status: Vec<i64>,
+    /// Steps launched so far (for error messages and the profile).
+    count: usize,
+    /// (seconds, kernel) per launch, with ARCHC_PROFILE.
+    times: Option<Vec<(f64, usize)>>,
 }
 
 fn words(bytes: usize) -> usize {
@@ -128,6 +148,12 @@ impl<'p> Executor<'p> {
     ) -> Result<Executor<'p>, RunError> {
         let mut weights = HashMap::new();
         let none = HashMap::new();
+        for (i, b) in plan.buffers.iter().enumerate() {
+            if b.storage == Storage::Weight {
+                let bytes = numel(b, &none).saturating_mul(storage_bytes(b.dtype));
+                weights.insert(i, vec![0u64; words(bytes)]);
+            }
+        }
         for w in &plan.weights {
             let b = &plan.buffers[w.buffer];
             let shape: Vec<usize> = b
@@ -136,11 +162,14 @@ impl<'p> Executor<'p> {
                 .map(|d| d.as_const().unwrap_or(0).max(0) as usize)
                 .collect();
             let t = source(&w.name, b.dtype, &shape).map_err(RunError::Weight)?;
-            let mut mem = vec![0u64; words(plan.numel(w.buffer, &none) * storage_bytes(b.dtype))];
-            store(&t, b.dtype, bytes_of(&mut mem));
-            weights.insert(w.buffer, mem);
+            let mem = weights.get_mut(&w.buffer).expect("weights have storage");
+            store(&t, b.dtype, bytes_of(mem));
         }
-        Ok(Executor { plan, weights })
+        Ok(Executor {
+            plan,
+            weights,
+            prepared: false,
+        })
     }
 
     /// The plan this executor runs.
@@ -166,6 +195,56 @@ impl<'p> Executor<'p> {
         bind_dims(&declared, &self.plan.symbols, inputs, explicit)
     }
 
+    /// Runs the prepare steps (values computed from the weights alone), once; then frees the
+    /// weights only they read. `run` does this itself the first time.
+    pub fn prepare(&mut self, launcher: &dyn Launcher) -> Result<(), RunError> {
+        if self.prepared {
+            return Ok(());
+        }
+        let plan = self.plan;
+        let none = HashMap::new();
+        // Prepare steps read no dims, but kernels take one value per symbol all the same.
+        let zeros = plan.dim_values(&none);
+        let mut run = Run::new(launcher, &none, &zeros);
+        // Prepare steps read and write weight buffers only: no arena.
+        let no_arena = vec![None; plan.buffers.len()];
+        let ptrs = self.pointers(&plan.buffers, &no_arena, std::ptr::null_mut(), &[]);
+        run.steps(plan, &plan.prepare, &plan.buffers, &ptrs)?;
+        self.prepared = true;
+        let mut needed: HashSet<usize> = plan
+            .steps
+            .iter()
+            .flat_map(|s| s.args().iter().map(|&b| plan.root(b)))
+            .collect();
+        needed.extend(plan.outputs.iter().map(|o| plan.root(o.buffer)));
+        self.weights.retain(|b, _| needed.contains(b));
+        Ok(())
+    }
+
+    /// Pointers to every buffer of a frame: weights, the call's slots, or the arena.
+    fn pointers(
+        &mut self,
+        buffers: &[Buffer],
+        offsets: &[Option<usize>],
+        base: *mut u8,
+        slots: &[*mut u8],
+    ) -> Vec<*mut u8> {
+        (0..buffers.len())
+            .map(|b| {
+                let r = root(buffers, b);
+                match buffers[r].storage {
+                    Storage::Weight => self
+                        .weights
+                        .get_mut(&r)
+                        .map_or(std::ptr::null_mut(), |w| w.as_mut_ptr().cast()),
+                    Storage::Slot(i) => slots[i],
+                    // SAFETY: the offset is inside the arena, which the layout sized.
+                    _ => offsets[r].map_or(std::ptr::null_mut(), |o| unsafe { base.add(o) }),
+                }
+            })
+            .collect()
+    }
+
     /// Runs the plan once; returns the outputs in declaration order.
     pub fn run(
         &mut self,
@@ -175,19 +254,20 @@ impl<'p> Executor<'p> {
     ) -> Result<Vec<(String, Tensor)>, RunError> {
         let plan = self.plan;
         let dims = self.bind(inputs, explicit)?;
+        self.prepare(launcher)?;
         let dim_values = plan.dim_values(&dims);
-        let (offsets, arena_bytes) = plan.layout(&dims);
+        let layout = plan.layout(&dims);
         // A huge dim must be an error, not an abort in the allocator.
         let mut arena: Vec<u64> = Vec::new();
-        arena.try_reserve_exact(words(arena_bytes)).map_err(|_| {
+        arena.try_reserve_exact(words(layout.bytes)).map_err(|_| {
             RunError::Memory(format!(
-                "the arena for these dims needs {arena_bytes} bytes, which cannot be allocated"
+                "the arena for these dims needs {} bytes, which cannot be allocated",
+                layout.bytes
             ))
         })?;
-        arena.resize(words(arena_bytes), 0);
-        let mut status = vec![0i64; 1];
+        arena.resize(words(layout.bytes), 0);
         for b in &plan.inputs {
-            let off = offsets[b.buffer].expect("inputs live in the arena");
+            let off = layout.top[plan.root(b.buffer)].expect("inputs live in the arena");
             let n = plan.numel(b.buffer, &dims) * storage_bytes(plan.buffers[b.buffer].dtype);
             store(
                 &inputs[&b.name],
@@ -196,65 +276,22 @@ impl<'p> Executor<'p> {
             );
         }
         let base = arena.as_mut_ptr().cast::<u8>();
-        let pointer = |weights: &mut HashMap<usize, Vec<u64>>, buffer: usize| -> *mut u8 {
-            let root = plan.root(buffer);
-            match plan.buffers[root].storage {
-                Storage::Weight => weights
-                    .get_mut(&root)
-                    .map_or(std::ptr::null_mut(), |w| w.as_mut_ptr().cast()),
-                // SAFETY: the offset is inside the arena, which layout() sized for these dims.
-                _ => unsafe { base.add(offsets[root].expect("arena buffers have offsets")) },
-            }
-        };
-        // ARCHC_PROFILE=1 prints the slowest kernels of each run to stderr.
-        let profile = std::env::var_os("ARCHC_PROFILE").is_some();
-        let mut times: Vec<(f64, usize)> = Vec::new();
-        for (i, step) in plan.steps.iter().enumerate() {
-            let started = std::time::Instant::now();
-            let mut args: Vec<*mut u8> = step
-                .args
-                .iter()
-                .map(|&b| pointer(&mut self.weights, b))
-                .collect();
-            let mut lens: Vec<usize> = step.args.iter().map(|&b| plan.numel(b, &dims)).collect();
-            args.push(status.as_mut_ptr().cast());
-            lens.push(1);
-            let kernel = || plan.kernels[step.kernel].clone();
-            launcher
-                .launch(step.kernel, &args, &lens, &dim_values)
-                .map_err(|message| RunError::Launch {
-                    step: i,
-                    kernel: kernel(),
-                    message,
-                })?;
-            if profile {
-                times.push((started.elapsed().as_secs_f64(), i));
-            }
-            if status[0] != 0 {
-                let message = plan
-                    .checks
-                    .get((status[0] - 1) as usize)
-                    .cloned()
-                    .unwrap_or_else(|| format!("check {} failed", status[0]));
-                return Err(RunError::Check {
-                    step: i,
-                    kernel: kernel(),
-                    message,
-                });
+        let ptrs = self.pointers(&plan.buffers, &layout.top, base, &[]);
+        let mut run = Run::new(launcher, &dims, &dim_values);
+        for step in &plan.steps {
+            match step {
+                Step::Call { kind, args } => {
+                    let k = &plan.kinds[*kind];
+                    let slots: Vec<*mut u8> = args.iter().map(|&b| ptrs[b]).collect();
+                    // SAFETY: the kinds' region starts inside the arena the layout sized.
+                    let region = unsafe { base.add(layout.scratch) };
+                    let kptrs = self.pointers(&k.buffers, &layout.kinds[*kind], region, &slots);
+                    run.steps(plan, &k.steps, &k.buffers, &kptrs)?;
+                }
+                s => run.steps(plan, std::slice::from_ref(s), &plan.buffers, &ptrs)?,
             }
         }
-        if profile {
-            let total: f64 = times.iter().map(|t| t.0).sum();
-            times.sort_by(|a, b| b.0.total_cmp(&a.0));
-            eprintln!("profile: {} steps, {:.2} ms", times.len(), total * 1e3);
-            for (t, i) in times.iter().take(12) {
-                eprintln!(
-                    "  {:8.3} ms  {}",
-                    t * 1e3,
-                    plan.kernels[plan.steps[*i].kernel]
-                );
-            }
-        }
+        run.report(plan);
         let mut out = Vec::new();
         for b in &plan.outputs {
             let buf = &plan.buffers[b.buffer];
@@ -264,11 +301,100 @@ impl<'p> Executor<'p> {
                 .map(|d| d.eval(&|s| dims.get(s).copied()).unwrap_or(0).max(0) as usize)
                 .collect();
             let n = plan.numel(b.buffer, &dims) * storage_bytes(buf.dtype);
-            let p = pointer(&mut self.weights, b.buffer);
-            // SAFETY: `p` points at `n` bytes of this buffer's storage (arena or weight).
-            let bytes = unsafe { std::slice::from_raw_parts(p, n) };
+            // SAFETY: the pointer is to `n` bytes of this buffer's storage (arena or weight).
+            let bytes = unsafe { std::slice::from_raw_parts(ptrs[b.buffer], n) };
             out.push((b.name.clone(), load(bytes, buf.dtype, shape)));
         }
         Ok(out)
+    }
+}
+
+impl<'r> Run<'r> {
+    fn new(
+        launcher: &'r dyn Launcher,
+        dims: &'r HashMap<String, i64>,
+        dim_values: &'r [i64],
+    ) -> Run<'r> {
+        // ARCHC_PROFILE=1 prints the slowest kernels of each run to stderr.
+        let profile = std::env::var_os("ARCHC_PROFILE").is_some();
+        Run {
+            launcher,
+            dims,
+            dim_values,
+            status: vec![0],
+            count: 0,
+            times: profile.then(Vec::new),
+        }
+    }
+
+    /// Launches the kernel steps of one frame, whose buffers are at `ptrs`.
+    fn steps(
+        &mut self,
+        plan: &Plan,
+        steps: &[Step],
+        buffers: &[Buffer],
+        ptrs: &[*mut u8],
+    ) -> Result<(), RunError> {
+        for step in steps {
+            let Step::Kernel { kernel, args } = step else {
+                unreachable!("calls are top-level steps");
+            };
+            let started = std::time::Instant::now();
+            let i = self.count;
+            self.count += 1;
+            let mut a: Vec<*mut u8> = args.iter().map(|&b| ptrs[b]).collect();
+            let mut lens: Vec<usize> = args
+                .iter()
+                .map(|&b| numel(&buffers[b], self.dims))
+                .collect();
+            a.push(self.status.as_mut_ptr().cast());
+            lens.push(1);
+            let name = || plan.kernels[*kernel].clone();
+            self.launcher
+                .launch(*kernel, &a, &lens, self.dim_values)
+                .map_err(|message| RunError::Launch {
+                    step: i,
+                    kernel: name(),
+                    message,
+                })?;
+            if let Some(t) = &mut self.times {
+                t.push((started.elapsed().as_secs_f64(), *kernel));
+            }
+            if self.status[0] != 0 {
+                let message = plan
+                    .checks
+                    .get((self.status[0] - 1) as usize)
+                    .cloned()
+                    .unwrap_or_else(|| format!("check {} failed", self.status[0]));
+                return Err(RunError::Check {
+                    step: i,
+                    kernel: name(),
+                    message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// With ARCHC_PROFILE: the kernels that took the most time in this run, summed over their
+    /// launches.
+    fn report(&self, plan: &Plan) {
+        let Some(times) = &self.times else {
+            return;
+        };
+        let mut by_kernel: HashMap<usize, (f64, usize)> = HashMap::new();
+        for (t, k) in times {
+            let e = by_kernel.entry(*k).or_default();
+            e.0 += t;
+            e.1 += 1;
+        }
+        let mut rows: Vec<(f64, usize, usize)> =
+            by_kernel.into_iter().map(|(k, (t, n))| (t, n, k)).collect();
+        rows.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+        let total: f64 = times.iter().map(|t| t.0).sum();
+        eprintln!("profile: {} launches, {:.2} ms", times.len(), total * 1e3);
+        for (t, n, k) in rows.iter().take(12) {
+            eprintln!("  {:8.3} ms  {:4}×  {}", t * 1e3, n, plan.kernels[*k]);
+        }
     }
 }

@@ -1,5 +1,10 @@
 //! The Plan: everything the runtime needs to execute a compiled model, and nothing of the
 //! compiler. It is serde-serialisable, so `archc build` can embed it in a standalone binary.
+//!
+//! A plan has a top level and layer kinds. Each is a *frame*: buffers and the steps that
+//! compute them. A top-level `Call` step runs a kind's steps with the kind's slot buffers bound
+//! to the call's arguments, so a stack of 64 layers of 3 kinds has 3 compiled bodies and 64
+//! calls, each binding its own layer's weights.
 
 use std::collections::HashMap;
 
@@ -12,13 +17,16 @@ use crate::{DType, Dim};
 pub enum Storage {
     /// A slot in the run's arena (activations and copied-in inputs).
     Arena,
-    /// A weight, loaded once and shared by every run.
+    /// Memory that lives as long as the executor: a loaded weight, or a value computed from
+    /// weights once, by the plan's prepare steps.
     Weight,
-    /// The same memory as another buffer, seen with another shape (a reshape).
+    /// The same memory as another buffer of the frame, seen with another shape (a reshape).
     Alias(usize),
+    /// In a layer kind: the memory of the call's argument `i` (0 is the call's result).
+    Slot(usize),
 }
 
-/// One buffer of a plan.
+/// One buffer of a frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Buffer {
     /// A name for dumps and errors (the graph node it holds).
@@ -29,6 +37,11 @@ pub struct Buffer {
     pub shape: Vec<Dim>,
     /// Where its memory is.
     pub storage: Storage,
+    /// For an arena buffer, the steps of its frame from the one that writes it to the last one
+    /// that reads it (set by the `plan_memory` pass): buffers whose lifetimes do not overlap
+    /// share memory. None: the buffer has memory of its own for the whole run.
+    #[serde(default)]
+    pub live: Option<(usize, usize)>,
 }
 
 /// A named tensor bound to a buffer: an input, a weight or an output.
@@ -40,13 +53,44 @@ pub struct Binding {
     pub buffer: usize,
 }
 
-/// One kernel launch: which kernel, on which buffers (the status word is appended).
+/// One step of a frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Step {
-    /// Index into `Plan::kernels`.
-    pub kernel: usize,
-    /// Buffers in the kernel's parameter order.
-    pub args: Vec<usize>,
+pub enum Step {
+    /// Launch kernel `kernel` (an index into `Plan::kernels`) on buffers in its parameter
+    /// order (the status word is appended).
+    Kernel {
+        /// The kernel.
+        kernel: usize,
+        /// Its buffers.
+        args: Vec<usize>,
+    },
+    /// Run layer kind `kind` with its slots bound to `args` (the result first).
+    Call {
+        /// The kind.
+        kind: usize,
+        /// The buffers its slots are.
+        args: Vec<usize>,
+    },
+}
+
+impl Step {
+    /// The buffers a step reads or writes.
+    pub fn args(&self) -> &[usize] {
+        match self {
+            Step::Kernel { args, .. } | Step::Call { args, .. } => args,
+        }
+    }
+}
+
+/// A layer kind: a frame whose slot buffers are bound by each call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Kind {
+    /// The layer's description.
+    pub name: String,
+    /// Its buffers; `Storage::Slot(i)` ones are the calls' arguments.
+    pub buffers: Vec<Buffer>,
+    /// Its steps (kernel launches).
+    pub steps: Vec<Step>,
 }
 
 /// A compiled model's execution plan.
@@ -56,7 +100,7 @@ pub struct Plan {
     pub model: String,
     /// The symbolic dims, in the order kernels read them from `dims`.
     pub symbols: Vec<String>,
-    /// Every buffer.
+    /// The top level's buffers.
     pub buffers: Vec<Buffer>,
     /// Model inputs.
     pub inputs: Vec<Binding>,
@@ -66,8 +110,13 @@ pub struct Plan {
     pub outputs: Vec<Binding>,
     /// Kernel names, in the order the code module defines them.
     pub kernels: Vec<String>,
-    /// Kernel launches in order.
+    /// Steps that compute values from the weights alone (transposes, `−exp(A_log)`): run once,
+    /// after the weights load, into `Storage::Weight` buffers.
+    pub prepare: Vec<Step>,
+    /// The top level's steps, in order.
     pub steps: Vec<Step>,
+    /// The layer kinds `Call` steps run.
+    pub kinds: Vec<Kind>,
     /// Messages for kernel check codes (index = code − 1).
     pub checks: Vec<String>,
     /// Integer inputs that index a table, with the table's size (random ids stay below it).
@@ -98,6 +147,81 @@ pub fn storage_bytes(d: DType) -> usize {
 /// Arena offsets are aligned to a cache line.
 pub const ALIGN: usize = 64;
 
+/// Element count of a buffer for these dims (saturating: an absurd size stays absurd instead
+/// of wrapping).
+pub fn numel(b: &Buffer, dims: &HashMap<String, i64>) -> usize {
+    b.shape
+        .iter()
+        .map(|d| d.eval(&|s| dims.get(s).copied()).unwrap_or(i64::MAX).max(0) as usize)
+        .fold(1usize, usize::saturating_mul)
+}
+
+/// The buffer whose memory a buffer of a frame uses (following aliases).
+pub fn root(buffers: &[Buffer], mut buffer: usize) -> usize {
+    while let Storage::Alias(of) = buffers[buffer].storage {
+        buffer = of;
+    }
+    buffer
+}
+
+/// Arena offsets of a frame's arena buffers (None for others) and the bytes they span.
+///
+/// Buffers with lifetimes go first, largest first, each at the lowest offset where it overlaps
+/// no placed buffer whose lifetime overlaps its own; the rest get memory of their own after
+/// them. Deterministic: ties go by buffer number.
+pub fn layout(buffers: &[Buffer], dims: &HashMap<String, i64>) -> (Vec<Option<usize>>, usize) {
+    let bytes = |b: &Buffer| {
+        numel(b, dims)
+            .saturating_mul(storage_bytes(b.dtype))
+            .div_ceil(ALIGN)
+            .saturating_mul(ALIGN)
+    };
+    let mut offsets = vec![None; buffers.len()];
+    let mut shared: Vec<usize> = (0..buffers.len())
+        .filter(|&i| buffers[i].storage == Storage::Arena && buffers[i].live.is_some())
+        .collect();
+    shared.sort_by_key(|&i| (std::cmp::Reverse(bytes(&buffers[i])), i));
+    // (offset, end, lifetime) of the placed buffers, by offset.
+    let mut placed: Vec<(usize, usize, (usize, usize))> = Vec::new();
+    let mut top = 0usize;
+    for i in shared {
+        let size = bytes(&buffers[i]);
+        let live = buffers[i].live.expect("filtered on lifetimes");
+        let mut at = 0usize;
+        for &(start, end, other) in &placed {
+            let overlaps_in_time = live.0 <= other.1 && other.0 <= live.1;
+            if overlaps_in_time && at < end && start < at.saturating_add(size) {
+                at = end;
+            }
+        }
+        let pos = placed.partition_point(|p| p.0 <= at);
+        placed.insert(pos, (at, at.saturating_add(size), live));
+        offsets[i] = Some(at);
+        top = top.max(at.saturating_add(size));
+    }
+    for (i, b) in buffers.iter().enumerate() {
+        if b.storage == Storage::Arena && b.live.is_none() {
+            offsets[i] = Some(top);
+            top = top.saturating_add(bytes(b));
+        }
+    }
+    (offsets, top)
+}
+
+/// Where every arena buffer of a plan lives for some dims.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArenaLayout {
+    /// Offsets of the top level's buffers.
+    pub top: Vec<Option<usize>>,
+    /// Offsets of each kind's buffers, from `scratch`: kinds run one at a time, so they share
+    /// one region.
+    pub kinds: Vec<Vec<Option<usize>>>,
+    /// Where the kinds' region starts.
+    pub scratch: usize,
+    /// The arena's size in bytes.
+    pub bytes: usize,
+}
+
 impl Plan {
     /// The values of the symbols, in `symbols` order.
     pub fn dim_values(&self, dims: &HashMap<String, i64>) -> Vec<i64> {
@@ -107,36 +231,31 @@ impl Plan {
             .collect()
     }
 
-    /// Element count of a buffer for these dims (saturating: an absurd size stays absurd
-    /// instead of wrapping).
+    /// Element count of a top-level buffer for these dims.
     pub fn numel(&self, buffer: usize, dims: &HashMap<String, i64>) -> usize {
-        self.buffers[buffer]
-            .shape
-            .iter()
-            .map(|d| d.eval(&|s| dims.get(s).copied()).unwrap_or(i64::MAX).max(0) as usize)
-            .fold(1usize, usize::saturating_mul)
+        numel(&self.buffers[buffer], dims)
     }
 
-    /// Arena offsets of every arena buffer (None for others) and the arena size, for these
-    /// dims. Each buffer gets its own slot; sharing by liveness is a later pass.
-    pub fn layout(&self, dims: &HashMap<String, i64>) -> (Vec<Option<usize>>, usize) {
-        let mut offsets = vec![None; self.buffers.len()];
-        let mut top = 0usize;
-        for (i, b) in self.buffers.iter().enumerate() {
-            if b.storage == Storage::Arena {
-                offsets[i] = Some(top);
-                let bytes = self.numel(i, dims).saturating_mul(storage_bytes(b.dtype));
-                top = top.saturating_add(bytes.div_ceil(ALIGN).saturating_mul(ALIGN));
-            }
+    /// The arena for these dims.
+    pub fn layout(&self, dims: &HashMap<String, i64>) -> ArenaLayout {
+        let (top, scratch) = layout(&self.buffers, dims);
+        let mut kinds = Vec::new();
+        let mut region = 0usize;
+        for k in &self.kinds {
+            let (offsets, size) = layout(&k.buffers, dims);
+            region = region.max(size);
+            kinds.push(offsets);
         }
-        (offsets, top)
+        ArenaLayout {
+            top,
+            kinds,
+            scratch,
+            bytes: scratch.saturating_add(region),
+        }
     }
 
-    /// The buffer whose memory a buffer uses (following aliases).
-    pub fn root(&self, mut buffer: usize) -> usize {
-        while let Storage::Alias(of) = self.buffers[buffer].storage {
-            buffer = of;
-        }
-        buffer
+    /// The top-level buffer whose memory a buffer uses (following aliases).
+    pub fn root(&self, buffer: usize) -> usize {
+        root(&self.buffers, buffer)
     }
 }

@@ -3,14 +3,14 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use crate::{Plan, Storage};
+use crate::{Buffer, Plan, Step, Storage};
 
 /// Prints a plan with its arena laid out for `dims`. The first two lines are
 /// `arena_bytes: N` and `kernels: K`.
 pub fn print_plan(plan: &Plan, dims: &HashMap<String, i64>) -> String {
-    let (offsets, arena) = plan.layout(dims);
+    let layout = plan.layout(dims);
     let mut out = String::new();
-    let _ = writeln!(out, "arena_bytes: {arena}");
+    let _ = writeln!(out, "arena_bytes: {}", layout.bytes);
     let _ = writeln!(out, "kernels: {}", plan.kernels.len());
     let _ = writeln!(out, "model: {}", plan.model);
     let bound: Vec<String> = plan
@@ -29,31 +29,68 @@ pub fn print_plan(plan: &Plan, dims: &HashMap<String, i64>) -> String {
         String::new()
     };
     let _ = writeln!(out, "buffers:");
-    for (i, b) in plan.buffers.iter().enumerate() {
-        let shape: Vec<String> = b.shape.iter().map(|d| d.to_string()).collect();
-        let place = match (&b.storage, offsets[i]) {
-            (Storage::Arena, Some(o)) => format!("arena@{o}"),
-            (Storage::Alias(of), _) => format!("alias b{of}"),
-            (Storage::Weight, _) => "weights".to_string(),
-            (Storage::Arena, None) => "arena".to_string(),
-        };
-        let _ = writeln!(
-            out,
-            "  b{i} {} {}[{}] {place} {}",
-            b.name,
-            b.dtype,
-            shape.join(", "),
-            role(i)
-        );
+    buffers(&mut out, &plan.buffers, &layout.top, 0, role);
+    if !plan.prepare.is_empty() {
+        let _ = writeln!(out, "prepare (once, after the weights load):");
+        steps(&mut out, plan, &plan.prepare, "  ");
     }
     let _ = writeln!(out, "steps:");
-    for (i, s) in plan.steps.iter().enumerate() {
-        let args: Vec<String> = s.args.iter().map(|a| format!("b{a}")).collect();
-        let _ = writeln!(out, "  {i} {}({})", plan.kernels[s.kernel], args.join(", "));
+    steps(&mut out, plan, &plan.steps, "  ");
+    for (i, k) in plan.kinds.iter().enumerate() {
+        let _ = writeln!(out, "kind{i} {} (arena from {}):", k.name, layout.scratch);
+        buffers(
+            &mut out,
+            &k.buffers,
+            &layout.kinds[i],
+            layout.scratch,
+            |_| String::new(),
+        );
+        steps(&mut out, plan, &k.steps, "    ");
     }
     let _ = writeln!(out, "outputs:");
     for o in &plan.outputs {
         let _ = writeln!(out, "  {} = b{}", o.name, o.buffer);
     }
     out
+}
+
+fn buffers(
+    out: &mut String,
+    buffers: &[Buffer],
+    offsets: &[Option<usize>],
+    base: usize,
+    role: impl Fn(usize) -> String,
+) {
+    for (i, b) in buffers.iter().enumerate() {
+        let shape: Vec<String> = b.shape.iter().map(|d| d.to_string()).collect();
+        let place = match (&b.storage, offsets[i]) {
+            (Storage::Arena, Some(o)) => format!("arena@{}", base + o),
+            (Storage::Alias(of), _) => format!("alias b{of}"),
+            (Storage::Weight, _) => "weights".to_string(),
+            (Storage::Slot(s), _) => format!("slot {s}"),
+            (Storage::Arena, None) => "arena".to_string(),
+        };
+        let live = b
+            .live
+            .map_or(String::new(), |(a, z)| format!(" live {a}..={z}"));
+        let _ = writeln!(
+            out,
+            "  b{i} {} {}[{}] {place}{live} {}",
+            b.name,
+            b.dtype,
+            shape.join(", "),
+            role(i)
+        );
+    }
+}
+
+fn steps(out: &mut String, plan: &Plan, steps: &[Step], pad: &str) {
+    for (i, s) in steps.iter().enumerate() {
+        let args: Vec<String> = s.args().iter().map(|a| format!("b{a}")).collect();
+        let what = match s {
+            Step::Kernel { kernel, .. } => plan.kernels[*kernel].clone(),
+            Step::Call { kind, .. } => format!("call kind{kind}"),
+        };
+        let _ = writeln!(out, "{pad}{i} {what}({})", args.join(", "));
+    }
 }

@@ -143,6 +143,23 @@ impl Graph {
         &self.dag[n].ty
     }
 
+    /// For each node: is it computed from weights and constants alone, with a constant shape?
+    /// Such values are the same on every run (a transposed weight, `−exp(A_log)`).
+    pub fn weight_only(&self) -> Vec<bool> {
+        let mut w = vec![false; self.dag.node_count()];
+        for v in self.dag.node_indices() {
+            let node = &self.dag[v];
+            let constant_shape = node.ty.shape.iter().all(|d| d.as_const().is_some());
+            w[v.index()] = constant_shape
+                && match node.op {
+                    Op::Param(_) | Op::Const(_) => true,
+                    Op::Input(_) | Op::Size(_) | Op::Iota | Op::Call(_) => false,
+                    _ => self.operands(v).iter().all(|o| w[o.index()]),
+                };
+        }
+        w
+    }
+
     /// Number of elements of each trainable and EMA weight, summed: (trainable, ema).
     /// Weights must have constant shapes, which elaboration guarantees.
     pub fn param_counts(&self) -> (u64, u64) {

@@ -8,16 +8,17 @@ mod attention;
 mod body;
 mod contract;
 mod elementwise;
+mod frame;
 mod index;
 mod layout;
 mod region;
 mod scan;
 mod ssd;
 
-use archc_kernels::ir::{Elem, Kernel, Param, Stmt, Ty};
-use archc_runtime::{Binding, Buffer, DType, Plan, Step, Storage};
+use archc_kernels::ir::{Elem, Kernel, Stmt, Ty};
+use archc_runtime::{DType, Kind, Plan};
 
-use crate::graph::{Graph, Op, RegionKind};
+use crate::graph::{Graph, Op};
 
 /// A kernel body and the messages of its checks (check code i is message i − 1).
 pub struct Template {
@@ -59,19 +60,7 @@ pub fn ty(d: DType) -> Ty {
     elem(d).ty()
 }
 
-fn op_name(op: &Op) -> String {
-    if let Op::Fused(r) = op {
-        return r.kind.name().to_string();
-    }
-    let s = op.to_string();
-    let word: String = s
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
-    word
-}
-
-/// Lowers a graph.
+/// Lowers a graph: its layer kinds first (each compiled once), then its top level.
 pub fn lower(g: &Graph) -> Lowered {
     let mut plan = Plan {
         model: g.name.clone(),
@@ -81,7 +70,9 @@ pub fn lower(g: &Graph) -> Lowered {
         weights: Vec::new(),
         outputs: Vec::new(),
         kernels: Vec::new(),
+        prepare: Vec::new(),
         steps: Vec::new(),
+        kinds: Vec::new(),
         checks: Vec::new(),
         index_bounds: Default::default(),
         ema_sources: Default::default(),
@@ -97,92 +88,22 @@ pub fn lower(g: &Graph) -> Lowered {
         }
     }
     let mut kernels = Vec::new();
-    let mut buffer_of = vec![usize::MAX; g.dag.node_count()];
-    for n in g.dag.node_indices() {
-        let node = &g.dag[n];
-        let operands = g.operands(n);
-        let storage = match &node.op {
-            Op::Param(_) => Storage::Weight,
-            Op::Reshape => Storage::Alias(plan.root(buffer_of[operands[0].index()])),
-            _ => Storage::Arena,
-        };
-        let buffer = plan.buffers.len();
-        plan.buffers.push(Buffer {
-            name: format!("%{}", n.index()),
-            dtype: node.ty.dtype,
-            shape: node.ty.shape.clone(),
-            storage,
-        });
-        buffer_of[n.index()] = buffer;
-        match &node.op {
-            Op::Input(name) => plan.inputs.push(Binding {
-                name: name.clone(),
-                buffer,
-            }),
-            Op::Param(name) => plan.weights.push(Binding {
-                name: name.clone(),
-                buffer,
-            }),
-            Op::Reshape => {}
-            op => {
-                let ins: Vec<_> = operands.iter().map(|o| g.ty(*o)).collect();
-                let mut cx = index::Ctx::new(&g.symbols);
-                let t = match op {
-                    Op::Fused(r) => match &r.kind {
-                        RegionKind::Attention(a) => attention::lower(&mut cx, r, a, &node.ty, &ins),
-                        RegionKind::Scan(s) => match &s.ssd {
-                            Some(d) => ssd::lower(&mut cx, r, s, d, &node.ty, ins.len()),
-                            None => scan::lower(&mut cx, r, s, &node.ty, ins.len()),
-                        },
-                        _ => region::lower(&mut cx, r, &node.ty, &ins),
-                    },
-                    _ => elementwise::lower(&mut cx, op, &node.ty, &ins)
-                        .or_else(|| layout::lower(&mut cx, op, &node.ty, &ins))
-                        .or_else(|| contract::lower(&mut cx, op, &node.ty, &ins))
-                        .expect("every compute op has a template"),
-                };
-                // Check codes are global to the plan, so the runtime can name the failure.
-                let base = plan.checks.len() as u32;
-                let body = renumber_checks(t.body, base);
-                plan.checks.extend(t.checks);
-                let name = format!("k{}_{}", n.index(), op_name(op));
-                let mut params = vec![Param {
-                    name: format!("%{}", n.index()),
-                    elem: elem(node.ty.dtype),
-                    output: true,
-                }];
-                params.extend(operands.iter().map(|o| Param {
-                    name: format!("%{}", o.index()),
-                    elem: elem(g.ty(*o).dtype),
-                    output: false,
-                }));
-                params.push(Param {
-                    name: "status".into(),
-                    elem: Elem::I64,
-                    output: true,
-                });
-                let mut args = vec![buffer];
-                args.extend(operands.iter().map(|o| buffer_of[o.index()]));
-                plan.steps.push(Step {
-                    kernel: kernels.len(),
-                    args,
-                });
-                plan.kernels.push(name.clone());
-                kernels.push(Kernel {
-                    name,
-                    params,
-                    locals: t.locals,
-                    body,
-                });
-            }
-        }
-    }
-    for (name, n) in &g.outputs {
-        plan.outputs.push(Binding {
-            name: name.clone(),
-            buffer: buffer_of[n.index()],
+    for k in &g.kinds {
+        let prefix = format!("kind{}_", plan.kinds.len());
+        let f = frame::lower(&k.body, Some(&prefix), &mut plan, &mut kernels);
+        plan.kinds.push(Kind {
+            name: k.name.clone(),
+            buffers: f.buffers,
+            steps: f.steps,
         });
     }
+    let f = frame::lower(g, None, &mut plan, &mut kernels);
+    plan.buffers = f.buffers;
+    plan.steps = f.steps;
+    plan.prepare = f.prepare;
+    plan.inputs = f.inputs;
+    plan.weights = f.weights;
+    plan.outputs = f.outputs;
     Lowered { plan, kernels }
 }
 
@@ -206,24 +127,4 @@ fn index_bound(g: &Graph, input: &str) -> Option<u64> {
         }
     }
     bound
-}
-
-fn renumber_checks(body: Vec<Stmt>, base: u32) -> Vec<Stmt> {
-    body.into_iter()
-        .map(|s| match s {
-            Stmt::Check(c, code) => Stmt::Check(c, code + base),
-            Stmt::For {
-                var,
-                extent,
-                kind,
-                body,
-            } => Stmt::For {
-                var,
-                extent,
-                kind,
-                body: renumber_checks(body, base),
-            },
-            s => s,
-        })
-        .collect()
 }

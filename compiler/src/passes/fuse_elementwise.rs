@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use petgraph::graph::NodeIndex;
 
-use super::op_kinds::{cheap, fusible, pointwise, users, weight_only};
+use super::op_kinds::{cheap, fusible, pointwise, users};
 use super::outline::outline;
 use super::rewrite::Rewriter;
 use crate::graph::{Graph, Op, RegionKind};
@@ -66,7 +66,7 @@ impl<'g> Plan<'g> {
         let mut inline = vec![false; g.dag.node_count()];
         let outputs: Vec<NodeIndex> = g.outputs.values().copied().collect();
         let cheap = cheap(g);
-        let weights = weight_only(g);
+        let weights = g.weight_only();
         for v in g.dag.node_indices().rev() {
             let us = &users[v.index()];
             if !fusible(&g.dag[v].op) || outputs.contains(&v) || us.is_empty() {

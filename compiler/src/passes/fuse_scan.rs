@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use petgraph::graph::NodeIndex;
 
-use super::op_kinds::{cheap, fusible, pointwise, users, weight_only};
+use super::op_kinds::{cheap, fusible, pointwise, users};
 use super::outline::{replace, Match};
 use crate::graph::{BinaryOp, Graph, Op, ReduceOp, RegionKind, ScanInfo, SsdInfo};
 
@@ -31,7 +31,7 @@ struct Found {
 pub fn run(g: &Graph) -> Graph {
     let facts = Facts {
         users: users(g),
-        weights: weight_only(g),
+        weights: g.weight_only(),
         cheap: cheap(g),
     };
     let found: Vec<Match<Found>> = g

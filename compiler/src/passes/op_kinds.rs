@@ -18,23 +18,6 @@ pub fn users(g: &Graph) -> Vec<Vec<NodeIndex>> {
     users
 }
 
-/// Nodes computed from weights and constants alone, with constant shapes: they are the same on
-/// every run.
-pub fn weight_only(g: &Graph) -> Vec<bool> {
-    let mut w = vec![false; g.dag.node_count()];
-    for v in g.dag.node_indices() {
-        let node = &g.dag[v];
-        let constant_shape = node.ty.shape.iter().all(|d| d.as_const().is_some());
-        w[v.index()] = constant_shape
-            && match node.op {
-                Op::Param(_) | Op::Const(_) => true,
-                Op::Input(_) | Op::Size(_) | Op::Iota | Op::Call(_) => false,
-                _ => g.operands(v).iter().all(|o| w[o.index()]),
-            };
-    }
-    w
-}
-
 /// Ops a region computes inside its loops.
 pub fn fusible(op: &Op) -> bool {
     matches!(

@@ -1,0 +1,268 @@
+//! Lowering one graph, the top level or a layer kind's body, into buffers and steps: one
+//! kernel per compute node. At the top level, nodes computed from weights alone become
+//! prepare steps (run once, after the weights load); in a body, the inputs and the output are
+//! slots bound by each call.
+
+use archc_kernels::ir::{Elem, Kernel, Param, Stmt};
+use archc_runtime::{root, Binding, Buffer, Plan, Step, Storage};
+use petgraph::graph::NodeIndex;
+
+use super::index::Ctx;
+use super::{attention, contract, elem, elementwise, layout, region, scan, ssd, Template};
+use crate::graph::{Graph, Op, RegionKind, TensorType, UnaryOp};
+
+/// One lowered graph.
+pub struct Frame {
+    /// Its buffers.
+    pub buffers: Vec<Buffer>,
+    /// Its steps.
+    pub steps: Vec<Step>,
+    /// Steps computing weight-only values (top level only).
+    pub prepare: Vec<Step>,
+    /// Input bindings (top level only).
+    pub inputs: Vec<Binding>,
+    /// Weight bindings (top level only).
+    pub weights: Vec<Binding>,
+    /// Output bindings.
+    pub outputs: Vec<Binding>,
+}
+
+fn op_name(op: &Op) -> String {
+    if let Op::Fused(r) = op {
+        return r.kind.name().to_string();
+    }
+    op.to_string()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The kernel template for a compute op.
+fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Template {
+    match op {
+        Op::Fused(r) => match &r.kind {
+            RegionKind::Attention(a) => attention::lower(cx, r, a, out, ins),
+            RegionKind::Scan(s) => match &s.ssd {
+                Some(d) => ssd::lower(cx, r, s, d, out, ins.len()),
+                None => scan::lower(cx, r, s, out, ins.len()),
+            },
+            _ => region::lower(cx, r, out, ins),
+        },
+        _ => elementwise::lower(cx, op, out, ins)
+            .or_else(|| layout::lower(cx, op, out, ins))
+            .or_else(|| contract::lower(cx, op, out, ins))
+            .expect("every compute op has a template"),
+    }
+}
+
+/// Adds the kernel computing `op` from `operands` into `out` (buffers of the frame); returns
+/// its step.
+fn kernel(
+    plan: &mut Plan,
+    kernels: &mut Vec<Kernel>,
+    name: String,
+    (op, ty): (&Op, &TensorType),
+    operands: &[(&TensorType, usize)],
+    out: usize,
+    names: &[Buffer],
+) -> Step {
+    let ins: Vec<&TensorType> = operands.iter().map(|o| o.0).collect();
+    let mut cx = Ctx::new(&plan.symbols);
+    let t = template(&mut cx, op, ty, &ins);
+    // Check codes are global to the plan, so the runtime can name the failure.
+    let base = plan.checks.len() as u32;
+    let body = renumber_checks(t.body, base);
+    plan.checks.extend(t.checks);
+    let mut params = vec![Param {
+        name: names[out].name.clone(),
+        elem: elem(ty.dtype),
+        output: true,
+    }];
+    params.extend(operands.iter().map(|(t, b)| Param {
+        name: names[*b].name.clone(),
+        elem: elem(t.dtype),
+        output: false,
+    }));
+    params.push(Param {
+        name: "status".into(),
+        elem: Elem::I64,
+        output: true,
+    });
+    let mut args = vec![out];
+    args.extend(operands.iter().map(|o| o.1));
+    plan.kernels.push(name.clone());
+    kernels.push(Kernel {
+        name,
+        params,
+        locals: t.locals,
+        body,
+    });
+    Step::Kernel {
+        kernel: kernels.len() - 1,
+        args,
+    }
+}
+
+/// Lowers `g`; `prefix` names a layer kind's kernels (None: the top level).
+pub fn lower(g: &Graph, prefix: Option<&str>, plan: &mut Plan, kernels: &mut Vec<Kernel>) -> Frame {
+    let body = prefix.is_some();
+    let weight_only = if body {
+        vec![false; g.dag.node_count()]
+    } else {
+        g.weight_only()
+    };
+    let mut f = Frame {
+        buffers: Vec::new(),
+        steps: Vec::new(),
+        prepare: Vec::new(),
+        inputs: Vec::new(),
+        weights: Vec::new(),
+        outputs: Vec::new(),
+    };
+    let output = g.outputs.get("out").copied();
+    let mut buffer_of = vec![usize::MAX; g.dag.node_count()];
+    for n in g.dag.node_indices() {
+        let node = &g.dag[n];
+        let operands = g.operands(n);
+        let computed = !matches!(node.op, Op::Input(_) | Op::Param(_) | Op::Reshape);
+        let storage = match &node.op {
+            Op::Input(slot) if body => {
+                Storage::Slot(1 + slot.parse::<usize>().expect("body inputs are numbered"))
+            }
+            Op::Param(_) => Storage::Weight,
+            Op::Reshape => Storage::Alias(root(&f.buffers, buffer_of[operands[0].index()])),
+            _ if body && computed && Some(n) == output => Storage::Slot(0),
+            _ if weight_only[n.index()] && computed => Storage::Weight,
+            _ => Storage::Arena,
+        };
+        let buffer = f.buffers.len();
+        f.buffers.push(Buffer {
+            name: format!("%{}", n.index()),
+            dtype: node.ty.dtype,
+            shape: node.ty.shape.clone(),
+            storage,
+            live: None,
+        });
+        buffer_of[n.index()] = buffer;
+        let name = || {
+            format!(
+                "{}k{}_{}",
+                prefix.unwrap_or(""),
+                n.index(),
+                op_name(&node.op)
+            )
+        };
+        match &node.op {
+            Op::Input(name) if !body => f.inputs.push(Binding {
+                name: name.clone(),
+                buffer,
+            }),
+            Op::Param(name) => f.weights.push(Binding {
+                name: name.clone(),
+                buffer,
+            }),
+            Op::Input(_) | Op::Reshape => {}
+            Op::Call(kind) => {
+                let mut args = vec![buffer];
+                args.extend(operands.iter().map(|o| buffer_of[o.index()]));
+                f.steps.push(Step::Call { kind: *kind, args });
+            }
+            op => {
+                let ins: Vec<(&TensorType, usize)> = operands
+                    .iter()
+                    .map(|o| (g.ty(*o), buffer_of[o.index()]))
+                    .collect();
+                let step = kernel(
+                    plan,
+                    kernels,
+                    name(),
+                    (op, &node.ty),
+                    &ins,
+                    buffer,
+                    &f.buffers,
+                );
+                if weight_only[n.index()] {
+                    f.prepare.push(step);
+                } else {
+                    f.steps.push(step);
+                }
+            }
+        }
+    }
+    for (name, n) in &g.outputs {
+        f.outputs.push(Binding {
+            name: name.clone(),
+            buffer: buffer_of[n.index()],
+        });
+    }
+    // A body whose value is one of its inputs, or a view of one, copies it into the result.
+    if let (true, Some(n)) = (body, output) {
+        if !matches!(f.buffers[buffer_of[n.index()]].storage, Storage::Slot(0)) {
+            copy_result(
+                g,
+                n,
+                prefix.unwrap_or(""),
+                plan,
+                kernels,
+                &mut f,
+                &buffer_of,
+            );
+        }
+    }
+    f
+}
+
+fn copy_result(
+    g: &Graph,
+    n: NodeIndex,
+    prefix: &str,
+    plan: &mut Plan,
+    kernels: &mut Vec<Kernel>,
+    f: &mut Frame,
+    buffer_of: &[usize],
+) {
+    let ty = g.ty(n).clone();
+    let out = f.buffers.len();
+    f.buffers.push(Buffer {
+        name: "result".into(),
+        dtype: ty.dtype,
+        shape: ty.shape.clone(),
+        storage: Storage::Slot(0),
+        live: None,
+    });
+    let copy = Op::Unary(UnaryOp::StopGrad);
+    let step = kernel(
+        plan,
+        kernels,
+        format!("{prefix}result_copy"),
+        (&copy, &ty),
+        &[(&ty, buffer_of[n.index()])],
+        out,
+        &f.buffers,
+    );
+    f.steps.push(step);
+    f.outputs = vec![Binding {
+        name: "out".into(),
+        buffer: out,
+    }];
+}
+
+fn renumber_checks(body: Vec<Stmt>, base: u32) -> Vec<Stmt> {
+    body.into_iter()
+        .map(|s| match s {
+            Stmt::Check(c, code) => Stmt::Check(c, code + base),
+            Stmt::For {
+                var,
+                extent,
+                kind,
+                body,
+            } => Stmt::For {
+                var,
+                extent,
+                kind,
+                body: renumber_checks(body, base),
+            },
+            s => s,
+        })
+        .collect()
+}
