@@ -7,6 +7,7 @@ pub mod fuse_elementwise;
 pub mod fuse_scan;
 mod op_kinds;
 mod outline;
+pub mod plan_memory;
 mod rewrite;
 pub mod tile_attention;
 
@@ -106,5 +107,9 @@ pub fn optimize(g: &Graph, o: &PassOptions) -> Graph {
 /// Optimises and lowers a graph: the graph passes, lowering to kernels and a plan, then
 /// `plan_memory`.
 pub fn lower_optimized(g: &Graph, o: &PassOptions) -> crate::lower::Lowered {
-    crate::lower::lower(&optimize(g, o))
+    let mut lowered = crate::lower::lower(&optimize(g, o));
+    if o.enabled("plan_memory") {
+        plan_memory::run(&mut lowered.plan);
+    }
+    lowered
 }
