@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// A dimension: a constant, a symbol, or a polynomial in symbols with integer coefficients.
 #[derive(
@@ -22,17 +23,18 @@ use std::fmt;
 pub struct Dim {
     /// Monomial (sorted symbol names; empty for the constant term) → non-zero coefficient.
     #[serde(with = "terms_as_list")]
-    terms: BTreeMap<Vec<String>, i64>,
+    terms: Arc<BTreeMap<Vec<String>, i64>>,
 }
 
 /// JSON maps need string keys, so the terms travel as a list of (monomial, coefficient).
 mod terms_as_list {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(
-        t: &BTreeMap<Vec<String>, i64>,
+        t: &Arc<BTreeMap<Vec<String>, i64>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         t.iter().collect::<Vec<_>>().serialize(s)
@@ -40,11 +42,13 @@ mod terms_as_list {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<BTreeMap<Vec<String>, i64>, D::Error> {
-        Ok(Vec::<(Vec<String>, i64)>::deserialize(d)?
-            .into_iter()
-            .filter(|(_, c)| *c != 0)
-            .collect())
+    ) -> Result<Arc<BTreeMap<Vec<String>, i64>>, D::Error> {
+        Ok(Arc::new(
+            Vec::<(Vec<String>, i64)>::deserialize(d)?
+                .into_iter()
+                .filter(|(_, c)| *c != 0)
+                .collect(),
+        ))
     }
 }
 
@@ -55,13 +59,15 @@ impl Dim {
         if v != 0 {
             terms.insert(Vec::new(), v);
         }
-        Dim { terms }
+        Dim {
+            terms: Arc::new(terms),
+        }
     }
 
     /// A named symbolic dim.
     pub fn symbol(name: &str) -> Dim {
         Dim {
-            terms: BTreeMap::from([(vec![name.to_string()], 1)]),
+            terms: Arc::new(BTreeMap::from([(vec![name.to_string()], 1)])),
         }
     }
 
@@ -86,15 +92,17 @@ impl Dim {
 
     /// Checked sum (None on overflow).
     pub fn add(&self, other: &Dim) -> Option<Dim> {
-        let mut terms = self.terms.clone();
-        for (m, c) in &other.terms {
+        let mut terms = (*self.terms).clone();
+        for (m, c) in other.terms.iter() {
             let e = terms.entry(m.clone()).or_insert(0);
             *e = e.checked_add(*c)?;
             if *e == 0 {
                 terms.remove(m);
             }
         }
-        Some(Dim { terms })
+        Some(Dim {
+            terms: Arc::new(terms),
+        })
     }
 
     /// Checked difference.
@@ -105,12 +113,12 @@ impl Dim {
     /// Checked product.
     pub fn mul(&self, other: &Dim) -> Option<Dim> {
         let mut out = Dim::default();
-        for (ma, ca) in &self.terms {
-            for (mb, cb) in &other.terms {
+        for (ma, ca) in self.terms.iter() {
+            for (mb, cb) in other.terms.iter() {
                 let mut m: Vec<String> = ma.iter().chain(mb).cloned().collect();
                 m.sort();
                 let term = Dim {
-                    terms: BTreeMap::from([(m, ca.checked_mul(*cb)?)]),
+                    terms: Arc::new(BTreeMap::from([(m, ca.checked_mul(*cb)?)])),
                 };
                 out = out.add(&term)?;
             }
@@ -129,7 +137,7 @@ impl Dim {
             _ => return None,
         };
         let mut out = BTreeMap::new();
-        for (m, c) in &self.terms {
+        for (m, c) in self.terms.iter() {
             if c % dc != 0 {
                 return None;
             }
@@ -140,7 +148,9 @@ impl Dim {
             }
             out.insert(rest, c / dc);
         }
-        Some(Dim { terms: out })
+        Some(Dim {
+            terms: Arc::new(out),
+        })
     }
 
     /// The value of the dim once its symbols are bound; None if a symbol is unbound or the

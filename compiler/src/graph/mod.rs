@@ -30,13 +30,12 @@ pub struct Node {
     pub scope: String,
 }
 
-/// An edge: which operand slot of the consumer it feeds, and the type of the value it carries.
+/// An edge: which operand slot of the consumer it feeds (the value's type is its source
+/// node's).
 #[derive(Clone, Debug)]
 pub struct Edge {
     /// Operand position in the consumer.
     pub slot: usize,
-    /// The type of the value on this edge.
-    pub ty: TensorType,
 }
 
 /// What a weight is for beyond its shape.
@@ -114,8 +113,7 @@ impl Graph {
             scope: scope.to_string(),
         });
         for (slot, &o) in operands.iter().enumerate() {
-            let ty = self.dag[o].ty.clone();
-            self.dag.add_edge(o, n, Edge { slot, ty });
+            self.dag.add_edge(o, n, Edge { slot });
         }
         n
     }
