@@ -1,9 +1,11 @@
-//! insta snapshots of the `ast` and `graph` dumps of every example. A changed snapshot is a
-//! claim that the new output is right: review it like code.
+//! insta snapshots of every stage of every example: `ast`, `graph`, `fused` (after the
+//! passes), `kernels` and `plan` (the default pipeline, all passes on), and Mamba's `clif`. A
+//! changed snapshot is a claim that the new output is right: review it like code.
 
 mod common;
 
 use archc_compiler::graph::print_graph;
+use archc_compiler::passes::{lower_optimized, optimize, PassOptions};
 use archc_compiler::syntax::print_file;
 use archc_compiler::Session;
 use common::{example_source, EXAMPLES};
@@ -32,12 +34,14 @@ fn dumps_are_deterministic() {
 }
 
 #[test]
-fn example_kernel_and_plan_dumps() {
+fn example_fused_kernel_and_plan_dumps() {
     for name in EXAMPLES {
         let mut s = Session::new().expect("prelude");
         let id = s.add(format!("examples/{name}.arch"), example_source(name));
         let (_, graph) = s.compile(id).unwrap_or_else(|d| panic!("{}", s.render(&d)));
-        let lowered = archc_compiler::lower::lower(&graph);
+        let fused = optimize(&graph, &PassOptions::all());
+        insta::assert_snapshot!(format!("{name}.fused"), print_graph(&fused));
+        let lowered = lower_optimized(&graph, &PassOptions::all());
         let kernels: Vec<String> = lowered
             .kernels
             .iter()
@@ -63,7 +67,7 @@ fn mamba_clif_dump() {
         let id = s.add("examples/mamba.arch", example_source("mamba"));
         s.compile(id).unwrap_or_else(|d| panic!("{}", s.render(&d)))
     };
-    let lowered = archc_compiler::lower::lower(&graph);
+    let lowered = lower_optimized(&graph, &PassOptions::all());
     let clif =
         archc_compiler::codegen::object::clif_text(&lowered.kernels, lowered.plan.symbols.len())
             .unwrap();

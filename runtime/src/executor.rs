@@ -278,13 +278,13 @@ impl<'p> Executor<'p> {
         let base = arena.as_mut_ptr().cast::<u8>();
         let ptrs = self.pointers(&plan.buffers, &layout.top, base, &[]);
         let mut run = Run::new(launcher, &dims, &dim_values);
-        for step in &plan.steps {
+        for (i, step) in plan.steps.iter().enumerate() {
             match step {
                 Step::Call { kind, args } => {
                     let k = &plan.kinds[*kind];
                     let slots: Vec<*mut u8> = args.iter().map(|&b| ptrs[b]).collect();
-                    // SAFETY: the kinds' region starts inside the arena the layout sized.
-                    let region = unsafe { base.add(layout.scratch) };
+                    // SAFETY: the call's region is inside the arena the layout sized.
+                    let region = unsafe { base.add(layout.calls[i]) };
                     let kptrs = self.pointers(&k.buffers, &layout.kinds[*kind], region, &slots);
                     run.steps(plan, &k.steps, &k.buffers, &kptrs)?;
                 }

@@ -23,8 +23,8 @@ pub use dim::Dim;
 pub use dtype::DType;
 pub use executor::{Executor, Launcher, RunError};
 pub use plan::{
-    layout, numel, plan_from_json, plan_to_json, root, storage_bytes, ArenaLayout, Binding, Buffer,
-    Kind, Plan, Step, Storage, ALIGN,
+    layout, numel, pack, plan_from_json, plan_to_json, root, storage_bytes, ArenaLayout, Binding,
+    Buffer, Kind, Plan, Step, Storage, ALIGN,
 };
 pub use plan_text::print_plan;
 pub use random::{random_tensor, SplitMix64};

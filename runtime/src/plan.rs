@@ -164,29 +164,30 @@ pub fn root(buffers: &[Buffer], mut buffer: usize) -> usize {
     buffer
 }
 
-/// Arena offsets of a frame's arena buffers (None for others) and the bytes they span.
+/// Bytes of a buffer in the arena, rounded up to the alignment.
+fn arena_bytes(b: &Buffer, dims: &HashMap<String, i64>) -> usize {
+    numel(b, dims)
+        .saturating_mul(storage_bytes(b.dtype))
+        .div_ceil(ALIGN)
+        .saturating_mul(ALIGN)
+}
+
+/// Offsets for blocks of `(bytes, lifetime)`, and the bytes they span.
 ///
-/// Buffers with lifetimes go first, largest first, each at the lowest offset where it overlaps
-/// no placed buffer whose lifetime overlaps its own; the rest get memory of their own after
-/// them. Deterministic: ties go by buffer number.
-pub fn layout(buffers: &[Buffer], dims: &HashMap<String, i64>) -> (Vec<Option<usize>>, usize) {
-    let bytes = |b: &Buffer| {
-        numel(b, dims)
-            .saturating_mul(storage_bytes(b.dtype))
-            .div_ceil(ALIGN)
-            .saturating_mul(ALIGN)
-    };
-    let mut offsets = vec![None; buffers.len()];
-    let mut shared: Vec<usize> = (0..buffers.len())
-        .filter(|&i| buffers[i].storage == Storage::Arena && buffers[i].live.is_some())
+/// Blocks with lifetimes go first, largest first, each at the lowest offset where it overlaps
+/// no placed block whose lifetime overlaps its own; the rest get memory of their own after
+/// them. Deterministic: ties go by position.
+pub fn pack(blocks: &[(usize, Option<(usize, usize)>)]) -> (Vec<usize>, usize) {
+    let mut offsets = vec![0; blocks.len()];
+    let mut shared: Vec<usize> = (0..blocks.len())
+        .filter(|&i| blocks[i].1.is_some())
         .collect();
-    shared.sort_by_key(|&i| (std::cmp::Reverse(bytes(&buffers[i])), i));
-    // (offset, end, lifetime) of the placed buffers, by offset.
+    shared.sort_by_key(|&i| (std::cmp::Reverse(blocks[i].0), i));
+    // (offset, end, lifetime) of the placed blocks, by offset.
     let mut placed: Vec<(usize, usize, (usize, usize))> = Vec::new();
     let mut top = 0usize;
     for i in shared {
-        let size = bytes(&buffers[i]);
-        let live = buffers[i].live.expect("filtered on lifetimes");
+        let (size, live) = (blocks[i].0, blocks[i].1.expect("filtered on lifetimes"));
         let mut at = 0usize;
         for &(start, end, other) in &placed {
             let overlaps_in_time = live.0 <= other.1 && other.0 <= live.1;
@@ -196,16 +197,34 @@ pub fn layout(buffers: &[Buffer], dims: &HashMap<String, i64>) -> (Vec<Option<us
         }
         let pos = placed.partition_point(|p| p.0 <= at);
         placed.insert(pos, (at, at.saturating_add(size), live));
-        offsets[i] = Some(at);
+        offsets[i] = at;
         top = top.max(at.saturating_add(size));
     }
-    for (i, b) in buffers.iter().enumerate() {
-        if b.storage == Storage::Arena && b.live.is_none() {
-            offsets[i] = Some(top);
-            top = top.saturating_add(bytes(b));
+    for (i, b) in blocks.iter().enumerate() {
+        if b.1.is_none() {
+            offsets[i] = top;
+            top = top.saturating_add(b.0);
         }
     }
     (offsets, top)
+}
+
+/// Arena offsets of a frame's arena buffers (None for others) and the bytes they span:
+/// buffers with lifetimes share memory when they are not live at once (see [`pack`]).
+pub fn layout(buffers: &[Buffer], dims: &HashMap<String, i64>) -> (Vec<Option<usize>>, usize) {
+    let arena: Vec<usize> = (0..buffers.len())
+        .filter(|&i| buffers[i].storage == Storage::Arena)
+        .collect();
+    let blocks: Vec<(usize, Option<(usize, usize)>)> = arena
+        .iter()
+        .map(|&i| (arena_bytes(&buffers[i], dims), buffers[i].live))
+        .collect();
+    let (at, size) = pack(&blocks);
+    let mut offsets = vec![None; buffers.len()];
+    for (k, &i) in arena.iter().enumerate() {
+        offsets[i] = Some(at[k]);
+    }
+    (offsets, size)
 }
 
 /// Where every arena buffer of a plan lives for some dims.
@@ -213,11 +232,10 @@ pub fn layout(buffers: &[Buffer], dims: &HashMap<String, i64>) -> (Vec<Option<us
 pub struct ArenaLayout {
     /// Offsets of the top level's buffers.
     pub top: Vec<Option<usize>>,
-    /// Offsets of each kind's buffers, from `scratch`: kinds run one at a time, so they share
-    /// one region.
+    /// Offsets of each kind's buffers, from the start of a call's region.
     pub kinds: Vec<Vec<Option<usize>>>,
-    /// Where the kinds' region starts.
-    pub scratch: usize,
+    /// Where the region of each top-level `Call` step starts (by step; 0 for kernel steps).
+    pub calls: Vec<usize>,
     /// The arena's size in bytes.
     pub bytes: usize,
 }
@@ -236,21 +254,53 @@ impl Plan {
         numel(&self.buffers[buffer], dims)
     }
 
-    /// The arena for these dims.
+    /// The arena for these dims. A call's kind needs a region for its own buffers while the
+    /// call runs: with lifetimes, that region is one more block, live at the call's step, and
+    /// shares memory like any buffer; without, one region after the top level serves all.
     pub fn layout(&self, dims: &HashMap<String, i64>) -> ArenaLayout {
-        let (top, scratch) = layout(&self.buffers, dims);
         let mut kinds = Vec::new();
-        let mut region = 0usize;
+        let mut regions = Vec::new();
         for k in &self.kinds {
             let (offsets, size) = layout(&k.buffers, dims);
-            region = region.max(size);
             kinds.push(offsets);
+            regions.push(size.div_ceil(ALIGN).saturating_mul(ALIGN));
+        }
+        let arena: Vec<usize> = (0..self.buffers.len())
+            .filter(|&i| self.buffers[i].storage == Storage::Arena)
+            .collect();
+        let shared = arena.iter().any(|&i| self.buffers[i].live.is_some());
+        let mut blocks: Vec<(usize, Option<(usize, usize)>)> = arena
+            .iter()
+            .map(|&i| (arena_bytes(&self.buffers[i], dims), self.buffers[i].live))
+            .collect();
+        let calls: Vec<(usize, usize)> = self
+            .steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Step::Call { kind, .. } => Some((i, regions[*kind])),
+                Step::Kernel { .. } => None,
+            })
+            .collect();
+        if shared {
+            blocks.extend(calls.iter().map(|&(i, size)| (size, Some((i, i)))));
+        } else {
+            blocks.push((regions.iter().copied().max().unwrap_or(0), None));
+        }
+        let (at, bytes) = pack(&blocks);
+        let mut top = vec![None; self.buffers.len()];
+        for (k, &i) in arena.iter().enumerate() {
+            top[i] = Some(at[k]);
+        }
+        let mut call_at = vec![0; self.steps.len()];
+        for (k, &(i, _)) in calls.iter().enumerate() {
+            call_at[i] = at[arena.len() + if shared { k } else { 0 }];
         }
         ArenaLayout {
             top,
             kinds,
-            scratch,
-            bytes: scratch.saturating_add(region),
+            calls: call_at,
+            bytes,
         }
     }
 

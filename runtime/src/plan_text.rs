@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use crate::{Buffer, Plan, Step, Storage};
+use crate::{ArenaLayout, Buffer, Plan, Step, Storage};
 
 /// Prints a plan with its arena laid out for `dims`. The first two lines are
 /// `arena_bytes: N` and `kernels: K`.
@@ -32,20 +32,14 @@ pub fn print_plan(plan: &Plan, dims: &HashMap<String, i64>) -> String {
     buffers(&mut out, &plan.buffers, &layout.top, 0, role);
     if !plan.prepare.is_empty() {
         let _ = writeln!(out, "prepare (once, after the weights load):");
-        steps(&mut out, plan, &plan.prepare, "  ");
+        steps(&mut out, plan, &layout, &plan.prepare, "  ");
     }
     let _ = writeln!(out, "steps:");
-    steps(&mut out, plan, &plan.steps, "  ");
+    steps(&mut out, plan, &layout, &plan.steps, "  ");
     for (i, k) in plan.kinds.iter().enumerate() {
-        let _ = writeln!(out, "kind{i} {} (arena from {}):", k.name, layout.scratch);
-        buffers(
-            &mut out,
-            &k.buffers,
-            &layout.kinds[i],
-            layout.scratch,
-            |_| String::new(),
-        );
-        steps(&mut out, plan, &k.steps, "    ");
+        let _ = writeln!(out, "kind{i} {} (offsets from its call's region):", k.name);
+        buffers(&mut out, &k.buffers, &layout.kinds[i], 0, |_| String::new());
+        steps(&mut out, plan, &layout, &k.steps, "    ");
     }
     let _ = writeln!(out, "outputs:");
     for o in &plan.outputs {
@@ -84,12 +78,12 @@ fn buffers(
     }
 }
 
-fn steps(out: &mut String, plan: &Plan, steps: &[Step], pad: &str) {
+fn steps(out: &mut String, plan: &Plan, layout: &ArenaLayout, steps: &[Step], pad: &str) {
     for (i, s) in steps.iter().enumerate() {
         let args: Vec<String> = s.args().iter().map(|a| format!("b{a}")).collect();
         let what = match s {
             Step::Kernel { kernel, .. } => plan.kernels[*kernel].clone(),
-            Step::Call { kind, .. } => format!("call kind{kind}"),
+            Step::Call { kind, .. } => format!("call kind{kind} region@{}", layout.calls[i]),
         };
         let _ = writeln!(out, "{pad}{i} {what}({})", args.join(", "));
     }

@@ -3,6 +3,8 @@
 //! prepare steps (run once, after the weights load); in a body, the inputs and the output are
 //! slots bound by each call.
 
+use std::collections::HashMap;
+
 use archc_kernels::ir::{Elem, Kernel, Param, Stmt};
 use archc_runtime::{root, Binding, Buffer, Plan, Step, Storage};
 use petgraph::graph::NodeIndex;
@@ -55,11 +57,22 @@ fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Tem
     }
 }
 
+/// The kernels of a plan. A kernel whose code equals one already made (a transpose of
+/// another weight of the same shape, one more layer of an unrolled stack) is that kernel:
+/// compiled once, launched on other buffers.
+#[derive(Default)]
+pub struct Kernels {
+    /// The kernels, in `Plan::kernels` order.
+    pub list: Vec<Kernel>,
+    /// The code of each kernel (everything but names) → its index.
+    by_code: HashMap<String, usize>,
+}
+
 /// Adds the kernel computing `op` from `operands` into `out` (buffers of the frame); returns
 /// its step.
 fn kernel(
     plan: &mut Plan,
-    kernels: &mut Vec<Kernel>,
+    kernels: &mut Kernels,
     name: String,
     (op, ty): (&Op, &TensorType),
     operands: &[(&TensorType, usize)],
@@ -69,6 +82,16 @@ fn kernel(
     let ins: Vec<&TensorType> = operands.iter().map(|o| o.0).collect();
     let mut cx = Ctx::new(&plan.symbols);
     let t = template(&mut cx, op, ty, &ins);
+    let mut args = vec![out];
+    args.extend(operands.iter().map(|o| o.1));
+    let elems: Vec<Elem> = std::iter::once(ty.dtype)
+        .chain(ins.iter().map(|t| t.dtype))
+        .map(elem)
+        .collect();
+    let code = format!("{elems:?}{:?}{:?}{:?}", t.locals, t.checks, t.body);
+    if let Some(&kernel) = kernels.by_code.get(&code) {
+        return Step::Kernel { kernel, args };
+    }
     // Check codes are global to the plan, so the runtime can name the failure.
     let base = plan.checks.len() as u32;
     let body = renumber_checks(t.body, base);
@@ -88,23 +111,22 @@ fn kernel(
         elem: Elem::I64,
         output: true,
     });
-    let mut args = vec![out];
-    args.extend(operands.iter().map(|o| o.1));
     plan.kernels.push(name.clone());
-    kernels.push(Kernel {
+    kernels.list.push(Kernel {
         name,
         params,
         locals: t.locals,
         body,
     });
+    kernels.by_code.insert(code, kernels.list.len() - 1);
     Step::Kernel {
-        kernel: kernels.len() - 1,
+        kernel: kernels.list.len() - 1,
         args,
     }
 }
 
 /// Lowers `g`; `prefix` names a layer kind's kernels (None: the top level).
-pub fn lower(g: &Graph, prefix: Option<&str>, plan: &mut Plan, kernels: &mut Vec<Kernel>) -> Frame {
+pub fn lower(g: &Graph, prefix: Option<&str>, plan: &mut Plan, kernels: &mut Kernels) -> Frame {
     let body = prefix.is_some();
     let weight_only = if body {
         vec![false; g.dag.node_count()]
@@ -217,7 +239,7 @@ fn copy_result(
     n: NodeIndex,
     prefix: &str,
     plan: &mut Plan,
-    kernels: &mut Vec<Kernel>,
+    kernels: &mut Kernels,
     f: &mut Frame,
     buffer_of: &[usize],
 ) {

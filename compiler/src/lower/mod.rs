@@ -87,7 +87,7 @@ pub fn lower(g: &Graph) -> Lowered {
             plan.index_bounds.insert(name.clone(), b);
         }
     }
-    let mut kernels = Vec::new();
+    let mut kernels = frame::Kernels::default();
     for k in &g.kinds {
         let prefix = format!("kind{}_", plan.kinds.len());
         let f = frame::lower(&k.body, Some(&prefix), &mut plan, &mut kernels);
@@ -104,7 +104,10 @@ pub fn lower(g: &Graph) -> Lowered {
     plan.inputs = f.inputs;
     plan.weights = f.weights;
     plan.outputs = f.outputs;
-    Lowered { plan, kernels }
+    Lowered {
+        plan,
+        kernels: kernels.list,
+    }
 }
 
 /// The size of the table an integer input indexes, if it feeds a gather (token ids, patch

@@ -1,10 +1,11 @@
 //! `fuse_elementwise`: chains of elementwise, broadcast and layout ops become one loop nest,
 //! fused into reduction prologues and into matmul and reduction epilogues.
 //!
-//! A node is *inlined* (recomputed where it is used, never stored) when every user can take
+//! A node is *inlined* (computed where it is used, never stored) when every user can take
 //! it: an elementwise or layout op, or a reduction (as its prologue). It must also have one
-//! user, or be cheap: index arithmetic on constants, iotas and sizes, which costs less to
-//! recompute than to load. Only cheap values are inlined into users that broadcast them (the
+//! user, or users that all end up in one region (computed once there, `x · σ(x)`), or be
+//! cheap: index arithmetic on constants, iotas and sizes, which costs less to recompute than
+//! to load. Only cheap values are inlined into users that broadcast them (the
 //! `rsqrt` of a norm is stored per row, not recomputed per element). Every other node is stored; a stored elementwise node is the
 //! *root* of a region made of it and its inlined ancestors.
 //!
@@ -67,9 +68,13 @@ impl<'g> Plan<'g> {
         let outputs: Vec<NodeIndex> = g.outputs.values().copied().collect();
         let cheap = cheap(g);
         let weights = g.weight_only();
+        // The root of the one region a node ends up in (None: in several, or in none).
+        let mut root_of: Vec<Option<NodeIndex>> = vec![None; g.dag.node_count()];
         for v in g.dag.node_indices().rev() {
             let us = &users[v.index()];
-            if !fusible(&g.dag[v].op) || outputs.contains(&v) || us.is_empty() {
+            let op = &g.dag[v].op;
+            root_of[v.index()] = (fusible(op) || matches!(op, Op::Reduce { .. })).then_some(v);
+            if !fusible(op) || outputs.contains(&v) || us.is_empty() {
                 continue;
             }
             let shape = &g.ty(v).shape;
@@ -84,8 +89,15 @@ impl<'g> Plan<'g> {
             };
             // Weight-only values are computed once, when the weights load, unless cheap.
             let once = weights[v.index()] && !cheap[v.index()];
-            inline[v.index()] =
-                !once && us.iter().all(accepts) && (us.len() == 1 || cheap[v.index()]);
+            // Several users in one region share one computation (`x · σ(x)`).
+            let roots: Vec<Option<NodeIndex>> = us.iter().map(|u| root_of[u.index()]).collect();
+            let one_region = roots[0].is_some() && roots.iter().all(|r| *r == roots[0]);
+            inline[v.index()] = !once
+                && us.iter().all(accepts)
+                && (us.len() == 1 || cheap[v.index()] || one_region);
+            if inline[v.index()] {
+                root_of[v.index()] = if one_region { roots[0] } else { None };
+            }
         }
         let mut plan = Plan {
             g,

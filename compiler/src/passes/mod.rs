@@ -5,6 +5,7 @@
 pub mod canonicalize;
 pub mod fuse_elementwise;
 pub mod fuse_scan;
+pub mod interleave_stack;
 mod op_kinds;
 mod outline;
 pub mod plan_memory;
@@ -17,6 +18,7 @@ use crate::graph::Graph;
 
 /// Every pass, in the order the pipeline runs them.
 pub const PASSES: &[&str] = &[
+    "interleave_stack",
     "canonicalize",
     "tile_attention",
     "fuse_scan",
@@ -79,17 +81,24 @@ impl PassOptions {
 type GraphPass = fn(&Graph) -> Graph;
 
 /// Runs `pass` on the graph and on every layer kind's body.
-fn on_every_body(g: Graph, pass: GraphPass) -> Graph {
+fn on_every_body(mut g: Graph, pass: GraphPass) -> Graph {
+    // The kinds are taken out first, so that rewriting the top level does not copy them.
+    let mut kinds = std::mem::take(&mut g.kinds);
     let mut g = pass(&g);
-    for k in &mut g.kinds {
+    for k in &mut kinds {
         k.body = pass(&k.body);
     }
+    g.kinds = kinds;
     g
 }
 
 /// The graph passes, in order.
 pub fn optimize(g: &Graph, o: &PassOptions) -> Graph {
-    let mut g = g.clone();
+    let mut g = if o.enabled("interleave_stack") {
+        interleave_stack::run(g)
+    } else {
+        g.clone()
+    };
     let graph_passes: &[(&str, GraphPass)] = &[
         ("canonicalize", canonicalize::run),
         ("tile_attention", tile_attention::run),
