@@ -11,6 +11,7 @@ mod elementwise;
 mod frame;
 mod index;
 mod layout;
+mod matmul;
 mod region;
 mod scan;
 mod ssd;

@@ -3,8 +3,8 @@
 use archc_kernels::ir::{Bin, Expr, Stmt, Ty};
 
 use super::body::BodyGen;
-use super::contract::matmul;
 use super::index::{exprs, Ctx};
+use super::matmul::matmul;
 use super::{ty, Template};
 use crate::graph::{Op, ReduceOp, Region, RegionKind, TensorType};
 
