@@ -266,6 +266,27 @@ pub mod build {
     pub fn load(buf: usize, index: Expr) -> Expr {
         Expr::Load(buf, Box::new(index))
     }
+    /// A variable's value.
+    pub fn var(v: Var) -> Expr {
+        Expr::Var(v)
+    }
+    /// An f32 copied into four lanes.
+    pub fn splat(e: Expr) -> Expr {
+        Expr::Splat(Box::new(e))
+    }
+    /// eˣ
+    pub fn exp(e: Expr) -> Expr {
+        Expr::Un(Un::Exp, Box::new(e))
+    }
+    /// `for var in 0..extent { body }`, in order.
+    pub fn serial(var: Var, extent: Expr, body: Vec<Stmt>) -> Stmt {
+        Stmt::For {
+            var,
+            extent,
+            kind: LoopKind::Serial,
+            body,
+        }
+    }
     /// Sum of expressions (0 for none), folding integer constants.
     pub fn sum(terms: Vec<Expr>) -> Expr {
         let mut konst = 0i64;

@@ -7,7 +7,7 @@
 //! `exp(m_old − m_new)` before the block's `exp(x − m)·v` are added. The scores are never
 //! stored. With a causal mask, blocks that start after the query row are not visited.
 
-use archc_kernels::ir::build::{add, bin, mul, sub};
+use archc_kernels::ir::build::{add, bin, mul, splat, sub, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Local, LoopKind, Stmt, Un, Var};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
@@ -20,14 +20,6 @@ const MAX_UNROLLED_DOT: i64 = 256;
 
 fn f32(v: f32) -> Expr {
     Expr::F32(v)
-}
-
-fn var(v: Var) -> Expr {
-    Expr::Var(v)
-}
-
-fn splat(e: Expr) -> Expr {
-    Expr::Splat(Box::new(e))
 }
 
 /// The sum of the four lanes of a vector, in a fixed order.

@@ -11,7 +11,7 @@
 //! When `b` has no batch axes and `a`'s batch axes are the output's (every `linear`), the
 //! batch rows are one long row axis.
 
-use archc_kernels::ir::build::{add, bin, mul, sub};
+use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
 use archc_kernels::ir::{Bin, Expr, LoopKind, Stmt, Var, LANES};
 
 use super::body::delinearize;
@@ -31,19 +31,6 @@ const TILE_N: i64 = 64;
 /// the final value from the matmul's and stores it. Arguments: the value and the element's
 /// coordinates in the output.
 pub type Epilogue<'e> = dyn FnMut(&mut Ctx, Expr, Vec<Expr>) -> Vec<Stmt> + 'e;
-
-fn var(v: Var) -> Expr {
-    Expr::Var(v)
-}
-
-fn serial(var: Var, extent: Expr, body: Vec<Stmt>) -> Stmt {
-    Stmt::For {
-        var,
-        extent,
-        kind: LoopKind::Serial,
-        body,
-    }
-}
 
 /// Index arithmetic for one matmul.
 struct Layout<'a> {

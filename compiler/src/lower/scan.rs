@@ -8,17 +8,13 @@
 //! state axes (Δ, x, the gate) are computed once per step, not once per state element. The
 //! `[batch, seq, channels, state]` tensors never exist.
 
-use archc_kernels::ir::build::{add, mul};
-use archc_kernels::ir::{Elem, Expr, Local, LoopKind, Stmt, Var};
+use archc_kernels::ir::build::{add, mul, var};
+use archc_kernels::ir::{Elem, Expr, Local, LoopKind, Stmt};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
 use super::index::{exprs, Ctx};
 use super::Template;
 use crate::graph::{Dim, Op, Region, ScanInfo, TensorType};
-
-fn var(v: Var) -> Expr {
-    Expr::Var(v)
-}
 
 /// The kernel for a scan region whose node has type `out`, with `inputs` region inputs.
 pub fn lower(

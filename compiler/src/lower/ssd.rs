@@ -13,7 +13,7 @@
 //! `L` are computed from the region body into thread-private arrays once; the epilogue
 //! (`+ D·x`) finishes each output.
 
-use archc_kernels::ir::build::{add, mul, sub};
+use archc_kernels::ir::build::{add, exp, load, mul, serial, sub, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Local, LoopKind, Stmt, Un, Var};
 use petgraph::graph::NodeIndex;
 
@@ -21,27 +21,6 @@ use super::body::{broadcast_at, delinearize, reshape_at, BodyGen};
 use super::index::Ctx;
 use super::Template;
 use crate::graph::{Dim, Op, Region, ScanInfo, SsdInfo, TensorType};
-
-fn var(v: Var) -> Expr {
-    Expr::Var(v)
-}
-
-fn exp(e: Expr) -> Expr {
-    Expr::Un(Un::Exp, Box::new(e))
-}
-
-fn load(buf: usize, at: Expr) -> Expr {
-    Expr::Load(buf, Box::new(at))
-}
-
-fn serial(var: Var, extent: Expr, body: Vec<Stmt>) -> Stmt {
-    Stmt::For {
-        var,
-        extent,
-        kind: LoopKind::Serial,
-        body,
-    }
-}
 
 /// `acc = Σ_{i < len} term` (the term reads `i`).
 fn sum_over(acc: Var, i: Var, len: i64, term: Expr) -> Vec<Stmt> {
