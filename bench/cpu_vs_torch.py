@@ -6,7 +6,7 @@ Models:
     weights, saved with save_pretrained so that archc reads the same tensors), batch 8 × seq 128
 
 archc is timed with `archc bench` (median of --iters runs of the Cranelift native code, after a
-warm-up); PyTorch with the median of the same number of runs under torch.no_grad(), using the
+warm-up), with all passes and with none (`--no-fuse`); PyTorch with the median of the same number of runs under torch.no_grad(), using the
 same number of threads as archc (all cores). Run from the repository root, after
 `cargo build --release`, in a venv with torch, transformers and safetensors:
 
@@ -52,16 +52,24 @@ def time_torch(model, inputs, iters):
     return statistics.median(times) * 1e3
 
 
-def time_archc(config_path, weights, inputs, iters, work):
+def time_archc(config_path, weights, inputs, iters, work, flags=()):
+    """archc's median run time in ms, and its compile-time line, with extra `archc bench` flags."""
     arch = os.path.join(work, "model.arch")
     subprocess.run([ARCHC, "import", "hf", config_path, "-o", arch], check=True, capture_output=True)
     inp = os.path.join(work, "inputs.safetensors")
     save_file({k: v.contiguous() for k, v in inputs.items()}, inp)
-    out = subprocess.run([ARCHC, "bench", arch, "--weights", weights, "--inputs", inp, "--iters", str(iters)],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([ARCHC, "bench", arch, "--weights", weights, "--inputs", inp, "--iters", str(iters),
+                          *flags], check=True, capture_output=True, text=True).stdout
     ms = float(re.search(r"^cranelift\s+([\d.]+)", out, re.M).group(1))
     compile_ms = re.search(r"^compile: (.*)$", out, re.M).group(1)
     return ms, compile_ms
+
+
+def time_both(config_path, weights, inputs, iters, work):
+    """archc with every pass, then with none (--no-fuse)."""
+    fused, compile_ms = time_archc(config_path, weights, inputs, iters, work)
+    unfused, _ = time_archc(config_path, weights, inputs, iters, work, ["--no-fuse"])
+    return fused, unfused, compile_ms
 
 
 def main():
@@ -78,9 +86,9 @@ def main():
             ids = torch.randint(1000, 29000, (BATCH, SEQ), generator=g)
             inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
             t = time_torch(model, inputs, args.iters)
-            a, c = time_archc(os.path.join(MINILM, "config.json"), os.path.join(MINILM, "model.safetensors"),
-                              inputs, args.iters, work)
-            rows.append(("all-MiniLM-L6-v2 (real weights)", t, a, c))
+            a, u, c = time_both(os.path.join(MINILM, "config.json"), os.path.join(MINILM, "model.safetensors"),
+                                inputs, args.iters, work)
+            rows.append(("all-MiniLM-L6-v2 (real weights)", t, a, u, c))
         else:
             print(f"skipping MiniLM: {MINILM} is absent (see the README)")
         for name, (config_cls, model_cls, overrides) in CONFIGS.items():
@@ -91,15 +99,15 @@ def main():
             model.save_pretrained(d)
             ids = torch.randint(0, config.vocab_size, (BATCH, SEQ), generator=g)
             t = time_torch(model, {"input_ids": ids}, args.iters)
-            a, c = time_archc(os.path.join(d, "config.json"), os.path.join(d, "model.safetensors"),
-                              {"input_ids": ids}, args.iters, work)
-            rows.append((f"{name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)", t, a, c))
+            a, u, c = time_both(os.path.join(d, "config.json"), os.path.join(d, "model.safetensors"),
+                                {"input_ids": ids}, args.iters, work)
+            rows.append((f"{name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)", t, a, u, c))
     print(f"\nbatch {BATCH} x seq {SEQ}, {threads} threads, torch {torch.__version__}, median of {args.iters} runs")
-    print(f"{'model':36} {'torch ms':>10} {'archc ms':>10} {'archc/torch throughput':>24}")
-    for name, t, a, c in rows:
-        print(f"{name:36} {t:10.1f} {a:10.1f} {t / a:24.3f}")
+    print(f"{'model':36} {'torch ms':>10} {'archc ms':>10} {'--no-fuse ms':>13} {'archc/torch throughput':>24}")
+    for name, t, a, u, c in rows:
+        print(f"{name:36} {t:10.1f} {a:10.1f} {u:13.1f} {t / a:24.3f}")
     print("\narchc compile times:")
-    for name, _, _, c in rows:
+    for name, _, _, _, c in rows:
         print(f"  {name}: {c}")
 
 
