@@ -232,6 +232,7 @@ impl Machine<'_> {
             Expr::Un(op, a) => {
                 let x = self.eval(a)?;
                 match (op, x) {
+                    (op, Val::V(v)) => Val::V(v.map(|l| crate::math::unary(*op, l))),
                     (Un::Neg, Val::I(v)) => Val::I(v.wrapping_neg()),
                     (Un::Abs, Val::I(v)) => Val::I(v.wrapping_abs()),
                     (Un::Not, v) => Val::B(!b(v)),

@@ -88,7 +88,8 @@ pub fn erf_inline(x: f32) -> f32 {
     let t = 1.0 / P.mul_add(a, 1.0);
     let poly = A[1..].iter().fold(A[0], |q, &c| q.mul_add(t, c)) * t;
     let y = 1.0 - poly * exp_inline(-(a * a));
-    y.copysign(x)
+    // y is not negative: or-ing in x's sign bit is copysign, as generated code does it.
+    f32::from_bits(y.to_bits() | (x.to_bits() & 0x8000_0000))
 }
 
 /// ln x

@@ -276,29 +276,53 @@ impl<'a, 'b> Gen<'a, 'b> {
         self.b.ins().iadd(self.bases[buf], off)
     }
 
-    /// eˣ inline: the operations of `archc_kernels::math::exp_inline`, in its order.
+    /// An f32 constant of the type of `like` (splat into all lanes for a vector).
+    fn fconst(&mut self, v: f32, like: Value) -> Value {
+        let c = self.ins().f32const(v);
+        if self.b.func.dfg.value_type(like).is_vector() {
+            self.ins().splat(types::F32X4, c)
+        } else {
+            c
+        }
+    }
+
+    /// eˣ inline: the operations of `archc_kernels::math::exp_inline`, in its order, on a scalar
+    /// or on each lane of a vector.
     fn exp_inline(&mut self, x: Value) -> Value {
         use archc_kernels::math::exp_poly::*;
-        let lo = self.ins().f32const(LO);
-        let hi = self.ins().f32const(HI);
+        let vector = self.b.func.dfg.value_type(x).is_vector();
+        let lo = self.fconst(LO, x);
+        let hi = self.fconst(HI, x);
         let x = self.ins().fmax(x, lo);
         let x = self.ins().fmin(x, hi);
-        let log2e = self.ins().f32const(LOG2E);
+        let log2e = self.fconst(LOG2E, x);
         let t = self.ins().fmul(x, log2e);
         let k = self.ins().nearest(t);
-        let c_hi = self.ins().f32const(-LN2_HI);
+        let c_hi = self.fconst(-LN2_HI, x);
         let r = self.ins().fma(k, c_hi, x);
-        let c_lo = self.ins().f32const(-LN2_LO);
+        let c_lo = self.fconst(-LN2_LO, x);
         let r = self.ins().fma(k, c_lo, r);
-        let mut p = self.ins().f32const(C[0]);
+        let mut p = self.fconst(C[0], x);
         for c in &C[1..] {
-            let c = self.ins().f32const(*c);
+            let c = self.fconst(*c, x);
             p = self.ins().fma(p, r, c);
         }
-        let ki = self.ins().fcvt_to_sint(types::I32, k);
-        let biased = self.ins().iadd_imm_s(ki, 127);
-        let bits = self.ins().ishl_imm_s(biased, 23);
-        let scale = self.ins().bitcast(types::F32, MemFlagsData::new(), bits);
+        // 2ᵏ from the exponent bits; k is in range, so the saturating conversion is exact.
+        let scale = if vector {
+            let ki = self.ins().fcvt_to_sint_sat(types::I32X4, k);
+            let bias = self.ins().iconst(types::I32, 127);
+            let bias = self.ins().splat(types::I32X4, bias);
+            let biased = self.ins().iadd(ki, bias);
+            let bits = self.ins().ishl_imm_s(biased, 23);
+            let little =
+                MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+            self.ins().bitcast(types::F32X4, little, bits)
+        } else {
+            let ki = self.ins().fcvt_to_sint(types::I32, k);
+            let biased = self.ins().iadd_imm_s(ki, 127);
+            let bits = self.ins().ishl_imm_s(biased, 23);
+            self.ins().bitcast(types::F32, MemFlagsData::new(), bits)
+        };
         self.ins().fmul(p, scale)
     }
 
@@ -306,13 +330,13 @@ impl<'a, 'b> Gen<'a, 'b> {
     fn erf_inline(&mut self, x: Value) -> Value {
         use archc_kernels::math::erf_poly::*;
         let a = self.ins().fabs(x);
-        let p = self.ins().f32const(P);
-        let one = self.ins().f32const(1.0);
+        let p = self.fconst(P, x);
+        let one = self.fconst(1.0, x);
         let den = self.ins().fma(p, a, one);
         let t = self.ins().fdiv(one, den);
-        let mut q = self.ins().f32const(A[0]);
+        let mut q = self.fconst(A[0], x);
         for c in &A[1..] {
-            let c = self.ins().f32const(*c);
+            let c = self.fconst(*c, x);
             q = self.ins().fma(q, t, c);
         }
         let poly = self.ins().fmul(q, t);
@@ -321,7 +345,24 @@ impl<'a, 'b> Gen<'a, 'b> {
         let e = self.exp_inline(neg);
         let pe = self.ins().fmul(poly, e);
         let y = self.ins().fsub(one, pe);
-        self.ins().fcopysign(y, x)
+        // copysign(y, x): y is not negative, so or-ing in x's sign bit is enough.
+        let sign = self.fconst(-0.0, x);
+        let s = self.ins().band(x, sign);
+        self.ins().bor(y, s)
+    }
+
+    /// A scalar function of the runtime's, called on each lane of a vector.
+    fn call_lanes(&mut self, name: &str, x: Value) -> Value {
+        if !self.b.func.dfg.value_type(x).is_vector() {
+            return self.call(name, &[x]);
+        }
+        let mut v = x;
+        for l in 0..4u8 {
+            let e = self.ins().extractlane(x, l);
+            let r = self.call(name, &[e]);
+            v = self.ins().insertlane(v, r, l);
+        }
+        v
     }
 
     /// Vector accesses start at any element, so they claim no alignment.
@@ -409,15 +450,15 @@ impl<'a, 'b> Gen<'a, 'b> {
                     (_, Un::Sqrt) => self.ins().sqrt(x),
                     (_, Un::Rsqrt) => {
                         let s = self.ins().sqrt(x);
-                        let one = self.ins().f32const(1.0);
+                        let one = self.fconst(1.0, x);
                         self.ins().fdiv(one, s)
                     }
                     (_, Un::Exp) => self.exp_inline(x),
-                    (_, Un::Log) => self.call("archc_logf", &[x]),
-                    (_, Un::Tanh) => self.call("archc_tanhf", &[x]),
+                    (_, Un::Log) => self.call_lanes("archc_logf", x),
+                    (_, Un::Tanh) => self.call_lanes("archc_tanhf", x),
                     (_, Un::Erf) => self.erf_inline(x),
-                    (_, Un::Sin) => self.call("archc_sinf", &[x]),
-                    (_, Un::Cos) => self.call("archc_cosf", &[x]),
+                    (_, Un::Sin) => self.call_lanes("archc_sinf", x),
+                    (_, Un::Cos) => self.call_lanes("archc_cosf", x),
                     (_, Un::Not) => {
                         let z = self.ins().f32const(0.0);
                         let is_zero = self.ins().fcmp(FloatCC::Equal, x, z);

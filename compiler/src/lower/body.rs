@@ -17,15 +17,18 @@ use super::index::{plus, Ctx};
 use super::ty;
 use crate::graph::{Dim, Graph, Op};
 
-/// Generates the expressions of one body's nodes.
+/// Generates the expressions of one body's nodes. (Vector forms are in `lanes.rs`.)
+#[derive(Clone)]
 pub struct BodyGen<'a> {
-    body: &'a Graph,
+    pub(super) body: &'a Graph,
     /// Kernel buffer of each body input node.
-    buffers: HashMap<NodeIndex, usize>,
+    pub(super) buffers: HashMap<NodeIndex, usize>,
     /// Nodes whose value at the current coordinates a template already holds (an accumulator).
-    bound: HashMap<NodeIndex, Expr>,
+    pub(super) bound: HashMap<NodeIndex, Expr>,
+    /// Like `bound`, for four consecutive elements (a vector accumulator).
+    pub(super) bound_lanes: HashMap<NodeIndex, Expr>,
     /// How many body nodes use each node: values used twice are computed once.
-    uses: Vec<usize>,
+    pub(super) uses: Vec<usize>,
     /// The loops the expressions are generated in, outermost first: the statements that
     /// compute values (shared ones, and ones that do not depend on an inner loop) go to the
     /// outermost loop whose variables they read.
@@ -35,13 +38,13 @@ pub struct BodyGen<'a> {
     /// The level of each variable a statement here set.
     var_level: HashMap<Var, usize>,
     /// (node, coordinates) → the variable holding it and its level.
-    memo: HashMap<(NodeIndex, String), (Expr, usize)>,
+    pub(super) memo: HashMap<(NodeIndex, String), (Expr, usize)>,
     /// Messages of the checks emitted so far (code i + 1 is message i).
     pub checks: Vec<String>,
 }
 
 /// The variables an expression reads.
-fn vars_of(e: &Expr, out: &mut Vec<Var>) {
+pub(super) fn vars_of(e: &Expr, out: &mut Vec<Var>) {
     match e {
         Expr::Var(v) => out.push(*v),
         Expr::Int(_) | Expr::F32(_) | Expr::Bool(_) | Expr::Dim(_) => {}
@@ -110,6 +113,7 @@ impl<'a> BodyGen<'a> {
             body,
             buffers,
             bound: HashMap::new(),
+            bound_lanes: HashMap::new(),
             uses,
             levels: vec![Vec::new()],
             loop_level: HashMap::new(),
@@ -144,13 +148,13 @@ impl<'a> BodyGen<'a> {
     }
 
     /// The innermost level.
-    fn here(&self) -> usize {
+    pub(super) fn here(&self) -> usize {
         self.levels.len() - 1
     }
 
     /// The outermost level at which `e` can be computed: the deepest level of a variable it
     /// reads (variables of the template's own, unknown here, count as the innermost).
-    fn level_of(&self, e: &Expr) -> usize {
+    pub(super) fn level_of(&self, e: &Expr) -> usize {
         let mut vars = Vec::new();
         vars_of(e, &mut vars);
         vars.iter()
@@ -166,7 +170,7 @@ impl<'a> BodyGen<'a> {
     }
 
     /// Computes `e` into a fresh variable at its own level; returns the variable.
-    fn place(&mut self, cx: &mut Ctx, e: Expr) -> Var {
+    pub(super) fn place(&mut self, cx: &mut Ctx, e: Expr) -> Var {
         let level = self.level_of(&e);
         let v = cx.var();
         self.levels[level].push(Stmt::Set(v, e));

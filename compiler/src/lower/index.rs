@@ -78,8 +78,20 @@ impl<'a> Ctx<'a> {
         self.index(shape, &at)
     }
 
-    /// Wraps `body` in loops `vars[i] in 0..shape[i]`; the outermost loop is parallel.
-    pub fn nest(&self, shape: &[Dim], vars: &[Var], body: Vec<Stmt>) -> Vec<Stmt> {
+    /// Wraps `body` in loops `vars[i] in 0..shape[i]`. With three axes or more, every axis but
+    /// the last is one flattened parallel loop (see [`Ctx::flat_nest`]); otherwise the
+    /// outermost loop is parallel.
+    pub fn nest(&mut self, shape: &[Dim], vars: &[Var], body: Vec<Stmt>) -> Vec<Stmt> {
+        let n = shape.len();
+        if n >= 3 {
+            let inner = vec![Stmt::For {
+                var: vars[n - 1],
+                extent: self.dim(&shape[n - 1]),
+                kind: LoopKind::Serial,
+                body,
+            }];
+            return self.flat_nest(&shape[..n - 1], &vars[..n - 1], inner);
+        }
         let mut body = body;
         for (i, (d, v)) in shape.iter().zip(vars).enumerate().rev() {
             body = vec![Stmt::For {
@@ -98,8 +110,31 @@ impl<'a> Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// One parallel loop over every element of `shape` (each iteration splits its index into
+    /// `vars`), around `body`: the whole product is split between threads, so a leading axis
+    /// of size 1 (a batch of one) costs no parallelism.
+    pub fn flat_nest(&mut self, shape: &[Dim], vars: &[Var], body: Vec<Stmt>) -> Vec<Stmt> {
+        if shape.len() < 2 {
+            return self.nest(shape, vars, body);
+        }
+        let flat = self.var();
+        let mut inner: Vec<Stmt> = super::body::delinearize(self, Expr::Var(flat), shape)
+            .into_iter()
+            .zip(vars)
+            .map(|(e, v)| Stmt::Set(*v, e))
+            .collect();
+        inner.extend(body);
+        let total = Dim::product(shape).expect("tensor sizes fit in i64");
+        vec![Stmt::For {
+            var: flat,
+            extent: self.dim(&total),
+            kind: LoopKind::Parallel,
+            body: inner,
+        }]
+    }
+
     /// Like [`Ctx::nest`], but every loop is serial (it runs inside another parallel loop).
-    pub fn serial_nest(&self, shape: &[Dim], vars: &[Var], body: Vec<Stmt>) -> Vec<Stmt> {
+    pub fn serial_nest(&mut self, shape: &[Dim], vars: &[Var], body: Vec<Stmt>) -> Vec<Stmt> {
         let mut nest = self.nest(shape, vars, body);
         if let Some(Stmt::For { kind, .. }) = nest.first_mut() {
             *kind = LoopKind::Serial;

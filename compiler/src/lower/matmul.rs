@@ -27,10 +27,15 @@ const TILE_M: i64 = 32;
 /// Columns of a tile (a multiple of `COLS`).
 const TILE_N: i64 = 64;
 
-/// Stores the value of one output element: the plain store, or a fused epilogue that computes
-/// the final value from the matmul's and stores it. Arguments: the value and the element's
-/// coordinates in the output.
-pub type Epilogue<'e> = dyn FnMut(&mut Ctx, Expr, Vec<Expr>) -> Vec<Stmt> + 'e;
+/// A fused epilogue: computes the final value of output elements from the matmul's and stores
+/// it.
+pub trait Epilogue {
+    /// Finishes one element at coordinates `at`.
+    fn scalar(&mut self, cx: &mut Ctx, value: Expr, at: Vec<Expr>) -> Vec<Stmt>;
+    /// Finishes four consecutive elements of a row (f32x4 `value`; `lane` is the first one's
+    /// column in `at`), or None when the epilogue has no vector form.
+    fn vector(&mut self, cx: &mut Ctx, value: Expr, at: Vec<Expr>, lane: Var) -> Option<Vec<Stmt>>;
+}
 
 /// Index arithmetic for one matmul.
 struct Layout<'a> {
@@ -98,7 +103,7 @@ pub fn matmul(
     cx: &mut Ctx,
     out: &TensorType,
     [(a, abuf), (b, bbuf)]: [(&TensorType, usize); 2],
-    mut epilogue: Option<&mut Epilogue<'_>>,
+    mut epilogue: Option<&mut dyn Epilogue>,
 ) -> Vec<Stmt> {
     let r = out.rank();
     let flat = b.rank() == 2 && a.shape[..a.rank() - 1] == out.shape[..r - 1];
@@ -227,7 +232,7 @@ pub fn matmul(
 fn finish(
     cx: &mut Ctx,
     l: &Layout,
-    epilogue: &mut Option<&mut Epilogue<'_>>,
+    epilogue: &mut Option<&mut dyn Epilogue>,
     value: Expr,
     i: Expr,
     j: Expr,
@@ -235,7 +240,7 @@ fn finish(
     match epilogue {
         Some(epi) => {
             let at = l.coords(cx, i, j);
-            epi(cx, value, at)
+            epi.scalar(cx, value, at)
         }
         None => vec![Stmt::Store(0, l.out(cx, i, j), value)],
     }
@@ -249,7 +254,7 @@ fn micro(
     (abuf, bbuf): (usize, usize),
     (i, j): (Var, Var),
     rows: usize,
-    epilogue: &mut Option<&mut Epilogue<'_>>,
+    epilogue: &mut Option<&mut dyn Epilogue>,
 ) -> Vec<Stmt> {
     let p = cx.var();
     let (b0, b1) = (cx.var(), cx.var());
@@ -305,12 +310,33 @@ fn micro(
     out.push(serial(p, half, twice));
     let odd = cx.var();
     out.push(serial(odd, bin(Bin::Rem, l.k.clone(), Expr::Int(2)), step));
+    // With an epilogue: finished in registers, four at a time, when it has a vector form.
+    if let Some(epi) = epilogue.as_deref_mut() {
+        let saved = out.len();
+        let mut vectors = true;
+        for (r, acc) in accs.iter().enumerate() {
+            for (q, v) in acc.iter().enumerate() {
+                let col = cx.var();
+                out.push(Stmt::Set(col, add(var(j), Expr::Int((q * LANES) as i64))));
+                let at = l.coords(cx, row(r), var(col));
+                match epi.vector(cx, var(*v), at, col) {
+                    Some(s) => out.extend(s),
+                    None => vectors = false,
+                }
+            }
+        }
+        if vectors {
+            return out;
+        }
+        out.truncate(saved);
+    }
     for (r, acc) in accs.iter().enumerate() {
         for (q, v) in acc.iter().enumerate() {
             let col = add(var(j), Expr::Int((q * LANES) as i64));
             out.push(Stmt::VStore(0, l.out(cx, row(r), col), var(*v)));
         }
     }
+    // Otherwise each element is finished in place (it is in L1).
     if epilogue.is_some() {
         for r in 0..rows {
             let c = cx.var();

@@ -10,6 +10,7 @@ mod contract;
 mod elementwise;
 mod frame;
 mod index;
+mod lanes;
 mod layout;
 mod matmul;
 mod region;

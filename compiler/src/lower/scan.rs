@@ -8,7 +8,7 @@
 //! state axes (Δ, x, the gate) are computed once per step, not once per state element. The
 //! `[batch, seq, channels, state]` tensors never exist.
 
-use archc_kernels::ir::build::{add, mul, var};
+use archc_kernels::ir::build::{add, mul, serial, var};
 use archc_kernels::ir::{Elem, Expr, Local, LoopKind, Stmt};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
@@ -67,30 +67,74 @@ pub fn lower(
     }
     let state_buf = inputs + 2;
     let slot = cx.index(&state_shape, &exprs(&st_vars));
-    let decay = gen.value(cx, a, &broadcast_at(&h_at, &r.body.ty(a).shape));
-    let input = gen.value(cx, b, &broadcast_at(&h_at, &r.body.ty(b).shape));
+    let a_at = broadcast_at(&h_at, &r.body.ty(a).shape);
+    let b_at = broadcast_at(&h_at, &r.body.ty(b).shape);
     let hv = cx.var();
-    let mut step = gen.take_lets();
-    let previous = if state_axes.is_empty() {
-        var(hv)
-    } else {
-        Expr::Load(state_buf, Box::new(slot.clone()))
-    };
-    step.push(Stmt::Set(hv, add(mul(decay, previous), input)));
-    gen.bind(s, var(hv));
-
     let mut per_step;
     let per_channel_init;
     match info.readout {
         Some(readout) => {
-            step.push(Stmt::Store(state_buf, slot, var(hv)));
             let acc = cx.var();
-            let term = gen.value(cx, r.body.operands(readout)[0], &h_at);
-            step.extend(gen.leave());
-            step.push(Stmt::Set(acc, add(var(acc), term)));
+            let term_node = r.body.operands(readout)[0];
+            // Four state elements at a time when the innermost state axis allows, else one.
+            let by_four = state_shape
+                .last()
+                .and_then(|d| d.as_const())
+                .is_some_and(|n| n % 4 == 0);
+            let saved = gen.clone();
+            let vector = by_four
+                .then(|| {
+                    let k = *st_vars.last().expect("state axes");
+                    let decay = gen.lanes(cx, a, &a_at, k)?.vector();
+                    let input = gen.lanes(cx, b, &b_at, k)?.vector();
+                    let mut step = gen.take_lets();
+                    let previous = Expr::VLoad(state_buf, Box::new(slot.clone()));
+                    step.push(Stmt::Set(hv, add(mul(decay, previous), input)));
+                    step.push(Stmt::VStore(state_buf, slot.clone(), var(hv)));
+                    gen.bind_lanes(s, var(hv));
+                    let term = gen.lanes(cx, term_node, &h_at, k)?.vector();
+                    Some((k, step, term))
+                })
+                .flatten();
+            let state_loop = match vector {
+                Some((k, mut step, term)) => {
+                    let accv = cx.var();
+                    step.extend(gen.leave());
+                    step.push(Stmt::Set(accv, add(var(accv), term)));
+                    let q = cx.var();
+                    let mut quad = vec![Stmt::Set(k, mul(var(q), Expr::Int(4)))];
+                    quad.extend(step);
+                    let n = state_axes.len();
+                    let last = state_shape[n - 1].as_const().expect("checked") / 4;
+                    let inner = vec![serial(q, Expr::Int(last), quad)];
+                    let lane = |l: u8| Expr::Lane(Box::new(var(accv)), l);
+                    let mut out = vec![Stmt::Set(accv, Expr::Splat(Box::new(Expr::F32(0.0))))];
+                    out.extend(cx.serial_nest(&state_shape[..n - 1], &st_vars[..n - 1], inner));
+                    out.push(Stmt::Set(
+                        acc,
+                        add(add(lane(0), lane(1)), add(lane(2), lane(3))),
+                    ));
+                    out
+                }
+                None => {
+                    gen = saved;
+                    let decay = gen.value(cx, a, &a_at);
+                    let input = gen.value(cx, b, &b_at);
+                    let mut step = gen.take_lets();
+                    let previous = Expr::Load(state_buf, Box::new(slot.clone()));
+                    step.push(Stmt::Set(hv, add(mul(decay, previous), input)));
+                    step.push(Stmt::Store(state_buf, slot, var(hv)));
+                    gen.bind(s, var(hv));
+                    let term = gen.value(cx, term_node, &h_at);
+                    step.extend(gen.leave());
+                    step.push(Stmt::Set(acc, add(var(acc), term)));
+                    let mut out = vec![Stmt::Set(acc, Expr::F32(0.0))];
+                    out.extend(cx.serial_nest(&state_shape, &st_vars, step));
+                    out
+                }
+            };
             per_step = gen.take_lets();
-            per_step.push(Stmt::Set(acc, Expr::F32(0.0)));
-            per_step.extend(cx.serial_nest(&state_shape, &st_vars, step));
+            per_step.extend(state_loop);
             // The epilogue, on the sum.
             gen.bind(readout, var(acc));
             let out_at: Vec<Expr> = (0..h.rank())
@@ -104,14 +148,17 @@ pub fn lower(
             per_step.extend(gen.take_lets());
             per_step.push(Stmt::Store(0, cx.index(&out.shape, &out_at), y));
             let zero = cx.var();
-            per_channel_init = vec![Stmt::For {
-                var: zero,
-                extent: Expr::Int(state_len as i64),
-                kind: LoopKind::Serial,
-                body: vec![Stmt::Store(state_buf, var(zero), Expr::F32(0.0))],
-            }];
+            per_channel_init = vec![serial(
+                zero,
+                Expr::Int(state_len as i64),
+                vec![Stmt::Store(state_buf, var(zero), Expr::F32(0.0))],
+            )];
         }
         None => {
+            let decay = gen.value(cx, a, &a_at);
+            let input = gen.value(cx, b, &b_at);
+            let mut step = gen.take_lets();
+            step.push(Stmt::Set(hv, add(mul(decay, var(hv)), input)));
             step.extend(gen.leave());
             step.push(Stmt::Store(0, cx.index(&out.shape, &h_at), var(hv)));
             per_step = gen.take_lets();

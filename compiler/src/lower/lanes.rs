@@ -1,0 +1,186 @@
+//! Vector forms of region bodies: four consecutive elements along one loop variable at once.
+//!
+//! A template that loops over a contiguous axis asks for a node's value at coordinates in
+//! which a variable `lane` is the first of four consecutive indices. Loads whose last
+//! coordinate is `lane` (plus something that does not vary with it) become f32x4 loads; values
+//! that do not vary with `lane` stay scalars (computed once, outside, by the usual hoisting)
+//! and are splat where they meet vectors; float arithmetic and the inline `exp` and `erf` work
+//! lane by lane. Anything else (a select, a gather, an integer) has no vector form: the
+//! template then generates the scalar loop.
+
+use archc_kernels::ir::{Bin, Expr, Var};
+use petgraph::graph::NodeIndex;
+
+use super::body::{broadcast_at, reshape_at, vars_of, BodyGen};
+use super::elementwise::{bin as kernel_bin, un};
+use super::index::{plus, Ctx};
+use crate::graph::{BinaryOp, Op};
+
+/// Four consecutive values: one value in every lane, or a vector.
+#[derive(Clone, Debug)]
+pub enum Lanes {
+    /// The same value in every lane.
+    Scalar(Expr),
+    /// An f32x4 value.
+    Vector(Expr),
+}
+
+impl Lanes {
+    /// As an f32x4 expression.
+    pub fn vector(self) -> Expr {
+        match self {
+            Lanes::Scalar(e) => Expr::Splat(Box::new(e)),
+            Lanes::Vector(e) => e,
+        }
+    }
+}
+
+fn mentions(e: &Expr, v: Var) -> bool {
+    let mut vars = Vec::new();
+    vars_of(e, &mut vars);
+    vars.contains(&v)
+}
+
+/// Whether `e` is `lane + c` for some `c` that does not read `lane`: consecutive lanes are then
+/// consecutive indices.
+fn steps_with(e: &Expr, lane: Var) -> bool {
+    match e {
+        Expr::Var(v) => *v == lane,
+        Expr::Bin(Bin::Add, a, b) => {
+            (steps_with(a, lane) && !mentions(b, lane))
+                || (steps_with(b, lane) && !mentions(a, lane))
+        }
+        _ => false,
+    }
+}
+
+impl BodyGen<'_> {
+    /// Makes `node` evaluate to the f32x4 `value` in vector forms from now on.
+    pub fn bind_lanes(&mut self, node: NodeIndex, value: Expr) {
+        self.bound_lanes.insert(node, value);
+    }
+
+    /// The value of `n` at `at` for the four elements whose index along `lane` starts there, or
+    /// None if some op on the way has no vector form.
+    pub fn lanes(&mut self, cx: &mut Ctx, n: NodeIndex, at: &[Expr], lane: Var) -> Option<Lanes> {
+        if let Some(e) = self.bound_lanes.get(&n) {
+            return Some(Lanes::Vector(e.clone()));
+        }
+        if !at.iter().any(|e| mentions(e, lane)) {
+            return Some(Lanes::Scalar(self.value(cx, n, at)));
+        }
+        let key = (
+            n,
+            format!(
+                "lanes:{}",
+                at.iter()
+                    .map(archc_kernels::print_expr)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        );
+        if let Some((e, _)) = self.memo.get(&key) {
+            return Some(Lanes::Vector(e.clone()));
+        }
+        let e = match self.compute_lanes(cx, n, at, lane)? {
+            Lanes::Scalar(e) => return Some(Lanes::Scalar(e)),
+            Lanes::Vector(e) => e,
+        };
+        if self.uses[n.index()] <= 1 || matches!(e, Expr::Var(_)) {
+            return Some(Lanes::Vector(e));
+        }
+        let v = self.place(cx, e);
+        let level = self.here();
+        self.memo.insert(key, (Expr::Var(v), level));
+        Some(Lanes::Vector(Expr::Var(v)))
+    }
+
+    fn operand_lanes(
+        &mut self,
+        cx: &mut Ctx,
+        n: NodeIndex,
+        i: usize,
+        at: &[Expr],
+        lane: Var,
+    ) -> Option<Lanes> {
+        let o = self.body.operands(n)[i];
+        let at = broadcast_at(at, &self.body.ty(o).shape);
+        self.lanes(cx, o, &at, lane)
+    }
+
+    fn compute_lanes(
+        &mut self,
+        cx: &mut Ctx,
+        n: NodeIndex,
+        at: &[Expr],
+        lane: Var,
+    ) -> Option<Lanes> {
+        let node = &self.body.dag[n];
+        if !node.ty.dtype.is_float() {
+            return None;
+        }
+        let ins = self.body.operands(n);
+        match &node.op {
+            Op::Const(v) => Some(Lanes::Scalar(super::elementwise::constant(
+                *v,
+                node.ty.dtype,
+            ))),
+            Op::Input(_) => {
+                let (last, rest) = at.split_last()?;
+                let contiguous = node.ty.shape.last().and_then(|d| d.as_const()) != Some(1)
+                    && steps_with(last, lane)
+                    && !rest.iter().any(|e| mentions(e, lane));
+                contiguous.then(|| {
+                    let buf = self.buffers[&n];
+                    Lanes::Vector(Expr::VLoad(buf, Box::new(cx.index(&node.ty.shape, at))))
+                })
+            }
+            Op::Unary(u) => {
+                let x = self.operand_lanes(cx, n, 0, at, lane)?;
+                Some(match un(*u) {
+                    None => x,
+                    Some(u) => Lanes::Vector(Expr::Un(u, Box::new(x.vector()))),
+                })
+            }
+            Op::Binary(b)
+                if matches!(
+                    b,
+                    BinaryOp::Add
+                        | BinaryOp::Sub
+                        | BinaryOp::Mul
+                        | BinaryOp::Div
+                        | BinaryOp::Max
+                        | BinaryOp::Min
+                ) =>
+            {
+                let x = self.operand_lanes(cx, n, 0, at, lane)?.vector();
+                let y = self.operand_lanes(cx, n, 1, at, lane)?.vector();
+                Some(Lanes::Vector(Expr::Bin(
+                    kernel_bin(*b),
+                    Box::new(x),
+                    Box::new(y),
+                )))
+            }
+            Op::Cast if self.body.ty(ins[0]).dtype.is_float() => {
+                self.operand_lanes(cx, n, 0, at, lane)
+            }
+            Op::Reshape => {
+                let src = reshape_at(cx, at, &node.ty.shape, &self.body.ty(ins[0]).shape);
+                self.lanes(cx, ins[0], &src, lane)
+            }
+            Op::Permute(perm) => {
+                let mut src = vec![Expr::Int(0); perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    src[p] = at[i].clone();
+                }
+                self.lanes(cx, ins[0], &src, lane)
+            }
+            Op::Slice { axis, start, .. } => {
+                let mut src = at.to_vec();
+                src[*axis] = plus(src[*axis].clone(), cx.dim(start));
+                self.lanes(cx, ins[0], &src, lane)
+            }
+            _ => None,
+        }
+    }
+}
