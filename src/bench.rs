@@ -27,6 +27,8 @@ pub struct BenchOptions {
     pub with_interp: bool,
     /// Which passes run before lowering.
     pub passes: PassOptions,
+    /// How long parsing and elaboration took.
+    pub front_end_ms: f64,
 }
 
 /// Multiply-adds of the graph's matmuls ×2, for these dims.
@@ -105,7 +107,8 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let _ = writeln!(out, "model {} ({})", g.name, bound.join(", "));
     let _ = writeln!(
         out,
-        "compile: lower {lower_ms:.1} ms, codegen {codegen_ms:.1} ms ({} kernels)",
+        "compile: front end {:.1} ms, passes and lowering {lower_ms:.1} ms, codegen {codegen_ms:.1} ms ({} kernels)",
+        o.front_end_ms,
         lowered.kernels.len()
     );
     let _ = writeln!(out, "matmul work: {:.3} GFLOP per run", work / 1e9);

@@ -150,3 +150,34 @@ fn plan_dump_starts_with_arena_and_kernel_counts() {
         assert!(text.contains("k2_elementwise"), "{stage}");
     }
 }
+
+#[test]
+fn pass_flags_are_checked() {
+    let (status, _, stderr) = archc(&["run", "examples/llama.arch", "--disable-pass", "bogus"]);
+    assert_eq!(status, 2, "{stderr}");
+    assert!(
+        stderr.contains("there is no pass `bogus`; the passes are interleave_stack,"),
+        "{stderr}"
+    );
+    let (status, stdout, stderr) = archc(&["dump", "--stage", "fused", "examples/jamba.arch"]);
+    assert_eq!(status, 0, "{stderr}");
+    for region in [
+        "fused.attention[",
+        "fused.scan[",
+        "fused.matmul[",
+        "fused.reduce[",
+        "kind2 ",
+    ] {
+        assert!(stdout.contains(region), "{region} missing");
+    }
+    let (status, stdout, _) = archc(&[
+        "dump",
+        "--stage",
+        "fused",
+        "examples/jamba.arch",
+        "--disable-pass",
+        "tile_attention",
+    ]);
+    assert_eq!(status, 0);
+    assert!(!stdout.contains("fused.attention["));
+}
