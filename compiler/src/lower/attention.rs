@@ -7,13 +7,16 @@
 //! `exp(m_old − m_new)` before the block's `exp(x − m)·v` are added. The scores are never
 //! stored. With a causal mask, blocks that start after the query row are not visited.
 
-use archc_kernels::ir::build::{add, bin, mul, splat, sub, var};
+use archc_kernels::ir::build::{add, bin, mul, serial, splat, sub, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Local, LoopKind, Stmt, Un, Var};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
 use super::index::Ctx;
 use super::Template;
 use crate::graph::{AttentionInfo, Region, TensorType};
+
+/// Query rows of up to this many f32x4 vectors are held in registers.
+const MAX_QUERY_REGISTERS: i64 = 8;
 
 /// Dot products whose length is a multiple of 4 up to this are unrolled into f32x4 FMAs.
 const MAX_UNROLLED_DOT: i64 = 256;
@@ -70,6 +73,22 @@ pub fn lower(
     };
     let q_row = cx.var();
     per_row.push(Stmt::Set(q_row, row_start(cx, qt, i.clone())));
+    // A short query row stays in registers for all its keys.
+    let q_regs: Vec<Var> = match d.as_const() {
+        Some(n) if n % 4 == 0 && n / 4 <= MAX_QUERY_REGISTERS => {
+            (0..n / 4).map(|_| cx.var()).collect()
+        }
+        _ => Vec::new(),
+    };
+    for (k, v) in q_regs.iter().enumerate() {
+        per_row.push(Stmt::Set(
+            *v,
+            Expr::VLoad(qb, Box::new(add(var(q_row), Expr::Int(4 * k as i64)))),
+        ));
+    }
+    // Consecutive keys' rows are this far apart in k and v.
+    let k_stride = cx.strides(&kt.shape)[kt.rank() - 2].clone();
+    let v_stride = cx.strides(&vt.shape)[vt.rank() - 2].clone();
 
     // The accumulator: f32x4 registers when the value width allows, scalars otherwise.
     let lanes = if dv.is_multiple_of(4) { 4 } else { 1 };
@@ -109,11 +128,9 @@ pub fn lower(
     ];
 
     // Pass 1: the block's logits and their max.
-    let mut score = vec![
-        Stmt::Set(j, add(var(j0), var(jj))),
-        Stmt::Set(k_row, row_start(cx, kt, var(j))),
-    ];
-    score.extend(dot(cx, (qb, q_row), (kb, k_row), &d, s));
+    per_block.push(Stmt::Set(k_row, row_start(cx, kt, var(j0))));
+    let mut score = vec![Stmt::Set(j, add(var(j0), var(jj)))];
+    score.extend(dot(cx, (qb, q_row, &q_regs), (kb, k_row), &d, s));
     gen.bind(a.scores, var(s));
     let mut at = batch.clone();
     at.extend([i.clone(), var(j)]);
@@ -122,6 +139,7 @@ pub fn lower(
     score.push(Stmt::Set(x, logit));
     score.push(Stmt::Store(logits_buf, var(jj), var(x)));
     score.push(Stmt::Set(bm, bin(Bin::Max, var(bm), var(x))));
+    score.push(Stmt::Set(k_row, add(var(k_row), k_stride.clone())));
     per_block.push(Stmt::For {
         var: jj,
         extent: var(count),
@@ -140,40 +158,78 @@ pub fn lower(
         per_block.push(Stmt::Set(*acc, mul(var(*acc), widen(var(corr)))));
     }
 
-    // Pass 2: p = exp(x − m) for each key, summed, and p·v accumulated.
+    // Pass 2: p = exp(x − m) for each key, summed, and p·v accumulated; four keys at a time
+    // (one vector exp) when the accumulator is in vectors, then one at a time.
     let (p, v_row) = (cx.var(), cx.var());
+    per_block.push(Stmt::Set(v_row, row_start(cx, vt, var(j0))));
+    let weigh_key = |p: Expr| -> Vec<Stmt> {
+        let mut out: Vec<Stmt> = accs
+            .iter()
+            .enumerate()
+            .map(|(c, acc)| {
+                let at = add(var(v_row), Expr::Int((c * lanes) as i64));
+                Stmt::Set(
+                    *acc,
+                    if lanes == 4 {
+                        Expr::Fma(
+                            Box::new(splat(p.clone())),
+                            Box::new(Expr::VLoad(vb, Box::new(at))),
+                            Box::new(var(*acc)),
+                        )
+                    } else {
+                        add(var(*acc), mul(p.clone(), Expr::Load(vb, Box::new(at))))
+                    },
+                )
+            })
+            .collect();
+        out.push(Stmt::Set(v_row, add(var(v_row), v_stride.clone())));
+        out
+    };
+    let quads = if lanes == 4 {
+        bin(Bin::Div, var(count), Expr::Int(4))
+    } else {
+        Expr::Int(0)
+    };
+    if lanes == 4 {
+        let (q4, p4, sum4) = (cx.var(), cx.var(), cx.var());
+        per_block.push(Stmt::Set(sum4, splat(f32(0.0))));
+        let mut quad = vec![
+            Stmt::Set(
+                p4,
+                Expr::Un(
+                    Un::Exp,
+                    Box::new(sub(
+                        Expr::VLoad(logits_buf, Box::new(mul(var(q4), Expr::Int(4)))),
+                        splat(var(mn)),
+                    )),
+                ),
+            ),
+            Stmt::Set(sum4, add(var(sum4), var(p4))),
+        ];
+        for lane in 0..4u8 {
+            quad.extend(weigh_key(Expr::Lane(Box::new(var(p4)), lane)));
+        }
+        per_block.push(serial(q4, quads.clone(), quad));
+        per_block.push(Stmt::Set(l, add(var(l), lane_sum(sum4))));
+    }
     let mut weigh = vec![
         Stmt::Set(
             p,
             Expr::Un(
                 Un::Exp,
-                Box::new(sub(Expr::Load(logits_buf, Box::new(var(jj))), var(mn))),
+                Box::new(sub(
+                    Expr::Load(
+                        logits_buf,
+                        Box::new(add(mul(quads.clone(), Expr::Int(4)), var(jj))),
+                    ),
+                    var(mn),
+                )),
             ),
         ),
         Stmt::Set(l, add(var(l), var(p))),
-        Stmt::Set(v_row, row_start(cx, vt, add(var(j0), var(jj)))),
     ];
-    for (c, acc) in accs.iter().enumerate() {
-        let at = add(var(v_row), Expr::Int((c * lanes) as i64));
-        weigh.push(Stmt::Set(
-            *acc,
-            if lanes == 4 {
-                Expr::Fma(
-                    Box::new(splat(var(p))),
-                    Box::new(Expr::VLoad(vb, Box::new(at))),
-                    Box::new(var(*acc)),
-                )
-            } else {
-                add(var(*acc), mul(var(p), Expr::Load(vb, Box::new(at))))
-            },
-        ));
-    }
-    per_block.push(Stmt::For {
-        var: jj,
-        extent: var(count),
-        kind: LoopKind::Serial,
-        body: weigh,
-    });
+    weigh.extend(weigh_key(var(p)));
+    per_block.push(serial(jj, sub(var(count), mul(quads, Expr::Int(4))), weigh));
     per_block.push(Stmt::Set(m, var(mn)));
     per_row.push(Stmt::For {
         var: jb,
@@ -218,7 +274,7 @@ pub fn lower(
 /// 4, a scalar loop otherwise.
 fn dot(
     cx: &mut Ctx,
-    (ab, ra): (usize, Var),
+    (ab, ra, a_regs): (usize, Var, &[Var]),
     (bb, rb): (usize, Var),
     d: &crate::graph::Dim,
     s: Var,
@@ -236,10 +292,14 @@ fn dot(
             let sv = cx.var();
             let mut out = vec![Stmt::Set(sv, splat(f32(0.0)))];
             for k in 0..n / 4 {
+                let a = match a_regs.get(k as usize) {
+                    Some(v) => var(*v),
+                    None => load(ab, ra, Expr::Int(4 * k), true),
+                };
                 out.push(Stmt::Set(
                     sv,
                     Expr::Fma(
-                        Box::new(load(ab, ra, Expr::Int(4 * k), true)),
+                        Box::new(a),
                         Box::new(load(bb, rb, Expr::Int(4 * k), true)),
                         Box::new(var(sv)),
                     ),
