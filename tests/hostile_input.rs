@@ -1,17 +1,26 @@
 //! Bad input never crashes: random bytes, random edits and truncations of the examples all
-//! end in a located diagnostic or a successful compile, never a panic.
+//! end in a located diagnostic or a successful compile, never a panic; what compiles also goes
+//! through every pass and the lowering without one.
 
 mod common;
 
+use archc_compiler::passes::{lower_optimized, PassOptions};
 use common::{compile, example_source, EXAMPLES};
 use proptest::prelude::*;
 
-/// Compiles and, on error, checks that the rendered diagnostic names a location.
+/// Compiles and, on error, checks that the rendered diagnostic names a location; on success,
+/// runs the passes and the lowering.
 fn compile_safely(text: &str) {
-    if let Err((code, rendered)) = compile("fuzz.arch", text) {
-        assert!(code.starts_with('E'), "bad code {code}");
-        assert!(rendered.contains(" --> "), "no location in:\n{rendered}");
-        assert!(rendered.contains('^'), "no caret in:\n{rendered}");
+    match compile("fuzz.arch", text) {
+        Err((code, rendered)) => {
+            assert!(code.starts_with('E'), "bad code {code}");
+            assert!(rendered.contains(" --> "), "no location in:\n{rendered}");
+            assert!(rendered.contains('^'), "no caret in:\n{rendered}");
+        }
+        Ok(g) => {
+            let lowered = lower_optimized(&g, &PassOptions::all());
+            assert!(!lowered.plan.outputs.is_empty() || g.outputs.is_empty());
+        }
     }
 }
 
