@@ -181,3 +181,41 @@ fn pass_flags_are_checked() {
     assert_eq!(status, 0);
     assert!(!stdout.contains("fused.attention["));
 }
+
+/// The arena (from `archc dump --stage plan`) at batch 1 × seq 4096.
+fn arena_at_4096(example: &str, flags: &[&str]) -> u64 {
+    let mut args = vec![
+        "dump", "--stage", "plan", example, "--dim", "batch=1", "--dim", "seq=4096",
+    ];
+    args.extend(flags);
+    let (status, plan, stderr) = archc(&args);
+    assert_eq!(status, 0, "{stderr}");
+    plan.lines().next().unwrap()["arena_bytes: ".len()..]
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn fused_plans_never_hold_the_big_intermediates() {
+    // examples/mamba.arch: one [1, 4096, 128, 16] f32 state tensor.
+    let state = 4096 * 128 * 16 * 4;
+    let mamba = arena_at_4096("examples/mamba.arch", &[]);
+    assert!(mamba * 2 < state, "{mamba} bytes");
+    assert!(arena_at_4096("examples/mamba.arch", &["--no-fuse"]) > state);
+    // examples/llama.arch and jamba.arch: one head's 4096 × 4096 f32 scores.
+    let scores = 4096 * 4096 * 4;
+    for example in ["examples/llama.arch", "examples/jamba.arch"] {
+        let (_, plan, _) = archc(&["dump", "--stage", "plan", example]);
+        assert!(
+            plan.contains("attention("),
+            "{example}: no attention kernel"
+        );
+        assert!(
+            !plan.contains("seq, seq]"),
+            "{example}: a seq × seq buffer is planned"
+        );
+        let fused = arena_at_4096(example, &[]);
+        assert!(fused * 4 < scores, "{example}: {fused} bytes");
+        assert!(arena_at_4096(example, &["--no-fuse"]) > scores, "{example}");
+    }
+}
