@@ -22,12 +22,115 @@ use super::index::Ctx;
 use super::Template;
 use crate::graph::{Dim, Op, Region, ScanInfo, SsdInfo, TensorType};
 
-/// `acc = Σ_{i < len} term` (the term reads `i`).
-fn sum_over(acc: Var, i: Var, len: i64, term: Expr) -> Vec<Stmt> {
-    vec![
-        Stmt::Set(acc, Expr::F32(0.0)),
-        serial(i, Expr::Int(len), vec![Stmt::Set(acc, add(var(acc), term))]),
-    ]
+/// How many elements of the thread-private arrays a step of the inner loops takes: 4 (f32x4)
+/// when the channel and state counts are multiples of 4, else 1.
+#[derive(Clone, Copy)]
+struct Width(i64);
+
+impl Width {
+    fn load(self, buf: usize, at: Expr) -> Expr {
+        if self.0 == 4 {
+            Expr::VLoad(buf, Box::new(at))
+        } else {
+            load(buf, at)
+        }
+    }
+
+    fn store(self, buf: usize, at: Expr, v: Expr) -> Stmt {
+        if self.0 == 4 {
+            Stmt::VStore(buf, at, v)
+        } else {
+            Stmt::Store(buf, at, v)
+        }
+    }
+
+    fn splat(self, e: Expr) -> Expr {
+        if self.0 == 4 {
+            Expr::Splat(Box::new(e))
+        } else {
+            e
+        }
+    }
+
+    /// `a·b + c`.
+    fn fma(self, a: Expr, b: Expr, c: Expr) -> Expr {
+        if self.0 == 4 {
+            Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
+        } else {
+            add(mul(a, b), c)
+        }
+    }
+
+    /// The sum of a value's lanes.
+    fn total(self, v: Var) -> Expr {
+        if self.0 == 4 {
+            let lane = |l: u8| Expr::Lane(Box::new(var(v)), l);
+            add(add(lane(0), lane(1)), add(lane(2), lane(3)))
+        } else {
+            var(v)
+        }
+    }
+
+    /// `out = Σ_{i < len} a[a0 + i]·b[b0 + i]`, `len` a multiple of the width.
+    fn dot(
+        self,
+        cx: &mut Ctx,
+        out: Var,
+        len: i64,
+        (a, a0): (usize, Expr),
+        (b, b0): (usize, Expr),
+    ) -> Vec<Stmt> {
+        let (i, acc) = (cx.var(), cx.var());
+        let at = |base: Expr| add(base, mul(var(i), Expr::Int(self.0)));
+        vec![
+            Stmt::Set(acc, self.splat(Expr::F32(0.0))),
+            serial(
+                i,
+                Expr::Int(len / self.0),
+                vec![Stmt::Set(
+                    acc,
+                    self.fma(self.load(a, at(a0)), self.load(b, at(b0)), var(acc)),
+                )],
+            ),
+            Stmt::Set(out, self.total(acc)),
+        ]
+    }
+
+    /// `dst[d0 + i] = dst[d0 + i] + w·src[s0 + i]` for `i < len`.
+    fn axpy(
+        self,
+        cx: &mut Ctx,
+        len: i64,
+        w: Expr,
+        (dst, d0): (usize, Expr),
+        (src, s0): (usize, Expr),
+    ) -> Stmt {
+        let i = cx.var();
+        let at = |base: Expr| add(base, mul(var(i), Expr::Int(self.0)));
+        serial(
+            i,
+            Expr::Int(len / self.0),
+            vec![self.store(
+                dst,
+                at(d0.clone()),
+                self.fma(
+                    self.splat(w),
+                    self.load(src, at(s0)),
+                    self.load(dst, at(d0)),
+                ),
+            )],
+        )
+    }
+
+    /// `dst[i] = v` for `i < len`.
+    fn fill(self, cx: &mut Ctx, len: i64, dst: usize, v: Expr) -> Stmt {
+        let i = cx.var();
+        serial(
+            i,
+            Expr::Int(len / self.0),
+            vec![self.store(dst, mul(var(i), Expr::Int(self.0)), self.splat(v))],
+        )
+    }
 }
 
 /// The thread-private arrays, by buffer number.
@@ -230,59 +333,43 @@ pub fn lower(
     ];
 
     // Phase 2: each step's output. The intra-chunk part goes to y[P] first.
+    let width = Width(if p_len % 4 == 0 && n_len % 4 == 0 {
+        4
+    } else {
+        1
+    });
     let [tt2, t2, el, dot, ss2, w2, yo, yv] = [(); 8].map(|_| cx.var());
     gen.enter(&[tt2, t2]);
-    let at_step = |base: usize, step: Var, len: i64, i: Var| {
-        load(base, add(mul(var(step), Expr::Int(len)), var(i)))
-    };
+    let row = |step: Var, len: i64| mul(var(step), Expr::Int(len));
+    let mut intra = width.dot(
+        cx,
+        dot,
+        n_len,
+        (arrays.c, row(tt2, n_len)),
+        (arrays.b, row(ss2, n_len)),
+    );
+    intra.push(Stmt::Set(
+        w2,
+        mul(
+            var(dot),
+            exp(sub(
+                load(arrays.decay, var(tt2)),
+                load(arrays.decay, var(ss2)),
+            )),
+        ),
+    ));
+    intra.push(width.axpy(
+        cx,
+        p_len,
+        var(w2),
+        (arrays.y, Expr::Int(0)),
+        (arrays.x, row(ss2, p_len)),
+    ));
     let mut step2 = vec![
         Stmt::Set(t2, add(var(c0), var(tt2))),
         Stmt::Set(el, exp(load(arrays.decay, var(tt2)))),
-        serial(
-            p,
-            Expr::Int(p_len),
-            vec![Stmt::Store(arrays.y, var(p), Expr::F32(0.0))],
-        ),
-        serial(
-            ss2,
-            add(var(tt2), Expr::Int(1)),
-            [
-                sum_over(
-                    dot,
-                    n,
-                    n_len,
-                    mul(
-                        at_step(arrays.c, tt2, n_len, n),
-                        at_step(arrays.b, ss2, n_len, n),
-                    ),
-                ),
-                vec![
-                    Stmt::Set(
-                        w2,
-                        mul(
-                            var(dot),
-                            exp(sub(
-                                load(arrays.decay, var(tt2)),
-                                load(arrays.decay, var(ss2)),
-                            )),
-                        ),
-                    ),
-                    serial(
-                        p,
-                        Expr::Int(p_len),
-                        vec![Stmt::Store(
-                            arrays.y,
-                            var(p),
-                            add(
-                                load(arrays.y, var(p)),
-                                mul(var(w2), at_step(arrays.x, ss2, p_len, p)),
-                            ),
-                        )],
-                    ),
-                ],
-            ]
-            .concat(),
-        ),
+        width.fill(cx, p_len, arrays.y, Expr::F32(0.0)),
+        serial(ss2, add(var(tt2), Expr::Int(1)), intra),
     ];
     // Per channel: the inter-chunk part from the state, then the epilogue on the sum.
     gen.enter(&p_vars);
@@ -296,14 +383,12 @@ pub fn lower(
     }
     let result = gen.value(cx, r.output(), &out_at);
     let mut per_p2 = split(cx, p, &p_axes, &p_vars);
-    per_p2.extend(sum_over(
+    per_p2.extend(width.dot(
+        cx,
         yo,
-        n,
         n_len,
-        mul(
-            at_step(arrays.c, tt2, n_len, n),
-            load(arrays.h, add(mul(var(p), Expr::Int(n_len)), var(n))),
-        ),
+        (arrays.c, row(tt2, n_len)),
+        (arrays.h, row(p, n_len)),
     ));
     per_p2.push(Stmt::Set(
         yv,
@@ -332,51 +417,40 @@ pub fn lower(
             exp(sub(var(last), load(arrays.decay, var(ss)))),
         )],
     ));
-    let cell = add(mul(var(p), Expr::Int(n_len)), var(n));
+    // H ← exp(L_end)·H, then H[p] += weightₛ·xₛ[p]·Bₛ for each step s.
+    let cell = cx.var();
     per_chunk.push(serial(
-        p,
-        Expr::Int(p_len),
-        vec![serial(
-            n,
-            Expr::Int(n_len),
-            vec![Stmt::Store(
+        cell,
+        Expr::Int(p_len * n_len / width.0),
+        vec![{
+            let at = mul(var(cell), Expr::Int(width.0));
+            width.store(
                 arrays.h,
-                cell.clone(),
-                mul(var(scale), load(arrays.h, cell.clone())),
-            )],
-        )],
+                at.clone(),
+                mul(width.splat(var(scale)), width.load(arrays.h, at)),
+            )
+        }],
     ));
+    let update = vec![
+        Stmt::Set(
+            w,
+            mul(
+                load(arrays.decay, var(ss)),
+                load(arrays.x, add(mul(var(ss), Expr::Int(p_len)), var(p))),
+            ),
+        ),
+        width.axpy(
+            cx,
+            n_len,
+            var(w),
+            (arrays.h, mul(var(p), Expr::Int(n_len))),
+            (arrays.b, mul(var(ss), Expr::Int(n_len))),
+        ),
+    ];
     per_chunk.push(serial(
         ss,
         var(count),
-        vec![serial(
-            p,
-            Expr::Int(p_len),
-            vec![
-                Stmt::Set(
-                    w,
-                    mul(
-                        load(arrays.decay, var(ss)),
-                        load(arrays.x, add(mul(var(ss), Expr::Int(p_len)), var(p))),
-                    ),
-                ),
-                serial(
-                    n,
-                    Expr::Int(n_len),
-                    vec![Stmt::Store(
-                        arrays.h,
-                        cell.clone(),
-                        add(
-                            load(arrays.h, cell.clone()),
-                            mul(
-                                var(w),
-                                load(arrays.b, add(mul(var(ss), Expr::Int(n_len)), var(n))),
-                            ),
-                        ),
-                    )],
-                ),
-            ],
-        )],
+        vec![serial(p, Expr::Int(p_len), update)],
     ));
     // Values that depend on the chunk only go first in it; values of the head only, first in
     // the head's iteration.
