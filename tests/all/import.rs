@@ -1,0 +1,207 @@
+//! `archc import hf`: every family's config imports; unsupported options are errors that name
+//! the config field, never a silently different model.
+
+use crate::common;
+
+use archc_compiler::import::{import_hf, FAMILIES};
+use common::{archc, compile, repo};
+
+fn fixture_config(case: &str) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(repo(&format!("tests/fixtures/hf/{case}/config.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn import_error(config: &serde_json::Value) -> String {
+    match import_hf(&config.to_string(), "cfg.json") {
+        Ok(arch) => panic!("expected an error, got:\n{arch}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn every_family_imports_and_compiles() {
+    for family in FAMILIES {
+        let arch = import_hf(&fixture_config(family).to_string(), "config.json").unwrap();
+        assert!(
+            arch.starts_with("# Imported by `archc import hf` from config.json"),
+            "{arch}"
+        );
+        compile(family, &arch).unwrap_or_else(|(_, r)| panic!("{family}:\n{r}\n{arch}"));
+    }
+}
+
+#[test]
+fn hf_input_and_output_names() {
+    let names = |case: &str| {
+        let arch = import_hf(&fixture_config(case).to_string(), "c").unwrap();
+        let g = compile(case, &arch).unwrap_or_else(|(_, r)| panic!("{r}"));
+        (
+            g.inputs.keys().cloned().collect::<Vec<_>>(),
+            g.outputs.keys().cloned().collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        names("llama"),
+        (vec!["input_ids".into()], vec!["logits".into()])
+    );
+    assert_eq!(
+        names("zamba2"),
+        (vec!["input_ids".into()], vec!["logits".into()])
+    );
+    assert_eq!(
+        names("bert"),
+        (
+            vec![
+                "input_ids".into(),
+                "attention_mask".into(),
+                "token_type_ids".into()
+            ],
+            vec!["last_hidden_state".into(), "pooler_output".into()]
+        )
+    );
+    assert_eq!(
+        names("ijepa"),
+        (
+            vec!["pixel_values".into()],
+            vec!["last_hidden_state".into()]
+        )
+    );
+}
+
+#[test]
+fn unsupported_options_name_the_field() {
+    let cases: &[(&str, &str, serde_json::Value, &str)] = &[
+        (
+            "llama",
+            "rope_parameters",
+            serde_json::json!({"rope_type": "yarn", "rope_theta": 1e4}),
+            "rope_type `yarn`",
+        ),
+        (
+            "llama",
+            "hidden_act",
+            serde_json::json!("mish"),
+            "activation `mish`",
+        ),
+        (
+            "llama",
+            "pretraining_tp",
+            serde_json::json!(2),
+            "archc only supports 1",
+        ),
+        (
+            "llama",
+            "num_key_value_heads",
+            serde_json::json!(3),
+            "does not divide",
+        ),
+        (
+            "gpt2",
+            "scale_attn_by_inverse_layer_idx",
+            serde_json::json!(true),
+            "only supports false",
+        ),
+        (
+            "bert",
+            "position_embedding_type",
+            serde_json::json!("relative_key"),
+            "only supports \"absolute\"",
+        ),
+        (
+            "mamba2",
+            "time_step_limit",
+            serde_json::json!([0.0, 10.0]),
+            "upper Δ limit",
+        ),
+        (
+            "zamba2",
+            "use_mem_rope",
+            serde_json::json!(true),
+            "only supports false",
+        ),
+        (
+            "zamba2",
+            "use_shared_attention_adapter",
+            serde_json::json!(true),
+            "only supports false",
+        ),
+        (
+            "zamba2",
+            "layers_block_type",
+            serde_json::json!(["mamba", "moe"]),
+            "layer kind `moe`",
+        ),
+        (
+            "jamba",
+            "attn_layer_offset",
+            serde_json::json!(7),
+            "is not below its period",
+        ),
+        (
+            "ijepa",
+            "qkv_bias",
+            serde_json::json!(false),
+            "only supports true",
+        ),
+        (
+            "llama",
+            "model_type",
+            serde_json::json!("t5"),
+            "`t5` is not supported",
+        ),
+        (
+            "llama",
+            "hidden_size",
+            serde_json::json!(-4),
+            "positive integer",
+        ),
+    ];
+    for (case, field, value, fragment) in cases {
+        let mut cfg = fixture_config(case);
+        cfg[*field] = value.clone();
+        let err = import_error(&cfg);
+        assert!(
+            err.contains(&format!("field `{field}`")),
+            "{case}.{field}: {err}"
+        );
+        assert!(
+            err.contains(fragment),
+            "{case}.{field}: expected `{fragment}` in: {err}"
+        );
+    }
+    assert!(import_error(&serde_json::json!([1, 2])).contains("one JSON object"));
+    let mut cfg = fixture_config("llama");
+    cfg.as_object_mut().unwrap().remove("vocab_size");
+    assert!(import_error(&cfg).contains("field `vocab_size`: is required"));
+}
+
+#[test]
+fn cli_imports_and_reports() {
+    let out = std::env::temp_dir().join(format!("archc-import-{}.arch", std::process::id()));
+    let o = out.to_string_lossy().into_owned();
+    let (status, stdout, stderr) = archc(&[
+        "import",
+        "hf",
+        "tests/fixtures/hf/jamba/config.json",
+        "-o",
+        &o,
+    ]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("wrote {o}\nmodel jamba\n  parameters: 60,356")),
+        "{stdout}"
+    );
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("every(2, 1, attention_mixer"));
+    std::fs::remove_file(&out).ok();
+    let bad = std::env::temp_dir().join(format!("archc-import-{}.json", std::process::id()));
+    std::fs::write(&bad, "{ not json").unwrap();
+    let (status, _, stderr) = archc(&["import", "hf", &bad.to_string_lossy(), "-o", &o]);
+    assert_eq!(status, 1);
+    assert!(stderr.contains("not valid JSON"), "{stderr}");
+    std::fs::remove_file(&bad).ok();
+    let (status, _, _) = archc(&["import", "hf", "no/such/config.json", "-o", &o]);
+    assert_eq!(status, 2);
+}

@@ -1,0 +1,25 @@
+//! The integration tests, gathered into one binary so that the compiler is linked once.
+//!
+//! Each module was once its own file under `tests/`; `common` holds the shared helpers.
+
+mod common;
+mod build;
+mod cli;
+mod codegen_equivalence;
+mod diagnostics;
+mod hf_parity;
+mod hostile_input;
+mod import;
+mod language;
+mod lowering;
+mod minilm;
+mod param_counts;
+mod parse_print;
+mod pass_canonicalize;
+mod pass_fuse_elementwise;
+mod pass_fuse_scan;
+mod pass_interleave_stack;
+mod pass_plan_memory;
+mod pass_tile_attention;
+mod run_errors;
+mod snapshots;
