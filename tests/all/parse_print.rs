@@ -20,10 +20,7 @@ fn ident() -> impl Strategy<Value = Ident> {
 }
 
 fn e(kind: ExprKind) -> Expr {
-    Expr {
-        kind,
-        span: Span::default(),
-    }
+    Expr::new(kind, Span::default())
 }
 
 fn scope_path(expr: BoxedStrategy<Expr>) -> impl Strategy<Value = ScopePath> {

@@ -191,6 +191,59 @@ pub struct Expr {
     pub kind: ExprKind,
     /// Where it is.
     pub span: Span,
+    /// How deeply the expression nests: 1 for a leaf. The passes after the parser recurse
+    /// over expressions, so the parser refuses trees deeper than a limit, and knowing each
+    /// node's depth as it is built lets it do so without walking the tree again.
+    pub depth: u32,
+}
+
+impl Expr {
+    /// An expression node; its depth comes from its direct children.
+    pub fn new(kind: ExprKind, span: Span) -> Expr {
+        let mut depth = 0;
+        kind.for_each_child(|c| depth = depth.max(c.depth));
+        Expr {
+            kind,
+            span,
+            depth: depth.saturating_add(1),
+        }
+    }
+}
+
+impl ExprKind {
+    /// Calls `f` on each direct sub-expression, in source order.
+    pub fn for_each_child<'a>(&'a self, mut f: impl FnMut(&'a Expr)) {
+        match self {
+            ExprKind::Int(_)
+            | ExprKind::Float(_)
+            | ExprKind::Str(_)
+            | ExprKind::Bool(_)
+            | ExprKind::None
+            | ExprKind::Name(_) => {}
+            ExprKind::List(items) => items.iter().for_each(f),
+            ExprKind::Comprehension(body, _, iter) => {
+                f(body);
+                f(iter);
+            }
+            ExprKind::Unary(_, x) | ExprKind::Field(x, _) => f(x),
+            ExprKind::Binary(_, a, b) | ExprKind::Index(a, b) => {
+                f(a);
+                f(b);
+            }
+            ExprKind::Call(callee, args) => {
+                f(callee);
+                args.iter().for_each(|a| f(&a.value));
+            }
+            ExprKind::Scoped(x, path) => {
+                f(x);
+                for seg in &path.segments {
+                    if let ScopeSegment::Expr(e) = seg {
+                        f(e);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Unary operators.

@@ -2,6 +2,7 @@
 
 pub mod ast;
 mod diagnostic;
+mod nesting;
 mod parser;
 mod printer;
 mod source;

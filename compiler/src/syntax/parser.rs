@@ -33,8 +33,13 @@ static PRATT: LazyLock<PrattParser<Rule>> = LazyLock::new(|| {
         .op(Op::prefix(Rule::neg))
 });
 
+/// How deeply an expression may nest. Elaboration, printing and dropping the tree recurse over
+/// it, so the limit keeps their stack use bounded; no real model comes near it.
+pub const MAX_EXPR_DEPTH: u32 = 512;
+
 /// Parses one source text into a [`File`].
 pub fn parse(source: SourceId, text: &str) -> Result<File, Diagnostic> {
+    super::nesting::check(source, text)?;
     let mut pairs =
         ArchParser::parse(Rule::file, text).map_err(|e| syntax_error(source, text, e))?;
     let b = Builder { source };
@@ -130,7 +135,9 @@ fn rule_name(rule: Rule) -> &'static str {
         Rule::dtype => "a dtype",
         Rule::expr | Rule::arg => "an expression",
         Rule::call_args => "`(`",
-        Rule::index | Rule::list | Rule::comprehension => "`[`",
+        Rule::index | Rule::bracketed => "`[`",
+        Rule::list => "`,`",
+        Rule::comprehension => "`for`",
         Rule::field => "`.`",
         Rule::scope | Rule::scope_name => "a scope `@name`",
         Rule::body => "`{`",
@@ -260,15 +267,11 @@ impl Builder {
                 let span = self.span(&p);
                 let mut i = p.into_inner();
                 let name = self.ident(i.next().expect("callee"));
-                let callee = Expr {
-                    kind: ExprKind::Name(name.name),
-                    span: name.span,
-                };
+                let callee = self.node(ExprKind::Name(name.name), name.span)?;
                 let args = self.call_args(i.next().expect("arguments"))?;
-                Ok(Stmt::Call(Expr {
-                    kind: ExprKind::Call(Box::new(callee), args),
-                    span,
-                }))
+                Ok(Stmt::Call(
+                    self.node(ExprKind::Call(Box::new(callee), args), span)?,
+                ))
             }
             Rule::return_stmt => Ok(Stmt::Return(
                 self.expr(p.into_inner().next().expect("return value"))?,
@@ -325,10 +328,7 @@ impl Builder {
                 } else {
                     UnOp::Not
                 };
-                Ok(Expr {
-                    kind: ExprKind::Unary(op, Box::new(rhs)),
-                    span,
-                })
+                self.node(ExprKind::Unary(op, Box::new(rhs)), span)
             })
             .map_infix(|lhs, op, rhs| {
                 let (lhs, rhs) = (lhs?, rhs?);
@@ -348,10 +348,7 @@ impl Builder {
                     _ => BinOp::Rem,
                 };
                 let span = lhs.span.to(rhs.span);
-                Ok(Expr {
-                    kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
-                    span,
-                })
+                self.node(ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span)
             })
             .parse(p.into_inner())
     }
@@ -373,7 +370,7 @@ impl Builder {
                 ),
                 _ => ExprKind::Scoped(Box::new(e), self.scope(q)?),
             };
-            e = Expr { kind, span };
+            e = self.node(kind, span)?;
         }
         Ok(e)
     }
@@ -426,21 +423,51 @@ impl Builder {
             Rule::string => ExprKind::Str(text[1..text.len() - 1].to_string()),
             Rule::boolean => ExprKind::Bool(text == "true"),
             Rule::none => ExprKind::None,
-            Rule::list => ExprKind::List(
-                p.into_inner()
-                    .map(|q| self.expr(q))
-                    .collect::<PResult<_>>()?,
-            ),
             Rule::ident => ExprKind::Name(text.to_string()),
-            Rule::comprehension => {
-                let mut i = p.into_inner();
-                let body = self.expr(i.next().expect("comprehension body"))?;
-                let var = self.ident(i.next().expect("comprehension variable"));
-                let iter = self.expr(i.next().expect("comprehension list"))?;
-                ExprKind::Comprehension(Box::new(body), var, Box::new(iter))
-            }
+            Rule::bracketed => self.bracketed(p)?,
             _ => return self.expr(p),
         };
-        Ok(Expr { kind, span })
+        self.node(kind, span)
+    }
+
+    /// An expression node, refused when it nests deeper than [`MAX_EXPR_DEPTH`].
+    fn node(&self, kind: ExprKind, span: Span) -> PResult<Expr> {
+        let e = Expr::new(kind, span);
+        if e.depth > MAX_EXPR_DEPTH {
+            return Err(Diagnostic::new(
+                "E0003",
+                span,
+                format!("this expression nests more than {MAX_EXPR_DEPTH} levels deep"),
+            )
+            .label("too deep")
+            .note("name the intermediate results: `a = ...` on lines of their own"));
+        }
+        Ok(e)
+    }
+
+    /// `[a, b, ...]` or `[body for var in iter]`: the first expression, then the tail that
+    /// tells which.
+    fn bracketed(&self, p: Pair<Rule>) -> PResult<ExprKind> {
+        let mut i = p.into_inner();
+        let Some(first) = i.next() else {
+            return Ok(ExprKind::List(Vec::new()));
+        };
+        let first = self.expr(first)?;
+        let tail = i.next().expect("a list or comprehension tail follows the first item");
+        match tail.as_rule() {
+            Rule::comprehension => {
+                let mut t = tail.into_inner();
+                let var = self.ident(t.next().expect("comprehension variable"));
+                let iter = self.expr(t.next().expect("comprehension list"))?;
+                Ok(ExprKind::Comprehension(Box::new(first), var, Box::new(iter)))
+            }
+            _ => {
+                let mut items = vec![first];
+                for q in tail.into_inner() {
+                    items.push(self.expr(q)?);
+                }
+                Ok(ExprKind::List(items))
+            }
+        }
     }
 }
