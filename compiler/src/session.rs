@@ -50,6 +50,8 @@ pub struct Session {
     /// Every source text; diagnostics render against it.
     pub sources: Sources,
     prelude: Vec<File>,
+    /// The elaboration budget (see [`crate::elaborate::DEFAULT_MAX_NODES`]).
+    pub max_nodes: u64,
 }
 
 impl Session {
@@ -63,7 +65,11 @@ impl Session {
             // as text rather than a panic.
             prelude.push(parse(id, text).map_err(|d| d.render(&sources))?);
         }
-        Ok(Session { sources, prelude })
+        Ok(Session {
+            sources,
+            prelude,
+            max_nodes: crate::elaborate::DEFAULT_MAX_NODES,
+        })
     }
 
     /// Adds a user source text.
@@ -78,7 +84,7 @@ impl Session {
 
     /// Elaborates a parsed user file (from source `id`) against the prelude.
     pub fn elaborate(&self, file: &File, id: SourceId) -> Result<Graph, Diagnostic> {
-        crate::elaborate::elaborate(file, id, &self.prelude)
+        crate::elaborate::elaborate(file, id, &self.prelude, self.max_nodes)
     }
 
     /// Parses and elaborates a user source.

@@ -12,6 +12,9 @@ use super::builtins::{num, BUILTINS};
 use super::value::Value;
 use super::Elab;
 
+/// The longest string elaboration makes (1 MiB): config strings are names and patterns.
+const MAX_STRING: usize = 1 << 20;
+
 impl Elab {
     /// Resolves a name: locals, then shared instances, config constants, blocks, built-ins and
     /// symbolic dims.
@@ -65,8 +68,19 @@ impl Elab {
         d
     }
 
-    /// Evaluates an expression.
+    /// Evaluates an expression, charging the work to the elaboration budget: one unit for the
+    /// evaluation and one per element of a list it makes.
     pub(super) fn eval(&mut self, e: &Expr) -> Result<Value, Diagnostic> {
+        let v = self.eval_uncharged(e)?;
+        let elements = match &v {
+            Value::List(items) => items.len() as u64,
+            _ => 0,
+        };
+        self.charge(1 + elements, e.span)?;
+        Ok(v)
+    }
+
+    fn eval_uncharged(&mut self, e: &Expr) -> Result<Value, Diagnostic> {
         match &e.kind {
             ExprKind::Int(v) => Ok(Value::Int(*v)),
             ExprKind::Float(v) => Ok(Value::Float(*v)),
@@ -328,13 +342,18 @@ impl Elab {
                 _ => Err(mismatch(&l, &r)),
             },
             (Str(a), Str(b)) => match op {
+                BinOp::Add if a.len() + b.len() > MAX_STRING => Err(Diagnostic::new(
+                    "E0401",
+                    span,
+                    format!("a string longer than {MAX_STRING} bytes"),
+                )),
                 BinOp::Add => Ok(Str(format!("{a}{b}"))),
                 BinOp::Eq => Ok(Bool(a == b)),
                 BinOp::Ne => Ok(Bool(a != b)),
                 _ => Err(mismatch(&l, &r)),
             },
             (Str(s), Int(k)) if op == BinOp::Mul => {
-                if *k < 0 || s.len().saturating_mul(*k as usize) > 1 << 20 {
+                if *k < 0 || s.len().saturating_mul(*k as usize) > MAX_STRING {
                     return Err(Diagnostic::new(
                         "E0401",
                         rs,
@@ -428,6 +447,7 @@ impl Elab {
             Value::Dim(d) if like != DType::Bool => {
                 let scope = self.scope().to_string();
                 let ty = TensorType::new(like, vec![]);
+                self.charge(1, span)?;
                 return Ok(self.graph.add(Op::Size(d.clone()), ty, &scope, &[]));
             }
             Value::Int(i) => (*i as f64, true),
@@ -496,6 +516,7 @@ impl Elab {
             }
             d
         })?;
+        self.charge(1, span)?;
         let scope = self.scope().to_string();
         Ok(self.graph.add(op, ty, &scope, operands))
     }

@@ -24,9 +24,20 @@ pub use value::{BlockValue, Instance, LayerRule, Value};
 /// How deep block calls may nest before elaboration gives up.
 const MAX_CALL_DEPTH: usize = 64;
 
+/// The default elaboration budget: graph nodes made plus expressions evaluated plus list
+/// elements made. Real models use well under a million; the budget stops a few hundred bytes
+/// of nested stacks or list doublings from taking the machine's memory or minutes of time.
+pub const DEFAULT_MAX_NODES: u64 = 10_000_000;
+
 /// Elaborates the model in `user` against the blocks of `prelude` (a user block of the same
-/// name replaces a prelude block).
-pub fn elaborate(user: &File, source: SourceId, prelude: &[File]) -> Result<Graph, Diagnostic> {
+/// name replaces a prelude block), within a budget of `max_nodes` units of work (see
+/// [`DEFAULT_MAX_NODES`]).
+pub fn elaborate(
+    user: &File,
+    source: SourceId,
+    prelude: &[File],
+    max_nodes: u64,
+) -> Result<Graph, Diagnostic> {
     let mut models = user.items.iter().filter_map(|i| match i {
         Item::Model(m) => Some(m),
         Item::Block(_) => None,
@@ -56,7 +67,7 @@ pub fn elaborate(user: &File, source: SourceId, prelude: &[File]) -> Result<Grap
         )
         .label("second model"));
     }
-    let mut e = Elab::new(&model.name.name);
+    let mut e = Elab::new(&model.name.name, max_nodes);
     for f in prelude {
         for item in &f.items {
             if let Item::Block(b) = item {
@@ -128,6 +139,10 @@ struct Elab {
     instance_calls: Vec<std::collections::HashSet<String>>,
     /// EMA weights with the online weight they follow and where they were declared.
     ema_links: Vec<(String, String, Span)>,
+    /// Work done so far: nodes made, expressions evaluated, list elements made.
+    spent: u64,
+    /// The most work elaboration may do.
+    budget: u64,
 }
 
 impl Elab {
@@ -168,8 +183,10 @@ fn join(a: &str, b: &str) -> String {
 }
 
 impl Elab {
-    fn new(name: &str) -> Elab {
+    fn new(name: &str, budget: u64) -> Elab {
         Elab {
+            spent: 0,
+            budget,
             graph: Graph {
                 name: name.to_string(),
                 ..Graph::default()
@@ -187,6 +204,24 @@ impl Elab {
                 ema: None,
             }],
         }
+    }
+
+    /// Charges `units` of work done at `span`; past the budget, a located error.
+    fn charge(&mut self, units: u64, span: Span) -> Result<(), Diagnostic> {
+        self.spent = self.spent.saturating_add(units);
+        if self.spent > self.budget {
+            return Err(Diagnostic::new(
+                "E0207",
+                span,
+                format!(
+                    "the model is too large to elaborate: more than {} nodes, evaluations and list elements",
+                    self.budget
+                ),
+            )
+            .label("the budget ran out here")
+            .note("`--max-nodes N` raises the limit, if the model is really this large"));
+        }
+        Ok(())
     }
 
     fn frame(&mut self) -> &mut Frame {
