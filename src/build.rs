@@ -8,7 +8,7 @@ use std::process::Command;
 use archc_compiler::codegen::object::build_object;
 use archc_compiler::graph::Graph;
 use archc_compiler::passes::{lower_optimized, PassOptions};
-use archc_runtime::plan_to_json;
+use archc_runtime::{files, plan_to_json};
 
 /// The libraries Rust's standard library needs when linked statically on Linux (from
 /// `rustc --print native-static-libs`).
@@ -59,24 +59,39 @@ pub fn build(g: &Graph, out: &Path, cc: &str, passes: &PassOptions) -> Result<St
     let object = build_object(&lowered.kernels, lowered.plan.symbols.len(), &json)
         .map_err(|e| e.to_string())?;
     let runner = runner_library()?;
-    let obj_path = out.with_extension("archc.o");
-    std::fs::write(&obj_path, &object)
-        .map_err(|e| format!("cannot write `{}`: {e}", obj_path.display()))?;
+    // The object and the linked binary are made under hidden temporary names beside `out`,
+    // and `out` is replaced only once the link has produced a file: a failed link, or a
+    // "compiler" that writes nothing, leaves whatever was at `out` untouched.
+    let obj_path = files::temporary_path(&out.with_extension("o"));
+    let linked = files::temporary_path(out);
+    files::write_atomically(&obj_path, &object).map_err(|e| e.to_string())?;
     let status = Command::new(cc)
         .arg(&obj_path)
         .arg(&runner)
         .arg("-o")
-        .arg(out)
+        .arg(&linked)
         .args(NATIVE_LIBS)
-        .output()
-        .map_err(|e| format!("cannot run the C compiler `{cc}` to link: {e} (set --cc)"))?;
+        .output();
     std::fs::remove_file(&obj_path).ok();
+    let status =
+        status.map_err(|e| format!("cannot run the C compiler `{cc}` to link: {e} (set --cc)"))?;
     if !status.status.success() {
+        std::fs::remove_file(&linked).ok();
         return Err(format!(
             "linking with `{cc}` failed:\n{}",
             String::from_utf8_lossy(&status.stderr)
         ));
     }
+    match std::fs::metadata(&linked) {
+        Ok(m) if m.is_file() && m.len() > 0 => {}
+        _ => {
+            std::fs::remove_file(&linked).ok();
+            return Err(format!(
+                "`{cc}` exited successfully but wrote no executable; is it a C compiler? (set --cc)"
+            ));
+        }
+    }
+    files::replace_with(out, &linked).map_err(|e| e.to_string())?;
     Ok(format!(
         "wrote {} ({} kernels, {} KiB of code and plan)\n",
         out.display(),

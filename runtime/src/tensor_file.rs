@@ -2,7 +2,6 @@
 //! before any tensor is read, so a truncated or corrupt file is an error, never a bad read.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
@@ -16,6 +15,9 @@ use crate::{DType, Data, Tensor};
 /// Why a tensor file or a tensor in it cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TensorFileError {
+    /// The path is not a readable regular file, or the output cannot be written.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// The file cannot be opened or mapped.
     #[error("cannot read `{path}`: {source}")]
     Io {
@@ -102,7 +104,7 @@ impl TensorFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
+        let file = crate::files::open_regular(path)?;
         // SAFETY: the map is read-only; the file is not expected to change while archc runs,
         // and every access is bounds-checked against the validated header.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
@@ -304,8 +306,9 @@ pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), Te
             reason: e.to_string(),
         })?;
     let meta: Option<HashMap<String, String>> = None;
-    safetensors::serialize_to_file(views, meta, path).map_err(|e| TensorFileError::Io {
+    let bytes = safetensors::serialize(views, meta).map_err(|e| TensorFileError::Corrupt {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })
+        reason: e.to_string(),
+    })?;
+    Ok(crate::files::write_atomically(path, &bytes)?)
 }
