@@ -76,8 +76,9 @@ impl Diagnostic {
         let _ = writeln!(out, "error[{}]: {}", self.code, self.message);
         let _ = writeln!(out, "{pad}--> {}:{}", src.name, start);
         let _ = writeln!(out, "{pad} |");
-        let _ = writeln!(out, "{} | {}", start.line, line.replace('\t', " "));
-        let caret_pad = " ".repeat(start.col - 1);
+        let (shown, col, width) = window(&line.replace('\t', " "), start.col - 1, width);
+        let _ = writeln!(out, "{} | {}", start.line, shown);
+        let caret_pad = " ".repeat(col);
         let carets = "^".repeat(width);
         let label = if self.label.is_empty() {
             String::new()
@@ -99,6 +100,31 @@ impl Diagnostic {
     }
 }
 
+/// The widest source line a diagnostic shows whole.
+const MAX_SHOWN: usize = 120;
+
+/// The part of a long `line` around the span at character `col` of `width` characters: at most
+/// [`MAX_SHOWN`] characters with `…` where it was cut, and the span's column and width in it.
+fn window(line: &str, col: usize, width: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= MAX_SHOWN {
+        return (line.to_string(), col, width);
+    }
+    let from = col.saturating_sub(MAX_SHOWN / 3);
+    let to = (from + MAX_SHOWN).min(chars.len());
+    let mut shown = String::new();
+    if from > 0 {
+        shown.push('…');
+    }
+    shown.extend(&chars[from..to]);
+    if to < chars.len() {
+        shown.push('…');
+    }
+    let col = col - from + usize::from(from > 0);
+    let width = width.min(shown.chars().count().saturating_sub(col)).max(1);
+    (shown, col, width)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +140,17 @@ mod tests {
         assert_eq!(
             text,
             "error[E0201]: unknown name `foo`\n --> m.arch:2:7\n  |\n2 |   x = foo(y)\n  |       ^^^ not defined\n  = note: a hint\n"
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_span() {
+        let line = format!("{}bad{}", "a".repeat(500), "b".repeat(500));
+        let (shown, col, width) = window(&line, 500, 3);
+        assert_eq!(shown.chars().count(), MAX_SHOWN + 2);
+        assert_eq!(
+            shown.chars().skip(col).take(width).collect::<String>(),
+            "bad"
         );
     }
 }
