@@ -29,13 +29,15 @@ pub extern "C" fn erff(x: f32) -> f32 {
 }
 
 /// Coefficients of the inline exp: x = k·ln2 + r with |r| ≤ ln2/2, eʳ by a degree-6
-/// polynomial, 2ᵏ from the exponent bits. Generated code computes exactly these operations in
-/// this order, so the two agree bit for bit.
+/// polynomial, 2ᵏ as the product of two powers of two made from exponent bits (2^⌊k/2⌋ and
+/// 2^(k−⌊k/2⌋), each a normal float for every k the clamp allows), so that results near
+/// overflow and in the subnormal range come out right and ±∞ give ∞ and 0. Generated code
+/// computes exactly these operations in this order, so the two agree bit for bit.
 pub mod exp_poly {
-    /// Inputs are clamped to this range, where 2ᵏ is a normal float.
-    pub const LO: f32 = -87.0;
-    /// Upper clamp.
-    pub const HI: f32 = 88.0;
+    /// Inputs are clamped to this range: below it eˣ is 0 in f32 (k = −150).
+    pub const LO: f32 = -104.0;
+    /// Upper clamp: above ln(f32::MAX) ≈ 88.72 the result overflows to +∞ (k = 128).
+    pub const HI: f32 = 88.8;
     /// log₂ e
     pub const LOG2E: f32 = std::f32::consts::LOG2_E;
     /// ln 2, high part (exact in f32).
@@ -58,12 +60,18 @@ pub mod exp_poly {
 /// −87 give e⁻⁸⁷ rather than a denormal).
 pub fn exp_inline(x: f32) -> f32 {
     use exp_poly::*;
+    // NaN passes the clamp and propagates through the polynomial.
     let x = x.clamp(LO, HI);
     let k = (x * LOG2E).round_ties_even();
     let r = k.mul_add(-LN2_HI, x);
     let r = k.mul_add(-LN2_LO, r);
     let p = C[1..].iter().fold(C[0], |p, &c| p.mul_add(r, c));
-    p * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    // `as` saturates, and k is 0 for NaN, so this never traps; Cranelift's conversion saturates
+    // the same way.
+    let k = k as i32;
+    let half = k >> 1;
+    let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+    p * pow2(half) * pow2(k - half)
 }
 
 /// Coefficients of the inline erf (Abramowitz & Stegun 7.1.26, absolute error ≤ 1.5·10⁻⁷):

@@ -307,23 +307,33 @@ impl<'a, 'b> Gen<'a, 'b> {
             let c = self.fconst(*c, x);
             p = self.ins().fma(p, r, c);
         }
-        // 2ᵏ from the exponent bits; k is in range, so the saturating conversion is exact.
-        let scale = if vector {
-            let ki = self.ins().fcvt_to_sint_sat(types::I32X4, k);
+        // 2ᵏ as 2^⌊k/2⌋ · 2^(k−⌊k/2⌋) from exponent bits. The conversion saturates: k is NaN
+        // when the input is, and a trapping conversion would kill the process (SIGILL)
+        // instead of letting NaN propagate.
+        let (int, float) = if vector {
+            (types::I32X4, types::F32X4)
+        } else {
+            (types::I32, types::F32)
+        };
+        let ki = self.ins().fcvt_to_sint_sat(int, k);
+        let half = self.ins().sshr_imm_s(ki, 1);
+        let rest = self.ins().isub(ki, half);
+        let mut y = p;
+        for e in [half, rest] {
             let bias = self.ins().iconst(types::I32, 127);
-            let bias = self.ins().splat(types::I32X4, bias);
-            let biased = self.ins().iadd(ki, bias);
+            let bias = if vector {
+                self.ins().splat(types::I32X4, bias)
+            } else {
+                bias
+            };
+            let biased = self.ins().iadd(e, bias);
             let bits = self.ins().ishl_imm_s(biased, 23);
             let little =
                 MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
-            self.ins().bitcast(types::F32X4, little, bits)
-        } else {
-            let ki = self.ins().fcvt_to_sint(types::I32, k);
-            let biased = self.ins().iadd_imm_s(ki, 127);
-            let bits = self.ins().ishl_imm_s(biased, 23);
-            self.ins().bitcast(types::F32, MemFlagsData::new(), bits)
-        };
-        self.ins().fmul(p, scale)
+            let scale = self.ins().bitcast(float, little, bits);
+            y = self.ins().fmul(y, scale);
+        }
+        y
     }
 
     /// erf x inline: the operations of `archc_kernels::math::erf_inline`, in its order.
