@@ -84,7 +84,7 @@ impl Session {
 
     /// Elaborates a parsed user file (from source `id`) against the prelude.
     pub fn elaborate(&self, file: &File, id: SourceId) -> Result<Graph, Diagnostic> {
-        crate::elaborate::elaborate(file, id, &self.prelude, self.max_nodes)
+        crate::elaborate::elaborate(file, id, &self.prelude, self.max_nodes, &self.sources)
     }
 
     /// Parses and elaborates a user source.

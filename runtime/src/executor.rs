@@ -135,6 +135,21 @@ fn load(src: &[u8], dtype: DType, shape: Vec<usize>) -> Tensor {
     }
 }
 
+/// `n` zeroed words, or an error naming `what` when they cannot be allocated: a model with
+/// absurd weights is an error, not an allocator abort.
+fn zeroed(n: usize, what: impl Fn() -> String) -> Result<Vec<u64>, RunError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        RunError::Memory(format!(
+            "{} needs {} bytes, which cannot be allocated",
+            what(),
+            n.saturating_mul(8)
+        ))
+    })?;
+    v.resize(n, 0);
+    Ok(v)
+}
+
 fn bytes_of(v: &mut [u64]) -> &mut [u8] {
     // SAFETY: u64 has no invalid bit patterns and u8 has alignment 1.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), v.len() * 8) }
@@ -151,7 +166,11 @@ impl<'p> Executor<'p> {
         for (i, b) in plan.buffers.iter().enumerate() {
             if b.storage == Storage::Weight {
                 let bytes = numel(b, &none).saturating_mul(storage_bytes(b.dtype));
-                weights.insert(i, vec![0u64; words(bytes)]);
+                let what = || match plan.weights.iter().find(|w| w.buffer == i) {
+                    Some(w) => format!("weight `{}`", w.name),
+                    None => format!("prepared weight buffer {i}"),
+                };
+                weights.insert(i, zeroed(words(bytes), what)?);
             }
         }
         for w in &plan.weights {
@@ -192,7 +211,13 @@ impl<'p> Executor<'p> {
                 (b.name.as_str(), buf.dtype, buf.shape.as_slice())
             })
             .collect();
-        bind_dims(&declared, &self.plan.symbols, inputs, explicit)
+        bind_dims(
+            &declared,
+            &self.plan.symbols,
+            &self.plan.dim_checks,
+            inputs,
+            explicit,
+        )
     }
 
     /// Runs the prepare steps (values computed from the weights alone), once; then frees the
@@ -258,14 +283,9 @@ impl<'p> Executor<'p> {
         let dim_values = plan.dim_values(&dims);
         let layout = plan.layout(&dims);
         // A huge dim must be an error, not an abort in the allocator.
-        let mut arena: Vec<u64> = Vec::new();
-        arena.try_reserve_exact(words(layout.bytes)).map_err(|_| {
-            RunError::Memory(format!(
-                "the arena for these dims needs {} bytes, which cannot be allocated",
-                layout.bytes
-            ))
+        let mut arena = zeroed(words(layout.bytes), || {
+            "the arena for these dims".to_string()
         })?;
-        arena.resize(words(layout.bytes), 0);
         for b in &plan.inputs {
             let off = layout.top[plan.root(b.buffer)].expect("inputs live in the arena");
             let n = plan.numel(b.buffer, &dims) * storage_bytes(plan.buffers[b.buffer].dtype);

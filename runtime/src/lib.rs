@@ -7,8 +7,10 @@
 mod bind;
 mod cpu;
 mod dim;
+mod dim_check;
 mod dtype;
 mod executor;
+pub mod files;
 mod plan;
 mod plan_text;
 mod random;
@@ -17,9 +19,10 @@ pub mod spelling;
 mod tensor;
 mod tensor_file;
 
-pub use bind::{bind_dims, BindError};
+pub use bind::{bind_dims, check_dim_names, BindError};
 pub use cpu::{CpuKernels, KernelFn};
 pub use dim::Dim;
+pub use dim_check::DimCheck;
 pub use dtype::DType;
 pub use executor::{Executor, Launcher, RunError};
 pub use plan::{

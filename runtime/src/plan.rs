@@ -119,6 +119,9 @@ pub struct Plan {
     pub kinds: Vec<Kind>,
     /// Messages for kernel check codes (index = code − 1).
     pub checks: Vec<String>,
+    /// Conditions on the dims checked once the dims are bound (see [`crate::DimCheck`]).
+    #[serde(default)]
+    pub dim_checks: Vec<crate::DimCheck>,
     /// Integer inputs that index a table, with the table's size (random ids stay below it).
     pub index_bounds: std::collections::BTreeMap<String, u64>,
     /// EMA weights and the online weights they start from when a checkpoint lacks them.

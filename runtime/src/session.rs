@@ -34,6 +34,16 @@ impl WeightSource {
                 };
                 f.read(source, dtype, shape).map_err(|e| e.to_string())
             }
+            WeightSource::Random(_)
+                if shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .is_none_or(|n| n > MAX_RANDOM_ELEMENTS) =>
+            {
+                Err(format!(
+                    "random weight `{name}` of shape {shape:?} is too large to generate (more than {MAX_RANDOM_ELEMENTS} elements)"
+                ))
+            }
             WeightSource::Random(seed) => {
                 // Fan-in scaling keeps activations O(1) through deep random stacks.
                 let scale = match shape {

@@ -79,7 +79,7 @@ pub(super) fn kind_error(
     .label(format!("expected {want}"))
 }
 
-impl Elab {
+impl Elab<'_> {
     pub(super) fn builtin(
         &mut self,
         name: &'static str,

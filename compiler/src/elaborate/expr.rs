@@ -15,7 +15,7 @@ use super::Elab;
 /// The longest string elaboration makes (1 MiB): config strings are names and patterns.
 const MAX_STRING: usize = 1 << 20;
 
-impl Elab {
+impl Elab<'_> {
     /// Resolves a name: locals, then shared instances, config constants, blocks, built-ins and
     /// symbolic dims.
     pub(super) fn lookup(&self, name: &str) -> Option<Value> {
@@ -517,6 +517,8 @@ impl Elab {
             d
         })?;
         self.charge(1, span)?;
+        let input = operands.first().map(|&n| self.graph.ty(n).clone());
+        self.check_dims(&op, input.as_ref(), &ty, span)?;
         let scope = self.scope().to_string();
         Ok(self.graph.add(op, ty, &scope, operands))
     }

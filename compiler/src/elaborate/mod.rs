@@ -6,6 +6,7 @@
 
 mod args;
 mod builtins;
+mod dim_checks;
 mod expr;
 mod stack;
 mod value;
@@ -17,7 +18,7 @@ use archc_runtime::DType;
 
 use crate::graph::{Dim, Graph, Op, ParamKind, TensorType};
 use crate::syntax::ast::*;
-use crate::syntax::{Diagnostic, SourceId, Span};
+use crate::syntax::{Diagnostic, SourceId, Sources, Span};
 
 pub use value::{BlockValue, Instance, LayerRule, Value};
 
@@ -37,6 +38,7 @@ pub fn elaborate(
     source: SourceId,
     prelude: &[File],
     max_nodes: u64,
+    sources: &Sources,
 ) -> Result<Graph, Diagnostic> {
     let mut models = user.items.iter().filter_map(|i| match i {
         Item::Model(m) => Some(m),
@@ -67,7 +69,7 @@ pub fn elaborate(
         )
         .label("second model"));
     }
-    let mut e = Elab::new(&model.name.name, max_nodes);
+    let mut e = Elab::new(&model.name.name, max_nodes, sources);
     for f in prelude {
         for item in &f.items {
             if let Item::Block(b) = item {
@@ -128,7 +130,11 @@ struct Frame {
     ema: Option<(String, String, f64)>,
 }
 
-struct Elab {
+struct Elab<'s> {
+    /// The sources, to name where a run-time dim check comes from.
+    sources: &'s Sources,
+    /// The dim checks recorded so far, so that each condition is recorded once.
+    checked: std::collections::HashSet<(archc_runtime::Dim, i64)>,
     graph: Graph,
     config: HashMap<String, Value>,
     blocks: HashMap<String, Rc<BlockDef>>,
@@ -145,7 +151,7 @@ struct Elab {
     budget: u64,
 }
 
-impl Elab {
+impl Elab<'_> {
     /// Evaluates a scope path (`@a.{i}.b`) to its dotted text, relative to the current scope.
     fn scope_path(&mut self, s: &ScopePath) -> Result<(String, Span), Diagnostic> {
         let mut parts = Vec::new();
@@ -182,9 +188,11 @@ fn join(a: &str, b: &str) -> String {
     }
 }
 
-impl Elab {
-    fn new(name: &str, budget: u64) -> Elab {
+impl Elab<'_> {
+    fn new<'s>(name: &str, budget: u64, sources: &'s Sources) -> Elab<'s> {
         Elab {
+            sources,
+            checked: Default::default(),
             spent: 0,
             budget,
             graph: Graph {

@@ -10,7 +10,7 @@ use super::builtins::kind_error;
 use super::value::{BlockValue, Instance, LayerRule, Value};
 use super::Elab;
 
-impl Elab {
+impl Elab<'_> {
     pub(super) fn structure(
         &mut self,
         name: &'static str,

@@ -92,6 +92,8 @@ pub struct Graph {
     pub params: IndexMap<String, (NodeIndex, ParamKind)>,
     /// Symbolic dims, in order of first appearance.
     pub symbols: Vec<String>,
+    /// Conditions on the dims that types cannot prove, checked when the dims are bound.
+    pub dim_checks: Vec<archc_runtime::DimCheck>,
     /// The stacks of layers, in creation order.
     pub stacks: Vec<StackInfo>,
     /// Distinct layer kinds that `call` nodes run (made by the `interleave_stack` pass).

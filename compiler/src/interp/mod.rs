@@ -61,7 +61,11 @@ pub fn bind_dims(
         .map(|(name, n)| (name.as_str(), g.ty(*n).dtype, g.ty(*n).shape.as_slice()))
         .collect();
     Ok(archc_runtime::bind_dims(
-        &declared, &g.symbols, inputs, explicit,
+        &declared,
+        &g.symbols,
+        &g.dim_checks,
+        inputs,
+        explicit,
     )?)
 }
 

@@ -76,17 +76,13 @@ pub fn lower(g: &Graph) -> Lowered {
         steps: Vec::new(),
         kinds: Vec::new(),
         checks: Vec::new(),
-        index_bounds: Default::default(),
+        dim_checks: g.dim_checks.clone(),
+        index_bounds: index_bounds(g),
         ema_sources: Default::default(),
     };
     for (name, (_, kind)) in &g.params {
         if let crate::graph::ParamKind::Ema { online, .. } = kind {
             plan.ema_sources.insert(name.clone(), online.clone());
-        }
-    }
-    for name in g.inputs.keys() {
-        if let Some(b) = index_bound(g, name) {
-            plan.index_bounds.insert(name.clone(), b);
         }
     }
     let mut kernels = frame::Kernels::default();
@@ -110,6 +106,15 @@ pub fn lower(g: &Graph) -> Lowered {
         plan,
         kernels: kernels.list,
     }
+}
+
+/// The sizes of the tables integer inputs index (see [`index_bound`]). Computed on the graph
+/// before the passes: in a fused graph the gather sits inside a region.
+pub fn index_bounds(g: &Graph) -> std::collections::BTreeMap<String, u64> {
+    g.inputs
+        .keys()
+        .filter_map(|name| Some((name.clone(), index_bound(g, name)?)))
+        .collect()
 }
 
 /// The size of the table an integer input indexes, if it feeds a gather (token ids, patch

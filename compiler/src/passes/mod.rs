@@ -117,6 +117,8 @@ pub fn optimize(g: &Graph, o: &PassOptions) -> Graph {
 /// `plan_memory`.
 pub fn lower_optimized(g: &Graph, o: &PassOptions) -> crate::lower::Lowered {
     let mut lowered = crate::lower::lower(&optimize(g, o));
+    // The passes hide gathers inside regions; the bounds come from the graph as written.
+    lowered.plan.index_bounds = crate::lower::index_bounds(g);
     if o.enabled("plan_memory") {
         plan_memory::run(&mut lowered.plan);
     }

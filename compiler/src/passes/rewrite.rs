@@ -30,6 +30,7 @@ impl<'a> Rewriter<'a> {
             new: Graph {
                 name: old.name.clone(),
                 symbols: old.symbols.clone(),
+                dim_checks: old.dim_checks.clone(),
                 stacks,
                 kinds: old.kinds.clone(),
                 ..Graph::default()
