@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use archc_compiler::graph::print_graph;
 use archc_compiler::passes::{optimize, PassOptions};
 use archc_compiler::summary::summary;
 use archc_compiler::syntax::print_file;
 use archc_compiler::Session;
+use archc_runtime::files;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bench;
@@ -25,7 +25,19 @@ mod run;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The most work elaboration may do (graph nodes made, expressions evaluated, list
+    /// elements made) before it stops with an error; it keeps a few hundred bytes of nested
+    /// stacks from taking all memory.
+    #[arg(long, global = true, value_name = "N", default_value_t = archc_compiler::elaborate::DEFAULT_MAX_NODES)]
+    max_nodes: u64,
 }
+
+/// The largest `.arch` or `config.json` archc reads (4 MiB): real ones are a few kilobytes.
+const MAX_SOURCE_BYTES: u64 = 4 << 20;
+
+/// The stack of the thread that compiles. The parser and elaborator recurse over nesting that
+/// the parser bounds; this leaves them a wide margin whatever the platform's default is.
+const COMPILER_STACK_BYTES: usize = 256 << 20;
 
 /// Which passes run between elaboration and lowering.
 #[derive(Args, Clone)]
@@ -42,13 +54,17 @@ struct PassFlags {
 
 impl PassFlags {
     fn options(&self) -> Result<PassOptions, Failure> {
-        if self.no_fuse {
-            return Ok(PassOptions::none());
-        }
-        self.disable
+        // The names are checked even under --no-fuse: a misspelt pass is a mistake either way.
+        let options = self
+            .disable
             .iter()
             .try_fold(PassOptions::all(), |o, p| o.disable(p))
-            .map_err(|e| Failure::Usage(anyhow::anyhow!(e)))
+            .map_err(|e| Failure::Usage(anyhow::anyhow!(e)))?;
+        Ok(if self.no_fuse {
+            PassOptions::none()
+        } else {
+            options
+        })
     }
 }
 
@@ -234,6 +250,13 @@ fn parse_dim(s: &str) -> Result<(String, i64), String> {
     let (name, value) = s
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=VALUE, found `{s}`"))?;
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if name.is_empty() || !name.chars().all(ident) || name.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(format!(
+            "`{name}` is not a dim name (expected NAME=VALUE, e.g. seq=128)"
+        ));
+    }
     let v: i64 = value
         .parse()
         .map_err(|_| format!("`{value}` is not an integer"))?;
@@ -253,7 +276,17 @@ enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let worker = std::thread::Builder::new()
+        .stack_size(COMPILER_STACK_BYTES)
+        .spawn(move || run(cli));
+    let result = match worker.map(|w| w.join()) {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(e) => Err(Failure::Usage(anyhow::anyhow!(
+            "cannot start a thread: {e}"
+        ))),
+    };
+    match result {
         Ok(text) => {
             // A closed pipe (`archc dump ... | head`) is not an error worth a panic.
             let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
@@ -270,19 +303,51 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &Path) -> Result<(Session, archc_compiler::syntax::SourceId), Failure> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read `{}`", path.display()))
-        .map_err(Failure::Usage)?;
+fn load(
+    path: &Path,
+    max_nodes: u64,
+) -> Result<(Session, archc_compiler::syntax::SourceId), Failure> {
+    let text = read_text(path)?;
     let mut session = Session::new().map_err(Failure::Input)?;
+    session.max_nodes = max_nodes;
     let id = session.add(path.display().to_string(), text);
     Ok((session, id))
 }
 
+/// Reads a source or config file, refusing what is not a regular file of sensible size.
+fn read_text(path: &Path) -> Result<String, Failure> {
+    files::read_text(path, MAX_SOURCE_BYTES).map_err(|e| Failure::Usage(e.into()))
+}
+
+/// Checks the files a command reads can be opened (a usage error, status 2, like an
+/// unreadable source), and that its output is none of them and not something other than a
+/// regular file.
+fn check_paths(output: Option<&Path>, inputs: &[(&str, Option<&Path>)]) -> Result<(), Failure> {
+    let usage = |e: files::FileError| Failure::Usage(e.into());
+    let given: Vec<(&str, &Path)> = inputs
+        .iter()
+        .filter_map(|(role, p)| p.map(|p| (*role, p)))
+        .collect();
+    for (_, p) in &given {
+        files::open_regular(p).map_err(usage)?;
+    }
+    match output {
+        Some(out) => files::check_output(out, &given).map_err(usage),
+        None => Ok(()),
+    }
+}
+
+/// Checks every `--dim` names a dim of the model, suggesting the closest.
+fn check_dim_names(dims: &[(String, i64)], symbols: &[String]) -> Result<(), Failure> {
+    archc_runtime::check_dim_names(dims.iter().map(|(n, _)| n), symbols)
+        .map_err(|e| Failure::Usage(e.into()))
+}
+
 fn run(cli: Cli) -> Result<String, Failure> {
+    let max_nodes = cli.max_nodes;
     match cli.command {
         Command::Check { file } => {
-            let (s, id) = load(&file)?;
+            let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             Ok(summary(&graph))
         }
@@ -297,8 +362,17 @@ fn run(cli: Cli) -> Result<String, Failure> {
             passes,
         } => {
             let passes = passes.options()?;
-            let (s, id) = load(&file)?;
+            check_paths(
+                outputs.as_deref(),
+                &[
+                    ("the .arch source", Some(&file)),
+                    ("the --weights file", weights.as_deref()),
+                    ("the --inputs file", inputs.as_deref()),
+                ],
+            )?;
+            let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            check_dim_names(&dims, &graph.symbols)?;
             let options = run::RunOptions {
                 weights,
                 inputs,
@@ -323,9 +397,17 @@ fn run(cli: Cli) -> Result<String, Failure> {
             passes,
         } => {
             let passes = passes.options()?;
+            check_paths(
+                None,
+                &[
+                    ("the --weights file", weights.as_deref()),
+                    ("the --inputs file", inputs.as_deref()),
+                ],
+            )?;
             let started = std::time::Instant::now();
-            let (s, id) = load(&file)?;
+            let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            check_dim_names(&dims, &graph.symbols)?;
             let options = bench::BenchOptions {
                 weights,
                 inputs,
@@ -344,7 +426,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
             passes,
         } => {
             let passes = passes.options()?;
-            let (s, id) = load(&file)?;
+            check_paths(Some(&output), &[("the .arch source", Some(&file))])?;
+            let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             build::build(&graph, &output, &cc, &passes)
                 .map_err(|e| Failure::Input(format!("error: {e}\n")))
@@ -354,18 +437,17 @@ fn run(cli: Cli) -> Result<String, Failure> {
             config,
             output,
         } => {
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("cannot read `{}`", config.display()))
-                .map_err(Failure::Usage)?;
+            check_paths(Some(&output), &[("the config", Some(&config))])?;
+            let text = read_text(&config)?;
             let arch = archc_compiler::import::import_hf(&text, &config.display().to_string())
                 .map_err(|e| Failure::Input(format!("error: {e}\n")))?;
             // Check what was written compiles, and say what it is.
             let mut s = Session::new().map_err(Failure::Input)?;
+            s.max_nodes = max_nodes;
             let id = s.add(output.display().to_string(), arch.clone());
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
-            std::fs::write(&output, &arch)
-                .with_context(|| format!("cannot write `{}`", output.display()))
-                .map_err(Failure::Usage)?;
+            files::write_atomically(&output, arch.as_bytes())
+                .map_err(|e| Failure::Usage(e.into()))?;
             Ok(format!("wrote {}\n{}", output.display(), summary(&graph)))
         }
         Command::Dump {
@@ -375,12 +457,13 @@ fn run(cli: Cli) -> Result<String, Failure> {
             passes,
         } => {
             let passes = passes.options()?;
-            let (s, id) = load(&file)?;
+            let (s, id) = load(&file, max_nodes)?;
             if let Stage::Ast = stage {
                 let ast = s.parse(id).map_err(|d| Failure::Input(s.render(&d)))?;
                 return Ok(print_file(&ast));
             }
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            check_dim_names(&dims, &graph.symbols)?;
             let lowered = || archc_compiler::passes::lower_optimized(&graph, &passes);
             match stage {
                 Stage::Ast => unreachable!("printed above"),

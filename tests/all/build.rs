@@ -6,27 +6,8 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use std::sync::OnceLock;
-
 use archc_runtime::TensorFile;
-use common::{archc, archc_with_env, rel_err, repo};
-
-/// The runner library `archc build` links. `cargo test` does not build static libraries, so
-/// it is built here once, in its own target directory (the test run holds the main one).
-fn runner_lib() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let dir = repo("target/runner-for-tests");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "archc-runner", "--target-dir"])
-            .arg(&dir)
-            .current_dir(repo(""))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the runner library failed");
-        dir.join("debug/libarchc_runner.a")
-    })
-}
+use common::{archc, archc_with_env, rel_err, repo, runner_lib};
 
 /// `archc build FILE -o BIN` with the runner library.
 fn build(file: &str, bin: &str) -> (i32, String, String) {

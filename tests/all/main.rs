@@ -2,13 +2,15 @@
 //!
 //! Each module was once its own file under `tests/`; `common` holds the shared helpers.
 
-mod common;
 mod build;
 mod cli;
 mod codegen_equivalence;
+mod common;
 mod diagnostics;
 mod hf_parity;
 mod hostile_input;
+mod hostile_run;
+mod hostile_source;
 mod import;
 mod language;
 mod lowering;

@@ -247,3 +247,111 @@ pub fn check_fused(src: &str, region: &str, batch: usize, seq: usize, seed: u64,
         assert!(err <= tol, "{name}: rel err {err:e}\n{src}");
     }
 }
+
+/// The runner library `archc build` links. `cargo test` does not build static libraries, so
+/// it is built here once, in its own target directory (the test run holds the main one).
+pub fn runner_lib() -> &'static std::path::Path {
+    static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        let dir = repo("target/runner-for-tests");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "archc-runner", "--target-dir"])
+            .arg(&dir)
+            .current_dir(repo(""))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the runner library failed");
+        dir.join("debug/libarchc_runner.a")
+    })
+}
+
+/// What a command run under [`limited`] did.
+pub struct Outcome {
+    /// The exit status (124 when the time limit killed it, 128 + N when signal N did).
+    pub code: i32,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Asserts the command ended by itself with `code` (no signal, no time-out, no panic) and
+    /// that its standard error mentions each of `needles`.
+    pub fn expect(&self, code: i32, needles: &[&str]) -> &Outcome {
+        assert_eq!(
+            self.code, code,
+            "exit status\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        for bad in [
+            "panicked",
+            "overflowed its stack",
+            "RUST_BACKTRACE",
+            "memory allocation of",
+        ] {
+            assert!(!self.stderr.contains(bad), "{bad}: {}", self.stderr);
+        }
+        for n in needles {
+            assert!(self.stderr.contains(n), "`{n}` not in:\n{}", self.stderr);
+        }
+        self
+    }
+}
+
+/// Runs `program args` in `dir` under a wall-clock limit (`timeout`) and an address-space
+/// limit (`prlimit`), so that a hang or a runaway allocation fails the test quickly instead of
+/// stalling the suite or taking the machine's memory.
+pub fn limited(program: &std::path::Path, args: &[&str], dir: &std::path::Path) -> Outcome {
+    const SECONDS: &str = "120";
+    const ADDRESS_SPACE: &str = "--as=6000000000";
+    let out = Command::new("timeout")
+        .args(["-s", "KILL", SECONDS, "prlimit", ADDRESS_SPACE, "--"])
+        .arg(program)
+        .args(args)
+        .env("ARCHC_RUNNER_LIB", runner_lib())
+        .env_remove("RUST_BACKTRACE")
+        .current_dir(dir)
+        .output()
+        .expect("timeout and prlimit run");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// [`limited`] on the archc binary.
+pub fn archc_limited(args: &[&str], dir: &std::path::Path) -> Outcome {
+    limited(std::path::Path::new(env!("CARGO_BIN_EXE_archc")), args, dir)
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("archc-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("the temp dir is writable");
+    d
+}
+
+/// Writes a safetensors file of f32 (`shape`, values) tensors and i64 (`shape`, values) tensors.
+pub fn write_safetensors(
+    path: &std::path::Path,
+    f32s: &[(&str, Vec<usize>, Vec<f32>)],
+    i64s: &[(&str, Vec<usize>, Vec<i64>)],
+) {
+    let mut tensors = Vec::new();
+    for (name, shape, v) in f32s {
+        tensors.push((
+            name.to_string(),
+            archc_runtime::Tensor::f32(shape.clone(), v.clone()),
+        ));
+    }
+    for (name, shape, v) in i64s {
+        tensors.push((
+            name.to_string(),
+            archc_runtime::Tensor::int(archc_runtime::DType::I64, shape.clone(), v.clone()),
+        ));
+    }
+    archc_runtime::write_tensors(path, &tensors).expect("the fixture is written");
+}
