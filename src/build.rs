@@ -22,34 +22,47 @@ const NATIVE_LIBS: &[&str] = &[
     "-lc",
 ];
 
-/// The runner library: `ARCHC_RUNNER_LIB` if set, else the one `cargo build` puts next to the
-/// `archc` executable.
-fn runner_library() -> Result<PathBuf, String> {
+/// The runner library, built with archc (see `build.rs`) and carried inside it.
+static EMBEDDED_RUNNER: &[u8] = include_bytes!(env!("ARCHC_EMBEDDED_RUNNER"));
+
+/// A runner library file to link: `ARCHC_RUNNER_LIB` if set, else the embedded library written
+/// to a temporary file (removed when the returned guard drops).
+fn runner_library() -> Result<RunnerLib, String> {
     if let Some(p) = std::env::var_os("ARCHC_RUNNER_LIB") {
         let p = PathBuf::from(p);
-        return if p.exists() {
-            Ok(p)
+        return if p.is_file() {
+            Ok(RunnerLib {
+                path: p,
+                temporary: false,
+            })
         } else {
             Err(format!(
-                "ARCHC_RUNNER_LIB points at {}, which does not exist",
+                "ARCHC_RUNNER_LIB points at {}, which is not a file",
                 p.display()
             ))
         };
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate archc: {e}"))?;
-    let dir = exe.parent().ok_or("archc has no directory")?;
-    for candidate in [
-        dir.join("libarchc_runner.a"),
-        dir.join("../libarchc_runner.a"),
-    ] {
-        if candidate.exists() {
-            return Ok(candidate);
+    let path = std::env::temp_dir().join(format!("archc-runner-{}.a", std::process::id()));
+    std::fs::write(&path, EMBEDDED_RUNNER)
+        .map_err(|e| format!("cannot write the runner library to {}: {e}", path.display()))?;
+    Ok(RunnerLib {
+        path,
+        temporary: true,
+    })
+}
+
+/// A runner library on disk; a temporary copy is removed on drop.
+struct RunnerLib {
+    path: PathBuf,
+    temporary: bool,
+}
+
+impl Drop for RunnerLib {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
-    Err(format!(
-        "libarchc_runner.a is not next to {}; build it with `cargo build --release` (it is a default workspace member)",
-        exe.display()
-    ))
 }
 
 /// Compiles `g` into the executable `out`; returns a report.
@@ -67,7 +80,7 @@ pub fn build(g: &Graph, out: &Path, cc: &str, passes: &PassOptions) -> Result<St
     files::write_atomically(&obj_path, &object).map_err(|e| e.to_string())?;
     let status = Command::new(cc)
         .arg(&obj_path)
-        .arg(&runner)
+        .arg(&runner.path)
         .arg("-o")
         .arg(&linked)
         .args(NATIVE_LIBS)

@@ -155,8 +155,8 @@ enum Command {
     /// the same kind. It runs like `archc run`:
     /// `BIN --weights W.safetensors --inputs IN.safetensors --outputs OUT.safetensors`, or with
     /// seed-random inputs and weights and a printed summary. Linking uses the system C
-    /// compiler (`cc`) and the runner library that `cargo build` puts next to archc (or the
-    /// one the environment variable ARCHC_RUNNER_LIB names).
+    /// compiler (`cc`) and the runner library archc carries inside itself (or the one the
+    /// environment variable ARCHC_RUNNER_LIB names).
     ///
     /// Example: archc build examples/llama.arch -o llama && ./llama --dim seq=16
     Build {

@@ -7,14 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use archc_runtime::TensorFile;
-use common::{archc, archc_with_env, rel_err, repo, runner_lib};
+use common::{archc, rel_err, repo};
 
 /// `archc build FILE -o BIN` with the runner library.
 fn build(file: &str, bin: &str) -> (i32, String, String) {
-    archc_with_env(
-        &["build", file, "-o", bin],
-        &[("ARCHC_RUNNER_LIB", runner_lib())],
-    )
+    archc(&["build", file, "-o", bin])
 }
 
 fn scratch(tag: &str) -> PathBuf {
@@ -132,4 +129,36 @@ fn built_binaries_report_bad_arguments() {
         String::from_utf8_lossy(&out.stderr).contains("cannot read `/no/such/file.safetensors`")
     );
     std::fs::remove_dir_all(&d).ok();
+}
+
+/// An installed archc is the binary alone: copied into an empty directory, with no runner
+/// library beside it and no ARCHC_RUNNER_LIB, it still builds working executables.
+#[test]
+fn archc_alone_builds_executables() {
+    let d = scratch("alone");
+    let exe = d.join("archc");
+    std::fs::copy(env!("CARGO_BIN_EXE_archc"), &exe).unwrap();
+    let model = repo("examples/llama.arch");
+    let out = Command::new(&exe)
+        .args(["build", model.to_str().unwrap(), "-o", "llama"])
+        .env_remove("ARCHC_RUNNER_LIB")
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(d.join("llama"))
+        .args(["--dim", "seq=4"])
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("logits: f32[1, 4, 512]"));
 }

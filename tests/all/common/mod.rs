@@ -248,23 +248,6 @@ pub fn check_fused(src: &str, region: &str, batch: usize, seq: usize, seed: u64,
     }
 }
 
-/// The runner library `archc build` links. `cargo test` does not build static libraries, so
-/// it is built here once, in its own target directory (the test run holds the main one).
-pub fn runner_lib() -> &'static std::path::Path {
-    static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    LIB.get_or_init(|| {
-        let dir = repo("target/runner-for-tests");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "archc-runner", "--target-dir"])
-            .arg(&dir)
-            .current_dir(repo(""))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the runner library failed");
-        dir.join("debug/libarchc_runner.a")
-    })
-}
-
 /// What a command run under [`limited`] did.
 pub struct Outcome {
     /// The exit status (124 when the time limit killed it, 128 + N when signal N did).
@@ -309,7 +292,6 @@ pub fn limited(program: &std::path::Path, args: &[&str], dir: &std::path::Path) 
         .args(["-s", "KILL", SECONDS, "prlimit", ADDRESS_SPACE, "--"])
         .arg(program)
         .args(args)
-        .env("ARCHC_RUNNER_LIB", runner_lib())
         .env_remove("RUST_BACKTRACE")
         .current_dir(dir)
         .output()
