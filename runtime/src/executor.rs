@@ -35,12 +35,14 @@ pub enum RunError {
     #[error("{0}")]
     Memory(String),
     /// A kernel's check failed (an index out of range, ...).
-    #[error("step {step} (kernel `{kernel}`): {message}")]
+    #[error("{origin}: {message} (step {step}, kernel `{kernel}`)")]
     Check {
         /// The step.
         step: usize,
         /// The kernel's name.
         kernel: String,
+        /// Where in the source the failing operation is (see `Step::Kernel`).
+        origin: String,
         /// What the check guards.
         message: String,
     },
@@ -74,7 +76,7 @@ struct Run<'r> {
     /// Steps launched so far (for error messages and the profile).
     count: usize,
     /// (seconds, kernel) per launch, with ARCHC_PROFILE.
-    times: Option<Vec<(f64, usize)>>,
+    times: Option<Vec<(f64, usize, String)>>,
 }
 
 fn words(bytes: usize) -> usize {
@@ -356,7 +358,12 @@ impl<'r> Run<'r> {
         ptrs: &[*mut u8],
     ) -> Result<(), RunError> {
         for step in steps {
-            let Step::Kernel { kernel, args } = step else {
+            let Step::Kernel {
+                kernel,
+                args,
+                origin,
+            } = step
+            else {
                 unreachable!("calls are top-level steps");
             };
             let started = std::time::Instant::now();
@@ -378,7 +385,7 @@ impl<'r> Run<'r> {
                     message,
                 })?;
             if let Some(t) = &mut self.times {
-                t.push((started.elapsed().as_secs_f64(), *kernel));
+                t.push((started.elapsed().as_secs_f64(), *kernel, origin.clone()));
             }
             if self.status[0] != 0 {
                 let message = plan
@@ -389,6 +396,7 @@ impl<'r> Run<'r> {
                 return Err(RunError::Check {
                     step: i,
                     kernel: name(),
+                    origin: origin.clone(),
                     message,
                 });
             }
@@ -402,19 +410,27 @@ impl<'r> Run<'r> {
         let Some(times) = &self.times else {
             return;
         };
-        let mut by_kernel: HashMap<usize, (f64, usize)> = HashMap::new();
-        for (t, k) in times {
-            let e = by_kernel.entry(*k).or_default();
+        // Rows by kernel and source: one kernel serves every layer of a kind, and the user
+        // wants to know which line of their model the time goes to.
+        let mut by_kernel: HashMap<(usize, &str), (f64, usize)> = HashMap::new();
+        for (t, k, origin) in times {
+            let e = by_kernel.entry((*k, origin)).or_default();
             e.0 += t;
             e.1 += 1;
         }
-        let mut rows: Vec<(f64, usize, usize)> =
+        let mut rows: Vec<(f64, usize, (usize, &str))> =
             by_kernel.into_iter().map(|(k, (t, n))| (t, n, k)).collect();
         rows.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
         let total: f64 = times.iter().map(|t| t.0).sum();
         eprintln!("profile: {} launches, {:.2} ms", times.len(), total * 1e3);
-        for (t, n, k) in rows.iter().take(12) {
-            eprintln!("  {:8.3} ms  {:4}×  {}", t * 1e3, n, plan.kernels[*k]);
+        for (t, n, (k, origin)) in rows.iter().take(12) {
+            eprintln!(
+                "  {:8.3} ms  {:4}×  {:<24} {}",
+                t * 1e3,
+                n,
+                plan.kernels[*k],
+                origin
+            );
         }
     }
 }

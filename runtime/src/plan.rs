@@ -63,6 +63,10 @@ pub enum Step {
         kernel: usize,
         /// Its buffers.
         args: Vec<usize>,
+        /// The source location, op and weight scope it computes (kernels are shared between
+        /// steps, so this is the step's): what a failure or a profile names.
+        #[serde(default)]
+        origin: String,
     },
     /// Run layer kind `kind` with its slots bound to `args` (the result first).
     Call {

@@ -326,3 +326,46 @@ fn flags_are_checked_not_silently_accepted() {
         .expect(2, &["cannot read"]);
     archc_limited(&["run", llama, "--weights", "."], &d).expect(2, &["is a directory"]);
 }
+
+#[test]
+fn run_time_errors_and_profiles_name_the_source() {
+    let d = scratch_dir("origins");
+    write_safetensors(
+        &d.join("ids.safetensors"),
+        &[],
+        &[("input_ids", vec![1, 3], vec![1, 600, 2])],
+    );
+    let llama = repo("examples/llama.arch");
+    let llama = llama.to_str().expect("utf-8 path");
+    let want = [
+        "llama.arch:30:7",
+        "model.embed_tokens",
+        "out of range for axis 0 of size 512",
+    ];
+    for backend in ["cranelift", "interp"] {
+        archc_limited(
+            &[
+                "run",
+                llama,
+                "--inputs",
+                "ids.safetensors",
+                "--backend",
+                backend,
+            ],
+            &d,
+        )
+        .expect(1, &want);
+    }
+    archc_limited(&["build", llama, "-o", "llama-bin"], &d).expect(0, &[]);
+    limited(&d.join("llama-bin"), &["--inputs", "ids.safetensors"], &d).expect(1, &want);
+    let profiled = std::process::Command::new(env!("CARGO_BIN_EXE_archc"))
+        .args(["run", llama, "--dim", "seq=8"])
+        .env("ARCHC_PROFILE", "1")
+        .output()
+        .expect("archc runs");
+    let profile = String::from_utf8_lossy(&profiled.stderr);
+    assert!(
+        profile.contains("profile:") && profile.contains("in `lm_head`"),
+        "{profile}"
+    );
+}

@@ -40,7 +40,7 @@ impl Elab<'_> {
             let check = DimCheck {
                 dim,
                 min,
-                what: format!("{what} (`{op}` at {})", self.sources.locate(span)),
+                what: format!("{what} (`{op}` at {})", self.origin_of(span)),
             };
             if check.always_holds() || !self.checked.insert((check.dim.clone(), min)) {
                 continue;

@@ -520,7 +520,9 @@ impl Elab<'_> {
         let input = operands.first().map(|&n| self.graph.ty(n).clone());
         self.check_dims(&op, input.as_ref(), &ty, span)?;
         let scope = self.scope().to_string();
-        Ok(self.graph.add(op, ty, &scope, operands))
+        let n = self.graph.add(op, ty, &scope, operands);
+        self.graph.dag[n].at = self.origin_of(span);
+        Ok(n)
     }
 }
 

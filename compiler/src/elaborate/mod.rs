@@ -69,7 +69,7 @@ pub fn elaborate(
         )
         .label("second model"));
     }
-    let mut e = Elab::new(&model.name.name, max_nodes, sources);
+    let mut e = Elab::new(&model.name.name, max_nodes, sources, source);
     for f in prelude {
         for item in &f.items {
             if let Item::Block(b) = item {
@@ -128,11 +128,15 @@ struct Frame {
     shared: bool,
     /// Set inside an EMA instance: (ema scope, online scope, momentum).
     ema: Option<(String, String, f64)>,
+    /// Where the block was called (None for the model body).
+    call: Option<Span>,
 }
 
 struct Elab<'s> {
     /// The sources, to name where a run-time dim check comes from.
     sources: &'s Sources,
+    /// The user's source (the rest is the prelude).
+    user: SourceId,
     /// The dim checks recorded so far, so that each condition is recorded once.
     checked: std::collections::HashSet<(archc_runtime::Dim, i64)>,
     graph: Graph,
@@ -189,9 +193,10 @@ fn join(a: &str, b: &str) -> String {
 }
 
 impl Elab<'_> {
-    fn new<'s>(name: &str, budget: u64, sources: &'s Sources) -> Elab<'s> {
+    fn new<'s>(name: &str, budget: u64, sources: &'s Sources, user: SourceId) -> Elab<'s> {
         Elab {
             sources,
+            user,
             checked: Default::default(),
             spent: 0,
             budget,
@@ -210,7 +215,27 @@ impl Elab<'_> {
                 scope: String::new(),
                 shared: false,
                 ema: None,
+                call: None,
             }],
+        }
+    }
+
+    /// Where a node made at `span` comes from, for run-time messages: the span, preceded by the
+    /// innermost call in the user's file when the span is inside the prelude.
+    fn origin_of(&self, span: Span) -> String {
+        let here = self.sources.locate(span);
+        if span.source == self.user {
+            return here;
+        }
+        let call = self
+            .frames
+            .iter()
+            .rev()
+            .filter_map(|f| f.call)
+            .find(|c| c.source == self.user);
+        match call {
+            Some(c) => format!("{} → {here}", self.sources.locate(c)),
+            None => here,
         }
     }
 
@@ -492,6 +517,7 @@ impl Elab<'_> {
         }
         let scope = self.scope().to_string();
         let n = self.graph.add(Op::Param(name.clone()), ty, &scope, &[]);
+        self.graph.dag[n].at = self.origin_of(p.name.span);
         self.graph.params.insert(name, (n, kind));
         Ok(n)
     }
@@ -635,6 +661,7 @@ impl Elab<'_> {
             scope: new_scope,
             shared,
             ema,
+            call: Some(args.span),
         });
         let call = args.span;
         let instance = b.instance.is_some();

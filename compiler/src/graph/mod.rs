@@ -28,6 +28,32 @@ pub struct Node {
     pub ty: TensorType,
     /// The weight scope the node was created under (empty at model level).
     pub scope: String,
+    /// Where in the source the node was made (`file:line:col`; empty when unknown), so that a
+    /// failure at run time can point at the user's code.
+    pub at: String,
+}
+
+impl Node {
+    /// Where the node comes from, for messages: its source location, op and weight scope, e.g.
+    /// ``llama.arch:31:7 (gather in `model.embed_tokens`)``.
+    pub fn origin(&self) -> String {
+        let op = match &self.op {
+            Op::Param(name) => format!("weight `{name}`"),
+            Op::Input(name) => format!("input `{name}`"),
+            op => op.to_string(),
+        };
+        let name = match &self.op {
+            Op::Param(_) | Op::Input(_) => &op,
+            _ => op.split(['[', '(', ' ']).next().unwrap_or_default(),
+        };
+        let scope = if self.scope.is_empty() {
+            String::new()
+        } else {
+            format!(" in `{}`", self.scope)
+        };
+        let at = if self.at.is_empty() { "?" } else { &self.at };
+        format!("{at} ({name}{scope})")
+    }
 }
 
 /// An edge: which operand slot of the consumer it feeds (the value's type is its source
@@ -113,10 +139,25 @@ impl Graph {
             op,
             ty,
             scope: scope.to_string(),
+            at: String::new(),
         });
         for (slot, &o) in operands.iter().enumerate() {
             self.dag.add_edge(o, n, Edge { slot });
         }
+        n
+    }
+
+    /// Adds a node that stands for `like` (a node of this or another graph): it keeps its
+    /// weight scope and source location.
+    pub fn add_like(
+        &mut self,
+        op: Op,
+        ty: TensorType,
+        like: &Node,
+        operands: &[NodeIndex],
+    ) -> NodeIndex {
+        let n = self.add(op, ty, &like.scope, operands);
+        self.dag[n].at = like.at.clone();
         n
     }
 

@@ -156,7 +156,7 @@ pub fn gather(x: &Tensor, index: &Tensor, axis: usize, shape: &[usize]) -> Resul
     let size = x.shape[axis] as i64;
     if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= size) {
         return Err(format!(
-            "index {bad} is out of range for axis {axis} of size {size} (a token id past the vocabulary?)"
+            "index {bad} is out of range for axis {axis} of size {size}"
         ));
     }
     let xs = strides(&x.shape);

@@ -26,14 +26,12 @@ pub enum InterpError {
     #[error("{0}")]
     Weight(String),
     /// A value went out of range while running (an index past the end, a huge shape).
-    #[error("node %{node} ({op}) at `{scope}`: {message}")]
+    #[error("{origin}: {message} (node %{node})")]
     Runtime {
         /// The node index.
         node: usize,
-        /// The op, printed.
-        op: String,
-        /// The node's weight scope.
-        scope: String,
+        /// Where the node comes from (see `Node::origin`).
+        origin: String,
         /// What went wrong.
         message: String,
     },
@@ -141,8 +139,7 @@ fn run_graph(
             .collect::<Result<_, _>>()?;
         let fail = |message: String| InterpError::Runtime {
             node: n.index(),
-            op: node.op.to_string(),
-            scope: node.scope.clone(),
+            origin: node.origin(),
             message,
         };
         if shape

@@ -344,7 +344,7 @@ impl<'a> BodyGen<'a> {
             bin(Bin::Lt, Expr::Var(id), size.clone()),
         );
         self.checks.push(format!(
-            "an index is out of range for axis {axis} of size {} (a token id past the vocabulary?)",
+            "an index is out of range for axis {axis} of size {}",
             xt.shape[axis]
         ));
         let level = self.level_of(&ok);

@@ -90,7 +90,11 @@ fn kernel(
         .collect();
     let code = format!("{elems:?}{:?}{:?}{:?}", t.locals, t.checks, t.body);
     if let Some(&kernel) = kernels.by_code.get(&code) {
-        return Step::Kernel { kernel, args };
+        return Step::Kernel {
+            kernel,
+            args,
+            origin: String::new(),
+        };
     }
     // Check codes are global to the plan, so the runtime can name the failure.
     let base = plan.checks.len() as u32;
@@ -122,6 +126,7 @@ fn kernel(
     Step::Kernel {
         kernel: kernels.list.len() - 1,
         args,
+        origin: String::new(),
     }
 }
 
@@ -194,7 +199,7 @@ pub fn lower(g: &Graph, prefix: Option<&str>, plan: &mut Plan, kernels: &mut Ker
                     .iter()
                     .map(|o| (g.ty(*o), buffer_of[o.index()]))
                     .collect();
-                let step = kernel(
+                let mut step = kernel(
                     plan,
                     kernels,
                     name(),
@@ -203,6 +208,9 @@ pub fn lower(g: &Graph, prefix: Option<&str>, plan: &mut Plan, kernels: &mut Ker
                     buffer,
                     &f.buffers,
                 );
+                if let Step::Kernel { origin, .. } = &mut step {
+                    *origin = node.origin();
+                }
                 if weight_only[n.index()] {
                     f.prepare.push(step);
                 } else {

@@ -117,7 +117,7 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
                 ),
             ];
             let message = format!(
-                "an index is out of range for axis {axis} of size {} (a token id past the vocabulary?)",
+                "an index is out of range for axis {axis} of size {}",
                 x.shape[*axis]
             );
             (body, vec![message])

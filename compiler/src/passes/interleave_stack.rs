@@ -75,7 +75,7 @@ pub fn run(g: &Graph) -> Graph {
             let node = &g.dag[v];
             let n = r
                 .new
-                .add(Op::Call(*k), node.ty.clone(), &node.scope, &operands);
+                .add_like(Op::Call(*k), node.ty.clone(), node, &operands);
             r.set(v, n);
         } else if !members.contains(&v) {
             r.copy(v);

@@ -38,19 +38,14 @@ pub fn outline(g: &Graph, members: &[NodeIndex], root: NodeIndex) -> Outlined {
                 continue;
             }
             let slot = leaves.len();
-            let b = body.add(
-                Op::Input(slot.to_string()),
-                g.ty(o).clone(),
-                &g.dag[o].scope,
-                &[],
-            );
+            let b = body.add_like(Op::Input(slot.to_string()), g.ty(o).clone(), &g.dag[o], &[]);
             body.inputs.insert(slot.to_string(), b);
             leaves.push(o);
             map.insert(o, b);
             operands.push(b);
         }
         let node = &g.dag[m];
-        let b = body.add(node.op.clone(), node.ty.clone(), &node.scope, &operands);
+        let b = body.add_like(node.op.clone(), node.ty.clone(), node, &operands);
         map.insert(m, b);
     }
     body.outputs.insert("out".into(), map[&root]);
@@ -66,10 +61,10 @@ impl Outlined {
             kind,
             body: self.body,
         };
-        let n = r.new.add(
+        let n = r.new.add_like(
             Op::Fused(Box::new(region)),
             node.ty.clone(),
-            &node.scope,
+            node,
             &operands,
         );
         r.set(root, n);

@@ -60,7 +60,7 @@ impl<'a> Rewriter<'a> {
         let operands: Vec<NodeIndex> = self.old.operands(old).iter().map(|o| self.at(*o)).collect();
         let n = self
             .new
-            .add(node.op.clone(), node.ty.clone(), &node.scope, &operands);
+            .add_like(node.op.clone(), node.ty.clone(), node, &operands);
         self.set(old, n);
         n
     }
