@@ -20,7 +20,12 @@ pub const BUILTINS: &[&str] = &[
     // reductions and contraction
     "sum", "max", "matmul",
     // layout
-    "reshape", "unsqueeze", "permute", "transpose", "slice", "concat", "pad", "gather", "cast",
+    "reshape", "unsqueeze", "permute", "transpose", "slice", "flip", "concat", "pad", "gather",
+    "cast",
+    // index reductions
+    "argmax", "argmin",
+    // convolution and spectra
+    "conv2d", "fft", "ifft",
     // generators
     "iota", "full",
     // recurrence
@@ -513,7 +518,7 @@ impl Elab {
                 }
                 Ok(Value::List((0..n).map(Value::Int).collect()))
             }
-            _ => self.structure(name, ca, scoped),
+            _ => self.compound(name, ca, scoped),
         }
     }
 

@@ -419,13 +419,7 @@ impl Elab {
             BinOp::Ge => BinaryOp::Ge,
             BinOp::And => BinaryOp::And,
             BinOp::Or => BinaryOp::Or,
-            BinOp::Rem => {
-                return Err(Diagnostic::new(
-                    "E0111",
-                    span,
-                    "`%` is defined on integers, not tensors",
-                ))
-            }
+            BinOp::Rem => BinaryOp::Rem,
         };
         Ok(Value::Tensor(self.node(
             Op::Binary(bop),

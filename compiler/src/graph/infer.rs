@@ -129,6 +129,12 @@ pub fn infer(op: &Op, ins: &[&TensorType], declared: Option<&TensorType>) -> Inf
                         "`{name}` is not defined on bool tensors"
                     )))
                 }
+                BinaryOp::Rem if x.dtype.is_float() => {
+                    return Err(TypeError::DType(format!(
+                        "`%` on tensors needs integers, found {}",
+                        x.dtype
+                    )))
+                }
                 _ => x.dtype,
             };
             Ok(TensorType::new(dtype, shape))
@@ -255,6 +261,12 @@ pub fn infer(op: &Op, ins: &[&TensorType], declared: Option<&TensorType>) -> Inf
             Ok(TensorType::new(x.dtype, shape))
         }
         Op::Gather { axis } => gather(ins[0], ins[1], *axis),
+        Op::Flip { axis } if *axis >= ins[0].rank() => Err(TypeError::Range(format!(
+            "axis {axis} is outside the {} axes of {}",
+            ins[0].rank(),
+            shape_str(&ins[0].shape)
+        ))),
+        Op::Flip { .. } => Ok(ins[0].clone()),
         Op::Cast => Ok(TensorType::new(given().dtype, ins[0].shape.clone())),
         Op::Scan { .. } => {
             let (a, b) = (ins[0], ins[1]);

@@ -9,6 +9,7 @@
 //! template then generates the scalar loop.
 
 use archc_kernels::ir::{Bin, Expr, Var};
+use archc_runtime::DType;
 use petgraph::graph::NodeIndex;
 
 use super::body::{broadcast_at, reshape_at, vars_of, BodyGen};
@@ -156,7 +157,7 @@ impl BodyGen<'_> {
                 let x = self.operand_lanes(cx, n, 0, at, lane)?.vector();
                 let y = self.operand_lanes(cx, n, 1, at, lane)?.vector();
                 Some(Lanes::Vector(Expr::Bin(
-                    kernel_bin(*b),
+                    kernel_bin(*b, DType::F32),
                     Box::new(x),
                     Box::new(y),
                 )))

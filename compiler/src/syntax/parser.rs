@@ -453,13 +453,19 @@ impl Builder {
             return Ok(ExprKind::List(Vec::new()));
         };
         let first = self.expr(first)?;
-        let tail = i.next().expect("a list or comprehension tail follows the first item");
+        let tail = i
+            .next()
+            .expect("a list or comprehension tail follows the first item");
         match tail.as_rule() {
             Rule::comprehension => {
                 let mut t = tail.into_inner();
                 let var = self.ident(t.next().expect("comprehension variable"));
                 let iter = self.expr(t.next().expect("comprehension list"))?;
-                Ok(ExprKind::Comprehension(Box::new(first), var, Box::new(iter)))
+                Ok(ExprKind::Comprehension(
+                    Box::new(first),
+                    var,
+                    Box::new(iter),
+                ))
             }
             _ => {
                 let mut items = vec![first];
