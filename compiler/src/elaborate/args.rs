@@ -74,8 +74,19 @@ impl Bound {
         self.span
     }
 
-    /// A required argument.
+    /// A required argument. An explicit `none` is refused as such, not reported as missing.
     pub fn req(&mut self, name: &str) -> Result<(Value, Span), Diagnostic> {
+        if let Some((_, Some((Value::None, at)))) = self.slots.iter().find(|(n, _)| *n == name) {
+            return Err(Diagnostic::new(
+                "E0111",
+                *at,
+                format!(
+                    "argument `{name}` of `{}` is `none`, but `{}` needs a value for it",
+                    self.callee, self.callee
+                ),
+            )
+            .label("`none` is not a value here"));
+        }
         self.opt(name).ok_or_else(|| {
             Diagnostic::new(
                 "E0105",

@@ -73,7 +73,7 @@ pub(super) fn kind_error(
     got: &Value,
     span: Span,
 ) -> Diagnostic {
-    Diagnostic::new(
+    let d = Diagnostic::new(
         "E0111",
         span,
         format!(
@@ -81,7 +81,13 @@ pub(super) fn kind_error(
             got.kind()
         ),
     )
-    .label(format!("expected {want}"))
+    .label(format!("expected {want}"));
+    match got {
+        Value::Float(_) if want.contains("integer") || want.contains("dim") => {
+            d.note("round it to an integer with `floor(...)` or `ceil(...)`")
+        }
+        _ => d,
+    }
 }
 
 impl Elab {

@@ -2,10 +2,12 @@
 //! tensors, without bias (add it after: `+ reshape(b, [1, out, 1, 1])`).
 //!
 //! It is spelled as im2col feeding a matmul: `pad`, two `gather`s whose constant indices
-//! (`o·stride + k·dilation`) take each window, a permute and reshape to `[batch, groups,
-//! positions, channels·kh·kw]`, and one batched matmul with the weight as `[groups,
-//! channels·kh·kw, out/groups]`. The passes fuse the gathers into the matmul's operand copy
-//! and the weight's transpose is a prepared weight, so it costs what the matmul costs.
+//! (`o·stride + k·dilation`) take each window, and a permute and reshape to the patches
+//! `[batch, groups, channels/groups·kh·kw, positions]`; then one batched matmul by the weight
+//! as it is stored, `[groups, out/groups, channels/groups·kh·kw]`, whose result
+//! `[batch, groups, out/groups, positions]` is already NCHW. `fuse_elementwise` makes the pad,
+//! the gathers and the permute one kernel that writes the patches, so a convolution is that
+//! copy plus the tiled matmul.
 
 use archc_runtime::DType;
 use petgraph::graph::NodeIndex;
@@ -94,18 +96,11 @@ impl Elab {
             .mul(&ow)
             .ok_or_else(|| conv_error(span, "output too large".into()))?;
         let g = Dim::constant(groups);
-        v = self.op(Op::Permute(vec![0, 3, 5, 1, 2, 4]), &[v], span)?;
-        v = self.reshaped(
-            v,
-            vec![n.clone(), positions.clone(), g.clone(), k.clone()],
-            span,
-        )?;
-        v = self.op(Op::Permute(vec![0, 2, 1, 3]), &[v], span)?;
-        let og = Dim::constant(out / groups);
-        let wm = self.reshaped(w, vec![g.clone(), og.clone(), k], span)?;
-        let wm = self.op(Op::Permute(vec![0, 2, 1]), &[wm], span)?;
-        let y = self.op(Op::MatMul, &[v, wm], span)?;
-        let y = self.op(Op::Permute(vec![0, 1, 3, 2]), &[y], span)?;
+        // [N, C, KH, OH, KW, OW] → [N, C, KH, KW, OH, OW] → [N, G, C/G·KH·KW, OH·OW]
+        v = self.op(Op::Permute(vec![0, 1, 2, 4, 3, 5]), &[v], span)?;
+        v = self.reshaped(v, vec![n.clone(), g.clone(), k.clone(), positions], span)?;
+        let wm = self.reshaped(w, vec![g, Dim::constant(out / groups), k], span)?;
+        let y = self.op(Op::MatMul, &[wm, v], span)?;
         let y = self.reshaped(y, vec![n, Dim::constant(out), oh, ow], span)?;
         Ok(Value::Tensor(y))
     }

@@ -317,6 +317,21 @@ impl Elab {
         if matches!(l, Tensor(_)) || matches!(r, Tensor(_)) {
             return self.tensor_binary(op, (l, ls), (r, rs), span);
         }
+        // A float with a symbolic dim (`0.5 / seq`) cannot be a compile-time number: the dim
+        // becomes a run-time f32 scalar, as it does next to a tensor.
+        if let (Float(_), Value::Dim(_)) | (Value::Dim(_), Float(_)) = (&l, &r) {
+            let (l, r) = match l {
+                Float(_) => (
+                    Tensor(self.tensor_operand(&l, archc_runtime::DType::F32, ls)?),
+                    r,
+                ),
+                _ => (
+                    l,
+                    Tensor(self.tensor_operand(&r, archc_runtime::DType::F32, rs)?),
+                ),
+            };
+            return self.tensor_binary(op, (l, ls), (r, rs), span);
+        }
         let mismatch = |l: &Value, r: &Value| {
             Diagnostic::new(
                 "E0111",
