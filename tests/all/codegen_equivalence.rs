@@ -22,6 +22,7 @@ enum Step {
     Softmax,
     Transpose,
     AddBias,
+    Flip(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -35,6 +36,7 @@ fn step() -> impl Strategy<Value = Step> {
         Just(Step::Softmax),
         Just(Step::Transpose),
         Just(Step::AddBias),
+        (1usize..3).prop_map(Step::Flip),
     ]
 }
 
@@ -60,6 +62,7 @@ fn program(rows: usize, cols: usize, steps: &[Step]) -> String {
                 std::mem::swap(&mut r, &mut c);
                 "h = transpose(h)".into()
             }
+            Step::Flip(axis) => format!("h = flip(h, {axis})"),
             Step::AddBias => {
                 inputs.push_str(&format!("  input b{i}: f32[{c}]\n"));
                 format!("h = h + b{i}")

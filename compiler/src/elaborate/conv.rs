@@ -58,10 +58,10 @@ impl Elab {
         let dilation = pair(&mut b, "dilation", 1)?;
         let (groups, gs) = self.opt_int(&mut b, "conv2d", "groups", 1)?;
         let channels = xt.shape[1].as_const();
-        if groups < 1 || out % groups != 0 || channels != Some(cg * groups) {
+        if groups < 1 || out % groups != 0 || channels != cg.checked_mul(groups) {
             return Err(conv_error(gs, format!(
                 "`conv2d` with {groups} groups needs {} input channels and output channels divisible by {groups}; the input has {} channels and the weight {out} outputs of {cg} channels",
-                cg * groups,
+                cg.saturating_mul(groups),
                 xt.shape[1]
             )));
         }
@@ -91,7 +91,11 @@ impl Elab {
         let cols = self.window_index(&axes[1], &ow, 4, span)?;
         v = self.op(Op::Gather { axis: 4 }, &[v, cols], span)?;
         let n = xt.shape[0].clone();
-        let k = Dim::constant(cg * kh * kw);
+        let k = cg
+            .checked_mul(kh)
+            .and_then(|v| v.checked_mul(kw))
+            .map(Dim::constant)
+            .ok_or_else(|| conv_error(ws, "the weight is too large".into()))?;
         let positions = oh
             .mul(&ow)
             .ok_or_else(|| conv_error(span, "output too large".into()))?;
@@ -131,8 +135,12 @@ impl Elab {
 /// `(size + 2·padding − dilation·(kernel − 1) − 1) / stride + 1`; a symbolic size needs the
 /// division to be exact (stride 1 always is).
 fn out_size(ax: &Axis, span: Span) -> Result<Dim, Diagnostic> {
-    let reach = 2 * ax.padding - ax.dilation * (ax.kernel - 1) - 1;
-    let span_len = ax.size.add(&Dim::constant(reach));
+    // Weight dims are any positive i64, so the kernel's reach is computed with checks.
+    let reach = ax
+        .dilation
+        .checked_mul(ax.kernel - 1)
+        .and_then(|r| (2 * ax.padding - 1).checked_sub(r));
+    let span_len = reach.and_then(|r| ax.size.add(&Dim::constant(r)));
     let too_small = || {
         conv_error(
             span,
