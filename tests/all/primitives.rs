@@ -377,3 +377,25 @@ fn fft_along_a_leading_axis_round_trips() {
     // Parseval: Σ|X|² / n = Σ|x|².
     assert!(rel_err(&out["spectrum"], &out["signal"]) <= 1e-5);
 }
+
+#[test]
+fn conv2d_over_symbolic_spatial_dims_with_stride_one() {
+    let src = "model m {
+  input x: f32[batch, 2, h, w]
+  input k: f32[3, 2, 3, 3]
+  output y = conv2d(x, k, padding = 1, dilation = [1, 2])
+}
+";
+    let c = conv([2, 2, 5, 6], [3, 2, 3, 3], [1, 1], [1, 1], [1, 2], 1);
+    let (xs, ks) = (wave(120, 0.3), wave(54, 0.9));
+    let out = run(
+        src,
+        &[
+            ("x", Tensor::f32(c.x.to_vec(), xs.clone())),
+            ("k", Tensor::f32(c.w.to_vec(), ks.clone())),
+        ],
+    );
+    let want = Tensor::f32(vec![2, 3, c.out(0), c.out(1)], c.reference(&xs, &ks));
+    assert_eq!(want.shape, vec![2, 3, 5, 4]);
+    assert!(rel_err(&out["y"], &want) <= 1e-5);
+}
