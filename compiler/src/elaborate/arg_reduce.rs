@@ -32,15 +32,7 @@ impl Elab {
         }
         let k = self.req_int(&mut b, name, "axis")?;
         let a = axis(k.0, ty.rank(), k.1)?;
-        let keepdim = match b.opt("keepdim") {
-            Some((Value::Bool(v), _)) => v,
-            Some((o, s)) => {
-                return Err(super::builtins::kind_error(
-                    name, "keepdim", "a bool", &o, s,
-                ))
-            }
-            None => false,
-        };
+        let keepdim = self.opt_bool(&mut b, name, "keepdim", false)?;
         // argmin is argmax of an order-reversed copy: −x for floats, and for integers
         // −x − 1 (bitwise not), which reverses the order without overflowing at the minimum.
         let y = match (name, ty.dtype.is_float()) {

@@ -6,7 +6,7 @@ use petgraph::graph::NodeIndex;
 use crate::graph::{BinaryOp, Dim, Op, ReduceOp, TensorType, UnaryOp};
 use crate::syntax::{Diagnostic, Span};
 
-use super::args::{Bound, CallArgs};
+use super::args::CallArgs;
 use super::expr::axis;
 use super::value::Value;
 use super::Elab;
@@ -579,59 +579,6 @@ impl Elab {
                 })?;
         }
         Ok(shape)
-    }
-
-    pub(super) fn req_int(
-        &self,
-        b: &mut Bound,
-        callee: &str,
-        arg: &str,
-    ) -> Result<(i64, Span), Diagnostic> {
-        match b.req(arg)? {
-            (Value::Int(v), s) => Ok((v, s)),
-            (o, s) => Err(kind_error(callee, arg, "an integer", &o, s)),
-        }
-    }
-
-    pub(super) fn opt_int(
-        &self,
-        b: &mut Bound,
-        callee: &str,
-        arg: &str,
-        default: i64,
-    ) -> Result<(i64, Span), Diagnostic> {
-        match b.opt(arg) {
-            Some((Value::Int(v), s)) => Ok((v, s)),
-            Some((o, s)) => Err(kind_error(callee, arg, "an integer", &o, s)),
-            None => Ok((default, b.span())),
-        }
-    }
-
-    fn opt_bool(
-        &self,
-        b: &mut Bound,
-        callee: &str,
-        arg: &str,
-        default: bool,
-    ) -> Result<bool, Diagnostic> {
-        match b.opt(arg) {
-            Some((Value::Bool(v), _)) => Ok(v),
-            Some((o, s)) => Err(kind_error(callee, arg, "a bool", &o, s)),
-            None => Ok(default),
-        }
-    }
-
-    fn req_dim(&self, b: &mut Bound, callee: &str, arg: &str) -> Result<Dim, Diagnostic> {
-        let (v, s) = b.req(arg)?;
-        v.as_dim()
-            .ok_or_else(|| kind_error(callee, arg, "a dim", &v, s))
-    }
-
-    fn req_dtype(&self, b: &mut Bound, callee: &str) -> Result<DType, Diagnostic> {
-        match b.req("dtype")? {
-            (Value::DType(d), _) => Ok(d),
-            (o, s) => Err(kind_error(callee, "dtype", "a dtype", &o, s)),
-        }
     }
 }
 

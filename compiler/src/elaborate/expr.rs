@@ -9,6 +9,7 @@ use crate::syntax::{Diagnostic, Span};
 
 use super::args::{self, CallArgs};
 use super::builtins::{num, BUILTINS};
+use super::number::{float_op, int_op, overflow};
 use super::value::Value;
 use super::Elab;
 
@@ -529,75 +530,6 @@ impl Elab {
         let scope = self.scope().to_string();
         Ok(self.graph.add(op, ty, &scope, operands))
     }
-}
-
-fn overflow(span: Span) -> Diagnostic {
-    Diagnostic::new(
-        "E0401",
-        span,
-        "integer overflow in a compile-time expression",
-    )
-    .label("overflows i64")
-}
-
-fn int_op(op: BinOp, a: i64, b: i64, span: Span, rs: Span) -> Result<Value, Diagnostic> {
-    let zero = || {
-        Diagnostic::new("E0401", rs, "division by zero in a compile-time expression")
-            .label("this is 0")
-    };
-    let v = match op {
-        BinOp::Add => a.checked_add(b),
-        BinOp::Sub => a.checked_sub(b),
-        BinOp::Mul => a.checked_mul(b),
-        BinOp::Div => {
-            if b == 0 {
-                return Err(zero());
-            }
-            // Exact integer division stays an integer (`dim / heads`); otherwise a float.
-            if a.checked_rem(b) == Some(0) {
-                a.checked_div(b)
-            } else {
-                return Ok(Value::Float(a as f64 / b as f64));
-            }
-        }
-        BinOp::Rem => {
-            if b == 0 {
-                return Err(zero());
-            }
-            a.checked_rem_euclid(b)
-        }
-        BinOp::Eq => return Ok(Value::Bool(a == b)),
-        BinOp::Ne => return Ok(Value::Bool(a != b)),
-        BinOp::Lt => return Ok(Value::Bool(a < b)),
-        BinOp::Le => return Ok(Value::Bool(a <= b)),
-        BinOp::Gt => return Ok(Value::Bool(a > b)),
-        BinOp::Ge => return Ok(Value::Bool(a >= b)),
-        BinOp::And | BinOp::Or => {
-            return Err(Diagnostic::new(
-                "E0111",
-                span,
-                format!("`{}` needs bools, found integers", op.symbol()),
-            ))
-        }
-    };
-    v.map(Value::Int).ok_or_else(|| overflow(span))
-}
-
-fn float_op(op: BinOp, a: f64, b: f64) -> Option<Value> {
-    Some(match op {
-        BinOp::Add => Value::Float(a + b),
-        BinOp::Sub => Value::Float(a - b),
-        BinOp::Mul => Value::Float(a * b),
-        BinOp::Div => Value::Float(a / b),
-        BinOp::Rem => Value::Float(a.rem_euclid(b)),
-        BinOp::Eq => Value::Bool(a == b),
-        BinOp::Ne => Value::Bool(a != b),
-        BinOp::Lt => Value::Bool(a < b),
-        BinOp::Le => Value::Bool(a <= b),
-        BinOp::Gt => Value::Bool(a > b),
-        BinOp::Ge => Value::Bool(a >= b),
-        BinOp::And | BinOp::Or => return None,
-    })
 }
 
 fn index(v: Value, i: Value, at: Span, is: Span) -> Result<Value, Diagnostic> {

@@ -11,6 +11,7 @@ mod compound;
 mod conv;
 mod expr;
 mod fft;
+mod number;
 mod stack;
 mod value;
 
