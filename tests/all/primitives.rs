@@ -319,7 +319,8 @@ fn dft(re: &[f32], im: &[f32], n: usize, sign: f64) -> (Vec<f32>, Vec<f32>) {
 
 #[test]
 fn fft_and_ifft_match_the_direct_dft() {
-    for n in [1, 2, 5, 6, 8, 12, 64] {
+    // Powers of two, small odd factors (dense DFT) and odd factors above 64 (Bluestein).
+    for n in [1, 2, 5, 6, 8, 12, 64, 65, 67, 134, 97 * 4] {
         let src = format!(
             "model m {{
   input xr: f32[3, {n}]

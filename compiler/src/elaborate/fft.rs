@@ -5,14 +5,16 @@
 //! It is spelled with primitive ops. A length `n = m·2^s` with `m` odd starts with dense DFTs
 //! of length `m` (one matmul by an `m × m` matrix; nothing for a power of two) on the
 //! sub-sequences `x[b + j·2^s]`, then `s` radix-2 stages, each a slice of the data into two
-//! halves, a twiddle product and a concat: `O(n·(m + log n))` work.
+//! halves, a twiddle product and a concat: `O(n·(m + log n))` work. Past an odd factor of
+//! [`DENSE_ODD_FACTOR`] Bluestein's chirp-z transform takes over: three radix-2 transforms of
+//! a power of two `≥ 2n − 1`, `O(n log n)` for every length.
 
 use std::f64::consts::PI;
 
 use archc_runtime::DType;
 use petgraph::graph::NodeIndex;
 
-use crate::graph::{BinaryOp, Dim, Op, UnaryOp};
+use crate::graph::{BinaryOp, Dim, Op, TensorType, UnaryOp};
 use crate::syntax::{Diagnostic, Span};
 
 use super::args::CallArgs;
@@ -20,8 +22,13 @@ use super::expr::axis;
 use super::value::Value;
 use super::Elab;
 
-/// The largest odd factor of a length done as a dense DFT (its matrix has `m²` elements).
-const MAX_ODD_FACTOR: i64 = 4096;
+/// The largest odd factor of a length done as a dense DFT; above it, Bluestein's algorithm
+/// (whose three power-of-two transforms cost more than a small matmul).
+const DENSE_ODD_FACTOR: i64 = 64;
+
+/// The longest axis transformed (so that the Bluestein length `≥ 2n − 1` stays far from
+/// overflow and the graph stays small).
+const MAX_LENGTH: i64 = 1 << 30;
 
 /// A complex tensor: real and imaginary parts of one type.
 #[derive(Clone, Copy)]
@@ -39,12 +46,12 @@ impl Elab {
         let (im, is) = b.req("im")?;
         let im = self.expect_tensor(&im, is, &format!("the imaginary part given to `{name}`"))?;
         let ty = self.graph.ty(re).clone();
-        if !ty.dtype.is_float() || self.graph.ty(im) != &ty {
+        if ty.dtype != DType::F32 || self.graph.ty(im) != &ty {
             return Err(Diagnostic::new(
                 "E0203",
                 is,
                 format!(
-                    "`{name}` needs real and imaginary parts of one float type, found {ty} and {}",
+                    "`{name}` needs real and imaginary parts of one f32 type (cast f16 and bf16 first), found {ty} and {}",
                     self.graph.ty(im)
                 ),
             )
@@ -53,13 +60,13 @@ impl Elab {
         let k = self.req_int(&mut b, name, "axis")?;
         let a = axis(k.0, ty.rank(), k.1)?;
         let n = match ty.shape[a].as_const() {
-            Some(n) if n > 0 => n,
+            Some(n) if (1..=MAX_LENGTH).contains(&n) => n,
             _ => {
                 return Err(Diagnostic::new(
                     "E0205",
                     k.1,
                     format!(
-                        "`{name}` needs a constant axis length, found {}",
+                        "`{name}` needs a constant axis length of at most 2^30, found {}",
                         ty.shape[a]
                     ),
                 )
@@ -67,15 +74,6 @@ impl Elab {
             }
         };
         let odd = n >> n.trailing_zeros();
-        if odd > MAX_ODD_FACTOR {
-            return Err(Diagnostic::new(
-                "E0205",
-                k.1,
-                format!("`{name}` of length {n}: its odd factor {odd} is above {MAX_ODD_FACTOR}, the largest done as a dense DFT"),
-            )
-            .label("out of range")
-            .note("pad the axis to a power of two"));
-        }
         let sign = if name == "fft" { -1.0 } else { 1.0 };
         let rank = ty.rank();
         // The transformed axis goes last and comes back at the end.
@@ -93,7 +91,11 @@ impl Elab {
             .iter()
             .map(|&p| ty.shape[p].clone())
             .collect();
-        let mut y = self.fft_last(z, &lead, n, odd, sign, span)?;
+        let mut y = if odd > DENSE_ODD_FACTOR {
+            self.bluestein(z, &lead, n, sign, span)?
+        } else {
+            self.fft_last(z, &lead, n, odd, sign, span)?
+        };
         if sign > 0.0 {
             let scale = self.scalar(1.0 / n as f64, ty.dtype, span)?;
             y = self.map2(y, |e, x| e.bin(BinaryOp::Mul, x, scale, span))?;
@@ -172,10 +174,72 @@ impl Elab {
         let row = self.reshaped(i, vec![Dim::constant(1), md], span)?;
         let jk = self.bin(BinaryOp::Mul, col, row, span)?;
         let mm = self.scalar(m as f64, DType::I64, span)?;
-        let q = self.bin(BinaryOp::Div, jk, mm, span)?;
-        let q = self.bin(BinaryOp::Mul, q, mm, span)?;
-        let jk = self.bin(BinaryOp::Sub, jk, q, span)?;
+        let jk = self.bin(BinaryOp::Rem, jk, mm, span)?;
         self.unit_circle(jk, sign * 2.0 * PI / m as f64, span)
+    }
+
+    /// Bluestein's chirp-z transform of `z` (shape `lead ++ [n]`) along its last axis. With
+    /// the chirp `c[j] = exp(sign·πi·j²/n)`, `jk = (j² + k² − (k − j)²)/2` makes the DFT
+    /// `X[k] = c[k]·Σⱼ (x[j]·c[j])·c̄[k − j]`: a circular convolution of length `m`, the power of
+    /// two `≥ 2n − 1`, done as the inverse transform of a product of two transforms.
+    fn bluestein(
+        &mut self,
+        z: Complex,
+        lead: &[Dim],
+        n: i64,
+        sign: f64,
+        span: Span,
+    ) -> Result<Complex, Diagnostic> {
+        // n > 64 here (only odd factors above DENSE_ODD_FACTOR come), so 2n − 1 ≥ 129 is odd
+        // and not a power of two: m > 2n − 1 and the gap of zeros below is not empty.
+        let m = ((2 * n - 1) as u64).next_power_of_two() as i64;
+        let r = lead.len();
+        let mul = |e: &mut Elab, a: NodeIndex, b: NodeIndex| e.bin(BinaryOp::Mul, a, b, span);
+        // j² mod 2n keeps the chirp's angles below 2π, exact in f32 up to rounding.
+        let j = self.iota_of(Dim::constant(n), DType::I64, span)?;
+        let j2 = self.bin(BinaryOp::Mul, j, j, span)?;
+        let two_n = self.scalar((2 * n) as f64, DType::I64, span)?;
+        let j2 = self.bin(BinaryOp::Rem, j2, two_n, span)?;
+        let c = self.unit_circle(j2, sign * PI / n as f64, span)?;
+        let a = self.complex_mul(z, c, span, mul)?;
+        let pad = Op::Pad {
+            axis: r,
+            before: 0,
+            after: m - n,
+            value: 0.0,
+        };
+        let a = self.map2(a, |e, x| e.op(pad.clone(), &[x], span))?;
+        // The filter c̄[|t|] laid out circularly: c̄[0..n], zeros, then c̄[n−1], …, c̄[1].
+        let conj = Complex {
+            re: c.re,
+            im: self.op(Op::Unary(UnaryOp::Neg), &[c.im], span)?,
+        };
+        let gap = Dim::constant(m - 2 * n + 1);
+        let b = self.map2(conj, |e, x| {
+            let rest = Op::Slice {
+                axis: 0,
+                start: Dim::constant(1),
+                end: Dim::constant(n),
+            };
+            let rest = e.op(rest, &[x], span)?;
+            let rest = e.op(Op::Flip { axis: 0 }, &[rest], span)?;
+            let zeros = TensorType::new(DType::F32, vec![gap.clone()]);
+            let zeros = e.node(Op::Const(0.0), Some(zeros), &[], span)?;
+            e.op(Op::Concat { axis: 0 }, &[x, zeros, rest], span)
+        })?;
+        let fa = self.fft_last(a, lead, m, 1, -1.0, span)?;
+        let fb = self.fft_last(b, &[], m, 1, -1.0, span)?;
+        let product = self.complex_mul(fa, fb, span, mul)?;
+        let conv = self.fft_last(product, lead, m, 1, 1.0, span)?;
+        let head = Op::Slice {
+            axis: r,
+            start: Dim::constant(0),
+            end: Dim::constant(n),
+        };
+        let conv = self.map2(conv, |e, x| e.op(head.clone(), &[x], span))?;
+        let scale = self.scalar(1.0 / m as f64, DType::F32, span)?;
+        let conv = self.map2(conv, |e, x| e.bin(BinaryOp::Mul, x, scale, span))?;
+        self.complex_mul(conv, c, span, mul)
     }
 
     /// The twiddles `exp(sign·πi·k/len)`, `k < len`, of one radix-2 stage.
