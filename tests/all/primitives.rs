@@ -66,11 +66,23 @@ fn flip_reverses_one_axis_and_fuses() {
   output a = flip(x, 1)
   output b = flip(x, 0) * 2.0
   output c = flip(s, -1) + s
+  input v: f32[2, 3, 9]
+  output d = flip(v, 1) * 2.0 + 1.0
 }
 ";
     let x = Tensor::f32(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]);
     let s = Tensor::f32(vec![2, 4], vec![1., 2., 3., 4., 10., 20., 30., 40.]);
-    let out = run(src, &[("x", x), ("s", s)]);
+    // d's flipped axis is not the last, so its fused loop runs four lanes at a time.
+    let v: Vec<f32> = (0..54).map(|i| i as f32).collect();
+    let want_d: Vec<f32> = (0..54)
+        .map(|i| {
+            let (b, r, c) = (i / 27, (i / 9) % 3, i % 9);
+            v[b * 27 + (2 - r) * 9 + c] * 2.0 + 1.0
+        })
+        .collect();
+    let v = Tensor::f32(vec![2, 3, 9], v);
+    let out = run(src, &[("x", x), ("s", s), ("v", v)]);
+    assert_eq!(out["d"].to_f32(), want_d);
     assert_eq!(out["a"].to_f32(), vec![3., 2., 1., 6., 5., 4.]);
     assert_eq!(out["b"].to_f32(), vec![8., 10., 12., 2., 4., 6.]);
     assert_eq!(out["c"].to_f32(), vec![5., 5., 5., 5., 50., 50., 50., 50.]);

@@ -14,7 +14,7 @@ use petgraph::graph::NodeIndex;
 
 use super::body::{broadcast_at, reshape_at, vars_of, BodyGen};
 use super::elementwise::{bin as kernel_bin, un};
-use super::index::{plus, Ctx};
+use super::index::{flipped, plus, Ctx};
 use crate::graph::{BinaryOp, Op};
 
 /// Four consecutive values: one value in every lane, or a vector.
@@ -179,6 +179,12 @@ impl BodyGen<'_> {
             Op::Slice { axis, start, .. } => {
                 let mut src = at.to_vec();
                 src[*axis] = plus(src[*axis].clone(), cx.dim(start));
+                self.lanes(cx, ins[0], &src, lane)
+            }
+            // Reversing the lane's own axis makes its loads run backwards, which the input
+            // loads refuse (no vector form); any other axis keeps the lanes consecutive.
+            Op::Flip { axis } => {
+                let src = flipped(cx, at, *axis, &self.body.ty(ins[0]).shape[*axis]);
                 self.lanes(cx, ins[0], &src, lane)
             }
             _ => None,
