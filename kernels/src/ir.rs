@@ -100,10 +100,16 @@ pub enum Bin {
     Sub,
     /// a · b
     Mul,
-    /// a / b (integer division truncates; by zero gives 0)
+    /// a / b (integer division truncates and by zero gives 0; lowering emits it on integers
+    /// only for index arithmetic, whose operands are never negative)
     Div,
     /// a mod b for non-negative integers (index arithmetic)
     Rem,
+    /// The Euclidean quotient of integers (the `q` of `a = b·q + r`, `0 ≤ r < |b|`); by zero
+    /// gives 0 and `i64::MIN / -1` wraps to `i64::MIN`. Tensor `/` on integers.
+    DivEuclid,
+    /// The Euclidean remainder of integers (`0 ≤ r < |b|`); by zero gives 0. Tensor `%`.
+    RemEuclid,
     /// aᵇ
     Pow,
     /// max(a, b)

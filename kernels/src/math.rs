@@ -28,6 +28,26 @@ pub extern "C" fn erff(x: f32) -> f32 {
     (if x < 0.0 { -y } else { y }) as f32
 }
 
+/// Integer tensor `/`: the Euclidean quotient, so that `a = b·(a / b) + a % b` with
+/// `0 ≤ a % b < |b|`. Division by zero gives 0 and `i64::MIN / -1` wraps, as generated code
+/// does (a native divide would trap on both).
+pub fn div_euclid(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        0
+    } else {
+        a.wrapping_div_euclid(b)
+    }
+}
+
+/// Integer tensor `%`: the Euclidean remainder, in `0..|b|`; by zero gives 0.
+pub fn rem_euclid(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        0
+    } else {
+        a.wrapping_rem_euclid(b)
+    }
+}
+
 /// Coefficients of the inline exp: x = k·ln2 + r with |r| ≤ ln2/2, eʳ by a degree-6
 /// polynomial, 2ᵏ as the product of two powers of two made from exponent bits (2^⌊k/2⌋ and
 /// 2^(k−⌊k/2⌋), each a normal float for every k the clamp allows), so that results near

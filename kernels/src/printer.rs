@@ -104,6 +104,8 @@ pub fn expr(e: &Expr) -> String {
                 Bin::And => "&&",
                 Bin::Or => "||",
                 Bin::Pow => return format!("pow({}, {})", expr(a), expr(b)),
+                Bin::DivEuclid => return format!("div_euclid({}, {})", expr(a), expr(b)),
+                Bin::RemEuclid => return format!("rem_euclid({}, {})", expr(a), expr(b)),
                 Bin::Max => return format!("max({}, {})", expr(a), expr(b)),
                 Bin::Min => return format!("min({}, {})", expr(a), expr(b)),
             };

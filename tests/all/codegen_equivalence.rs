@@ -6,11 +6,8 @@ use crate::common;
 
 use std::collections::HashMap;
 
-use archc_compiler::codegen::jit::Jit;
-use archc_compiler::codegen::kernel_interp::KernelInterp;
 use archc_compiler::interp::{bind_dims, interpret, MapWeights};
-use archc_compiler::lower::lower;
-use archc_runtime::{random_tensor, DType, Executor, Tensor};
+use archc_runtime::random_tensor;
 use common::{compile, rel_err};
 use proptest::prelude::*;
 
@@ -25,6 +22,7 @@ enum Step {
     Softmax,
     Transpose,
     AddBias,
+    Flip(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -38,6 +36,7 @@ fn step() -> impl Strategy<Value = Step> {
         Just(Step::Softmax),
         Just(Step::Transpose),
         Just(Step::AddBias),
+        (1usize..3).prop_map(Step::Flip),
     ]
 }
 
@@ -63,6 +62,7 @@ fn program(rows: usize, cols: usize, steps: &[Step]) -> String {
                 std::mem::swap(&mut r, &mut c);
                 "h = transpose(h)".into()
             }
+            Step::Flip(axis) => format!("h = flip(h, {axis})"),
             Step::AddBias => {
                 inputs.push_str(&format!("  input b{i}: f32[{c}]\n"));
                 format!("h = h + b{i}")
@@ -92,23 +92,10 @@ fn run_all(src: &str, batch: usize) {
     }
     let dims = bind_dims(&g, &inputs, &HashMap::new()).unwrap();
     let reference = interpret(&g, &dims, &inputs, &mut MapWeights(&HashMap::new())).unwrap();
-    let lowered = lower(&g);
-    let none =
-        |_: &str, _: DType, _: &[usize]| -> Result<Tensor, String> { Err("no weights".into()) };
-    let mut exec = Executor::new(&lowered.plan, none).unwrap();
-    let by_kernels = exec
-        .run(&KernelInterp(&lowered.kernels), &inputs, &HashMap::new())
-        .unwrap();
-    let jit = Jit::compile(&lowered.kernels, lowered.plan.symbols.len()).unwrap();
-    let native = exec.run(&jit, &inputs, &HashMap::new()).unwrap();
-    for ((name, k), (_, n)) in by_kernels.iter().zip(&native) {
-        assert_eq!(
-            k, n,
-            "{name}: native code differs from the Kernel IR interpreter\n{src}"
-        );
-        let err = rel_err(n, &reference[name]);
+    for (name, n) in common::native_unfused(&g, &inputs, src) {
+        let err = rel_err(&n, &reference[&name]);
         assert!(
-            err <= 1e-5 || reference[name].to_f32().iter().all(|v| v.abs() < 1e-6),
+            err <= 1e-5 || reference[&name].to_f32().iter().all(|v| v.abs() < 1e-6),
             "{name}: {err:e}\n{src}"
         );
     }

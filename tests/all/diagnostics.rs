@@ -44,6 +44,9 @@ const CASES: &[(&str, &str, &str)] = &[
     ("E0303", "model m {\n  input x: f32[2, 4]\n  block id(x, k) {\n    return x\n  }\n  output y = stack(x, 4, id, k = $at([1, 9], 1, otherwise = 0))\n}\n", "outside the stack's 0..4"),
     ("E0304", "model m {\n  input x: f32[2, 4]\n  block enc(x) {\n    param $w: [4]\n    return x * w\n  }\n  shared online = enc @online\n  shared target = ema(online, 0.9) @target\n  output y = target(x)\n}\n", "never declares"),
     ("E0404", "model m {\n  input x: f32[2]\n  if $1 {\n    y = x\n  }\n  output z = x\n}\n", "compile-time bool"),
+    ("E0111", "model m {\n  input x: f32[2, 4]\n  block id(x, k) {\n    return x\n  }\n  output y = stack(x, 4, id, k = every(2, then = 1, otherwise = $none))\n}\n", "argument `otherwise` of `every` is `none`, but `every` needs a value for it"),
+    ("E0111", "model m {\n  config { d = 10 }\n  output y = iota($d / 4)\n}\n", "round it to an integer with `floor(...)` or `ceil(...)`"),
+    ("E0201", "model m {\n  input x: f32[batch, seq, 4]\n  input i: i32[3]\n  output y = $gather(x, i, 1)\n}\n", "first 1 dims broadcast with [batch] (batch dims), followed by the positions; found indices [3]. For the same positions in every batch row, reshape the indices to [1, 3]"),
 ];
 
 fn line_col(marked: &str) -> (String, String) {

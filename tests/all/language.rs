@@ -120,3 +120,15 @@ fn compile_time_arithmetic_keeps_integers_exact() {
     let g = compile("t.arch", src).unwrap_or_else(|(_, r)| panic!("{r}"));
     assert_eq!(g.ty(g.inputs["x"]).to_string(), "f32[16, 3, 3]");
 }
+
+#[test]
+fn a_float_over_a_symbolic_dim_is_a_run_time_scalar() {
+    let src = "model m {\n  input x: f32[batch, seq]\n  scale = 3.0 / seq\n  output y = x * scale\n  output z = seq * 0.5 + x\n}\n";
+    let out = run(
+        src,
+        &[("x", Tensor::f32(vec![1, 3], vec![1., 2., 4.]))],
+        &[],
+    );
+    assert_eq!(values(&out["y"]), vec![1.0, 2.0, 4.0]);
+    assert_eq!(values(&out["z"]), vec![2.5, 3.5, 5.5]);
+}

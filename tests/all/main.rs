@@ -23,5 +23,6 @@ mod pass_fuse_scan;
 mod pass_interleave_stack;
 mod pass_plan_memory;
 mod pass_tile_attention;
+mod primitives;
 mod run_errors;
 mod snapshots;

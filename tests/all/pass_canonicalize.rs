@@ -42,3 +42,16 @@ proptest! {
         check_native(&only, &p);
     }
 }
+
+#[test]
+fn a_double_flip_and_a_flip_of_one_element_are_removed() {
+    let src = "model f {
+  input x: f32[batch, 1, 5]
+  output y = flip(flip(x, 2), 2) + flip(x, 1)
+  output z = flip(x, 2)
+}
+";
+    let g = compile("f.arch", src).unwrap_or_else(|(_, r)| panic!("{r}"));
+    let text = archc_compiler::graph::print_graph(&canonicalize::run(&g));
+    assert_eq!(text.matches("flip").count(), 1, "{text}");
+}

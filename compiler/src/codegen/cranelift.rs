@@ -503,8 +503,10 @@ impl<'a, 'b> Gen<'a, 'b> {
                 Bin::Le => self.ins().fcmp(FloatCC::LessThanOrEqual, x, y),
                 Bin::Gt => self.ins().fcmp(FloatCC::GreaterThan, x, y),
                 Bin::Ge => self.ins().fcmp(FloatCC::GreaterThanOrEqual, x, y),
-                // Float remainder and logic do not occur in lowered graphs.
-                Bin::Rem | Bin::And | Bin::Or => self.ins().f32const(0.0),
+                // Float remainder, Euclidean division and logic do not occur in lowered graphs.
+                Bin::Rem | Bin::DivEuclid | Bin::RemEuclid | Bin::And | Bin::Or => {
+                    self.ins().f32const(0.0)
+                }
             },
             Ty::Bool => match op {
                 Bin::And => self.ins().band(x, y),
@@ -516,18 +518,8 @@ impl<'a, 'b> Gen<'a, 'b> {
                 Bin::Add => self.ins().iadd(x, y),
                 Bin::Sub => self.ins().isub(x, y),
                 Bin::Mul => self.ins().imul(x, y),
-                Bin::Div | Bin::Rem => {
-                    // Division by zero gives 0 rather than a trap, as in the interpreter.
-                    let zero = self.ins().icmp_imm_s(IntCC::Equal, y, 0);
-                    let one = self.ins().iconst(types::I64, 1);
-                    let safe = self.ins().select(zero, one, y);
-                    let q = if op == Bin::Div {
-                        self.ins().sdiv(x, safe)
-                    } else {
-                        self.ins().srem(x, safe)
-                    };
-                    let z = self.ins().iconst(types::I64, 0);
-                    self.ins().select(zero, z, q)
+                Bin::Div | Bin::Rem | Bin::DivEuclid | Bin::RemEuclid => {
+                    super::int_div::emit(self.b, op, x, y)
                 }
                 Bin::Max => self.ins().smax(x, y),
                 Bin::Min => self.ins().smin(x, y),

@@ -2,7 +2,13 @@
 
 use crate::syntax::{Diagnostic, Span};
 
+use archc_runtime::DType;
+
+use crate::graph::Dim;
+
+use super::builtins::kind_error;
 use super::value::Value;
+use super::Elab;
 
 /// Evaluated arguments of one call.
 pub struct CallArgs {
@@ -74,8 +80,19 @@ impl Bound {
         self.span
     }
 
-    /// A required argument.
+    /// A required argument. An explicit `none` is refused as such, not reported as missing.
     pub fn req(&mut self, name: &str) -> Result<(Value, Span), Diagnostic> {
+        if let Some((_, Some((Value::None, at)))) = self.slots.iter().find(|(n, _)| *n == name) {
+            return Err(Diagnostic::new(
+                "E0111",
+                *at,
+                format!(
+                    "argument `{name}` of `{}` is `none`, but `{}` needs a value for it",
+                    self.callee, self.callee
+                ),
+            )
+            .label("`none` is not a value here"));
+        }
         self.opt(name).ok_or_else(|| {
             Diagnostic::new(
                 "E0105",
@@ -132,3 +149,69 @@ pub fn unknown_keyword<'a>(
 }
 
 pub use archc_runtime::spelling::closest;
+
+/// Typed arguments of built-ins: each wrong kind is a located E0111 naming the argument.
+impl Elab<'_> {
+    /// A required integer argument.
+    pub(super) fn req_int(
+        &self,
+        b: &mut Bound,
+        callee: &str,
+        arg: &str,
+    ) -> Result<(i64, Span), Diagnostic> {
+        match b.req(arg)? {
+            (Value::Int(v), s) => Ok((v, s)),
+            (o, s) => Err(kind_error(callee, arg, "an integer", &o, s)),
+        }
+    }
+
+    /// An optional integer argument, `default` when absent.
+    pub(super) fn opt_int(
+        &self,
+        b: &mut Bound,
+        callee: &str,
+        arg: &str,
+        default: i64,
+    ) -> Result<(i64, Span), Diagnostic> {
+        match b.opt(arg) {
+            Some((Value::Int(v), s)) => Ok((v, s)),
+            Some((o, s)) => Err(kind_error(callee, arg, "an integer", &o, s)),
+            None => Ok((default, b.span())),
+        }
+    }
+
+    /// An optional bool argument, `default` when absent.
+    pub(super) fn opt_bool(
+        &self,
+        b: &mut Bound,
+        callee: &str,
+        arg: &str,
+        default: bool,
+    ) -> Result<bool, Diagnostic> {
+        match b.opt(arg) {
+            Some((Value::Bool(v), _)) => Ok(v),
+            Some((o, s)) => Err(kind_error(callee, arg, "a bool", &o, s)),
+            None => Ok(default),
+        }
+    }
+
+    /// A required dim (an integer or a symbolic dim).
+    pub(super) fn req_dim(
+        &self,
+        b: &mut Bound,
+        callee: &str,
+        arg: &str,
+    ) -> Result<Dim, Diagnostic> {
+        let (v, s) = b.req(arg)?;
+        v.as_dim()
+            .ok_or_else(|| kind_error(callee, arg, "a dim", &v, s))
+    }
+
+    /// The required argument `dtype`.
+    pub(super) fn req_dtype(&self, b: &mut Bound, callee: &str) -> Result<DType, Diagnostic> {
+        match b.req("dtype")? {
+            (Value::DType(d), _) => Ok(d),
+            (o, s) => Err(kind_error(callee, "dtype", "a dtype", &o, s)),
+        }
+    }
+}

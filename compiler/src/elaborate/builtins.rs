@@ -6,7 +6,7 @@ use petgraph::graph::NodeIndex;
 use crate::graph::{BinaryOp, Dim, Op, ReduceOp, TensorType, UnaryOp};
 use crate::syntax::{Diagnostic, Span};
 
-use super::args::{Bound, CallArgs};
+use super::args::CallArgs;
 use super::expr::axis;
 use super::value::Value;
 use super::Elab;
@@ -20,7 +20,12 @@ pub const BUILTINS: &[&str] = &[
     // reductions and contraction
     "sum", "max", "matmul",
     // layout
-    "reshape", "unsqueeze", "permute", "transpose", "slice", "concat", "pad", "gather", "cast",
+    "reshape", "unsqueeze", "permute", "transpose", "slice", "flip", "concat", "pad", "gather",
+    "cast",
+    // index reductions
+    "argmax", "argmin",
+    // convolution and spectra
+    "conv2d", "fft", "ifft",
     // generators
     "iota", "full",
     // recurrence
@@ -68,7 +73,7 @@ pub(super) fn kind_error(
     got: &Value,
     span: Span,
 ) -> Diagnostic {
-    Diagnostic::new(
+    let d = Diagnostic::new(
         "E0111",
         span,
         format!(
@@ -76,7 +81,13 @@ pub(super) fn kind_error(
             got.kind()
         ),
     )
-    .label(format!("expected {want}"))
+    .label(format!("expected {want}"));
+    match got {
+        Value::Float(_) if want.contains("integer") || want.contains("dim") => {
+            d.note("round it to an integer with `floor(...)` or `ceil(...)`")
+        }
+        _ => d,
+    }
 }
 
 impl Elab<'_> {
@@ -513,7 +524,7 @@ impl Elab<'_> {
                 }
                 Ok(Value::List((0..n).map(Value::Int).collect()))
             }
-            _ => self.structure(name, ca, scoped),
+            _ => self.compound(name, ca, scoped),
         }
     }
 
@@ -568,59 +579,6 @@ impl Elab<'_> {
                 })?;
         }
         Ok(shape)
-    }
-
-    pub(super) fn req_int(
-        &self,
-        b: &mut Bound,
-        callee: &str,
-        arg: &str,
-    ) -> Result<(i64, Span), Diagnostic> {
-        match b.req(arg)? {
-            (Value::Int(v), s) => Ok((v, s)),
-            (o, s) => Err(kind_error(callee, arg, "an integer", &o, s)),
-        }
-    }
-
-    pub(super) fn opt_int(
-        &self,
-        b: &mut Bound,
-        callee: &str,
-        arg: &str,
-        default: i64,
-    ) -> Result<(i64, Span), Diagnostic> {
-        match b.opt(arg) {
-            Some((Value::Int(v), s)) => Ok((v, s)),
-            Some((o, s)) => Err(kind_error(callee, arg, "an integer", &o, s)),
-            None => Ok((default, b.span())),
-        }
-    }
-
-    fn opt_bool(
-        &self,
-        b: &mut Bound,
-        callee: &str,
-        arg: &str,
-        default: bool,
-    ) -> Result<bool, Diagnostic> {
-        match b.opt(arg) {
-            Some((Value::Bool(v), _)) => Ok(v),
-            Some((o, s)) => Err(kind_error(callee, arg, "a bool", &o, s)),
-            None => Ok(default),
-        }
-    }
-
-    fn req_dim(&self, b: &mut Bound, callee: &str, arg: &str) -> Result<Dim, Diagnostic> {
-        let (v, s) = b.req(arg)?;
-        v.as_dim()
-            .ok_or_else(|| kind_error(callee, arg, "a dim", &v, s))
-    }
-
-    fn req_dtype(&self, b: &mut Bound, callee: &str) -> Result<DType, Diagnostic> {
-        match b.req("dtype")? {
-            (Value::DType(d), _) => Ok(d),
-            (o, s) => Err(kind_error(callee, "dtype", "a dtype", &o, s)),
-        }
     }
 }
 

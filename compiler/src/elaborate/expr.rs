@@ -9,6 +9,7 @@ use crate::syntax::{Diagnostic, Span};
 
 use super::args::{self, CallArgs};
 use super::builtins::{num, BUILTINS};
+use super::number::{float_op, int_op, overflow};
 use super::value::Value;
 use super::Elab;
 
@@ -317,6 +318,21 @@ impl Elab<'_> {
         if matches!(l, Tensor(_)) || matches!(r, Tensor(_)) {
             return self.tensor_binary(op, (l, ls), (r, rs), span);
         }
+        // A float with a symbolic dim (`0.5 / seq`) cannot be a compile-time number: the dim
+        // becomes a run-time f32 scalar, as it does next to a tensor.
+        if let (Float(_), Value::Dim(_)) | (Value::Dim(_), Float(_)) = (&l, &r) {
+            let (l, r) = match l {
+                Float(_) => (
+                    Tensor(self.tensor_operand(&l, archc_runtime::DType::F32, ls)?),
+                    r,
+                ),
+                _ => (
+                    l,
+                    Tensor(self.tensor_operand(&r, archc_runtime::DType::F32, rs)?),
+                ),
+            };
+            return self.tensor_binary(op, (l, ls), (r, rs), span);
+        }
         let mismatch = |l: &Value, r: &Value| {
             Diagnostic::new(
                 "E0111",
@@ -419,13 +435,7 @@ impl Elab<'_> {
             BinOp::Ge => BinaryOp::Ge,
             BinOp::And => BinaryOp::And,
             BinOp::Or => BinaryOp::Or,
-            BinOp::Rem => {
-                return Err(Diagnostic::new(
-                    "E0111",
-                    span,
-                    "`%` is defined on integers, not tensors",
-                ))
-            }
+            BinOp::Rem => BinaryOp::Rem,
         };
         Ok(Value::Tensor(self.node(
             Op::Binary(bop),
@@ -524,75 +534,6 @@ impl Elab<'_> {
         self.graph.dag[n].at = self.origin_of(span);
         Ok(n)
     }
-}
-
-fn overflow(span: Span) -> Diagnostic {
-    Diagnostic::new(
-        "E0401",
-        span,
-        "integer overflow in a compile-time expression",
-    )
-    .label("overflows i64")
-}
-
-fn int_op(op: BinOp, a: i64, b: i64, span: Span, rs: Span) -> Result<Value, Diagnostic> {
-    let zero = || {
-        Diagnostic::new("E0401", rs, "division by zero in a compile-time expression")
-            .label("this is 0")
-    };
-    let v = match op {
-        BinOp::Add => a.checked_add(b),
-        BinOp::Sub => a.checked_sub(b),
-        BinOp::Mul => a.checked_mul(b),
-        BinOp::Div => {
-            if b == 0 {
-                return Err(zero());
-            }
-            // Exact integer division stays an integer (`dim / heads`); otherwise a float.
-            if a.checked_rem(b) == Some(0) {
-                a.checked_div(b)
-            } else {
-                return Ok(Value::Float(a as f64 / b as f64));
-            }
-        }
-        BinOp::Rem => {
-            if b == 0 {
-                return Err(zero());
-            }
-            a.checked_rem_euclid(b)
-        }
-        BinOp::Eq => return Ok(Value::Bool(a == b)),
-        BinOp::Ne => return Ok(Value::Bool(a != b)),
-        BinOp::Lt => return Ok(Value::Bool(a < b)),
-        BinOp::Le => return Ok(Value::Bool(a <= b)),
-        BinOp::Gt => return Ok(Value::Bool(a > b)),
-        BinOp::Ge => return Ok(Value::Bool(a >= b)),
-        BinOp::And | BinOp::Or => {
-            return Err(Diagnostic::new(
-                "E0111",
-                span,
-                format!("`{}` needs bools, found integers", op.symbol()),
-            ))
-        }
-    };
-    v.map(Value::Int).ok_or_else(|| overflow(span))
-}
-
-fn float_op(op: BinOp, a: f64, b: f64) -> Option<Value> {
-    Some(match op {
-        BinOp::Add => Value::Float(a + b),
-        BinOp::Sub => Value::Float(a - b),
-        BinOp::Mul => Value::Float(a * b),
-        BinOp::Div => Value::Float(a / b),
-        BinOp::Rem => Value::Float(a.rem_euclid(b)),
-        BinOp::Eq => Value::Bool(a == b),
-        BinOp::Ne => Value::Bool(a != b),
-        BinOp::Lt => Value::Bool(a < b),
-        BinOp::Le => Value::Bool(a <= b),
-        BinOp::Gt => Value::Bool(a > b),
-        BinOp::Ge => Value::Bool(a >= b),
-        BinOp::And | BinOp::Or => return None,
-    })
 }
 
 fn index(v: Value, i: Value, at: Span, is: Span) -> Result<Value, Diagnostic> {

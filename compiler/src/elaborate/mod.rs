@@ -4,10 +4,15 @@
 //! stacks are unrolled, and every primitive becomes a typed graph node. Shapes and dtypes are
 //! checked as nodes are made, so a mismatch points at the source span that caused it.
 
+mod arg_reduce;
 mod args;
 mod builtins;
+mod compound;
+mod conv;
 mod dim_checks;
 mod expr;
+mod fft;
+mod number;
 mod stack;
 mod value;
 

@@ -129,6 +129,12 @@ pub fn infer(op: &Op, ins: &[&TensorType], declared: Option<&TensorType>) -> Inf
                         "`{name}` is not defined on bool tensors"
                     )))
                 }
+                BinaryOp::Rem if x.dtype.is_float() => {
+                    return Err(TypeError::DType(format!(
+                        "`%` on tensors needs integers, found {}",
+                        x.dtype
+                    )))
+                }
                 _ => x.dtype,
             };
             Ok(TensorType::new(dtype, shape))
@@ -255,6 +261,12 @@ pub fn infer(op: &Op, ins: &[&TensorType], declared: Option<&TensorType>) -> Inf
             Ok(TensorType::new(x.dtype, shape))
         }
         Op::Gather { axis } => gather(ins[0], ins[1], *axis),
+        Op::Flip { axis } if *axis >= ins[0].rank() => Err(TypeError::Range(format!(
+            "axis {axis} is outside the {} axes of {}",
+            ins[0].rank(),
+            shape_str(&ins[0].shape)
+        ))),
+        Op::Flip { .. } => Ok(ins[0].clone()),
         Op::Cast => Ok(TensorType::new(given().dtype, ins[0].shape.clone())),
         Op::Scan { .. } => {
             let (a, b) = (ins[0], ins[1]);
@@ -304,6 +316,21 @@ fn matmul(a: &TensorType, b: &TensorType) -> Infer {
     Ok(TensorType::new(a.dtype, shape))
 }
 
+/// The first `axis` dims of `gather`'s indices are batch dims: say which shapes fit.
+fn gather_lead_error(x: &TensorType, idx: &TensorType, axis: usize) -> TypeError {
+    let lead = shape_str(&x.shape[..axis]);
+    let mut shared = vec![Dim::constant(1); axis];
+    shared.extend(idx.shape.iter().cloned());
+    TypeError::Shape(format!(
+        "`gather` along axis {axis} of {} needs indices whose first {axis} dims broadcast with \
+         {lead} (batch dims), followed by the positions; found indices {}. For the same \
+         positions in every batch row, reshape the indices to {}",
+        shape_str(&x.shape),
+        shape_str(&idx.shape),
+        shape_str(&shared)
+    ))
+}
+
 fn gather(x: &TensorType, idx: &TensorType, axis: usize) -> Infer {
     if !idx.dtype.is_int() {
         return Err(TypeError::DType(format!(
@@ -312,20 +339,11 @@ fn gather(x: &TensorType, idx: &TensorType, axis: usize) -> Infer {
         )));
     }
     if idx.rank() < axis {
-        return Err(TypeError::Shape(format!(
-            "`gather` along axis {axis} needs indices of rank ≥ {axis}, found {}",
-            shape_str(&idx.shape)
-        )));
+        return Err(gather_lead_error(x, idx, axis));
     }
     let lead = broadcast(&x.shape[..axis], &idx.shape[..axis])
         .filter(|l| l.len() == axis)
-        .ok_or_else(|| {
-            TypeError::Shape(format!(
-                "`gather` leading dims of {} and indices {} do not broadcast",
-                shape_str(&x.shape),
-                shape_str(&idx.shape)
-            ))
-        })?;
+        .ok_or_else(|| gather_lead_error(x, idx, axis))?;
     let mut shape = lead;
     shape.extend(idx.shape[axis..].iter().cloned());
     shape.extend(x.shape[axis + 1..].iter().cloned());

@@ -46,8 +46,10 @@ pub enum BinaryOp {
     Sub,
     /// a · b
     Mul,
-    /// a / b
+    /// a / b; on integers the Euclidean quotient (floor division for b > 0), by zero 0
     Div,
+    /// a mod b, integers only: the Euclidean remainder in `0..|b|`, by zero 0
+    Rem,
     /// aᵇ
     Pow,
     /// max(a, b)
@@ -137,6 +139,11 @@ pub enum Op {
         /// The axis.
         axis: usize,
     },
+    /// The elements in reverse order along one axis: `out[…, i, …] = x[…, n−1−i, …]`.
+    Flip {
+        /// The reversed axis.
+        axis: usize,
+    },
     /// Constant padding along one axis.
     Pad {
         /// The axis.
@@ -204,6 +211,7 @@ impl fmt::Display for Op {
             Op::Permute(p) => write!(f, "permute{p:?}"),
             Op::Slice { axis, start, end } => write!(f, "slice[axis={axis}, {start}..{end}]"),
             Op::Concat { axis } => write!(f, "concat[axis={axis}]"),
+            Op::Flip { axis } => write!(f, "flip[axis={axis}]"),
             Op::Pad {
                 axis,
                 before,

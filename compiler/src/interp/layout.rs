@@ -1,4 +1,4 @@
-//! Ops that move elements: permute, slice, concat, pad and gather.
+//! Ops that move elements: permute, slice, flip, concat, pad and gather.
 
 use archc_runtime::{Data, Tensor};
 
@@ -78,6 +78,20 @@ pub fn slice(t: &Tensor, axis: usize, start: usize, len: usize) -> Tensor {
             idx.iter()
                 .enumerate()
                 .map(|(a, &i)| (if a == axis { i + start } else { i }) * st[a])
+                .sum(),
+        )
+    })
+}
+
+/// The elements in reverse order along `axis`.
+pub fn flip(t: &Tensor, axis: usize) -> Tensor {
+    let st = strides(&t.shape);
+    let last = t.shape[axis].saturating_sub(1);
+    remap(t, &t.shape, 0.0, |idx| {
+        Some(
+            idx.iter()
+                .enumerate()
+                .map(|(a, &i)| (if a == axis { last - i } else { i }) * st[a])
                 .sum(),
         )
     })

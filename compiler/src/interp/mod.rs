@@ -227,6 +227,7 @@ pub(crate) fn eval(
             Ok(layout::slice(ins[0], *axis, dim(start)?, shape[*axis]))
         }
         Op::Concat { axis } => Ok(layout::concat(ins, *axis, shape)),
+        Op::Flip { axis } => Ok(layout::flip(ins[0], *axis)),
         Op::Pad {
             axis,
             before,

@@ -13,7 +13,7 @@ use archc_kernels::print_expr;
 use petgraph::graph::NodeIndex;
 
 use super::elementwise::{bin as kernel_bin, constant, un};
-use super::index::{plus, Ctx};
+use super::index::{flipped, plus, Ctx};
 use super::ty;
 use crate::graph::{Dim, Graph, Op};
 
@@ -248,7 +248,8 @@ impl<'a> BodyGen<'a> {
             Op::Binary(b) => {
                 let x = self.operand(cx, n, 0, at);
                 let y = self.operand(cx, n, 1, at);
-                Expr::Bin(kernel_bin(*b), Box::new(x), Box::new(y))
+                let dtype = self.body.ty(ins[0]).dtype;
+                Expr::Bin(kernel_bin(*b, dtype), Box::new(x), Box::new(y))
             }
             Op::Select => {
                 let c = self.operand(cx, n, 0, at);
@@ -274,6 +275,10 @@ impl<'a> BodyGen<'a> {
             Op::Slice { axis, start, .. } => {
                 let mut src = at.to_vec();
                 src[*axis] = plus(src[*axis].clone(), cx.dim(start));
+                self.value(cx, ins[0], &src)
+            }
+            Op::Flip { axis } => {
+                let src = flipped(cx, at, *axis, &self.body.ty(ins[0]).shape[*axis]);
                 self.value(cx, ins[0], &src)
             }
             Op::Pad {

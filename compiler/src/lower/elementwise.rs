@@ -26,13 +26,15 @@ pub fn un(u: UnaryOp) -> Option<Un> {
     })
 }
 
-/// The Kernel IR operator for a graph binary op.
-pub fn bin(b: BinaryOp) -> Bin {
+/// The Kernel IR operator for a graph binary op on operands of dtype `d`.
+pub fn bin(b: BinaryOp, d: DType) -> Bin {
     match b {
         BinaryOp::Add => Bin::Add,
         BinaryOp::Sub => Bin::Sub,
         BinaryOp::Mul => Bin::Mul,
-        BinaryOp::Div => Bin::Div,
+        BinaryOp::Div if d.is_float() => Bin::Div,
+        BinaryOp::Div => Bin::DivEuclid,
+        BinaryOp::Rem => Bin::RemEuclid,
         BinaryOp::Pow => Bin::Pow,
         BinaryOp::Max => Bin::Max,
         BinaryOp::Min => Bin::Min,
@@ -70,7 +72,11 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
             Some(u) => Expr::Un(u, Box::new(load(cx, 0))),
             None => load(cx, 0),
         },
-        Op::Binary(b) => Expr::Bin(bin(*b), Box::new(load(cx, 0)), Box::new(load(cx, 1))),
+        Op::Binary(b) => Expr::Bin(
+            bin(*b, ins[0].dtype),
+            Box::new(load(cx, 0)),
+            Box::new(load(cx, 1)),
+        ),
         Op::Select => Expr::Select(
             Box::new(load(cx, 0)),
             Box::new(load(cx, 1)),

@@ -1,6 +1,6 @@
 //! Index arithmetic for kernel templates: dims as expressions, strides, loop nests.
 
-use archc_kernels::ir::build::{add, mul, product, sum};
+use archc_kernels::ir::build::{add, mul, product, sub, sum};
 use archc_kernels::ir::{Expr, LoopKind, Stmt, Var};
 
 use crate::graph::Dim;
@@ -157,6 +157,13 @@ pub fn plus(a: Expr, b: Expr) -> Expr {
         (Expr::Int(0), e) | (e, Expr::Int(0)) => e,
         (a, b) => add(a, b),
     }
+}
+
+/// `at` with coordinate `axis` read backwards along a dim of `size` (flip's index map).
+pub fn flipped(cx: &Ctx, at: &[Expr], axis: usize, size: &Dim) -> Vec<Expr> {
+    let mut src = at.to_vec();
+    src[axis] = sub(sub(cx.dim(size), Expr::Int(1)), src[axis].clone());
+    src
 }
 
 /// Variables as expressions.

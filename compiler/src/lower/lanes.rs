@@ -9,11 +9,12 @@
 //! template then generates the scalar loop.
 
 use archc_kernels::ir::{Bin, Expr, Var};
+use archc_runtime::DType;
 use petgraph::graph::NodeIndex;
 
 use super::body::{broadcast_at, reshape_at, vars_of, BodyGen};
 use super::elementwise::{bin as kernel_bin, un};
-use super::index::{plus, Ctx};
+use super::index::{flipped, plus, Ctx};
 use crate::graph::{BinaryOp, Op};
 
 /// Four consecutive values: one value in every lane, or a vector.
@@ -156,7 +157,7 @@ impl BodyGen<'_> {
                 let x = self.operand_lanes(cx, n, 0, at, lane)?.vector();
                 let y = self.operand_lanes(cx, n, 1, at, lane)?.vector();
                 Some(Lanes::Vector(Expr::Bin(
-                    kernel_bin(*b),
+                    kernel_bin(*b, DType::F32),
                     Box::new(x),
                     Box::new(y),
                 )))
@@ -178,6 +179,12 @@ impl BodyGen<'_> {
             Op::Slice { axis, start, .. } => {
                 let mut src = at.to_vec();
                 src[*axis] = plus(src[*axis].clone(), cx.dim(start));
+                self.lanes(cx, ins[0], &src, lane)
+            }
+            // Reversing the lane's own axis makes its loads run backwards, which the input
+            // loads refuse (no vector form); any other axis keeps the lanes consecutive.
+            Op::Flip { axis } => {
+                let src = flipped(cx, at, *axis, &self.body.ty(ins[0]).shape[*axis]);
                 self.lanes(cx, ins[0], &src, lane)
             }
             _ => None,

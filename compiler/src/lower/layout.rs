@@ -1,11 +1,11 @@
-//! Layout templates: permute, slice, pad, concat and gather. Each is a loop nest over the
+//! Layout templates: permute, slice, flip, pad, concat and gather. Each is a loop nest over the
 //! output (or over each input, for concat) with an index map.
 
 use archc_kernels::ir::build::{bin, sub};
 use archc_kernels::ir::{Bin, Expr, Stmt};
 
 use super::elementwise::constant;
-use super::index::{exprs, plus, Ctx};
+use super::index::{exprs, flipped, plus, Ctx};
 use super::Template;
 use crate::graph::{Dim, Op, TensorType};
 
@@ -30,6 +30,13 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
         Op::Slice { axis, start, .. } => {
             let mut src = at.clone();
             src[*axis] = plus(src[*axis].clone(), cx.dim(start));
+            (
+                store(Expr::Load(1, Box::new(cx.index(&x.shape, &src)))),
+                vec![],
+            )
+        }
+        Op::Flip { axis } => {
+            let src = flipped(cx, &at, *axis, &x.shape[*axis]);
             (
                 store(Expr::Load(1, Box::new(cx.index(&x.shape, &src)))),
                 vec![],

@@ -1,7 +1,8 @@
 //! `canonicalize`: constant folding, identity removal, common-subexpression elimination and
 //! dead-code elimination. Later passes match patterns on its output, so it makes one spelling
 //! of each computation: `x.shape[1]` of a constant dim is a constant, `stop_grad(x)` is `x`
-//! (it only matters for training), a reshape to the same shape is gone.
+//! (it only matters for training), a reshape to the same shape is gone, and so is a flip that
+//! undoes a flip or reverses a single element.
 
 use std::collections::HashMap;
 
@@ -82,6 +83,13 @@ fn simplify(g: &Graph, op: &Op, ty: &TensorType, ins: &[NodeIndex]) -> Simplifie
                 let x = g.operands(ins[0])[0];
                 return simplify(g, &Op::Permute(composed), ty, &[x]);
             }
+        }
+        // Reversing an axis of one element, or reversing twice, changes nothing.
+        Op::Flip { axis } if ty.shape[*axis] == crate::graph::Dim::constant(1) => {
+            return Simplified::Same(ins[0])
+        }
+        Op::Flip { axis } if g.dag[ins[0]].op == (Op::Flip { axis: *axis }) => {
+            return Simplified::Same(g.operands(ins[0])[0]);
         }
         Op::Concat { axis } => {
             // concat(slice(x, 0..a), slice(x, a..n)) along the sliced axis is x (rope's halves).

@@ -32,6 +32,7 @@ pub fn fusible(op: &Op) -> bool {
             | Op::Reshape
             | Op::Permute(_)
             | Op::Slice { .. }
+            | Op::Flip { .. }
             | Op::Pad { .. }
             | Op::Concat { .. }
             | Op::Gather { .. }

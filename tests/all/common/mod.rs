@@ -165,6 +165,34 @@ pub fn native_random(
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Lowers a graph without passes and runs it (no weights) through the Kernel IR interpreter
+/// and through Cranelift, asserting that the two agree bit for bit; returns native outputs.
+pub fn native_unfused(
+    g: &Graph,
+    inputs: &std::collections::HashMap<String, archc_runtime::Tensor>,
+    src: &str,
+) -> Vec<(String, archc_runtime::Tensor)> {
+    use archc_compiler::codegen::{jit::Jit, kernel_interp::KernelInterp};
+    use archc_runtime::{DType, Executor, Tensor};
+    let lowered = archc_compiler::lower::lower(g);
+    let none =
+        |_: &str, _: DType, _: &[usize]| -> Result<Tensor, String> { Err("no weights".into()) };
+    let mut exec = Executor::new(&lowered.plan, none).unwrap();
+    let no_dims = Default::default();
+    let by_kernels = exec
+        .run(&KernelInterp(&lowered.kernels), inputs, &no_dims)
+        .unwrap();
+    let jit = Jit::compile(&lowered.kernels, lowered.plan.symbols.len()).unwrap();
+    let native = exec.run(&jit, inputs, &no_dims).unwrap();
+    for ((name, k), (_, n)) in by_kernels.iter().zip(&native) {
+        assert_eq!(
+            k, n,
+            "{name}: native code differs from the Kernel IR interpreter\n{src}"
+        );
+    }
+    native
+}
+
 /// Asserts that a pass leaves the interpreter's outputs bit for bit unchanged on a program
 /// (the pass runs after `before`, the passes the pipeline runs ahead of it).
 pub fn check_pass(
