@@ -98,7 +98,8 @@ fn build_and_run(tag: &str, config: &Path, weights: &Path, fixture: &Path) -> Ve
 #[test]
 fn built_binaries_match_hf_fixtures() {
     for case in [
-        "gpt2", "llama", "bert", "mamba", "mamba2", "jamba", "zamba2", "bamba", "ijepa",
+        "gpt2", "llama", "mistral", "qwen2", "qwen3", "bert", "mamba", "mamba2", "jamba", "zamba2",
+        "bamba", "ijepa",
     ] {
         let f = repo(&format!("tests/fixtures/hf/{case}"));
         for (name, err) in build_and_run(
