@@ -5,6 +5,7 @@
 //! Today it holds the element types every layer shares, host tensors, and safetensors I/O.
 
 mod bind;
+mod checkpoint;
 mod cpu;
 mod dim;
 mod dtype;
@@ -18,6 +19,7 @@ mod tensor;
 mod tensor_file;
 
 pub use bind::{bind_dims, BindError};
+pub use checkpoint::Checkpoint;
 pub use cpu::{CpuKernels, KernelFn};
 pub use dim::Dim;
 pub use dtype::DType;

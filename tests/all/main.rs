@@ -2,10 +2,10 @@
 //!
 //! Each module was once its own file under `tests/`; `common` holds the shared helpers.
 
-mod common;
 mod build;
 mod cli;
 mod codegen_equivalence;
+mod common;
 mod diagnostics;
 mod hf_parity;
 mod hostile_input;
@@ -22,4 +22,5 @@ mod pass_interleave_stack;
 mod pass_plan_memory;
 mod pass_tile_attention;
 mod run_errors;
+mod sharded;
 mod snapshots;
