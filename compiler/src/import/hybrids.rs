@@ -180,8 +180,7 @@ pub fn bamba(c: &Cfg) -> Result<String, ImportError> {
     ))
 }
 
-/// Zamba2ForCausalLM: one pattern letter per hybrid site, since each site binds its own shared
-/// block, adapter index and linear.
+/// Zamba2ForCausalLM.
 pub fn zamba2(c: &Cfg) -> Result<String, ImportError> {
     let dim = c.int("hidden_size")?;
     let heads = c.int("num_attention_heads")?;
@@ -198,57 +197,7 @@ pub fn zamba2(c: &Cfg) -> Result<String, ImportError> {
         .map(|t| ("rope_theta", float(t)))
         .into_iter()
         .collect();
-    let mut pattern = String::new();
-    let mut hybrid_ids = Vec::new();
-    for (i, k) in kinds.iter().enumerate() {
-        match k.as_str() {
-            "mamba" | "linear_attention" => pattern.push('M'),
-            "hybrid" => {
-                hybrid_ids.push(i);
-                pattern.push('?');
-            }
-            other => {
-                return Err(c.error(
-                    "layers_block_type",
-                    format!("layer kind `{other}` is not supported"),
-                ))
-            }
-        }
-    }
-    if kinds.len() as i64 != c.int("num_hidden_layers")? {
-        return Err(c.error("layers_block_type", "must list one kind per layer"));
-    }
-    let letters: Vec<char> = ('A'..='Z').filter(|&l| l != 'M').collect();
-    if hybrid_ids.len() > letters.len() {
-        return Err(c.error(
-            "layers_block_type",
-            format!(
-                "{} hybrid layers; the importer handles up to {}",
-                hybrid_ids.len(),
-                letters.len()
-            ),
-        ));
-    }
-    let mut shared = String::new();
-    for (b, id) in hybrid_ids.iter().take(mem_blocks).enumerate() {
-        let _ = writeln!(
-            shared,
-            "  shared block{b} = shared_transformer @model.layers.{id}.shared_transformer"
-        );
-    }
-    let mut binds = String::from("            M = mamba_layer");
-    for (site, _) in hybrid_ids.iter().enumerate() {
-        pattern = pattern.replacen('?', &letters[site].to_string(), 1);
-        let _ = write!(
-            binds,
-            ",\n            {} = bind(hybrid_layer, transformer = block{}, site = {site}, emb = h)",
-            letters[site],
-            site % mem_blocks
-        );
-    }
-    let stack = format!(
-        "{shared}  h = stack(h, layers, pattern = \"{pattern}\",\n{binds}) @model.layers\n"
-    );
+    let stack = zamba2_stack(c, &kinds, mem_blocks)?;
     Ok(format!(
         "model zamba2 {{
 {}  input input_ids: i32[batch, seq]
@@ -330,4 +279,60 @@ fn mem_rope(c: &Cfg) -> Result<(Option<f64>, String), ImportError> {
     let args = rope.args("head_dim", "x.shape[1]", "scale");
     let lines = format!("    q = rope(q, rope_theta{args})\n    k = rope(k, rope_theta{args})\n");
     Ok((Some(rope.theta), lines))
+}
+
+/// Zamba2's stack: one pattern letter per hybrid site, since each site binds its own shared
+/// block (of `mem_blocks`, in turn), adapter index and linear.
+fn zamba2_stack(c: &Cfg, kinds: &[String], mem_blocks: usize) -> Result<String, ImportError> {
+    let mut pattern = String::new();
+    let mut hybrid_ids = Vec::new();
+    for (i, k) in kinds.iter().enumerate() {
+        match k.as_str() {
+            "mamba" | "linear_attention" => pattern.push('M'),
+            "hybrid" => {
+                hybrid_ids.push(i);
+                pattern.push('?');
+            }
+            other => {
+                return Err(c.error(
+                    "layers_block_type",
+                    format!("layer kind `{other}` is not supported"),
+                ))
+            }
+        }
+    }
+    if kinds.len() as i64 != c.int("num_hidden_layers")? {
+        return Err(c.error("layers_block_type", "must list one kind per layer"));
+    }
+    let letters: Vec<char> = ('A'..='Z').filter(|&l| l != 'M').collect();
+    if hybrid_ids.len() > letters.len() {
+        return Err(c.error(
+            "layers_block_type",
+            format!(
+                "{} hybrid layers; the importer handles up to {}",
+                hybrid_ids.len(),
+                letters.len()
+            ),
+        ));
+    }
+    let mut shared = String::new();
+    for (b, id) in hybrid_ids.iter().take(mem_blocks).enumerate() {
+        let _ = writeln!(
+            shared,
+            "  shared block{b} = shared_transformer @model.layers.{id}.shared_transformer"
+        );
+    }
+    let mut binds = String::from("            M = mamba_layer");
+    for (site, _) in hybrid_ids.iter().enumerate() {
+        pattern = pattern.replacen('?', &letters[site].to_string(), 1);
+        let _ = write!(
+            binds,
+            ",\n            {} = bind(hybrid_layer, transformer = block{}, site = {site}, emb = h)",
+            letters[site],
+            site % mem_blocks
+        );
+    }
+    Ok(format!(
+        "{shared}  h = stack(h, layers, pattern = \"{pattern}\",\n{binds}) @model.layers\n"
+    ))
 }
