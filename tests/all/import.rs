@@ -305,6 +305,25 @@ fn cli_refuses_bad_rope_eps_and_top_k() {
             with("mistral", json!({"sliding_window": 0})),
             "field `sliding_window`: must be a positive integer",
         ),
+        (
+            with("qwen2", json!({"sliding_window": null})),
+            "field `sliding_window`: is required by the sliding_attention layers",
+        ),
+        (
+            with("qwen3", json!({"layer_types": ["full_attention"]})),
+            "field `layer_types`: must list one type per layer",
+        ),
+        (
+            with("llama", json!({"rope_parameters": 10000.0})),
+            "field `rope_parameters`: must be an object",
+        ),
+        (
+            with(
+                "llama",
+                json!({"rope_parameters": {"full_attention": {"rope_type": "default"}}}),
+            ),
+            "per-layer-type rope parameters are not supported",
+        ),
     ];
     for (config, fragment) in cases {
         let (status, _, stderr) = import_cli("config.json", &config);
