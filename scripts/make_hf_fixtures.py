@@ -78,6 +78,9 @@ CASES = {
     # Dynamic NTK only acts beyond max_position_embeddings: 4 < SEQ.
     "llama_rope_dynamic": ("LlamaConfig", "LlamaForCausalLM", dict(
         ROPE_LLAMA, max_position_embeddings=4, rope_parameters=dict(rope_type="dynamic", rope_theta=100.0, factor=3.0))),
+    # ... and leaves the frequencies alone up to it: 16 > SEQ.
+    "llama_rope_dynamic_short": ("LlamaConfig", "LlamaForCausalLM", dict(
+        ROPE_LLAMA, max_position_embeddings=16, rope_parameters=dict(rope_type="dynamic", rope_theta=100.0, factor=3.0))),
     "llama_rope_yarn": ("LlamaConfig", "LlamaForCausalLM", dict(
         ROPE_LLAMA, max_position_embeddings=64, rope_parameters=dict(rope_type="yarn", rope_theta=100.0, factor=4.0,
                                          original_max_position_embeddings=16))),
