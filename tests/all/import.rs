@@ -279,6 +279,13 @@ fn cli_refuses_bad_rope_eps_and_top_k() {
             "rope_type `longrope` is not supported",
         ),
         (
+            with(
+                "llama_rope_yarn",
+                json!({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "beta_fast": -1.0}}),
+            ),
+            "field `rope_parameters.beta_fast`: must be positive",
+        ),
+        (
             with("llama", json!({"rms_norm_eps": 0.0})),
             "field `rms_norm_eps`: must be positive",
         ),

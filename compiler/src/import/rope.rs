@@ -227,10 +227,14 @@ fn yarn(c: &Cfg, sub: &Cfg) -> Result<Scaling, ImportError> {
     } else {
         c.int("max_position_embeddings")? as f64 / original as f64
     };
-    // transformers reads these with `or`, so 0 and null both mean the default.
+    // transformers reads these with `or`, so 0 and null both mean the default. A negative
+    // count of turns has no logarithm.
     let or_default = |field: &str, default: f64| -> Result<f64, ImportError> {
-        let v = sub.float_or(field, 0.0)?;
-        Ok(if v == 0.0 { default } else { v })
+        match sub.float_or(field, 0.0)? {
+            0.0 => Ok(default),
+            v if v > 0.0 => Ok(v),
+            v => Err(sub.error(field, format!("must be positive, found {v}"))),
+        }
     };
     let mscale = |scale: f64, m: f64| {
         if scale <= 1.0 {
