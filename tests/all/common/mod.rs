@@ -8,9 +8,10 @@ use std::process::Command;
 use archc_compiler::graph::Graph;
 use archc_compiler::Session;
 
-/// The nine example models, by file stem.
+/// The example models, by file stem.
 pub const EXAMPLES: &[&str] = &[
-    "gpt2", "llama", "bert", "mamba", "mamba2", "jamba", "zamba2", "bamba", "ijepa",
+    "gpt2", "llama", "mistral", "qwen2", "qwen3", "bert", "mamba", "mamba2", "jamba", "zamba2",
+    "bamba", "ijepa",
 ];
 
 /// The path of a file in the repository.
