@@ -1,6 +1,6 @@
 """Record exact parameter counts of tiny Hugging Face reference models.
 
-For each of nine families, a tiny randomly initialised `transformers` model is built from the
+For each family, a tiny randomly initialised `transformers` model is built from the
 explicit config below (`torch.manual_seed(0)`, no downloads, everything not listed left at the
 family default) and its parameter count is taken with `model.num_parameters()`, which counts
 shared / tied parameters once. The raw `sum(p.numel() for p in model.parameters())` is printed
@@ -15,11 +15,12 @@ The result is written to `tests/fixtures/hf_param_counts.json` (sorted keys, ind
 Run from the repository root, in a venv with torch and transformers:
 
     python -m venv venv && venv/bin/pip install torch transformers
-    venv/bin/python scripts/hf_param_counts.py
+    venv/bin/python scripts/hf_param_counts.py [FAMILY ...]
 """
 
 import json
 import os
+import sys
 
 import torch
 import transformers
@@ -58,6 +59,18 @@ CASES = {
         vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=2, attn_layer_indices=[1, 3], mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=1,
         mamba_d_state=16, mamba_expand=2, mamba_d_conv=4, mamba_chunk_size=16)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(
+        vocab_size=512, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=10000.0,
+        sliding_window=16, tie_word_embeddings=False)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(
+        vocab_size=512, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6, rope_theta=1000000.0,
+        tie_word_embeddings=True)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(
+        vocab_size=512, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=128, rms_norm_eps=1e-6,
+        rope_theta=1000000.0, tie_word_embeddings=True)),
     "ijepa": ("IJepaConfig", "IJepaModel", dict(
         image_size=32, patch_size=8, num_channels=3, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=128)),
@@ -73,8 +86,14 @@ def build(family):
 
 
 def main():
+    # Families named on the command line are recounted into the existing file; none: all.
+    families = sys.argv[1:] or list(CASES)
     result = {}
-    for family, (_, model_cls, overrides) in CASES.items():
+    if sys.argv[1:] and os.path.exists(OUT):
+        with open(OUT) as f:
+            result = json.load(f)
+    for family in families:
+        _, model_cls, overrides = CASES[family]
         model = build(family)
         dedup = model.num_parameters()
         raw = sum(p.numel() for p in model.parameters())

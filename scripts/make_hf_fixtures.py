@@ -31,6 +31,12 @@ from safetensors.torch import save_file
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "hf")
 BATCH, SEQ = 2, 7
 
+# The RoPE-scaling cases: one Llama layer whose 16-wide heads carry 8 frequencies. Weights
+# larger than the default 0.02 give attention scores far from uniform, so that the positions'
+# angles change the logits well beyond the parity tolerance.
+ROPE_LLAMA = dict(initializer_range=0.3, vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                  num_key_value_heads=1, head_dim=16, max_position_embeddings=1024, tie_word_embeddings=False)
+
 CASES = {
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=4)),
     "llama": ("LlamaConfig", "LlamaForCausalLM", dict(
@@ -62,6 +68,42 @@ CASES = {
         vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=2, attn_layer_indices=[1, 3], mamba_n_heads=8, mamba_d_head=8, mamba_n_groups=1,
         mamba_d_state=8, mamba_expand=2, mamba_d_conv=4, mamba_chunk_size=4)),
+    # RoPE scaling: a small θ and a 16-wide head, so the scaled frequencies change the angles at
+    # positions 0..6 (llama3 puts two frequencies in each of its three bands).
+    "llama_rope_llama3": ("LlamaConfig", "LlamaForCausalLM", dict(
+        ROPE_LLAMA, rope_parameters=dict(rope_type="llama3", rope_theta=100.0, factor=8.0, low_freq_factor=1.0,
+                                         high_freq_factor=4.0, original_max_position_embeddings=128))),
+    "llama_rope_linear": ("LlamaConfig", "LlamaForCausalLM", dict(
+        ROPE_LLAMA, rope_parameters=dict(rope_type="linear", rope_theta=100.0, factor=2.0))),
+    # Dynamic NTK only acts beyond max_position_embeddings: 4 < SEQ.
+    "llama_rope_dynamic": ("LlamaConfig", "LlamaForCausalLM", dict(
+        ROPE_LLAMA, max_position_embeddings=4, rope_parameters=dict(rope_type="dynamic", rope_theta=100.0, factor=3.0))),
+    # ... and leaves the frequencies alone up to it: 16 > SEQ.
+    "llama_rope_dynamic_short": ("LlamaConfig", "LlamaForCausalLM", dict(
+        ROPE_LLAMA, max_position_embeddings=16, rope_parameters=dict(rope_type="dynamic", rope_theta=100.0, factor=3.0))),
+    "llama_rope_yarn": ("LlamaConfig", "LlamaForCausalLM", dict(
+        ROPE_LLAMA, max_position_embeddings=64, rope_parameters=dict(rope_type="yarn", rope_theta=100.0, factor=4.0,
+                                         original_max_position_embeddings=16))),
+    # Rotary embeddings in the shared attention blocks.
+    "zamba2_rope": ("Zamba2Config", "Zamba2ForCausalLM", dict(
+        vocab_size=96, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+        mamba_d_state=8, mamba_expand=2, mamba_ngroups=1, n_mamba_heads=8, intermediate_size=32,
+        num_mem_blocks=1, adapter_rank=8, chunk_size=4, use_mem_rope=True, initializer_range=0.3,
+        rope_parameters=dict(rope_type="default", rope_theta=100.0),
+        layers_block_type=["mamba", "hybrid", "mamba", "hybrid"])),
+    # q/k/v biases; layer 1 attends through a sliding window of 3 (max_window_layers=1).
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(
+        vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, use_sliding_window=True, sliding_window=3,
+        max_window_layers=1, tie_word_embeddings=False)),
+    # RMSNorms on the query and key heads.
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(
+        vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=64, tie_word_embeddings=True)),
+    # A sliding window of 3 on every layer.
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(
+        vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, sliding_window=3, tie_word_embeddings=False)),
     "ijepa": ("IJepaConfig", "IJepaModel", dict(
         image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
         num_attention_heads=4, intermediate_size=64)),

@@ -15,8 +15,9 @@ use archc_runtime::{load_inputs, Executor, TensorFile, WeightSource};
 
 /// Options of a benchmark.
 pub struct BenchOptions {
-    /// Safetensors weights, or random from the seed.
-    pub weights: Option<PathBuf>,
+    /// Safetensors weights or sharded checkpoints' index files, merged; random from the seed
+    /// when empty.
+    pub weights: Vec<PathBuf>,
     /// Safetensors inputs, or random from the seed.
     pub inputs: Option<PathBuf>,
     /// Explicit dims.
@@ -68,8 +69,7 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let codegen_ms = t1.elapsed().as_secs_f64() * 1e3;
     let input_file = o.inputs.as_ref().map(open).transpose()?;
     let (inputs, _) = load_inputs(&lowered.plan, input_file.as_ref(), 0, &o.dims)?;
-    let mut weights =
-        WeightSource::new(&lowered.plan, o.weights.as_ref().map(open).transpose()?, 0);
+    let mut weights = WeightSource::open(&lowered.plan, &o.weights, 0)?;
     let mut exec = Executor::new(&lowered.plan, |n, d, s| weights.weight(n, d, s))
         .map_err(|e| e.to_string())?;
     let dims = exec.bind(&inputs, &o.dims).map_err(|e| e.to_string())?;
@@ -88,7 +88,7 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     }
     rows.push(("cranelift".into(), median(times)));
     if o.with_interp {
-        let mut ws = WeightSource::new(&lowered.plan, o.weights.as_ref().map(open).transpose()?, 0);
+        let mut ws = WeightSource::open(&lowered.plan, &o.weights, 0)?;
         let gdims = bind_dims(g, &inputs, &o.dims).map_err(|e| e.to_string())?;
         let runs = iters.min(3);
         let mut times = Vec::new();

@@ -84,7 +84,9 @@ enum Command {
     /// Run a model on inputs and weights, and write or summarise its outputs.
     ///
     /// Weights come from a safetensors checkpoint (`--weights`), looked up by the names the
-    /// `@` scopes produce; f16 and bf16 weights are widened to f32. Without `--weights`, the
+    /// `@` scopes produce; f16 and bf16 weights are widened to f32. A sharded checkpoint is
+    /// read through its `model.safetensors.index.json`, and repeated `--weights` files are
+    /// merged (a tensor in two files is an error). Without `--weights`, the
     /// weights are deterministic random numbers from `--seed`. Inputs come from a safetensors
     /// file of named tensors (`--inputs`); token ids may be i32 or i64. Without `--inputs`,
     /// random inputs are made from the seed (ids stay inside the table they index). The
@@ -97,9 +99,10 @@ enum Command {
     Run {
         /// The .arch file.
         file: PathBuf,
-        /// Safetensors weights (default: random from --seed).
+        /// Safetensors weights, or a sharded checkpoint's model.safetensors.index.json;
+        /// repeat to merge files (default: random from --seed).
         #[arg(long)]
-        weights: Option<PathBuf>,
+        weights: Vec<PathBuf>,
         /// Safetensors inputs, one tensor per model input (default: random from --seed).
         #[arg(long)]
         inputs: Option<PathBuf>,
@@ -130,9 +133,9 @@ enum Command {
     Bench {
         /// The .arch file.
         file: PathBuf,
-        /// Safetensors weights (default: random).
+        /// Safetensors weights or a sharded checkpoint's index; repeatable (default: random).
         #[arg(long)]
-        weights: Option<PathBuf>,
+        weights: Vec<PathBuf>,
         /// Safetensors inputs (default: random).
         #[arg(long)]
         inputs: Option<PathBuf>,
@@ -175,9 +178,10 @@ enum Command {
     ///
     /// `archc import hf CONFIG.json -o MODEL.arch` reads a Hugging Face config.json and
     /// writes a .arch whose weight names match that checkpoint's model.safetensors, so that
-    /// `archc run MODEL.arch --weights model.safetensors` runs the real model. Families:
-    /// llama, gpt2, bert (BertModel), mamba, mamba2, jamba, bamba, zamba2, ijepa. A config
-    /// option archc does not implement is an error that names the field.
+    /// `archc run MODEL.arch --weights model.safetensors` runs the real model (a sharded one
+    /// through its model.safetensors.index.json). Families: llama, mistral, qwen2, qwen3,
+    /// gpt2, bert (BertModel), mamba, mamba2, jamba, bamba, zamba2, ijepa. A config option
+    /// archc does not implement is an error that names the field.
     ///
     /// Example: archc import hf config.json -o model.arch
     Import {
@@ -362,14 +366,16 @@ fn run(cli: Cli) -> Result<String, Failure> {
             passes,
         } => {
             let passes = passes.options()?;
-            check_paths(
-                outputs.as_deref(),
-                &[
-                    ("the .arch source", Some(&file)),
-                    ("the --weights file", weights.as_deref()),
-                    ("the --inputs file", inputs.as_deref()),
-                ],
-            )?;
+            let mut reads = vec![
+                ("the .arch source", Some(file.as_path())),
+                ("the --inputs file", inputs.as_deref()),
+            ];
+            reads.extend(
+                weights
+                    .iter()
+                    .map(|w| ("a --weights file", Some(w.as_path()))),
+            );
+            check_paths(outputs.as_deref(), &reads)?;
             let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             check_dim_names(&dims, &graph.symbols)?;
@@ -397,13 +403,13 @@ fn run(cli: Cli) -> Result<String, Failure> {
             passes,
         } => {
             let passes = passes.options()?;
-            check_paths(
-                None,
-                &[
-                    ("the --weights file", weights.as_deref()),
-                    ("the --inputs file", inputs.as_deref()),
-                ],
-            )?;
+            let mut reads = vec![("the --inputs file", inputs.as_deref())];
+            reads.extend(
+                weights
+                    .iter()
+                    .map(|w| ("a --weights file", Some(w.as_path()))),
+            );
+            check_paths(None, &reads)?;
             let started = std::time::Instant::now();
             let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;

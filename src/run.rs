@@ -24,8 +24,9 @@ pub enum Engine {
 
 /// Options of one run.
 pub struct RunOptions {
-    /// Safetensors weights, or random from the seed.
-    pub weights: Option<PathBuf>,
+    /// Safetensors weights or sharded checkpoints' index files, merged; random from the seed
+    /// when empty.
+    pub weights: Vec<PathBuf>,
     /// Safetensors inputs, or random from the seed.
     pub inputs: Option<PathBuf>,
     /// Where to write the outputs; a summary is printed otherwise.
@@ -44,11 +45,10 @@ pub struct RunOptions {
 pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
     let input_file = o.inputs.as_ref().map(open).transpose()?;
-    let weight_file = o.weights.as_ref().map(open).transpose()?;
     let start = Instant::now();
     let lowered = lower_optimized(g, &o.passes);
     let (inputs, defaulted) = load_inputs(&lowered.plan, input_file.as_ref(), o.seed, &o.dims)?;
-    let mut weights = WeightSource::new(&lowered.plan, weight_file, o.seed);
+    let mut weights = WeightSource::open(&lowered.plan, &o.weights, o.seed)?;
     let in_file = |e: String| match &o.inputs {
         Some(p) => format!("{}: {e}", p.display()),
         None => e,

@@ -20,6 +20,10 @@ pub const PRELUDE: &[(&str, &str)] = &[
         include_str!("../prelude/norm.arch"),
     ),
     (
+        "compiler/prelude/rope.arch",
+        include_str!("../prelude/rope.arch"),
+    ),
+    (
         "compiler/prelude/attention.arch",
         include_str!("../prelude/attention.arch"),
     ),

@@ -2,12 +2,12 @@
 //!
 //! `archc build` links an object file holding the kernels, a table of their addresses and the
 //! plan as JSON with this static library. The binary runs like `archc run`:
-//! `BIN [--weights W.safetensors] [--inputs IN.safetensors] [--outputs OUT.safetensors]
-//! [--seed N] [--dim NAME=VALUE]...`.
+//! `BIN [--weights W.safetensors]... [--inputs IN.safetensors] [--outputs OUT.safetensors]
+//! [--seed N] [--dim NAME=VALUE]...`, each flag also as `--flag=VALUE`.
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use archc_runtime::{
@@ -44,24 +44,35 @@ extern "C" fn archc_powf(x: f32, y: f32) -> f32 {
     archc_kernels::math::powf(x, y)
 }
 
-const USAGE: &str = "usage: BIN [--weights W.safetensors] [--inputs IN.safetensors] \
+const USAGE: &str = "usage: BIN [--weights W.safetensors]... [--inputs IN.safetensors] \
 [--outputs OUT.safetensors] [--seed N] [--dim NAME=VALUE]...
 
 Runs the model compiled into this binary by `archc build`. Without --weights the weights are
-random from --seed; without --inputs so are the inputs; without --outputs a summary of each
-output is printed.";
+random from --seed; --weights may name a sharded checkpoint's model.safetensors.index.json, and
+repeated --weights files are merged. Without --inputs the inputs are random too; without
+--outputs a summary of each output is printed. `--flag=VALUE` works like `--flag VALUE`.";
 
 struct Options {
-    weights: Option<PathBuf>,
+    weights: Vec<PathBuf>,
     inputs: Option<PathBuf>,
     outputs: Option<PathBuf>,
     seed: u64,
     dims: HashMap<String, i64>,
 }
 
+/// Sets a flag given at most once (as archc's parser does, a second one is an error rather
+/// than silently replacing the first).
+fn once(slot: &mut Option<PathBuf>, flag: &str, value: String) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("{flag} given more than once"));
+    }
+    *slot = Some(value.into());
+    Ok(())
+}
+
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
-        weights: None,
+        weights: Vec::new(),
         inputs: None,
         outputs: None,
         seed: 0,
@@ -69,33 +80,46 @@ fn parse(args: &[String]) -> Result<Options, String> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{a} needs a value"))
+        if a == "-h" || a == "--help" {
+            return Err(String::new());
+        }
+        // `--flag=VALUE` or `--flag VALUE`.
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
         };
-        match a.as_str() {
-            "--weights" => o.weights = Some(value()?.into()),
-            "--inputs" => o.inputs = Some(value()?.into()),
-            "--outputs" => o.outputs = Some(value()?.into()),
+        if !matches!(
+            flag,
+            "--weights" | "--inputs" | "--outputs" | "--seed" | "--dim"
+        ) {
+            return Err(format!("unknown argument `{a}`"));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))?,
+        };
+        match flag {
+            "--weights" => o.weights.push(value.into()),
+            "--inputs" => once(&mut o.inputs, flag, value)?,
+            "--outputs" => once(&mut o.outputs, flag, value)?,
             "--seed" => {
-                o.seed = value()?
+                o.seed = value
                     .parse()
                     .map_err(|_| "--seed needs an integer".to_string())?
             }
-            "--dim" => {
-                let v = value()?;
-                let (k, n) = v
+            _ => {
+                let (k, n) = value
                     .split_once('=')
-                    .ok_or_else(|| format!("--dim needs NAME=VALUE, found `{v}`"))?;
+                    .ok_or_else(|| format!("--dim needs NAME=VALUE, found `{value}`"))?;
                 let n: i64 = n.parse().map_err(|_| format!("`{n}` is not an integer"))?;
                 if n <= 0 {
                     return Err(format!("dim `{k}` must be positive"));
                 }
                 o.dims.insert(k.to_string(), n);
             }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument `{other}`")),
         }
     }
     Ok(o)
@@ -116,13 +140,27 @@ fn serde_json_from(bytes: &[u8]) -> Result<Plan, String> {
     archc_runtime::plan_from_json(bytes).map_err(|e| format!("the embedded plan is damaged: {e}"))
 }
 
+/// Checks that `--outputs` is not one of the files the run reads and not a device, FIFO,
+/// directory or symlink (a usage error, as in archc).
+fn check_outputs(o: &Options) -> Result<(), String> {
+    if let Some(out) = &o.outputs {
+        let mut reads: Vec<(&str, &Path)> = o
+            .inputs
+            .iter()
+            .map(|p| ("the --inputs file", p.as_path()))
+            .collect();
+        reads.extend(o.weights.iter().map(|p| ("a --weights file", p.as_path())));
+        archc_runtime::files::check_output(out, &reads).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn run(o: &Options) -> Result<String, String> {
     let (plan, fns) = embedded()?;
     let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
     let input_file = o.inputs.as_ref().map(open).transpose()?;
-    let weight_file = o.weights.as_ref().map(open).transpose()?;
     let (inputs, _) = load_inputs(&plan, input_file.as_ref(), o.seed, &o.dims)?;
-    let mut weights = WeightSource::new(&plan, weight_file, o.seed);
+    let mut weights = WeightSource::open(&plan, &o.weights, o.seed)?;
     let mut exec =
         Executor::new(&plan, |n, d, s| weights.weight(n, d, s)).map_err(|e| e.to_string())?;
     // SAFETY: the table holds this plan's kernels, compiled with the kernel ABI.
@@ -155,7 +193,7 @@ fn run(o: &Options) -> Result<String, String> {
 #[no_mangle]
 pub unsafe extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match parse(&args) {
+    let options = match parse(&args).and_then(|o| check_outputs(&o).map(|()| o)) {
         Ok(o) => o,
         Err(e) if e.is_empty() => {
             println!("{USAGE}");

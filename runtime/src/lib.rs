@@ -5,6 +5,7 @@
 //! Today it holds the element types every layer shares, host tensors, and safetensors I/O.
 
 mod bind;
+mod checkpoint;
 mod cpu;
 mod dim;
 mod dim_check;
@@ -20,6 +21,7 @@ mod tensor;
 mod tensor_file;
 
 pub use bind::{bind_dims, check_dim_names, BindError};
+pub use checkpoint::Checkpoint;
 pub use cpu::{CpuKernels, KernelFn};
 pub use dim::Dim;
 pub use dim_check::DimCheck;

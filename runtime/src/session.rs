@@ -3,25 +3,30 @@
 
 use std::collections::HashMap;
 
-use crate::{random_tensor, DType, Data, Plan, Tensor, TensorFile};
+use std::path::PathBuf;
+
+use crate::{random_tensor, Checkpoint, DType, Data, Plan, Tensor, TensorFile};
 
 /// Where a run's weights come from.
 pub enum WeightSource {
-    /// A safetensors checkpoint; EMA copies it lacks start equal to their online weights.
-    File(Box<TensorFile>, HashMap<String, String>),
+    /// Safetensors files; EMA copies they lack start equal to their online weights.
+    File(Box<Checkpoint>, HashMap<String, String>),
     /// Deterministic random weights from a seed.
     Random(u64),
 }
 
 impl WeightSource {
-    /// Weights from a file, or random from `seed` when there is none.
-    pub fn new(plan: &Plan, file: Option<TensorFile>, seed: u64) -> WeightSource {
-        match file {
-            Some(f) => {
-                WeightSource::File(Box::new(f), plan.ema_sources.clone().into_iter().collect())
-            }
-            None => WeightSource::Random(seed),
+    /// Weights from the files (safetensors, or sharded checkpoints' index JSON; see
+    /// [`Checkpoint::open`]), or random from `seed` when there are none.
+    pub fn open(plan: &Plan, files: &[PathBuf], seed: u64) -> Result<WeightSource, String> {
+        if files.is_empty() {
+            return Ok(WeightSource::Random(seed));
         }
+        let checkpoint = Checkpoint::open(files).map_err(|e| e.to_string())?;
+        Ok(WeightSource::File(
+            Box::new(checkpoint),
+            plan.ema_sources.clone().into_iter().collect(),
+        ))
     }
 
     /// The weight `name` with this dtype and shape.

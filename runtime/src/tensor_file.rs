@@ -42,15 +42,33 @@ pub enum TensorFileError {
         /// What does not add up.
         reason: String,
     },
-    /// A tensor the model needs is not in the file.
-    #[error("tensor `{name}` is missing from `{path}`{}", suggest(.closest))]
+    /// A tensor the model needs is not in the file (or in any file of a checkpoint).
+    #[error("tensor `{name}` is missing from {files}{}", suggest(.closest))]
     Missing {
-        /// The file.
-        path: PathBuf,
+        /// The files looked in, each in backticks.
+        files: String,
         /// The tensor's name.
         name: String,
         /// The closest names the file does have.
         closest: Vec<String>,
+    },
+    /// Two files of one checkpoint hold a tensor of the same name.
+    #[error("tensor `{name}` is in both `{first}` and `{second}`")]
+    Duplicate {
+        /// The tensor's name.
+        name: String,
+        /// The file read first.
+        first: PathBuf,
+        /// The other file.
+        second: PathBuf,
+    },
+    /// A sharded checkpoint's index cannot be used.
+    #[error("`{path}` is not a usable safetensors index: {reason}")]
+    Index {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// A tensor has a shape other than the model declares.
     #[error("tensor `{name}` in `{path}` has shape {found:?}, but the model expects {expected:?}")]
@@ -229,7 +247,7 @@ impl TensorFile {
         self.meta
             .info(name)
             .ok_or_else(|| TensorFileError::Missing {
-                path: self.path.clone(),
+                files: format!("`{}`", self.path.display()),
                 name: name.to_string(),
                 closest: closest_names(name, &self.names()),
             })
@@ -256,7 +274,7 @@ fn classify(path: &Path, e: safetensors::SafeTensorError) -> TensorFileError {
 
 /// Up to three names sharing the longest dotted suffix with `name`, then the smallest edit
 /// distance: checkpoint names differ mostly in their prefixes.
-fn closest_names(name: &str, names: &[String]) -> Vec<String> {
+pub(crate) fn closest_names(name: &str, names: &[String]) -> Vec<String> {
     let parts: Vec<&str> = name.split('.').collect();
     let mut scored: Vec<(usize, usize, &String)> = names
         .iter()

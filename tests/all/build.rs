@@ -76,7 +76,8 @@ fn build_and_run(tag: &str, config: &Path, weights: &Path, fixture: &Path) -> Ve
 #[test]
 fn built_binaries_match_hf_fixtures() {
     for case in [
-        "gpt2", "llama", "bert", "mamba", "mamba2", "jamba", "zamba2", "bamba", "ijepa",
+        "gpt2", "llama", "mistral", "qwen2", "qwen3", "bert", "mamba", "mamba2", "jamba", "zamba2",
+        "bamba", "ijepa",
     ] {
         let f = repo(&format!("tests/fixtures/hf/{case}"));
         for (name, err) in build_and_run(
@@ -161,4 +162,53 @@ fn archc_alone_builds_executables() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(String::from_utf8_lossy(&run.stdout).contains("logits: f32[1, 4, 512]"));
+}
+
+#[test]
+fn built_binaries_merge_weights_and_take_flag_equals_value() {
+    let d = scratch("shards");
+    let arch = common::import_fixture("llama", &d);
+    let bin = d.join("llama");
+    let (s, _, e) = build(&arch, bin.to_str().unwrap());
+    assert_eq!(s, 0, "{e}");
+    let fixture = repo("tests/fixtures/hf/llama");
+    let [a, b, index] = common::shard(&fixture.join("model.safetensors"), &d);
+    let inputs = fixture.join("inputs.safetensors");
+    let out = d.join("out.safetensors");
+    let want = TensorFile::open(&fixture.join("outputs.safetensors")).unwrap();
+    let flag = |f: &str, p: &Path| format!("--{f}={}", p.display());
+    for weights in [
+        vec![
+            flag("weights", &a),
+            "--weights".into(),
+            b.display().to_string(),
+        ],
+        vec![flag("weights", &index)],
+    ] {
+        std::fs::remove_file(&out).ok();
+        let o = Command::new(&bin)
+            .args(&weights)
+            .args([
+                flag("inputs", &inputs),
+                flag("outputs", &out),
+                "--dim=seq=7".into(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = TensorFile::open(&out).unwrap();
+        let err = rel_err(
+            &got.read_any("logits").unwrap(),
+            &want.read_any("logits").unwrap(),
+        );
+        assert!(err <= 1e-4, "{weights:?}: {err:.3e}");
+    }
+    // A second --inputs is refused, as archc refuses it, rather than replacing the first.
+    let o = Command::new(&bin)
+        .args([flag("inputs", &inputs), flag("inputs", &inputs)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--inputs given more than once"));
+    std::fs::remove_dir_all(&d).ok();
 }

@@ -16,7 +16,8 @@ fn every_family_matches_transformers() {
         .collect();
     cases.sort();
     for family in [
-        "gpt2", "llama", "bert", "mamba", "mamba2", "jamba", "zamba2", "bamba", "ijepa",
+        "gpt2", "llama", "mistral", "qwen2", "qwen3", "bert", "mamba", "mamba2", "jamba", "zamba2",
+        "bamba", "ijepa",
     ] {
         assert!(cases.iter().any(|c| c == family), "no fixture for {family}");
     }

@@ -369,3 +369,37 @@ fn run_time_errors_and_profiles_name_the_source() {
         "{profile}"
     );
 }
+
+#[test]
+fn built_binaries_refuse_outputs_over_their_inputs() {
+    let d = scratch_dir("bin-outputs");
+    let f = put(
+        &d,
+        "m.arch",
+        "model m {\n  input x: f32[batch, 4]\n  output y = x * 2.0\n}\n",
+    );
+    write_safetensors(
+        &d.join("in.safetensors"),
+        &[("x", vec![1, 4], vec![1.0; 4])],
+        &[],
+    );
+    let before = std::fs::read(d.join("in.safetensors")).expect("written");
+    archc_limited(&["build", &f, "-o", "m-bin"], &d).expect(0, &[]);
+    let bin = d.join("m-bin");
+    limited(
+        &bin,
+        &["--inputs", "in.safetensors", "--outputs", "in.safetensors"],
+        &d,
+    )
+    .expect(2, &["--inputs"]);
+    limited(
+        &bin,
+        &["--inputs", "in.safetensors", "--outputs", "/dev/full"],
+        &d,
+    )
+    .expect(2, &["is a device"]);
+    assert_eq!(
+        std::fs::read(d.join("in.safetensors")).expect("still there"),
+        before
+    );
+}

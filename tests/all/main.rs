@@ -25,4 +25,5 @@ mod pass_plan_memory;
 mod pass_tile_attention;
 mod primitives;
 mod run_errors;
+mod sharded;
 mod snapshots;

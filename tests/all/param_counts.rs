@@ -62,3 +62,41 @@ fn ijepa_ema_target_mirrors_the_encoder() {
         }
     }
 }
+
+/// Every Hugging Face fixture's checkpoint holds exactly the weights its imported model
+/// declares: a tensor the import forgot (a bias, a head norm) is as much an error as one it
+/// invented, and `archc run` only catches the second.
+#[test]
+fn imported_fixtures_declare_exactly_their_checkpoints_tensors() {
+    let dir = repo("tests/fixtures/hf");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    for case in cases {
+        let config = std::fs::read_to_string(case.join("config.json")).unwrap();
+        let arch = archc_compiler::import::import_hf(&config, "config.json").unwrap();
+        let g = compile("imported", &arch).unwrap_or_else(|(_, r)| panic!("{r}"));
+        let mut declared: Vec<(String, Vec<usize>)> = g
+            .params
+            .iter()
+            .map(|(n, (node, _))| {
+                let shape = g.ty(*node).shape.iter();
+                let dims = shape.map(|d| d.as_const().expect("constant dims") as usize);
+                (n.clone(), dims.collect())
+            })
+            .collect();
+        declared.sort();
+        let file = archc_runtime::TensorFile::open(&case.join("model.safetensors")).unwrap();
+        let stored: Vec<(String, Vec<usize>)> = file
+            .names()
+            .into_iter()
+            .map(|n| {
+                let shape = file.read_any(&n).unwrap().shape;
+                (n, shape)
+            })
+            .collect();
+        assert_eq!(declared, stored, "{}", case.display());
+    }
+}

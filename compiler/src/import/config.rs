@@ -18,13 +18,20 @@ pub struct ImportError {
 pub struct Cfg<'a> {
     map: &'a Map<String, Value>,
     source: &'a str,
+    /// `parent.` for an object nested in the config (`rope_parameters.`), so that errors name
+    /// the full path.
+    prefix: String,
 }
 
 impl<'a> Cfg<'a> {
     /// Wraps a parsed config, which must be a JSON object.
     pub fn new(v: &'a Value, source: &'a str) -> Result<Cfg<'a>, ImportError> {
         match v.as_object() {
-            Some(map) => Ok(Cfg { map, source }),
+            Some(map) => Ok(Cfg {
+                map,
+                source,
+                prefix: String::new(),
+            }),
             None => Err(ImportError {
                 file: source.to_string(),
                 field: String::new(),
@@ -33,27 +40,41 @@ impl<'a> Cfg<'a> {
         }
     }
 
+    /// The object `v` found at `parent`'s `field`; errors about its fields name
+    /// `field.name`.
+    pub fn nested(v: &'a Value, parent: &Cfg<'a>, field: &str) -> Result<Cfg<'a>, ImportError> {
+        match v.as_object() {
+            Some(map) => Ok(Cfg {
+                map,
+                source: parent.source,
+                prefix: format!("{}{field}.", parent.prefix),
+            }),
+            None => Err(parent.error(field, format!("must be an object, found {v}"))),
+        }
+    }
+
     /// An error about `field`.
     pub fn error(&self, field: &str, message: impl Into<String>) -> ImportError {
         ImportError {
             file: self.source.to_string(),
-            field: field.to_string(),
+            field: format!("{}{field}", self.prefix),
             message: message.into(),
         }
     }
 
-    fn get(&self, field: &str) -> Option<&'a Value> {
+    /// The field's value, when it is present and not null.
+    pub fn value(&self, field: &str) -> Option<&'a Value> {
         self.map.get(field).filter(|v| !v.is_null())
     }
 
     /// Whether the field is present and not null.
     pub fn has(&self, field: &str) -> bool {
-        self.get(field).is_some()
+        self.value(field).is_some()
     }
 
     /// A required positive integer.
     pub fn int(&self, field: &str) -> Result<i64, ImportError> {
-        match self.get(field) {
+        match self.value(field) {
             None => Err(self.error(field, "is required")),
             Some(v) => match v.as_i64() {
                 Some(i) if i > 0 => Ok(i),
@@ -73,7 +94,7 @@ impl<'a> Cfg<'a> {
 
     /// An optional non-negative integer (offsets, indices).
     pub fn index_or(&self, field: &str, default: i64) -> Result<i64, ImportError> {
-        match self.get(field) {
+        match self.value(field) {
             None => Ok(default),
             Some(v) => v.as_i64().filter(|i| *i >= 0).ok_or_else(|| {
                 self.error(field, format!("must be a non-negative integer, found {v}"))
@@ -83,12 +104,32 @@ impl<'a> Cfg<'a> {
 
     /// A required number.
     pub fn float(&self, field: &str) -> Result<f64, ImportError> {
-        match self.get(field) {
+        match self.value(field) {
             None => Err(self.error(field, "is required")),
             Some(v) => v
                 .as_f64()
                 .filter(|f| f.is_finite())
                 .ok_or_else(|| self.error(field, format!("must be a number, found {v}"))),
+        }
+    }
+
+    /// A required number above zero (a scaling factor).
+    pub fn positive(&self, field: &str) -> Result<f64, ImportError> {
+        let v = self.float(field)?;
+        if v > 0.0 {
+            Ok(v)
+        } else {
+            Err(self.error(field, format!("must be positive, found {v}")))
+        }
+    }
+
+    /// An optional ε of a normalisation: above zero, or the square root it guards may be of
+    /// zero.
+    pub fn eps_or(&self, field: &str, default: f64) -> Result<f64, ImportError> {
+        if self.has(field) {
+            self.positive(field)
+        } else {
+            Ok(default)
         }
     }
 
@@ -103,7 +144,7 @@ impl<'a> Cfg<'a> {
 
     /// An optional boolean.
     pub fn bool_or(&self, field: &str, default: bool) -> Result<bool, ImportError> {
-        match self.get(field) {
+        match self.value(field) {
             None => Ok(default),
             Some(v) => v
                 .as_bool()
@@ -113,7 +154,7 @@ impl<'a> Cfg<'a> {
 
     /// A required string.
     pub fn str(&self, field: &str) -> Result<String, ImportError> {
-        match self.get(field) {
+        match self.value(field) {
             None => Err(self.error(field, "is required")),
             Some(v) => v
                 .as_str()
@@ -134,7 +175,7 @@ impl<'a> Cfg<'a> {
     /// A list of non-negative integers.
     pub fn int_list(&self, field: &str) -> Result<Vec<i64>, ImportError> {
         let bad = || self.error(field, "must be a list of layer indices");
-        self.get(field)
+        self.value(field)
             .ok_or_else(|| self.error(field, "is required"))?
             .as_array()
             .ok_or_else(bad)?
@@ -146,7 +187,7 @@ impl<'a> Cfg<'a> {
     /// A list of strings.
     pub fn str_list(&self, field: &str) -> Result<Vec<String>, ImportError> {
         let bad = || self.error(field, "must be a list of strings");
-        self.get(field)
+        self.value(field)
             .ok_or_else(|| self.error(field, "is required"))?
             .as_array()
             .ok_or_else(bad)?
@@ -158,7 +199,7 @@ impl<'a> Cfg<'a> {
     /// Fails unless the field is absent or equal to `expected` (an option archc does not
     /// implement otherwise).
     pub fn expect(&self, field: &str, expected: Value) -> Result<(), ImportError> {
-        match self.get(field) {
+        match self.value(field) {
             Some(v) if *v != expected => Err(self.error(
                 field,
                 format!("is {v}, but archc only supports {expected} for this family"),
@@ -167,38 +208,9 @@ impl<'a> Cfg<'a> {
         }
     }
 
-    /// The rope θ and rotary fraction, from `rope_parameters` (transformers 5) or the older
-    /// top-level `rope_theta` / `rope_scaling` / `partial_rotary_factor`.
-    pub fn rope(&self, default_fraction: f64) -> Result<(f64, f64), ImportError> {
-        if let Some(p) = self.get("rope_parameters") {
-            let sub = Cfg::new(p, self.source)
-                .map_err(|_| self.error("rope_parameters", "must be an object"))?;
-            let kind = sub.str_or("rope_type", "default")?;
-            if kind != "default" {
-                return Err(self.error(
-                    "rope_parameters",
-                    format!("rope_type `{kind}` is not supported (only default)"),
-                ));
-            }
-            let theta = sub.float_or("rope_theta", 10000.0)?;
-            let frac = sub.float_or(
-                "partial_rotary_factor",
-                self.float_or("partial_rotary_factor", default_fraction)?,
-            )?;
-            return Ok((theta, frac));
-        }
-        if let Some(s) = self.get("rope_scaling") {
-            return Err(self.error("rope_scaling", format!("rope scaling {s} is not supported")));
-        }
-        Ok((
-            self.float_or("rope_theta", 10000.0)?,
-            self.float_or("partial_rotary_factor", default_fraction)?,
-        ))
-    }
-
     /// The lower Δ limit of Mamba-2's `time_step_limit`; the upper one must be infinite.
     pub fn dt_floor(&self, field: &str) -> Result<f64, ImportError> {
-        let Some(v) = self.get(field) else {
+        let Some(v) = self.value(field) else {
             return Ok(0.0);
         };
         let bad = || {

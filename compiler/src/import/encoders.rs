@@ -53,7 +53,7 @@ pub fn bert(c: &Cfg) -> Result<String, ImportError> {
             ("layers", c.int("num_hidden_layers")?.to_string()),
             ("heads", c.int("num_attention_heads")?.to_string()),
             ("ffn", c.int("intermediate_size")?.to_string()),
-            ("eps", float(c.float_or("layer_norm_eps", 1e-12)?)),
+            ("eps", float(c.eps_or("layer_norm_eps", 1e-12)?)),
         ]),
     ))
 }
@@ -97,7 +97,7 @@ pub fn ijepa(c: &Cfg) -> Result<String, ImportError> {
             ("layers", c.int("num_hidden_layers")?.to_string()),
             ("heads", c.int("num_attention_heads")?.to_string()),
             ("ffn", c.int("intermediate_size")?.to_string()),
-            ("eps", float(c.float_or("layer_norm_eps", 1e-12)?)),
+            ("eps", float(c.eps_or("layer_norm_eps", 1e-12)?)),
         ]),
     ))
 }

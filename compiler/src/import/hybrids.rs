@@ -5,6 +5,7 @@ use std::fmt::Write;
 use serde_json::json;
 
 use super::config::{Cfg, ImportError};
+use super::rope::rope;
 use super::ssm::{dt_rank, expect_silu};
 use super::{activation, config_block, embed_and_head, float};
 
@@ -23,6 +24,13 @@ pub fn jamba(c: &Cfg) -> Result<String, ImportError> {
     let act = activation(c, "hidden_act")?;
     expect_silu(c, "hidden_act")?;
     let experts = c.int_or("num_experts", 16)?;
+    let top_k = c.int_or("num_experts_per_tok", 2)?;
+    if top_k > experts {
+        return Err(c.error(
+            "num_experts_per_tok",
+            format!("{top_k} is above num_experts {experts}"),
+        ));
+    }
     let (ap, ao) = (
         c.int_or("attn_layer_period", 8)?,
         c.index_or("attn_layer_offset", 4)?,
@@ -87,12 +95,12 @@ pub fn jamba(c: &Cfg) -> Result<String, ImportError> {
             ),
             ("ffn", c.int("intermediate_size")?.to_string()),
             ("experts", experts.to_string()),
-            ("top_k", c.int_or("num_experts_per_tok", 2)?.to_string()),
+            ("top_k", top_k.to_string()),
             ("d_state", c.int_or("mamba_d_state", 16)?.to_string()),
             ("d_conv", c.int_or("mamba_d_conv", 4)?.to_string()),
             ("expand", c.int_or("mamba_expand", 2)?.to_string()),
             ("dt_rank", dt_rank(c, "mamba_dt_rank", dim)?.to_string()),
-            ("eps", float(c.float_or("rms_norm_eps", 1e-6)?)),
+            ("eps", float(c.eps_or("rms_norm_eps", 1e-6)?)),
         ]),
         c.bool_or("mamba_conv_bias", true)?,
         c.bool_or("mamba_proj_bias", false)?,
@@ -106,8 +114,8 @@ pub fn bamba(c: &Cfg) -> Result<String, ImportError> {
     let heads = c.int("num_attention_heads")?;
     let head_dim = c.int_or("head_dim", dim / heads)?;
     let act = activation(c, "hidden_act")?;
-    let (theta, fraction) = c.rope(0.5)?;
-    let rotary = (head_dim as f64 * fraction) as i64;
+    let rope = rope(c, 0.5)?;
+    let rotary = (head_dim as f64 * rope.fraction) as i64;
     if rotary <= 0 || rotary % 2 != 0 {
         return Err(c.error(
             "partial_rotary_factor",
@@ -128,7 +136,7 @@ pub fn bamba(c: &Cfg) -> Result<String, ImportError> {
 {}  input input_ids: i32[batch, seq]
 
   block attention_mixer(x) {{
-    return attention(x, heads, kv_heads, head_dim, rope_theta = rope_theta, rotary_dim = rotary_dim,
+    return attention(x, heads, kv_heads, head_dim, rope_theta = rope_theta, rotary_dim = rotary_dim{rope_args},
                      causal = true, bias = {bias}, out_bias = {bias}) @self_attn
   }}
 
@@ -152,7 +160,7 @@ pub fn bamba(c: &Cfg) -> Result<String, ImportError> {
             ("kv_heads", c.int_or("num_key_value_heads", heads)?.to_string()),
             ("head_dim", head_dim.to_string()),
             ("rotary_dim", rotary.to_string()),
-            ("rope_theta", float(theta)),
+            ("rope_theta", float(rope.theta)),
             ("ffn", c.int("intermediate_size")?.to_string()),
             ("attention_layers", format!("[{}]", list.join(", "))),
             ("mamba_heads", m_heads.to_string()),
@@ -161,30 +169,121 @@ pub fn bamba(c: &Cfg) -> Result<String, ImportError> {
             ("d_state", c.int_or("mamba_d_state", 256)?.to_string()),
             ("d_conv", c.int_or("mamba_d_conv", 4)?.to_string()),
             ("dt_min", float(c.dt_floor("time_step_limit")?)),
-            ("eps", float(c.float_or("rms_norm_eps", 1e-5)?)),
+            ("eps", float(c.eps_or("rms_norm_eps", 1e-5)?)),
         ]),
         c.bool_or("mamba_conv_bias", true)?,
         c.bool_or("mamba_proj_bias", false)?,
         causal_lm_tail(c, false, stack)?,
         bias = c.bool_or("attention_bias", false)?,
         mlp_bias = c.bool_or("mlp_bias", false)?,
+        rope_args = rope.args("rotary_dim", "x.shape[1]", "rope_scale"),
     ))
 }
 
-/// Zamba2ForCausalLM: one pattern letter per hybrid site, since each site binds its own shared
-/// block, adapter index and linear.
+/// Zamba2ForCausalLM.
 pub fn zamba2(c: &Cfg) -> Result<String, ImportError> {
     let dim = c.int("hidden_size")?;
     let heads = c.int("num_attention_heads")?;
     let act = activation(c, "hidden_act")?;
     c.expect("use_shared_attention_adapter", json!(false))?;
-    c.expect("use_mem_rope", json!(false))?;
     c.expect("add_bias_linear", json!(false))?;
     let kinds = c.str_list("layers_block_type")?;
     let mem_blocks = c.int_or("num_mem_blocks", 1)? as usize;
     let m_heads = c.int("n_mamba_heads")?;
     let expand = c.int_or("mamba_expand", 2)?;
     let m_head_dim = expand * dim / m_heads;
+    let (theta, rope_lines) = mem_rope(c)?;
+    let rope_config: Vec<_> = theta
+        .map(|t| ("rope_theta", float(t)))
+        .into_iter()
+        .collect();
+    let stack = zamba2_stack(c, &kinds, mem_blocks)?;
+    Ok(format!(
+        "model zamba2 {{
+{}  input input_ids: i32[batch, seq]
+
+  block mamba_layer(x, skip = none) {{
+    h = x
+    if skip != none {{
+      h = h + skip
+    }}
+    y = mamba2(rmsnorm(h, eps) @input_layernorm, mamba_heads, mamba_head_dim, d_state, groups, d_conv,
+               conv_bias = {}, eps = 1e-5, norm_group = mamba_heads * mamba_head_dim / groups,
+               dt_min = dt_min) @mamba
+    return x + y
+  }}
+
+  block shared_transformer(x, emb, site) {{
+    h = rmsnorm(concat([x, emb], -1), eps) @input_layernorm
+    q = split_heads(linear(h, heads * head_dim, false) @self_attn.q_proj, heads)
+    k = split_heads(linear(h, kv_heads * head_dim, false) @self_attn.k_proj, kv_heads)
+    v = split_heads(linear(h, kv_heads * head_dim, false) @self_attn.v_proj, kv_heads)
+{rope_lines}    a = merge_heads(sdpa(q, k, v, causal = true, scale = 1.0 / sqrt(head_dim / 2)))
+    h = rmsnorm(linear(a, dim, false) @self_attn.o_proj, eps) @pre_ff_layernorm
+    gu = linear(h, 2 * ffn, false) @feed_forward.gate_up_proj
+    low = linear(h, adapter_rank, false) @feed_forward.gate_up_proj_adapter_list.{{site}}.0
+    gu = gu + linear(low, 2 * ffn, false) @feed_forward.gate_up_proj_adapter_list.{{site}}.1
+    y = {act}(slice(gu, -1, 0, ffn)) * slice(gu, -1, ffn, 2 * ffn)
+    return linear(y, dim, false) @feed_forward.down_proj
+  }}
+
+  block hybrid_layer(x, transformer, site, emb) {{
+    t = linear(transformer(x, emb, site), dim, false) @linear
+    return mamba_layer(x, skip = t) @mamba_decoder
+  }}
+
+{}}}
+",
+        config_block(
+            &[
+                &[
+                ("vocab", c.int("vocab_size")?.to_string()),
+                ("dim", dim.to_string()),
+                ("layers", c.int("num_hidden_layers")?.to_string()),
+                ("heads", heads.to_string()),
+                ("kv_heads", c.int_or("num_key_value_heads", heads)?.to_string()),
+                ("head_dim", (2 * dim / heads).to_string()),
+                ("ffn", c.int_or("intermediate_size", 4 * dim)?.to_string()),
+                ("adapter_rank", c.int_or("adapter_rank", 128)?.to_string()),
+                ("mamba_heads", m_heads.to_string()),
+                ("mamba_head_dim", m_head_dim.to_string()),
+                ("groups", c.int_or("mamba_ngroups", 1)?.to_string()),
+                ("d_state", c.int_or("mamba_d_state", 64)?.to_string()),
+                ("d_conv", c.int_or("mamba_d_conv", 4)?.to_string()),
+                ("dt_min", float(c.float_or("time_step_min", 0.001)?)),
+                ("eps", float(c.eps_or("rms_norm_eps", 1e-5)?)),
+                ][..],
+                &rope_config[..],
+            ]
+            .concat()
+        ),
+        c.bool_or("use_conv_bias", true)?,
+        causal_lm_tail(c, true, &stack)?,
+    ))
+}
+
+/// Zamba2's `use_mem_rope`: rotary embeddings on the shared blocks' queries and keys, over the
+/// whole attention head. Returns θ and the lines of `shared_transformer` that rotate `q` and
+/// `k` (none and empty without it).
+fn mem_rope(c: &Cfg) -> Result<(Option<f64>, String), ImportError> {
+    if !c.bool_or("use_mem_rope", false)? {
+        return Ok((None, String::new()));
+    }
+    let rope = rope(c, 1.0)?;
+    if rope.fraction != 1.0 {
+        return Err(c.error(
+            "partial_rotary_factor",
+            "partial rotary is not supported for zamba2",
+        ));
+    }
+    let args = rope.args("head_dim", "x.shape[1]", "scale");
+    let lines = format!("    q = rope(q, rope_theta{args})\n    k = rope(k, rope_theta{args})\n");
+    Ok((Some(rope.theta), lines))
+}
+
+/// Zamba2's stack: one pattern letter per hybrid site, since each site binds its own shared
+/// block (of `mem_blocks`, in turn), adapter index and linear.
+fn zamba2_stack(c: &Cfg, kinds: &[String], mem_blocks: usize) -> Result<String, ImportError> {
     let mut pattern = String::new();
     let mut hybrid_ids = Vec::new();
     for (i, k) in kinds.iter().enumerate() {
@@ -233,63 +332,7 @@ pub fn zamba2(c: &Cfg) -> Result<String, ImportError> {
             site % mem_blocks
         );
     }
-    let stack = format!(
-        "{shared}  h = stack(h, layers, pattern = \"{pattern}\",\n{binds}) @model.layers\n"
-    );
     Ok(format!(
-        "model zamba2 {{
-{}  input input_ids: i32[batch, seq]
-
-  block mamba_layer(x, skip = none) {{
-    h = x
-    if skip != none {{
-      h = h + skip
-    }}
-    y = mamba2(rmsnorm(h, eps) @input_layernorm, mamba_heads, mamba_head_dim, d_state, groups, d_conv,
-               conv_bias = {}, eps = 1e-5, norm_group = mamba_heads * mamba_head_dim / groups,
-               dt_min = dt_min) @mamba
-    return x + y
-  }}
-
-  block shared_transformer(x, emb, site) {{
-    h = rmsnorm(concat([x, emb], -1), eps) @input_layernorm
-    q = split_heads(linear(h, heads * head_dim, false) @self_attn.q_proj, heads)
-    k = split_heads(linear(h, kv_heads * head_dim, false) @self_attn.k_proj, kv_heads)
-    v = split_heads(linear(h, kv_heads * head_dim, false) @self_attn.v_proj, kv_heads)
-    a = merge_heads(sdpa(q, k, v, causal = true, scale = 1.0 / sqrt(head_dim / 2)))
-    h = rmsnorm(linear(a, dim, false) @self_attn.o_proj, eps) @pre_ff_layernorm
-    gu = linear(h, 2 * ffn, false) @feed_forward.gate_up_proj
-    low = linear(h, adapter_rank, false) @feed_forward.gate_up_proj_adapter_list.{{site}}.0
-    gu = gu + linear(low, 2 * ffn, false) @feed_forward.gate_up_proj_adapter_list.{{site}}.1
-    y = {act}(slice(gu, -1, 0, ffn)) * slice(gu, -1, ffn, 2 * ffn)
-    return linear(y, dim, false) @feed_forward.down_proj
-  }}
-
-  block hybrid_layer(x, transformer, site, emb) {{
-    t = linear(transformer(x, emb, site), dim, false) @linear
-    return mamba_layer(x, skip = t) @mamba_decoder
-  }}
-
-{}}}
-",
-        config_block(&[
-            ("vocab", c.int("vocab_size")?.to_string()),
-            ("dim", dim.to_string()),
-            ("layers", c.int("num_hidden_layers")?.to_string()),
-            ("heads", heads.to_string()),
-            ("kv_heads", c.int_or("num_key_value_heads", heads)?.to_string()),
-            ("head_dim", (2 * dim / heads).to_string()),
-            ("ffn", c.int_or("intermediate_size", 4 * dim)?.to_string()),
-            ("adapter_rank", c.int_or("adapter_rank", 128)?.to_string()),
-            ("mamba_heads", m_heads.to_string()),
-            ("mamba_head_dim", m_head_dim.to_string()),
-            ("groups", c.int_or("mamba_ngroups", 1)?.to_string()),
-            ("d_state", c.int_or("mamba_d_state", 64)?.to_string()),
-            ("d_conv", c.int_or("mamba_d_conv", 4)?.to_string()),
-            ("dt_min", float(c.float_or("time_step_min", 0.001)?)),
-            ("eps", float(c.float_or("rms_norm_eps", 1e-5)?)),
-        ]),
-        c.bool_or("use_conv_bias", true)?,
-        causal_lm_tail(c, true, &stack)?,
+        "{shared}  h = stack(h, layers, pattern = \"{pattern}\",\n{binds}) @model.layers\n"
     ))
 }

@@ -8,20 +8,23 @@ mod config;
 mod decoders;
 mod encoders;
 mod hybrids;
+mod rope;
 mod ssm;
 
 use std::fmt::Write;
 
 use config::Cfg;
 pub use config::ImportError;
+use decoders::LlamaLike;
 
 /// The families `import_hf` understands, by `model_type`.
 pub const FAMILIES: &[&str] = &[
-    "llama", "gpt2", "bert", "ijepa", "mamba", "mamba2", "jamba", "bamba", "zamba2",
+    "llama", "mistral", "qwen2", "qwen3", "gpt2", "bert", "ijepa", "mamba", "mamba2", "jamba",
+    "bamba", "zamba2",
 ];
 
 /// Translates the text of a `config.json` into `.arch` source. `source` names the file in
-/// errors and in the header comment.
+/// errors and, escaped, in the header comment.
 pub fn import_hf(json: &str, source: &str) -> Result<String, ImportError> {
     let value: serde_json::Value = serde_json::from_str(json).map_err(|e| ImportError {
         file: source.to_string(),
@@ -31,7 +34,10 @@ pub fn import_hf(json: &str, source: &str) -> Result<String, ImportError> {
     let cfg = Cfg::new(&value, source)?;
     let model_type = cfg.str("model_type")?;
     let body = match model_type.as_str() {
-        "llama" => decoders::llama(&cfg)?,
+        "llama" => decoders::llama(&cfg, LlamaLike::Llama)?,
+        "mistral" => decoders::llama(&cfg, LlamaLike::Mistral)?,
+        "qwen2" => decoders::llama(&cfg, LlamaLike::Qwen2)?,
+        "qwen3" => decoders::llama(&cfg, LlamaLike::Qwen3)?,
         "gpt2" => decoders::gpt2(&cfg)?,
         "bert" => encoders::bert(&cfg)?,
         "ijepa" => encoders::ijepa(&cfg)?,
@@ -50,10 +56,13 @@ pub fn import_hf(json: &str, source: &str) -> Result<String, ImportError> {
             ))
         }
     };
+    // The name goes into a comment, which a line break would end: escape what is not plain.
     let file = std::path::Path::new(source)
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| source.to_string());
+        .unwrap_or_else(|| source.to_string())
+        .escape_debug()
+        .to_string();
     let mut out = String::new();
     let _ = writeln!(
         out,

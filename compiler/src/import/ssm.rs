@@ -75,7 +75,7 @@ pub fn mamba(c: &Cfg) -> Result<String, ImportError> {
         ("d_conv", c.int_or("conv_kernel", 4)?.to_string()),
         ("expand", expand.to_string()),
         ("dt_rank", dt_rank(c, "time_step_rank", dim)?.to_string()),
-        ("eps", float(c.float_or("layer_norm_epsilon", 1e-5)?)),
+        ("eps", float(c.eps_or("layer_norm_epsilon", 1e-5)?)),
     ];
     backbone(c, "mamba", &entries, &mixer, true)
 }
@@ -115,7 +115,7 @@ pub fn mamba2(c: &Cfg) -> Result<String, ImportError> {
         ("groups", groups.to_string()),
         ("d_conv", c.int_or("conv_kernel", 4)?.to_string()),
         ("dt_min", float(c.dt_floor("time_step_limit")?)),
-        ("eps", float(c.float_or("layer_norm_epsilon", 1e-5)?)),
+        ("eps", float(c.eps_or("layer_norm_epsilon", 1e-5)?)),
     ];
     backbone(c, "mamba2", &entries, &mixer, false)
 }

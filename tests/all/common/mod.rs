@@ -8,9 +8,10 @@ use std::process::Command;
 use archc_compiler::graph::Graph;
 use archc_compiler::Session;
 
-/// The nine example models, by file stem.
+/// The example models, by file stem.
 pub const EXAMPLES: &[&str] = &[
-    "gpt2", "llama", "bert", "mamba", "mamba2", "jamba", "zamba2", "bamba", "ijepa",
+    "gpt2", "llama", "mistral", "qwen2", "qwen3", "bert", "mamba", "mamba2", "jamba", "zamba2",
+    "bamba", "ijepa",
 ];
 
 /// The path of a file in the repository.
@@ -364,4 +365,52 @@ pub fn write_safetensors(
         ));
     }
     archc_runtime::write_tensors(path, &tensors).expect("the fixture is written");
+}
+
+/// Splits a safetensors file into two shards, `<dir>/model-00001-of-00002.safetensors` (the
+/// names before `split`, in sorted order) and `...-00002-...` (the rest), and writes
+/// `<dir>/model.safetensors.index.json` listing them as Hugging Face does. Returns the two
+/// shards and the index.
+pub fn shard(weights: &std::path::Path, dir: &std::path::Path) -> [PathBuf; 3] {
+    let file = archc_runtime::TensorFile::open(weights).unwrap();
+    let names = file.names();
+    let half = names.len() / 2;
+    let shards = [
+        dir.join("model-00001-of-00002.safetensors"),
+        dir.join("model-00002-of-00002.safetensors"),
+    ];
+    let mut map = serde_json::Map::new();
+    for (i, part) in [&names[..half], &names[half..]].into_iter().enumerate() {
+        let tensors: Vec<(String, archc_runtime::Tensor)> = part
+            .iter()
+            .map(|n| (n.clone(), file.read_any(n).unwrap()))
+            .collect();
+        archc_runtime::write_tensors(&shards[i], &tensors).unwrap();
+        let shard_name = shards[i]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        for n in part {
+            map.insert(n.clone(), serde_json::Value::String(shard_name.clone()));
+        }
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let json = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map});
+    std::fs::write(&index, json.to_string()).unwrap();
+    let [a, b] = shards;
+    [a, b, index]
+}
+
+/// Imports the Hugging Face fixture `case`'s config into `<dir>/<case>.arch`; returns that
+/// path.
+pub fn import_fixture(case: &str, dir: &std::path::Path) -> String {
+    let arch = dir
+        .join(format!("{case}.arch"))
+        .to_string_lossy()
+        .into_owned();
+    let config = format!("tests/fixtures/hf/{case}/config.json");
+    let (status, _, stderr) = archc(&["import", "hf", &config, "-o", &arch]);
+    assert_eq!(status, 0, "{stderr}");
+    arch
 }
