@@ -165,6 +165,7 @@ fn run(o: &Options) -> Result<String, String> {
         Executor::new(&plan, |n, d, s| weights.weight(n, d, s)).map_err(|e| e.to_string())?;
     // SAFETY: the table holds this plan's kernels, compiled with the kernel ABI.
     let kernels = unsafe { CpuKernels::new(fns) };
+    let dims = exec.bind(&inputs, &o.dims).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let outputs = exec
         .run(&kernels, &inputs, &o.dims)
@@ -178,7 +179,11 @@ fn run(o: &Options) -> Result<String, String> {
             path.display()
         ));
     }
-    let mut text = format!("model {} (built by archc)\n", plan.model);
+    let mut text = format!(
+        "model {} (built by archc)\n  dims: {}\n",
+        plan.model,
+        archc_runtime::show_dims(&plan.symbols, &dims)
+    );
     for (name, t) in &outputs {
         text.push_str(&format!("  {}\n", summarize(name, t)));
     }
@@ -192,15 +197,25 @@ fn run(o: &Options) -> Result<String, String> {
 /// Called by the C runtime with valid `argc`/`argv`.
 #[no_mangle]
 pub unsafe extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = std::env::args();
+    let program = args
+        .next()
+        .and_then(|p| Some(Path::new(&p).file_name()?.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "BIN".to_string());
+    let usage = USAGE.replace("BIN", &program);
+    let args: Vec<String> = args.collect();
     let options = match parse(&args).and_then(|o| check_outputs(&o).map(|()| o)) {
         Ok(o) => o,
         Err(e) if e.is_empty() => {
-            println!("{USAGE}");
+            println!("{usage}\n");
+            match embedded() {
+                Ok((plan, _)) => print!("{}", archc_runtime::describe_plan(&plan)),
+                Err(e) => eprintln!("error: {e}"),
+            }
             return 0;
         }
         Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
+            eprintln!("error: {e}\n\n{usage}");
             return 2;
         }
     };

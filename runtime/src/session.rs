@@ -123,6 +123,40 @@ pub fn load_inputs(
     Ok((inputs, notes))
 }
 
+/// The model a plan runs, as a built binary's `--help` shows it: inputs and outputs with their
+/// dtypes and symbolic shapes, and the dims that `--dim` or the inputs bind.
+pub fn describe_plan(plan: &Plan) -> String {
+    let show = |b: &crate::Binding| {
+        let buf = &plan.buffers[b.buffer];
+        let dims: Vec<String> = buf.shape.iter().map(|d| d.to_string()).collect();
+        format!("    {}: {}[{}]\n", b.name, buf.dtype, dims.join(", "))
+    };
+    let mut text = format!("model {}\n  inputs:\n", plan.model);
+    plan.inputs.iter().for_each(|b| text.push_str(&show(b)));
+    text.push_str("  outputs:\n");
+    plan.outputs.iter().for_each(|b| text.push_str(&show(b)));
+    if plan.symbols.is_empty() {
+        text.push_str("  dims: none\n");
+    } else {
+        let defaults: Vec<String> = plan
+            .symbols
+            .iter()
+            .map(|s| format!("{s} (random inputs: {})", default_dim(s)))
+            .collect();
+        text.push_str(&format!("  dims: {}\n", defaults.join(", ")));
+    }
+    text
+}
+
+/// `name=value, ...` for bound dims, in the plan's symbol order.
+pub fn show_dims(symbols: &[String], dims: &HashMap<String, i64>) -> String {
+    symbols
+        .iter()
+        .filter_map(|s| dims.get(s).map(|v| format!("{s}={v}")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `name: dtype[shape] mean=… std=… first=[…]`
 pub fn summarize(name: &str, t: &Tensor) -> String {
     let v = match &t.data {

@@ -212,3 +212,31 @@ fn built_binaries_merge_weights_and_take_flag_equals_value() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--inputs given more than once"));
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// A built binary's `--help` describes its model; its summary says which dims it ran with.
+#[test]
+fn built_binaries_describe_their_model() {
+    let d = scratch("describe");
+    let bin = d.join("jamba");
+    let (s, _, e) = build(
+        repo("examples/jamba.arch").to_str().unwrap(),
+        bin.to_str().unwrap(),
+    );
+    assert_eq!(s, 0, "{e}");
+    let help = Command::new(&bin).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for want in [
+        "usage: jamba",
+        "input_ids: i32[batch, seq]",
+        "logits: f32[batch, seq, 512]",
+        "dims: batch",
+    ] {
+        assert!(help.contains(want), "`{want}` not in:\n{help}");
+    }
+    let run = Command::new(&bin)
+        .args(["--dim", "seq=3"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(out.contains("dims: batch=1, seq=3"), "{out}");
+}
