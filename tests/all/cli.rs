@@ -219,3 +219,21 @@ fn fused_plans_never_hold_the_big_intermediates() {
         assert!(arena_at_4096(example, &["--no-fuse"]) > scores, "{example}");
     }
 }
+
+#[test]
+fn a_width_one_linear_feeding_an_activation_runs() {
+    // The matmul's epilogue once had no scalar form at width 1: `run` panicked in lowering.
+    let path = std::env::temp_dir().join(format!("archc-width1-{}.arch", std::process::id()));
+    let src =
+        "model w1 {\n  input x: f32[batch, seq, 8]\n  output y = sigmoid(linear(x, 1) @head)\n}\n";
+    std::fs::write(&path, src).unwrap();
+    let path = path.to_str().unwrap();
+    for flags in [&[][..], &["--no-fuse"][..]] {
+        let mut args = vec!["run", path, "--dim", "seq=5"];
+        args.extend(flags);
+        let (status, stdout, stderr) = archc(&args);
+        assert_eq!(status, 0, "{flags:?}: {stderr}");
+        assert!(stdout.contains("y: f32[1, 5, 1]"), "{stdout}");
+    }
+    std::fs::remove_file(path).unwrap();
+}
