@@ -12,7 +12,7 @@ pub use archc_runtime::Dim;
 pub use infer::{broadcast, infer, TypeError};
 pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
 pub use printer::print_graph;
-pub use region::{AttentionInfo, LayerKind, Region, RegionKind, ScanInfo, SsdInfo};
+pub use region::{AttentionInfo, KeyRange, LayerKind, Region, RegionKind, ScanInfo, SsdInfo};
 
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};

@@ -6,6 +6,7 @@ pub mod canonicalize;
 pub mod fuse_elementwise;
 pub mod fuse_scan;
 pub mod interleave_stack;
+mod key_range;
 mod op_kinds;
 mod outline;
 pub mod plan_memory;
