@@ -518,7 +518,9 @@ impl Elab {
         })?;
         self.charge(1, span)?;
         let scope = self.scope().to_string();
-        Ok(self.graph.add(op, ty, &scope, operands))
+        let n = self.graph.add(op, ty, &scope, operands);
+        self.graph.dag[n].span = Some(span);
+        Ok(n)
     }
 }
 

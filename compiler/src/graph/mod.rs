@@ -14,6 +14,7 @@ pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
 pub use printer::print_graph;
 pub use region::{AttentionInfo, KeyRange, LayerKind, Region, RegionKind, ScanInfo, SsdInfo};
 
+use crate::syntax::Span;
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -28,6 +29,9 @@ pub struct Node {
     pub ty: TensorType,
     /// The weight scope the node was created under (empty at model level).
     pub scope: String,
+    /// The source expression it was elaborated from, for notes that point at the user's code
+    /// (None for nodes a pass made up). Dumps do not print it.
+    pub span: Option<Span>,
 }
 
 /// An edge: which operand slot of the consumer it feeds (the value's type is its source
@@ -111,10 +115,19 @@ impl Graph {
             op,
             ty,
             scope: scope.to_string(),
+            span: None,
         });
         for (slot, &o) in operands.iter().enumerate() {
             self.dag.add_edge(o, n, Edge { slot });
         }
+        n
+    }
+
+    /// Adds a node like [`Graph::add`], carrying `from`'s source span (a pass's copy of a
+    /// node, or a node that takes its place).
+    pub fn add_like(&mut self, from: &Node, op: Op, operands: &[NodeIndex]) -> NodeIndex {
+        let n = self.add(op, from.ty.clone(), &from.scope, operands);
+        self.dag[n].span = from.span;
         n
     }
 

@@ -50,7 +50,7 @@ pub fn outline(g: &Graph, members: &[NodeIndex], root: NodeIndex) -> Outlined {
             operands.push(b);
         }
         let node = &g.dag[m];
-        let b = body.add(node.op.clone(), node.ty.clone(), &node.scope, &operands);
+        let b = body.add_like(node, node.op.clone(), &operands);
         map.insert(m, b);
     }
     body.outputs.insert("out".into(), map[&root]);
@@ -66,12 +66,7 @@ impl Outlined {
             kind,
             body: self.body,
         };
-        let n = r.new.add(
-            Op::Fused(Box::new(region)),
-            node.ty.clone(),
-            &node.scope,
-            &operands,
-        );
+        let n = r.new.add_like(node, Op::Fused(Box::new(region)), &operands);
         r.set(root, n);
     }
 }

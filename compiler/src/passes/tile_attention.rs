@@ -16,6 +16,7 @@ use std::collections::HashSet;
 
 use petgraph::graph::NodeIndex;
 
+use super::explain::Note;
 use super::key_range::{intersect, key_range, Axes};
 use super::op_kinds::{cheap, fusible, pointwise, users};
 use super::outline::{replace, Match};
@@ -47,7 +48,7 @@ pub fn run(g: &Graph) -> Graph {
     let found: Vec<Match<Found>> = g
         .dag
         .node_indices()
-        .filter_map(|o| find(g, &users, &cheap, o))
+        .filter_map(|o| find(g, &users, &cheap, o).ok())
         .collect();
     replace(g, &found, |f, out| {
         RegionKind::Attention(AttentionInfo {
@@ -59,6 +60,28 @@ pub fn run(g: &Graph) -> Graph {
             block: BLOCK,
         })
     })
+}
+
+/// A note on every `matmul(softmax(·), v)` of `g`: tiled, or why not.
+pub fn notes(g: &Graph) -> Vec<Note> {
+    let users = users(g);
+    let cheap = cheap(g);
+    let mut notes = Vec::new();
+    for o in g.dag.node_indices() {
+        let note = match find(g, &users, &cheap, o) {
+            Ok(m) => {
+                let text = format!("is tiled (block={BLOCK}{})", m.info.keys);
+                Note::on(g, o, "attention", true, text)
+            }
+            Err(Miss::NotAttention) => continue,
+            Err(Miss::Because(reason, user)) => Note {
+                used_at: user.and_then(|u| g.dag[u].span),
+                ..Note::on(g, o, "attention", false, format!("is not tiled: {reason}"))
+            },
+        };
+        notes.push(note);
+    }
+    notes
 }
 
 fn op(g: &Graph, n: NodeIndex) -> &Op {
@@ -207,47 +230,83 @@ fn visible_keys(g: &Graph, spine: &[NodeIndex], axes: &Axes) -> KeyRange {
     keys
 }
 
+/// Why a `matmul(softmax(x), v)` was not tiled.
+enum Miss {
+    /// It is not that pattern: nothing to say.
+    NotAttention,
+    /// The reason, and the node whose use of an intermediate prevented the fusion.
+    Because(String, Option<NodeIndex>),
+}
+
+fn because(reason: &str) -> Miss {
+    Miss::Because(reason.to_string(), None)
+}
+
+/// What the intermediates of the chain are called in notes.
+fn role(n: NodeIndex, spine: &[NodeIndex], kt: NodeIndex, p: NodeIndex) -> &'static str {
+    if n == kt {
+        "kᵀ is"
+    } else if n == p {
+        "the probabilities are"
+    } else if spine.contains(&n) {
+        "the scores are"
+    } else {
+        "the softmax's max and sum are"
+    }
+}
+
 /// Matches the attention whose `matmul(p, v)` is `o`.
-fn find(g: &Graph, users: &[Vec<NodeIndex>], cheap: &[bool], o: NodeIndex) -> Option<Match<Found>> {
-    let [p, v] = operands_of(g, o, &Op::MatMul)?[..] else {
-        return None;
+fn find(
+    g: &Graph,
+    users: &[Vec<NodeIndex>],
+    cheap: &[bool],
+    o: NodeIndex,
+) -> Result<Match<Found>, Miss> {
+    let [p, v] = operands_of(g, o, &Op::MatMul).ok_or(Miss::NotAttention)?[..] else {
+        return Err(Miss::NotAttention);
     };
-    let [p, sum, e, d, max, x] = softmax_of(g, p)?;
+    let [p, sum, e, d, max, x] = softmax_of(g, p).ok_or(Miss::NotAttention)?;
     // Back from the logits through pointwise ops of the scores' shape to `matmul(q, kᵀ)`.
     let shape = g.ty(x).shape.clone();
     let (mut spine, mut side) = (Vec::new(), Vec::new());
-    let scores = walk(g, cheap, x, &shape, (&mut spine, &mut side))?;
+    let scores = walk(g, cheap, x, &shape, (&mut spine, &mut side)).ok_or_else(|| {
+        because("the softmax's input is not matmul(q, kᵀ) and elementwise ops of its shape")
+    })?;
     let [q, kt] = g.operands(scores)[..] else {
-        return None;
+        return Err(Miss::NotAttention);
     };
     // kᵀ is a permute of some `r` with k = permute(k_order)(r) and r's rows contiguous.
     let Op::Permute(order) = op(g, kt) else {
-        return None;
+        return Err(because("the scores' right operand is not a transpose of k"));
     };
     let rank = order.len();
     let mut k_order = order.clone();
     k_order.swap(rank - 1, rank - 2);
     if k_order[rank - 1] != rank - 1 {
-        return None;
+        return Err(because("kᵀ is not a transpose of rows of k"));
     }
     let k = g.operands(kt)[0];
     // The kernel keeps one output row of v's width in registers and reads rows of q, k, v.
     let (qt, kt_, vt, ot) = (g.ty(q), g.ty(k), g.ty(v), g.ty(o));
-    let dv = vt.shape.last()?.as_const()?;
-    if !(1..=256).contains(&dv)
-        || qt.shape.last() != kt_.shape.last()
+    if !vt
+        .shape
+        .last()
+        .and_then(|d| d.as_const())
+        .is_some_and(|dv| (1..=256).contains(&dv))
+    {
+        return Err(because("v's width is not a constant from 1 to 256"));
+    }
+    if qt.shape.last() != kt_.shape.last()
         || ot.shape[..ot.rank() - 2] != shape[..shape.len() - 2]
         || !qt.dtype.is_float()
     {
-        return None;
+        return Err(because(
+            "q, k and v do not have the shapes of one attention",
+        ));
     }
     // Every intermediate must be used by the chain alone.
     let mut owned: Vec<NodeIndex> = spine.clone();
     owned.extend([max, d, e, sum, p, o]);
-    // The kernel reads k untransposed, so the transpose must be the region's own.
-    if users[kt.index()] != [scores] {
-        return None;
-    }
     owned.push(kt);
     let axes = Axes {
         s: &shape[shape.len() - 2],
@@ -255,19 +314,29 @@ fn find(g: &Graph, users: &[Vec<NodeIndex>], cheap: &[bool], o: NodeIndex) -> Op
     };
     let copied = copies(g, cheap, side, &axes);
     let within: HashSet<NodeIndex> = owned.iter().chain(&copied).copied().collect();
+    // The kernel reads k untransposed, so the transpose must be the region's own.
+    let outside = |n: NodeIndex| {
+        users[n.index()]
+            .iter()
+            .copied()
+            .find(|u| !within.contains(u) || (n == kt && *u != scores))
+    };
     for &n in &owned {
-        if n != o && users[n.index()].iter().any(|u| !within.contains(u)) {
-            return None;
+        if n == o {
+            continue;
+        }
+        if let Some(u) = outside(n) {
+            let what = role(n, &spine, kt, p);
+            let reason = format!("{what} also used by `{}`", op(g, u));
+            return Err(Miss::Because(reason, Some(u)));
+        }
+        if g.outputs.values().any(|out| *out == n) {
+            let what = role(n, &spine, kt, p);
+            return Err(Miss::Because(format!("{what} also an output"), None));
         }
     }
-    if g.outputs
-        .values()
-        .any(|out| owned.contains(out) && *out != o)
-    {
-        return None;
-    }
     let keys = visible_keys(g, &spine, &axes);
-    Some(Match {
+    Ok(Match {
         root: o,
         owned,
         copied,
