@@ -14,7 +14,7 @@ use archc_kernels::ir::{Bin, Elem, Expr, Local, LoopKind, Stmt, Un, Var};
 use super::body::{broadcast_at, delinearize, BodyGen};
 use super::index::{plus, Ctx};
 use super::Template;
-use crate::graph::{AttentionInfo, Region, TensorType};
+use crate::graph::{AttentionInfo, KeyRange, Region, TensorType};
 
 /// Query rows of up to this many f32x4 vectors are held in registers.
 const MAX_QUERY_REGISTERS: i64 = 8;
@@ -111,40 +111,7 @@ pub fn lower(
         per_row.push(Stmt::Set(*acc, widen(f32(0.0))));
     }
 
-    // Blocks of keys: those that meet the row's visible keys `i + lo ..= i + hi` (the pass
-    // proved every row keeps one, so the range is never empty).
-    let all = bin(
-        Bin::Div,
-        add(t.clone(), Expr::Int(block - 1)),
-        Expr::Int(block),
-    );
-    let end = match a.keys.hi {
-        Some(hi) => bin(
-            Bin::Min,
-            all,
-            add(
-                bin(Bin::Div, plus(i.clone(), Expr::Int(hi)), Expr::Int(block)),
-                Expr::Int(1),
-            ),
-        ),
-        None => all,
-    };
-    // With a lower bound, the row starts at the block holding key i + lo.
-    let (first, blocks) = match a.keys.lo {
-        Some(lo) => {
-            let first = cx.var();
-            per_row.push(Stmt::Set(
-                first,
-                bin(
-                    Bin::Div,
-                    bin(Bin::Max, Expr::Int(0), plus(i.clone(), Expr::Int(lo))),
-                    Expr::Int(block),
-                ),
-            ));
-            (Some(first), sub(end, var(first)))
-        }
-        None => (None, end),
-    };
+    let (first, blocks) = key_blocks(cx, &a.keys, i.clone(), t.clone(), block, &mut per_row);
     let (jb, j0, count, jj, j) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let (k_row, s, x, bm, mn, corr) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let mut per_block = vec![
@@ -302,6 +269,48 @@ pub fn lower(
             elem: Elem::F32,
             len: a.block,
         }],
+    }
+}
+
+/// The blocks of keys row `i` visits: those that meet its visible keys `i + lo ..= i + hi`
+/// (the pass proved every row keeps one, so the range is never empty). Returns the variable
+/// holding the first block, when there is a lower bound (statements setting it go to
+/// `per_row`), and the number of blocks.
+fn key_blocks(
+    cx: &mut Ctx,
+    keys: &KeyRange,
+    i: Expr,
+    t: Expr,
+    block: i64,
+    per_row: &mut Vec<Stmt>,
+) -> (Option<Var>, Expr) {
+    let all = bin(Bin::Div, add(t, Expr::Int(block - 1)), Expr::Int(block));
+    let end = match keys.hi {
+        Some(hi) => bin(
+            Bin::Min,
+            all,
+            add(
+                bin(Bin::Div, plus(i.clone(), Expr::Int(hi)), Expr::Int(block)),
+                Expr::Int(1),
+            ),
+        ),
+        None => all,
+    };
+    // With a lower bound, the row starts at the block holding key i + lo.
+    match keys.lo {
+        Some(lo) => {
+            let first = cx.var();
+            per_row.push(Stmt::Set(
+                first,
+                bin(
+                    Bin::Div,
+                    bin(Bin::Max, Expr::Int(0), plus(i, Expr::Int(lo))),
+                    Expr::Int(block),
+                ),
+            ));
+            (Some(first), sub(end, var(first)))
+        }
+        None => (None, end),
     }
 }
 
