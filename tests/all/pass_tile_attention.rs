@@ -163,6 +163,24 @@ fn a_window_over_keys_of_another_length_visits_every_block() {
 }
 
 #[test]
+fn scores_that_reach_the_softmax_by_many_paths_are_walked_once() {
+    // Each `s + s` offers the search two ways back to an input that is not q·kᵀ: a search
+    // without memory takes 2^60 steps to give up.
+    let sums = "  s = s + s\n".repeat(60);
+    let src = format!(
+        "model twice {{
+  input a: f32[batch, seq, seq]
+  input v: f32[batch, seq, 4]
+  s = tanh(a)
+{sums}  output out = matmul(softmax(s, -1), v)
+}}
+"
+    );
+    let text = tiled(&src);
+    assert!(!text.contains("fused.attention"), "{text}");
+}
+
+#[test]
 fn tile_attention_before_after() {
     let src = softcapped(4, 2, 8, 8, true, false);
     let g = compile("gemma.arch", &src).unwrap_or_else(|(_, r)| panic!("{r}"));

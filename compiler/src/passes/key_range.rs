@@ -85,10 +85,10 @@ fn linear(g: &Graph, n: NodeIndex, axes: &Axes) -> Option<Linear> {
 }
 
 /// `lo ≤ j − i ≤ hi` for `sign·(j − i) + c ≥ 0`.
-fn half(sign: i64, c: i64) -> KeyRange {
-    if sign == 1 {
+fn half(sign: i64, c: i64) -> Option<KeyRange> {
+    Some(if sign == 1 {
         KeyRange {
-            lo: Some(-c),
+            lo: Some(c.checked_neg()?),
             hi: None,
         }
     } else {
@@ -96,7 +96,7 @@ fn half(sign: i64, c: i64) -> KeyRange {
             lo: None,
             hi: Some(c),
         }
-    }
+    })
 }
 
 /// The two ranges' intersection.
@@ -143,11 +143,11 @@ pub fn key_range(g: &Graph, cond: NodeIndex, axes: &Axes) -> Option<KeyRange> {
         let w = linear(g, left, axes)?.constant()?.checked_sub(strict)?;
         let (sign, c) = of_distance(linear(g, g.operands(right)[0], axes)?)?;
         return Some(intersect(
-            half(sign, c.checked_add(w)?),
-            half(-sign, w.checked_sub(c)?),
+            half(sign, c.checked_add(w)?)?,
+            half(-sign, w.checked_sub(c)?)?,
         ));
     }
     let d = linear(g, left, axes)?.plus(linear(g, right, axes)?, -1)?;
     let (sign, c) = of_distance(d)?;
-    Some(half(sign, c.checked_sub(strict)?))
+    half(sign, c.checked_sub(strict)?)
 }

@@ -131,37 +131,55 @@ fn softmax_of(g: &Graph, p: NodeIndex) -> Option<[NodeIndex; 6]> {
     (reduced(g, max, ReduceOp::Max)? == x).then_some([p, sum, e, d, max, x])
 }
 
-/// Walks back from `cur` through pointwise ops of `shape` to a matmul, pushing the nodes on
-/// the way to `spine` and their other operands to `side`. Where two operands have the
-/// scores' shape (a bias as large as the scores), the one that leads to a matmul is the spine.
+/// The path back from the logits `x` through pointwise ops of `shape` to a matmul (the
+/// scores, last), and the other operands of the ops on it. Where two operands have the
+/// scores' shape (a bias as large as the scores), the one that leads to a matmul is the
+/// spine. A depth-first search with an explicit stack, each node explored once: chains as
+/// long as a hostile file makes them neither overflow the stack nor take exponential time.
 fn walk(
     g: &Graph,
     cheap: &[bool],
-    cur: NodeIndex,
+    x: NodeIndex,
     shape: &[Dim],
-    (spine, side): (&mut Vec<NodeIndex>, &mut Vec<NodeIndex>),
-) -> Option<NodeIndex> {
-    spine.push(cur);
-    if let Op::MatMul = op(g, cur) {
-        return Some(cur);
+) -> Option<(Vec<NodeIndex>, Vec<NodeIndex>)> {
+    let mut dead: HashSet<NodeIndex> = HashSet::new();
+    // Each node on the path, with how many of its operands were tried.
+    let mut path: Vec<(NodeIndex, usize)> = vec![(x, 0)];
+    while let Some((cur, tried)) = path.last_mut() {
+        let cur = *cur;
+        if let Op::MatMul = op(g, cur) {
+            break;
+        }
+        let ins = if pointwise(op(g, cur)) {
+            g.operands(cur)
+        } else {
+            Vec::new()
+        };
+        let next = ins
+            .iter()
+            .enumerate()
+            .skip(*tried)
+            .find(|(_, i)| g.ty(**i).shape == shape && !cheap[i.index()] && !dead.contains(*i));
+        match next {
+            Some((k, n)) => {
+                *tried = k + 1;
+                path.push((*n, 0));
+            }
+            None => {
+                dead.insert(cur);
+                path.pop();
+            }
+        }
     }
-    if !pointwise(op(g, cur)) {
+    let spine: Vec<NodeIndex> = path.into_iter().map(|(n, _)| n).collect();
+    if spine.is_empty() {
         return None;
     }
-    let ins = g.operands(cur);
-    for &next in &ins {
-        if g.ty(next).shape != shape || cheap[next.index()] {
-            continue;
-        }
-        let (at_spine, at_side) = (spine.len(), side.len());
-        side.extend(ins.iter().copied().filter(|i| *i != next));
-        if let Some(scores) = walk(g, cheap, next, shape, (&mut *spine, &mut *side)) {
-            return Some(scores);
-        }
-        spine.truncate(at_spine);
-        side.truncate(at_side);
-    }
-    None
+    let side = spine
+        .windows(2)
+        .flat_map(|w| g.operands(w[0]).into_iter().filter(move |i| *i != w[1]))
+        .collect();
+    Some((spine, side))
 }
 
 /// Whether a tensor of type `ty` has both a query axis and a key axis: as large as the
@@ -179,9 +197,10 @@ fn copies(g: &Graph, cheap: &[bool], side: Vec<NodeIndex>, axes: &Axes) -> Vec<N
     let copyable =
         |n: &NodeIndex| cheap[n.index()] || (fusible(op(g, *n)) && score_sized(g.ty(*n), axes));
     let mut copied = Vec::new();
+    let mut seen = HashSet::new();
     let mut stack: Vec<NodeIndex> = side.into_iter().filter(copyable).collect();
     while let Some(n) = stack.pop() {
-        if !copied.contains(&n) {
+        if seen.insert(n) {
             copied.push(n);
             stack.extend(g.operands(n).into_iter().filter(copyable));
         }
@@ -268,10 +287,10 @@ fn find(
     let [p, sum, e, d, max, x] = softmax_of(g, p).ok_or(Miss::NotAttention)?;
     // Back from the logits through pointwise ops of the scores' shape to `matmul(q, kᵀ)`.
     let shape = g.ty(x).shape.clone();
-    let (mut spine, mut side) = (Vec::new(), Vec::new());
-    let scores = walk(g, cheap, x, &shape, (&mut spine, &mut side)).ok_or_else(|| {
+    let (spine, side) = walk(g, cheap, x, &shape).ok_or_else(|| {
         because("the softmax's input is not matmul(q, kᵀ) and elementwise ops of its shape")
     })?;
+    let scores = *spine.last().ok_or(Miss::NotAttention)?;
     let [q, kt] = g.operands(scores)[..] else {
         return Err(Miss::NotAttention);
     };
