@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use archc_compiler::graph::print_graph;
-use archc_compiler::passes::{optimize, PassOptions};
+use archc_compiler::passes::{optimize, optimize_explained, PassOptions};
 use archc_compiler::summary::summary;
 use archc_compiler::syntax::print_file;
 use archc_compiler::Session;
@@ -76,10 +76,17 @@ enum Command {
     /// examples), each stack's layer kinds with their counts, and the inputs and outputs with
     /// their dtypes and symbolic shapes. Errors point at file:line:col and exit with status 1.
     ///
+    /// Check also runs the passes and notes, on standard error, each attention
+    /// (matmul → softmax → matmul) that is not tiled and each scan whose state is stored,
+    /// with file:line:col and the reason; `--explain-fusion` notes the fused ones too.
+    ///
     /// Example: archc check examples/jamba.arch
     Check {
         /// The .arch file.
         file: PathBuf,
+        /// Also note the attentions and scans that were fused, and how.
+        #[arg(long)]
+        explain_fusion: bool,
     },
     /// Run a model on inputs and weights, and write or summarise its outputs.
     ///
@@ -212,6 +219,10 @@ enum Command {
         /// Bind a symbolic dim for the plan's arena layout (unbound: batch=1, others 8).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
+        /// Note on standard error each attention and scan pattern the passes looked at:
+        /// fused or not, where (file:line:col), and why not.
+        #[arg(long)]
+        explain_fusion: bool,
         #[command(flatten)]
         passes: PassFlags,
     },
@@ -307,6 +318,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes the fusion notes to standard error: the missed fusions, and with `all` the others.
+fn print_notes(s: &Session, notes: &[archc_compiler::passes::explain::Note], all: bool) {
+    for n in notes.iter().filter(|n| all || !n.fused) {
+        eprintln!("{}", n.render(&s.sources));
+    }
+}
+
 fn load(
     path: &Path,
     max_nodes: u64,
@@ -350,9 +368,14 @@ fn check_dim_names(dims: &[(String, i64)], symbols: &[String]) -> Result<(), Fai
 fn run(cli: Cli) -> Result<String, Failure> {
     let max_nodes = cli.max_nodes;
     match cli.command {
-        Command::Check { file } => {
+        Command::Check {
+            file,
+            explain_fusion,
+        } => {
             let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            let (_, notes) = optimize_explained(&graph, &PassOptions::all());
+            print_notes(&s, &notes, explain_fusion);
             Ok(summary(&graph))
         }
         Command::Run {
@@ -460,6 +483,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             stage,
             file,
             dims,
+            explain_fusion,
             passes,
         } => {
             let passes = passes.options()?;
@@ -470,6 +494,9 @@ fn run(cli: Cli) -> Result<String, Failure> {
             }
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             check_dim_names(&dims, &graph.symbols)?;
+            if explain_fusion {
+                print_notes(&s, &optimize_explained(&graph, &passes).1, true);
+            }
             let lowered = || archc_compiler::passes::lower_optimized(&graph, &passes);
             match stage {
                 Stage::Ast => unreachable!("printed above"),

@@ -219,3 +219,75 @@ fn fused_plans_never_hold_the_big_intermediates() {
         assert!(arena_at_4096(example, &["--no-fuse"]) > scores, "{example}");
     }
 }
+
+/// Writes `src` to a file of its own under the temporary directory and returns its path.
+fn scratch(name: &str, src: &str) -> String {
+    let path = std::env::temp_dir().join(format!("archc-{name}-{}.arch", std::process::id()));
+    std::fs::write(&path, src).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_width_one_linear_feeding_an_activation_runs() {
+    // The matmul's epilogue once had no scalar form at width 1: `run` panicked in lowering.
+    let src =
+        "model w1 {\n  input x: f32[batch, seq, 8]\n  output y = sigmoid(linear(x, 1) @head)\n}\n";
+    let path = scratch("width1", src);
+    for flags in [&[][..], &["--no-fuse"][..]] {
+        let mut args = vec!["run", &path, "--dim", "seq=5"];
+        args.extend(flags);
+        let (status, stdout, stderr) = archc(&args);
+        assert_eq!(status, 0, "{flags:?}: {stderr}");
+        assert!(stdout.contains("y: f32[1, 5, 1]"), "{stdout}");
+    }
+}
+
+#[test]
+fn check_notes_an_attention_that_is_not_tiled() {
+    let src = "model p {
+  input q: f32[batch, seq, 4]
+  input k: f32[batch, seq, 4]
+  input v: f32[batch, seq, 4]
+  s = matmul(q, transpose(k))
+  output logits = s * 2.0
+  output out = matmul(softmax(s, -1), v)
+}
+";
+    let path = scratch("untiled", src);
+    let (status, stdout, stderr) = archc(&["check", &path]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(stdout.starts_with("model p\n"), "{stdout}");
+    let want = format!(
+        "note: attention at {path}:7:16 is not tiled: the scores are also used by `mul` at {path}:6:19\n"
+    );
+    assert_eq!(stderr, want);
+    // The dump says nothing unless asked, then the same; its text is the same either way.
+    let (_, fused, quiet) = archc(&["dump", "--stage", "fused", &path]);
+    assert_eq!(quiet, "");
+    let (status, explained, notes) =
+        archc(&["dump", "--stage", "fused", "--explain-fusion", &path]);
+    assert_eq!(status, 0);
+    assert_eq!((explained, notes), (fused, want));
+}
+
+#[test]
+fn explain_fusion_notes_the_fused_patterns_too() {
+    let (status, _, stderr) = archc(&["check", "examples/jamba.arch"]);
+    assert_eq!((status, stderr.as_str()), (0, ""));
+    let (status, _, stderr) = archc(&["check", "--explain-fusion", "examples/jamba.arch"]);
+    assert_eq!(status, 0);
+    assert!(
+        stderr.contains("note: attention at compiler/prelude/attention.arch:")
+            && stderr.contains(" is tiled (block=64, causal)\n")
+            && stderr.contains(" is fused with its read-out\n"),
+        "{stderr}"
+    );
+    // A scan whose state is an output is fused, but its state is stored.
+    let src = "model s {\n  input a: f32[batch, seq, 4]\n  output h = scan(a, a, 1)\n}\n";
+    let path = scratch("scan", src);
+    let (_, _, stderr) = archc(&["check", &path]);
+    assert_eq!(
+        stderr,
+        format!("note: scan at {path}:3:14 is fused but stores its whole state: the state is an output\n")
+    );
+}

@@ -12,8 +12,9 @@ pub use archc_runtime::Dim;
 pub use infer::{broadcast, infer, TypeError};
 pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
 pub use printer::print_graph;
-pub use region::{AttentionInfo, LayerKind, Region, RegionKind, ScanInfo, SsdInfo};
+pub use region::{AttentionInfo, KeyRange, LayerKind, Region, RegionKind, ScanInfo, SsdInfo};
 
+use crate::syntax::Span;
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -28,8 +29,13 @@ pub struct Node {
     pub ty: TensorType,
     /// The weight scope the node was created under (empty at model level).
     pub scope: String,
-    /// Where in the source the node was made (`file:line:col`; empty when unknown), so that a
-    /// failure at run time can point at the user's code.
+    /// The source expression it was elaborated from, for notes that point at the user's code
+    /// (None for nodes a pass made up). Dumps do not print it.
+    pub span: Option<Span>,
+    /// Where in the source the node was made, as text (`file:line:col`, the user's call site
+    /// first when it is inside the prelude; empty when unknown). Lowering copies it into the
+    /// plan, where no source map exists, so that a failure at run time can point at the
+    /// user's code.
     pub at: String,
 }
 
@@ -140,6 +146,7 @@ impl Graph {
             ty,
             scope: scope.to_string(),
             at: String::new(),
+            span: None,
         });
         for (slot, &o) in operands.iter().enumerate() {
             self.dag.add_edge(o, n, Edge { slot });
@@ -147,17 +154,12 @@ impl Graph {
         n
     }
 
-    /// Adds a node that stands for `like` (a node of this or another graph): it keeps its
-    /// weight scope and source location.
-    pub fn add_like(
-        &mut self,
-        op: Op,
-        ty: TensorType,
-        like: &Node,
-        operands: &[NodeIndex],
-    ) -> NodeIndex {
-        let n = self.add(op, ty, &like.scope, operands);
-        self.dag[n].at = like.at.clone();
+    /// Adds a node like [`Graph::add`], carrying `from`'s source span and location (a pass's copy of a
+    /// node, or a node that takes its place).
+    pub fn add_like(&mut self, from: &Node, op: Op, operands: &[NodeIndex]) -> NodeIndex {
+        let n = self.add(op, from.ty.clone(), &from.scope, operands);
+        self.dag[n].span = from.span;
+        self.dag[n].at = from.at.clone();
         n
     }
 

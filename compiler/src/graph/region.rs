@@ -6,6 +6,8 @@
 //! reference interpreter runs the body as written, so a fusion pass is correct exactly when the
 //! body computes what the nodes it replaced computed; the lowering derives one kernel from it.
 
+use std::fmt;
+
 use petgraph::graph::NodeIndex;
 
 use super::Graph;
@@ -20,11 +22,53 @@ pub struct AttentionInfo {
     pub logits: NodeIndex,
     /// Body input slots of q `[…, s, d]`, k `[…, t, d]` and v `[…, t, dv]`.
     pub qkv: [usize; 3],
-    /// Whether the logits are the scores masked with a causal mask (key j > query i is
-    /// filled with a very negative value), so blocks above the diagonal can be skipped.
-    pub causal: bool,
+    /// The keys each query can see, as the pass proved from the outermost masks: blocks of
+    /// keys wholly outside the range are skipped.
+    pub keys: KeyRange,
+    /// k's slot holds a tensor `r` with k = `permute(k_order)(r)` (the identity when k itself
+    /// is the input); its last axis is r's last, so rows of k stay contiguous.
+    pub k_order: Vec<usize>,
     /// Keys per block of the online softmax.
     pub block: usize,
+}
+
+/// Which keys `j` a query `i` can see: `lo ≤ j − i ≤ hi`, each bound absent when unbounded.
+/// A causal mask is `hi = 0`; Mistral's sliding window of `w` keys is `lo = 1 − w, hi = 0`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    /// The lowest `j − i` visible.
+    pub lo: Option<i64>,
+    /// The highest `j − i` visible.
+    pub hi: Option<i64>,
+}
+
+impl KeyRange {
+    /// The causal range: every key up to the query.
+    pub const CAUSAL: KeyRange = KeyRange {
+        lo: None,
+        hi: Some(0),
+    };
+}
+
+impl fmt::Display for KeyRange {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match (self.lo, self.hi) {
+            (None, None) => Ok(()),
+            (None, Some(0)) => write!(f, ", causal"),
+            // j − i as a Rust range: `keys=-3..=0` is a sliding window of 4.
+            (lo, hi) => {
+                write!(f, ", keys=")?;
+                if let Some(lo) = lo {
+                    write!(f, "{lo}")?;
+                }
+                write!(f, "..")?;
+                match hi {
+                    Some(hi) => write!(f, "={hi}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
 }
 
 /// A fused selective scan: `scan(a, b)` with `a` and `b` computed in the kernel from smaller
@@ -102,14 +146,19 @@ impl std::fmt::Display for RegionKind {
             }
             RegionKind::Attention(a) => write!(
                 f,
-                "[scores=%{}, logits=%{}, q/k/v=in{}/in{}/in{}, block={}{}]",
+                "[scores=%{}, logits=%{}, q/k/v=in{}/in{}/in{}{}, block={}{}]",
                 a.scores.index(),
                 a.logits.index(),
                 a.qkv[0],
                 a.qkv[1],
                 a.qkv[2],
+                if a.k_order.iter().enumerate().all(|(i, a)| i == *a) {
+                    String::new()
+                } else {
+                    format!(", k=permute{:?}", a.k_order)
+                },
                 a.block,
-                if a.causal { ", causal" } else { "" }
+                a.keys
             ),
             RegionKind::Scan(s) => {
                 write!(f, "[scan=%{}", s.scan.index())?;

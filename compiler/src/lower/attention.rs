@@ -5,15 +5,16 @@
 //! the region body) go to a thread-private array; the running max `m` and sum `l` are updated
 //! and the output accumulator (one row of `v`'s width, in registers) is rescaled by
 //! `exp(m_old − m_new)` before the block's `exp(x − m)·v` are added. The scores are never
-//! stored. With a causal mask, blocks that start after the query row are not visited.
+//! stored. Blocks of keys outside the range the masks leave visible (after the query row for a
+//! causal mask, outside the window for a sliding one) are not visited.
 
 use archc_kernels::ir::build::{add, bin, mul, serial, splat, sub, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Local, LoopKind, Stmt, Un, Var};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
-use super::index::Ctx;
+use super::index::{plus, Ctx};
 use super::Template;
-use crate::graph::{AttentionInfo, Region, TensorType};
+use crate::graph::{AttentionInfo, KeyRange, Region, TensorType};
 
 /// Query rows of up to this many f32x4 vectors are held in registers.
 const MAX_QUERY_REGISTERS: i64 = 8;
@@ -51,7 +52,9 @@ pub fn lower(
     let dv = vt.shape[vt.rank() - 1]
         .as_const()
         .expect("the pass admits constant value widths") as usize;
-    let t = cx.dim(&kt.shape[kt.rank() - 2]);
+    // k's slot holds r with k = permute(k_order)(r): k's shape, and r's axis of each of k's.
+    let k_shape: Vec<crate::graph::Dim> = a.k_order.iter().map(|&x| kt.shape[x].clone()).collect();
+    let t = cx.dim(&k_shape[rank - 2]);
 
     // One parallel iteration per output row: the batch coordinates and the query index.
     let row = cx.var();
@@ -63,16 +66,23 @@ pub fn lower(
         .collect();
     let batch: Vec<Expr> = coords[..rank - 2].iter().map(|v| var(*v)).collect();
     let i = var(coords[rank - 2]);
-    // The linear index of element 0 of row `pos` of an operand (its last axis is contiguous).
-    let row_start = |cx: &Ctx, t: &TensorType, pos: Expr| {
+    // The linear index of element 0 of row `pos` of an operand (its last axis is contiguous)
+    // whose buffer holds `t` and whose axis `a` is `t`'s axis `order[a]`.
+    let row_start = |cx: &Ctx, t: &TensorType, order: &[usize], pos: Expr| {
+        let logical: Vec<crate::graph::Dim> = order.iter().map(|&x| t.shape[x].clone()).collect();
         let mut at = batch.clone();
         at.push(pos);
-        let mut at = broadcast_at(&at, &t.shape[..t.rank() - 1]);
+        let mut at = broadcast_at(&at, &logical[..t.rank() - 1]);
         at.push(Expr::Int(0));
-        cx.index(&t.shape, &at)
+        let mut stored = at.clone();
+        for (a, &x) in order.iter().enumerate() {
+            stored[x] = at[a].clone();
+        }
+        cx.index(&t.shape, &stored)
     };
+    let plain = |t: &TensorType| (0..t.rank()).collect::<Vec<usize>>();
     let q_row = cx.var();
-    per_row.push(Stmt::Set(q_row, row_start(cx, qt, i.clone())));
+    per_row.push(Stmt::Set(q_row, row_start(cx, qt, &plain(qt), i.clone())));
     // A short query row stays in registers for all its keys.
     let q_regs: Vec<Var> = match d.as_const() {
         Some(n) if n % 4 == 0 && n / 4 <= MAX_QUERY_REGISTERS => {
@@ -87,7 +97,7 @@ pub fn lower(
         ));
     }
     // Consecutive keys' rows are this far apart in k and v.
-    let k_stride = cx.strides(&kt.shape)[kt.rank() - 2].clone();
+    let k_stride = cx.strides(&kt.shape)[a.k_order[rank - 2]].clone();
     let v_stride = cx.strides(&vt.shape)[vt.rank() - 2].clone();
 
     // The accumulator: f32x4 registers when the value width allows, scalars otherwise.
@@ -101,25 +111,17 @@ pub fn lower(
         per_row.push(Stmt::Set(*acc, widen(f32(0.0))));
     }
 
-    // Blocks of keys; causal rows stop at the block holding key i.
-    let blocks = bin(
-        Bin::Div,
-        add(t.clone(), Expr::Int(block - 1)),
-        Expr::Int(block),
-    );
-    let blocks = if a.causal {
-        bin(
-            Bin::Min,
-            blocks,
-            add(bin(Bin::Div, i.clone(), Expr::Int(block)), Expr::Int(1)),
-        )
-    } else {
-        blocks
-    };
+    let (first, blocks) = key_blocks(cx, &a.keys, i.clone(), t.clone(), block, &mut per_row);
     let (jb, j0, count, jj, j) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let (k_row, s, x, bm, mn, corr) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let mut per_block = vec![
-        Stmt::Set(j0, mul(var(jb), Expr::Int(block))),
+        Stmt::Set(
+            j0,
+            mul(
+                first.map_or(var(jb), |f| add(var(f), var(jb))),
+                Expr::Int(block),
+            ),
+        ),
         Stmt::Set(
             count,
             bin(Bin::Min, Expr::Int(block), sub(t.clone(), var(j0))),
@@ -128,7 +130,7 @@ pub fn lower(
     ];
 
     // Pass 1: the block's logits and their max.
-    per_block.push(Stmt::Set(k_row, row_start(cx, kt, var(j0))));
+    per_block.push(Stmt::Set(k_row, row_start(cx, kt, &a.k_order, var(j0))));
     let mut score = vec![Stmt::Set(j, add(var(j0), var(jj)))];
     score.extend(dot(cx, (qb, q_row, &q_regs), (kb, k_row), &d, s));
     gen.bind(a.scores, var(s));
@@ -161,7 +163,7 @@ pub fn lower(
     // Pass 2: p = exp(x − m) for each key, summed, and p·v accumulated; four keys at a time
     // (one vector exp) when the accumulator is in vectors, then one at a time.
     let (p, v_row) = (cx.var(), cx.var());
-    per_block.push(Stmt::Set(v_row, row_start(cx, vt, var(j0))));
+    per_block.push(Stmt::Set(v_row, row_start(cx, vt, &plain(vt), var(j0))));
     let weigh_key = |p: Expr| -> Vec<Stmt> {
         let mut out: Vec<Stmt> = accs
             .iter()
@@ -267,6 +269,48 @@ pub fn lower(
             elem: Elem::F32,
             len: a.block,
         }],
+    }
+}
+
+/// The blocks of keys row `i` visits: those that meet its visible keys `i + lo ..= i + hi`
+/// (the pass proved every row keeps one, so the range is never empty). Returns the variable
+/// holding the first block, when there is a lower bound (statements setting it go to
+/// `per_row`), and the number of blocks.
+fn key_blocks(
+    cx: &mut Ctx,
+    keys: &KeyRange,
+    i: Expr,
+    t: Expr,
+    block: i64,
+    per_row: &mut Vec<Stmt>,
+) -> (Option<Var>, Expr) {
+    let all = bin(Bin::Div, add(t, Expr::Int(block - 1)), Expr::Int(block));
+    let end = match keys.hi {
+        Some(hi) => bin(
+            Bin::Min,
+            all,
+            add(
+                bin(Bin::Div, plus(i.clone(), Expr::Int(hi)), Expr::Int(block)),
+                Expr::Int(1),
+            ),
+        ),
+        None => all,
+    };
+    // With a lower bound, the row starts at the block holding key i + lo.
+    match keys.lo {
+        Some(lo) => {
+            let first = cx.var();
+            per_row.push(Stmt::Set(
+                first,
+                bin(
+                    Bin::Div,
+                    bin(Bin::Max, Expr::Int(0), plus(i, Expr::Int(lo))),
+                    Expr::Int(block),
+                ),
+            ));
+            (Some(first), sub(end, var(first)))
+        }
+        None => (None, end),
     }
 }
 

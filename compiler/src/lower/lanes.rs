@@ -68,6 +68,12 @@ impl BodyGen<'_> {
             return Some(Lanes::Vector(e.clone()));
         }
         if !at.iter().any(|e| mentions(e, lane)) {
+            // A value bound only as a vector (a matmul epilogue's accumulator) has no scalar
+            // form: a width-1 axis makes the coordinates lose the lane, and the scalar path
+            // would try to compute the anchor itself.
+            if self.reads_vector_only(n) {
+                return None;
+            }
             return Some(Lanes::Scalar(self.value(cx, n, at)));
         }
         let key = (
@@ -94,6 +100,23 @@ impl BodyGen<'_> {
         let level = self.here();
         self.memo.insert(key, (Expr::Var(v), level));
         Some(Lanes::Vector(Expr::Var(v)))
+    }
+
+    /// Whether `n` reads (or is) a node bound in vector form only.
+    fn reads_vector_only(&self, n: NodeIndex) -> bool {
+        let mut stack = vec![n];
+        let mut seen = Vec::new();
+        while let Some(m) = stack.pop() {
+            if self.bound.contains_key(&m) || seen.contains(&m) {
+                continue;
+            }
+            if self.bound_lanes.contains_key(&m) {
+                return true;
+            }
+            seen.push(m);
+            stack.extend(self.body.operands(m));
+        }
+        false
     }
 
     fn operand_lanes(

@@ -183,7 +183,7 @@ fn fold(g: &Graph) -> Graph {
             r.set(n, m);
             continue;
         }
-        let m = r.new.add_like(op, node.ty.clone(), node, &operands);
+        let m = r.new.add_like(node, op, &operands);
         if let Some(k) = key {
             seen.insert(k, m);
         }

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 
 use petgraph::graph::NodeIndex;
 
+use super::explain::Note;
 use super::op_kinds::{cheap, fusible, pointwise, users};
 use super::outline::{replace, Match};
 use crate::graph::{BinaryOp, Graph, Op, ReduceOp, RegionKind, ScanInfo, SsdInfo};
@@ -53,6 +54,73 @@ pub fn run(g: &Graph) -> Graph {
     })
 }
 
+/// The read-out of the scan `s` along `axis`: pointwise ops of h's shape, each the one user
+/// of the last, then a sum over state axes; or why there is none.
+fn readout_of(
+    g: &Graph,
+    users: &[Vec<NodeIndex>],
+    outputs: &[NodeIndex],
+    s: NodeIndex,
+    axis: usize,
+) -> Result<(Vec<NodeIndex>, NodeIndex), String> {
+    let shape = &g.ty(s).shape;
+    let mut chain = Vec::new();
+    let mut cur = s;
+    loop {
+        if outputs.contains(&cur) {
+            return Err("the state is an output".into());
+        }
+        let [u] = users[cur.index()][..] else {
+            return Err(format!(
+                "the state has {} users, not one",
+                users[cur.index()].len()
+            ));
+        };
+        match &g.dag[u].op {
+            op if pointwise(op) && g.ty(u).shape == *shape => {
+                chain.push(u);
+                cur = u;
+            }
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes,
+                ..
+            } => {
+                let state = axes
+                    .iter()
+                    .try_fold(1i64, |p, &a| Some(p * shape[a].as_const()?));
+                return match state {
+                    _ if axes.contains(&axis) => Err("the sum reads it along the scan axis".into()),
+                    Some(n) if n <= MAX_STATE => Ok((chain, u)),
+                    _ => Err(format!(
+                        "the state axes are not constants of at most {MAX_STATE} elements"
+                    )),
+                };
+            }
+            op => return Err(format!("it is read by `{op}`, not a sum over state axes")),
+        }
+    }
+}
+
+/// A note on every scan of `g`: whether its state stays in the kernel, and why not.
+pub fn notes(g: &Graph) -> Vec<Note> {
+    let users = users(g);
+    let outputs: Vec<NodeIndex> = g.outputs.values().copied().collect();
+    g.dag
+        .node_indices()
+        .filter_map(|s| {
+            let Op::Scan { axis } = g.dag[s].op else {
+                return None;
+            };
+            let (fused, text) = match readout_of(g, &users, &outputs, s, axis) {
+                Ok(_) => (true, "is fused with its read-out".to_string()),
+                Err(why) => (false, format!("is fused but stores its whole state: {why}")),
+            };
+            Some(Note::on(g, s, "scan", fused, text))
+        })
+        .collect()
+}
+
 /// What the pass knows about each node.
 struct Facts {
     users: Vec<Vec<NodeIndex>>,
@@ -66,36 +134,10 @@ fn find(g: &Graph, facts: &Facts, s: NodeIndex) -> Option<Match<Found>> {
         return None;
     };
     let outputs: Vec<NodeIndex> = g.outputs.values().copied().collect();
-    let shape = g.ty(s).shape.clone();
-    // The read-out: pointwise ops of h's shape, then a sum over state axes.
-    let mut chain = Vec::new();
-    let mut readout = None;
-    let mut cur = s;
-    while !outputs.contains(&cur) {
-        let [u] = users[cur.index()][..] else {
-            break;
-        };
-        match &g.dag[u].op {
-            op if pointwise(op) && g.ty(u).shape == shape => {
-                chain.push(u);
-                cur = u;
-            }
-            Op::Reduce {
-                op: ReduceOp::Sum,
-                axes,
-                ..
-            } if !axes.contains(&axis)
-                && axes
-                    .iter()
-                    .try_fold(1i64, |p, &a| Some(p * shape[a].as_const()?))
-                    .is_some_and(|n| n <= MAX_STATE) =>
-            {
-                readout = Some(u);
-                break;
-            }
-            _ => break,
-        }
-    }
+    let (chain, readout) = match readout_of(g, users, &outputs, s, axis) {
+        Ok((chain, ro)) => (chain, Some(ro)),
+        Err(_) => (Vec::new(), None),
+    };
     let mut owned = vec![s];
     let mut root = s;
     if let Some(ro) = readout {

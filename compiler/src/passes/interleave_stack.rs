@@ -73,9 +73,7 @@ pub fn run(g: &Graph) -> Graph {
         if let Some((k, leaves)) = calls.get(&v) {
             let operands: Vec<NodeIndex> = leaves.iter().map(|l| r.at(*l)).collect();
             let node = &g.dag[v];
-            let n = r
-                .new
-                .add_like(Op::Call(*k), node.ty.clone(), node, &operands);
+            let n = r.new.add_like(node, Op::Call(*k), &operands);
             r.set(v, n);
         } else if !members.contains(&v) {
             r.copy(v);

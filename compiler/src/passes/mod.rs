@@ -3,9 +3,11 @@
 //! after. [`optimize`] runs the graph passes in order; `plan_memory` runs on the lowered plan.
 
 pub mod canonicalize;
+pub mod explain;
 pub mod fuse_elementwise;
 pub mod fuse_scan;
 pub mod interleave_stack;
+mod key_range;
 mod op_kinds;
 mod outline;
 pub mod plan_memory;
@@ -94,21 +96,47 @@ fn on_every_body(mut g: Graph, pass: GraphPass) -> Graph {
 
 /// The graph passes, in order.
 pub fn optimize(g: &Graph, o: &PassOptions) -> Graph {
+    run_passes(g, o, None)
+}
+
+/// The graph passes, in order, and a note on each attention and scan pattern the fusion
+/// passes looked at (top level first, then each layer kind's body once), in that order.
+pub fn optimize_explained(g: &Graph, o: &PassOptions) -> (Graph, Vec<explain::Note>) {
+    let mut notes = Vec::new();
+    let g = run_passes(g, o, Some(&mut notes));
+    (g, notes)
+}
+
+/// The notes a fusion pass gives about a graph, before it runs on it.
+type NotePass = fn(&Graph) -> Vec<explain::Note>;
+
+fn run_passes(g: &Graph, o: &PassOptions, mut notes: Option<&mut Vec<explain::Note>>) -> Graph {
     let mut g = if o.enabled("interleave_stack") {
         interleave_stack::run(g)
     } else {
         g.clone()
     };
-    let graph_passes: &[(&str, GraphPass)] = &[
-        ("canonicalize", canonicalize::run),
-        ("tile_attention", tile_attention::run),
-        ("fuse_scan", fuse_scan::run),
-        ("fuse_elementwise", fuse_elementwise::run),
+    let graph_passes: &[(&str, GraphPass, Option<NotePass>)] = &[
+        ("canonicalize", canonicalize::run, None),
+        (
+            "tile_attention",
+            tile_attention::run,
+            Some(tile_attention::notes),
+        ),
+        ("fuse_scan", fuse_scan::run, Some(fuse_scan::notes)),
+        ("fuse_elementwise", fuse_elementwise::run, None),
     ];
-    for (name, pass) in graph_passes {
-        if o.enabled(name) {
-            g = on_every_body(g, *pass);
+    for (name, pass, explain) in graph_passes {
+        if !o.enabled(name) {
+            continue;
         }
+        if let (Some(notes), Some(explain)) = (notes.as_deref_mut(), explain) {
+            notes.extend(explain(&g));
+            for k in &g.kinds {
+                notes.extend(explain(&k.body));
+            }
+        }
+        g = on_every_body(g, *pass);
     }
     g
 }

@@ -38,14 +38,19 @@ pub fn outline(g: &Graph, members: &[NodeIndex], root: NodeIndex) -> Outlined {
                 continue;
             }
             let slot = leaves.len();
-            let b = body.add_like(Op::Input(slot.to_string()), g.ty(o).clone(), &g.dag[o], &[]);
+            let b = body.add(
+                Op::Input(slot.to_string()),
+                g.ty(o).clone(),
+                &g.dag[o].scope,
+                &[],
+            );
             body.inputs.insert(slot.to_string(), b);
             leaves.push(o);
             map.insert(o, b);
             operands.push(b);
         }
         let node = &g.dag[m];
-        let b = body.add_like(node.op.clone(), node.ty.clone(), node, &operands);
+        let b = body.add_like(node, node.op.clone(), &operands);
         map.insert(m, b);
     }
     body.outputs.insert("out".into(), map[&root]);
@@ -61,12 +66,7 @@ impl Outlined {
             kind,
             body: self.body,
         };
-        let n = r.new.add_like(
-            Op::Fused(Box::new(region)),
-            node.ty.clone(),
-            node,
-            &operands,
-        );
+        let n = r.new.add_like(node, Op::Fused(Box::new(region)), &operands);
         r.set(root, n);
     }
 }

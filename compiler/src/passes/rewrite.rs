@@ -58,9 +58,7 @@ impl<'a> Rewriter<'a> {
     pub fn copy(&mut self, old: NodeIndex) -> NodeIndex {
         let node = &self.old.dag[old];
         let operands: Vec<NodeIndex> = self.old.operands(old).iter().map(|o| self.at(*o)).collect();
-        let n = self
-            .new
-            .add_like(node.op.clone(), node.ty.clone(), node, &operands);
+        let n = self.new.add_like(node, node.op.clone(), &operands);
         self.set(old, n);
         n
     }

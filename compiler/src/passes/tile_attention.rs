@@ -2,21 +2,27 @@
 //!
 //! It finds `matmul(q, permute(k))` → pointwise score modifications → `softmax` over the key
 //! axis → `matmul(·, v)`, where nothing but this chain uses the scores, and outlines it into an
-//! attention region. The modifications (a scale, a tanh softcap, a causal or padding mask, a
-//! bias) stay in the body as the user wrote them; the kernel evaluates them per score inside
-//! its online softmax, so no `[…, s, t]` tensor is ever stored. Index arithmetic feeding the
-//! modifications (the causal mask's iotas) is copied into the region; other values they read
-//! (a padding mask) are region inputs. When the last modification is a causal
-//! `where(query ≥ key, ·, very negative)`, the region is causal: key blocks above the diagonal
-//! are skipped.
+//! attention region. The modifications (a scale, a tanh softcap, a causal, window or padding
+//! mask, an ALiBi or T5 bias) stay in the body as the user wrote them; the kernel evaluates
+//! them per score inside its online softmax, so no `[…, s, t]` tensor is ever stored. Index
+//! arithmetic feeding the modifications (the masks' iotas), and every fusible value as large as
+//! the scores (a bias gathered from a per-head table by `j − i`), are copied into the region;
+//! other values they read (a padding mask, per-head slopes) are region inputs. When the
+//! outermost modifications are range masks `where(lo ≤ j − i ≤ hi, ·, very negative)` (causal,
+//! a sliding window), the region records the range and the kernel visits only the key blocks
+//! that meet it.
 
 use std::collections::HashSet;
 
 use petgraph::graph::NodeIndex;
 
-use super::op_kinds::{cheap, pointwise, users};
+use super::explain::Note;
+use super::key_range::{intersect, key_range, Axes};
+use super::op_kinds::{cheap, fusible, pointwise, users};
 use super::outline::{replace, Match};
-use crate::graph::{AttentionInfo, BinaryOp, Graph, Op, ReduceOp, RegionKind, UnaryOp};
+use crate::graph::{
+    AttentionInfo, BinaryOp, Dim, Graph, KeyRange, Op, ReduceOp, RegionKind, TensorType, UnaryOp,
+};
 
 /// Keys per block of the online softmax: one block of scores lives in a thread-private array.
 const BLOCK: usize = 64;
@@ -31,7 +37,8 @@ struct Found {
     q: NodeIndex,
     k: NodeIndex,
     v: NodeIndex,
-    causal: bool,
+    keys: KeyRange,
+    k_order: Vec<usize>,
 }
 
 /// Runs the pass.
@@ -41,17 +48,40 @@ pub fn run(g: &Graph) -> Graph {
     let found: Vec<Match<Found>> = g
         .dag
         .node_indices()
-        .filter_map(|o| find(g, &users, &cheap, o))
+        .filter_map(|o| find(g, &users, &cheap, o).ok())
         .collect();
     replace(g, &found, |f, out| {
         RegionKind::Attention(AttentionInfo {
             scores: out.map[&f.scores],
             logits: out.map[&f.logits],
             qkv: [out.slot(f.q), out.slot(f.k), out.slot(f.v)],
-            causal: f.causal,
+            keys: f.keys.clone(),
+            k_order: f.k_order.clone(),
             block: BLOCK,
         })
     })
+}
+
+/// A note on every `matmul(softmax(·), v)` of `g`: tiled, or why not.
+pub fn notes(g: &Graph) -> Vec<Note> {
+    let users = users(g);
+    let cheap = cheap(g);
+    let mut notes = Vec::new();
+    for o in g.dag.node_indices() {
+        let note = match find(g, &users, &cheap, o) {
+            Ok(m) => {
+                let text = format!("is tiled (block={BLOCK}{})", m.info.keys);
+                Note::on(g, o, "attention", true, text)
+            }
+            Err(Miss::NotAttention) => continue,
+            Err(Miss::Because(reason, user)) => Note {
+                used_at: user.and_then(|u| g.dag[u].span),
+                ..Note::on(g, o, "attention", false, format!("is not tiled: {reason}"))
+            },
+        };
+        notes.push(note);
+    }
+    notes
 }
 
 fn op(g: &Graph, n: NodeIndex) -> &Op {
@@ -75,43 +105,6 @@ fn reduced(g: &Graph, n: NodeIndex, which: ReduceOp) -> Option<NodeIndex> {
     }
 }
 
-/// The axis, counted from the right, along which `n` (an iota, possibly cast or reshaped)
-/// counts, and its length.
-fn iota_axis(g: &Graph, n: NodeIndex) -> Option<(usize, &crate::graph::Dim)> {
-    match op(g, n) {
-        Op::Iota => Some((0, &g.ty(n).shape[0])),
-        Op::Cast => iota_axis(g, g.operands(n)[0]),
-        Op::Reshape => {
-            let (_, len) = iota_axis(g, g.operands(n)[0])?;
-            let shape = &g.ty(n).shape;
-            let real: Vec<usize> = (0..shape.len())
-                .filter(|&a| shape[a].as_const() != Some(1))
-                .collect();
-            match real.as_slice() {
-                [a] => Some((shape.len() - 1 - a, len)),
-                [] if len.as_const() == Some(1) => Some((0, len)),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
-/// Whether `cond` is `query index ≥ key index` over scores of shape `[…, s, t]`.
-fn is_causal(g: &Graph, cond: NodeIndex, scores: NodeIndex) -> bool {
-    let shape = &g.ty(scores).shape;
-    let (s, t) = (&shape[shape.len() - 2], &shape[shape.len() - 1]);
-    let (query, key) = match op(g, cond) {
-        Op::Binary(BinaryOp::Ge) => (g.operands(cond)[0], g.operands(cond)[1]),
-        Op::Binary(BinaryOp::Le) => (g.operands(cond)[1], g.operands(cond)[0]),
-        _ => return false,
-    };
-    matches!(
-        (iota_axis(g, query), iota_axis(g, key)),
-        (Some((1, ls)), Some((0, lt))) if ls == s && lt == t
-    )
-}
-
 /// The value of a constant node.
 fn constant(g: &Graph, n: NodeIndex) -> Option<f64> {
     match op(g, n) {
@@ -120,12 +113,9 @@ fn constant(g: &Graph, n: NodeIndex) -> Option<f64> {
     }
 }
 
-/// Matches the attention whose `matmul(p, v)` is `o`.
-fn find(g: &Graph, users: &[Vec<NodeIndex>], cheap: &[bool], o: NodeIndex) -> Option<Match<Found>> {
-    let [p, v] = operands_of(g, o, &Op::MatMul)?[..] else {
-        return None;
-    };
-    // softmax(x) = e / Σe with e = exp(x − max x), all over the last axis.
+/// The nodes of `softmax(x)` over the last axis, from the probabilities `p` back:
+/// `[p, sum, e, d, max, x]` for `p = e / Σe`, `e = exp(d)`, `d = x − max x`.
+fn softmax_of(g: &Graph, p: NodeIndex) -> Option<[NodeIndex; 6]> {
     let [e, sum] = operands_of(g, p, &Op::Binary(BinaryOp::Div))?[..] else {
         return None;
     };
@@ -138,104 +128,234 @@ fn find(g: &Graph, users: &[Vec<NodeIndex>], cheap: &[bool], o: NodeIndex) -> Op
     let [x, max] = operands_of(g, d, &Op::Binary(BinaryOp::Sub))?[..] else {
         return None;
     };
-    if reduced(g, max, ReduceOp::Max)? != x {
+    (reduced(g, max, ReduceOp::Max)? == x).then_some([p, sum, e, d, max, x])
+}
+
+/// The path back from the logits `x` through pointwise ops of `shape` to a matmul (the
+/// scores, last), and the other operands of the ops on it. Where two operands have the
+/// scores' shape (a bias as large as the scores), the one that leads to a matmul is the
+/// spine. A depth-first search with an explicit stack, each node explored once: chains as
+/// long as a hostile file makes them neither overflow the stack nor take exponential time.
+fn walk(
+    g: &Graph,
+    cheap: &[bool],
+    x: NodeIndex,
+    shape: &[Dim],
+) -> Option<(Vec<NodeIndex>, Vec<NodeIndex>)> {
+    let mut dead: HashSet<NodeIndex> = HashSet::new();
+    // Each node on the path, with how many of its operands were tried.
+    let mut path: Vec<(NodeIndex, usize)> = vec![(x, 0)];
+    while let Some((cur, tried)) = path.last_mut() {
+        let cur = *cur;
+        if let Op::MatMul = op(g, cur) {
+            break;
+        }
+        let ins = if pointwise(op(g, cur)) {
+            g.operands(cur)
+        } else {
+            Vec::new()
+        };
+        let next = ins
+            .iter()
+            .enumerate()
+            .skip(*tried)
+            .find(|(_, i)| g.ty(**i).shape == shape && !cheap[i.index()] && !dead.contains(*i));
+        match next {
+            Some((k, n)) => {
+                *tried = k + 1;
+                path.push((*n, 0));
+            }
+            None => {
+                dead.insert(cur);
+                path.pop();
+            }
+        }
+    }
+    let spine: Vec<NodeIndex> = path.into_iter().map(|(n, _)| n).collect();
+    if spine.is_empty() {
         return None;
     }
+    let side = spine
+        .windows(2)
+        .flat_map(|w| g.operands(w[0]).into_iter().filter(move |i| *i != w[1]))
+        .collect();
+    Some((spine, side))
+}
+
+/// Whether a tensor of type `ty` has both a query axis and a key axis: as large as the
+/// scores, so it is computed per score in the kernel, never stored.
+fn score_sized(ty: &TensorType, axes: &Axes) -> bool {
+    let s = ty.shape.iter().position(|d| d == axes.s);
+    let t = ty.shape.iter().rposition(|d| d == axes.t);
+    matches!((s, t), (Some(s), Some(t)) if s != t)
+}
+
+/// The side values of the score modifications that the region computes itself: cheap index
+/// arithmetic, and every fusible value as large as the scores (an ALiBi or T5 bias, from a
+/// small table and the iotas). Other values, small or not fusible, are region inputs.
+fn copies(g: &Graph, cheap: &[bool], side: Vec<NodeIndex>, axes: &Axes) -> Vec<NodeIndex> {
+    let copyable =
+        |n: &NodeIndex| cheap[n.index()] || (fusible(op(g, *n)) && score_sized(g.ty(*n), axes));
+    let mut copied = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack: Vec<NodeIndex> = side.into_iter().filter(copyable).collect();
+    while let Some(n) = stack.pop() {
+        if seen.insert(n) {
+            copied.push(n);
+            stack.extend(g.operands(n).into_iter().filter(copyable));
+        }
+    }
+    copied
+}
+
+/// The keys every query can see, from range masks at the top of the spine (`spine[0]` is the
+/// logits). Each is `where(cond, ·, fill)` with `cond` a range of `j − i` holding the
+/// diagonal and one fill at or below `MASKED`; every other mask must fill with more. Then
+/// each row's max is above the fill, and the hidden keys add `exp(fill − max) = 0`: skipping
+/// them changes nothing. (Were the fills equal, a row whose visible keys are all padding
+/// would spread its weight over the hidden ones.) A lower bound needs `s = t`, so that every
+/// row keeps its diagonal key.
+fn visible_keys(g: &Graph, spine: &[NodeIndex], axes: &Axes) -> KeyRange {
+    let mut keys = KeyRange::default();
+    let mut fill = None;
+    let mut rest = spine;
+    while let [n, next, ..] = rest {
+        let Op::Select = op(g, *n) else { break };
+        let [cond, value, fill_node] = g.operands(*n)[..] else {
+            break;
+        };
+        let f = constant(g, fill_node).filter(|f| *f <= MASKED);
+        let range = key_range(g, cond, axes);
+        match (f, range) {
+            (Some(f), Some(r)) if value == *next && fill.is_none_or(|had| had == f) => {
+                fill = Some(f);
+                keys = intersect(keys, r);
+            }
+            _ => break,
+        }
+        rest = &rest[1..];
+    }
+    let Some(fill) = fill else {
+        return KeyRange::default();
+    };
+    let others_fill_more = rest.iter().all(|&n| match op(g, n) {
+        Op::Select => constant(g, g.operands(n)[2]).is_none_or(|f| f > fill),
+        _ => true,
+    });
+    let diagonal = keys.lo.is_none_or(|lo| lo <= 0) && keys.hi.is_none_or(|hi| hi >= 0);
+    if !others_fill_more || !diagonal || (keys.lo.is_some() && axes.s != axes.t) {
+        return KeyRange::default();
+    }
+    keys
+}
+
+/// Why a `matmul(softmax(x), v)` was not tiled.
+enum Miss {
+    /// It is not that pattern: nothing to say.
+    NotAttention,
+    /// The reason, and the node whose use of an intermediate prevented the fusion.
+    Because(String, Option<NodeIndex>),
+}
+
+fn because(reason: &str) -> Miss {
+    Miss::Because(reason.to_string(), None)
+}
+
+/// What the intermediates of the chain are called in notes.
+fn role(n: NodeIndex, spine: &[NodeIndex], kt: NodeIndex, p: NodeIndex) -> &'static str {
+    if n == kt {
+        "kᵀ is"
+    } else if n == p {
+        "the probabilities are"
+    } else if spine.contains(&n) {
+        "the scores are"
+    } else {
+        "the softmax's max and sum are"
+    }
+}
+
+/// Matches the attention whose `matmul(p, v)` is `o`.
+fn find(
+    g: &Graph,
+    users: &[Vec<NodeIndex>],
+    cheap: &[bool],
+    o: NodeIndex,
+) -> Result<Match<Found>, Miss> {
+    let [p, v] = operands_of(g, o, &Op::MatMul).ok_or(Miss::NotAttention)?[..] else {
+        return Err(Miss::NotAttention);
+    };
+    let [p, sum, e, d, max, x] = softmax_of(g, p).ok_or(Miss::NotAttention)?;
     // Back from the logits through pointwise ops of the scores' shape to `matmul(q, kᵀ)`.
     let shape = g.ty(x).shape.clone();
-    let mut spine = vec![x];
-    let mut side = Vec::new();
-    let mut cur = x;
-    let scores = loop {
-        if let Op::MatMul = op(g, cur) {
-            break cur;
-        }
-        if !pointwise(op(g, cur)) {
-            return None;
-        }
-        let ins = g.operands(cur);
-        let on_spine: Vec<NodeIndex> = ins
-            .iter()
-            .copied()
-            .filter(|i| g.ty(*i).shape == shape && !cheap[i.index()])
-            .collect();
-        let [next] = on_spine[..] else {
-            return None;
-        };
-        side.extend(ins.into_iter().filter(|i| *i != next));
-        spine.push(next);
-        cur = next;
-    };
+    let (spine, side) = walk(g, cheap, x, &shape).ok_or_else(|| {
+        because("the softmax's input is not matmul(q, kᵀ) and elementwise ops of its shape")
+    })?;
+    let scores = *spine.last().ok_or(Miss::NotAttention)?;
     let [q, kt] = g.operands(scores)[..] else {
-        return None;
+        return Err(Miss::NotAttention);
     };
-    let rank = g.ty(kt).rank();
-    let mut swap: Vec<usize> = (0..rank).collect();
-    swap.swap(rank - 1, rank - 2);
-    let [k] = operands_of(g, kt, &Op::Permute(swap))?[..] else {
-        return None;
+    // kᵀ is a permute of some `r` with k = permute(k_order)(r) and r's rows contiguous.
+    let Op::Permute(order) = op(g, kt) else {
+        return Err(because("the scores' right operand is not a transpose of k"));
     };
+    let rank = order.len();
+    let mut k_order = order.clone();
+    k_order.swap(rank - 1, rank - 2);
+    if k_order[rank - 1] != rank - 1 {
+        return Err(because("kᵀ is not a transpose of rows of k"));
+    }
+    let k = g.operands(kt)[0];
     // The kernel keeps one output row of v's width in registers and reads rows of q, k, v.
     let (qt, kt_, vt, ot) = (g.ty(q), g.ty(k), g.ty(v), g.ty(o));
-    let dv = vt.shape.last()?.as_const()?;
-    if !(1..=256).contains(&dv)
-        || qt.shape.last() != kt_.shape.last()
+    if !vt
+        .shape
+        .last()
+        .and_then(|d| d.as_const())
+        .is_some_and(|dv| (1..=256).contains(&dv))
+    {
+        return Err(because("v's width is not a constant from 1 to 256"));
+    }
+    if qt.shape.last() != kt_.shape.last()
         || ot.shape[..ot.rank() - 2] != shape[..shape.len() - 2]
         || !qt.dtype.is_float()
     {
-        return None;
+        return Err(because(
+            "q, k and v do not have the shapes of one attention",
+        ));
     }
     // Every intermediate must be used by the chain alone.
     let mut owned: Vec<NodeIndex> = spine.clone();
     owned.extend([max, d, e, sum, p, o]);
-    // The kernel reads k untransposed, so the transpose must be the region's own.
-    if users[kt.index()] != [scores] {
-        return None;
-    }
     owned.push(kt);
-    let mut copied = Vec::new();
-    let mut stack: Vec<NodeIndex> = side.into_iter().filter(|n| cheap[n.index()]).collect();
-    while let Some(n) = stack.pop() {
-        if !copied.contains(&n) {
-            copied.push(n);
-            stack.extend(g.operands(n));
-        }
-    }
-    let within: HashSet<NodeIndex> = owned.iter().chain(&copied).copied().collect();
-    for &n in &owned {
-        if n != o && users[n.index()].iter().any(|u| !within.contains(u)) {
-            return None;
-        }
-    }
-    if g.outputs
-        .values()
-        .any(|out| owned.contains(out) && *out != o)
-    {
-        return None;
-    }
-    // Causal: the logits are where(query ≥ key, ·, fill), and every other mask fills with
-    // more than that. Then each row's max is above the fill, and the keys the causal mask
-    // hides add exp(fill − max) = 0: skipping them changes nothing. (Were the fills equal, a
-    // row whose visible keys are all padding would spread its weight over the hidden ones.)
-    let causal = match op(g, x) {
-        Op::Select => {
-            let [cond, _, fill] = g.operands(x)[..] else {
-                return None;
-            };
-            let fill_value = constant(g, fill);
-            is_causal(g, cond, scores)
-                && fill_value.is_some_and(|f| f <= MASKED)
-                && spine[1..].iter().all(|&n| match op(g, n) {
-                    Op::Select => match constant(g, g.operands(n)[2]) {
-                        Some(other) if other <= MASKED => Some(other) > fill_value,
-                        _ => true,
-                    },
-                    _ => true,
-                })
-        }
-        _ => false,
+    let axes = Axes {
+        s: &shape[shape.len() - 2],
+        t: &shape[shape.len() - 1],
     };
-    Some(Match {
+    let copied = copies(g, cheap, side, &axes);
+    let within: HashSet<NodeIndex> = owned.iter().chain(&copied).copied().collect();
+    // The kernel reads k untransposed, so the transpose must be the region's own.
+    let outside = |n: NodeIndex| {
+        users[n.index()]
+            .iter()
+            .copied()
+            .find(|u| !within.contains(u) || (n == kt && *u != scores))
+    };
+    for &n in &owned {
+        if n == o {
+            continue;
+        }
+        if let Some(u) = outside(n) {
+            let what = role(n, &spine, kt, p);
+            let reason = format!("{what} also used by `{}`", op(g, u));
+            return Err(Miss::Because(reason, Some(u)));
+        }
+        if g.outputs.values().any(|out| *out == n) {
+            let what = role(n, &spine, kt, p);
+            return Err(Miss::Because(format!("{what} also an output"), None));
+        }
+    }
+    let keys = visible_keys(g, &spine, &axes);
+    Ok(Match {
         root: o,
         owned,
         copied,
@@ -245,7 +365,8 @@ fn find(g: &Graph, users: &[Vec<NodeIndex>], cheap: &[bool], o: NodeIndex) -> Op
             q,
             k,
             v,
-            causal,
+            keys,
+            k_order,
         },
     })
 }

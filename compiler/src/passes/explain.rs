@@ -1,0 +1,55 @@
+//! Notes on what the fusion passes did with the patterns they look for: an attention
+//! (`matmul → softmax → matmul`) that was not tiled, or a scan whose state is stored, with the
+//! reason, at the source of the op. A missed fusion can cost a `seq × seq` buffer, so
+//! `archc check` prints these notes; `--explain-fusion` adds the fusions that happened.
+
+use petgraph::graph::NodeIndex;
+
+use crate::graph::{Graph, Node};
+use crate::syntax::{Sources, Span};
+
+/// One fusion decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    /// The pattern: `attention` or `scan`.
+    pub what: &'static str,
+    /// Where the pattern's op was written (None for ops the passes made).
+    pub at: Option<Span>,
+    /// The weight scope of the op, for ops without a span.
+    pub scope: String,
+    /// Whether the pattern was fused.
+    pub fused: bool,
+    /// What was decided and why: `is not tiled: the scores are also used by `add``.
+    pub text: String,
+    /// Where the value that prevented the fusion is used, when that is the reason.
+    pub used_at: Option<Span>,
+}
+
+impl Note {
+    /// A note on the node `n` of `g`.
+    pub fn on(g: &Graph, n: NodeIndex, what: &'static str, fused: bool, text: String) -> Note {
+        let node: &Node = &g.dag[n];
+        Note {
+            what,
+            at: node.span,
+            scope: node.scope.clone(),
+            fused,
+            text,
+            used_at: None,
+        }
+    }
+
+    /// The note as one line: `note: attention at model.arch:12:5 is not tiled: …`.
+    pub fn render(&self, sources: &Sources) -> String {
+        let place = match self.at {
+            Some(span) => sources.locate(span),
+            None if self.scope.is_empty() => "model level".to_string(),
+            None => format!("@{}", self.scope),
+        };
+        let used = match self.used_at {
+            Some(span) => format!(" at {}", sources.locate(span)),
+            None => String::new(),
+        };
+        format!("note: {} at {place} {}{used}", self.what, self.text)
+    }
+}
