@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::progress;
 use archc_compiler::codegen::jit::Jit;
 use archc_compiler::graph::{Graph, Op};
 use archc_compiler::interp::{bind_dims, interpret};
@@ -30,6 +30,8 @@ pub struct BenchOptions {
     pub passes: PassOptions,
     /// How long parsing and elaboration took.
     pub front_end_ms: f64,
+    /// How many threads the kernels use.
+    pub threads: usize,
 }
 
 /// Multiply-adds of the graph's matmuls ×2, for these dims.
@@ -52,9 +54,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn progress(label: &str, i: usize, n: usize) {
-    eprint!("\r  {label}: run {i}/{n}   ");
-    let _ = std::io::stderr().flush();
+/// The process's peak resident memory so far (`VmHWM`), in bytes, where Linux reports it.
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Runs the benchmark; returns the result table.
@@ -64,14 +69,27 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let lowered = lower_optimized(g, &o.passes);
     let lower_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
-    let jit =
-        Jit::compile(&lowered.kernels, lowered.plan.symbols.len()).map_err(|e| e.to_string())?;
+    let jit = progress::spin("compiling", || {
+        Jit::compile(&lowered.kernels, lowered.plan.symbols.len())
+    })
+    .map_err(|e| e.to_string())?
+    .with_threads(o.threads);
     let codegen_ms = t1.elapsed().as_secs_f64() * 1e3;
     let input_file = o.inputs.as_ref().map(open).transpose()?;
     let (inputs, _) = load_inputs(&lowered.plan, input_file.as_ref(), 0, &o.dims)?;
     let mut weights = WeightSource::open(&lowered.plan, &o.weights, 0)?;
-    let mut exec = Executor::new(&lowered.plan, |n, d, s| weights.weight(n, d, s))
-        .map_err(|e| e.to_string())?;
+    let t2 = Instant::now();
+    let bar = progress::bar(lowered.plan.weights.len(), "loading weights");
+    let mut exec = Executor::new(&lowered.plan, |n, d, s| {
+        bar.inc(1);
+        weights.weight(n, d, s)
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    let load_ms = t2.elapsed().as_secs_f64() * 1e3;
+    let t3 = Instant::now();
+    exec.prepare(&jit).map_err(|e| e.to_string())?;
+    let prepare_ms = t3.elapsed().as_secs_f64() * 1e3;
     let dims = exec.bind(&inputs, &o.dims).map_err(|e| e.to_string())?;
     let work = flops(g, &dims);
     let mut rows: Vec<(String, f64)> = Vec::new();
@@ -79,28 +97,31 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     exec.run(&jit, &inputs, &o.dims)
         .map_err(|e| e.to_string())?;
     let mut times = Vec::new();
-    for i in 0..iters {
-        progress("cranelift", i + 1, iters);
+    let bar = progress::bar(iters, "cranelift runs");
+    for _ in 0..iters {
+        bar.inc(1);
         let t = Instant::now();
         exec.run(&jit, &inputs, &o.dims)
             .map_err(|e| e.to_string())?;
         times.push(t.elapsed().as_secs_f64());
     }
+    bar.finish_and_clear();
     rows.push(("cranelift".into(), median(times)));
     if o.with_interp {
         let mut ws = WeightSource::open(&lowered.plan, &o.weights, 0)?;
         let gdims = bind_dims(g, &inputs, &o.dims).map_err(|e| e.to_string())?;
         let runs = iters.min(3);
         let mut times = Vec::new();
-        for i in 0..runs {
-            progress("interp", i + 1, runs);
+        let bar = progress::bar(runs, "interpreter runs");
+        for _ in 0..runs {
+            bar.inc(1);
             let t = Instant::now();
             interpret(g, &gdims, &inputs, &mut ws).map_err(|e| e.to_string())?;
             times.push(t.elapsed().as_secs_f64());
         }
+        bar.finish_and_clear();
         rows.push(("interp".into(), median(times)));
     }
-    eprintln!();
     let mut bound: Vec<String> = dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
     bound.sort();
     let mut out = String::new();
@@ -111,6 +132,18 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
         o.front_end_ms,
         lowered.kernels.len()
     );
+    let _ = writeln!(
+        out,
+        "weights: load {load_ms:.1} ms, prepare {prepare_ms:.1} ms; threads: {}",
+        o.threads
+    );
+    if let Some(peak) = peak_memory() {
+        let _ = writeln!(
+            out,
+            "peak memory: {:.1} MiB (resident, whole process)",
+            peak as f64 / (1 << 20) as f64
+        );
+    }
     let _ = writeln!(out, "matmul work: {:.3} GFLOP per run", work / 1e9);
     let _ = writeln!(
         out,

@@ -78,13 +78,15 @@ pub fn build(g: &Graph, out: &Path, cc: &str, passes: &PassOptions) -> Result<St
     let obj_path = files::temporary_path(&out.with_extension("o"));
     let linked = files::temporary_path(out);
     files::write_atomically(&obj_path, &object).map_err(|e| e.to_string())?;
-    let status = Command::new(cc)
-        .arg(&obj_path)
-        .arg(&runner.path)
-        .arg("-o")
-        .arg(&linked)
-        .args(NATIVE_LIBS)
-        .output();
+    let status = crate::progress::spin("linking", || {
+        Command::new(cc)
+            .arg(&obj_path)
+            .arg(&runner.path)
+            .arg("-o")
+            .arg(&linked)
+            .args(NATIVE_LIBS)
+            .output()
+    });
     std::fs::remove_file(&obj_path).ok();
     let status =
         status.map_err(|e| format!("cannot run the C compiler `{cc}` to link: {e} (set --cc)"))?;

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bench;
 mod build;
+mod progress;
 mod run;
 
 /// archc compiles neural-network architectures written in the .arch language.
@@ -30,6 +31,9 @@ struct Cli {
     /// stacks from taking all memory.
     #[arg(long, global = true, value_name = "N", default_value_t = archc_compiler::elaborate::DEFAULT_MAX_NODES)]
     max_nodes: u64,
+    /// How many threads the native kernels use (run, bench); default: every core.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 /// The largest `.arch` or `config.json` archc reads (4 MiB): real ones are a few kilobytes.
@@ -367,6 +371,10 @@ fn check_dim_names(dims: &[(String, i64)], symbols: &[String]) -> Result<(), Fai
 
 fn run(cli: Cli) -> Result<String, Failure> {
     let max_nodes = cli.max_nodes;
+    let threads = cli.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
     match cli.command {
         Command::Check {
             file,
@@ -409,6 +417,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 seed,
                 dims: dims.into_iter().collect(),
                 passes,
+                threads,
                 engine: match backend {
                     Backend::Cranelift => run::Engine::Cranelift,
                     Backend::Interp => run::Engine::Interp,
@@ -445,6 +454,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 with_interp: interp,
                 passes,
                 front_end_ms: started.elapsed().as_secs_f64() * 1e3,
+                threads,
             };
             bench::bench(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
         }

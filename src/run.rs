@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::progress;
 use archc_compiler::codegen::jit::Jit;
 use archc_compiler::graph::Graph;
 use archc_compiler::interp::{bind_dims, interpret};
@@ -39,47 +40,76 @@ pub struct RunOptions {
     pub engine: Engine,
     /// Which passes run before lowering.
     pub passes: PassOptions,
+    /// How many threads the kernels use.
+    pub threads: usize,
+}
+
+/// How long each phase of a run took.
+#[derive(Default)]
+struct Phases {
+    /// Lowering and code generation.
+    compile: Duration,
+    /// Reading the weights into the executor.
+    load: Duration,
+    /// The prepare steps (values of the weights alone).
+    prepare: Duration,
+    /// The model itself.
+    run: Duration,
 }
 
 /// Runs a graph; returns the text to print.
 pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
     let input_file = o.inputs.as_ref().map(open).transpose()?;
+    let mut time = Phases::default();
     let start = Instant::now();
-    let lowered = lower_optimized(g, &o.passes);
+    let lowered = progress::spin("lowering", || lower_optimized(g, &o.passes));
+    time.compile = start.elapsed();
     let (inputs, defaulted) = load_inputs(&lowered.plan, input_file.as_ref(), o.seed, &o.dims)?;
     let mut weights = WeightSource::open(&lowered.plan, &o.weights, o.seed)?;
     let in_file = |e: String| match &o.inputs {
         Some(p) => format!("{}: {e}", p.display()),
         None => e,
     };
-    let (outputs, dims, compile, elapsed) = match o.engine {
+    let (outputs, dims) = match o.engine {
         Engine::Interp => {
             let dims = bind_dims(g, &inputs, &o.dims).map_err(|e| in_file(e.to_string()))?;
-            let compile = start.elapsed();
             let t = Instant::now();
-            let out = interpret(g, &dims, &inputs, &mut weights).map_err(|e| e.to_string())?;
-            (
-                out.into_iter().collect::<Vec<(String, Tensor)>>(),
-                dims,
-                compile,
-                t.elapsed(),
-            )
+            let out = progress::spin("interpreting", || {
+                interpret(g, &dims, &inputs, &mut weights)
+            })
+            .map_err(|e| e.to_string())?;
+            time.run = t.elapsed();
+            (out.into_iter().collect::<Vec<(String, Tensor)>>(), dims)
         }
         Engine::Cranelift => {
-            let jit = Jit::compile(&lowered.kernels, lowered.plan.symbols.len())
-                .map_err(|e| e.to_string())?;
-            let mut exec = Executor::new(&lowered.plan, |n, d, s| weights.weight(n, d, s))
-                .map_err(|e| e.to_string())?;
+            let t = Instant::now();
+            let jit = progress::spin("compiling", || {
+                Jit::compile(&lowered.kernels, lowered.plan.symbols.len())
+            })
+            .map_err(|e| e.to_string())?
+            .with_threads(o.threads);
+            time.compile += t.elapsed();
+            let t = Instant::now();
+            let bar = progress::bar(lowered.plan.weights.len(), "loading weights");
+            let mut exec = Executor::new(&lowered.plan, |n, d, s| {
+                bar.inc(1);
+                weights.weight(n, d, s)
+            })
+            .map_err(|e| e.to_string())?;
+            bar.finish_and_clear();
+            time.load = t.elapsed();
             let dims = exec
                 .bind(&inputs, &o.dims)
                 .map_err(|e| in_file(e.to_string()))?;
-            let compile = start.elapsed();
             let t = Instant::now();
-            let out = exec
-                .run(&jit, &inputs, &o.dims)
+            exec.prepare(&jit).map_err(|e| e.to_string())?;
+            time.prepare = t.elapsed();
+            let t = Instant::now();
+            let out = progress::spin("running", || exec.run(&jit, &inputs, &o.dims))
                 .map_err(|e| e.to_string())?;
-            (out, dims, compile, t.elapsed())
+            time.run = t.elapsed();
+            (out, dims)
         }
     };
     if let Some(path) = &o.outputs {
@@ -109,11 +139,15 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     for (name, t) in &outputs {
         let _ = writeln!(out, "  {}", summarize(name, t));
     }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let _ = writeln!(
         out,
-        "  time: compile {:.1} ms, run {:.1} ms",
-        compile.as_secs_f64() * 1e3,
-        elapsed.as_secs_f64() * 1e3
+        "  time: compile {:.1} ms, load {:.1} ms, prepare {:.1} ms, run {:.1} ms ({} threads)",
+        ms(time.compile),
+        ms(time.load),
+        ms(time.prepare),
+        ms(time.run),
+        o.threads
     );
     Ok(out)
 }

@@ -45,12 +45,13 @@ extern "C" fn archc_powf(x: f32, y: f32) -> f32 {
 }
 
 const USAGE: &str = "usage: BIN [--weights W.safetensors]... [--inputs IN.safetensors] \
-[--outputs OUT.safetensors] [--seed N] [--dim NAME=VALUE]...
+[--outputs OUT.safetensors] [--seed N] [--dim NAME=VALUE]... [--threads N]
 
 Runs the model compiled into this binary by `archc build`. Without --weights the weights are
 random from --seed; --weights may name a sharded checkpoint's model.safetensors.index.json, and
 repeated --weights files are merged. Without --inputs the inputs are random too; without
---outputs a summary of each output is printed. `--flag=VALUE` works like `--flag VALUE`.";
+--outputs a summary of each output is printed. --threads sets how many threads the kernels
+use (default: every core). `--flag=VALUE` works like `--flag VALUE`.";
 
 struct Options {
     weights: Vec<PathBuf>,
@@ -58,6 +59,8 @@ struct Options {
     outputs: Option<PathBuf>,
     seed: u64,
     dims: HashMap<String, i64>,
+    /// Threads for the kernels (default: every core).
+    threads: Option<usize>,
 }
 
 /// Sets a flag given at most once (as archc's parser does, a second one is an error rather
@@ -77,6 +80,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         outputs: None,
         seed: 0,
         dims: HashMap::new(),
+        threads: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -90,7 +94,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         };
         if !matches!(
             flag,
-            "--weights" | "--inputs" | "--outputs" | "--seed" | "--dim"
+            "--weights" | "--inputs" | "--outputs" | "--seed" | "--dim" | "--threads"
         ) {
             return Err(format!("unknown argument `{a}`"));
         }
@@ -109,6 +113,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 o.seed = value
                     .parse()
                     .map_err(|_| "--seed needs an integer".to_string())?
+            }
+            "--threads" => {
+                o.threads = match value.parse::<usize>() {
+                    Ok(n) if n >= 1 => Some(n),
+                    _ => {
+                        return Err(format!(
+                            "--threads needs a positive integer, found `{value}`"
+                        ))
+                    }
+                }
             }
             _ => {
                 let (k, n) = value
@@ -164,7 +178,10 @@ fn run(o: &Options) -> Result<String, String> {
     let mut exec =
         Executor::new(&plan, |n, d, s| weights.weight(n, d, s)).map_err(|e| e.to_string())?;
     // SAFETY: the table holds this plan's kernels, compiled with the kernel ABI.
-    let kernels = unsafe { CpuKernels::new(fns) };
+    let mut kernels = unsafe { CpuKernels::new(fns) };
+    if let Some(n) = o.threads {
+        kernels = kernels.with_threads(n);
+    }
     let dims = exec.bind(&inputs, &o.dims).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let outputs = exec

@@ -403,3 +403,48 @@ fn built_binaries_refuse_outputs_over_their_inputs() {
         before
     );
 }
+
+#[test]
+fn threads_change_nothing_but_speed_and_timings_are_reported_by_phase() {
+    let d = scratch_dir("threads");
+    let jamba = repo("examples/jamba.arch");
+    let jamba = jamba.to_str().expect("utf-8 path");
+    let run = |threads: &str, out: &str| {
+        archc_limited(
+            &[
+                "run",
+                jamba,
+                "--dim",
+                "seq=12",
+                "--threads",
+                threads,
+                "--outputs",
+                out,
+            ],
+            &d,
+        )
+        .expect(0, &[]);
+        read_output(&d.join(out), "logits")
+    };
+    assert_eq!(run("1", "one.safetensors"), run("3", "three.safetensors"));
+    let summary = archc_limited(&["run", jamba, "--dim", "seq=12"], &d);
+    let summary = &summary.expect(0, &[]).stdout;
+    for phase in ["compile", "load", "prepare", "run", "threads"] {
+        assert!(summary.contains(phase), "{phase} not in {summary}");
+    }
+    let bench = archc_limited(&["bench", jamba, "--dim", "seq=12", "--iters", "2"], &d);
+    assert!(
+        bench.expect(0, &[]).stdout.contains("peak memory"),
+        "{}",
+        bench.stdout
+    );
+    archc_limited(&["run", jamba, "--threads", "0"], &d).expect(2, &["--threads"]);
+    archc_limited(&["build", jamba, "-o", "jamba-bin"], &d).expect(0, &[]);
+    limited(
+        &d.join("jamba-bin"),
+        &["--threads", "1", "--dim", "seq=12"],
+        &d,
+    )
+    .expect(0, &[]);
+    limited(&d.join("jamba-bin"), &["--threads", "0"], &d).expect(2, &["--threads"]);
+}

@@ -1,0 +1,32 @@
+//! Progress on standard error for work that can take more than a second: loading weights,
+//! compiling, benchmark runs, linking. indicatif draws only when standard error is a terminal,
+//! so pipes, files and tests see nothing.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar of `len` steps labelled `what`.
+pub fn bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>18} [{bar:32}] {pos}/{len} {elapsed_precise}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Runs `work` with a spinner labelled `what`.
+pub fn spin<T>(what: &str, work: impl FnOnce() -> T) -> T {
+    let pb = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed_precise}") {
+        pb.set_style(style);
+    }
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(Duration::from_millis(100));
+    let result = work();
+    pb.finish_and_clear();
+    result
+}
