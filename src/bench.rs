@@ -11,7 +11,7 @@ use archc_compiler::codegen::jit::Jit;
 use archc_compiler::graph::{Graph, Op};
 use archc_compiler::interp::{bind_dims, interpret};
 use archc_compiler::passes::{lower_optimized, PassOptions};
-use archc_runtime::{load_inputs, Executor, TensorFile, WeightSource};
+use archc_runtime::{load_inputs, TensorFile, WeightSource};
 
 /// Options of a benchmark.
 pub struct BenchOptions {
@@ -79,13 +79,7 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let (inputs, _) = load_inputs(&lowered.plan, input_file.as_ref(), 0, &o.dims)?;
     let mut weights = WeightSource::open(&lowered.plan, &o.weights, 0)?;
     let t2 = Instant::now();
-    let bar = progress::bar(lowered.plan.weights.len(), "loading weights");
-    let mut exec = Executor::new(&lowered.plan, |n, d, s| {
-        bar.inc(1);
-        weights.weight(n, d, s)
-    })
-    .map_err(|e| e.to_string())?;
-    bar.finish_and_clear();
+    let mut exec = progress::load_weights(&lowered.plan, &mut weights)?;
     let load_ms = t2.elapsed().as_secs_f64() * 1e3;
     let t3 = Instant::now();
     exec.prepare(&jit).map_err(|e| e.to_string())?;

@@ -30,3 +30,18 @@ pub fn spin<T>(what: &str, work: impl FnOnce() -> T) -> T {
     pb.finish_and_clear();
     result
 }
+
+/// Loads a plan's weights into an executor, with a bar of one step per weight.
+pub fn load_weights<'p>(
+    plan: &'p archc_runtime::Plan,
+    weights: &mut archc_runtime::WeightSource,
+) -> Result<archc_runtime::Executor<'p>, String> {
+    let bar = bar(plan.weights.len(), "loading weights");
+    let exec = archc_runtime::Executor::new(plan, |n, d, s| {
+        bar.inc(1);
+        weights.weight(n, d, s)
+    })
+    .map_err(|e| e.to_string());
+    bar.finish_and_clear();
+    exec
+}

@@ -10,9 +10,7 @@ use archc_compiler::codegen::jit::Jit;
 use archc_compiler::graph::Graph;
 use archc_compiler::interp::{bind_dims, interpret};
 use archc_compiler::passes::{lower_optimized, PassOptions};
-use archc_runtime::{
-    load_inputs, summarize, write_tensors, Executor, Tensor, TensorFile, WeightSource,
-};
+use archc_runtime::{load_inputs, summarize, write_tensors, Tensor, TensorFile, WeightSource};
 
 /// Which executor runs the model.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -91,13 +89,7 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
             .with_threads(o.threads);
             time.compile += t.elapsed();
             let t = Instant::now();
-            let bar = progress::bar(lowered.plan.weights.len(), "loading weights");
-            let mut exec = Executor::new(&lowered.plan, |n, d, s| {
-                bar.inc(1);
-                weights.weight(n, d, s)
-            })
-            .map_err(|e| e.to_string())?;
-            bar.finish_and_clear();
+            let mut exec = progress::load_weights(&lowered.plan, &mut weights)?;
             time.load = t.elapsed();
             let dims = exec
                 .bind(&inputs, &o.dims)

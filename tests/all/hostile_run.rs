@@ -221,19 +221,25 @@ fn random_ids_do_not_depend_on_the_passes() {
     );
 }
 
-#[test]
-fn outputs_never_destroy_inputs_or_special_files() {
-    let d = scratch_dir("outputs");
-    let f = put(
-        &d,
-        "m.arch",
-        "model m {\n  input x: f32[batch, 4]\n  output y = x * 2.0\n}\n",
-    );
+/// `m.arch` (y = 2x over `f32[batch, 4]`) and `in.safetensors` (x of ones) in `d`; returns the
+/// model's file name.
+fn doubling_model(d: &Path) -> String {
     write_safetensors(
         &d.join("in.safetensors"),
         &[("x", vec![1, 4], vec![1.0; 4])],
         &[],
     );
+    put(
+        d,
+        "m.arch",
+        "model m {\n  input x: f32[batch, 4]\n  output y = x * 2.0\n}\n",
+    )
+}
+
+#[test]
+fn outputs_never_destroy_inputs_or_special_files() {
+    let d = scratch_dir("outputs");
+    let f = doubling_model(&d);
     write_safetensors(
         &d.join("w.safetensors"),
         &[("unused", vec![1], vec![0.0])],
@@ -373,16 +379,7 @@ fn run_time_errors_and_profiles_name_the_source() {
 #[test]
 fn built_binaries_refuse_outputs_over_their_inputs() {
     let d = scratch_dir("bin-outputs");
-    let f = put(
-        &d,
-        "m.arch",
-        "model m {\n  input x: f32[batch, 4]\n  output y = x * 2.0\n}\n",
-    );
-    write_safetensors(
-        &d.join("in.safetensors"),
-        &[("x", vec![1, 4], vec![1.0; 4])],
-        &[],
-    );
+    let f = doubling_model(&d);
     let before = std::fs::read(d.join("in.safetensors")).expect("written");
     archc_limited(&["build", &f, "-o", "m-bin"], &d).expect(0, &[]);
     let bin = d.join("m-bin");
