@@ -134,7 +134,7 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let _ = writeln!(
         out,
-        "  time: compile {:.1} ms, load {:.1} ms, prepare {:.1} ms, run {:.1} ms ({} threads)",
+        "  time: compile {:.1} ms, load {:.1} ms, prepare {:.1} ms, run {:.1} ms (threads: {})",
         ms(time.compile),
         ms(time.load),
         ms(time.prepare),
