@@ -323,9 +323,9 @@ fn main() -> ExitCode {
 }
 
 /// Writes the fusion notes to standard error: the missed fusions, and with `all` the others.
-fn print_notes(s: &Session, notes: &[archc_compiler::passes::explain::Note], all: bool) {
+fn print_notes(notes: &[archc_compiler::passes::explain::Note], all: bool) {
     for n in notes.iter().filter(|n| all || !n.fused) {
-        eprintln!("{}", n.render(&s.sources));
+        eprintln!("{}", n.render());
     }
 }
 
@@ -383,7 +383,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             let (_, notes) = optimize_explained(&graph, &PassOptions::all());
-            print_notes(&s, &notes, explain_fusion);
+            print_notes(&notes, explain_fusion);
             Ok(summary(&graph))
         }
         Command::Run {
@@ -505,7 +505,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             check_dim_names(&dims, &graph.symbols)?;
             if explain_fusion {
-                print_notes(&s, &optimize_explained(&graph, &passes).1, true);
+                print_notes(&optimize_explained(&graph, &passes).1, true);
             }
             let lowered = || archc_compiler::passes::lower_optimized(&graph, &passes);
             match stage {

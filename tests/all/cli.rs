@@ -277,7 +277,8 @@ fn explain_fusion_notes_the_fused_patterns_too() {
     let (status, _, stderr) = archc(&["check", "--explain-fusion", "examples/jamba.arch"]);
     assert_eq!(status, 0);
     assert!(
-        stderr.contains("note: attention at compiler/prelude/attention.arch:")
+        stderr.contains("note: attention at examples/jamba.arch:")
+            && stderr.contains(" → compiler/prelude/attention.arch:")
             && stderr.contains(" is tiled (block=64, causal)\n")
             && stderr.contains(" is fused with its read-out\n"),
         "{stderr}"

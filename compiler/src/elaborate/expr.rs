@@ -532,7 +532,6 @@ impl Elab<'_> {
         let scope = self.scope().to_string();
         let n = self.graph.add(op, ty, &scope, operands);
         self.graph.dag[n].at = self.origin_of(span);
-        self.graph.dag[n].span = Some(span);
         Ok(n)
     }
 }

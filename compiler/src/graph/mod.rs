@@ -14,7 +14,6 @@ pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
 pub use printer::print_graph;
 pub use region::{AttentionInfo, KeyRange, LayerKind, Region, RegionKind, ScanInfo, SsdInfo};
 
-use crate::syntax::Span;
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -29,13 +28,10 @@ pub struct Node {
     pub ty: TensorType,
     /// The weight scope the node was created under (empty at model level).
     pub scope: String,
-    /// The source expression it was elaborated from, for notes that point at the user's code
-    /// (None for nodes a pass made up). Dumps do not print it.
-    pub span: Option<Span>,
     /// Where in the source the node was made, as text (`file:line:col`, the user's call site
-    /// first when it is inside the prelude; empty when unknown). Lowering copies it into the
-    /// plan, where no source map exists, so that a failure at run time can point at the
-    /// user's code.
+    /// first when it is inside the prelude; empty for nodes a pass made up). Fusion notes print
+    /// it, and lowering copies it into the plan, where no source map exists, so that a failure
+    /// at run time can point at the user's code. Dumps do not print it.
     pub at: String,
 }
 
@@ -146,7 +142,6 @@ impl Graph {
             ty,
             scope: scope.to_string(),
             at: String::new(),
-            span: None,
         });
         for (slot, &o) in operands.iter().enumerate() {
             self.dag.add_edge(o, n, Edge { slot });
@@ -158,7 +153,6 @@ impl Graph {
     /// node, or a node that takes its place).
     pub fn add_like(&mut self, from: &Node, op: Op, operands: &[NodeIndex]) -> NodeIndex {
         let n = self.add(op, from.ty.clone(), &from.scope, operands);
-        self.dag[n].span = from.span;
         self.dag[n].at = from.at.clone();
         n
     }

@@ -6,23 +6,24 @@
 use petgraph::graph::NodeIndex;
 
 use crate::graph::{Graph, Node};
-use crate::syntax::{Sources, Span};
 
 /// One fusion decision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
     /// The pattern: `attention` or `scan`.
     pub what: &'static str,
-    /// Where the pattern's op was written (None for ops the passes made).
-    pub at: Option<Span>,
+    /// Where the pattern's op was written (`Node::at`: the user's call site, then the prelude
+    /// location; empty for ops the passes made).
+    pub at: String,
     /// The weight scope of the op, for ops without a span.
     pub scope: String,
     /// Whether the pattern was fused.
     pub fused: bool,
     /// What was decided and why: `is not tiled: the scores are also used by `add``.
     pub text: String,
-    /// Where the value that prevented the fusion is used, when that is the reason.
-    pub used_at: Option<Span>,
+    /// Where the value that prevented the fusion is used, when that is the reason (empty
+    /// otherwise).
+    pub used_at: String,
 }
 
 impl Note {
@@ -31,24 +32,24 @@ impl Note {
         let node: &Node = &g.dag[n];
         Note {
             what,
-            at: node.span,
+            at: node.at.clone(),
             scope: node.scope.clone(),
             fused,
             text,
-            used_at: None,
+            used_at: String::new(),
         }
     }
 
     /// The note as one line: `note: attention at model.arch:12:5 is not tiled: …`.
-    pub fn render(&self, sources: &Sources) -> String {
-        let place = match self.at {
-            Some(span) => sources.locate(span),
-            None if self.scope.is_empty() => "model level".to_string(),
-            None => format!("@{}", self.scope),
+    pub fn render(&self) -> String {
+        let place = match self.at.as_str() {
+            "" if self.scope.is_empty() => "model level".to_string(),
+            "" => format!("@{}", self.scope),
+            at => at.to_string(),
         };
-        let used = match self.used_at {
-            Some(span) => format!(" at {}", sources.locate(span)),
-            None => String::new(),
+        let used = match self.used_at.as_str() {
+            "" => String::new(),
+            at => format!(" at {at}"),
         };
         format!("note: {} at {place} {}{used}", self.what, self.text)
     }

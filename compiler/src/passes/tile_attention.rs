@@ -75,7 +75,7 @@ pub fn notes(g: &Graph) -> Vec<Note> {
             }
             Err(Miss::NotAttention) => continue,
             Err(Miss::Because(reason, user)) => Note {
-                used_at: user.and_then(|u| g.dag[u].span),
+                used_at: user.map(|u| g.dag[u].at.clone()).unwrap_or_default(),
                 ..Note::on(g, o, "attention", false, format!("is not tiled: {reason}"))
             },
         };
