@@ -201,17 +201,21 @@ impl<'p> Executor<'p> {
                 .map_err(RunError::Weight)?
                 .into()
             {
-                WeightData::InPlace(m) if m.len() != bytes => {
+                WeightData::InPlace { bytes: m, .. } if m.len() != bytes => {
                     return Err(RunError::Weight(format!(
                         "weight `{}` has {} bytes, but its buffer needs {bytes}",
                         w.name,
                         m.len()
                     )))
                 }
-                WeightData::InPlace(m) if readable_in_place(m, b.dtype) => Memory::Mapped(m),
-                WeightData::InPlace(m) => {
+                WeightData::InPlace { bytes: m, file } if readable_in_place(m, b.dtype) => {
+                    Memory::Mapped(m, file)
+                }
+                WeightData::InPlace { bytes: m, file } => {
                     let mut mem = zeroed(words(bytes), what)?;
                     bytes_of(&mut mem)[..bytes].copy_from_slice(m);
+                    // The copy read every page; the copy is what kernels use.
+                    file.release(m);
                     Memory::Owned(mem)
                 }
                 WeightData::Tensor(t) => {
@@ -322,12 +326,20 @@ impl<'p> Executor<'p> {
             }
             let ptrs = self.pointers(&plan.buffers, &no_arena, std::ptr::null_mut(), &[]);
             run.steps(plan, std::slice::from_ref(step), &plan.buffers, &ptrs)?;
-            self.weights.retain(|b, _| {
-                needed.contains(b) || last_read.get(b).is_some_and(|&last| last > j)
-            });
+            self.release(|b| needed.contains(b) || last_read.get(b).is_some_and(|&l| l > j));
         }
-        self.weights.retain(|b, _| needed.contains(b));
+        self.release(|b| needed.contains(b));
         Ok(())
+    }
+
+    /// Releases the weights that `keep` says no.
+    fn release(&mut self, keep: impl Fn(&usize) -> bool) {
+        let gone: Vec<usize> = self.weights.keys().filter(|b| !keep(b)).copied().collect();
+        for b in gone {
+            if let Some(m) = self.weights.remove(&b) {
+                m.release();
+            }
+        }
     }
 
     /// Pointers to every buffer of a frame: weights, the call's slots, or the arena.

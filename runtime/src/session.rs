@@ -46,7 +46,7 @@ impl WeightSource {
                     .in_place(name, dtype, shape)
                     .map_err(|e| e.to_string())?
                 {
-                    return Ok(WeightData::InPlace(bytes));
+                    return Ok(WeightData::InPlace { bytes, file });
                 }
             }
         }

@@ -200,6 +200,41 @@ impl TensorFile {
         Ok((same && cfg!(target_endian = "little")).then(|| self.bytes(info)))
     }
 
+    /// Drops the pages that lie wholly inside `bytes` (a tensor's bytes from
+    /// [`TensorFile::in_place`]) from this process's resident set: a weight read once, by a
+    /// prepare step or a copy, need not stay resident. A later read faults them in from the
+    /// file again. Bytes from elsewhere are ignored.
+    pub fn release(&self, bytes: &[u8]) {
+        // 4 KiB pages: on a system with larger pages the range is widened to whole pages,
+        // which drops a neighbour's pages too, and those are read back from the file alike.
+        const PAGE: usize = 4096;
+        let base = self.map.as_ptr() as usize;
+        let Some(start) = (bytes.as_ptr() as usize).checked_sub(base) else {
+            return;
+        };
+        let end = start.saturating_add(bytes.len());
+        let (first, last) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+        if end > self.map.len() || first >= last {
+            return;
+        }
+        // The map starts on a page boundary, so offsets and addresses agree modulo a page.
+        #[cfg(unix)]
+        {
+            // SAFETY: the map is a shared, read-only mapping of a file nothing writes while
+            // archc runs (see `open`): after MADV_DONTNEED a read faults the page in from the
+            // file again, so every reference into the map still reads the same bytes. memmap2
+            // makes the advice unsafe for mappings whose pages would come back different
+            // (private or anonymous ones). A failure only leaves the pages resident.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    first,
+                    last - first,
+                )
+            };
+        }
+    }
+
     /// The tensor's info, checked against the declared shape.
     fn checked_info(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo, TensorFileError> {
         let info = self.info(name)?;

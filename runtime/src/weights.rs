@@ -1,7 +1,7 @@
 //! Weight memory of an executor: bytes of a memory-mapped checkpoint that kernels read in
 //! place, or storage of its own (converted, misaligned, random or prepared values).
 
-use crate::{storage_bytes, DType, Tensor};
+use crate::{storage_bytes, DType, Tensor, TensorFile};
 
 /// A weight's values as a source hands them to [`crate::Executor::new`].
 pub enum WeightData<'w> {
@@ -10,7 +10,12 @@ pub enum WeightData<'w> {
     /// Bytes already in the buffer's storage layout (little-endian f32 or i64, exactly the
     /// buffer's size), which kernels read in place: a memory-mapped checkpoint's tensor. They
     /// must not change while they are borrowed.
-    InPlace(&'w [u8]),
+    InPlace {
+        /// The tensor's bytes, from [`TensorFile::in_place`].
+        bytes: &'w [u8],
+        /// The file they are mapped from, which releases their pages once they are unused.
+        file: &'w TensorFile,
+    },
 }
 
 impl From<Tensor> for WeightData<'_> {
@@ -34,7 +39,7 @@ pub(crate) enum Memory<'w> {
     Owned(Vec<u64>),
     /// A mapped file's bytes, read-only: no step writes a loaded weight (see
     /// `Executor::new`).
-    Mapped(&'w [u8]),
+    Mapped(&'w [u8], &'w TensorFile),
 }
 
 impl Memory<'_> {
@@ -43,7 +48,15 @@ impl Memory<'_> {
     pub(crate) fn ptr(&mut self) -> *mut u8 {
         match self {
             Memory::Owned(v) => v.as_mut_ptr().cast(),
-            Memory::Mapped(b) => b.as_ptr().cast_mut(),
+            Memory::Mapped(b, _) => b.as_ptr().cast_mut(),
+        }
+    }
+
+    /// Frees the memory: owned storage goes back to the allocator, and a mapped tensor's
+    /// pages leave the process's resident set (a prepare step read them all).
+    pub(crate) fn release(self) {
+        if let Memory::Mapped(bytes, file) = self {
+            file.release(bytes);
         }
     }
 
@@ -54,7 +67,7 @@ impl Memory<'_> {
                 mapped: 0,
                 owned: v.len() * 8,
             },
-            Memory::Mapped(b) => WeightBytes {
+            Memory::Mapped(b, _) => WeightBytes {
                 mapped: b.len(),
                 owned: 0,
             },

@@ -153,3 +153,21 @@ fn plan() -> archc_runtime::Plan {
     let g = compile("m.arch", MODEL).unwrap_or_else(|(_, r)| panic!("{r}"));
     lower_optimized(&g, &PassOptions::default()).plan
 }
+
+#[test]
+fn released_pages_read_back_the_same_bytes() {
+    let dir = scratch("release");
+    let file = dir.join("w.safetensors");
+    let big = Tensor::f32(vec![64, 1024], (0..65536).map(|i| i as f32).collect());
+    write_tensors(&file, &[("big".to_string(), big.clone())]).unwrap();
+    let f = archc_runtime::TensorFile::open(&file).unwrap();
+    let bytes = f.in_place("big", DType::F32, &[64, 1024]).unwrap().unwrap();
+    let first = bytes.to_vec();
+    // Whole pages inside the tensor leave the resident set; reads fault them back in.
+    f.release(bytes);
+    assert_eq!(bytes, first.as_slice());
+    assert_eq!(f.read_any("big").unwrap(), big);
+    // Bytes that are not the file's are ignored.
+    f.release(&first);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
