@@ -41,13 +41,16 @@ impl WeightSource {
     ) -> Result<WeightData<'_>, String> {
         if let WeightSource::File(f, _) = self {
             if f.contains(name) {
-                let file = f.file_of(name).map_err(|e| e.to_string())?;
-                if let Some(bytes) = file
-                    .in_place(name, dtype, shape)
-                    .map_err(|e| e.to_string())?
-                {
-                    return Ok(WeightData::InPlace { bytes, file });
-                }
+                let e = |e: crate::TensorFileError| e.to_string();
+                let file = f.file_of(name).map_err(e)?;
+                return match file.in_place(name, dtype, shape).map_err(e)? {
+                    Some(bytes) => Ok(WeightData::InPlace { bytes, file }),
+                    // Converted (f16, bf16, i32): the executor keeps the copy, not the pages.
+                    None => file
+                        .read_once(name, dtype, shape)
+                        .map(WeightData::Tensor)
+                        .map_err(e),
+                };
             }
         }
         self.tensor(name, dtype, shape).map(WeightData::Tensor)

@@ -200,6 +200,19 @@ impl TensorFile {
         Ok((same && cfg!(target_endian = "little")).then(|| self.bytes(info)))
     }
 
+    /// Reads a tensor as [`TensorFile::read`] does, then releases its pages (see
+    /// [`TensorFile::release`]): for a tensor converted once into memory of its own.
+    pub fn read_once(
+        &self,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<Tensor, TensorFileError> {
+        let t = self.read(name, dtype, shape)?;
+        self.release(self.bytes(self.info(name)?));
+        Ok(t)
+    }
+
     /// Drops the pages that lie wholly inside `bytes` (a tensor's bytes from
     /// [`TensorFile::in_place`]) from this process's resident set: a weight read once, by a
     /// prepare step or a copy, need not stay resident. A later read faults them in from the
