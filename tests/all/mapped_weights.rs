@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use archc_compiler::codegen::jit::Jit;
 use archc_compiler::passes::{lower_optimized, PassOptions};
-use archc_runtime::{write_tensors, DType, Executor, Tensor, WeightBytes, WeightSource};
+use archc_runtime::{
+    write_tensors, DType, Executor, RunError, Step, Tensor, WeightBytes, WeightSource,
+};
 
 use crate::common::compile;
 
@@ -170,4 +172,20 @@ fn released_pages_read_back_the_same_bytes() {
     // Bytes that are not the file's are ignored.
     f.release(&first);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plans_whose_steps_write_a_loaded_weight_are_refused() {
+    let mut plan = plan();
+    let weight = plan.weights[0].buffer;
+    let step = plan.steps.iter_mut().chain(plan.prepare.iter_mut()).next();
+    match step.unwrap() {
+        Step::Kernel { args, .. } | Step::Call { args, .. } => args[0] = weight,
+    }
+    let source = WeightSource::Random(1);
+    let err = Executor::new(&plan, |n, d, s| source.weight(n, d, s)).err();
+    assert!(
+        matches!(err, Some(RunError::Plan(ref m)) if m.contains("read-only")),
+        "{err:?}"
+    );
 }
