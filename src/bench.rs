@@ -77,9 +77,9 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let codegen_ms = t1.elapsed().as_secs_f64() * 1e3;
     let input_file = o.inputs.as_ref().map(open).transpose()?;
     let (inputs, _) = load_inputs(&lowered.plan, input_file.as_ref(), 0, &o.dims)?;
-    let mut weights = WeightSource::open(&lowered.plan, &o.weights, 0)?;
+    let weights = WeightSource::open(&lowered.plan, &o.weights, 0)?;
     let t2 = Instant::now();
-    let mut exec = progress::load_weights(&lowered.plan, &mut weights)?;
+    let mut exec = progress::load_weights(&lowered.plan, &weights)?;
     let load_ms = t2.elapsed().as_secs_f64() * 1e3;
     let t3 = Instant::now();
     exec.prepare(&jit).map_err(|e| e.to_string())?;
@@ -130,6 +130,14 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
         out,
         "weights: load {load_ms:.1} ms, prepare {prepare_ms:.1} ms; threads: {}",
         o.threads
+    );
+    let held = exec.weight_bytes();
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    let _ = writeln!(
+        out,
+        "weights: {:.1} MiB mapped, {:.1} MiB owned (after prepare)",
+        mib(held.mapped),
+        mib(held.owned)
     );
     if let Some(peak) = peak_memory() {
         let _ = writeln!(

@@ -34,7 +34,7 @@ pub fn spin<T>(what: &str, work: impl FnOnce() -> T) -> T {
 /// Loads a plan's weights into an executor, with a bar of one step per weight.
 pub fn load_weights<'p>(
     plan: &'p archc_runtime::Plan,
-    weights: &mut archc_runtime::WeightSource,
+    weights: &'p archc_runtime::WeightSource,
 ) -> Result<archc_runtime::Executor<'p>, String> {
     let bar = bar(plan.weights.len(), "loading weights");
     let exec = archc_runtime::Executor::new(plan, |n, d, s| {

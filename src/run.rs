@@ -89,7 +89,7 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
             .with_threads(o.threads);
             time.compile += t.elapsed();
             let t = Instant::now();
-            let mut exec = progress::load_weights(&lowered.plan, &mut weights)?;
+            let mut exec = progress::load_weights(&lowered.plan, &weights)?;
             time.load = t.elapsed();
             let dims = exec
                 .bind(&inputs, &o.dims)

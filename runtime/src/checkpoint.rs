@@ -103,8 +103,13 @@ impl Checkpoint {
         dtype: DType,
         shape: &[usize],
     ) -> Result<Tensor, TensorFileError> {
+        self.file_of(name)?.read(name, dtype, shape)
+    }
+
+    /// The file that holds a tensor, or an error naming the closest names.
+    pub fn file_of(&self, name: &str) -> Result<&TensorFile, TensorFileError> {
         match self.owner.get(name) {
-            Some(&i) => self.files[i].read(name, dtype, shape),
+            Some(&i) => Ok(&self.files[i]),
             None => {
                 let names: Vec<String> = self.owner.keys().cloned().collect();
                 let files: Vec<String> = self

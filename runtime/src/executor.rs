@@ -1,12 +1,13 @@
 //! Runs a Plan: one arena per run, weights loaded once, kernels launched through one C ABI.
 
-use std::collections::HashMap;
-
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use crate::plan::{numel, root};
+use crate::weights::{readable_in_place, Memory};
 use crate::{
     bind_dims, storage_bytes, BindError, Buffer, DType, Data, Dim, Plan, Step, Storage, Tensor,
+    WeightBytes, WeightData,
 };
 
 /// Launches compiled kernels. `args` are buffer pointers in the kernel's parameter order with
@@ -34,6 +35,12 @@ pub enum RunError {
     /// The run's memory cannot be allocated.
     #[error("{0}")]
     Memory(String),
+    /// A prepare step failed in an earlier call, and the weights it released are gone.
+    #[error("the weights' prepare steps failed earlier; load the weights again")]
+    Unprepared,
+    /// The plan breaks an invariant the executor relies on.
+    #[error("invalid plan: {0}")]
+    Plan(String),
     /// A kernel's check failed (an index out of range, ...).
     #[error("{origin}: {message} (step {step}, kernel `{kernel}`)")]
     Check {
@@ -58,13 +65,26 @@ pub enum RunError {
     },
 }
 
-/// A plan with its weights loaded.
+/// A plan with its weights loaded. It borrows the plan and whatever the weights were read
+/// from (a memory-mapped checkpoint), so mapped weights cannot outlive their mapping.
 pub struct Executor<'p> {
     plan: &'p Plan,
-    /// Memory of the top-level `Storage::Weight` buffers, by buffer.
-    weights: HashMap<usize, Vec<u64>>,
+    /// Memory of the top-level `Storage::Weight` buffers, by buffer: loaded weights from
+    /// `new`, prepared ones once `prepare` computes them.
+    weights: HashMap<usize, Memory<'p>>,
     /// Whether the prepare steps have run.
-    prepared: bool,
+    prepared: Prepared,
+}
+
+/// How far the prepare steps got.
+#[derive(Clone, Copy, PartialEq)]
+enum Prepared {
+    /// Not run yet.
+    Not,
+    /// One failed: some sources may already be released, so they cannot run again.
+    Failed,
+    /// All ran.
+    Done,
 }
 
 /// What one run needs while it walks the frames.
@@ -158,23 +178,16 @@ fn bytes_of(v: &mut [u64]) -> &mut [u8] {
 }
 
 impl<'p> Executor<'p> {
-    /// Loads every weight of the plan through `source(name, dtype, shape)`.
-    pub fn new(
+    /// Loads every weight of the plan through `source(name, dtype, shape)`. A source that
+    /// hands out bytes in place (a memory-mapped checkpoint) must outlive the executor; those
+    /// bytes are not copied unless their address is misaligned for the dtype.
+    pub fn new<W: Into<WeightData<'p>>>(
         plan: &'p Plan,
-        mut source: impl FnMut(&str, DType, &[usize]) -> Result<Tensor, String>,
+        mut source: impl FnMut(&str, DType, &[usize]) -> Result<W, String>,
     ) -> Result<Executor<'p>, RunError> {
+        check_writes(plan)?;
         let mut weights = HashMap::new();
         let none = HashMap::new();
-        for (i, b) in plan.buffers.iter().enumerate() {
-            if b.storage == Storage::Weight {
-                let bytes = numel(b, &none).saturating_mul(storage_bytes(b.dtype));
-                let what = || match plan.weights.iter().find(|w| w.buffer == i) {
-                    Some(w) => format!("weight `{}`", w.name),
-                    None => format!("prepared weight buffer {i}"),
-                };
-                weights.insert(i, zeroed(words(bytes), what)?);
-            }
-        }
         for w in &plan.weights {
             let b = &plan.buffers[w.buffer];
             let shape: Vec<usize> = b
@@ -182,15 +195,54 @@ impl<'p> Executor<'p> {
                 .iter()
                 .map(|d| d.as_const().unwrap_or(0).max(0) as usize)
                 .collect();
-            let t = source(&w.name, b.dtype, &shape).map_err(RunError::Weight)?;
-            let mem = weights.get_mut(&w.buffer).expect("weights have storage");
-            store(&t, b.dtype, bytes_of(mem));
+            let bytes = numel(b, &none).saturating_mul(storage_bytes(b.dtype));
+            let what = || format!("weight `{}`", w.name);
+            let memory = match source(&w.name, b.dtype, &shape)
+                .map_err(RunError::Weight)?
+                .into()
+            {
+                WeightData::InPlace { bytes: m, .. } if m.len() != bytes => {
+                    return Err(RunError::Weight(format!(
+                        "weight `{}` has {} bytes, but its buffer needs {bytes}",
+                        w.name,
+                        m.len()
+                    )))
+                }
+                WeightData::InPlace { bytes: m, file } if readable_in_place(m, b.dtype) => {
+                    Memory::Mapped(m, file)
+                }
+                WeightData::InPlace { bytes: m, file } => {
+                    let mut mem = zeroed(words(bytes), what)?;
+                    bytes_of(&mut mem)[..bytes].copy_from_slice(m);
+                    // The copy read every page; the copy is what kernels use.
+                    file.release(m);
+                    Memory::Owned(mem)
+                }
+                WeightData::Tensor(t) => {
+                    let mut mem = zeroed(words(bytes), what)?;
+                    store(&t, b.dtype, bytes_of(&mut mem));
+                    Memory::Owned(mem)
+                }
+            };
+            weights.insert(plan.root(w.buffer), memory);
         }
         Ok(Executor {
             plan,
             weights,
-            prepared: false,
+            prepared: Prepared::Not,
         })
+    }
+
+    /// The bytes of weights this executor holds now, mapped and owned. After `prepare`, the
+    /// weights that only prepare steps read are gone.
+    pub fn weight_bytes(&self) -> WeightBytes {
+        self.weights
+            .values()
+            .map(Memory::bytes)
+            .fold(WeightBytes::default(), |a, b| WeightBytes {
+                mapped: a.mapped + b.mapped,
+                owned: a.owned + b.owned,
+            })
     }
 
     /// The plan this executor runs.
@@ -222,12 +274,27 @@ impl<'p> Executor<'p> {
         )
     }
 
-    /// Runs the prepare steps (values computed from the weights alone), once; then frees the
-    /// weights only they read. `run` does this itself the first time.
+    /// Runs the prepare steps (values computed from the weights alone), once. Each prepared
+    /// value gets its memory just before its step, and a weight that the run does not read is
+    /// released right after the last prepare step that reads it, so a transposed copy replaces
+    /// its source instead of sitting beside it. `run` does this itself the first time.
     pub fn prepare(&mut self, launcher: &dyn Launcher) -> Result<(), RunError> {
-        if self.prepared {
-            return Ok(());
+        match self.prepared {
+            Prepared::Done => Ok(()),
+            Prepared::Failed => Err(RunError::Unprepared),
+            Prepared::Not => {
+                let result = self.prepare_steps(launcher);
+                self.prepared = match result {
+                    Ok(()) => Prepared::Done,
+                    Err(_) => Prepared::Failed,
+                };
+                result
+            }
         }
+    }
+
+    /// Runs the prepare steps, releasing each source after its last reader.
+    fn prepare_steps(&mut self, launcher: &dyn Launcher) -> Result<(), RunError> {
         let plan = self.plan;
         let none = HashMap::new();
         // Prepare steps read no dims, but kernels take one value per symbol all the same.
@@ -235,17 +302,44 @@ impl<'p> Executor<'p> {
         let mut run = Run::new(launcher, &none, &zeros);
         // Prepare steps read and write weight buffers only: no arena.
         let no_arena = vec![None; plan.buffers.len()];
-        let ptrs = self.pointers(&plan.buffers, &no_arena, std::ptr::null_mut(), &[]);
-        run.steps(plan, &plan.prepare, &plan.buffers, &ptrs)?;
-        self.prepared = true;
         let mut needed: HashSet<usize> = plan
             .steps
             .iter()
             .flat_map(|s| s.args().iter().map(|&b| plan.root(b)))
             .collect();
         needed.extend(plan.outputs.iter().map(|o| plan.root(o.buffer)));
-        self.weights.retain(|b, _| needed.contains(b));
+        let mut last_read = HashMap::new();
+        for (j, s) in plan.prepare.iter().enumerate() {
+            for &b in s.args().iter().skip(1) {
+                last_read.insert(plan.root(b), j);
+            }
+        }
+        for (j, step) in plan.prepare.iter().enumerate() {
+            if let Some(&out) = step.args().first() {
+                let out = plan.root(out);
+                if let Entry::Vacant(e) = self.weights.entry(out) {
+                    let bytes = numel(&plan.buffers[out], &none)
+                        .saturating_mul(storage_bytes(plan.buffers[out].dtype));
+                    let what = || format!("prepared weight buffer {out}");
+                    e.insert(Memory::Owned(zeroed(words(bytes), what)?));
+                }
+            }
+            let ptrs = self.pointers(&plan.buffers, &no_arena, std::ptr::null_mut(), &[]);
+            run.steps(plan, std::slice::from_ref(step), &plan.buffers, &ptrs)?;
+            self.release(|b| needed.contains(b) || last_read.get(b).is_some_and(|&l| l > j));
+        }
+        self.release(|b| needed.contains(b));
         Ok(())
+    }
+
+    /// Releases the weights that `keep` says no.
+    fn release(&mut self, keep: impl Fn(&usize) -> bool) {
+        let gone: Vec<usize> = self.weights.keys().filter(|b| !keep(b)).copied().collect();
+        for b in gone {
+            if let Some(m) = self.weights.remove(&b) {
+                m.release();
+            }
+        }
     }
 
     /// Pointers to every buffer of a frame: weights, the call's slots, or the arena.
@@ -263,7 +357,7 @@ impl<'p> Executor<'p> {
                     Storage::Weight => self
                         .weights
                         .get_mut(&r)
-                        .map_or(std::ptr::null_mut(), |w| w.as_mut_ptr().cast()),
+                        .map_or(std::ptr::null_mut(), Memory::ptr),
                     Storage::Slot(i) => slots[i],
                     // SAFETY: the offset is inside the arena, which the layout sized.
                     _ => offsets[r].map_or(std::ptr::null_mut(), |o| unsafe { base.add(o) }),
@@ -329,6 +423,34 @@ impl<'p> Executor<'p> {
         }
         Ok(out)
     }
+}
+
+/// Mapped weights are read-only memory, so no step may write a loaded weight. A kernel step
+/// writes only its first buffer (the lowering makes every kernel so, see `Step::Kernel`) and
+/// a call only its first argument; in a layer kind, a kernel writing slot `i ≥ 1` would write
+/// the caller's operand, which may be a weight.
+fn check_writes(plan: &Plan) -> Result<(), RunError> {
+    let loaded: HashSet<usize> = plan.weights.iter().map(|w| plan.root(w.buffer)).collect();
+    let top = plan.prepare.iter().chain(&plan.steps);
+    if let Some(s) = top
+        .filter_map(|s| s.args().first())
+        .find(|&&b| loaded.contains(&plan.root(b)))
+    {
+        return Err(RunError::Plan(format!(
+            "a step writes weight buffer {s}, which is read-only"
+        )));
+    }
+    for k in &plan.kinds {
+        for &b in k.steps.iter().filter_map(|s| s.args().first()) {
+            if let Storage::Slot(i @ 1..) = k.buffers[root(&k.buffers, b)].storage {
+                return Err(RunError::Plan(format!(
+                    "a step of kind `{}` writes its argument {i}, which may be a read-only weight",
+                    k.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl<'r> Run<'r> {

@@ -19,6 +19,7 @@ mod session;
 pub mod spelling;
 mod tensor;
 mod tensor_file;
+mod weights;
 
 pub use bind::{bind_dims, check_dim_names, BindError};
 pub use checkpoint::Checkpoint;
@@ -36,3 +37,4 @@ pub use random::{random_tensor, SplitMix64};
 pub use session::{default_dim, describe_plan, load_inputs, show_dims, summarize, WeightSource};
 pub use tensor::{Data, Tensor};
 pub use tensor_file::{write_tensors, TensorFile, TensorFileError};
+pub use weights::{WeightBytes, WeightData};

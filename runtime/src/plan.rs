@@ -57,7 +57,9 @@ pub struct Binding {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Step {
     /// Launch kernel `kernel` (an index into `Plan::kernels`) on buffers in its parameter
-    /// order (the status word is appended).
+    /// order (the status word is appended). It writes its first buffer and only reads the
+    /// others: the executor relies on that to let kernels read weights from read-only mapped
+    /// files.
     Kernel {
         /// The kernel.
         kernel: usize,

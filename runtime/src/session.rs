@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use std::path::PathBuf;
 
-use crate::{random_tensor, Checkpoint, DType, Data, Plan, Tensor, TensorFile};
+use crate::{random_tensor, Checkpoint, DType, Data, Plan, Tensor, TensorFile, WeightData};
 
 /// Where a run's weights come from.
 pub enum WeightSource {
@@ -29,8 +29,35 @@ impl WeightSource {
         ))
     }
 
-    /// The weight `name` with this dtype and shape.
-    pub fn weight(&mut self, name: &str, dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
+    /// The weight `name` with this dtype and shape for an executor: a checkpoint's bytes in
+    /// place where kernels can read them so (f32 for a float weight, i64 for an integer one),
+    /// otherwise a tensor to copy (widened f16/bf16, i32, random weights, EMA copies the
+    /// checkpoint lacks: an EMA copy is a weight of its own, not an alias of its online one).
+    pub fn weight(
+        &self,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<WeightData<'_>, String> {
+        if let WeightSource::File(f, _) = self {
+            if f.contains(name) {
+                let e = |e: crate::TensorFileError| e.to_string();
+                let file = f.file_of(name).map_err(e)?;
+                return match file.in_place(name, dtype, shape).map_err(e)? {
+                    Some(bytes) => Ok(WeightData::InPlace { bytes, file }),
+                    // Converted (f16, bf16, i32): the executor keeps the copy, not the pages.
+                    None => file
+                        .read_once(name, dtype, shape)
+                        .map(WeightData::Tensor)
+                        .map_err(e),
+                };
+            }
+        }
+        self.tensor(name, dtype, shape).map(WeightData::Tensor)
+    }
+
+    /// The weight `name` with this dtype and shape, as a tensor.
+    pub fn tensor(&self, name: &str, dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
         match self {
             WeightSource::File(f, online) => {
                 let source = match online.get(name) {

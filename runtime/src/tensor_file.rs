@@ -123,8 +123,11 @@ impl TensorFile {
             source,
         };
         let file = crate::files::open_regular(path)?;
-        // SAFETY: the map is read-only; the file is not expected to change while archc runs,
-        // and every access is bounds-checked against the validated header.
+        // SAFETY: the map is read-only, and every access is bounds-checked against the header,
+        // which `read_metadata` checked against the file's length (a file shorter or longer
+        // than its header says is an error here). The file must not change while it is mapped
+        // (the README says so): kernels read weights in place, and a file truncated under them
+        // would fault (SIGBUS), as with any memory-mapped weights (llama.cpp's too).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let (header, meta) = SafeTensors::read_metadata(&map).map_err(|e| classify(path, e))?;
         Ok(TensorFile {
@@ -160,15 +163,7 @@ impl TensorFile {
         dtype: DType,
         shape: &[usize],
     ) -> Result<Tensor, TensorFileError> {
-        let info = self.info(name)?;
-        if info.shape != shape {
-            return Err(TensorFileError::Shape {
-                path: self.path.clone(),
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found: info.shape.clone(),
-            });
-        }
+        let info = self.checked_info(name, shape)?;
         let t = self.read_any(name)?;
         let fits = match (&t.data, dtype) {
             (Data::F32(_), d) => d.is_float(),
@@ -186,11 +181,97 @@ impl TensorFile {
         Ok(Tensor { dtype, ..t })
     }
 
+    /// A tensor's bytes in the mapped file when they are already the runtime's storage of
+    /// `dtype` (f32 for a float dtype, i64 for an integer one, little-endian), so kernels can
+    /// read them in place; None when they need converting. The shape is checked as
+    /// [`TensorFile::read`] checks it. The bytes are paged in only when something reads them.
+    pub fn in_place(
+        &self,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<Option<&[u8]>, TensorFileError> {
+        let info = self.checked_info(name, shape)?;
+        let same = match info.dtype {
+            Dtype::F32 => dtype.is_float(),
+            Dtype::I64 => dtype.is_int(),
+            _ => false,
+        };
+        Ok((same && cfg!(target_endian = "little")).then(|| self.bytes(info)))
+    }
+
+    /// Reads a tensor as [`TensorFile::read`] does, then releases its pages (see
+    /// [`TensorFile::release`]): for a tensor converted once into memory of its own.
+    pub fn read_once(
+        &self,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<Tensor, TensorFileError> {
+        let t = self.read(name, dtype, shape)?;
+        self.release(self.bytes(self.info(name)?));
+        Ok(t)
+    }
+
+    /// Drops the pages that lie wholly inside `bytes` (a tensor's bytes from
+    /// [`TensorFile::in_place`]) from this process's resident set: a weight read once, by a
+    /// prepare step or a copy, need not stay resident. A later read faults them in from the
+    /// file again. Bytes from elsewhere are ignored.
+    pub fn release(&self, bytes: &[u8]) {
+        // 4 KiB pages: on a system with larger pages the range is widened to whole pages,
+        // which drops a neighbour's pages too, and those are read back from the file alike.
+        const PAGE: usize = 4096;
+        let base = self.map.as_ptr() as usize;
+        let Some(start) = (bytes.as_ptr() as usize).checked_sub(base) else {
+            return;
+        };
+        let end = start.saturating_add(bytes.len());
+        let (first, last) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+        if end > self.map.len() || first >= last {
+            return;
+        }
+        // The map starts on a page boundary, so offsets and addresses agree modulo a page.
+        #[cfg(unix)]
+        {
+            // SAFETY: the map is a shared, read-only mapping of a file nothing writes while
+            // archc runs (see `open`): after MADV_DONTNEED a read faults the page in from the
+            // file again, so every reference into the map still reads the same bytes. memmap2
+            // makes the advice unsafe for mappings whose pages would come back different
+            // (private or anonymous ones). A failure only leaves the pages resident.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    first,
+                    last - first,
+                )
+            };
+        }
+    }
+
+    /// The tensor's info, checked against the declared shape.
+    fn checked_info(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo, TensorFileError> {
+        let info = self.info(name)?;
+        if info.shape != shape {
+            return Err(TensorFileError::Shape {
+                path: self.path.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        Ok(info)
+    }
+
+    /// A tensor's bytes; `open` checked that the offsets lie inside the file.
+    fn bytes(&self, info: &TensorInfo) -> &[u8] {
+        let (start, end) = info.data_offsets;
+        &self.map[8 + self.header + start..8 + self.header + end]
+    }
+
     /// Reads a tensor as it is stored (widened to f32 or i64).
     pub fn read_any(&self, name: &str) -> Result<Tensor, TensorFileError> {
         let info = self.info(name)?;
-        let (start, end) = info.data_offsets;
-        let bytes = &self.map[8 + self.header + start..8 + self.header + end];
+        let bytes = self.bytes(info);
         let shape = info.shape.clone();
         let dtype_err = || TensorFileError::DType {
             path: self.path.clone(),

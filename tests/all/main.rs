@@ -14,6 +14,7 @@ mod hostile_source;
 mod import;
 mod language;
 mod lowering;
+mod mapped_weights;
 mod minilm;
 mod param_counts;
 mod parse_print;

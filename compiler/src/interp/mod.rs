@@ -240,7 +240,7 @@ pub(crate) fn eval(
 
 impl WeightSource for archc_runtime::WeightSource {
     fn weight(&mut self, name: &str, dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
-        archc_runtime::WeightSource::weight(self, name, dtype, shape)
+        archc_runtime::WeightSource::tensor(self, name, dtype, shape)
     }
 }
 

@@ -159,7 +159,7 @@ pub fn native_random(
     let jit =
         archc_compiler::codegen::jit::Jit::compile(&lowered.kernels, lowered.plan.symbols.len())
             .unwrap();
-    let mut w = archc_runtime::WeightSource::Random(5);
+    let w = archc_runtime::WeightSource::Random(5);
     let mut exec =
         archc_runtime::Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();
     exec.run(&jit, inputs, &Default::default())
