@@ -238,7 +238,20 @@ pub struct Kernel {
     pub body: Vec<Stmt>,
 }
 
+/// The most thread-private memory one kernel may use (256 MiB). Locals live in each thread's
+/// stack frame; a model with absurd dims (a head of 10⁵ channels) would otherwise need more
+/// stack than any thread has.
+pub const MAX_LOCAL_BYTES: usize = 256 << 20;
+
 impl Kernel {
+    /// The bytes of thread-private memory its locals take (each at least 16, as code
+    /// generators allocate them), saturating.
+    pub fn local_bytes(&self) -> usize {
+        self.locals.iter().fold(0usize, |acc, l| {
+            acc.saturating_add(l.len.saturating_mul(l.elem.size()).max(16))
+        })
+    }
+
     /// The element type of buffer `b` (a parameter or a local).
     pub fn elem(&self, b: usize) -> Elem {
         match self.params.get(b) {

@@ -178,7 +178,8 @@ fn run(o: &Options) -> Result<String, String> {
     let mut exec =
         Executor::new(&plan, |n, d, s| weights.weight(n, d, s)).map_err(|e| e.to_string())?;
     // SAFETY: the table holds this plan's kernels, compiled with the kernel ABI.
-    let mut kernels = unsafe { CpuKernels::new(fns) };
+    let mut kernels =
+        unsafe { CpuKernels::new(fns, plan.kernel_local_bytes) }.map_err(|e| e.to_string())?;
     if let Some(n) = o.threads {
         kernels = kernels.with_threads(n);
     }

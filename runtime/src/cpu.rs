@@ -11,7 +11,20 @@ pub type KernelFn = unsafe extern "C" fn(args: *const *mut u8, dims: *const i64)
 pub struct CpuKernels {
     fns: Vec<KernelFn>,
     threads: usize,
+    /// The threads kernels run on, with stacks large enough for their thread-private arrays.
+    pool: rayon::ThreadPool,
 }
+
+/// Why the kernel threads cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    /// The threads could not be created.
+    #[error("{0}")]
+    Pool(#[from] rayon::ThreadPoolBuildError),
+}
+
+/// Stack each kernel thread has besides its kernels' thread-private arrays.
+const BASE_STACK_BYTES: usize = 4 << 20;
 
 struct Shared(*const *mut u8);
 // SAFETY: kernels write disjoint parts of their outputs from different threads (parallel loop
@@ -20,13 +33,19 @@ unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 impl CpuKernels {
-    /// Kernels from function pointers, using every core.
+    /// Kernels from function pointers, using every core, on threads whose stacks hold
+    /// `local_bytes` of thread-private arrays (the most any kernel declares) besides their own
+    /// frames.
     ///
     /// # Safety
     /// Each pointer must be a kernel compiled for this plan with the ABI above.
-    pub unsafe fn new(fns: Vec<KernelFn>) -> CpuKernels {
+    pub unsafe fn new(fns: Vec<KernelFn>, local_bytes: usize) -> Result<CpuKernels, CpuError> {
         let threads = rayon::current_num_threads();
-        CpuKernels { fns, threads }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .stack_size(BASE_STACK_BYTES.saturating_add(local_bytes))
+            .build()?;
+        Ok(CpuKernels { fns, threads, pool })
     }
 
     /// Uses at most `n` threads (1 runs everything on the calling thread).
@@ -51,15 +70,17 @@ impl Launcher for CpuKernels {
             d.push(self.threads as i64);
             d
         };
+        let shared = Shared(args.as_ptr());
         if self.threads == 1 {
             let d = with_thread(0);
+            let a = &shared;
+            // On a pool thread, whose stack is sized for the kernels' arrays.
             // SAFETY: the executor passes valid buffers sized for these dims.
-            unsafe { f(args.as_ptr(), d.as_ptr()) };
+            self.pool.install(move || unsafe { f(a.0, d.as_ptr()) });
             return Ok(());
         }
-        let shared = Shared(args.as_ptr());
-        // rayon's pool is reused across launches, so a launch costs microseconds, not a spawn.
-        rayon::scope(|s| {
+        // The pool is reused across launches, so a launch costs microseconds, not a spawn.
+        self.pool.scope(|s| {
             for t in 0..self.threads {
                 let d = with_thread(t);
                 let a = &shared;

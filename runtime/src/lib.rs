@@ -23,7 +23,7 @@ mod weights;
 
 pub use bind::{bind_dims, check_dim_names, BindError};
 pub use checkpoint::Checkpoint;
-pub use cpu::{CpuKernels, KernelFn};
+pub use cpu::{CpuError, CpuKernels, KernelFn};
 pub use dim::Dim;
 pub use dim_check::DimCheck;
 pub use dtype::DType;

@@ -123,6 +123,10 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The layer kinds `Call` steps run.
     pub kinds: Vec<Kind>,
+    /// The most thread-private memory (bytes of locals) any kernel uses: kernel threads get
+    /// stacks this much larger.
+    #[serde(default)]
+    pub kernel_local_bytes: usize,
     /// Messages for kernel check codes (index = code − 1).
     pub checks: Vec<String>,
     /// Conditions on the dims checked once the dims are bound (see [`crate::DimCheck`]).

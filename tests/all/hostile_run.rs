@@ -446,3 +446,26 @@ fn threads_change_nothing_but_speed_and_timings_are_reported_by_phase() {
     .expect(0, &[]);
     limited(&d.join("jamba-bin"), &["--threads", "0"], &d).expect(2, &["--threads"]);
 }
+
+#[test]
+fn kernels_with_large_thread_private_arrays_run_or_are_refused() {
+    let d = scratch_dir("locals");
+    let source = std::fs::read_to_string(repo("examples/mamba2.arch")).expect("example exists");
+    assert!(source.contains("head_dim = 16,"));
+    // Megabytes of SSD chunk arrays per thread: more than a default thread stack holds.
+    let wide = put(
+        &d,
+        "wide.arch",
+        &source.replace("head_dim = 16,", "head_dim = 12000,"),
+    );
+    archc_limited(&["run", &wide, "--dim", "seq=5"], &d).expect(0, &[]);
+    archc_limited(&["build", &wide, "-o", "wide-bin"], &d).expect(0, &[]);
+    limited(&d.join("wide-bin"), &["--dim", "seq=5"], &d).expect(0, &[]);
+    // Gigabytes: refused before anything runs.
+    let huge = put(
+        &d,
+        "huge.arch",
+        &source.replace("head_dim = 16,", "head_dim = 10000000,"),
+    );
+    archc_limited(&["run", &huge, "--dim", "seq=5"], &d).expect(1, &["thread-private memory"]);
+}

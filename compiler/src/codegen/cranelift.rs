@@ -31,6 +31,21 @@ pub enum CodegenError {
     /// The host CPU is not supported by Cranelift.
     #[error("this CPU is not supported by Cranelift: {0}")]
     Host(String),
+    /// A kernel's thread-private arrays are larger than a thread's stack can hold.
+    #[error(
+        "kernel `{kernel}` needs {bytes} bytes of thread-private memory, more than the {limit} a thread may use; are the model's dims right?"
+    )]
+    TooMuchLocal {
+        /// The kernel.
+        kernel: String,
+        /// What its locals take.
+        bytes: usize,
+        /// `archc_kernels::ir::MAX_LOCAL_BYTES`.
+        limit: usize,
+    },
+    /// The threads that run the kernels could not be started.
+    #[error("cannot start the kernel threads: {0}")]
+    Threads(#[from] archc_runtime::CpuError),
 }
 
 fn cl(t: Ty) -> types::Type {
@@ -71,6 +86,13 @@ pub fn define_kernels<M: Module>(
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     for k in kernels {
+        if k.local_bytes() > archc_kernels::ir::MAX_LOCAL_BYTES {
+            return Err(CodegenError::TooMuchLocal {
+                kernel: k.name.clone(),
+                bytes: k.local_bytes(),
+                limit: archc_kernels::ir::MAX_LOCAL_BYTES,
+            });
+        }
         let id = module
             .declare_function(&k.name, Linkage::Export, &sig)
             .map_err(Box::new)?;
@@ -125,7 +147,8 @@ impl<'a, 'b> Gen<'a, 'b> {
         let mut bases: Vec<Value> = (0..kernel.params.len())
             .map(|i| b.ins().load(types::I64, flags, args, (8 * i) as i32))
             .collect();
-        // Locals live in the stack frame: one copy per thread.
+        // Locals live in the stack frame: one copy per thread. `define_kernels` bounds their
+        // total, so each size fits the u32 a stack slot takes.
         for l in &kernel.locals {
             let bytes = (l.len * l.elem.size()).max(16) as u32;
             let slot = b.create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(

@@ -22,6 +22,10 @@ pub fn host_isa(pic: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, Cod
     };
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
+    // Frames with large thread-private arrays touch the stack page by page, so running past a
+    // thread's stack always hits its guard page instead of memory beyond it.
+    set(&mut flags, "enable_probestack", "true")?;
+    set(&mut flags, "probestack_strategy", "inline")?;
     let isa = cranelift_native::builder().map_err(|e| CodegenError::Host(e.to_string()))?;
     isa.finish(settings::Flags::new(flags))
         .map_err(|e| CodegenError::Host(e.to_string()))
@@ -46,8 +50,9 @@ impl Jit {
                 unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
             })
             .collect();
+        let stack = kernels.iter().map(Kernel::local_bytes).max().unwrap_or(0);
         // SAFETY: the pointers are this module's kernels, which `_module` keeps alive.
-        let kernels = unsafe { CpuKernels::new(fns) };
+        let kernels = unsafe { CpuKernels::new(fns, stack) }?;
         Ok(Jit {
             _module: module,
             kernels,

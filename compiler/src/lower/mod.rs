@@ -75,6 +75,7 @@ pub fn lower(g: &Graph) -> Lowered {
         prepare: Vec::new(),
         steps: Vec::new(),
         kinds: Vec::new(),
+        kernel_local_bytes: 0,
         checks: Vec::new(),
         dim_checks: g.dim_checks.clone(),
         index_bounds: index_bounds(g),
@@ -102,6 +103,12 @@ pub fn lower(g: &Graph) -> Lowered {
     plan.inputs = f.inputs;
     plan.weights = f.weights;
     plan.outputs = f.outputs;
+    plan.kernel_local_bytes = kernels
+        .list
+        .iter()
+        .map(archc_kernels::ir::Kernel::local_bytes)
+        .max()
+        .unwrap_or(0);
     Lowered {
         plan,
         kernels: kernels.list,
