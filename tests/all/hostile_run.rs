@@ -469,3 +469,21 @@ fn kernels_with_large_thread_private_arrays_run_or_are_refused() {
     );
     archc_limited(&["run", &huge, "--dim", "seq=5"], &d).expect(1, &["thread-private memory"]);
 }
+
+#[test]
+fn empty_tensors_are_a_located_error() {
+    let d = scratch_dir("empty");
+    let source = std::fs::read_to_string(repo("examples/llama.arch")).expect("example exists");
+    let zero = put(
+        &d,
+        "zero.arch",
+        &source.replace(
+            "attention(h, heads, kv_heads,",
+            "attention(h, heads, kv_heads, rotary_dim = 0,",
+        ),
+    );
+    for backend in ["cranelift", "interp"] {
+        archc_limited(&["run", &zero, "--dim", "seq=6", "--backend", backend], &d)
+            .expect(1, &["E0208", "the size `0` must be positive"]);
+    }
+}

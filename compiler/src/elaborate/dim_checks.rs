@@ -19,10 +19,11 @@ impl Elab<'_> {
         ty: &TensorType,
         span: Span,
     ) -> Result<(), Diagnostic> {
+        // Constant sizes count too: an empty tensor (a rotary dim of 0, a slice of nothing) is
+        // a mistake in the model, which one backend or another would trip over.
         let mut conditions: Vec<(Dim, i64, String)> = ty
             .shape
             .iter()
-            .filter(|d| d.as_const().is_none())
             .map(|d| (d.clone(), 1, format!("the size `{d}` must be positive")))
             .collect();
         if let (Op::Slice { axis, start, end }, Some(x)) = (op, input) {
@@ -52,11 +53,10 @@ impl Elab<'_> {
                     format!("{what}, but it is not for any binding of the dims"),
                 )
                 .label("impossible size")
-                .note(format!(
-                    "`{}` is never more than {}",
-                    check.dim,
-                    largest(&check.dim)
-                )));
+                .note(match check.dim.as_const() {
+                    Some(v) => format!("it is {v}"),
+                    None => format!("`{}` is never more than {}", check.dim, largest(&check.dim)),
+                }));
             }
             self.graph.dim_checks.push(check);
         }
