@@ -31,8 +31,8 @@ struct Cli {
     /// stacks from taking all memory.
     #[arg(long, global = true, value_name = "N", default_value_t = archc_compiler::elaborate::DEFAULT_MAX_NODES)]
     max_nodes: u64,
-    /// How many threads the native kernels use (run, bench); default: every core.
-    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    /// How many threads the native kernels use (run, bench), 1 to 1024; default: every core.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
 }
 
