@@ -255,3 +255,19 @@ proptest! {
         check_fused(&src, "fused.attention", batch, seq, seed, 1e-5);
     }
 }
+
+/// A softmax between two linears is attention with weights as keys and values: k and v have no
+/// batch or head axes, so the kernel must count keys along k's own rank (it read the head
+/// width as the key count once).
+#[test]
+fn weights_as_keys_and_values_are_tiled_correctly() {
+    let src = "model p {
+  input x: f32[batch, seq, 4]
+  h = softmax(linear(x, 12, bias = false) @lin0, -1)
+  output y = linear(h, 8, bias = false) @fit2
+}
+";
+    for seq in [1, 3, 70] {
+        check_fused(src, "fused.attention", 2, seq, 7, 1e-5);
+    }
+}

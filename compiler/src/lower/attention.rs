@@ -54,7 +54,10 @@ pub fn lower(
         .expect("the pass admits constant value widths") as usize;
     // k's slot holds r with k = permute(k_order)(r): k's shape, and r's axis of each of k's.
     let k_shape: Vec<crate::graph::Dim> = a.k_order.iter().map(|&x| kt.shape[x].clone()).collect();
-    let t = cx.dim(&k_shape[rank - 2]);
+    // k may have fewer axes than the output (a weight as keys: no batch or head axes), so its
+    // key axis is counted from k's own rank.
+    let k_rank = k_shape.len();
+    let t = cx.dim(&k_shape[k_rank - 2]);
 
     // One parallel iteration per output row: the batch coordinates and the query index.
     let row = cx.var();
@@ -97,7 +100,7 @@ pub fn lower(
         ));
     }
     // Consecutive keys' rows are this far apart in k and v.
-    let k_stride = cx.strides(&kt.shape)[a.k_order[rank - 2]].clone();
+    let k_stride = cx.strides(&kt.shape)[a.k_order[k_rank - 2]].clone();
     let v_stride = cx.strides(&vt.shape)[vt.rank() - 2].clone();
 
     // The accumulator: f32x4 registers when the value width allows, scalars otherwise.
