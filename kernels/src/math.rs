@@ -94,9 +94,23 @@ pub fn exp_inline(x: f32) -> f32 {
     p * pow2(half) * pow2(k - half)
 }
 
-/// Coefficients of the inline erf (Abramowitz & Stegun 7.1.26, absolute error ≤ 1.5·10⁻⁷):
-/// erf |x| = 1 − t·P(t)·e^(−x²) with t = 1/(1 + p|x|).
+/// Coefficients of the inline erf. For |x| ≥ [`erf_poly::SMALL`], Abramowitz & Stegun 7.1.26
+/// (absolute error ≤ 1.5·10⁻⁷): erf |x| = 1 − t·P(t)·e^(−x²) with t = 1/(1 + p|x|). Below it
+/// that absolute error is a large relative one (GELU of small activations was off by 1e-4), so
+/// the Taylor series x·T(x²) takes over, with relative error under 10⁻⁶.
 pub mod erf_poly {
+    /// Where the Taylor series hands over to A&S 7.1.26.
+    pub const SMALL: f32 = 0.5;
+    /// 2/√π · (−1/1320, 1/216, −1/42, 1/10, −1/3, 1): the Taylor coefficients in x², Horner
+    /// order; the first term left out is below 2·10⁻⁸ at the hand-over.
+    pub const T: [f32; 6] = [
+        -0.000_854_832_7,
+        0.005_223_977_6,
+        -0.026_866_171,
+        0.112_837_92,
+        -0.376_126_38,
+        std::f32::consts::FRAC_2_SQRT_PI,
+    ];
     /// p
     pub const P: f32 = 0.327_591_1;
     /// a₅ … a₁, Horner order.
@@ -117,7 +131,14 @@ pub fn erf_inline(x: f32) -> f32 {
     let poly = A[1..].iter().fold(A[0], |q, &c| q.mul_add(t, c)) * t;
     let y = 1.0 - poly * exp_inline(-(a * a));
     // y is not negative: or-ing in x's sign bit is copysign, as generated code does it.
-    f32::from_bits(y.to_bits() | (x.to_bits() & 0x8000_0000))
+    let large = f32::from_bits(y.to_bits() | (x.to_bits() & 0x8000_0000));
+    let x2 = x * x;
+    let small = x * T[1..].iter().fold(T[0], |q, &c| q.mul_add(x2, c));
+    if a < SMALL {
+        small
+    } else {
+        large
+    }
 }
 
 /// ln x
@@ -194,6 +215,25 @@ mod tests {
             }
             assert!((erf_inline(x) - erff(x)).abs() < 2e-7, "erf({x})");
         }
+    }
+
+    #[test]
+    fn inline_erf_is_accurate_relative_to_small_values_and_exp_at_the_ends() {
+        // Below the hand-over the Taylor series keeps the error relative, not absolute.
+        for i in 1..=500 {
+            let x = i as f32 * 1e-3;
+            let (got, want) = (erf_inline(x), erff(x));
+            assert!(
+                ((got - want) / want).abs() < 2e-6,
+                "erf({x}) = {got}, want {want}"
+            );
+            assert_eq!(erf_inline(-x), -got);
+        }
+        assert_eq!(exp_inline(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp_inline(f32::NEG_INFINITY), 0.0);
+        assert!(exp_inline(f32::NAN).is_nan() && erf_inline(f32::NAN).is_nan());
+        let near = exp_inline(88.5);
+        assert!(((f64::from(near) - 88.5f64.exp()) / 88.5f64.exp()).abs() < 1e-6);
     }
 
     #[test]

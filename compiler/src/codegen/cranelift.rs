@@ -381,7 +381,25 @@ impl<'a, 'b> Gen<'a, 'b> {
         // copysign(y, x): y is not negative, so or-ing in x's sign bit is enough.
         let sign = self.fconst(-0.0, x);
         let s = self.ins().band(x, sign);
-        self.ins().bor(y, s)
+        let large = self.ins().bor(y, s);
+        // Near zero, the Taylor series x·T(x²).
+        let x2 = self.ins().fmul(x, x);
+        let mut q = self.fconst(T[0], x);
+        for c in &T[1..] {
+            let c = self.fconst(*c, x);
+            q = self.ins().fma(q, x2, c);
+        }
+        let small = self.ins().fmul(x, q);
+        let bound = self.fconst(SMALL, x);
+        let near_zero = self.ins().fcmp(FloatCC::LessThan, a, bound);
+        if self.b.func.dfg.value_type(x).is_vector() {
+            let little =
+                MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+            let mask = self.ins().bitcast(types::F32X4, little, near_zero);
+            self.ins().bitselect(mask, small, large)
+        } else {
+            self.ins().select(near_zero, small, large)
+        }
     }
 
     /// A scalar function of the runtime's, called on each lane of a vector.
