@@ -159,6 +159,21 @@ fn weights_too_large_to_allocate_are_an_error() {
     limited(&d.join("big-bin"), &[], &d).expect(1, &["head.weight", "too large to generate"]);
 }
 
+/// Runs `llama` on `ids.safetensors` in `d` on both backends; each must fail with `want`.
+fn llama_on_ids(d: &Path, llama: &str, want: &[&str]) {
+    for backend in ["cranelift", "interp"] {
+        let args = [
+            "run",
+            llama,
+            "--inputs",
+            "ids.safetensors",
+            "--backend",
+            backend,
+        ];
+        archc_limited(&args, d).expect(1, want);
+    }
+}
+
 #[test]
 fn ids_that_do_not_fit_the_declared_dtype_are_refused() {
     let d = scratch_dir("wide-ids");
@@ -169,20 +184,7 @@ fn ids_that_do_not_fit_the_declared_dtype_are_refused() {
     );
     let llama = repo("examples/llama.arch");
     let llama = llama.to_str().expect("utf-8 path");
-    for backend in ["cranelift", "interp"] {
-        archc_limited(
-            &[
-                "run",
-                llama,
-                "--inputs",
-                "ids.safetensors",
-                "--backend",
-                backend,
-            ],
-            &d,
-        )
-        .expect(1, &["input_ids", "4294967297", "i32"]);
-    }
+    llama_on_ids(&d, llama, &["input_ids", "4294967297", "i32"]);
 }
 
 #[test]
@@ -349,20 +351,7 @@ fn run_time_errors_and_profiles_name_the_source() {
         "model.embed_tokens",
         "out of range for axis 0 of size 512",
     ];
-    for backend in ["cranelift", "interp"] {
-        archc_limited(
-            &[
-                "run",
-                llama,
-                "--inputs",
-                "ids.safetensors",
-                "--backend",
-                backend,
-            ],
-            &d,
-        )
-        .expect(1, &want);
-    }
+    llama_on_ids(&d, llama, &want);
     archc_limited(&["build", llama, "-o", "llama-bin"], &d).expect(0, &[]);
     limited(&d.join("llama-bin"), &["--inputs", "ids.safetensors"], &d).expect(1, &want);
     let profiled = std::process::Command::new(env!("CARGO_BIN_EXE_archc"))
