@@ -1,0 +1,181 @@
+//! A `Target` describes the machine kernels are scheduled for: its vectors, registers, caches,
+//! thread model and special instructions.
+//!
+//! The fusion passes decide *what* is computed together; the schedule constants (vector width,
+//! micro-kernel shape, cache blocks, attention tile sizes) come from here, read by the late
+//! lowering for one target family. Cranelift is a target of its own (128-bit vectors, the
+//! current CPU threading); LLVM's host target takes the CPU's real widths.
+
+/// How a target runs the iterations of parallel loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ThreadModel {
+    /// OS threads on CPU cores; each runs a contiguous share of the outermost parallel loops.
+    CpuThreads,
+    /// A grid of blocks of threads (NVIDIA GPUs): `warp` threads run in lockstep, a block of
+    /// at most `max_block` threads shares memory and barriers.
+    GpuGrid {
+        /// Threads per warp.
+        warp: u32,
+        /// The most threads in one block.
+        max_block: u32,
+    },
+}
+
+/// A matrix-multiply-accumulate shape a target's tensor units run in one instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MmaShape {
+    /// Rows of the product.
+    pub m: u32,
+    /// Columns of the product.
+    pub n: u32,
+    /// The reduced axis.
+    pub k: u32,
+}
+
+/// A machine kernels are scheduled for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// A short name for dumps and errors (`cranelift-x86-64`, `llvm-x86-64-avx512`).
+    pub name: String,
+    /// f32 lanes in one vector register.
+    pub lanes: u32,
+    /// Vector registers the register allocator has.
+    pub vector_registers: u32,
+    /// Whether a fused multiply-add instruction exists.
+    pub fma: bool,
+    /// Bytes of level-1 data cache per core.
+    pub l1_bytes: u64,
+    /// Bytes of level-2 cache per core.
+    pub l2_bytes: u64,
+    /// Bytes of last-level cache shared by the cores.
+    pub l3_bytes: u64,
+    /// Bytes of memory a block of cooperating threads shares (0 on CPUs).
+    pub shared_bytes: u64,
+    /// How parallel loops map onto hardware.
+    pub threads: ThreadModel,
+    /// Tensor-core shapes (none on CPUs).
+    pub mma: Vec<MmaShape>,
+    /// CPU features the code may use, as LLVM spells them (`+avx2,+fma`); empty for the
+    /// portable baseline.
+    pub features: String,
+}
+
+/// The register micro-kernel of a blocked matmul and its cache blocks, BLIS's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MatmulBlocking {
+    /// Rows of the output one micro-kernel call computes (held in registers).
+    pub mr: usize,
+    /// Columns of the output one micro-kernel call computes (a multiple of `lanes`).
+    pub nr: usize,
+    /// The slice of the reduced axis a packed panel holds (fits L1 with an `mr` row block).
+    pub kc: usize,
+    /// Rows of the activations packed per block (fits L2).
+    pub mc: usize,
+    /// Columns of the weights in one packed panel (fits L3).
+    pub nc: usize,
+}
+
+impl Target {
+    /// Cranelift on x86-64: 128-bit vectors (what Cranelift vectorises), 16 registers, FMA,
+    /// OS threads.
+    pub fn cranelift_x86_64() -> Target {
+        Target {
+            name: "cranelift-x86-64".into(),
+            lanes: 4,
+            vector_registers: 16,
+            fma: true,
+            l1_bytes: 32 << 10,
+            l2_bytes: 1 << 20,
+            l3_bytes: 16 << 20,
+            shared_bytes: 0,
+            threads: ThreadModel::CpuThreads,
+            mma: Vec::new(),
+            features: String::new(),
+        }
+    }
+
+    /// An x86-64 CPU with the given features (as `std::is_x86_feature_detected!` reports
+    /// them): 512-bit vectors and 32 registers with AVX-512F, 256-bit and 16 with AVX2 and
+    /// FMA, otherwise the SSE2 baseline every x86-64 has.
+    pub fn x86_64(avx512: bool, avx2_fma: bool) -> Target {
+        let (suffix, lanes, registers, features) = if avx512 && avx2_fma {
+            ("avx512", 16, 32, "+avx512f,+avx2,+fma,+avx,+sse4.2")
+        } else if avx2_fma {
+            ("avx2", 8, 16, "+avx2,+fma,+avx,+sse4.2")
+        } else {
+            ("sse2", 4, 16, "")
+        };
+        Target {
+            name: format!("llvm-x86-64-{suffix}"),
+            lanes,
+            vector_registers: registers,
+            fma: avx2_fma,
+            features: features.into(),
+            ..Target::cranelift_x86_64()
+        }
+    }
+
+    /// The CPU this process runs on, for LLVM.
+    pub fn host() -> Target {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx512 = std::is_x86_feature_detected!("avx512f");
+            let avx2_fma =
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+            Target::x86_64(avx512, avx2_fma)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Target::x86_64(false, false)
+    }
+
+    /// The features of `self.features` this CPU lacks (empty when code for this target runs
+    /// here).
+    pub fn missing_features(&self) -> Vec<String> {
+        let host = Target::host();
+        self.features
+            .split(',')
+            .filter(|f| !f.is_empty())
+            .filter(|f| !host.features.split(',').any(|h| h == *f))
+            .map(|f| f.trim_start_matches('+').to_string())
+            .collect()
+    }
+
+    /// The blocked matmul's shape on this target: as many accumulator rows as leave a
+    /// quarter of the registers for the B row and broadcasts, two vectors wide; the reduced
+    /// slice sized so an `mr × kc` and a `kc × nr` panel share L1, the row block to half of
+    /// L2, the weight panel to half of L3.
+    pub fn matmul_blocking(&self) -> MatmulBlocking {
+        let lanes = self.lanes.max(1) as usize;
+        let nr = 2 * lanes;
+        let accumulators = (self.vector_registers as usize * 3 / 4).max(2);
+        let mr = (accumulators / 2).clamp(1, 14);
+        let kc = ((self.l1_bytes as usize / 2) / (4 * (mr + nr))).clamp(16, 512) / 8 * 8;
+        let mc = ((self.l2_bytes as usize / 2) / (4 * kc)).clamp(mr, 1024) / mr * mr;
+        let nc = ((self.l3_bytes as usize / 2) / (4 * kc)).clamp(nr, 8192) / nr * nr;
+        MatmulBlocking { mr, nr, kc, mc, nc }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocking_follows_the_registers_and_caches() {
+        let c = Target::cranelift_x86_64().matmul_blocking();
+        assert_eq!((c.mr, c.nr), (6, 8));
+        let a = Target::x86_64(true, true).matmul_blocking();
+        assert_eq!((a.mr, a.nr), (12, 32));
+        for b in [c, a] {
+            assert!(4 * b.kc * (b.mr + b.nr) <= 32 << 10);
+            assert_eq!(b.mc % b.mr, 0);
+            assert_eq!(b.nc % b.nr, 0);
+        }
+    }
+
+    #[test]
+    fn the_baseline_needs_no_features() {
+        assert!(Target::x86_64(false, false).missing_features().is_empty());
+        assert!(Target::cranelift_x86_64().missing_features().is_empty());
+    }
+}
