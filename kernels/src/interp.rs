@@ -1,4 +1,10 @@
 //! The Kernel IR interpreter: the oracle every backend is checked against.
+//!
+//! It runs every loop in order whatever its axis kind: Grid and Thread iterations are
+//! independent, Reduce and Unroll loops are loops, so this is one valid schedule of each. A
+//! block's Thread loops run one after the other, so a barrier between them holds by
+//! construction; one inside a Thread loop cannot be run in order and is an error. Shared
+//! arrays, like locals, are one zeroed copy for the whole run.
 
 use std::collections::HashMap;
 
@@ -9,6 +15,10 @@ use crate::ir::*;
 pub enum BufData {
     /// f32 elements.
     F32(Vec<f32>),
+    /// f16 elements, as their bits.
+    F16(Vec<u16>),
+    /// bf16 elements, as their bits.
+    BF16(Vec<u16>),
     /// i64 elements.
     I64(Vec<i64>),
     /// One byte per boolean.
@@ -20,6 +30,8 @@ impl BufData {
     pub fn zeros(elem: Elem, n: usize) -> BufData {
         match elem {
             Elem::F32 => BufData::F32(vec![0.0; n]),
+            Elem::F16 => BufData::F16(vec![0; n]),
+            Elem::BF16 => BufData::BF16(vec![0; n]),
             Elem::I64 => BufData::I64(vec![0; n]),
             Elem::Bool => BufData::Bool(vec![0; n]),
         }
@@ -28,18 +40,39 @@ impl BufData {
     fn len(&self) -> usize {
         match self {
             BufData::F32(v) => v.len(),
+            BufData::F16(v) | BufData::BF16(v) => v.len(),
             BufData::I64(v) => v.len(),
             BufData::Bool(v) => v.len(),
         }
     }
+
+    /// Element `at` as an f32 (floats only; others give 0).
+    fn float(&self, at: usize) -> f32 {
+        match self {
+            BufData::F32(v) => v[at],
+            BufData::F16(v) => crate::storage::f16_to_f32(v[at]),
+            BufData::BF16(v) => crate::storage::bf16_to_f32(v[at]),
+            BufData::I64(_) | BufData::Bool(_) => 0.0,
+        }
+    }
+
+    /// Stores an f32 into element `at` of a float buffer, rounding to its storage type.
+    fn set_float(&mut self, at: usize, x: f32) {
+        match self {
+            BufData::F32(v) => v[at] = x,
+            BufData::F16(v) => v[at] = crate::storage::f32_to_f16(x),
+            BufData::BF16(v) => v[at] = crate::storage::f32_to_bf16(x),
+            BufData::I64(_) | BufData::Bool(_) => {}
+        }
+    }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Val {
     F(f32),
     I(i64),
     B(bool),
-    V([f32; 4]),
+    V(Vec<f32>),
 }
 
 /// Why interpretation stopped.
@@ -60,6 +93,20 @@ pub enum KernelError {
         /// Its length.
         len: usize,
     },
+    /// A barrier inside a Thread loop: its threads cannot all reach it before any goes on
+    /// when they run in order.
+    #[error("kernel `{0}` has a barrier inside a thread loop")]
+    BarrierInThreadLoop(String),
+    /// A lane index outside the vector's width: a compiler bug.
+    #[error("kernel `{kernel}` reads lane {lane} of a {width}-lane vector")]
+    Lane {
+        /// The kernel.
+        kernel: String,
+        /// The lane read.
+        lane: u8,
+        /// The vector's width.
+        width: usize,
+    },
 }
 
 struct Machine<'a> {
@@ -67,17 +114,20 @@ struct Machine<'a> {
     bufs: &'a mut [BufData],
     dims: &'a [i64],
     vars: HashMap<Var, Val>,
+    /// How many Thread loops the current statement is inside.
+    in_threads: usize,
 }
 
 /// Runs a kernel on `bufs` (in parameter order, the status word last) with `dims`.
 pub fn run(kernel: &Kernel, bufs: &mut [BufData], dims: &[i64]) -> Result<(), KernelError> {
     let mut all: Vec<BufData> = bufs.to_vec();
-    all.extend(kernel.locals.iter().map(|l| BufData::zeros(l.elem, l.len)));
+    all.extend(kernel.arrays().map(|l| BufData::zeros(l.elem, l.len)));
     let mut m = Machine {
         kernel,
         bufs: &mut all,
         dims,
         vars: HashMap::new(),
+        in_threads: 0,
     };
     let result = m.stmts(&kernel.body);
     let n = bufs.len();
@@ -85,34 +135,46 @@ pub fn run(kernel: &Kernel, bufs: &mut [BufData], dims: &[i64]) -> Result<(), Ke
     result
 }
 
-fn lanes(v: Val) -> [f32; 4] {
+/// A value's lanes: a vector's own, or a scalar copied into `n`.
+fn lanes(v: &Val, n: usize) -> Vec<f32> {
     match v {
-        Val::V(x) => x,
-        s => [f(s); 4],
+        Val::V(x) => x.clone(),
+        s => vec![f(s); n],
     }
 }
 
-fn f(v: Val) -> f32 {
-    match v {
-        Val::V(x) => x[0],
+/// The widest vector among `vals` (0 when all are scalars).
+fn width(vals: &[&Val]) -> usize {
+    vals.iter()
+        .map(|v| match v {
+            Val::V(x) => x.len(),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn f(v: &Val) -> f32 {
+    match *v {
+        Val::V(ref x) => x.first().copied().unwrap_or(0.0),
         Val::F(x) => x,
         Val::I(x) => x as f32,
         Val::B(x) => f32::from(u8::from(x)),
     }
 }
 
-fn i(v: Val) -> i64 {
-    match v {
-        Val::V(x) => x[0] as i64,
+fn i(v: &Val) -> i64 {
+    match *v {
+        Val::V(ref x) => x.first().copied().unwrap_or(0.0) as i64,
         Val::F(x) => x as i64,
         Val::I(x) => x,
         Val::B(x) => i64::from(x),
     }
 }
 
-fn b(v: Val) -> bool {
-    match v {
-        Val::V(x) => x[0] != 0.0,
+fn b(v: &Val) -> bool {
+    match *v {
+        Val::V(ref x) => x.first().is_some_and(|l| *l != 0.0),
         Val::F(x) => x != 0.0,
         Val::I(x) => x != 0,
         Val::B(x) => x,
@@ -124,40 +186,51 @@ impl Machine<'_> {
         for s in body {
             match s {
                 Stmt::For {
-                    var, extent, body, ..
+                    var,
+                    extent,
+                    kind,
+                    body,
                 } => {
-                    let n = i(self.eval(extent)?);
+                    let n = i(&self.eval(extent)?);
+                    let thread = usize::from(*kind == Axis::Thread);
+                    self.in_threads += thread;
                     for k in 0..n {
                         self.vars.insert(*var, Val::I(k));
                         self.stmts(body)?;
                     }
+                    self.in_threads -= thread;
                 }
                 Stmt::Set(v, e) => {
                     let x = self.eval(e)?;
                     self.vars.insert(*v, x);
                 }
                 Stmt::Store(buf, idx, e) => {
-                    let k = i(self.eval(idx)?);
+                    let k = i(&self.eval(idx)?);
                     let x = self.eval(e)?;
                     let at = self.bound(*buf, k)?;
                     match &mut self.bufs[*buf] {
-                        BufData::F32(v) => v[at] = f(x),
-                        BufData::I64(v) => v[at] = i(x),
-                        BufData::Bool(v) => v[at] = u8::from(b(x)),
+                        BufData::I64(v) => v[at] = i(&x),
+                        BufData::Bool(v) => v[at] = u8::from(b(&x)),
+                        floats => floats.set_float(at, f(&x)),
                     }
                 }
-                Stmt::VStore(buf, idx, e) => {
-                    let k = i(self.eval(idx)?);
-                    let x = lanes(self.eval(e)?);
-                    self.bound(*buf, k + 3)?;
+                Stmt::VStore(buf, idx, e, w) => {
+                    let k = i(&self.eval(idx)?);
+                    let x = lanes(&self.eval(e)?, usize::from(*w));
+                    self.bound(*buf, k + i64::from(*w) - 1)?;
                     let at = self.bound(*buf, k)?;
-                    if let BufData::F32(v) = &mut self.bufs[*buf] {
-                        v[at..at + 4].copy_from_slice(&x);
+                    for (l, x) in x.iter().enumerate().take(usize::from(*w)) {
+                        self.bufs[*buf].set_float(at + l, *x);
                     }
                 }
                 Stmt::Check(c, code) => {
-                    if !b(self.eval(c)?) {
+                    if !b(&self.eval(c)?) {
                         return Err(KernelError::Check(*code));
+                    }
+                }
+                Stmt::Barrier(_) => {
+                    if self.in_threads > 0 {
+                        return Err(KernelError::BarrierInThreadLoop(self.kernel.name.clone()));
                     }
                 }
             }
@@ -183,47 +256,63 @@ impl Machine<'_> {
             Expr::Int(v) => Val::I(*v),
             Expr::F32(v) => Val::F(*v),
             Expr::Bool(v) => Val::B(*v),
-            Expr::Var(v) => *self.vars.get(v).expect("variables are set before use"),
+            Expr::Var(v) => self
+                .vars
+                .get(v)
+                .cloned()
+                .expect("variables are set before use"),
             Expr::Dim(k) => Val::I(self.dims[*k]),
             Expr::Load(buf, idx) => {
-                let at = self.bound(*buf, i(self.eval(idx)?))?;
+                let at = self.bound(*buf, i(&self.eval(idx)?))?;
                 match &self.bufs[*buf] {
-                    BufData::F32(v) => Val::F(v[at]),
                     BufData::I64(v) => Val::I(v[at]),
                     BufData::Bool(v) => Val::B(v[at] != 0),
+                    floats => Val::F(floats.float(at)),
                 }
             }
-            Expr::VLoad(buf, idx) => {
-                let k = i(self.eval(idx)?);
-                self.bound(*buf, k + 3)?;
+            Expr::VLoad(buf, idx, w) => {
+                let k = i(&self.eval(idx)?);
+                self.bound(*buf, k + i64::from(*w) - 1)?;
                 let at = self.bound(*buf, k)?;
-                match &self.bufs[*buf] {
-                    BufData::F32(v) => Val::V([v[at], v[at + 1], v[at + 2], v[at + 3]]),
-                    _ => Val::V([0.0; 4]),
+                let data = &self.bufs[*buf];
+                Val::V((at..at + usize::from(*w)).map(|l| data.float(l)).collect())
+            }
+            Expr::Splat(a, w) => Val::V(vec![f(&self.eval(a)?); usize::from(*w)]),
+            Expr::Lane(a, l) => {
+                let v = lanes(&self.eval(a)?, 1);
+                match v.get(usize::from(*l)) {
+                    Some(x) => Val::F(*x),
+                    None => {
+                        return Err(KernelError::Lane {
+                            kernel: self.kernel.name.clone(),
+                            lane: *l,
+                            width: v.len(),
+                        })
+                    }
                 }
             }
-            Expr::Splat(a) => Val::V([f(self.eval(a)?); 4]),
-            Expr::Lane(a, l) => Val::F(lanes(self.eval(a)?)[usize::from(*l)]),
             Expr::Fma(a, b, c) => {
-                let (a, b, c) = (
-                    lanes(self.eval(a)?),
-                    lanes(self.eval(b)?),
-                    lanes(self.eval(c)?),
-                );
+                let (a, b, c) = (self.eval(a)?, self.eval(b)?, self.eval(c)?);
                 // mul_add rounds once, as the FMA instruction does.
-                Val::V(std::array::from_fn(|l| a[l].mul_add(b[l], c[l])))
+                match width(&[&a, &b, &c]) {
+                    0 => Val::F(f(&a).mul_add(f(&b), f(&c))),
+                    n => {
+                        let (a, b, c) = (lanes(&a, n), lanes(&b, n), lanes(&c, n));
+                        Val::V((0..n).map(|l| a[l].mul_add(b[l], c[l])).collect())
+                    }
+                }
             }
             Expr::Cast(t, a) => {
                 let x = self.eval(a)?;
                 match t {
-                    Ty::F32 => Val::F(f(x)),
-                    Ty::F32x4 => Val::V(lanes(x)),
-                    Ty::I64 => Val::I(i(x)),
-                    Ty::Bool => Val::B(b(x)),
+                    Ty::F32 => Val::F(f(&x)),
+                    Ty::F32xN(n) => Val::V(lanes(&x, usize::from(*n))),
+                    Ty::I64 => Val::I(i(&x)),
+                    Ty::Bool => Val::B(b(&x)),
                 }
             }
             Expr::Select(c, x, y) => {
-                if b(self.eval(c)?) {
+                if b(&self.eval(c)?) {
                     self.eval(x)?
                 } else {
                     self.eval(y)?
@@ -232,79 +321,90 @@ impl Machine<'_> {
             Expr::Un(op, a) => {
                 let x = self.eval(a)?;
                 match (op, x) {
-                    (op, Val::V(v)) => Val::V(v.map(|l| crate::math::unary(*op, l))),
+                    (op, Val::V(v)) => {
+                        Val::V(v.iter().map(|l| crate::math::unary(*op, *l)).collect())
+                    }
                     (Un::Neg, Val::I(v)) => Val::I(v.wrapping_neg()),
                     (Un::Abs, Val::I(v)) => Val::I(v.wrapping_abs()),
-                    (Un::Not, v) => Val::B(!b(v)),
-                    (op, v) => Val::F(crate::math::unary(*op, f(v))),
+                    (Un::Not, v) => Val::B(!b(&v)),
+                    (op, v) => Val::F(crate::math::unary(*op, f(&v))),
                 }
             }
-            Expr::Bin(op, x, y) => {
-                let (p, q) = (self.eval(x)?, self.eval(y)?);
-                if matches!(p, Val::V(_)) || matches!(q, Val::V(_)) {
-                    let (p, q) = (lanes(p), lanes(q));
-                    let g: fn(f32, f32) -> f32 = match op {
-                        Bin::Add => |a, b| a + b,
-                        Bin::Sub => |a, b| a - b,
-                        Bin::Mul => |a, b| a * b,
-                        Bin::Div => |a, b| a / b,
-                        Bin::Max => crate::math::maxf,
-                        _ => crate::math::minf,
-                    };
-                    return Ok(Val::V(std::array::from_fn(|l| g(p[l], q[l]))));
-                }
-                match (p, q) {
-                    (Val::F(p), Val::F(q)) => match op {
-                        Bin::Add => Val::F(p + q),
-                        Bin::Sub => Val::F(p - q),
-                        Bin::Mul => Val::F(p * q),
-                        Bin::Div => Val::F(p / q),
-                        Bin::Rem => Val::F(p % q),
-                        Bin::DivEuclid => Val::F(p.div_euclid(q)),
-                        Bin::RemEuclid => Val::F(p.rem_euclid(q)),
-                        Bin::Pow => Val::F(crate::math::powf(p, q)),
-                        Bin::Max => Val::F(crate::math::maxf(p, q)),
-                        Bin::Min => Val::F(crate::math::minf(p, q)),
-                        Bin::Eq => Val::B(p == q),
-                        Bin::Ne => Val::B(p != q),
-                        Bin::Lt => Val::B(p < q),
-                        Bin::Le => Val::B(p <= q),
-                        Bin::Gt => Val::B(p > q),
-                        Bin::Ge => Val::B(p >= q),
-                        Bin::And | Bin::Or => Val::B(false),
-                    },
-                    (Val::B(p), Val::B(q)) => match op {
-                        Bin::And => Val::B(p && q),
-                        Bin::Or => Val::B(p || q),
-                        Bin::Eq => Val::B(p == q),
-                        Bin::Ne => Val::B(p != q),
-                        _ => Val::B(false),
-                    },
-                    (p, q) => {
-                        let (p, q) = (i(p), i(q));
-                        match op {
-                            Bin::Add => Val::I(p.wrapping_add(q)),
-                            Bin::Sub => Val::I(p.wrapping_sub(q)),
-                            Bin::Mul => Val::I(p.wrapping_mul(q)),
-                            Bin::Div => Val::I(if q == 0 { 0 } else { p.wrapping_div(q) }),
-                            Bin::Rem => Val::I(if q == 0 { 0 } else { p.wrapping_rem(q) }),
-                            Bin::DivEuclid => Val::I(crate::math::div_euclid(p, q)),
-                            Bin::RemEuclid => Val::I(crate::math::rem_euclid(p, q)),
-                            Bin::Pow => Val::I(p.wrapping_pow(q.clamp(0, 63) as u32)),
-                            Bin::Max => Val::I(p.max(q)),
-                            Bin::Min => Val::I(p.min(q)),
-                            Bin::Eq => Val::B(p == q),
-                            Bin::Ne => Val::B(p != q),
-                            Bin::Lt => Val::B(p < q),
-                            Bin::Le => Val::B(p <= q),
-                            Bin::Gt => Val::B(p > q),
-                            Bin::Ge => Val::B(p >= q),
-                            Bin::And => Val::B(p != 0 && q != 0),
-                            Bin::Or => Val::B(p != 0 || q != 0),
-                        }
-                    }
-                }
-            }
+            Expr::Bin(op, x, y) => binary(*op, self.eval(x)?, self.eval(y)?),
         })
+    }
+}
+
+/// A comparison of two numbers (false for an operation that is not one).
+fn compare<T: PartialOrd>(op: Bin, p: T, q: T) -> bool {
+    match op {
+        Bin::Eq => p == q,
+        Bin::Ne => p != q,
+        Bin::Lt => p < q,
+        Bin::Le => p <= q,
+        Bin::Gt => p > q,
+        Bin::Ge => p >= q,
+        _ => false,
+    }
+}
+
+/// A binary function on values of one type (a scalar and a vector: the scalar in every lane).
+fn binary(op: Bin, p: Val, q: Val) -> Val {
+    if let n @ 1.. = width(&[&p, &q]) {
+        let (p, q) = (lanes(&p, n), lanes(&q, n));
+        let g: fn(f32, f32) -> f32 = match op {
+            Bin::Add => |a, b| a + b,
+            Bin::Sub => |a, b| a - b,
+            Bin::Mul => |a, b| a * b,
+            Bin::Div => |a, b| a / b,
+            Bin::Max => crate::math::maxf,
+            _ => crate::math::minf,
+        };
+        return Val::V((0..n).map(|l| g(p[l], q[l])).collect());
+    }
+    match (p, q) {
+        (Val::F(p), Val::F(q)) => match op {
+            Bin::Add => Val::F(p + q),
+            Bin::Sub => Val::F(p - q),
+            Bin::Mul => Val::F(p * q),
+            Bin::Div => Val::F(p / q),
+            Bin::Rem => Val::F(p % q),
+            Bin::DivEuclid => Val::F(p.div_euclid(q)),
+            Bin::RemEuclid => Val::F(p.rem_euclid(q)),
+            Bin::Pow => Val::F(crate::math::powf(p, q)),
+            Bin::Max => Val::F(crate::math::maxf(p, q)),
+            Bin::Min => Val::F(crate::math::minf(p, q)),
+            // Comparisons; logic on floats does not occur and gives false.
+            Bin::Eq | Bin::Ne | Bin::Lt | Bin::Le | Bin::Gt | Bin::Ge | Bin::And | Bin::Or => {
+                Val::B(compare(op, p, q))
+            }
+        },
+        (Val::B(p), Val::B(q)) => match op {
+            Bin::And => Val::B(p && q),
+            Bin::Or => Val::B(p || q),
+            Bin::Eq => Val::B(p == q),
+            Bin::Ne => Val::B(p != q),
+            _ => Val::B(false),
+        },
+        (p, q) => {
+            let (p, q) = (i(&p), i(&q));
+            match op {
+                Bin::Add => Val::I(p.wrapping_add(q)),
+                Bin::Sub => Val::I(p.wrapping_sub(q)),
+                Bin::Mul => Val::I(p.wrapping_mul(q)),
+                Bin::Div => Val::I(if q == 0 { 0 } else { p.wrapping_div(q) }),
+                Bin::Rem => Val::I(if q == 0 { 0 } else { p.wrapping_rem(q) }),
+                Bin::DivEuclid => Val::I(crate::math::div_euclid(p, q)),
+                Bin::RemEuclid => Val::I(crate::math::rem_euclid(p, q)),
+                Bin::Pow => Val::I(p.wrapping_pow(q.clamp(0, 63) as u32)),
+                Bin::Max => Val::I(p.max(q)),
+                Bin::Min => Val::I(p.min(q)),
+                Bin::Eq | Bin::Ne | Bin::Lt | Bin::Le | Bin::Gt | Bin::Ge => {
+                    Val::B(compare(op, p, q))
+                }
+                Bin::And => Val::B(p != 0 && q != 0),
+                Bin::Or => Val::B(p != 0 || q != 0),
+            }
+        }
     }
 }

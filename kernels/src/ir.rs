@@ -7,8 +7,15 @@
 /// Element types of buffers, as stored in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Elem {
-    /// 32-bit float (f32, f16 and bf16 tensors are widened to it).
+    /// 32-bit float.
     F32,
+    /// IEEE 754 half precision, 2 bytes: loads widen to f32 exactly, stores round the f32 to
+    /// the nearest even half (overflow gives ±Inf, NaN stays NaN), bit for bit as the `half`
+    /// crate converts.
+    F16,
+    /// bfloat16 (the upper half of an f32), 2 bytes: loads widen exactly, stores round to
+    /// nearest even as the `half` crate does.
+    BF16,
     /// 64-bit integer (i32 and i64 tensors).
     I64,
     /// One byte per boolean.
@@ -24,18 +31,15 @@ pub enum Ty {
     I64,
     /// bool
     Bool,
-    /// Four f32 lanes (128-bit: what Cranelift vectorises on x86-64).
-    F32x4,
+    /// A vector of f32 lanes (the count is the width; Cranelift takes 4, LLVM any).
+    F32xN(u8),
 }
-
-/// Lanes of the vector type.
-pub const LANES: usize = 4;
 
 impl Elem {
     /// The scalar type a load of this element gives.
     pub fn ty(self) -> Ty {
         match self {
-            Elem::F32 => Ty::F32,
+            Elem::F32 | Elem::F16 | Elem::BF16 => Ty::F32,
             Elem::I64 => Ty::I64,
             Elem::Bool => Ty::Bool,
         }
@@ -45,6 +49,7 @@ impl Elem {
     pub fn size(self) -> usize {
         match self {
             Elem::F32 => 4,
+            Elem::F16 | Elem::BF16 => 2,
             Elem::I64 => 8,
             Elem::Bool => 1,
         }
@@ -55,13 +60,36 @@ impl Elem {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Var(pub u32);
 
-/// How a loop's iterations may run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LoopKind {
-    /// In order.
+/// What a loop's axis means for the hardware, after tinygrad's `AxisType`: the schedule
+/// layer of the IR. The iterations compute the same values whatever the kind; the kind says
+/// which orders and which placements onto threads preserve that (see docs/TARGETS.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Axis {
+    /// Iterations in order, each seeing the effects of the ones before.
     Serial,
-    /// Independent iterations: the executor may split them across threads.
-    Parallel,
+    /// Independent iterations, spread across blocks of threads (GPU blocks, CPU threads): no
+    /// iteration reads what another writes, and no barrier orders them. The outermost Grid
+    /// loops are the launch's grid.
+    Grid,
+    /// Independent iterations run by the cooperating threads of one block; they share the
+    /// block's `shared` buffers and meet at barriers placed between Thread loops. CPUs run
+    /// them in order on one thread.
+    Thread,
+    /// A reduction: each iteration combines into accumulators set before the loop and read
+    /// only after it, so a target may split it (and re-associate) or run it in order. CPUs
+    /// run it in order, which is what the interpreter does.
+    Reduce,
+    /// A loop with a constant trip count a target may unroll completely (register tiles).
+    Unroll,
+}
+
+/// The threads a barrier synchronises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Every thread of the block (`__syncthreads`).
+    Block,
+    /// The threads of one warp (`__syncwarp`).
+    Warp,
 }
 
 /// Unary scalar functions.
@@ -167,13 +195,13 @@ pub enum Expr {
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
     /// Conversion to another scalar type.
     Cast(Ty, Box<Expr>),
-    /// Four consecutive f32 elements `buffer[index..index + 4]`.
-    VLoad(usize, Box<Expr>),
-    /// An f32 copied into all four lanes.
-    Splat(Box<Expr>),
+    /// `width` consecutive elements `buffer[index..index + width]`, widened to f32 lanes.
+    VLoad(usize, Box<Expr>, u8),
+    /// An f32 copied into `width` lanes.
+    Splat(Box<Expr>, u8),
     /// `a · b + c`, lane by lane (fused on CPUs with FMA).
     Fma(Box<Expr>, Box<Expr>, Box<Expr>),
-    /// One lane (0–3) of an F32x4 value.
+    /// One lane (`0..width`) of a vector value.
     Lane(Box<Expr>, u8),
 }
 
@@ -186,8 +214,8 @@ pub enum Stmt {
         var: Var,
         /// The trip count (an I64 expression).
         extent: Expr,
-        /// Serial or parallel.
-        kind: LoopKind,
+        /// How the iterations map onto the hardware.
+        kind: Axis,
         /// The loop body.
         body: Vec<Stmt>,
     },
@@ -195,11 +223,15 @@ pub enum Stmt {
     Set(Var, Expr),
     /// `buffer[index] = value`
     Store(usize, Expr, Expr),
-    /// `buffer[index..index + 4] = value` for an F32x4 value.
-    VStore(usize, Expr, Expr),
+    /// `buffer[index..index + width] = value` for a vector of `width` lanes.
+    VStore(usize, Expr, Expr, u8),
     /// Unless `cond` holds, record error `code` in the status word and skip the rest of the
     /// current loop iteration's effects that depend on it (the value used is made safe).
     Check(Expr, u32),
+    /// Waits until every thread of the scope has reached it; shared-buffer writes before it
+    /// are visible to reads after it. It sits between the Thread loops of a block, never
+    /// inside one (so a target that runs a block's Thread loops in order needs no code).
+    Barrier(Scope),
 }
 
 /// One buffer argument of a kernel.
@@ -234,6 +266,10 @@ pub struct Kernel {
     pub params: Vec<Param>,
     /// Thread-private arrays, addressed as buffers `params.len()`, `params.len() + 1`, ….
     pub locals: Vec<Local>,
+    /// Workgroup-shared arrays (size known at compile time), one per block of cooperating
+    /// threads, addressed after the locals. On CPUs a block is one iteration of the Grid
+    /// loops run by one OS thread, so they live in its stack frame like locals.
+    pub shared: Vec<Local>,
     /// The statements.
     pub body: Vec<Stmt>,
 }
@@ -244,19 +280,27 @@ pub struct Kernel {
 pub const MAX_LOCAL_BYTES: usize = 256 << 20;
 
 impl Kernel {
-    /// The bytes of thread-private memory its locals take (each at least 16, as code
-    /// generators allocate them), saturating.
+    /// The bytes of stack its locals and shared arrays take on a CPU thread (each at least
+    /// 16, as code generators allocate them), saturating.
     pub fn local_bytes(&self) -> usize {
-        self.locals.iter().fold(0usize, |acc, l| {
+        self.arrays().fold(0usize, |acc, l| {
             acc.saturating_add(l.len.saturating_mul(l.elem.size()).max(16))
         })
     }
 
-    /// The element type of buffer `b` (a parameter or a local).
+    /// The locals, then the shared arrays: buffers `params.len()..` in order.
+    pub fn arrays(&self) -> impl Iterator<Item = &Local> {
+        self.locals.iter().chain(&self.shared)
+    }
+
+    /// The element type of buffer `b` (a parameter, a local or a shared array).
     pub fn elem(&self, b: usize) -> Elem {
         match self.params.get(b) {
             Some(p) => p.elem,
-            None => self.locals[b - self.params.len()].elem,
+            None => self
+                .arrays()
+                .nth(b - self.params.len())
+                .map_or(Elem::F32, |l| l.elem),
         }
     }
 }
@@ -289,10 +333,6 @@ pub mod build {
     pub fn var(v: Var) -> Expr {
         Expr::Var(v)
     }
-    /// An f32 copied into four lanes.
-    pub fn splat(e: Expr) -> Expr {
-        Expr::Splat(Box::new(e))
-    }
     /// eˣ
     pub fn exp(e: Expr) -> Expr {
         Expr::Un(Un::Exp, Box::new(e))
@@ -302,7 +342,16 @@ pub mod build {
         Stmt::For {
             var,
             extent,
-            kind: LoopKind::Serial,
+            kind: Axis::Serial,
+            body,
+        }
+    }
+    /// `for var in 0..extent { body }` with axis kind `kind`.
+    pub fn axis(kind: Axis, var: Var, extent: Expr, body: Vec<Stmt>) -> Stmt {
+        Stmt::For {
+            var,
+            extent,
+            kind,
             body,
         }
     }

@@ -3,8 +3,10 @@
 
 pub mod interp;
 pub mod ir;
+pub mod launch;
 pub mod math;
-pub mod target;
 mod printer;
+pub mod storage;
+pub mod target;
 
-pub use printer::{expr as print_expr, print_kernel};
+pub use printer::{axis as axis_name, expr as print_expr, print_kernel};

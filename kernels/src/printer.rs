@@ -21,10 +21,15 @@ pub fn print_kernel(k: &Kernel) -> String {
         })
         .collect();
     let _ = writeln!(out, "kernel {}({}) {{", k.name, params.join(", "));
-    for (i, l) in k.locals.iter().enumerate() {
+    for (i, l) in k.arrays().enumerate() {
         let _ = writeln!(
             out,
-            "  local b{}: {}[{}] {}",
+            "  {} b{}: {}[{}] {}",
+            if i < k.locals.len() {
+                "local"
+            } else {
+                "shared"
+            },
             k.params.len() + i,
             elem(l.elem),
             l.len,
@@ -39,6 +44,8 @@ pub fn print_kernel(k: &Kernel) -> String {
 fn elem(e: Elem) -> &'static str {
     match e {
         Elem::F32 => "f32",
+        Elem::F16 => "f16",
+        Elem::BF16 => "bf16",
         Elem::I64 => "i64",
         Elem::Bool => "bool",
     }
@@ -54,11 +61,13 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                 kind,
                 body,
             } => {
-                let k = match kind {
-                    LoopKind::Serial => "for",
-                    LoopKind::Parallel => "parallel for",
-                };
-                let _ = writeln!(out, "{pad}{k} v{} in 0..{} {{", var.0, expr(extent));
+                let _ = writeln!(
+                    out,
+                    "{pad}{} for v{} in 0..{} {{",
+                    axis(*kind),
+                    var.0,
+                    expr(extent)
+                );
                 stmts(out, body, depth + 1);
                 let _ = writeln!(out, "{pad}}}");
             }
@@ -68,13 +77,40 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
             Stmt::Store(b, i, e) => {
                 let _ = writeln!(out, "{pad}b{b}[{}] = {}", expr(i), expr(e));
             }
-            Stmt::VStore(b, i, e) => {
-                let _ = writeln!(out, "{pad}b{b}[{}..+4] = {}", expr(i), expr(e));
+            Stmt::VStore(b, i, e, w) => {
+                let _ = writeln!(out, "{pad}b{b}[{}..+{w}] = {}", expr(i), expr(e));
             }
             Stmt::Check(c, code) => {
                 let _ = writeln!(out, "{pad}check {} else error {code}", expr(c));
             }
+            Stmt::Barrier(scope) => {
+                let s = match scope {
+                    Scope::Block => "block",
+                    Scope::Warp => "warp",
+                };
+                let _ = writeln!(out, "{pad}barrier {s}");
+            }
         }
+    }
+}
+
+/// The name of an axis kind, as dumps show it before `for`.
+pub fn axis(a: Axis) -> &'static str {
+    match a {
+        Axis::Serial => "serial",
+        Axis::Grid => "grid",
+        Axis::Thread => "thread",
+        Axis::Reduce => "reduce",
+        Axis::Unroll => "unroll",
+    }
+}
+
+fn ty(t: Ty) -> String {
+    match t {
+        Ty::F32 => "f32".into(),
+        Ty::I64 => "i64".into(),
+        Ty::Bool => "bool".into(),
+        Ty::F32xN(n) => format!("f32x{n}"),
     }
 }
 
@@ -112,9 +148,9 @@ pub fn expr(e: &Expr) -> String {
             format!("({} {sym} {})", expr(a), expr(b))
         }
         Expr::Select(c, a, b) => format!("select({}, {}, {})", expr(c), expr(a), expr(b)),
-        Expr::Cast(t, a) => format!("{}({})", format!("{t:?}").to_lowercase(), expr(a)),
-        Expr::VLoad(b, i) => format!("b{b}[{}..+4]", expr(i)),
-        Expr::Splat(a) => format!("splat({})", expr(a)),
+        Expr::Cast(t, a) => format!("{}({})", ty(*t), expr(a)),
+        Expr::VLoad(b, i, w) => format!("b{b}[{}..+{w}]", expr(i)),
+        Expr::Splat(a, w) => format!("splat{w}({})", expr(a)),
         Expr::Fma(a, b, c) => format!("fma({}, {}, {})", expr(a), expr(b), expr(c)),
         Expr::Lane(a, l) => format!("{}.{l}", expr(a)),
     }

@@ -484,6 +484,7 @@ impl<'r> Run<'r> {
                 kernel,
                 args,
                 origin,
+                ..
             } = step
             else {
                 unreachable!("calls are top-level steps");

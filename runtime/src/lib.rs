@@ -12,6 +12,7 @@ mod dim_check;
 mod dtype;
 mod executor;
 pub mod files;
+mod launch;
 mod plan;
 mod plan_text;
 mod random;
@@ -28,6 +29,7 @@ pub use dim::Dim;
 pub use dim_check::DimCheck;
 pub use dtype::DType;
 pub use executor::{Executor, Launcher, RunError};
+pub use launch::{Launch, Size, SizeOp};
 pub use plan::{
     layout, numel, pack, plan_from_json, plan_to_json, root, storage_bytes, ArenaLayout, Binding,
     Buffer, Kind, Plan, Step, Storage, ALIGN,

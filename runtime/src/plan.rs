@@ -69,6 +69,10 @@ pub enum Step {
         /// steps, so this is the step's): what a failure or a profile names.
         #[serde(default)]
         origin: String,
+        /// The grid and block it runs as, from its axis kinds (None: not known, e.g. plans
+        /// written before launch geometry existed).
+        #[serde(default)]
+        launch: Option<crate::Launch>,
     },
     /// Run layer kind `kind` with its slots bound to `args` (the result first).
     Call {

@@ -81,10 +81,18 @@ fn buffers(
 fn steps(out: &mut String, plan: &Plan, layout: &ArenaLayout, steps: &[Step], pad: &str) {
     for (i, s) in steps.iter().enumerate() {
         let args: Vec<String> = s.args().iter().map(|a| format!("b{a}")).collect();
-        let what = match s {
-            Step::Kernel { kernel, .. } => plan.kernels[*kernel].clone(),
-            Step::Call { kind, .. } => format!("call kind{kind} region@{}", layout.calls[i]),
+        let (what, launch) = match s {
+            Step::Kernel { kernel, launch, .. } => (
+                plan.kernels[*kernel].clone(),
+                launch
+                    .as_ref()
+                    .map_or(String::new(), |l| format!(" {}", l.show(&plan.symbols))),
+            ),
+            Step::Call { kind, .. } => (
+                format!("call kind{kind} region@{}", layout.calls[i]),
+                String::new(),
+            ),
         };
-        let _ = writeln!(out, "{pad}{i} {what}({})", args.join(", "));
+        let _ = writeln!(out, "{pad}{i} {what}({}){launch}", args.join(", "));
     }
 }

@@ -279,7 +279,7 @@ fn explain_fusion_notes_the_fused_patterns_too() {
     assert!(
         stderr.contains("note: attention at examples/jamba.arch:")
             && stderr.contains(" → compiler/prelude/attention.arch:")
-            && stderr.contains(" is tiled (block=64, causal)\n")
+            && stderr.contains(" is tiled (causal)\n")
             && stderr.contains(" is fused with its read-out\n"),
         "{stderr}"
     );

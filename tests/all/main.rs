@@ -26,5 +26,6 @@ mod pass_plan_memory;
 mod pass_tile_attention;
 mod primitives;
 mod run_errors;
+mod schedule_ir;
 mod sharded;
 mod snapshots;

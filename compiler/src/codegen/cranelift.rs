@@ -2,16 +2,24 @@
 //!
 //! Every kernel has the one ABI `extern "C" fn(args: *const *mut u8, dims: *const i64)`.
 //! `dims` holds the symbols' values, then the thread index and thread count: the outermost
-//! parallel loops split their iterations by them, and statements outside any parallel loop run
-//! on thread 0 only.
+//! Grid loops split their iterations by them, and statements outside any Grid loop run on
+//! thread 0 only. Thread, Reduce, Unroll and Serial loops run in order on one thread, so a
+//! barrier (which sits between a block's Thread loops) needs no code, and shared arrays live
+//! in the stack frame like locals (a CPU block is one Grid iteration on one OS thread).
+//! Vectors are Cranelift's f32x4: a kernel with another width is refused
+//! ([`CodegenError::VectorWidth`]); the Cranelift target says four lanes, so the lowering
+//! never asks for more. f16 and bf16 elements are converted with integer bit manipulation
+//! (see `half_float`), bit for bit as the `half` crate does.
 
 use std::collections::HashMap;
 
-use archc_kernels::ir::{Bin, Expr, Kernel, LoopKind, Stmt, Ty, Un, Var};
+use archc_kernels::ir::{Axis, Bin, Expr, Kernel, Stmt, Ty, Un, Var};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
+
+mod access;
 
 /// The scalar math functions generated code calls: (symbol, arity).
 const MATH: &[(&str, usize)] = &[
@@ -43,19 +51,31 @@ pub enum CodegenError {
         /// `archc_kernels::ir::MAX_LOCAL_BYTES`.
         limit: usize,
     },
+    /// A kernel uses vectors of a width other than Cranelift's four lanes.
+    #[error("kernel `{kernel}` uses {lanes}-lane vectors; Cranelift generates only 4-lane ones")]
+    VectorWidth {
+        /// The kernel.
+        kernel: String,
+        /// The width it asked for.
+        lanes: u8,
+    },
     /// The threads that run the kernels could not be started.
     #[error("cannot start the kernel threads: {0}")]
     Threads(#[from] archc_runtime::CpuError),
 }
 
+/// Cranelift's type for a kernel type (vectors are f32x4: `define_kernels` refuses others).
 fn cl(t: Ty) -> types::Type {
     match t {
         Ty::F32 => types::F32,
         Ty::I64 => types::I64,
         Ty::Bool => types::I8,
-        Ty::F32x4 => types::F32X4,
+        Ty::F32xN(_) => types::F32X4,
     }
 }
+
+/// The lanes of Cranelift's vectors.
+const LANES: u8 = 4;
 
 /// Declares and defines every kernel in `module`; returns their function ids in order.
 /// When `clif` is given, the Cranelift IR text of each function is appended to it.
@@ -91,6 +111,15 @@ pub fn define_kernels<M: Module>(
                 kernel: k.name.clone(),
                 bytes: k.local_bytes(),
                 limit: archc_kernels::ir::MAX_LOCAL_BYTES,
+            });
+        }
+        if let Some(&lanes) = archc_kernels::launch::vector_widths(k)
+            .iter()
+            .find(|w| **w != LANES)
+        {
+            return Err(CodegenError::VectorWidth {
+                kernel: k.name.clone(),
+                lanes,
             });
         }
         let id = module
@@ -147,9 +176,9 @@ impl<'a, 'b> Gen<'a, 'b> {
         let mut bases: Vec<Value> = (0..kernel.params.len())
             .map(|i| b.ins().load(types::I64, flags, args, (8 * i) as i32))
             .collect();
-        // Locals live in the stack frame: one copy per thread. `define_kernels` bounds their
-        // total, so each size fits the u32 a stack slot takes.
-        for l in &kernel.locals {
+        // Locals and shared arrays live in the stack frame: one copy per thread. `define_kernels`
+        // bounds their total, so each size fits the u32 a stack slot takes.
+        for l in kernel.arrays() {
             let bytes = (l.len * l.elem.size()).max(16) as u32;
             let slot = b.create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
                 cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
@@ -184,8 +213,7 @@ impl<'a, 'b> Gen<'a, 'b> {
         for s in body {
             match s {
                 Stmt::For {
-                    kind: LoopKind::Parallel,
-                    ..
+                    kind: Axis::Grid, ..
                 } => self.stmt(s, true),
                 s => {
                     // Only thread 0 runs statements outside the parallel loops.
@@ -227,7 +255,7 @@ impl<'a, 'b> Gen<'a, 'b> {
                 body,
             } => {
                 let (n, _) = self.expr(extent);
-                let (lo, hi) = if split && *kind == LoopKind::Parallel {
+                let (lo, hi) = if split && *kind == Axis::Grid {
                     // This thread's share: [n·t/T, n·(t+1)/T).
                     let nt = self.b.ins().imul(n, self.thread);
                     let lo = self.b.ins().sdiv(nt, self.threads);
@@ -268,12 +296,15 @@ impl<'a, 'b> Gen<'a, 'b> {
             Stmt::Store(buf, idx, e) => {
                 let (x, _) = self.expr(e);
                 let addr = self.address(*buf, idx);
-                self.b.ins().store(self.flags, x, addr, 0);
+                self.store_elem(*buf, x, addr, 0);
             }
-            Stmt::VStore(buf, idx, e) => {
+            Stmt::VStore(buf, idx, e, _) => {
                 let (x, _) = self.expr(e);
                 let addr = self.address(*buf, idx);
-                self.b.ins().store(Self::unaligned(), x, addr, 0);
+                self.store_vector(*buf, x, addr);
+            }
+            Stmt::Barrier(_) => {
+                // A block's Thread loops run in order on this thread: nothing to wait for.
             }
             Stmt::Check(cond, code) => {
                 let (c, _) = self.expr(cond);
@@ -440,19 +471,15 @@ impl<'a, 'b> Gen<'a, 'b> {
             Expr::Load(buf, idx) => {
                 let elem = self.kernel.elem(*buf);
                 let addr = self.address(*buf, idx);
-                let flags = self.flags;
-                (self.ins().load(cl(elem.ty()), flags, addr, 0), elem.ty())
+                (self.load_elem(*buf, addr, 0), elem.ty())
             }
-            Expr::VLoad(buf, idx) => {
+            Expr::VLoad(buf, idx, w) => {
                 let addr = self.address(*buf, idx);
-                (
-                    self.ins().load(types::F32X4, Self::unaligned(), addr, 0),
-                    Ty::F32x4,
-                )
+                (self.load_vector(*buf, addr), Ty::F32xN(*w))
             }
-            Expr::Splat(a) => {
+            Expr::Splat(a, w) => {
                 let (x, _) = self.expr(a);
-                (self.ins().splat(types::F32X4, x), Ty::F32x4)
+                (self.ins().splat(types::F32X4, x), Ty::F32xN(*w))
             }
             Expr::Lane(a, l) => {
                 let (x, _) = self.expr(a);
@@ -530,7 +557,7 @@ impl<'a, 'b> Gen<'a, 'b> {
     fn binary(&mut self, op: Bin, x: Value, y: Value, t: Ty) -> (Value, Ty) {
         let result_ty = if op.is_comparison() { Ty::Bool } else { t };
         let v = match t {
-            Ty::F32 | Ty::F32x4 => match op {
+            Ty::F32 | Ty::F32xN(_) => match op {
                 Bin::Add => self.ins().fadd(x, y),
                 Bin::Sub => self.ins().fsub(x, y),
                 Bin::Mul => self.ins().fmul(x, y),

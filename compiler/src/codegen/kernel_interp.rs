@@ -13,6 +13,8 @@ fn read(p: *mut u8, n: usize, elem: Elem) -> BufData {
     unsafe {
         match elem {
             Elem::F32 => BufData::F32(std::slice::from_raw_parts(p.cast::<f32>(), n).to_vec()),
+            Elem::F16 => BufData::F16(std::slice::from_raw_parts(p.cast::<u16>(), n).to_vec()),
+            Elem::BF16 => BufData::BF16(std::slice::from_raw_parts(p.cast::<u16>(), n).to_vec()),
             Elem::I64 => BufData::I64(std::slice::from_raw_parts(p.cast::<i64>(), n).to_vec()),
             Elem::Bool => BufData::Bool(std::slice::from_raw_parts(p, n).to_vec()),
         }
@@ -24,6 +26,9 @@ fn write(p: *mut u8, data: &BufData) {
     unsafe {
         match data {
             BufData::F32(v) => std::ptr::copy_nonoverlapping(v.as_ptr(), p.cast::<f32>(), v.len()),
+            BufData::F16(v) | BufData::BF16(v) => {
+                std::ptr::copy_nonoverlapping(v.as_ptr(), p.cast::<u16>(), v.len())
+            }
             BufData::I64(v) => std::ptr::copy_nonoverlapping(v.as_ptr(), p.cast::<i64>(), v.len()),
             BufData::Bool(v) => std::ptr::copy_nonoverlapping(v.as_ptr(), p, v.len()),
         }

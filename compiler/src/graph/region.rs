@@ -28,8 +28,6 @@ pub struct AttentionInfo {
     /// k's slot holds a tensor `r` with k = `permute(k_order)(r)` (the identity when k itself
     /// is the input); its last axis is r's last, so rows of k stay contiguous.
     pub k_order: Vec<usize>,
-    /// Keys per block of the online softmax.
-    pub block: usize,
 }
 
 /// Which keys `j` a query `i` can see: `lo ≤ j − i ≤ hi`, each bound absent when unbounded.
@@ -90,8 +88,6 @@ pub struct ScanInfo {
 /// times x) plus one pass over the chunk's state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SsdInfo {
-    /// Steps per chunk, chosen by the pass.
-    pub chunk: usize,
     /// The per-channel factor of the input (`Δ·x`).
     pub x: NodeIndex,
     /// The per-state factor of the input (`B`).
@@ -146,7 +142,7 @@ impl std::fmt::Display for RegionKind {
             }
             RegionKind::Attention(a) => write!(
                 f,
-                "[scores=%{}, logits=%{}, q/k/v=in{}/in{}/in{}{}, block={}{}]",
+                "[scores=%{}, logits=%{}, q/k/v=in{}/in{}/in{}{}{}]",
                 a.scores.index(),
                 a.logits.index(),
                 a.qkv[0],
@@ -157,7 +153,6 @@ impl std::fmt::Display for RegionKind {
                 } else {
                     format!(", k=permute{:?}", a.k_order)
                 },
-                a.block,
                 a.keys
             ),
             RegionKind::Scan(s) => {
@@ -168,8 +163,7 @@ impl std::fmt::Display for RegionKind {
                 if let Some(d) = &s.ssd {
                     write!(
                         f,
-                        ", chunk={}, x=%{}, B=%{}, C=%{}",
-                        d.chunk,
+                        ", x=%{}, B=%{}, C=%{}",
                         d.x.index(),
                         d.b.index(),
                         d.c.index()

@@ -8,11 +8,12 @@
 //! stored. Blocks of keys outside the range the masks leave visible (after the query row for a
 //! causal mask, outside the window for a sliding one) are not visited.
 
-use archc_kernels::ir::build::{add, bin, mul, serial, splat, sub, var};
-use archc_kernels::ir::{Bin, Elem, Expr, Local, LoopKind, Stmt, Un, Var};
+use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
+use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Stmt, Un, Var};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
 use super::index::{plus, Ctx};
+use super::lanes::{splat, LANES};
 use super::Template;
 use crate::graph::{AttentionInfo, KeyRange, Region, TensorType};
 
@@ -46,7 +47,7 @@ pub fn lower(
     let (qb, kb, vb) = (qs + 1, ks + 1, vs + 1);
     // Buffers: the output, the inputs, the status word, then the locals.
     let logits_buf = ins.len() + 2;
-    let block = a.block as i64;
+    let block = cx.schedule.attention_block as i64;
     let rank = out.rank();
     let d = qt.shape[qt.rank() - 1].clone();
     let dv = vt.shape[vt.rank() - 1]
@@ -96,7 +97,11 @@ pub fn lower(
     for (k, v) in q_regs.iter().enumerate() {
         per_row.push(Stmt::Set(
             *v,
-            Expr::VLoad(qb, Box::new(add(var(q_row), Expr::Int(4 * k as i64)))),
+            Expr::VLoad(
+                qb,
+                Box::new(add(var(q_row), Expr::Int(4 * k as i64))),
+                LANES,
+            ),
         ));
     }
     // Consecutive keys' rows are this far apart in k and v.
@@ -148,7 +153,7 @@ pub fn lower(
     per_block.push(Stmt::For {
         var: jj,
         extent: var(count),
-        kind: LoopKind::Serial,
+        kind: Axis::Serial,
         body: score,
     });
 
@@ -178,7 +183,7 @@ pub fn lower(
                     if lanes == 4 {
                         Expr::Fma(
                             Box::new(splat(p.clone())),
-                            Box::new(Expr::VLoad(vb, Box::new(at))),
+                            Box::new(Expr::VLoad(vb, Box::new(at), LANES)),
                             Box::new(var(*acc)),
                         )
                     } else {
@@ -204,7 +209,7 @@ pub fn lower(
                 Expr::Un(
                     Un::Exp,
                     Box::new(sub(
-                        Expr::VLoad(logits_buf, Box::new(mul(var(q4), Expr::Int(4)))),
+                        Expr::VLoad(logits_buf, Box::new(mul(var(q4), Expr::Int(4))), LANES),
                         splat(var(mn)),
                     )),
                 ),
@@ -239,7 +244,7 @@ pub fn lower(
     per_row.push(Stmt::For {
         var: jb,
         extent: blocks,
-        kind: LoopKind::Serial,
+        kind: Axis::Serial,
         body: per_block,
     });
 
@@ -251,7 +256,7 @@ pub fn lower(
         );
         let value = bin(Bin::Div, var(*acc), widen(var(l)));
         per_row.push(if lanes == 4 {
-            Stmt::VStore(0, at, value)
+            Stmt::VStore(0, at, value, LANES)
         } else {
             Stmt::Store(0, at, value)
         });
@@ -261,7 +266,7 @@ pub fn lower(
     let body = vec![Stmt::For {
         var: row,
         extent: rows,
-        kind: LoopKind::Parallel,
+        kind: Axis::Grid,
         body: per_row,
     }];
     Template {
@@ -270,7 +275,7 @@ pub fn lower(
         locals: vec![Local {
             name: "logits".into(),
             elem: Elem::F32,
-            len: a.block,
+            len: cx.schedule.attention_block,
         }],
     }
 }
@@ -329,7 +334,7 @@ fn dot(
     let load = |buf: usize, base: Var, off: Expr, vector: bool| {
         let at = Box::new(add(var(base), off));
         if vector {
-            Expr::VLoad(buf, at)
+            Expr::VLoad(buf, at, LANES)
         } else {
             Expr::Load(buf, at)
         }
@@ -362,7 +367,7 @@ fn dot(
                 Stmt::For {
                     var: pv,
                     extent: cx.dim(d),
-                    kind: LoopKind::Serial,
+                    kind: Axis::Serial,
                     body: vec![Stmt::Set(
                         s,
                         add(

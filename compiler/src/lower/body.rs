@@ -49,10 +49,10 @@ pub(super) fn vars_of(e: &Expr, out: &mut Vec<Var>) {
         Expr::Var(v) => out.push(*v),
         Expr::Int(_) | Expr::F32(_) | Expr::Bool(_) | Expr::Dim(_) => {}
         Expr::Load(_, a)
-        | Expr::VLoad(_, a)
+        | Expr::VLoad(_, a, _)
         | Expr::Un(_, a)
         | Expr::Cast(_, a)
-        | Expr::Splat(a)
+        | Expr::Splat(a, _)
         | Expr::Lane(a, _) => vars_of(a, out),
         Expr::Bin(_, a, b) => {
             vars_of(a, out);

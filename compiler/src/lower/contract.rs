@@ -1,7 +1,7 @@
 //! Templates that combine elements: reductions, matmul and the `scan` recurrence.
 
 use archc_kernels::ir::build::{add, bin, mul};
-use archc_kernels::ir::{Bin, Expr, LoopKind, Stmt, Ty};
+use archc_kernels::ir::{Axis, Bin, Expr, Stmt, Ty};
 
 use super::index::{exprs, Ctx};
 use super::{ty, Template};
@@ -55,7 +55,7 @@ fn reduce(
     let red_shape: Vec<_> = axes.iter().map(|&a| x.shape[a].clone()).collect();
     let red_vars: Vec<_> = axes.iter().map(|&a| vars[a]).collect();
     let mut inner = vec![Stmt::Set(acc, init)];
-    inner.extend(cx.serial_nest(&red_shape, &red_vars, vec![Stmt::Set(acc, step)]));
+    inner.extend(cx.reduce_nest(&red_shape, &red_vars, vec![Stmt::Set(acc, step)]));
     inner.push(Stmt::Store(
         0,
         cx.index(&out.shape, &out_at),
@@ -82,7 +82,7 @@ fn scan(cx: &mut Ctx, axis: usize, a: &TensorType, b: &TensorType) -> Vec<Stmt> 
         Stmt::For {
             var: vars[axis],
             extent: cx.dim(&b.shape[axis]),
-            kind: LoopKind::Serial,
+            kind: Axis::Serial,
             body: vec![
                 Stmt::Set(h, step),
                 Stmt::Store(0, cx.index(&b.shape, &at), Expr::Var(h)),

@@ -52,7 +52,7 @@ pub fn bin(b: BinaryOp, d: DType) -> Bin {
 /// A constant of a dtype.
 pub fn constant(v: f64, d: DType) -> Expr {
     match ty(d) {
-        Ty::F32 | Ty::F32x4 => Expr::F32(v as f32),
+        Ty::F32 | Ty::F32xN(_) => Expr::F32(v as f32),
         Ty::I64 => Expr::Int(v as i64),
         Ty::Bool => Expr::Bool(v != 0.0),
     }

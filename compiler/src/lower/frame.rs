@@ -60,12 +60,13 @@ fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Tem
 /// The kernels of a plan. A kernel whose code equals one already made (a transpose of
 /// another weight of the same shape, one more layer of an unrolled stack) is that kernel:
 /// compiled once, launched on other buffers.
-#[derive(Default)]
 pub struct Kernels {
+    /// The schedule constants the templates use.
+    pub schedule: super::schedule::Schedule,
     /// The kernels, in `Plan::kernels` order.
     pub list: Vec<Kernel>,
     /// The code of each kernel (everything but names) → its index.
-    by_code: HashMap<String, usize>,
+    pub by_code: HashMap<String, usize>,
 }
 
 /// Adds the kernel computing `op` from `operands` into `out` (buffers of the frame); returns
@@ -80,7 +81,7 @@ fn kernel(
     names: &[Buffer],
 ) -> Step {
     let ins: Vec<&TensorType> = operands.iter().map(|o| o.0).collect();
-    let mut cx = Ctx::new(&plan.symbols);
+    let mut cx = Ctx::new(&plan.symbols, &kernels.schedule);
     let t = template(&mut cx, op, ty, &ins);
     let mut args = vec![out];
     args.extend(operands.iter().map(|o| o.1));
@@ -94,6 +95,7 @@ fn kernel(
             kernel,
             args,
             origin: String::new(),
+            launch: super::launch::launch(&kernels.list[kernel]),
         };
     }
     // Check codes are global to the plan, so the runtime can name the failure.
@@ -120,13 +122,16 @@ fn kernel(
         name,
         params,
         locals: t.locals,
+        shared: Vec::new(),
         body,
     });
     kernels.by_code.insert(code, kernels.list.len() - 1);
+    let kernel = kernels.list.len() - 1;
     Step::Kernel {
-        kernel: kernels.list.len() - 1,
+        kernel,
         args,
         origin: String::new(),
+        launch: super::launch::launch(&kernels.list[kernel]),
     }
 }
 

@@ -1,20 +1,27 @@
 //! Index arithmetic for kernel templates: dims as expressions, strides, loop nests.
 
 use archc_kernels::ir::build::{add, mul, product, sub, sum};
-use archc_kernels::ir::{Expr, LoopKind, Stmt, Var};
+use archc_kernels::ir::{Axis, Expr, Stmt, Var};
 
 use crate::graph::Dim;
 
-/// Allocates variables and turns symbolic dims into kernel expressions.
+/// Allocates variables and turns symbolic dims into kernel expressions; carries the
+/// target's schedule constants to the templates.
 pub struct Ctx<'a> {
     symbols: &'a [String],
     next: u32,
+    /// The target's schedule.
+    pub schedule: &'a super::schedule::Schedule,
 }
 
 impl<'a> Ctx<'a> {
     /// A context whose `dims[i]` is `symbols[i]`.
-    pub fn new(symbols: &'a [String]) -> Ctx<'a> {
-        Ctx { symbols, next: 0 }
+    pub fn new(symbols: &'a [String], schedule: &'a super::schedule::Schedule) -> Ctx<'a> {
+        Ctx {
+            symbols,
+            next: 0,
+            schedule,
+        }
     }
 
     /// A fresh variable.
@@ -87,7 +94,7 @@ impl<'a> Ctx<'a> {
             let inner = vec![Stmt::For {
                 var: vars[n - 1],
                 extent: self.dim(&shape[n - 1]),
-                kind: LoopKind::Serial,
+                kind: Axis::Serial,
                 body,
             }];
             return self.flat_nest(&shape[..n - 1], &vars[..n - 1], inner);
@@ -97,11 +104,7 @@ impl<'a> Ctx<'a> {
             body = vec![Stmt::For {
                 var: *v,
                 extent: self.dim(d),
-                kind: if i == 0 {
-                    LoopKind::Parallel
-                } else {
-                    LoopKind::Serial
-                },
+                kind: if i == 0 { Axis::Grid } else { Axis::Serial },
                 body,
             }];
         }
@@ -128,19 +131,38 @@ impl Ctx<'_> {
         vec![Stmt::For {
             var: flat,
             extent: self.dim(&total),
-            kind: LoopKind::Parallel,
+            kind: Axis::Grid,
             body: inner,
         }]
     }
 
+    /// Reduce loops `vars[i] in 0..shape[i]` around `body`, which folds each element into
+    /// accumulators set before the nest.
+    pub fn reduce_nest(&mut self, shape: &[Dim], vars: &[Var], body: Vec<Stmt>) -> Vec<Stmt> {
+        let mut body = body;
+        for (d, v) in shape.iter().zip(vars).rev() {
+            body = vec![archc_kernels::ir::build::axis(
+                Axis::Reduce,
+                *v,
+                self.dim(d),
+                body,
+            )];
+        }
+        body
+    }
+
     /// Like [`Ctx::nest`], but every loop is serial (it runs inside another parallel loop).
     pub fn serial_nest(&mut self, shape: &[Dim], vars: &[Var], body: Vec<Stmt>) -> Vec<Stmt> {
-        let mut nest = self.nest(shape, vars, body);
-        if let Some(Stmt::For { kind, .. }) = nest.first_mut() {
-            *kind = LoopKind::Serial;
-        }
-        nest
+        with_axis(self.nest(shape, vars, body), Axis::Serial)
     }
+}
+
+/// `stmts` with its first statement, a loop, of axis kind `kind`.
+pub fn with_axis(mut stmts: Vec<Stmt>, axis: Axis) -> Vec<Stmt> {
+    if let Some(Stmt::For { kind, .. }) = stmts.first_mut() {
+        *kind = axis;
+    }
+    stmts
 }
 
 /// `i * s`, folding multiplication by 1.

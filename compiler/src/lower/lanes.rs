@@ -17,6 +17,15 @@ use super::elementwise::{bin as kernel_bin, un};
 use super::index::{flipped, plus, Ctx};
 use crate::graph::{BinaryOp, Op};
 
+/// Lanes of the vectors the templates emit. Four: every CPU target has them (Cranelift's
+/// f32x4; LLVM widens or splits them), and the templates' lane sums are written for four.
+pub const LANES: u8 = 4;
+
+/// An f32 copied into the templates' [`LANES`] lanes.
+pub fn splat(e: Expr) -> Expr {
+    Expr::Splat(Box::new(e), LANES)
+}
+
 /// Four consecutive values: one value in every lane, or a vector.
 #[derive(Clone, Debug)]
 pub enum Lanes {
@@ -30,7 +39,7 @@ impl Lanes {
     /// As an f32x4 expression.
     pub fn vector(self) -> Expr {
         match self {
-            Lanes::Scalar(e) => Expr::Splat(Box::new(e)),
+            Lanes::Scalar(e) => Expr::Splat(Box::new(e), LANES),
             Lanes::Vector(e) => e,
         }
     }
@@ -156,7 +165,11 @@ impl BodyGen<'_> {
                     && !rest.iter().any(|e| mentions(e, lane));
                 contiguous.then(|| {
                     let buf = self.buffers[&n];
-                    Lanes::Vector(Expr::VLoad(buf, Box::new(cx.index(&node.ty.shape, at))))
+                    Lanes::Vector(Expr::VLoad(
+                        buf,
+                        Box::new(cx.index(&node.ty.shape, at)),
+                        LANES,
+                    ))
                 })
             }
             Op::Unary(u) => {

@@ -11,11 +11,12 @@
 //! When `b` has no batch axes and `a`'s batch axes are the output's (every `linear`), the
 //! batch rows are one long row axis.
 
-use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
-use archc_kernels::ir::{Bin, Expr, LoopKind, Stmt, Var, LANES};
+use archc_kernels::ir::build::{add, axis, bin, mul, serial, sub, var};
+use archc_kernels::ir::{Axis, Bin, Expr, Stmt, Var};
 
 use super::body::delinearize;
 use super::index::Ctx;
+use super::lanes::LANES;
 use crate::graph::{Dim, TensorType};
 
 /// Rows of the main micro-kernel.
@@ -188,7 +189,8 @@ pub fn matmul(
     let col = add(add(var(j_lo), mul(blocks, Expr::Int(COLS))), var(jt));
     let mut dot = vec![
         Stmt::Set(acc, Expr::F32(0.0)),
-        serial(
+        axis(
+            Axis::Reduce,
             p,
             l.k.clone(),
             vec![Stmt::Set(
@@ -223,7 +225,7 @@ pub fn matmul(
     vec![Stmt::For {
         var: task,
         extent: mul(batches, mul(tiles_m, tiles_n)),
-        kind: LoopKind::Parallel,
+        kind: Axis::Grid,
         body: per_task,
     }]
 }
@@ -276,17 +278,21 @@ fn micro(
         sub(l.b(cx, Expr::Int(1), var(j)), var(b_at)),
     ));
     let mut step = vec![
-        Stmt::Set(b0, Expr::VLoad(bbuf, Box::new(var(b_at)))),
+        Stmt::Set(b0, Expr::VLoad(bbuf, Box::new(var(b_at)), LANES)),
         Stmt::Set(
             b1,
-            Expr::VLoad(bbuf, Box::new(add(var(b_at), Expr::Int(LANES as i64)))),
+            Expr::VLoad(
+                bbuf,
+                Box::new(add(var(b_at), Expr::Int(LANES as i64))),
+                LANES,
+            ),
         ),
     ];
     for (r, acc) in accs.iter().enumerate() {
         let av = cx.var();
         step.push(Stmt::Set(
             av,
-            Expr::Splat(Box::new(Expr::Load(abuf, Box::new(var(rows_at[r]))))),
+            Expr::Splat(Box::new(Expr::Load(abuf, Box::new(var(rows_at[r])))), LANES),
         ));
         for (q, b) in [b0, b1].iter().enumerate() {
             step.push(Stmt::Set(
@@ -302,14 +308,19 @@ fn micro(
     out.extend(
         accs.iter()
             .flatten()
-            .map(|v| Stmt::Set(*v, Expr::Splat(Box::new(Expr::F32(0.0))))),
+            .map(|v| Stmt::Set(*v, Expr::Splat(Box::new(Expr::F32(0.0)), LANES))),
     );
     // Two steps per iteration (fewer loop-carried register moves), then an odd last step.
     let half = bin(Bin::Div, l.k.clone(), Expr::Int(2));
     let twice: Vec<Stmt> = step.iter().chain(&step).cloned().collect();
-    out.push(serial(p, half, twice));
+    out.push(axis(Axis::Reduce, p, half, twice));
     let odd = cx.var();
-    out.push(serial(odd, bin(Bin::Rem, l.k.clone(), Expr::Int(2)), step));
+    out.push(axis(
+        Axis::Reduce,
+        odd,
+        bin(Bin::Rem, l.k.clone(), Expr::Int(2)),
+        step,
+    ));
     // With an epilogue: finished in registers, four at a time, when it has a vector form.
     if let Some(epi) = epilogue.as_deref_mut() {
         let saved = out.len();
@@ -317,7 +328,10 @@ fn micro(
         for (r, acc) in accs.iter().enumerate() {
             for (q, v) in acc.iter().enumerate() {
                 let col = cx.var();
-                out.push(Stmt::Set(col, add(var(j), Expr::Int((q * LANES) as i64))));
+                out.push(Stmt::Set(
+                    col,
+                    add(var(j), Expr::Int((q * usize::from(LANES)) as i64)),
+                ));
                 let at = l.coords(cx, row(r), var(col));
                 match epi.vector(cx, var(*v), at, col) {
                     Some(s) => out.extend(s),
@@ -332,8 +346,8 @@ fn micro(
     }
     for (r, acc) in accs.iter().enumerate() {
         for (q, v) in acc.iter().enumerate() {
-            let col = add(var(j), Expr::Int((q * LANES) as i64));
-            out.push(Stmt::VStore(0, l.out(cx, row(r), col), var(*v)));
+            let col = add(var(j), Expr::Int((q * usize::from(LANES)) as i64));
+            out.push(Stmt::VStore(0, l.out(cx, row(r), col), var(*v), LANES));
         }
     }
     // Otherwise each element is finished in place (it is in L1).

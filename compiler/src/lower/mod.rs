@@ -11,10 +11,12 @@ mod elementwise;
 mod frame;
 mod index;
 mod lanes;
+pub mod launch;
 mod layout;
 mod matmul;
 mod region;
 mod scan;
+pub mod schedule;
 mod ssd;
 
 use archc_kernels::ir::{Elem, Kernel, Stmt, Ty};
@@ -62,8 +64,9 @@ pub fn ty(d: DType) -> Ty {
     elem(d).ty()
 }
 
-/// Lowers a graph: its layer kinds first (each compiled once), then its top level.
-pub fn lower(g: &Graph) -> Lowered {
+/// Lowers a graph for `target`: its layer kinds first (each compiled once), then its top
+/// level. The target's late schedule ([`schedule::Schedule`]) sizes the tiles.
+pub fn lower(g: &Graph, target: &archc_kernels::target::Target) -> Lowered {
     let mut plan = Plan {
         model: g.name.clone(),
         symbols: g.symbols.clone(),
@@ -86,7 +89,11 @@ pub fn lower(g: &Graph) -> Lowered {
             plan.ema_sources.insert(name.clone(), online.clone());
         }
     }
-    let mut kernels = frame::Kernels::default();
+    let mut kernels = frame::Kernels {
+        schedule: schedule::Schedule::for_target(target),
+        list: Vec::new(),
+        by_code: Default::default(),
+    };
     for k in &g.kinds {
         let prefix = format!("kind{}_", plan.kinds.len());
         let f = frame::lower(&k.body, Some(&prefix), &mut plan, &mut kernels);

@@ -1,11 +1,12 @@
 //! Templates for fused regions: one kernel per region, derived from its body graph.
 
 use archc_kernels::ir::build::{bin, var};
-use archc_kernels::ir::{Bin, Expr, Stmt, Ty, Var};
+use archc_kernels::ir::{Axis, Bin, Expr, Stmt, Ty, Var};
 use petgraph::graph::NodeIndex;
 
 use super::body::BodyGen;
-use super::index::{exprs, Ctx};
+use super::index::{exprs, with_axis, Ctx};
+use super::lanes::LANES;
 use super::matmul::{matmul, Epilogue};
 use super::{ty, Template};
 use crate::graph::{Op, ReduceOp, Region, RegionKind, TensorType};
@@ -71,7 +72,12 @@ impl Epilogue for Finish<'_, '_, '_> {
             return None;
         };
         let mut s = self.gen.take_lets();
-        s.push(Stmt::VStore(0, cx.index(&self.out.shape, &at), v.vector()));
+        s.push(Stmt::VStore(
+            0,
+            cx.index(&self.out.shape, &at),
+            v.vector(),
+            LANES,
+        ));
         Some(s)
     }
 }
@@ -88,17 +94,19 @@ fn elementwise(cx: &mut Ctx, gen: &mut BodyGen, r: &Region, out: &TensorType) ->
         let j = vars[rank - 1];
         if let Some(v) = gen.lanes(cx, r.output(), &at, j) {
             let mut vector = gen.take_lets();
-            vector.push(Stmt::VStore(0, cx.index(&out.shape, &at), v.vector()));
+            vector.push(Stmt::VStore(
+                0,
+                cx.index(&out.shape, &at),
+                v.vector(),
+                LANES,
+            ));
             let value = gen.value(cx, r.output(), &at);
             let mut scalar = gen.take_lets();
             scalar.push(store(cx, value));
             let (mut inner, tail) = by_four(cx, j, &out.shape[rank - 1], vector, scalar);
             if rank == 1 {
                 // The vector loop is the parallel one; the tail (≤ 3 elements) runs once.
-                let [Stmt::For { kind, .. }, ..] = &mut inner[..] else {
-                    unreachable!("by_four starts with the vector loop")
-                };
-                *kind = archc_kernels::ir::LoopKind::Parallel;
+                inner = with_axis(inner, Axis::Grid);
             }
             let mut both = inner;
             both.extend(tail);
@@ -186,18 +194,18 @@ fn reduce(
             let sstep = step(gen, cx);
             let (vloop, tail) = by_four(cx, red_vars[0], &red_shape[0], vstep, sstep);
             let lane = |l: u8| Expr::Lane(Box::new(var(accv)), l);
-            inner = vec![Stmt::Set(accv, Expr::Splat(Box::new(init)))];
-            inner.extend(vloop);
+            inner = vec![Stmt::Set(accv, Expr::Splat(Box::new(init), LANES))];
+            inner.extend(with_axis(vloop, Axis::Reduce));
             inner.push(Stmt::Set(
                 acc,
                 bin(f, bin(f, lane(0), lane(1)), bin(f, lane(2), lane(3))),
             ));
-            inner.extend(tail);
+            inner.extend(with_axis(tail, Axis::Reduce));
         }
         None => {
             *gen = saved;
             let s = step(gen, cx);
-            inner.extend(cx.serial_nest(&red_shape, &red_vars, s));
+            inner.extend(cx.reduce_nest(&red_shape, &red_vars, s));
         }
     }
     gen.bind(anchor, Expr::Var(acc));

@@ -9,10 +9,11 @@
 //! `[batch, seq, channels, state]` tensors never exist.
 
 use archc_kernels::ir::build::{add, mul, serial, var};
-use archc_kernels::ir::{Elem, Expr, Local, LoopKind, Stmt};
+use archc_kernels::ir::{Axis, Elem, Expr, Local, Stmt};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
 use super::index::{exprs, Ctx};
+use super::lanes::LANES;
 use super::Template;
 use crate::graph::{Dim, Op, Region, ScanInfo, TensorType};
 
@@ -88,9 +89,9 @@ pub fn lower(
                     let decay = gen.lanes(cx, a, &a_at, k)?.vector();
                     let input = gen.lanes(cx, b, &b_at, k)?.vector();
                     let mut step = gen.take_lets();
-                    let previous = Expr::VLoad(state_buf, Box::new(slot.clone()));
+                    let previous = Expr::VLoad(state_buf, Box::new(slot.clone()), LANES);
                     step.push(Stmt::Set(hv, add(mul(decay, previous), input)));
-                    step.push(Stmt::VStore(state_buf, slot.clone(), var(hv)));
+                    step.push(Stmt::VStore(state_buf, slot.clone(), var(hv), LANES));
                     gen.bind_lanes(s, var(hv));
                     let term = gen.lanes(cx, term_node, &h_at, k)?.vector();
                     Some((k, step, term))
@@ -108,7 +109,10 @@ pub fn lower(
                     let last = state_shape[n - 1].as_const().expect("checked") / 4;
                     let inner = vec![serial(q, Expr::Int(last), quad)];
                     let lane = |l: u8| Expr::Lane(Box::new(var(accv)), l);
-                    let mut out = vec![Stmt::Set(accv, Expr::Splat(Box::new(Expr::F32(0.0))))];
+                    let mut out = vec![Stmt::Set(
+                        accv,
+                        Expr::Splat(Box::new(Expr::F32(0.0)), LANES),
+                    )];
                     out.extend(cx.serial_nest(&state_shape[..n - 1], &st_vars[..n - 1], inner));
                     out.push(Stmt::Set(
                         acc,
@@ -177,14 +181,14 @@ pub fn lower(
     per_channel.push(Stmt::For {
         var: t,
         extent: cx.dim(&h.shape[axis]),
-        kind: LoopKind::Serial,
+        kind: Axis::Serial,
         body: per_step,
     });
     let channels = Dim::product(&channel_shape).expect("channel counts fit in i64");
     let body = vec![Stmt::For {
         var: ch,
         extent: cx.dim(&channels),
-        kind: LoopKind::Parallel,
+        kind: Axis::Grid,
         body: per_channel,
     }];
     let locals = if info.readout.is_some() {

@@ -14,11 +14,12 @@
 //! (`+ D·x`) finishes each output.
 
 use archc_kernels::ir::build::{add, exp, load, mul, serial, sub, var};
-use archc_kernels::ir::{Bin, Elem, Expr, Local, LoopKind, Stmt, Un, Var};
+use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Stmt, Un, Var};
 use petgraph::graph::NodeIndex;
 
 use super::body::{broadcast_at, delinearize, reshape_at, BodyGen};
 use super::index::Ctx;
+use super::lanes::LANES;
 use super::Template;
 use crate::graph::{Dim, Op, Region, ScanInfo, SsdInfo, TensorType};
 
@@ -30,7 +31,7 @@ struct Width(i64);
 impl Width {
     fn load(self, buf: usize, at: Expr) -> Expr {
         if self.0 == 4 {
-            Expr::VLoad(buf, Box::new(at))
+            Expr::VLoad(buf, Box::new(at), LANES)
         } else {
             load(buf, at)
         }
@@ -38,7 +39,7 @@ impl Width {
 
     fn store(self, buf: usize, at: Expr, v: Expr) -> Stmt {
         if self.0 == 4 {
-            Stmt::VStore(buf, at, v)
+            Stmt::VStore(buf, at, v, LANES)
         } else {
             Stmt::Store(buf, at, v)
         }
@@ -46,7 +47,7 @@ impl Width {
 
     fn splat(self, e: Expr) -> Expr {
         if self.0 == 4 {
-            Expr::Splat(Box::new(e))
+            Expr::Splat(Box::new(e), LANES)
         } else {
             e
         }
@@ -220,7 +221,8 @@ pub fn lower(
             .and_then(|d| d.as_const())
             .expect("the pass admits constant channel and state sizes")
     };
-    let (p_len, n_len, q) = (size(&p_axes), size(state), ssd.chunk as i64);
+    let (p_len, n_len) = (size(&p_axes), size(state));
+    let q = cx.schedule.ssd_chunk(p_len, n_len) as i64;
     let base = inputs + 2;
     let arrays = Arrays {
         h: base,
@@ -473,7 +475,7 @@ pub fn lower(
     let body = vec![Stmt::For {
         var: hd,
         extent: cx.dim(&heads),
-        kind: LoopKind::Parallel,
+        kind: Axis::Grid,
         body: per_head,
     }];
     Template {

@@ -24,8 +24,8 @@ const MAX_STATE: i64 = 16384;
 struct Found {
     scan: NodeIndex,
     readout: Option<NodeIndex>,
-    /// For the SSD form: the chunk length and the x, B and C factors.
-    ssd: Option<(usize, [NodeIndex; 3])>,
+    /// For the SSD form: the x, B and C factors.
+    ssd: Option<[NodeIndex; 3]>,
 }
 
 /// Runs the pass.
@@ -44,8 +44,7 @@ pub fn run(g: &Graph) -> Graph {
         RegionKind::Scan(ScanInfo {
             scan: out.map[&f.scan],
             readout: f.readout.map(|n| out.map[&n]),
-            ssd: f.ssd.map(|(chunk, [x, b, c])| SsdInfo {
-                chunk,
+            ssd: f.ssd.map(|[x, b, c]| SsdInfo {
                 x: out.map[&x],
                 b: out.map[&b],
                 c: out.map[&c],
@@ -216,10 +215,10 @@ fn product(g: &Graph, n: NodeIndex) -> Option<[NodeIndex; 2]> {
 }
 
 /// Mamba-2's structure: a decay constant over the channels of a head (the `P` axes) and the
-/// state axes, an input `x ⊗ B` and a read-out `Σ h·C`. Returns the chunk length and the x, B,
-/// C nodes. The chunk balances the chunk's quadratic part, `Q²/2·(N + P)` per chunk, against
-/// the state passes, `2·P·N` per step: `Q ≈ 4·P·N / (P + N)`, a power of two in 8..=64.
-fn ssd(g: &Graph, s: NodeIndex, readout: Option<NodeIndex>) -> Option<(usize, [NodeIndex; 3])> {
+/// state axes, an input `x ⊗ B` and a read-out `Σ h·C`, with constant channel and state
+/// sizes. Returns the x, B, C nodes; the chunk length is the schedule's
+/// (`lower::schedule`).
+fn ssd(g: &Graph, s: NodeIndex, readout: Option<NodeIndex>) -> Option<[NodeIndex; 3]> {
     let ro = readout?;
     let (Op::Scan { axis }, Op::Reduce { axes: state, .. }) = (&g.dag[s].op, &g.dag[ro].op) else {
         return None;
@@ -257,8 +256,7 @@ fn ssd(g: &Graph, s: NodeIndex, readout: Option<NodeIndex>) -> Option<(usize, [N
         axes.iter()
             .try_fold(1i64, |p, &x| Some(p * h.shape[x].as_const()?))
     };
-    let (p, n) = (size(&p_axes)?, size(state)?);
-    let ideal = (4 * p * n / (p + n)).clamp(8, 64) as usize;
-    let chunk = 1 << ideal.ilog2();
-    Some((chunk, [x, bm, c]))
+    size(&p_axes)?;
+    size(state)?;
+    Some([x, bm, c])
 }

@@ -141,10 +141,20 @@ fn run_passes(g: &Graph, o: &PassOptions, mut notes: Option<&mut Vec<explain::No
     g
 }
 
-/// Optimises and lowers a graph: the graph passes, lowering to kernels and a plan, then
-/// `plan_memory`.
+/// Optimises and lowers a graph for Cranelift on x86-64 (`Target::cranelift_x86_64`): see
+/// [`lower_optimized_for`].
 pub fn lower_optimized(g: &Graph, o: &PassOptions) -> crate::lower::Lowered {
-    let mut lowered = crate::lower::lower(&optimize(g, o));
+    lower_optimized_for(g, o, &archc_kernels::target::Target::cranelift_x86_64())
+}
+
+/// Optimises and lowers a graph for `target`: the graph passes (which decide what is fused),
+/// lowering to kernels and a plan with the target's schedule, then `plan_memory`.
+pub fn lower_optimized_for(
+    g: &Graph,
+    o: &PassOptions,
+    target: &archc_kernels::target::Target,
+) -> crate::lower::Lowered {
+    let mut lowered = crate::lower::lower(&optimize(g, o), target);
     // The passes hide gathers inside regions; the bounds come from the graph as written.
     lowered.plan.index_bounds = crate::lower::index_bounds(g);
     if o.enabled("plan_memory") {

@@ -24,9 +24,6 @@ use crate::graph::{
     AttentionInfo, BinaryOp, Dim, Graph, KeyRange, Op, ReduceOp, RegionKind, TensorType, UnaryOp,
 };
 
-/// Keys per block of the online softmax: one block of scores lives in a thread-private array.
-const BLOCK: usize = 64;
-
 /// Fills at or below this count as masking (the prelude uses −3.4·10³⁸, users often −1e30).
 const MASKED: f64 = -1e29;
 
@@ -57,7 +54,6 @@ pub fn run(g: &Graph) -> Graph {
             qkv: [out.slot(f.q), out.slot(f.k), out.slot(f.v)],
             keys: f.keys.clone(),
             k_order: f.k_order.clone(),
-            block: BLOCK,
         })
     })
 }
@@ -70,7 +66,11 @@ pub fn notes(g: &Graph) -> Vec<Note> {
     for o in g.dag.node_indices() {
         let note = match find(g, &users, &cheap, o) {
             Ok(m) => {
-                let text = format!("is tiled (block={BLOCK}{})", m.info.keys);
+                let keys = m.info.keys.to_string();
+                let text = match keys.strip_prefix(", ") {
+                    Some(k) => format!("is tiled ({k})"),
+                    None => "is tiled".to_string(),
+                };
                 Note::on(g, o, "attention", true, text)
             }
             Err(Miss::NotAttention) => continue,

@@ -175,7 +175,8 @@ pub fn native_unfused(
 ) -> Vec<(String, archc_runtime::Tensor)> {
     use archc_compiler::codegen::{jit::Jit, kernel_interp::KernelInterp};
     use archc_runtime::{DType, Executor, Tensor};
-    let lowered = archc_compiler::lower::lower(g);
+    let lowered =
+        archc_compiler::lower::lower(g, &archc_kernels::target::Target::cranelift_x86_64());
     let none =
         |_: &str, _: DType, _: &[usize]| -> Result<Tensor, String> { Err("no weights".into()) };
     let mut exec = Executor::new(&lowered.plan, none).unwrap();

@@ -1,0 +1,74 @@
+//! The late schedule for CPU targets: the constants that map fused regions onto a machine,
+//! read from its [`Target`]. The fusion passes decide *what* runs as one kernel; this decides
+//! how the kernel is cut up on the target (tile sizes, chunk lengths), when the kernels are
+//! made. One such step exists per target family; a GPU family will have its own.
+
+use archc_kernels::target::{Target, ThreadModel};
+
+/// The schedule constants of one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// Keys per block of tiled attention's online softmax. A block of scores lives in a
+    /// thread-private array, and the block's rows of v (at a head width of 128) fill L1.
+    pub attention_block: usize,
+    /// The longest SSD chunk: its `Q × Q` block of decayed scores fills at most half of L1.
+    pub max_ssd_chunk: usize,
+}
+
+/// The channels and states of a typical head, which the cache-derived sizes assume.
+const HEAD_WIDTH: usize = 128;
+
+impl Schedule {
+    /// The schedule for a target whose threads are CPU threads. For a GPU grid target the
+    /// same constants stand until its own late step exists.
+    pub fn for_target(target: &Target) -> Schedule {
+        match target.threads {
+            ThreadModel::CpuThreads | ThreadModel::GpuGrid { .. } => Schedule::cpu(target),
+        }
+    }
+
+    fn cpu(target: &Target) -> Schedule {
+        let f32s = |bytes: u64| (bytes / 4) as usize;
+        let block = (f32s(target.l1_bytes) / HEAD_WIDTH).clamp(16, 256);
+        let mut chunk: usize = 8;
+        while (4 * (2 * chunk) * (2 * chunk)) as u64 <= target.l1_bytes / 2 {
+            chunk *= 2;
+        }
+        Schedule {
+            attention_block: 1 << block.ilog2(),
+            max_ssd_chunk: chunk,
+        }
+    }
+
+    /// The SSD chunk for `p` channels and `n` states per head. It balances the chunk's
+    /// quadratic part, `Q²/2·(N + P)` per chunk, against the state passes, `2·P·N` per step:
+    /// `Q ≈ 4·P·N / (P + N)`, a power of two in 8..=`max_ssd_chunk`.
+    pub fn ssd_chunk(&self, p: i64, n: i64) -> usize {
+        let ideal = (4 * p * n / (p + n).max(1)).clamp(8, self.max_ssd_chunk.max(8) as i64);
+        1 << (ideal as usize).ilog2()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cranelift_keeps_the_constants_it_was_tuned_with() {
+        let s = Schedule::for_target(&Target::cranelift_x86_64());
+        assert_eq!(s.attention_block, 64);
+        assert_eq!(s.max_ssd_chunk, 64);
+        assert_eq!(s.ssd_chunk(64, 128), 64);
+        assert_eq!(s.ssd_chunk(1, 16), 8);
+        assert_eq!(s.ssd_chunk(4, 4), 8);
+    }
+
+    #[test]
+    fn a_bigger_l1_gives_bigger_key_blocks() {
+        let t = Target {
+            l1_bytes: 64 << 10,
+            ..Target::cranelift_x86_64()
+        };
+        assert_eq!(Schedule::for_target(&t).attention_block, 128);
+    }
+}
