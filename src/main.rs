@@ -51,7 +51,7 @@ struct PassFlags {
     #[arg(long)]
     no_fuse: bool,
     /// Turn one pass off (repeatable): interleave_stack, canonicalize, tile_attention,
-    /// fuse_scan, fuse_elementwise, plan_memory.
+    /// fuse_scan, route_experts, fuse_elementwise, plan_memory.
     #[arg(long = "disable-pass", value_name = "PASS")]
     disable: Vec<String>,
 }

@@ -23,6 +23,7 @@ mod pass_fuse_elementwise;
 mod pass_fuse_scan;
 mod pass_interleave_stack;
 mod pass_plan_memory;
+mod pass_route_experts;
 mod pass_tile_attention;
 mod primitives;
 mod run_errors;

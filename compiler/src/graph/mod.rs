@@ -4,12 +4,14 @@
 //! (`model.layers.3.self_attn`), which the dump shows.
 
 mod infer;
+mod moe;
 mod op;
 mod printer;
 mod region;
 
 pub use archc_runtime::Dim;
 pub use infer::{broadcast, infer, TypeError};
+pub use moe::{Expert, MoeInfo, ROUTED};
 pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
 pub use printer::print_graph;
 pub use region::{AttentionInfo, KeyRange, LayerKind, Region, RegionKind, ScanInfo, SsdInfo};

@@ -120,6 +120,8 @@ pub enum RegionKind {
     Attention(AttentionInfo),
     /// A selective scan with its discretisation and read-out.
     Scan(ScanInfo),
+    /// A mixture of experts routed sparsely: each expert runs on the tokens routed to it.
+    Moe(super::MoeInfo),
 }
 
 impl RegionKind {
@@ -132,6 +134,7 @@ impl RegionKind {
             RegionKind::Attention(_) => "attention",
             RegionKind::Scan(ScanInfo { ssd: Some(_), .. }) => "ssd",
             RegionKind::Scan(_) => "scan",
+            RegionKind::Moe(_) => "moe",
         }
     }
 }
@@ -177,6 +180,7 @@ impl std::fmt::Display for RegionKind {
                 }
                 f.write_str("]")
             }
+            RegionKind::Moe(m) => m.fmt_kind(f),
         }
     }
 }

@@ -8,13 +8,14 @@
 mod contract;
 mod elementwise;
 mod layout;
+mod moe;
 
 use std::collections::HashMap;
 
 use archc_runtime::{BindError, DType, Tensor};
 use indexmap::IndexMap;
 
-use crate::graph::{Dim, Graph, LayerKind, Op, TensorType};
+use crate::graph::{Dim, Graph, LayerKind, Op, RegionKind, TensorType};
 
 /// Why a graph could not be run on the given inputs.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +171,10 @@ fn run_graph(
             Op::Param(name) => weights
                 .weight(name, node.ty.dtype, &shape)
                 .map_err(InterpError::Weight)?,
-            Op::Fused(r) => run_body(&r.body, kinds, dims, &ops)?,
+            Op::Fused(r) => match &r.kind {
+                RegionKind::Moe(m) => moe::run(m, kinds, dims, &ops, &shape)?,
+                _ => run_body(&r.body, kinds, dims, &ops)?,
+            },
             Op::Call(k) => run_body(&kinds[*k].body, kinds, dims, &ops)?,
             _ => eval(&node.op, &ops, &node.ty, &shape, dims).map_err(fail)?,
         };

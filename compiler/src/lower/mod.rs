@@ -13,6 +13,7 @@ mod index;
 mod lanes;
 mod layout;
 mod matmul;
+mod moe;
 mod region;
 mod scan;
 mod ssd;

@@ -39,8 +39,8 @@ pub fn lower(cx: &mut Ctx, r: &Region, out: &TensorType, ins: &[&TensorType]) ->
             let operands = [(ins[sa], sa + 1), (ins[sb], sb + 1)];
             matmul(cx, out, operands, Some(&mut epi))
         }
-        RegionKind::Attention(_) | RegionKind::Scan(_) => {
-            unreachable!("attention and scan regions have their own templates")
+        RegionKind::Attention(_) | RegionKind::Scan(_) | RegionKind::Moe(_) => {
+            unreachable!("attention, scan and moe regions have their own templates")
         }
     };
     Template::new(body, gen.checks)

@@ -12,6 +12,7 @@ mod op_kinds;
 mod outline;
 pub mod plan_memory;
 mod rewrite;
+pub mod route_experts;
 pub mod tile_attention;
 
 pub use rewrite::Rewriter;
@@ -24,6 +25,7 @@ pub const PASSES: &[&str] = &[
     "canonicalize",
     "tile_attention",
     "fuse_scan",
+    "route_experts",
     "fuse_elementwise",
     "plan_memory",
 ];
@@ -124,6 +126,7 @@ fn run_passes(g: &Graph, o: &PassOptions, mut notes: Option<&mut Vec<explain::No
             Some(tile_attention::notes),
         ),
         ("fuse_scan", fuse_scan::run, Some(fuse_scan::notes)),
+        ("route_experts", route_experts::run, None),
         ("fuse_elementwise", fuse_elementwise::run, None),
     ];
     for (name, pass, explain) in graph_passes {
