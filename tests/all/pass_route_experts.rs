@@ -93,17 +93,12 @@ proptest! {
         let routed = route_experts::run(&canonicalize::run(&g));
         prop_assert!(print_graph(&routed).contains("fused.moe"));
         prop_assert_eq!(&interpret_random(&routed, &inputs), &dense);
-        // Native code and the Kernel IR interpreter, on the same kernels.
+        // Native code (every backend built) and the Kernel IR interpreter.
+        let native = common::native_random(&g, &PassOptions::all(), &inputs);
         let lowered = lower_optimized(&g, &PassOptions::all());
         prop_assert!(lowered.plan.kernels.iter().any(|k| k.contains("moe_route")));
         let w = WeightSource::Random(5);
         let mut exec = Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();
-        let jit = archc_compiler::codegen::jit::Jit::compile(
-            &lowered.kernels,
-            lowered.plan.symbols.len(),
-        )
-        .unwrap();
-        let native = exec.run(&jit, &inputs, &HashMap::new()).unwrap();
         let by_kernels = exec
             .run(&KernelInterp(&lowered.kernels), &inputs, &HashMap::new())
             .unwrap();
