@@ -2,7 +2,8 @@
 //! `fused.moe` region whose experts run only on the tokens routed to them. The snapshot is a
 //! small top-2-of-4 mixture; the proptests check that the sparse path gives the dense
 //! reference's outputs: bit for bit in the Graph IR interpreter, within 1e-5 in native code and
-//! in the Kernel IR interpreter, for top 1 and top 2 of 4 experts on random weights and tokens.
+//! in the Kernel IR interpreter, for top 1 and top 2 of 4 experts on random weights and tokens;
+//! and the interpreter's sparse path on the Jamba fixture matches transformers.
 
 use std::collections::HashMap;
 
@@ -53,6 +54,36 @@ fn one_expert_is_left_dense() {
         print_graph(&route_experts::run(&before)),
         print_graph(&before)
     );
+}
+
+#[test]
+fn jamba_fixture_routes_sparsely_in_the_interpreter() {
+    use archc_compiler::interp::{bind_dims, interpret};
+    use archc_runtime::TensorFile;
+    let dir = common::repo("tests/fixtures/hf/jamba");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let arch = archc_compiler::import::import_hf(&config, "config.json").unwrap();
+    let g = compile("jamba.arch", &arch).unwrap_or_else(|(_, r)| panic!("{r}"));
+    let routed = archc_compiler::passes::optimize(&g, &PassOptions::all());
+    assert!(print_graph(&routed).contains("fused.moe"));
+    let file = TensorFile::open(&dir.join("inputs.safetensors")).unwrap();
+    let inputs: HashMap<String, Tensor> = g
+        .inputs
+        .keys()
+        .map(|n| (n.clone(), file.read_any(n).unwrap()))
+        .collect();
+    let dims = bind_dims(&g, &inputs, &HashMap::new()).unwrap();
+    let run = |graph: &archc_compiler::graph::Graph| {
+        let mut w = common::FileWeights(TensorFile::open(&dir.join("model.safetensors")).unwrap());
+        interpret(graph, &dims, &inputs, &mut w).unwrap()
+    };
+    let (dense, sparse) = (run(&g), run(&routed));
+    assert_eq!(dense, sparse);
+    let want = TensorFile::open(&dir.join("outputs.safetensors")).unwrap();
+    for (name, t) in &sparse {
+        let err = common::rel_err(t, &want.read_any(name).unwrap());
+        assert!(err <= 1e-4, "{name}: rel err {err:e}");
+    }
 }
 
 /// Random tokens for the mixture.
