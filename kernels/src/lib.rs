@@ -4,7 +4,7 @@
 pub mod interp;
 pub mod ir;
 pub mod math;
-pub mod target;
 mod printer;
+pub mod target;
 
 pub use printer::{expr as print_expr, print_kernel};
