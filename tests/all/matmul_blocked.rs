@@ -24,8 +24,8 @@ const SRC: &str = "model mm {
 }
 ";
 
-/// Cranelift's micro-kernel (6 × 8) with caches so small that every block is at its floor:
-/// 16-element slices of K, 6-row and 8-column tasks.
+/// Cranelift's micro-kernel (4 × 8) with caches so small that every block is at its floor:
+/// 16-element slices of K, 4-row and 8-column tasks.
 fn tiny() -> Target {
     Target {
         l1_bytes: 64,
@@ -78,10 +78,10 @@ fn ragged_sizes_match_the_interpreter_with_the_smallest_blocks() {
     assert_eq!(
         tiny().matmul_blocking(),
         archc_kernels::target::MatmulBlocking {
-            mr: 6,
+            mr: 4,
             nr: 8,
             kc: 16,
-            mc: 6,
+            mc: 4,
             nc: 8
         }
     );
@@ -97,6 +97,6 @@ fn ragged_sizes_match_the_interpreter_with_cranelifts_blocks() {
 
 #[test]
 fn a_wider_target_still_lowers_to_four_lane_vectors() {
-    // 16-lane AVX-512 blocking (12 × 32): eight f32x4 vectors across the micro-kernel.
+    // 16-lane AVX-512 blocking (8 × 32): eight f32x4 vectors across the micro-kernel.
     check(&Target::x86_64(true, true), 13);
 }

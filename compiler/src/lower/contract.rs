@@ -12,12 +12,12 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
     let body = match op {
         Op::Reduce { op, axes, keepdim } => reduce(cx, *op, axes, *keepdim, out, ins[0]),
         Op::MatMul => {
-            // Buffers: the output, a, b, the status word, then the packed panels.
+            // Buffers: the output, a, b, the status word, then the packed panels of b and a.
             let operands = [(ins[0], 1), (ins[1], 2)];
-            let (body, local) =
+            let (body, locals) =
                 super::matmul::matmul(cx, (out, elem(out.dtype)), operands, 4, None);
             let mut t = Template::new(body, vec![]);
-            t.locals.push(local);
+            t.locals.extend(locals);
             return Some(t);
         }
         Op::Scan { axis } => scan(cx, *axis, ins[0], ins[1]),

@@ -22,7 +22,7 @@ use archc_kernels::ir::{Bin, Elem, Expr, Local, LoopKind, Stmt, Var, LANES};
 
 use super::body::delinearize;
 use super::index::Ctx;
-use super::micro::{micro, Block};
+use super::micro::{micro, Block, Rows};
 use crate::graph::{Dim, TensorType};
 
 /// The most micro-kernel panels in one task's column block: bounds the packed local
@@ -139,7 +139,8 @@ impl Shape {
 }
 
 /// The matmul kernel body: `a` and `b` are read from buffers `abuf` and `bbuf`, the output is
-/// buffer 0, and `b`'s panels are packed into buffer `packed`, the local this returns.
+/// buffer 0, and `b`'s and `a`'s panels are packed into buffers `packed` and `packed + 1`,
+/// the locals this returns.
 /// `out_elem` is the output buffer's element type: partial sums pass through it, so other
 /// types get scalar dot products only.
 pub fn matmul(
@@ -148,7 +149,7 @@ pub fn matmul(
     [(a, abuf), (b, bbuf)]: [(&TensorType, usize); 2],
     packed: usize,
     mut epilogue: Option<&mut dyn Epilogue>,
-) -> (Vec<Stmt>, Local) {
+) -> (Vec<Stmt>, Vec<Local>) {
     let s = Shape::of(cx);
     let nr = s.nr();
     let r = out.rank();
@@ -234,12 +235,19 @@ pub fn matmul(
         kind: LoopKind::Parallel,
         body: per_task,
     }];
-    let local = Local {
-        name: "b_panels".into(),
-        elem: Elem::F32,
-        len: (s.kc * s.nt) as usize,
-    };
-    (body, local)
+    let locals = vec![
+        Local {
+            name: "b_panels".into(),
+            elem: Elem::F32,
+            len: (s.kc * s.nt) as usize,
+        },
+        Local {
+            name: "a_panels".into(),
+            elem: Elem::F32,
+            len: (s.kc * s.mc) as usize,
+        },
+    ];
+    (body, locals)
 }
 
 /// The row and column range of the current task and its count of full panels.
@@ -314,7 +322,33 @@ fn slices(
     let (ib, it) = (cx.var(), cx.var());
     let height = sub(var(t.i.1), var(t.i.0));
     let full = bin(Bin::Div, height.clone(), Expr::Int(s.mr as i64));
-    let block = |rows: usize| Block {
+    // Pack: the full row blocks of `a`'s slice, each `kc × mr` with a step's rows side by
+    // side, at `ib · kc_max · mr`.
+    let (pb, pk, pr) = (cx.var(), cx.var(), cx.var());
+    let a_packed = packed + 1;
+    let mr = s.mr as i64;
+    let src = l.a(
+        cx,
+        add(add(var(t.i.0), mul(var(pb), Expr::Int(mr))), var(pr)),
+        add(var(k_lo), var(pk)),
+    );
+    let dst = add(
+        mul(add(mul(var(pb), Expr::Int(s.kc)), var(pk)), Expr::Int(mr)),
+        var(pr),
+    );
+    let copy = Stmt::Store(a_packed, dst, Expr::Load(abuf, Box::new(src)));
+    per_slice.push(serial(
+        pb,
+        full.clone(),
+        vec![serial(
+            pk,
+            var(kc),
+            vec![serial(pr, Expr::Int(mr), vec![copy])],
+        )],
+    ));
+    let a_at = cx.var();
+    let block = |rows: usize, a: Rows| Block {
+        a,
         rows,
         vectors: s.vectors,
         i,
@@ -325,11 +359,15 @@ fn slices(
         later,
         last,
     };
-    let mut main = vec![Stmt::Set(
-        i,
-        add(var(t.i.0), mul(var(ib), Expr::Int(s.mr as i64))),
-    )];
-    main.extend(micro(cx, l, (abuf, packed), &block(s.mr), epilogue));
+    let mut main = vec![
+        Stmt::Set(i, add(var(t.i.0), mul(var(ib), Expr::Int(mr)))),
+        Stmt::Set(a_at, mul(var(ib), Expr::Int(s.kc * mr))),
+    ];
+    let rows = Rows::Packed {
+        buf: a_packed,
+        at: a_at,
+    };
+    main.extend(micro(cx, l, (abuf, packed), &block(s.mr, rows), epilogue));
     let mut rest = vec![Stmt::Set(
         i,
         add(
@@ -337,7 +375,13 @@ fn slices(
             var(it),
         ),
     )];
-    rest.extend(micro(cx, l, (abuf, packed), &block(1), epilogue));
+    rest.extend(micro(
+        cx,
+        l,
+        (abuf, packed),
+        &block(1, Rows::Direct),
+        epilogue,
+    ));
     let leftover = bin(Bin::Rem, height, Expr::Int(s.mr as i64));
     let per_panel = vec![
         Stmt::Set(j, add(var(t.j.0), mul(var(jq), Expr::Int(nr)))),

@@ -37,12 +37,12 @@ pub fn lower(cx: &mut Ctx, r: &Region, out: &TensorType, ins: &[&TensorType]) ->
             };
             let (sa, sb) = (operand(0), operand(1));
             let operands = [(ins[sa], sa + 1), (ins[sb], sb + 1)];
-            // Buffers: the output, the inputs, the status word, then the packed panels.
+            // Buffers: the output, the inputs, the status word, then the packed panels of b and a.
             let packed = ins.len() + 2;
-            let (body, local) =
+            let (body, locals) =
                 matmul(cx, (out, elem(out.dtype)), operands, packed, Some(&mut epi));
             let mut t = Template::new(body, gen.checks);
-            t.locals.push(local);
+            t.locals.extend(locals);
             return t;
         }
         RegionKind::Attention(_) | RegionKind::Scan(_) => {
