@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use archc_compiler::codegen::{jit::Jit, kernel_interp::KernelInterp};
+use archc_compiler::codegen::{jit, kernel_interp::KernelInterp};
 use archc_compiler::interp::{bind_dims, interpret};
 use archc_compiler::passes::{lower_optimized_for, PassOptions};
-use archc_kernels::target::Target;
+use archc_kernels::target::{Target, X86Level};
 use archc_runtime::{random_tensor, Executor, Launcher, Tensor, WeightSource};
 
 use crate::common::{compile, rel_err};
@@ -52,7 +52,7 @@ fn check(target: &Target, seq: usize) {
     let lowered = lower_optimized_for(&g, &PassOptions::all(), target);
     let w = WeightSource::Random(5);
     let mut exec = Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();
-    let jit = Jit::compile(&lowered.kernels, lowered.plan.symbols.len()).unwrap();
+    let jit = jit::compile(&lowered.kernels, lowered.plan.symbols.len()).unwrap();
     let backends: [(&str, &dyn Launcher); 2] = [
         ("kernel IR", &KernelInterp(&lowered.kernels)),
         ("cranelift", &jit),
@@ -98,5 +98,5 @@ fn ragged_sizes_match_the_interpreter_with_cranelifts_blocks() {
 #[test]
 fn a_wider_target_still_lowers_to_four_lane_vectors() {
     // 16-lane AVX-512 blocking (8 × 32): eight f32x4 vectors across the micro-kernel.
-    check(&Target::x86_64(true, true), 13);
+    check(&Target::x86_64(X86Level::V4), 13);
 }
