@@ -6,13 +6,15 @@
 //! and batches are the parallel loop. A task walks the reduced axis in slices of `kc`: it first
 //! packs the slice of `b` it needs into `nr`-column panels in a thread-private local (each
 //! panel `kc × nr` floats, contiguous, so the micro-kernel reads it with unit stride and it
-//! stays in L1 while the rows stream past), then runs the register micro-kernel
-//! ([`super::micro`]) over every `mr`-row × `nr`-column block. Partial sums of the slices go
-//! through the output; the epilogue finishes the elements after the last slice.
+//! stays in L1 while the rows stream past) and its full `mr`-row blocks of `a` into `kc × mr`
+//! panels (a step's rows side by side: one running index instead of `mr`, which ran Cranelift
+//! out of integer registers), then runs the register micro-kernel ([`super::micro`]) over
+//! every `mr`-row × `nr`-column block. Partial sums of the slices go through the output; the
+//! epilogue finishes the elements after the last slice.
 //!
-//! `a` is read in place: its rows are contiguous, and packing them cost more than it saved at
-//! the sizes measured (see the README's matmul figures). Rows left over at a task's edge get
-//! 1-row micro-kernels; columns past the last full panel get one scalar dot product each.
+//! Weights are packed per call like any `b`, not once at load time: at 1024 rows the copy is
+//! one read of `b` per row block. Rows left over at a task's edge get 1-row micro-kernels
+//! reading `a` in place; columns past the last full panel get one scalar dot product each.
 //!
 //! When `b` has no batch axes and `a`'s batch axes are the output's (every `linear`), the
 //! batch rows are one long row axis.
