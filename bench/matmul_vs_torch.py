@@ -1,4 +1,4 @@
-"""Time one f32 matmul in archc (`archc bench` on bench/matmul.arch, a bias-free `linear`) and
+"""Time one f32 matmul in archc (`archc bench` on bench/linear.arch, a bias-free `linear`) and
 in PyTorch (`torch.matmul(x, w.t())`) on one thread, alternating the two, and print GFLOP/s and
 the ratio archc ÷ torch (median, min–max over the rounds).
 
@@ -30,8 +30,8 @@ def loadavg():
 
 
 def arch_file(work, k, n):
-    """bench/matmul.arch with its config set to k and n."""
-    with open(os.path.join(ROOT, "bench", "matmul.arch")) as f:
+    """bench/linear.arch with its config set to k and n."""
+    with open(os.path.join(ROOT, "bench", "linear.arch")) as f:
         text = f.read()
     text = re.sub(r"config \{[^}]*\}", f"config {{ k = {k}, n = {n} }}", text)
     path = os.path.join(work, f"matmul_{k}_{n}.arch")

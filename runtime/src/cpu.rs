@@ -61,7 +61,7 @@ impl CpuKernels {
 }
 
 impl Launcher for CpuKernels {
-    fn launch(
+    unsafe fn launch(
         &self,
         kernel: usize,
         args: &[*mut u8],

@@ -40,14 +40,16 @@ impl<Code> Loaded<Code> {
 }
 
 impl<Code> Launcher for Loaded<Code> {
-    fn launch(
+    unsafe fn launch(
         &self,
         kernel: usize,
         args: &[*mut u8],
         lens: &[usize],
         dims: &[i64],
     ) -> Result<(), String> {
-        self.kernels.launch(kernel, args, lens, dims)
+        // SAFETY: the caller upholds `Launcher::launch`'s contract, which is the CPU
+        // kernels' too.
+        unsafe { self.kernels.launch(kernel, args, lens, dims) }
     }
 }
 
