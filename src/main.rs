@@ -568,7 +568,12 @@ fn run(cli: Cli) -> Result<String, Failure> {
             if explain_fusion {
                 print_notes(&optimize_explained(&graph, &passes).1, true);
             }
-            let lowered = || archc_compiler::passes::lower_optimized(&graph, &passes);
+            // `dump --stage llvm` shows the kernels as LLVM gets them: scheduled for this CPU.
+            let target = match stage {
+                Stage::Llvm => BackendKind::Llvm.target(),
+                _ => BackendKind::Cranelift.target(),
+            };
+            let lowered = || archc_compiler::passes::lower_optimized_for(&graph, &passes, &target);
             match stage {
                 Stage::Ast => unreachable!("printed above"),
                 Stage::Graph => Ok(print_graph(&graph)),

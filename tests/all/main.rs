@@ -16,6 +16,7 @@ mod import;
 mod language;
 mod lowering;
 mod mapped_weights;
+mod matmul_blocked;
 mod minilm;
 mod param_counts;
 mod parse_print;

@@ -4,14 +4,22 @@ use archc_kernels::ir::build::{add, bin, mul};
 use archc_kernels::ir::{Bin, Expr, LoopKind, Stmt, Ty};
 
 use super::index::{exprs, Ctx};
-use super::{ty, Template};
+use super::{elem, ty, Template};
 use crate::graph::{Op, ReduceOp, TensorType};
 
 /// The kernel body for a reduction, matmul or scan, or None for other ops.
 pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Option<Template> {
     let body = match op {
         Op::Reduce { op, axes, keepdim } => reduce(cx, *op, axes, *keepdim, out, ins[0]),
-        Op::MatMul => super::matmul::matmul(cx, out, [(ins[0], 1), (ins[1], 2)], None),
+        Op::MatMul => {
+            // Buffers: the output, a, b, the status word, then the packed panels of b and a.
+            let operands = [(ins[0], 1), (ins[1], 2)];
+            let (body, locals) =
+                super::matmul::matmul(cx, (out, elem(out.dtype)), operands, 4, None);
+            let mut t = Template::new(body, vec![]);
+            t.locals.extend(locals);
+            return Some(t);
+        }
         Op::Scan { axis } => scan(cx, *axis, ins[0], ins[1]),
         _ => return None,
     };

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use archc_kernels::ir::{Elem, Kernel, Param, Stmt};
+use archc_kernels::target::{MatmulBlocking, Target};
 use archc_runtime::{root, Binding, Buffer, DType, Plan, Step, Storage};
 use petgraph::graph::NodeIndex;
 
@@ -60,12 +61,24 @@ fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Tem
 /// The kernels of a plan. A kernel whose code equals one already made (a transpose of
 /// another weight of the same shape, one more layer of an unrolled stack) is that kernel:
 /// compiled once, launched on other buffers.
-#[derive(Default)]
 pub struct Kernels {
     /// The kernels, in `Plan::kernels` order.
     pub list: Vec<Kernel>,
     /// The code of each kernel (everything but names) → its index.
     by_code: HashMap<String, usize>,
+    /// How the target blocks matmuls.
+    blocking: MatmulBlocking,
+}
+
+impl Kernels {
+    /// No kernels yet, scheduled for `target`.
+    pub fn new(target: &Target) -> Kernels {
+        Kernels {
+            list: Vec::new(),
+            by_code: HashMap::new(),
+            blocking: target.matmul_blocking(),
+        }
+    }
 }
 
 /// Adds the kernel computing `op` from `operands` into `out` (buffers of the frame); returns
@@ -80,7 +93,7 @@ fn kernel(
     names: &[Buffer],
 ) -> Step {
     let ins: Vec<&TensorType> = operands.iter().map(|o| o.0).collect();
-    let mut cx = Ctx::new(&plan.symbols);
+    let mut cx = Ctx::new(&plan.symbols, kernels.blocking);
     let t = template(&mut cx, op, ty, &ins);
     let mut args = vec![out];
     args.extend(operands.iter().map(|o| o.1));
@@ -383,7 +396,7 @@ fn emit_with(
     f: &Frame,
     make: impl FnOnce(&mut Ctx) -> Template,
 ) -> Step {
-    let t = make(&mut Ctx::new(&plan.symbols));
+    let t = make(&mut Ctx::new(&plan.symbols, kernels.blocking));
     emit(plan, kernels, name, t, args, &f.buffers)
 }
 

@@ -2,6 +2,7 @@
 
 use archc_kernels::ir::build::{add, mul, product, sub, sum};
 use archc_kernels::ir::{Expr, LoopKind, Stmt, Var};
+use archc_kernels::target::MatmulBlocking;
 
 use crate::graph::Dim;
 
@@ -9,12 +10,18 @@ use crate::graph::Dim;
 pub struct Ctx<'a> {
     symbols: &'a [String],
     next: u32,
+    /// The matmul schedule of the target the kernels are for.
+    pub blocking: MatmulBlocking,
 }
 
 impl<'a> Ctx<'a> {
-    /// A context whose `dims[i]` is `symbols[i]`.
-    pub fn new(symbols: &'a [String]) -> Ctx<'a> {
-        Ctx { symbols, next: 0 }
+    /// A context whose `dims[i]` is `symbols[i]`, scheduling matmuls with `blocking`.
+    pub fn new(symbols: &'a [String], blocking: MatmulBlocking) -> Ctx<'a> {
+        Ctx {
+            symbols,
+            next: 0,
+            blocking,
+        }
     }
 
     /// A fresh variable.

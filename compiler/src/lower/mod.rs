@@ -13,12 +13,14 @@ mod index;
 mod lanes;
 mod layout;
 mod matmul;
+mod micro;
 mod moe;
 mod region;
 mod scan;
 mod ssd;
 
 use archc_kernels::ir::{Elem, Kernel, Stmt, Ty};
+use archc_kernels::target::Target;
 use archc_runtime::{DType, Kind, Plan};
 
 use crate::graph::{Graph, Op};
@@ -63,8 +65,14 @@ pub fn ty(d: DType) -> Ty {
     elem(d).ty()
 }
 
-/// Lowers a graph: its layer kinds first (each compiled once), then its top level.
+/// Lowers a graph for Cranelift's target (see [`lower_for`]).
 pub fn lower(g: &Graph) -> Lowered {
+    lower_for(g, &Target::cranelift_x86_64())
+}
+
+/// Lowers a graph: its layer kinds first (each compiled once), then its top level. The
+/// schedule constants (the matmul blocking) come from `target`.
+pub fn lower_for(g: &Graph, target: &Target) -> Lowered {
     let mut plan = Plan {
         model: g.name.clone(),
         symbols: g.symbols.clone(),
@@ -87,7 +95,7 @@ pub fn lower(g: &Graph) -> Lowered {
             plan.ema_sources.insert(name.clone(), online.clone());
         }
     }
-    let mut kernels = frame::Kernels::default();
+    let mut kernels = frame::Kernels::new(target);
     for k in &g.kinds {
         let prefix = format!("kind{}_", plan.kinds.len());
         let f = frame::lower(&k.body, Some(&prefix), &mut plan, &mut kernels);

@@ -7,7 +7,7 @@ use petgraph::graph::NodeIndex;
 use super::body::BodyGen;
 use super::index::{exprs, Ctx};
 use super::matmul::{matmul, Epilogue};
-use super::{ty, Template};
+use super::{elem, ty, Template};
 use crate::graph::{Op, ReduceOp, Region, RegionKind, TensorType};
 
 /// The kernel for a region whose node has type `out` and operand types `ins`.
@@ -37,7 +37,13 @@ pub fn lower(cx: &mut Ctx, r: &Region, out: &TensorType, ins: &[&TensorType]) ->
             };
             let (sa, sb) = (operand(0), operand(1));
             let operands = [(ins[sa], sa + 1), (ins[sb], sb + 1)];
-            matmul(cx, out, operands, Some(&mut epi))
+            // Buffers: the output, the inputs, the status word, then the packed panels of b and a.
+            let packed = ins.len() + 2;
+            let (body, locals) =
+                matmul(cx, (out, elem(out.dtype)), operands, packed, Some(&mut epi));
+            let mut t = Template::new(body, gen.checks);
+            t.locals.extend(locals);
+            return t;
         }
         RegionKind::Attention(_) | RegionKind::Scan(_) | RegionKind::Moe(_) => {
             unreachable!("attention, scan and moe regions have their own templates")

@@ -147,7 +147,16 @@ fn run_passes(g: &Graph, o: &PassOptions, mut notes: Option<&mut Vec<explain::No
 /// Optimises and lowers a graph: the graph passes, lowering to kernels and a plan, then
 /// `plan_memory`.
 pub fn lower_optimized(g: &Graph, o: &PassOptions) -> crate::lower::Lowered {
-    let mut lowered = crate::lower::lower(&optimize(g, o));
+    lower_optimized_for(g, o, &archc_kernels::target::Target::cranelift_x86_64())
+}
+
+/// [`lower_optimized`] with the schedule constants of `target`.
+pub fn lower_optimized_for(
+    g: &Graph,
+    o: &PassOptions,
+    target: &archc_kernels::target::Target,
+) -> crate::lower::Lowered {
+    let mut lowered = crate::lower::lower_for(&optimize(g, o), target);
     // The passes hide gathers inside regions; the bounds come from the graph as written.
     lowered.plan.index_bounds = crate::lower::index_bounds(g);
     if o.enabled("plan_memory") {
