@@ -67,7 +67,7 @@ impl Drop for RunnerLib {
 
 /// Compiles `g` into the executable `out`; returns a report.
 pub fn build(g: &Graph, out: &Path, cc: &str, passes: &PassOptions) -> Result<String, String> {
-    let lowered = lower_optimized(g, passes);
+    let lowered = lower_optimized(g, passes).map_err(|e| e.to_string())?;
     let json = plan_to_json(&lowered.plan);
     let object = build_object(&lowered.kernels, lowered.plan.symbols.len(), &json)
         .map_err(|e| e.to_string())?;

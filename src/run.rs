@@ -61,7 +61,8 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let input_file = o.inputs.as_ref().map(open).transpose()?;
     let mut time = Phases::default();
     let start = Instant::now();
-    let lowered = progress::spin("lowering", || lower_optimized(g, &o.passes));
+    let lowered =
+        progress::spin("lowering", || lower_optimized(g, &o.passes)).map_err(|e| e.to_string())?;
     time.compile = start.elapsed();
     let (inputs, defaulted) = load_inputs(&lowered.plan, input_file.as_ref(), o.seed, &o.dims)?;
     let mut weights = WeightSource::open(&lowered.plan, &o.weights, o.seed)?;

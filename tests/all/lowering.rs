@@ -40,7 +40,7 @@ fn check(backend: &str, passes: &PassOptions, launch: impl Fn(&Lowered) -> Box<d
         let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
         let arch = archc_compiler::import::import_hf(&config, "config.json").unwrap();
         let g = common::compile(case, &arch).unwrap_or_else(|(_, r)| panic!("{r}"));
-        let lowered = lower_optimized(&g, passes);
+        let lowered = lower_optimized(&g, passes).unwrap();
         let mut weights = FileWeights(TensorFile::open(&dir.join("model.safetensors")).unwrap());
         let mut exec = Executor::new(&lowered.plan, |n, d, s| {
             archc_compiler::interp::WeightSource::weight(&mut weights, n, d, s)

@@ -28,3 +28,4 @@ mod primitives;
 mod run_errors;
 mod sharded;
 mod snapshots;
+mod verify;

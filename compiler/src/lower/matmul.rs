@@ -12,7 +12,7 @@
 //! batch rows are one long row axis.
 
 use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
-use archc_kernels::ir::{Bin, Expr, LoopKind, Stmt, Var, LANES};
+use archc_kernels::ir::{Bin, Expr, Ieee32, LoopKind, Stmt, Var, LANES};
 
 use super::body::delinearize;
 use super::index::Ctx;
@@ -187,7 +187,7 @@ pub fn matmul(
     let (jt, p, acc) = (cx.var(), cx.var(), cx.var());
     let col = add(add(var(j_lo), mul(blocks, Expr::Int(COLS))), var(jt));
     let mut dot = vec![
-        Stmt::Set(acc, Expr::F32(0.0)),
+        Stmt::Set(acc, Expr::F32(Ieee32::new(0.0))),
         serial(
             p,
             l.k.clone(),
@@ -302,7 +302,7 @@ fn micro(
     out.extend(
         accs.iter()
             .flatten()
-            .map(|v| Stmt::Set(*v, Expr::Splat(Box::new(Expr::F32(0.0))))),
+            .map(|v| Stmt::Set(*v, Expr::Splat(Box::new(Expr::F32(Ieee32::new(0.0)))))),
     );
     // Two steps per iteration (fewer loop-carried register moves), then an odd last step.
     let half = bin(Bin::Div, l.k.clone(), Expr::Int(2));

@@ -155,7 +155,7 @@ pub fn native_random(
     passes: &archc_compiler::passes::PassOptions,
     inputs: &std::collections::HashMap<String, archc_runtime::Tensor>,
 ) -> Vec<(String, archc_runtime::Tensor)> {
-    let lowered = archc_compiler::passes::lower_optimized(g, passes);
+    let lowered = archc_compiler::passes::lower_optimized(g, passes).unwrap();
     let jit =
         archc_compiler::codegen::jit::Jit::compile(&lowered.kernels, lowered.plan.symbols.len())
             .unwrap();
@@ -266,7 +266,7 @@ pub fn check_fused(src: &str, region: &str, batch: usize, seq: usize, seed: u64,
         let t = archc_runtime::random_tensor(seed, name, g.ty(*n).dtype, &shape, 3.0, 2);
         inputs.insert(name.clone(), t);
     }
-    let fused = archc_compiler::passes::optimize(&g, &PassOptions::all());
+    let fused = archc_compiler::passes::optimize(&g, &PassOptions::all()).unwrap();
     let text = archc_compiler::graph::print_graph(&fused);
     assert!(text.contains(region), "no {region} in\n{text}\n{src}");
     let want = interpret_random(&g, &inputs);
