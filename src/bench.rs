@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::progress;
-use archc_compiler::codegen::jit::Jit;
+use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::{Graph, Op};
 use archc_compiler::interp::{bind_dims, interpret};
 use archc_compiler::passes::{lower_optimized, PassOptions};
@@ -15,6 +15,8 @@ use archc_runtime::{load_inputs, TensorFile, WeightSource};
 
 /// Options of a benchmark.
 pub struct BenchOptions {
+    /// The code generator timed.
+    pub backend: BackendKind,
     /// Safetensors weights or sharded checkpoints' index files, merged; random from the seed
     /// when empty.
     pub weights: Vec<PathBuf>,
@@ -70,10 +72,11 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let lower_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let jit = progress::spin("compiling", || {
-        Jit::compile(&lowered.kernels, lowered.plan.symbols.len())
+        o.backend
+            .jit(&lowered.kernels, lowered.plan.symbols.len(), o.threads)
     })
-    .map_err(|e| e.to_string())?
-    .with_threads(o.threads);
+    .map_err(|e| e.to_string())?;
+    let jit = jit.as_ref();
     let codegen_ms = t1.elapsed().as_secs_f64() * 1e3;
     let input_file = o.inputs.as_ref().map(open).transpose()?;
     let (inputs, _) = load_inputs(&lowered.plan, input_file.as_ref(), 0, &o.dims)?;
@@ -82,25 +85,23 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let mut exec = progress::load_weights(&lowered.plan, &weights)?;
     let load_ms = t2.elapsed().as_secs_f64() * 1e3;
     let t3 = Instant::now();
-    exec.prepare(&jit).map_err(|e| e.to_string())?;
+    exec.prepare(jit).map_err(|e| e.to_string())?;
     let prepare_ms = t3.elapsed().as_secs_f64() * 1e3;
     let dims = exec.bind(&inputs, &o.dims).map_err(|e| e.to_string())?;
     let work = flops(g, &dims);
     let mut rows: Vec<(String, f64)> = Vec::new();
     let iters = o.iters.max(1);
-    exec.run(&jit, &inputs, &o.dims)
-        .map_err(|e| e.to_string())?;
+    exec.run(jit, &inputs, &o.dims).map_err(|e| e.to_string())?;
     let mut times = Vec::new();
-    let bar = progress::bar(iters, "cranelift runs");
+    let bar = progress::bar(iters, &format!("{} runs", o.backend));
     for _ in 0..iters {
         bar.inc(1);
         let t = Instant::now();
-        exec.run(&jit, &inputs, &o.dims)
-            .map_err(|e| e.to_string())?;
+        exec.run(jit, &inputs, &o.dims).map_err(|e| e.to_string())?;
         times.push(t.elapsed().as_secs_f64());
     }
     bar.finish_and_clear();
-    rows.push(("cranelift".into(), median(times)));
+    rows.push((o.backend.name().into(), median(times)));
     if o.with_interp {
         let mut ws = WeightSource::open(&lowered.plan, &o.weights, 0)?;
         let gdims = bind_dims(g, &inputs, &o.dims).map_err(|e| e.to_string())?;

@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use archc_compiler::codegen::object::build_object;
+use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::Graph;
 use archc_compiler::passes::{lower_optimized, PassOptions};
+use archc_kernels::target::Target;
 use archc_runtime::{files, plan_to_json};
 
 /// The libraries Rust's standard library needs when linked statically on Linux (from
@@ -65,12 +66,32 @@ impl Drop for RunnerLib {
     }
 }
 
+/// How `archc build` compiles and links.
+pub struct How<'a> {
+    /// The C compiler that links.
+    pub cc: &'a str,
+    /// The code generator of the kernels.
+    pub backend: BackendKind,
+    /// The machine the executable is for.
+    pub target: Target,
+    /// Which passes run before lowering.
+    pub passes: &'a PassOptions,
+}
+
 /// Compiles `g` into the executable `out`; returns a report.
-pub fn build(g: &Graph, out: &Path, cc: &str, passes: &PassOptions) -> Result<String, String> {
-    let lowered = lower_optimized(g, passes).map_err(|e| e.to_string())?;
+pub fn build(g: &Graph, out: &Path, how: &How) -> Result<String, String> {
+    let cc = how.cc;
+    let lowered = lower_optimized(g, how.passes).map_err(|e| e.to_string())?;
     let json = plan_to_json(&lowered.plan);
-    let object = build_object(&lowered.kernels, lowered.plan.symbols.len(), &json)
-        .map_err(|e| e.to_string())?;
+    let object = crate::progress::spin("compiling", || {
+        how.backend.object(
+            &lowered.kernels,
+            lowered.plan.symbols.len(),
+            &json,
+            &how.target,
+        )
+    })
+    .map_err(|e| e.to_string())?;
     let runner = runner_library()?;
     // The object and the linked binary are made under hidden temporary names beside `out`,
     // and `out` is replaced only once the link has produced a file: a failed link, or a
@@ -108,9 +129,11 @@ pub fn build(g: &Graph, out: &Path, cc: &str, passes: &PassOptions) -> Result<St
     }
     files::replace_with(out, &linked).map_err(|e| e.to_string())?;
     Ok(format!(
-        "wrote {} ({} kernels, {} KiB of code and plan)\n",
+        "wrote {} ({} kernels by {} for {}, {} KiB of code and plan)\n",
         out.display(),
         lowered.kernels.len(),
+        how.backend,
+        how.target.cpu,
         object.len() / 1024
     ))
 }

@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::print_graph;
 use archc_compiler::passes::{optimize, optimize_explained, PassOptions};
 use archc_compiler::summary::summary;
 use archc_compiler::syntax::print_file;
 use archc_compiler::Session;
+use archc_kernels::target::{Target, X86Level};
 use archc_runtime::files;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -175,6 +177,9 @@ enum Command {
         /// Also time the reference interpreter.
         #[arg(long)]
         interp: bool,
+        /// The code generator timed (its row in the table bears its name).
+        #[arg(long, value_enum, default_value_t = Codegen::Cranelift)]
+        backend: Codegen,
         #[command(flatten)]
         passes: PassFlags,
     },
@@ -198,6 +203,13 @@ enum Command {
         /// The C compiler that links the executable.
         #[arg(long, default_value = "cc")]
         cc: String,
+        /// The code generator of the kernels.
+        #[arg(long, value_enum, default_value_t = Codegen::Cranelift)]
+        backend: Codegen,
+        /// With `--backend llvm`: which CPUs the executable is for. Cranelift's code is
+        /// always portable.
+        #[arg(long, value_enum, default_value_t = Cpu::Native)]
+        cpu: Cpu,
         #[command(flatten)]
         passes: PassFlags,
     },
@@ -227,7 +239,8 @@ enum Command {
     /// `graph` prints the elaborated Graph IR: one primitive op per line with its result type
     /// and the weight scope it came from; `kernels` the Kernel IR loop nests; `plan` the
     /// execution plan with its arena laid out for the dims (first lines `arena_bytes: N` and
-    /// `kernels: K`); `clif` the Cranelift IR of every kernel.
+    /// `kernels: K`); `clif` the Cranelift IR of every kernel; `llvm` the LLVM IR of every kernel
+    /// (with `--features llvm`).
     ///
     /// Example: archc dump --stage plan examples/llama.arch --dim batch=1 --dim seq=4096
     Dump {
@@ -268,6 +281,9 @@ enum Stage {
     Plan,
     /// The Cranelift IR of every kernel.
     Clif,
+    /// The LLVM IR of every kernel, before LLVM optimises it (archc built with
+    /// `--features llvm`).
+    Llvm,
 }
 
 /// A source of model configs for `archc import`.
@@ -282,8 +298,38 @@ enum ImportFormat {
 enum Backend {
     /// Native code from Cranelift, on all cores.
     Cranelift,
+    /// Native code from LLVM for this CPU's full vectors (archc built with `--features llvm`).
+    Llvm,
     /// The reference interpreter of the Graph IR: naive f32 loops, the oracle.
     Interp,
+}
+
+/// A native code generator for `archc bench`, `build` and `dump`.
+#[derive(Clone, Copy, ValueEnum)]
+enum Codegen {
+    /// Cranelift: fast to compile, 128-bit vectors.
+    Cranelift,
+    /// LLVM: this CPU's full vectors (archc built with `--features llvm`).
+    Llvm,
+}
+
+impl Codegen {
+    fn kind(self) -> BackendKind {
+        match self {
+            Codegen::Cranelift => BackendKind::Cranelift,
+            Codegen::Llvm => BackendKind::Llvm,
+        }
+    }
+}
+
+/// Which CPUs an executable built with LLVM runs on.
+#[derive(Clone, Copy, ValueEnum)]
+enum Cpu {
+    /// The best x86-64 level this CPU has (AVX-512, or AVX2 and FMA): fastest here, and
+    /// refused with a clear error on a CPU without those features.
+    Native,
+    /// The x86-64 baseline (SSE2): runs on every x86-64 CPU.
+    Portable,
 }
 
 fn parse_dim(s: &str) -> Result<(String, i64), String> {
@@ -440,7 +486,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 passes,
                 threads,
                 engine: match backend {
-                    Backend::Cranelift => run::Engine::Cranelift,
+                    Backend::Cranelift => run::Engine::Native(BackendKind::Cranelift),
+                    Backend::Llvm => run::Engine::Native(BackendKind::Llvm),
                     Backend::Interp => run::Engine::Interp,
                 },
             };
@@ -453,6 +500,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             dims,
             iters,
             interp,
+            backend,
             passes,
         } => {
             let passes = passes.options()?;
@@ -473,6 +521,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 dims: dims.into_iter().collect(),
                 iters,
                 with_interp: interp,
+                backend: backend.kind(),
                 passes,
                 front_end_ms: started.elapsed().as_secs_f64() * 1e3,
                 threads,
@@ -483,14 +532,26 @@ fn run(cli: Cli) -> Result<String, Failure> {
             file,
             output,
             cc,
+            backend,
+            cpu,
             passes,
         } => {
             let passes = passes.options()?;
             check_paths(Some(&output), &[("the .arch source", Some(&file))])?;
             let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
-            build::build(&graph, &output, &cc, &passes)
-                .map_err(|e| Failure::Input(format!("error: {e}\n")))
+            let target = match (backend, cpu) {
+                (Codegen::Cranelift, _) => Target::cranelift_x86_64(),
+                (Codegen::Llvm, Cpu::Native) => Target::host(),
+                (Codegen::Llvm, Cpu::Portable) => Target::x86_64(X86Level::Baseline),
+            };
+            let how = build::How {
+                cc: &cc,
+                backend: backend.kind(),
+                target,
+                passes: &passes,
+            };
+            build::build(&graph, &output, &how).map_err(|e| Failure::Input(format!("error: {e}\n")))
         }
         Command::Import {
             format: ImportFormat::Hf,
@@ -559,9 +620,13 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     }
                     Ok(archc_runtime::print_plan(&lowered()?.plan, &bound))
                 }
-                Stage::Clif => {
+                Stage::Clif | Stage::Llvm => {
+                    let kind = match stage {
+                        Stage::Llvm => BackendKind::Llvm,
+                        _ => BackendKind::Cranelift,
+                    };
                     let l = lowered()?;
-                    archc_compiler::codegen::object::clif_text(&l.kernels, l.plan.symbols.len())
+                    kind.text(&l.kernels, l.plan.symbols.len())
                         .map_err(|e| Failure::Input(format!("error: {e}\n")))
                 }
             }

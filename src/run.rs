@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::progress;
-use archc_compiler::codegen::jit::Jit;
+use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::Graph;
 use archc_compiler::interp::{bind_dims, interpret};
 use archc_compiler::passes::{lower_optimized, PassOptions};
@@ -17,8 +17,17 @@ use archc_runtime::{load_inputs, summarize, write_tensors, Tensor, TensorFile, W
 pub enum Engine {
     /// The Graph IR reference interpreter.
     Interp,
-    /// Cranelift native code on the CPU executor.
-    Cranelift,
+    /// Native code from a code generator, on the CPU executor.
+    Native(BackendKind),
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Engine::Interp => f.write_str("interp"),
+            Engine::Native(k) => write!(f, "{k}"),
+        }
+    }
 }
 
 /// Options of one run.
@@ -81,13 +90,13 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
             time.run = t.elapsed();
             (out.into_iter().collect::<Vec<(String, Tensor)>>(), dims)
         }
-        Engine::Cranelift => {
+        Engine::Native(kind) => {
             let t = Instant::now();
             let jit = progress::spin("compiling", || {
-                Jit::compile(&lowered.kernels, lowered.plan.symbols.len())
+                kind.jit(&lowered.kernels, lowered.plan.symbols.len(), o.threads)
             })
-            .map_err(|e| e.to_string())?
-            .with_threads(o.threads);
+            .map_err(|e| e.to_string())?;
+            let jit = jit.as_ref();
             time.compile += t.elapsed();
             let t = Instant::now();
             let mut exec = progress::load_weights(&lowered.plan, &weights)?;
@@ -96,10 +105,10 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
                 .bind(&inputs, &o.dims)
                 .map_err(|e| in_file(e.to_string()))?;
             let t = Instant::now();
-            exec.prepare(&jit).map_err(|e| e.to_string())?;
+            exec.prepare(jit).map_err(|e| e.to_string())?;
             time.prepare = t.elapsed();
             let t = Instant::now();
-            let out = progress::spin("running", || exec.run(&jit, &inputs, &o.dims))
+            let out = progress::spin("running", || exec.run(jit, &inputs, &o.dims))
                 .map_err(|e| e.to_string())?;
             time.run = t.elapsed();
             (out, dims)
@@ -116,10 +125,7 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let mut out = String::new();
     let mut bound: Vec<String> = dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
     bound.sort();
-    let engine = match o.engine {
-        Engine::Interp => "interp",
-        Engine::Cranelift => "cranelift",
-    };
+    let engine = o.engine;
     let _ = writeln!(out, "model {} (backend {engine})", g.name);
     let _ = writeln!(out, "  dims: {}", bound.join(", "));
     if !defaulted.is_empty() {

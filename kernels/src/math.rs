@@ -187,15 +187,62 @@ pub fn unary(op: Un, x: f32) -> f32 {
     }
 }
 
+/// A scalar function generated code calls instead of inlining it.
+#[derive(Clone, Copy, Debug)]
+pub enum Libcall {
+    /// `f32 → f32`
+    Unary(extern "C" fn(f32) -> f32),
+    /// `(f32, f32) → f32`
+    Binary(extern "C" fn(f32, f32) -> f32),
+}
+
+/// The one table of functions generated code calls: (symbol, arity, function). Code
+/// generators declare these symbols, JITs bind them to the functions, and built binaries get
+/// them from `export_libcalls!` below, which lists the same functions.
+pub const LIBCALLS: &[(&str, usize, Libcall)] = &[
+    ("archc_logf", 1, Libcall::Unary(logf)),
+    ("archc_tanhf", 1, Libcall::Unary(tanhf)),
+    ("archc_sinf", 1, Libcall::Unary(sinf)),
+    ("archc_cosf", 1, Libcall::Unary(cosf)),
+    ("archc_powf", 2, Libcall::Binary(powf)),
+];
+
+impl Libcall {
+    /// The function's address, for a JIT's symbol table.
+    pub fn address(self) -> *const u8 {
+        match self {
+            Libcall::Unary(f) => f as *const u8,
+            Libcall::Binary(f) => f as *const u8,
+        }
+    }
+}
+
 /// The functions generated code calls by symbol name, with their addresses.
 pub fn symbols() -> Vec<(&'static str, *const u8)> {
-    vec![
-        ("archc_logf", logf as *const u8),
-        ("archc_tanhf", tanhf as *const u8),
-        ("archc_sinf", sinf as *const u8),
-        ("archc_cosf", cosf as *const u8),
-        ("archc_powf", powf as *const u8),
-    ]
+    LIBCALLS.iter().map(|(n, _, f)| (*n, f.address())).collect()
+}
+
+/// Defines the `#[no_mangle]` symbols of `LIBCALLS` in a binary that links object files made
+/// by a code generator (the runner library of `archc build`).
+#[macro_export]
+macro_rules! export_libcalls {
+    () => {
+        $crate::export_libcalls!(archc_logf = logf, archc_tanhf = tanhf, archc_sinf = sinf, archc_cosf = cosf);
+        /// `archc_kernels::math::powf` under its libcall name.
+        #[no_mangle]
+        pub extern "C" fn archc_powf(x: f32, y: f32) -> f32 {
+            $crate::math::powf(x, y)
+        }
+    };
+    ($($name:ident = $f:ident),*) => {
+        $(
+            /// An `archc_kernels::math` function under its libcall name.
+            #[no_mangle]
+            pub extern "C" fn $name(x: f32) -> f32 {
+                $crate::math::$f(x)
+            }
+        )*
+    };
 }
 
 #[cfg(test)]

@@ -55,9 +55,73 @@ pub struct Target {
     pub threads: ThreadModel,
     /// Tensor-core shapes (none on CPUs).
     pub mma: Vec<MmaShape>,
-    /// CPU features the code may use, as LLVM spells them (`+avx2,+fma`); empty for the
-    /// portable baseline.
-    pub features: String,
+    /// The CPU LLVM compiles for: an x86-64 microarchitecture level (`x86-64-v4`,
+    /// `x86-64-v3`, `x86-64`), so that code runs on every CPU with the level's features.
+    pub cpu: String,
+    /// The CPU features the code needs beyond the x86-64 baseline, as `cpuid` names
+    /// (`avx2`, `fma`); a built binary checks them before it runs a kernel.
+    pub features: Vec<String>,
+}
+
+/// The features of x86-64-v3 (Haswell and later, Zen).
+const V3: &[&str] = &[
+    "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "lzcnt", "movbe", "xsave",
+];
+/// The features x86-64-v4 adds (AVX-512 as Skylake-X and Zen 4 have it).
+const V4: &[&str] = &["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"];
+
+/// Whether this CPU has feature `name` (a `cpuid` name as in `Target::features`); unknown
+/// names are reported missing.
+pub fn has_feature(name: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match name {
+            "avx" => std::is_x86_feature_detected!("avx"),
+            "avx2" => std::is_x86_feature_detected!("avx2"),
+            "bmi1" => std::is_x86_feature_detected!("bmi1"),
+            "bmi2" => std::is_x86_feature_detected!("bmi2"),
+            "f16c" => std::is_x86_feature_detected!("f16c"),
+            "fma" => std::is_x86_feature_detected!("fma"),
+            "lzcnt" => std::is_x86_feature_detected!("lzcnt"),
+            "movbe" => std::is_x86_feature_detected!("movbe"),
+            "xsave" => std::is_x86_feature_detected!("xsave"),
+            "avx512f" => std::is_x86_feature_detected!("avx512f"),
+            "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+            "avx512cd" => std::is_x86_feature_detected!("avx512cd"),
+            "avx512dq" => std::is_x86_feature_detected!("avx512dq"),
+            "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = name;
+        false
+    }
+}
+
+/// x86-64 microarchitecture levels, as LLVM and the psABI name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum X86Level {
+    /// SSE2: every x86-64 CPU.
+    Baseline,
+    /// AVX2 and FMA, 256-bit vectors.
+    V3,
+    /// AVX-512, 512-bit vectors and 32 registers.
+    V4,
+}
+
+impl X86Level {
+    /// The highest level this CPU has.
+    pub fn host() -> X86Level {
+        if V3.iter().chain(V4).all(|f| has_feature(f)) {
+            X86Level::V4
+        } else if V3.iter().all(|f| has_feature(f)) {
+            X86Level::V3
+        } else {
+            X86Level::Baseline
+        }
+    }
 }
 
 /// The register micro-kernel of a blocked matmul and its cache blocks, BLIS's names.
@@ -90,53 +154,42 @@ impl Target {
             shared_bytes: 0,
             threads: ThreadModel::CpuThreads,
             mma: Vec::new(),
-            features: String::new(),
+            cpu: "x86-64".into(),
+            features: Vec::new(),
         }
     }
 
-    /// An x86-64 CPU with the given features (as `std::is_x86_feature_detected!` reports
-    /// them): 512-bit vectors and 32 registers with AVX-512F, 256-bit and 16 with AVX2 and
-    /// FMA, otherwise the SSE2 baseline every x86-64 has.
-    pub fn x86_64(avx512: bool, avx2_fma: bool) -> Target {
-        let (suffix, lanes, registers, features) = if avx512 && avx2_fma {
-            ("avx512", 16, 32, "+avx512f,+avx2,+fma,+avx,+sse4.2")
-        } else if avx2_fma {
-            ("avx2", 8, 16, "+avx2,+fma,+avx,+sse4.2")
-        } else {
-            ("sse2", 4, 16, "")
+    /// An x86-64 CPU of microarchitecture level `level`: 512-bit vectors and 32 registers
+    /// with AVX-512, 256-bit and 16 with AVX2 and FMA, otherwise the SSE2 baseline.
+    pub fn x86_64(level: X86Level) -> Target {
+        let (cpu, lanes, registers, features): (_, _, _, Vec<&str>) = match level {
+            X86Level::V4 => ("x86-64-v4", 16, 32, V3.iter().chain(V4).copied().collect()),
+            X86Level::V3 => ("x86-64-v3", 8, 16, V3.to_vec()),
+            X86Level::Baseline => ("x86-64", 4, 16, Vec::new()),
         };
         Target {
-            name: format!("llvm-x86-64-{suffix}"),
+            name: format!("llvm-{cpu}"),
             lanes,
             vector_registers: registers,
-            fma: avx2_fma,
-            features: features.into(),
+            fma: level != X86Level::Baseline,
+            cpu: cpu.into(),
+            features: features.into_iter().map(String::from).collect(),
             ..Target::cranelift_x86_64()
         }
     }
 
     /// The CPU this process runs on, for LLVM.
     pub fn host() -> Target {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx512 = std::is_x86_feature_detected!("avx512f");
-            let avx2_fma =
-                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-            Target::x86_64(avx512, avx2_fma)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Target::x86_64(false, false)
+        Target::x86_64(X86Level::host())
     }
 
-    /// The features of `self.features` this CPU lacks (empty when code for this target runs
+    /// The features in `self.features` this CPU lacks (empty when code for this target runs
     /// here).
     pub fn missing_features(&self) -> Vec<String> {
-        let host = Target::host();
         self.features
-            .split(',')
-            .filter(|f| !f.is_empty())
-            .filter(|f| !host.features.split(',').any(|h| h == *f))
-            .map(|f| f.trim_start_matches('+').to_string())
+            .iter()
+            .filter(|f| !has_feature(f))
+            .cloned()
             .collect()
     }
 
@@ -164,7 +217,7 @@ mod tests {
     fn blocking_follows_the_registers_and_caches() {
         let c = Target::cranelift_x86_64().matmul_blocking();
         assert_eq!((c.mr, c.nr), (6, 8));
-        let a = Target::x86_64(true, true).matmul_blocking();
+        let a = Target::x86_64(X86Level::V4).matmul_blocking();
         assert_eq!((a.mr, a.nr), (12, 32));
         for b in [c, a] {
             assert!(4 * b.kc * (b.mr + b.nr) <= 32 << 10);
@@ -175,7 +228,10 @@ mod tests {
 
     #[test]
     fn the_baseline_needs_no_features() {
-        assert!(Target::x86_64(false, false).missing_features().is_empty());
+        assert!(Target::x86_64(X86Level::Baseline)
+            .missing_features()
+            .is_empty());
+        assert!(Target::host().missing_features().is_empty());
         assert!(Target::cranelift_x86_64().missing_features().is_empty());
     }
 }

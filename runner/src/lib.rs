@@ -20,29 +20,36 @@ extern "C" {
     static archc_kernel_count: u64;
     static archc_plan_json: u8;
     static archc_plan_len: u64;
+    static archc_cpu_features: c_char;
 }
 
-// The scalar math the kernels call, under the names the code generator uses.
-#[no_mangle]
-extern "C" fn archc_logf(x: f32) -> f32 {
-    archc_kernels::math::logf(x)
+/// Refuses to run kernels compiled for CPU features this CPU lacks (an executable built with
+/// `--backend llvm` for AVX-512, started on an AVX2 machine), instead of dying of SIGILL.
+/// `ARCHC_HIDE_CPU_FEATURES=avx512f,...` makes features count as missing, to try a
+/// deployment's error path on a machine that has them.
+fn check_cpu() -> Result<(), String> {
+    // SAFETY: the object file defines the symbol as a NUL-terminated string.
+    let needed = unsafe { std::ffi::CStr::from_ptr(&raw const archc_cpu_features) };
+    let needed = needed.to_string_lossy();
+    let hidden = std::env::var("ARCHC_HIDE_CPU_FEATURES").unwrap_or_default();
+    let hidden: Vec<&str> = hidden.split(',').collect();
+    let missing: Vec<&str> = needed
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .filter(|f| hidden.contains(f) || !archc_kernels::target::has_feature(f))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "this executable was compiled for CPUs with {}, and this CPU lacks {}; rebuild it here, or with `archc build --backend llvm --cpu portable`",
+        needed.replace(',', ", "),
+        missing.join(", ")
+    ))
 }
-#[no_mangle]
-extern "C" fn archc_tanhf(x: f32) -> f32 {
-    archc_kernels::math::tanhf(x)
-}
-#[no_mangle]
-extern "C" fn archc_sinf(x: f32) -> f32 {
-    archc_kernels::math::sinf(x)
-}
-#[no_mangle]
-extern "C" fn archc_cosf(x: f32) -> f32 {
-    archc_kernels::math::cosf(x)
-}
-#[no_mangle]
-extern "C" fn archc_powf(x: f32, y: f32) -> f32 {
-    archc_kernels::math::powf(x, y)
-}
+
+// The scalar math the kernels call, under the names the code generators use.
+archc_kernels::export_libcalls!();
 
 const USAGE: &str = "usage: BIN [--weights W.safetensors]... [--inputs IN.safetensors] \
 [--outputs OUT.safetensors] [--seed N] [--dim NAME=VALUE]... [--threads N]
@@ -170,6 +177,7 @@ fn check_outputs(o: &Options) -> Result<(), String> {
 }
 
 fn run(o: &Options) -> Result<String, String> {
+    check_cpu()?;
     let (plan, fns) = embedded()?;
     let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
     let input_file = o.inputs.as_ref().map(open).transpose()?;

@@ -50,13 +50,18 @@ impl CpuKernels {
 
     /// Uses at most `n` threads (1 runs everything on the calling thread).
     pub fn with_threads(mut self, n: usize) -> CpuKernels {
-        self.threads = n.max(1);
+        self.set_threads(n);
         self
+    }
+
+    /// Uses at most `n` threads from now on.
+    pub fn set_threads(&mut self, n: usize) {
+        self.threads = n.max(1);
     }
 }
 
 impl Launcher for CpuKernels {
-    fn launch(
+    unsafe fn launch(
         &self,
         kernel: usize,
         args: &[*mut u8],

@@ -12,9 +12,20 @@ use crate::{
 
 /// Launches compiled kernels. `args` are buffer pointers in the kernel's parameter order with
 /// the status word last; `lens` are their element counts (for backends that check bounds).
+///
+/// Launching is `unsafe`: a kernel reads and writes its buffers through these pointers with
+/// the indices its loop nest computes, and nothing but the plan says they are large enough.
+/// The executor is the one caller; it passes the arena and weight buffers the plan laid out.
 pub trait Launcher {
     /// Runs kernel number `kernel` once.
-    fn launch(
+    ///
+    /// # Safety
+    /// `args[i]` must point to `lens[i]` initialised elements of the type of the kernel's
+    /// parameter `i`, valid for reads, and for writes when the parameter is an output, with no
+    /// other access to an output while the kernel runs; `lens` must be as large as the
+    /// kernel's indices reach for `dims`, the values of the plan's symbols (the plan's
+    /// shapes guarantee it).
+    unsafe fn launch(
         &self,
         kernel: usize,
         args: &[*mut u8],
@@ -499,13 +510,16 @@ impl<'r> Run<'r> {
             a.push(self.status.as_mut_ptr().cast());
             lens.push(1);
             let name = || plan.kernels[*kernel].clone();
-            self.launcher
-                .launch(*kernel, &a, &lens, self.dim_values)
-                .map_err(|message| RunError::Launch {
+            // SAFETY: `a` holds this step's buffers, each laid out by the plan with `lens`
+            // elements for these dims (outputs are arena slots no other step uses meanwhile),
+            // and the status word.
+            unsafe { self.launcher.launch(*kernel, &a, &lens, self.dim_values) }.map_err(
+                |message| RunError::Launch {
                     step: i,
                     kernel: name(),
                     message,
-                })?;
+                },
+            )?;
             if let Some(t) = &mut self.times {
                 t.push((started.elapsed().as_secs_f64(), *kernel, origin.clone()));
             }

@@ -6,12 +6,18 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use archc_compiler::codegen::backend::BackendKind;
 use archc_runtime::TensorFile;
 use common::{archc, rel_err, repo};
 
 /// `archc build FILE -o BIN` with the runner library.
 fn build(file: &str, bin: &str) -> (i32, String, String) {
     archc(&["build", file, "-o", bin])
+}
+
+/// `archc build FILE -o BIN --backend KIND`.
+fn build_with(kind: BackendKind, file: &str, bin: &str) -> (i32, String, String) {
+    archc(&["build", file, "-o", bin, "--backend", kind.name()])
 }
 
 fn scratch(tag: &str) -> PathBuf {
@@ -22,8 +28,14 @@ fn scratch(tag: &str) -> PathBuf {
 
 /// Imports `config`, builds a binary, moves it away from the build directory, runs it on
 /// `weights` and the fixture's inputs, and returns each output's relative error.
-fn build_and_run(tag: &str, config: &Path, weights: &Path, fixture: &Path) -> Vec<(String, f64)> {
-    let d = scratch(tag);
+fn build_and_run(
+    kind: BackendKind,
+    tag: &str,
+    config: &Path,
+    weights: &Path,
+    fixture: &Path,
+) -> Vec<(String, f64)> {
+    let d = scratch(&format!("{tag}-{kind}"));
     let arch = d.join("model.arch");
     let bin = d.join("model");
     let (s, _, e) = archc(&[
@@ -34,9 +46,9 @@ fn build_and_run(tag: &str, config: &Path, weights: &Path, fixture: &Path) -> Ve
         arch.to_str().unwrap(),
     ]);
     assert_eq!(s, 0, "{e}");
-    let (s, out, e) = build(arch.to_str().unwrap(), bin.to_str().unwrap());
+    let (s, out, e) = build_with(kind, arch.to_str().unwrap(), bin.to_str().unwrap());
     assert_eq!(s, 0, "{e}");
-    assert!(out.contains("kernels"), "{out}");
+    assert!(out.contains(&format!("kernels by {kind}")), "{out}");
     // The binary must not need archc, the source tree or the .arch file.
     let moved_dir = d.join("elsewhere");
     std::fs::create_dir_all(&moved_dir).unwrap();
@@ -80,14 +92,17 @@ fn built_binaries_match_hf_fixtures() {
         "bamba", "ijepa",
     ] {
         let f = repo(&format!("tests/fixtures/hf/{case}"));
-        for (name, err) in build_and_run(
-            case,
-            &f.join("config.json"),
-            &f.join("model.safetensors"),
-            &f,
-        ) {
-            println!("binary {case:8} {name:18} rel err {err:.2e}");
-            assert!(err <= 1e-4, "{case}/{name}: {err:.3e}");
+        for kind in common::backends() {
+            for (name, err) in build_and_run(
+                kind,
+                case,
+                &f.join("config.json"),
+                &f.join("model.safetensors"),
+                &f,
+            ) {
+                println!("binary {kind:9} {case:8} {name:18} rel err {err:.2e}");
+                assert!(err <= 1e-4, "{kind} {case}/{name}: {err:.3e}");
+            }
         }
     }
 }
@@ -102,14 +117,17 @@ fn built_minilm_matches_transformers() {
         return;
     }
     let f = repo("tests/fixtures/minilm");
-    for (name, err) in build_and_run(
-        "minilm",
-        &f.join("config.json"),
-        &model.join("model.safetensors"),
-        &f,
-    ) {
-        println!("binary all-MiniLM-L6-v2 {name} rel err {err:.2e}");
-        assert!(err <= 1e-4, "{name}: {err:.3e}");
+    for kind in common::backends() {
+        for (name, err) in build_and_run(
+            kind,
+            "minilm",
+            &f.join("config.json"),
+            &model.join("model.safetensors"),
+            &f,
+        ) {
+            println!("binary {kind} all-MiniLM-L6-v2 {name} rel err {err:.2e}");
+            assert!(err <= 1e-4, "{kind} {name}: {err:.3e}");
+        }
     }
 }
 

@@ -94,8 +94,11 @@ fn run_all(src: &str, batch: usize) {
     let reference = interpret(&g, &dims, &inputs, &mut MapWeights(&HashMap::new())).unwrap();
     for (name, n) in common::native_unfused(&g, &inputs, src) {
         let err = rel_err(&n, &reference[&name]);
+        // `total` sums terms that may cancel (a gelu then a matmul gave 1.7e-5 relative to a
+        // small sum): it gets the house tolerance, 1e-4; elementwise outputs get 1e-5.
+        let tolerance = if name == "total" { 1e-4 } else { 1e-5 };
         assert!(
-            err <= 1e-5 || reference[&name].to_f32().iter().all(|v| v.abs() < 1e-6),
+            err <= tolerance || reference[&name].to_f32().iter().all(|v| v.abs() < 1e-6),
             "{name}: {err:e}\n{src}"
         );
     }

@@ -135,7 +135,7 @@ fn slices_and_sizes_are_checked_against_the_bound_dims() {
     );
     archc_limited(&["build", &open, "-o", "open-bin"], &d).expect(0, &[]);
     let message = ["seq - 4", "open.arch:3:14", "seq=6"];
-    for backend in ["cranelift", "interp"] {
+    for backend in crate::common::run_backends() {
         archc_limited(&["run", &open, "--dim", "seq=6", "--backend", backend], &d)
             .expect(1, &message);
         archc_limited(&["run", &open, "--dim", "seq=7", "--backend", backend], &d).expect(0, &[]);
@@ -151,7 +151,7 @@ fn weights_too_large_to_allocate_are_an_error() {
         "big.arch",
         "model m {\n  input x: f32[batch, 8]\n  output y = linear(x, 4000000000) @head\n}\n",
     );
-    for backend in ["cranelift", "interp"] {
+    for backend in crate::common::run_backends() {
         archc_limited(&["run", &f, "--backend", backend], &d).expect(1, &["head.weight"]);
     }
     archc_limited(&["build", &f, "-o", "big-bin"], &d).expect(0, &[]);
@@ -161,7 +161,7 @@ fn weights_too_large_to_allocate_are_an_error() {
 
 /// Runs `llama` on `ids.safetensors` in `d` on both backends; each must fail with `want`.
 fn llama_on_ids(d: &Path, llama: &str, want: &[&str]) {
-    for backend in ["cranelift", "interp"] {
+    for backend in crate::common::run_backends() {
         let args = [
             "run",
             llama,
@@ -471,7 +471,7 @@ fn empty_tensors_are_a_located_error() {
             "attention(h, heads, kv_heads, rotary_dim = 0,",
         ),
     );
-    for backend in ["cranelift", "interp"] {
+    for backend in crate::common::run_backends() {
         archc_limited(&["run", &zero, "--dim", "seq=6", "--backend", backend], &d)
             .expect(1, &["E0208", "the size `0` must be positive"]);
     }

@@ -6,7 +6,6 @@ use crate::common;
 
 use std::collections::HashMap;
 
-use archc_compiler::codegen::jit::Jit;
 use archc_compiler::codegen::kernel_interp::KernelInterp;
 use archc_compiler::lower::Lowered;
 use archc_compiler::passes::{lower_optimized, PassOptions};
@@ -73,10 +72,10 @@ fn kernel_interpreter_matches_hf_fixtures() {
 }
 
 #[test]
-fn cranelift_matches_hf_fixtures() {
-    for passes in [PassOptions::none(), PassOptions::all()] {
-        check("cranelift", &passes, |l| {
-            Box::new(Jit::compile(&l.kernels, l.plan.symbols.len()).unwrap())
-        });
+fn native_backends_match_hf_fixtures() {
+    for kind in common::backends() {
+        for passes in [PassOptions::none(), PassOptions::all()] {
+            check(kind.name(), &passes, |l| common::jit(kind, l));
+        }
     }
 }

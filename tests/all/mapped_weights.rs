@@ -4,13 +4,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use archc_compiler::codegen::jit::Jit;
 use archc_compiler::passes::{lower_optimized, PassOptions};
 use archc_runtime::{
     write_tensors, DType, Executor, RunError, Step, Tensor, WeightBytes, WeightSource,
 };
 
-use crate::common::compile;
+use crate::common::{self, compile};
 
 /// A model with a weight the run reads as it is (`scale`) and one only a prepare step reads
 /// (the linear weight, transposed once).
@@ -46,14 +45,17 @@ fn weights(dtype: DType) -> Vec<(String, Tensor)> {
 fn run(source: &WeightSource) -> (Vec<(String, Tensor)>, WeightBytes, WeightBytes) {
     let g = compile("m.arch", MODEL).unwrap_or_else(|(_, r)| panic!("{r}"));
     let lowered = lower_optimized(&g, &PassOptions::default()).unwrap();
-    let jit = Jit::compile(&lowered.kernels, lowered.plan.symbols.len()).unwrap();
+    let jit = common::jit(
+        archc_compiler::codegen::backend::BackendKind::Cranelift,
+        &lowered,
+    );
     let mut exec = Executor::new(&lowered.plan, |n, d, s| source.weight(n, d, s)).unwrap();
     let loaded = exec.weight_bytes();
-    exec.prepare(&jit).unwrap();
+    exec.prepare(jit.as_ref()).unwrap();
     let prepared = exec.weight_bytes();
     let x = Tensor::f32(vec![2, 8], (0..16).map(|i| i as f32 / 7.0).collect());
     let inputs = HashMap::from([("x".to_string(), x)]);
-    let out = exec.run(&jit, &inputs, &HashMap::new()).unwrap();
+    let out = exec.run(jit.as_ref(), &inputs, &HashMap::new()).unwrap();
     (out, loaded, prepared)
 }
 
@@ -85,12 +87,18 @@ fn f32_weights_are_read_in_place_and_prepared_ones_replace_their_sources() {
     let owned = OwnedSource(tensors);
     let g = compile("m.arch", MODEL).unwrap_or_else(|(_, r)| panic!("{r}"));
     let lowered = lower_optimized(&g, &PassOptions::default()).unwrap();
-    let jit = Jit::compile(&lowered.kernels, lowered.plan.symbols.len()).unwrap();
+    let jit = common::jit(
+        archc_compiler::codegen::backend::BackendKind::Cranelift,
+        &lowered,
+    );
     let mut exec = Executor::new(&lowered.plan, |n, _, _| owned.get(n)).unwrap();
     assert_eq!(exec.weight_bytes().mapped, 0);
     let x = Tensor::f32(vec![2, 8], (0..16).map(|i| i as f32 / 7.0).collect());
     let inputs = HashMap::from([("x".to_string(), x)]);
-    assert_eq!(exec.run(&jit, &inputs, &HashMap::new()).unwrap(), out);
+    assert_eq!(
+        exec.run(jit.as_ref(), &inputs, &HashMap::new()).unwrap(),
+        out
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -30,7 +30,7 @@ fn minilm_matches_transformers() {
         println!("all-MiniLM-L6-v2 (interp) {output}: rel err {err:.2e}");
         assert!(err <= 1e-4, "{output}: relative error {err:.3e}");
     }
-    // The same through Cranelift native code, in process.
+    // The same through each native backend, in process.
     let out = std::env::temp_dir().join(format!("archc-minilm-{}.safetensors", std::process::id()));
     let arch = std::env::temp_dir().join(format!("archc-minilm-{}.arch", std::process::id()));
     let p = |x: &std::path::Path| x.to_string_lossy().into_owned();
@@ -42,30 +42,32 @@ fn minilm_matches_transformers() {
         &p(&arch),
     ]);
     assert_eq!(s, 0, "{e}");
-    let (s, _, e) = common::archc(&[
-        "run",
-        &p(&arch),
-        "--weights",
-        &p(&weights),
-        "--inputs",
-        &p(&fixture.join("inputs.safetensors")),
-        "--outputs",
-        &p(&out),
-        "--backend",
-        "cranelift",
-    ]);
-    assert_eq!(s, 0, "{e}");
-    let got = archc_runtime::TensorFile::open(&out)
-        .unwrap()
-        .read_any("last_hidden_state")
-        .unwrap();
-    let want = archc_runtime::TensorFile::open(&fixture.join("outputs.safetensors"))
-        .unwrap()
-        .read_any("last_hidden_state")
-        .unwrap();
-    let err = common::rel_err(&got, &want);
-    println!("all-MiniLM-L6-v2 (cranelift) last_hidden_state: rel err {err:.2e}");
-    assert!(err <= 1e-4, "cranelift: relative error {err:.3e}");
+    for kind in common::backends() {
+        let (s, _, e) = common::archc(&[
+            "run",
+            &p(&arch),
+            "--weights",
+            &p(&weights),
+            "--inputs",
+            &p(&fixture.join("inputs.safetensors")),
+            "--outputs",
+            &p(&out),
+            "--backend",
+            kind.name(),
+        ]);
+        assert_eq!(s, 0, "{e}");
+        let got = archc_runtime::TensorFile::open(&out)
+            .unwrap()
+            .read_any("last_hidden_state")
+            .unwrap();
+        let want = archc_runtime::TensorFile::open(&fixture.join("outputs.safetensors"))
+            .unwrap()
+            .read_any("last_hidden_state")
+            .unwrap();
+        let err = common::rel_err(&got, &want);
+        println!("all-MiniLM-L6-v2 ({kind}) last_hidden_state: rel err {err:.2e}");
+        assert!(err <= 1e-4, "{kind}: relative error {err:.3e}");
+    }
     std::fs::remove_file(&out).ok();
     std::fs::remove_file(&arch).ok();
 }

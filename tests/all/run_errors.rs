@@ -252,7 +252,7 @@ fn token_ids_past_the_vocabulary_are_an_error() {
         .join("model.safetensors")
         .to_string_lossy()
         .into_owned();
-    for backend in ["cranelift", "interp"] {
+    for backend in common::run_backends() {
         let (status, _, stderr) = archc(&[
             "run",
             &arch,
@@ -314,7 +314,7 @@ fn seeded_runs_are_deterministic_and_print_a_summary() {
 
 #[test]
 fn absurd_dims_are_an_error_not_an_abort() {
-    for backend in ["cranelift", "interp"] {
+    for backend in common::run_backends() {
         for seq in ["200000000", "9000000000000"] {
             let dim = format!("seq={seq}");
             let (status, _, stderr) = archc(&[

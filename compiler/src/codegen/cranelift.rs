@@ -13,21 +13,20 @@ use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
 
-/// The scalar math functions generated code calls: (symbol, arity).
-const MATH: &[(&str, usize)] = &[
-    ("archc_logf", 1),
-    ("archc_tanhf", 1),
-    ("archc_sinf", 1),
-    ("archc_cosf", 1),
-    ("archc_powf", 2),
-];
-
 /// Why code generation failed (a compiler bug or an unsupported host).
 #[derive(Debug, thiserror::Error)]
 pub enum CodegenError {
     /// Cranelift rejected a function or the module.
     #[error("cranelift: {0}")]
     Module(#[from] Box<ModuleError>),
+    /// This archc was built without the code generator.
+    #[error(
+        "this archc was built without the `{0}` backend; install LLVM 22 (apt-get install llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev libffi-dev) and build with `cargo build --release --features llvm`"
+    )]
+    NotBuilt(&'static str),
+    /// LLVM rejected the module or the host.
+    #[error("llvm: {0}")]
+    Llvm(String),
     /// The host CPU is not supported by Cranelift.
     #[error("this CPU is not supported by Cranelift: {0}")]
     Host(String),
@@ -68,7 +67,7 @@ pub fn define_kernels<M: Module>(
     let config = module.target_config();
     let ptr = config.pointer_type();
     let mut math = HashMap::new();
-    for (name, arity) in MATH {
+    for (name, arity, _) in archc_kernels::math::LIBCALLS {
         let mut sig = module.make_signature();
         for _ in 0..*arity {
             sig.params.push(AbiParam::new(types::F32));
@@ -86,23 +85,17 @@ pub fn define_kernels<M: Module>(
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     for k in kernels {
-        if k.local_bytes() > archc_kernels::ir::MAX_LOCAL_BYTES {
-            return Err(CodegenError::TooMuchLocal {
-                kernel: k.name.clone(),
-                bytes: k.local_bytes(),
-                limit: archc_kernels::ir::MAX_LOCAL_BYTES,
-            });
-        }
+        super::check_locals(k)?;
         let id = module
             .declare_function(&k.name, Linkage::Export, &sig)
             .map_err(Box::new)?;
         ctx.func.signature = sig.clone();
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            // In MATH order, so that the text form is deterministic.
-            let funcs = MATH
+            // In table order, so that the text form is deterministic.
+            let funcs = archc_kernels::math::LIBCALLS
                 .iter()
-                .map(|(n, _)| (*n, module.declare_func_in_func(math[n], b.func)))
+                .map(|(n, _, _)| (*n, module.declare_func_in_func(math[n], b.func)))
                 .collect();
             let mut g = Gen::new(&mut b, k, symbols, funcs);
             g.kernel();

@@ -1,17 +1,15 @@
 //! In-process compilation: Cranelift JIT → native kernels for the CPU executor.
 
 use archc_kernels::ir::Kernel;
-use archc_runtime::{CpuKernels, KernelFn, Launcher};
+use archc_runtime::{CpuKernels, KernelFn};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 
 use super::cranelift::{define_kernels, CodegenError};
 
-/// Kernels compiled into this process. The module owns the code, so it lives as long as they.
-pub struct Jit {
-    _module: JITModule,
-    kernels: CpuKernels,
-}
+/// Kernels compiled into this process by Cranelift. The module owns the code, so it lives as
+/// long as they.
+pub type Jit = super::Loaded<JITModule>;
 
 /// The Cranelift settings for the host: optimised, with the CPU's own features (FMA, SSE4);
 /// position-independent for object files that are linked into executables.
@@ -31,49 +29,26 @@ pub fn host_isa(pic: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, Cod
         .map_err(|e| CodegenError::Host(e.to_string()))
 }
 
-impl Jit {
-    /// Compiles kernels for a plan with `symbols` symbolic dims.
-    pub fn compile(kernels: &[Kernel], symbols: usize) -> Result<Jit, CodegenError> {
-        let mut builder =
-            JITBuilder::with_isa(host_isa(false)?, cranelift_module::default_libcall_names());
-        for (name, f) in archc_kernels::math::symbols() {
-            builder.symbol(name, f);
-        }
-        let mut module = JITModule::new(builder);
-        let ids = define_kernels(&mut module, kernels, symbols, None)?;
-        module.finalize_definitions().map_err(Box::new)?;
-        let fns: Vec<KernelFn> = ids
-            .into_iter()
-            .map(|id| {
-                let p = module.get_finalized_function(id);
-                // SAFETY: every kernel was defined with the KernelFn signature.
-                unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
-            })
-            .collect();
-        let stack = kernels.iter().map(Kernel::local_bytes).max().unwrap_or(0);
-        // SAFETY: the pointers are this module's kernels, which `_module` keeps alive.
-        let kernels = unsafe { CpuKernels::new(fns, stack) }?;
-        Ok(Jit {
-            _module: module,
-            kernels,
+/// Compiles kernels for a plan with `symbols` symbolic dims.
+pub fn compile(kernels: &[Kernel], symbols: usize) -> Result<Jit, CodegenError> {
+    let mut builder =
+        JITBuilder::with_isa(host_isa(false)?, cranelift_module::default_libcall_names());
+    for (name, f) in archc_kernels::math::symbols() {
+        builder.symbol(name, f);
+    }
+    let mut module = JITModule::new(builder);
+    let ids = define_kernels(&mut module, kernels, symbols, None)?;
+    module.finalize_definitions().map_err(Box::new)?;
+    let fns: Vec<KernelFn> = ids
+        .into_iter()
+        .map(|id| {
+            let p = module.get_finalized_function(id);
+            // SAFETY: every kernel was defined with the KernelFn signature.
+            unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
         })
-    }
-
-    /// Uses at most `n` threads.
-    pub fn with_threads(mut self, n: usize) -> Jit {
-        self.kernels = self.kernels.with_threads(n);
-        self
-    }
-}
-
-impl Launcher for Jit {
-    fn launch(
-        &self,
-        kernel: usize,
-        args: &[*mut u8],
-        lens: &[usize],
-        dims: &[i64],
-    ) -> Result<(), String> {
-        self.kernels.launch(kernel, args, lens, dims)
-    }
+        .collect();
+    let stack = kernels.iter().map(Kernel::local_bytes).max().unwrap_or(0);
+    // SAFETY: the pointers are this module's kernels, which the result keeps alive.
+    let kernels = unsafe { CpuKernels::new(fns, stack) }?;
+    Ok(super::Loaded::new(kernels, module))
 }

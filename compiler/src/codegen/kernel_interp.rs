@@ -8,8 +8,12 @@ use archc_runtime::Launcher;
 /// Runs each kernel with the Kernel IR interpreter.
 pub struct KernelInterp<'a>(pub &'a [Kernel]);
 
-fn read(p: *mut u8, n: usize, elem: Elem) -> BufData {
-    // SAFETY: the executor passes a pointer to `n` elements of this buffer's storage.
+/// A copy of the `n` elements at `p`.
+///
+/// # Safety
+/// `p` must point to `n` initialised elements of type `elem`.
+unsafe fn read(p: *mut u8, n: usize, elem: Elem) -> BufData {
+    // SAFETY: the caller's contract.
     unsafe {
         match elem {
             Elem::F32 => BufData::F32(std::slice::from_raw_parts(p.cast::<f32>(), n).to_vec()),
@@ -19,8 +23,12 @@ fn read(p: *mut u8, n: usize, elem: Elem) -> BufData {
     }
 }
 
-fn write(p: *mut u8, data: &BufData) {
-    // SAFETY: `data` was read from this very buffer, so it has the buffer's length.
+/// Writes `data` back to `p`.
+///
+/// # Safety
+/// `p` must point to as many elements of `data`'s type as `data` holds, valid for writes.
+unsafe fn write(p: *mut u8, data: &BufData) {
+    // SAFETY: the caller's contract.
     unsafe {
         match data {
             BufData::F32(v) => std::ptr::copy_nonoverlapping(v.as_ptr(), p.cast::<f32>(), v.len()),
@@ -31,7 +39,7 @@ fn write(p: *mut u8, data: &BufData) {
 }
 
 impl Launcher for KernelInterp<'_> {
-    fn launch(
+    unsafe fn launch(
         &self,
         kernel: usize,
         args: &[*mut u8],
@@ -43,19 +51,22 @@ impl Launcher for KernelInterp<'_> {
             .params
             .iter()
             .zip(args.iter().zip(lens))
-            .map(|(p, (&a, &n))| read(a, n, p.elem))
+            // SAFETY: `launch`'s contract: `a` holds `n` elements of the parameter's type.
+            .map(|(p, (&a, &n))| unsafe { read(a, n, p.elem) })
             .collect();
         match run(k, &mut bufs, dims) {
             Ok(()) => {}
             Err(KernelError::Check(code)) => {
-                write(args[args.len() - 1], &BufData::I64(vec![i64::from(code)]));
+                // SAFETY: the last argument is the status word, one i64.
+                unsafe { write(args[args.len() - 1], &BufData::I64(vec![i64::from(code)])) };
                 return Ok(());
             }
             Err(e) => return Err(e.to_string()),
         }
         for ((p, a), data) in k.params.iter().zip(args).zip(&bufs) {
             if p.output {
-                write(*a, data);
+                // SAFETY: `data` was read from this very output buffer, so it fits.
+                unsafe { write(*a, data) };
             }
         }
         Ok(())

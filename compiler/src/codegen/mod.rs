@@ -1,7 +1,66 @@
-//! Backends: the Kernel IR interpreter (the oracle) and Cranelift for the CPU.
+//! Backends: the Kernel IR interpreter (the oracle), Cranelift for the CPU, and LLVM for the
+//! CPU's full-width vectors (cargo feature `llvm`).
 
+pub mod backend;
 pub mod cranelift;
 mod int_div;
 pub mod jit;
 pub mod kernel_interp;
+#[cfg(feature = "llvm")]
+pub mod llvm;
 pub mod object;
+
+use archc_kernels::ir::{Kernel, MAX_LOCAL_BYTES};
+use archc_runtime::{CpuKernels, Launcher};
+use cranelift::CodegenError;
+
+/// Native kernels compiled into this process, with what keeps their machine code alive
+/// (a JIT module): the one launcher of every in-process code generator.
+pub struct Loaded<Code> {
+    /// The kernels' function pointers on the CPU executor. Declared first, so dropped before
+    /// the code they point into.
+    kernels: CpuKernels,
+    _code: Code,
+}
+
+impl<Code> Loaded<Code> {
+    /// Kernels whose code `code` owns.
+    pub(crate) fn new(kernels: CpuKernels, code: Code) -> Loaded<Code> {
+        Loaded {
+            kernels,
+            _code: code,
+        }
+    }
+
+    /// Uses at most `n` threads.
+    pub fn with_threads(mut self, n: usize) -> Loaded<Code> {
+        self.kernels.set_threads(n);
+        self
+    }
+}
+
+impl<Code> Launcher for Loaded<Code> {
+    unsafe fn launch(
+        &self,
+        kernel: usize,
+        args: &[*mut u8],
+        lens: &[usize],
+        dims: &[i64],
+    ) -> Result<(), String> {
+        // SAFETY: the caller upholds `Launcher::launch`'s contract, which is the CPU
+        // kernels' too.
+        unsafe { self.kernels.launch(kernel, args, lens, dims) }
+    }
+}
+
+/// Refuses a kernel whose thread-private arrays a thread's stack cannot hold.
+pub(crate) fn check_locals(k: &Kernel) -> Result<(), CodegenError> {
+    if k.local_bytes() > MAX_LOCAL_BYTES {
+        return Err(CodegenError::TooMuchLocal {
+            kernel: k.name.clone(),
+            bytes: k.local_bytes(),
+            limit: MAX_LOCAL_BYTES,
+        });
+    }
+    Ok(())
+}

@@ -16,6 +16,9 @@ pub const COUNT: &str = "archc_kernel_count";
 pub const PLAN: &str = "archc_plan_json";
 /// The length of the plan JSON, a u64.
 pub const PLAN_LEN: &str = "archc_plan_len";
+/// The CPU features the kernels need, comma-separated `cpuid` names and a NUL (empty for
+/// Cranelift's baseline code).
+pub const FEATURES: &str = "archc_cpu_features";
 
 fn data<M: Module>(m: &mut M, name: &str, bytes: Vec<u8>) -> Result<(), CodegenError> {
     let id = m
@@ -64,6 +67,7 @@ pub fn build_object(
         PLAN_LEN,
         (plan_json.len() as u64).to_le_bytes().to_vec(),
     )?;
+    data(&mut module, FEATURES, vec![0])?;
     module
         .finish()
         .emit()

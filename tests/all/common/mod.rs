@@ -149,49 +149,99 @@ pub fn interpret_random(
         .collect()
 }
 
-/// Runs a graph through the passes, lowering and Cranelift on seed-random weights.
+/// The native code generators this archc was built with: the conformance suite runs every
+/// check on each (adding a backend adds it here).
+pub fn backends() -> Vec<archc_compiler::codegen::backend::BackendKind> {
+    archc_compiler::codegen::backend::BackendKind::ALL
+        .into_iter()
+        .filter(|b| b.available())
+        .collect()
+}
+
+/// The `--backend` names of `archc run`: the interpreter and every native backend built.
+pub fn run_backends() -> Vec<&'static str> {
+    let mut names = vec!["interp"];
+    names.extend(backends().iter().map(|b| b.name()));
+    names
+}
+
+/// Compiles lowered kernels with a backend, on every core.
+pub fn jit(
+    kind: archc_compiler::codegen::backend::BackendKind,
+    lowered: &archc_compiler::lower::Lowered,
+) -> Box<dyn archc_runtime::Launcher> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    kind.jit(&lowered.kernels, lowered.plan.symbols.len(), cores)
+        .unwrap_or_else(|e| panic!("{kind}: {e}"))
+}
+
+/// Asserts that every backend gave the first backend's outputs bit for bit.
+fn same_everywhere(
+    runs: &[(&str, Vec<(String, archc_runtime::Tensor)>)],
+    src: &str,
+) -> Vec<(String, archc_runtime::Tensor)> {
+    let (first, want) = &runs[0];
+    for (backend, got) in &runs[1..] {
+        for ((name, w), (_, g)) in want.iter().zip(got) {
+            assert_eq!(w, g, "{name}: {backend} differs from {first}\n{src}");
+        }
+    }
+    want.clone()
+}
+
+/// Runs a graph through the passes, lowering and every native backend on seed-random
+/// weights; the backends must agree bit for bit.
 pub fn native_random(
     g: &Graph,
     passes: &archc_compiler::passes::PassOptions,
     inputs: &std::collections::HashMap<String, archc_runtime::Tensor>,
 ) -> Vec<(String, archc_runtime::Tensor)> {
     let lowered = archc_compiler::passes::lower_optimized(g, passes).unwrap();
-    let jit =
-        archc_compiler::codegen::jit::Jit::compile(&lowered.kernels, lowered.plan.symbols.len())
-            .unwrap();
-    let w = archc_runtime::WeightSource::Random(5);
-    let mut exec =
-        archc_runtime::Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();
-    exec.run(&jit, inputs, &Default::default())
-        .unwrap_or_else(|e| panic!("{e}"))
+    let runs: Vec<_> = backends()
+        .into_iter()
+        .map(|kind| {
+            let launcher = jit(kind, &lowered);
+            let w = archc_runtime::WeightSource::Random(5);
+            let mut exec =
+                archc_runtime::Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();
+            let out = exec
+                .run(launcher.as_ref(), inputs, &Default::default())
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            (kind.name(), out)
+        })
+        .collect();
+    same_everywhere(&runs, &g.name)
 }
 
 /// Lowers a graph without passes and runs it (no weights) through the Kernel IR interpreter
-/// and through Cranelift, asserting that the two agree bit for bit; returns native outputs.
+/// and through every native backend, asserting that they agree bit for bit; returns the
+/// native outputs.
 pub fn native_unfused(
     g: &Graph,
     inputs: &std::collections::HashMap<String, archc_runtime::Tensor>,
     src: &str,
 ) -> Vec<(String, archc_runtime::Tensor)> {
-    use archc_compiler::codegen::{jit::Jit, kernel_interp::KernelInterp};
+    use archc_compiler::codegen::kernel_interp::KernelInterp;
     use archc_runtime::{DType, Executor, Tensor};
     let lowered = archc_compiler::lower::lower(g);
     let none =
         |_: &str, _: DType, _: &[usize]| -> Result<Tensor, String> { Err("no weights".into()) };
     let mut exec = Executor::new(&lowered.plan, none).unwrap();
     let no_dims = Default::default();
-    let by_kernels = exec
-        .run(&KernelInterp(&lowered.kernels), inputs, &no_dims)
-        .unwrap();
-    let jit = Jit::compile(&lowered.kernels, lowered.plan.symbols.len()).unwrap();
-    let native = exec.run(&jit, inputs, &no_dims).unwrap();
-    for ((name, k), (_, n)) in by_kernels.iter().zip(&native) {
-        assert_eq!(
-            k, n,
-            "{name}: native code differs from the Kernel IR interpreter\n{src}"
-        );
+    let mut runs = vec![(
+        "the Kernel IR interpreter",
+        exec.run(&KernelInterp(&lowered.kernels), inputs, &no_dims)
+            .unwrap(),
+    )];
+    for kind in backends() {
+        let launcher = jit(kind, &lowered);
+        runs.push((
+            kind.name(),
+            exec.run(launcher.as_ref(), inputs, &no_dims).unwrap(),
+        ));
     }
-    native
+    same_everywhere(&runs, src);
+    runs.pop().map(|r| r.1).unwrap_or_default()
 }
 
 /// Asserts that a pass leaves the interpreter's outputs bit for bit unchanged on a program
