@@ -75,7 +75,8 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
         Engine::Native(kind) => kind.target(),
         Engine::Interp => BackendKind::Cranelift.target(),
     };
-    let lowered = progress::spin("lowering", || lower_optimized_for(g, &o.passes, &target));
+    let lowered = progress::spin("lowering", || lower_optimized_for(g, &o.passes, &target))
+        .map_err(|e| e.to_string())?;
     time.compile = start.elapsed();
     let (inputs, defaulted) = load_inputs(&lowered.plan, input_file.as_ref(), o.seed, &o.dims)?;
     let mut weights = WeightSource::open(&lowered.plan, &o.weights, o.seed)?;

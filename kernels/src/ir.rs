@@ -4,6 +4,8 @@
 //! through `dims[j]`, matching the one C ABI every backend implements:
 //! `extern "C" fn(args: *const *mut u8, dims: *const i64)`.
 
+pub use crate::ieee::Ieee32;
+
 /// Element types of buffers, as stored in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Elem {
@@ -56,7 +58,7 @@ impl Elem {
 pub struct Var(pub u32);
 
 /// How a loop's iterations may run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LoopKind {
     /// In order.
     Serial,
@@ -145,12 +147,12 @@ impl Bin {
 }
 
 /// A scalar expression.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Expr {
     /// An integer constant.
     Int(i64),
-    /// A float constant.
-    F32(f32),
+    /// A float constant (as bits, so that expressions are `Eq + Hash`).
+    F32(Ieee32),
     /// A boolean constant.
     Bool(bool),
     /// A variable.
@@ -178,7 +180,7 @@ pub enum Expr {
 }
 
 /// A statement.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Stmt {
     /// `for var in 0..extent { body }`
     For {
@@ -203,7 +205,7 @@ pub enum Stmt {
 }
 
 /// One buffer argument of a kernel.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Param {
     /// A name for dumps.
     pub name: String,
@@ -215,7 +217,7 @@ pub struct Param {
 
 /// A small array private to each thread running the kernel (an accumulator row, a block of
 /// scores, a recurrent state). Its size is known when the kernel is compiled.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Local {
     /// A name for dumps.
     pub name: String,
@@ -226,7 +228,7 @@ pub struct Local {
 }
 
 /// A kernel: buffers in, buffers out, one loop nest.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Kernel {
     /// A unique, stable name.
     pub name: String,
@@ -288,6 +290,10 @@ pub mod build {
     /// A variable's value.
     pub fn var(v: Var) -> Expr {
         Expr::Var(v)
+    }
+    /// An f32 constant.
+    pub fn f32(v: f32) -> Expr {
+        Expr::F32(Ieee32::new(v))
     }
     /// An f32 copied into four lanes.
     pub fn splat(e: Expr) -> Expr {

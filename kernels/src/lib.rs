@@ -1,10 +1,13 @@
 //! The archc Kernel IR: loop nests over buffers, their printer and interpreter (the oracle for
 //! every backend), and the scalar math that generated code calls.
 
+mod ieee;
 pub mod interp;
 pub mod ir;
 pub mod math;
 mod printer;
 pub mod target;
+pub mod verify;
 
+pub use ieee::{Ieee32, Ieee64};
 pub use printer::{expr as print_expr, print_kernel};

@@ -45,7 +45,7 @@ fn check(
         let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
         let arch = archc_compiler::import::import_hf(&config, "config.json").unwrap();
         let g = common::compile(case, &arch).unwrap_or_else(|(_, r)| panic!("{r}"));
-        let lowered = lower_optimized_for(&g, passes, target);
+        let lowered = lower_optimized_for(&g, passes, target).unwrap();
         let mut weights = FileWeights(TensorFile::open(&dir.join("model.safetensors")).unwrap());
         let mut exec = Executor::new(&lowered.plan, |n, d, s| {
             archc_compiler::interp::WeightSource::weight(&mut weights, n, d, s)

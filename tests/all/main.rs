@@ -31,3 +31,4 @@ mod primitives;
 mod run_errors;
 mod sharded;
 mod snapshots;
+mod verify;

@@ -49,7 +49,7 @@ fn check(target: &Target, seq: usize) {
     }
     let dims = bind_dims(&g, &inputs, &HashMap::new()).unwrap();
     let want = interpret(&g, &dims, &inputs, &mut WeightSource::Random(5)).unwrap();
-    let lowered = lower_optimized_for(&g, &PassOptions::all(), target);
+    let lowered = lower_optimized_for(&g, &PassOptions::all(), target).unwrap();
     let w = WeightSource::Random(5);
     let mut exec = Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();
     let jit = jit::compile(&lowered.kernels, lowered.plan.symbols.len()).unwrap();

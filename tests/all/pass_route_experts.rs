@@ -64,7 +64,7 @@ fn jamba_fixture_routes_sparsely_in_the_interpreter() {
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let arch = archc_compiler::import::import_hf(&config, "config.json").unwrap();
     let g = compile("jamba.arch", &arch).unwrap_or_else(|(_, r)| panic!("{r}"));
-    let routed = archc_compiler::passes::optimize(&g, &PassOptions::all());
+    let routed = archc_compiler::passes::optimize(&g, &PassOptions::all()).unwrap();
     assert!(print_graph(&routed).contains("fused.moe"));
     let file = TensorFile::open(&dir.join("inputs.safetensors")).unwrap();
     let inputs: HashMap<String, Tensor> = g
@@ -126,7 +126,7 @@ proptest! {
         prop_assert_eq!(&interpret_random(&routed, &inputs), &dense);
         // Native code (every backend built) and the Kernel IR interpreter.
         let native = common::native_random(&g, &PassOptions::all(), &inputs);
-        let lowered = lower_optimized(&g, &PassOptions::all());
+        let lowered = lower_optimized(&g, &PassOptions::all()).unwrap();
         prop_assert!(lowered.plan.kernels.iter().any(|k| k.contains("moe_route")));
         let w = WeightSource::Random(5);
         let mut exec = Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();

@@ -52,6 +52,20 @@ impl PartialEq for MoeInfo {
     }
 }
 
+impl Eq for MoeInfo {}
+
+impl std::hash::Hash for MoeInfo {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // What `eq` compares, so equal values hash alike.
+        self.x.hash(state);
+        self.w.hash(state);
+        for e in &self.experts {
+            e.slots.hash(state);
+            print_graph(&e.body).hash(state);
+        }
+    }
+}
+
 impl MoeInfo {
     /// The bracketed part of `fused.moe[…]` in dumps.
     pub fn fmt_kind(&self, f: &mut fmt::Formatter) -> fmt::Result {

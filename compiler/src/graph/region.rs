@@ -7,14 +7,15 @@
 //! body computes what the nodes it replaced computed; the lowering derives one kernel from it.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use petgraph::graph::NodeIndex;
 
-use super::Graph;
+use super::{Graph, Structure};
 
 /// Tiled attention: the body is `matmul(q, permute(k))` → score modifications → `softmax` over
 /// the key axis → `matmul(·, v)`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AttentionInfo {
     /// The `matmul(q, kᵀ)` node: raw scores `[…, s, t]`.
     pub scores: NodeIndex,
@@ -34,7 +35,7 @@ pub struct AttentionInfo {
 
 /// Which keys `j` a query `i` can see: `lo ≤ j − i ≤ hi`, each bound absent when unbounded.
 /// A causal mask is `hi = 0`; Mistral's sliding window of `w` keys is `lo = 1 − w, hi = 0`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct KeyRange {
     /// The lowest `j − i` visible.
     pub lo: Option<i64>,
@@ -74,7 +75,7 @@ impl fmt::Display for KeyRange {
 /// A fused selective scan: `scan(a, b)` with `a` and `b` computed in the kernel from smaller
 /// tensors, read out by a reduction over state axes (`Σₙ h·C`) and an elementwise epilogue, so
 /// the state tensor is never stored.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ScanInfo {
     /// The `scan` node.
     pub scan: NodeIndex,
@@ -88,7 +89,7 @@ pub struct ScanInfo {
 /// input the outer product `x ⊗ B` of a per-channel value and a per-state one, and the
 /// read-out `Σₙ h·C`. Then a chunk of steps is two small matmuls (`C·Bᵀ` masked by the decays,
 /// times x) plus one pass over the chunk's state.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SsdInfo {
     /// Steps per chunk, chosen by the pass.
     pub chunk: usize,
@@ -101,7 +102,7 @@ pub struct SsdInfo {
 }
 
 /// Which kernel template a region becomes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RegionKind {
     /// One loop nest over the output: elementwise, broadcast and layout ops.
     Elementwise,
@@ -196,8 +197,16 @@ pub struct Region {
 
 impl PartialEq for Region {
     fn eq(&self, other: &Region) -> bool {
-        // The printer is deterministic, so equal texts mean equal bodies.
-        self.kind == other.kind && super::print_graph(&self.body) == super::print_graph(&other.body)
+        self.kind == other.kind && Structure(&self.body) == Structure(&other.body)
+    }
+}
+
+impl Eq for Region {}
+
+impl Hash for Region {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        Structure(&self.body).hash(state);
     }
 }
 

@@ -209,7 +209,7 @@ pub(crate) fn eval(
         Op::Input(_) | Op::Param(_) | Op::Fused(_) | Op::Call(_) => {
             unreachable!("handled by the caller")
         }
-        Op::Const(v) => Ok(elementwise::splat(*v, ty.dtype, shape)),
+        Op::Const(v) => Ok(elementwise::splat(v.value(), ty.dtype, shape)),
         Op::Size(d) => Ok(elementwise::splat(dim(d)? as f64, ty.dtype, shape)),
         Op::Iota => Ok(elementwise::convert(
             &Tensor::int(DType::I64, shape.to_vec(), (0..shape[0] as i64).collect()),
@@ -237,7 +237,13 @@ pub(crate) fn eval(
             before,
             value,
             ..
-        } => Ok(layout::pad(ins[0], *axis, *before as usize, *value, shape)),
+        } => Ok(layout::pad(
+            ins[0],
+            *axis,
+            *before as usize,
+            value.value(),
+            shape,
+        )),
         Op::Gather { axis } => layout::gather(ins[0], ins[1], *axis, shape),
     }
 }

@@ -1,7 +1,7 @@
 //! Templates that combine elements: reductions, matmul and the `scan` recurrence.
 
 use archc_kernels::ir::build::{add, bin, mul};
-use archc_kernels::ir::{Bin, Expr, LoopKind, Stmt, Ty};
+use archc_kernels::ir::{Bin, Expr, Ieee32, LoopKind, Stmt, Ty};
 
 use super::index::{exprs, Ctx};
 use super::{elem, ty, Template};
@@ -52,10 +52,13 @@ fn reduce(
     };
     let load = Expr::Load(1, Box::new(cx.index(&x.shape, &exprs(&vars))));
     let (init, step) = match (op, ty(x.dtype)) {
-        (ReduceOp::Sum, Ty::F32) => (Expr::F32(0.0), bin(Bin::Add, Expr::Var(acc), load)),
+        (ReduceOp::Sum, Ty::F32) => (
+            Expr::F32(Ieee32::new(0.0)),
+            bin(Bin::Add, Expr::Var(acc), load),
+        ),
         (ReduceOp::Sum, _) => (Expr::Int(0), bin(Bin::Add, Expr::Var(acc), load)),
         (ReduceOp::Max, Ty::F32) => (
-            Expr::F32(f32::NEG_INFINITY),
+            Expr::F32(Ieee32::new(f32::NEG_INFINITY)),
             bin(Bin::Max, Expr::Var(acc), load),
         ),
         (ReduceOp::Max, _) => (Expr::Int(i64::MIN), bin(Bin::Max, Expr::Var(acc), load)),
@@ -86,7 +89,7 @@ fn scan(cx: &mut Ctx, axis: usize, a: &TensorType, b: &TensorType) -> Vec<Stmt> 
         Expr::Load(2, Box::new(cx.index(&b.shape, &at))),
     );
     let recurrence = vec![
-        Stmt::Set(h, Expr::F32(0.0)),
+        Stmt::Set(h, Expr::F32(Ieee32::new(0.0))),
         Stmt::For {
             var: vars[axis],
             extent: cx.dim(&b.shape[axis]),

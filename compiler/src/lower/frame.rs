@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use archc_kernels::ir::{Elem, Kernel, Param, Stmt};
+use archc_kernels::ir::{Elem, Kernel, Local, Param, Stmt};
 use archc_kernels::target::{MatmulBlocking, Target};
 use archc_runtime::{root, Binding, Buffer, DType, Plan, Step, Storage};
 use petgraph::graph::NodeIndex;
@@ -58,6 +58,10 @@ fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Tem
     }
 }
 
+/// What makes two kernels the same code: element types of the buffers, locals, check
+/// messages and body (names aside). Compared as structures, not as text.
+type Code = (Vec<Elem>, Vec<Local>, Vec<String>, Vec<Stmt>);
+
 /// The kernels of a plan. A kernel whose code equals one already made (a transpose of
 /// another weight of the same shape, one more layer of an unrolled stack) is that kernel:
 /// compiled once, launched on other buffers.
@@ -65,7 +69,7 @@ pub struct Kernels {
     /// The kernels, in `Plan::kernels` order.
     pub list: Vec<Kernel>,
     /// The code of each kernel (everything but names) → its index.
-    by_code: HashMap<String, usize>,
+    by_code: HashMap<Code, usize>,
     /// How the target blocks matmuls.
     blocking: MatmulBlocking,
 }
@@ -120,7 +124,7 @@ fn emit(
         })
         .collect();
     let elems: Vec<Elem> = params.iter().map(|p| p.elem).collect();
-    let code = format!("{elems:?}{:?}{:?}{:?}", t.locals, t.checks, t.body);
+    let code: Code = (elems, t.locals.clone(), t.checks.clone(), t.body.clone());
     let step = |kernel| Step::Kernel {
         kernel,
         args: args.to_vec(),

@@ -20,7 +20,7 @@
 //! batch rows are one long row axis.
 
 use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
-use archc_kernels::ir::{Bin, Elem, Expr, Local, LoopKind, Stmt, Var, LANES};
+use archc_kernels::ir::{Bin, Elem, Expr, Ieee32, Local, LoopKind, Stmt, Var, LANES};
 
 use super::body::delinearize;
 use super::index::Ctx;
@@ -409,7 +409,7 @@ fn tail_columns(
     let col = add(add(var(t.j.0), mul(var(t.panels), Expr::Int(nr))), var(jt));
     let mut dot = vec![
         Stmt::Set(i, add(var(t.i.0), var(ti))),
-        Stmt::Set(acc, Expr::F32(0.0)),
+        Stmt::Set(acc, Expr::F32(Ieee32::new(0.0))),
         serial(
             p,
             l.k.clone(),

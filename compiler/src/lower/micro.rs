@@ -8,7 +8,7 @@
 //! accumulators) spilled on every step, 1.3× slower.
 
 use archc_kernels::ir::build::{add, bin, serial, sub, var};
-use archc_kernels::ir::{Bin, Expr, Stmt, Var, LANES};
+use archc_kernels::ir::{Bin, Expr, Ieee32, Stmt, Var, LANES};
 
 use super::index::Ctx;
 use super::matmul::{finish, Epilogue, Layout};
@@ -117,7 +117,7 @@ pub fn micro(
     out.extend(
         accs.iter()
             .flatten()
-            .map(|v| Stmt::Set(*v, Expr::Splat(Box::new(Expr::F32(0.0))))),
+            .map(|v| Stmt::Set(*v, Expr::Splat(Box::new(Expr::F32(Ieee32::new(0.0)))))),
     );
     // After the first slice the accumulators start from the partial sums stored so far.
     let mut reload = Vec::new();

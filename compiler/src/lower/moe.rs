@@ -11,7 +11,7 @@
 //! Tokens routed to an expert are distinct, so a scatter's rows run in parallel.
 
 use archc_kernels::ir::build::{add, bin, load, mul, serial, var};
-use archc_kernels::ir::{Bin, Elem, Expr, Kernel, LoopKind, Param, Stmt};
+use archc_kernels::ir::{Bin, Elem, Expr, Ieee32, Kernel, LoopKind, Param, Stmt};
 
 use super::index::Ctx;
 use super::Template;
@@ -26,7 +26,7 @@ pub fn route(cx: &mut Ctx, tokens: &Dim, e: usize, experts: usize) -> Template {
         add(mul(var(t), Expr::Int(experts as i64)), Expr::Int(e as i64)),
     );
     let routed = Expr::Select(
-        Box::new(bin(Bin::Ne, weight, Expr::F32(0.0))),
+        Box::new(bin(Bin::Ne, weight, Expr::F32(Ieee32::new(0.0)))),
         Box::new(Expr::Int(1)),
         Box::new(Expr::Int(0)),
     );
@@ -78,7 +78,7 @@ pub fn zero(cx: &mut Ctx, size: &Dim) -> Template {
         var: i,
         extent: cx.dim(size),
         kind: LoopKind::Parallel,
-        body: vec![Stmt::Store(0, var(i), Expr::F32(0.0))],
+        body: vec![Stmt::Store(0, var(i), Expr::F32(Ieee32::new(0.0)))],
     }];
     Template::new(body, Vec::new())
 }

@@ -1,7 +1,7 @@
 //! Templates for fused regions: one kernel per region, derived from its body graph.
 
 use archc_kernels::ir::build::{bin, var};
-use archc_kernels::ir::{Bin, Expr, Stmt, Ty, Var};
+use archc_kernels::ir::{Bin, Expr, Ieee32, Stmt, Ty, Var};
 use petgraph::graph::NodeIndex;
 
 use super::body::BodyGen;
@@ -168,9 +168,9 @@ fn reduce(
         .collect();
     let acc = cx.var();
     let (init, f) = match (op, ty(xt.dtype)) {
-        (ReduceOp::Sum, Ty::F32) => (Expr::F32(0.0), Bin::Add),
+        (ReduceOp::Sum, Ty::F32) => (Expr::F32(Ieee32::new(0.0)), Bin::Add),
         (ReduceOp::Sum, _) => (Expr::Int(0), Bin::Add),
-        (ReduceOp::Max, Ty::F32) => (Expr::F32(f32::NEG_INFINITY), Bin::Max),
+        (ReduceOp::Max, Ty::F32) => (Expr::F32(Ieee32::new(f32::NEG_INFINITY)), Bin::Max),
         (ReduceOp::Max, _) => (Expr::Int(i64::MIN), Bin::Max),
     };
     let red_shape: Vec<_> = axes.iter().map(|&a| xt.shape[a].clone()).collect();

@@ -210,7 +210,8 @@ pub fn native_random(
     let runs: Vec<_> = backends()
         .into_iter()
         .map(|kind| {
-            let lowered = archc_compiler::passes::lower_optimized_for(g, passes, &kind.target());
+            let lowered = archc_compiler::passes::lower_optimized_for(g, passes, &kind.target())
+                .unwrap_or_else(|e| panic!("{e}"));
             let launcher = jit(kind, &lowered);
             let w = archc_runtime::WeightSource::Random(5);
             let mut exec =
@@ -332,7 +333,7 @@ pub fn check_fused(src: &str, region: &str, batch: usize, seq: usize, seed: u64,
         let t = archc_runtime::random_tensor(seed, name, g.ty(*n).dtype, &shape, 3.0, 2);
         inputs.insert(name.clone(), t);
     }
-    let fused = archc_compiler::passes::optimize(&g, &PassOptions::all());
+    let fused = archc_compiler::passes::optimize(&g, &PassOptions::all()).unwrap();
     let text = archc_compiler::graph::print_graph(&fused);
     assert!(text.contains(region), "no {region} in\n{text}\n{src}");
     let want = interpret_random(&g, &inputs);
