@@ -10,7 +10,7 @@ use crate::progress;
 use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::{Graph, Op};
 use archc_compiler::interp::{bind_dims, interpret};
-use archc_compiler::passes::{lower_optimized, PassOptions};
+use archc_compiler::passes::{lower_optimized_for, PassOptions};
 use archc_runtime::{load_inputs, TensorFile, WeightSource};
 
 /// Options of a benchmark.
@@ -68,7 +68,8 @@ fn peak_memory() -> Option<u64> {
 pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
     let t0 = Instant::now();
-    let lowered = lower_optimized(g, &o.passes);
+    let lowered =
+        lower_optimized_for(g, &o.passes, &o.backend.target()).map_err(|e| e.to_string())?;
     let lower_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let jit = progress::spin("compiling", || {

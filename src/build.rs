@@ -7,7 +7,7 @@ use std::process::Command;
 
 use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::Graph;
-use archc_compiler::passes::{lower_optimized, PassOptions};
+use archc_compiler::passes::{lower_optimized_for, PassOptions};
 use archc_kernels::target::Target;
 use archc_runtime::{files, plan_to_json};
 
@@ -81,7 +81,7 @@ pub struct How<'a> {
 /// Compiles `g` into the executable `out`; returns a report.
 pub fn build(g: &Graph, out: &Path, how: &How) -> Result<String, String> {
     let cc = how.cc;
-    let lowered = lower_optimized(g, how.passes);
+    let lowered = lower_optimized_for(g, how.passes, &how.target).map_err(|e| e.to_string())?;
     let json = plan_to_json(&lowered.plan);
     let object = crate::progress::spin("compiling", || {
         how.backend.object(

@@ -52,10 +52,26 @@ struct PassFlags {
     /// baseline the passes are measured against).
     #[arg(long)]
     no_fuse: bool,
-    /// Turn one pass off (repeatable): interleave_stack, canonicalize, tile_attention,
-    /// fuse_scan, fuse_elementwise, plan_memory.
-    #[arg(long = "disable-pass", value_name = "PASS")]
+    /// Turn one pass off (repeatable); the passes, in pipeline order, are listed below.
+    #[arg(long = "disable-pass", value_name = "PASS", long_help = disable_pass_help())]
     disable: Vec<String>,
+}
+
+/// `--disable-pass`'s long help: the registry's passes with what each does.
+fn disable_pass_help() -> String {
+    let passes: Vec<String> = archc_compiler::passes::PASSES
+        .iter()
+        .map(|p| format!("  {}: {}", p.name(), p.description()))
+        .collect();
+    format!(
+        "Turn one pass off (repeatable). The passes, in pipeline order:\n{}",
+        passes.join("\n")
+    )
+}
+
+/// An internal compiler error (a pass broke an invariant): status 1, with what broke.
+fn internal(e: archc_compiler::passes::PassError) -> Failure {
+    Failure::Input(format!("error: {e}\n"))
 }
 
 impl PassFlags {
@@ -240,6 +256,11 @@ enum Command {
         /// fused or not, where (file:line:col), and why not.
         #[arg(long)]
         explain_fusion: bool,
+        /// Instead of printing a stage, run the whole pipeline with the verifiers checking the
+        /// graph, its regions, the kernels and the plan after every pass; print `verified: …`
+        /// or what broke (status 1).
+        #[arg(long)]
+        verify: bool,
         #[command(flatten)]
         passes: PassFlags,
     },
@@ -428,7 +449,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
         } => {
             let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
-            let (_, notes) = optimize_explained(&graph, &PassOptions::all());
+            let (_, notes) = optimize_explained(&graph, &PassOptions::all()).map_err(internal)?;
             print_notes(&notes, explain_fusion);
             Ok(summary(&graph))
         }
@@ -555,9 +576,11 @@ fn run(cli: Cli) -> Result<String, Failure> {
             file,
             dims,
             explain_fusion,
+            verify,
             passes,
         } => {
             let passes = passes.options()?;
+            let passes = if verify { passes.verified() } else { passes };
             let (s, id) = load(&file, max_nodes)?;
             if let Stage::Ast = stage {
                 let ast = s.parse(id).map_err(|d| Failure::Input(s.render(&d)))?;
@@ -566,14 +589,29 @@ fn run(cli: Cli) -> Result<String, Failure> {
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             check_dim_names(&dims, &graph.symbols)?;
             if explain_fusion {
-                print_notes(&optimize_explained(&graph, &passes).1, true);
+                print_notes(
+                    &optimize_explained(&graph, &passes).map_err(internal)?.1,
+                    true,
+                );
             }
-            let lowered = || archc_compiler::passes::lower_optimized(&graph, &passes);
+            // `dump --stage llvm` shows the kernels as LLVM gets them: scheduled for this CPU.
+            let target = match stage {
+                Stage::Llvm => BackendKind::Llvm.target(),
+                _ => BackendKind::Cranelift.target(),
+            };
+            let lowered = || {
+                archc_compiler::passes::lower_optimized_for(&graph, &passes, &target)
+                    .map_err(internal)
+            };
+            if verify {
+                lowered()?;
+                return Ok("verified: graph, regions, kernels, plan\n".into());
+            }
             match stage {
                 Stage::Ast => unreachable!("printed above"),
                 Stage::Graph => Ok(print_graph(&graph)),
-                Stage::Fused => Ok(print_graph(&optimize(&graph, &passes))),
-                Stage::Kernels => Ok(lowered()
+                Stage::Fused => Ok(print_graph(&optimize(&graph, &passes).map_err(internal)?)),
+                Stage::Kernels => Ok(lowered()?
                     .kernels
                     .iter()
                     .map(archc_kernels::print_kernel)
@@ -587,14 +625,14 @@ fn run(cli: Cli) -> Result<String, Failure> {
                             .entry(sym.clone())
                             .or_insert_with(|| archc_runtime::default_dim(sym));
                     }
-                    Ok(archc_runtime::print_plan(&lowered().plan, &bound))
+                    Ok(archc_runtime::print_plan(&lowered()?.plan, &bound))
                 }
                 Stage::Clif | Stage::Llvm => {
                     let kind = match stage {
                         Stage::Llvm => BackendKind::Llvm,
                         _ => BackendKind::Cranelift,
                     };
-                    let l = lowered();
+                    let l = lowered()?;
                     kind.text(&l.kernels, l.plan.symbols.len())
                         .map_err(|e| Failure::Input(format!("error: {e}\n")))
                 }

@@ -9,7 +9,7 @@ use crate::progress;
 use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::Graph;
 use archc_compiler::interp::{bind_dims, interpret};
-use archc_compiler::passes::{lower_optimized, PassOptions};
+use archc_compiler::passes::{lower_optimized_for, PassOptions};
 use archc_runtime::{load_inputs, summarize, write_tensors, Tensor, TensorFile, WeightSource};
 
 /// Which executor runs the model.
@@ -70,7 +70,13 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let input_file = o.inputs.as_ref().map(open).transpose()?;
     let mut time = Phases::default();
     let start = Instant::now();
-    let lowered = progress::spin("lowering", || lower_optimized(g, &o.passes));
+    // The interpreter runs the graph; its plan only binds the inputs, so any target does.
+    let target = match o.engine {
+        Engine::Native(kind) => kind.target(),
+        Engine::Interp => BackendKind::Cranelift.target(),
+    };
+    let lowered = progress::spin("lowering", || lower_optimized_for(g, &o.passes, &target))
+        .map_err(|e| e.to_string())?;
     time.compile = start.elapsed();
     let (inputs, defaulted) = load_inputs(&lowered.plan, input_file.as_ref(), o.seed, &o.dims)?;
     let mut weights = WeightSource::open(&lowered.plan, &o.weights, o.seed)?;

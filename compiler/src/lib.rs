@@ -13,5 +13,6 @@ pub mod passes;
 pub mod session;
 pub mod summary;
 pub mod syntax;
+pub mod verify;
 
 pub use session::Session;

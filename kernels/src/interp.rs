@@ -254,7 +254,7 @@ impl Machine<'_> {
     fn eval(&self, e: &Expr) -> Result<Val, KernelError> {
         Ok(match e {
             Expr::Int(v) => Val::I(*v),
-            Expr::F32(v) => Val::F(*v),
+            Expr::F32(v) => Val::F(v.value()),
             Expr::Bool(v) => Val::B(*v),
             Expr::Var(v) => self
                 .vars

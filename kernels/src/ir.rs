@@ -4,6 +4,8 @@
 //! through `dims[j]`, matching the one C ABI every backend implements:
 //! `extern "C" fn(args: *const *mut u8, dims: *const i64)`.
 
+pub use crate::ieee::Ieee32;
+
 /// Element types of buffers, as stored in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Elem {
@@ -173,12 +175,12 @@ impl Bin {
 }
 
 /// A scalar expression.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Expr {
     /// An integer constant.
     Int(i64),
-    /// A float constant.
-    F32(f32),
+    /// A float constant (as bits, so that expressions are `Eq + Hash`).
+    F32(Ieee32),
     /// A boolean constant.
     Bool(bool),
     /// A variable.
@@ -206,7 +208,7 @@ pub enum Expr {
 }
 
 /// A statement.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Stmt {
     /// `for var in 0..extent { body }`
     For {
@@ -235,7 +237,7 @@ pub enum Stmt {
 }
 
 /// One buffer argument of a kernel.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Param {
     /// A name for dumps.
     pub name: String,
@@ -247,7 +249,7 @@ pub struct Param {
 
 /// A small array private to each thread running the kernel (an accumulator row, a block of
 /// scores, a recurrent state). Its size is known when the kernel is compiled.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Local {
     /// A name for dumps.
     pub name: String,
@@ -258,7 +260,7 @@ pub struct Local {
 }
 
 /// A kernel: buffers in, buffers out, one loop nest.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Kernel {
     /// A unique, stable name.
     pub name: String,
@@ -332,6 +334,14 @@ pub mod build {
     /// A variable's value.
     pub fn var(v: Var) -> Expr {
         Expr::Var(v)
+    }
+    /// An f32 constant.
+    pub fn f32(v: f32) -> Expr {
+        Expr::F32(Ieee32::new(v))
+    }
+    /// An f32 copied into `width` lanes.
+    pub fn splat(e: Expr, width: u8) -> Expr {
+        Expr::Splat(Box::new(e), width)
     }
     /// eˣ
     pub fn exp(e: Expr) -> Expr {

@@ -1,6 +1,7 @@
 //! The archc Kernel IR: loop nests over buffers, their printer and interpreter (the oracle for
 //! every backend), and the scalar math that generated code calls.
 
+mod ieee;
 pub mod interp;
 pub mod ir;
 pub mod launch;
@@ -8,5 +9,7 @@ pub mod math;
 mod printer;
 pub mod storage;
 pub mod target;
+pub mod verify;
 
+pub use ieee::{Ieee32, Ieee64};
 pub use printer::{axis as axis_name, expr as print_expr, print_kernel};

@@ -118,7 +118,7 @@ fn ty(t: Ty) -> String {
 pub fn expr(e: &Expr) -> String {
     match e {
         Expr::Int(v) => v.to_string(),
-        Expr::F32(v) => format!("{v:?}f"),
+        Expr::F32(v) => format!("{:?}f", v.value()),
         Expr::Bool(b) => b.to_string(),
         Expr::Var(v) => format!("v{}", v.0),
         Expr::Dim(i) => format!("d{i}"),

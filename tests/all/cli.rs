@@ -292,3 +292,23 @@ fn explain_fusion_notes_the_fused_patterns_too() {
         format!("note: scan at {path}:3:14 is fused but stores its whole state: the state is an output\n")
     );
 }
+
+#[test]
+fn dump_verify_checks_every_stage() {
+    for args in [
+        &["dump", "--verify", "examples/jamba.arch"][..],
+        &["dump", "--verify", "--no-fuse", "examples/llama.arch"],
+    ] {
+        let (status, stdout, stderr) = archc(args);
+        assert_eq!(status, 0, "{stderr}");
+        assert_eq!(stdout, "verified: graph, regions, kernels, plan\n");
+    }
+    // The help lists the registry's passes, with what each does.
+    let (status, stdout, _) = archc(&["dump", "--help"]);
+    assert_eq!(status, 0);
+    assert!(stdout.contains("--verify"), "{stdout}");
+    assert!(
+        stdout.contains("interleave_stack: compiles each distinct layer of a stack once"),
+        "{stdout}"
+    );
+}

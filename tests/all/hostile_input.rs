@@ -18,7 +18,7 @@ fn compile_safely(text: &str) {
             assert!(rendered.contains('^'), "no caret in:\n{rendered}");
         }
         Ok(g) => {
-            let lowered = lower_optimized(&g, &PassOptions::all());
+            let lowered = lower_optimized(&g, &PassOptions::all()).unwrap();
             assert!(!lowered.plan.outputs.is_empty() || g.outputs.is_empty());
         }
     }

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use archc_compiler::codegen::kernel_interp::KernelInterp;
 use archc_compiler::lower::Lowered;
-use archc_compiler::passes::{lower_optimized, PassOptions};
+use archc_compiler::passes::{lower_optimized_for, PassOptions};
+use archc_kernels::target::Target;
 use archc_runtime::{Executor, Launcher, TensorFile};
 use common::{rel_err, repo, FileWeights};
 
@@ -33,13 +34,18 @@ const CASES: &[&str] = &[
     "ijepa",
 ];
 
-fn check(backend: &str, passes: &PassOptions, launch: impl Fn(&Lowered) -> Box<dyn Launcher + '_>) {
+fn check(
+    backend: &str,
+    target: &Target,
+    passes: &PassOptions,
+    launch: impl Fn(&Lowered) -> Box<dyn Launcher + '_>,
+) {
     for case in CASES {
         let dir = repo(&format!("tests/fixtures/hf/{case}"));
         let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
         let arch = archc_compiler::import::import_hf(&config, "config.json").unwrap();
         let g = common::compile(case, &arch).unwrap_or_else(|(_, r)| panic!("{r}"));
-        let lowered = lower_optimized(&g, passes);
+        let lowered = lower_optimized_for(&g, passes, target).unwrap();
         let mut weights = FileWeights(TensorFile::open(&dir.join("model.safetensors")).unwrap());
         let mut exec = Executor::new(&lowered.plan, |n, d, s| {
             archc_compiler::interp::WeightSource::weight(&mut weights, n, d, s)
@@ -67,7 +73,9 @@ fn check(backend: &str, passes: &PassOptions, launch: impl Fn(&Lowered) -> Box<d
 #[test]
 fn kernel_interpreter_matches_hf_fixtures() {
     for passes in [PassOptions::none(), PassOptions::all()] {
-        check("kernels", &passes, |l| Box::new(KernelInterp(&l.kernels)));
+        check("kernels", &Target::cranelift_x86_64(), &passes, |l| {
+            Box::new(KernelInterp(&l.kernels))
+        });
     }
 }
 
@@ -75,7 +83,9 @@ fn kernel_interpreter_matches_hf_fixtures() {
 fn native_backends_match_hf_fixtures() {
     for kind in common::backends() {
         for passes in [PassOptions::none(), PassOptions::all()] {
-            check(kind.name(), &passes, |l| common::jit(kind, l));
+            check(kind.name(), &kind.target(), &passes, |l| {
+                common::jit(kind, l)
+            });
         }
     }
 }

@@ -44,7 +44,7 @@ fn weights(dtype: DType) -> Vec<(String, Tensor)> {
 /// `prepare`.
 fn run(source: &WeightSource) -> (Vec<(String, Tensor)>, WeightBytes, WeightBytes) {
     let g = compile("m.arch", MODEL).unwrap_or_else(|(_, r)| panic!("{r}"));
-    let lowered = lower_optimized(&g, &PassOptions::default());
+    let lowered = lower_optimized(&g, &PassOptions::default()).unwrap();
     let jit = common::jit(
         archc_compiler::codegen::backend::BackendKind::Cranelift,
         &lowered,
@@ -86,7 +86,7 @@ fn f32_weights_are_read_in_place_and_prepared_ones_replace_their_sources() {
     let tensors: HashMap<String, Tensor> = weights(DType::F32).into_iter().collect();
     let owned = OwnedSource(tensors);
     let g = compile("m.arch", MODEL).unwrap_or_else(|(_, r)| panic!("{r}"));
-    let lowered = lower_optimized(&g, &PassOptions::default());
+    let lowered = lower_optimized(&g, &PassOptions::default()).unwrap();
     let jit = common::jit(
         archc_compiler::codegen::backend::BackendKind::Cranelift,
         &lowered,
@@ -161,7 +161,7 @@ impl OwnedSource {
 /// The model's plan (`WeightSource::open` reads its EMA sources).
 fn plan() -> archc_runtime::Plan {
     let g = compile("m.arch", MODEL).unwrap_or_else(|(_, r)| panic!("{r}"));
-    lower_optimized(&g, &PassOptions::default()).plan
+    lower_optimized(&g, &PassOptions::default()).unwrap().plan
 }
 
 #[test]

@@ -25,6 +25,7 @@ const INPUT: &str = "model c {
 fn canonicalize_before_after() {
     let g = compile("c.arch", INPUT).unwrap_or_else(|(_, r)| panic!("{r}"));
     let after = canonicalize::run(&g);
+    archc_compiler::verify::graph(&after).unwrap_or_else(|e| panic!("{e}"));
     insta::assert_snapshot!(before_after(INPUT, &g, &after));
 }
 

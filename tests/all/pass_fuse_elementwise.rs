@@ -29,6 +29,7 @@ fn fuse_elementwise_before_after() {
     let g = compile("f.arch", INPUT).unwrap_or_else(|(_, r)| panic!("{r}"));
     let before = canonicalize::run(&g);
     let after = fuse_elementwise::run(&before);
+    archc_compiler::verify::graph(&after).unwrap_or_else(|e| panic!("{e}"));
     insta::assert_snapshot!(before_after(INPUT, &before, &after));
 }
 

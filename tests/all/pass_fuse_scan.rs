@@ -65,6 +65,7 @@ fn fuse_scan_before_after() {
     let g = compile("scan.arch", &src).unwrap_or_else(|(_, r)| panic!("{r}"));
     let before = canonicalize::run(&g);
     let after = fuse_scan::run(&before);
+    archc_compiler::verify::graph(&after).unwrap_or_else(|e| panic!("{e}"));
     let text = print_graph(&after);
     assert!(text.contains("fused.scan[scan="), "{text}");
     // No scan is left outside a region.
@@ -83,6 +84,7 @@ fn mamba2_scan_takes_the_ssd_form() {
     let g = compile("ssd.arch", &src).unwrap_or_else(|(_, r)| panic!("{r}"));
     let before = canonicalize::run(&g);
     let after = fuse_scan::run(&before);
+    archc_compiler::verify::graph(&after).unwrap_or_else(|e| panic!("{e}"));
     let text = print_graph(&after);
     assert!(text.contains("fused.ssd[scan="), "{text}");
     insta::assert_snapshot!(before_after(&src, &before, &after));

@@ -45,6 +45,7 @@ fn interleave_stack_before_after() {
     let src = hybrid(6, 3, 1);
     let g = compile("hybrid.arch", &src).unwrap_or_else(|(_, r)| panic!("{r}"));
     let after = interleave_stack::run(&g);
+    archc_compiler::verify::graph(&after).unwrap_or_else(|e| panic!("{e}"));
     let text = print_graph(&after);
     assert!(text.contains("kind0 "), "{text}");
     assert!(text.contains("kind1 "), "{text}");
@@ -57,7 +58,10 @@ fn interleave_stack_before_after() {
 fn compiled_kernels_do_not_grow_with_depth() {
     let kernels = |layers: usize| {
         let g = compile("h.arch", &hybrid(layers, 3, 1)).unwrap();
-        lower_optimized(&g, &PassOptions::all()).kernels.len()
+        lower_optimized(&g, &PassOptions::all())
+            .unwrap()
+            .kernels
+            .len()
     };
     assert_eq!(kernels(6), kernels(48));
 }

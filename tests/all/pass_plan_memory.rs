@@ -29,8 +29,11 @@ fn plan_memory_before_after() {
     let g = compile("m.arch", INPUT).unwrap_or_else(|(_, r)| panic!("{r}"));
     let dims = HashMap::from([("batch".to_string(), 4)]);
     let off = PassOptions::all().disable("plan_memory").unwrap();
-    let before = print_plan(&lower_optimized(&g, &off).plan, &dims);
-    let after = print_plan(&lower_optimized(&g, &PassOptions::all()).plan, &dims);
+    let before = print_plan(&lower_optimized(&g, &off).unwrap().plan, &dims);
+    let after = print_plan(
+        &lower_optimized(&g, &PassOptions::all()).unwrap().plan,
+        &dims,
+    );
     let bytes = |p: &str| -> u64 { p.lines().next().unwrap()[13..].parse().unwrap() };
     assert!(bytes(&after) < bytes(&before), "{after}");
     insta::assert_snapshot!(format!(

@@ -118,7 +118,9 @@ fn key_range(text: &str) -> &str {
 /// of it (top level or layer kind) has two `seq` axes.
 fn fused_arena(src: &str, seq: i64) -> usize {
     let g = compile("a.arch", src).unwrap_or_else(|(_, r)| panic!("{r}"));
-    let plan = archc_compiler::passes::lower_optimized(&g, &PassOptions::all()).plan;
+    let plan = archc_compiler::passes::lower_optimized(&g, &PassOptions::all())
+        .unwrap()
+        .plan;
     let seq_dim = archc_runtime::Dim::symbol("seq");
     let buffers = plan
         .buffers
@@ -198,6 +200,7 @@ fn tile_attention_before_after() {
     let g = compile("gemma.arch", &src).unwrap_or_else(|(_, r)| panic!("{r}"));
     let before = canonicalize::run(&g);
     let after = tile_attention::run(&before);
+    archc_compiler::verify::graph(&after).unwrap_or_else(|e| panic!("{e}"));
     let text = print_graph(&after);
     assert!(text.contains("fused.attention["), "{text}");
     assert!(text.contains(", causal]"), "{text}");

@@ -9,7 +9,7 @@ use archc_compiler::codegen::jit;
 use archc_compiler::codegen::kernel_interp::KernelInterp;
 use archc_kernels::interp::{run, BufData, KernelError};
 use archc_kernels::ir::build::{add, axis, bin, load, mul, var};
-use archc_kernels::ir::{Axis, Bin, Elem, Expr, Kernel, Local, Param, Scope, Stmt, Var};
+use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Kernel, Local, Param, Scope, Stmt, Var};
 use archc_runtime::{Launcher, SplitMix64};
 
 fn param(name: &str, elem: Elem, output: bool) -> Param {
@@ -99,7 +99,7 @@ fn every_axis_kind_runs_the_same_on_both_backends() {
         r,
         Expr::Dim(0),
         vec![
-            Stmt::Set(acc, Expr::F32(0.0)),
+            Stmt::Set(acc, Expr::F32(Ieee32::new(0.0))),
             axis(
                 Axis::Reduce,
                 c,
@@ -115,7 +115,7 @@ fn every_axis_kind_runs_the_same_on_both_backends() {
                             mul(
                                 load(1, x_at.clone()),
                                 add(
-                                    Expr::F32(1.0),
+                                    Expr::F32(Ieee32::new(1.0)),
                                     Expr::Cast(archc_kernels::ir::Ty::F32, Box::new(var(u))),
                                 ),
                             ),
@@ -127,7 +127,7 @@ fn every_axis_kind_runs_the_same_on_both_backends() {
                 Axis::Serial,
                 s,
                 Expr::Int(3),
-                vec![Stmt::Set(acc, mul(var(acc), Expr::F32(2.0)))],
+                vec![Stmt::Set(acc, mul(var(acc), Expr::F32(Ieee32::new(2.0))))],
             ),
             axis(
                 Axis::Thread,
@@ -409,7 +409,10 @@ fn every_f16_and_bf16_widens_as_the_half_crate_does() {
 fn a_kernel_loading_bf16_and_storing_f16_agrees_with_the_interpreter() {
     // out = in · 3 + 1, from bf16 to f16: the product is rounded once, at the store.
     let i = Var(0);
-    let value = add(mul(load(1, var(i)), Expr::F32(3.0)), Expr::F32(1.0));
+    let value = add(
+        mul(load(1, var(i)), Expr::F32(Ieee32::new(3.0))),
+        Expr::F32(Ieee32::new(1.0)),
+    );
     let k = kernel(
         "bf16_to_f16",
         vec![

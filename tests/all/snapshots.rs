@@ -39,9 +39,9 @@ fn example_fused_kernel_and_plan_dumps() {
         let mut s = Session::new().expect("prelude");
         let id = s.add(format!("examples/{name}.arch"), example_source(name));
         let (_, graph) = s.compile(id).unwrap_or_else(|d| panic!("{}", s.render(&d)));
-        let fused = optimize(&graph, &PassOptions::all());
+        let fused = optimize(&graph, &PassOptions::all()).unwrap();
         insta::assert_snapshot!(format!("{name}.fused"), print_graph(&fused));
-        let lowered = lower_optimized(&graph, &PassOptions::all());
+        let lowered = lower_optimized(&graph, &PassOptions::all()).unwrap();
         let kernels: Vec<String> = lowered
             .kernels
             .iter()
@@ -67,7 +67,7 @@ fn mamba_clif_dump() {
         let id = s.add("examples/mamba.arch", example_source("mamba"));
         s.compile(id).unwrap_or_else(|d| panic!("{}", s.render(&d)))
     };
-    let lowered = lower_optimized(&graph, &PassOptions::all());
+    let lowered = lower_optimized(&graph, &PassOptions::all()).unwrap();
     let clif =
         archc_compiler::codegen::object::clif_text(&lowered.kernels, lowered.plan.symbols.len())
             .unwrap();

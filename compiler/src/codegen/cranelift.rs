@@ -454,7 +454,7 @@ impl<'a, 'b> Gen<'a, 'b> {
     fn expr(&mut self, e: &Expr) -> (Value, Ty) {
         match e {
             Expr::Int(v) => (self.ins().iconst(types::I64, *v), Ty::I64),
-            Expr::F32(v) => (self.ins().f32const(*v), Ty::F32),
+            Expr::F32(v) => (self.ins().f32const(v.value()), Ty::F32),
             Expr::Bool(v) => (self.ins().iconst(types::I8, i64::from(*v)), Ty::Bool),
             Expr::Var(v) => {
                 let (var, t) = self.vars[v];

@@ -3,7 +3,7 @@
 use archc_runtime::DType;
 use petgraph::graph::NodeIndex;
 
-use crate::graph::{BinaryOp, Dim, Op, ReduceOp, TensorType, UnaryOp};
+use crate::graph::{BinaryOp, Dim, Ieee64, Op, ReduceOp, TensorType, UnaryOp};
 use crate::syntax::{Diagnostic, Span};
 
 use super::args::CallArgs;
@@ -375,7 +375,7 @@ impl Elab<'_> {
                     axis: a,
                     before: before.0,
                     after: after.0,
-                    value,
+                    value: Ieee64::new(value),
                 };
                 Ok(Value::Tensor(self.node(op, None, &[x], b.span())?))
             }
@@ -448,7 +448,7 @@ impl Elab<'_> {
                     o => return Err(kind_error(name, "value", "a number", &o, vs)),
                 };
                 Ok(Value::Tensor(self.node(
-                    Op::Const(value),
+                    Op::Const(Ieee64::new(value)),
                     Some(TensorType::new(dtype, shape)),
                     &[],
                     b.span(),

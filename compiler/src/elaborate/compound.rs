@@ -6,7 +6,7 @@
 use archc_runtime::DType;
 use petgraph::graph::NodeIndex;
 
-use crate::graph::{BinaryOp, Dim, Op, TensorType};
+use crate::graph::{BinaryOp, Dim, Ieee64, Op, TensorType};
 use crate::syntax::{Diagnostic, Span};
 
 use super::args::CallArgs;
@@ -72,7 +72,7 @@ impl Elab<'_> {
         span: Span,
     ) -> Result<NodeIndex, Diagnostic> {
         self.node(
-            Op::Const(v),
+            Op::Const(Ieee64::new(v)),
             Some(TensorType::new(dtype, vec![])),
             &[],
             span,

@@ -12,7 +12,7 @@
 use archc_runtime::DType;
 use petgraph::graph::NodeIndex;
 
-use crate::graph::{BinaryOp, Dim, Op};
+use crate::graph::{BinaryOp, Dim, Ieee64, Op};
 use crate::syntax::{Diagnostic, Span};
 
 use super::args::{Bound, CallArgs};
@@ -80,7 +80,7 @@ impl Elab<'_> {
                     axis: a,
                     before: ax.padding,
                     after: ax.padding,
-                    value: 0.0,
+                    value: Ieee64::new(0.0),
                 };
                 v = self.op(op, &[v], span)?;
             }

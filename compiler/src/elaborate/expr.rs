@@ -3,7 +3,7 @@
 use archc_runtime::DType;
 use petgraph::graph::NodeIndex;
 
-use crate::graph::{BinaryOp, Dim, Op, TensorType, TypeError, UnaryOp};
+use crate::graph::{BinaryOp, Dim, Ieee64, Op, TensorType, TypeError, UnaryOp};
 use crate::syntax::ast::*;
 use crate::syntax::{Diagnostic, Span};
 
@@ -474,9 +474,12 @@ impl Elab<'_> {
             .label("dtype mismatch"));
         }
         let scope = self.scope().to_string();
-        Ok(self
-            .graph
-            .add(Op::Const(value), TensorType::new(like, vec![]), &scope, &[]))
+        Ok(self.graph.add(
+            Op::Const(Ieee64::new(value)),
+            TensorType::new(like, vec![]),
+            &scope,
+            &[],
+        ))
     }
 
     /// The node behind a tensor value, or an error naming what was expected.

@@ -14,7 +14,7 @@ use std::f64::consts::PI;
 use archc_runtime::DType;
 use petgraph::graph::NodeIndex;
 
-use crate::graph::{BinaryOp, Dim, Op, TensorType, UnaryOp};
+use crate::graph::{BinaryOp, Dim, Ieee64, Op, TensorType, UnaryOp};
 use crate::syntax::{Diagnostic, Span};
 
 use super::args::CallArgs;
@@ -206,7 +206,7 @@ impl Elab<'_> {
             axis: r,
             before: 0,
             after: m - n,
-            value: 0.0,
+            value: Ieee64::new(0.0),
         };
         let a = self.map2(a, |e, x| e.op(pad.clone(), &[x], span))?;
         // The filter c̄[|t|] laid out circularly: c̄[0..n], zeros, then c̄[n−1], …, c̄[1].
@@ -224,7 +224,7 @@ impl Elab<'_> {
             let rest = e.op(rest, &[x], span)?;
             let rest = e.op(Op::Flip { axis: 0 }, &[rest], span)?;
             let zeros = TensorType::new(DType::F32, vec![gap.clone()]);
-            let zeros = e.node(Op::Const(0.0), Some(zeros), &[], span)?;
+            let zeros = e.node(Op::Const(Ieee64::new(0.0)), Some(zeros), &[], span)?;
             e.op(Op::Concat { axis: 0 }, &[x, zeros, rest], span)
         })?;
         let fa = self.fft_last(a, lead, m, 1, -1.0, span)?;

@@ -4,18 +4,24 @@
 //! (`model.layers.3.self_attn`), which the dump shows.
 
 mod infer;
+mod moe;
 mod op;
 mod printer;
 mod region;
+mod structure;
 
+pub use archc_kernels::Ieee64;
 pub use archc_runtime::Dim;
 pub use infer::{broadcast, infer, TypeError};
+pub use moe::{Expert, MoeInfo, ROUTED};
 pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
 pub use printer::print_graph;
 pub use region::{AttentionInfo, KeyRange, LayerKind, Region, RegionKind, ScanInfo, SsdInfo};
+pub use structure::Structure;
 
 use indexmap::IndexMap;
-use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::graph::DiGraph;
+pub use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use archc_kernels::Ieee64;
 use archc_runtime::DType;
 
 use archc_runtime::Dim;
@@ -91,15 +92,16 @@ pub enum ReduceOp {
     Max,
 }
 
-/// A Graph IR operation. The node's type gives the result shape and dtype.
-#[derive(Clone, Debug, PartialEq)]
+/// A Graph IR operation. The node's type gives the result shape and dtype. Floats are held
+/// as bits, so ops are `Eq + Hash` and passes compare them by structure.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     /// A model input, bound by name at run time.
     Input(String),
     /// A weight, bound by its checkpoint name.
     Param(String),
     /// A constant splatted over the node's shape (a scalar when the shape is `[]`).
-    Const(f64),
+    Const(Ieee64),
     /// `[0, 1, …, n−1]` along the node's single axis.
     Iota,
     /// The value of a dim (a symbol bound at run time, like `seq`) as a scalar.
@@ -153,7 +155,7 @@ pub enum Op {
         /// Elements added after.
         after: i64,
         /// The fill value.
-        value: f64,
+        value: Ieee64,
     },
     /// Batched take: `out[p, i…, s] = x[p, idx[p, i…], s]` where p are the leading `axis` dims
     /// (broadcast between x and idx), i… the remaining idx dims and s the dims after `axis`.
@@ -193,7 +195,7 @@ impl fmt::Display for Op {
         match self {
             Op::Input(n) => write!(f, "input \"{n}\""),
             Op::Param(n) => write!(f, "param \"{n}\""),
-            Op::Const(v) => write!(f, "const {v:?}"),
+            Op::Const(v) => write!(f, "const {:?}", v.value()),
             Op::Iota => f.write_str("iota"),
             Op::Size(d) => write!(f, "size({d})"),
             Op::Unary(u) => write!(f, "{u}"),
@@ -219,7 +221,8 @@ impl fmt::Display for Op {
                 value,
             } => write!(
                 f,
-                "pad[axis={axis}, before={before}, after={after}, value={value:?}]"
+                "pad[axis={axis}, before={before}, after={after}, value={:?}]",
+                value.value()
             ),
             Op::Gather { axis } => write!(f, "gather[axis={axis}]"),
             Op::Cast => f.write_str("cast"),

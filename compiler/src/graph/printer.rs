@@ -57,6 +57,16 @@ fn body(out: &mut String, g: &Graph, pad: &str) {
         );
         if let Op::Fused(r) = &node.op {
             body(out, &r.body, &format!("{pad}  | "));
+            if let super::RegionKind::Moe(m) = &r.kind {
+                for (e, x) in m.experts.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "{pad}  | expert {e} on its rows, in1.. = {:?}",
+                        x.slots
+                    );
+                    body(out, &x.body, &format!("{pad}  |   "));
+                }
+            }
         }
     }
     for (name, n) in &g.outputs {

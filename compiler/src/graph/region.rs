@@ -7,14 +7,15 @@
 //! body computes what the nodes it replaced computed; the lowering derives one kernel from it.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use petgraph::graph::NodeIndex;
 
-use super::Graph;
+use super::{Graph, Structure};
 
 /// Tiled attention: the body is `matmul(q, permute(k))` → score modifications → `softmax` over
 /// the key axis → `matmul(·, v)`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AttentionInfo {
     /// The `matmul(q, kᵀ)` node: raw scores `[…, s, t]`.
     pub scores: NodeIndex,
@@ -32,7 +33,7 @@ pub struct AttentionInfo {
 
 /// Which keys `j` a query `i` can see: `lo ≤ j − i ≤ hi`, each bound absent when unbounded.
 /// A causal mask is `hi = 0`; Mistral's sliding window of `w` keys is `lo = 1 − w, hi = 0`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct KeyRange {
     /// The lowest `j − i` visible.
     pub lo: Option<i64>,
@@ -72,7 +73,7 @@ impl fmt::Display for KeyRange {
 /// A fused selective scan: `scan(a, b)` with `a` and `b` computed in the kernel from smaller
 /// tensors, read out by a reduction over state axes (`Σₙ h·C`) and an elementwise epilogue, so
 /// the state tensor is never stored.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ScanInfo {
     /// The `scan` node.
     pub scan: NodeIndex,
@@ -86,7 +87,7 @@ pub struct ScanInfo {
 /// input the outer product `x ⊗ B` of a per-channel value and a per-state one, and the
 /// read-out `Σₙ h·C`. Then a chunk of steps is two small matmuls (`C·Bᵀ` masked by the decays,
 /// times x) plus one pass over the chunk's state.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SsdInfo {
     /// The per-channel factor of the input (`Δ·x`).
     pub x: NodeIndex,
@@ -97,7 +98,7 @@ pub struct SsdInfo {
 }
 
 /// Which kernel template a region becomes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RegionKind {
     /// One loop nest over the output: elementwise, broadcast and layout ops.
     Elementwise,
@@ -116,6 +117,8 @@ pub enum RegionKind {
     Attention(AttentionInfo),
     /// A selective scan with its discretisation and read-out.
     Scan(ScanInfo),
+    /// A mixture of experts routed sparsely: each expert runs on the tokens routed to it.
+    Moe(super::MoeInfo),
 }
 
 impl RegionKind {
@@ -128,6 +131,7 @@ impl RegionKind {
             RegionKind::Attention(_) => "attention",
             RegionKind::Scan(ScanInfo { ssd: Some(_), .. }) => "ssd",
             RegionKind::Scan(_) => "scan",
+            RegionKind::Moe(_) => "moe",
         }
     }
 }
@@ -171,6 +175,7 @@ impl std::fmt::Display for RegionKind {
                 }
                 f.write_str("]")
             }
+            RegionKind::Moe(m) => m.fmt_kind(f),
         }
     }
 }
@@ -186,8 +191,16 @@ pub struct Region {
 
 impl PartialEq for Region {
     fn eq(&self, other: &Region) -> bool {
-        // The printer is deterministic, so equal texts mean equal bodies.
-        self.kind == other.kind && super::print_graph(&self.body) == super::print_graph(&other.body)
+        self.kind == other.kind && Structure(&self.body) == Structure(&other.body)
+    }
+}
+
+impl Eq for Region {}
+
+impl Hash for Region {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        Structure(&self.body).hash(state);
     }
 }
 

@@ -8,13 +8,14 @@
 mod contract;
 mod elementwise;
 mod layout;
+mod moe;
 
 use std::collections::HashMap;
 
 use archc_runtime::{BindError, DType, Tensor};
 use indexmap::IndexMap;
 
-use crate::graph::{Dim, Graph, LayerKind, Op, TensorType};
+use crate::graph::{Dim, Graph, LayerKind, Op, RegionKind, TensorType};
 
 /// Why a graph could not be run on the given inputs.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +171,10 @@ fn run_graph(
             Op::Param(name) => weights
                 .weight(name, node.ty.dtype, &shape)
                 .map_err(InterpError::Weight)?,
-            Op::Fused(r) => run_body(&r.body, kinds, dims, &ops)?,
+            Op::Fused(r) => match &r.kind {
+                RegionKind::Moe(m) => moe::run(m, kinds, dims, &ops, &shape)?,
+                _ => run_body(&r.body, kinds, dims, &ops)?,
+            },
             Op::Call(k) => run_body(&kinds[*k].body, kinds, dims, &ops)?,
             _ => eval(&node.op, &ops, &node.ty, &shape, dims).map_err(fail)?,
         };
@@ -205,7 +209,7 @@ pub(crate) fn eval(
         Op::Input(_) | Op::Param(_) | Op::Fused(_) | Op::Call(_) => {
             unreachable!("handled by the caller")
         }
-        Op::Const(v) => Ok(elementwise::splat(*v, ty.dtype, shape)),
+        Op::Const(v) => Ok(elementwise::splat(v.value(), ty.dtype, shape)),
         Op::Size(d) => Ok(elementwise::splat(dim(d)? as f64, ty.dtype, shape)),
         Op::Iota => Ok(elementwise::convert(
             &Tensor::int(DType::I64, shape.to_vec(), (0..shape[0] as i64).collect()),
@@ -233,7 +237,13 @@ pub(crate) fn eval(
             before,
             value,
             ..
-        } => Ok(layout::pad(ins[0], *axis, *before as usize, *value, shape)),
+        } => Ok(layout::pad(
+            ins[0],
+            *axis,
+            *before as usize,
+            value.value(),
+            shape,
+        )),
         Op::Gather { axis } => layout::gather(ins[0], ins[1], *axis, shape),
     }
 }

@@ -9,7 +9,7 @@
 //! causal mask, outside the window for a sliding one) are not visited.
 
 use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
-use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Stmt, Un, Var};
+use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Local, Stmt, Un, Var};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
 use super::index::{plus, Ctx};
@@ -24,7 +24,7 @@ const MAX_QUERY_REGISTERS: i64 = 8;
 const MAX_UNROLLED_DOT: i64 = 256;
 
 fn f32(v: f32) -> Expr {
-    Expr::F32(v)
+    Expr::F32(Ieee32::new(v))
 }
 
 /// The sum of the four lanes of a vector, in a fixed order.

@@ -235,7 +235,7 @@ impl<'a> BodyGen<'a> {
                 let buf = self.buffers[&n];
                 Expr::Load(buf, Box::new(cx.index(&node.ty.shape, at)))
             }
-            Op::Const(v) => constant(*v, node.ty.dtype),
+            Op::Const(v) => constant(v.value(), node.ty.dtype),
             Op::Iota => Expr::Cast(out_ty, Box::new(at[0].clone())),
             Op::Size(d) => Expr::Cast(out_ty, Box::new(cx.dim(d))),
             Op::Unary(u) => {
@@ -301,7 +301,7 @@ impl<'a> BodyGen<'a> {
                 Expr::Select(
                     Box::new(inside),
                     Box::new(x),
-                    Box::new(constant(*value, node.ty.dtype)),
+                    Box::new(constant(value.value(), node.ty.dtype)),
                 )
             }
             Op::Concat { axis } => {

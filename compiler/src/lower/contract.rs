@@ -1,17 +1,25 @@
 //! Templates that combine elements: reductions, matmul and the `scan` recurrence.
 
 use archc_kernels::ir::build::{add, bin, mul};
-use archc_kernels::ir::{Axis, Bin, Expr, Stmt, Ty};
+use archc_kernels::ir::{Axis, Bin, Expr, Ieee32, Stmt, Ty};
 
 use super::index::{exprs, Ctx};
-use super::{ty, Template};
+use super::{elem, ty, Template};
 use crate::graph::{Op, ReduceOp, TensorType};
 
 /// The kernel body for a reduction, matmul or scan, or None for other ops.
 pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Option<Template> {
     let body = match op {
         Op::Reduce { op, axes, keepdim } => reduce(cx, *op, axes, *keepdim, out, ins[0]),
-        Op::MatMul => super::matmul::matmul(cx, out, [(ins[0], 1), (ins[1], 2)], None),
+        Op::MatMul => {
+            // Buffers: the output, a, b, the status word, then the packed panels of b and a.
+            let operands = [(ins[0], 1), (ins[1], 2)];
+            let (body, locals) =
+                super::matmul::matmul(cx, (out, elem(out.dtype)), operands, 4, None);
+            let mut t = Template::new(body, vec![]);
+            t.locals.extend(locals);
+            return Some(t);
+        }
         Op::Scan { axis } => scan(cx, *axis, ins[0], ins[1]),
         _ => return None,
     };
@@ -44,10 +52,13 @@ fn reduce(
     };
     let load = Expr::Load(1, Box::new(cx.index(&x.shape, &exprs(&vars))));
     let (init, step) = match (op, ty(x.dtype)) {
-        (ReduceOp::Sum, Ty::F32) => (Expr::F32(0.0), bin(Bin::Add, Expr::Var(acc), load)),
+        (ReduceOp::Sum, Ty::F32) => (
+            Expr::F32(Ieee32::new(0.0)),
+            bin(Bin::Add, Expr::Var(acc), load),
+        ),
         (ReduceOp::Sum, _) => (Expr::Int(0), bin(Bin::Add, Expr::Var(acc), load)),
         (ReduceOp::Max, Ty::F32) => (
-            Expr::F32(f32::NEG_INFINITY),
+            Expr::F32(Ieee32::new(f32::NEG_INFINITY)),
             bin(Bin::Max, Expr::Var(acc), load),
         ),
         (ReduceOp::Max, _) => (Expr::Int(i64::MIN), bin(Bin::Max, Expr::Var(acc), load)),
@@ -78,7 +89,7 @@ fn scan(cx: &mut Ctx, axis: usize, a: &TensorType, b: &TensorType) -> Vec<Stmt> 
         Expr::Load(2, Box::new(cx.index(&b.shape, &at))),
     );
     let recurrence = vec![
-        Stmt::Set(h, Expr::F32(0.0)),
+        Stmt::Set(h, Expr::F32(Ieee32::new(0.0))),
         Stmt::For {
             var: vars[axis],
             extent: cx.dim(&b.shape[axis]),

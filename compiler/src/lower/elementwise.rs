@@ -1,7 +1,7 @@
 //! Elementwise templates: unary, binary, select, cast and the generators (const, iota, size).
 //! One loop nest over the output; each operand is read at its broadcast index.
 
-use archc_kernels::ir::{Bin, Expr, Stmt, Ty, Un};
+use archc_kernels::ir::{Bin, Expr, Ieee32, Stmt, Ty, Un};
 use archc_runtime::DType;
 
 use super::index::{exprs, Ctx};
@@ -52,7 +52,7 @@ pub fn bin(b: BinaryOp, d: DType) -> Bin {
 /// A constant of a dtype.
 pub fn constant(v: f64, d: DType) -> Expr {
     match ty(d) {
-        Ty::F32 | Ty::F32xN(_) => Expr::F32(v as f32),
+        Ty::F32 | Ty::F32xN(_) => Expr::F32(Ieee32::new(v as f32)),
         Ty::I64 => Expr::Int(v as i64),
         Ty::Bool => Expr::Bool(v != 0.0),
     }
@@ -65,7 +65,7 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
     let load =
         |cx: &Ctx, i: usize| Expr::Load(i + 1, Box::new(cx.broadcast_index(&ins[i].shape, &vars)));
     let value = match op {
-        Op::Const(v) => constant(*v, out.dtype),
+        Op::Const(v) => constant(v.value(), out.dtype),
         Op::Iota => Expr::Cast(ty(out.dtype), Box::new(Expr::Var(vars[0]))),
         Op::Size(d) => Expr::Cast(ty(out.dtype), Box::new(cx.dim(d))),
         Op::Unary(u) => match un(*u) {

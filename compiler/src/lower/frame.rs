@@ -5,13 +5,15 @@
 
 use std::collections::HashMap;
 
-use archc_kernels::ir::{Elem, Kernel, Param, Stmt};
-use archc_runtime::{root, Binding, Buffer, Plan, Step, Storage};
+use archc_kernels::ir::{Elem, Kernel, Local, Param, Stmt};
+use archc_kernels::target::Target;
+use archc_runtime::{root, Binding, Buffer, DType, Plan, Step, Storage};
 use petgraph::graph::NodeIndex;
 
 use super::index::Ctx;
-use super::{attention, contract, elem, elementwise, layout, region, scan, ssd, Template};
-use crate::graph::{Graph, Op, RegionKind, TensorType, UnaryOp};
+use super::schedule::Schedule;
+use super::{attention, contract, elem, elementwise, layout, moe, region, scan, ssd, Template};
+use crate::graph::{Dim, Graph, MoeInfo, Op, RegionKind, TensorType, UnaryOp, ROUTED};
 
 /// One lowered graph.
 pub struct Frame {
@@ -57,16 +59,31 @@ fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Tem
     }
 }
 
+/// What makes two kernels the same code: element types of the buffers, locals, check
+/// messages and body (names aside). Compared as structures, not as text.
+type Code = (Vec<Elem>, Vec<Local>, Vec<String>, Vec<Stmt>);
+
 /// The kernels of a plan. A kernel whose code equals one already made (a transpose of
 /// another weight of the same shape, one more layer of an unrolled stack) is that kernel:
 /// compiled once, launched on other buffers.
 pub struct Kernels {
     /// The schedule constants the templates use.
-    pub schedule: super::schedule::Schedule,
+    pub schedule: Schedule,
     /// The kernels, in `Plan::kernels` order.
     pub list: Vec<Kernel>,
     /// The code of each kernel (everything but names) → its index.
-    pub by_code: HashMap<String, usize>,
+    by_code: HashMap<Code, usize>,
+}
+
+impl Kernels {
+    /// No kernels yet, scheduled for `target` (its late [`Schedule`]).
+    pub fn new(target: &Target) -> Kernels {
+        Kernels {
+            schedule: Schedule::for_target(target),
+            list: Vec::new(),
+            by_code: HashMap::new(),
+        }
+    }
 }
 
 /// Adds the kernel computing `op` from `operands` into `out` (buffers of the frame); returns
@@ -85,33 +102,43 @@ fn kernel(
     let t = template(&mut cx, op, ty, &ins);
     let mut args = vec![out];
     args.extend(operands.iter().map(|o| o.1));
-    let elems: Vec<Elem> = std::iter::once(ty.dtype)
-        .chain(ins.iter().map(|t| t.dtype))
-        .map(elem)
+    emit(plan, kernels, name, t, &args, names)
+}
+
+/// Adds the kernel of template `t` run on buffers `args` (the first is its output), or finds
+/// the same code made before; returns its step.
+fn emit(
+    plan: &mut Plan,
+    kernels: &mut Kernels,
+    name: String,
+    t: Template,
+    args: &[usize],
+    names: &[Buffer],
+) -> Step {
+    let mut params: Vec<Param> = args
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Param {
+            name: names[*b].name.clone(),
+            elem: elem(names[*b].dtype),
+            output: i == 0,
+        })
         .collect();
-    let code = format!("{elems:?}{:?}{:?}{:?}", t.locals, t.checks, t.body);
+    let elems: Vec<Elem> = params.iter().map(|p| p.elem).collect();
+    let code: Code = (elems, t.locals.clone(), t.checks.clone(), t.body.clone());
+    let step = |kernel: usize, list: &[Kernel]| Step::Kernel {
+        kernel,
+        args: args.to_vec(),
+        origin: String::new(),
+        launch: super::launch::launch(&list[kernel]),
+    };
     if let Some(&kernel) = kernels.by_code.get(&code) {
-        return Step::Kernel {
-            kernel,
-            args,
-            origin: String::new(),
-            launch: super::launch::launch(&kernels.list[kernel]),
-        };
+        return step(kernel, &kernels.list);
     }
     // Check codes are global to the plan, so the runtime can name the failure.
     let base = plan.checks.len() as u32;
     let body = renumber_checks(t.body, base);
     plan.checks.extend(t.checks);
-    let mut params = vec![Param {
-        name: names[out].name.clone(),
-        elem: elem(ty.dtype),
-        output: true,
-    }];
-    params.extend(operands.iter().map(|(t, b)| Param {
-        name: names[*b].name.clone(),
-        elem: elem(t.dtype),
-        output: false,
-    }));
     params.push(Param {
         name: "status".into(),
         elem: Elem::I64,
@@ -126,13 +153,7 @@ fn kernel(
         body,
     });
     kernels.by_code.insert(code, kernels.list.len() - 1);
-    let kernel = kernels.list.len() - 1;
-    Step::Kernel {
-        kernel,
-        args,
-        origin: String::new(),
-        launch: super::launch::launch(&kernels.list[kernel]),
-    }
+    step(kernels.list.len() - 1, &kernels.list)
 }
 
 /// Lowers `g`; `prefix` names a layer kind's kernels (None: the top level).
@@ -199,6 +220,13 @@ pub fn lower(g: &Graph, prefix: Option<&str>, plan: &mut Plan, kernels: &mut Ker
                 args.extend(operands.iter().map(|o| buffer_of[o.index()]));
                 f.steps.push(Step::Call { kind: *kind, args });
             }
+            Op::Fused(r) if matches!(r.kind, RegionKind::Moe(_)) => {
+                if let RegionKind::Moe(m) = &r.kind {
+                    let at = (g, n, prefix.unwrap_or(""));
+                    let steps = experts(at, m, &buffer_of, plan, kernels, &mut f);
+                    f.steps.extend(steps);
+                }
+            }
             op => {
                 let ins: Vec<(&TensorType, usize)> = operands
                     .iter()
@@ -245,6 +273,172 @@ pub fn lower(g: &Graph, prefix: Option<&str>, plan: &mut Plan, kernels: &mut Ker
         }
     }
     f
+}
+
+/// The steps of a sparse mixture (node `n` of `g`; see `moe.rs`): zero the output, then per
+/// expert route, gather, the expert's body on its rows, and scatter-add.
+fn experts(
+    (g, n, prefix): (&Graph, NodeIndex, &str),
+    m: &MoeInfo,
+    buffer_of: &[usize],
+    plan: &mut Plan,
+    kernels: &mut Kernels,
+    f: &mut Frame,
+) -> Vec<Step> {
+    let ops: Vec<usize> = g.operands(n).iter().map(|o| buffer_of[o.index()]).collect();
+    let (out, w) = (buffer_of[n.index()], ops[m.w]);
+    let x = g.ty(g.operands(n)[m.x]).shape.clone();
+    let dim = g.ty(n).shape.last().cloned().unwrap_or_default();
+    let tokens = Dim::product(&x[..x.len() - 1]).unwrap_or_default();
+    let width = x.last().cloned().unwrap_or_default();
+    let size = tokens.mul(&dim).unwrap_or_default();
+    let name = |what: &str| format!("{prefix}k{}_moe_{what}", n.index());
+    let origin = g.dag[n].origin();
+    let mut steps = vec![emit_with(plan, kernels, name("zero"), &[out], f, |cx| {
+        moe::zero(cx, &size)
+    })];
+    for (e, expert) in m.experts.iter().enumerate() {
+        let mut scratch = |what: &str, dtype: DType, shape: Vec<Dim>| {
+            f.buffers.push(Buffer {
+                name: format!("%{}.{what}{e}", n.index()),
+                dtype,
+                shape,
+                storage: Storage::Arena,
+                live: None,
+            });
+            f.buffers.len() - 1
+        };
+        let list = scratch(
+            "routed",
+            DType::I64,
+            vec![tokens.add(&Dim::constant(1)).unwrap_or_default()],
+        );
+        let rows = scratch("rows", DType::F32, vec![tokens.clone(), width.clone()]);
+        let y = scratch("expert", DType::F32, vec![tokens.clone(), dim.clone()]);
+        let (count, num) = (m.experts.len(), &tokens);
+        steps.push(emit_with(
+            plan,
+            kernels,
+            name(&format!("route{e}")),
+            &[list, w],
+            f,
+            |cx| moe::route(cx, num, e, count),
+        ));
+        steps.push(emit_with(
+            plan,
+            kernels,
+            name(&format!("gather{e}")),
+            &[rows, ops[m.x], list],
+            f,
+            |cx| moe::gather(cx, &width),
+        ));
+        let mut slots = vec![y, rows];
+        slots.extend(expert.slots.iter().map(|s| ops[*s]));
+        let tag = format!("{}e{e}_", name(""));
+        steps.extend(expert_body(
+            &expert.body,
+            (&slots, list),
+            (&tokens, &tag),
+            plan,
+            kernels,
+            f,
+        ));
+        steps.push(emit_with(
+            plan,
+            kernels,
+            name(&format!("scatter{e}")),
+            &[out, y, w, list],
+            f,
+            |cx| moe::scatter(cx, &dim, e, count),
+        ));
+    }
+    for s in &mut steps {
+        if let Step::Kernel { origin: o, .. } = s {
+            o.clone_from(&origin);
+        }
+    }
+    steps
+}
+
+/// The steps of one expert's body on the rows in `slots[1]` (the result in `slots[0]`, its other
+/// inputs in the rest), whose row count is the first element of buffer `list`; `tag` prefixes
+/// its kernels' and buffers' names.
+fn expert_body(
+    body: &Graph,
+    (slots, list): (&[usize], usize),
+    (tokens, tag): (&Dim, &str),
+    plan: &mut Plan,
+    kernels: &mut Kernels,
+    f: &mut Frame,
+) -> Vec<Step> {
+    // The row count is one more symbol while the body lowers, then a load of the count.
+    let first = kernels.list.len();
+    plan.symbols.push(ROUTED.to_string());
+    let lowered = lower(body, Some(tag), plan, kernels);
+    plan.symbols.pop();
+    for k in &mut kernels.list[first..] {
+        moe::read_count(k, plan.symbols.len());
+    }
+    let map = splice(lowered.buffers, slots, (tokens, tag), f);
+    lowered
+        .steps
+        .into_iter()
+        .map(|s| match s {
+            Step::Kernel { kernel, args, .. } => Step::Kernel {
+                kernel,
+                args: args.iter().map(|a| map[*a]).chain([list]).collect(),
+                origin: String::new(),
+                // Again: the row loops now read their count from the list.
+                launch: super::launch::launch(&kernels.list[kernel]),
+            },
+            call => call,
+        })
+        .collect()
+}
+
+/// [`emit`] with the template `make` builds.
+fn emit_with(
+    plan: &mut Plan,
+    kernels: &mut Kernels,
+    name: String,
+    args: &[usize],
+    f: &Frame,
+    make: impl FnOnce(&mut Ctx) -> Template,
+) -> Step {
+    let t = make(&mut Ctx::new(&plan.symbols, &kernels.schedule));
+    emit(plan, kernels, name, t, args, &f.buffers)
+}
+
+/// Adds an expert body's buffers to the frame: slot `i` is `slots[i]`, the others get room for
+/// every token and names after `tag`; returns the frame buffer of each body buffer.
+fn splice(
+    buffers: Vec<Buffer>,
+    slots: &[usize],
+    (tokens, tag): (&Dim, &str),
+    f: &mut Frame,
+) -> Vec<usize> {
+    let mut map = Vec::with_capacity(buffers.len());
+    for mut b in buffers {
+        let at = match b.storage {
+            Storage::Slot(i) => slots[i],
+            storage => {
+                b.storage = match storage {
+                    Storage::Alias(a) => Storage::Alias(root(&f.buffers, map[a])),
+                    s => s,
+                };
+                b.name = format!("{tag}{}", b.name);
+                for d in &mut b.shape {
+                    if d.as_symbol() == Some(ROUTED) {
+                        *d = tokens.clone();
+                    }
+                }
+                f.buffers.push(b);
+                f.buffers.len() - 1
+            }
+        };
+        map.push(at);
+    }
+    map
 }
 
 fn copy_result(

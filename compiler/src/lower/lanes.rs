@@ -155,7 +155,7 @@ impl BodyGen<'_> {
         let ins = self.body.operands(n);
         match &node.op {
             Op::Const(v) => Some(Lanes::Scalar(super::elementwise::constant(
-                *v,
+                v.value(),
                 node.ty.dtype,
             ))),
             Op::Input(_) => {

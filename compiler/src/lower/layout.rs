@@ -70,7 +70,7 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
                 store(Expr::Select(
                     Box::new(inside),
                     Box::new(load),
-                    Box::new(constant(*value, out.dtype)),
+                    Box::new(constant(value.value(), out.dtype)),
                 )),
                 vec![],
             )

@@ -1,32 +1,39 @@
-//! The matmul template: register-blocked f32x4 FMA micro-kernels inside cache tiles.
+//! The matmul template, blocked as BLIS blocks it, with the shape taken from the target's
+//! [`MatmulBlocking`].
 //!
-//! The output is cut into tiles of `TILE_M` rows × `TILE_N` columns; tiles (and batches) are
-//! the parallel loop, so a batch of one still uses every core. Inside a tile, a micro-kernel
-//! keeps a block of `ROWS` × 8 outputs in eight vector registers: per step of the reduction it
-//! loads two vectors of `b` and broadcasts one element of `a` per row, for 8 FMAs (more rows
-//! would run out of the 16 vector registers and spill). A tile's
-//! `b` columns (k × 64 floats) stay in cache while its rows stream past. Rows and columns left
-//! over at the tile's edge get 1-row micro-kernels and a scalar loop.
+//! The output is cut into tasks of `mc` rows × `nt` columns (`nt` at most `TASK_PANELS`
+//! micro-kernel widths, so that even one row block gives the threads several tasks); tasks
+//! and batches are the parallel loop. A task walks the reduced axis in slices of `kc`: it first
+//! packs the slice of `b` it needs into `nr`-column panels in a thread-private local (each
+//! panel `kc × nr` floats, contiguous, so the micro-kernel reads it with unit stride and it
+//! stays in L1 while the rows stream past) and its full `mr`-row blocks of `a` into `kc × mr`
+//! panels (a step's rows side by side: one running index instead of `mr`, which ran Cranelift
+//! out of integer registers), then runs the register micro-kernel ([`super::micro`]) over
+//! every `mr`-row × `nr`-column block. Partial sums of the slices go through the output; the
+//! epilogue finishes the elements after the last slice.
+//!
+//! Weights are packed per call like any `b`, not once at load time: at 1024 rows the copy is
+//! one read of `b` per row block. Rows left over at a task's edge get 1-row micro-kernels
+//! reading `a` in place; columns past the last full panel get one scalar dot product each.
 //!
 //! When `b` has no batch axes and `a`'s batch axes are the output's (every `linear`), the
 //! batch rows are one long row axis.
 
 use archc_kernels::ir::build::{add, axis, bin, mul, serial, sub, var};
-use archc_kernels::ir::{Axis, Bin, Expr, Stmt, Var};
+use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Local, Stmt, Var};
 
 use super::body::delinearize;
 use super::index::Ctx;
-use super::lanes::LANES;
+use super::lanes::LANES as WIDTH;
+use super::micro::{micro, Block, Rows};
 use crate::graph::{Dim, TensorType};
 
-/// Rows of the main micro-kernel.
-const ROWS: usize = 4;
-/// Columns of a micro-kernel: two f32x4 vectors.
-const COLS: i64 = 2 * LANES as i64;
-/// Rows of a tile (a multiple of `ROWS`).
-const TILE_M: i64 = 32;
-/// Columns of a tile (a multiple of `COLS`).
-const TILE_N: i64 = 64;
+/// Lanes of the IR's vectors, as a count of elements.
+const LANES: usize = WIDTH as usize;
+
+/// The most micro-kernel panels in one task's column block: bounds the packed local
+/// (`kc × TASK_PANELS × nr` floats) and splits wide outputs into several tasks.
+const TASK_PANELS: usize = 32;
 
 /// A fused epilogue: computes the final value of output elements from the matmul's and stores
 /// it.
@@ -39,7 +46,7 @@ pub trait Epilogue {
 }
 
 /// Index arithmetic for one matmul.
-struct Layout<'a> {
+pub struct Layout<'a> {
     out: &'a TensorType,
     a: &'a TensorType,
     b: &'a TensorType,
@@ -47,7 +54,8 @@ struct Layout<'a> {
     flat: bool,
     /// The batch coordinates of the current task.
     batch: Vec<Var>,
-    k: Expr,
+    /// The reduced extent.
+    pub k: Expr,
     n: Expr,
 }
 
@@ -60,7 +68,8 @@ impl Layout<'_> {
             .collect()
     }
 
-    fn a(&self, cx: &Ctx, i: Expr, p: Expr) -> Expr {
+    /// The index of `a[i, p]`.
+    pub fn a(&self, cx: &Ctx, i: Expr, p: Expr) -> Expr {
         if self.flat {
             return add(mul(i, self.k.clone()), p);
         }
@@ -69,7 +78,8 @@ impl Layout<'_> {
         cx.index(&self.a.shape, &at)
     }
 
-    fn b(&self, cx: &Ctx, p: Expr, j: Expr) -> Expr {
+    /// The index of `b[p, j]`.
+    pub fn b(&self, cx: &Ctx, p: Expr, j: Expr) -> Expr {
         if self.flat {
             return add(mul(p, self.n.clone()), j);
         }
@@ -78,7 +88,8 @@ impl Layout<'_> {
         cx.index(&self.b.shape, &at)
     }
 
-    fn out(&self, cx: &Ctx, i: Expr, j: Expr) -> Expr {
+    /// The index of output element `[i, j]`.
+    pub fn out(&self, cx: &Ctx, i: Expr, j: Expr) -> Expr {
         if self.flat {
             return add(mul(i, self.n.clone()), j);
         }
@@ -86,7 +97,7 @@ impl Layout<'_> {
     }
 
     /// The output element's coordinates (a merged row split back into its batch axes).
-    fn coords(&self, cx: &Ctx, i: Expr, j: Expr) -> Vec<Expr> {
+    pub fn coords(&self, cx: &Ctx, i: Expr, j: Expr) -> Vec<Expr> {
         let r = self.out.rank();
         let mut at: Vec<Expr> = if self.flat {
             delinearize(cx, i, &self.out.shape[..r - 1])
@@ -98,14 +109,55 @@ impl Layout<'_> {
     }
 }
 
+/// The blocking of one matmul kernel, in elements.
+struct Shape {
+    /// Rows of the main micro-kernel.
+    mr: usize,
+    /// f32x4 vectors across a micro-kernel (its columns are `vectors × LANES`).
+    vectors: usize,
+    /// The reduced slice.
+    kc: i64,
+    /// Rows of a task.
+    mc: i64,
+    /// Columns of a task.
+    nt: i64,
+}
+
+impl Shape {
+    fn of(cx: &Ctx) -> Shape {
+        let b = cx.schedule.blocking;
+        // The IR's vectors have LANES lanes: a wider target's `nr` is several of them.
+        let vectors = (b.nr / LANES).max(1);
+        let nr = vectors * LANES;
+        let mr = b.mr.max(1);
+        Shape {
+            mr,
+            vectors,
+            kc: b.kc.max(1) as i64,
+            mc: ((b.mc / mr).max(1) * mr) as i64,
+            nt: ((b.nc / nr).clamp(1, TASK_PANELS) * nr) as i64,
+        }
+    }
+
+    fn nr(&self) -> i64 {
+        (self.vectors * LANES) as i64
+    }
+}
+
 /// The matmul kernel body: `a` and `b` are read from buffers `abuf` and `bbuf`, the output is
-/// buffer 0.
+/// buffer 0, and `b`'s and `a`'s panels are packed into buffers `packed` and `packed + 1`,
+/// the locals this returns.
+/// `out_elem` is the output buffer's element type: partial sums pass through it, so other
+/// types get scalar dot products only.
 pub fn matmul(
     cx: &mut Ctx,
-    out: &TensorType,
+    (out, out_elem): (&TensorType, Elem),
     [(a, abuf), (b, bbuf)]: [(&TensorType, usize); 2],
+    packed: usize,
     mut epilogue: Option<&mut dyn Epilogue>,
-) -> Vec<Stmt> {
+) -> (Vec<Stmt>, Vec<Local>) {
+    let s = Shape::of(cx);
+    let nr = s.nr();
     let r = out.rank();
     let flat = b.rank() == 2 && a.shape[..a.rank() - 1] == out.shape[..r - 1];
     let (batch_shape, rows): (Vec<Dim>, Dim) = if flat {
@@ -127,8 +179,8 @@ pub fn matmul(
     let div_up = |x: Expr, d: i64| bin(Bin::Div, add(x, Expr::Int(d - 1)), Expr::Int(d));
     let (task, i_lo, i_hi, j_lo, j_hi) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let (ic, jc, bi) = (cx.var(), cx.var(), cx.var());
-    let tiles_n = div_up(l.n.clone(), TILE_N);
-    let tiles_m = div_up(m.clone(), TILE_M);
+    let tiles_n = div_up(l.n.clone(), s.nt);
+    let tiles_m = div_up(m.clone(), s.mc);
     let mut per_task = vec![
         Stmt::Set(jc, bin(Bin::Rem, var(task), tiles_n.clone())),
         Stmt::Set(
@@ -147,48 +199,222 @@ pub fn matmul(
     for (v, e) in l.batch.iter().zip(delinearize(cx, var(bi), &batch_shape)) {
         per_task.push(Stmt::Set(*v, e));
     }
+    let clip = |lo: Var, size: i64, end: Expr| bin(Bin::Min, add(var(lo), Expr::Int(size)), end);
     per_task.extend([
-        Stmt::Set(i_lo, mul(var(ic), Expr::Int(TILE_M))),
-        Stmt::Set(
-            i_hi,
-            bin(Bin::Min, add(var(i_lo), Expr::Int(TILE_M)), m.clone()),
-        ),
-        Stmt::Set(j_lo, mul(var(jc), Expr::Int(TILE_N))),
-        Stmt::Set(
-            j_hi,
-            bin(Bin::Min, add(var(j_lo), Expr::Int(TILE_N)), l.n.clone()),
-        ),
+        Stmt::Set(i_lo, mul(var(ic), Expr::Int(s.mc))),
+        Stmt::Set(i_hi, clip(i_lo, s.mc, m.clone())),
+        Stmt::Set(j_lo, mul(var(jc), Expr::Int(s.nt))),
+        Stmt::Set(j_hi, clip(j_lo, s.nt, l.n.clone())),
     ]);
-    // Full 8-column blocks: ROWS-row micro-kernels, then 1-row ones for the rest.
-    let (jb, ib, it, j, i) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
-    let blocks = bin(Bin::Div, sub(var(j_hi), var(j_lo)), Expr::Int(COLS));
-    let full = bin(Bin::Div, sub(var(i_hi), var(i_lo)), Expr::Int(ROWS as i64));
-    let mut per_block = vec![Stmt::Set(j, add(var(j_lo), mul(var(jb), Expr::Int(COLS))))];
-    let mut main = vec![Stmt::Set(
+    let panels = if out_elem == Elem::F32 {
+        bin(Bin::Div, sub(var(j_hi), var(j_lo)), Expr::Int(nr))
+    } else {
+        Expr::Int(0)
+    };
+    let pv = cx.var();
+    per_task.push(Stmt::Set(pv, panels));
+    let tasks = Tasks {
+        i: (i_lo, i_hi),
+        j: (j_lo, j_hi),
+        panels: pv,
+    };
+    per_task.push(slices(
+        cx,
+        &s,
+        &l,
+        (abuf, bbuf, packed),
+        &tasks,
+        &mut epilogue,
+    ));
+    per_task.extend(tail_columns(
+        cx,
+        &l,
+        (abuf, bbuf),
+        &tasks,
+        nr,
+        &mut epilogue,
+    ));
+    let batches = cx.dim(&Dim::product(&batch_shape).unwrap_or_default());
+    let body = vec![Stmt::For {
+        var: task,
+        extent: mul(batches, mul(tiles_m, tiles_n)),
+        kind: Axis::Grid,
+        body: per_task,
+    }];
+    let locals = vec![
+        Local {
+            name: "b_panels".into(),
+            elem: Elem::F32,
+            len: (s.kc * s.nt) as usize,
+        },
+        Local {
+            name: "a_panels".into(),
+            elem: Elem::F32,
+            len: (s.kc * s.mc) as usize,
+        },
+    ];
+    (body, locals)
+}
+
+/// The row and column range of the current task and its count of full panels.
+struct Tasks {
+    i: (Var, Var),
+    j: (Var, Var),
+    panels: Var,
+}
+
+/// The loop over the reduced slices of one task: pack the slice's panels of `b`, then run the
+/// micro-kernels over every panel and row block.
+fn slices(
+    cx: &mut Ctx,
+    s: &Shape,
+    l: &Layout,
+    (abuf, bbuf, packed): (usize, usize, usize),
+    t: &Tasks,
+    epilogue: &mut Option<&mut dyn Epilogue>,
+) -> Stmt {
+    let nr = s.nr();
+    let (pc, k_lo, kc, later, last) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
+    // At least one slice, so that an empty reduction still stores its zeros.
+    let count = bin(
+        Bin::Max,
+        bin(
+            Bin::Div,
+            add(l.k.clone(), Expr::Int(s.kc - 1)),
+            Expr::Int(s.kc),
+        ),
+        Expr::Int(1),
+    );
+    let mut per_slice = vec![
+        Stmt::Set(k_lo, mul(var(pc), Expr::Int(s.kc))),
+        Stmt::Set(
+            kc,
+            bin(Bin::Min, Expr::Int(s.kc), sub(l.k.clone(), var(k_lo))),
+        ),
+        Stmt::Set(later, bin(Bin::Min, var(pc), Expr::Int(1))),
+        Stmt::Set(
+            last,
+            sub(
+                Expr::Int(1),
+                bin(
+                    Bin::Min,
+                    sub(sub(count.clone(), Expr::Int(1)), var(pc)),
+                    Expr::Int(1),
+                ),
+            ),
+        ),
+    ];
+    // Pack: panel `jp` of the slice is `kc × nr` contiguous floats at `jp · kc_max · nr`.
+    let (jp, kk, src, dst) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let col = add(var(t.j.0), mul(var(jp), Expr::Int(nr)));
+    let mut copy = vec![
+        Stmt::Set(src, l.b(cx, add(var(k_lo), var(kk)), col)),
+        Stmt::Set(
+            dst,
+            mul(add(mul(var(jp), Expr::Int(s.kc)), var(kk)), Expr::Int(nr)),
+        ),
+    ];
+    for q in 0..s.vectors {
+        let off = Expr::Int((q * LANES) as i64);
+        copy.push(Stmt::VStore(
+            packed,
+            add(var(dst), off.clone()),
+            Expr::VLoad(bbuf, Box::new(add(var(src), off)), WIDTH),
+            WIDTH,
+        ));
+    }
+    per_slice.push(serial(jp, var(t.panels), vec![serial(kk, var(kc), copy)]));
+    // Compute: every panel, its full row blocks, then its leftover rows one at a time.
+    let (jq, i, j, panel) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let (ib, it) = (cx.var(), cx.var());
+    let height = sub(var(t.i.1), var(t.i.0));
+    let full = bin(Bin::Div, height.clone(), Expr::Int(s.mr as i64));
+    // Pack: the full row blocks of `a`'s slice, each `kc × mr` with a step's rows side by
+    // side, at `ib · kc_max · mr`.
+    let (pb, pk, pr) = (cx.var(), cx.var(), cx.var());
+    let a_packed = packed + 1;
+    let mr = s.mr as i64;
+    let src = l.a(
+        cx,
+        add(add(var(t.i.0), mul(var(pb), Expr::Int(mr))), var(pr)),
+        add(var(k_lo), var(pk)),
+    );
+    let dst = add(
+        mul(add(mul(var(pb), Expr::Int(s.kc)), var(pk)), Expr::Int(mr)),
+        var(pr),
+    );
+    let copy = Stmt::Store(a_packed, dst, Expr::Load(abuf, Box::new(src)));
+    per_slice.push(serial(
+        pb,
+        full.clone(),
+        vec![serial(
+            pk,
+            var(kc),
+            vec![serial(pr, Expr::Int(mr), vec![copy])],
+        )],
+    ));
+    let a_at = cx.var();
+    let block = |rows: usize, a: Rows| Block {
+        a,
+        rows,
+        vectors: s.vectors,
         i,
-        add(var(i_lo), mul(var(ib), Expr::Int(ROWS as i64))),
-    )];
-    main.extend(micro(cx, &l, (abuf, bbuf), (i, j), ROWS, &mut epilogue));
-    per_block.push(serial(ib, full.clone(), main));
+        j,
+        panel,
+        k_lo,
+        kc,
+        later,
+        last,
+    };
+    let mut main = vec![
+        Stmt::Set(i, add(var(t.i.0), mul(var(ib), Expr::Int(mr)))),
+        Stmt::Set(a_at, mul(var(ib), Expr::Int(s.kc * mr))),
+    ];
+    let rows = Rows::Packed {
+        buf: a_packed,
+        at: a_at,
+    };
+    main.extend(micro(cx, l, (abuf, packed), &block(s.mr, rows), epilogue));
     let mut rest = vec![Stmt::Set(
         i,
-        add(add(var(i_lo), mul(full, Expr::Int(ROWS as i64))), var(it)),
-    )];
-    rest.extend(micro(cx, &l, (abuf, bbuf), (i, j), 1, &mut epilogue));
-    let leftover = sub(
-        sub(var(i_hi), var(i_lo)),
-        mul(
-            bin(Bin::Div, sub(var(i_hi), var(i_lo)), Expr::Int(ROWS as i64)),
-            Expr::Int(ROWS as i64),
+        add(
+            add(var(t.i.0), mul(full.clone(), Expr::Int(s.mr as i64))),
+            var(it),
         ),
-    );
-    per_block.push(serial(it, leftover, rest));
-    per_task.push(serial(jb, blocks.clone(), per_block));
-    // Columns past the last full block: one dot product each.
-    let (jt, p, acc) = (cx.var(), cx.var(), cx.var());
-    let col = add(add(var(j_lo), mul(blocks, Expr::Int(COLS))), var(jt));
+    )];
+    rest.extend(micro(
+        cx,
+        l,
+        (abuf, packed),
+        &block(1, Rows::Direct),
+        epilogue,
+    ));
+    let leftover = bin(Bin::Rem, height, Expr::Int(s.mr as i64));
+    let per_panel = vec![
+        Stmt::Set(j, add(var(t.j.0), mul(var(jq), Expr::Int(nr)))),
+        Stmt::Set(panel, mul(var(jq), Expr::Int(s.kc * nr))),
+        serial(ib, full, main),
+        serial(it, leftover, rest),
+    ];
+    per_slice.push(serial(jq, var(t.panels), per_panel));
+    serial(pc, count, per_slice)
+}
+
+/// Columns of a task past its last full panel: one dot product over all of the reduced axis
+/// per element.
+fn tail_columns(
+    cx: &mut Ctx,
+    l: &Layout,
+    (abuf, bbuf): (usize, usize),
+    t: &Tasks,
+    nr: i64,
+    epilogue: &mut Option<&mut dyn Epilogue>,
+) -> Vec<Stmt> {
+    let (jt, ti, i, p, acc) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
+    let col = add(add(var(t.j.0), mul(var(t.panels), Expr::Int(nr))), var(jt));
     let mut dot = vec![
-        Stmt::Set(acc, Expr::F32(0.0)),
+        Stmt::Set(i, add(var(t.i.0), var(ti))),
+        Stmt::Set(acc, Expr::F32(Ieee32::new(0.0))),
         axis(
             Axis::Reduce,
             p,
@@ -205,33 +431,20 @@ pub fn matmul(
             )],
         ),
     ];
-    dot.extend(finish(cx, &l, &mut epilogue, var(acc), var(i), col.clone()));
-    let tail_cols = sub(
-        sub(var(j_hi), var(j_lo)),
-        mul(
-            bin(Bin::Div, sub(var(j_hi), var(j_lo)), Expr::Int(COLS)),
-            Expr::Int(COLS),
-        ),
+    dot.extend(finish(cx, l, epilogue, var(acc), var(i), col.clone()));
+    let width = sub(
+        sub(var(t.j.1), var(t.j.0)),
+        mul(var(t.panels), Expr::Int(nr)),
     );
-    let (ti, ii) = (cx.var(), i);
-    let mut by_row = vec![Stmt::Set(ii, add(var(i_lo), var(ti)))];
-    by_row.extend(dot);
-    per_task.push(serial(
+    vec![serial(
         jt,
-        tail_cols,
-        vec![serial(ti, sub(var(i_hi), var(i_lo)), by_row)],
-    ));
-    let batches = cx.dim(&Dim::product(&batch_shape).unwrap_or_default());
-    vec![Stmt::For {
-        var: task,
-        extent: mul(batches, mul(tiles_m, tiles_n)),
-        kind: Axis::Grid,
-        body: per_task,
-    }]
+        width,
+        vec![serial(ti, sub(var(t.i.1), var(t.i.0)), dot)],
+    )]
 }
 
 /// Stores (or finishes through the epilogue) one output element.
-fn finish(
+pub fn finish(
     cx: &mut Ctx,
     l: &Layout,
     epilogue: &mut Option<&mut dyn Epilogue>,
@@ -246,119 +459,4 @@ fn finish(
         }
         None => vec![Stmt::Store(0, l.out(cx, i, j), value)],
     }
-}
-
-/// A `rows` × 8 block at row `i`, column `j`: the reduction into vector registers, the stores,
-/// and with an epilogue, each element finished in place (it is in L1).
-fn micro(
-    cx: &mut Ctx,
-    l: &Layout,
-    (abuf, bbuf): (usize, usize),
-    (i, j): (Var, Var),
-    rows: usize,
-    epilogue: &mut Option<&mut dyn Epilogue>,
-) -> Vec<Stmt> {
-    let p = cx.var();
-    let (b0, b1) = (cx.var(), cx.var());
-    let accs: Vec<[Var; 2]> = (0..rows).map(|_| [cx.var(), cx.var()]).collect();
-    let row = |r: usize| add(var(i), Expr::Int(r as i64));
-    // Running indices of this step's elements: element p of each row of `a`, row p of `b`.
-    // They advance by one step per iteration (Cranelift would otherwise recompute each from
-    // the row number, every iteration).
-    let rows_at: Vec<Var> = (0..rows).map(|_| cx.var()).collect();
-    let (b_at, b_step) = (cx.var(), cx.var());
-    let mut out: Vec<Stmt> = rows_at
-        .iter()
-        .enumerate()
-        .map(|(r, v)| Stmt::Set(*v, l.a(cx, row(r), Expr::Int(0))))
-        .collect();
-    out.push(Stmt::Set(b_at, l.b(cx, Expr::Int(0), var(j))));
-    out.push(Stmt::Set(
-        b_step,
-        sub(l.b(cx, Expr::Int(1), var(j)), var(b_at)),
-    ));
-    let mut step = vec![
-        Stmt::Set(b0, Expr::VLoad(bbuf, Box::new(var(b_at)), LANES)),
-        Stmt::Set(
-            b1,
-            Expr::VLoad(
-                bbuf,
-                Box::new(add(var(b_at), Expr::Int(LANES as i64))),
-                LANES,
-            ),
-        ),
-    ];
-    for (r, acc) in accs.iter().enumerate() {
-        let av = cx.var();
-        step.push(Stmt::Set(
-            av,
-            Expr::Splat(Box::new(Expr::Load(abuf, Box::new(var(rows_at[r])))), LANES),
-        ));
-        for (q, b) in [b0, b1].iter().enumerate() {
-            step.push(Stmt::Set(
-                acc[q],
-                Expr::Fma(Box::new(var(av)), Box::new(var(*b)), Box::new(var(acc[q]))),
-            ));
-        }
-    }
-    for v in &rows_at {
-        step.push(Stmt::Set(*v, add(var(*v), Expr::Int(1))));
-    }
-    step.push(Stmt::Set(b_at, add(var(b_at), var(b_step))));
-    out.extend(
-        accs.iter()
-            .flatten()
-            .map(|v| Stmt::Set(*v, Expr::Splat(Box::new(Expr::F32(0.0)), LANES))),
-    );
-    // Two steps per iteration (fewer loop-carried register moves), then an odd last step.
-    let half = bin(Bin::Div, l.k.clone(), Expr::Int(2));
-    let twice: Vec<Stmt> = step.iter().chain(&step).cloned().collect();
-    out.push(axis(Axis::Reduce, p, half, twice));
-    let odd = cx.var();
-    out.push(axis(
-        Axis::Reduce,
-        odd,
-        bin(Bin::Rem, l.k.clone(), Expr::Int(2)),
-        step,
-    ));
-    // With an epilogue: finished in registers, four at a time, when it has a vector form.
-    if let Some(epi) = epilogue.as_deref_mut() {
-        let saved = out.len();
-        let mut vectors = true;
-        for (r, acc) in accs.iter().enumerate() {
-            for (q, v) in acc.iter().enumerate() {
-                let col = cx.var();
-                out.push(Stmt::Set(
-                    col,
-                    add(var(j), Expr::Int((q * usize::from(LANES)) as i64)),
-                ));
-                let at = l.coords(cx, row(r), var(col));
-                match epi.vector(cx, var(*v), at, col) {
-                    Some(s) => out.extend(s),
-                    None => vectors = false,
-                }
-            }
-        }
-        if vectors {
-            return out;
-        }
-        out.truncate(saved);
-    }
-    for (r, acc) in accs.iter().enumerate() {
-        for (q, v) in acc.iter().enumerate() {
-            let col = add(var(j), Expr::Int((q * usize::from(LANES)) as i64));
-            out.push(Stmt::VStore(0, l.out(cx, row(r), col), var(*v), LANES));
-        }
-    }
-    // Otherwise each element is finished in place (it is in L1).
-    if epilogue.is_some() {
-        for r in 0..rows {
-            let c = cx.var();
-            let col = add(var(j), var(c));
-            let stored = Expr::Load(0, Box::new(l.out(cx, row(r), col.clone())));
-            let body = finish(cx, l, epilogue, stored, row(r), col);
-            out.push(serial(c, Expr::Int(COLS), body));
-        }
-    }
-    out
 }

@@ -14,12 +14,15 @@ mod lanes;
 pub mod launch;
 mod layout;
 mod matmul;
+mod micro;
+mod moe;
 mod region;
 mod scan;
 pub mod schedule;
 mod ssd;
 
 use archc_kernels::ir::{Elem, Kernel, Stmt, Ty};
+use archc_kernels::target::Target;
 use archc_runtime::{DType, Kind, Plan};
 
 use crate::graph::{Graph, Op};
@@ -64,9 +67,15 @@ pub fn ty(d: DType) -> Ty {
     elem(d).ty()
 }
 
+/// Lowers a graph for Cranelift's target (see [`lower_for`]).
+pub fn lower(g: &Graph) -> Lowered {
+    lower_for(g, &Target::cranelift_x86_64())
+}
+
 /// Lowers a graph for `target`: its layer kinds first (each compiled once), then its top
-/// level. The target's late schedule ([`schedule::Schedule`]) sizes the tiles.
-pub fn lower(g: &Graph, target: &archc_kernels::target::Target) -> Lowered {
+/// level. The target's late schedule ([`schedule::Schedule`]) sizes the tiles and the matmul
+/// blocking.
+pub fn lower_for(g: &Graph, target: &Target) -> Lowered {
     let mut plan = Plan {
         model: g.name.clone(),
         symbols: g.symbols.clone(),
@@ -89,11 +98,7 @@ pub fn lower(g: &Graph, target: &archc_kernels::target::Target) -> Lowered {
             plan.ema_sources.insert(name.clone(), online.clone());
         }
     }
-    let mut kernels = frame::Kernels {
-        schedule: schedule::Schedule::for_target(target),
-        list: Vec::new(),
-        by_code: Default::default(),
-    };
+    let mut kernels = frame::Kernels::new(target);
     for k in &g.kinds {
         let prefix = format!("kind{}_", plan.kinds.len());
         let f = frame::lower(&k.body, Some(&prefix), &mut plan, &mut kernels);

@@ -1,14 +1,14 @@
 //! Templates for fused regions: one kernel per region, derived from its body graph.
 
 use archc_kernels::ir::build::{bin, var};
-use archc_kernels::ir::{Axis, Bin, Expr, Stmt, Ty, Var};
+use archc_kernels::ir::{Axis, Bin, Expr, Ieee32, Stmt, Ty, Var};
 use petgraph::graph::NodeIndex;
 
 use super::body::BodyGen;
 use super::index::{exprs, with_axis, Ctx};
 use super::lanes::LANES;
 use super::matmul::{matmul, Epilogue};
-use super::{ty, Template};
+use super::{elem, ty, Template};
 use crate::graph::{Op, ReduceOp, Region, RegionKind, TensorType};
 
 /// The kernel for a region whose node has type `out` and operand types `ins`.
@@ -38,10 +38,16 @@ pub fn lower(cx: &mut Ctx, r: &Region, out: &TensorType, ins: &[&TensorType]) ->
             };
             let (sa, sb) = (operand(0), operand(1));
             let operands = [(ins[sa], sa + 1), (ins[sb], sb + 1)];
-            matmul(cx, out, operands, Some(&mut epi))
+            // Buffers: the output, the inputs, the status word, then the packed panels of b and a.
+            let packed = ins.len() + 2;
+            let (body, locals) =
+                matmul(cx, (out, elem(out.dtype)), operands, packed, Some(&mut epi));
+            let mut t = Template::new(body, gen.checks);
+            t.locals.extend(locals);
+            return t;
         }
-        RegionKind::Attention(_) | RegionKind::Scan(_) => {
-            unreachable!("attention and scan regions have their own templates")
+        RegionKind::Attention(_) | RegionKind::Scan(_) | RegionKind::Moe(_) => {
+            unreachable!("attention, scan and moe regions have their own templates")
         }
     };
     Template::new(body, gen.checks)
@@ -170,9 +176,9 @@ fn reduce(
         .collect();
     let acc = cx.var();
     let (init, f) = match (op, ty(xt.dtype)) {
-        (ReduceOp::Sum, Ty::F32) => (Expr::F32(0.0), Bin::Add),
+        (ReduceOp::Sum, Ty::F32) => (Expr::F32(Ieee32::new(0.0)), Bin::Add),
         (ReduceOp::Sum, _) => (Expr::Int(0), Bin::Add),
-        (ReduceOp::Max, Ty::F32) => (Expr::F32(f32::NEG_INFINITY), Bin::Max),
+        (ReduceOp::Max, Ty::F32) => (Expr::F32(Ieee32::new(f32::NEG_INFINITY)), Bin::Max),
         (ReduceOp::Max, _) => (Expr::Int(i64::MIN), Bin::Max),
     };
     let red_shape: Vec<_> = axes.iter().map(|&a| xt.shape[a].clone()).collect();

@@ -9,7 +9,7 @@
 //! `[batch, seq, channels, state]` tensors never exist.
 
 use archc_kernels::ir::build::{add, mul, serial, var};
-use archc_kernels::ir::{Axis, Elem, Expr, Local, Stmt};
+use archc_kernels::ir::{Axis, Elem, Expr, Ieee32, Local, Stmt};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
 use super::index::{exprs, Ctx};
@@ -111,7 +111,7 @@ pub fn lower(
                     let lane = |l: u8| Expr::Lane(Box::new(var(accv)), l);
                     let mut out = vec![Stmt::Set(
                         accv,
-                        Expr::Splat(Box::new(Expr::F32(0.0)), LANES),
+                        Expr::Splat(Box::new(Expr::F32(Ieee32::new(0.0))), LANES),
                     )];
                     out.extend(cx.serial_nest(&state_shape[..n - 1], &st_vars[..n - 1], inner));
                     out.push(Stmt::Set(
@@ -132,7 +132,7 @@ pub fn lower(
                     let term = gen.value(cx, term_node, &h_at);
                     step.extend(gen.leave());
                     step.push(Stmt::Set(acc, add(var(acc), term)));
-                    let mut out = vec![Stmt::Set(acc, Expr::F32(0.0))];
+                    let mut out = vec![Stmt::Set(acc, Expr::F32(Ieee32::new(0.0)))];
                     out.extend(cx.serial_nest(&state_shape, &st_vars, step));
                     out
                 }
@@ -155,7 +155,11 @@ pub fn lower(
             per_channel_init = vec![serial(
                 zero,
                 Expr::Int(state_len as i64),
-                vec![Stmt::Store(state_buf, var(zero), Expr::F32(0.0))],
+                vec![Stmt::Store(
+                    state_buf,
+                    var(zero),
+                    Expr::F32(Ieee32::new(0.0)),
+                )],
             )];
         }
         None => {
@@ -167,7 +171,7 @@ pub fn lower(
             step.push(Stmt::Store(0, cx.index(&out.shape, &h_at), var(hv)));
             per_step = gen.take_lets();
             per_step.extend(step);
-            per_channel_init = vec![Stmt::Set(hv, Expr::F32(0.0))];
+            per_channel_init = vec![Stmt::Set(hv, Expr::F32(Ieee32::new(0.0)))];
         }
     }
     gen.leave();

@@ -3,7 +3,7 @@
 //! how the kernel is cut up on the target (tile sizes, chunk lengths), when the kernels are
 //! made. One such step exists per target family; a GPU family will have its own.
 
-use archc_kernels::target::{Target, ThreadModel};
+use archc_kernels::target::{MatmulBlocking, Target, ThreadModel};
 
 /// The schedule constants of one target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +13,8 @@ pub struct Schedule {
     pub attention_block: usize,
     /// The longest SSD chunk: its `Q × Q` block of decayed scores fills at most half of L1.
     pub max_ssd_chunk: usize,
+    /// How matmuls are blocked: the register micro-kernel and cache blocks of the target.
+    pub blocking: MatmulBlocking,
 }
 
 /// The channels and states of a typical head, which the cache-derived sizes assume.
@@ -37,6 +39,7 @@ impl Schedule {
         Schedule {
             attention_block: 1 << block.ilog2(),
             max_ssd_chunk: chunk,
+            blocking: target.matmul_blocking(),
         }
     }
 

@@ -14,7 +14,7 @@
 //! (`+ D·x`) finishes each output.
 
 use archc_kernels::ir::build::{add, exp, load, mul, serial, sub, var};
-use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Stmt, Un, Var};
+use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Local, Stmt, Un, Var};
 use petgraph::graph::NodeIndex;
 
 use super::body::{broadcast_at, delinearize, reshape_at, BodyGen};
@@ -84,7 +84,7 @@ impl Width {
         let (i, acc) = (cx.var(), cx.var());
         let at = |base: Expr| add(base, mul(var(i), Expr::Int(self.0)));
         vec![
-            Stmt::Set(acc, self.splat(Expr::F32(0.0))),
+            Stmt::Set(acc, self.splat(Expr::F32(Ieee32::new(0.0)))),
             serial(
                 i,
                 Expr::Int(len / self.0),
@@ -330,7 +330,7 @@ pub fn lower(
                 Box::new(sub(seq.clone(), var(c0))),
             ),
         ),
-        Stmt::Set(acc, Expr::F32(0.0)),
+        Stmt::Set(acc, Expr::F32(Ieee32::new(0.0))),
         serial(tt, var(count), step),
     ];
 
@@ -370,7 +370,7 @@ pub fn lower(
     let mut step2 = vec![
         Stmt::Set(t2, add(var(c0), var(tt2))),
         Stmt::Set(el, exp(load(arrays.decay, var(tt2)))),
-        width.fill(cx, p_len, arrays.y, Expr::F32(0.0)),
+        width.fill(cx, p_len, arrays.y, Expr::F32(Ieee32::new(0.0))),
         serial(ss2, add(var(tt2), Expr::Int(1)), intra),
     ];
     // Per channel: the inter-chunk part from the state, then the epilogue on the sum.
@@ -463,7 +463,11 @@ pub fn lower(
     per_head.push(serial(
         zero,
         Expr::Int(p_len * n_len),
-        vec![Stmt::Store(arrays.h, var(zero), Expr::F32(0.0))],
+        vec![Stmt::Store(
+            arrays.h,
+            var(zero),
+            Expr::F32(Ieee32::new(0.0)),
+        )],
     ));
     let chunks = Expr::Bin(
         Bin::Div,

@@ -10,7 +10,7 @@ use archc_runtime::{Data, Tensor};
 use petgraph::graph::NodeIndex;
 
 use super::rewrite::Rewriter;
-use crate::graph::{BinaryOp, Graph, Op, TensorType, UnaryOp};
+use crate::graph::{BinaryOp, Graph, Ieee64, Op, TensorType, UnaryOp};
 
 /// Runs the pass.
 pub fn run(g: &Graph) -> Graph {
@@ -20,7 +20,7 @@ pub fn run(g: &Graph) -> Graph {
 /// The constant a node holds, if it is one.
 fn constant(g: &Graph, n: NodeIndex) -> Option<f64> {
     match g.dag[n].op {
-        Op::Const(v) => Some(v),
+        Op::Const(v) => Some(v.value()),
         _ => None,
     }
 }
@@ -158,8 +158,8 @@ fn simplify(g: &Graph, op: &Op, ty: &TensorType, ins: &[NodeIndex]) -> Simplifie
 
 fn fold(g: &Graph) -> Graph {
     let mut r = Rewriter::new(g);
-    // Common subexpressions: (op text, operands, type) → the first node computing it.
-    let mut seen: HashMap<String, NodeIndex> = HashMap::new();
+    // Common subexpressions: (op, operands, type) → the first node computing it.
+    let mut seen: HashMap<(Op, Vec<NodeIndex>, TensorType), NodeIndex> = HashMap::new();
     for n in g.dag.node_indices() {
         let node = &g.dag[n];
         if matches!(node.op, Op::Input(_) | Op::Param(_)) {
@@ -172,12 +172,12 @@ fn fold(g: &Graph) -> Graph {
                 r.set(n, m);
                 continue;
             }
-            Simplified::Const(v) => (Op::Const(v), vec![]),
+            Simplified::Const(v) => (Op::Const(Ieee64::new(v)), vec![]),
             Simplified::Node(op, operands) => (op, operands),
         };
         let key = match op {
             Op::Fused(_) | Op::Call(_) => None,
-            _ => Some(format!("{op}|{operands:?}|{}", node.ty)),
+            _ => Some((op.clone(), operands.clone(), node.ty.clone())),
         };
         if let Some(&m) = key.as_ref().and_then(|k| seen.get(k)) {
             r.set(n, m);

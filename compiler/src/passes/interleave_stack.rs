@@ -19,14 +19,15 @@ use petgraph::graph::NodeIndex;
 use super::op_kinds::users;
 use super::outline::outline;
 use super::rewrite::Rewriter;
-use crate::graph::{print_graph, Graph, LayerKind, LayerSpan, Op};
+use crate::graph::{Graph, LayerKind, LayerSpan, Op, Structure};
 
 /// Runs the pass.
 pub fn run(g: &Graph) -> Graph {
     let users = users(g);
     let hoisted = hoisted(g);
     let mut kinds: Vec<LayerKind> = Vec::new();
-    let mut signatures: Vec<String> = Vec::new();
+    // Each kind's body without weight scopes: layers whose bodies have this structure share it.
+    let mut signatures: Vec<Graph> = Vec::new();
     // Output node of each outlined layer → (its kind, the nodes its slots read).
     let mut calls: HashMap<NodeIndex, (usize, Vec<NodeIndex>)> = HashMap::new();
     let mut members: HashSet<NodeIndex> = HashSet::new();
@@ -43,8 +44,11 @@ pub fn run(g: &Graph) -> Graph {
             let scope = format!("{}.{i}", stack.scope);
             let out = outline(g, &layer, span.output);
             let body = relative(out.body, &scope);
-            let signature = print_graph(&without_scopes(&body));
-            let k = match signatures.iter().position(|s| *s == signature) {
+            let signature = without_scopes(&body);
+            let k = match signatures
+                .iter()
+                .position(|s| Structure(s) == Structure(&signature))
+            {
                 Some(k) => k,
                 None => {
                     signatures.push(signature);

@@ -63,8 +63,8 @@ pub fn iota_axis(g: &Graph, n: NodeIndex) -> Option<(usize, &Dim)> {
 fn linear(g: &Graph, n: NodeIndex, axes: &Axes) -> Option<Linear> {
     let zero = Linear { i: 0, j: 0, c: 0 };
     match &g.dag[n].op {
-        Op::Const(v) if v.fract() == 0.0 && v.abs() < 1e15 => Some(Linear {
-            c: *v as i64,
+        Op::Const(v) if v.value().fract() == 0.0 && v.value().abs() < 1e15 => Some(Linear {
+            c: v.value() as i64,
             ..zero
         }),
         Op::Cast => linear(g, g.operands(n)[0], axes),

@@ -1,6 +1,9 @@
 //! The passes: each one file, each semantics-preserving, each with a snapshot test of its
 //! before/after dumps and a proptest that the interpreter gives the same outputs before and
-//! after. [`optimize`] runs the graph passes in order; `plan_memory` runs on the lowered plan.
+//! after. [`registry::PASSES`] lists them in pipeline order; [`optimize`] runs the graph
+//! passes and [`lower_optimized`] lowers and runs the plan passes. With verification on (debug
+//! builds and tests, or `archc dump --verify`) every IR is checked after every pass, and the
+//! first broken invariant is an error naming the pass.
 
 pub mod canonicalize;
 pub mod explain;
@@ -9,156 +12,161 @@ pub mod fuse_scan;
 pub mod interleave_stack;
 mod key_range;
 mod op_kinds;
+mod options;
 mod outline;
 pub mod plan_memory;
+pub mod registry;
 mod rewrite;
+pub mod route_experts;
 pub mod tile_attention;
 
+pub use options::PassOptions;
+pub use registry::{NodeOrder, Pass, Stage, Unit, PASSES};
 pub use rewrite::Rewriter;
 
 use crate::graph::Graph;
+use crate::lower::Lowered;
+use crate::verify::{self, VerifyError};
 
-/// Every pass, in the order the pipeline runs them.
-pub const PASSES: &[&str] = &[
-    "interleave_stack",
-    "canonicalize",
-    "tile_attention",
-    "fuse_scan",
-    "fuse_elementwise",
-    "plan_memory",
-];
-
-/// Which passes run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PassOptions {
-    disabled: Vec<String>,
+/// What stops the pipeline: an internal error, a bug in a pass or in elaboration.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// A stage left its IR breaking an invariant the verifiers check.
+    #[error("internal error: `{stage}` broke an invariant\n{error}")]
+    Broke {
+        /// The pass, or `elaboration` or `lowering`.
+        stage: &'static str,
+        /// What broke, and where.
+        error: VerifyError,
+    },
+    /// A pass needs a node numbering an earlier pass did not keep.
+    #[error("internal error: pass `{pass}` needs elaboration's node order, but `{after}` renumbered the nodes")]
+    Order {
+        /// The pass that needs the order.
+        pass: &'static str,
+        /// The pass that renumbered.
+        after: &'static str,
+    },
 }
 
-impl Default for PassOptions {
-    fn default() -> PassOptions {
-        PassOptions::all()
-    }
-}
-
-impl PassOptions {
-    /// Every pass (the default).
-    pub fn all() -> PassOptions {
-        PassOptions {
-            disabled: Vec::new(),
-        }
-    }
-
-    /// No pass at all (`--no-fuse`): one kernel per primitive op, one arena slot per buffer.
-    pub fn none() -> PassOptions {
-        PassOptions {
-            disabled: PASSES.iter().map(|p| p.to_string()).collect(),
-        }
-    }
-
-    /// Turns one pass off; the name must be one of [`PASSES`].
-    pub fn disable(mut self, pass: &str) -> Result<PassOptions, String> {
-        if !PASSES.contains(&pass) {
-            return Err(format!(
-                "there is no pass `{pass}`; the passes are {}",
-                PASSES.join(", ")
-            ));
-        }
-        self.disabled.push(pass.to_string());
-        Ok(self)
-    }
-
-    /// Turns one pass on (after [`PassOptions::none`], to test passes alone).
-    pub fn enable(mut self, pass: &str) -> PassOptions {
-        self.disabled.retain(|d| d != pass);
-        self
-    }
-
-    /// Whether a pass runs.
-    pub fn enabled(&self, pass: &str) -> bool {
-        !self.disabled.iter().any(|d| d == pass)
-    }
-}
-
-/// A graph pass: a function from a graph to an equivalent one.
-type GraphPass = fn(&Graph) -> Graph;
-
-/// Runs `pass` on the graph and on every layer kind's body.
-fn on_every_body(mut g: Graph, pass: GraphPass) -> Graph {
-    // The kinds are taken out first, so that rewriting the top level does not copy them.
-    let mut kinds = std::mem::take(&mut g.kinds);
-    let mut g = pass(&g);
-    for k in &mut kinds {
-        k.body = pass(&k.body);
-    }
-    g.kinds = kinds;
-    g
+fn check(stage: &'static str, r: Result<(), VerifyError>) -> Result<(), PassError> {
+    r.map_err(|error| PassError::Broke { stage, error })
 }
 
 /// The graph passes, in order.
-pub fn optimize(g: &Graph, o: &PassOptions) -> Graph {
-    run_passes(g, o, None)
+pub fn optimize(g: &Graph, o: &PassOptions) -> Result<Graph, PassError> {
+    run_graph_passes(g, o, None)
 }
 
 /// The graph passes, in order, and a note on each attention and scan pattern the fusion
 /// passes looked at (top level first, then each layer kind's body once), in that order.
-pub fn optimize_explained(g: &Graph, o: &PassOptions) -> (Graph, Vec<explain::Note>) {
+pub fn optimize_explained(
+    g: &Graph,
+    o: &PassOptions,
+) -> Result<(Graph, Vec<explain::Note>), PassError> {
     let mut notes = Vec::new();
-    let g = run_passes(g, o, Some(&mut notes));
-    (g, notes)
+    let g = run_graph_passes(g, o, Some(&mut notes))?;
+    Ok((g, notes))
 }
 
-/// The notes a fusion pass gives about a graph, before it runs on it.
-type NotePass = fn(&Graph) -> Vec<explain::Note>;
+fn run_graph_passes(
+    g: &Graph,
+    o: &PassOptions,
+    notes: Option<&mut Vec<explain::Note>>,
+) -> Result<Graph, PassError> {
+    run_graph(PASSES, g, o, notes)
+}
 
-fn run_passes(g: &Graph, o: &PassOptions, mut notes: Option<&mut Vec<explain::Note>>) -> Graph {
-    let mut g = if o.enabled("interleave_stack") {
-        interleave_stack::run(g)
-    } else {
-        g.clone()
-    };
-    let graph_passes: &[(&str, GraphPass, Option<NotePass>)] = &[
-        ("canonicalize", canonicalize::run, None),
-        (
-            "tile_attention",
-            tile_attention::run,
-            Some(tile_attention::notes),
-        ),
-        ("fuse_scan", fuse_scan::run, Some(fuse_scan::notes)),
-        ("fuse_elementwise", fuse_elementwise::run, None),
-    ];
-    for (name, pass, explain) in graph_passes {
-        if !o.enabled(name) {
+/// Runs the graph passes of `passes` that `o` enables, in order.
+fn run_graph(
+    passes: &[&dyn Pass],
+    g: &Graph,
+    o: &PassOptions,
+    mut notes: Option<&mut Vec<explain::Note>>,
+) -> Result<Graph, PassError> {
+    if o.verifies() {
+        check("elaboration", verify::graph(g))?;
+    }
+    let mut g = g.clone();
+    // Elaboration numbers nodes in creation order; the first pass that rebuilds the graph
+    // renumbers them.
+    let mut renumbered_by: Option<&'static str> = None;
+    for pass in passes.iter().filter(|p| p.stage() == Stage::Graph) {
+        if !o.enabled(pass.name()) {
             continue;
         }
-        if let (Some(notes), Some(explain)) = (notes.as_deref_mut(), explain) {
-            notes.extend(explain(&g));
+        if let (NodeOrder::Elaboration, Some(after)) = (pass.needs(), renumbered_by) {
+            return Err(PassError::Order {
+                pass: pass.name(),
+                after,
+            });
+        }
+        if let Some(notes) = notes.as_deref_mut() {
+            notes.extend(pass.notes(&g));
             for k in &g.kinds {
-                notes.extend(explain(&k.body));
+                notes.extend(pass.notes(&k.body));
             }
         }
-        g = on_every_body(g, *pass);
+        pass.run(Unit::Graph(&mut g));
+        renumbered_by = Some(pass.name());
+        if o.verifies() {
+            check(pass.name(), verify::graph(&g))?;
+        }
     }
-    g
+    Ok(g)
 }
 
 /// Optimises and lowers a graph for Cranelift on x86-64 (`Target::cranelift_x86_64`): see
 /// [`lower_optimized_for`].
-pub fn lower_optimized(g: &Graph, o: &PassOptions) -> crate::lower::Lowered {
+pub fn lower_optimized(g: &Graph, o: &PassOptions) -> Result<Lowered, PassError> {
     lower_optimized_for(g, o, &archc_kernels::target::Target::cranelift_x86_64())
 }
 
 /// Optimises and lowers a graph for `target`: the graph passes (which decide what is fused),
-/// lowering to kernels and a plan with the target's schedule, then `plan_memory`.
+/// lowering to kernels and a plan with the target's schedule (tiles, matmul blocking), then
+/// the plan passes.
 pub fn lower_optimized_for(
     g: &Graph,
     o: &PassOptions,
     target: &archc_kernels::target::Target,
-) -> crate::lower::Lowered {
-    let mut lowered = crate::lower::lower(&optimize(g, o), target);
+) -> Result<Lowered, PassError> {
+    let mut lowered = crate::lower::lower_for(&optimize(g, o)?, target);
     // The passes hide gathers inside regions; the bounds come from the graph as written.
     lowered.plan.index_bounds = crate::lower::index_bounds(g);
-    if o.enabled("plan_memory") {
-        plan_memory::run(&mut lowered.plan);
+    if o.verifies() {
+        check("lowering", verify::lowered(&lowered))?;
     }
-    lowered
+    for pass in PASSES.iter().filter(|p| p.stage() == Stage::Plan) {
+        if !o.enabled(pass.name()) {
+            continue;
+        }
+        pass.run(Unit::Plan(&mut lowered.plan));
+        if o.verifies() {
+            check(pass.name(), verify::lowered(&lowered))?;
+        }
+    }
+    Ok(lowered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_that_needs_elaboration_order_must_come_first() {
+        let g = Graph::default();
+        let (Some(canon), Some(interleave)) = (
+            registry::find("canonicalize"),
+            registry::find("interleave_stack"),
+        ) else {
+            panic!("both passes are registered")
+        };
+        assert!(run_graph(&[interleave, canon], &g, &PassOptions::all(), None).is_ok());
+        let e = run_graph(&[canon, interleave], &g, &PassOptions::all(), None).err();
+        assert_eq!(
+            e.map(|e| e.to_string()).unwrap_or_default(),
+            "internal error: pass `interleave_stack` needs elaboration's node order, but \
+             `canonicalize` renumbered the nodes"
+        );
+    }
 }

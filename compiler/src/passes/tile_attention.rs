@@ -108,7 +108,7 @@ fn reduced(g: &Graph, n: NodeIndex, which: ReduceOp) -> Option<NodeIndex> {
 /// The value of a constant node.
 fn constant(g: &Graph, n: NodeIndex) -> Option<f64> {
     match op(g, n) {
-        Op::Const(v) => Some(*v),
+        Op::Const(v) => Some(v.value()),
         _ => None,
     }
 }

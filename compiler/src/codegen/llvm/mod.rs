@@ -90,19 +90,24 @@ fn optimised<'c>(
     Ok(module)
 }
 
-/// The machine code LLVM compiled into this process: the JIT engine and the context its
-/// module lives in.
-pub struct LlvmCode {
+/// One JIT engine and the context its module lives in: the machine code of a share of the
+/// kernels.
+struct Part {
     /// Owns the machine code; dropped before the context it borrows.
     engine: ManuallyDrop<ExecutionEngine<'static>>,
     /// The LLVM context the engine's module lives in (boxed so its address is stable).
     context: *mut Context,
 }
 
-impl Drop for LlvmCode {
+// SAFETY: a part is made on one thread and then only moved: the engine's reference count has
+// no other holder (the module that shared it is dropped in `jit_engine`), and nothing uses
+// the context or the engine again but `Drop`, on whichever thread holds the part.
+unsafe impl Send for Part {}
+
+impl Drop for Part {
     fn drop(&mut self) {
         // SAFETY: the engine is dropped exactly once, here, before the context it borrows;
-        // the context was made by `Box::into_raw` in `compile` and is freed once.
+        // the context was made by `Box::into_raw` in `Part::compile` and is freed once.
         unsafe {
             ManuallyDrop::drop(&mut self.engine);
             drop(Box::from_raw(self.context));
@@ -110,44 +115,112 @@ impl Drop for LlvmCode {
     }
 }
 
+impl Part {
+    /// Compiles `text` in a context of its own; returns the part and the addresses of
+    /// `names`, in order.
+    fn compile(
+        text: &str,
+        names: &[&str],
+        cpu: &CpuAttributes,
+    ) -> Result<(Part, Vec<usize>), CodegenError> {
+        let context = Box::into_raw(Box::new(Context::create()));
+        // SAFETY: `context` stays allocated until `Part::drop` (or the error path below)
+        // frees it, after the engine and module borrowing it are gone.
+        let ctx: &'static Context = unsafe { &*context };
+        let part = match jit_engine(ctx, text, cpu) {
+            Ok(engine) => Part {
+                engine: ManuallyDrop::new(engine),
+                context,
+            },
+            Err(e) => {
+                // SAFETY: nothing borrows the context any more: the engine was never made.
+                drop(unsafe { Box::from_raw(context) });
+                return Err(e);
+            }
+        };
+        let addresses = names
+            .iter()
+            .map(|n| part.engine.get_function_address(n))
+            .collect::<Result<Vec<usize>, _>>()
+            .map_err(|e| llvm_error("a compiled kernel is missing", e))?;
+        Ok((part, addresses))
+    }
+}
+
+/// The machine code LLVM compiled into this process.
+pub struct LlvmCode {
+    _parts: Vec<Part>,
+}
+
 /// Kernels compiled by LLVM into this process.
 pub type LlvmJit = super::Loaded<LlvmCode>;
 
-/// Compiles kernels for a plan with `symbols` symbolic dims, for this CPU.
+/// Deals kernels into `n` shares of about equal IR size (largest first, each to the lightest
+/// share), so that the shares compile in about the same time.
+fn shares(sizes: &[usize], n: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    let mut shares = vec![(0usize, Vec::new()); n.max(1)];
+    for i in order {
+        if let Some(lightest) = shares.iter_mut().min_by_key(|s| s.0) {
+            lightest.0 += sizes[i];
+            lightest.1.push(i);
+        }
+    }
+    shares
+        .into_iter()
+        .map(|s| s.1)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Compiles kernels for a plan with `symbols` symbolic dims, for this CPU, one share of the
+/// kernels per core at once (LLVM's optimiser is most of the compile time).
 pub fn compile(kernels: &[Kernel], symbols: usize) -> Result<LlvmJit, CodegenError> {
     for k in kernels {
         super::check_locals(k)?;
     }
     let cpu = attributes(&Target::host(), true);
-    let text = text::module(kernels, symbols, &cpu);
-    let context = Box::into_raw(Box::new(Context::create()));
-    // SAFETY: `context` stays allocated until `LlvmCode::drop` (or the error path below)
-    // frees it, after the engine and module borrowing it are gone.
-    let ctx: &'static Context = unsafe { &*context };
-    let code = match jit_engine(ctx, &text, &cpu) {
-        Ok(engine) => LlvmCode {
-            engine: ManuallyDrop::new(engine),
-            context,
-        },
-        Err(e) => {
-            // SAFETY: nothing borrows the context any more: the engine was never made.
-            drop(unsafe { Box::from_raw(context) });
-            return Err(e);
+    // Made once before the threads start: LLVM's target registry is global.
+    machine(&cpu, RelocMode::Default)?;
+    let sizes: Vec<usize> = kernels.iter().map(|k| k.body.len() + 1).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shares = shares(&sizes, cores.min(kernels.len()).min(8));
+    let built: Vec<Result<(Part, Vec<usize>), CodegenError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = shares
+            .iter()
+            .map(|share| {
+                let cpu = &cpu;
+                s.spawn(move || {
+                    let mine: Vec<Kernel> = share.iter().map(|&i| kernels[i].clone()).collect();
+                    let names: Vec<&str> = mine.iter().map(|k| k.name.as_str()).collect();
+                    Part::compile(&text::module(&mine, symbols, cpu), &names, cpu)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(CodegenError::Llvm("a compile thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut fns: Vec<Option<KernelFn>> = vec![None; kernels.len()];
+    let mut parts = Vec::with_capacity(built.len());
+    for (share, result) in shares.iter().zip(built) {
+        let (part, addresses) = result?;
+        for (&i, address) in share.iter().zip(addresses) {
+            // SAFETY: every kernel is defined with the KernelFn ABI (text.rs).
+            fns[i] = Some(unsafe { std::mem::transmute::<usize, KernelFn>(address) });
         }
-    };
-    let mut fns = Vec::with_capacity(kernels.len());
-    for k in kernels {
-        let address = code
-            .engine
-            .get_function_address(&k.name)
-            .map_err(|e| llvm_error("a compiled kernel is missing", e))?;
-        // SAFETY: every kernel is defined with the KernelFn ABI (text.rs).
-        fns.push(unsafe { std::mem::transmute::<usize, KernelFn>(address) });
+        parts.push(part);
     }
+    let fns: Vec<KernelFn> = fns.into_iter().flatten().collect();
     let stack = kernels.iter().map(Kernel::local_bytes).max().unwrap_or(0);
-    // SAFETY: the pointers are this engine's kernels, which `code` keeps alive.
+    // SAFETY: the pointers are these parts' kernels, which `LlvmCode` keeps alive.
     let kernels = unsafe { CpuKernels::new(fns, stack) }?;
-    Ok(super::Loaded::new(kernels, code))
+    Ok(super::Loaded::new(kernels, LlvmCode { _parts: parts }))
 }
 
 /// The optimised module of `text` in a JIT engine, with the libcalls bound.

@@ -439,7 +439,7 @@ impl<'k> Function<'k> {
                 t: L::I64,
             },
             Expr::F32(v) => V {
-                s: float_literal(*v),
+                s: float_literal(v.value()),
                 t: L::F32,
             },
             Expr::Bool(v) => V {

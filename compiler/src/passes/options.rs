@@ -1,0 +1,68 @@
+//! Which passes run, and whether the verifiers check every pass's output.
+
+use super::registry::{self, PASSES};
+
+/// Which passes run, and whether each one's output is verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassOptions {
+    disabled: Vec<String>,
+    verify: bool,
+}
+
+impl Default for PassOptions {
+    fn default() -> PassOptions {
+        PassOptions::all()
+    }
+}
+
+impl PassOptions {
+    /// Every pass (the default); verified in debug builds, tests included.
+    pub fn all() -> PassOptions {
+        PassOptions {
+            disabled: Vec::new(),
+            verify: cfg!(debug_assertions),
+        }
+    }
+
+    /// No pass at all (`--no-fuse`): one kernel per primitive op, one arena slot per buffer.
+    pub fn none() -> PassOptions {
+        PassOptions {
+            disabled: PASSES.iter().map(|p| p.name().to_string()).collect(),
+            ..PassOptions::all()
+        }
+    }
+
+    /// Turns one pass off; the name must be one of [`PASSES`].
+    pub fn disable(mut self, pass: &str) -> Result<PassOptions, String> {
+        if registry::find(pass).is_none() {
+            return Err(format!(
+                "there is no pass `{pass}`; the passes are {}",
+                registry::names()
+            ));
+        }
+        self.disabled.push(pass.to_string());
+        Ok(self)
+    }
+
+    /// Turns one pass on (after [`PassOptions::none`], to test passes alone).
+    pub fn enable(mut self, pass: &str) -> PassOptions {
+        self.disabled.retain(|d| d != pass);
+        self
+    }
+
+    /// Whether a pass runs.
+    pub fn enabled(&self, pass: &str) -> bool {
+        !self.disabled.iter().any(|d| d == pass)
+    }
+
+    /// Verifies every IR after every pass (`archc dump --verify`; always on in debug builds).
+    pub fn verified(mut self) -> PassOptions {
+        self.verify = true;
+        self
+    }
+
+    /// Whether the verifiers run after each pass.
+    pub fn verifies(&self) -> bool {
+        self.verify
+    }
+}

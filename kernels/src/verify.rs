@@ -1,0 +1,350 @@
+//! The Kernel IR verifier. It checks, for one kernel:
+//!
+//! 1. **Buffers**: every `Load`, `VLoad`, `Store` and `VStore` names a buffer in range of the
+//!    params, locals and shared arrays; a constant index into a local or shared array lies
+//!    within its length (for the vector forms, all `width` lanes do).
+//! 2. **Writes**: `Store` and `VStore` write only params marked `output`, locals or shared
+//!    arrays.
+//! 3. **Status word**: the last param is the status word, an `i64` output named `status`, and
+//!    no statement stores to it (checks record into it).
+//! 4. **Variables**: every variable is set (by `Set` or as a loop index) before it is used, in
+//!    program order, and keeps one type.
+//! 5. **Types**: indices, loop extents and dims are `i64`; a binary op's operands have one
+//!    type; comparisons and `and`/`or`/`not` give and take what they should; a `Select`'s
+//!    condition and a `Check`'s are `bool` and its branches one type; a `Store`'s value has the
+//!    buffer's element type (f16 and bf16 buffers load and store f32 values); vector ops
+//!    (`VLoad`, `VStore`, `Splat`, `Lane`) touch only float buffers and `f32` values, a
+//!    `VStore`'s value is an `F32xN` of its width, and a lane is below its vector's width;
+//!    `Fma` takes three values of one float type; `Dim(i)` is below the kernel's dim count.
+//! 6. **Parallel writes**: inside a `Grid` loop, every store to a param has an index that
+//!    depends on the loop's variable (directly or through variables set from it), so that no
+//!    two blocks write one element. Locals (private to each thread) and shared arrays (private
+//!    to each block) are exempt, and so is a loop of at most one iteration (its extent a
+//!    constant expression ≤ 1: a vector loop over a one-element output has extent `1 / 4`).
+//! 7. **Barriers**: a `Barrier` sits between the `Thread` loops of a block, never inside one.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::ir::{Axis, Bin, Elem, Expr, Kernel, Stmt, Ty, Un, Var};
+
+/// One broken invariant: where (the kernel, and the statement path) and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Where it is: `kernel k3_add`.
+    pub at: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// Checks one kernel that reads `dims` symbolic dims; the problems found, in program order.
+pub fn verify_kernel(k: &Kernel, dims: usize) -> Vec<Problem> {
+    let mut v = Verifier {
+        k,
+        dims,
+        vars: HashMap::new(),
+        parallel: Vec::new(),
+        threads: 0,
+        problems: Vec::new(),
+    };
+    match k.params.last() {
+        Some(p) if p.name == "status" && p.elem == Elem::I64 && p.output => {}
+        _ => v.report("the last param is not the status word (`out status: i64`)".into()),
+    }
+    v.stmts(&k.body);
+    v.problems
+}
+
+struct Verifier<'a> {
+    k: &'a Kernel,
+    dims: usize,
+    /// The variables set so far, with their types.
+    vars: HashMap<Var, Ty>,
+    /// For each enclosing parallel loop, the variables that depend on its index (None for a
+    /// loop of one iteration).
+    parallel: Vec<Option<HashSet<Var>>>,
+    /// How many `Thread` loops enclose the current statement.
+    threads: usize,
+    problems: Vec<Problem>,
+}
+
+impl Verifier<'_> {
+    fn report(&mut self, what: String) {
+        self.problems.push(Problem {
+            at: format!("kernel {}", self.k.name),
+            what,
+        });
+    }
+
+    fn buffers(&self) -> usize {
+        self.k.params.len() + self.k.locals.len() + self.k.shared.len()
+    }
+
+    fn stmts(&mut self, body: &[Stmt]) {
+        for s in body {
+            self.stmt(s);
+        }
+    }
+
+    fn stmt(&mut self, s: &Stmt) {
+        match s {
+            Stmt::For {
+                var,
+                extent,
+                kind,
+                body,
+            } => {
+                self.expect(extent, Ty::I64, "a loop extent");
+                self.set(*var, Ty::I64);
+                if *kind == Axis::Grid {
+                    // A loop of one iteration runs on one thread: its stores cannot race.
+                    let single = constant(extent).is_some_and(|n| n <= 1);
+                    self.parallel.push((!single).then(|| HashSet::from([*var])));
+                }
+                self.threads += usize::from(*kind == Axis::Thread);
+                self.stmts(body);
+                self.threads -= usize::from(*kind == Axis::Thread);
+                if *kind == Axis::Grid {
+                    self.parallel.pop();
+                }
+            }
+            Stmt::Set(var, e) => {
+                if let Some(t) = self.ty(e) {
+                    self.set(*var, t);
+                }
+                for deps in self.parallel.iter_mut().flatten() {
+                    if mentions(e, deps) {
+                        deps.insert(*var);
+                    }
+                }
+            }
+            Stmt::Store(b, index, value) => self.store(*b, index, value, None),
+            Stmt::VStore(b, index, value, w) => self.store(*b, index, value, Some(*w)),
+            Stmt::Check(cond, _) => self.expect(cond, Ty::Bool, "a check's condition"),
+            Stmt::Barrier(scope) => {
+                if self.threads > 0 {
+                    self.report(format!(
+                        "a {scope:?} barrier inside a Thread loop: the threads would not all \
+                         reach it"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn set(&mut self, var: Var, t: Ty) {
+        match self.vars.insert(var, t) {
+            Some(before) if before != t => {
+                self.report(format!("v{} is set as {t:?} but was {before:?}", var.0))
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks a store (`width` given for a vector store).
+    fn store(&mut self, b: usize, index: &Expr, value: &Expr, width: Option<u8>) {
+        let what = if width.is_some() { "vstore" } else { "store" };
+        self.buffer(b, index, width, what);
+        self.expect(index, Ty::I64, "an index");
+        let Some(elem) = (b < self.buffers()).then(|| self.k.elem(b)) else {
+            self.ty(value);
+            return;
+        };
+        let want = width.map_or(elem.ty(), Ty::F32xN);
+        self.expect(value, want, &format!("the value stored to b{b}"));
+        if let Some(p) = self.k.params.get(b) {
+            if !p.output {
+                self.report(format!("{what} to b{b}, a param not marked output"));
+            } else if b + 1 == self.k.params.len() {
+                self.report(format!("{what} to the status word b{b}"));
+            }
+            if let Some(Some(deps)) = self.parallel.last() {
+                if !mentions(index, deps) {
+                    self.report(format!(
+                        "{what} to b{b}[{}] in a Grid loop, at an index that does not depend on \
+                         the loop's variable: threads would write one element",
+                        crate::print_expr(index)
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Checks that buffer `b` exists (and holds floats for vector access of `width` lanes),
+    /// and that a constant index into a local or shared array is within its length.
+    fn buffer(&mut self, b: usize, index: &Expr, width: Option<u8>, what: &str) {
+        if b >= self.buffers() {
+            self.report(format!(
+                "{what} to b{b}, but there are {} params, {} locals and {} shared arrays",
+                self.k.params.len(),
+                self.k.locals.len(),
+                self.k.shared.len()
+            ));
+            return;
+        }
+        if width.is_some() && self.k.elem(b).ty() != Ty::F32 {
+            self.report(format!("{what} on b{b}, a {:?} buffer", self.k.elem(b)));
+        }
+        let lanes = width.map_or(1, i64::from);
+        let array = b
+            .checked_sub(self.k.params.len())
+            .and_then(|l| self.k.arrays().nth(l));
+        if let (Some(array), Expr::Int(i)) = (array, index) {
+            let len = array.len as i64;
+            if *i < 0 || i + lanes > len {
+                self.report(format!(
+                    "{what} at b{b}[{i}], outside array `{}` of {len} elements",
+                    array.name
+                ));
+            }
+        }
+    }
+
+    fn expect(&mut self, e: &Expr, want: Ty, what: &str) {
+        match self.ty(e) {
+            Some(t) if t != want => self.report(format!("{what} is {t:?}, not {want:?}")),
+            _ => {}
+        }
+    }
+
+    /// The type of `e`, reporting what is wrong inside it (None once something is).
+    fn ty(&mut self, e: &Expr) -> Option<Ty> {
+        Some(match e {
+            Expr::Int(_) => Ty::I64,
+            Expr::F32(_) => Ty::F32,
+            Expr::Bool(_) => Ty::Bool,
+            Expr::Var(v) => match self.vars.get(v) {
+                Some(t) => *t,
+                None => {
+                    self.report(format!("v{} is used before it is set", v.0));
+                    return None;
+                }
+            },
+            Expr::Dim(i) => {
+                if *i >= self.dims {
+                    self.report(format!("dims[{i}] read, but there are {} dims", self.dims));
+                }
+                Ty::I64
+            }
+            Expr::Load(b, index) => {
+                self.buffer(*b, index, None, "load");
+                self.expect(index, Ty::I64, "an index");
+                if *b >= self.buffers() {
+                    return None;
+                }
+                self.k.elem(*b).ty()
+            }
+            Expr::VLoad(b, index, w) => {
+                self.buffer(*b, index, Some(*w), "vload");
+                self.expect(index, Ty::I64, "an index");
+                if *b >= self.buffers() {
+                    return None;
+                }
+                Ty::F32xN(*w)
+            }
+            Expr::Un(op, a) => self.unary(*op, a)?,
+            Expr::Bin(op, a, b) => self.binary(*op, a, b)?,
+            Expr::Select(c, a, b) => {
+                self.expect(c, Ty::Bool, "a select's condition");
+                let (a, b) = (self.ty(a)?, self.ty(b)?);
+                if a != b {
+                    self.report(format!("select between {a:?} and {b:?}"));
+                }
+                a
+            }
+            Expr::Cast(t, a) => {
+                self.ty(a)?;
+                *t
+            }
+            Expr::Splat(a, w) => {
+                self.expect(a, Ty::F32, "a splat's operand");
+                Ty::F32xN(*w)
+            }
+            Expr::Fma(a, b, c) => {
+                let t = self.ty(a)?;
+                let (tb, tc) = (self.ty(b)?, self.ty(c)?);
+                if !matches!(t, Ty::F32 | Ty::F32xN(_)) || tb != t || tc != t {
+                    self.report(format!("fma of {t:?}, {tb:?} and {tc:?}"));
+                }
+                t
+            }
+            Expr::Lane(a, i) => {
+                match self.ty(a)? {
+                    Ty::F32xN(w) if *i < w => {}
+                    Ty::F32xN(w) => self.report(format!("lane {i} of a {w}-lane vector")),
+                    t => self.report(format!("a lane's operand is {t:?}, not a vector")),
+                }
+                Ty::F32
+            }
+        })
+    }
+
+    fn unary(&mut self, op: Un, a: &Expr) -> Option<Ty> {
+        let t = self.ty(a)?;
+        let ok = match op {
+            Un::Not => t == Ty::Bool,
+            Un::Neg | Un::Abs => t != Ty::Bool,
+            _ => matches!(t, Ty::F32 | Ty::F32xN(_)),
+        };
+        if !ok {
+            self.report(format!("{op:?} of {t:?}"));
+        }
+        Some(t)
+    }
+
+    fn binary(&mut self, op: Bin, a: &Expr, b: &Expr) -> Option<Ty> {
+        let (ta, tb) = (self.ty(a)?, self.ty(b)?);
+        if ta != tb {
+            self.report(format!(
+                "{op:?} of {ta:?} and {tb:?}: operands differ in type"
+            ));
+            return None;
+        }
+        let ok = match op {
+            Bin::And | Bin::Or => ta == Ty::Bool,
+            Bin::Eq | Bin::Ne => true,
+            _ => ta != Ty::Bool,
+        };
+        if !ok {
+            self.report(format!("{op:?} of {ta:?}"));
+        }
+        Some(if op.is_comparison() { Ty::Bool } else { ta })
+    }
+}
+
+/// Whether `e` reads any of `vars`.
+fn mentions(e: &Expr, vars: &HashSet<Var>) -> bool {
+    match e {
+        Expr::Var(v) => vars.contains(v),
+        Expr::Int(_) | Expr::F32(_) | Expr::Bool(_) | Expr::Dim(_) => false,
+        Expr::Load(_, a) | Expr::VLoad(_, a, _) | Expr::Un(_, a) | Expr::Cast(_, a) => {
+            mentions(a, vars)
+        }
+        Expr::Splat(a, _) | Expr::Lane(a, _) => mentions(a, vars),
+        Expr::Bin(_, a, b) => mentions(a, vars) || mentions(b, vars),
+        Expr::Select(a, b, c) | Expr::Fma(a, b, c) => {
+            mentions(a, vars) || mentions(b, vars) || mentions(c, vars)
+        }
+    }
+}
+
+/// The value of an integer expression made of constants, if it is one (as the code
+/// generators compute it: division and remainder by zero give 0).
+fn constant(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Int(n) => Some(*n),
+        Expr::Bin(op, a, b) => {
+            let (a, b) = (constant(a)?, constant(b)?);
+            match op {
+                Bin::Add => a.checked_add(b),
+                Bin::Sub => a.checked_sub(b),
+                Bin::Mul => a.checked_mul(b),
+                Bin::Div => Some(a.checked_div(b).unwrap_or(0)),
+                Bin::Rem => Some(a.checked_rem(b).unwrap_or(0)),
+                Bin::Max => Some(a.max(b)),
+                Bin::Min => Some(a.min(b)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
