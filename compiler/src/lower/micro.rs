@@ -7,8 +7,8 @@
 //! take 8 accumulators: Cranelift schedules the next step's loads early, and 6 rows (12
 //! accumulators) spilled on every step, 1.3× slower.
 
-use archc_kernels::ir::build::{add, axis, bin, serial, sub, var};
-use archc_kernels::ir::{Axis, Bin, Expr, Ieee32, Stmt, Var};
+use archc_kernels::ir::build::{add, axis, serial, sub, var};
+use archc_kernels::ir::{Axis, Expr, Ieee32, Stmt, Var};
 
 use super::lanes::LANES as WIDTH;
 
@@ -134,16 +134,7 @@ pub fn micro(
         }
     }
     out.push(serial(cx.var(), var(blk.later), reload));
-    if std::env::var("ARCHC_MM_UNROLL").is_ok() {
-        // Two steps per iteration (fewer loop-carried register moves), then an odd last step.
-        let half = bin(Bin::Div, var(blk.kc), Expr::Int(2));
-        let twice: Vec<Stmt> = step.iter().chain(&step).cloned().collect();
-        out.push(axis(Axis::Reduce, p, half, twice));
-        let odd = bin(Bin::Rem, var(blk.kc), Expr::Int(2));
-        out.push(axis(Axis::Reduce, cx.var(), odd, step));
-    } else {
-        out.push(axis(Axis::Reduce, p, var(blk.kc), step));
-    }
+    out.push(axis(Axis::Reduce, p, var(blk.kc), step));
     let stores: Vec<Stmt> = accs
         .iter()
         .enumerate()
