@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use archc_compiler::codegen::{jit, kernel_interp::KernelInterp};
+use archc_compiler::codegen::backend::BackendKind;
+use archc_compiler::codegen::kernel_interp::KernelInterp;
 use archc_compiler::interp::{bind_dims, interpret};
 use archc_compiler::passes::{lower_optimized_for, PassOptions};
 use archc_kernels::target::{Target, X86Level};
@@ -52,11 +53,17 @@ fn check(target: &Target, seq: usize) {
     let lowered = lower_optimized_for(&g, &PassOptions::all(), target).unwrap();
     let w = WeightSource::Random(5);
     let mut exec = Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();
-    let jit = jit::compile(&lowered.kernels, lowered.plan.symbols.len()).unwrap();
-    let backends: [(&str, &dyn Launcher); 2] = [
-        ("kernel IR", &KernelInterp(&lowered.kernels)),
-        ("cranelift", &jit),
-    ];
+    // Cranelift takes four lanes only; a wider target's kernels run on LLVM where it is built.
+    let native = match target.lanes {
+        4 => Some(BackendKind::Cranelift),
+        _ => Some(BackendKind::Llvm).filter(|b| b.available()),
+    };
+    let jit = native.map(|kind| crate::common::jit(kind, &lowered));
+    let by_kernels = KernelInterp(&lowered.kernels);
+    let mut backends: Vec<(&str, &dyn Launcher)> = vec![("kernel IR", &by_kernels)];
+    if let (Some(kind), Some(jit)) = (native, &jit) {
+        backends.push((kind.name(), jit.as_ref()));
+    }
     for (backend, launcher) in backends {
         let got: HashMap<String, Tensor> = exec
             .run(launcher, &inputs, &HashMap::new())
@@ -96,7 +103,15 @@ fn ragged_sizes_match_the_interpreter_with_cranelifts_blocks() {
 }
 
 #[test]
-fn a_wider_target_still_lowers_to_four_lane_vectors() {
-    // 16-lane AVX-512 blocking (8 × 32): eight f32x4 vectors across the micro-kernel.
+fn a_wider_target_lowers_to_its_own_vector_width() {
+    // 16-lane AVX-512 blocking (8 × 32): two 16-lane vectors across the micro-kernel.
     check(&Target::x86_64(X86Level::V4), 13);
+    let g = compile("mm.arch", SRC).unwrap_or_else(|(_, r)| panic!("{r}"));
+    let wide = lower_optimized_for(&g, &PassOptions::all(), &Target::x86_64(X86Level::V4)).unwrap();
+    let text: String = wide
+        .kernels
+        .iter()
+        .map(archc_kernels::print_kernel)
+        .collect();
+    assert!(text.contains("splat16"), "{text}");
 }

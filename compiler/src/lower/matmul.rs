@@ -24,12 +24,8 @@ use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Local, Stmt, Var};
 
 use super::body::delinearize;
 use super::index::Ctx;
-use super::lanes::LANES as WIDTH;
 use super::micro::{micro, Block, Rows};
 use crate::graph::{Dim, TensorType};
-
-/// Lanes of the IR's vectors, as a count of elements.
-const LANES: usize = WIDTH as usize;
 
 /// The most micro-kernel panels in one task's column block: bounds the packed local
 /// (`kc × TASK_PANELS × nr` floats) and splits wide outputs into several tasks.
@@ -113,8 +109,10 @@ impl Layout<'_> {
 struct Shape {
     /// Rows of the main micro-kernel.
     mr: usize,
-    /// f32x4 vectors across a micro-kernel (its columns are `vectors × LANES`).
+    /// Vectors across a micro-kernel (its columns are `vectors × lanes`).
     vectors: usize,
+    /// Lanes of each vector: the target's width.
+    lanes: usize,
     /// The reduced slice.
     kc: i64,
     /// Rows of a task.
@@ -126,13 +124,15 @@ struct Shape {
 impl Shape {
     fn of(cx: &Ctx) -> Shape {
         let b = cx.schedule.blocking;
-        // The IR's vectors have LANES lanes: a wider target's `nr` is several of them.
-        let vectors = (b.nr / LANES).max(1);
-        let nr = vectors * LANES;
+        // `nr` is a whole number of the target's vectors.
+        let lanes = cx.schedule.matmul_lanes.max(1);
+        let vectors = (b.nr / lanes).max(1);
+        let nr = vectors * lanes;
         let mr = b.mr.max(1);
         Shape {
             mr,
             vectors,
+            lanes,
             kc: b.kc.max(1) as i64,
             mc: ((b.mc / mr).max(1) * mr) as i64,
             nt: ((b.nc / nr).clamp(1, TASK_PANELS) * nr) as i64,
@@ -140,7 +140,7 @@ impl Shape {
     }
 
     fn nr(&self) -> i64 {
-        (self.vectors * LANES) as i64
+        (self.vectors * self.lanes) as i64
     }
 }
 
@@ -315,12 +315,12 @@ fn slices(
         ),
     ];
     for q in 0..s.vectors {
-        let off = Expr::Int((q * LANES) as i64);
+        let off = Expr::Int((q * s.lanes) as i64);
         copy.push(Stmt::VStore(
             packed,
             add(var(dst), off.clone()),
-            Expr::VLoad(bbuf, Box::new(add(var(src), off)), WIDTH),
-            WIDTH,
+            Expr::VLoad(bbuf, Box::new(add(var(src), off)), s.lanes as u8),
+            s.lanes as u8,
         ));
     }
     per_slice.push(serial(jp, var(t.panels), vec![serial(kk, var(kc), copy)]));
@@ -358,6 +358,7 @@ fn slices(
         a,
         rows,
         vectors: s.vectors,
+        lanes: s.lanes,
         i,
         j,
         panel,

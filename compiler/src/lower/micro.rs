@@ -10,11 +10,7 @@
 use archc_kernels::ir::build::{add, axis, serial, sub, var};
 use archc_kernels::ir::{Axis, Expr, Ieee32, Stmt, Var};
 
-use super::lanes::LANES as WIDTH;
-
 /// Lanes of the IR's vectors, as a count of elements.
-const LANES: usize = WIDTH as usize;
-
 use super::index::Ctx;
 use super::matmul::{finish, Epilogue, Layout};
 
@@ -39,8 +35,10 @@ pub struct Block {
     pub a: Rows,
     /// Rows of outputs (accumulators per column vector).
     pub rows: usize,
-    /// f32x4 vectors across.
+    /// Vectors across.
     pub vectors: usize,
+    /// Lanes of each vector (the target's width).
+    pub lanes: usize,
     /// The first row.
     pub i: Var,
     /// The first column.
@@ -70,8 +68,9 @@ pub fn micro(
     let bs: Vec<Var> = (0..blk.vectors).map(|_| cx.var()).collect();
     let accs: Vec<Vec<Var>> = (0..blk.rows).map(|_| cx.vars(blk.vectors)).collect();
     let row = |r: usize| add(var(blk.i), Expr::Int(r as i64));
-    let col = |q: usize| add(var(blk.j), Expr::Int((q * LANES) as i64));
-    let nr = (blk.vectors * LANES) as i64;
+    let (lanes, width) = (blk.lanes, blk.lanes as u8);
+    let col = |q: usize| add(var(blk.j), Expr::Int((q * lanes) as i64));
+    let nr = (blk.vectors * lanes) as i64;
     // Running indices of this step's elements: element p of each row of `a`, row p of the
     // panel. They advance by one step per iteration (Cranelift would otherwise recompute each
     // from the row number, every iteration).
@@ -98,15 +97,15 @@ pub fn micro(
         .iter()
         .enumerate()
         .map(|(q, b)| {
-            let at = add(var(b_at), Expr::Int((q * LANES) as i64));
-            Stmt::Set(*b, Expr::VLoad(packed, Box::new(at), WIDTH))
+            let at = add(var(b_at), Expr::Int((q * blk.lanes) as i64));
+            Stmt::Set(*b, Expr::VLoad(packed, Box::new(at), width))
         })
         .collect();
     for (r, acc) in accs.iter().enumerate() {
         let av = cx.var();
         step.push(Stmt::Set(
             av,
-            Expr::Splat(Box::new(Expr::Load(abuf, Box::new(a_at(r)))), WIDTH),
+            Expr::Splat(Box::new(Expr::Load(abuf, Box::new(a_at(r)))), width),
         ));
         for (q, b) in bs.iter().enumerate() {
             step.push(Stmt::Set(
@@ -122,7 +121,7 @@ pub fn micro(
     out.extend(accs.iter().flatten().map(|v| {
         Stmt::Set(
             *v,
-            Expr::Splat(Box::new(Expr::F32(Ieee32::new(0.0))), WIDTH),
+            Expr::Splat(Box::new(Expr::F32(Ieee32::new(0.0))), width),
         )
     }));
     // After the first slice the accumulators start from the partial sums stored so far.
@@ -130,7 +129,7 @@ pub fn micro(
     for (r, acc) in accs.iter().enumerate() {
         for (q, v) in acc.iter().enumerate() {
             let at = l.out(cx, row(r), col(q));
-            reload.push(Stmt::Set(*v, Expr::VLoad(0, Box::new(at), WIDTH)));
+            reload.push(Stmt::Set(*v, Expr::VLoad(0, Box::new(at), width)));
         }
     }
     out.push(serial(cx.var(), var(blk.later), reload));
@@ -141,7 +140,7 @@ pub fn micro(
         .flat_map(|(r, acc)| {
             acc.iter()
                 .enumerate()
-                .map(|(q, v)| Stmt::VStore(0, l.out(cx, row(r), col(q)), var(*v), WIDTH))
+                .map(|(q, v)| Stmt::VStore(0, l.out(cx, row(r), col(q)), var(*v), width))
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -170,14 +169,15 @@ fn finished(
     epilogue: &mut Option<&mut dyn Epilogue>,
 ) -> Vec<Stmt> {
     let mut out = Vec::new();
-    if let Some(epi) = epilogue.as_deref_mut() {
+    // Epilogues have a vector form for four lanes; wider accumulators finish element-wise.
+    if let Some(epi) = epilogue.as_deref_mut().filter(|_| blk.lanes == 4) {
         let mut vectors = true;
         for (r, acc) in accs.iter().enumerate() {
             for (q, v) in acc.iter().enumerate() {
                 let col = cx.var();
                 out.push(Stmt::Set(
                     col,
-                    add(var(blk.j), Expr::Int((q * LANES) as i64)),
+                    add(var(blk.j), Expr::Int((q * blk.lanes) as i64)),
                 ));
                 let at = l.coords(cx, add(var(blk.i), Expr::Int(r as i64)), var(col));
                 match epi.vector(cx, var(*v), at, col) {
@@ -197,7 +197,7 @@ fn finished(
         let col = add(var(blk.j), var(c));
         let stored = Expr::Load(0, Box::new(l.out(cx, row.clone(), col.clone())));
         let body = finish(cx, l, epilogue, stored, row, col);
-        out.push(serial(c, Expr::Int((blk.vectors * LANES) as i64), body));
+        out.push(serial(c, Expr::Int((blk.vectors * blk.lanes) as i64), body));
     }
     out
 }

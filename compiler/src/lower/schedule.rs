@@ -15,6 +15,8 @@ pub struct Schedule {
     pub max_ssd_chunk: usize,
     /// How matmuls are blocked: the register micro-kernel and cache blocks of the target.
     pub blocking: MatmulBlocking,
+    /// Lanes of the matmul micro-kernel's vectors: the target's own width.
+    pub matmul_lanes: usize,
 }
 
 /// The channels and states of a typical head, which the cache-derived sizes assume.
@@ -40,6 +42,7 @@ impl Schedule {
             attention_block: 1 << block.ilog2(),
             max_ssd_chunk: chunk,
             blocking: target.matmul_blocking(),
+            matmul_lanes: (target.lanes as usize).clamp(1, 16),
         }
     }
 
