@@ -1,5 +1,6 @@
-//! The tiled attention kernel (FlashAttention's idea, on CPU threads): one query row per
-//! iteration of the parallel loop, keys in blocks, an online softmax.
+//! The attention kernel. Constant head widths whose value width is a multiple of 4 (every
+//! model's) take the tiles of [`super::attention_tiles`]; other shapes take this one: one query
+//! row per iteration of the parallel loop, keys in blocks, an online softmax.
 //!
 //! For each block the row's logits (the scores after the user's modifications, evaluated from
 //! the region body) go to a thread-private array; the running max `m` and sum `l` are updated
@@ -41,9 +42,16 @@ pub fn lower(
     out: &TensorType,
     ins: &[&TensorType],
 ) -> Template {
-    let mut gen = BodyGen::new(&r.body, 1);
     let [qs, ks, vs] = a.qkv;
     let (qt, kt, vt) = (ins[qs], ins[ks], ins[vs]);
+    let width = |t: &TensorType| t.shape[t.rank() - 1].as_const();
+    if let (Some(d), Some(dv)) = (width(qt), width(vt)) {
+        if dv % 4 == 0 {
+            let w = super::attention_tiles::Widths { d, dv };
+            return super::attention_tiles::lower(cx, r, a, (out, ins), &w);
+        }
+    }
+    let mut gen = BodyGen::new(&r.body, 1);
     let (qb, kb, vb) = (qs + 1, ks + 1, vs + 1);
     // Buffers: the output, the inputs, the status word, then the locals.
     let logits_buf = ins.len() + 2;
@@ -70,21 +78,8 @@ pub fn lower(
         .collect();
     let batch: Vec<Expr> = coords[..rank - 2].iter().map(|v| var(*v)).collect();
     let i = var(coords[rank - 2]);
-    // The linear index of element 0 of row `pos` of an operand (its last axis is contiguous)
-    // whose buffer holds `t` and whose axis `a` is `t`'s axis `order[a]`.
-    let row_start = |cx: &Ctx, t: &TensorType, order: &[usize], pos: Expr| {
-        let logical: Vec<crate::graph::Dim> = order.iter().map(|&x| t.shape[x].clone()).collect();
-        let mut at = batch.clone();
-        at.push(pos);
-        let mut at = broadcast_at(&at, &logical[..t.rank() - 1]);
-        at.push(Expr::Int(0));
-        let mut stored = at.clone();
-        for (a, &x) in order.iter().enumerate() {
-            stored[x] = at[a].clone();
-        }
-        cx.index(&t.shape, &stored)
-    };
-    let plain = |t: &TensorType| (0..t.rank()).collect::<Vec<usize>>();
+    let row_start =
+        |cx: &Ctx, t: &TensorType, order: &[usize], pos: Expr| row_start(cx, &batch, t, order, pos);
     let q_row = cx.var();
     per_row.push(Stmt::Set(q_row, row_start(cx, qt, &plain(qt), i.clone())));
     // A short query row stays in registers for all its keys.
@@ -119,7 +114,8 @@ pub fn lower(
         per_row.push(Stmt::Set(*acc, widen(f32(0.0))));
     }
 
-    let (first, blocks) = key_blocks(cx, &a.keys, i.clone(), t.clone(), block, &mut per_row);
+    let rows = (i.clone(), i.clone());
+    let (first, blocks) = key_blocks(cx, &a.keys, rows, t.clone(), block, &mut per_row);
     let (jb, j0, count, jj, j) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let (k_row, s, x, bm, mn, corr) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let mut per_block = vec![
@@ -280,14 +276,41 @@ pub fn lower(
     }
 }
 
-/// The blocks of keys row `i` visits: those that meet its visible keys `i + lo ..= i + hi`
-/// (the pass proved every row keeps one, so the range is never empty). Returns the variable
-/// holding the first block, when there is a lower bound (statements setting it go to
-/// `per_row`), and the number of blocks.
-fn key_blocks(
+/// `0, 1, …, rank − 1`: an operand stored in its logical order.
+pub(super) fn plain(t: &TensorType) -> Vec<usize> {
+    (0..t.rank()).collect()
+}
+
+/// The linear index of element 0 of row `pos` of an operand (its last axis is contiguous)
+/// whose buffer holds `t` and whose axis `a` is `t`'s axis `order[a]`, at the output's batch
+/// coordinates `batch` (broadcast against the operand's own).
+pub(super) fn row_start(
+    cx: &Ctx,
+    batch: &[Expr],
+    t: &TensorType,
+    order: &[usize],
+    pos: Expr,
+) -> Expr {
+    let logical: Vec<crate::graph::Dim> = order.iter().map(|&x| t.shape[x].clone()).collect();
+    let mut at = batch.to_vec();
+    at.push(pos);
+    let mut at = broadcast_at(&at, &logical[..t.rank() - 1]);
+    at.push(Expr::Int(0));
+    let mut stored = at.clone();
+    for (a, &x) in order.iter().enumerate() {
+        stored[x] = at[a].clone();
+    }
+    cx.index(&t.shape, &stored)
+}
+
+/// The blocks of keys that queries `first ..= last` visit: those that meet the visible keys
+/// `i + lo ..= i + hi` of some query `i` among them (the pass proved every row keeps one, so
+/// the range is never empty). Returns the variable holding the first block, when there is a
+/// lower bound (statements setting it go to `per_row`), and the number of blocks.
+pub(super) fn key_blocks(
     cx: &mut Ctx,
     keys: &KeyRange,
-    i: Expr,
+    (first, last): (Expr, Expr),
     t: Expr,
     block: i64,
     per_row: &mut Vec<Stmt>,
@@ -298,7 +321,7 @@ fn key_blocks(
             Bin::Min,
             all,
             add(
-                bin(Bin::Div, plus(i.clone(), Expr::Int(hi)), Expr::Int(block)),
+                bin(Bin::Div, plus(last, Expr::Int(hi)), Expr::Int(block)),
                 Expr::Int(1),
             ),
         ),
@@ -307,16 +330,16 @@ fn key_blocks(
     // With a lower bound, the row starts at the block holding key i + lo.
     match keys.lo {
         Some(lo) => {
-            let first = cx.var();
+            let from = cx.var();
             per_row.push(Stmt::Set(
-                first,
+                from,
                 bin(
                     Bin::Div,
-                    bin(Bin::Max, Expr::Int(0), plus(i, Expr::Int(lo))),
+                    bin(Bin::Max, Expr::Int(0), plus(first, Expr::Int(lo))),
                     Expr::Int(block),
                 ),
             ));
-            (Some(first), sub(end, var(first)))
+            (Some(from), sub(end, var(from)))
         }
         None => (None, end),
     }

@@ -24,7 +24,7 @@ use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Local, Stmt, Var};
 
 use super::body::delinearize;
 use super::index::Ctx;
-use super::micro::{micro, Block, Rows};
+use super::micro::{micro, Block, Operands, Rows};
 use crate::graph::{Dim, TensorType};
 
 /// The most micro-kernel panels in one task's column block: bounds the packed local
@@ -53,6 +53,20 @@ pub struct Layout<'a> {
     /// The reduced extent.
     pub k: Expr,
     n: Expr,
+}
+
+impl Operands for Layout<'_> {
+    fn a(&self, cx: &Ctx, i: Expr, p: Expr) -> Expr {
+        Layout::a(self, cx, i, p)
+    }
+
+    fn out(&self, cx: &Ctx, i: Expr, j: Expr) -> Expr {
+        Layout::out(self, cx, i, j)
+    }
+
+    fn coords(&self, cx: &Ctx, i: Expr, j: Expr) -> Vec<Expr> {
+        Layout::coords(self, cx, i, j)
+    }
 }
 
 impl Layout<'_> {
@@ -125,7 +139,7 @@ impl Shape {
     fn of(cx: &Ctx) -> Shape {
         let b = cx.schedule.blocking;
         // `nr` is a whole number of the target's vectors.
-        let lanes = cx.schedule.matmul_lanes.max(1);
+        let lanes = cx.schedule.lanes.max(1);
         let vectors = (b.nr / lanes).max(1);
         let nr = vectors * lanes;
         let mr = b.mr.max(1);
@@ -356,6 +370,9 @@ fn slices(
     let a_at = cx.var();
     let block = |rows: usize, a: Rows| Block {
         a,
+        b: packed,
+        b_step: Expr::Int(nr),
+        out: 0,
         rows,
         vectors: s.vectors,
         lanes: s.lanes,
@@ -364,18 +381,20 @@ fn slices(
         panel,
         k_lo,
         kc,
-        later,
-        last,
+        later: var(later),
+        last: var(last),
     };
     let mut main = vec![
         Stmt::Set(i, add(var(t.i.0), mul(var(ib), Expr::Int(mr)))),
         Stmt::Set(a_at, mul(var(ib), Expr::Int(s.kc * mr))),
     ];
-    let rows = Rows::Packed {
+    let rows = Rows::Panel {
         buf: a_packed,
         at: a_at,
+        stride: Expr::Int(1),
+        step: mr,
     };
-    main.extend(micro(cx, l, (abuf, packed), &block(s.mr, rows), epilogue));
+    main.extend(micro(cx, l, &block(s.mr, rows), epilogue));
     let mut rest = vec![Stmt::Set(
         i,
         add(
@@ -383,13 +402,7 @@ fn slices(
             var(it),
         ),
     )];
-    rest.extend(micro(
-        cx,
-        l,
-        (abuf, packed),
-        &block(1, Rows::Direct),
-        epilogue,
-    ));
+    rest.extend(micro(cx, l, &block(1, Rows::Direct(abuf)), epilogue));
     let leftover = bin(Bin::Rem, height, Expr::Int(s.mr as i64));
     let per_panel = vec![
         Stmt::Set(j, add(var(t.j.0), mul(var(jq), Expr::Int(nr)))),
@@ -447,7 +460,7 @@ fn tail_columns(
 /// Stores (or finishes through the epilogue) one output element.
 pub fn finish(
     cx: &mut Ctx,
-    l: &Layout,
+    l: &dyn Operands,
     epilogue: &mut Option<&mut dyn Epilogue>,
     value: Expr,
     i: Expr,

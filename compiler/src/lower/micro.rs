@@ -1,31 +1,48 @@
-//! The register micro-kernel of the blocked matmul: a `rows` × `vectors·4` block of outputs
-//! held in f32x4 accumulators (`Set` variables, so they live in registers) through one slice of
-//! the reduced axis.
+//! The register micro-kernel: a `rows` × `vectors·lanes` block of outputs held in vector
+//! accumulators (`Set` variables, so they live in registers) through one slice of the reduced
+//! axis. The blocked matmul runs it on packed panels; tiled attention runs it for `Q·Kᵀ` (on a
+//! packed panel of `Kᵀ`) and `P·V` (on the rows of `v` in place).
 //!
 //! Per step it loads the packed panel's `vectors` vectors of `b` and broadcasts one element of
 //! `a` per row, for `rows · vectors` FMAs. With Cranelift's 16 registers, 4 rows × 2 vectors
 //! take 8 accumulators: Cranelift schedules the next step's loads early, and 6 rows (12
 //! accumulators) spilled on every step, 1.3× slower.
 
-use archc_kernels::ir::build::{add, axis, serial, sub, var};
+use archc_kernels::ir::build::{add, axis, mul, serial, sub, var};
 use archc_kernels::ir::{Axis, Expr, Ieee32, Stmt, Var};
 
-/// Lanes of the IR's vectors, as a count of elements.
 use super::index::Ctx;
-use super::matmul::{finish, Epilogue, Layout};
+use super::matmul::{finish, Epilogue};
+
+/// The index arithmetic of the operand a micro-kernel reads rows of and the output it writes.
+pub trait Operands {
+    /// The index of `a[i, p]` (for [`Rows::Direct`]).
+    fn a(&self, cx: &Ctx, i: Expr, p: Expr) -> Expr;
+    /// The index of output element `[i, j]`.
+    fn out(&self, cx: &Ctx, i: Expr, j: Expr) -> Expr;
+    /// The output element's coordinates, for an epilogue.
+    fn coords(&self, cx: &Ctx, i: Expr, j: Expr) -> Vec<Expr>;
+}
 
 /// Where a micro-kernel reads `a`.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub enum Rows {
-    /// In place: each row's elements are contiguous, `k` apart.
-    Direct,
-    /// A packed panel in local `buf` starting at `at`: per step of the slice, the block's
-    /// rows' elements side by side, so one running index serves every row.
-    Packed {
-        /// The local.
+    /// In buffer `buf` at [`Operands::a`]: each row's elements are contiguous, a running index
+    /// per row.
+    Direct(usize),
+    /// In `buf` from `at`: row `r`'s element of a step at `at + r·stride`, the next step's
+    /// `step` further, so one running index serves every row. A packed panel has the block's
+    /// rows side by side (`stride` 1, `step` the rows); a row-major tile has `stride` its row
+    /// length and `step` 1.
+    Panel {
+        /// The buffer.
         buf: usize,
-        /// The panel's first element.
+        /// Row 0's first element.
         at: Var,
+        /// From one row's element to the next row's.
+        stride: Expr,
+        /// From one step's elements to the next step's.
+        step: i64,
     },
 }
 
@@ -33,6 +50,12 @@ pub enum Rows {
 pub struct Block {
     /// Where `a` comes from.
     pub a: Rows,
+    /// The buffer holding `b`'s rows: `vectors·lanes` contiguous columns per step.
+    pub b: usize,
+    /// From one step's row of `b` to the next.
+    pub b_step: Expr,
+    /// The output buffer.
+    pub out: usize,
     /// Rows of outputs (accumulators per column vector).
     pub rows: usize,
     /// Vectors across.
@@ -50,17 +73,16 @@ pub struct Block {
     /// The slice's length.
     pub kc: Var,
     /// 1 after the first slice (the partial sums are loaded back), else 0.
-    pub later: Var,
+    pub later: Expr,
     /// 1 on the last slice (the epilogue runs), else 0.
-    pub last: Var,
+    pub last: Expr,
 }
 
 /// One block: load (or zero) the accumulators, the slice's steps, then store the partial sums
 /// or, on the last slice, finish them.
 pub fn micro(
     cx: &mut Ctx,
-    l: &Layout,
-    (abuf, packed): (usize, usize),
+    l: &dyn Operands,
     blk: &Block,
     epilogue: &mut Option<&mut dyn Epilogue>,
 ) -> Vec<Stmt> {
@@ -70,27 +92,32 @@ pub fn micro(
     let row = |r: usize| add(var(blk.i), Expr::Int(r as i64));
     let (lanes, width) = (blk.lanes, blk.lanes as u8);
     let col = |q: usize| add(var(blk.j), Expr::Int((q * lanes) as i64));
-    let nr = (blk.vectors * lanes) as i64;
     // Running indices of this step's elements: element p of each row of `a`, row p of the
     // panel. They advance by one step per iteration (Cranelift would otherwise recompute each
     // from the row number, every iteration).
-    // A packed panel needs one running index for all rows.
-    let (abuf, rows_at, a_step) = match blk.a {
-        Rows::Direct => ((abuf), (0..blk.rows).map(|_| cx.var()).collect(), 1),
-        Rows::Packed { buf, .. } => (buf, vec![cx.var()], blk.rows as i64),
+    // A panel needs one running index for all rows.
+    let (abuf, rows_at, a_step) = match &blk.a {
+        Rows::Direct(buf) => (*buf, (0..blk.rows).map(|_| cx.var()).collect(), 1),
+        Rows::Panel { buf, step, .. } => (*buf, vec![cx.var()], *step),
     };
-    let a_at = |r: usize| match blk.a {
-        Rows::Direct => var(rows_at[r]),
-        Rows::Packed { .. } => add(var(rows_at[0]), Expr::Int(r as i64)),
+    let a_at = |r: usize| match &blk.a {
+        Rows::Direct(_) => var(rows_at[r]),
+        Rows::Panel { stride, .. } => add(
+            var(rows_at[0]),
+            match stride {
+                Expr::Int(s) => Expr::Int(r as i64 * s),
+                e => mul(Expr::Int(r as i64), e.clone()),
+            },
+        ),
     };
     let b_at = cx.var();
-    let mut out: Vec<Stmt> = match blk.a {
-        Rows::Direct => rows_at
+    let mut out: Vec<Stmt> = match &blk.a {
+        Rows::Direct(_) => rows_at
             .iter()
             .enumerate()
             .map(|(r, v)| Stmt::Set(*v, l.a(cx, row(r), var(blk.k_lo))))
             .collect(),
-        Rows::Packed { at, .. } => vec![Stmt::Set(rows_at[0], var(at))],
+        Rows::Panel { at, .. } => vec![Stmt::Set(rows_at[0], var(*at))],
     };
     out.push(Stmt::Set(b_at, var(blk.panel)));
     let mut step: Vec<Stmt> = bs
@@ -98,7 +125,7 @@ pub fn micro(
         .enumerate()
         .map(|(q, b)| {
             let at = add(var(b_at), Expr::Int((q * blk.lanes) as i64));
-            Stmt::Set(*b, Expr::VLoad(packed, Box::new(at), width))
+            Stmt::Set(*b, Expr::VLoad(blk.b, Box::new(at), width))
         })
         .collect();
     for (r, acc) in accs.iter().enumerate() {
@@ -117,7 +144,7 @@ pub fn micro(
     for v in &rows_at {
         step.push(Stmt::Set(*v, add(var(*v), Expr::Int(a_step))));
     }
-    step.push(Stmt::Set(b_at, add(var(b_at), Expr::Int(nr))));
+    step.push(Stmt::Set(b_at, add(var(b_at), blk.b_step.clone())));
     out.extend(accs.iter().flatten().map(|v| {
         Stmt::Set(
             *v,
@@ -129,10 +156,12 @@ pub fn micro(
     for (r, acc) in accs.iter().enumerate() {
         for (q, v) in acc.iter().enumerate() {
             let at = l.out(cx, row(r), col(q));
-            reload.push(Stmt::Set(*v, Expr::VLoad(0, Box::new(at), width)));
+            reload.push(Stmt::Set(*v, Expr::VLoad(blk.out, Box::new(at), width)));
         }
     }
-    out.push(serial(cx.var(), var(blk.later), reload));
+    if blk.later != Expr::Int(0) {
+        out.push(serial(cx.var(), blk.later.clone(), reload));
+    }
     out.push(axis(Axis::Reduce, p, var(blk.kc), step));
     let stores: Vec<Stmt> = accs
         .iter()
@@ -140,7 +169,7 @@ pub fn micro(
         .flat_map(|(r, acc)| {
             acc.iter()
                 .enumerate()
-                .map(|(q, v)| Stmt::VStore(0, l.out(cx, row(r), col(q)), var(*v), width))
+                .map(|(q, v)| Stmt::VStore(blk.out, l.out(cx, row(r), col(q)), var(*v), width))
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -150,11 +179,11 @@ pub fn micro(
     }
     out.push(serial(
         cx.var(),
-        sub(Expr::Int(1), var(blk.last)),
+        sub(Expr::Int(1), blk.last.clone()),
         stores.clone(),
     ));
     let done = finished(cx, l, blk, &accs, stores, epilogue);
-    out.push(serial(cx.var(), var(blk.last), done));
+    out.push(serial(cx.var(), blk.last.clone(), done));
     out
 }
 
@@ -162,7 +191,7 @@ pub fn micro(
 /// it has a vector form; otherwise stored and each element finished in place (it is in L1).
 fn finished(
     cx: &mut Ctx,
-    l: &Layout,
+    l: &dyn Operands,
     blk: &Block,
     accs: &[Vec<Var>],
     stores: Vec<Stmt>,
@@ -195,7 +224,7 @@ fn finished(
         let c = cx.var();
         let row = add(var(blk.i), Expr::Int(r as i64));
         let col = add(var(blk.j), var(c));
-        let stored = Expr::Load(0, Box::new(l.out(cx, row.clone(), col.clone())));
+        let stored = Expr::Load(blk.out, Box::new(l.out(cx, row.clone(), col.clone())));
         let body = finish(cx, l, epilogue, stored, row, col);
         out.push(serial(c, Expr::Int((blk.vectors * blk.lanes) as i64), body));
     }

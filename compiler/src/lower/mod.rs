@@ -5,6 +5,7 @@
 //! this and hand it fewer, bigger nodes.
 
 mod attention;
+mod attention_tiles;
 mod body;
 mod contract;
 mod elementwise;

@@ -15,9 +15,17 @@ pub struct Schedule {
     pub max_ssd_chunk: usize,
     /// How matmuls are blocked: the register micro-kernel and cache blocks of the target.
     pub blocking: MatmulBlocking,
-    /// Lanes of the matmul micro-kernel's vectors: the target's own width.
-    pub matmul_lanes: usize,
+    /// Lanes of the micro-kernels' vectors (matmul, attention's tiles): the target's own width.
+    pub lanes: usize,
+    /// Query rows of one tiled-attention task: its `Q·Kᵀ` and `P·V` products run the
+    /// micro-kernel over this many rows at once, so each row of keys and values loaded is used
+    /// for all of them.
+    pub attention_rows: usize,
 }
+
+/// Query rows per attention task: enough to reuse each key block across several micro-kernel
+/// row blocks, few enough that a long sequence still gives every thread tasks.
+const ATTENTION_ROWS: usize = 64;
 
 /// The channels and states of a typical head, which the cache-derived sizes assume.
 const HEAD_WIDTH: usize = 128;
@@ -42,7 +50,8 @@ impl Schedule {
             attention_block: 1 << block.ilog2(),
             max_ssd_chunk: chunk,
             blocking: target.matmul_blocking(),
-            matmul_lanes: (target.lanes as usize).clamp(1, 16),
+            lanes: (target.lanes as usize).clamp(1, 16),
+            attention_rows: ATTENTION_ROWS,
         }
     }
 

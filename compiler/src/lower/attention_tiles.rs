@@ -1,0 +1,531 @@
+//! Tiled attention on blocks of query rows: FlashAttention's loop nest on CPU threads, with
+//! both of its products on the register micro-kernel ([`super::micro`]).
+//!
+//! A task (one iteration of the parallel loop) takes `QB` query rows of one batch row and
+//! head. It packs their `Qᵀ` once, into panels of `nr` queries (a step's queries side by side),
+//! then walks the key blocks the masks leave visible. Per block of `KB` keys:
+//! 1. `Sᵀ = K·Qᵀ` on the micro-kernel. The block's keys are its rows, read from `k` in place
+//!    (each key row is contiguous), and the queries its columns, so the scores land key-major
+//!    in a `KB × QB` local.
+//! 2. The user's modifications (scale, masks, biases) turn each score into a logit, in place.
+//! 3. The online softmax runs down the key axis in vectors across queries: the block's max per
+//!    query, the correction `exp(m_old − m_new)`, `p = exp(x − m)` written back, and their sum.
+//! 4. `O += P·V` on the micro-kernel. `Pᵀ` is laid out as a packed panel is (a step's queries
+//!    side by side), the rows of `v` are read in place, and `O` (a `QB × dv` local) was first
+//!    scaled by each query's correction.
+//!
+//! Each output row is then `O / l`. Keeping the scores key-major is what lets both products run
+//! without packing `k` or `p`: only `Qᵀ` is packed, once per task.
+//!
+//! The running max starts at −∞ and is kept at or above `f32::MIN`: a query whose keys in the
+//! first blocks are all masked with −∞ (a sliding window starting after them) then gets
+//! `exp(−∞ − MIN) = 0` rather than `exp(−∞ + ∞) = NaN`.
+
+use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
+use archc_kernels::ir::{Bin, Elem, Expr, Ieee32, Local, Stmt, Un, Var};
+
+use super::attention::{key_blocks, plain, row_start};
+use super::body::{delinearize, BodyGen};
+use super::index::Ctx;
+use super::micro::{micro, Block, Operands, Rows};
+use super::Template;
+use crate::graph::{AttentionInfo, Dim, Region, TensorType};
+
+/// The widths of one attention: of the query and key rows (`d`) and of the value rows (`dv`).
+pub struct Widths {
+    /// Channels of a query or key row.
+    pub d: i64,
+    /// Channels of a value row, a multiple of 4.
+    pub dv: i64,
+}
+
+fn f32(v: f32) -> Expr {
+    Expr::F32(Ieee32::new(v))
+}
+
+/// `a` and the output of one product, both row-major: row `i` of `a` at `at + i·stride`,
+/// its step `p` at `+ p·step`; output element `[i, j]` at `i·row + j`.
+struct RowMajor {
+    at: Var,
+    stride: Expr,
+    step: i64,
+    row: i64,
+}
+
+impl Operands for RowMajor {
+    fn a(&self, _: &Ctx, i: Expr, p: Expr) -> Expr {
+        add(
+            add(var(self.at), mul(i, self.stride.clone())),
+            mul(p, Expr::Int(self.step)),
+        )
+    }
+
+    fn out(&self, _: &Ctx, i: Expr, j: Expr) -> Expr {
+        add(mul(i, Expr::Int(self.row)), j)
+    }
+
+    fn coords(&self, _: &Ctx, i: Expr, j: Expr) -> Vec<Expr> {
+        vec![i, j]
+    }
+}
+
+/// One product `out[i, j] (+)= Σₚ a[i, p]·b[p, j]` on the micro-kernel, over `rows` rows and
+/// `panels` panels of `vectors · lanes` columns.
+struct Product {
+    /// `a`'s buffer, row 0's first element, and its row stride and step.
+    a: (usize, Expr, Expr, i64),
+    /// `b`'s buffer, panel 0's first element, from one panel to the next, and the step.
+    b: (usize, Expr, Expr, Expr),
+    /// The output buffer (a local) and its row length.
+    out: (usize, i64),
+    rows: Expr,
+    panels: Expr,
+    /// The reduced extent.
+    kc: Expr,
+    /// Whether the output's values are added to (else overwritten).
+    accumulate: bool,
+    /// Rows of the full micro-kernel, vectors across and lanes per vector.
+    shape: (usize, usize, usize),
+}
+
+fn product(cx: &mut Ctx, p: &Product) -> Vec<Stmt> {
+    let (mr, vectors, lanes) = p.shape;
+    let (cb, ib, it) = (cx.var(), cx.var(), cx.var());
+    let (i, j, panel, at, k_lo, kc) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
+    let ops = RowMajor {
+        at,
+        stride: p.a.2.clone(),
+        step: p.a.3,
+        row: p.out.1,
+    };
+    let block = |rows: usize| Block {
+        a: Rows::Panel {
+            buf: p.a.0,
+            at,
+            stride: p.a.2.clone(),
+            step: p.a.3,
+        },
+        b: p.b.0,
+        b_step: p.b.3.clone(),
+        out: p.out.0,
+        rows,
+        vectors,
+        lanes,
+        i,
+        j,
+        panel,
+        k_lo,
+        kc,
+        later: Expr::Int(i64::from(p.accumulate)),
+        last: Expr::Int(1),
+    };
+    let a_at = || Stmt::Set(at, add(p.a.1.clone(), mul(var(i), p.a.2.clone())));
+    let mr_e = Expr::Int(mr as i64);
+    let full = bin(Bin::Div, p.rows.clone(), mr_e.clone());
+    let mut main = vec![Stmt::Set(i, mul(var(ib), mr_e.clone())), a_at()];
+    main.extend(micro(cx, &ops, &block(mr), &mut None));
+    let mut rest = vec![
+        Stmt::Set(i, add(mul(full.clone(), mr_e.clone()), var(it))),
+        a_at(),
+    ];
+    rest.extend(micro(cx, &ops, &block(1), &mut None));
+    let per_panel = vec![
+        Stmt::Set(j, mul(var(cb), Expr::Int((vectors * lanes) as i64))),
+        Stmt::Set(panel, add(p.b.1.clone(), mul(var(cb), p.b.2.clone()))),
+        serial(ib, full, main),
+        serial(it, bin(Bin::Rem, p.rows.clone(), mr_e), rest),
+    ];
+    vec![
+        Stmt::Set(k_lo, Expr::Int(0)),
+        Stmt::Set(kc, p.kc.clone()),
+        serial(cb, p.panels.clone(), per_panel),
+    ]
+}
+
+/// The widest vector of at most `lanes` lanes that divides `n` (`n` is a multiple of 4).
+fn widest(lanes: usize, n: i64) -> usize {
+    let mut w = lanes.max(4).next_power_of_two();
+    while w > 4 && n % w as i64 != 0 {
+        w /= 2;
+    }
+    w
+}
+
+/// The buffers of a task's locals.
+struct Locals {
+    q_panels: usize,
+    scores: usize,
+    acc: usize,
+    maxes: usize,
+    sums: usize,
+    corrections: usize,
+}
+
+/// The kernel for an attention region whose node has type `out` and operand types `ins`,
+/// with constant widths `w`.
+pub fn lower(
+    cx: &mut Ctx,
+    r: &Region,
+    a: &AttentionInfo,
+    (out, ins): (&TensorType, &[&TensorType]),
+    w: &Widths,
+) -> Template {
+    let mut gen = BodyGen::new(&r.body, 1);
+    let [qs, ks, vs] = a.qkv;
+    let (qt, kt, vt) = (ins[qs], ins[ks], ins[vs]);
+    let (qb, kb, vb) = (qs + 1, ks + 1, vs + 1);
+    // Buffers: the output, the inputs, the status word, then the locals.
+    let first = ins.len() + 2;
+    let loc = Locals {
+        q_panels: first,
+        scores: first + 1,
+        acc: first + 2,
+        maxes: first + 3,
+        sums: first + 4,
+        corrections: first + 5,
+    };
+    let schedule = cx.schedule;
+    let lanes = schedule.lanes.clamp(4, 16);
+    let nr = ((schedule.blocking.nr / lanes).max(1) * lanes) as i64;
+    let qrows = (schedule.attention_rows as u64).div_ceil(nr as u64) as i64 * nr;
+    let kblock = (schedule.attention_block as i64).max(1);
+    let rank = out.rank();
+    let k_rank = a.k_order.len();
+    let t = cx.dim(&kt.shape[a.k_order[k_rank - 2]]);
+    let s_len = cx.dim(&out.shape[rank - 2]);
+
+    // A task: `qrows` queries of one batch row.
+    let (task, bt, i0, qn) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let coords = cx.vars(rank - 2);
+    let qblocks = bin(
+        Bin::Div,
+        add(s_len.clone(), Expr::Int(qrows - 1)),
+        Expr::Int(qrows),
+    );
+    let mut per_task = vec![
+        Stmt::Set(bt, bin(Bin::Div, var(task), qblocks.clone())),
+        Stmt::Set(
+            i0,
+            mul(bin(Bin::Rem, var(task), qblocks.clone()), Expr::Int(qrows)),
+        ),
+        Stmt::Set(
+            qn,
+            bin(Bin::Min, Expr::Int(qrows), sub(s_len.clone(), var(i0))),
+        ),
+    ];
+    for (v, e) in coords
+        .iter()
+        .zip(delinearize(cx, var(bt), &out.shape[..rank - 2]))
+    {
+        per_task.push(Stmt::Set(*v, e));
+    }
+    let batch: Vec<Expr> = coords.iter().map(|v| var(*v)).collect();
+    let stride = |t: &TensorType, axis: usize| cx.strides(&t.shape)[axis].clone();
+    let (q_stride, k_stride, v_stride) = (
+        stride(qt, qt.rank() - 2),
+        stride(kt, a.k_order[k_rank - 2]),
+        stride(vt, vt.rank() - 2),
+    );
+    let q_row0 = row_start(cx, &batch, qt, &plain(qt), var(i0));
+    per_task.extend(pack_queries(
+        cx,
+        &loc,
+        (qb, q_row0, q_stride),
+        (qn, qrows, nr),
+        w.d,
+    ));
+    per_task.extend(start(cx, &loc, qrows * w.dv, qrows, lanes));
+
+    let last_row = sub(add(var(i0), var(qn)), Expr::Int(1));
+    let rows = (var(i0), last_row);
+    let (from, blocks) = key_blocks(cx, &a.keys, rows, t.clone(), kblock, &mut per_task);
+    let (jb, j0, count) = (cx.var(), cx.var(), cx.var());
+    let block_at = from.map_or(var(jb), |f| add(var(f), var(jb)));
+    let mut per_block = vec![
+        Stmt::Set(j0, mul(block_at, Expr::Int(kblock))),
+        Stmt::Set(count, bin(Bin::Min, Expr::Int(kblock), sub(t, var(j0)))),
+    ];
+    // 1. Sᵀ = K·Qᵀ: key rows in place, the packed query panels.
+    let k_row0 = row_start(cx, &batch, kt, &a.k_order, var(j0));
+    per_block.extend(product(
+        cx,
+        &Product {
+            a: (kb, k_row0, k_stride, 1),
+            b: (
+                loc.q_panels,
+                Expr::Int(0),
+                Expr::Int(w.d * nr),
+                Expr::Int(nr),
+            ),
+            out: (loc.scores, qrows),
+            rows: var(count),
+            panels: Expr::Int(qrows / nr),
+            kc: Expr::Int(w.d),
+            accumulate: false,
+            shape: (schedule.blocking.mr.max(1), (nr as usize) / lanes, lanes),
+        },
+    ));
+    // 2. The logits, in place.
+    let (jj, q, x) = (cx.var(), cx.var(), cx.var());
+    let at = add(mul(var(jj), Expr::Int(qrows)), var(q));
+    gen.bind(a.scores, Expr::Load(loc.scores, Box::new(at.clone())));
+    let mut pos = batch.clone();
+    pos.extend([add(var(i0), var(q)), add(var(j0), var(jj))]);
+    let logit = gen.value(cx, a.logits, &pos);
+    let mut one = gen.take_lets();
+    one.extend([Stmt::Set(x, logit), Stmt::Store(loc.scores, at, var(x))]);
+    per_block.push(serial(jj, var(count), vec![serial(q, var(qn), one)]));
+    // 3. The online softmax, in vectors across queries.
+    per_block.extend(softmax(cx, &loc, (count, qn, qrows), lanes));
+    // 4. O = O·correction + P·V.
+    let pv_lanes = widest(lanes, w.dv);
+    let acc_row = |q: Expr| (loc.acc, mul(q, Expr::Int(w.dv)));
+    let rows = (qn, w.dv, pv_lanes);
+    per_block.push(each_row(
+        cx,
+        &loc,
+        rows,
+        (loc.corrections, Bin::Mul),
+        &acc_row,
+    ));
+    let vectors = (w.dv / pv_lanes as i64) as usize;
+    let across = (1..=vectors.min(4))
+        .rev()
+        .find(|c| vectors.is_multiple_of(*c))
+        .unwrap_or(1);
+    let budget = schedule.blocking.mr * (schedule.blocking.nr / lanes).max(1);
+    let v_row0 = row_start(cx, &batch, vt, &plain(vt), var(j0));
+    let panel = (across * pv_lanes) as i64;
+    per_block.extend(product(
+        cx,
+        &Product {
+            a: (loc.scores, Expr::Int(0), Expr::Int(1), qrows),
+            b: (vb, v_row0, Expr::Int(panel), v_stride),
+            out: (loc.acc, w.dv),
+            rows: var(qn),
+            panels: Expr::Int(w.dv / panel),
+            kc: var(count),
+            accumulate: true,
+            shape: ((budget / across).max(1), across, pv_lanes),
+        },
+    ));
+    per_task.push(serial(jb, blocks, per_block));
+    // The output is row-major `[rows, dv]`: query `q`'s row is `bt · s + i0 + q`.
+    let out_row = |q: Expr| {
+        let row = add(mul(var(bt), s_len.clone()), add(var(i0), q));
+        (0, mul(row, Expr::Int(w.dv)))
+    };
+    per_task.push(each_row(cx, &loc, rows, (loc.sums, Bin::Div), &out_row));
+
+    let tasks = mul(
+        cx.dim(&Dim::product(&out.shape[..rank - 2]).expect("row counts fit in i64")),
+        qblocks,
+    );
+    let local = |name: &str, len: i64| Local {
+        name: name.into(),
+        elem: Elem::F32,
+        len: len as usize,
+    };
+    Template {
+        body: vec![Stmt::For {
+            var: task,
+            extent: tasks,
+            kind: archc_kernels::ir::Axis::Grid,
+            body: per_task,
+        }],
+        checks: gen.checks,
+        locals: vec![
+            local("q_panels", w.d * qrows),
+            local("scores", kblock * qrows),
+            local("acc", qrows * w.dv),
+            local("maxes", qrows),
+            local("sums", qrows),
+            local("corrections", qrows),
+        ],
+    }
+}
+
+/// Packs the task's `qn` query rows (row `q` at `row0 + q·stride`) as `Qᵀ` in panels of `nr`
+/// queries: element `p` of query `q` at `(q / nr)·d·nr + p·nr + q mod nr`. The panel's queries
+/// past `qn` are zeros.
+fn pack_queries(
+    cx: &mut Ctx,
+    loc: &Locals,
+    (qb, row0, stride): (usize, Expr, Expr),
+    (qn, qrows, nr): (Var, i64, i64),
+    d: i64,
+) -> Vec<Stmt> {
+    let (q, p, z) = (cx.var(), cx.var(), cx.var());
+    let dst = |q: Expr| {
+        add(
+            add(
+                mul(bin(Bin::Div, q.clone(), Expr::Int(nr)), Expr::Int(d * nr)),
+                mul(var(p), Expr::Int(nr)),
+            ),
+            bin(Bin::Rem, q, Expr::Int(nr)),
+        )
+    };
+    let src = add(add(row0, mul(var(q), stride)), var(p));
+    let pad = add(var(qn), var(z));
+    vec![
+        serial(
+            q,
+            var(qn),
+            vec![serial(
+                p,
+                Expr::Int(d),
+                vec![Stmt::Store(
+                    loc.q_panels,
+                    dst(var(q)),
+                    Expr::Load(qb, Box::new(src)),
+                )],
+            )],
+        ),
+        serial(
+            z,
+            sub(Expr::Int(qrows), var(qn)),
+            vec![serial(
+                p,
+                Expr::Int(d),
+                vec![Stmt::Store(loc.q_panels, dst(pad), f32(0.0))],
+            )],
+        ),
+    ]
+}
+
+/// Zeros the output accumulator (`len` floats) and starts every query's max at −∞ and sum at 0.
+fn start(cx: &mut Ctx, loc: &Locals, len: i64, qrows: i64, lanes: usize) -> Vec<Stmt> {
+    let w = lanes as u8;
+    let splat = |v: f32| Expr::Splat(Box::new(f32(v)), w);
+    let (x, q) = (cx.var(), cx.var());
+    let at = |v: Var| mul(var(v), Expr::Int(lanes as i64));
+    vec![
+        serial(
+            x,
+            Expr::Int(len / lanes as i64),
+            vec![Stmt::VStore(loc.acc, at(x), splat(0.0), w)],
+        ),
+        serial(
+            q,
+            Expr::Int(qrows / lanes as i64),
+            vec![
+                Stmt::VStore(loc.maxes, at(q), splat(f32::NEG_INFINITY), w),
+                Stmt::VStore(loc.sums, at(q), splat(0.0), w),
+            ],
+        ),
+    ]
+}
+
+/// The block's online-softmax step for every query, `lanes` queries at a time: the new max,
+/// the correction of what was accumulated, `p = exp(x − m)` in place of each logit, the sums.
+fn softmax(
+    cx: &mut Ctx,
+    loc: &Locals,
+    (count, qn, qrows): (Var, Var, i64),
+    lanes: usize,
+) -> Vec<Stmt> {
+    let w = lanes as u8;
+    let (qv, q, jj, bm, mo, mn, corr, sum, pv) = (
+        cx.var(),
+        cx.var(),
+        cx.var(),
+        cx.var(),
+        cx.var(),
+        cx.var(),
+        cx.var(),
+        cx.var(),
+        cx.var(),
+    );
+    let splat = |e: Expr| Expr::Splat(Box::new(e), w);
+    let score = || {
+        Expr::VLoad(
+            loc.scores,
+            Box::new(add(mul(var(jj), Expr::Int(qrows)), var(q))),
+            w,
+        )
+    };
+    let body = vec![
+        Stmt::Set(q, mul(var(qv), Expr::Int(lanes as i64))),
+        Stmt::Set(bm, splat(f32(f32::NEG_INFINITY))),
+        serial(
+            jj,
+            var(count),
+            vec![Stmt::Set(bm, bin(Bin::Max, var(bm), score()))],
+        ),
+        Stmt::Set(mo, Expr::VLoad(loc.maxes, Box::new(var(q)), w)),
+        Stmt::Set(
+            mn,
+            bin(
+                Bin::Max,
+                bin(Bin::Max, var(mo), var(bm)),
+                splat(f32(f32::MIN)),
+            ),
+        ),
+        Stmt::Set(corr, Expr::Un(Un::Exp, Box::new(sub(var(mo), var(mn))))),
+        Stmt::VStore(loc.maxes, var(q), var(mn), w),
+        Stmt::VStore(loc.corrections, var(q), var(corr), w),
+        Stmt::Set(sum, splat(f32(0.0))),
+        serial(
+            jj,
+            var(count),
+            vec![
+                Stmt::Set(pv, Expr::Un(Un::Exp, Box::new(sub(score(), var(mn))))),
+                Stmt::VStore(
+                    loc.scores,
+                    add(mul(var(jj), Expr::Int(qrows)), var(q)),
+                    var(pv),
+                    w,
+                ),
+                Stmt::Set(sum, add(var(sum), var(pv))),
+            ],
+        ),
+        Stmt::VStore(
+            loc.sums,
+            var(q),
+            Expr::Fma(
+                Box::new(Expr::VLoad(loc.sums, Box::new(var(q)), w)),
+                Box::new(var(corr)),
+                Box::new(var(sum)),
+            ),
+            w,
+        ),
+    ];
+    let vectors = bin(
+        Bin::Div,
+        add(var(qn), Expr::Int(lanes as i64 - 1)),
+        Expr::Int(lanes as i64),
+    );
+    vec![serial(qv, vectors, body)]
+}
+
+/// For each query row `q < qn` of the accumulator, `dest = acc[q] op factors[q]` in vectors,
+/// where `dest(q)` names the buffer and the index of the row written: the accumulator itself
+/// (scaled by the corrections) or the output row (divided by the sums).
+fn each_row(
+    cx: &mut Ctx,
+    loc: &Locals,
+    (qn, dv, lanes): (Var, i64, usize),
+    (factors, op): (usize, Bin),
+    dest: &dyn Fn(Expr) -> (usize, Expr),
+) -> Stmt {
+    let w = lanes as u8;
+    let (q, f, x) = (cx.var(), cx.var(), cx.var());
+    let step = |e: Expr| add(e, mul(var(x), Expr::Int(lanes as i64)));
+    let (buf, row) = dest(var(q));
+    let acc = Expr::VLoad(loc.acc, Box::new(step(mul(var(q), Expr::Int(dv)))), w);
+    serial(
+        q,
+        var(qn),
+        vec![
+            Stmt::Set(
+                f,
+                Expr::Splat(Box::new(Expr::Load(factors, Box::new(var(q)))), w),
+            ),
+            serial(
+                x,
+                Expr::Int(dv / lanes as i64),
+                vec![Stmt::VStore(buf, step(row), bin(op, acc, var(f)), w)],
+            ),
+        ],
+    )
+}
