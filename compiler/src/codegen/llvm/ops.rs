@@ -46,16 +46,30 @@ fn exp_inline(f: &mut Function, x: V) -> V {
         let c = fconst(f, *c, t);
         p = fma(f, &p, &r, &c);
     }
-    // 2ᵏ as 2^⌊k/2⌋ · 2^(k−⌊k/2⌋) from exponent bits; the conversion saturates (NaN gives 0).
-    let it = match t.lanes() {
-        Some(n) => L::VI32(n),
-        None => L::I32,
+    // 2ᵏ as 2^⌊k/2⌋ · 2^(k−⌊k/2⌋) from exponent bits. The conversion gives 0 for NaN, as
+    // Cranelift's saturating one does; k is otherwise within ±200 after the clamp, so a plain
+    // `fptosi` of k with NaN replaced by 0 is exact. (`llvm.fptosi.sat` on vectors is
+    // scalarised on x86: one compare and branch-free fix-up per lane, the most expensive part
+    // of a 16-lane exp.)
+    let (it, ct) = match t.lanes() {
+        Some(n) => (L::VI32(n), L::VI1(n)),
+        None => (L::I32, L::I1),
     };
-    let ki = f.call(
-        it,
-        &format!("llvm.fptosi.sat.{}.{}", it.suffix(), t.suffix()),
-        &[&k],
+    let ordered = f.op(ct, format!("fcmp ord {} {}, {}", t.name(), k.s, k.s));
+    let zero = fconst(f, 0.0, t);
+    let k = f.op(
+        t,
+        format!(
+            "select {} {}, {} {}, {} {}",
+            ct.name(),
+            ordered.s,
+            t.name(),
+            k.s,
+            t.name(),
+            zero.s
+        ),
     );
+    let ki = f.op(it, format!("fptosi {} {} to {}", t.name(), k.s, it.name()));
     let splat_int = |f: &mut Function, v: i32| {
         let c = V {
             s: v.to_string(),
