@@ -1,7 +1,7 @@
 //! Index arithmetic for kernel templates: dims as expressions, strides, loop nests.
 
-use archc_kernels::ir::build::{add, mul, product, sub, sum};
-use archc_kernels::ir::{Axis, Expr, Stmt, Var};
+use archc_kernels::ir::build::{add, bin, mul, product, sub, sum};
+use archc_kernels::ir::{Axis, Bin, Expr, Stmt, Var};
 
 use crate::graph::Dim;
 
@@ -179,6 +179,33 @@ pub fn plus(a: Expr, b: Expr) -> Expr {
         (Expr::Int(0), e) | (e, Expr::Int(0)) => e,
         (a, b) => add(a, b),
     }
+}
+
+/// `a op b` for non-negative index arithmetic, computed now when both sides are constants
+/// (a division only by a positive constant, so every backend would give the same).
+pub fn folded(op: Bin, a: Expr, b: Expr) -> Expr {
+    if let (Expr::Int(x), Expr::Int(y)) = (&a, &b) {
+        let (x, y) = (*x, *y);
+        let value = match op {
+            Bin::Add => x.checked_add(y),
+            Bin::Sub => x.checked_sub(y),
+            Bin::Mul => x.checked_mul(y),
+            Bin::Min => Some(x.min(y)),
+            Bin::Max => Some(x.max(y)),
+            Bin::Div if x >= 0 && y > 0 => Some(x / y),
+            _ => None,
+        };
+        if let Some(v) = value {
+            return Expr::Int(v);
+        }
+    }
+    bin(op, a, b)
+}
+
+/// `⌈a / b⌉` for a non-negative `a` and a positive `b`, folded when both are constants.
+pub fn div_up(a: Expr, b: Expr) -> Expr {
+    let bump = folded(Bin::Sub, b.clone(), Expr::Int(1));
+    folded(Bin::Div, folded(Bin::Add, a, bump), b)
 }
 
 /// `at` with coordinate `axis` read backwards along a dim of `size` (flip's index map).

@@ -23,13 +23,21 @@ use archc_kernels::ir::build::{add, axis, bin, mul, serial, sub, var};
 use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Local, Stmt, Var};
 
 use super::body::delinearize;
-use super::index::Ctx;
+use super::index::{div_up, folded, Ctx};
 use super::micro::{micro, Block, Operands, Rows};
 use crate::graph::{Dim, TensorType};
 
 /// The most micro-kernel panels in one task's column block: bounds the packed local
 /// (`kc × TASK_PANELS × nr` floats) and splits wide outputs into several tasks.
 const TASK_PANELS: usize = 32;
+
+/// The tasks a matmul is cut into at least, when its rows allow: enough for the threads to
+/// share evenly (one task per thread leaves them idle whenever the tasks differ in size).
+const TASKS: i64 = 16;
+
+/// The fewest rows a task cut for the threads has: packing `b`'s panels costs each task about
+/// `2 / rows` of its multiply-adds.
+const MIN_TASK_ROWS: i64 = 32;
 
 /// A fused epilogue: computes the final value of output elements from the matmul's and stores
 /// it.
@@ -190,11 +198,13 @@ pub fn matmul(
         n: cx.dim(&out.shape[r - 1]),
     };
     let m = cx.dim(&rows);
-    let div_up = |x: Expr, d: i64| bin(Bin::Div, add(x, Expr::Int(d - 1)), Expr::Int(d));
     let (task, i_lo, i_hi, j_lo, j_hi) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let (ic, jc, bi) = (cx.var(), cx.var(), cx.var());
-    let tiles_n = div_up(l.n.clone(), s.nt);
-    let tiles_m = div_up(m.clone(), s.mc);
+    let tiles_n = div_up(l.n.clone(), Expr::Int(s.nt));
+    let batches = cx.dim(&Dim::product(&batch_shape).unwrap_or_default());
+    let others = folded(Bin::Mul, batches.clone(), tiles_n.clone());
+    let mc = task_rows(&s, m.clone(), others);
+    let tiles_m = div_up(m.clone(), mc.clone());
     let mut per_task = vec![
         Stmt::Set(jc, bin(Bin::Rem, var(task), tiles_n.clone())),
         Stmt::Set(
@@ -215,8 +225,8 @@ pub fn matmul(
     }
     let clip = |lo: Var, size: i64, end: Expr| bin(Bin::Min, add(var(lo), Expr::Int(size)), end);
     per_task.extend([
-        Stmt::Set(i_lo, mul(var(ic), Expr::Int(s.mc))),
-        Stmt::Set(i_hi, clip(i_lo, s.mc, m.clone())),
+        Stmt::Set(i_lo, mul(var(ic), mc.clone())),
+        Stmt::Set(i_hi, bin(Bin::Min, add(var(i_lo), mc), m.clone())),
         Stmt::Set(j_lo, mul(var(jc), Expr::Int(s.nt))),
         Stmt::Set(j_hi, clip(j_lo, s.nt, l.n.clone())),
     ]);
@@ -248,7 +258,6 @@ pub fn matmul(
         nr,
         &mut epilogue,
     ));
-    let batches = cx.dim(&Dim::product(&batch_shape).unwrap_or_default());
     let body = vec![Stmt::For {
         var: task,
         extent: mul(batches, mul(tiles_m, tiles_n)),
@@ -268,6 +277,23 @@ pub fn matmul(
         },
     ];
     (body, locals)
+}
+
+/// Rows of one task: a multiple of `mr` that cuts the rows into enough tasks for the threads
+/// to share (`TASKS` with the `others` tasks of the batches and column blocks), but no fewer than
+/// `MIN_TASK_ROWS` rows, since every task packs its own panels of `b`, and no more than the
+/// cache block `mc`. An expression of the dims: the parallel loop's extent depends on it.
+fn task_rows(s: &Shape, m: Expr, others: Expr) -> Expr {
+    let mr = Expr::Int(s.mr as i64);
+    let row_tasks = div_up(Expr::Int(TASKS), folded(Bin::Max, others, Expr::Int(1)));
+    let rows = folded(Bin::Mul, div_up(div_up(m, row_tasks), mr.clone()), mr);
+    let mr = s.mr as i64;
+    let least = ((MIN_TASK_ROWS + mr - 1) / mr * mr).min(s.mc);
+    folded(
+        Bin::Min,
+        folded(Bin::Max, rows, Expr::Int(least)),
+        Expr::Int(s.mc),
+    )
 }
 
 /// The row and column range of the current task and its count of full panels.
