@@ -41,6 +41,8 @@ pub struct BodyGen<'a> {
     pub(super) memo: HashMap<(NodeIndex, String), (Expr, usize)>,
     /// Messages of the checks emitted so far (code i + 1 is message i).
     pub checks: Vec<String>,
+    /// Lanes of the vector forms ([`super::lanes`]): four unless a template widens them.
+    pub width: u8,
 }
 
 /// The variables an expression reads.
@@ -120,6 +122,7 @@ impl<'a> BodyGen<'a> {
             var_level: HashMap::new(),
             memo: HashMap::new(),
             checks: Vec::new(),
+            width: super::lanes::LANES,
         }
     }
 

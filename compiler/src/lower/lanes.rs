@@ -1,8 +1,9 @@
-//! Vector forms of region bodies: four consecutive elements along one loop variable at once.
+//! Vector forms of region bodies: consecutive elements along one loop variable at once, as many
+//! as the generator's `width` (four unless a template widens it to its target's vectors).
 //!
 //! A template that loops over a contiguous axis asks for a node's value at coordinates in
-//! which a variable `lane` is the first of four consecutive indices. Loads whose last
-//! coordinate is `lane` (plus something that does not vary with it) become f32x4 loads; values
+//! which a variable `lane` is the first of `width` consecutive indices. Loads whose last
+//! coordinate is `lane` (plus something that does not vary with it) become vector loads; values
 //! that do not vary with `lane` stay scalars (computed once, outside, by the usual hoisting)
 //! and are splat where they meet vectors; float arithmetic and the inline `exp` and `erf` work
 //! lane by lane. Anything else (a select, a gather, an integer) has no vector form: the
@@ -17,8 +18,9 @@ use super::elementwise::{bin as kernel_bin, un};
 use super::index::{flipped, plus, Ctx};
 use crate::graph::{BinaryOp, Op};
 
-/// Lanes of the vectors the templates emit. Four: every CPU target has them (Cranelift's
-/// f32x4; LLVM widens or splits them), and the templates' lane sums are written for four.
+/// Lanes of the vectors most templates emit. Four: every CPU target has them (Cranelift's
+/// f32x4; LLVM widens or splits them), and their lane sums are written for four. The
+/// micro-kernel templates take the target's width instead.
 pub const LANES: u8 = 4;
 
 /// An f32 copied into the templates' [`LANES`] lanes.
@@ -26,20 +28,20 @@ pub fn splat(e: Expr) -> Expr {
     Expr::Splat(Box::new(e), LANES)
 }
 
-/// Four consecutive values: one value in every lane, or a vector.
+/// Consecutive values: one value in every lane, or a vector.
 #[derive(Clone, Debug)]
 pub enum Lanes {
     /// The same value in every lane.
     Scalar(Expr),
-    /// An f32x4 value.
+    /// A vector value.
     Vector(Expr),
 }
 
 impl Lanes {
-    /// As an f32x4 expression.
-    pub fn vector(self) -> Expr {
+    /// As a vector expression of `width` lanes.
+    pub fn vector(self, width: u8) -> Expr {
         match self {
-            Lanes::Scalar(e) => Expr::Splat(Box::new(e), LANES),
+            Lanes::Scalar(e) => Expr::Splat(Box::new(e), width),
             Lanes::Vector(e) => e,
         }
     }
@@ -65,13 +67,13 @@ fn steps_with(e: &Expr, lane: Var) -> bool {
 }
 
 impl BodyGen<'_> {
-    /// Makes `node` evaluate to the f32x4 `value` in vector forms from now on.
+    /// Makes `node` evaluate to the vector `value` in vector forms from now on.
     pub fn bind_lanes(&mut self, node: NodeIndex, value: Expr) {
         self.bound_lanes.insert(node, value);
     }
 
-    /// The value of `n` at `at` for the four elements whose index along `lane` starts there, or
-    /// None if some op on the way has no vector form.
+    /// The value of `n` at `at` for the `width` elements whose index along `lane` starts there,
+    /// or None if some op on the way has no vector form.
     pub fn lanes(&mut self, cx: &mut Ctx, n: NodeIndex, at: &[Expr], lane: Var) -> Option<Lanes> {
         if let Some(e) = self.bound_lanes.get(&n) {
             return Some(Lanes::Vector(e.clone()));
@@ -88,7 +90,8 @@ impl BodyGen<'_> {
         let key = (
             n,
             format!(
-                "lanes:{}",
+                "lanes{}:{}",
+                self.width,
                 at.iter()
                     .map(archc_kernels::print_expr)
                     .collect::<Vec<_>>()
@@ -168,7 +171,7 @@ impl BodyGen<'_> {
                     Lanes::Vector(Expr::VLoad(
                         buf,
                         Box::new(cx.index(&node.ty.shape, at)),
-                        LANES,
+                        self.width,
                     ))
                 })
             }
@@ -176,7 +179,7 @@ impl BodyGen<'_> {
                 let x = self.operand_lanes(cx, n, 0, at, lane)?;
                 Some(match un(*u) {
                     None => x,
-                    Some(u) => Lanes::Vector(Expr::Un(u, Box::new(x.vector()))),
+                    Some(u) => Lanes::Vector(Expr::Un(u, Box::new(x.vector(self.width)))),
                 })
             }
             Op::Binary(b)
@@ -190,8 +193,8 @@ impl BodyGen<'_> {
                         | BinaryOp::Min
                 ) =>
             {
-                let x = self.operand_lanes(cx, n, 0, at, lane)?.vector();
-                let y = self.operand_lanes(cx, n, 1, at, lane)?.vector();
+                let x = self.operand_lanes(cx, n, 0, at, lane)?.vector(self.width);
+                let y = self.operand_lanes(cx, n, 1, at, lane)?.vector(self.width);
                 Some(Lanes::Vector(Expr::Bin(
                     kernel_bin(*b, DType::F32),
                     Box::new(x),

@@ -44,9 +44,15 @@ const MIN_TASK_ROWS: i64 = 32;
 pub trait Epilogue {
     /// Finishes one element at coordinates `at`.
     fn scalar(&mut self, cx: &mut Ctx, value: Expr, at: Vec<Expr>) -> Vec<Stmt>;
-    /// Finishes four consecutive elements of a row (f32x4 `value`; `lane` is the first one's
-    /// column in `at`), or None when the epilogue has no vector form.
-    fn vector(&mut self, cx: &mut Ctx, value: Expr, at: Vec<Expr>, lane: Var) -> Option<Vec<Stmt>>;
+    /// Finishes `width` consecutive elements of a row (a vector `value` of that width; `lane`
+    /// is the first one's column in `at`), or None when the epilogue has no vector form.
+    fn vector(
+        &mut self,
+        cx: &mut Ctx,
+        value: (Expr, u8),
+        at: Vec<Expr>,
+        lane: Var,
+    ) -> Option<Vec<Stmt>>;
 }
 
 /// Index arithmetic for one matmul.

@@ -187,8 +187,9 @@ pub fn micro(
     out
 }
 
-/// The last slice's block, finished through the epilogue: in registers, four at a time, when
-/// it has a vector form; otherwise stored and each element finished in place (it is in L1).
+/// The last slice's block, finished through the epilogue: in registers, a vector at a time,
+/// when it has a vector form; otherwise stored and each element finished in place (it is in
+/// L1).
 fn finished(
     cx: &mut Ctx,
     l: &dyn Operands,
@@ -198,8 +199,7 @@ fn finished(
     epilogue: &mut Option<&mut dyn Epilogue>,
 ) -> Vec<Stmt> {
     let mut out = Vec::new();
-    // Epilogues have a vector form for four lanes; wider accumulators finish element-wise.
-    if let Some(epi) = epilogue.as_deref_mut().filter(|_| blk.lanes == 4) {
+    if let Some(epi) = epilogue.as_deref_mut() {
         let mut vectors = true;
         for (r, acc) in accs.iter().enumerate() {
             for (q, v) in acc.iter().enumerate() {
@@ -209,7 +209,7 @@ fn finished(
                     add(var(blk.j), Expr::Int((q * blk.lanes) as i64)),
                 ));
                 let at = l.coords(cx, add(var(blk.i), Expr::Int(r as i64)), var(col));
-                match epi.vector(cx, var(*v), at, col) {
+                match epi.vector(cx, (var(*v), blk.lanes as u8), at, col) {
                     Some(s) => out.extend(s),
                     None => vectors = false,
                 }

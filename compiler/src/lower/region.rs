@@ -70,10 +70,19 @@ impl Epilogue for Finish<'_, '_, '_> {
         s
     }
 
-    fn vector(&mut self, cx: &mut Ctx, value: Expr, at: Vec<Expr>, lane: Var) -> Option<Vec<Stmt>> {
+    fn vector(
+        &mut self,
+        cx: &mut Ctx,
+        (value, width): (Expr, u8),
+        at: Vec<Expr>,
+        lane: Var,
+    ) -> Option<Vec<Stmt>> {
         let saved = self.gen.clone();
+        self.gen.width = width;
         self.gen.bind_lanes(self.anchor, value);
-        let Some(v) = self.gen.lanes(cx, self.root, &at, lane) else {
+        let lanes = self.gen.lanes(cx, self.root, &at, lane);
+        self.gen.width = saved.width;
+        let Some(v) = lanes else {
             *self.gen = saved;
             return None;
         };
@@ -81,8 +90,8 @@ impl Epilogue for Finish<'_, '_, '_> {
         s.push(Stmt::VStore(
             0,
             cx.index(&self.out.shape, &at),
-            v.vector(),
-            LANES,
+            v.vector(width),
+            width,
         ));
         Some(s)
     }
@@ -103,7 +112,7 @@ fn elementwise(cx: &mut Ctx, gen: &mut BodyGen, r: &Region, out: &TensorType) ->
             vector.push(Stmt::VStore(
                 0,
                 cx.index(&out.shape, &at),
-                v.vector(),
+                v.vector(LANES),
                 LANES,
             ));
             let value = gen.value(cx, r.output(), &at);
@@ -196,7 +205,7 @@ fn reduce(
         Some(xv) => {
             let accv = cx.var();
             let mut vstep = gen.take_lets();
-            vstep.push(Stmt::Set(accv, bin(f, var(accv), xv.vector())));
+            vstep.push(Stmt::Set(accv, bin(f, var(accv), xv.vector(LANES))));
             let sstep = step(gen, cx);
             let (vloop, tail) = by_four(cx, red_vars[0], &red_shape[0], vstep, sstep);
             let lane = |l: u8| Expr::Lane(Box::new(var(accv)), l);

@@ -86,14 +86,14 @@ pub fn lower(
             let vector = by_four
                 .then(|| {
                     let k = *st_vars.last().expect("state axes");
-                    let decay = gen.lanes(cx, a, &a_at, k)?.vector();
-                    let input = gen.lanes(cx, b, &b_at, k)?.vector();
+                    let decay = gen.lanes(cx, a, &a_at, k)?.vector(LANES);
+                    let input = gen.lanes(cx, b, &b_at, k)?.vector(LANES);
                     let mut step = gen.take_lets();
                     let previous = Expr::VLoad(state_buf, Box::new(slot.clone()), LANES);
                     step.push(Stmt::Set(hv, add(mul(decay, previous), input)));
                     step.push(Stmt::VStore(state_buf, slot.clone(), var(hv), LANES));
                     gen.bind_lanes(s, var(hv));
-                    let term = gen.lanes(cx, term_node, &h_at, k)?.vector();
+                    let term = gen.lanes(cx, term_node, &h_at, k)?.vector(LANES);
                     Some((k, step, term))
                 })
                 .flatten();
