@@ -11,6 +11,8 @@ pub type KernelFn = unsafe extern "C" fn(args: *const *mut u8, dims: *const i64)
 pub struct CpuKernels {
     fns: Vec<KernelFn>,
     threads: usize,
+    /// The most stack any kernel's thread-private arrays take.
+    local_bytes: usize,
     /// The threads kernels run on, with stacks large enough for their thread-private arrays.
     pool: rayon::ThreadPool,
 }
@@ -25,6 +27,10 @@ pub enum CpuError {
 
 /// Stack each kernel thread has besides its kernels' thread-private arrays.
 const BASE_STACK_BYTES: usize = 4 << 20;
+
+/// Stack a one-thread launch needs left on the calling thread, besides the kernel's arrays, to
+/// run the kernel there (a kernel's own frame is a few KiB).
+const DIRECT_MARGIN_BYTES: usize = 1 << 20;
 
 struct Shared(*const *mut u8);
 // SAFETY: kernels write disjoint parts of their outputs from different threads (parallel loop
@@ -45,7 +51,12 @@ impl CpuKernels {
             .num_threads(threads)
             .stack_size(BASE_STACK_BYTES.saturating_add(local_bytes))
             .build()?;
-        Ok(CpuKernels { fns, threads, pool })
+        Ok(CpuKernels {
+            fns,
+            threads,
+            local_bytes,
+            pool,
+        })
     }
 
     /// Uses at most `n` threads (1 runs everything on the calling thread).
@@ -76,23 +87,32 @@ impl Launcher for CpuKernels {
             d
         };
         let shared = Shared(args.as_ptr());
-        if self.threads == 1 {
+        // Share 0 runs on this thread when its stack holds the kernel's arrays: handing a
+        // small kernel to a pool thread costs more than running it (some 15 µs a launch).
+        let room = stacker::remaining_stack().unwrap_or(0);
+        let here = room >= self.local_bytes.saturating_add(DIRECT_MARGIN_BYTES);
+        if self.threads == 1 && here {
             let d = with_thread(0);
-            let a = &shared;
-            // On a pool thread, whose stack is sized for the kernels' arrays.
-            // SAFETY: the executor passes valid buffers sized for these dims.
-            self.pool.install(move || unsafe { f(a.0, d.as_ptr()) });
+            // SAFETY: the executor passes valid buffers sized for these dims, and the stack
+            // has room for the kernel's arrays.
+            unsafe { f(args.as_ptr(), d.as_ptr()) };
             return Ok(());
         }
         // The pool is reused across launches, so a launch costs microseconds, not a spawn.
-        self.pool.scope(|s| {
-            for t in 0..self.threads {
+        self.pool.in_place_scope(|s| {
+            for t in usize::from(here)..self.threads {
                 let d = with_thread(t);
                 let a = &shared;
+                // On a pool thread, whose stack is sized for the kernels' arrays.
                 s.spawn(move |_| {
                     // SAFETY: as above; each thread runs a disjoint share of the parallel loops.
                     unsafe { f(a.0, d.as_ptr()) }
                 });
+            }
+            if here {
+                let d = with_thread(0);
+                // SAFETY: as above, on this thread's stack, which has room.
+                unsafe { f(shared.0, d.as_ptr()) };
             }
         });
         Ok(())
