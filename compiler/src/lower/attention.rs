@@ -14,7 +14,7 @@ use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Local, Stmt, Un, Var};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
 use super::index::{plus, Ctx};
-use super::lanes::{splat, LANES};
+use super::lanes::{lane_sum, splat, LANES};
 use super::Template;
 use crate::graph::{AttentionInfo, KeyRange, Region, TensorType};
 
@@ -26,12 +26,6 @@ const MAX_UNROLLED_DOT: i64 = 256;
 
 fn f32(v: f32) -> Expr {
     Expr::F32(Ieee32::new(v))
-}
-
-/// The sum of the four lanes of a vector, in a fixed order.
-fn lane_sum(v: Var) -> Expr {
-    let lane = |l: u8| Expr::Lane(Box::new(var(v)), l);
-    add(add(lane(0), lane(1)), add(lane(2), lane(3)))
 }
 
 /// The kernel for an attention region whose node has type `out` and operand types `ins`.
@@ -216,7 +210,7 @@ pub fn lower(
             quad.extend(weigh_key(Expr::Lane(Box::new(var(p4)), lane)));
         }
         per_block.push(serial(q4, quads.clone(), quad));
-        per_block.push(Stmt::Set(l, add(var(l), lane_sum(sum4))));
+        per_block.push(Stmt::Set(l, add(var(l), lane_sum(sum4, LANES))));
     }
     let mut weigh = vec![
         Stmt::Set(
@@ -380,7 +374,7 @@ fn dot(
                     ),
                 ));
             }
-            out.push(Stmt::Set(s, lane_sum(sv)));
+            out.push(Stmt::Set(s, lane_sum(sv, LANES)));
             out
         }
         _ => {

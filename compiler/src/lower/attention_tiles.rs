@@ -27,6 +27,7 @@ use archc_kernels::ir::{Bin, Elem, Expr, Ieee32, Local, Stmt, Un, Var};
 use super::attention::{key_blocks, plain, row_start};
 use super::body::{delinearize, BodyGen};
 use super::index::Ctx;
+use super::lanes::widest;
 use super::micro::{micro, Block, Operands, Rows};
 use super::Template;
 use crate::graph::{AttentionInfo, Dim, Region, TensorType};
@@ -140,15 +141,6 @@ fn product(cx: &mut Ctx, p: &Product) -> Vec<Stmt> {
         Stmt::Set(kc, p.kc.clone()),
         serial(cb, p.panels.clone(), per_panel),
     ]
-}
-
-/// The widest vector of at most `lanes` lanes that divides `n` (`n` is a multiple of 4).
-fn widest(lanes: usize, n: i64) -> usize {
-    let mut w = lanes.max(4).next_power_of_two();
-    while w > 4 && n % w as i64 != 0 {
-        w /= 2;
-    }
-    w
 }
 
 /// The buffers of a task's locals.
@@ -278,7 +270,7 @@ pub fn lower(
     // 3. The online softmax, in vectors across queries.
     per_block.extend(softmax(cx, &loc, (count, qn, qrows), lanes));
     // 4. O = O·correction + P·V.
-    let pv_lanes = widest(lanes, w.dv);
+    let pv_lanes = usize::from(widest(lanes, w.dv).unwrap_or(4));
     let acc_row = |q: Expr| (loc.acc, mul(q, Expr::Int(w.dv)));
     let rows = (qn, w.dv, pv_lanes);
     per_block.push(each_row(

@@ -23,6 +23,37 @@ use crate::graph::{BinaryOp, Op};
 /// micro-kernel templates take the target's width instead.
 pub const LANES: u8 = 4;
 
+/// The sum of the `width` lanes of vector `v`, as a tree of pairs in a fixed order (for four:
+/// `(v.0 + v.1) + (v.2 + v.3)`).
+pub fn lane_sum(v: Var, width: u8) -> Expr {
+    let mut terms: Vec<Expr> = (0..width)
+        .map(|l| Expr::Lane(Box::new(Expr::Var(v)), l))
+        .collect();
+    while terms.len() > 1 {
+        terms = terms
+            .chunks(2)
+            .map(|p| match p {
+                [a, b] => Expr::Bin(Bin::Add, Box::new(a.clone()), Box::new(b.clone())),
+                [a] => a.clone(),
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+    }
+    terms
+        .pop()
+        .unwrap_or(Expr::F32(archc_kernels::ir::Ieee32::new(0.0)))
+}
+
+/// The widest vector, at most `lanes` lanes and at least four, whose width divides `n`; None
+/// when four does not.
+pub fn widest(lanes: usize, n: i64) -> Option<u8> {
+    let mut w = lanes.clamp(4, 64).next_power_of_two() as i64;
+    while w > 4 && n % w != 0 {
+        w /= 2;
+    }
+    (n % w == 0).then_some(w as u8)
+}
+
 /// An f32 copied into the templates' [`LANES`] lanes.
 pub fn splat(e: Expr) -> Expr {
     Expr::Splat(Box::new(e), LANES)

@@ -13,7 +13,7 @@ use archc_kernels::ir::{Axis, Elem, Expr, Ieee32, Local, Stmt};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
 use super::index::{exprs, Ctx};
-use super::lanes::LANES;
+use super::lanes::{lane_sum, widest};
 use super::Template;
 use crate::graph::{Dim, Op, Region, ScanInfo, TensorType};
 
@@ -77,47 +77,44 @@ pub fn lower(
         Some(readout) => {
             let acc = cx.var();
             let term_node = r.body.operands(readout)[0];
-            // Four state elements at a time when the innermost state axis allows, else one.
-            let by_four = state_shape
+            // A vector of state elements at a time (the target's width, or less when the
+            // innermost state axis is not a multiple of it), else one.
+            let width = state_shape
                 .last()
                 .and_then(|d| d.as_const())
-                .is_some_and(|n| n % 4 == 0);
+                .and_then(|n| widest(cx.schedule.lanes, n));
             let saved = gen.clone();
-            let vector = by_four
-                .then(|| {
-                    let k = *st_vars.last().expect("state axes");
-                    let decay = gen.lanes(cx, a, &a_at, k)?.vector(LANES);
-                    let input = gen.lanes(cx, b, &b_at, k)?.vector(LANES);
-                    let mut step = gen.take_lets();
-                    let previous = Expr::VLoad(state_buf, Box::new(slot.clone()), LANES);
-                    step.push(Stmt::Set(hv, add(mul(decay, previous), input)));
-                    step.push(Stmt::VStore(state_buf, slot.clone(), var(hv), LANES));
-                    gen.bind_lanes(s, var(hv));
-                    let term = gen.lanes(cx, term_node, &h_at, k)?.vector(LANES);
-                    Some((k, step, term))
-                })
-                .flatten();
+            let vector = width.and_then(|w| {
+                gen.width = w;
+                let k = *st_vars.last().expect("state axes");
+                let decay = gen.lanes(cx, a, &a_at, k)?.vector(w);
+                let input = gen.lanes(cx, b, &b_at, k)?.vector(w);
+                let mut step = gen.take_lets();
+                let previous = Expr::VLoad(state_buf, Box::new(slot.clone()), w);
+                step.push(Stmt::Set(hv, add(mul(decay, previous), input)));
+                step.push(Stmt::VStore(state_buf, slot.clone(), var(hv), w));
+                gen.bind_lanes(s, var(hv));
+                let term = gen.lanes(cx, term_node, &h_at, k)?.vector(w);
+                Some((k, w, step, term))
+            });
             let state_loop = match vector {
-                Some((k, mut step, term)) => {
+                Some((k, w, mut step, term)) => {
+                    gen.width = saved.width;
                     let accv = cx.var();
                     step.extend(gen.leave());
                     step.push(Stmt::Set(accv, add(var(accv), term)));
                     let q = cx.var();
-                    let mut quad = vec![Stmt::Set(k, mul(var(q), Expr::Int(4)))];
+                    let mut quad = vec![Stmt::Set(k, mul(var(q), Expr::Int(i64::from(w))))];
                     quad.extend(step);
                     let n = state_axes.len();
-                    let last = state_shape[n - 1].as_const().expect("checked") / 4;
+                    let last = state_shape[n - 1].as_const().expect("checked") / i64::from(w);
                     let inner = vec![serial(q, Expr::Int(last), quad)];
-                    let lane = |l: u8| Expr::Lane(Box::new(var(accv)), l);
                     let mut out = vec![Stmt::Set(
                         accv,
-                        Expr::Splat(Box::new(Expr::F32(Ieee32::new(0.0))), LANES),
+                        Expr::Splat(Box::new(Expr::F32(Ieee32::new(0.0))), w),
                     )];
                     out.extend(cx.serial_nest(&state_shape[..n - 1], &st_vars[..n - 1], inner));
-                    out.push(Stmt::Set(
-                        acc,
-                        add(add(lane(0), lane(1)), add(lane(2), lane(3))),
-                    ));
+                    out.push(Stmt::Set(acc, lane_sum(accv, w)));
                     out
                 }
                 None => {
