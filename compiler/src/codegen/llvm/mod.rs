@@ -3,20 +3,19 @@
 //!
 //! The IR is written as text (`text.rs`, what `archc dump --stage llvm` prints) and parsed
 //! by LLVM, then optimised with the `default<O3>` pipeline for the target CPU. In process the
-//! functions are compiled for the host CPU itself; object files are compiled for an x86-64
-//! microarchitecture level and record its features, which a built binary checks before it
-//! runs a kernel.
+//! functions are compiled for the host CPU itself, in shares on every core at once, to
+//! relocatable objects that ORC's LLJIT links into the process (`orc.rs`); object files for
+//! `archc build` are compiled for an x86-64 microarchitecture level and record its features,
+//! which a built binary checks before it runs a kernel.
 
 mod ops;
+mod orc;
 mod text;
-
-use std::mem::ManuallyDrop;
 
 use archc_kernels::ir::Kernel;
 use archc_kernels::target::Target;
 use archc_runtime::{CpuKernels, KernelFn};
 use inkwell::context::Context;
-use inkwell::execution_engine::ExecutionEngine;
 use inkwell::memory_buffer::MemoryBuffer;
 use inkwell::module::Module;
 use inkwell::passes::PassBuilderOptions;
@@ -90,70 +89,23 @@ fn optimised<'c>(
     Ok(module)
 }
 
-/// One JIT engine and the context its module lives in: the machine code of a share of the
-/// kernels.
-struct Part {
-    /// Owns the machine code; dropped before the context it borrows.
-    engine: ManuallyDrop<ExecutionEngine<'static>>,
-    /// The LLVM context the engine's module lives in (boxed so its address is stable).
-    context: *mut Context,
-}
-
-// SAFETY: a part is made on one thread and then only moved: the engine's reference count has
-// no other holder (the module that shared it is dropped in `jit_engine`), and nothing uses
-// the context or the engine again but `Drop`, on whichever thread holds the part.
-unsafe impl Send for Part {}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        // SAFETY: the engine is dropped exactly once, here, before the context it borrows;
-        // the context was made by `Box::into_raw` in `Part::compile` and is freed once.
-        unsafe {
-            ManuallyDrop::drop(&mut self.engine);
-            drop(Box::from_raw(self.context));
-        }
-    }
-}
-
-impl Part {
-    /// Compiles `text` in a context of its own; returns the part and the addresses of
-    /// `names`, in order.
-    fn compile(
-        text: &str,
-        names: &[&str],
-        cpu: &CpuAttributes,
-    ) -> Result<(Part, Vec<usize>), CodegenError> {
-        let context = Box::into_raw(Box::new(Context::create()));
-        // SAFETY: `context` stays allocated until `Part::drop` (or the error path below)
-        // frees it, after the engine and module borrowing it are gone.
-        let ctx: &'static Context = unsafe { &*context };
-        let part = match jit_engine(ctx, text, cpu) {
-            Ok(engine) => Part {
-                engine: ManuallyDrop::new(engine),
-                context,
-            },
-            Err(e) => {
-                // SAFETY: nothing borrows the context any more: the engine was never made.
-                drop(unsafe { Box::from_raw(context) });
-                return Err(e);
-            }
-        };
-        let addresses = names
-            .iter()
-            .map(|n| part.engine.get_function_address(n))
-            .collect::<Result<Vec<usize>, _>>()
-            .map_err(|e| llvm_error("a compiled kernel is missing", e))?;
-        Ok((part, addresses))
-    }
-}
-
-/// The machine code LLVM compiled into this process.
+/// The machine code LLVM compiled into this process: the JIT that linked it.
 pub struct LlvmCode {
-    _parts: Vec<Part>,
+    _jit: orc::Jit,
 }
 
 /// Kernels compiled by LLVM into this process.
 pub type LlvmJit = super::Loaded<LlvmCode>;
+
+/// The relocatable object of `text`, optimised and compiled for `cpu`.
+fn object(text: &str, cpu: &CpuAttributes) -> Result<MemoryBuffer<'static>, CodegenError> {
+    let context = Context::create();
+    let machine = machine(cpu, RelocMode::PIC)?;
+    let module = optimised(&context, text, &machine)?;
+    machine
+        .write_to_memory_buffer(&module, FileType::Object)
+        .map_err(|e| llvm_error("LLVM cannot write the object file", e))
+}
 
 /// Deals kernels into `n` shares of about equal IR size (largest first, each to the lightest
 /// share), so that the shares compile in about the same time.
@@ -186,15 +138,14 @@ pub fn compile(kernels: &[Kernel], symbols: usize) -> Result<LlvmJit, CodegenErr
     let sizes: Vec<usize> = kernels.iter().map(|k| k.body.len() + 1).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shares = shares(&sizes, cores.min(kernels.len()).min(8));
-    let built: Vec<Result<(Part, Vec<usize>), CodegenError>> = std::thread::scope(|s| {
+    let built: Vec<Result<orc::Object, CodegenError>> = std::thread::scope(|s| {
         let handles: Vec<_> = shares
             .iter()
             .map(|share| {
                 let cpu = &cpu;
                 s.spawn(move || {
                     let mine: Vec<Kernel> = share.iter().map(|&i| kernels[i].clone()).collect();
-                    let names: Vec<&str> = mine.iter().map(|k| k.name.as_str()).collect();
-                    Part::compile(&text::module(&mine, symbols, cpu), &names, cpu)
+                    object(&text::module(&mine, symbols, cpu), cpu).map(orc::Object::new)
                 })
             })
             .collect();
@@ -206,40 +157,27 @@ pub fn compile(kernels: &[Kernel], symbols: usize) -> Result<LlvmJit, CodegenErr
             })
             .collect()
     });
+    let jit = orc::Jit::new()?;
+    let libcalls: Vec<(&str, usize)> = archc_kernels::math::LIBCALLS
+        .iter()
+        .map(|(name, _, f)| (*name, f.address() as usize))
+        .collect();
+    jit.define(&libcalls)?;
+    for object in built {
+        jit.add(object?)?;
+    }
     let mut fns: Vec<Option<KernelFn>> = vec![None; kernels.len()];
-    let mut parts = Vec::with_capacity(built.len());
-    for (share, result) in shares.iter().zip(built) {
-        let (part, addresses) = result?;
-        for (&i, address) in share.iter().zip(addresses) {
-            // SAFETY: every kernel is defined with the KernelFn ABI (text.rs).
-            fns[i] = Some(unsafe { std::mem::transmute::<usize, KernelFn>(address) });
-        }
-        parts.push(part);
+    for (k, f) in kernels.iter().zip(&mut fns) {
+        let address = jit.lookup(&k.name)?;
+        // SAFETY: every kernel is defined with the KernelFn ABI (text.rs), and the JIT that
+        // holds its code lives in the `LlvmCode` beside the pointers.
+        *f = Some(unsafe { std::mem::transmute::<usize, KernelFn>(address) });
     }
     let fns: Vec<KernelFn> = fns.into_iter().flatten().collect();
     let stack = kernels.iter().map(Kernel::local_bytes).max().unwrap_or(0);
-    // SAFETY: the pointers are these parts' kernels, which `LlvmCode` keeps alive.
+    // SAFETY: the pointers are kernels of this JIT, which `LlvmCode` keeps alive.
     let kernels = unsafe { CpuKernels::new(fns, stack) }?;
-    Ok(super::Loaded::new(kernels, LlvmCode { _parts: parts }))
-}
-
-/// The optimised module of `text` in a JIT engine, with the libcalls bound.
-fn jit_engine<'c>(
-    context: &'c Context,
-    text: &str,
-    cpu: &CpuAttributes,
-) -> Result<ExecutionEngine<'c>, CodegenError> {
-    let machine = machine(cpu, RelocMode::Default)?;
-    let module = optimised(context, text, &machine)?;
-    let engine = module
-        .create_jit_execution_engine(OptimizationLevel::Aggressive)
-        .map_err(|e| llvm_error("cannot start LLVM's JIT", e))?;
-    for (name, _, f) in archc_kernels::math::LIBCALLS {
-        if let Some(decl) = module.get_function(name) {
-            engine.add_global_mapping(&decl, f.address() as usize);
-        }
-    }
-    Ok(engine)
+    Ok(super::Loaded::new(kernels, LlvmCode { _jit: jit }))
 }
 
 /// Escapes bytes as an LLVM `c"…"` string.
@@ -290,11 +228,5 @@ pub fn build_object(
         features_z.len(),
         c_string(&features_z),
     ));
-    let context = Context::create();
-    let machine = machine(&cpu, RelocMode::PIC)?;
-    let module = optimised(&context, &text, &machine)?;
-    let buffer = machine
-        .write_to_memory_buffer(&module, FileType::Object)
-        .map_err(|e| llvm_error("LLVM cannot write the object file", e))?;
-    Ok(buffer.as_slice().to_vec())
+    Ok(object(&text, &cpu)?.as_slice().to_vec())
 }
