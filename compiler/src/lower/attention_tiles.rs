@@ -27,8 +27,7 @@ use archc_kernels::ir::{Bin, Elem, Expr, Ieee32, Local, Stmt, Un, Var};
 use super::attention::{key_blocks, plain, row_start};
 use super::body::{delinearize, BodyGen};
 use super::index::Ctx;
-use super::lanes::widest;
-use super::micro::{micro, Block, Operands, Rows};
+use super::product::{columns, product, Product};
 use super::Template;
 use crate::graph::{AttentionInfo, Dim, Region, TensorType};
 
@@ -42,105 +41,6 @@ pub struct Widths {
 
 fn f32(v: f32) -> Expr {
     Expr::F32(Ieee32::new(v))
-}
-
-/// `a` and the output of one product, both row-major: row `i` of `a` at `at + i·stride`,
-/// its step `p` at `+ p·step`; output element `[i, j]` at `i·row + j`.
-struct RowMajor {
-    at: Var,
-    stride: Expr,
-    step: i64,
-    row: i64,
-}
-
-impl Operands for RowMajor {
-    fn a(&self, _: &Ctx, i: Expr, p: Expr) -> Expr {
-        add(
-            add(var(self.at), mul(i, self.stride.clone())),
-            mul(p, Expr::Int(self.step)),
-        )
-    }
-
-    fn out(&self, _: &Ctx, i: Expr, j: Expr) -> Expr {
-        add(mul(i, Expr::Int(self.row)), j)
-    }
-
-    fn coords(&self, _: &Ctx, i: Expr, j: Expr) -> Vec<Expr> {
-        vec![i, j]
-    }
-}
-
-/// One product `out[i, j] (+)= Σₚ a[i, p]·b[p, j]` on the micro-kernel, over `rows` rows and
-/// `panels` panels of `vectors · lanes` columns.
-struct Product {
-    /// `a`'s buffer, row 0's first element, and its row stride and step.
-    a: (usize, Expr, Expr, i64),
-    /// `b`'s buffer, panel 0's first element, from one panel to the next, and the step.
-    b: (usize, Expr, Expr, Expr),
-    /// The output buffer (a local) and its row length.
-    out: (usize, i64),
-    rows: Expr,
-    panels: Expr,
-    /// The reduced extent.
-    kc: Expr,
-    /// Whether the output's values are added to (else overwritten).
-    accumulate: bool,
-    /// Rows of the full micro-kernel, vectors across and lanes per vector.
-    shape: (usize, usize, usize),
-}
-
-fn product(cx: &mut Ctx, p: &Product) -> Vec<Stmt> {
-    let (mr, vectors, lanes) = p.shape;
-    let (cb, ib, it) = (cx.var(), cx.var(), cx.var());
-    let (i, j, panel, at, k_lo, kc) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
-    let ops = RowMajor {
-        at,
-        stride: p.a.2.clone(),
-        step: p.a.3,
-        row: p.out.1,
-    };
-    let block = |rows: usize| Block {
-        a: Rows::Panel {
-            buf: p.a.0,
-            at,
-            stride: p.a.2.clone(),
-            step: p.a.3,
-        },
-        b: p.b.0,
-        b_step: p.b.3.clone(),
-        out: p.out.0,
-        rows,
-        vectors,
-        lanes,
-        i,
-        j,
-        panel,
-        k_lo,
-        kc,
-        later: Expr::Int(i64::from(p.accumulate)),
-        last: Expr::Int(1),
-    };
-    let a_at = || Stmt::Set(at, add(p.a.1.clone(), mul(var(i), p.a.2.clone())));
-    let mr_e = Expr::Int(mr as i64);
-    let full = bin(Bin::Div, p.rows.clone(), mr_e.clone());
-    let mut main = vec![Stmt::Set(i, mul(var(ib), mr_e.clone())), a_at()];
-    main.extend(micro(cx, &ops, &block(mr), &mut None));
-    let mut rest = vec![
-        Stmt::Set(i, add(mul(full.clone(), mr_e.clone()), var(it))),
-        a_at(),
-    ];
-    rest.extend(micro(cx, &ops, &block(1), &mut None));
-    let per_panel = vec![
-        Stmt::Set(j, mul(var(cb), Expr::Int((vectors * lanes) as i64))),
-        Stmt::Set(panel, add(p.b.1.clone(), mul(var(cb), p.b.2.clone()))),
-        serial(ib, full, main),
-        serial(it, bin(Bin::Rem, p.rows.clone(), mr_e), rest),
-    ];
-    vec![
-        Stmt::Set(k_lo, Expr::Int(0)),
-        Stmt::Set(kc, p.kc.clone()),
-        serial(cb, p.panels.clone(), per_panel),
-    ]
 }
 
 /// The buffers of a task's locals.
@@ -270,7 +170,7 @@ pub fn lower(
     // 3. The online softmax, in vectors across queries.
     per_block.extend(softmax(cx, &loc, (count, qn, qrows), lanes));
     // 4. O = O·correction + P·V.
-    let pv_lanes = usize::from(widest(lanes, w.dv).unwrap_or(4));
+    let (mr, across, pv_lanes) = columns(schedule, w.dv);
     let acc_row = |q: Expr| (loc.acc, mul(q, Expr::Int(w.dv)));
     let rows = (qn, w.dv, pv_lanes);
     per_block.push(each_row(
@@ -280,12 +180,6 @@ pub fn lower(
         (loc.corrections, Bin::Mul),
         &acc_row,
     ));
-    let vectors = (w.dv / pv_lanes as i64) as usize;
-    let across = (1..=vectors.min(4))
-        .rev()
-        .find(|c| vectors.is_multiple_of(*c))
-        .unwrap_or(1);
-    let budget = schedule.blocking.mr * (schedule.blocking.nr / lanes).max(1);
     let v_row0 = row_start(cx, &batch, vt, &plain(vt), var(j0));
     let panel = (across * pv_lanes) as i64;
     per_block.extend(product(
@@ -298,7 +192,7 @@ pub fn lower(
             panels: Expr::Int(w.dv / panel),
             kc: var(count),
             accumulate: true,
-            shape: ((budget / across).max(1), across, pv_lanes),
+            shape: (mr, across, pv_lanes),
         },
     ));
     per_task.push(serial(jb, blocks, per_block));

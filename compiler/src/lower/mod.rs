@@ -17,6 +17,7 @@ mod layout;
 mod matmul;
 mod micro;
 mod moe;
+mod product;
 mod region;
 mod scan;
 pub mod schedule;
