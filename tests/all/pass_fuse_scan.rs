@@ -121,7 +121,7 @@ proptest! {
     fn chunked_ssd_matches_the_sequential_recurrence(
         groups in 1usize..3,
         heads in 1usize..3,
-        p in prop_oneof![Just(1usize), Just(3), Just(4)],
+        p in prop_oneof![Just(1usize), Just(3), Just(4), Just(8), Just(16)],
         n in prop_oneof![Just(2usize), Just(5), Just(16)],
         batch in 1usize..3,
         seq in prop_oneof![1usize..4, 30usize..140],

@@ -9,9 +9,14 @@
 //! H ← exp(L_end) · H  +  Σₛ exp(L_end − Lₛ) · xₛ ⊗ Bₛ                  (the state pass)
 //! ```
 //!
-//! which equals the recurrence `hₜ = aₜ·hₜ₋₁ + xₜ ⊗ Bₜ`, `yₜ = hₜ·Cₜ`. The chunk's x, B, C and
-//! `L` are computed from the region body into thread-private arrays once; the epilogue
-//! (`+ D·x`) finishes each output.
+//! which equals the recurrence `hₜ = aₜ·hₜ₋₁ + xₜ ⊗ Bₜ`, `yₜ = hₜ·Cₜ`. The chunk's x, B (stored
+//! transposed), C and `L` are computed from the region body into thread-private arrays once.
+//! The sums are then four products on the register micro-kernel ([`super::product`]): the
+//! scores `C·Bᵀ` (decayed by `exp(Lₜ − Lₛ)` below the diagonal, zero above), `Y = G·X`,
+//! `Y += diag(exp(L))·C·Hᵀ`, and the state pass `Hᵀ ← exp(L_end)·Hᵀ + Bᵀ·(w ∘ X)`. The state is
+//! kept transposed so that each product's right operand is read by rows; the channels are
+//! padded to a multiple of 4 with zero columns, so every product runs on whole vectors. The
+//! epilogue (`+ D·x`) finishes each output.
 
 use archc_kernels::ir::build::{add, exp, load, mul, serial, sub, var};
 use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Local, Stmt, Un, Var};
@@ -19,134 +24,27 @@ use petgraph::graph::NodeIndex;
 
 use super::body::{broadcast_at, delinearize, reshape_at, BodyGen};
 use super::index::Ctx;
-use super::lanes::LANES;
+use super::lanes::widest;
+use super::product::{columns, product, Product};
 use super::Template;
 use crate::graph::{Dim, Op, Region, ScanInfo, SsdInfo, TensorType};
 
-/// How many elements of the thread-private arrays a step of the inner loops takes: 4 (f32x4)
-/// when the channel and state counts are multiples of 4, else 1.
-#[derive(Clone, Copy)]
-struct Width(i64);
-
-impl Width {
-    fn load(self, buf: usize, at: Expr) -> Expr {
-        if self.0 == 4 {
-            Expr::VLoad(buf, Box::new(at), LANES)
-        } else {
-            load(buf, at)
-        }
-    }
-
-    fn store(self, buf: usize, at: Expr, v: Expr) -> Stmt {
-        if self.0 == 4 {
-            Stmt::VStore(buf, at, v, LANES)
-        } else {
-            Stmt::Store(buf, at, v)
-        }
-    }
-
-    fn splat(self, e: Expr) -> Expr {
-        if self.0 == 4 {
-            Expr::Splat(Box::new(e), LANES)
-        } else {
-            e
-        }
-    }
-
-    /// `a·b + c`.
-    fn fma(self, a: Expr, b: Expr, c: Expr) -> Expr {
-        if self.0 == 4 {
-            Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
-        } else {
-            add(mul(a, b), c)
-        }
-    }
-
-    /// The sum of a value's lanes.
-    fn total(self, v: Var) -> Expr {
-        if self.0 == 4 {
-            let lane = |l: u8| Expr::Lane(Box::new(var(v)), l);
-            add(add(lane(0), lane(1)), add(lane(2), lane(3)))
-        } else {
-            var(v)
-        }
-    }
-
-    /// `out = Σ_{i < len} a[a0 + i]·b[b0 + i]`, `len` a multiple of the width.
-    fn dot(
-        self,
-        cx: &mut Ctx,
-        out: Var,
-        len: i64,
-        (a, a0): (usize, Expr),
-        (b, b0): (usize, Expr),
-    ) -> Vec<Stmt> {
-        let (i, acc) = (cx.var(), cx.var());
-        let at = |base: Expr| add(base, mul(var(i), Expr::Int(self.0)));
-        vec![
-            Stmt::Set(acc, self.splat(Expr::F32(Ieee32::new(0.0)))),
-            serial(
-                i,
-                Expr::Int(len / self.0),
-                vec![Stmt::Set(
-                    acc,
-                    self.fma(self.load(a, at(a0)), self.load(b, at(b0)), var(acc)),
-                )],
-            ),
-            Stmt::Set(out, self.total(acc)),
-        ]
-    }
-
-    /// `dst[d0 + i] = dst[d0 + i] + w·src[s0 + i]` for `i < len`.
-    fn axpy(
-        self,
-        cx: &mut Ctx,
-        len: i64,
-        w: Expr,
-        (dst, d0): (usize, Expr),
-        (src, s0): (usize, Expr),
-    ) -> Stmt {
-        let i = cx.var();
-        let at = |base: Expr| add(base, mul(var(i), Expr::Int(self.0)));
-        serial(
-            i,
-            Expr::Int(len / self.0),
-            vec![self.store(
-                dst,
-                at(d0.clone()),
-                self.fma(
-                    self.splat(w),
-                    self.load(src, at(s0)),
-                    self.load(dst, at(d0)),
-                ),
-            )],
-        )
-    }
-
-    /// `dst[i] = v` for `i < len`.
-    fn fill(self, cx: &mut Ctx, len: i64, dst: usize, v: Expr) -> Stmt {
-        let i = cx.var();
-        serial(
-            i,
-            Expr::Int(len / self.0),
-            vec![self.store(dst, mul(var(i), Expr::Int(self.0)), self.splat(v))],
-        )
-    }
-}
-
-/// The thread-private arrays, by buffer number.
+/// The thread-private arrays, by buffer number. `P4` is the channel count rounded up to a
+/// multiple of 4: the columns past `P` stay zero, so every product runs on whole vectors.
 struct Arrays {
-    /// The state before the chunk, `[P, N]`.
-    h: usize,
+    /// The state before the chunk, transposed: `Hᵀ`, `[N, P4]`.
+    ht: usize,
     /// Cumulative log-decays of the chunk's steps, `[Q]`.
     decay: usize,
-    /// The chunk's x, `[Q, P]`.
+    /// The chunk's x, `[Q, P4]`.
     x: usize,
-    /// The chunk's B, `[Q, N]`.
-    b: usize,
+    /// The chunk's B, transposed: `[N, Q]`.
+    bt: usize,
     /// The chunk's C, `[Q, N]`.
     c: usize,
-    /// One step's intra-chunk output, `[P]`.
+    /// The chunk's decayed scores `(C·Bᵀ) ∘ exp(Lₜ − Lₛ)`, `[Q, Q]`, zero above the diagonal.
+    g: usize,
+    /// The chunk's outputs, `[Q, P4]`.
     y: usize,
 }
 
@@ -223,22 +121,25 @@ pub fn lower(
     };
     let (p_len, n_len) = (size(&p_axes), size(state));
     let q = cx.schedule.ssd_chunk(p_len, n_len) as i64;
+    let p4 = (p_len + 3) / 4 * 4;
     let base = inputs + 2;
     let arrays = Arrays {
-        h: base,
+        ht: base,
         decay: base + 1,
         x: base + 2,
-        b: base + 3,
+        bt: base + 3,
         c: base + 4,
-        y: base + 5,
+        g: base + 5,
+        y: base + 6,
     };
     let locals = [
-        ("state", p_len * n_len),
+        ("state", n_len * p4),
         ("log_decay", q),
-        ("x", q * p_len),
-        ("B", q * n_len),
+        ("x", q * p4),
+        ("B", n_len * q),
         ("C", q * n_len),
-        ("y", p_len),
+        ("scores", q * q),
+        ("y", q * p4),
     ]
     .into_iter()
     .map(|(name, len)| Local {
@@ -303,7 +204,7 @@ pub fn lower(
     per_p.extend(gen.leave());
     per_p.push(Stmt::Store(
         arrays.x,
-        add(mul(var(tt), Expr::Int(p_len)), var(p)),
+        add(mul(var(tt), Expr::Int(p4)), var(p)),
         xv,
     ));
     step.extend(gen.take_lets());
@@ -314,9 +215,16 @@ pub fn lower(
     let cv = gen.value(cx, ssd.c, &broadcast_at(&n_at, &body.ty(ssd.c).shape));
     let mut per_n = split(cx, n, state, &n_vars);
     per_n.extend(gen.leave());
-    let slot = add(mul(var(tt), Expr::Int(n_len)), var(n));
-    per_n.push(Stmt::Store(arrays.b, slot.clone(), bv));
-    per_n.push(Stmt::Store(arrays.c, slot, cv));
+    per_n.push(Stmt::Store(
+        arrays.bt,
+        add(mul(var(n), Expr::Int(q)), var(tt)),
+        bv,
+    ));
+    per_n.push(Stmt::Store(
+        arrays.c,
+        add(mul(var(tt), Expr::Int(n_len)), var(n)),
+        cv,
+    ));
     step.extend(gen.take_lets());
     step.push(serial(n, Expr::Int(n_len), per_n));
     step.extend(gen.leave());
@@ -334,46 +242,11 @@ pub fn lower(
         serial(tt, var(count), step),
     ];
 
-    // Phase 2: each step's output. The intra-chunk part goes to y[P] first.
-    let width = Width(if p_len % 4 == 0 && n_len % 4 == 0 {
-        4
-    } else {
-        1
-    });
-    let [tt2, t2, el, dot, ss2, w2, yo, yv] = [(); 8].map(|_| cx.var());
+    // Phase 2: the chunk's outputs, Y = ((C·Bᵀ) ∘ decays)·X + diag(exp(L))·C·Hᵀ.
+    let sizes = Sizes { q, n: n_len, p4 };
+    per_chunk.extend(outputs(cx, &arrays, &sizes, count));
+    let [tt2, t2, yv] = [(); 3].map(|_| cx.var());
     gen.enter(&[tt2, t2]);
-    let row = |step: Var, len: i64| mul(var(step), Expr::Int(len));
-    let mut intra = width.dot(
-        cx,
-        dot,
-        n_len,
-        (arrays.c, row(tt2, n_len)),
-        (arrays.b, row(ss2, n_len)),
-    );
-    intra.push(Stmt::Set(
-        w2,
-        mul(
-            var(dot),
-            exp(sub(
-                load(arrays.decay, var(tt2)),
-                load(arrays.decay, var(ss2)),
-            )),
-        ),
-    ));
-    intra.push(width.axpy(
-        cx,
-        p_len,
-        var(w2),
-        (arrays.y, Expr::Int(0)),
-        (arrays.x, row(ss2, p_len)),
-    ));
-    let mut step2 = vec![
-        Stmt::Set(t2, add(var(c0), var(tt2))),
-        Stmt::Set(el, exp(load(arrays.decay, var(tt2)))),
-        width.fill(cx, p_len, arrays.y, Expr::F32(Ieee32::new(0.0))),
-        serial(ss2, add(var(tt2), Expr::Int(1)), intra),
-    ];
-    // Per channel: the inter-chunk part from the state, then the epilogue on the sum.
     gen.enter(&p_vars);
     gen.bind(ro, var(yv));
     let mut out_at = at(var(t2), true, false);
@@ -385,90 +258,38 @@ pub fn lower(
     }
     let result = gen.value(cx, r.output(), &out_at);
     let mut per_p2 = split(cx, p, &p_axes, &p_vars);
-    per_p2.extend(width.dot(
-        cx,
-        yo,
-        n_len,
-        (arrays.c, row(tt2, n_len)),
-        (arrays.h, row(p, n_len)),
-    ));
     per_p2.push(Stmt::Set(
         yv,
-        add(load(arrays.y, var(p)), mul(var(el), var(yo))),
+        load(arrays.y, add(mul(var(tt2), Expr::Int(p4)), var(p))),
     ));
     per_p2.extend(gen.leave());
     per_p2.push(Stmt::Store(0, cx.index(&out.shape, &out_at), result));
+    let mut step2 = vec![Stmt::Set(t2, add(var(c0), var(tt2)))];
     step2.extend(gen.take_lets());
     step2.push(serial(p, Expr::Int(p_len), per_p2));
     step2.extend(gen.leave());
     per_chunk.push(serial(tt2, var(count), step2));
-
-    // Phase 3: the state pass. L becomes exp(L_end − Lₛ), the weight of step s in the new state.
-    let (last, scale, ss, w) = (cx.var(), cx.var(), cx.var(), cx.var());
-    per_chunk.push(Stmt::Set(
-        last,
-        load(arrays.decay, sub(var(count), Expr::Int(1))),
-    ));
-    per_chunk.push(Stmt::Set(scale, exp(var(last))));
-    per_chunk.push(serial(
-        ss,
-        var(count),
-        vec![Stmt::Store(
-            arrays.decay,
-            var(ss),
-            exp(sub(var(last), load(arrays.decay, var(ss)))),
-        )],
-    ));
-    // H ← exp(L_end)·H, then H[p] += weightₛ·xₛ[p]·Bₛ for each step s.
-    let cell = cx.var();
-    per_chunk.push(serial(
-        cell,
-        Expr::Int(p_len * n_len / width.0),
-        vec![{
-            let at = mul(var(cell), Expr::Int(width.0));
-            width.store(
-                arrays.h,
-                at.clone(),
-                mul(width.splat(var(scale)), width.load(arrays.h, at)),
-            )
-        }],
-    ));
-    let update = vec![
-        Stmt::Set(
-            w,
-            mul(
-                load(arrays.decay, var(ss)),
-                load(arrays.x, add(mul(var(ss), Expr::Int(p_len)), var(p))),
-            ),
-        ),
-        width.axpy(
-            cx,
-            n_len,
-            var(w),
-            (arrays.h, mul(var(p), Expr::Int(n_len))),
-            (arrays.b, mul(var(ss), Expr::Int(n_len))),
-        ),
-    ];
-    per_chunk.push(serial(
-        ss,
-        var(count),
-        vec![serial(p, Expr::Int(p_len), update)],
-    ));
+    // Phase 3: the state pass, Hᵀ ← exp(L_end)·Hᵀ + Bᵀ·(exp(L_end − L)·X).
+    per_chunk.extend(state_pass(cx, &arrays, &sizes, count));
     // Values that depend on the chunk only go first in it; values of the head only, first in
     // the head's iteration.
     per_chunk.splice(2..2, gen.leave());
     let mut per_head = split(cx, hd, &head_axes, &head_vars);
     per_head.extend(gen.take_lets());
-    let zero = cx.var();
-    per_head.push(serial(
-        zero,
-        Expr::Int(p_len * n_len),
-        vec![Stmt::Store(
-            arrays.h,
-            var(zero),
-            Expr::F32(Ieee32::new(0.0)),
-        )],
-    ));
+    // The state starts at zero; so do x's padding columns and B's steps past a short last
+    // chunk, which the products read but whose results are not used.
+    for (buf, len) in [
+        (arrays.ht, n_len * p4),
+        (arrays.x, q * p4),
+        (arrays.bt, n_len * q),
+    ] {
+        let zero = cx.var();
+        per_head.push(serial(
+            zero,
+            Expr::Int(len),
+            vec![Stmt::Store(buf, var(zero), Expr::F32(Ieee32::new(0.0)))],
+        ));
+    }
     let chunks = Expr::Bin(
         Bin::Div,
         Box::new(add(seq, Expr::Int(q - 1))),
@@ -487,4 +308,151 @@ pub fn lower(
         checks: gen.checks,
         locals,
     }
+}
+
+/// The chunk length, state size and padded channel count of an SSD kernel.
+struct Sizes {
+    q: i64,
+    n: i64,
+    p4: i64,
+}
+
+/// `dst[i] = dst[i] · factor` for `i < len` (a multiple of 4), in vectors.
+fn scale(cx: &mut Ctx, (dst, at, len): (usize, Expr, i64), factor: Expr) -> Stmt {
+    let w = widest(cx.schedule.lanes, len).unwrap_or(4);
+    let i = cx.var();
+    let el = add(at, mul(var(i), Expr::Int(i64::from(w))));
+    serial(
+        i,
+        Expr::Int(len / i64::from(w)),
+        vec![Stmt::VStore(
+            dst,
+            el.clone(),
+            mul(
+                Expr::VLoad(dst, Box::new(el), w),
+                Expr::Splat(Box::new(factor), w),
+            ),
+            w,
+        )],
+    )
+}
+
+/// The chunk's outputs into `y`: the scores `C·Bᵀ` on the micro-kernel, each decayed by
+/// `exp(Lₜ − Lₛ)` below the diagonal and zeroed above it, `Y = G·X`; then C's rows scaled by
+/// `exp(Lₜ)` and `Y += C·Hᵀ`.
+fn outputs(cx: &mut Ctx, arrays: &Arrays, z: &Sizes, count: Var) -> Vec<Stmt> {
+    let g_shape = columns(cx.schedule, z.q);
+    let g_panel = (g_shape.1 * g_shape.2) as i64;
+    let mut out = product(
+        cx,
+        &Product {
+            a: (arrays.c, Expr::Int(0), Expr::Int(z.n), 1),
+            b: (arrays.bt, Expr::Int(0), Expr::Int(g_panel), Expr::Int(z.q)),
+            out: (arrays.g, z.q),
+            rows: var(count),
+            panels: Expr::Int(z.q / g_panel),
+            kc: Expr::Int(z.n),
+            accumulate: false,
+            shape: g_shape,
+        },
+    );
+    let (t, s, lt) = (cx.var(), cx.var(), cx.var());
+    let at = add(mul(var(t), Expr::Int(z.q)), var(s));
+    let decayed = mul(
+        load(arrays.g, at.clone()),
+        exp(sub(var(lt), load(arrays.decay, var(s)))),
+    );
+    let above = add(
+        add(mul(var(t), Expr::Int(z.q)), var(t)),
+        add(var(s), Expr::Int(1)),
+    );
+    out.push(serial(
+        t,
+        var(count),
+        vec![
+            Stmt::Set(lt, load(arrays.decay, var(t))),
+            serial(
+                s,
+                add(var(t), Expr::Int(1)),
+                vec![Stmt::Store(arrays.g, at, decayed)],
+            ),
+            serial(
+                s,
+                sub(Expr::Int(z.q - 1), var(t)),
+                vec![Stmt::Store(arrays.g, above, Expr::F32(Ieee32::new(0.0)))],
+            ),
+        ],
+    ));
+    let p_shape = columns(cx.schedule, z.p4);
+    let p_panel = (p_shape.1 * p_shape.2) as i64;
+    let by_x = |a: (usize, i64), b: usize, kc: Expr, accumulate: bool| Product {
+        a: (a.0, Expr::Int(0), Expr::Int(a.1), 1),
+        b: (b, Expr::Int(0), Expr::Int(p_panel), Expr::Int(z.p4)),
+        out: (arrays.y, z.p4),
+        rows: var(count),
+        panels: Expr::Int(z.p4 / p_panel),
+        kc,
+        accumulate,
+        shape: p_shape,
+    };
+    out.extend(product(
+        cx,
+        &by_x((arrays.g, z.q), arrays.x, var(count), false),
+    ));
+    let row = cx.var();
+    let c_row = (arrays.c, mul(var(row), Expr::Int(z.n)), z.n);
+    let decay = exp(load(arrays.decay, var(row)));
+    if z.n % 4 == 0 {
+        let scaled = scale(cx, c_row, decay);
+        out.push(serial(row, var(count), vec![scaled]));
+    } else {
+        let el = cx.var();
+        let at = add(c_row.1, var(el));
+        let body = vec![Stmt::Store(
+            arrays.c,
+            at.clone(),
+            mul(load(arrays.c, at), decay),
+        )];
+        out.push(serial(
+            row,
+            var(count),
+            vec![serial(el, Expr::Int(z.n), body)],
+        ));
+    }
+    out.extend(product(
+        cx,
+        &by_x((arrays.c, z.n), arrays.ht, Expr::Int(z.n), true),
+    ));
+    out
+}
+
+/// The state pass: `L` becomes the weight `exp(L_end − Lₛ)` of step s in the new state, x's
+/// rows are scaled by it, and `Hᵀ ← exp(L_end)·Hᵀ + Bᵀ·X` on the micro-kernel.
+fn state_pass(cx: &mut Ctx, arrays: &Arrays, z: &Sizes, count: Var) -> Vec<Stmt> {
+    let (last, s) = (cx.var(), cx.var());
+    let weight = exp(sub(var(last), load(arrays.decay, var(s))));
+    let x_row = (arrays.x, mul(var(s), Expr::Int(z.p4)), z.p4);
+    let weighted = scale(cx, x_row, weight);
+    let kept = scale(cx, (arrays.ht, Expr::Int(0), z.n * z.p4), exp(var(last)));
+    let shape = columns(cx.schedule, z.p4);
+    let panel = (shape.1 * shape.2) as i64;
+    let mut out = vec![
+        Stmt::Set(last, load(arrays.decay, sub(var(count), Expr::Int(1)))),
+        serial(s, var(count), vec![weighted]),
+        kept,
+    ];
+    out.extend(product(
+        cx,
+        &Product {
+            a: (arrays.bt, Expr::Int(0), Expr::Int(z.q), 1),
+            b: (arrays.x, Expr::Int(0), Expr::Int(panel), Expr::Int(z.p4)),
+            out: (arrays.ht, z.p4),
+            rows: Expr::Int(z.n),
+            panels: Expr::Int(z.p4 / panel),
+            kc: var(count),
+            accumulate: true,
+            shape,
+        },
+    ));
+    out
 }
