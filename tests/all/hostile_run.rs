@@ -360,8 +360,11 @@ fn run_time_errors_and_profiles_name_the_source() {
         .output()
         .expect("archc runs");
     let profile = String::from_utf8_lossy(&profiled.stderr);
+    // Each kernel is named with its source location and the block it came from.
     assert!(
-        profile.contains("profile:") && profile.contains("in `lm_head`"),
+        profile.contains("profile:")
+            && profile.contains("llama.arch:")
+            && profile.contains("(matmul in `"),
         "{profile}"
     );
 }

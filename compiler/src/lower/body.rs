@@ -290,16 +290,7 @@ impl<'a> BodyGen<'a> {
                 value,
                 ..
             } => {
-                let size = cx.dim(&self.body.ty(ins[0]).shape[*axis]);
-                let i = at[*axis].clone();
-                let inside = bin(
-                    Bin::And,
-                    bin(Bin::Ge, i.clone(), Expr::Int(*before)),
-                    bin(Bin::Lt, i.clone(), plus(size.clone(), Expr::Int(*before))),
-                );
-                let mut src = at.to_vec();
-                // Outside the operand the read index is clamped, so every load stays in bounds.
-                src[*axis] = clamp(sub(i, Expr::Int(*before)), size);
+                let (inside, src) = self.padded(cx, n, (*axis, *before), at);
                 let x = self.value(cx, ins[0], &src);
                 Expr::Select(
                     Box::new(inside),
@@ -337,6 +328,42 @@ impl<'a> BodyGen<'a> {
 
     /// `x[p, idx[p, i…], s]`: the index is itself an expression, checked against the axis.
     fn gather(&mut self, cx: &mut Ctx, n: NodeIndex, axis: usize, at: &[Expr]) -> Expr {
+        let (x, x_at) = self.gather_source(cx, n, axis, at);
+        self.value(cx, x, &x_at)
+    }
+
+    /// Whether `at` lies inside the operand of pad node `n` (along `axis`, `before` elements
+    /// in front), and the operand's coordinates: clamped outside it, so that every load stays
+    /// in bounds.
+    pub(super) fn padded(
+        &self,
+        cx: &Ctx,
+        n: NodeIndex,
+        (axis, before): (usize, i64),
+        at: &[Expr],
+    ) -> (Expr, Vec<Expr>) {
+        let size = cx.dim(&self.body.ty(self.body.operands(n)[0]).shape[axis]);
+        let i = at[axis].clone();
+        let inside = bin(
+            Bin::And,
+            bin(Bin::Ge, i.clone(), Expr::Int(before)),
+            bin(Bin::Lt, i.clone(), plus(size.clone(), Expr::Int(before))),
+        );
+        let mut src = at.to_vec();
+        src[axis] = clamp(sub(i, Expr::Int(before)), size);
+        (inside, src)
+    }
+
+    /// The operand a gather (node `n`, along `axis`) reads at `at`, and its coordinates there:
+    /// the index is read and checked (a failed check records the error, and the clamped
+    /// coordinate keeps the load in bounds).
+    pub(super) fn gather_source(
+        &mut self,
+        cx: &mut Ctx,
+        n: NodeIndex,
+        axis: usize,
+        at: &[Expr],
+    ) -> (NodeIndex, Vec<Expr>) {
         let ins = self.body.operands(n);
         let (x, idx) = (ins[0], ins[1]);
         let (xt, it) = (self.body.ty(x).clone(), self.body.ty(idx).clone());
@@ -360,7 +387,7 @@ impl<'a> BodyGen<'a> {
         let mut x_at: Vec<Expr> = broadcast_at(&at[..axis], &xt.shape[..axis]);
         x_at.push(clamp(Expr::Var(id), size));
         x_at.extend(at[axis + rest..].iter().cloned());
-        self.value(cx, x, &x_at)
+        (x, x_at)
     }
 }
 

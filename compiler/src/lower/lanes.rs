@@ -78,6 +78,10 @@ impl Lanes {
     }
 }
 
+fn select(cond: Expr, a: Expr, b: Expr) -> Expr {
+    Expr::Select(Box::new(cond), Box::new(a), Box::new(b))
+}
+
 fn mentions(e: &Expr, v: Var) -> bool {
     let mut vars = Vec::new();
     vars_of(e, &mut vars);
@@ -256,6 +260,33 @@ impl BodyGen<'_> {
             Op::Flip { axis } => {
                 let src = flipped(cx, at, *axis, &self.body.ty(ins[0]).shape[*axis]);
                 self.lanes(cx, ins[0], &src, lane)
+            }
+            // Padding along another axis than the lanes': one condition for all of them.
+            Op::Pad {
+                axis,
+                before,
+                value,
+                ..
+            } if !mentions(&at[*axis], lane) => {
+                let (inside, src) = self.padded(cx, n, (*axis, *before), at);
+                let fill = super::elementwise::constant(value.value(), node.ty.dtype);
+                Some(match self.lanes(cx, ins[0], &src, lane)? {
+                    Lanes::Scalar(x) => Lanes::Scalar(select(inside, x, fill)),
+                    Lanes::Vector(x) => {
+                        let fill = Expr::Splat(Box::new(fill), self.width);
+                        Lanes::Vector(select(inside, x, fill))
+                    }
+                })
+            }
+            // A gather whose index does not vary with the lanes reads one row of consecutive
+            // elements (a window of a convolution).
+            Op::Gather { axis } => {
+                let rest = self.body.ty(ins[1]).rank() - axis;
+                if at[..*axis + rest].iter().any(|e| mentions(e, lane)) {
+                    return None;
+                }
+                let (x, x_at) = self.gather_source(cx, n, *axis, at);
+                self.lanes(cx, x, &x_at, lane)
             }
             _ => None,
         }

@@ -5,8 +5,8 @@ use archc_kernels::ir::{Axis, Bin, Expr, Ieee32, Stmt, Ty, Var};
 use petgraph::graph::NodeIndex;
 
 use super::body::BodyGen;
-use super::index::{exprs, with_axis, Ctx};
-use super::lanes::LANES;
+use super::index::{exprs, folded, with_axis, Ctx};
+use super::lanes::{widest, LANES};
 use super::matmul::{matmul, Epilogue};
 use super::{elem, ty, Template};
 use crate::graph::{Op, ReduceOp, Region, RegionKind, TensorType};
@@ -97,8 +97,16 @@ impl Epilogue for Finish<'_, '_, '_> {
     }
 }
 
+/// The vector width for a loop over `size` elements: the widest vector of the target's that
+/// divides a constant size, else four.
+fn width_for(cx: &Ctx, size: &crate::graph::Dim) -> u8 {
+    size.as_const()
+        .and_then(|n| widest(cx.schedule.lanes, n))
+        .unwrap_or(LANES)
+}
+
 /// One loop nest over the output; each element is the body's expression. The innermost axis
-/// goes four elements at a time when the body has a vector form, then one at a time.
+/// goes a vector at a time when the body has a vector form, then one element at a time.
 fn elementwise(cx: &mut Ctx, gen: &mut BodyGen, r: &Region, out: &TensorType) -> Vec<Stmt> {
     let rank = out.rank();
     let vars = cx.vars(rank);
@@ -107,20 +115,18 @@ fn elementwise(cx: &mut Ctx, gen: &mut BodyGen, r: &Region, out: &TensorType) ->
     if rank > 0 {
         let saved = gen.clone();
         let j = vars[rank - 1];
+        let w = width_for(cx, &out.shape[rank - 1]);
+        gen.width = w;
         if let Some(v) = gen.lanes(cx, r.output(), &at, j) {
+            gen.width = saved.width;
             let mut vector = gen.take_lets();
-            vector.push(Stmt::VStore(
-                0,
-                cx.index(&out.shape, &at),
-                v.vector(LANES),
-                LANES,
-            ));
+            vector.push(Stmt::VStore(0, cx.index(&out.shape, &at), v.vector(w), w));
             let value = gen.value(cx, r.output(), &at);
             let mut scalar = gen.take_lets();
             scalar.push(store(cx, value));
-            let (mut inner, tail) = by_four(cx, j, &out.shape[rank - 1], vector, scalar);
+            let (mut inner, tail) = by_lanes(cx, j, &out.shape[rank - 1], w, vector, scalar);
             if rank == 1 {
-                // The vector loop is the parallel one; the tail (≤ 3 elements) runs once.
+                // The vector loop is the parallel one; the tail (less than a vector) runs once.
                 inner = with_axis(inner, Axis::Grid);
             }
             let mut both = inner;
@@ -135,25 +141,28 @@ fn elementwise(cx: &mut Ctx, gen: &mut BodyGen, r: &Region, out: &TensorType) ->
     cx.nest(&out.shape, &vars, inner)
 }
 
-/// Loops over `0..size` with `j`: four at a time (`j` the first of the four) running `vector`,
+/// Loops over `0..size` with `j`: `width` at a time (`j` the first of them) running `vector`,
 /// then one at a time running `scalar`. Returns the two loops.
-fn by_four(
+fn by_lanes(
     cx: &mut Ctx,
     j: archc_kernels::ir::Var,
     size: &crate::graph::Dim,
+    width: u8,
     vector: Vec<Stmt>,
     scalar: Vec<Stmt>,
 ) -> (Vec<Stmt>, Vec<Stmt>) {
-    use archc_kernels::ir::build::{add, bin, mul, serial, var};
+    use archc_kernels::ir::build::{add, mul, serial, var};
     let (q, t) = (cx.var(), cx.var());
     let n = cx.dim(size);
-    let quads = bin(Bin::Div, n.clone(), Expr::Int(4));
-    let mut vbody = vec![Stmt::Set(j, mul(var(q), Expr::Int(4)))];
+    let w = Expr::Int(i64::from(width));
+    let whole = folded(Bin::Div, n.clone(), w.clone());
+    let mut vbody = vec![Stmt::Set(j, mul(var(q), w.clone()))];
     vbody.extend(vector);
-    let mut sbody = vec![Stmt::Set(j, add(mul(quads.clone(), Expr::Int(4)), var(t)))];
+    let done = folded(Bin::Mul, whole.clone(), w);
+    let mut sbody = vec![Stmt::Set(j, add(done.clone(), var(t)))];
     sbody.extend(scalar);
-    let rest = archc_kernels::ir::build::sub(n, mul(quads.clone(), Expr::Int(4)));
-    (vec![serial(q, quads, vbody)], vec![serial(t, rest, sbody)])
+    let rest = folded(Bin::Sub, n, done);
+    (vec![serial(q, whole, vbody)], vec![serial(t, rest, sbody)])
 }
 
 /// The reduction's operand is computed inside its loop; the epilogue after it, on the
@@ -207,7 +216,7 @@ fn reduce(
             let mut vstep = gen.take_lets();
             vstep.push(Stmt::Set(accv, bin(f, var(accv), xv.vector(LANES))));
             let sstep = step(gen, cx);
-            let (vloop, tail) = by_four(cx, red_vars[0], &red_shape[0], vstep, sstep);
+            let (vloop, tail) = by_lanes(cx, red_vars[0], &red_shape[0], LANES, vstep, sstep);
             let lane = |l: u8| Expr::Lane(Box::new(var(accv)), l);
             inner = vec![Stmt::Set(accv, Expr::Splat(Box::new(init), LANES))];
             inner.extend(with_axis(vloop, Axis::Reduce));
@@ -219,6 +228,17 @@ fn reduce(
         }
         None => {
             *gen = saved;
+            let across = Across {
+                x,
+                x_at: &x_at,
+                red: (&red_shape, &red_vars),
+                vars: &vars,
+                init: init.clone(),
+                f,
+            };
+            if let Some(nest) = reduce_across(cx, gen, r, (anchor, out), &across) {
+                return nest;
+            }
             let s = step(gen, cx);
             inner.extend(cx.reduce_nest(&red_shape, &red_vars, s));
         }
@@ -229,4 +249,74 @@ fn reduce(
     inner.extend(gen.take_lets());
     inner.push(Stmt::Store(0, cx.index(&out.shape, &at), v));
     cx.flat_nest(&out.shape, &vars, inner)
+}
+
+/// A reduction's loop structure, for [`reduce_across`].
+struct Across<'a> {
+    /// The reduced operand and its coordinates.
+    x: petgraph::graph::NodeIndex,
+    x_at: &'a [Expr],
+    /// The reduced axes' sizes and variables.
+    red: (&'a [crate::graph::Dim], &'a [archc_kernels::ir::Var]),
+    /// The output's variables.
+    vars: &'a [archc_kernels::ir::Var],
+    init: Expr,
+    f: Bin,
+}
+
+/// A reduction over other axes than the last, when the output's last axis is the operand's:
+/// a vector of consecutive outputs at a time, each lane its own accumulator (a depthwise
+/// convolution's channels), finished through the epilogue in vectors; the outputs past the
+/// last whole vector one at a time. None when the operand or the epilogue has no vector form.
+fn reduce_across(
+    cx: &mut Ctx,
+    gen: &mut BodyGen,
+    r: &Region,
+    (anchor, out): (petgraph::graph::NodeIndex, &TensorType),
+    a: &Across,
+) -> Option<Vec<Stmt>> {
+    use archc_kernels::ir::build::var;
+    let rank = out.rank();
+    let j = *a.vars.last()?;
+    if a.x_at.last() != Some(&Expr::Var(j)) {
+        return None;
+    }
+    let w = width_for(cx, &out.shape[rank - 1]);
+    let saved = gen.clone();
+    gen.width = w;
+    let at = exprs(a.vars);
+    let (accv, acc) = (cx.var(), cx.var());
+    let vector = (|| {
+        let xv = gen.lanes(cx, a.x, a.x_at, j)?.vector(w);
+        let mut step = gen.take_lets();
+        step.push(Stmt::Set(accv, bin(a.f, var(accv), xv)));
+        let mut vector = vec![Stmt::Set(accv, Expr::Splat(Box::new(a.init.clone()), w))];
+        vector.extend(cx.reduce_nest(a.red.0, a.red.1, step));
+        gen.bind_lanes(anchor, var(accv));
+        let v = gen.lanes(cx, r.output(), &at, j)?.vector(w);
+        vector.extend(gen.take_lets());
+        vector.push(Stmt::VStore(0, cx.index(&out.shape, &at), v, w));
+        Some(vector)
+    })();
+    let Some(vector) = vector else {
+        *gen = saved;
+        return None;
+    };
+    gen.width = saved.width;
+    let value = gen.value(cx, a.x, a.x_at);
+    let mut step = gen.take_lets();
+    step.push(Stmt::Set(acc, bin(a.f, var(acc), value)));
+    let mut scalar = vec![Stmt::Set(acc, a.init.clone())];
+    scalar.extend(cx.reduce_nest(a.red.0, a.red.1, step));
+    gen.bind(anchor, var(acc));
+    let v = gen.value(cx, r.output(), &at);
+    scalar.extend(gen.take_lets());
+    scalar.push(Stmt::Store(0, cx.index(&out.shape, &at), v));
+    let (mut inner, tail) = by_lanes(cx, j, &out.shape[rank - 1], w, vector, scalar);
+    if rank == 1 {
+        // The vector loop is the parallel one.
+        inner = with_axis(inner, Axis::Grid);
+    }
+    inner.extend(tail);
+    Some(cx.flat_nest(&out.shape[..rank - 1], &a.vars[..rank - 1], inner))
 }
