@@ -14,13 +14,15 @@ use archc_runtime::{random_tensor, Executor, Launcher, Tensor, WeightSource};
 use crate::common::{compile, rel_err};
 
 /// M = 13 rows (a symbolic `seq`), K = 70, N = 37; a plain product, a `linear` with a bias and
-/// a gelu epilogue, and a batched product of the activations with themselves.
+/// a gelu epilogue to 53 columns (at 16 lanes: a 32-column panel, one vector past it read in
+/// place, five columns one at a time), and a batched product of the activations with
+/// themselves.
 const SRC: &str = "model mm {
   input x: f32[seq, 70]
   input w: f32[70, 37]
   input xs: f32[2, seq, 70]
   output plain = matmul(x, w)
-  output fused = gelu(linear(x, 37)) * 2.0
+  output fused = gelu(linear(x, 53)) * 2.0
   output batched = matmul(xs, transpose(xs))
 }
 ";

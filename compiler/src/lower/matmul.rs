@@ -243,10 +243,20 @@ pub fn matmul(
     };
     let pv = cx.var();
     per_task.push(Stmt::Set(pv, panels));
+    // Whole vectors of the columns past the last full panel.
+    let vv = cx.var();
+    let past = sub(sub(var(j_hi), var(j_lo)), mul(var(pv), Expr::Int(nr)));
+    let vectors = if out_elem == Elem::F32 {
+        bin(Bin::Div, past, Expr::Int(s.lanes as i64))
+    } else {
+        Expr::Int(0)
+    };
+    per_task.push(Stmt::Set(vv, vectors));
     let tasks = Tasks {
         i: (i_lo, i_hi),
         j: (j_lo, j_hi),
         panels: pv,
+        vectors: vv,
     };
     per_task.push(slices(
         cx,
@@ -261,7 +271,7 @@ pub fn matmul(
         &l,
         (abuf, bbuf),
         &tasks,
-        nr,
+        (nr, s.lanes as i64),
         &mut epilogue,
     ));
     let body = vec![Stmt::For {
@@ -307,6 +317,8 @@ struct Tasks {
     i: (Var, Var),
     j: (Var, Var),
     panels: Var,
+    /// Whole vectors of columns past the last full panel.
+    vectors: Var,
 }
 
 /// The loop over the reduced slices of one task: pack the slice's panels of `b`, then run the
@@ -400,13 +412,15 @@ fn slices(
         )],
     ));
     let a_at = cx.var();
-    let block = |rows: usize, a: Rows| Block {
+    // A block of the full panels (packed `b`), or one vector wide past them (`b`'s rows read
+    // in place, `n` apart).
+    let block = |rows: usize, a: Rows, wide: bool| Block {
         a,
-        b: packed,
-        b_step: Expr::Int(nr),
+        b: if wide { packed } else { bbuf },
+        b_step: if wide { Expr::Int(nr) } else { l.n.clone() },
         out: 0,
         rows,
-        vectors: s.vectors,
+        vectors: if wide { s.vectors } else { 1 },
         lanes: s.lanes,
         i,
         j,
@@ -426,7 +440,7 @@ fn slices(
         stride: Expr::Int(1),
         step: mr,
     };
-    main.extend(micro(cx, l, &block(s.mr, rows), epilogue));
+    main.extend(micro(cx, l, &block(s.mr, rows.clone(), true), epilogue));
     let mut rest = vec![Stmt::Set(
         i,
         add(
@@ -434,15 +448,35 @@ fn slices(
             var(it),
         ),
     )];
-    rest.extend(micro(cx, l, &block(1, Rows::Direct(abuf)), epilogue));
+    rest.extend(micro(cx, l, &block(1, Rows::Direct(abuf), true), epilogue));
     let leftover = bin(Bin::Rem, height, Expr::Int(s.mr as i64));
     let per_panel = vec![
         Stmt::Set(j, add(var(t.j.0), mul(var(jq), Expr::Int(nr)))),
         Stmt::Set(panel, mul(var(jq), Expr::Int(s.kc * nr))),
-        serial(ib, full, main),
-        serial(it, leftover, rest),
+        serial(ib, full.clone(), main),
+        serial(it, leftover.clone(), rest),
     ];
     per_slice.push(serial(jq, var(t.panels), per_panel));
+    // The columns past the full panels, a vector at a time, on the same row blocks.
+    let (jv, vi, vt) = (cx.var(), cx.var(), cx.var());
+    let mut main = vec![
+        Stmt::Set(i, add(var(t.i.0), mul(var(vi), Expr::Int(mr)))),
+        Stmt::Set(a_at, mul(var(vi), Expr::Int(s.kc * mr))),
+    ];
+    main.extend(micro(cx, l, &block(s.mr, rows, false), epilogue));
+    let mut rest = vec![Stmt::Set(
+        i,
+        add(add(var(t.i.0), mul(full.clone(), Expr::Int(mr))), var(vt)),
+    )];
+    rest.extend(micro(cx, l, &block(1, Rows::Direct(abuf), false), epilogue));
+    let first = add(var(t.j.0), mul(var(t.panels), Expr::Int(nr)));
+    let per_vector = vec![
+        Stmt::Set(j, add(first, mul(var(jv), Expr::Int(s.lanes as i64)))),
+        Stmt::Set(panel, l.b(cx, var(k_lo), var(j))),
+        serial(vi, full, main),
+        serial(vt, leftover, rest),
+    ];
+    per_slice.push(serial(jv, var(t.vectors), per_vector));
     serial(pc, count, per_slice)
 }
 
@@ -453,11 +487,15 @@ fn tail_columns(
     l: &Layout,
     (abuf, bbuf): (usize, usize),
     t: &Tasks,
-    nr: i64,
+    (nr, lanes): (i64, i64),
     epilogue: &mut Option<&mut dyn Epilogue>,
 ) -> Vec<Stmt> {
     let (jt, ti, i, p, acc) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
-    let col = add(add(var(t.j.0), mul(var(t.panels), Expr::Int(nr))), var(jt));
+    let done = add(
+        mul(var(t.panels), Expr::Int(nr)),
+        mul(var(t.vectors), Expr::Int(lanes)),
+    );
+    let col = add(add(var(t.j.0), done.clone()), var(jt));
     let mut dot = vec![
         Stmt::Set(i, add(var(t.i.0), var(ti))),
         Stmt::Set(acc, Expr::F32(Ieee32::new(0.0))),
@@ -478,10 +516,7 @@ fn tail_columns(
         ),
     ];
     dot.extend(finish(cx, l, epilogue, var(acc), var(i), col.clone()));
-    let width = sub(
-        sub(var(t.j.1), var(t.j.0)),
-        mul(var(t.panels), Expr::Int(nr)),
-    );
+    let width = sub(sub(var(t.j.1), var(t.j.0)), done);
     vec![serial(
         jt,
         width,
