@@ -53,6 +53,20 @@ struct Locals {
     corrections: usize,
 }
 
+impl Locals {
+    /// The locals numbered from buffer `first` on.
+    fn from(first: usize) -> Locals {
+        Locals {
+            q_panels: first,
+            scores: first + 1,
+            acc: first + 2,
+            maxes: first + 3,
+            sums: first + 4,
+            corrections: first + 5,
+        }
+    }
+}
+
 /// The kernel for an attention region whose node has type `out` and operand types `ins`,
 /// with constant widths `w`.
 pub fn lower(
@@ -67,15 +81,7 @@ pub fn lower(
     let (qt, kt, vt) = (ins[qs], ins[ks], ins[vs]);
     let (qb, kb, vb) = (qs + 1, ks + 1, vs + 1);
     // Buffers: the output, the inputs, the status word, then the locals.
-    let first = ins.len() + 2;
-    let loc = Locals {
-        q_panels: first,
-        scores: first + 1,
-        acc: first + 2,
-        maxes: first + 3,
-        sums: first + 4,
-        corrections: first + 5,
-    };
+    let loc = Locals::from(ins.len() + 2);
     let schedule = cx.schedule;
     let lanes = schedule.lanes.clamp(4, 16);
     let nr = ((schedule.blocking.nr / lanes).max(1) * lanes) as i64;
@@ -86,31 +92,15 @@ pub fn lower(
     let t = cx.dim(&kt.shape[a.k_order[k_rank - 2]]);
     let s_len = cx.dim(&out.shape[rank - 2]);
 
-    // A task: `qrows` queries of one batch row.
-    let (task, bt, i0, qn) = (cx.var(), cx.var(), cx.var(), cx.var());
-    let coords = cx.vars(rank - 2);
-    let qblocks = bin(
-        Bin::Div,
-        add(s_len.clone(), Expr::Int(qrows - 1)),
-        Expr::Int(qrows),
-    );
-    let mut per_task = vec![
-        Stmt::Set(bt, bin(Bin::Div, var(task), qblocks.clone())),
-        Stmt::Set(
-            i0,
-            mul(bin(Bin::Rem, var(task), qblocks.clone()), Expr::Int(qrows)),
-        ),
-        Stmt::Set(
-            qn,
-            bin(Bin::Min, Expr::Int(qrows), sub(s_len.clone(), var(i0))),
-        ),
-    ];
-    for (v, e) in coords
-        .iter()
-        .zip(delinearize(cx, var(bt), &out.shape[..rank - 2]))
-    {
-        per_task.push(Stmt::Set(*v, e));
-    }
+    let (mut per_task, tv) = task(cx, out, s_len.clone(), qrows);
+    let Task {
+        task,
+        bt,
+        i0,
+        qn,
+        coords,
+        qblocks,
+    } = tv;
     let batch: Vec<Expr> = coords.iter().map(|v| var(*v)).collect();
     let stride = |t: &TensorType, axis: usize| cx.strides(&t.shape)[axis].clone();
     let (q_stride, k_stride, v_stride) = (
@@ -137,81 +127,45 @@ pub fn lower(
         Stmt::Set(j0, mul(block_at, Expr::Int(kblock))),
         Stmt::Set(count, bin(Bin::Min, Expr::Int(kblock), sub(t, var(j0)))),
     ];
-    // 1. Sᵀ = K·Qᵀ: key rows in place, the packed query panels.
-    let k_row0 = row_start(cx, &batch, kt, &a.k_order, var(j0));
-    per_block.extend(product(
+    let place = Place {
+        batch,
+        i0,
+        qn,
+        j0,
+        count,
+    };
+    let tile = Tile {
+        qrows,
+        nr,
+        lanes,
+        d: w.d,
+    };
+    per_block.extend(scores(
         cx,
-        &Product {
-            a: (kb, k_row0, k_stride, 1),
-            b: (
-                loc.q_panels,
-                Expr::Int(0),
-                Expr::Int(w.d * nr),
-                Expr::Int(nr),
-            ),
-            out: (loc.scores, qrows),
-            rows: var(count),
-            panels: Expr::Int(qrows / nr),
-            kc: Expr::Int(w.d),
-            accumulate: false,
-            shape: (schedule.blocking.mr.max(1), (nr as usize) / lanes, lanes),
-        },
+        &mut gen,
+        a,
+        (kb, kt, k_stride),
+        &loc,
+        &place,
+        &tile,
     ));
-    // 2. The logits, in place.
-    let (jj, q, x) = (cx.var(), cx.var(), cx.var());
-    let at = add(mul(var(jj), Expr::Int(qrows)), var(q));
-    gen.bind(a.scores, Expr::Load(loc.scores, Box::new(at.clone())));
-    let mut pos = batch.clone();
-    pos.extend([add(var(i0), var(q)), add(var(j0), var(jj))]);
-    let logit = gen.value(cx, a.logits, &pos);
-    let mut one = gen.take_lets();
-    one.extend([Stmt::Set(x, logit), Stmt::Store(loc.scores, at, var(x))]);
-    per_block.push(serial(jj, var(count), vec![serial(q, var(qn), one)]));
     // 3. The online softmax, in vectors across queries.
     per_block.extend(softmax(cx, &loc, (count, qn, qrows), lanes));
-    // 4. O = O·correction + P·V.
-    let (mr, across, pv_lanes) = columns(schedule, w.dv);
-    let acc_row = |q: Expr| (loc.acc, mul(q, Expr::Int(w.dv)));
-    let rows = (qn, w.dv, pv_lanes);
-    per_block.push(each_row(
-        cx,
-        &loc,
-        rows,
-        (loc.corrections, Bin::Mul),
-        &acc_row,
-    ));
-    let v_row0 = row_start(cx, &batch, vt, &plain(vt), var(j0));
-    let panel = (across * pv_lanes) as i64;
-    per_block.extend(product(
-        cx,
-        &Product {
-            a: (loc.scores, Expr::Int(0), Expr::Int(1), qrows),
-            b: (vb, v_row0, Expr::Int(panel), v_stride),
-            out: (loc.acc, w.dv),
-            rows: var(qn),
-            panels: Expr::Int(w.dv / panel),
-            kc: var(count),
-            accumulate: true,
-            shape: (mr, across, pv_lanes),
-        },
-    ));
+    let (values, pv_lanes) = weigh_values(cx, (vb, vt, v_stride), &loc, &place, qrows, w.dv);
+    per_block.extend(values);
     per_task.push(serial(jb, blocks, per_block));
     // The output is row-major `[rows, dv]`: query `q`'s row is `bt · s + i0 + q`.
     let out_row = |q: Expr| {
         let row = add(mul(var(bt), s_len.clone()), add(var(i0), q));
         (0, mul(row, Expr::Int(w.dv)))
     };
+    let rows = (qn, w.dv, pv_lanes);
     per_task.push(each_row(cx, &loc, rows, (loc.sums, Bin::Div), &out_row));
 
     let tasks = mul(
         cx.dim(&Dim::product(&out.shape[..rank - 2]).expect("row counts fit in i64")),
         qblocks,
     );
-    let local = |name: &str, len: i64| Local {
-        name: name.into(),
-        elem: Elem::F32,
-        len: len as usize,
-    };
     Template {
         body: vec![Stmt::For {
             var: task,
@@ -220,15 +174,179 @@ pub fn lower(
             body: per_task,
         }],
         checks: gen.checks,
-        locals: vec![
-            local("q_panels", w.d * qrows),
-            local("scores", kblock * qrows),
-            local("acc", qrows * w.dv),
-            local("maxes", qrows),
-            local("sums", qrows),
-            local("corrections", qrows),
-        ],
+        locals: locals(w, qrows, kblock),
     }
+}
+
+/// The thread-private arrays of a task with `qrows` queries and key blocks of `kblock`, in
+/// the order of [`Locals`].
+fn locals(w: &Widths, qrows: i64, kblock: i64) -> Vec<Local> {
+    [
+        ("q_panels", w.d * qrows),
+        ("scores", kblock * qrows),
+        ("acc", qrows * w.dv),
+        ("maxes", qrows),
+        ("sums", qrows),
+        ("corrections", qrows),
+    ]
+    .into_iter()
+    .map(|(name, len)| Local {
+        name: name.into(),
+        elem: Elem::F32,
+        len: len as usize,
+    })
+    .collect()
+}
+
+/// The variables of one task: its index, its batch row `bt` (and that row's coordinates), its
+/// first query and query count; and the count of query blocks per batch row.
+struct Task {
+    task: Var,
+    bt: Var,
+    i0: Var,
+    qn: Var,
+    coords: Vec<Var>,
+    qblocks: Expr,
+}
+
+/// The statements that place a task: `qrows` queries of one batch row of the output `out`,
+/// whose query axis has `s_len` positions.
+fn task(cx: &mut Ctx, out: &TensorType, s_len: Expr, qrows: i64) -> (Vec<Stmt>, Task) {
+    let rank = out.rank();
+    let (task, bt, i0, qn) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let coords = cx.vars(rank - 2);
+    let qblocks = bin(
+        Bin::Div,
+        add(s_len.clone(), Expr::Int(qrows - 1)),
+        Expr::Int(qrows),
+    );
+    let mut per_task = vec![
+        Stmt::Set(bt, bin(Bin::Div, var(task), qblocks.clone())),
+        Stmt::Set(
+            i0,
+            mul(bin(Bin::Rem, var(task), qblocks.clone()), Expr::Int(qrows)),
+        ),
+        Stmt::Set(
+            qn,
+            bin(Bin::Min, Expr::Int(qrows), sub(s_len.clone(), var(i0))),
+        ),
+    ];
+    for (v, e) in coords
+        .iter()
+        .zip(delinearize(cx, var(bt), &out.shape[..rank - 2]))
+    {
+        per_task.push(Stmt::Set(*v, e));
+    }
+    let t = Task {
+        task,
+        bt,
+        i0,
+        qn,
+        coords,
+        qblocks,
+    };
+    (per_task, t)
+}
+
+/// Where a task is: its batch coordinates, first query and query count, and the current key
+/// block's first key and key count.
+struct Place {
+    batch: Vec<Expr>,
+    i0: Var,
+    qn: Var,
+    j0: Var,
+    count: Var,
+}
+
+/// A task's tile: its queries (a multiple of `nr`), the micro-kernel's columns and lanes, and
+/// the width of the query and key rows.
+struct Tile {
+    qrows: i64,
+    nr: i64,
+    lanes: usize,
+    d: i64,
+}
+
+/// Steps 1 and 2 of a key block: `Sᵀ = K·Qᵀ` on the micro-kernel (key rows of `k`, whose
+/// buffer, type and row stride `k` gives, read in place; the packed query panels), then each
+/// score turned into its logit in place by the region body.
+fn scores(
+    cx: &mut Ctx,
+    gen: &mut BodyGen,
+    a: &AttentionInfo,
+    (kb, kt, k_stride): (usize, &TensorType, Expr),
+    loc: &Locals,
+    at: &Place,
+    tile: &Tile,
+) -> Vec<Stmt> {
+    let Tile {
+        qrows,
+        nr,
+        lanes,
+        d,
+    } = *tile;
+    let k_row0 = row_start(cx, &at.batch, kt, &a.k_order, var(at.j0));
+    let mut out = product(
+        cx,
+        &Product {
+            a: (kb, k_row0, k_stride, 1),
+            b: (loc.q_panels, Expr::Int(0), Expr::Int(d * nr), Expr::Int(nr)),
+            out: (loc.scores, qrows),
+            rows: var(at.count),
+            panels: Expr::Int(qrows / nr),
+            kc: Expr::Int(d),
+            accumulate: false,
+            shape: (cx.schedule.blocking.mr.max(1), (nr as usize) / lanes, lanes),
+        },
+    );
+    let (jj, q, x) = (cx.var(), cx.var(), cx.var());
+    let el = add(mul(var(jj), Expr::Int(qrows)), var(q));
+    gen.bind(a.scores, Expr::Load(loc.scores, Box::new(el.clone())));
+    let mut pos = at.batch.clone();
+    pos.extend([add(var(at.i0), var(q)), add(var(at.j0), var(jj))]);
+    let logit = gen.value(cx, a.logits, &pos);
+    let mut one = gen.take_lets();
+    one.extend([Stmt::Set(x, logit), Stmt::Store(loc.scores, el, var(x))]);
+    out.push(serial(jj, var(at.count), vec![serial(q, var(at.qn), one)]));
+    out
+}
+
+/// Step 4 of a key block: `O ← O·correction + P·V`, the rows of `v` (buffer, type and row
+/// stride given) read in place. Returns the statements and the lanes the rows of `O` take.
+fn weigh_values(
+    cx: &mut Ctx,
+    (vb, vt, v_stride): (usize, &TensorType, Expr),
+    loc: &Locals,
+    at: &Place,
+    qrows: i64,
+    dv: i64,
+) -> (Vec<Stmt>, usize) {
+    let (mr, across, lanes) = columns(cx.schedule, dv);
+    let acc_row = |q: Expr| (loc.acc, mul(q, Expr::Int(dv)));
+    let rows = (at.qn, dv, lanes);
+    let mut out = vec![each_row(
+        cx,
+        loc,
+        rows,
+        (loc.corrections, Bin::Mul),
+        &acc_row,
+    )];
+    let v_row0 = row_start(cx, &at.batch, vt, &plain(vt), var(at.j0));
+    let panel = (across * lanes) as i64;
+    out.extend(product(
+        cx,
+        &Product {
+            a: (loc.scores, Expr::Int(0), Expr::Int(1), qrows),
+            b: (vb, v_row0, Expr::Int(panel), v_stride),
+            out: (loc.acc, dv),
+            rows: var(at.qn),
+            panels: Expr::Int(dv / panel),
+            kc: var(at.count),
+            accumulate: true,
+            shape: (mr, across, lanes),
+        },
+    ));
+    (out, lanes)
 }
 
 /// Packs the task's `qn` query rows (row `q` at `row0 + q·stride`) as `Qᵀ` in panels of `nr`
