@@ -93,15 +93,8 @@ pub fn lower(
     let s_len = cx.dim(&out.shape[rank - 2]);
 
     let (mut per_task, tv) = task(cx, out, s_len.clone(), qrows);
-    let Task {
-        task,
-        bt,
-        i0,
-        qn,
-        coords,
-        qblocks,
-    } = tv;
-    let batch: Vec<Expr> = coords.iter().map(|v| var(*v)).collect();
+    let (bt, i0, qn) = (tv.bt, tv.i0, tv.qn);
+    let batch: Vec<Expr> = tv.coords.iter().map(|v| var(*v)).collect();
     let stride = |t: &TensorType, axis: usize| cx.strides(&t.shape)[axis].clone();
     let (q_stride, k_stride, v_stride) = (
         stride(qt, qt.rank() - 2),
@@ -164,11 +157,11 @@ pub fn lower(
 
     let tasks = mul(
         cx.dim(&Dim::product(&out.shape[..rank - 2]).expect("row counts fit in i64")),
-        qblocks,
+        tv.qblocks,
     );
     Template {
         body: vec![Stmt::For {
-            var: task,
+            var: tv.task,
             extent: tasks,
             kind: archc_kernels::ir::Axis::Grid,
             body: per_task,
