@@ -333,83 +333,23 @@ fn slices(
 ) -> Stmt {
     let nr = s.nr();
     let (pc, k_lo, kc, later, last) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
-    // At least one slice, so that an empty reduction still stores its zeros.
-    let count = bin(
-        Bin::Max,
-        bin(
-            Bin::Div,
-            add(l.k.clone(), Expr::Int(s.kc - 1)),
-            Expr::Int(s.kc),
-        ),
-        Expr::Int(1),
-    );
-    let mut per_slice = vec![
-        Stmt::Set(k_lo, mul(var(pc), Expr::Int(s.kc))),
-        Stmt::Set(
-            kc,
-            bin(Bin::Min, Expr::Int(s.kc), sub(l.k.clone(), var(k_lo))),
-        ),
-        Stmt::Set(later, bin(Bin::Min, var(pc), Expr::Int(1))),
-        Stmt::Set(
-            last,
-            sub(
-                Expr::Int(1),
-                bin(
-                    Bin::Min,
-                    sub(sub(count.clone(), Expr::Int(1)), var(pc)),
-                    Expr::Int(1),
-                ),
-            ),
-        ),
-    ];
-    // Pack: panel `jp` of the slice is `kc × nr` contiguous floats at `jp · kc_max · nr`.
-    let (jp, kk, src, dst) = (cx.var(), cx.var(), cx.var(), cx.var());
-    let col = add(var(t.j.0), mul(var(jp), Expr::Int(nr)));
-    let mut copy = vec![
-        Stmt::Set(src, l.b(cx, add(var(k_lo), var(kk)), col)),
-        Stmt::Set(
-            dst,
-            mul(add(mul(var(jp), Expr::Int(s.kc)), var(kk)), Expr::Int(nr)),
-        ),
-    ];
-    for q in 0..s.vectors {
-        let off = Expr::Int((q * s.lanes) as i64);
-        copy.push(Stmt::VStore(
-            packed,
-            add(var(dst), off.clone()),
-            Expr::VLoad(bbuf, Box::new(add(var(src), off)), s.lanes as u8),
-            s.lanes as u8,
-        ));
-    }
-    per_slice.push(serial(jp, var(t.panels), vec![serial(kk, var(kc), copy)]));
+    let (count, mut per_slice) = slice_bounds(s, l, [pc, k_lo, kc, later, last]);
+    per_slice.push(pack_b(cx, s, l, (bbuf, packed), t, (k_lo, kc)));
     // Compute: every panel, its full row blocks, then its leftover rows one at a time.
     let (jq, i, j, panel) = (cx.var(), cx.var(), cx.var(), cx.var());
     let (ib, it) = (cx.var(), cx.var());
     let height = sub(var(t.i.1), var(t.i.0));
     let full = bin(Bin::Div, height.clone(), Expr::Int(s.mr as i64));
-    // Pack: the full row blocks of `a`'s slice, each `kc × mr` with a step's rows side by
-    // side, at `ib · kc_max · mr`.
-    let (pb, pk, pr) = (cx.var(), cx.var(), cx.var());
     let a_packed = packed + 1;
     let mr = s.mr as i64;
-    let src = l.a(
+    per_slice.push(pack_a(
         cx,
-        add(add(var(t.i.0), mul(var(pb), Expr::Int(mr))), var(pr)),
-        add(var(k_lo), var(pk)),
-    );
-    let dst = add(
-        mul(add(mul(var(pb), Expr::Int(s.kc)), var(pk)), Expr::Int(mr)),
-        var(pr),
-    );
-    let copy = Stmt::Store(a_packed, dst, Expr::Load(abuf, Box::new(src)));
-    per_slice.push(serial(
-        pb,
+        s,
+        l,
+        (abuf, a_packed),
+        t,
+        (k_lo, kc),
         full.clone(),
-        vec![serial(
-            pk,
-            var(kc),
-            vec![serial(pr, Expr::Int(mr), vec![copy])],
-        )],
     ));
     let a_at = cx.var();
     // A block of the full panels (packed `b`), or one vector wide past them (`b`'s rows read
@@ -478,6 +418,107 @@ fn slices(
     ];
     per_slice.push(serial(jv, var(t.vectors), per_vector));
     serial(pc, count, per_slice)
+}
+
+/// The count of reduced slices, and the statements that start slice `pc`: its first element
+/// `k_lo` and length `kc`, `later` (1 after the first slice) and `last` (1 on the last).
+fn slice_bounds(s: &Shape, l: &Layout, [pc, k_lo, kc, later, last]: [Var; 5]) -> (Expr, Vec<Stmt>) {
+    // At least one slice, so that an empty reduction still stores its zeros.
+    let count = bin(
+        Bin::Max,
+        bin(
+            Bin::Div,
+            add(l.k.clone(), Expr::Int(s.kc - 1)),
+            Expr::Int(s.kc),
+        ),
+        Expr::Int(1),
+    );
+    let starts = vec![
+        Stmt::Set(k_lo, mul(var(pc), Expr::Int(s.kc))),
+        Stmt::Set(
+            kc,
+            bin(Bin::Min, Expr::Int(s.kc), sub(l.k.clone(), var(k_lo))),
+        ),
+        Stmt::Set(later, bin(Bin::Min, var(pc), Expr::Int(1))),
+        Stmt::Set(
+            last,
+            sub(
+                Expr::Int(1),
+                bin(
+                    Bin::Min,
+                    sub(sub(count.clone(), Expr::Int(1)), var(pc)),
+                    Expr::Int(1),
+                ),
+            ),
+        ),
+    ];
+    (count, starts)
+}
+
+/// Packs the slice `k_lo..k_lo + kc` of `b`'s columns for the task's full panels: panel `jp`
+/// is `kc × nr` contiguous floats at `jp · kc_max · nr`.
+fn pack_b(
+    cx: &mut Ctx,
+    s: &Shape,
+    l: &Layout,
+    (bbuf, packed): (usize, usize),
+    t: &Tasks,
+    (k_lo, kc): (Var, Var),
+) -> Stmt {
+    let nr = s.nr();
+    let (jp, kk, src, dst) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let col = add(var(t.j.0), mul(var(jp), Expr::Int(nr)));
+    let mut copy = vec![
+        Stmt::Set(src, l.b(cx, add(var(k_lo), var(kk)), col)),
+        Stmt::Set(
+            dst,
+            mul(add(mul(var(jp), Expr::Int(s.kc)), var(kk)), Expr::Int(nr)),
+        ),
+    ];
+    for q in 0..s.vectors {
+        let off = Expr::Int((q * s.lanes) as i64);
+        copy.push(Stmt::VStore(
+            packed,
+            add(var(dst), off.clone()),
+            Expr::VLoad(bbuf, Box::new(add(var(src), off)), s.lanes as u8),
+            s.lanes as u8,
+        ));
+    }
+    serial(jp, var(t.panels), vec![serial(kk, var(kc), copy)])
+}
+
+/// Packs the slice `k_lo..k_lo + kc` of the task's `full` row blocks of `a`: block `ib` is
+/// `kc × mr` floats with a step's rows side by side, at `ib · kc_max · mr`.
+fn pack_a(
+    cx: &mut Ctx,
+    s: &Shape,
+    l: &Layout,
+    (abuf, a_packed): (usize, usize),
+    t: &Tasks,
+    (k_lo, kc): (Var, Var),
+    full: Expr,
+) -> Stmt {
+    let mr = s.mr as i64;
+    let (pb, pk, pr) = (cx.var(), cx.var(), cx.var());
+    let src = l.a(
+        cx,
+        add(add(var(t.i.0), mul(var(pb), Expr::Int(mr))), var(pr)),
+        add(var(k_lo), var(pk)),
+    );
+    let dst = add(
+        mul(add(mul(var(pb), Expr::Int(s.kc)), var(pk)), Expr::Int(mr)),
+        var(pr),
+    );
+    let copy = Stmt::Store(a_packed, dst, Expr::Load(abuf, Box::new(src)));
+    serial(
+        pb,
+        full,
+        vec![serial(
+            pk,
+            var(kc),
+            vec![serial(pr, Expr::Int(mr), vec![copy])],
+        )],
+    )
 }
 
 /// Columns of a task past its last full panel: one dot product over all of the reduced axis
