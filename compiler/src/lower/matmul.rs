@@ -334,7 +334,8 @@ fn slices(
     let nr = s.nr();
     let (pc, k_lo, kc, later, last) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let (count, mut per_slice) = slice_bounds(s, l, [pc, k_lo, kc, later, last]);
-    per_slice.push(pack_b(cx, s, l, (bbuf, packed), t, (k_lo, kc)));
+    let at = Slice { s, l, t, k_lo, kc };
+    per_slice.push(pack_b(cx, &at, (bbuf, packed)));
     // Compute: every panel, its full row blocks, then its leftover rows one at a time.
     let (jq, i, j, panel) = (cx.var(), cx.var(), cx.var(), cx.var());
     let (ib, it) = (cx.var(), cx.var());
@@ -342,15 +343,7 @@ fn slices(
     let full = bin(Bin::Div, height.clone(), Expr::Int(s.mr as i64));
     let a_packed = packed + 1;
     let mr = s.mr as i64;
-    per_slice.push(pack_a(
-        cx,
-        s,
-        l,
-        (abuf, a_packed),
-        t,
-        (k_lo, kc),
-        full.clone(),
-    ));
+    per_slice.push(pack_a(cx, &at, (abuf, a_packed), full.clone()));
     let a_at = cx.var();
     // A block of the full panels (packed `b`), or one vector wide past them (`b`'s rows read
     // in place, `n` apart).
@@ -455,16 +448,21 @@ fn slice_bounds(s: &Shape, l: &Layout, [pc, k_lo, kc, later, last]: [Var; 5]) ->
     (count, starts)
 }
 
+/// One reduced slice of a task: the blocking, the layout, the task, and the slice's first
+/// element and length.
+#[derive(Clone, Copy)]
+struct Slice<'a> {
+    s: &'a Shape,
+    l: &'a Layout<'a>,
+    t: &'a Tasks,
+    k_lo: Var,
+    kc: Var,
+}
+
 /// Packs the slice `k_lo..k_lo + kc` of `b`'s columns for the task's full panels: panel `jp`
 /// is `kc × nr` contiguous floats at `jp · kc_max · nr`.
-fn pack_b(
-    cx: &mut Ctx,
-    s: &Shape,
-    l: &Layout,
-    (bbuf, packed): (usize, usize),
-    t: &Tasks,
-    (k_lo, kc): (Var, Var),
-) -> Stmt {
+fn pack_b(cx: &mut Ctx, at: &Slice, (bbuf, packed): (usize, usize)) -> Stmt {
+    let Slice { s, l, t, k_lo, kc } = *at;
     let nr = s.nr();
     let (jp, kk, src, dst) = (cx.var(), cx.var(), cx.var(), cx.var());
     let col = add(var(t.j.0), mul(var(jp), Expr::Int(nr)));
@@ -489,15 +487,8 @@ fn pack_b(
 
 /// Packs the slice `k_lo..k_lo + kc` of the task's `full` row blocks of `a`: block `ib` is
 /// `kc × mr` floats with a step's rows side by side, at `ib · kc_max · mr`.
-fn pack_a(
-    cx: &mut Ctx,
-    s: &Shape,
-    l: &Layout,
-    (abuf, a_packed): (usize, usize),
-    t: &Tasks,
-    (k_lo, kc): (Var, Var),
-    full: Expr,
-) -> Stmt {
+fn pack_a(cx: &mut Ctx, at: &Slice, (abuf, a_packed): (usize, usize), full: Expr) -> Stmt {
+    let Slice { s, l, t, k_lo, kc } = *at;
     let mr = s.mr as i64;
     let (pb, pk, pr) = (cx.var(), cx.var(), cx.var());
     let src = l.a(
