@@ -122,32 +122,8 @@ pub fn lower(
     let (p_len, n_len) = (size(&p_axes), size(state));
     let q = cx.schedule.ssd_chunk(p_len, n_len) as i64;
     let p4 = (p_len + 3) / 4 * 4;
-    let base = inputs + 2;
-    let arrays = Arrays {
-        ht: base,
-        decay: base + 1,
-        x: base + 2,
-        bt: base + 3,
-        c: base + 4,
-        g: base + 5,
-        y: base + 6,
-    };
-    let locals = [
-        ("state", n_len * p4),
-        ("log_decay", q),
-        ("x", q * p4),
-        ("B", n_len * q),
-        ("C", q * n_len),
-        ("scores", q * q),
-        ("y", q * p4),
-    ]
-    .into_iter()
-    .map(|(name, len)| Local {
-        name: name.into(),
-        elem: Elem::F32,
-        len: len as usize,
-    })
-    .collect();
+    let sizes = Sizes { q, n: n_len, p4 };
+    let arrays = Arrays::from(inputs + 2);
 
     // Coordinates in h of step `t`, channel `p` and state element `n` of the current head
     // (axes a value is constant along read index 0).
@@ -243,7 +219,6 @@ pub fn lower(
     ];
 
     // Phase 2: the chunk's outputs, Y = ((C·Bᵀ) ∘ decays)·X + diag(exp(L))·C·Hᵀ.
-    let sizes = Sizes { q, n: n_len, p4 };
     per_chunk.extend(outputs(cx, &arrays, &sizes, count));
     let [tt2, t2, yv] = [(); 3].map(|_| cx.var());
     gen.enter(&[tt2, t2]);
@@ -276,20 +251,7 @@ pub fn lower(
     per_chunk.splice(2..2, gen.leave());
     let mut per_head = split(cx, hd, &head_axes, &head_vars);
     per_head.extend(gen.take_lets());
-    // The state starts at zero; so do x's padding columns and B's steps past a short last
-    // chunk, which the products read but whose results are not used.
-    for (buf, len) in [
-        (arrays.ht, n_len * p4),
-        (arrays.x, q * p4),
-        (arrays.bt, n_len * q),
-    ] {
-        let zero = cx.var();
-        per_head.push(serial(
-            zero,
-            Expr::Int(len),
-            vec![Stmt::Store(buf, var(zero), Expr::F32(Ieee32::new(0.0)))],
-        ));
-    }
+    per_head.extend(zeros(cx, &arrays, &sizes));
     let chunks = Expr::Bin(
         Bin::Div,
         Box::new(add(seq, Expr::Int(q - 1))),
@@ -306,7 +268,65 @@ pub fn lower(
     Template {
         body,
         checks: gen.checks,
-        locals,
+        locals: sizes.locals(),
+    }
+}
+
+/// The state starts at zero; so do x's padding columns and B's steps past a short last chunk,
+/// which the products read but whose results are not used.
+fn zeros(cx: &mut Ctx, arrays: &Arrays, z: &Sizes) -> Vec<Stmt> {
+    [
+        (arrays.ht, z.n * z.p4),
+        (arrays.x, z.q * z.p4),
+        (arrays.bt, z.n * z.q),
+    ]
+    .into_iter()
+    .map(|(buf, len)| {
+        let zero = cx.var();
+        serial(
+            zero,
+            Expr::Int(len),
+            vec![Stmt::Store(buf, var(zero), Expr::F32(Ieee32::new(0.0)))],
+        )
+    })
+    .collect()
+}
+
+impl Arrays {
+    /// The arrays numbered from buffer `first` on.
+    fn from(first: usize) -> Arrays {
+        Arrays {
+            ht: first,
+            decay: first + 1,
+            x: first + 2,
+            bt: first + 3,
+            c: first + 4,
+            g: first + 5,
+            y: first + 6,
+        }
+    }
+}
+
+impl Sizes {
+    /// The thread-private arrays, in the order of [`Arrays`].
+    fn locals(&self) -> Vec<Local> {
+        let (q, n, p4) = (self.q, self.n, self.p4);
+        [
+            ("state", n * p4),
+            ("log_decay", q),
+            ("x", q * p4),
+            ("B", n * q),
+            ("C", q * n),
+            ("scores", q * q),
+            ("y", q * p4),
+        ]
+        .into_iter()
+        .map(|(name, len)| Local {
+            name: name.into(),
+            elem: Elem::F32,
+            len: len as usize,
+        })
+        .collect()
     }
 }
 
