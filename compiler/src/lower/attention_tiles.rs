@@ -22,7 +22,7 @@
 //! `exp(−∞ − MIN) = 0` rather than `exp(−∞ + ∞) = NaN`.
 
 use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
-use archc_kernels::ir::{Bin, Elem, Expr, Ieee32, Local, Stmt, Un, Var};
+use archc_kernels::ir::{Bin, Expr, Ieee32, Local, Stmt, Un, Var};
 
 use super::attention::{key_blocks, plain, row_start};
 use super::body::{delinearize, BodyGen};
@@ -174,21 +174,14 @@ pub fn lower(
 /// The thread-private arrays of a task with `qrows` queries and key blocks of `kblock`, in
 /// the order of [`Locals`].
 fn locals(w: &Widths, qrows: i64, kblock: i64) -> Vec<Local> {
-    [
+    super::f32_locals(&[
         ("q_panels", w.d * qrows),
         ("scores", kblock * qrows),
         ("acc", qrows * w.dv),
         ("maxes", qrows),
         ("sums", qrows),
         ("corrections", qrows),
-    ]
-    .into_iter()
-    .map(|(name, len)| Local {
-        name: name.into(),
-        elem: Elem::F32,
-        len: len as usize,
-    })
-    .collect()
+    ])
 }
 
 /// The variables of one task: its index, its batch row `bt` (and that row's coordinates), its

@@ -47,6 +47,18 @@ impl Template {
     }
 }
 
+/// Thread-private f32 arrays of the given names and lengths.
+fn f32_locals(arrays: &[(&str, i64)]) -> Vec<archc_kernels::ir::Local> {
+    arrays
+        .iter()
+        .map(|(name, len)| archc_kernels::ir::Local {
+            name: (*name).into(),
+            elem: Elem::F32,
+            len: *len as usize,
+        })
+        .collect()
+}
+
 /// The compiled form of a graph: kernels and the plan that launches them.
 pub struct Lowered {
     /// The plan (buffers, bindings, steps).

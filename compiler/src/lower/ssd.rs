@@ -19,7 +19,7 @@
 //! epilogue (`+ D·x`) finishes each output.
 
 use archc_kernels::ir::build::{add, exp, load, mul, serial, sub, var};
-use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Local, Stmt, Un, Var};
+use archc_kernels::ir::{Axis, Bin, Expr, Ieee32, Local, Stmt, Un, Var};
 use petgraph::graph::NodeIndex;
 
 use super::body::{broadcast_at, delinearize, reshape_at, BodyGen};
@@ -311,7 +311,7 @@ impl Sizes {
     /// The thread-private arrays, in the order of [`Arrays`].
     fn locals(&self) -> Vec<Local> {
         let (q, n, p4) = (self.q, self.n, self.p4);
-        [
+        super::f32_locals(&[
             ("state", n * p4),
             ("log_decay", q),
             ("x", q * p4),
@@ -319,14 +319,7 @@ impl Sizes {
             ("C", q * n),
             ("scores", q * q),
             ("y", q * p4),
-        ]
-        .into_iter()
-        .map(|(name, len)| Local {
-            name: name.into(),
-            elem: Elem::F32,
-            len: len as usize,
-        })
-        .collect()
+        ])
     }
 }
 
