@@ -96,114 +96,37 @@ pub fn lower(
     let (axis, keepdim) = (*axis, *keepdim);
     let a = body.operands(s)[0];
     let h = body.ty(s).clone();
-    let rank = h.rank();
-    let a_shape = &body.ty(a).shape;
-    let a_offset = rank - a_shape.len();
-    let a_constant = |x: usize| x < a_offset || a_shape[x - a_offset].as_const() == Some(1);
-    let channels: Vec<usize> = (0..rank)
-        .filter(|x| *x != axis && !state.contains(x))
-        .collect();
-    let p_axes: Vec<usize> = channels
-        .iter()
-        .copied()
-        .filter(|x| a_constant(*x))
-        .collect();
-    let head_axes: Vec<usize> = channels
-        .iter()
-        .copied()
-        .filter(|x| !a_constant(*x))
-        .collect();
-    let dims = |axes: &[usize]| -> Vec<Dim> { axes.iter().map(|&x| h.shape[x].clone()).collect() };
+    let co = Coords::of(cx, &h, &body.ty(a).shape, (axis, state));
     let size = |axes: &[usize]| -> i64 {
-        Dim::product(&dims(axes))
+        Dim::product(&co.dims(axes))
             .and_then(|d| d.as_const())
             .expect("the pass admits constant channel and state sizes")
     };
-    let (p_len, n_len) = (size(&p_axes), size(state));
+    let (p_len, n_len) = (size(&co.p_axes), size(state));
     let q = cx.schedule.ssd_chunk(p_len, n_len) as i64;
     let p4 = (p_len + 3) / 4 * 4;
-    let sizes = Sizes { q, n: n_len, p4 };
+    let sizes = Sizes {
+        q,
+        n: n_len,
+        p: p_len,
+        p4,
+    };
     let arrays = Arrays::from(inputs + 2);
-
-    // Coordinates in h of step `t`, channel `p` and state element `n` of the current head
-    // (axes a value is constant along read index 0).
-    let head_vars = cx.vars(head_axes.len());
-    let p_vars = cx.vars(p_axes.len());
-    let n_vars = cx.vars(state.len());
-    let at = |t: Expr, p: bool, n: bool| -> Vec<Expr> {
-        let mut at = vec![Expr::Int(0); rank];
-        at[axis] = t;
-        for (x, v) in head_axes.iter().zip(&head_vars) {
-            at[*x] = var(*v);
-        }
-        if p {
-            for (x, v) in p_axes.iter().zip(&p_vars) {
-                at[*x] = var(*v);
-            }
-        }
-        if n {
-            for (x, v) in state.iter().zip(&n_vars) {
-                at[*x] = var(*v);
-            }
-        }
-        at
-    };
-    // Loops over the channels or the state elements of a head, setting their coordinates.
-    let split = |cx: &Ctx, linear: Var, axes: &[usize], vars: &[Var]| -> Vec<Stmt> {
-        delinearize(cx, var(linear), &dims(axes))
-            .into_iter()
-            .zip(vars)
-            .map(|(e, v)| Stmt::Set(*v, e))
-            .collect()
-    };
-
     let seq = cx.dim(&h.shape[axis]);
     let (hd, cb, c0, count) = (cx.var(), cx.var(), cx.var(), cx.var());
-    gen.loop_vars(&head_vars);
+    gen.loop_vars(&co.head_vars);
     gen.enter(&[cb, c0, count]);
 
     // Phase 1: the chunk's cumulative log-decays, x, B and C.
     let (tt, t, acc, p, n) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
-    gen.enter(&[tt, t]);
-    let la = log_decay(&mut gen, cx, r, a, &at(var(t), false, false));
-    let mut step = vec![Stmt::Set(t, add(var(c0), var(tt)))];
-    step.extend(gen.take_lets());
-    step.push(Stmt::Set(acc, add(var(acc), la)));
-    step.push(Stmt::Store(arrays.decay, var(tt), var(acc)));
-    gen.enter(&p_vars);
-    let xv = gen.value(
+    let step = chunk_inputs(
         cx,
-        ssd.x,
-        &broadcast_at(&at(var(t), true, false), &body.ty(ssd.x).shape),
+        &mut gen,
+        (r, ssd, a),
+        &co,
+        (&arrays, &sizes),
+        [tt, t, acc, p, n, c0],
     );
-    let mut per_p = split(cx, p, &p_axes, &p_vars);
-    per_p.extend(gen.leave());
-    per_p.push(Stmt::Store(
-        arrays.x,
-        add(mul(var(tt), Expr::Int(p4)), var(p)),
-        xv,
-    ));
-    step.extend(gen.take_lets());
-    step.push(serial(p, Expr::Int(p_len), per_p));
-    gen.enter(&n_vars);
-    let n_at = at(var(t), false, true);
-    let bv = gen.value(cx, ssd.b, &broadcast_at(&n_at, &body.ty(ssd.b).shape));
-    let cv = gen.value(cx, ssd.c, &broadcast_at(&n_at, &body.ty(ssd.c).shape));
-    let mut per_n = split(cx, n, state, &n_vars);
-    per_n.extend(gen.leave());
-    per_n.push(Stmt::Store(
-        arrays.bt,
-        add(mul(var(n), Expr::Int(q)), var(tt)),
-        bv,
-    ));
-    per_n.push(Stmt::Store(
-        arrays.c,
-        add(mul(var(tt), Expr::Int(n_len)), var(n)),
-        cv,
-    ));
-    step.extend(gen.take_lets());
-    step.push(serial(n, Expr::Int(n_len), per_n));
-    step.extend(gen.leave());
     let mut per_chunk = vec![
         Stmt::Set(c0, mul(var(cb), Expr::Int(q))),
         Stmt::Set(
@@ -221,35 +144,22 @@ pub fn lower(
     // Phase 2: the chunk's outputs, Y = ((C·Bᵀ) ∘ decays)·X + diag(exp(L))·C·Hᵀ.
     per_chunk.extend(outputs(cx, &arrays, &sizes, count));
     let [tt2, t2, yv] = [(); 3].map(|_| cx.var());
-    gen.enter(&[tt2, t2]);
-    gen.enter(&p_vars);
-    gen.bind(ro, var(yv));
-    let mut out_at = at(var(t2), true, false);
-    if !keepdim {
-        out_at = (0..rank)
-            .filter(|x| !state.contains(x))
-            .map(|x| out_at[x].clone())
-            .collect();
-    }
-    let result = gen.value(cx, r.output(), &out_at);
-    let mut per_p2 = split(cx, p, &p_axes, &p_vars);
-    per_p2.push(Stmt::Set(
-        yv,
-        load(arrays.y, add(mul(var(tt2), Expr::Int(p4)), var(p))),
-    ));
-    per_p2.extend(gen.leave());
-    per_p2.push(Stmt::Store(0, cx.index(&out.shape, &out_at), result));
-    let mut step2 = vec![Stmt::Set(t2, add(var(c0), var(tt2)))];
-    step2.extend(gen.take_lets());
-    step2.push(serial(p, Expr::Int(p_len), per_p2));
-    step2.extend(gen.leave());
+    let read_out = (r, ro, keepdim);
+    let step2 = write_outputs(
+        cx,
+        &mut gen,
+        (read_out, out),
+        &co,
+        (&arrays, &sizes),
+        [tt2, t2, yv, p, c0],
+    );
     per_chunk.push(serial(tt2, var(count), step2));
     // Phase 3: the state pass, Hᵀ ← exp(L_end)·Hᵀ + Bᵀ·(exp(L_end − L)·X).
     per_chunk.extend(state_pass(cx, &arrays, &sizes, count));
     // Values that depend on the chunk only go first in it; values of the head only, first in
     // the head's iteration.
     per_chunk.splice(2..2, gen.leave());
-    let mut per_head = split(cx, hd, &head_axes, &head_vars);
+    let mut per_head = co.split(cx, hd, &co.head_axes, &co.head_vars);
     per_head.extend(gen.take_lets());
     per_head.extend(zeros(cx, &arrays, &sizes));
     let chunks = Expr::Bin(
@@ -258,7 +168,7 @@ pub fn lower(
         Box::new(Expr::Int(q)),
     );
     per_head.push(serial(cb, chunks, per_chunk));
-    let heads = Dim::product(&dims(&head_axes)).expect("head counts fit in i64");
+    let heads = Dim::product(&co.dims(&co.head_axes)).expect("head counts fit in i64");
     let body = vec![Stmt::For {
         var: hd,
         extent: cx.dim(&heads),
@@ -270,6 +180,172 @@ pub fn lower(
         checks: gen.checks,
         locals: sizes.locals(),
     }
+}
+
+/// A head's coordinates in `h`: the sequence axis, the head's axes, the channels that share
+/// one decay (`P`) and the state (`N`), with the variables that index them.
+struct Coords {
+    rank: usize,
+    axis: usize,
+    head_axes: Vec<usize>,
+    p_axes: Vec<usize>,
+    state: Vec<usize>,
+    head_vars: Vec<Var>,
+    p_vars: Vec<Var>,
+    n_vars: Vec<Var>,
+    shape: Vec<Dim>,
+}
+
+impl Coords {
+    /// The coordinates of `h` for the scan along `axis` with `state` axes, whose decay has
+    /// shape `a_shape`: the channels the decay is constant along share a head.
+    fn of(
+        cx: &mut Ctx,
+        h: &TensorType,
+        a_shape: &[Dim],
+        (axis, state): (usize, &[usize]),
+    ) -> Coords {
+        let rank = h.rank();
+        let a_offset = rank - a_shape.len();
+        let a_constant = |x: usize| x < a_offset || a_shape[x - a_offset].as_const() == Some(1);
+        let (p_axes, head_axes): (Vec<usize>, Vec<usize>) = (0..rank)
+            .filter(|x| *x != axis && !state.contains(x))
+            .partition(|x| a_constant(*x));
+        Coords {
+            rank,
+            axis,
+            head_vars: cx.vars(head_axes.len()),
+            p_vars: cx.vars(p_axes.len()),
+            n_vars: cx.vars(state.len()),
+            head_axes,
+            p_axes,
+            state: state.to_vec(),
+            shape: h.shape.clone(),
+        }
+    }
+
+    /// Coordinates in h of step `t`, the current channel (`p`) and state element (`n`) of the
+    /// current head; axes a value is constant along read index 0.
+    fn at(&self, t: Expr, p: bool, n: bool) -> Vec<Expr> {
+        let mut at = vec![Expr::Int(0); self.rank];
+        at[self.axis] = t;
+        let mut set = |axes: &[usize], vars: &[Var]| {
+            for (x, v) in axes.iter().zip(vars) {
+                at[*x] = var(*v);
+            }
+        };
+        set(&self.head_axes, &self.head_vars);
+        if p {
+            set(&self.p_axes, &self.p_vars);
+        }
+        if n {
+            set(&self.state, &self.n_vars);
+        }
+        at
+    }
+
+    /// The sizes of `axes`.
+    fn dims(&self, axes: &[usize]) -> Vec<Dim> {
+        axes.iter().map(|&x| self.shape[x].clone()).collect()
+    }
+
+    /// Sets `vars`, the coordinates along `axes`, from their linear index `linear`.
+    fn split(&self, cx: &Ctx, linear: Var, axes: &[usize], vars: &[Var]) -> Vec<Stmt> {
+        delinearize(cx, var(linear), &self.dims(axes))
+            .into_iter()
+            .zip(vars)
+            .map(|(e, v)| Stmt::Set(*v, e))
+            .collect()
+    }
+}
+
+/// Phase 1, the body of the loop over the chunk's steps `tt` (step `t = c0 + tt`): the
+/// cumulative log-decay `acc` into `decay`, and the step's x, Bᵀ and C from the region body.
+fn chunk_inputs(
+    cx: &mut Ctx,
+    gen: &mut BodyGen,
+    (r, ssd, a): (&Region, &SsdInfo, NodeIndex),
+    co: &Coords,
+    (arrays, z): (&Arrays, &Sizes),
+    [tt, t, acc, p, n, c0]: [Var; 6],
+) -> Vec<Stmt> {
+    let body = &r.body;
+    gen.enter(&[tt, t]);
+    let la = log_decay(gen, cx, r, a, &co.at(var(t), false, false));
+    let mut step = vec![Stmt::Set(t, add(var(c0), var(tt)))];
+    step.extend(gen.take_lets());
+    step.push(Stmt::Set(acc, add(var(acc), la)));
+    step.push(Stmt::Store(arrays.decay, var(tt), var(acc)));
+    gen.enter(&co.p_vars);
+    let xv = gen.value(
+        cx,
+        ssd.x,
+        &broadcast_at(&co.at(var(t), true, false), &body.ty(ssd.x).shape),
+    );
+    let mut per_p = co.split(cx, p, &co.p_axes, &co.p_vars);
+    per_p.extend(gen.leave());
+    per_p.push(Stmt::Store(
+        arrays.x,
+        add(mul(var(tt), Expr::Int(z.p4)), var(p)),
+        xv,
+    ));
+    step.extend(gen.take_lets());
+    step.push(serial(p, Expr::Int(z.p), per_p));
+    gen.enter(&co.n_vars);
+    let n_at = co.at(var(t), false, true);
+    let bv = gen.value(cx, ssd.b, &broadcast_at(&n_at, &body.ty(ssd.b).shape));
+    let cv = gen.value(cx, ssd.c, &broadcast_at(&n_at, &body.ty(ssd.c).shape));
+    let mut per_n = co.split(cx, n, &co.state, &co.n_vars);
+    per_n.extend(gen.leave());
+    per_n.push(Stmt::Store(
+        arrays.bt,
+        add(mul(var(n), Expr::Int(z.q)), var(tt)),
+        bv,
+    ));
+    per_n.push(Stmt::Store(
+        arrays.c,
+        add(mul(var(tt), Expr::Int(z.n)), var(n)),
+        cv,
+    ));
+    step.extend(gen.take_lets());
+    step.push(serial(n, Expr::Int(z.n), per_n));
+    step.extend(gen.leave());
+    step
+}
+
+/// Phase 2's epilogue, the body of the loop over the chunk's steps `tt2` (step `t2 = c0 +
+/// tt2`): each channel's output `y` through the region's read-out and epilogue, stored.
+fn write_outputs(
+    cx: &mut Ctx,
+    gen: &mut BodyGen,
+    ((r, ro, keepdim), out): ((&Region, NodeIndex, bool), &TensorType),
+    co: &Coords,
+    (arrays, z): (&Arrays, &Sizes),
+    [tt2, t2, yv, p, c0]: [Var; 5],
+) -> Vec<Stmt> {
+    gen.enter(&[tt2, t2]);
+    gen.enter(&co.p_vars);
+    gen.bind(ro, var(yv));
+    let mut out_at = co.at(var(t2), true, false);
+    if !keepdim {
+        out_at = (0..co.rank)
+            .filter(|x| !co.state.contains(x))
+            .map(|x| out_at[x].clone())
+            .collect();
+    }
+    let result = gen.value(cx, r.output(), &out_at);
+    let mut per_p2 = co.split(cx, p, &co.p_axes, &co.p_vars);
+    per_p2.push(Stmt::Set(
+        yv,
+        load(arrays.y, add(mul(var(tt2), Expr::Int(z.p4)), var(p))),
+    ));
+    per_p2.extend(gen.leave());
+    per_p2.push(Stmt::Store(0, cx.index(&out.shape, &out_at), result));
+    let mut step2 = vec![Stmt::Set(t2, add(var(c0), var(tt2)))];
+    step2.extend(gen.take_lets());
+    step2.push(serial(p, Expr::Int(z.p), per_p2));
+    step2.extend(gen.leave());
+    step2
 }
 
 /// The state starts at zero; so do x's padding columns and B's steps past a short last chunk,
@@ -323,10 +399,11 @@ impl Sizes {
     }
 }
 
-/// The chunk length, state size and padded channel count of an SSD kernel.
+/// The chunk length, state size, channel count and padded channel count of an SSD kernel.
 struct Sizes {
     q: i64,
     n: i64,
+    p: i64,
     p4: i64,
 }
 
