@@ -72,11 +72,8 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
         lower_optimized_for(g, &o.passes, &o.backend.target()).map_err(|e| e.to_string())?;
     let lower_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
-    let jit = progress::spin("compiling", || {
-        o.backend
-            .jit(&lowered.kernels, lowered.plan.symbols.len(), o.threads)
-    })
-    .map_err(|e| e.to_string())?;
+    let jit = progress::spin("compiling", || o.backend.jit(&lowered, o.threads))
+        .map_err(|e| e.to_string())?;
     let jit = jit.as_ref();
     let codegen_ms = t1.elapsed().as_secs_f64() * 1e3;
     let input_file = o.inputs.as_ref().map(open).transpose()?;

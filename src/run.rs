@@ -97,10 +97,8 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
         }
         Engine::Native(kind) => {
             let t = Instant::now();
-            let jit = progress::spin("compiling", || {
-                kind.jit(&lowered.kernels, lowered.plan.symbols.len(), o.threads)
-            })
-            .map_err(|e| e.to_string())?;
+            let jit = progress::spin("compiling", || kind.jit(&lowered, o.threads))
+                .map_err(|e| e.to_string())?;
             let jit = jit.as_ref();
             time.compile += t.elapsed();
             let t = Instant::now();

@@ -185,9 +185,13 @@ fn run(o: &Options) -> Result<String, String> {
     let weights = WeightSource::open(&plan, &o.weights, o.seed)?;
     let mut exec =
         Executor::new(&plan, |n, d, s| weights.weight(n, d, s)).map_err(|e| e.to_string())?;
-    // SAFETY: the table holds this plan's kernels, compiled with the kernel ABI.
-    let mut kernels =
-        unsafe { CpuKernels::new(fns, plan.kernel_local_bytes) }.map_err(|e| e.to_string())?;
+    let signatures = plan
+        .signatures()
+        .map_err(|e| format!("the embedded plan is damaged: {e}"))?;
+    // SAFETY: the table holds this plan's kernels, compiled with the kernel ABI from Kernel IR
+    // lowered with the plan, whose buffers are their signatures.
+    let mut kernels = unsafe { CpuKernels::new(fns, signatures, plan.kernel_local_bytes) }
+        .map_err(|e| e.to_string())?;
     if let Some(n) = o.threads {
         kernels = kernels.with_threads(n);
     }

@@ -1,6 +1,6 @@
 //! The CPU executor's kernels: native function pointers, run on all cores.
 
-use crate::Launcher;
+use crate::{Arg, Device, LaunchError, Launcher, Signatures};
 
 /// The one kernel ABI: buffer pointers (status word last) and dims (symbols, then the thread
 /// index and the thread count).
@@ -10,6 +10,8 @@ pub type KernelFn = unsafe extern "C" fn(args: *const *mut u8, dims: *const i64)
 /// loop.
 pub struct CpuKernels {
     fns: Vec<KernelFn>,
+    /// What each kernel may touch, which every launch is checked against.
+    signatures: Signatures,
     threads: usize,
     /// The most stack any kernel's thread-private arrays take.
     local_bytes: usize,
@@ -32,20 +34,27 @@ const BASE_STACK_BYTES: usize = 4 << 20;
 /// run the kernel there (a kernel's own frame is a few KiB).
 const DIRECT_MARGIN_BYTES: usize = 1 << 20;
 
-struct Shared(*const *mut u8);
+/// A kernel's argument list for one thread: buffer pointers, then that thread's status word.
+struct Shared(Vec<*mut u8>);
 // SAFETY: kernels write disjoint parts of their outputs from different threads (parallel loop
-// iterations are independent by construction), and the arguments outlive the launch.
+// iterations are independent by construction), each thread its own status word, and the
+// buffers outlive the launch.
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 impl CpuKernels {
     /// Kernels from function pointers, using every core, on threads whose stacks hold
     /// `local_bytes` of thread-private arrays (the most any kernel declares) besides their own
-    /// frames.
+    /// frames. Launches are checked against `signatures`.
     ///
     /// # Safety
-    /// Each pointer must be a kernel compiled for this plan with the ABI above.
-    pub unsafe fn new(fns: Vec<KernelFn>, local_bytes: usize) -> Result<CpuKernels, CpuError> {
+    /// Each pointer must be a kernel compiled with the ABI above that, run with dims `d`,
+    /// touches each parameter only below the length its signature gives for `d`.
+    pub unsafe fn new(
+        fns: Vec<KernelFn>,
+        signatures: Signatures,
+        local_bytes: usize,
+    ) -> Result<CpuKernels, CpuError> {
         let threads = rayon::current_num_threads();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -53,6 +62,7 @@ impl CpuKernels {
             .build()?;
         Ok(CpuKernels {
             fns,
+            signatures,
             threads,
             local_bytes,
             pool,
@@ -72,49 +82,61 @@ impl CpuKernels {
 }
 
 impl Launcher for CpuKernels {
-    unsafe fn launch(
+    fn device(&self) -> Device {
+        Device::Host
+    }
+
+    fn launch(
         &self,
         kernel: usize,
-        args: &[*mut u8],
-        _lens: &[usize],
+        args: &mut [Arg<'_>],
         dims: &[i64],
-    ) -> Result<(), String> {
-        let f = self.fns[kernel];
-        let with_thread = |t: usize| {
-            let mut d = dims.to_vec();
-            d.push(t as i64);
-            d.push(self.threads as i64);
-            d
-        };
-        let shared = Shared(args.as_ptr());
+    ) -> Result<i64, LaunchError> {
+        self.signatures.check(kernel, args, dims)?;
+        let f = *self.fns.get(kernel).ok_or(LaunchError::NoKernel(kernel))?;
+        let buffers: Vec<*mut u8> = args
+            .iter_mut()
+            .map(|a| match a {
+                Arg::In(b) => b.as_ptr().cast_mut(),
+                Arg::Out(b) => b.as_mut_ptr(),
+            })
+            .collect();
+        // One status word per thread, so no two threads write one word.
+        let mut status = vec![0i64; self.threads];
+        let shares: Vec<(Shared, Vec<i64>)> = status
+            .iter_mut()
+            .enumerate()
+            .map(|(t, word)| {
+                let mut a = buffers.clone();
+                a.push(std::ptr::from_mut(word).cast());
+                let mut d = dims.to_vec();
+                d.extend([t as i64, self.threads as i64]);
+                (Shared(a), d)
+            })
+            .collect();
+        // SAFETY: `check` proved every buffer long enough, aligned and, for the outputs,
+        // writable (borrowed exclusively by `args`) for these dims, which `new`'s contract
+        // says bounds what the kernel touches.
+        let run = |(a, d): &(Shared, Vec<i64>)| unsafe { f(a.0.as_ptr(), d.as_ptr()) };
         // Share 0 runs on this thread when its stack holds the kernel's arrays: handing a
         // small kernel to a pool thread costs more than running it (some 15 µs a launch).
         let room = stacker::remaining_stack().unwrap_or(0);
         let here = room >= self.local_bytes.saturating_add(DIRECT_MARGIN_BYTES);
         if self.threads == 1 && here {
-            let d = with_thread(0);
-            // SAFETY: the executor passes valid buffers sized for these dims, and the stack
-            // has room for the kernel's arrays.
-            unsafe { f(args.as_ptr(), d.as_ptr()) };
-            return Ok(());
+            run(&shares[0]);
+        } else {
+            // The pool is reused across launches, so a launch costs microseconds, not a spawn.
+            self.pool.in_place_scope(|s| {
+                for share in &shares[usize::from(here)..] {
+                    // On a pool thread, whose stack is sized for the kernels' arrays.
+                    s.spawn(move |_| run(share));
+                }
+                if here {
+                    run(&shares[0]);
+                }
+            });
         }
-        // The pool is reused across launches, so a launch costs microseconds, not a spawn.
-        self.pool.in_place_scope(|s| {
-            for t in usize::from(here)..self.threads {
-                let d = with_thread(t);
-                let a = &shared;
-                // On a pool thread, whose stack is sized for the kernels' arrays.
-                s.spawn(move |_| {
-                    // SAFETY: as above; each thread runs a disjoint share of the parallel loops.
-                    unsafe { f(a.0, d.as_ptr()) }
-                });
-            }
-            if here {
-                let d = with_thread(0);
-                // SAFETY: as above, on this thread's stack, which has room.
-                unsafe { f(shared.0, d.as_ptr()) };
-            }
-        });
-        Ok(())
+        drop(shares);
+        Ok(status.into_iter().find(|&w| w != 0).unwrap_or(0))
     }
 }

@@ -4,36 +4,13 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
+use crate::launcher::buffer_bytes;
 use crate::plan::{numel, root};
 use crate::weights::{readable_in_place, Memory};
 use crate::{
-    bind_dims, storage_bytes, BindError, Buffer, DType, Data, Dim, Plan, Step, Storage, Tensor,
-    WeightBytes, WeightData,
+    bind_dims, storage_bytes, Arg, BindError, Buffer, DType, Data, Device, Dim, Launcher, Plan,
+    Step, Storage, Tensor, WeightBytes, WeightData,
 };
-
-/// Launches compiled kernels. `args` are buffer pointers in the kernel's parameter order with
-/// the status word last; `lens` are their element counts (for backends that check bounds).
-///
-/// Launching is `unsafe`: a kernel reads and writes its buffers through these pointers with
-/// the indices its loop nest computes, and nothing but the plan says they are large enough.
-/// The executor is the one caller; it passes the arena and weight buffers the plan laid out.
-pub trait Launcher {
-    /// Runs kernel number `kernel` once.
-    ///
-    /// # Safety
-    /// `args[i]` must point to `lens[i]` initialised elements of the type of the kernel's
-    /// parameter `i`, valid for reads, and for writes when the parameter is an output, with no
-    /// other access to an output while the kernel runs; `lens` must be as large as the
-    /// kernel's indices reach for `dims`, the values of the plan's symbols (the plan's
-    /// shapes guarantee it).
-    unsafe fn launch(
-        &self,
-        kernel: usize,
-        args: &[*mut u8],
-        lens: &[usize],
-        dims: &[i64],
-    ) -> Result<(), String>;
-}
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +27,9 @@ pub enum RunError {
     /// A prepare step failed in an earlier call, and the weights it released are gone.
     #[error("the weights' prepare steps failed earlier; load the weights again")]
     Unprepared,
+    /// The launcher's kernels cannot address the memory this executor keeps buffers in.
+    #[error("this executor keeps its buffers in host memory, which {0:?} kernels cannot read")]
+    Device(Device),
     /// The plan breaks an invariant the executor relies on.
     #[error("invalid plan: {0}")]
     Plan(String),
@@ -108,7 +88,6 @@ struct Run<'r> {
     launcher: &'r dyn Launcher,
     dims: &'r HashMap<String, i64>,
     dim_values: &'r [i64],
-    status: Vec<i64>,
     /// Steps launched so far (for error messages and the profile).
     count: usize,
     /// (seconds, kernel) per launch, with ARCHC_PROFILE.
@@ -316,7 +295,7 @@ impl<'p> Executor<'p> {
         let none = HashMap::new();
         // Prepare steps read no dims, but kernels take one value per symbol all the same.
         let zeros = plan.dim_values(&none);
-        let mut run = Run::new(launcher, &none, &zeros);
+        let mut run = Run::new(launcher, &none, &zeros)?;
         // Prepare steps read and write weight buffers only: no arena.
         let no_arena = vec![None; plan.buffers.len()];
         let mut needed: HashSet<usize> = plan
@@ -342,7 +321,9 @@ impl<'p> Executor<'p> {
                 }
             }
             let ptrs = self.pointers(&plan.buffers, &no_arena, std::ptr::null_mut(), &[]);
-            run.steps(plan, std::slice::from_ref(step), &plan.buffers, &ptrs)?;
+            // SAFETY: the pointers are the weights' memory (the only buffers prepare steps
+            // touch), owned for the outputs, which no other step reads meanwhile.
+            unsafe { run.steps(plan, std::slice::from_ref(step), &plan.buffers, &ptrs) }?;
             self.release(|b| needed.contains(b) || last_read.get(b).is_some_and(|&l| l > j));
         }
         self.release(|b| needed.contains(b));
@@ -416,7 +397,7 @@ impl<'p> Executor<'p> {
         }
         let base = arena.as_mut_ptr().cast::<u8>();
         let ptrs = self.pointers(&plan.buffers, &layout.top, base, &[]);
-        let mut run = Run::new(launcher, &dims, &dim_values);
+        let mut run = Run::new(launcher, &dims, &dim_values)?;
         for (i, step) in plan.steps.iter().enumerate() {
             match step {
                 Step::Call { kind, args } => {
@@ -425,9 +406,13 @@ impl<'p> Executor<'p> {
                     // SAFETY: the call's region is inside the arena the layout sized.
                     let region = unsafe { base.add(layout.calls[i]) };
                     let kptrs = self.pointers(&k.buffers, &layout.kinds[*kind], region, &slots);
-                    run.steps(plan, &k.steps, &k.buffers, &kptrs)?;
+                    // SAFETY: the kind's buffers are in its region of the arena or are the
+                    // caller's, laid out for these dims; the run holds the arena exclusively.
+                    unsafe { run.steps(plan, &k.steps, &k.buffers, &kptrs) }?;
                 }
-                s => run.steps(plan, std::slice::from_ref(s), &plan.buffers, &ptrs)?,
+                // SAFETY: the top level's buffers are weights or in the arena, laid out for
+                // these dims; the run holds the arena exclusively.
+                s => unsafe { run.steps(plan, std::slice::from_ref(s), &plan.buffers, &ptrs) }?,
             }
         }
         run.report(plan);
@@ -448,6 +433,56 @@ impl<'p> Executor<'p> {
         self.arena = arena;
         Ok(out)
     }
+}
+
+/// A kernel step's buffers as launch arguments: the first (its output) writable, the others
+/// read-only. Refuses an output that shares memory with an input, or a buffer with bytes but
+/// no memory.
+///
+/// # Safety
+/// `ptrs[b]` must be null or point to `sizes[i]` bytes of buffer `b = args[i]` that stay valid
+/// and untouched by anything else while the result lives (the output's, read-only ones not
+/// written).
+unsafe fn arguments<'a>(
+    args: &[usize],
+    sizes: &[usize],
+    ptrs: &[*mut u8],
+) -> Result<Vec<Arg<'a>>, String> {
+    let range = |i: usize| (ptrs[args[i]] as usize, sizes[i]);
+    let (out, n) = range(0);
+    for i in 1..args.len() {
+        let (p, m) = range(i);
+        if n > 0 && m > 0 && p < out.saturating_add(n) && out < p.saturating_add(m) {
+            return Err(format!(
+                "the output shares memory with argument {i}, which it reads"
+            ));
+        }
+    }
+    args.iter()
+        .zip(sizes)
+        .enumerate()
+        .map(|(i, (&b, &n))| {
+            let p = ptrs[b];
+            if n == 0 {
+                return Ok(if i == 0 {
+                    Arg::Out(&mut [])
+                } else {
+                    Arg::In(&[])
+                });
+            }
+            if p.is_null() {
+                return Err(format!("argument {i} (buffer {b}) has no memory"));
+            }
+            // SAFETY: the caller's contract; the output overlaps no input (checked above).
+            Ok(unsafe {
+                if i == 0 {
+                    Arg::Out(std::slice::from_raw_parts_mut(p, n))
+                } else {
+                    Arg::In(std::slice::from_raw_parts(p, n))
+                }
+            })
+        })
+        .collect()
 }
 
 /// Mapped weights are read-only memory, so no step may write a loaded weight. A kernel step
@@ -483,21 +518,29 @@ impl<'r> Run<'r> {
         launcher: &'r dyn Launcher,
         dims: &'r HashMap<String, i64>,
         dim_values: &'r [i64],
-    ) -> Run<'r> {
+    ) -> Result<Run<'r>, RunError> {
+        // The arena and the weights are host memory.
+        if launcher.device() != Device::Host {
+            return Err(RunError::Device(launcher.device()));
+        }
         // ARCHC_PROFILE=1 prints the slowest kernels of each run to stderr.
         let profile = std::env::var_os("ARCHC_PROFILE").is_some();
-        Run {
+        Ok(Run {
             launcher,
             dims,
             dim_values,
-            status: vec![0],
             count: 0,
             times: profile.then(Vec::new),
-        }
+        })
     }
 
     /// Launches the kernel steps of one frame, whose buffers are at `ptrs`.
-    fn steps(
+    ///
+    /// # Safety
+    /// `ptrs[b]` must be null or point to the bytes of buffer `b` (as many as its shape takes
+    /// for these dims), which nothing else accesses meanwhile, writable for the buffers steps
+    /// write.
+    unsafe fn steps(
         &mut self,
         plan: &Plan,
         steps: &[Step],
@@ -517,33 +560,31 @@ impl<'r> Run<'r> {
             let started = std::time::Instant::now();
             let i = self.count;
             self.count += 1;
-            let mut a: Vec<*mut u8> = args.iter().map(|&b| ptrs[b]).collect();
-            let mut lens: Vec<usize> = args
-                .iter()
-                .map(|&b| numel(&buffers[b], self.dims))
-                .collect();
-            a.push(self.status.as_mut_ptr().cast());
-            lens.push(1);
             let name = || plan.kernels[*kernel].clone();
-            // SAFETY: `a` holds this step's buffers, each laid out by the plan with `lens`
-            // elements for these dims (outputs are arena slots no other step uses meanwhile),
-            // and the status word.
-            unsafe { self.launcher.launch(*kernel, &a, &lens, self.dim_values) }.map_err(
-                |message| RunError::Launch {
-                    step: i,
-                    kernel: name(),
-                    message,
-                },
-            )?;
+            let fail = |message: String| RunError::Launch {
+                step: i,
+                kernel: name(),
+                message,
+            };
+            let sizes: Vec<usize> = args
+                .iter()
+                .map(|&b| buffer_bytes(buffers, b, self.dims))
+                .collect();
+            // SAFETY: the caller's contract on `ptrs`.
+            let mut a = unsafe { arguments(args, &sizes, ptrs) }.map_err(fail)?;
+            let status = self
+                .launcher
+                .launch(*kernel, &mut a, self.dim_values)
+                .map_err(|e| fail(e.to_string()))?;
             if let Some(t) = &mut self.times {
                 t.push((started.elapsed().as_secs_f64(), *kernel, origin.clone()));
             }
-            if self.status[0] != 0 {
-                let message = plan
-                    .checks
-                    .get((self.status[0] - 1) as usize)
+            if status != 0 {
+                let message = usize::try_from(status - 1)
+                    .ok()
+                    .and_then(|c| plan.checks.get(c))
                     .cloned()
-                    .unwrap_or_else(|| format!("check {} failed", self.status[0]));
+                    .unwrap_or_else(|| format!("check {status} failed"));
                 return Err(RunError::Check {
                     step: i,
                     kernel: name(),

@@ -13,6 +13,7 @@ mod dtype;
 mod executor;
 pub mod files;
 mod launch;
+mod launcher;
 mod plan;
 mod plan_text;
 mod random;
@@ -28,8 +29,9 @@ pub use cpu::{CpuError, CpuKernels, KernelFn};
 pub use dim::Dim;
 pub use dim_check::DimCheck;
 pub use dtype::DType;
-pub use executor::{Executor, Launcher, RunError};
+pub use executor::{Executor, RunError};
 pub use launch::{Launch, Size, SizeOp};
+pub use launcher::{Arg, Device, LaunchError, Launcher, ParamSignature, Signature, Signatures};
 pub use plan::{
     layout, numel, pack, plan_from_json, plan_to_json, root, storage_bytes, ArenaLayout, Binding,
     Buffer, Kind, Plan, Step, Storage, ALIGN,

@@ -128,3 +128,78 @@ fn executables_refuse_cpus_without_their_features() {
     assert!(ok.status.success());
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// The launch API is safe: whatever buffers a caller passes, each launcher refuses those the
+/// kernel would run past (too short, read-only where it writes, misaligned, too few, wrong
+/// dims) with an error, and runs the right ones.
+#[test]
+fn launches_refuse_buffers_the_kernel_would_run_past() {
+    use archc_compiler::codegen::kernel_interp::KernelInterp;
+    use archc_runtime::{Arg, LaunchError, Launcher};
+    let src = "model m {\n  input x: f32[n, 4]\n  output y = x * 2.0\n}\n";
+    let g = common::compile("m.arch", src).unwrap_or_else(|(_, r)| panic!("{r}"));
+    let all = archc_compiler::passes::PassOptions::all();
+    let lowered =
+        archc_compiler::passes::lower_optimized(&g, &all).unwrap_or_else(|e| panic!("{e}"));
+    let [archc_runtime::Step::Kernel { kernel: k, .. }] = lowered.plan.steps[..] else {
+        panic!("one kernel step: {:?}", lowered.plan.steps);
+    };
+    let mut launchers: Vec<(&str, Box<dyn Launcher>)> =
+        vec![("interp", Box::new(KernelInterp(&lowered.kernels)))];
+    for kind in common::backends() {
+        launchers.push((kind.name(), common::jit(kind, &lowered)));
+    }
+    let x: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    for (name, l) in &launchers {
+        // Three rows: 12 elements in, 12 out.
+        let mut out = vec![0u8; 48];
+        let status = l.launch(k, &mut [Arg::Out(&mut out), Arg::In(&x)], &[3]);
+        assert_eq!(status.map_err(|e| e.to_string()), Ok(0), "{name}");
+        let y: Vec<f32> = out
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(y, (0..12).map(|i| i as f32 * 2.0).collect::<Vec<_>>());
+        if *name == "interp" {
+            // The interpreter checks every index as it runs instead; the rest is native code.
+            continue;
+        }
+        let mut short = vec![0u8; 44];
+        let err = l.launch(k, &mut [Arg::Out(&mut short), Arg::In(&x)], &[3]);
+        assert!(
+            matches!(
+                err,
+                Err(LaunchError::Short {
+                    param: 0,
+                    want: 48,
+                    got: 44
+                })
+            ),
+            "{name}: {err:?}"
+        );
+        let err = l.launch(k, &mut [Arg::Out(&mut out), Arg::In(&x[..40])], &[3]);
+        assert!(
+            matches!(err, Err(LaunchError::Short { param: 1, .. })),
+            "{name}"
+        );
+        let err = l.launch(k, &mut [Arg::In(&x), Arg::In(&x)], &[3]);
+        assert!(matches!(err, Err(LaunchError::ReadOnly(0))), "{name}");
+        let mut wide = [0u8; 52];
+        let skip = usize::from((wide.as_ptr() as usize).is_multiple_of(4));
+        let odd = &mut wide[skip..skip + 48];
+        let err = l.launch(k, &mut [Arg::Out(odd), Arg::In(&x)], &[3]);
+        assert!(
+            matches!(err, Err(LaunchError::Misaligned { param: 0, .. })),
+            "{name}"
+        );
+        let err = l.launch(k, &mut [Arg::Out(&mut out)], &[3]);
+        assert!(
+            matches!(err, Err(LaunchError::Arity { want: 2, got: 1 })),
+            "{name}"
+        );
+        let err = l.launch(k, &mut [Arg::Out(&mut out), Arg::In(&x)], &[]);
+        assert!(matches!(err, Err(LaunchError::Dims { .. })), "{name}");
+        let err = l.launch(7, &mut [], &[3]);
+        assert!(matches!(err, Err(LaunchError::NoKernel(7))), "{name}");
+    }
+}

@@ -10,7 +10,7 @@ use archc_compiler::codegen::kernel_interp::KernelInterp;
 use archc_kernels::interp::{run, BufData, KernelError};
 use archc_kernels::ir::build::{add, axis, bin, load, mul, var};
 use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Kernel, Local, Param, Scope, Stmt, Var};
-use archc_runtime::{Launcher, SplitMix64};
+use archc_runtime::{Arg, Launcher, ParamSignature, Signature, Signatures, Size, SplitMix64};
 
 fn param(name: &str, elem: Elem, output: bool) -> Param {
     Param {
@@ -33,32 +33,47 @@ fn kernel(name: &str, mut params: Vec<Param>, shared: Vec<Local>, body: Vec<Stmt
 }
 
 /// Runs `k` on `bufs` (raw bytes, the status word excluded) with `launcher`; returns them.
-fn launch(launcher: &dyn Launcher, k: &Kernel, bufs: &[Vec<u8>], dims: &[i64]) -> Vec<Vec<u8>> {
+fn launch(launcher: &dyn Launcher, bufs: &[Vec<u8>], dims: &[i64]) -> Vec<Vec<u8>> {
     let mut bufs: Vec<Vec<u8>> = bufs.to_vec();
-    bufs.push(vec![0; 8]);
-    let lens: Vec<usize> = k
+    let mut args: Vec<Arg> = bufs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, b)| if i == 0 { Arg::Out(b) } else { Arg::In(b) })
+        .collect();
+    let status = launcher
+        .launch(0, &mut args, dims)
+        .expect("the kernel runs");
+    assert_eq!(status, 0, "no check failed");
+    bufs
+}
+
+/// The signatures of a kernel run only on buffers of these sizes: their whole lengths.
+fn whole(k: &Kernel, bufs: &[Vec<u8>], dims: usize) -> Signatures {
+    let params = k
         .params
         .iter()
-        .zip(&bufs)
-        .map(|(p, b)| b.len() / p.elem.size())
+        .zip(bufs)
+        .map(|(p, b)| ParamSignature {
+            elem_bytes: p.elem.size(),
+            output: p.output,
+            len: Size::Const((b.len() / p.elem.size()) as i64),
+        })
         .collect();
-    let ptrs: Vec<*mut u8> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
-    // SAFETY: each pointer is a live buffer of `lens` elements of its parameter's type, which
-    // the kernels here index within for these dims; the outputs are not otherwise accessed.
-    unsafe { launcher.launch(0, &ptrs, &lens, dims) }.expect("the kernel runs");
-    assert_eq!(bufs.pop(), Some(vec![0; 8]), "no check failed");
-    bufs
+    Signatures {
+        symbols: dims,
+        kernels: vec![Signature { params }],
+    }
 }
 
 /// The kernel's outputs from the interpreter and from Cranelift (4 threads), which must be
 /// equal byte for byte.
 fn both(k: &Kernel, bufs: &[Vec<u8>], dims: &[i64]) -> Vec<Vec<u8>> {
     let kernels = [k.clone()];
-    let interp = launch(&KernelInterp(&kernels), k, bufs, dims);
-    let jit = jit::compile(&kernels, dims.len())
+    let interp = launch(&KernelInterp(&kernels), bufs, dims);
+    let jit = jit::compile(&kernels, whole(k, bufs, dims.len()))
         .expect("the kernel compiles")
         .with_threads(4);
-    let native = launch(&jit, k, bufs, dims);
+    let native = launch(&jit, bufs, dims);
     assert_eq!(
         interp, native,
         "interpreter and Cranelift differ on {}",
@@ -262,7 +277,7 @@ fn cranelift_refuses_vectors_of_other_widths() {
             )],
         )],
     );
-    match jit::compile(std::slice::from_ref(&k), 0) {
+    match jit::compile(std::slice::from_ref(&k), whole(&k, &[], 0)) {
         Err(CodegenError::VectorWidth { kernel, lanes }) => {
             assert_eq!((kernel.as_str(), lanes), ("wide", 8))
         }

@@ -5,6 +5,8 @@ use archc_kernels::ir::Kernel;
 use archc_kernels::target::Target;
 use archc_runtime::Launcher;
 
+use crate::lower::Lowered;
+
 use super::cranelift::CodegenError;
 
 /// Which code generator compiles the kernels.
@@ -44,21 +46,21 @@ impl BackendKind {
         }
     }
 
-    /// Compiles `kernels` (of a plan with `symbols` dims) into this process, to run on at
-    /// most `threads` threads.
-    pub fn jit(
-        self,
-        kernels: &[Kernel],
-        symbols: usize,
-        threads: usize,
-    ) -> Result<Box<dyn Launcher>, CodegenError> {
+    /// Compiles a lowered model's kernels into this process, to run on at most `threads`
+    /// threads; each launch is checked against the plan's signatures.
+    pub fn jit(self, lowered: &Lowered, threads: usize) -> Result<Box<dyn Launcher>, CodegenError> {
+        let signatures = lowered
+            .plan
+            .signatures()
+            .map_err(CodegenError::Signatures)?;
+        let kernels = &lowered.kernels;
         match self {
             BackendKind::Cranelift => Ok(Box::new(
-                super::jit::compile(kernels, symbols)?.with_threads(threads),
+                super::jit::compile(kernels, signatures)?.with_threads(threads),
             )),
             #[cfg(feature = "llvm")]
             BackendKind::Llvm => Ok(Box::new(
-                super::llvm::compile(kernels, symbols)?.with_threads(threads),
+                super::llvm::compile(kernels, signatures)?.with_threads(threads),
             )),
             #[cfg(not(feature = "llvm"))]
             BackendKind::Llvm => Err(CodegenError::NotBuilt(self.name())),

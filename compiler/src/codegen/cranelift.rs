@@ -58,6 +58,9 @@ pub enum CodegenError {
         /// The width it asked for.
         lanes: u8,
     },
+    /// The plan's buffers do not describe its kernels' parameters.
+    #[error("the plan does not describe its kernels: {0}")]
+    Signatures(String),
     /// The threads that run the kernels could not be started.
     #[error("cannot start the kernel threads: {0}")]
     Threads(#[from] archc_runtime::CpuError),

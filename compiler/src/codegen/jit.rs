@@ -1,7 +1,7 @@
 //! In-process compilation: Cranelift JIT → native kernels for the CPU executor.
 
 use archc_kernels::ir::Kernel;
-use archc_runtime::{CpuKernels, KernelFn};
+use archc_runtime::{CpuKernels, KernelFn, Signatures};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 
@@ -29,8 +29,9 @@ pub fn host_isa(pic: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, Cod
         .map_err(|e| CodegenError::Host(e.to_string()))
 }
 
-/// Compiles kernels for a plan with `symbols` symbolic dims.
-pub fn compile(kernels: &[Kernel], symbols: usize) -> Result<Jit, CodegenError> {
+/// Compiles kernels with these signatures (see [`archc_runtime::Signatures`]).
+pub fn compile(kernels: &[Kernel], signatures: Signatures) -> Result<Jit, CodegenError> {
+    let symbols = signatures.symbols;
     let mut builder =
         JITBuilder::with_isa(host_isa(false)?, cranelift_module::default_libcall_names());
     for (name, f) in archc_kernels::math::symbols() {
@@ -48,7 +49,8 @@ pub fn compile(kernels: &[Kernel], symbols: usize) -> Result<Jit, CodegenError> 
         })
         .collect();
     let stack = kernels.iter().map(Kernel::local_bytes).max().unwrap_or(0);
-    // SAFETY: the pointers are this module's kernels, which the result keeps alive.
-    let kernels = unsafe { CpuKernels::new(fns, stack) }?;
+    // SAFETY: the pointers are this module's kernels, which the result keeps alive, compiled
+    // from Kernel IR that stays within its signatures (the lowering's invariant).
+    let kernels = unsafe { CpuKernels::new(fns, signatures, stack) }?;
     Ok(super::Loaded::new(kernels, module))
 }

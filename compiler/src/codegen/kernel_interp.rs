@@ -3,77 +3,85 @@
 
 use archc_kernels::interp::{run, BufData, KernelError};
 use archc_kernels::ir::{Elem, Kernel};
-use archc_runtime::Launcher;
+use archc_runtime::{Arg, Device, LaunchError, Launcher};
 
 /// Runs each kernel with the Kernel IR interpreter.
 pub struct KernelInterp<'a>(pub &'a [Kernel]);
 
-/// A copy of the `n` elements at `p`.
-///
-/// # Safety
-/// `p` must point to `n` initialised elements of type `elem`.
-unsafe fn read(p: *mut u8, n: usize, elem: Elem) -> BufData {
-    // SAFETY: the caller's contract.
-    unsafe {
-        match elem {
-            Elem::F32 => BufData::F32(std::slice::from_raw_parts(p.cast::<f32>(), n).to_vec()),
-            Elem::F16 => BufData::F16(std::slice::from_raw_parts(p.cast::<u16>(), n).to_vec()),
-            Elem::BF16 => BufData::BF16(std::slice::from_raw_parts(p.cast::<u16>(), n).to_vec()),
-            Elem::I64 => BufData::I64(std::slice::from_raw_parts(p.cast::<i64>(), n).to_vec()),
-            Elem::Bool => BufData::Bool(std::slice::from_raw_parts(p, n).to_vec()),
-        }
+/// A copy of a buffer's elements of type `elem` (a trailing partial element is dropped).
+fn read(bytes: &[u8], elem: Elem) -> BufData {
+    fn words<const N: usize>(b: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+        b.chunks_exact(N)
+            .map(|c| <[u8; N]>::try_from(c).unwrap_or([0; N]))
+    }
+    match elem {
+        Elem::F32 => BufData::F32(words(bytes).map(f32::from_le_bytes).collect()),
+        Elem::F16 => BufData::F16(words(bytes).map(u16::from_le_bytes).collect()),
+        Elem::BF16 => BufData::BF16(words(bytes).map(u16::from_le_bytes).collect()),
+        Elem::I64 => BufData::I64(words(bytes).map(i64::from_le_bytes).collect()),
+        Elem::Bool => BufData::Bool(bytes.to_vec()),
     }
 }
 
-/// Writes `data` back to `p`.
-///
-/// # Safety
-/// `p` must point to as many elements of `data`'s type as `data` holds, valid for writes.
-unsafe fn write(p: *mut u8, data: &BufData) {
-    // SAFETY: the caller's contract.
-    unsafe {
-        match data {
-            BufData::F32(v) => std::ptr::copy_nonoverlapping(v.as_ptr(), p.cast::<f32>(), v.len()),
-            BufData::F16(v) | BufData::BF16(v) => {
-                std::ptr::copy_nonoverlapping(v.as_ptr(), p.cast::<u16>(), v.len())
-            }
-            BufData::I64(v) => std::ptr::copy_nonoverlapping(v.as_ptr(), p.cast::<i64>(), v.len()),
-            BufData::Bool(v) => std::ptr::copy_nonoverlapping(v.as_ptr(), p, v.len()),
+/// Writes `data` back into `out`'s leading bytes.
+fn write(out: &mut [u8], data: &BufData) {
+    fn put<const N: usize>(out: &mut [u8], v: impl Iterator<Item = [u8; N]>) {
+        for (c, x) in out.chunks_exact_mut(N).zip(v) {
+            c.copy_from_slice(&x);
         }
+    }
+    match data {
+        BufData::F32(v) => put(out, v.iter().map(|x| x.to_le_bytes())),
+        BufData::F16(v) | BufData::BF16(v) => put(out, v.iter().map(|x| x.to_le_bytes())),
+        BufData::I64(v) => put(out, v.iter().map(|x| x.to_le_bytes())),
+        BufData::Bool(v) => put(out, v.iter().map(|&x| [x])),
     }
 }
 
 impl Launcher for KernelInterp<'_> {
-    unsafe fn launch(
+    fn device(&self) -> Device {
+        Device::Host
+    }
+
+    /// Runs on copies of the buffers, with every index checked, so it needs no signature.
+    fn launch(
         &self,
         kernel: usize,
-        args: &[*mut u8],
-        lens: &[usize],
+        args: &mut [Arg<'_>],
         dims: &[i64],
-    ) -> Result<(), String> {
-        let k = &self.0[kernel];
+    ) -> Result<i64, LaunchError> {
+        let k = self.0.get(kernel).ok_or(LaunchError::NoKernel(kernel))?;
+        if args.len() + 1 != k.params.len() {
+            return Err(LaunchError::Arity {
+                want: k.params.len() - 1,
+                got: args.len(),
+            });
+        }
+        if let Some(param) =
+            (0..args.len()).find(|&i| k.params[i].output && matches!(args[i], Arg::In(_)))
+        {
+            return Err(LaunchError::ReadOnly(param));
+        }
         let mut bufs: Vec<BufData> = k
             .params
             .iter()
-            .zip(args.iter().zip(lens))
-            // SAFETY: `launch`'s contract: `a` holds `n` elements of the parameter's type.
-            .map(|(p, (&a, &n))| unsafe { read(a, n, p.elem) })
+            .zip(args.iter())
+            .map(|(p, a)| match a {
+                Arg::In(b) => read(b, p.elem),
+                Arg::Out(b) => read(b, p.elem),
+            })
             .collect();
+        bufs.push(BufData::I64(vec![0]));
         match run(k, &mut bufs, dims) {
             Ok(()) => {}
-            Err(KernelError::Check(code)) => {
-                // SAFETY: the last argument is the status word, one i64.
-                unsafe { write(args[args.len() - 1], &BufData::I64(vec![i64::from(code)])) };
-                return Ok(());
-            }
-            Err(e) => return Err(e.to_string()),
+            Err(KernelError::Check(code)) => return Ok(i64::from(code)),
+            Err(e) => return Err(LaunchError::Backend(e.to_string())),
         }
-        for ((p, a), data) in k.params.iter().zip(args).zip(&bufs) {
-            if p.output {
-                // SAFETY: `data` was read from this very output buffer, so it fits.
-                unsafe { write(*a, data) };
+        for (p, (a, data)) in k.params.iter().zip(args.iter_mut().zip(&bufs)) {
+            if let (true, Arg::Out(out)) = (p.output, a) {
+                write(out, data);
             }
         }
-        Ok(())
+        Ok(0)
     }
 }

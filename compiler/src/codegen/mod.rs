@@ -12,7 +12,7 @@ pub mod llvm;
 pub mod object;
 
 use archc_kernels::ir::{Kernel, MAX_LOCAL_BYTES};
-use archc_runtime::{CpuKernels, Launcher};
+use archc_runtime::{Arg, CpuKernels, Device, LaunchError, Launcher};
 use cranelift::CodegenError;
 
 /// Native kernels compiled into this process, with what keeps their machine code alive
@@ -41,16 +41,17 @@ impl<Code> Loaded<Code> {
 }
 
 impl<Code> Launcher for Loaded<Code> {
-    unsafe fn launch(
+    fn device(&self) -> Device {
+        self.kernels.device()
+    }
+
+    fn launch(
         &self,
         kernel: usize,
-        args: &[*mut u8],
-        lens: &[usize],
+        args: &mut [Arg<'_>],
         dims: &[i64],
-    ) -> Result<(), String> {
-        // SAFETY: the caller upholds `Launcher::launch`'s contract, which is the CPU
-        // kernels' too.
-        unsafe { self.kernels.launch(kernel, args, lens, dims) }
+    ) -> Result<i64, LaunchError> {
+        self.kernels.launch(kernel, args, dims)
     }
 }
 

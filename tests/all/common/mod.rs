@@ -171,7 +171,7 @@ pub fn jit(
     lowered: &archc_compiler::lower::Lowered,
 ) -> Box<dyn archc_runtime::Launcher> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    kind.jit(&lowered.kernels, lowered.plan.symbols.len(), cores)
+    kind.jit(lowered, cores)
         .unwrap_or_else(|e| panic!("{kind}: {e}"))
 }
 

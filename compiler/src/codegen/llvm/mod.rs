@@ -14,7 +14,7 @@ mod text;
 
 use archc_kernels::ir::Kernel;
 use archc_kernels::target::Target;
-use archc_runtime::{CpuKernels, KernelFn};
+use archc_runtime::{CpuKernels, KernelFn, Signatures};
 use inkwell::context::Context;
 use inkwell::memory_buffer::MemoryBuffer;
 use inkwell::module::Module;
@@ -126,9 +126,10 @@ fn shares(sizes: &[usize], n: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// Compiles kernels for a plan with `symbols` symbolic dims, for this CPU, one share of the
-/// kernels per core at once (LLVM's optimiser is most of the compile time).
-pub fn compile(kernels: &[Kernel], symbols: usize) -> Result<LlvmJit, CodegenError> {
+/// Compiles kernels with these signatures (see [`archc_runtime::Signatures`]), for this CPU,
+/// one share of the kernels per core at once (LLVM's optimiser is most of the compile time).
+pub fn compile(kernels: &[Kernel], signatures: Signatures) -> Result<LlvmJit, CodegenError> {
+    let symbols = signatures.symbols;
     for k in kernels {
         super::check_locals(k)?;
     }
@@ -175,8 +176,9 @@ pub fn compile(kernels: &[Kernel], symbols: usize) -> Result<LlvmJit, CodegenErr
     }
     let fns: Vec<KernelFn> = fns.into_iter().flatten().collect();
     let stack = kernels.iter().map(Kernel::local_bytes).max().unwrap_or(0);
-    // SAFETY: the pointers are kernels of this JIT, which `LlvmCode` keeps alive.
-    let kernels = unsafe { CpuKernels::new(fns, stack) }?;
+    // SAFETY: the pointers are kernels of this JIT, which `LlvmCode` keeps alive, compiled
+    // from Kernel IR that stays within its signatures (the lowering's invariant).
+    let kernels = unsafe { CpuKernels::new(fns, signatures, stack) }?;
     Ok(super::Loaded::new(kernels, LlvmCode { _jit: jit }))
 }
 
