@@ -14,16 +14,22 @@ use archc_runtime::{random_tensor, Executor, Launcher, Tensor, WeightSource};
 use crate::common::{compile, rel_err};
 
 /// M = 13 rows (a symbolic `seq`), K = 70, N = 37; a plain product, a `linear` with a bias and
-/// a gelu epilogue to 53 columns (at 16 lanes: a 32-column panel, one vector past it read in
-/// place, five columns one at a time), and a batched product of the activations with
-/// themselves.
+/// a gelu epilogue to 53 columns (its weight packed once; at 16 lanes: a 32-column panel, one
+/// vector past it, five columns one at a time), and a batched product of the activations with
+/// themselves. Weight `u` is the `b` of an outer product whose epilogue reads it too (so it
+/// keeps its layout there), of one that reads it packed, and of an elementwise kernel.
 const SRC: &str = "model mm {
   input x: f32[seq, 70]
   input w: f32[70, 37]
   input xs: f32[2, seq, 70]
+  input col: f32[seq, 1]
+  param u: [1, 37]
   output plain = matmul(x, w)
   output fused = gelu(linear(x, 53)) * 2.0
   output batched = matmul(xs, transpose(xs))
+  output outer = matmul(col, u) * u
+  output packed = tanh(matmul(col * 2.0, u))
+  output scaled = u * 3.0
 }
 ";
 
@@ -46,6 +52,7 @@ fn check(target: &Target, seq: usize) {
         ("x", vec![seq, 70]),
         ("w", vec![70, 37]),
         ("xs", vec![2, seq, 70]),
+        ("col", vec![seq, 1]),
     ] {
         let t = random_tensor(3, name, archc_runtime::DType::F32, &shape, 1.0, 2);
         inputs.insert(name.to_string(), t);

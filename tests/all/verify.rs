@@ -243,7 +243,7 @@ fn plan_verifier() {
         errors(verify::lowered(&broken)),
         "plan: top level step 0 (m.arch:5:14 (fused.matmul)): argument 1 reads buffer 2 `%2` before it is written
 plan: top level step 1 (m.arch:4:7 (fused.matmul)): writes buffer 1 `%1`, a weight
-plan: top level step 0: uses buffer 3 `%3` outside its lifetime (steps 1..=2): its memory may be another buffer's
+plan: top level step 0: uses buffer 4 `%3` outside its lifetime (steps 1..=2): its memory may be another buffer's
 plan: top level step 1: uses buffer 0 `%0` outside its lifetime (steps 0..=0): its memory may be another buffer's"
     );
 

@@ -11,6 +11,7 @@ use archc_runtime::{root, Binding, Buffer, DType, Plan, Step, Storage};
 use petgraph::graph::NodeIndex;
 
 use super::index::Ctx;
+use super::pack::{self, Packing};
 use super::schedule::Schedule;
 use super::{attention, contract, elem, elementwise, layout, moe, region, scan, ssd, Template};
 use crate::graph::{Dim, Graph, MoeInfo, Op, RegionKind, TensorType, UnaryOp, ROUTED};
@@ -29,6 +30,11 @@ pub struct Frame {
     pub weights: Vec<Binding>,
     /// Output bindings.
     pub outputs: Vec<Binding>,
+    /// In a body: the slots its matmuls read packed ahead, with the panels' width (each call
+    /// passes them packed).
+    pub packed_slots: Vec<(usize, i64)>,
+    /// At the top level: the packed copy of each (weight buffer, panel width) made so far.
+    packed: HashMap<(usize, i64), usize>,
 }
 
 fn op_name(op: &Op) -> String {
@@ -87,7 +93,7 @@ impl Kernels {
 }
 
 /// Adds the kernel computing `op` from `operands` into `out` (buffers of the frame); returns
-/// its step.
+/// its step and the parameters it reads packed ahead (see [`pack`]), with their panels' width.
 fn kernel(
     plan: &mut Plan,
     kernels: &mut Kernels,
@@ -95,14 +101,72 @@ fn kernel(
     (op, ty): (&Op, &TensorType),
     operands: &[(&TensorType, usize)],
     out: usize,
-    names: &[Buffer],
-) -> Step {
+    (names, packing): (&[Buffer], &Packing),
+) -> (Step, Vec<(usize, i64)>) {
     let ins: Vec<&TensorType> = operands.iter().map(|o| o.0).collect();
-    let mut cx = Ctx::new(&plan.symbols, &kernels.schedule);
-    let t = template(&mut cx, op, ty, &ins);
     let mut args = vec![out];
     args.extend(operands.iter().map(|o| o.1));
-    emit(plan, kernels, name, t, &args, names)
+    let mut cx = Ctx::new(&plan.symbols, &kernels.schedule);
+    cx.packable = pack::packable(names, &args[1..], packing);
+    let t = template(&mut cx, op, ty, &ins);
+    let packed = std::mem::take(&mut cx.packed);
+    (emit(plan, kernels, name, t, &args, names), packed)
+}
+
+/// Has step argument `param` (a weight) read packed with `nr`-column panels: at the top level
+/// a packed copy made by a prepare step (once per weight and width), in a body the slot
+/// recorded for the calls to pass packed.
+fn read_packed(
+    plan: &mut Plan,
+    kernels: &mut Kernels,
+    f: &mut Frame,
+    (step, param): (&mut Step, usize),
+    nr: i64,
+) {
+    let Step::Kernel { args, .. } = step else {
+        return;
+    };
+    let src = root(&f.buffers, args[param]);
+    if let Storage::Slot(s) = f.buffers[src].storage {
+        if !f.packed_slots.contains(&(s, nr)) {
+            f.packed_slots.push((s, nr));
+        }
+        return;
+    }
+    args[param] = packed_weight(plan, kernels, f, src, nr);
+}
+
+/// The packed copy (`nr`-column panels) of top-level weight buffer `src`, made by a prepare
+/// step the first time it is asked for.
+fn packed_weight(
+    plan: &mut Plan,
+    kernels: &mut Kernels,
+    f: &mut Frame,
+    src: usize,
+    nr: i64,
+) -> usize {
+    if let Some(&b) = f.packed.get(&(src, nr)) {
+        return b;
+    }
+    let b = f.buffers.len();
+    let from = f.buffers[src].clone();
+    f.buffers.push(Buffer {
+        name: format!("{}_packed{nr}", from.name),
+        storage: Storage::Weight,
+        live: None,
+        ..from.clone()
+    });
+    let ty = TensorType {
+        dtype: from.dtype,
+        shape: from.shape.clone(),
+    };
+    let mut cx = Ctx::new(&plan.symbols, &kernels.schedule);
+    let t = pack::lower(&mut cx, &ty, nr);
+    let name = format!("pack{nr}_{}", from.name.trim_start_matches('%'));
+    let step = emit(plan, kernels, name, t, &[b, src], &f.buffers);
+    f.prepare.push(step);
+    f.packed.insert((src, nr), b);
+    b
 }
 
 /// Adds the kernel of template `t` run on buffers `args` (the first is its output), or finds
@@ -157,7 +221,13 @@ fn emit(
 }
 
 /// Lowers `g`; `prefix` names a layer kind's kernels (None: the top level).
-pub fn lower(g: &Graph, prefix: Option<&str>, plan: &mut Plan, kernels: &mut Kernels) -> Frame {
+pub fn lower(
+    g: &Graph,
+    prefix: Option<&str>,
+    plan: &mut Plan,
+    kernels: &mut Kernels,
+    packing: &Packing,
+) -> Frame {
     let body = prefix.is_some();
     let weight_only = if body {
         vec![false; g.dag.node_count()]
@@ -171,6 +241,8 @@ pub fn lower(g: &Graph, prefix: Option<&str>, plan: &mut Plan, kernels: &mut Ker
         inputs: Vec::new(),
         weights: Vec::new(),
         outputs: Vec::new(),
+        packed_slots: Vec::new(),
+        packed: HashMap::new(),
     };
     let output = g.outputs.get("out").copied();
     let mut buffer_of = vec![usize::MAX; g.dag.node_count()];
@@ -218,6 +290,10 @@ pub fn lower(g: &Graph, prefix: Option<&str>, plan: &mut Plan, kernels: &mut Ker
             Op::Call(kind) => {
                 let mut args = vec![buffer];
                 args.extend(operands.iter().map(|o| buffer_of[o.index()]));
+                for &(slot, nr) in packing.kinds.get(*kind).into_iter().flatten() {
+                    let src = root(&f.buffers, args[slot]);
+                    args[slot] = packed_weight(plan, kernels, &mut f, src, nr);
+                }
                 f.steps.push(Step::Call { kind: *kind, args });
             }
             Op::Fused(r) if matches!(r.kind, RegionKind::Moe(_)) => {
@@ -232,15 +308,18 @@ pub fn lower(g: &Graph, prefix: Option<&str>, plan: &mut Plan, kernels: &mut Ker
                     .iter()
                     .map(|o| (g.ty(*o), buffer_of[o.index()]))
                     .collect();
-                let mut step = kernel(
+                let (mut step, packed) = kernel(
                     plan,
                     kernels,
                     name(),
                     (op, &node.ty),
                     &ins,
                     buffer,
-                    &f.buffers,
+                    (&f.buffers, packing),
                 );
+                for (param, nr) in packed {
+                    read_packed(plan, kernels, &mut f, (&mut step, param), nr);
+                }
                 if let Step::Kernel { origin, .. } = &mut step {
                     *origin = node.origin();
                 }
@@ -374,7 +453,7 @@ fn expert_body(
     // The row count is one more symbol while the body lowers, then a load of the count.
     let first = kernels.list.len();
     plan.symbols.push(ROUTED.to_string());
-    let lowered = lower(body, Some(tag), plan, kernels);
+    let lowered = lower(body, Some(tag), plan, kernels, &Packing::default());
     plan.symbols.pop();
     for k in &mut kernels.list[first..] {
         moe::read_count(k, plan.symbols.len());
@@ -460,14 +539,14 @@ fn copy_result(
         live: None,
     });
     let copy = Op::Unary(UnaryOp::StopGrad);
-    let step = kernel(
+    let (step, _) = kernel(
         plan,
         kernels,
         format!("{prefix}result_copy"),
         (&copy, &ty),
         &[(&ty, buffer_of[n.index()])],
         out,
-        &f.buffers,
+        (&f.buffers, &Packing::default()),
     );
     f.steps.push(step);
     f.outputs = vec![Binding {

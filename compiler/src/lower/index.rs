@@ -12,6 +12,10 @@ pub struct Ctx<'a> {
     next: u32,
     /// The target's schedule.
     pub schedule: &'a super::schedule::Schedule,
+    /// Buffers (kernel parameters) holding weights, which a matmul may take packed ahead.
+    pub packable: Vec<usize>,
+    /// The buffers the template reads packed ahead, with their panels' width.
+    pub packed: Vec<(usize, i64)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -21,6 +25,8 @@ impl<'a> Ctx<'a> {
             symbols,
             next: 0,
             schedule,
+            packable: Vec::new(),
+            packed: Vec::new(),
         }
     }
 

@@ -12,9 +12,12 @@
 //! every `mr`-row × `nr`-column block. Partial sums of the slices go through the output; the
 //! epilogue finishes the elements after the last slice.
 //!
-//! Weights are packed per call like any `b`, not once at load time: at 1024 rows the copy is
-//! one read of `b` per row block. Rows left over at a task's edge get 1-row micro-kernels
-//! reading `a` in place; columns past the last full panel get one scalar dot product each.
+//! A weight `b` (a buffer the context lists as packable: a weight, or a value of weights
+//! alone) is packed once instead, by a prepare step ([`super::pack`]), into the layout the
+//! micro-kernel reads: `n / nr` panels of `k × nr` contiguous floats, then the columns past
+//! them row-major. The kernel records it in [`Ctx::packed`] and skips its own packing of `b`.
+//! Rows left over at a task's edge get 1-row micro-kernels reading `a` in place; columns past
+//! the last full panel get 1-vector micro-kernels and then one scalar dot product each.
 //!
 //! When `b` has no batch axes and `a`'s batch axes are the output's (every `linear`), the
 //! batch rows are one long row axis.
@@ -67,6 +70,8 @@ pub struct Layout<'a> {
     /// The reduced extent.
     pub k: Expr,
     n: Expr,
+    /// `b` is packed once ahead, with panels of this many columns.
+    packed: Option<i64>,
 }
 
 impl Operands for Layout<'_> {
@@ -102,14 +107,41 @@ impl Layout<'_> {
         cx.index(&self.a.shape, &at)
     }
 
-    /// The index of `b[p, j]`.
+    /// The index of `b[p, j]`. In a prepacked `b`, only for columns past the last full panel,
+    /// which follow the panels row-major.
     pub fn b(&self, cx: &Ctx, p: Expr, j: Expr) -> Expr {
+        if let Some(nr) = self.packed {
+            let (full, width) = self.tail(nr);
+            let start = mul(full.clone(), self.k.clone());
+            return add(add(start, mul(p, width)), sub(j, full));
+        }
         if self.flat {
             return add(mul(p, self.n.clone()), j);
         }
         let mut at = self.batch_of(self.b);
         at.extend([p, j]);
         cx.index(&self.b.shape, &at)
+    }
+
+    /// In a prepacked `b` with `nr`-column panels: the columns in full panels, and the
+    /// columns past them.
+    fn tail(&self, nr: i64) -> (Expr, Expr) {
+        let full = folded(
+            Bin::Mul,
+            bin(Bin::Div, self.n.clone(), Expr::Int(nr)),
+            Expr::Int(nr),
+        );
+        (full.clone(), sub(self.n.clone(), full))
+    }
+
+    /// In a prepacked `b` with `nr`-column panels: where row `p` of the panel holding column
+    /// `j` (a multiple of `nr`) starts.
+    fn panel(&self, nr: i64, p: Expr, j: Expr) -> Expr {
+        let panel = bin(Bin::Div, j, Expr::Int(nr));
+        add(
+            mul(panel, mul(self.k.clone(), Expr::Int(nr))),
+            mul(p, Expr::Int(nr)),
+        )
     }
 
     /// The index of output element `[i, j]`.
@@ -188,6 +220,11 @@ pub fn matmul(
     let nr = s.nr();
     let r = out.rank();
     let flat = b.rank() == 2 && a.shape[..a.rank() - 1] == out.shape[..r - 1];
+    // Partial sums of other types take the scalar path, which reads `b` as it is.
+    let prepacked = flat && out_elem == Elem::F32 && cx.packable.contains(&bbuf);
+    if prepacked {
+        cx.packed.push((bbuf, nr));
+    }
     let (batch_shape, rows): (Vec<Dim>, Dim) = if flat {
         let rows = Dim::product(&out.shape[..r - 1]).unwrap_or_default();
         (Vec::new(), rows)
@@ -202,6 +239,7 @@ pub fn matmul(
         batch: cx.vars(batch_shape.len()),
         k: cx.dim(&a.shape[a.rank() - 1]),
         n: cx.dim(&out.shape[r - 1]),
+        packed: prepacked.then_some(nr),
     };
     let m = cx.dim(&rows);
     let (task, i_lo, i_hi, j_lo, j_hi) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
@@ -284,7 +322,8 @@ pub fn matmul(
         Local {
             name: "b_panels".into(),
             elem: Elem::F32,
-            len: (s.kc * s.nt) as usize,
+            // Unused when `b` comes packed.
+            len: if prepacked { 1 } else { (s.kc * s.nt) as usize },
         },
         Local {
             name: "a_panels".into(),
@@ -335,7 +374,9 @@ fn slices(
     let (pc, k_lo, kc, later, last) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let (count, mut per_slice) = slice_bounds(s, l, [pc, k_lo, kc, later, last]);
     let at = Slice { s, l, t, k_lo, kc };
-    per_slice.push(pack_b(cx, &at, (bbuf, packed)));
+    if l.packed.is_none() {
+        per_slice.push(pack_b(cx, &at, (bbuf, packed)));
+    }
     // Compute: every panel, its full row blocks, then its leftover rows one at a time.
     let (jq, i, j, panel) = (cx.var(), cx.var(), cx.var(), cx.var());
     let (ib, it) = (cx.var(), cx.var());
@@ -346,11 +387,23 @@ fn slices(
     per_slice.push(pack_a(cx, &at, (abuf, a_packed), full.clone()));
     let a_at = cx.var();
     // A block of the full panels (packed `b`), or one vector wide past them (`b`'s rows read
-    // in place, `n` apart).
+    // in place, `n` apart, or the prepacked tail's, its width apart).
+    let past_step = match l.packed {
+        Some(nr) => l.tail(nr).1,
+        None => l.n.clone(),
+    };
     let block = |rows: usize, a: Rows, wide: bool| Block {
         a,
-        b: if wide { packed } else { bbuf },
-        b_step: if wide { Expr::Int(nr) } else { l.n.clone() },
+        b: if wide && l.packed.is_none() {
+            packed
+        } else {
+            bbuf
+        },
+        b_step: if wide {
+            Expr::Int(nr)
+        } else {
+            past_step.clone()
+        },
         out: 0,
         rows,
         vectors: if wide { s.vectors } else { 1 },
@@ -385,7 +438,13 @@ fn slices(
     let leftover = bin(Bin::Rem, height, Expr::Int(s.mr as i64));
     let per_panel = vec![
         Stmt::Set(j, add(var(t.j.0), mul(var(jq), Expr::Int(nr)))),
-        Stmt::Set(panel, mul(var(jq), Expr::Int(s.kc * nr))),
+        Stmt::Set(
+            panel,
+            match l.packed {
+                Some(nr) => l.panel(nr, var(k_lo), var(j)),
+                None => mul(var(jq), Expr::Int(s.kc * nr)),
+            },
+        ),
         serial(ib, full.clone(), main),
         serial(it, leftover.clone(), rest),
     ];

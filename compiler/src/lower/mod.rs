@@ -17,6 +17,7 @@ mod layout;
 mod matmul;
 mod micro;
 mod moe;
+mod pack;
 mod product;
 mod region;
 mod scan;
@@ -113,16 +114,18 @@ pub fn lower_for(g: &Graph, target: &Target) -> Lowered {
         }
     }
     let mut kernels = frame::Kernels::new(target);
-    for k in &g.kinds {
+    let mut top = pack::Packing::default();
+    for (k, packing) in g.kinds.iter().zip(pack::Packing::kinds_of(g)) {
         let prefix = format!("kind{}_", plan.kinds.len());
-        let f = frame::lower(&k.body, Some(&prefix), &mut plan, &mut kernels);
+        let f = frame::lower(&k.body, Some(&prefix), &mut plan, &mut kernels, &packing);
+        top.kinds.push(f.packed_slots);
         plan.kinds.push(Kind {
             name: k.name.clone(),
             buffers: f.buffers,
             steps: f.steps,
         });
     }
-    let f = frame::lower(g, None, &mut plan, &mut kernels);
+    let f = frame::lower(g, None, &mut plan, &mut kernels, &top);
     plan.buffers = f.buffers;
     plan.steps = f.steps;
     plan.prepare = f.prepare;

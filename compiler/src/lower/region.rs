@@ -37,6 +37,11 @@ pub fn lower(cx: &mut Ctx, r: &Region, out: &TensorType, ins: &[&TensorType]) ->
                 slot
             };
             let (sa, sb) = (operand(0), operand(1));
+            // A `b` the epilogue reads too must keep its layout.
+            let b_node = r.body.operands(*anchor)[1];
+            if sa == sb || r.body.users(b_node) != [*anchor] {
+                cx.packable.retain(|&p| p != sb + 1);
+            }
             let operands = [(ins[sa], sa + 1), (ins[sb], sb + 1)];
             // Buffers: the output, the inputs, the status word, then the packed panels of b and a.
             let packed = ins.len() + 2;
