@@ -92,8 +92,8 @@ impl Kernels {
     }
 }
 
-/// Adds the kernel computing `op` from `operands` into `out` (buffers of the frame); returns
-/// its step and the parameters it reads packed ahead (see [`pack`]), with their panels' width.
+/// Adds the kernel computing `op` from `operands` into `out` (buffers of frame `f`); returns
+/// its step, which reads the weights its matmul takes packed (see [`pack`]) packed.
 fn kernel(
     plan: &mut Plan,
     kernels: &mut Kernels,
@@ -101,16 +101,20 @@ fn kernel(
     (op, ty): (&Op, &TensorType),
     operands: &[(&TensorType, usize)],
     out: usize,
-    (names, packing): (&[Buffer], &Packing),
-) -> (Step, Vec<(usize, i64)>) {
+    (f, packing): (&mut Frame, &Packing),
+) -> Step {
     let ins: Vec<&TensorType> = operands.iter().map(|o| o.0).collect();
     let mut args = vec![out];
     args.extend(operands.iter().map(|o| o.1));
     let mut cx = Ctx::new(&plan.symbols, &kernels.schedule);
-    cx.packable = pack::packable(names, &args[1..], packing);
+    cx.packable = pack::packable(&f.buffers, &args[1..], packing);
     let t = template(&mut cx, op, ty, &ins);
-    let packed = std::mem::take(&mut cx.packed);
-    (emit(plan, kernels, name, t, &args, names), packed)
+    let packed = cx.packed;
+    let mut step = emit(plan, kernels, name, t, &args, &f.buffers);
+    for (param, nr) in packed {
+        read_packed(plan, kernels, f, (&mut step, param), nr);
+    }
+    step
 }
 
 /// Has step argument `param` (a weight) read packed with `nr`-column panels: at the top level
@@ -308,18 +312,15 @@ pub fn lower(
                     .iter()
                     .map(|o| (g.ty(*o), buffer_of[o.index()]))
                     .collect();
-                let (mut step, packed) = kernel(
+                let mut step = kernel(
                     plan,
                     kernels,
                     name(),
                     (op, &node.ty),
                     &ins,
                     buffer,
-                    (&f.buffers, packing),
+                    (&mut f, packing),
                 );
-                for (param, nr) in packed {
-                    read_packed(plan, kernels, &mut f, (&mut step, param), nr);
-                }
                 if let Step::Kernel { origin, .. } = &mut step {
                     *origin = node.origin();
                 }
@@ -539,14 +540,14 @@ fn copy_result(
         live: None,
     });
     let copy = Op::Unary(UnaryOp::StopGrad);
-    let (step, _) = kernel(
+    let step = kernel(
         plan,
         kernels,
         format!("{prefix}result_copy"),
         (&copy, &ty),
         &[(&ty, buffer_of[n.index()])],
         out,
-        (&f.buffers, &Packing::default()),
+        (f, &Packing::default()),
     );
     f.steps.push(step);
     f.outputs = vec![Binding {

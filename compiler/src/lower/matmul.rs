@@ -241,13 +241,64 @@ pub fn matmul(
         n: cx.dim(&out.shape[r - 1]),
         packed: prepacked.then_some(nr),
     };
-    let m = cx.dim(&rows);
+    let (task, extent, mut per_task, tasks) =
+        task_grid(cx, &s, &l, (&rows, &batch_shape), out_elem);
+    per_task.push(slices(
+        cx,
+        &s,
+        &l,
+        (abuf, bbuf, packed),
+        &tasks,
+        &mut epilogue,
+    ));
+    per_task.extend(tail_columns(
+        cx,
+        &l,
+        (abuf, bbuf),
+        &tasks,
+        (nr, s.lanes as i64),
+        &mut epilogue,
+    ));
+    let body = vec![Stmt::For {
+        var: task,
+        extent,
+        kind: Axis::Grid,
+        body: per_task,
+    }];
+    let locals = vec![
+        Local {
+            name: "b_panels".into(),
+            elem: Elem::F32,
+            // Unused when `b` comes packed.
+            len: if prepacked { 1 } else { (s.kc * s.nt) as usize },
+        },
+        Local {
+            name: "a_panels".into(),
+            elem: Elem::F32,
+            len: (s.kc * s.mc) as usize,
+        },
+    ];
+    (body, locals)
+}
+
+/// The parallel loop's variable and extent (every batch's row × column tasks), and the
+/// statements that start a task: its batch coordinates, row and column ranges, and counts of
+/// full panels and of whole vectors past them (none when partial sums are not f32).
+fn task_grid(
+    cx: &mut Ctx,
+    s: &Shape,
+    l: &Layout,
+    (rows, batch_shape): (&Dim, &[Dim]),
+    out_elem: Elem,
+) -> (Var, Expr, Vec<Stmt>, Tasks) {
+    let m = cx.dim(rows);
+    let nr = s.nr();
     let (task, i_lo, i_hi, j_lo, j_hi) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let (ic, jc, bi) = (cx.var(), cx.var(), cx.var());
     let tiles_n = div_up(l.n.clone(), Expr::Int(s.nt));
-    let batches = cx.dim(&Dim::product(&batch_shape).unwrap_or_default());
+    let batches = cx.dim(&Dim::product(batch_shape).unwrap_or_default());
     let others = folded(Bin::Mul, batches.clone(), tiles_n.clone());
-    let mc = task_rows(&s, m.clone(), others);
+    let mc = task_rows(s, m.clone(), others);
     let tiles_m = div_up(m.clone(), mc.clone());
     let mut per_task = vec![
         Stmt::Set(jc, bin(Bin::Rem, var(task), tiles_n.clone())),
@@ -264,7 +315,7 @@ pub fn matmul(
             bin(Bin::Div, var(task), mul(tiles_n.clone(), tiles_m.clone())),
         ),
     ];
-    for (v, e) in l.batch.iter().zip(delinearize(cx, var(bi), &batch_shape)) {
+    for (v, e) in l.batch.iter().zip(delinearize(cx, var(bi), batch_shape)) {
         per_task.push(Stmt::Set(*v, e));
     }
     let clip = |lo: Var, size: i64, end: Expr| bin(Bin::Min, add(var(lo), Expr::Int(size)), end);
@@ -296,42 +347,8 @@ pub fn matmul(
         panels: pv,
         vectors: vv,
     };
-    per_task.push(slices(
-        cx,
-        &s,
-        &l,
-        (abuf, bbuf, packed),
-        &tasks,
-        &mut epilogue,
-    ));
-    per_task.extend(tail_columns(
-        cx,
-        &l,
-        (abuf, bbuf),
-        &tasks,
-        (nr, s.lanes as i64),
-        &mut epilogue,
-    ));
-    let body = vec![Stmt::For {
-        var: task,
-        extent: mul(batches, mul(tiles_m, tiles_n)),
-        kind: Axis::Grid,
-        body: per_task,
-    }];
-    let locals = vec![
-        Local {
-            name: "b_panels".into(),
-            elem: Elem::F32,
-            // Unused when `b` comes packed.
-            len: if prepacked { 1 } else { (s.kc * s.nt) as usize },
-        },
-        Local {
-            name: "a_panels".into(),
-            elem: Elem::F32,
-            len: (s.kc * s.mc) as usize,
-        },
-    ];
-    (body, locals)
+    let extent = mul(batches, mul(tiles_m, tiles_n));
+    (task, extent, per_task, tasks)
 }
 
 /// Rows of one task: a multiple of `mr` that cuts the rows into enough tasks for the threads
