@@ -222,12 +222,19 @@ enum Command {
     /// gpt2, bert (BertModel), mamba, mamba2, jamba, bamba, zamba2, ijepa. A config option
     /// archc does not implement is an error that names the field.
     ///
-    /// Example: archc import hf config.json -o model.arch
+    /// `archc import gguf FILE.gguf -o MODEL.arch` reads a llama.cpp GGUF checkpoint's
+    /// metadata (Llama family) and writes its .arch, with Hugging Face's weight names:
+    /// `archc run MODEL.arch --weights FILE.gguf` reads the file by them (F32, F16, BF16,
+    /// Q8_0, Q4_0 and Q4_1 tensors, dequantized to f32 as they load; the query and key rows
+    /// llama.cpp permutes for its rotary are put back).
+    ///
+    /// Examples: archc import hf config.json -o model.arch
+    ///           archc import gguf SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2.arch
     Import {
-        /// Where the config comes from (only `hf`, Hugging Face, today).
+        /// Where the model comes from: `hf` (a config.json) or `gguf` (a GGUF checkpoint).
         #[arg(value_enum)]
         format: ImportFormat,
-        /// The config.json.
+        /// The config.json, or the .gguf file.
         config: PathBuf,
         /// The .arch file to write.
         #[arg(short, long)]
@@ -291,6 +298,8 @@ enum Stage {
 enum ImportFormat {
     /// A Hugging Face transformers config.json.
     Hf,
+    /// A llama.cpp GGUF checkpoint (its metadata).
+    Gguf,
 }
 
 /// An executor for `archc run`.
@@ -554,14 +563,23 @@ fn run(cli: Cli) -> Result<String, Failure> {
             build::build(&graph, &output, &how).map_err(|e| Failure::Input(format!("error: {e}\n")))
         }
         Command::Import {
-            format: ImportFormat::Hf,
+            format,
             config,
             output,
         } => {
-            check_paths(Some(&output), &[("the config", Some(&config))])?;
-            let text = read_text(&config)?;
-            let arch = archc_compiler::import::import_hf(&text, &config.display().to_string())
-                .map_err(|e| Failure::Input(format!("error: {e}\n")))?;
+            check_paths(Some(&output), &[("the model file", Some(&config))])?;
+            let source = config.display().to_string();
+            let arch = match format {
+                ImportFormat::Hf => {
+                    archc_compiler::import::import_hf(&read_text(&config)?, &source)
+                }
+                ImportFormat::Gguf => {
+                    let file = archc_runtime::gguf::GgufFile::open(&config)
+                        .map_err(|e| Failure::Input(format!("error: {e}\n")))?;
+                    archc_compiler::import::import_gguf(&file, &source)
+                }
+            }
+            .map_err(|e| Failure::Input(format!("error: {e}\n")))?;
             // Check what was written compiles, and say what it is.
             let mut s = Session::new().map_err(Failure::Input)?;
             s.max_nodes = max_nodes;

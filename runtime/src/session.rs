@@ -5,12 +5,15 @@ use std::collections::HashMap;
 
 use std::path::PathBuf;
 
+use crate::gguf_names::GgufWeights;
 use crate::{random_tensor, Checkpoint, DType, Data, Plan, Tensor, TensorFile, WeightData};
 
 /// Where a run's weights come from.
 pub enum WeightSource {
     /// Safetensors files; EMA copies they lack start equal to their online weights.
     File(Box<Checkpoint>, HashMap<String, String>),
+    /// A GGUF checkpoint (dequantized as it loads), read by Hugging Face names.
+    Gguf(Box<GgufWeights>),
     /// Deterministic random weights from a seed.
     Random(u64),
 }
@@ -21,6 +24,17 @@ impl WeightSource {
     pub fn open(plan: &Plan, files: &[PathBuf], seed: u64) -> Result<WeightSource, String> {
         if files.is_empty() {
             return Ok(WeightSource::Random(seed));
+        }
+        let gguf = |p: &PathBuf| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        };
+        if files.iter().any(gguf) {
+            let [one] = files else {
+                return Err("a GGUF checkpoint is one file: pass it alone to --weights".into());
+            };
+            let weights = GgufWeights::open(one).map_err(|e| e.to_string())?;
+            return Ok(WeightSource::Gguf(Box::new(weights)));
         }
         let checkpoint = Checkpoint::open(files).map_err(|e| e.to_string())?;
         Ok(WeightSource::File(
@@ -66,6 +80,7 @@ impl WeightSource {
                 };
                 f.read(source, dtype, shape).map_err(|e| e.to_string())
             }
+            WeightSource::Gguf(g) => g.read(name, dtype, shape).map_err(|e| e.to_string()),
             WeightSource::Random(_)
                 if shape
                     .iter()

@@ -96,7 +96,7 @@ pub enum TensorFileError {
     },
 }
 
-fn suggest(closest: &[String]) -> String {
+pub(crate) fn suggest(closest: &[String]) -> String {
     if closest.is_empty() {
         String::new()
     } else {

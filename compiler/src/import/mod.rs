@@ -7,6 +7,7 @@
 mod config;
 mod decoders;
 mod encoders;
+mod gguf;
 mod hybrids;
 mod rope;
 mod ssm;
@@ -22,6 +23,36 @@ pub const FAMILIES: &[&str] = &[
     "llama", "mistral", "qwen2", "qwen3", "gpt2", "bert", "ijepa", "mamba", "mamba2", "jamba",
     "bamba", "zamba2",
 ];
+
+/// Translates a GGUF file's metadata into `.arch` source whose weight names `--weights
+/// FILE.gguf` reads (see [`gguf`]). `source` names the file in errors and the header.
+pub fn import_gguf(
+    file: &archc_runtime::gguf::GgufFile,
+    source: &str,
+) -> Result<String, ImportError> {
+    let config = gguf::config_of(file, source)?;
+    let arch = import_hf(&config, source)?;
+    // The template's header speaks of a config.json; say where the model came from.
+    let body: String = arch
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let name = header_name(source);
+    Ok(format!(
+        "# Imported by `archc import gguf` from {name}.\n# Weight names are Hugging Face's; `--weights` reads the GGUF file by them.\n{body}"
+    ))
+}
+
+/// A file's name, escaped for a comment (a line break would end it).
+fn header_name(source: &str) -> String {
+    std::path::Path::new(source)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| source.to_string())
+        .escape_debug()
+        .to_string()
+}
 
 /// Translates the text of a `config.json` into `.arch` source. `source` names the file in
 /// errors and, escaped, in the header comment.
@@ -57,12 +88,7 @@ pub fn import_hf(json: &str, source: &str) -> Result<String, ImportError> {
         }
     };
     // The name goes into a comment, which a line break would end: escape what is not plain.
-    let file = std::path::Path::new(source)
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| source.to_string())
-        .escape_debug()
-        .to_string();
+    let file = header_name(source);
     let mut out = String::new();
     let _ = writeln!(
         out,
