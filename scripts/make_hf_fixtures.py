@@ -17,6 +17,12 @@ Run from the repository root, in a venv with torch, transformers and safetensors
 
     python -m venv venv && venv/bin/pip install torch transformers safetensors
     venv/bin/python scripts/make_hf_fixtures.py
+
+`--generate [CASE...]` adds the generation oracle to the causal cases' existing fixtures
+(default: all of GENERATE), without rebuilding them: the committed model, loaded back, runs
+greedy `generate()` for NEW_TOKENS tokens (its own KV/conv/SSM caches) on the fixture's
+input_ids, and `generate.safetensors` keeps `generated_ids` (rows that stopped early padded as
+transformers pads them) and `step_logits` (the raw logits of every step, `output_logits`).
 """
 
 import json
@@ -141,7 +147,31 @@ def build(case):
     return config, model
 
 
+# The causal cases whose generation archc must reproduce, and how many tokens.
+GENERATE = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "mamba", "mamba2", "jamba", "bamba", "zamba2"]
+NEW_TOKENS = 20
+
+
+def generate_oracle(case):
+    out_dir = os.path.join(ROOT, case)
+    model = transformers.AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32).eval()
+    model.config._attn_implementation = "eager"
+    ids = transformers.modeling_utils.load_state_dict(os.path.join(out_dir, "inputs.safetensors"))["input_ids"]
+    with torch.no_grad():
+        result = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, output_logits=True,
+                                return_dict_in_generate=True)
+    new = result.sequences[:, ids.shape[1]:]
+    logits = torch.stack(result.logits, dim=1).float()
+    save_file({"generated_ids": new.to(torch.int32).contiguous(), "step_logits": logits.contiguous()},
+              os.path.join(out_dir, "generate.safetensors"))
+    print(f"{case:16s} generated {list(new.shape)}: {new.tolist()}")
+
+
 def main():
+    if sys.argv[1:2] == ["--generate"]:
+        for case in sys.argv[2:] or GENERATE:
+            generate_oracle(case)
+        return
     cases = sys.argv[1:] or list(CASES)
     for case in cases:
         config, model = build(case)

@@ -15,8 +15,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bench;
 mod build;
+mod generate;
 mod progress;
 mod run;
+mod sampling;
 
 /// archc compiles neural-network architectures written in the .arch language.
 ///
@@ -147,6 +149,59 @@ enum Command {
         /// Bind a symbolic dim, e.g. `--dim seq=128` (repeatable).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
+        #[command(flatten)]
+        passes: PassFlags,
+    },
+    /// Generate tokens from a causal language model.
+    ///
+    /// Reads prompts as token ids (`--inputs`: `input_ids`, i32 or i64 [batch, t]) and appends
+    /// up to `--max-new-tokens` tokens to each, greedily unless `--temperature` is above 0
+    /// (then sampled, with `--top-k`, `--top-p` and `--seed`). A row stops at an
+    /// end-of-sequence token: `--eos-token-id`, else the GGUF file's, else `eos_token_id` of
+    /// a generation_config.json or config.json beside the weights. `--outputs` gets
+    /// `generated_ids` (i32 [batch, n], up to and including the end-of-sequence token; rows
+    /// that stopped earlier are padded with it) and `step_logits` (f32 [batch, n, vocab], the
+    /// raw logits each token was chosen from). Each step reruns the model on the whole
+    /// context: the compiler does not derive a recurrent step with a KV cache yet.
+    ///
+    /// Example: archc generate smollm2.arch --weights SmolLM2-135M-Instruct.Q4_1.gguf \
+    ///              --inputs prompt.safetensors --max-new-tokens 32 --outputs out.safetensors
+    Generate {
+        /// The .arch file of a model with one token input and a `logits` output.
+        file: PathBuf,
+        /// Safetensors weights (repeatable) or one GGUF file (default: random from --seed).
+        #[arg(long)]
+        weights: Vec<PathBuf>,
+        /// Safetensors file with the prompts' `input_ids` [batch, t].
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Where to write `generated_ids` and `step_logits` (default: print the ids).
+        #[arg(long)]
+        outputs: Option<PathBuf>,
+        /// The most new tokens per row.
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        /// Mask the end-of-sequence tokens until this many new tokens exist.
+        #[arg(long, default_value_t = 0)]
+        min_new_tokens: usize,
+        /// Sampling temperature (0: greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Sample from the k most likely tokens only (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Sample from the most likely tokens whose probability sums to p (1: all).
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Seed of the sampling (and of random weights).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// An end-of-sequence token id (repeatable).
+        #[arg(long = "eos-token-id")]
+        eos: Vec<i64>,
+        /// Which executor runs the model.
+        #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
+        backend: Backend,
         #[command(flatten)]
         passes: PassFlags,
     },
@@ -501,6 +556,65 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 },
             };
             run::run(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
+        }
+        Command::Generate {
+            file,
+            weights,
+            inputs,
+            outputs,
+            max_new_tokens,
+            min_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            eos,
+            backend,
+            passes,
+        } => {
+            let passes = passes.options()?;
+            let mut reads = vec![
+                ("the .arch source", Some(file.as_path())),
+                ("the --inputs file", Some(inputs.as_path())),
+            ];
+            reads.extend(
+                weights
+                    .iter()
+                    .map(|w| ("a --weights file", Some(w.as_path()))),
+            );
+            check_paths(outputs.as_deref(), &reads)?;
+            let valid =
+                temperature.is_finite() && temperature >= 0.0 && top_p > 0.0 && top_p <= 1.0;
+            if !valid {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "--temperature must be ≥ 0 and --top-p in (0, 1] (got {temperature} and {top_p})"
+                )));
+            }
+            let (s, id) = load(&file, max_nodes)?;
+            let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            let options = generate::GenerateOptions {
+                weights,
+                inputs,
+                outputs,
+                max_new: max_new_tokens,
+                min_new: min_new_tokens,
+                sampling: sampling::Sampling {
+                    temperature,
+                    top_k,
+                    top_p,
+                },
+                seed,
+                eos,
+                engine: match backend {
+                    Backend::Cranelift => run::Engine::Native(BackendKind::Cranelift),
+                    Backend::Llvm => run::Engine::Native(BackendKind::Llvm),
+                    Backend::Interp => run::Engine::Interp,
+                },
+                passes,
+                threads,
+            };
+            generate::generate(&graph, &options)
+                .map_err(|e| Failure::Input(format!("error: {e}\n")))
         }
         Command::Bench {
             file,

@@ -8,6 +8,7 @@ mod cli;
 mod codegen_equivalence;
 mod common;
 mod diagnostics;
+mod generate;
 mod gguf;
 mod hf_parity;
 mod hostile_input;
