@@ -20,13 +20,15 @@ use archc_runtime::{write_tensors, DType, Data, SplitMix64, Tensor, TensorFile, 
 use crate::progress;
 use crate::run::Engine;
 use crate::sampling::Sampling;
+use crate::text::Text;
+use archc_runtime::gguf::GgufFile;
 
 /// Options of one generation.
 pub struct GenerateOptions {
     /// The weights (safetensors files, or one GGUF file).
     pub weights: Vec<PathBuf>,
-    /// `input_ids`, i32 or i64 `[batch, t]`.
-    pub inputs: PathBuf,
+    /// The prompts.
+    pub prompt: Prompt,
     /// Where `generated_ids` and `step_logits` go.
     pub outputs: Option<PathBuf>,
     /// The most tokens each row gets.
@@ -47,6 +49,21 @@ pub struct GenerateOptions {
     pub threads: usize,
 }
 
+/// Where the prompts come from.
+pub enum Prompt {
+    /// A safetensors file's `input_ids`, i32 or i64 `[batch, t]`.
+    Ids(PathBuf),
+    /// One text, tokenized (and with `chat`, put in the model's chat template first).
+    Text {
+        /// The text.
+        text: String,
+        /// Whether to apply the chat template.
+        chat: bool,
+        /// A `tokenizer.json` (default: the GGUF weights' tokenizer).
+        tokenizer: Option<PathBuf>,
+    },
+}
+
 /// The tokens and logits of a generation.
 struct Generated {
     /// Per row, the tokens chosen.
@@ -61,11 +78,7 @@ struct Generated {
 /// Generates from the prompts in `o.inputs`; returns the text to print.
 pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
     let (input, output) = contract(g)?;
-    let file = TensorFile::open(&o.inputs).map_err(|e| e.to_string())?;
-    let prompts = file
-        .read_any(&input)
-        .map_err(|e| format!("{}: {e}", o.inputs.display()))?;
-    let rows = prompt_rows(&prompts).map_err(|e| format!("{}: {e}", o.inputs.display()))?;
+    let (rows, dtype, text) = prompts(&o.prompt, &input, &o.weights)?;
     let eos = if o.eos.is_empty() {
         eos_beside(&o.weights)
     } else {
@@ -73,7 +86,7 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
     };
     let as_inputs = |context: &[Vec<i64>]| {
         let flat: Vec<i64> = context.iter().flatten().copied().collect();
-        let ids = Tensor::int(prompts.dtype, vec![context.len(), context[0].len()], flat);
+        let ids = Tensor::int(dtype, vec![context.len(), context[0].len()], flat);
         HashMap::from([(input.clone(), ids)])
     };
     let kind = match o.engine {
@@ -90,7 +103,7 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
                 let out = interpret(g, &dims, &inputs, &mut weights).map_err(|e| e.to_string())?;
                 last_rows(&out.into_iter().collect::<Vec<_>>(), &output, context.len())
             };
-            let result = decode(&mut forward, rows, &eos, o)?;
+            let result = decode(&mut forward, rows, (&eos, text.as_ref()), o)?;
             return report(&result, o, &eos);
         }
     };
@@ -109,8 +122,51 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
             .map_err(|e| e.to_string())?;
         last_rows(&out, &output, context.len())
     };
-    let result = decode(&mut forward, rows, &eos, o)?;
+    let result = decode(&mut forward, rows, (&eos, text.as_ref()), o)?;
     report(&result, o, &eos)
+}
+
+/// The prompts' rows of ids and their dtype, and the tokenizer that made them from text.
+type Prompts = (Vec<Vec<i64>>, DType, Option<Text>);
+
+/// The prompts of `p`, for the model's token input `input`.
+fn prompts(p: &Prompt, input: &str, weights: &[PathBuf]) -> Result<Prompts, String> {
+    match p {
+        Prompt::Ids(path) => {
+            let file = TensorFile::open(path).map_err(|e| e.to_string())?;
+            let t = file
+                .read_any(input)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let rows = prompt_rows(&t).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok((rows, t.dtype, None))
+        }
+        Prompt::Text {
+            text,
+            chat,
+            tokenizer,
+        } => {
+            let tok =
+                match (tokenizer, weights) {
+                    (Some(path), _) => Text::from_file(path)?,
+                    (None, [w])
+                        if w.extension()
+                            .is_some_and(|e| e.eq_ignore_ascii_case("gguf")) =>
+                    {
+                        Text::from_gguf(&GgufFile::open(w).map_err(|e| e.to_string())?)?
+                    }
+                    _ => return Err(
+                        "--prompt needs a tokenizer: --tokenizer tokenizer.json, or GGUF weights"
+                            .into(),
+                    ),
+                };
+            let text = if *chat { tok.chat(text)? } else { text.clone() };
+            let ids = tok.encode(&text)?;
+            if ids.is_empty() {
+                return Err("the prompt has no tokens".into());
+            }
+            Ok((vec![ids], DType::I64, Some(tok)))
+        }
+    }
 }
 
 /// The model's token input and logits output: an integer input `[batch, seq]` (named
@@ -192,7 +248,7 @@ type Forward<'a> = dyn FnMut(&[Vec<i64>]) -> Result<Vec<Vec<f32>>, String> + 'a;
 fn decode(
     forward: &mut Forward,
     mut context: Vec<Vec<i64>>,
-    eos: &[i64],
+    (eos, text): (&[i64], Option<&Text>),
     o: &GenerateOptions,
 ) -> Result<Generated, String> {
     let rows = context.len();
@@ -205,7 +261,7 @@ fn decode(
         decode: Duration::ZERO,
     };
     let pad = eos.first().copied().unwrap_or(0);
-    let mut out = std::io::stderr();
+    let mut stream = Stream::default();
     for step in 0..o.max_new {
         let started = Instant::now();
         let logits = forward(&context)?;
@@ -233,18 +289,39 @@ fn decode(
         } else {
             g.decode += spent;
         }
-        if rows == 1 {
-            let _ = write!(out, "{} ", g.ids[0][step]);
-            let _ = out.flush();
+        if let (1, Some(t)) = (rows, text) {
+            stream.show(&t.decode(&g.ids[0]));
         }
         if done.iter().all(|&d| d) {
             break;
         }
     }
-    if rows == 1 {
-        let _ = writeln!(out);
+    if text.is_some() {
+        println!();
     }
     Ok(g)
+}
+
+/// Text printed as it is generated.
+#[derive(Default)]
+struct Stream {
+    /// What is on the screen.
+    shown: String,
+}
+
+impl Stream {
+    /// Prints what `text` adds to what is shown. A token that ends inside a character decodes
+    /// to a replacement character until the next one completes it: such text waits.
+    fn show(&mut self, text: &str) {
+        if let Some(new) = text.strip_prefix(self.shown.as_str()) {
+            if !new.ends_with('\u{fffd}') {
+                let mut out = std::io::stdout();
+                let _ = write!(out, "{new}");
+                let _ = out.flush();
+                self.shown = text.to_string();
+            }
+        }
+    }
 }
 
 /// Writes the outputs (or not) and says what was generated, how fast.
@@ -276,9 +353,12 @@ fn report(g: &Generated, o: &GenerateOptions, eos: &[i64]) -> Result<String, Str
             path.display()
         ));
     }
-    for (r, ids) in g.ids.iter().enumerate() {
-        let shown: Vec<String> = ids.iter().map(i64::to_string).collect();
-        text.push_str(&format!("row {r}: {}\n", shown.join(" ")));
+    // Text prompts had their answer printed as it came.
+    if let Prompt::Ids(_) = o.prompt {
+        for (r, ids) in g.ids.iter().enumerate() {
+            let shown: Vec<String> = ids.iter().map(i64::to_string).collect();
+            text.push_str(&format!("row {r}: {}\n", shown.join(" ")));
+        }
     }
     let per_s = |tokens: usize, d: Duration| tokens as f64 / d.as_secs_f64().max(1e-9);
     text.push_str(&format!(

@@ -19,6 +19,7 @@ mod generate;
 mod progress;
 mod run;
 mod sampling;
+mod text;
 
 /// archc compiles neural-network architectures written in the .arch language.
 ///
@@ -173,8 +174,19 @@ enum Command {
         #[arg(long)]
         weights: Vec<PathBuf>,
         /// Safetensors file with the prompts' `input_ids` [batch, t].
+        #[arg(long, required_unless_present = "prompt", conflicts_with = "prompt")]
+        inputs: Option<PathBuf>,
+        /// A prompt as text (tokenized by --tokenizer, or the GGUF file's tokenizer); the
+        /// answer is printed as it is generated.
         #[arg(long)]
-        inputs: PathBuf,
+        prompt: Option<String>,
+        /// Put the prompt in the model's chat template (one user message) first.
+        #[arg(long, requires = "prompt")]
+        chat: bool,
+        /// A Hugging Face tokenizer.json (its tokenizer_config.json beside it gives the chat
+        /// template).
+        #[arg(long, requires = "prompt")]
+        tokenizer: Option<PathBuf>,
         /// Where to write `generated_ids` and `step_logits` (default: print the ids).
         #[arg(long)]
         outputs: Option<PathBuf>,
@@ -561,6 +573,9 @@ fn run(cli: Cli) -> Result<String, Failure> {
             file,
             weights,
             inputs,
+            prompt,
+            chat,
+            tokenizer,
             outputs,
             max_new_tokens,
             min_new_tokens,
@@ -575,7 +590,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
             let passes = passes.options()?;
             let mut reads = vec![
                 ("the .arch source", Some(file.as_path())),
-                ("the --inputs file", Some(inputs.as_path())),
+                ("the --inputs file", inputs.as_deref()),
+                ("the --tokenizer file", tokenizer.as_deref()),
             ];
             reads.extend(
                 weights
@@ -592,9 +608,17 @@ fn run(cli: Cli) -> Result<String, Failure> {
             }
             let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            let prompt = match (inputs, prompt) {
+                (Some(path), _) => generate::Prompt::Ids(path),
+                (None, text) => generate::Prompt::Text {
+                    text: text.unwrap_or_default(),
+                    chat,
+                    tokenizer,
+                },
+            };
             let options = generate::GenerateOptions {
                 weights,
-                inputs,
+                prompt,
                 outputs,
                 max_new: max_new_tokens,
                 min_new: min_new_tokens,

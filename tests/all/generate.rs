@@ -15,6 +15,12 @@ const CASES: &[&str] = &[
     "gpt2", "llama", "mistral", "qwen2", "qwen3", "mamba", "mamba2", "jamba", "bamba", "zamba2",
 ];
 
+/// The chat prompts of `scripts/make_smollm2_fixture.py`.
+const PROMPTS: [&str; 2] = [
+    "What is the capital of France?",
+    "Write a haiku about compilers.",
+];
+
 fn p(x: &Path) -> String {
     x.to_string_lossy().into_owned()
 }
@@ -101,7 +107,7 @@ fn smollm2_answers_chat_prompts_as_transformers_does() {
     let d = scratch_dir("generate-smollm2");
     archc_limited(&["import", "gguf", &p(&gguf), "-o", "smol.arch"], &d).expect(0, &[]);
     let fixture = repo("tests/fixtures/smollm2");
-    for i in 0..2 {
+    for (i, prompt) in PROMPTS.iter().enumerate() {
         let ids = read(
             &fixture.join("inputs.safetensors"),
             &format!("input_ids_{i}"),
@@ -137,7 +143,37 @@ fn smollm2_answers_chat_prompts_as_transformers_does() {
                 got.len()
             );
         }
+        // The same from the text: the GGUF file's tokenizer and chat template make the ids.
+        let args = [
+            "generate",
+            "smol.arch",
+            "--weights",
+            &p(&gguf),
+            "--prompt",
+            prompt,
+            "--chat",
+            "--max-new-tokens",
+            "32",
+            "--outputs",
+            "text.safetensors",
+        ];
+        let out = archc_limited(&args, &d);
+        out.expect(0, &[]);
+        let got = read(&d.join("text.safetensors"), "generated_ids").to_f32();
+        assert_eq!(got, want, "prompt {i} from its text");
     }
+    let args = [
+        "generate",
+        "smol.arch",
+        "--weights",
+        &p(&gguf),
+        "--prompt",
+        PROMPTS[0],
+        "--chat",
+    ];
+    let answer = archc_limited(&args, &d);
+    answer.expect(0, &[]);
+    assert!(answer.stdout.contains("Paris"), "{}", answer.stdout);
     std::fs::remove_dir_all(&d).ok();
 }
 
@@ -189,6 +225,20 @@ fn generate_refuses_what_it_cannot_decode() {
         args.extend(bad);
         archc_limited(&args, &d).expect(2, &["--temperature must be"]);
     }
+    // Text needs a tokenizer: this checkpoint has none.
+    let weights = p(&llama.join("model.safetensors"));
+    archc_limited(
+        &[
+            "generate",
+            "llama.arch",
+            "--weights",
+            &weights,
+            "--prompt",
+            "hello",
+        ],
+        &d,
+    )
+    .expect(1, &["needs a tokenizer"]);
     // Sampling is reproducible from its seed.
     let sampled = |seed: &str, out: &str| {
         let args = [
