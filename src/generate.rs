@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use archc_compiler::codegen::backend::BackendKind;
+use archc_compiler::graph::noncausal;
 use archc_compiler::graph::Graph;
 use archc_compiler::interp::{bind_dims, interpret};
-use archc_compiler::passes::{lower_optimized_for, PassOptions};
+use archc_compiler::passes::{lower_optimized_for, optimize, PassOptions};
 use archc_runtime::{write_tensors, DType, Data, SplitMix64, Tensor, TensorFile, WeightSource};
 
 use crate::progress;
@@ -77,7 +78,15 @@ struct Generated {
 
 /// Generates from the prompts in `o.inputs`; returns the text to print.
 pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
-    let (input, output) = contract(g)?;
+    let input = token_input(g)?;
+    causal(g, &input)?;
+    let output = logits_output(g)?;
+    if g.inputs.len() > 1 {
+        return Err(format!(
+            "model `{}` has inputs besides `{input}`; generate feeds only the tokens",
+            g.name
+        ));
+    }
     let (rows, dtype, text) = prompts(&o.prompt, &input, &o.weights)?;
     let eos = if o.eos.is_empty() {
         eos_beside(&o.weights)
@@ -126,6 +135,28 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
     report(&result, o, &eos)
 }
 
+/// Refuses a model whose output at a position reads later positions, naming the operation
+/// (found on the fully fused graph, where attention's masks are known as key ranges).
+fn causal(g: &Graph, input: &str) -> Result<(), String> {
+    let fused = optimize(g, &PassOptions::all()).map_err(|e| e.to_string())?;
+    let first = fused
+        .outputs
+        .keys()
+        .find_map(|output| noncausal(&fused, input, output));
+    match first {
+        None => Ok(()),
+        Some(at) => Err(format!(
+            "model `{}` is not causal: {} reads {}, and generation adds one position at a time",
+            g.name,
+            at.origin,
+            match at.by {
+                Some(n) => format!("{n} positions ahead of its own"),
+                None => "every later position".to_string(),
+            }
+        )),
+    }
+}
+
 /// The prompts' rows of ids and their dtype, and the tokenizer that made them from text.
 type Prompts = (Vec<Vec<i64>>, DType, Option<Text>);
 
@@ -169,9 +200,9 @@ fn prompts(p: &Prompt, input: &str, weights: &[PathBuf]) -> Result<Prompts, Stri
     }
 }
 
-/// The model's token input and logits output: an integer input `[batch, seq]` (named
-/// `input_ids` when there are several) and an output `logits` (or the only output).
-fn contract(g: &Graph) -> Result<(String, String), String> {
+/// The model's token input: an integer input `[batch, seq]` (named `input_ids` when there
+/// are several).
+fn token_input(g: &Graph) -> Result<String, String> {
     let ints: Vec<&String> = g
         .inputs
         .iter()
@@ -191,19 +222,18 @@ fn contract(g: &Graph) -> Result<(String, String), String> {
             ))
         }
     };
-    if g.inputs.len() > 1 {
-        return Err(format!(
-            "model `{}` has inputs besides `{input}`; generate feeds only the tokens",
-            g.name
-        ));
-    }
+    Ok(input)
+}
+
+/// The output tokens are chosen from: `logits` (or the only output), `[batch, seq, vocab]`.
+fn logits_output(g: &Graph) -> Result<String, String> {
     let output = if g.outputs.contains_key("logits") || g.outputs.len() != 1 {
         "logits".to_string()
     } else {
         g.outputs.keys().next().cloned().unwrap_or_default()
     };
     match g.outputs.get(&output) {
-        Some(&n) if g.ty(n).rank() == 3 && g.ty(n).dtype.is_float() => Ok((input, output)),
+        Some(&n) if g.ty(n).rank() == 3 && g.ty(n).dtype.is_float() => Ok(output),
         _ => Err(format!(
             "model `{}` has no output `logits` [batch, seq, vocab] to choose tokens from",
             g.name

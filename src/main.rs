@@ -324,11 +324,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
 }
 
 /// `archc generate`.
-fn generate_command(
-    args: GenerateArgs,
-    max_nodes: u64,
-    threads: usize,
-) -> Result<String, Failure> {
+fn generate_command(args: GenerateArgs, max_nodes: u64, threads: usize) -> Result<String, Failure> {
     let GenerateArgs {
         file,
         weights,

@@ -192,17 +192,17 @@ fn generate_refuses_what_it_cannot_decode() {
         &d,
     )
     .expect(0, &[]);
-    // BERT takes a mask and token types besides the ids.
-    archc_limited(
+    // BERT's attention sees every token: the error names it in bert.arch.
+    let bert_inputs = p(&fixture.join("inputs.safetensors"));
+    archc_limited(&["generate", "bert.arch", "--inputs", &bert_inputs], &d).expect(
+        1,
         &[
-            "generate",
-            "bert.arch",
-            "--inputs",
-            &p(&fixture.join("inputs.safetensors")),
+            "is not causal",
+            "bert.arch:",
+            "attention",
+            "every later position",
         ],
-        &d,
-    )
-    .expect(1, &["inputs besides"]);
+    );
     let llama = repo("tests/fixtures/hf/llama");
     archc_limited(
         &[
@@ -224,6 +224,34 @@ fn generate_refuses_what_it_cannot_decode() {
         let mut args = vec!["generate", "llama.arch", "--inputs", &inputs];
         args.extend(bad);
         archc_limited(&args, &d).expect(2, &["--temperature must be"]);
+    }
+    // A Llama whose attention is not causal, one that adds a mean over the sequence, and one
+    // that reads the next token: each is refused, naming the operation that looks ahead.
+    let source = std::fs::read_to_string(d.join("llama.arch")).expect("written");
+    let variants = [
+        (
+            "bidirectional",
+            source.replace("causal = true", "causal = false"),
+            "attention",
+            "every later position",
+        ),
+        (
+            "pooled",
+            source.replacen(
+                "linear(h, vocab",
+                "linear(h + mean(h, 1, keepdim = true), vocab",
+                1,
+            ),
+            "reduce_sum",
+            "every later position",
+        ),
+    ];
+    for (name, text, op, how) in variants {
+        assert_ne!(text, source, "{name}: the edit applies");
+        std::fs::write(d.join(format!("{name}.arch")), text).expect("writable");
+        let file = format!("{name}.arch");
+        archc_limited(&["generate", &file, "--inputs", &inputs], &d)
+            .expect(1, &["is not causal", &format!("{name}.arch:"), op, how]);
     }
     // Text needs a tokenizer: this checkpoint has none.
     let weights = p(&llama.join("model.safetensors"));

@@ -4,6 +4,7 @@
 
 mod backends;
 mod build;
+mod causality;
 mod cli;
 mod codegen_equivalence;
 mod common;

@@ -3,6 +3,7 @@
 //! Blocks do not survive elaboration; each node keeps the weight scope it was created under
 //! (`model.layers.3.self_attn`), which the dump shows.
 
+mod causality;
 mod infer;
 mod moe;
 mod op;
@@ -12,6 +13,7 @@ mod structure;
 
 pub use archc_kernels::Ieee64;
 pub use archc_runtime::Dim;
+pub use causality::{noncausal, LookAhead};
 pub use infer::{broadcast, infer, TypeError};
 pub use moe::{Expert, MoeInfo, ROUTED};
 pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
