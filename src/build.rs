@@ -81,7 +81,8 @@ pub struct How<'a> {
 /// Compiles `g` into the executable `out`; returns a report.
 pub fn build(g: &Graph, out: &Path, how: &How) -> Result<String, String> {
     let cc = how.cc;
-    let lowered = lower_optimized_for(g, how.passes, &how.target).map_err(|e| e.to_string())?;
+    let mut lowered = lower_optimized_for(g, how.passes, &how.target).map_err(|e| e.to_string())?;
+    lowered.plan.generation = crate::generate::generation(g);
     let json = plan_to_json(&lowered.plan);
     let object = crate::progress::spin("compiling", || {
         how.backend.object(

@@ -8,21 +8,23 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::noncausal;
 use archc_compiler::graph::Graph;
 use archc_compiler::interp::{bind_dims, interpret};
 use archc_compiler::passes::{lower_optimized_for, optimize, PassOptions};
-use archc_runtime::{write_tensors, DType, Data, SplitMix64, Tensor, TensorFile, WeightSource};
+use archc_runtime::{DType, Generation, Tensor, TensorFile, WeightSource};
 
 use crate::progress;
 use crate::run::Engine;
-use crate::sampling::Sampling;
 use crate::text::Text;
+use archc_runtime::generation::{
+    decode, eos_beside, last_rows, prompt_rows, Decoding, Forward, Generated,
+};
 use archc_runtime::gguf::GgufFile;
+use archc_runtime::sampling::Sampling;
 
 /// Options of one generation.
 pub struct GenerateOptions {
@@ -65,17 +67,6 @@ pub enum Prompt {
     },
 }
 
-/// The tokens and logits of a generation.
-struct Generated {
-    /// Per row, the tokens chosen.
-    ids: Vec<Vec<i64>>,
-    /// Per step, per row, the raw logits the token was chosen from.
-    logits: Vec<Vec<Vec<f32>>>,
-    /// The first step (the prompt) and the rest.
-    prefill: Duration,
-    decode: Duration,
-}
-
 /// Generates from the prompts in `o.inputs`; returns the text to print.
 pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
     let input = token_input(g)?;
@@ -92,6 +83,13 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
         eos_beside(&o.weights)
     } else {
         o.eos.clone()
+    };
+    let d = Decoding {
+        max_new: o.max_new,
+        min_new: o.min_new,
+        sampling: o.sampling.clone(),
+        seed: o.seed,
+        eos: eos.clone(),
     };
     let as_inputs = |context: &[Vec<i64>]| {
         let flat: Vec<i64> = context.iter().flatten().copied().collect();
@@ -112,7 +110,7 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
                 let out = interpret(g, &dims, &inputs, &mut weights).map_err(|e| e.to_string())?;
                 last_rows(&out.into_iter().collect::<Vec<_>>(), &output, context.len())
             };
-            let result = decode(&mut forward, rows, (&eos, text.as_ref()), o)?;
+            let result = run_decode(&mut forward, rows, &d, text.as_ref())?;
             return report(&result, o, &eos);
         }
     };
@@ -131,8 +129,24 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
             .map_err(|e| e.to_string())?;
         last_rows(&out, &output, context.len())
     };
-    let result = decode(&mut forward, rows, (&eos, text.as_ref()), o)?;
+    let result = run_decode(&mut forward, rows, &d, text.as_ref())?;
     report(&result, o, &eos)
+}
+
+/// Whether a built binary of `g` can generate, and from which input and output.
+pub fn generation(g: &Graph) -> Generation {
+    let found = token_input(g).and_then(|input| {
+        causal(g, &input)?;
+        Ok((input, logits_output(g)?))
+    });
+    match found {
+        Ok((input, output)) if g.inputs.len() == 1 => Generation::Causal { input, output },
+        Ok((input, _)) => Generation::Refused(format!(
+            "model `{}` has inputs besides `{input}`; generate feeds only the tokens",
+            g.name
+        )),
+        Err(e) => Generation::Refused(e),
+    }
 }
 
 /// Refuses a model whose output at a position reads later positions, naming the operation
@@ -241,97 +255,6 @@ fn logits_output(g: &Graph) -> Result<String, String> {
     }
 }
 
-/// The prompts as rows of token ids.
-fn prompt_rows(t: &Tensor) -> Result<Vec<Vec<i64>>, String> {
-    let Data::I64(v) = &t.data else {
-        return Err("input_ids must be i32 or i64".into());
-    };
-    match t.shape[..] {
-        [b, len] if b > 0 && len > 0 => Ok(v.chunks(len).map(<[i64]>::to_vec).collect()),
-        _ => Err(format!(
-            "input_ids must be [batch, t] with batch and t ≥ 1, not {:?}",
-            t.shape
-        )),
-    }
-}
-
-/// The last position's logits of each row.
-fn last_rows(out: &[(String, Tensor)], output: &str, rows: usize) -> Result<Vec<Vec<f32>>, String> {
-    let t = out
-        .iter()
-        .find(|(n, _)| n == output)
-        .map(|(_, t)| t)
-        .ok_or_else(|| format!("the model did not produce `{output}`"))?;
-    let vocab = *t.shape.last().unwrap_or(&0);
-    let values = t.to_f32();
-    let per_row = values.len() / rows.max(1);
-    Ok((0..rows)
-        .map(|r| values[r * per_row + per_row - vocab..(r + 1) * per_row].to_vec())
-        .collect())
-}
-
-/// One forward pass: the rows of token ids so far → the last position's logits of each.
-type Forward<'a> = dyn FnMut(&[Vec<i64>]) -> Result<Vec<Vec<f32>>, String> + 'a;
-
-/// The decoding loop: choose, append, stop rows at an end-of-sequence token (they are fed
-/// that token from then on, as transformers pads them), stop when all rows have.
-fn decode(
-    forward: &mut Forward,
-    mut context: Vec<Vec<i64>>,
-    (eos, text): (&[i64], Option<&Text>),
-    o: &GenerateOptions,
-) -> Result<Generated, String> {
-    let rows = context.len();
-    let mut rng = SplitMix64::new(o.seed, "generate");
-    let mut done = vec![false; rows];
-    let mut g = Generated {
-        ids: vec![Vec::new(); rows],
-        logits: Vec::new(),
-        prefill: Duration::ZERO,
-        decode: Duration::ZERO,
-    };
-    let pad = eos.first().copied().unwrap_or(0);
-    let mut stream = Stream::default();
-    for step in 0..o.max_new {
-        let started = Instant::now();
-        let logits = forward(&context)?;
-        let banned: Vec<usize> = if step < o.min_new {
-            eos.iter()
-                .filter_map(|&e| usize::try_from(e).ok())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        for (r, row) in logits.iter().enumerate() {
-            let token = if done[r] {
-                pad
-            } else {
-                o.sampling.choose(row, &banned, &mut rng) as i64
-            };
-            g.ids[r].push(token);
-            context[r].push(token);
-            done[r] = done[r] || eos.contains(&token);
-        }
-        g.logits.push(logits);
-        let spent = started.elapsed();
-        if step == 0 {
-            g.prefill = spent;
-        } else {
-            g.decode += spent;
-        }
-        if let (1, Some(t)) = (rows, text) {
-            stream.show(&t.decode(&g.ids[0]));
-        }
-        if done.iter().all(|&d| d) {
-            break;
-        }
-    }
-    if text.is_some() {
-        println!();
-    }
-    Ok(g)
-}
-
 /// Text printed as it is generated.
 #[derive(Default)]
 struct Stream {
@@ -354,88 +277,36 @@ impl Stream {
     }
 }
 
+/// Decodes, streaming the text of a text prompt.
+fn run_decode(
+    forward: &mut Forward,
+    rows: Vec<Vec<i64>>,
+    d: &Decoding,
+    text: Option<&Text>,
+) -> Result<Generated, String> {
+    let mut stream = Stream::default();
+    let mut shown = |ids: &[Vec<i64>]| {
+        if let (Some(t), [row]) = (text, ids) {
+            stream.show(&t.decode(row));
+        }
+    };
+    let g = decode(forward, rows, d, &mut shown)?;
+    if text.is_some() {
+        println!();
+    }
+    Ok(g)
+}
+
 /// Writes the outputs (or not) and says what was generated, how fast.
 fn report(g: &Generated, o: &GenerateOptions, eos: &[i64]) -> Result<String, String> {
-    let (rows, n) = (g.ids.len(), g.logits.len());
     let mut text = String::new();
     if let Some(path) = &o.outputs {
-        let ids: Vec<i64> = g.ids.iter().flatten().copied().collect();
-        let vocab = g.logits.first().and_then(|s| s.first()).map_or(0, Vec::len);
-        let mut logits = Vec::with_capacity(rows * n * vocab);
-        for r in 0..rows {
-            for step in &g.logits {
-                logits.extend(&step[r]);
-            }
-        }
-        let tensors = [
-            (
-                "generated_ids".to_string(),
-                Tensor::int(DType::I32, vec![rows, n], ids),
-            ),
-            (
-                "step_logits".to_string(),
-                Tensor::f32(vec![rows, n, vocab], logits),
-            ),
-        ];
-        write_tensors(path, &tensors).map_err(|e| e.to_string())?;
-        text.push_str(&format!(
-            "wrote generated_ids and step_logits to {}\n",
-            path.display()
-        ));
+        text.push_str(&g.write(path)?);
     }
     // Text prompts had their answer printed as it came.
     if let Prompt::Ids(_) = o.prompt {
-        for (r, ids) in g.ids.iter().enumerate() {
-            let shown: Vec<String> = ids.iter().map(i64::to_string).collect();
-            text.push_str(&format!("row {r}: {}\n", shown.join(" ")));
-        }
+        text.push_str(&g.rows_text());
     }
-    let per_s = |tokens: usize, d: Duration| tokens as f64 / d.as_secs_f64().max(1e-9);
-    text.push_str(&format!(
-        "{n} steps × {rows} rows ({}); first step {:.1} ms, then {:.1} tokens/s (each step reruns the whole context)\n",
-        if eos.is_empty() {
-            "no end-of-sequence token known: --eos-token-id sets one".to_string()
-        } else {
-            format!("end of sequence: {eos:?}")
-        },
-        g.prefill.as_secs_f64() * 1e3,
-        per_s(rows * n.saturating_sub(1), g.decode),
-    ));
+    text.push_str(&g.summary(eos));
     Ok(text)
-}
-
-/// End-of-sequence ids from what sits beside the weights: a GGUF file's
-/// `tokenizer.ggml.eos_token_id`, or `eos_token_id` (a number or a list) of a
-/// `generation_config.json` or `config.json` in the weights' directory.
-pub fn eos_beside(weights: &[PathBuf]) -> Vec<i64> {
-    let Some(first) = weights.first() else {
-        return Vec::new();
-    };
-    if first
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-    {
-        return archc_runtime::gguf::GgufFile::open(first)
-            .ok()
-            .and_then(|f| f.int("tokenizer.ggml.eos_token_id"))
-            .into_iter()
-            .collect();
-    }
-    let dir = first.parent().unwrap_or(Path::new("."));
-    for name in ["generation_config.json", "config.json"] {
-        let Ok(text) = archc_runtime::files::read_text(&dir.join(name), 1 << 20) else {
-            continue;
-        };
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        match json.get("eos_token_id") {
-            Some(serde_json::Value::Number(n)) => return n.as_i64().into_iter().collect(),
-            Some(serde_json::Value::Array(a)) => {
-                return a.iter().filter_map(serde_json::Value::as_i64).collect()
-            }
-            _ => {}
-        }
-    }
-    Vec::new()
 }

@@ -21,7 +21,7 @@ mod cli;
 mod generate;
 mod progress;
 mod run;
-mod sampling;
+
 mod text;
 
 /// Why a command failed, and so with which status it exits.
@@ -377,7 +377,7 @@ fn generate_command(args: GenerateArgs, max_nodes: u64, threads: usize) -> Resul
         outputs,
         max_new: max_new_tokens,
         min_new: min_new_tokens,
-        sampling: sampling::Sampling {
+        sampling: archc_runtime::sampling::Sampling {
             temperature,
             top_k,
             top_p,

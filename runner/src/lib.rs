@@ -3,12 +3,15 @@
 //! `archc build` links an object file holding the kernels, a table of their addresses and the
 //! plan as JSON with this static library. The binary runs like `archc run`:
 //! `BIN [--weights W.safetensors]... [--inputs IN.safetensors] [--outputs OUT.safetensors]
-//! [--seed N] [--dim NAME=VALUE]...`, each flag also as `--flag=VALUE`.
+//! [--seed N] [--dim NAME=VALUE]...`, each flag also as `--flag=VALUE`; `BIN generate ...`
+//! decodes as `archc generate --inputs` does.
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+mod generate;
 
 use archc_runtime::{
     load_inputs, summarize, write_tensors, CpuKernels, Executor, KernelFn, Plan, TensorFile,
@@ -58,7 +61,8 @@ Runs the model compiled into this binary by `archc build`. Without --weights the
 random from --seed; --weights may name a sharded checkpoint's model.safetensors.index.json, and
 repeated --weights files are merged. Without --inputs the inputs are random too; without
 --outputs a summary of each output is printed. --threads sets how many threads the kernels
-use (default: every core). `--flag=VALUE` works like `--flag VALUE`.";
+use (default: every core). `--flag=VALUE` works like `--flag VALUE`.
+`BIN generate --help` shows how to generate tokens with the model.";
 
 struct Options {
     weights: Vec<PathBuf>,
@@ -80,29 +84,20 @@ fn once(slot: &mut Option<PathBuf>, flag: &str, value: String) -> Result<(), Str
     Ok(())
 }
 
-fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o = Options {
-        weights: Vec::new(),
-        inputs: None,
-        outputs: None,
-        seed: 0,
-        dims: HashMap::new(),
-        threads: None,
-    };
+/// The `(flag, value)` pairs of `args`, each `--flag VALUE` or `--flag=VALUE`, for flags in
+/// `known`; `Err("")` asks for the usage (`-h`, `--help`).
+fn flags(args: &[String], known: &[&str]) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "-h" || a == "--help" {
             return Err(String::new());
         }
-        // `--flag=VALUE` or `--flag VALUE`.
         let (flag, inline) = match a.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
             _ => (a.as_str(), None),
         };
-        if !matches!(
-            flag,
-            "--weights" | "--inputs" | "--outputs" | "--seed" | "--dim" | "--threads"
-        ) {
+        if !known.contains(&flag) {
             return Err(format!("unknown argument `{a}`"));
         }
         let value = match inline {
@@ -112,6 +107,30 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 .cloned()
                 .ok_or_else(|| format!("{flag} needs a value"))?,
         };
+        out.push((flag.to_string(), value));
+    }
+    Ok(out)
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        weights: Vec::new(),
+        inputs: None,
+        outputs: None,
+        seed: 0,
+        dims: HashMap::new(),
+        threads: None,
+    };
+    let known = [
+        "--weights",
+        "--inputs",
+        "--outputs",
+        "--seed",
+        "--dim",
+        "--threads",
+    ];
+    for (flag, value) in flags(args, &known)? {
+        let flag = flag.as_str();
         match flag {
             "--weights" => o.weights.push(value.into()),
             "--inputs" => once(&mut o.inputs, flag, value)?,
@@ -185,16 +204,7 @@ fn run(o: &Options) -> Result<String, String> {
     let weights = WeightSource::open(&plan, &o.weights, o.seed)?;
     let mut exec =
         Executor::new(&plan, |n, d, s| weights.weight(n, d, s)).map_err(|e| e.to_string())?;
-    let signatures = plan
-        .signatures()
-        .map_err(|e| format!("the embedded plan is damaged: {e}"))?;
-    // SAFETY: the table holds this plan's kernels, compiled with the kernel ABI from Kernel IR
-    // lowered with the plan, whose buffers are their signatures.
-    let mut kernels = unsafe { CpuKernels::new(fns, signatures, plan.kernel_local_bytes) }
-        .map_err(|e| e.to_string())?;
-    if let Some(n) = o.threads {
-        kernels = kernels.with_threads(n);
-    }
+    let kernels = kernels(&plan, fns, o.threads)?;
     let dims = exec.bind(&inputs, &o.dims).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let outputs = exec
@@ -221,6 +231,66 @@ fn run(o: &Options) -> Result<String, String> {
     Ok(text)
 }
 
+/// The embedded plan's kernels, on at most `threads` threads (default: every core).
+fn kernels(plan: &Plan, fns: Vec<KernelFn>, threads: Option<usize>) -> Result<CpuKernels, String> {
+    let signatures = plan
+        .signatures()
+        .map_err(|e| format!("the embedded plan is damaged: {e}"))?;
+    // SAFETY: the table holds this plan's kernels, compiled with the kernel ABI from Kernel IR
+    // lowered with the plan, whose buffers are their signatures.
+    let kernels = unsafe { CpuKernels::new(fns, signatures, plan.kernel_local_bytes) }
+        .map_err(|e| e.to_string())?;
+    Ok(match threads {
+        Some(n) => kernels.with_threads(n),
+        None => kernels,
+    })
+}
+
+/// `BIN generate ...`: exit status 0, 1 (the run failed) or 2 (bad flags).
+fn generate_main(args: &[String], program: &str) -> c_int {
+    let usage = generate::USAGE.replace("BIN", program);
+    let options = match generate::parse(args) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{usage}");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{usage}");
+            return 2;
+        }
+    };
+    if let Some(out) = &options.outputs {
+        let mut reads = vec![("the --inputs file", options.inputs.as_path())];
+        reads.extend(
+            options
+                .weights
+                .iter()
+                .map(|p| ("a --weights file", p.as_path())),
+        );
+        if let Err(e) = archc_runtime::files::check_output(out, &reads) {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
+    let result = check_cpu()
+        .and_then(|()| embedded())
+        .and_then(|(plan, fns)| {
+            let k = kernels(&plan, fns, options.threads)?;
+            generate::run(&plan, &k, &options)
+        });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
 /// The process entry point of a built binary.
 ///
 /// # Safety
@@ -234,6 +304,9 @@ pub unsafe extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_in
         .unwrap_or_else(|| "BIN".to_string());
     let usage = USAGE.replace("BIN", &program);
     let args: Vec<String> = args.collect();
+    if args.first().is_some_and(|a| a == "generate") {
+        return generate_main(&args[1..], &program);
+    }
     let options = match parse(&args).and_then(|o| check_outputs(&o).map(|()| o)) {
         Ok(o) => o,
         Err(e) if e.is_empty() => {

@@ -12,6 +12,7 @@ mod dim_check;
 mod dtype;
 mod executor;
 pub mod files;
+pub mod generation;
 pub mod gguf;
 pub mod gguf_names;
 mod launch;
@@ -20,6 +21,7 @@ mod plan;
 mod plan_text;
 pub mod quant;
 mod random;
+pub mod sampling;
 mod session;
 pub mod spelling;
 mod tensor;
@@ -37,7 +39,7 @@ pub use launch::{Launch, Size, SizeOp};
 pub use launcher::{Arg, Device, LaunchError, Launcher, ParamSignature, Signature, Signatures};
 pub use plan::{
     layout, numel, pack, plan_from_json, plan_to_json, root, storage_bytes, ArenaLayout, Binding,
-    Buffer, Kind, Plan, Step, Storage, ALIGN,
+    Buffer, Generation, Kind, Plan, Step, Storage, ALIGN,
 };
 pub use plan_text::print_plan;
 pub use random::{random_tensor, SplitMix64};

@@ -140,6 +140,26 @@ pub struct Plan {
     pub index_bounds: std::collections::BTreeMap<String, u64>,
     /// EMA weights and the online weights they start from when a checkpoint lacks them.
     pub ema_sources: std::collections::BTreeMap<String, String>,
+    /// Whether `BIN generate` can decode the model (set by `archc build`).
+    #[serde(default)]
+    pub generation: Generation,
+}
+
+/// Whether a built binary's model can generate, as `archc build` found it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Generation {
+    /// Not examined (a plan lowered for `run`).
+    #[default]
+    Unknown,
+    /// A causal model: tokens in `input` (`[batch, seq]`), logits out of `output`.
+    Causal {
+        /// The token input.
+        input: String,
+        /// The logits output.
+        output: String,
+    },
+    /// Why the model cannot generate.
+    Refused(String),
 }
 
 /// Reads a plan from its JSON form.

@@ -21,6 +21,28 @@ const PROMPTS: [&str; 2] = [
     "Write a haiku about compilers.",
 ];
 
+/// The flags that generate 20 tokens from a fixture's weights and inputs into `out`.
+fn twenty_tokens(fixture: &Path, out: &str) -> Vec<String> {
+    [
+        "--weights",
+        &p(&fixture.join("model.safetensors")),
+        "--inputs",
+        &p(&fixture.join("inputs.safetensors")),
+        "--max-new-tokens",
+        "20",
+        "--outputs",
+        out,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// Imports the fixture in directory `fixture` as `arch` in `dir`.
+fn import(fixture: &Path, arch: &str, dir: &Path) {
+    let config = p(&fixture.join("config.json"));
+    archc_limited(&["import", "hf", &config, "-o", arch], dir).expect(0, &[]);
+}
+
 fn p(x: &Path) -> String {
     x.to_string_lossy().into_owned()
 }
@@ -37,40 +59,17 @@ fn greedy_generation_matches_transformers_on_every_backend() {
     for case in CASES {
         let fixture = repo(&format!("tests/fixtures/hf/{case}"));
         let arch = d.join(format!("{case}.arch"));
-        archc_limited(
-            &[
-                "import",
-                "hf",
-                &p(&fixture.join("config.json")),
-                "-o",
-                &p(&arch),
-            ],
-            &d,
-        )
-        .expect(0, &[]);
+        import(&fixture, &p(&arch), &d);
         let want = fixture.join("generate.safetensors");
         let want_ids = read(&want, "generated_ids");
         let want_logits = read(&want, "step_logits");
         for backend in common::run_backends() {
             let out = d.join(format!("{case}-{backend}.safetensors"));
-            archc_limited(
-                &[
-                    "generate",
-                    &p(&arch),
-                    "--weights",
-                    &p(&fixture.join("model.safetensors")),
-                    "--inputs",
-                    &p(&fixture.join("inputs.safetensors")),
-                    "--max-new-tokens",
-                    "20",
-                    "--outputs",
-                    &p(&out),
-                    "--backend",
-                    backend,
-                ],
-                &d,
-            )
-            .expect(0, &[]);
+            let mut args = vec!["generate".to_string(), p(&arch)];
+            args.extend(twenty_tokens(&fixture, &p(&out)));
+            args.extend(["--backend".to_string(), backend.to_string()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            archc_limited(&args, &d).expect(0, &[]);
             let ids = read(&out, "generated_ids");
             assert_eq!(
                 ids.to_f32(),
@@ -181,17 +180,7 @@ fn smollm2_answers_chat_prompts_as_transformers_does() {
 fn generate_refuses_what_it_cannot_decode() {
     let d = scratch_dir("generate-refuse");
     let fixture = repo("tests/fixtures/hf/bert");
-    archc_limited(
-        &[
-            "import",
-            "hf",
-            &p(&fixture.join("config.json")),
-            "-o",
-            "bert.arch",
-        ],
-        &d,
-    )
-    .expect(0, &[]);
+    import(&fixture, "bert.arch", &d);
     // BERT's attention sees every token: the error names it in bert.arch.
     let bert_inputs = p(&fixture.join("inputs.safetensors"));
     archc_limited(&["generate", "bert.arch", "--inputs", &bert_inputs], &d).expect(
@@ -204,17 +193,7 @@ fn generate_refuses_what_it_cannot_decode() {
         ],
     );
     let llama = repo("tests/fixtures/hf/llama");
-    archc_limited(
-        &[
-            "import",
-            "hf",
-            &p(&llama.join("config.json")),
-            "-o",
-            "llama.arch",
-        ],
-        &d,
-    )
-    .expect(0, &[]);
+    import(&llama, "llama.arch", &d);
     let inputs = p(&llama.join("inputs.safetensors"));
     for bad in [
         ["--temperature", "nan"],
@@ -293,5 +272,40 @@ fn generate_refuses_what_it_cannot_decode() {
         read(&d.join(out), "generated_ids").to_f32()
     };
     assert_eq!(sampled("7", "a.safetensors"), sampled("7", "b.safetensors"));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn built_binaries_generate_as_archc_does() {
+    let d = scratch_dir("generate-built");
+    for case in ["llama", "mamba"] {
+        let fixture = repo(&format!("tests/fixtures/hf/{case}"));
+        let arch = format!("{case}.arch");
+        import(&fixture, &arch, &d);
+        let want = fixture.join("generate.safetensors");
+        for kind in common::backends() {
+            let bin = format!("{case}-{kind}");
+            archc_limited(&["build", &arch, "--backend", kind.name(), "-o", &bin], &d)
+                .expect(0, &[]);
+            let mut args = vec!["generate".to_string()];
+            args.extend(twenty_tokens(&fixture, "out.safetensors"));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::limited(&d.join(&bin), &args, &d).expect(0, &[]);
+            let out = d.join("out.safetensors");
+            let ids = read(&out, "generated_ids").to_f32();
+            assert_eq!(ids, read(&want, "generated_ids").to_f32(), "{bin}");
+            let err = common::rel_err(&read(&out, "step_logits"), &read(&want, "step_logits"));
+            assert!(err <= 1e-4, "{bin}: step logits rel err {err:.3e}");
+        }
+    }
+    // A model that cannot generate says so, and why, in its binary too.
+    let bert = repo("tests/fixtures/hf/bert");
+    import(&bert, "bert.arch", &d);
+    archc_limited(&["build", "bert.arch", "-o", "bert-bin"], &d).expect(0, &[]);
+    let inputs = p(&bert.join("inputs.safetensors"));
+    common::limited(&d.join("bert-bin"), &["generate", "--inputs", &inputs], &d)
+        .expect(1, &["cannot generate", "not causal"]);
+    common::limited(&d.join("bert-bin"), &["generate", "--top-p", "2"], &d)
+        .expect(2, &["--top-p needs"]);
     std::fs::remove_dir_all(&d).ok();
 }

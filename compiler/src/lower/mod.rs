@@ -107,6 +107,7 @@ pub fn lower_for(g: &Graph, target: &Target) -> Lowered {
         dim_checks: g.dim_checks.clone(),
         index_bounds: index_bounds(g),
         ema_sources: Default::default(),
+        generation: Default::default(),
     };
     for (name, (_, kind)) in &g.params {
         if let crate::graph::ParamKind::Ema { online, .. } = kind {

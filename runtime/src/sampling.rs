@@ -1,7 +1,7 @@
 //! Choosing the next token from a row of logits: greedy by default, or sampled with
 //! transformers' processors in transformers' order (temperature, then top-k, then top-p).
 
-use archc_runtime::SplitMix64;
+use crate::SplitMix64;
 
 /// How the next token is chosen.
 #[derive(Clone, Debug)]

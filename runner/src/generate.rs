@@ -1,0 +1,139 @@
+//! `BIN generate`: decoding with the model compiled into a built binary, as `archc generate
+//! --inputs` does it (token ids in, `generated_ids` and `step_logits` out).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use archc_runtime::generation::{decode, eos_beside, last_rows, prompt_rows, Decoding};
+use archc_runtime::sampling::Sampling;
+use archc_runtime::{Executor, Generation, Launcher, Plan, Tensor, TensorFile, WeightSource};
+
+/// The usage of `BIN generate`.
+pub const USAGE: &str = "usage: BIN generate --inputs IN.safetensors [--weights W]... \
+[--outputs OUT.safetensors] [--max-new-tokens N] [--min-new-tokens M] [--temperature T] \
+[--top-k K] [--top-p P] [--seed S] [--eos-token-id ID]... [--threads N]
+
+Appends up to --max-new-tokens (default 32) tokens to each row of IN's `input_ids` [batch, t],
+greedily unless --temperature is above 0. A row stops at an end-of-sequence token:
+--eos-token-id, else the GGUF file's, else `eos_token_id` of a config.json beside the weights.
+--outputs gets `generated_ids` and `step_logits`, as `archc generate` writes them.";
+
+/// The flags of `BIN generate`.
+pub struct Options {
+    /// Weights files.
+    pub weights: Vec<PathBuf>,
+    /// The prompts' ids.
+    pub inputs: PathBuf,
+    /// Where the tokens and logits go.
+    pub outputs: Option<PathBuf>,
+    /// How to decode (its `eos` as given; empty: found beside the weights).
+    pub decoding: Decoding,
+    /// Threads for the kernels.
+    pub threads: Option<usize>,
+}
+
+/// Parses the flags after `generate`.
+pub fn parse(args: &[String]) -> Result<Options, String> {
+    let mut inputs = None;
+    let mut o = Options {
+        weights: Vec::new(),
+        inputs: PathBuf::new(),
+        outputs: None,
+        decoding: Decoding {
+            max_new: 32,
+            min_new: 0,
+            sampling: Sampling {
+                temperature: 0.0,
+                top_k: 0,
+                top_p: 1.0,
+            },
+            seed: 0,
+            eos: Vec::new(),
+        },
+        threads: None,
+    };
+    const FLAGS: &[&str] = &[
+        "--weights",
+        "--inputs",
+        "--outputs",
+        "--max-new-tokens",
+        "--min-new-tokens",
+        "--top-k",
+        "--seed",
+        "--eos-token-id",
+        "--temperature",
+        "--top-p",
+        "--threads",
+    ];
+    for (flag, value) in crate::flags(args, FLAGS)? {
+        let flag = flag.as_str();
+        let number = |what: &str| format!("{flag} needs {what}, found `{value}`");
+        let d = &mut o.decoding;
+        match flag {
+            "--weights" => o.weights.push(value.into()),
+            "--inputs" if inputs.is_none() => inputs = Some(PathBuf::from(value)),
+            "--outputs" if o.outputs.is_none() => o.outputs = Some(value.into()),
+            "--inputs" | "--outputs" => return Err(format!("{flag} given more than once")),
+            "--max-new-tokens" => d.max_new = value.parse().map_err(|_| number("a count"))?,
+            "--min-new-tokens" => d.min_new = value.parse().map_err(|_| number("a count"))?,
+            "--top-k" => d.sampling.top_k = value.parse().map_err(|_| number("a count"))?,
+            "--seed" => d.seed = value.parse().map_err(|_| number("an integer"))?,
+            "--eos-token-id" => d.eos.push(value.parse().map_err(|_| number("a token id"))?),
+            "--temperature" => match value.parse::<f32>() {
+                Ok(t) if t.is_finite() && t >= 0.0 => d.sampling.temperature = t,
+                _ => return Err(number("a number ≥ 0")),
+            },
+            "--top-p" => match value.parse::<f32>() {
+                Ok(p) if p > 0.0 && p <= 1.0 => d.sampling.top_p = p,
+                _ => return Err(number("a number in (0, 1]")),
+            },
+            "--threads" => match value.parse::<usize>() {
+                Ok(n) if n >= 1 => o.threads = Some(n),
+                _ => return Err(number("a positive integer")),
+            },
+            _ => return Err(format!("unknown argument `{flag}`")),
+        }
+    }
+    o.inputs = inputs.ok_or("--inputs is required: a safetensors file with `input_ids`")?;
+    Ok(o)
+}
+
+/// Generates with the plan's kernels; returns the text to print.
+pub fn run(plan: &Plan, kernels: &dyn Launcher, o: &Options) -> Result<String, String> {
+    let (input, output) = match &plan.generation {
+        Generation::Causal { input, output } => (input.clone(), output.clone()),
+        Generation::Refused(why) => return Err(format!("this binary cannot generate: {why}")),
+        Generation::Unknown => {
+            return Err("this binary was built before `generate` existed; rebuild it".into())
+        }
+    };
+    let file = TensorFile::open(&o.inputs).map_err(|e| e.to_string())?;
+    let ids = file
+        .read_any(&input)
+        .map_err(|e| format!("{}: {e}", o.inputs.display()))?;
+    let rows = prompt_rows(&ids).map_err(|e| format!("{}: {e}", o.inputs.display()))?;
+    let mut d = o.decoding.clone();
+    if d.eos.is_empty() {
+        d.eos = eos_beside(&o.weights);
+    }
+    let weights = WeightSource::open(plan, &o.weights, d.seed)?;
+    let mut exec =
+        Executor::new(plan, |n, t, s| weights.weight(n, t, s)).map_err(|e| e.to_string())?;
+    let mut forward = |context: &[Vec<i64>]| -> Result<Vec<Vec<f32>>, String> {
+        let flat: Vec<i64> = context.iter().flatten().copied().collect();
+        let t = Tensor::int(ids.dtype, vec![context.len(), context[0].len()], flat);
+        let inputs = HashMap::from([(input.clone(), t)]);
+        let out = exec
+            .run(kernels, &inputs, &HashMap::new())
+            .map_err(|e| e.to_string())?;
+        last_rows(&out, &output, context.len())
+    };
+    let g = decode(&mut forward, rows, &d, &mut |_| {})?;
+    let mut text = String::new();
+    if let Some(path) = &o.outputs {
+        text.push_str(&g.write(path)?);
+    }
+    text.push_str(&g.rows_text());
+    text.push_str(&g.summary(&d.eos));
+    Ok(text)
+}

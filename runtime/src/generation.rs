@@ -1,0 +1,229 @@
+//! Autoregressive decoding, shared by `archc generate` and built binaries: choose each row's
+//! next token from its last position's logits, append it, stop rows at an end-of-sequence
+//! token, until every row has stopped or the budget is spent. The model runs behind a
+//! [`Forward`] callback: today a forward pass of the sequence plan over the whole context.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::sampling::Sampling;
+use crate::{write_tensors, DType, Data, SplitMix64, Tensor};
+
+/// What decoding needs besides the prompts.
+#[derive(Clone, Debug)]
+pub struct Decoding {
+    /// The most tokens each row gets.
+    pub max_new: usize,
+    /// End-of-sequence tokens are masked until each row has this many.
+    pub min_new: usize,
+    /// How tokens are chosen.
+    pub sampling: Sampling,
+    /// Seed of the sampling.
+    pub seed: u64,
+    /// The end-of-sequence token ids (none: every row gets `max_new` tokens).
+    pub eos: Vec<i64>,
+}
+
+/// The tokens and logits of a generation.
+pub struct Generated {
+    /// Per row, the tokens chosen.
+    pub ids: Vec<Vec<i64>>,
+    /// Per step, per row, the raw logits the token was chosen from.
+    pub logits: Vec<Vec<Vec<f32>>>,
+    /// The time of the first step (the prompt).
+    pub prefill: Duration,
+    /// The time of the other steps.
+    pub decode: Duration,
+}
+
+/// One forward pass: the rows of token ids so far → the last position's logits of each.
+pub type Forward<'a> = dyn FnMut(&[Vec<i64>]) -> Result<Vec<Vec<f32>>, String> + 'a;
+
+/// Decodes from `context` (the prompts, one row each); `shown` sees the rows' new tokens
+/// after every step (to stream text). Rows that reached an end-of-sequence token are fed it
+/// from then on, as transformers pads them.
+pub fn decode(
+    forward: &mut Forward,
+    mut context: Vec<Vec<i64>>,
+    d: &Decoding,
+    shown: &mut dyn FnMut(&[Vec<i64>]),
+) -> Result<Generated, String> {
+    let rows = context.len();
+    let mut rng = SplitMix64::new(d.seed, "generate");
+    let mut done = vec![false; rows];
+    let mut g = Generated {
+        ids: vec![Vec::new(); rows],
+        logits: Vec::new(),
+        prefill: Duration::ZERO,
+        decode: Duration::ZERO,
+    };
+    let pad = d.eos.first().copied().unwrap_or(0);
+    for step in 0..d.max_new {
+        let started = Instant::now();
+        let logits = forward(&context)?;
+        let banned: Vec<usize> = if step < d.min_new {
+            d.eos
+                .iter()
+                .filter_map(|&e| usize::try_from(e).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (r, row) in logits.iter().enumerate() {
+            let token = if done[r] {
+                pad
+            } else {
+                d.sampling.choose(row, &banned, &mut rng) as i64
+            };
+            g.ids[r].push(token);
+            context[r].push(token);
+            done[r] = done[r] || d.eos.contains(&token);
+        }
+        g.logits.push(logits);
+        let spent = started.elapsed();
+        if step == 0 {
+            g.prefill = spent;
+        } else {
+            g.decode += spent;
+        }
+        shown(&g.ids);
+        if done.iter().all(|&x| x) {
+            break;
+        }
+    }
+    Ok(g)
+}
+
+impl Generated {
+    /// Writes `generated_ids` (i32 `[batch, n]`) and `step_logits` (f32 `[batch, n, vocab]`);
+    /// returns a line saying so.
+    pub fn write(&self, path: &Path) -> Result<String, String> {
+        let (rows, n) = (self.ids.len(), self.logits.len());
+        let ids: Vec<i64> = self.ids.iter().flatten().copied().collect();
+        let vocab = self
+            .logits
+            .first()
+            .and_then(|s| s.first())
+            .map_or(0, Vec::len);
+        let mut logits = Vec::with_capacity(rows * n * vocab);
+        for r in 0..rows {
+            for step in &self.logits {
+                logits.extend(&step[r]);
+            }
+        }
+        let tensors = [
+            (
+                "generated_ids".to_string(),
+                Tensor::int(DType::I32, vec![rows, n], ids),
+            ),
+            (
+                "step_logits".to_string(),
+                Tensor::f32(vec![rows, n, vocab], logits),
+            ),
+        ];
+        write_tensors(path, &tensors).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "wrote generated_ids and step_logits to {}\n",
+            path.display()
+        ))
+    }
+
+    /// Each row's tokens, a line each (`row 0: 5 17 2`).
+    pub fn rows_text(&self) -> String {
+        self.ids
+            .iter()
+            .enumerate()
+            .map(|(r, ids)| {
+                let shown: Vec<String> = ids.iter().map(i64::to_string).collect();
+                format!("row {r}: {}\n", shown.join(" "))
+            })
+            .collect()
+    }
+
+    /// One line on what was generated and how fast.
+    pub fn summary(&self, eos: &[i64]) -> String {
+        let (rows, n) = (self.ids.len(), self.logits.len());
+        let per_s = rows as f64 * n.saturating_sub(1) as f64 / self.decode.as_secs_f64().max(1e-9);
+        format!(
+            "{n} steps × {rows} rows ({}); first step {:.1} ms, then {per_s:.1} tokens/s (each step reruns the whole context)\n",
+            if eos.is_empty() {
+                "no end-of-sequence token known: --eos-token-id sets one".to_string()
+            } else {
+                format!("end of sequence: {eos:?}")
+            },
+            self.prefill.as_secs_f64() * 1e3,
+        )
+    }
+}
+
+/// The prompts as rows of token ids.
+pub fn prompt_rows(t: &Tensor) -> Result<Vec<Vec<i64>>, String> {
+    let Data::I64(v) = &t.data else {
+        return Err("input_ids must be i32 or i64".into());
+    };
+    match t.shape[..] {
+        [b, len] if b > 0 && len > 0 => Ok(v.chunks(len).map(<[i64]>::to_vec).collect()),
+        _ => Err(format!(
+            "input_ids must be [batch, t] with batch and t ≥ 1, not {:?}",
+            t.shape
+        )),
+    }
+}
+
+/// The last position's logits of each of `rows` rows of output `output`.
+pub fn last_rows(
+    out: &[(String, Tensor)],
+    output: &str,
+    rows: usize,
+) -> Result<Vec<Vec<f32>>, String> {
+    let t = out
+        .iter()
+        .find(|(n, _)| n == output)
+        .map(|(_, t)| t)
+        .ok_or_else(|| format!("the model did not produce `{output}`"))?;
+    let vocab = *t.shape.last().unwrap_or(&0);
+    let values = t.to_f32();
+    let per_row = values.len() / rows.max(1);
+    if vocab == 0 || per_row < vocab {
+        return Err(format!("`{output}` has no logits to choose from"));
+    }
+    Ok((0..rows)
+        .map(|r| values[r * per_row + per_row - vocab..(r + 1) * per_row].to_vec())
+        .collect())
+}
+
+/// End-of-sequence ids from what sits beside the weights: a GGUF file's
+/// `tokenizer.ggml.eos_token_id`, or `eos_token_id` (a number or a list) of a
+/// `generation_config.json` or `config.json` in the weights' directory.
+pub fn eos_beside(weights: &[PathBuf]) -> Vec<i64> {
+    let Some(first) = weights.first() else {
+        return Vec::new();
+    };
+    if first
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return crate::gguf::GgufFile::open(first)
+            .ok()
+            .and_then(|f| f.int("tokenizer.ggml.eos_token_id"))
+            .into_iter()
+            .collect();
+    }
+    let dir = first.parent().unwrap_or(Path::new("."));
+    for name in ["generation_config.json", "config.json"] {
+        let Ok(text) = crate::files::read_text(&dir.join(name), 1 << 20) else {
+            continue;
+        };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        match json.get("eos_token_id") {
+            Some(serde_json::Value::Number(n)) => return n.as_i64().into_iter().collect(),
+            Some(serde_json::Value::Array(a)) => {
+                return a.iter().filter_map(serde_json::Value::as_i64).collect()
+            }
+            _ => {}
+        }
+    }
+    Vec::new()
+}
