@@ -376,18 +376,22 @@ pub(crate) struct GenerateArgs {
     #[arg(long)]
     pub(crate) weights: Vec<PathBuf>,
     /// Safetensors file with the prompts' `input_ids` [batch, t].
-    #[arg(long, required_unless_present = "prompt", conflicts_with = "prompt")]
+    #[arg(long, required_unless_present_any = ["prompt", "prompts"], conflicts_with_all = ["prompt", "prompts"])]
     pub(crate) inputs: Option<PathBuf>,
     /// A prompt as text (tokenized by --tokenizer, or the GGUF file's tokenizer); the
     /// answer is printed as it is generated.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prompts")]
     pub(crate) prompt: Option<String>,
-    /// Put the prompt in the model's chat template (one user message) first.
-    #[arg(long, requires = "prompt")]
+    /// A text file of prompts, one per line (empty lines skipped), each decoded in turn; the
+    /// answers follow `[0]`, `[1]`, ...
+    #[arg(long)]
+    pub(crate) prompts: Option<PathBuf>,
+    /// Put each prompt in the model's chat template (one user message) first.
+    #[arg(long, conflicts_with = "inputs")]
     pub(crate) chat: bool,
     /// A Hugging Face tokenizer.json (its tokenizer_config.json beside it gives the chat
     /// template).
-    #[arg(long, requires = "prompt")]
+    #[arg(long, conflicts_with = "inputs")]
     pub(crate) tokenizer: Option<PathBuf>,
     /// Where to write `generated_ids` and `step_logits` (default: print the ids).
     #[arg(long)]

@@ -58,8 +58,8 @@ pub enum Prompt {
     Ids(PathBuf),
     /// One text, tokenized (and with `chat`, put in the model's chat template first).
     Text {
-        /// The text.
-        text: String,
+        /// The texts, each decoded on its own (they may differ in length).
+        texts: Vec<String>,
         /// Whether to apply the chat template.
         chat: bool,
         /// A `tokenizer.json` (default: the GGUF weights' tokenizer).
@@ -78,7 +78,7 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
             g.name
         ));
     }
-    let (rows, dtype, text) = prompts(&o.prompt, &input, &o.weights)?;
+    let (groups, dtype, text) = prompts(&o.prompt, &input, &o.weights)?;
     let eos = if o.eos.is_empty() {
         eos_beside(&o.weights)
     } else {
@@ -110,7 +110,7 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
                 let out = interpret(g, &dims, &inputs, &mut weights).map_err(|e| e.to_string())?;
                 last_rows(&out.into_iter().collect::<Vec<_>>(), &output, context.len())
             };
-            let result = run_decode(&mut forward, rows, &d, text.as_ref())?;
+            let result = run_groups(&mut forward, groups, &d, text.as_ref())?;
             return report(&result, o, &eos);
         }
     };
@@ -129,7 +129,7 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
             .map_err(|e| e.to_string())?;
         last_rows(&out, &output, context.len())
     };
-    let result = run_decode(&mut forward, rows, &d, text.as_ref())?;
+    let result = run_groups(&mut forward, groups, &d, text.as_ref())?;
     report(&result, o, &eos)
 }
 
@@ -171,8 +171,9 @@ fn causal(g: &Graph, input: &str) -> Result<(), String> {
     }
 }
 
-/// The prompts' rows of ids and their dtype, and the tokenizer that made them from text.
-type Prompts = (Vec<Vec<i64>>, DType, Option<Text>);
+/// The prompts' rows of ids in groups decoded together (all the rows of `--inputs`, or one
+/// text each), their dtype, and the tokenizer that made them from text.
+type Prompts = (Vec<Vec<Vec<i64>>>, DType, Option<Text>);
 
 /// The prompts of `p`, for the model's token input `input`.
 fn prompts(p: &Prompt, input: &str, weights: &[PathBuf]) -> Result<Prompts, String> {
@@ -183,10 +184,10 @@ fn prompts(p: &Prompt, input: &str, weights: &[PathBuf]) -> Result<Prompts, Stri
                 .read_any(input)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             let rows = prompt_rows(&t).map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok((rows, t.dtype, None))
+            Ok((vec![rows], t.dtype, None))
         }
         Prompt::Text {
-            text,
+            texts,
             chat,
             tokenizer,
         } => {
@@ -204,12 +205,16 @@ fn prompts(p: &Prompt, input: &str, weights: &[PathBuf]) -> Result<Prompts, Stri
                             .into(),
                     ),
                 };
-            let text = if *chat { tok.chat(text)? } else { text.clone() };
-            let ids = tok.encode(&text)?;
-            if ids.is_empty() {
-                return Err("the prompt has no tokens".into());
+            let mut groups = Vec::with_capacity(texts.len());
+            for text in texts {
+                let text = if *chat { tok.chat(text)? } else { text.clone() };
+                let ids = tok.encode(&text)?;
+                if ids.is_empty() {
+                    return Err(format!("the prompt `{text}` has no tokens"));
+                }
+                groups.push(vec![ids]);
             }
-            Ok((vec![ids], DType::I64, Some(tok)))
+            Ok((groups, DType::I64, Some(tok)))
         }
     }
 }
@@ -275,6 +280,28 @@ impl Stream {
             }
         }
     }
+}
+
+/// Decodes each group of rows in turn (a header before each of several texts) and gathers the
+/// rows.
+fn run_groups(
+    forward: &mut Forward,
+    groups: Vec<Vec<Vec<i64>>>,
+    d: &Decoding,
+    text: Option<&Text>,
+) -> Result<Generated, String> {
+    let many = groups.len() > 1;
+    let mut parts = Vec::with_capacity(groups.len());
+    for (i, rows) in groups.into_iter().enumerate() {
+        if many {
+            println!("[{i}]");
+        }
+        parts.push(run_decode(forward, rows, d, text)?);
+    }
+    Ok(Generated::concat(
+        parts,
+        d.eos.first().copied().unwrap_or(0),
+    ))
 }
 
 /// Decodes, streaming the text of a text prompt.

@@ -330,6 +330,7 @@ fn generate_command(args: GenerateArgs, max_nodes: u64, threads: usize) -> Resul
         weights,
         inputs,
         prompt,
+        prompts,
         chat,
         tokenizer,
         outputs,
@@ -347,6 +348,7 @@ fn generate_command(args: GenerateArgs, max_nodes: u64, threads: usize) -> Resul
     let mut reads = vec![
         ("the .arch source", Some(file.as_path())),
         ("the --inputs file", inputs.as_deref()),
+        ("the --prompts file", prompts.as_deref()),
         ("the --tokenizer file", tokenizer.as_deref()),
     ];
     reads.extend(
@@ -363,13 +365,27 @@ fn generate_command(args: GenerateArgs, max_nodes: u64, threads: usize) -> Resul
     }
     let (s, id) = load(&file, max_nodes)?;
     let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
-    let prompt = match (inputs, prompt) {
-        (Some(path), _) => generate::Prompt::Ids(path),
-        (None, text) => generate::Prompt::Text {
-            text: text.unwrap_or_default(),
-            chat,
-            tokenizer,
-        },
+    let prompt = match (inputs, prompt, prompts) {
+        (Some(path), ..) => generate::Prompt::Ids(path),
+        (None, text, file) => {
+            let texts = match (text, file) {
+                (Some(t), _) => vec![t],
+                (None, Some(f)) => read_text(&f)?
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                (None, None) => Vec::new(),
+            };
+            if texts.is_empty() {
+                return Err(Failure::Usage(anyhow::anyhow!("--prompts holds no prompt")));
+            }
+            generate::Prompt::Text {
+                texts,
+                chat,
+                tokenizer,
+            }
+        }
     };
     let options = generate::GenerateOptions {
         weights,

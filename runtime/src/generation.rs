@@ -128,6 +128,35 @@ impl Generated {
         ))
     }
 
+    /// The rows of several generations as one: shorter ones padded with `pad` and logits of
+    /// zeros (prompts of different lengths decoded one after another).
+    pub fn concat(parts: Vec<Generated>, pad: i64) -> Generated {
+        let steps = parts.iter().map(|g| g.logits.len()).max().unwrap_or(0);
+        let vocab = parts
+            .iter()
+            .find_map(|g| g.logits.first().and_then(|s| s.first()).map(Vec::len))
+            .unwrap_or(0);
+        let mut all = Generated {
+            ids: Vec::new(),
+            logits: vec![Vec::new(); steps],
+            prefill: Duration::ZERO,
+            decode: Duration::ZERO,
+        };
+        for g in parts {
+            all.prefill += g.prefill;
+            all.decode += g.decode;
+            for (r, mut ids) in g.ids.into_iter().enumerate() {
+                ids.resize(steps, pad);
+                all.ids.push(ids);
+                for (s, step) in all.logits.iter_mut().enumerate() {
+                    let row = g.logits.get(s).and_then(|l| l.get(r));
+                    step.push(row.cloned().unwrap_or_else(|| vec![0.0; vocab]));
+                }
+            }
+        }
+        all
+    }
+
     /// Each row's tokens, a line each (`row 0: 5 17 2`).
     pub fn rows_text(&self) -> String {
         self.ids

@@ -161,6 +161,28 @@ fn smollm2_answers_chat_prompts_as_transformers_does() {
         let got = read(&d.join("text.safetensors"), "generated_ids").to_f32();
         assert_eq!(got, want, "prompt {i} from its text");
     }
+    // Both prompts from a file, decoded one after the other: rows padded with the end token.
+    std::fs::write(d.join("prompts.txt"), PROMPTS.join("\n")).expect("writable");
+    let args = [
+        "generate",
+        "smol.arch",
+        "--weights",
+        &p(&gguf),
+        "--prompts",
+        "prompts.txt",
+        "--chat",
+        "--max-new-tokens",
+        "32",
+        "--outputs",
+        "both.safetensors",
+    ];
+    archc_limited(&args, &d).expect(0, &[]);
+    let both = read(&d.join("both.safetensors"), "generated_ids");
+    let greedy =
+        |i: usize| read(&fixture.join("outputs.safetensors"), &format!("greedy_{i}")).to_f32();
+    let mut first = greedy(0);
+    first.resize(32, 2.0);
+    assert_eq!(both.to_f32(), [first, greedy(1)].concat());
     let args = [
         "generate",
         "smol.arch",
