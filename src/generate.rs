@@ -90,6 +90,7 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
         sampling: o.sampling.clone(),
         seed: o.seed,
         eos: eos.clone(),
+        keep_logits: o.outputs.is_some(),
     };
     let as_inputs = |context: &[Vec<i64>]| {
         let flat: Vec<i64> = context.iter().flatten().copied().collect();

@@ -49,6 +49,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             },
             seed: 0,
             eos: Vec::new(),
+            keep_logits: false,
         },
         threads: None,
     };
@@ -95,6 +96,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         }
     }
     o.inputs = inputs.ok_or("--inputs is required: a safetensors file with `input_ids`")?;
+    o.decoding.keep_logits = o.outputs.is_some();
     Ok(o)
 }
 

@@ -22,13 +22,17 @@ pub struct Decoding {
     pub seed: u64,
     /// The end-of-sequence token ids (none: every row gets `max_new` tokens).
     pub eos: Vec<i64>,
+    /// Whether to keep every step's logits (for `step_logits`; a long generation's logits
+    /// take `steps × rows × vocab` floats).
+    pub keep_logits: bool,
 }
 
 /// The tokens and logits of a generation.
 pub struct Generated {
     /// Per row, the tokens chosen.
     pub ids: Vec<Vec<i64>>,
-    /// Per step, per row, the raw logits the token was chosen from.
+    /// Per step, per row, the raw logits the token was chosen from (empty rows when they
+    /// were not kept).
     pub logits: Vec<Vec<Vec<f32>>>,
     /// The time of the first step (the prompt).
     pub prefill: Duration,
@@ -79,7 +83,8 @@ pub fn decode(
             context[r].push(token);
             done[r] = done[r] || d.eos.contains(&token);
         }
-        g.logits.push(logits);
+        g.logits
+            .push(if d.keep_logits { logits } else { Vec::new() });
         let spent = started.elapsed();
         if step == 0 {
             g.prefill = spent;
@@ -100,15 +105,15 @@ impl Generated {
     pub fn write(&self, path: &Path) -> Result<String, String> {
         let (rows, n) = (self.ids.len(), self.logits.len());
         let ids: Vec<i64> = self.ids.iter().flatten().copied().collect();
-        let vocab = self
-            .logits
-            .first()
-            .and_then(|s| s.first())
-            .map_or(0, Vec::len);
+        let vocab = self.logits.iter().flatten().next().map_or(0, Vec::len);
         let mut logits = Vec::with_capacity(rows * n * vocab);
         for r in 0..rows {
             for step in &self.logits {
-                logits.extend(&step[r]);
+                match step.get(r) {
+                    Some(row) => logits.extend(row),
+                    // Logits that were not kept are zeros.
+                    None => logits.extend(std::iter::repeat_n(0.0, vocab)),
+                }
             }
         }
         let tensors = [
@@ -134,7 +139,7 @@ impl Generated {
         let steps = parts.iter().map(|g| g.logits.len()).max().unwrap_or(0);
         let vocab = parts
             .iter()
-            .find_map(|g| g.logits.first().and_then(|s| s.first()).map(Vec::len))
+            .find_map(|g| g.logits.iter().flatten().next().map(Vec::len))
             .unwrap_or(0);
         let mut all = Generated {
             ids: Vec::new(),

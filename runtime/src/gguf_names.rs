@@ -213,7 +213,7 @@ fn hf_name(gguf: &str) -> Option<String> {
 fn unpermute(values: &[f32], shape: &[usize], heads: usize) -> Option<Vec<f32>> {
     let rows = *shape.first()?;
     let width: usize = shape[1..].iter().product();
-    if rows % (2 * heads) != 0 {
+    if heads == 0 || rows % heads.checked_mul(2)? != 0 {
         return None;
     }
     let half = rows / heads / 2;
