@@ -229,7 +229,7 @@ pub(crate) enum Command {
     /// archc does not implement is an error that names the field.
     ///
     /// `archc import gguf FILE.gguf -o MODEL.arch` reads a llama.cpp GGUF checkpoint's
-    /// metadata (Llama family) and writes its .arch, with Hugging Face's weight names:
+    /// metadata (Llama or Mamba) and writes its .arch, with Hugging Face's weight names:
     /// `archc run MODEL.arch --weights FILE.gguf` reads the file by them (F32, F16, BF16,
     /// Q8_0, Q4_0 and Q4_1 tensors, dequantized to f32 as they load; the query and key rows
     /// llama.cpp permutes for its rotary are put back).

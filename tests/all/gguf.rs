@@ -242,6 +242,102 @@ fn tiny_llama(dir: &Path) -> (PathBuf, PathBuf) {
     (g, s)
 }
 
+/// A tensor of a twin: its Hugging Face name, GGUF name, shape in the model and in the file,
+/// and ggml type.
+type Spec = (&'static str, &'static str, Vec<usize>, Vec<usize>, u32);
+
+/// A one-layer Mamba as GGUF (the convolution squeezed, `−exp(A_log)` stored) and its twin
+/// as safetensors, holding what archc reads back from the GGUF file.
+/// `sign` is A's: −1 as Mamba's `A = −exp(A_log)`, +1 for a file no Mamba could hold.
+fn tiny_mamba(dir: &Path, sign: f32) -> (PathBuf, PathBuf) {
+    let (dim, di, state, conv, rank, vocab) = (32, 64, 8, 4, 2, 48);
+    #[rustfmt::skip]
+    let specs: [Spec; 12] = [
+        ("backbone.embeddings.weight", "token_embd.weight", vec![vocab, dim], vec![vocab, dim], 8),
+        ("backbone.layers.0.norm.weight", "blk.0.attn_norm.weight", vec![dim], vec![dim], 0),
+        ("backbone.layers.0.mixer.in_proj.weight", "blk.0.ssm_in.weight", vec![2 * di, dim], vec![2 * di, dim], 2),
+        ("backbone.layers.0.mixer.conv1d.weight", "blk.0.ssm_conv1d.weight", vec![di, 1, conv], vec![di, conv], 0),
+        ("backbone.layers.0.mixer.conv1d.bias", "blk.0.ssm_conv1d.bias", vec![di], vec![di], 0),
+        ("backbone.layers.0.mixer.x_proj.weight", "blk.0.ssm_x.weight", vec![rank + 2 * state, di], vec![rank + 2 * state, di], 3),
+        ("backbone.layers.0.mixer.dt_proj.weight", "blk.0.ssm_dt.weight", vec![di, rank], vec![di, rank], 0),
+        ("backbone.layers.0.mixer.dt_proj.bias", "blk.0.ssm_dt.bias", vec![di], vec![di], 0),
+        ("backbone.layers.0.mixer.A_log", "blk.0.ssm_a", vec![di, state], vec![di, state], 0),
+        ("backbone.layers.0.mixer.D", "blk.0.ssm_d", vec![di], vec![di], 0),
+        ("backbone.layers.0.mixer.out_proj.weight", "blk.0.ssm_out.weight", vec![dim, di], vec![dim, di], 1),
+        ("backbone.norm_f.weight", "output_norm.weight", vec![dim], vec![dim], 0),
+    ];
+    let mut tensors = Vec::new();
+    let mut hf = Vec::new();
+    for (i, (name, gname, shape, filed, ty)) in specs.into_iter().enumerate() {
+        let x = values(i as u64 + 40, shape.iter().product());
+        let (bytes, held) = if name.ends_with("A_log") {
+            // The file holds A = −exp(A_log); archc reads ln(−A) back.
+            let a: Vec<f32> = x.iter().map(|v| sign * v.exp()).collect();
+            (store(&a, ty).0, a.iter().map(|v| (-v).ln()).collect())
+        } else {
+            store(&x, ty)
+        };
+        hf.push((name, shape, held));
+        tensors.push(T {
+            name: gname.to_string(),
+            shape: filed,
+            ty,
+            bytes,
+        });
+    }
+    let kvs = [
+        ("general.architecture", Kv::Str("mamba")),
+        ("mamba.block_count", Kv::U32(1)),
+        ("mamba.context_length", Kv::U32(128)),
+        ("mamba.embedding_length", Kv::U32(dim as u32)),
+        ("mamba.ssm.inner_size", Kv::U32(di as u32)),
+        ("mamba.ssm.state_size", Kv::U32(state as u32)),
+        ("mamba.ssm.conv_kernel", Kv::U32(conv as u32)),
+        ("mamba.ssm.time_step_rank", Kv::U32(rank as u32)),
+        ("mamba.attention.layer_norm_rms_epsilon", Kv::F32(1e-5)),
+        ("mamba.vocab_size", Kv::U32(vocab as u32)),
+    ];
+    let g = dir.join("mamba.gguf");
+    std::fs::write(&g, gguf(&kvs, &tensors)).expect("writable");
+    let s = dir.join("mamba.safetensors");
+    write_safetensors(&s, &hf, &[]);
+    (g, s)
+}
+
+/// Runs `arch` on the GGUF file and on its safetensors twin with every backend: the outputs
+/// are the same bytes.
+fn twins(d: &Path, arch: &str, gguf: &Path, twin: &Path) {
+    let ids = (0..14).map(|i| i * 5 % 48).collect();
+    write_safetensors(
+        &d.join("in.safetensors"),
+        &[],
+        &[("input_ids", vec![2, 7], ids)],
+    );
+    for backend in common::run_backends() {
+        let run = |weights: &Path, out: &str| {
+            let args = [
+                "run",
+                arch,
+                "--weights",
+                &p(weights),
+                "--inputs",
+                "in.safetensors",
+                "--outputs",
+                out,
+                "--backend",
+                backend,
+            ];
+            archc_limited(&args, d).expect(0, &[]);
+            std::fs::read(d.join(out)).expect("written")
+        };
+        assert_eq!(
+            run(gguf, "a.safetensors"),
+            run(twin, "b.safetensors"),
+            "{arch} ({backend})"
+        );
+    }
+}
+
 fn p(x: &Path) -> String {
     x.to_string_lossy().into_owned()
 }
@@ -250,47 +346,21 @@ fn p(x: &Path) -> String {
 fn a_gguf_checkpoint_runs_as_its_safetensors_twin() {
     let d = scratch_dir("gguf-tiny");
     let (g, s) = tiny_llama(&d);
+    let (mg, ms) = tiny_mamba(&d, -1.0);
+    archc_limited(&["import", "gguf", &p(&mg), "-o", "mamba.arch"], &d).expect(0, &[]);
+    let arch = std::fs::read_to_string(d.join("mamba.arch")).expect("written");
+    assert!(
+        arch.contains("d_state = 8") && arch.contains("expand = 2"),
+        "{arch}"
+    );
+    twins(&d, "mamba.arch", &mg, &ms);
     archc_limited(&["import", "gguf", &p(&g), "-o", "tiny.arch"], &d).expect(0, &[]);
     let arch = std::fs::read_to_string(d.join("tiny.arch")).expect("written");
     assert!(
         arch.contains("heads = 4") && arch.contains("kv_heads = 2"),
         "{arch}"
     );
-    write_safetensors(
-        &d.join("in.safetensors"),
-        &[],
-        &[(
-            "input_ids",
-            vec![2, 7],
-            (0..14).map(|i| i * 5 % 64).collect(),
-        )],
-    );
-    for backend in common::run_backends() {
-        let run = |weights: &Path, out: &str| {
-            archc_limited(
-                &[
-                    "run",
-                    "tiny.arch",
-                    "--weights",
-                    &p(weights),
-                    "--inputs",
-                    "in.safetensors",
-                    "--outputs",
-                    out,
-                    "--backend",
-                    backend,
-                ],
-                &d,
-            )
-            .expect(0, &[]);
-            std::fs::read(d.join(out)).expect("written")
-        };
-        assert_eq!(
-            run(&g, "a.safetensors"),
-            run(&s, "b.safetensors"),
-            "{backend}"
-        );
-    }
+    twins(&d, "tiny.arch", &g, &s);
     std::fs::remove_dir_all(&d).ok();
 }
 
@@ -334,10 +404,15 @@ fn damaged_gguf_files_are_errors_naming_the_file() {
         assert!(!d.join("x.arch").exists());
     }
     // Another family's file, and a GGUF file beside another checkpoint.
-    let mamba = gguf(&[("general.architecture", Kv::Str("mamba"))], &[]);
-    std::fs::write(d.join("mamba.gguf"), mamba).expect("writable");
-    archc_limited(&["import", "gguf", "mamba.gguf", "-o", "x.arch"], &d)
-        .expect(1, &["mamba.gguf", "`mamba` is not supported"]);
+    let falcon = gguf(&[("general.architecture", Kv::Str("falcon"))], &[]);
+    std::fs::write(d.join("falcon.gguf"), falcon).expect("writable");
+    archc_limited(&["import", "gguf", "falcon.gguf", "-o", "x.arch"], &d)
+        .expect(1, &["falcon.gguf", "`falcon` is not supported"]);
+    // A Mamba file whose A is not −exp(A_log) (values > 0) is refused, naming the tensor.
+    let (mg, _) = tiny_mamba(&d, 1.0);
+    archc_limited(&["import", "gguf", &p(&mg), "-o", "mamba.arch"], &d).expect(0, &[]);
+    archc_limited(&["run", "mamba.arch", "--weights", &p(&mg)], &d)
+        .expect(1, &["blk.0.ssm_a", "−exp(A_log) < 0"]);
     archc_limited(
         &["run", "tiny.arch", "--weights", &p(&g), "--weights", &p(&g)],
         &d,
