@@ -4,12 +4,12 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
-use crate::launcher::buffer_bytes;
+use crate::launcher::{arguments, buffer_bytes};
 use crate::plan::{numel, root};
 use crate::weights::{readable_in_place, Memory};
 use crate::{
-    bind_dims, storage_bytes, Arg, BindError, Buffer, DType, Data, Device, Dim, Launcher, Plan,
-    Step, Storage, Tensor, WeightBytes, WeightData,
+    bind_dims, storage_bytes, BindError, Buffer, DType, Data, Device, Dim, Launcher, Plan, Step,
+    Storage, Tensor, WeightBytes, WeightData,
 };
 
 /// Why a run failed.
@@ -433,56 +433,6 @@ impl<'p> Executor<'p> {
         self.arena = arena;
         Ok(out)
     }
-}
-
-/// A kernel step's buffers as launch arguments: the first (its output) writable, the others
-/// read-only. Refuses an output that shares memory with an input, or a buffer with bytes but
-/// no memory.
-///
-/// # Safety
-/// `ptrs[b]` must be null or point to `sizes[i]` bytes of buffer `b = args[i]` that stay valid
-/// and untouched by anything else while the result lives (the output's, read-only ones not
-/// written).
-unsafe fn arguments<'a>(
-    args: &[usize],
-    sizes: &[usize],
-    ptrs: &[*mut u8],
-) -> Result<Vec<Arg<'a>>, String> {
-    let range = |i: usize| (ptrs[args[i]] as usize, sizes[i]);
-    let (out, n) = range(0);
-    for i in 1..args.len() {
-        let (p, m) = range(i);
-        if n > 0 && m > 0 && p < out.saturating_add(n) && out < p.saturating_add(m) {
-            return Err(format!(
-                "the output shares memory with argument {i}, which it reads"
-            ));
-        }
-    }
-    args.iter()
-        .zip(sizes)
-        .enumerate()
-        .map(|(i, (&b, &n))| {
-            let p = ptrs[b];
-            if n == 0 {
-                return Ok(if i == 0 {
-                    Arg::Out(&mut [])
-                } else {
-                    Arg::In(&[])
-                });
-            }
-            if p.is_null() {
-                return Err(format!("argument {i} (buffer {b}) has no memory"));
-            }
-            // SAFETY: the caller's contract; the output overlaps no input (checked above).
-            Ok(unsafe {
-                if i == 0 {
-                    Arg::Out(std::slice::from_raw_parts_mut(p, n))
-                } else {
-                    Arg::In(std::slice::from_raw_parts(p, n))
-                }
-            })
-        })
-        .collect()
 }
 
 /// Mapped weights are read-only memory, so no step may write a loaded weight. A kernel step

@@ -17,6 +17,7 @@ use super::{attention, contract, elem, elementwise, layout, moe, region, scan, s
 use crate::graph::{Dim, Graph, MoeInfo, Op, RegionKind, TensorType, UnaryOp, ROUTED};
 
 /// One lowered graph.
+#[derive(Default)]
 pub struct Frame {
     /// Its buffers.
     pub buffers: Vec<Buffer>,
@@ -238,16 +239,7 @@ pub fn lower(
     } else {
         g.weight_only()
     };
-    let mut f = Frame {
-        buffers: Vec::new(),
-        steps: Vec::new(),
-        prepare: Vec::new(),
-        inputs: Vec::new(),
-        weights: Vec::new(),
-        outputs: Vec::new(),
-        packed_slots: Vec::new(),
-        packed: HashMap::new(),
-    };
+    let mut f = Frame::default();
     let output = g.outputs.get("out").copied();
     let mut buffer_of = vec![usize::MAX; g.dag.node_count()];
     for n in g.dag.node_indices() {
