@@ -143,18 +143,22 @@ pub(crate) enum Command {
     },
     /// Generate tokens from a causal language model.
     ///
-    /// Reads prompts as token ids (`--inputs`: `input_ids`, i32 or i64 [batch, t]) and appends
-    /// up to `--max-new-tokens` tokens to each, greedily unless `--temperature` is above 0
-    /// (then sampled, with `--top-k`, `--top-p` and `--seed`). A row stops at an
-    /// end-of-sequence token: `--eos-token-id`, else the GGUF file's, else `eos_token_id` of
-    /// a generation_config.json or config.json beside the weights. `--outputs` gets
+    /// Takes prompts as text (`--prompt`, or `--prompts FILE` with one per line; `--chat` puts
+    /// each in the model's chat template) and prints the answer as it is generated, or as
+    /// token ids (`--inputs`: `input_ids`, i32 or i64 [batch, t]). Appends up to
+    /// `--max-new-tokens` tokens to each, greedily unless `--temperature` is above 0 (then
+    /// sampled, with `--top-k`, `--top-p` and `--seed`). A row stops at an end-of-sequence
+    /// token: `--eos-token-id`, else the GGUF file's, else `eos_token_id` of a
+    /// generation_config.json or config.json beside the weights. `--outputs` gets
     /// `generated_ids` (i32 [batch, n], up to and including the end-of-sequence token; rows
     /// that stopped earlier are padded with it) and `step_logits` (f32 [batch, n, vocab], the
-    /// raw logits each token was chosen from). Each step reruns the model on the whole
-    /// context: the compiler does not derive a recurrent step with a KV cache yet.
+    /// raw logits each token was chosen from). A model that reads later positions (BERT) is
+    /// refused, naming the operation. Each step reruns the model on the whole context: the
+    /// compiler does not derive a recurrent step with a KV cache yet.
     ///
-    /// Example: archc generate smollm2.arch --weights SmolLM2-135M-Instruct.Q4_1.gguf \
-    ///              --inputs prompt.safetensors --max-new-tokens 32 --outputs out.safetensors
+    /// Example: archc generate smollm2.arch --weights SmolLM2-135M-Instruct.Q4_1.gguf --prompt "What is the capital of France?" --chat
+    ///
+    /// Example: archc generate model.arch --weights model.safetensors --inputs ids.safetensors --outputs out.safetensors
     Generate(GenerateArgs),
     /// Measure compile time, run time and GFLOP/s.
     ///
@@ -234,8 +238,9 @@ pub(crate) enum Command {
     /// Q8_0, Q4_0 and Q4_1 tensors, dequantized to f32 as they load; the query and key rows
     /// llama.cpp permutes for its rotary are put back).
     ///
-    /// Examples: archc import hf config.json -o model.arch
-    ///           archc import gguf SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2.arch
+    /// Example: archc import hf config.json -o model.arch
+    ///
+    /// Example: archc import gguf SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2.arch
     Import {
         /// Where the model comes from: `hf` (a config.json) or `gguf` (a GGUF checkpoint).
         #[arg(value_enum)]
