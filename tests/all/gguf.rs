@@ -386,6 +386,32 @@ fn damaged_gguf_files_are_errors_naming_the_file() {
     let mut huge = good.clone();
     huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
     cases.push(("huge.gguf", huge, "more than the rest of the file can hold"));
+    // A metadata array claiming more items than the file holds, and arrays nested deeper than
+    // any writer nests them.
+    let mut head = b"GGUF".to_vec();
+    head.extend(3u32.to_le_bytes());
+    head.extend(0u64.to_le_bytes());
+    head.extend(1u64.to_le_bytes());
+    string(&mut head, "tokenizer.ggml.tokens");
+    let mut long = head.clone();
+    long.extend(9u32.to_le_bytes());
+    long.extend(8u32.to_le_bytes());
+    long.extend((1u64 << 40).to_le_bytes());
+    cases.push((
+        "array.gguf",
+        long,
+        "more than the rest of the file can hold",
+    ));
+    let mut deep = head;
+    // The entry's type, then arrays of arrays: (item type, count) each.
+    deep.extend(9u32.to_le_bytes());
+    for _ in 0..6 {
+        deep.extend(9u32.to_le_bytes());
+        deep.extend(1u64.to_le_bytes());
+    }
+    deep.extend(0u32.to_le_bytes());
+    deep.extend(0u64.to_le_bytes());
+    cases.push(("deep.gguf", deep, "nests arrays too deeply"));
     // A type archc does not read (Q6_K) in place of the first tensor's.
     let q6 = gguf(
         &[("general.architecture", Kv::Str("llama"))],
