@@ -150,20 +150,24 @@ def build(case):
 # The causal cases whose generation archc must reproduce, and how many tokens.
 GENERATE = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "mamba", "mamba2", "jamba", "bamba", "zamba2"]
 NEW_TOKENS = 20
+# Cases generated once more with an end token both rows produce at different steps, so that one
+# row stops early and is padded (Jamba's pad_token_id 0 is not its end token).
+EARLY_EOS = {"jamba": 63}
 
 
-def generate_oracle(case):
+def generate_oracle(case, eos=None):
     out_dir = os.path.join(ROOT, case)
     model = transformers.AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32).eval()
     model.config._attn_implementation = "eager"
     ids = transformers.modeling_utils.load_state_dict(os.path.join(out_dir, "inputs.safetensors"))["input_ids"]
     with torch.no_grad():
+        extra = {} if eos is None else {"eos_token_id": eos}
         result = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, output_logits=True,
-                                return_dict_in_generate=True)
+                                return_dict_in_generate=True, **extra)
     new = result.sequences[:, ids.shape[1]:]
     logits = torch.stack(result.logits, dim=1).float()
     save_file({"generated_ids": new.to(torch.int32).contiguous(), "step_logits": logits.contiguous()},
-              os.path.join(out_dir, "generate.safetensors"))
+              os.path.join(out_dir, "generate.safetensors" if eos is None else f"generate_eos{eos}.safetensors"))
     print(f"{case:16s} generated {list(new.shape)}: {new.tolist()}")
 
 
@@ -171,6 +175,8 @@ def main():
     if sys.argv[1:2] == ["--generate"]:
         for case in sys.argv[2:] or GENERATE:
             generate_oracle(case)
+            if case in EARLY_EOS:
+                generate_oracle(case, EARLY_EOS[case])
         return
     cases = sys.argv[1:] or list(CASES)
     for case in cases:

@@ -151,7 +151,8 @@ pub(crate) enum Command {
     /// token: `--eos-token-id`, else the GGUF file's, else `eos_token_id` of a
     /// generation_config.json or config.json beside the weights. `--outputs` gets
     /// `generated_ids` (i32 [batch, n], up to and including the end-of-sequence token; rows
-    /// that stopped earlier are padded with it) and `step_logits` (f32 [batch, n, vocab], the
+    /// that stopped earlier are padded with the pad token, `pad_token_id` beside the weights
+    /// or the end token) and `step_logits` (f32 [batch, n, vocab], the
     /// raw logits each token was chosen from). A model that reads later positions (BERT) is
     /// refused, naming the operation. Each step reruns the model on the whole context: the
     /// compiler does not derive a recurrent step with a KV cache yet.

@@ -21,7 +21,7 @@ use crate::progress;
 use crate::run::Engine;
 use crate::text::Text;
 use archc_runtime::generation::{
-    decode, eos_beside, last_rows, prompt_rows, Decoding, Forward, Generated,
+    decode, last_rows, prompt_rows, special_beside, Decoding, Forward, Generated,
 };
 use archc_runtime::gguf::GgufFile;
 use archc_runtime::sampling::Sampling;
@@ -79,8 +79,9 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
         ));
     }
     let (groups, dtype, text) = prompts(&o.prompt, &input, &o.weights)?;
+    let special = special_beside(&o.weights);
     let eos = if o.eos.is_empty() {
-        eos_beside(&o.weights)
+        special.eos
     } else {
         o.eos.clone()
     };
@@ -90,6 +91,7 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
         sampling: o.sampling.clone(),
         seed: o.seed,
         eos: eos.clone(),
+        pad: special.pad,
         keep_logits: o.outputs.is_some(),
     };
     let as_inputs = |context: &[Vec<i64>]| {
@@ -301,7 +303,7 @@ fn run_groups(
     }
     Ok(Generated::concat(
         parts,
-        d.eos.first().copied().unwrap_or(0),
+        d.pad.or(d.eos.first().copied()).unwrap_or(0),
     ))
 }
 

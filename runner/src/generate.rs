@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use archc_runtime::generation::{decode, eos_beside, last_rows, prompt_rows, Decoding};
+use archc_runtime::generation::{decode, last_rows, prompt_rows, special_beside, Decoding};
 use archc_runtime::sampling::Sampling;
 use archc_runtime::{Executor, Generation, Launcher, Plan, Tensor, TensorFile, WeightSource};
 
@@ -49,6 +49,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             },
             seed: 0,
             eos: Vec::new(),
+            pad: None,
             keep_logits: false,
         },
         threads: None,
@@ -115,9 +116,11 @@ pub fn run(plan: &Plan, kernels: &dyn Launcher, o: &Options) -> Result<String, S
         .map_err(|e| format!("{}: {e}", o.inputs.display()))?;
     let rows = prompt_rows(&ids).map_err(|e| format!("{}: {e}", o.inputs.display()))?;
     let mut d = o.decoding.clone();
+    let special = special_beside(&o.weights);
     if d.eos.is_empty() {
-        d.eos = eos_beside(&o.weights);
+        d.eos = special.eos;
     }
+    d.pad = special.pad;
     let weights = WeightSource::open(plan, &o.weights, d.seed)?;
     let mut exec =
         Executor::new(plan, |n, t, s| weights.weight(n, t, s)).map_err(|e| e.to_string())?;

@@ -22,6 +22,8 @@ pub struct Decoding {
     pub seed: u64,
     /// The end-of-sequence token ids (none: every row gets `max_new` tokens).
     pub eos: Vec<i64>,
+    /// What rows that stopped are fed and padded with (default: the first end token).
+    pub pad: Option<i64>,
     /// Whether to keep every step's logits (for `step_logits`; a long generation's logits
     /// take `steps × rows × vocab` floats).
     pub keep_logits: bool,
@@ -61,7 +63,7 @@ pub fn decode(
         prefill: Duration::ZERO,
         decode: Duration::ZERO,
     };
-    let pad = d.eos.first().copied().unwrap_or(0);
+    let pad = d.pad.or(d.eos.first().copied()).unwrap_or(0);
     for step in 0..d.max_new {
         let started = Instant::now();
         let logits = forward(&context)?;
@@ -226,24 +228,36 @@ pub fn last_rows(
         .collect())
 }
 
-/// End-of-sequence ids from what sits beside the weights: a GGUF file's
-/// `tokenizer.ggml.eos_token_id`, or `eos_token_id` (a number or a list) of a
-/// `generation_config.json` or `config.json` in the weights' directory.
-pub fn eos_beside(weights: &[PathBuf]) -> Vec<i64> {
+/// The special tokens decoding needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Special {
+    /// The end-of-sequence ids.
+    pub eos: Vec<i64>,
+    /// What rows that stopped are fed (transformers' `pad_token_id`).
+    pub pad: Option<i64>,
+}
+
+/// The special tokens found beside the weights: a GGUF file's `tokenizer.ggml.eos_token_id`
+/// and `padding_token_id`, or `eos_token_id` (a number or a list) and `pad_token_id` of a
+/// `generation_config.json`, else a `config.json`, in the weights' directory (where
+/// transformers' generation config takes them from).
+pub fn special_beside(weights: &[PathBuf]) -> Special {
     let Some(first) = weights.first() else {
-        return Vec::new();
+        return Special::default();
     };
     if first
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
     {
-        return crate::gguf::GgufFile::open(first)
-            .ok()
-            .and_then(|f| f.int("tokenizer.ggml.eos_token_id"))
-            .into_iter()
-            .collect();
+        let file = crate::gguf::GgufFile::open(first).ok();
+        let id = |key: &str| file.as_ref().and_then(|f| f.int(key));
+        return Special {
+            eos: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+            pad: id("tokenizer.ggml.padding_token_id"),
+        };
     }
     let dir = first.parent().unwrap_or(Path::new("."));
+    let mut found = Special::default();
     for name in ["generation_config.json", "config.json"] {
         let Ok(text) = crate::files::read_text(&dir.join(name), 1 << 20) else {
             continue;
@@ -251,13 +265,18 @@ pub fn eos_beside(weights: &[PathBuf]) -> Vec<i64> {
         let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
             continue;
         };
-        match json.get("eos_token_id") {
-            Some(serde_json::Value::Number(n)) => return n.as_i64().into_iter().collect(),
-            Some(serde_json::Value::Array(a)) => {
-                return a.iter().filter_map(serde_json::Value::as_i64).collect()
-            }
-            _ => {}
+        if found.eos.is_empty() {
+            found.eos = match json.get("eos_token_id") {
+                Some(serde_json::Value::Number(n)) => n.as_i64().into_iter().collect(),
+                Some(serde_json::Value::Array(a)) => {
+                    a.iter().filter_map(serde_json::Value::as_i64).collect()
+                }
+                _ => Vec::new(),
+            };
+        }
+        if found.pad.is_none() {
+            found.pad = json.get("pad_token_id").and_then(serde_json::Value::as_i64);
         }
     }
-    Vec::new()
+    found
 }

@@ -331,3 +331,31 @@ fn built_binaries_generate_as_archc_does() {
         .expect(2, &["--top-p needs"]);
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// A row that reaches its end token first is fed and padded with the model's pad token (0 for
+/// this Jamba, whose end token is 2), as transformers pads it, while the other row goes on.
+#[test]
+fn rows_that_stop_early_are_padded_as_transformers_pads_them() {
+    let d = scratch_dir("generate-early");
+    let fixture = repo("tests/fixtures/hf/jamba");
+    import(&fixture, "jamba.arch", &d);
+    let want = fixture.join("generate_eos63.safetensors");
+    for backend in common::run_backends() {
+        let mut args = vec!["generate".to_string(), "jamba.arch".to_string()];
+        args.extend(twenty_tokens(&fixture, "out.safetensors"));
+        args.extend(["--eos-token-id", "63", "--backend", backend].map(str::to_string));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        archc_limited(&args, &d).expect(0, &[]);
+        let out = d.join("out.safetensors");
+        let ids = read(&out, "generated_ids");
+        assert_eq!(ids.shape, vec![2, 9], "{backend}");
+        assert_eq!(
+            ids.to_f32(),
+            read(&want, "generated_ids").to_f32(),
+            "{backend}"
+        );
+        let err = common::rel_err(&read(&out, "step_logits"), &read(&want, "step_logits"));
+        assert!(err <= 1e-4, "{backend}: step logits rel err {err:.3e}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
