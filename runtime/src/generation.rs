@@ -280,3 +280,50 @@ pub fn special_beside(weights: &[PathBuf]) -> Special {
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(ids: &[i64], vocab: usize) -> Generated {
+        Generated {
+            ids: vec![ids.to_vec()],
+            logits: ids.iter().map(|&i| vec![vec![i as f32; vocab]]).collect(),
+            prefill: Duration::from_millis(1),
+            decode: Duration::from_millis(2),
+        }
+    }
+
+    #[test]
+    fn rows_of_different_lengths_are_padded_and_special_tokens_found_beside_the_weights() {
+        let all = Generated::concat(vec![one(&[5, 2], 3), one(&[7, 8, 9], 3)], 0);
+        assert_eq!(all.ids, vec![vec![5, 2, 0], vec![7, 8, 9]]);
+        assert_eq!(all.logits[2], vec![vec![0.0; 3], vec![9.0; 3]]);
+        assert_eq!(all.prefill, Duration::from_millis(2));
+        let dir = std::env::temp_dir().join(format!("archc-special-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("writable");
+        let config = r#"{"eos_token_id": [2, 7], "pad_token_id": 0}"#;
+        std::fs::write(dir.join("config.json"), config).expect("writable");
+        let found = special_beside(&[dir.join("model.safetensors")]);
+        assert_eq!(
+            found,
+            Special {
+                eos: vec![2, 7],
+                pad: Some(0)
+            }
+        );
+        // generation_config.json comes first.
+        std::fs::write(dir.join("generation_config.json"), r#"{"eos_token_id": 3}"#)
+            .expect("writable");
+        let found = special_beside(&[dir.join("model.safetensors")]);
+        assert_eq!(
+            found,
+            Special {
+                eos: vec![3],
+                pad: Some(0)
+            }
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(special_beside(&[]), Special::default());
+    }
+}
