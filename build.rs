@@ -3,8 +3,11 @@
 //! `archc` (`cargo install --path .`) needs no file beside it to build executables.
 //!
 //! The library is a separate crate of type `staticlib`, which a dependency cannot provide on
-//! stable Cargo, so this script runs Cargo on it, in its own target directory under OUT_DIR
-//! (the outer build holds the main one), with the outer build's profile.
+//! stable Cargo, so this script runs Cargo on it, in its own target directory `runner-lib`
+//! beside the outer build's profile folders (the outer build holds the main one's lock), with
+//! the outer build's profile. The directory is shared by every feature set of the outer build:
+//! the runner does not depend on archc's features, so `--features llvm` reuses its build
+//! instead of compiling its dependencies again (a second copy cost CI ~900 MB of disk).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,7 +16,12 @@ fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
     let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
-    let target_dir = out.join("runner");
+    // OUT_DIR is <target>/<profile>/build/archc-<hash>/out; a missing ancestor (a layout
+    // Cargo never makes) falls back to OUT_DIR itself.
+    let target_dir = out
+        .ancestors()
+        .nth(4)
+        .map_or_else(|| out.join("runner"), |t| t.join("runner-lib"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
