@@ -256,7 +256,8 @@ pub(crate) enum Command {
     ///
     /// `ast` prints the parsed file in canonical form (it parses back to the same tree);
     /// `graph` prints the elaborated Graph IR: one primitive op per line with its result type
-    /// and the weight scope it came from; `kernels` the Kernel IR loop nests; `plan` the
+    /// and the weight scope it came from; `step` the recurrent step derived for generation
+    /// (the State's parts, then its graph); `kernels` the Kernel IR loop nests; `plan` the
     /// execution plan with its arena laid out for the dims (first lines `arena_bytes: N` and
     /// `kernels: K`); `clif` the Cranelift IR of every kernel; `llvm` the LLVM IR of every kernel
     /// (with `--features llvm`).
@@ -294,6 +295,10 @@ pub(crate) enum Stage {
     Graph,
     /// The Graph IR after the passes: fused regions by kind, layer kinds compiled once.
     Fused,
+    /// The recurrent step `archc generate` derives for a causal model: the State's parts
+    /// (caches appended to, windows and scan carries replaced), then the step's Graph IR,
+    /// which reads `seq` new positions after `past` earlier ones.
+    Step,
     /// The Kernel IR: one loop nest per kernel.
     Kernels,
     /// The execution plan: buffers, arena offsets, steps.
@@ -408,6 +413,14 @@ pub(crate) struct GenerateArgs {
     /// Mask the end-of-sequence tokens until this many new tokens exist.
     #[arg(long, default_value_t = 0)]
     pub(crate) min_new_tokens: usize,
+    /// The most positions (prompt and new tokens) the State's caches hold (default: the
+    /// longest prompt plus --max-new-tokens).
+    #[arg(long)]
+    pub(crate) max_context: Option<usize>,
+    /// Rerun the whole context at every step instead of the derived step (slower; for
+    /// comparing the two).
+    #[arg(long)]
+    pub(crate) rerun: bool,
     /// Sampling temperature (0: greedy).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) temperature: f32,

@@ -1,10 +1,10 @@
 //! `archc generate`: autoregressive decoding of a causal language model, one token per row
 //! and step, until `--max-new-tokens` or every row has produced an end-of-sequence token.
 //!
-//! Each step runs the model's sequence plan on the whole context so far and takes the logits
-//! of its last position: the prefill and the step are the same plan. The compiler does not yet
-//! derive a recurrent step with a State (KV cache, conv and SSM states), so a step costs a
-//! forward pass over the context rather than over one position.
+//! The compiler derives the model's prefill and recurrent step (`archc_compiler::step`); the
+//! prefill runs the prompt and fills the State (KV caches, convolution windows, scan carries),
+//! and each step runs only the new token against it. A model whose step cannot be derived (or
+//! `--rerun`) reruns its sequence plan over the whole context at every step instead.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -14,14 +14,18 @@ use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::noncausal;
 use archc_compiler::graph::Graph;
 use archc_compiler::interp::{bind_dims, interpret};
+use archc_compiler::lower::Lowered;
 use archc_compiler::passes::{lower_optimized_for, optimize, PassOptions};
-use archc_runtime::{DType, Generation, Tensor, TensorFile, WeightSource};
+use archc_compiler::step::{derive, Derived, PartKind, Phase, StatePart};
+use archc_runtime::state::{PartLayout, State, Update};
+use archc_runtime::{DType, Generation, Launcher, Tensor, TensorFile, WeightSource};
 
 use crate::progress;
 use crate::run::Engine;
 use crate::text::Text;
 use archc_runtime::generation::{
-    decode, last_rows, prompt_rows, special_beside, Decoding, Forward, Generated,
+    decode, last_rows, prompt_rows, special_beside, Decoding, Forward, Generated, Pass, Stateful,
+    RERUNS, STEPS,
 };
 use archc_runtime::gguf::GgufFile;
 use archc_runtime::sampling::Sampling;
@@ -50,6 +54,10 @@ pub struct GenerateOptions {
     pub passes: PassOptions,
     /// How many threads the kernels use.
     pub threads: usize,
+    /// The most positions the State holds (default: the longest prompt and `max_new`).
+    pub max_context: Option<usize>,
+    /// Rerun the whole context at every step instead of the derived step.
+    pub rerun: bool,
 }
 
 /// Where the prompts come from.
@@ -94,46 +102,182 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
         pad: special.pad,
         keep_logits: o.outputs.is_some(),
     };
-    let as_inputs = |context: &[Vec<i64>]| {
-        let flat: Vec<i64> = context.iter().flatten().copied().collect();
-        let ids = Tensor::int(dtype, vec![context.len(), context[0].len()], flat);
-        HashMap::from([(input.clone(), ids)])
+    let longest = groups.iter().flatten().map(Vec::len).max().unwrap_or(0);
+    let model = Model {
+        g,
+        input: &input,
+        output: &output,
+        dtype,
+        capacity: o.max_context.unwrap_or(longest + o.max_new),
     };
-    let kind = match o.engine {
-        Engine::Native(kind) => kind,
-        Engine::Interp => {
-            // The interpreter binds the weights itself; its plan only names them.
-            let plan = lower_optimized_for(g, &o.passes, &BackendKind::Cranelift.target())
-                .map_err(|e| e.to_string())?
-                .plan;
-            let mut weights = WeightSource::open(&plan, &o.weights, o.seed)?;
-            let mut forward = |context: &[Vec<i64>]| -> Result<Vec<Vec<f32>>, String> {
-                let inputs = as_inputs(context);
-                let dims = bind_dims(g, &inputs, &HashMap::new()).map_err(|e| e.to_string())?;
-                let out = interpret(g, &dims, &inputs, &mut weights).map_err(|e| e.to_string())?;
-                last_rows(&out.into_iter().collect::<Vec<_>>(), &output, context.len())
-            };
-            let result = run_groups(&mut forward, groups, &d, text.as_ref())?;
-            return report(&result, o, &eos);
+    let steps = if o.rerun {
+        None
+    } else {
+        match derive(g, &input, &output, Phase::Prefill)
+            .and_then(|p| Ok((p, derive(g, &input, &output, Phase::Step)?)))
+        {
+            Ok(both) => Some(both),
+            Err(e) => {
+                eprintln!("note: {e}; {RERUNS}");
+                None
+            }
         }
     };
-    let lowered = progress::spin("lowering", || {
-        lower_optimized_for(g, &o.passes, &kind.target())
-    })
-    .map_err(|e| e.to_string())?;
-    let jit =
-        progress::spin("compiling", || kind.jit(&lowered, o.threads)).map_err(|e| e.to_string())?;
-    let weights = WeightSource::open(&lowered.plan, &o.weights, o.seed)?;
-    let mut exec = progress::load_weights(&lowered.plan, &weights)?;
-    exec.prepare(jit.as_ref()).map_err(|e| e.to_string())?;
-    let mut forward = |context: &[Vec<i64>]| -> Result<Vec<Vec<f32>>, String> {
-        let out = exec
-            .run(jit.as_ref(), &as_inputs(context), &HashMap::new())
-            .map_err(|e| e.to_string())?;
-        last_rows(&out, &output, context.len())
+    let (result, state) = match steps {
+        Some((prefill, step)) => with_state(&model, o, &prefill, &step, |f| {
+            run_groups(f, groups, &d, text.as_ref())
+        })?,
+        None => (
+            rerunning(&model, o, |f| run_groups(f, groups, &d, text.as_ref()))?,
+            String::new(),
+        ),
     };
-    let result = run_groups(&mut forward, groups, &d, text.as_ref())?;
-    report(&result, o, &eos)
+    let mut out = report(&result, o, &eos)?;
+    out.push_str(&state);
+    Ok(out)
+}
+
+/// What generation runs: the model, its token input and output.
+struct Model<'g> {
+    g: &'g Graph,
+    input: &'g str,
+    output: &'g str,
+    /// The prompts' integer type.
+    dtype: DType,
+    /// The most positions the State holds.
+    capacity: usize,
+}
+
+/// Decodes with `body` on a forward pass that reruns the sequence plan on the whole context.
+fn rerunning(
+    m: &Model,
+    o: &GenerateOptions,
+    body: impl FnOnce(&mut Forward) -> Result<Generated, String>,
+) -> Result<Generated, String> {
+    let as_inputs = |context: &[Vec<i64>]| {
+        let flat: Vec<i64> = context.iter().flatten().copied().collect();
+        let ids = Tensor::int(m.dtype, vec![context.len(), context[0].len()], flat);
+        HashMap::from([(m.input.to_string(), ids)])
+    };
+    let compiled = Compiled::new(m.g, o)?;
+    let mut run = compiled.runner(o)?;
+    let mut forward = |context: &[Vec<i64>]| -> Result<Vec<Vec<f32>>, String> {
+        let out = run(&as_inputs(context), &HashMap::new())?;
+        last_rows(&out, m.output, context.len())
+    };
+    body(&mut forward)
+}
+
+/// Decodes with `body` on the derived prefill and step and a State; returns the generation
+/// and a line on the State's size.
+fn with_state(
+    m: &Model,
+    o: &GenerateOptions,
+    prefill: &Derived,
+    step: &Derived,
+    body: impl FnOnce(&mut Forward) -> Result<Generated, String>,
+) -> Result<(Generated, String), String> {
+    let (first, next) = (
+        Compiled::new(&prefill.graph, o)?,
+        Compiled::new(&step.graph, o)?,
+    );
+    let (mut run_prefill, mut run_step) = (first.runner(o)?, next.runner(o)?);
+    let mut run =
+        |pass: Pass, inputs: &HashMap<String, Tensor>, dims: &HashMap<String, i64>| match pass {
+            Pass::Prefill => run_prefill(inputs, dims),
+            Pass::Step => run_step(inputs, dims),
+        };
+    let layout = step.parts.iter().map(part_layout).collect();
+    let state = State::new(layout, m.capacity);
+    let mut model = Stateful::new(&mut run, state, m.input, m.output, m.dtype);
+    let mut g = body(&mut |context: &[Vec<i64>]| model.forward(context))?;
+    g.how = STEPS;
+    Ok((g, model.state_summary()))
+}
+
+/// The runtime's form of a State part.
+fn part_layout(p: &StatePart) -> PartLayout {
+    PartLayout {
+        name: p.name.clone(),
+        update: match p.kind {
+            PartKind::Append { axis } => Update::Append(axis),
+            PartKind::Replace { .. } => Update::Replace,
+        },
+    }
+}
+
+/// Runs a graph on inputs and explicit dims.
+type Runner<'a> = Box<
+    dyn FnMut(
+            &HashMap<String, Tensor>,
+            &HashMap<String, i64>,
+        ) -> Result<Vec<(String, Tensor)>, String>
+        + 'a,
+>;
+
+/// A graph compiled for an engine, with what its executor borrows.
+struct Compiled<'g> {
+    g: &'g Graph,
+    lowered: Lowered,
+    /// The native code (none for the interpreter).
+    jit: Option<Box<dyn Launcher>>,
+    weights: WeightSource,
+}
+
+impl<'g> Compiled<'g> {
+    /// Lowers and compiles `g` for `o`'s engine and opens its weights.
+    fn new(g: &'g Graph, o: &GenerateOptions) -> Result<Compiled<'g>, String> {
+        // The interpreter binds the weights itself; its plan only names them.
+        let kind = match o.engine {
+            Engine::Native(kind) => kind,
+            Engine::Interp => BackendKind::Cranelift,
+        };
+        let lowered = progress::spin("lowering", || {
+            lower_optimized_for(g, &o.passes, &kind.target())
+        })
+        .map_err(|e| e.to_string())?;
+        let jit = match o.engine {
+            Engine::Native(kind) => Some(
+                progress::spin("compiling", || kind.jit(&lowered, o.threads))
+                    .map_err(|e| e.to_string())?,
+            ),
+            Engine::Interp => None,
+        };
+        let weights = WeightSource::open(&lowered.plan, &o.weights, o.seed)?;
+        Ok(Compiled {
+            g,
+            lowered,
+            jit,
+            weights,
+        })
+    }
+
+    /// Loads the weights and returns what runs the graph.
+    fn runner(&self, o: &GenerateOptions) -> Result<Runner<'_>, String> {
+        let g = self.g;
+        let Some(jit) = &self.jit else {
+            let mut weights = WeightSource::open(&self.lowered.plan, &o.weights, o.seed)?;
+            return Ok(Box::new(move |inputs, explicit| {
+                let dims = bind_dims(g, inputs, explicit).map_err(|e| e.to_string())?;
+                let out = interpret(g, &dims, inputs, &mut weights).map_err(|e| e.to_string())?;
+                Ok(out.into_iter().collect())
+            }));
+        };
+        let mut exec = progress::load_weights(&self.lowered.plan, &self.weights)?;
+        exec.prepare(jit.as_ref()).map_err(|e| e.to_string())?;
+        Ok(Box::new(move |inputs, explicit| {
+            exec.run(jit.as_ref(), inputs, explicit)
+                .map_err(|e| e.to_string())
+        }))
+    }
+}
+
+/// The derived step of a causal model `g` (for `dump --stage step`).
+pub fn derive_step(g: &Graph, phase: Phase) -> Result<Derived, String> {
+    let input = token_input(g)?;
+    causal(g, &input)?;
+    let output = logits_output(g)?;
+    derive(g, &input, &output, phase).map_err(|e| e.to_string())
 }
 
 /// Whether a built binary of `g` can generate, and from which input and output.

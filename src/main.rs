@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::print_graph;
 use archc_compiler::passes::{optimize, optimize_explained, PassOptions};
+use archc_compiler::step::{print_step, Phase};
 use archc_compiler::summary::summary;
 use archc_compiler::syntax::print_file;
 use archc_compiler::Session;
@@ -293,6 +294,11 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 Stage::Ast => unreachable!("printed above"),
                 Stage::Graph => Ok(print_graph(&graph)),
                 Stage::Fused => Ok(print_graph(&optimize(&graph, &passes).map_err(internal)?)),
+                Stage::Step => {
+                    let derived = generate::derive_step(&graph, Phase::Step)
+                        .map_err(|e| Failure::Input(format!("error: {e}\n")))?;
+                    Ok(print_step(&derived))
+                }
                 Stage::Kernels => Ok(lowered()?
                     .kernels
                     .iter()
@@ -336,6 +342,8 @@ fn generate_command(args: GenerateArgs, max_nodes: u64, threads: usize) -> Resul
         outputs,
         max_new_tokens,
         min_new_tokens,
+        max_context,
+        rerun,
         temperature,
         top_k,
         top_p,
@@ -393,6 +401,8 @@ fn generate_command(args: GenerateArgs, max_nodes: u64, threads: usize) -> Resul
         outputs,
         max_new: max_new_tokens,
         min_new: min_new_tokens,
+        max_context,
+        rerun,
         sampling: archc_runtime::sampling::Sampling {
             temperature,
             top_k,

@@ -11,6 +11,7 @@ pub mod interp;
 pub mod lower;
 pub mod passes;
 pub mod session;
+pub mod step;
 pub mod summary;
 pub mod syntax;
 pub mod verify;

@@ -1,12 +1,17 @@
 //! Autoregressive decoding, shared by `archc generate` and built binaries: choose each row's
 //! next token from its last position's logits, append it, stop rows at an end-of-sequence
 //! token, until every row has stopped or the budget is spent. The model runs behind a
-//! [`Forward`] callback: today a forward pass of the sequence plan over the whole context.
+//! [`Forward`] callback: a [`Stateful`] model runs the compiler's derived prefill once and
+//! then steps of the new tokens against its [`State`]; a model without a derived step reruns
+//! its sequence plan over the whole context.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use crate::sampling::Sampling;
+use crate::state::{State, Update};
 use crate::{write_tensors, DType, Data, SplitMix64, Tensor};
 
 /// What decoding needs besides the prompts.
@@ -40,7 +45,15 @@ pub struct Generated {
     pub prefill: Duration,
     /// The time of the other steps.
     pub decode: Duration,
+    /// How each step ran, for the summary.
+    pub how: &'static str,
 }
+
+/// What each step reruns when a model has no derived step.
+pub const RERUNS: &str = "each step reruns the whole context";
+
+/// What a derived step runs.
+pub const STEPS: &str = "each step runs the new token against the State";
 
 /// One forward pass: the rows of token ids so far → the last position's logits of each.
 pub type Forward<'a> = dyn FnMut(&[Vec<i64>]) -> Result<Vec<Vec<f32>>, String> + 'a;
@@ -62,6 +75,7 @@ pub fn decode(
         logits: Vec::new(),
         prefill: Duration::ZERO,
         decode: Duration::ZERO,
+        how: RERUNS,
     };
     let pad = d.pad.or(d.eos.first().copied()).unwrap_or(0);
     for step in 0..d.max_new {
@@ -148,6 +162,7 @@ impl Generated {
             logits: vec![Vec::new(); steps],
             prefill: Duration::ZERO,
             decode: Duration::ZERO,
+            how: parts.first().map_or(RERUNS, |g| g.how),
         };
         for g in parts {
             all.prefill += g.prefill;
@@ -181,13 +196,14 @@ impl Generated {
         let (rows, n) = (self.ids.len(), self.logits.len());
         let per_s = rows as f64 * n.saturating_sub(1) as f64 / self.decode.as_secs_f64().max(1e-9);
         format!(
-            "{n} steps × {rows} rows ({}); first step {:.1} ms, then {per_s:.1} tokens/s (each step reruns the whole context)\n",
+            "{n} steps × {rows} rows ({}); first step {:.1} ms, then {per_s:.1} tokens/s ({})\n",
             if eos.is_empty() {
                 "no end-of-sequence token known: --eos-token-id sets one".to_string()
             } else {
                 format!("end of sequence: {eos:?}")
             },
             self.prefill.as_secs_f64() * 1e3,
+            self.how,
         )
     }
 }
@@ -291,6 +307,7 @@ mod tests {
             logits: ids.iter().map(|&i| vec![vec![i as f32; vocab]]).collect(),
             prefill: Duration::from_millis(1),
             decode: Duration::from_millis(2),
+            how: STEPS,
         }
     }
 
@@ -325,5 +342,132 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).ok();
         assert_eq!(special_beside(&[]), Special::default());
+    }
+}
+
+/// Which derived graph a [`Stateful`] model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// The prompt, from an empty State.
+    Prefill,
+    /// New positions after the State's.
+    Step,
+}
+
+/// Runs a derived graph: the pass, its inputs (the tokens and the State's parts) and the
+/// dims to bind besides the inputs' (`past`) → its outputs.
+pub type RunPass<'a> = dyn FnMut(
+        Pass,
+        &HashMap<String, Tensor>,
+        &HashMap<String, i64>,
+    ) -> Result<Vec<(String, Tensor)>, String>
+    + 'a;
+
+/// A model with a derived step: the first call for a context runs the prefill, later calls
+/// whose context extends the last one run a step of the new positions only.
+pub struct Stateful<'r, 'a> {
+    run: &'r mut RunPass<'a>,
+    fresh: State,
+    state: State,
+    /// The rows the State holds.
+    fed: Vec<Vec<i64>>,
+    input: String,
+    output: String,
+    dtype: DType,
+}
+
+impl<'r, 'a> Stateful<'r, 'a> {
+    /// A model whose passes `run` runs, reading tokens of `dtype` at `input` and choosing from
+    /// `output`, with a State of this (empty) form.
+    pub fn new(
+        run: &'r mut RunPass<'a>,
+        state: State,
+        input: &str,
+        output: &str,
+        dtype: DType,
+    ) -> Stateful<'r, 'a> {
+        Stateful {
+            run,
+            fresh: state.clone(),
+            state,
+            fed: Vec::new(),
+            input: input.to_string(),
+            output: output.to_string(),
+            dtype,
+        }
+    }
+
+    /// The last position's logits of each row of `context` (see [`Forward`]).
+    pub fn forward(&mut self, context: &[Vec<i64>]) -> Result<Vec<Vec<f32>>, String> {
+        let extends = !self.fed.is_empty()
+            && self.fed.len() == context.len()
+            && self
+                .fed
+                .iter()
+                .zip(context)
+                .all(|(f, c)| c.len() > f.len() && c.starts_with(f));
+        if !extends {
+            self.state.restore(&self.fresh);
+            self.fed = vec![Vec::new(); context.len()];
+        }
+        let from = self.fed.first().map_or(0, Vec::len);
+        let new = context.first().map_or(0, Vec::len) - from;
+        let ids: Vec<i64> = context.iter().flat_map(|r| r[from..].to_vec()).collect();
+        let mut inputs: HashMap<String, Tensor> = self
+            .state
+            .inputs()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect();
+        inputs.insert(
+            self.input.clone(),
+            Tensor::int(self.dtype, vec![context.len(), new], ids),
+        );
+        let (pass, dims) = if extends {
+            let past = i64::try_from(self.state.context()).unwrap_or(i64::MAX);
+            (Pass::Step, HashMap::from([("past".to_string(), past)]))
+        } else {
+            (Pass::Prefill, HashMap::new())
+        };
+        let out = (self.run)(pass, &inputs, &dims)?;
+        let logits = last_rows(&out, &self.output, context.len())?;
+        let mut parts: HashMap<String, Tensor> = out.into_iter().collect();
+        self.state
+            .absorb(&mut parts, new)
+            .map_err(|e| e.to_string())?;
+        self.fed = context.to_vec();
+        Ok(logits)
+    }
+
+    /// A line on the State's size: caches and fixed parts, in bytes.
+    pub fn state_summary(&self) -> String {
+        let (mut caches, mut fixed) = ((0, 0usize), (0, 0usize));
+        for ((_, bytes), update) in self.state.bytes().into_iter().zip(self.state.updates()) {
+            let sum = match update {
+                Update::Append(_) => &mut caches,
+                Update::Replace => &mut fixed,
+            };
+            sum.0 += 1;
+            sum.1 += bytes;
+        }
+        format!(
+            "state at {} positions: {} caches {}, {} fixed parts {} (conv windows, scan carries)\n",
+            self.state.context(),
+            caches.0,
+            bytes_text(caches.1),
+            fixed.0,
+            bytes_text(fixed.1),
+        )
+    }
+}
+
+/// Bytes for people: `1.5 MiB`.
+fn bytes_text(b: usize) -> String {
+    let b = b as f64;
+    if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b} B")
     }
 }

@@ -24,6 +24,7 @@ mod random;
 pub mod sampling;
 mod session;
 pub mod spelling;
+pub mod state;
 mod tensor;
 mod tensor_file;
 mod weights;

@@ -35,4 +35,5 @@ mod run_errors;
 mod schedule_ir;
 mod sharded;
 mod snapshots;
+mod step;
 mod verify;

@@ -1,0 +1,135 @@
+//! The derived recurrent step (`archc_compiler::step`): for every causal example, a prefill
+//! of the first positions then steps over the rest give the logits of one pass over the whole
+//! sequence, on the reference interpreter.
+
+use std::collections::HashMap;
+
+use archc_compiler::graph::Graph;
+use archc_compiler::step::{derive, Derived, PartKind, Phase};
+use archc_runtime::state::{PartLayout, State, Update};
+use archc_runtime::{random_tensor, DType, Tensor, WeightSource};
+use proptest::prelude::*;
+
+use crate::common::{compile, example_source, rel_err};
+
+/// The examples that generate; BERT and I-JEPA read ahead.
+pub const CAUSAL: [&str; 10] = [
+    "gpt2", "llama", "mistral", "qwen2", "qwen3", "mamba", "mamba2", "jamba", "bamba", "zamba2",
+];
+
+fn example(name: &str) -> Graph {
+    compile(&format!("{name}.arch"), &example_source(name)).unwrap_or_else(|(_, r)| panic!("{r}"))
+}
+
+/// The State's layout of a derivation.
+pub fn layout(d: &Derived) -> Vec<PartLayout> {
+    d.parts
+        .iter()
+        .map(|p| PartLayout {
+            name: p.name.clone(),
+            update: match p.kind {
+                PartKind::Append { axis } => Update::Append(axis),
+                PartKind::Replace { .. } => Update::Replace,
+            },
+        })
+        .collect()
+}
+
+/// Positions `range` of every row of `ids`.
+fn columns(ids: &Tensor, range: std::ops::Range<usize>) -> Tensor {
+    let (rows, t) = (ids.shape[0], ids.shape[1]);
+    let all = ids.to_f32();
+    let mut out = Vec::new();
+    for r in 0..rows {
+        out.extend(
+            all[r * t + range.start..r * t + range.end]
+                .iter()
+                .map(|&x| x as i64),
+        );
+    }
+    Tensor::int(ids.dtype, vec![rows, range.len()], out)
+}
+
+fn run(g: &Graph, inputs: &HashMap<String, Tensor>, past: usize) -> HashMap<String, Tensor> {
+    // A model without caches (Mamba) has `past` in no input's shape.
+    let explicit = match past {
+        0 => HashMap::new(),
+        p => HashMap::from([("past".to_string(), p as i64)]),
+    };
+    let dims = archc_compiler::interp::bind_dims(g, inputs, &explicit)
+        .unwrap_or_else(|e| panic!("{}: {e}", g.name));
+    let mut w = WeightSource::Random(5);
+    archc_compiler::interp::interpret(g, &dims, inputs, &mut w)
+        .unwrap_or_else(|e| panic!("{}: {e}", g.name))
+        .into_iter()
+        .collect()
+}
+
+/// Logits over positions `0..t` by prefill then steps at `cuts`, against one forward pass.
+fn check_split(name: &str, batch: usize, t: usize, cuts: &[usize]) -> f64 {
+    let g = example(name);
+    let input = g.inputs.keys().next().cloned().expect("a token input");
+    let prefill = derive(&g, &input, "logits", Phase::Prefill).unwrap_or_else(|e| panic!("{e}"));
+    let step = derive(&g, &input, "logits", Phase::Step).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(prefill.parts, step.parts, "{name}: one State for both");
+    let ids = random_tensor(9, &input, DType::I32, &[batch, t], 1.0, 60);
+    let whole = run(&g, &HashMap::from([(input.clone(), ids.clone())]), 0)["logits"].clone();
+    let mut state = State::new(layout(&step), t);
+    let mut bounds = vec![0];
+    bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c < t));
+    bounds.push(t);
+    let mut pieces = Vec::new();
+    for (i, w) in bounds.windows(2).enumerate() {
+        let graph = if i == 0 { &prefill.graph } else { &step.graph };
+        let mut inputs: HashMap<String, Tensor> = state
+            .inputs()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect();
+        inputs.insert(input.clone(), columns(&ids, w[0]..w[1]));
+        let mut out = run(graph, &inputs, state.context());
+        pieces.push(out.remove("logits").expect("logits"));
+        state
+            .absorb(&mut out, w[1] - w[0])
+            .expect("the State takes the outputs");
+    }
+    // The pieces' positions, in order, against the whole pass's.
+    let vocab = whole.shape[2];
+    let mut got = vec![0.0f32; whole.numel()];
+    let mut at = 0;
+    for p in &pieces {
+        let n = p.shape[1];
+        let v = p.to_f32();
+        for r in 0..batch {
+            for i in 0..n {
+                let src = &v[(r * n + i) * vocab..(r * n + i + 1) * vocab];
+                let dst = (r * t + at + i) * vocab;
+                got[dst..dst + vocab].copy_from_slice(src);
+            }
+        }
+        at += n;
+    }
+    rel_err(&Tensor::f32(whole.shape.clone(), got), &whole)
+}
+
+#[test]
+fn prefill_then_steps_give_the_whole_pass_on_every_causal_example() {
+    for name in CAUSAL {
+        let err = check_split(name, 2, 7, &[3, 4]);
+        assert!(err <= 1e-5, "{name}: relative error {err:e}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    /// prefill(a ++ b) = prefill(a) then step(b), for random split points and examples.
+    #[test]
+    fn prefill_of_a_then_step_of_b_is_prefill_of_both(
+        which in 0..CAUSAL.len(),
+        t in 2usize..10,
+        cut in 1usize..9,
+    ) {
+        let cut = cut.min(t - 1);
+        let err = check_split(CAUSAL[which], 1, t, &[cut]);
+        prop_assert!(err <= 1e-5, "{}: cut {cut} of {t}: {err:e}", CAUSAL[which]);
+    }
+}
