@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use archc_compiler::graph::Graph;
-use archc_compiler::step::{derive, Derived, PartKind, Phase};
+use archc_compiler::graph::print_graph;
+use archc_compiler::passes::{optimize, PassOptions};
+use archc_compiler::step::{derive, print_step, Derived, PartKind, Phase};
 use archc_runtime::state::{PartLayout, State, Update};
 use archc_runtime::{random_tensor, DType, Tensor, WeightSource};
 use proptest::prelude::*;
@@ -131,5 +133,19 @@ proptest! {
         let cut = cut.min(t - 1);
         let err = check_split(CAUSAL[which], 1, t, &[cut]);
         prop_assert!(err <= 1e-5, "{}: cut {cut} of {t}: {err:e}", CAUSAL[which]);
+    }
+}
+
+/// The derived step of every causal example, and the step after the passes: attention against
+/// the cache and the single-step scan are fused regions like the sequence's.
+#[test]
+fn example_step_dumps() {
+    for name in CAUSAL {
+        let g = example(name);
+        let input = g.inputs.keys().next().cloned().expect("a token input");
+        let step = derive(&g, &input, "logits", Phase::Step).unwrap_or_else(|e| panic!("{e}"));
+        insta::assert_snapshot!(format!("{name}.step"), print_step(&step));
+        let fused = optimize(&step.graph, &PassOptions::all()).unwrap_or_else(|e| panic!("{e}"));
+        insta::assert_snapshot!(format!("{name}.step_fused"), print_graph(&fused));
     }
 }
