@@ -380,9 +380,21 @@ impl<'p> Executor<'p> {
         let need = words(layout.bytes);
         let mut arena = std::mem::take(&mut self.arena);
         if arena.len() < need {
+            // A run that outgrows the last one (a generation step, whose context grows by a
+            // position each time) gets half as much again, so that its fresh pages are
+            // faulted in only every so many steps, not at each.
+            let grown = if arena.is_empty() {
+                need
+            } else {
+                need.max(arena.len().saturating_add(arena.len() / 2))
+            };
             // Freed first, so the old and the new arena are never held at once.
             drop(arena);
-            arena = zeroed(need, || "the arena for these dims".to_string())?;
+            arena = match zeroed(grown, || "the arena for these dims".to_string()) {
+                Ok(a) => a,
+                Err(_) if grown > need => zeroed(need, || "the arena for these dims".to_string())?,
+                Err(e) => return Err(e),
+            };
         } else {
             arena[..need].fill(0);
         }

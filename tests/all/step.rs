@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use archc_compiler::graph::Graph;
 use archc_compiler::graph::print_graph;
+use archc_compiler::graph::Graph;
 use archc_compiler::passes::{optimize, PassOptions};
 use archc_compiler::step::{derive, print_step, Derived, PartKind, Phase};
 use archc_runtime::state::{PartLayout, State, Update};
