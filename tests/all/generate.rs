@@ -226,6 +226,19 @@ fn generate_refuses_what_it_cannot_decode() {
         args.extend(bad);
         archc_limited(&args, &d).expect(2, &["--temperature must be"]);
     }
+    // A State bounded below the prompt's length is an error before anything decodes.
+    archc_limited(
+        &[
+            "generate",
+            "llama.arch",
+            "--inputs",
+            &inputs,
+            "--max-context",
+            "2",
+        ],
+        &d,
+    )
+    .expect(1, &["past --max-context 2"]);
     // A Llama whose attention is not causal, one that adds a mean over the sequence, and one
     // that reads the next token: each is refused, naming the operation that looks ahead.
     let source = std::fs::read_to_string(d.join("llama.arch")).expect("written");

@@ -149,3 +149,30 @@ fn example_step_dumps() {
         insta::assert_snapshot!(format!("{name}.step_fused"), print_graph(&fused));
     }
 }
+
+/// The State's bytes after a prefill of `t` positions.
+fn state_bytes(name: &str, t: usize) -> usize {
+    let g = example(name);
+    let input = g.inputs.keys().next().cloned().expect("a token input");
+    let prefill = derive(&g, &input, "logits", Phase::Prefill).unwrap_or_else(|e| panic!("{e}"));
+    let ids = random_tensor(3, &input, DType::I32, &[1, t], 1.0, 60);
+    let mut out = run(&prefill.graph, &HashMap::from([(input, ids)]), 0);
+    let mut state = State::new(layout(&prefill), t);
+    state
+        .absorb(&mut out, t)
+        .expect("the State takes the outputs");
+    state.bytes().iter().map(|(_, b)| b).sum()
+}
+
+#[test]
+fn mambas_state_is_constant_and_llamas_grows_with_the_context() {
+    // Mamba: a window of 3 inputs and a 128 × 16 carry per layer, for 2 layers.
+    let mamba = (state_bytes("mamba", 4), state_bytes("mamba", 12));
+    assert_eq!(
+        mamba,
+        (2 * (3 * 128 + 128 * 16) * 4, 2 * (3 * 128 + 128 * 16) * 4)
+    );
+    // Llama: a key and a value cache per layer, 2 × 16 + 32 floats per position each.
+    let llama = (state_bytes("llama", 4), state_bytes("llama", 12));
+    assert_eq!(llama, (2 * 4 * 64 * 4, 2 * 12 * 64 * 4));
+}

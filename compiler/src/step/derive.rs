@@ -352,62 +352,8 @@ impl Deriver<'_> {
                     None => Ok(new),
                 }
             }
-            Rule::Window { axis } => {
-                let x = self.at(ops[0], 0);
-                let Op::Pad { before, value, .. } = node.op else {
-                    return Err(StepError::unsupported(g, v, "a window that is not a pad"));
-                };
-                let mut shape = g.ty(ops[0]).shape.clone();
-                shape[*axis] = Dim::constant(before);
-                let kind = PartKind::Replace { fill: value };
-                let (state, name) = self.part(v, "window", kind, ty.dtype, shape);
-                let whole = match state {
-                    Some(state) => self.add(node, Op::Concat { axis: *axis }, &[state, x])?,
-                    None => self.add(node, node.op.clone(), &[x])?,
-                };
-                // The last `before` rows, for the next step.
-                let seq = Dim::symbol(&self.stream.symbol);
-                let end = seq
-                    .add(&Dim::constant(before))
-                    .unwrap_or_else(|| seq.clone());
-                let last = Op::Slice {
-                    axis: *axis,
-                    start: seq,
-                    end,
-                };
-                let out = self.add(node, last, &[whole])?;
-                self.state_outputs.insert(name, out);
-                Ok(whole)
-            }
-            Rule::Carry { axis, masks } => {
-                let (a, b) = (self.at(ops[0], masks[0]), self.at(ops[1], masks[1]));
-                let mut shape = ty.shape.clone();
-                shape[*axis] = Dim::constant(1);
-                let kind = PartKind::Replace {
-                    fill: Ieee64::from(0.0),
-                };
-                let (state, name) = self.part(v, "carry", kind, ty.dtype, shape);
-                let b = match state {
-                    Some(carry) => {
-                        // h[0] = a[0]·carry + b[0]: the carry enters with the first input.
-                        let ac = self.add(node, Op::Binary(BinaryOp::Mul), &[a, carry])?;
-                        let started = self.add(node, Op::Binary(BinaryOp::Add), &[b, ac])?;
-                        let first = self.first_position(node, *axis, ty.rank())?;
-                        self.add(node, Op::Select, &[first, started, b])?
-                    }
-                    None => b,
-                };
-                let h = self.add(node, node.op.clone(), &[a, b])?;
-                let seq = Dim::symbol(&self.stream.symbol);
-                let last = Op::Slice {
-                    axis: *axis,
-                    start: seq.sub(&Dim::constant(1)).unwrap_or_else(|| seq.clone()),
-                    end: seq,
-                };
-                let out = self.add(node, last, &[h])?;
-                self.state_outputs.insert(name, out);
-                Ok(h)
-            }
+            Rule::Window { axis } => self.window(v, *axis),
+            Rule::Carry { axis, masks } => self.carry(v, *axis, masks, &ty),
             Rule::Position => {
                 let n = self.new.add(Op::Iota, ty.clone(), &node.scope, &[]);
                 if !step {
@@ -431,6 +377,79 @@ impl Deriver<'_> {
 }
 
 impl Deriver<'_> {
+    /// A pad before the new positions: the State's last rows, then the new ones; the last
+    /// `before` rows are the part's next value.
+    fn window(&mut self, v: NodeIndex, axis: usize) -> Result<NodeIndex, StepError> {
+        let g = self.g;
+        let node = &g.dag[v];
+        let ops = g.operands(v);
+        let ty = self.ty_over(v, 0)?;
+        let x = self.at(ops[0], 0);
+        let Op::Pad { before, value, .. } = node.op else {
+            return Err(StepError::unsupported(g, v, "a window that is not a pad"));
+        };
+        let mut shape = g.ty(ops[0]).shape.clone();
+        shape[axis] = Dim::constant(before);
+        let kind = PartKind::Replace { fill: value };
+        let (state, name) = self.part(v, "window", kind, ty.dtype, shape);
+        let whole = match state {
+            Some(state) => self.add(node, Op::Concat { axis }, &[state, x])?,
+            None => self.add(node, node.op.clone(), &[x])?,
+        };
+        // The last `before` rows, for the next step.
+        let seq = Dim::symbol(&self.stream.symbol);
+        let end = seq
+            .add(&Dim::constant(before))
+            .unwrap_or_else(|| seq.clone());
+        let last = Op::Slice {
+            axis,
+            start: seq,
+            end,
+        };
+        let out = self.add(node, last, &[whole])?;
+        self.state_outputs.insert(name, out);
+        Ok(whole)
+    }
+
+    /// A scan that starts from the State's carry; its last row is the part's next value.
+    fn carry(
+        &mut self,
+        v: NodeIndex,
+        axis: usize,
+        masks: &[Mask],
+        ty: &TensorType,
+    ) -> Result<NodeIndex, StepError> {
+        let node = &self.g.dag[v];
+        let ops = self.g.operands(v);
+        let (a, b) = (self.at(ops[0], masks[0]), self.at(ops[1], masks[1]));
+        let mut shape = ty.shape.clone();
+        shape[axis] = Dim::constant(1);
+        let kind = PartKind::Replace {
+            fill: Ieee64::from(0.0),
+        };
+        let (state, name) = self.part(v, "carry", kind, ty.dtype, shape);
+        let b = match state {
+            Some(carry) => {
+                // h[0] = a[0]·carry + b[0]: the carry enters with the first input.
+                let ac = self.add(node, Op::Binary(BinaryOp::Mul), &[a, carry])?;
+                let started = self.add(node, Op::Binary(BinaryOp::Add), &[b, ac])?;
+                let first = self.first_position(node, axis, ty.rank())?;
+                self.add(node, Op::Select, &[first, started, b])?
+            }
+            None => b,
+        };
+        let h = self.add(node, node.op.clone(), &[a, b])?;
+        let seq = Dim::symbol(&self.stream.symbol);
+        let last = Op::Slice {
+            axis,
+            start: seq.sub(&Dim::constant(1)).unwrap_or_else(|| seq.clone()),
+            end: seq,
+        };
+        let out = self.add(node, last, &[h])?;
+        self.state_outputs.insert(name, out);
+        Ok(h)
+    }
+
     /// Records a State part for node `v` and, in a step, adds its input.
     fn part(
         &mut self,
