@@ -7,9 +7,11 @@ use std::process::Command;
 
 use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::Graph;
+use archc_compiler::lower::Lowered;
 use archc_compiler::passes::{lower_optimized_for, PassOptions};
+use archc_compiler::step::{derive, Derived, Phase};
 use archc_kernels::target::Target;
-use archc_runtime::{files, plan_to_json};
+use archc_runtime::{files, plan_to_json, Generation, Plan, StatefulPlans};
 
 /// The libraries Rust's standard library needs when linked statically on Linux (from
 /// `rustc --print native-static-libs`).
@@ -78,19 +80,69 @@ pub struct How<'a> {
     pub passes: &'a PassOptions,
 }
 
+/// Adds a causal model's derived prefill and step to `lowered` for `BIN generate`: their plans
+/// inside its plan, their kernels (renamed `prefill_…`, `step_…`) after its own, and every
+/// plan's dims padded to the widest. A model whose step cannot be derived is left as it is:
+/// its binary reruns the whole context at each step.
+fn add_stateful(g: &Graph, how: &How, lowered: &mut Lowered) -> Result<(), String> {
+    let Generation::Causal { input, output } = &lowered.plan.generation else {
+        return Ok(());
+    };
+    let derived = derive(g, input, output, Phase::Prefill)
+        .and_then(|p| Ok((p, derive(g, input, output, Phase::Step)?)));
+    let Ok((prefill, step)) = derived else {
+        return Ok(());
+    };
+    let kernels = &mut lowered.kernels;
+    let mut lower = |d: &Derived, prefix: &str| -> Result<(Plan, usize), String> {
+        let mut l =
+            lower_optimized_for(&d.graph, how.passes, &how.target).map_err(|e| e.to_string())?;
+        for k in &mut l.kernels {
+            k.name = format!("{prefix}{}", k.name);
+        }
+        for name in &mut l.plan.kernels {
+            *name = format!("{prefix}{name}");
+        }
+        let start = kernels.len();
+        kernels.extend(l.kernels);
+        Ok((l.plan, start))
+    };
+    let (mut first, prefill_kernels) = lower(&prefill, "prefill_")?;
+    let (mut next, step_kernels) = lower(&step, "step_")?;
+    let plan = &mut lowered.plan;
+    let width = [&plan.symbols, &first.symbols, &next.symbols]
+        .iter()
+        .map(|s| s.len())
+        .max()
+        .unwrap_or(0);
+    for p in [&mut *plan, &mut first, &mut next] {
+        p.dims_width = width;
+    }
+    plan.stateful = Some(Box::new(StatefulPlans {
+        prefill: first,
+        step: next,
+        parts: step
+            .parts
+            .iter()
+            .map(crate::generate::part_layout)
+            .collect(),
+        prefill_kernels,
+        step_kernels,
+    }));
+    Ok(())
+}
+
 /// Compiles `g` into the executable `out`; returns a report.
 pub fn build(g: &Graph, out: &Path, how: &How) -> Result<String, String> {
     let cc = how.cc;
     let mut lowered = lower_optimized_for(g, how.passes, &how.target).map_err(|e| e.to_string())?;
     lowered.plan.generation = crate::generate::generation(g);
+    add_stateful(g, how, &mut lowered)?;
     let json = plan_to_json(&lowered.plan);
+    let width = lowered.plan.symbols.len().max(lowered.plan.dims_width);
     let object = crate::progress::spin("compiling", || {
-        how.backend.object(
-            &lowered.kernels,
-            lowered.plan.symbols.len(),
-            &json,
-            &how.target,
-        )
+        how.backend
+            .object(&lowered.kernels, width, &json, &how.target)
     })
     .map_err(|e| e.to_string())?;
     let runner = runner_library()?;

@@ -154,8 +154,11 @@ pub(crate) enum Command {
     /// that stopped earlier are padded with the pad token, `pad_token_id` beside the weights
     /// or the end token) and `step_logits` (f32 [batch, n, vocab], the
     /// raw logits each token was chosen from). A model that reads later positions (BERT) is
-    /// refused, naming the operation. Each step reruns the model on the whole context: the
-    /// compiler does not derive a recurrent step with a KV cache yet.
+    /// refused, naming the operation. The compiler derives the model's recurrent step: the
+    /// prompt runs once (the prefill) and fills the State (KV caches, convolution windows,
+    /// scan carries; `archc dump --stage step` shows it), then each step runs only the new
+    /// token against it; the State's size is printed at the end, `--max-context` bounds it,
+    /// and `--rerun` reruns the whole context at every step instead.
     ///
     /// Example: archc generate smollm2.arch --weights SmolLM2-135M-Instruct.Q4_1.gguf --prompt "What is the capital of France?" --chat
     ///

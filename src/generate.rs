@@ -196,7 +196,7 @@ fn with_state(
 }
 
 /// The runtime's form of a State part.
-fn part_layout(p: &StatePart) -> PartLayout {
+pub fn part_layout(p: &StatePart) -> PartLayout {
     PartLayout {
         name: p.name.clone(),
         update: match p.kind {

@@ -4,9 +4,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use archc_runtime::generation::{decode, last_rows, prompt_rows, special_beside, Decoding};
+use archc_runtime::generation::{
+    decode, last_rows, prompt_rows, special_beside, Decoding, Generated, Pass, Stateful, STEPS,
+};
 use archc_runtime::sampling::Sampling;
-use archc_runtime::{Executor, Generation, Launcher, Plan, Tensor, TensorFile, WeightSource};
+use archc_runtime::state::State;
+use archc_runtime::{
+    CpuKernels, DType, Executor, Generation, Launcher, Plan, StatefulPlans, Tensor, TensorFile,
+    WeightSource,
+};
 
 /// The usage of `BIN generate`.
 pub const USAGE: &str = "usage: BIN generate --inputs IN.safetensors [--weights W]... \
@@ -101,8 +107,17 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-/// Generates with the plan's kernels; returns the text to print.
-pub fn run(plan: &Plan, kernels: &dyn Launcher, o: &Options) -> Result<String, String> {
+/// A causal model's derived prefill and step, with their kernels.
+pub type Steps<'p> = (&'p StatefulPlans, CpuKernels, CpuKernels);
+
+/// Generates with the plan's kernels (with `steps`, by the derived prefill and step); returns
+/// the text to print.
+pub fn run(
+    plan: &Plan,
+    kernels: &dyn Launcher,
+    steps: Option<&Steps>,
+    o: &Options,
+) -> Result<String, String> {
     let (input, output) = match &plan.generation {
         Generation::Causal { input, output } => (input.clone(), output.clone()),
         Generation::Refused(why) => return Err(format!("this binary cannot generate: {why}")),
@@ -121,24 +136,69 @@ pub fn run(plan: &Plan, kernels: &dyn Launcher, o: &Options) -> Result<String, S
         d.eos = special.eos;
     }
     d.pad = special.pad;
-    let weights = WeightSource::open(plan, &o.weights, d.seed)?;
-    let mut exec =
-        Executor::new(plan, |n, t, s| weights.weight(n, t, s)).map_err(|e| e.to_string())?;
-    let mut forward = |context: &[Vec<i64>]| -> Result<Vec<Vec<f32>>, String> {
-        let flat: Vec<i64> = context.iter().flatten().copied().collect();
-        let t = Tensor::int(ids.dtype, vec![context.len(), context[0].len()], flat);
-        let inputs = HashMap::from([(input.clone(), t)]);
-        let out = exec
-            .run(kernels, &inputs, &HashMap::new())
-            .map_err(|e| e.to_string())?;
-        last_rows(&out, &output, context.len())
+    let (g, state) = match steps {
+        Some(steps) => {
+            let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+            let model = (input.as_str(), output.as_str(), ids.dtype);
+            with_state(steps, model, longest + d.max_new, rows, &d, &o.weights)?
+        }
+        None => {
+            let weights = WeightSource::open(plan, &o.weights, d.seed)?;
+            let mut exec = Executor::new(plan, |n, t, s| weights.weight(n, t, s))
+                .map_err(|e| e.to_string())?;
+            let mut forward = |context: &[Vec<i64>]| -> Result<Vec<Vec<f32>>, String> {
+                let flat: Vec<i64> = context.iter().flatten().copied().collect();
+                let t = Tensor::int(ids.dtype, vec![context.len(), context[0].len()], flat);
+                let inputs = HashMap::from([(input.clone(), t)]);
+                let out = exec
+                    .run(kernels, &inputs, &HashMap::new())
+                    .map_err(|e| e.to_string())?;
+                last_rows(&out, &output, context.len())
+            };
+            (decode(&mut forward, rows, &d, &mut |_| {})?, String::new())
+        }
     };
-    let g = decode(&mut forward, rows, &d, &mut |_| {})?;
     let mut text = String::new();
     if let Some(path) = &o.outputs {
         text.push_str(&g.write(path)?);
     }
     text.push_str(&g.rows_text());
     text.push_str(&g.summary(&d.eos));
+    text.push_str(&state);
     Ok(text)
+}
+
+/// Decodes `rows` by the derived prefill and step, keeping a State of at most `capacity`
+/// positions; returns the generation and a line on the State.
+fn with_state(
+    (plans, prefill_kernels, step_kernels): &Steps,
+    (input, output, dtype): (&str, &str, DType),
+    capacity: usize,
+    rows: Vec<Vec<i64>>,
+    d: &Decoding,
+    weights: &[PathBuf],
+) -> Result<(Generated, String), String> {
+    let open = |plan: &Plan| WeightSource::open(plan, weights, d.seed);
+    let (first_weights, next_weights) = (open(&plans.prefill)?, open(&plans.step)?);
+    let mut first = Executor::new(&plans.prefill, |n, t, s| first_weights.weight(n, t, s))
+        .map_err(|e| e.to_string())?;
+    let mut next = Executor::new(&plans.step, |n, t, s| next_weights.weight(n, t, s))
+        .map_err(|e| e.to_string())?;
+    let mut run = |pass: Pass, inputs: &HashMap<String, Tensor>, dims: &HashMap<String, i64>| {
+        match pass {
+            Pass::Prefill => first.run(prefill_kernels, inputs, dims),
+            Pass::Step => next.run(step_kernels, inputs, dims),
+        }
+        .map_err(|e| e.to_string())
+    };
+    let state = State::new(plans.parts.clone(), capacity);
+    let mut model = Stateful::new(&mut run, state, input, output, dtype);
+    let mut g = decode(
+        &mut |context: &[Vec<i64>]| model.forward(context),
+        rows,
+        d,
+        &mut |_| {},
+    )?;
+    g.how = STEPS;
+    Ok((g, model.state_summary()))
 }

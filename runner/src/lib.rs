@@ -204,7 +204,7 @@ fn run(o: &Options) -> Result<String, String> {
     let weights = WeightSource::open(&plan, &o.weights, o.seed)?;
     let mut exec =
         Executor::new(&plan, |n, d, s| weights.weight(n, d, s)).map_err(|e| e.to_string())?;
-    let kernels = kernels(&plan, fns, o.threads)?;
+    let kernels = kernels(&plan, &fns, 0, o.threads)?;
     let dims = exec.bind(&inputs, &o.dims).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let outputs = exec
@@ -232,7 +232,19 @@ fn run(o: &Options) -> Result<String, String> {
 }
 
 /// The embedded plan's kernels, on at most `threads` threads (default: every core).
-fn kernels(plan: &Plan, fns: Vec<KernelFn>, threads: Option<usize>) -> Result<CpuKernels, String> {
+/// The kernels of `plan`, which start at `from` in the binary's kernel table `fns` (a causal
+/// model's prefill and step follow the sequence plan's).
+fn kernels(
+    plan: &Plan,
+    fns: &[KernelFn],
+    from: usize,
+    threads: Option<usize>,
+) -> Result<CpuKernels, String> {
+    let fns = from
+        .checked_add(plan.kernels.len())
+        .and_then(|end| fns.get(from..end))
+        .ok_or("the embedded kernel table is shorter than the plan")?
+        .to_vec();
     let signatures = plan
         .signatures()
         .map_err(|e| format!("the embedded plan is damaged: {e}"))?;
@@ -276,8 +288,16 @@ fn generate_main(args: &[String], program: &str) -> c_int {
     let result = check_cpu()
         .and_then(|()| embedded())
         .and_then(|(plan, fns)| {
-            let k = kernels(&plan, fns, options.threads)?;
-            generate::run(&plan, &k, &options)
+            let k = kernels(&plan, &fns, 0, options.threads)?;
+            let stateful = match &plan.stateful {
+                Some(s) => Some((
+                    &**s,
+                    kernels(&s.prefill, &fns, s.prefill_kernels, options.threads)?,
+                    kernels(&s.step, &fns, s.step_kernels, options.threads)?,
+                )),
+                None => None,
+            };
+            generate::run(&plan, &k, stateful.as_ref(), &options)
         });
     match result {
         Ok(text) => {

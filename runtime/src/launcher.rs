@@ -235,7 +235,7 @@ impl Plan {
             }
         }
         Ok(Signatures {
-            symbols: self.symbols.len(),
+            symbols: self.symbols.len().max(self.dims_width),
             // A kernel no step launches may run on nothing.
             kernels: lens
                 .into_iter()

@@ -40,7 +40,7 @@ pub use launch::{Launch, Size, SizeOp};
 pub use launcher::{Arg, Device, LaunchError, Launcher, ParamSignature, Signature, Signatures};
 pub use plan::{
     layout, numel, pack, plan_from_json, plan_to_json, root, storage_bytes, ArenaLayout, Binding,
-    Buffer, Generation, Kind, Plan, Step, Storage, ALIGN,
+    Buffer, Generation, Kind, Plan, StatefulPlans, Step, Storage, ALIGN,
 };
 pub use plan_text::print_plan;
 pub use random::{random_tensor, SplitMix64};

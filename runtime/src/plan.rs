@@ -143,6 +143,29 @@ pub struct Plan {
     /// Whether `BIN generate` can decode the model (set by `archc build`).
     #[serde(default)]
     pub generation: Generation,
+    /// How many dims its kernels were compiled to read (0: as many as `symbols`). Plans built
+    /// into one binary share the widest, and a launch pads the missing dims with zeros.
+    #[serde(default)]
+    pub dims_width: usize,
+    /// The derived prefill and step of a causal model, built into the binary beside it.
+    #[serde(default)]
+    pub stateful: Option<Box<StatefulPlans>>,
+}
+
+/// A causal model's derived prefill and step, for `BIN generate`: their kernels follow the
+/// sequence plan's in the binary's kernel table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatefulPlans {
+    /// The prompt, from an empty State.
+    pub prefill: Plan,
+    /// New positions against the State.
+    pub step: Plan,
+    /// The State's parts.
+    pub parts: Vec<crate::state::PartLayout>,
+    /// Where the prefill's kernels start in the kernel table.
+    pub prefill_kernels: usize,
+    /// Where the step's kernels start in the kernel table.
+    pub step_kernels: usize,
 }
 
 /// Whether a built binary's model can generate, as `archc build` found it.
@@ -280,10 +303,13 @@ pub struct ArenaLayout {
 impl Plan {
     /// The values of the symbols, in `symbols` order.
     pub fn dim_values(&self, dims: &HashMap<String, i64>) -> Vec<i64> {
-        self.symbols
+        let mut values: Vec<i64> = self
+            .symbols
             .iter()
             .map(|s| dims.get(s).copied().unwrap_or(0))
-            .collect()
+            .collect();
+        values.resize(self.dims_width.max(values.len()), 0);
+        values
     }
 
     /// Element count of a top-level buffer for these dims.

@@ -325,7 +325,10 @@ fn built_binaries_generate_as_archc_does() {
             let mut args = vec!["generate".to_string()];
             args.extend(twenty_tokens(&fixture, "out.safetensors"));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            common::limited(&d.join(&bin), &args, &d).expect(0, &[]);
+            // The binary carries the derived prefill and step, and decodes by them.
+            let run = common::limited(&d.join(&bin), &args, &d);
+            run.expect(0, &[]);
+            assert!(run.stdout.contains("against the State"), "{bin}: {}", run.stdout);
             let out = d.join("out.safetensors");
             let ids = read(&out, "generated_ids").to_f32();
             assert_eq!(ids, read(&want, "generated_ids").to_f32(), "{bin}");

@@ -108,6 +108,8 @@ pub fn lower_for(g: &Graph, target: &Target) -> Lowered {
         index_bounds: index_bounds(g),
         ema_sources: Default::default(),
         generation: Default::default(),
+        dims_width: 0,
+        stateful: None,
     };
     for (name, (_, kind)) in &g.params {
         if let crate::graph::ParamKind::Ema { online, .. } = kind {
