@@ -328,7 +328,11 @@ fn built_binaries_generate_as_archc_does() {
             // The binary carries the derived prefill and step, and decodes by them.
             let run = common::limited(&d.join(&bin), &args, &d);
             run.expect(0, &[]);
-            assert!(run.stdout.contains("against the State"), "{bin}: {}", run.stdout);
+            assert!(
+                run.stdout.contains("against the State"),
+                "{bin}: {}",
+                run.stdout
+            );
             let out = d.join("out.safetensors");
             let ids = read(&out, "generated_ids").to_f32();
             assert_eq!(ids, read(&want, "generated_ids").to_f32(), "{bin}");

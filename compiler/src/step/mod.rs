@@ -83,9 +83,20 @@ pub enum PartKind {
 impl fmt::Display for StatePart {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shape: Vec<String> = self.shape.iter().map(Dim::to_string).collect();
+        // Bytes of the constant dims: per row of the batch, and per position for a cache.
+        let bytes: i64 = self
+            .shape
+            .iter()
+            .filter_map(Dim::as_const)
+            .product::<i64>()
+            .saturating_mul(self.dtype.size_bytes() as i64);
         let how = match &self.kind {
-            PartKind::Append { axis } => format!("append along axis {axis}"),
-            PartKind::Replace { fill } => format!("replace, fresh {:?}", fill.value()),
+            PartKind::Append { axis } => {
+                format!("append along axis {axis}, {bytes} B per row and position")
+            }
+            PartKind::Replace { fill } => {
+                format!("replace, fresh {:?}, {bytes} B per row", fill.value())
+            }
         };
         write!(
             f,
