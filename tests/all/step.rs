@@ -176,3 +176,37 @@ fn mambas_state_is_constant_and_llamas_grows_with_the_context() {
     let llama = (state_bytes("llama", 4), state_bytes("llama", 12));
     assert_eq!(llama, (2 * 4 * 64 * 4, 2 * 12 * 64 * 4));
 }
+
+/// A model whose step cannot be derived (it reads the stream's length as a value) still
+/// generates, rerunning the whole context, and says why; `dump --stage step` says why too, and
+/// refuses a model that is not causal.
+#[test]
+fn models_without_a_derived_step_say_why() {
+    let d = crate::common::scratch_dir("step-refused");
+    let source = "model m {\n  input ids: i32[batch, seq]\n  h = embedding(ids, 16, 8) @embed\n  y = h / h.shape[1]\n  output logits = linear(y, 16, bias = false) @head\n}\n";
+    std::fs::write(d.join("m.arch"), source).expect("writable");
+    let ids = ("ids", vec![1, 3], vec![3, 1, 4]);
+    crate::common::write_safetensors(&d.join("ids.safetensors"), &[], &[ids]);
+    let why = ["m.arch:4:11", "the stream's length as a value"];
+    crate::common::archc_limited(&["dump", "--stage", "step", "m.arch"], &d).expect(1, &why);
+    let args = [
+        "generate",
+        "m.arch",
+        "--inputs",
+        "ids.safetensors",
+        "--max-new-tokens",
+        "3",
+    ];
+    let run = crate::common::archc_limited(&args, &d);
+    run.expect(0, &why);
+    assert!(
+        run.stdout.contains("reruns the whole context"),
+        "{}",
+        run.stdout
+    );
+    let bert = crate::common::repo("examples/bert.arch");
+    let bert = bert.to_str().expect("a UTF-8 path");
+    crate::common::archc_limited(&["dump", "--stage", "step", bert], &d)
+        .expect(1, &["is not causal", "bert.arch:"]);
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -458,7 +458,9 @@ impl Elab<'_> {
                 let scope = self.scope().to_string();
                 let ty = TensorType::new(like, vec![]);
                 self.charge(1, span)?;
-                return Ok(self.graph.add(Op::Size(d.clone()), ty, &scope, &[]));
+                let n = self.graph.add(Op::Size(d.clone()), ty, &scope, &[]);
+                self.graph.dag[n].at = self.origin_of(span);
+                return Ok(n);
             }
             Value::Int(i) => (*i as f64, true),
             Value::Float(f) => (*f, like.is_float()),
