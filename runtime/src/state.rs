@@ -178,6 +178,25 @@ fn append(name: &str, old: Tensor, new: Tensor, axis: usize) -> Result<Tensor, S
         }
         out
     }
+    if outer == 1 {
+        // The stream axis is the outermost that is not 1 (one row's cache): appending extends
+        // the storage, in amortized time of the new part.
+        let mut old = old;
+        old.shape = shape;
+        match (&mut old.data, new.data) {
+            (Data::F32(x), Data::F32(y)) => x.extend(y),
+            (Data::I64(x), Data::I64(y)) => x.extend(y),
+            (Data::Bool(x), Data::Bool(y)) => x.extend(y),
+            _ => {
+                return Err(StateError::Shape {
+                    name: name.to_string(),
+                    had: old.shape,
+                    got: new.shape,
+                })
+            }
+        }
+        return Ok(old);
+    }
     let data = match (&old.data, &new.data) {
         (Data::F32(x), Data::F32(y)) => Data::F32(join(x, y, outer, a, b)),
         (Data::I64(x), Data::I64(y)) => Data::I64(join(x, y, outer, a, b)),
@@ -239,6 +258,17 @@ mod tests {
         s.restore(&snap);
         assert_eq!(s.context(), 2);
         assert_eq!(s.inputs().count(), 2);
+    }
+
+    #[test]
+    fn one_rows_cache_grows_in_place() {
+        let old = Tensor::f32(vec![1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        let new = Tensor::f32(vec![1, 1, 2], vec![5.0, 6.0]);
+        let both = append("k", old, new, 1).expect("fits");
+        assert_eq!(both.shape, [1, 3, 2]);
+        assert_eq!(both.to_f32(), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let wrong = Tensor::f32(vec![1, 1, 3], vec![0.0; 3]);
+        assert!(append("k", both, wrong, 1).is_err());
     }
 
     #[test]
