@@ -80,7 +80,7 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let (inputs, _) = load_inputs(&lowered.plan, input_file.as_ref(), 0, &o.dims)?;
     let weights = WeightSource::open(&lowered.plan, &o.weights, 0)?;
     let t2 = Instant::now();
-    let mut exec = progress::load_weights(&lowered.plan, &weights)?;
+    let mut exec = progress::load_weights(&lowered.plan, &weights, None)?;
     let load_ms = t2.elapsed().as_secs_f64() * 1e3;
     let t3 = Instant::now();
     exec.prepare(jit).map_err(|e| e.to_string())?;

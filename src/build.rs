@@ -7,7 +7,7 @@ use std::process::Command;
 
 use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::Graph;
-use archc_compiler::lower::Lowered;
+use archc_compiler::lower::{same_weights, Lowered};
 use archc_compiler::passes::{lower_optimized_for, PassOptions};
 use archc_compiler::step::{derive, Derived, Phase};
 use archc_kernels::target::Target;
@@ -93,22 +93,28 @@ fn add_stateful(g: &Graph, how: &How, lowered: &mut Lowered) -> Result<(), Strin
     let Ok((prefill, step)) = derived else {
         return Ok(());
     };
+    let lower = |d: &Derived| lower_optimized_for(&d.graph, how.passes, &how.target);
+    let (first, next) = (
+        lower(&prefill).map_err(|e| e.to_string())?,
+        lower(&step).map_err(|e| e.to_string())?,
+    );
+    // The step's executor shares the prefill's weights, loaded and prepared alike.
+    let shared = same_weights(&first, &next);
     let kernels = &mut lowered.kernels;
-    let mut lower = |d: &Derived, prefix: &str| -> Result<(Plan, usize), String> {
-        let mut l =
-            lower_optimized_for(&d.graph, how.passes, &how.target).map_err(|e| e.to_string())?;
-        for k in &mut l.kernels {
+    let mut append = |l: Lowered, prefix: &str| -> (Plan, usize) {
+        let start = kernels.len();
+        for mut k in l.kernels {
             k.name = format!("{prefix}{}", k.name);
+            kernels.push(k);
         }
-        for name in &mut l.plan.kernels {
+        let mut plan = l.plan;
+        for name in &mut plan.kernels {
             *name = format!("{prefix}{name}");
         }
-        let start = kernels.len();
-        kernels.extend(l.kernels);
-        Ok((l.plan, start))
+        (plan, start)
     };
-    let (mut first, prefill_kernels) = lower(&prefill, "prefill_")?;
-    let (mut next, step_kernels) = lower(&step, "step_")?;
+    let (mut first, prefill_kernels) = append(first, "prefill_");
+    let (mut next, step_kernels) = append(next, "step_");
     let plan = &mut lowered.plan;
     let width = [&plan.symbols, &first.symbols, &next.symbols]
         .iter()
@@ -128,6 +134,7 @@ fn add_stateful(g: &Graph, how: &How, lowered: &mut Lowered) -> Result<(), Strin
             .collect(),
         prefill_kernels,
         step_kernels,
+        shared,
     }));
     Ok(())
 }

@@ -14,11 +14,11 @@ use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::noncausal;
 use archc_compiler::graph::Graph;
 use archc_compiler::interp::{bind_dims, interpret};
-use archc_compiler::lower::Lowered;
+use archc_compiler::lower::{same_weights, Lowered};
 use archc_compiler::passes::{lower_optimized_for, optimize, PassOptions};
 use archc_compiler::step::{derive, Derived, PartKind, Phase, StatePart};
 use archc_runtime::state::{PartLayout, State, Update};
-use archc_runtime::{DType, Generation, Launcher, Tensor, TensorFile, WeightSource};
+use archc_runtime::{DType, Executor, Generation, Launcher, Tensor, TensorFile, WeightSource};
 
 use crate::progress;
 use crate::run::Engine;
@@ -181,7 +181,7 @@ fn with_state(
         Compiled::new(&prefill.graph, o)?,
         Compiled::new(&step.graph, o)?,
     );
-    let (mut run_prefill, mut run_step) = (first.runner(o)?, next.runner(o)?);
+    let (mut run_prefill, mut run_step) = prefill_and_step(&first, &next, o)?;
     let mut run =
         |pass: Pass, inputs: &HashMap<String, Tensor>, dims: &HashMap<String, i64>| match pass {
             Pass::Prefill => run_prefill(inputs, dims),
@@ -263,13 +263,41 @@ impl<'g> Compiled<'g> {
                 Ok(out.into_iter().collect())
             }));
         };
-        let mut exec = progress::load_weights(&self.lowered.plan, &self.weights)?;
-        exec.prepare(jit.as_ref()).map_err(|e| e.to_string())?;
-        Ok(Box::new(move |inputs, explicit| {
-            exec.run(jit.as_ref(), inputs, explicit)
-                .map_err(|e| e.to_string())
-        }))
+        let exec = self.executor(jit.as_ref(), None)?;
+        Ok(native(exec, jit.as_ref()))
     }
+
+    /// Loads the weights (sharing a donor's alike) and runs the prepare steps.
+    fn executor(
+        &self,
+        jit: &dyn Launcher,
+        donor: Option<progress::Donor<'_, '_>>,
+    ) -> Result<Executor<'_>, String> {
+        let mut exec = progress::load_weights(&self.lowered.plan, &self.weights, donor)?;
+        exec.prepare(jit).map_err(|e| e.to_string())?;
+        Ok(exec)
+    }
+}
+
+/// Runs an executor's plan on native code.
+fn native<'a>(mut exec: Executor<'a>, jit: &'a dyn Launcher) -> Runner<'a> {
+    Box::new(move |inputs, explicit| exec.run(jit, inputs, explicit).map_err(|e| e.to_string()))
+}
+
+/// Runners of a prefill and a step; natively, the step's executor shares the prefill's
+/// weights (loaded and packed alike), so the model's weights are held once.
+fn prefill_and_step<'a>(
+    first: &'a Compiled,
+    next: &'a Compiled,
+    o: &'a GenerateOptions,
+) -> Result<(Runner<'a>, Runner<'a>), String> {
+    let (Some(a), Some(b)) = (&first.jit, &next.jit) else {
+        return Ok((first.runner(o)?, next.runner(o)?));
+    };
+    let mut prefill = first.executor(a.as_ref(), None)?;
+    let pairs = same_weights(&first.lowered, &next.lowered);
+    let step = next.executor(b.as_ref(), Some((&mut prefill, &pairs)))?;
+    Ok((native(prefill, a.as_ref()), native(step, b.as_ref())))
 }
 
 /// The derived step of a causal model `g` (for `dump --stage step`).

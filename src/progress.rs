@@ -31,16 +31,26 @@ pub fn spin<T>(what: &str, work: impl FnOnce() -> T) -> T {
     result
 }
 
-/// Loads a plan's weights into an executor, with a bar of one step per weight.
+/// A prepared executor of the same model and the weight buffers to share with it: (buffer of
+/// the new plan, buffer of the donor's), from `archc_compiler::lower::same_weights`.
+pub type Donor<'a, 'd> = (&'a mut archc_runtime::Executor<'d>, &'a [(usize, usize)]);
+
+/// Loads a plan's weights into an executor, with a bar of one step per weight; with a donor,
+/// the weights it holds alike are shared (see `Executor::sharing`).
 pub fn load_weights<'p>(
     plan: &'p archc_runtime::Plan,
     weights: &'p archc_runtime::WeightSource,
+    donor: Option<Donor<'_, '_>>,
 ) -> Result<archc_runtime::Executor<'p>, String> {
     let bar = bar(plan.weights.len(), "loading weights");
-    let exec = archc_runtime::Executor::new(plan, |n, d, s| {
+    let source = |n: &str, d, s: &[usize]| {
         bar.inc(1);
         weights.weight(n, d, s)
-    })
+    };
+    let exec = match donor {
+        None => archc_runtime::Executor::new(plan, source),
+        Some((other, pairs)) => archc_runtime::Executor::sharing(plan, source, other, pairs),
+    }
     .map_err(|e| e.to_string());
     bar.finish_and_clear();
     exec

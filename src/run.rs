@@ -102,7 +102,7 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
             let jit = jit.as_ref();
             time.compile += t.elapsed();
             let t = Instant::now();
-            let mut exec = progress::load_weights(&lowered.plan, &weights)?;
+            let mut exec = progress::load_weights(&lowered.plan, &weights, None)?;
             time.load = t.elapsed();
             let dims = exec
                 .bind(&inputs, &o.dims)

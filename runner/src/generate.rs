@@ -182,7 +182,10 @@ fn with_state(
     let (first_weights, next_weights) = (open(&plans.prefill)?, open(&plans.step)?);
     let mut first = Executor::new(&plans.prefill, |n, t, s| first_weights.weight(n, t, s))
         .map_err(|e| e.to_string())?;
-    let mut next = Executor::new(&plans.step, |n, t, s| next_weights.weight(n, t, s))
+    first.prepare(prefill_kernels).map_err(|e| e.to_string())?;
+    // The step's weights, loaded and prepared alike, are the prefill's.
+    let source = |n: &str, t, s: &[usize]| next_weights.weight(n, t, s);
+    let mut next = Executor::sharing(&plans.step, source, &mut first, &plans.shared)
         .map_err(|e| e.to_string())?;
     let mut run = |pass: Pass, inputs: &HashMap<String, Tensor>, dims: &HashMap<String, i64>| {
         match pass {

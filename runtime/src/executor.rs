@@ -66,6 +66,9 @@ pub struct Executor<'p> {
     weights: HashMap<usize, Memory<'p>>,
     /// Whether the prepare steps have run.
     prepared: Prepared,
+    /// Prepare steps whose outputs another executor computed and shares (see
+    /// [`Executor::sharing`]).
+    skipped: HashSet<usize>,
     /// The arena of the last run, kept for the next: a run of the same or smaller size
     /// zeroes it instead of asking the OS for fresh pages (a 500 MB arena of logits cost
     /// more in page faults than the run's kernels).
@@ -178,12 +181,82 @@ impl<'p> Executor<'p> {
     /// bytes are not copied unless their address is misaligned for the dtype.
     pub fn new<W: Into<WeightData<'p>>>(
         plan: &'p Plan,
+        source: impl FnMut(&str, DType, &[usize]) -> Result<W, String>,
+    ) -> Result<Executor<'p>, RunError> {
+        Executor::load(plan, source, HashMap::new(), HashSet::new())
+    }
+
+    /// Like [`Executor::new`], but the weight buffers `pairs` names (this plan's buffer, the
+    /// buffer of `donor`'s plan holding the same values: `compiler::lower::same_weights`
+    /// finds them) share `donor`'s memory, which must be prepared. The prepare steps that
+    /// computed them are skipped, and weights that only those steps read are not loaded: a
+    /// model's prefill and step hold their weights once.
+    pub fn sharing<W: Into<WeightData<'p>>>(
+        plan: &'p Plan,
+        source: impl FnMut(&str, DType, &[usize]) -> Result<W, String>,
+        donor: &mut Executor<'_>,
+        pairs: &[(usize, usize)],
+    ) -> Result<Executor<'p>, RunError> {
+        if donor.prepared != Prepared::Done {
+            return Err(RunError::Unprepared);
+        }
+        let none = HashMap::new();
+        let mut shared = HashMap::new();
+        for &(mine, theirs) in pairs {
+            let (Some(b), Some(t)) = (plan.buffers.get(mine), donor.plan.buffers.get(theirs))
+            else {
+                continue;
+            };
+            let same = b.dtype == t.dtype && numel(b, &none) == numel(t, &none);
+            let theirs = donor.plan.root(theirs);
+            if let (true, Some(m)) = (same, donor.weights.get_mut(&theirs)) {
+                if let Some(v) = m.share() {
+                    shared.insert(plan.root(mine), Memory::Shared(v));
+                }
+            }
+        }
+        let skipped = plan
+            .prepare
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.args()
+                    .first()
+                    .is_some_and(|&o| shared.contains_key(&plan.root(o)))
+            })
+            .map(|(j, _)| j)
+            .collect();
+        Executor::load(plan, source, shared, skipped)
+    }
+
+    /// Loads the weights that the run or the prepare steps not `skipped` read, besides those
+    /// in `weights` already.
+    fn load<W: Into<WeightData<'p>>>(
+        plan: &'p Plan,
         mut source: impl FnMut(&str, DType, &[usize]) -> Result<W, String>,
+        mut weights: HashMap<usize, Memory<'p>>,
+        skipped: HashSet<usize>,
     ) -> Result<Executor<'p>, RunError> {
         check_writes(plan)?;
-        let mut weights = HashMap::new();
         let none = HashMap::new();
+        // Calls pass their kinds every top-level buffer the kinds read.
+        let mut read: HashSet<usize> = plan
+            .steps
+            .iter()
+            .flat_map(|s| s.args().iter().map(|&b| plan.root(b)))
+            .collect();
+        read.extend(plan.outputs.iter().map(|o| plan.root(o.buffer)));
+        for (j, s) in plan.prepare.iter().enumerate() {
+            if !skipped.contains(&j) {
+                read.extend(s.args().iter().map(|&b| plan.root(b)));
+            }
+        }
         for w in &plan.weights {
+            let r = plan.root(w.buffer);
+            // Shared already, or read by nothing that runs here.
+            if weights.contains_key(&r) || (!skipped.is_empty() && !read.contains(&r)) {
+                continue;
+            }
             let b = &plan.buffers[w.buffer];
             let shape: Vec<usize> = b
                 .shape
@@ -219,12 +292,13 @@ impl<'p> Executor<'p> {
                     Memory::Owned(mem)
                 }
             };
-            weights.insert(plan.root(w.buffer), memory);
+            weights.insert(r, memory);
         }
         Ok(Executor {
             plan,
             weights,
             prepared: Prepared::Not,
+            skipped,
             arena: Vec::new(),
         })
     }
@@ -311,6 +385,9 @@ impl<'p> Executor<'p> {
             }
         }
         for (j, step) in plan.prepare.iter().enumerate() {
+            if self.skipped.contains(&j) {
+                continue;
+            }
             if let Some(&out) = step.args().first() {
                 let out = plan.root(out);
                 if let Entry::Vacant(e) = self.weights.entry(out) {

@@ -166,6 +166,9 @@ pub struct StatefulPlans {
     pub prefill_kernels: usize,
     /// Where the step's kernels start in the kernel table.
     pub step_kernels: usize,
+    /// Weight buffers the step's executor shares with the prefill's: (step's buffer, prefill's).
+    #[serde(default)]
+    pub shared: Vec<(usize, usize)>,
 }
 
 /// Whether a built binary's model can generate, as `archc build` found it.

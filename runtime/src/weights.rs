@@ -37,6 +37,9 @@ pub struct WeightBytes {
 pub(crate) enum Memory<'w> {
     /// Storage of the executor's own, in 8-byte words.
     Owned(Vec<u64>),
+    /// Storage shared with other executors of the same weights (a prefill's and a step's),
+    /// read-only once shared: no step writes a loaded or prepared weight.
+    Shared(std::sync::Arc<Vec<u64>>),
     /// A mapped file's bytes, read-only: no step writes a loaded weight (see
     /// `Executor::new`).
     Mapped(&'w [u8], &'w TensorFile),
@@ -48,7 +51,20 @@ impl Memory<'_> {
     pub(crate) fn ptr(&mut self) -> *mut u8 {
         match self {
             Memory::Owned(v) => v.as_mut_ptr().cast(),
+            Memory::Shared(v) => v.as_ptr().cast_mut().cast(),
             Memory::Mapped(b, _) => b.as_ptr().cast_mut(),
+        }
+    }
+
+    /// The storage as shared memory (owned storage becomes shared; mapped bytes are shared by
+    /// the file's mapping already and give none).
+    pub(crate) fn share(&mut self) -> Option<std::sync::Arc<Vec<u64>>> {
+        if let Memory::Owned(v) = self {
+            *self = Memory::Shared(std::sync::Arc::new(std::mem::take(v)));
+        }
+        match self {
+            Memory::Shared(v) => Some(v.clone()),
+            _ => None,
         }
     }
 
@@ -64,6 +80,10 @@ impl Memory<'_> {
     pub(crate) fn bytes(&self) -> WeightBytes {
         match self {
             Memory::Owned(v) => WeightBytes {
+                mapped: 0,
+                owned: v.len() * 8,
+            },
+            Memory::Shared(v) => WeightBytes {
                 mapped: 0,
                 owned: v.len() * 8,
             },

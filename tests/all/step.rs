@@ -210,3 +210,33 @@ fn models_without_a_derived_step_say_why() {
         .expect(1, &["is not causal", "bert.arch:"]);
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// The prefill's and the step's plans make their weight buffers alike, so a generation's two
+/// executors share every one of them (`lower::same_weights`).
+#[test]
+fn prefill_and_step_share_every_weight_buffer() {
+    use archc_compiler::lower::same_weights;
+    use archc_compiler::passes::lower_optimized;
+    for name in CAUSAL {
+        let g = example(name);
+        let input = g.inputs.keys().next().cloned().expect("a token input");
+        let lower = |phase| {
+            let d = derive(&g, &input, "logits", phase).unwrap_or_else(|e| panic!("{e}"));
+            lower_optimized(&d.graph, &PassOptions::all()).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (prefill, step) = (lower(Phase::Prefill), lower(Phase::Step));
+        let pairs = same_weights(&prefill, &step);
+        let plan = &step.plan;
+        let weights: Vec<usize> = (0..plan.buffers.len())
+            .filter(|&b| plan.root(b) == b)
+            .filter(|&b| matches!(plan.buffers[b].storage, archc_runtime::Storage::Weight))
+            .collect();
+        let shared: Vec<usize> = pairs.iter().map(|p| p.0).collect();
+        let missing: Vec<&str> = weights
+            .iter()
+            .filter(|b| !shared.contains(b))
+            .map(|&b| plan.buffers[b].name.as_str())
+            .collect();
+        assert!(missing.is_empty(), "{name}: not shared: {missing:?}");
+    }
+}

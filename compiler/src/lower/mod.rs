@@ -20,9 +20,12 @@ mod moe;
 mod pack;
 mod product;
 mod region;
+mod same_weights;
 mod scan;
 pub mod schedule;
 mod ssd;
+
+pub use same_weights::same_weights;
 
 use archc_kernels::ir::{Elem, Kernel, Stmt, Ty};
 use archc_kernels::target::Target;
