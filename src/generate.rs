@@ -124,9 +124,12 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
         }
     };
     let (result, state) = match steps {
-        Some((prefill, step)) => with_state(&model, o, &prefill, &step, |f| {
-            run_groups(f, groups, &d, text.as_ref())
-        })?,
+        Some((prefill, step)) => {
+            let prefix = shared_prefix(&groups);
+            with_state(&model, o, (&prefill, &step), &prefix, |f| {
+                run_groups(f, groups, &d, text.as_ref())
+            })?
+        }
         None => (
             rerunning(&model, o, |f| run_groups(f, groups, &d, text.as_ref()))?,
             String::new(),
@@ -173,8 +176,8 @@ fn rerunning(
 fn with_state(
     m: &Model,
     o: &GenerateOptions,
-    prefill: &Derived,
-    step: &Derived,
+    (prefill, step): (&Derived, &Derived),
+    prefix: &[i64],
     body: impl FnOnce(&mut Forward) -> Result<Generated, String>,
 ) -> Result<(Generated, String), String> {
     let (first, next) = (
@@ -190,9 +193,41 @@ fn with_state(
     let layout = step.parts.iter().map(part_layout).collect();
     let state = State::new(layout, m.capacity);
     let mut model = Stateful::new(&mut run, state, m.input, m.output, m.dtype);
+    let mut notes = String::new();
+    if !prefix.is_empty() {
+        let started = std::time::Instant::now();
+        model.prime(&[prefix.to_vec()])?;
+        notes = format!(
+            "the prompts' first {} tokens were run once ({:.1} ms), and each prompt stepped on from their State\n",
+            prefix.len(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let mut g = body(&mut |context: &[Vec<i64>]| model.forward(context))?;
     g.how = STEPS;
-    Ok((g, model.state_summary()))
+    notes.push_str(&model.state_summary());
+    Ok((g, notes))
+}
+
+/// The tokens every prompt starts with (a chat template's system turn), when there are
+/// several one-row prompts and each has at least one token past them; else none.
+fn shared_prefix(groups: &[Vec<Vec<i64>>]) -> Vec<i64> {
+    let rows: Option<Vec<&Vec<i64>>> = groups
+        .iter()
+        .map(|g| match g.as_slice() {
+            [row] => Some(row),
+            _ => None,
+        })
+        .collect();
+    let Some(rows) = rows.filter(|r| r.len() > 1) else {
+        return Vec::new();
+    };
+    let shortest = rows.iter().map(|r| r.len()).min().unwrap_or(0);
+    let common = (0..shortest)
+        .take_while(|&i| rows.iter().all(|r| r[i] == rows[0][i]))
+        .count();
+    // Each prompt keeps a token of its own to step on.
+    rows[0][..common.min(shortest.saturating_sub(1))].to_vec()
 }
 
 /// The runtime's form of a State part.

@@ -371,6 +371,8 @@ pub struct Stateful<'r, 'a> {
     state: State,
     /// The rows the State holds.
     fed: Vec<Vec<i64>>,
+    /// A primed prefix and the State after it (see [`Stateful::prime`]).
+    prefix: Option<(Vec<Vec<i64>>, State)>,
     input: String,
     output: String,
     dtype: DType,
@@ -391,6 +393,7 @@ impl<'r, 'a> Stateful<'r, 'a> {
             fresh: state.clone(),
             state,
             fed: Vec::new(),
+            prefix: None,
             input: input.to_string(),
             output: output.to_string(),
             dtype,
@@ -399,17 +402,26 @@ impl<'r, 'a> Stateful<'r, 'a> {
 
     /// The last position's logits of each row of `context` (see [`Forward`]).
     pub fn forward(&mut self, context: &[Vec<i64>]) -> Result<Vec<Vec<f32>>, String> {
-        let extends = !self.fed.is_empty()
-            && self.fed.len() == context.len()
-            && self
-                .fed
-                .iter()
-                .zip(context)
-                .all(|(f, c)| c.len() > f.len() && c.starts_with(f));
-        if !extends {
+        let extends = |fed: &[Vec<i64>]| {
+            !fed.is_empty()
+                && fed.len() == context.len()
+                && fed
+                    .iter()
+                    .zip(context)
+                    .all(|(f, c)| c.len() > f.len() && c.starts_with(f))
+        };
+        let extends = if extends(&self.fed) {
+            true
+        } else if let Some((rows, state)) = self.prefix.as_ref().filter(|(r, _)| extends(r)) {
+            // A new context that starts with the primed prefix: its State, then a step.
+            self.state.restore(state);
+            self.fed = rows.clone();
+            true
+        } else {
             self.state.restore(&self.fresh);
             self.fed = vec![Vec::new(); context.len()];
-        }
+            false
+        };
         let from = self.fed.first().map_or(0, Vec::len);
         let new = context.first().map_or(0, Vec::len) - from;
         let ids: Vec<i64> = context.iter().flat_map(|r| r[from..].to_vec()).collect();
@@ -436,6 +448,20 @@ impl<'r, 'a> Stateful<'r, 'a> {
             .map_err(|e| e.to_string())?;
         self.fed = context.to_vec();
         Ok(logits)
+    }
+
+    /// Runs `prefix` (rows that later contexts start with, such as a chat template's system
+    /// turn shared by several prompts) once and keeps a snapshot of its State: a context that
+    /// extends it starts from the snapshot and steps the rest, instead of a prefill of all.
+    pub fn prime(&mut self, prefix: &[Vec<i64>]) -> Result<(), String> {
+        if prefix.iter().any(Vec::is_empty) || prefix.is_empty() {
+            return Ok(());
+        }
+        self.fed.clear();
+        self.prefix = None;
+        self.forward(prefix)?;
+        self.prefix = Some((prefix.to_vec(), self.state.snapshot()));
+        Ok(())
     }
 
     /// A line on the State's size: caches and fixed parts, in bytes.

@@ -162,6 +162,7 @@ fn smollm2_answers_chat_prompts_as_transformers_does() {
         assert_eq!(got, want, "prompt {i} from its text");
     }
     // Both prompts from a file, decoded one after the other: rows padded with the end token.
+    // Their chat template's system turn is run once, and each prompt steps on from its State.
     std::fs::write(d.join("prompts.txt"), PROMPTS.join("\n")).expect("writable");
     let args = [
         "generate",
@@ -176,7 +177,9 @@ fn smollm2_answers_chat_prompts_as_transformers_does() {
         "--outputs",
         "both.safetensors",
     ];
-    archc_limited(&args, &d).expect(0, &[]);
+    let run = archc_limited(&args, &d);
+    run.expect(0, &[]);
+    assert!(run.stdout.contains("were run once"), "{}", run.stdout);
     let both = read(&d.join("both.safetensors"), "generated_ids");
     let greedy =
         |i: usize| read(&fixture.join("outputs.safetensors"), &format!("greedy_{i}")).to_f32();
