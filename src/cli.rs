@@ -284,6 +284,10 @@ pub(crate) enum Command {
         /// or what broke (status 1).
         #[arg(long)]
         verify: bool,
+        /// A GGUF checkpoint whose block-quantized weights the kernels and plan read in place,
+        /// as `run` and `generate` compile them with it (weights are not loaded).
+        #[arg(long, value_name = "FILE.gguf")]
+        weights: Option<PathBuf>,
         #[command(flatten)]
         passes: PassFlags,
     },
@@ -424,6 +428,11 @@ pub(crate) struct GenerateArgs {
     /// comparing the two).
     #[arg(long)]
     pub(crate) rerun: bool,
+    /// Dequantize a GGUF checkpoint's Q8_0/Q4_0/Q4_1 tensors to f32 as they load, instead of
+    /// keeping their blocks in memory for kernels that dequantize in registers (more memory
+    /// and slower decoding; for comparing the two).
+    #[arg(long)]
+    pub(crate) f32_weights: bool,
     /// Sampling temperature (0: greedy).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) temperature: f32,

@@ -18,7 +18,9 @@ use archc_compiler::lower::{same_weights, Lowered};
 use archc_compiler::passes::{lower_optimized_for, optimize, PassOptions};
 use archc_compiler::step::{derive, Derived, PartKind, Phase, StatePart};
 use archc_runtime::state::{PartLayout, State, Update};
-use archc_runtime::{DType, Executor, Generation, Launcher, Tensor, TensorFile, WeightSource};
+use archc_runtime::{
+    block_formats, DType, Executor, Generation, Launcher, Tensor, TensorFile, WeightSource,
+};
 
 use crate::progress;
 use crate::run::Engine;
@@ -58,6 +60,8 @@ pub struct GenerateOptions {
     pub max_context: Option<usize>,
     /// Rerun the whole context at every step instead of the derived step.
     pub rerun: bool,
+    /// Dequantize a GGUF checkpoint's blocks as they load instead of keeping them.
+    pub f32_weights: bool,
 }
 
 /// Where the prompts come from.
@@ -267,8 +271,13 @@ impl<'g> Compiled<'g> {
             Engine::Native(kind) => kind,
             Engine::Interp => BackendKind::Cranelift,
         };
+        let blocks = match o.f32_weights {
+            true => Default::default(),
+            false => block_formats(&o.weights, g.params.keys())?,
+        };
+        let passes = o.passes.clone().with_blocks(blocks);
         let lowered = progress::spin("lowering", || {
-            lower_optimized_for(g, &o.passes, &kind.target())
+            lower_optimized_for(g, &passes, &kind.target())
         })
         .map_err(|e| e.to_string())?;
         let jit = match o.engine {

@@ -260,6 +260,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             dims,
             explain_fusion,
             verify,
+            weights,
             passes,
         } => {
             let passes = passes.options()?;
@@ -270,6 +271,10 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 return Ok(print_file(&ast));
             }
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            let files: Vec<std::path::PathBuf> = weights.into_iter().collect();
+            let blocks = archc_runtime::block_formats(&files, graph.params.keys())
+                .map_err(|e| Failure::Input(format!("error: {e}\n")))?;
+            let passes = passes.with_blocks(blocks);
             check_dim_names(&dims, &graph.symbols)?;
             if explain_fusion {
                 print_notes(
@@ -344,6 +349,7 @@ fn generate_command(args: GenerateArgs, max_nodes: u64, threads: usize) -> Resul
         min_new_tokens,
         max_context,
         rerun,
+        f32_weights,
         temperature,
         top_k,
         top_p,
@@ -403,6 +409,7 @@ fn generate_command(args: GenerateArgs, max_nodes: u64, threads: usize) -> Resul
         min_new: min_new_tokens,
         max_context,
         rerun,
+        f32_weights,
         sampling: archc_runtime::sampling::Sampling {
             temperature,
             top_k,

@@ -23,6 +23,8 @@ pub enum BufData {
     I64(Vec<i64>),
     /// One byte per boolean.
     Bool(Vec<u8>),
+    /// Block-quantized elements of the given type ([`Elem::is_quantized`]), as their bytes.
+    Blocks(Elem, Vec<u8>),
 }
 
 impl BufData {
@@ -34,6 +36,7 @@ impl BufData {
             Elem::BF16 => BufData::BF16(vec![0; n]),
             Elem::I64 => BufData::I64(vec![0; n]),
             Elem::Bool => BufData::Bool(vec![0; n]),
+            q => BufData::Blocks(q, vec![0; q.bytes(n)]),
         }
     }
 
@@ -43,6 +46,7 @@ impl BufData {
             BufData::F16(v) | BufData::BF16(v) => v.len(),
             BufData::I64(v) => v.len(),
             BufData::Bool(v) => v.len(),
+            BufData::Blocks(q, v) => v.len() / q.size() * QUANT_BLOCK,
         }
     }
 
@@ -52,6 +56,10 @@ impl BufData {
             BufData::F32(v) => v[at],
             BufData::F16(v) => crate::storage::f16_to_f32(v[at]),
             BufData::BF16(v) => crate::storage::bf16_to_f32(v[at]),
+            BufData::Blocks(q, v) => {
+                let start = at / QUANT_BLOCK * q.size();
+                crate::storage::block_value(*q, &v[start..start + q.size()], at % QUANT_BLOCK)
+            }
             BufData::I64(_) | BufData::Bool(_) => 0.0,
         }
     }
@@ -62,7 +70,8 @@ impl BufData {
             BufData::F32(v) => v[at] = x,
             BufData::F16(v) => v[at] = crate::storage::f32_to_f16(x),
             BufData::BF16(v) => v[at] = crate::storage::f32_to_bf16(x),
-            BufData::I64(_) | BufData::Bool(_) => {}
+            // The verifier refuses stores to quantized buffers.
+            BufData::I64(_) | BufData::Bool(_) | BufData::Blocks(..) => {}
         }
     }
 }
@@ -106,6 +115,19 @@ pub enum KernelError {
         lane: u8,
         /// The vector's width.
         width: usize,
+    },
+    /// A vector load from a block-quantized buffer at an index that is not a multiple of its
+    /// width: a compiler bug (code generators load its lanes from one run of a block's bytes).
+    #[error(
+        "kernel `{kernel}` loads {width} quantized lanes at {index}, not a multiple of {width}"
+    )]
+    QuantLanes {
+        /// The kernel.
+        kernel: String,
+        /// The first element loaded.
+        index: i64,
+        /// The vector's width.
+        width: u8,
     },
 }
 
@@ -272,6 +294,13 @@ impl Machine<'_> {
             }
             Expr::VLoad(buf, idx, w) => {
                 let k = i(&self.eval(idx)?);
+                if matches!(self.bufs[*buf], BufData::Blocks(..)) && k % i64::from(*w) != 0 {
+                    return Err(KernelError::QuantLanes {
+                        kernel: self.kernel.name.clone(),
+                        index: k,
+                        width: *w,
+                    });
+                }
                 self.bound(*buf, k + i64::from(*w) - 1)?;
                 let at = self.bound(*buf, k)?;
                 let data = &self.bufs[*buf];

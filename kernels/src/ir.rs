@@ -22,7 +22,20 @@ pub enum Elem {
     I64,
     /// One byte per boolean.
     Bool,
+    /// ggml's `Q8_0`, read-only: blocks of 32 elements, each block an f16 scale `d` and 32
+    /// `i8`s `q` (34 bytes); element `x = q·d`. See [`crate::storage::block_value`].
+    Q8_0,
+    /// ggml's `Q4_0`, read-only: blocks of 32, an f16 scale `d` and 16 bytes of nibbles
+    /// (element `j < 16` is byte `j`'s low nibble, `j + 16` its high one; 18 bytes);
+    /// `x = (q − 8)·d`.
+    Q4_0,
+    /// ggml's `Q4_1`, read-only: blocks of 32, an f16 scale `d`, an f16 minimum `m` and nibbles
+    /// as `Q4_0` (20 bytes); `x = q·d + m`.
+    Q4_1,
 }
+
+/// Elements per block of the block-quantized element types.
+pub const QUANT_BLOCK: usize = 32;
 
 /// Types of scalar values inside a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,16 +57,38 @@ impl Elem {
             Elem::F32 | Elem::F16 | Elem::BF16 => Ty::F32,
             Elem::I64 => Ty::I64,
             Elem::Bool => Ty::Bool,
+            Elem::Q8_0 | Elem::Q4_0 | Elem::Q4_1 => Ty::F32,
         }
     }
 
-    /// Bytes per element.
+    /// Bytes per element; for a block-quantized type, bytes per block of [`QUANT_BLOCK`]
+    /// elements (see [`Elem::is_quantized`]).
     pub fn size(self) -> usize {
         match self {
             Elem::F32 => 4,
             Elem::F16 | Elem::BF16 => 2,
             Elem::I64 => 8,
             Elem::Bool => 1,
+            Elem::Q8_0 => 34,
+            Elem::Q4_0 => 18,
+            Elem::Q4_1 => 20,
+        }
+    }
+
+    /// Whether elements are stored in blocks of [`QUANT_BLOCK`] with a shared scale. Such a
+    /// buffer is only read (`Load` and `VLoad` dequantize: an element reads as the f32 its
+    /// block encodes); a `VLoad` of one takes a width dividing 16 at an index that is a
+    /// multiple of the width, so that its lanes lie in one block's run of bytes.
+    pub fn is_quantized(self) -> bool {
+        matches!(self, Elem::Q8_0 | Elem::Q4_0 | Elem::Q4_1)
+    }
+
+    /// The bytes `n` elements take (whole blocks for a block-quantized type), saturating.
+    pub fn bytes(self, n: usize) -> usize {
+        if self.is_quantized() {
+            n.div_ceil(QUANT_BLOCK).saturating_mul(self.size())
+        } else {
+            n.saturating_mul(self.size())
         }
     }
 }

@@ -48,6 +48,9 @@ fn elem(e: Elem) -> &'static str {
         Elem::BF16 => "bf16",
         Elem::I64 => "i64",
         Elem::Bool => "bool",
+        Elem::Q8_0 => "q8_0",
+        Elem::Q4_0 => "q4_0",
+        Elem::Q4_1 => "q4_1",
     }
 }
 

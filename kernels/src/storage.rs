@@ -1,7 +1,39 @@
-//! The 2-byte float storage types: f16 and bf16 bits ↔ f32, as the `half` crate converts
-//! (loads widen exactly; stores round to nearest even, overflow gives ±Inf, NaN stays a quiet
-//! NaN with the payload's upper bits). The interpreter uses these; code generators emit the
-//! same bit manipulation and are tested bit for bit against them.
+//! The storage types that are not plain f32 or i64, as the interpreter reads them; code
+//! generators emit the same arithmetic and are tested bit for bit against these.
+//!
+//! - f16 and bf16 bits ↔ f32, as the `half` crate converts (loads widen exactly; stores round
+//!   to nearest even, overflow gives ±Inf, NaN stays a quiet NaN with the payload's upper
+//!   bits).
+//! - ggml's block-quantized `Q8_0`, `Q4_0` and `Q4_1` ([`block_value`]): ggml's reference
+//!   arithmetic (`dequantize_row_*`), an f32 multiply and then an add, never fused, so that
+//!   values are the ones llama.cpp's reference and transformers' GGUF loader compute.
+
+use crate::ir::Elem;
+
+/// Where a block's quantized values start: after its f16 scale, and for `Q4_1` its f16
+/// minimum.
+pub fn quants_offset(elem: Elem) -> usize {
+    match elem {
+        Elem::Q4_1 => 4,
+        _ => 2,
+    }
+}
+
+/// Element `j` (`0..32`) of a block of a block-quantized type (`block`: its bytes), as f32.
+pub fn block_value(elem: Elem, block: &[u8], j: usize) -> f32 {
+    let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+    let at = quants_offset(elem);
+    let nibble = || (block[at + (j & 15)] >> ((j >> 4) * 4)) & 15;
+    match elem {
+        Elem::Q8_0 => f32::from(block[at + j] as i8) * d,
+        Elem::Q4_0 => f32::from(i16::from(nibble()) - 8) * d,
+        Elem::Q4_1 => {
+            let m = f16_to_f32(u16::from_le_bytes([block[2], block[3]]));
+            f32::from(nibble()) * d + m
+        }
+        _ => 0.0,
+    }
+}
 
 /// The f32 an f16's bits hold (exact).
 pub fn f16_to_f32(bits: u16) -> f32 {
@@ -51,5 +83,21 @@ mod tests {
         );
         assert_eq!(f32_to_bf16(f32::MAX), 0x7F80, "overflow rounds to Inf");
         assert_eq!(bf16_to_f32(0x3F80), 1.0);
+    }
+
+    #[test]
+    fn blocks_decode_as_ggml_does() {
+        // d = 0.5 (f16 0x3800), m = -1 (f16 0xBC00).
+        let mut q8 = vec![0x00, 0x38];
+        q8.extend((0..32).map(|j| (j as i8 - 16) as u8));
+        assert_eq!(block_value(Elem::Q8_0, &q8, 0), -8.0);
+        assert_eq!(block_value(Elem::Q8_0, &q8, 31), 7.5);
+        let mut q4 = vec![0x00, 0x38, 0x00, 0xBC];
+        q4.extend((0..16).map(|j| (j as u8) | (15 - j as u8) << 4));
+        assert_eq!(block_value(Elem::Q4_1, &q4, 3), 3.0 * 0.5 - 1.0);
+        assert_eq!(block_value(Elem::Q4_1, &q4, 16 + 3), 12.0 * 0.5 - 1.0);
+        let q4_0: Vec<u8> = q4[..2].iter().chain(&q4[4..]).copied().collect();
+        assert_eq!(block_value(Elem::Q4_0, &q4_0, 1), (1.0 - 8.0) * 0.5);
+        assert_eq!(block_value(Elem::Q4_0, &q4_0, 17), (14.0 - 8.0) * 0.5);
     }
 }

@@ -22,6 +22,9 @@
 //!    to each block) are exempt, and so is a loop of at most one iteration (its extent a
 //!    constant expression ≤ 1: a vector loop over a one-element output has extent `1 / 4`).
 //! 7. **Barriers**: a `Barrier` sits between the `Thread` loops of a block, never inside one.
+//! 8. **Quantized buffers** ([`Elem::is_quantized`]) are params that are only read; a
+//!    `VLoad` of one has a width dividing 16. (That its index is a multiple of the width is
+//!    the lowering's promise, which the interpreter checks as it runs.)
 
 use std::collections::{HashMap, HashSet};
 
@@ -49,6 +52,9 @@ pub fn verify_kernel(k: &Kernel, dims: usize) -> Vec<Problem> {
     match k.params.last() {
         Some(p) if p.name == "status" && p.elem == Elem::I64 && p.output => {}
         _ => v.report("the last param is not the status word (`out status: i64`)".into()),
+    }
+    for a in k.arrays().filter(|a| a.elem.is_quantized()) {
+        v.report(format!("array `{}` is block-quantized", a.name));
     }
     v.stmts(&k.body);
     v.problems
@@ -151,6 +157,11 @@ impl Verifier<'_> {
         };
         let want = width.map_or(elem.ty(), Ty::F32xN);
         self.expect(value, want, &format!("the value stored to b{b}"));
+        if elem.is_quantized() {
+            self.report(format!(
+                "{what} to b{b}, a block-quantized buffer (read-only)"
+            ));
+        }
         if let Some(p) = self.k.params.get(b) {
             if !p.output {
                 self.report(format!("{what} to b{b}, a param not marked output"));
@@ -183,6 +194,13 @@ impl Verifier<'_> {
         }
         if width.is_some() && self.k.elem(b).ty() != Ty::F32 {
             self.report(format!("{what} on b{b}, a {:?} buffer", self.k.elem(b)));
+        }
+        if let Some(w) = width.filter(|_| self.k.elem(b).is_quantized()) {
+            if w == 0 || 16 % w != 0 {
+                self.report(format!(
+                    "{what} of {w} lanes on b{b}, a block-quantized buffer (widths divide 16)"
+                ));
+            }
         }
         let lanes = width.map_or(1, i64::from);
         let array = b

@@ -207,7 +207,8 @@ impl<'p> Executor<'p> {
             else {
                 continue;
             };
-            let same = b.dtype == t.dtype && numel(b, &none) == numel(t, &none);
+            let same =
+                (b.dtype, b.blocks) == (t.dtype, t.blocks) && numel(b, &none) == numel(t, &none);
             let theirs = donor.plan.root(theirs);
             if let (true, Some(m)) = (same, donor.weights.get_mut(&theirs)) {
                 if let Some(v) = m.share() {
@@ -263,7 +264,7 @@ impl<'p> Executor<'p> {
                 .iter()
                 .map(|d| d.as_const().unwrap_or(0).max(0) as usize)
                 .collect();
-            let bytes = numel(b, &none).saturating_mul(storage_bytes(b.dtype));
+            let bytes = b.bytes(numel(b, &none));
             let what = || format!("weight `{}`", w.name);
             let memory = match source(&w.name, b.dtype, &shape)
                 .map_err(RunError::Weight)?
@@ -276,7 +277,7 @@ impl<'p> Executor<'p> {
                         m.len()
                     )))
                 }
-                WeightData::InPlace { bytes: m, file } if readable_in_place(m, b.dtype) => {
+                WeightData::InPlace { bytes: m, file } if readable_in_place(m, b) => {
                     Memory::Mapped(m, file)
                 }
                 WeightData::InPlace { bytes: m, file } => {
@@ -285,6 +286,24 @@ impl<'p> Executor<'p> {
                     // The copy read every page; the copy is what kernels use.
                     file.release(m);
                     Memory::Owned(mem)
+                }
+                WeightData::Bytes(m) if m.len() != bytes || b.blocks.is_none() => {
+                    return Err(RunError::Weight(format!(
+                        "weight `{}` has {} bytes, but its buffer needs {bytes}",
+                        w.name,
+                        m.len()
+                    )))
+                }
+                WeightData::Bytes(m) => {
+                    let mut mem = zeroed(words(bytes), what)?;
+                    bytes_of(&mut mem)[..bytes].copy_from_slice(&m);
+                    Memory::Owned(mem)
+                }
+                WeightData::Tensor(_) if b.blocks.is_some() => {
+                    return Err(RunError::Weight(format!(
+                        "weight `{}` is kept block-quantized, but its source gave values",
+                        w.name
+                    )))
                 }
                 WeightData::Tensor(t) => {
                     let mut mem = zeroed(words(bytes), what)?;

@@ -252,6 +252,12 @@ impl GgufFile {
         }
     }
 
+    /// A tensor's bytes as the file stores them.
+    pub fn bytes(&self, name: &str) -> Option<&[u8]> {
+        let t = self.tensors.get(name)?;
+        self.map.get(t.start..t.start + t.len)
+    }
+
     /// A tensor's values as f32, in its shape's row-major order.
     pub fn dequantize(&self, name: &str) -> Option<Vec<f32>> {
         let t = self.tensors.get(name)?;

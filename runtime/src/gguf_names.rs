@@ -219,6 +219,61 @@ impl GgufWeights {
         gguf_name(self.family, name).is_some_and(|(g, _)| self.file.tensors.contains_key(&g))
     }
 
+    /// The block format kernels can read weight `name` in as the file stores it: its GGUF
+    /// type's, for a block-quantized tensor that needs no conversion of values (None for any
+    /// other, which [`GgufWeights::read`] dequantizes).
+    pub fn format(&self, name: &str) -> Option<crate::quant::BlockFormat> {
+        let (gguf, change) = gguf_name(self.family, name)?;
+        if !matches!(change, Change::None | Change::Rotary(_)) {
+            return None;
+        }
+        self.file.tensors.get(&gguf)?.ty.format()
+    }
+
+    /// The blocks of weight `name` of `shape` (see [`GgufWeights::format`]), with rotary rows
+    /// put back in Hugging Face's order.
+    pub fn blocks(&self, name: &str, shape: &[usize]) -> Result<Vec<u8>, GgufWeightError> {
+        let path = self.file.path().display().to_string();
+        let mismatch = |gguf: String, got: String, want: &str| GgufWeightError::Mismatch {
+            path: path.clone(),
+            name: name.to_string(),
+            gguf,
+            got,
+            want: want.to_string(),
+        };
+        let (gguf, change) =
+            gguf_name(self.family, name).ok_or_else(|| GgufWeightError::Missing {
+                path: path.clone(),
+                name: name.to_string(),
+                closest: Vec::new(),
+            })?;
+        let info = self.file.tensors.get(&gguf);
+        let bytes = self.file.bytes(&gguf);
+        let (Some(info), Some(bytes), Some(_)) = (info, bytes, self.format(name)) else {
+            return Err(mismatch(gguf, "not block-quantized".into(), "blocks"));
+        };
+        if info.shape != shape {
+            return Err(mismatch(
+                gguf,
+                format!("{:?}", info.shape),
+                &format!("{shape:?}"),
+            ));
+        }
+        let Change::Rotary(query) = change else {
+            return Ok(bytes.to_vec());
+        };
+        let heads = if query { self.heads } else { self.kv_heads };
+        let rows = shape.first().copied().unwrap_or(0);
+        let width = bytes.len().checked_div(rows).unwrap_or(0);
+        unpermute(bytes, rows, width, heads).ok_or_else(|| {
+            mismatch(
+                gguf,
+                format!("{:?}", info.shape),
+                &format!("rows in {heads} heads of two rotary halves"),
+            )
+        })
+    }
+
     /// The weight `name` as f32 values of `shape`, dequantized and with the converter's
     /// changes undone.
     pub fn read(
@@ -270,7 +325,9 @@ impl GgufWeights {
         match change {
             Change::Rotary(query) => {
                 let heads = if query { self.heads } else { self.kv_heads };
-                values = unpermute(&values, shape, heads).ok_or_else(|| {
+                let rows = shape.first().copied().unwrap_or(0);
+                let width = shape.iter().skip(1).product();
+                values = unpermute(&values, rows, width, heads).ok_or_else(|| {
                     mismatch(format!("rows in {heads} heads of two rotary halves"))
                 })?;
             }
@@ -310,17 +367,23 @@ fn hf_name(family: &Family, gguf: &str) -> Option<String> {
     Some(format!("{}{layer}.{h}", family.layers))
 }
 
-/// Restores Hugging Face's row order of a rotary projection (rows: the first of `shape`)
-/// permuted by llama.cpp for `heads` heads: HF row `(h, s, d)` is GGUF row `(h, d, s)`.
-/// None if the rows are not whole heads of two halves.
-fn unpermute(values: &[f32], shape: &[usize], heads: usize) -> Option<Vec<f32>> {
-    let rows = *shape.first()?;
-    let width: usize = shape[1..].iter().product();
-    if heads == 0 || rows % heads.checked_mul(2)? != 0 {
+/// Restores Hugging Face's row order of a rotary projection (`rows` rows of `width` values:
+/// f32s, or a quantized row's bytes) permuted by llama.cpp for `heads` heads: HF row
+/// `(h, s, d)` is GGUF row `(h, d, s)`. None if the rows are not whole heads of two halves.
+fn unpermute<T: Copy + Default>(
+    values: &[T],
+    rows: usize,
+    width: usize,
+    heads: usize,
+) -> Option<Vec<T>> {
+    if heads == 0
+        || !rows.is_multiple_of(heads.checked_mul(2)?)
+        || rows.checked_mul(width)? != values.len()
+    {
         return None;
     }
     let half = rows / heads / 2;
-    let mut out = vec![0.0; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for h in 0..heads {
         for s in 0..2 {
             for d in 0..half {
@@ -361,7 +424,7 @@ mod tests {
         );
         // One head of 4 rows (half = 2), width 1: GGUF rows [a0, b0, a1, b1] → [a0, a1, b0, b1].
         let v = [0.0, 10.0, 1.0, 11.0];
-        assert_eq!(unpermute(&v, &[4, 1], 1), Some(vec![0.0, 1.0, 10.0, 11.0]));
-        assert_eq!(unpermute(&v, &[4, 1], 3), None);
+        assert_eq!(unpermute(&v, 4, 1, 1), Some(vec![0.0, 1.0, 10.0, 11.0]));
+        assert_eq!(unpermute(&v, 4, 1, 3), None);
     }
 }

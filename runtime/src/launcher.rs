@@ -126,8 +126,11 @@ pub enum LaunchError {
 /// One parameter of a kernel, as the launcher checks it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamSignature {
-    /// Bytes of one element (and the alignment its loads assume).
+    /// Bytes of one element, or of one block of a block-quantized buffer (`len` then counts
+    /// blocks).
     pub elem_bytes: usize,
+    /// The alignment its loads assume (a block-quantized buffer's claim none: 1).
+    pub align: usize,
     /// Whether the kernel writes it.
     pub output: bool,
     /// The elements the kernel may touch, as an expression of the dims.
@@ -189,10 +192,10 @@ impl Signatures {
                     got: a.len(),
                 });
             }
-            if a.addr() % p.elem_bytes.max(1) != 0 {
+            if a.addr() % p.align.max(1) != 0 {
                 return Err(LaunchError::Misaligned {
                     param,
-                    align: p.elem_bytes,
+                    align: p.align,
                 });
             }
             if p.output && matches!(a, Arg::In(_)) {
@@ -264,10 +267,24 @@ fn param(
         let d = Size::op(SizeOp::Max, d, Size::Const(0));
         Ok::<Size, String>(Size::op(SizeOp::Mul, acc, d))
     })?;
-    Ok(ParamSignature {
-        elem_bytes: storage_bytes(buffer.dtype),
-        output,
-        len,
+    Ok(match buffer.blocks {
+        // Whole blocks: ⌈n / 32⌉ of them.
+        Some(q) => {
+            let (elems, bytes) = q.ggml().block();
+            let up = Size::op(SizeOp::Add, len, Size::Const(elems as i64 - 1));
+            ParamSignature {
+                elem_bytes: bytes,
+                align: 1,
+                output,
+                len: Size::op(SizeOp::Div, up, Size::Const(elems as i64)),
+            }
+        }
+        None => ParamSignature {
+            elem_bytes: storage_bytes(buffer.dtype),
+            align: storage_bytes(buffer.dtype),
+            output,
+            len,
+        },
     })
 }
 
@@ -282,7 +299,7 @@ fn narrowest(
     a.into_iter()
         .zip(b)
         .map(|(x, y)| {
-            if x.elem_bytes != y.elem_bytes || x.output != y.output {
+            if (x.elem_bytes, x.align, x.output) != (y.elem_bytes, y.align, y.output) {
                 return Err("two steps pass one kernel buffers of different types".into());
             }
             let len = if x.len == y.len {
@@ -316,7 +333,7 @@ fn size_of(symbols: &[String], d: &Dim) -> Option<Size> {
 
 /// Bytes of buffer `b` of a frame for these dims.
 pub(crate) fn buffer_bytes(buffers: &[Buffer], b: usize, dims: &HashMap<String, i64>) -> usize {
-    numel(&buffers[b], dims).saturating_mul(storage_bytes(buffers[b].dtype))
+    buffers[b].bytes(numel(&buffers[b], dims))
 }
 
 /// A kernel step's buffers as launch arguments: the first (its output) writable, the others
@@ -376,6 +393,7 @@ mod tests {
     fn sig() -> Signatures {
         let p = |elem_bytes, output, len| ParamSignature {
             elem_bytes,
+            align: elem_bytes,
             output,
             len,
         };

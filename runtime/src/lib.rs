@@ -44,7 +44,9 @@ pub use plan::{
 };
 pub use plan_text::print_plan;
 pub use random::{random_tensor, SplitMix64};
-pub use session::{default_dim, describe_plan, load_inputs, show_dims, summarize, WeightSource};
+pub use session::{
+    block_formats, default_dim, describe_plan, load_inputs, show_dims, summarize, WeightSource,
+};
 pub use tensor::{Data, Tensor};
 pub use tensor_file::{write_tensors, TensorFile, TensorFileError};
 pub use weights::{WeightBytes, WeightData};

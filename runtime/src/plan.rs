@@ -37,6 +37,10 @@ pub struct Buffer {
     pub shape: Vec<Dim>,
     /// Where its memory is.
     pub storage: Storage,
+    /// For a weight kept block-quantized in memory (a GGUF tensor's blocks, read by kernels
+    /// that dequantize as they load): its format. None: stored as `dtype` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<crate::quant::BlockFormat>,
     /// For an arena buffer, the steps of its frame from the one that writes it to the last one
     /// that reads it (set by the `plan_memory` pass): buffers whose lifetimes do not overlap
     /// share memory. None: the buffer has memory of its own for the whole run.
@@ -51,6 +55,17 @@ pub struct Binding {
     pub name: String,
     /// The buffer.
     pub buffer: usize,
+}
+
+impl Buffer {
+    /// The bytes `n` of its elements take: whole blocks of its block format, or `n` of its
+    /// dtype's storage (saturating).
+    pub fn bytes(&self, n: usize) -> usize {
+        match self.blocks {
+            Some(q) => q.bytes(n),
+            None => n.saturating_mul(storage_bytes(self.dtype)),
+        }
+    }
 }
 
 /// One step of a frame.

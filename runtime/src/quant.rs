@@ -10,6 +10,36 @@
 //! so the values are the ones llama.cpp and transformers' GGUF loader compute.
 
 use half::{bf16, f16};
+use serde::{Deserialize, Serialize};
+
+/// A block-quantized format a weight buffer may keep in memory, read by kernels that
+/// dequantize each element as they load it (the Kernel IR's quantized element types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BlockFormat {
+    /// ggml's `Q8_0`.
+    Q8_0,
+    /// ggml's `Q4_0`.
+    Q4_0,
+    /// ggml's `Q4_1`.
+    Q4_1,
+}
+
+impl BlockFormat {
+    /// Its GGUF element type.
+    pub fn ggml(self) -> GgmlType {
+        match self {
+            BlockFormat::Q8_0 => GgmlType::Q8_0,
+            BlockFormat::Q4_0 => GgmlType::Q4_0,
+            BlockFormat::Q4_1 => GgmlType::Q4_1,
+        }
+    }
+
+    /// The bytes `n` elements take, in whole blocks (saturating).
+    pub fn bytes(self, n: usize) -> usize {
+        let (elems, bytes) = self.ggml().block();
+        n.div_ceil(elems).saturating_mul(bytes)
+    }
+}
 
 /// A GGUF tensor's element type (ggml's `ggml_type`), those archc reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +81,16 @@ impl GgmlType {
             "BF16",
         ];
         NAMES.get(id as usize).copied().unwrap_or("unknown")
+    }
+
+    /// The block format kernels can read in place, for the quantized types.
+    pub fn format(self) -> Option<BlockFormat> {
+        match self {
+            GgmlType::Q8_0 => Some(BlockFormat::Q8_0),
+            GgmlType::Q4_0 => Some(BlockFormat::Q4_0),
+            GgmlType::Q4_1 => Some(BlockFormat::Q4_1),
+            _ => None,
+        }
     }
 
     /// Elements per block, and bytes per block.

@@ -1,21 +1,44 @@
 //! What `archc run` and standalone binaries share: where weights and inputs come from, and
 //! how outputs are summarised.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use std::path::PathBuf;
 
 use crate::gguf_names::GgufWeights;
+use crate::quant::BlockFormat;
 use crate::{random_tensor, Checkpoint, DType, Data, Plan, Tensor, TensorFile, WeightData};
 
 /// Where a run's weights come from.
 pub enum WeightSource {
     /// Safetensors files; EMA copies they lack start equal to their online weights.
     File(Box<Checkpoint>, HashMap<String, String>),
-    /// A GGUF checkpoint (dequantized as it loads), read by Hugging Face names.
-    Gguf(Box<GgufWeights>),
+    /// A GGUF checkpoint, read by Hugging Face names: the weights the plan keeps
+    /// block-quantized (named here) as the file's blocks, the others dequantized as they load.
+    Gguf(Box<GgufWeights>, HashSet<String>),
     /// Deterministic random weights from a seed.
     Random(u64),
+}
+
+/// The weights of `names` that a GGUF checkpoint (`files`: one `.gguf` file) holds in a block
+/// format kernels read in place (see [`GgufWeights::format`]); none for other checkpoints.
+pub fn block_formats<'n>(
+    files: &[PathBuf],
+    names: impl Iterator<Item = &'n String>,
+) -> Result<BTreeMap<String, BlockFormat>, String> {
+    let [one] = files else {
+        return Ok(BTreeMap::new());
+    };
+    if !one
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return Ok(BTreeMap::new());
+    }
+    let weights = GgufWeights::open(one).map_err(|e| e.to_string())?;
+    Ok(names
+        .filter_map(|n| Some((n.clone(), weights.format(n)?)))
+        .collect())
 }
 
 impl WeightSource {
@@ -34,7 +57,17 @@ impl WeightSource {
                 return Err("a GGUF checkpoint is one file: pass it alone to --weights".into());
             };
             let weights = GgufWeights::open(one).map_err(|e| e.to_string())?;
-            return Ok(WeightSource::Gguf(Box::new(weights)));
+            let blocks = plan
+                .weights
+                .iter()
+                .filter(|w| {
+                    plan.buffers
+                        .get(w.buffer)
+                        .is_some_and(|b| b.blocks.is_some())
+                })
+                .map(|w| w.name.clone())
+                .collect();
+            return Ok(WeightSource::Gguf(Box::new(weights), blocks));
         }
         let checkpoint = Checkpoint::open(files).map_err(|e| e.to_string())?;
         Ok(WeightSource::File(
@@ -53,6 +86,14 @@ impl WeightSource {
         dtype: DType,
         shape: &[usize],
     ) -> Result<WeightData<'_>, String> {
+        if let WeightSource::Gguf(g, blocks) = self {
+            if blocks.contains(name) {
+                return g
+                    .blocks(name, shape)
+                    .map(WeightData::Bytes)
+                    .map_err(|e| e.to_string());
+            }
+        }
         if let WeightSource::File(f, _) = self {
             if f.contains(name) {
                 let e = |e: crate::TensorFileError| e.to_string();
@@ -80,7 +121,7 @@ impl WeightSource {
                 };
                 f.read(source, dtype, shape).map_err(|e| e.to_string())
             }
-            WeightSource::Gguf(g) => g.read(name, dtype, shape).map_err(|e| e.to_string()),
+            WeightSource::Gguf(g, _) => g.read(name, dtype, shape).map_err(|e| e.to_string()),
             WeightSource::Random(_)
                 if shape
                     .iter()

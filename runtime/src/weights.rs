@@ -1,12 +1,15 @@
 //! Weight memory of an executor: bytes of a memory-mapped checkpoint that kernels read in
 //! place, or storage of its own (converted, misaligned, random or prepared values).
 
-use crate::{storage_bytes, DType, Tensor, TensorFile};
+use crate::{storage_bytes, Buffer, Tensor, TensorFile};
 
 /// A weight's values as a source hands them to [`crate::Executor::new`].
 pub enum WeightData<'w> {
     /// Values the executor stores in memory of its own, in the buffer's storage dtype.
     Tensor(Tensor),
+    /// Bytes in the buffer's storage layout (a block-quantized buffer's blocks), exactly its
+    /// size, which the executor keeps: a quantized tensor whose rows were reordered.
+    Bytes(Vec<u8>),
     /// Bytes already in the buffer's storage layout (little-endian f32 or i64, exactly the
     /// buffer's size), which kernels read in place: a memory-mapped checkpoint's tensor. They
     /// must not change while they are borrowed.
@@ -99,6 +102,7 @@ impl Memory<'_> {
 /// scalar loads carry Cranelift's `aligned` flag, which promises natural alignment (the
 /// element's size; vector loads claim none), and the interpreter reads elements through
 /// typed slices. Bytes elsewhere are copied.
-pub(crate) fn readable_in_place(bytes: &[u8], dtype: DType) -> bool {
-    bytes.as_ptr().align_offset(storage_bytes(dtype)) == 0
+pub(crate) fn readable_in_place(bytes: &[u8], buffer: &Buffer) -> bool {
+    // Loads from block-quantized buffers claim no alignment.
+    buffer.blocks.is_some() || bytes.as_ptr().align_offset(storage_bytes(buffer.dtype)) == 0
 }

@@ -31,6 +31,7 @@ mod pass_plan_memory;
 mod pass_route_experts;
 mod pass_tile_attention;
 mod primitives;
+mod quantized;
 mod run_errors;
 mod schedule_ir;
 mod sharded;

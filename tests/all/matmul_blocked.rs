@@ -9,9 +9,9 @@ use archc_compiler::codegen::kernel_interp::KernelInterp;
 use archc_compiler::interp::{bind_dims, interpret};
 use archc_compiler::passes::{lower_optimized_for, PassOptions};
 use archc_kernels::target::{Target, X86Level};
-use archc_runtime::{random_tensor, Executor, Launcher, Tensor, WeightSource};
+use archc_runtime::{random_tensor, Executor, Launcher, WeightSource};
 
-use crate::common::{compile, rel_err};
+use crate::common::compile;
 
 /// M = 13 rows (a symbolic `seq`), K = 70, N = 37; a plain product, a `linear` with a bias and
 /// a gelu epilogue to 53 columns (its weight packed once; at 16 lanes: a 32-column panel, one
@@ -74,18 +74,8 @@ fn check(target: &Target, seq: usize) {
         backends.push((kind.name(), jit.as_ref()));
     }
     for (backend, launcher) in backends {
-        let got: HashMap<String, Tensor> = exec
-            .run(launcher, &inputs, &HashMap::new())
-            .unwrap()
-            .into_iter()
-            .collect();
-        for (name, w) in &want {
-            let err = rel_err(&got[name], w);
-            assert!(
-                err <= 1e-4,
-                "{backend}, {name}, seq {seq}, {b:?}: rel err {err:e}"
-            );
-        }
+        let context = format!("{backend}, seq {seq}, {b:?}");
+        crate::common::assert_run_close(&mut exec, launcher, &inputs, &want, &context);
     }
 }
 

@@ -67,6 +67,7 @@ proptest! {
                 shape: vec![Dim::constant(n)],
                 storage: Storage::Arena,
                 live: Some((first, first + len)),
+                blocks: None,
             })
             .collect();
         let (offsets, size) = layout(&buffers, &HashMap::new());

@@ -55,6 +55,7 @@ fn whole(k: &Kernel, bufs: &[Vec<u8>], dims: usize) -> Signatures {
         .zip(bufs)
         .map(|(p, b)| ParamSignature {
             elem_bytes: p.elem.size(),
+            align: p.elem.size(),
             output: p.output,
             len: Size::Const((b.len() / p.elem.size()) as i64),
         })

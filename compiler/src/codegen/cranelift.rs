@@ -464,6 +464,14 @@ impl<'a, 'b> Gen<'a, 'b> {
                 (self.b.use_var(var), t)
             }
             Expr::Dim(k) => (self.dim_values[*k], Ty::I64),
+            Expr::Load(buf, idx) if self.kernel.elem(*buf).is_quantized() => {
+                let (i, _) = self.expr(idx);
+                (self.load_quantized(*buf, i), Ty::F32)
+            }
+            Expr::VLoad(buf, idx, w) if self.kernel.elem(*buf).is_quantized() => {
+                let (i, _) = self.expr(idx);
+                (self.load_quantized_vector(*buf, i), Ty::F32xN(*w))
+            }
             Expr::Load(buf, idx) => {
                 let elem = self.kernel.elem(*buf);
                 let addr = self.address(*buf, idx);

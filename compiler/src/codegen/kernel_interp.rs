@@ -20,6 +20,10 @@ fn read(bytes: &[u8], elem: Elem) -> BufData {
         Elem::BF16 => BufData::BF16(words(bytes).map(u16::from_le_bytes).collect()),
         Elem::I64 => BufData::I64(words(bytes).map(i64::from_le_bytes).collect()),
         Elem::Bool => BufData::Bool(bytes.to_vec()),
+        q => {
+            let whole = bytes.len() / q.size() * q.size();
+            BufData::Blocks(q, bytes[..whole].to_vec())
+        }
     }
 }
 
@@ -34,7 +38,7 @@ fn write(out: &mut [u8], data: &BufData) {
         BufData::F32(v) => put(out, v.iter().map(|x| x.to_le_bytes())),
         BufData::F16(v) | BufData::BF16(v) => put(out, v.iter().map(|x| x.to_le_bytes())),
         BufData::I64(v) => put(out, v.iter().map(|x| x.to_le_bytes())),
-        BufData::Bool(v) => put(out, v.iter().map(|&x| [x])),
+        BufData::Bool(v) | BufData::Blocks(_, v) => put(out, v.iter().map(|&x| [x])),
     }
 }
 

@@ -3,17 +3,21 @@
 //! prepare steps (run once, after the weights load); in a body, the inputs and the output are
 //! slots bound by each call.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use archc_kernels::ir::{Elem, Kernel, Local, Param, Stmt};
 use archc_kernels::target::Target;
+use archc_runtime::quant::BlockFormat;
 use archc_runtime::{root, Binding, Buffer, DType, Plan, Step, Storage};
 use petgraph::graph::NodeIndex;
 
 use super::index::Ctx;
+use super::matmul::transposed_blocks;
 use super::pack::{self, Packing};
 use super::schedule::Schedule;
-use super::{attention, contract, elem, elementwise, layout, moe, region, scan, ssd, Template};
+use super::{
+    attention, buffer_elem, contract, elementwise, layout, moe, region, scan, ssd, Template,
+};
 use crate::graph::{Dim, Graph, MoeInfo, Op, RegionKind, TensorType, UnaryOp, ROUTED};
 
 /// One lowered graph.
@@ -102,13 +106,18 @@ fn kernel(
     (op, ty): (&Op, &TensorType),
     operands: &[(&TensorType, usize)],
     out: usize,
-    (f, packing): (&mut Frame, &Packing),
+    (f, packing, transposed): (&mut Frame, &Packing, Option<usize>),
 ) -> Step {
     let ins: Vec<&TensorType> = operands.iter().map(|o| o.0).collect();
     let mut args = vec![out];
     args.extend(operands.iter().map(|o| o.1));
     let mut cx = Ctx::new(&plan.symbols, &kernels.schedule);
     cx.packable = pack::packable(&f.buffers, &args[1..], packing);
+    cx.blocks = (0..args.len())
+        .filter(|&i| f.buffers[root(&f.buffers, args[i])].blocks.is_some())
+        .collect();
+    cx.packable.retain(|p| !cx.blocks.contains(p));
+    cx.transposed = transposed.map(|operand| operand + 1);
     let t = template(&mut cx, op, ty, &ins);
     let packed = cx.packed;
     let mut step = emit(plan, kernels, name, t, &args, &f.buffers);
@@ -159,6 +168,7 @@ fn packed_weight(
         name: format!("{}_packed{nr}", from.name),
         storage: Storage::Weight,
         live: None,
+        blocks: None,
         ..from.clone()
     });
     let ty = TensorType {
@@ -172,6 +182,29 @@ fn packed_weight(
     f.prepare.push(step);
     f.packed.insert((src, nr), b);
     b
+}
+
+/// Drops the prepare steps whose values nothing reads (a transposed weight whose matmuls read
+/// the weight's blocks in place instead), last first, so their own sources go too.
+fn prune_prepare(f: &mut Frame) {
+    let root_of = |b: usize| root(&f.buffers, b);
+    let mut read: HashSet<usize> = f
+        .steps
+        .iter()
+        .flat_map(|s| s.args().to_vec())
+        .chain(f.outputs.iter().map(|o| o.buffer))
+        .map(root_of)
+        .collect();
+    let mut kept = Vec::new();
+    for step in f.prepare.iter().rev() {
+        let out = step.args().first().map(|&o| root_of(o));
+        if out.is_some_and(|o| read.contains(&o)) {
+            read.extend(step.args().iter().skip(1).map(|&b| root_of(b)));
+            kept.push(step.clone());
+        }
+    }
+    kept.reverse();
+    f.prepare = kept;
 }
 
 /// Adds the kernel of template `t` run on buffers `args` (the first is its output), or finds
@@ -189,7 +222,7 @@ fn emit(
         .enumerate()
         .map(|(i, b)| Param {
             name: names[*b].name.clone(),
-            elem: elem(names[*b].dtype),
+            elem: buffer_elem(&names[root(names, *b)]),
             output: i == 0,
         })
         .collect();
@@ -225,13 +258,15 @@ fn emit(
     step(kernels.list.len() - 1, &kernels.list)
 }
 
-/// Lowers `g`; `prefix` names a layer kind's kernels (None: the top level).
+/// Lowers `g`; `prefix` names a layer kind's kernels (None: the top level). At the top
+/// level, the weights `blocks` names stay in their block format (unless a layer kind reads
+/// them: its kernels are compiled once for every layer's weights).
 pub fn lower(
     g: &Graph,
     prefix: Option<&str>,
     plan: &mut Plan,
     kernels: &mut Kernels,
-    packing: &Packing,
+    (packing, blocks): (&Packing, &BTreeMap<String, BlockFormat>),
 ) -> Frame {
     let body = prefix.is_some();
     let weight_only = if body {
@@ -257,12 +292,21 @@ pub fn lower(
             _ => Storage::Arena,
         };
         let buffer = f.buffers.len();
+        let quantized = match &node.op {
+            Op::Param(name) if !body => blocks.get(name).filter(|_| {
+                !g.users(n)
+                    .iter()
+                    .any(|u| matches!(g.dag[*u].op, Op::Call(_)))
+            }),
+            _ => None,
+        };
         f.buffers.push(Buffer {
             name: format!("%{}", n.index()),
             dtype: node.ty.dtype,
             shape: node.ty.shape.clone(),
             storage,
             live: None,
+            blocks: quantized.copied(),
         });
         buffer_of[n.index()] = buffer;
         let name = || {
@@ -300,10 +344,14 @@ pub fn lower(
                 }
             }
             op => {
-                let ins: Vec<(&TensorType, usize)> = operands
+                let mut ins: Vec<(&TensorType, usize)> = operands
                     .iter()
                     .map(|o| (g.ty(*o), buffer_of[o.index()]))
                     .collect();
+                let transposed = transposed_blocks(g, n, &f.buffers, &buffer_of);
+                if let Some((operand, w)) = transposed {
+                    ins[operand].1 = w;
+                }
                 let mut step = kernel(
                     plan,
                     kernels,
@@ -311,7 +359,7 @@ pub fn lower(
                     (op, &node.ty),
                     &ins,
                     buffer,
-                    (&mut f, packing),
+                    (&mut f, packing, transposed.map(|t| t.0)),
                 );
                 if let Step::Kernel { origin, .. } = &mut step {
                     *origin = node.origin();
@@ -329,6 +377,9 @@ pub fn lower(
             name: name.clone(),
             buffer: buffer_of[n.index()],
         });
+    }
+    if !body {
+        prune_prepare(&mut f);
     }
     // A body whose value is one of its inputs, or a view of one, copies it into the result.
     if let (true, Some(n)) = (body, output) {
@@ -377,6 +428,7 @@ fn experts(
                 shape,
                 storage: Storage::Arena,
                 live: None,
+                blocks: None,
             });
             f.buffers.len() - 1
         };
@@ -446,7 +498,8 @@ fn expert_body(
     // The row count is one more symbol while the body lowers, then a load of the count.
     let first = kernels.list.len();
     plan.symbols.push(ROUTED.to_string());
-    let lowered = lower(body, Some(tag), plan, kernels, &Packing::default());
+    let none = (&Packing::default(), &BTreeMap::new());
+    let lowered = lower(body, Some(tag), plan, kernels, none);
     plan.symbols.pop();
     for k in &mut kernels.list[first..] {
         moe::read_count(k, plan.symbols.len());
@@ -530,6 +583,7 @@ fn copy_result(
         shape: ty.shape.clone(),
         storage: Storage::Slot(0),
         live: None,
+        blocks: None,
     });
     let copy = Op::Unary(UnaryOp::StopGrad);
     let step = kernel(
@@ -539,7 +593,7 @@ fn copy_result(
         (&copy, &ty),
         &[(&ty, buffer_of[n.index()])],
         out,
-        (f, &Packing::default()),
+        (f, &Packing::default(), None),
     );
     f.steps.push(step);
     f.outputs = vec![Binding {

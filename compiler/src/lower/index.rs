@@ -16,6 +16,12 @@ pub struct Ctx<'a> {
     pub packable: Vec<usize>,
     /// The buffers the template reads packed ahead, with their panels' width.
     pub packed: Vec<(usize, i64)>,
+    /// Buffers (kernel parameters) holding block-quantized weights: read only by scalar
+    /// loads, or by a matmul that takes one as its transposed `b` ([`Ctx::transposed`]).
+    pub blocks: Vec<usize>,
+    /// The matmul operand `b` whose buffer holds its transpose, block-quantized: `b[p, j]` is
+    /// element `[j, p]` of the buffer (a weight `w` of `x · wᵀ`, read in place).
+    pub transposed: Option<usize>,
 }
 
 impl<'a> Ctx<'a> {
@@ -27,6 +33,8 @@ impl<'a> Ctx<'a> {
             schedule,
             packable: Vec::new(),
             packed: Vec::new(),
+            blocks: Vec::new(),
+            transposed: None,
         }
     }
 

@@ -198,7 +198,11 @@ impl BodyGen<'_> {
             ))),
             Op::Input(_) => {
                 let (last, rest) = at.split_last()?;
-                let contiguous = node.ty.shape.last().and_then(|d| d.as_const()) != Some(1)
+                // Vector loads of quantized blocks must start at a multiple of their width,
+                // which an element-wise index does not promise.
+                let quantized = cx.blocks.contains(&self.buffers[&n]);
+                let contiguous = !quantized
+                    && node.ty.shape.last().and_then(|d| d.as_const()) != Some(1)
                     && steps_with(last, lane)
                     && !rest.iter().any(|e| mentions(e, lane));
                 contiguous.then(|| {

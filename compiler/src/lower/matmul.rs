@@ -29,8 +29,10 @@ use super::body::delinearize;
 use super::index::{folded, Ctx};
 use super::micro::{micro, Block, Operands, Rows};
 
+mod blocks;
 mod tasks;
 use crate::graph::{Dim, TensorType};
+pub use blocks::transposed_blocks;
 use tasks::{task_grid, Tasks};
 
 /// The most micro-kernel panels in one task's column block: bounds the packed local
@@ -215,6 +217,21 @@ pub fn matmul(
     let nr = s.nr();
     let r = out.rank();
     let flat = b.rank() == 2 && a.shape[..a.rank() - 1] == out.shape[..r - 1];
+    if cx.transposed == Some(bbuf) && flat {
+        let l = Layout {
+            out,
+            a,
+            b,
+            flat,
+            batch: Vec::new(),
+            k: cx.dim(&a.shape[a.rank() - 1]),
+            n: cx.dim(&out.shape[r - 1]),
+            packed: None,
+        };
+        let rows = Dim::product(&out.shape[..r - 1]).unwrap_or_default();
+        let body = blocks::matmul(cx, &l, &rows, (abuf, bbuf), epilogue);
+        return (body, Vec::new());
+    }
     // Partial sums of other types take the scalar path, which reads `b` as it is.
     let prepacked = flat && out_elem == Elem::F32 && cx.packable.contains(&bbuf);
     if prepacked {
@@ -450,6 +467,14 @@ fn pack_b(cx: &mut Ctx, at: &Slice, (bbuf, packed): (usize, usize)) -> Stmt {
     ];
     for q in 0..s.vectors {
         let off = Expr::Int((q * s.lanes) as i64);
+        if cx.blocks.contains(&bbuf) {
+            // Quantized blocks load as vectors only at multiples of the width.
+            copy.extend((0..s.lanes as i64).map(|l| {
+                let at = |base| add(add(var(base), off.clone()), Expr::Int(l));
+                Stmt::Store(packed, at(dst), Expr::Load(bbuf, Box::new(at(src))))
+            }));
+            continue;
+        }
         copy.push(Stmt::VStore(
             packed,
             add(var(dst), off.clone()),

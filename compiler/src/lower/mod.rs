@@ -27,8 +27,11 @@ mod ssd;
 
 pub use same_weights::same_weights;
 
+use std::collections::BTreeMap;
+
 use archc_kernels::ir::{Elem, Kernel, Stmt, Ty};
 use archc_kernels::target::Target;
+use archc_runtime::quant::BlockFormat;
 use archc_runtime::{DType, Kind, Plan};
 
 use crate::graph::{Graph, Op};
@@ -80,6 +83,16 @@ pub fn elem(d: DType) -> Elem {
     }
 }
 
+/// The kernel element type of a buffer: its block format's, or its dtype's storage.
+pub fn buffer_elem(b: &archc_runtime::Buffer) -> Elem {
+    match b.blocks {
+        Some(BlockFormat::Q8_0) => Elem::Q8_0,
+        Some(BlockFormat::Q4_0) => Elem::Q4_0,
+        Some(BlockFormat::Q4_1) => Elem::Q4_1,
+        None => elem(b.dtype),
+    }
+}
+
 /// The scalar type values of a dtype have in kernels.
 pub fn ty(d: DType) -> Ty {
     elem(d).ty()
@@ -90,10 +103,16 @@ pub fn lower(g: &Graph) -> Lowered {
     lower_for(g, &Target::cranelift_x86_64())
 }
 
+/// Lowers a graph for `target` with every weight stored as its dtype (see [`lower_with`]).
+pub fn lower_for(g: &Graph, target: &Target) -> Lowered {
+    lower_with(g, target, &BTreeMap::new())
+}
+
 /// Lowers a graph for `target`: its layer kinds first (each compiled once), then its top
 /// level. The target's late schedule ([`schedule::Schedule`]) sizes the tiles and the matmul
-/// blocking.
-pub fn lower_for(g: &Graph, target: &Target) -> Lowered {
+/// blocking. The weights `blocks` names stay in that block format in memory, read by kernels
+/// that dequantize as they load (a GGUF checkpoint's quantized tensors).
+pub fn lower_with(g: &Graph, target: &Target, blocks: &BTreeMap<String, BlockFormat>) -> Lowered {
     let mut plan = Plan {
         model: g.name.clone(),
         symbols: g.symbols.clone(),
@@ -123,7 +142,14 @@ pub fn lower_for(g: &Graph, target: &Target) -> Lowered {
     let mut top = pack::Packing::default();
     for (k, packing) in g.kinds.iter().zip(pack::Packing::kinds_of(g)) {
         let prefix = format!("kind{}_", plan.kinds.len());
-        let f = frame::lower(&k.body, Some(&prefix), &mut plan, &mut kernels, &packing);
+        let no_blocks = &BTreeMap::new();
+        let f = frame::lower(
+            &k.body,
+            Some(&prefix),
+            &mut plan,
+            &mut kernels,
+            (&packing, no_blocks),
+        );
         top.kinds.push(f.packed_slots);
         plan.kinds.push(Kind {
             name: k.name.clone(),
@@ -131,7 +157,7 @@ pub fn lower_for(g: &Graph, target: &Target) -> Lowered {
             steps: f.steps,
         });
     }
-    let f = frame::lower(g, None, &mut plan, &mut kernels, &top);
+    let f = frame::lower(g, None, &mut plan, &mut kernels, (&top, blocks));
     plan.buffers = f.buffers;
     plan.steps = f.steps;
     plan.prepare = f.prepare;

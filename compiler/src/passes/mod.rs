@@ -130,7 +130,7 @@ pub fn lower_optimized_for(
     o: &PassOptions,
     target: &archc_kernels::target::Target,
 ) -> Result<Lowered, PassError> {
-    let mut lowered = crate::lower::lower_for(&optimize(g, o)?, target);
+    let mut lowered = crate::lower::lower_with(&optimize(g, o)?, target, o.blocks());
     // The passes hide gathers inside regions; the bounds come from the graph as written.
     lowered.plan.index_bounds = crate::lower::index_bounds(g);
     if o.verifies() {

@@ -1,5 +1,9 @@
 //! Which passes run, and whether the verifiers check every pass's output.
 
+use std::collections::BTreeMap;
+
+use archc_runtime::quant::BlockFormat;
+
 use super::registry::{self, PASSES};
 
 /// Which passes run, and whether each one's output is verified.
@@ -7,6 +11,7 @@ use super::registry::{self, PASSES};
 pub struct PassOptions {
     disabled: Vec<String>,
     verify: bool,
+    blocks: BTreeMap<String, BlockFormat>,
 }
 
 impl Default for PassOptions {
@@ -21,6 +26,7 @@ impl PassOptions {
         PassOptions {
             disabled: Vec::new(),
             verify: cfg!(debug_assertions),
+            blocks: BTreeMap::new(),
         }
     }
 
@@ -59,6 +65,18 @@ impl PassOptions {
     pub fn verified(mut self) -> PassOptions {
         self.verify = true;
         self
+    }
+
+    /// Keeps the named weights in these block formats in memory (a GGUF checkpoint's
+    /// quantized tensors): matmuls read them in place, dequantizing in registers.
+    pub fn with_blocks(mut self, blocks: BTreeMap<String, BlockFormat>) -> PassOptions {
+        self.blocks = blocks;
+        self
+    }
+
+    /// The weights kept block-quantized, by name.
+    pub fn blocks(&self) -> &BTreeMap<String, BlockFormat> {
+        &self.blocks
     }
 
     /// Whether the verifiers run after each pass.

@@ -16,10 +16,10 @@
 //!    live from the first step and outputs to the end.
 
 use archc_kernels::ir::Kernel;
-use archc_runtime::{Buffer, Plan, Step, Storage};
+use archc_runtime::{root, Buffer, Plan, Step, Storage};
 
 use super::Problem;
-use crate::lower::elem;
+use crate::lower::{buffer_elem, elem};
 
 /// The problems in `plan`, whose kernel steps run `kernels`.
 pub fn verify(plan: &Plan, kernels: &[Kernel]) -> Vec<Problem> {
@@ -203,7 +203,7 @@ impl Frames<'_> {
             );
             return false;
         }
-        let elem_of = |b: usize| elem(f.buffers[b].dtype);
+        let elem_of = |b: usize| buffer_elem(&f.buffers[root(f.buffers, b)]);
         match s {
             Step::Kernel { kernel, args, .. } => {
                 let Some(k) = self

@@ -499,3 +499,23 @@ pub fn import_fixture(case: &str, dir: &std::path::Path) -> String {
     assert_eq!(status, 0, "{stderr}");
     arch
 }
+
+/// Runs `exec` on `launcher` and asserts that every output `want` names is within 1e-4 of it
+/// (relative error), naming `context` when one is not.
+pub fn assert_run_close<'w>(
+    exec: &mut archc_runtime::Executor,
+    launcher: &dyn archc_runtime::Launcher,
+    inputs: &std::collections::HashMap<String, archc_runtime::Tensor>,
+    want: impl IntoIterator<Item = (&'w String, &'w archc_runtime::Tensor)>,
+    context: &str,
+) {
+    let got: std::collections::HashMap<String, archc_runtime::Tensor> = exec
+        .run(launcher, inputs, &std::collections::HashMap::new())
+        .unwrap()
+        .into_iter()
+        .collect();
+    for (name, w) in want {
+        let err = rel_err(&got[name], w);
+        assert!(err <= 1e-4, "{context}, {name}: rel err {err:e}");
+    }
+}

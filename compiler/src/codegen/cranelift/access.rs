@@ -1,9 +1,12 @@
 //! Element access for the code generator: loads and stores of each storage type, scalar and
 //! four lanes at a time. f16 and bf16 elements go through `half_float`'s conversions, a lane
-//! at a time.
+//! at a time. Block-quantized elements are dequantized where they are loaded, with the
+//! arithmetic of `archc_kernels::storage::block_value`: four lanes come from one 4-byte load
+//! of their quantized values, widened in the vector registers.
 
-use archc_kernels::ir::Elem;
-use cranelift_codegen::ir::{types, InstBuilder, Value};
+use archc_kernels::ir::{Elem, QUANT_BLOCK};
+use archc_kernels::storage::quants_offset;
+use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Value};
 
 use super::super::half_float;
 use super::{cl, Gen, LANES};
@@ -69,5 +72,129 @@ impl Gen<'_, '_> {
                 self.ins().store(Self::unaligned(), x, addr, 0);
             }
         }
+    }
+}
+
+impl Gen<'_, '_> {
+    /// The address of the block holding element `index` of quantized `buf`, and the element's
+    /// place `j` in it.
+    fn block_of(&mut self, buf: usize, index: Value) -> (Value, Value) {
+        let size = self.kernel.elem(buf).size() as i64;
+        let block = self
+            .ins()
+            .ushr_imm_s(index, QUANT_BLOCK.trailing_zeros() as i64);
+        let j = self.ins().band_imm_s(index, QUANT_BLOCK as i64 - 1);
+        let off = self.ins().imul_imm_s(block, size);
+        let base = self.bases[buf];
+        (self.ins().iadd(base, off), j)
+    }
+
+    /// The f16 at byte `offset` of a block, as f32.
+    fn block_half(&mut self, block: Value, offset: i32) -> Value {
+        let bits = self
+            .ins()
+            .uload16(types::I32, Self::unaligned(), block, offset);
+        half_float::f16_to_f32(self.b, bits)
+    }
+
+    /// For a 4-bit type: the address of the byte holding element `j`'s nibble, and the shift
+    /// that brings the nibble down (0 for `j < 16`, 4 above).
+    fn nibble_at(&mut self, buf: usize, block: Value, j: Value) -> (Value, Value) {
+        let at = quants_offset(self.kernel.elem(buf)) as i64;
+        let low = self.ins().band_imm_s(j, 15);
+        let byte = self.ins().iadd(block, low);
+        let byte = self.ins().iadd_imm_s(byte, at);
+        let half = self.ins().ushr_imm_s(j, 4);
+        let shift = self.ins().ishl_imm_s(half, 2);
+        let shift = self.ins().ireduce(types::I32, shift);
+        (byte, shift)
+    }
+
+    /// `q` (integers, of type I32 or I32X4) converted and scaled as the block's type says:
+    /// `q·d`, `(q − 8)·d` or `q·d + m`.
+    fn dequantize(&mut self, buf: usize, q: Value, block: Value, lanes: bool) -> Value {
+        let elem = self.kernel.elem(buf);
+        let (int, float) = if lanes {
+            (types::I32X4, types::F32X4)
+        } else {
+            (types::I32, types::F32)
+        };
+        let widen = |g: &mut Self, x: Value, t| {
+            if lanes {
+                g.ins().splat(t, x)
+            } else {
+                x
+            }
+        };
+        let q = if elem == Elem::Q4_0 {
+            let eight = self.ins().iconst(types::I32, 8);
+            let eight = widen(self, eight, int);
+            self.ins().isub(q, eight)
+        } else {
+            q
+        };
+        let x = self.ins().fcvt_from_sint(float, q);
+        let d = self.block_half(block, 0);
+        let d = widen(self, d, float);
+        let x = self.ins().fmul(x, d);
+        if elem != Elem::Q4_1 {
+            return x;
+        }
+        let m = self.block_half(block, 2);
+        let m = widen(self, m, float);
+        self.ins().fadd(x, m)
+    }
+
+    /// Element `index` of block-quantized `buf`, dequantized to f32.
+    pub(super) fn load_quantized(&mut self, buf: usize, index: Value) -> Value {
+        let (block, j) = self.block_of(buf, index);
+        let flags = Self::unaligned();
+        let q = if self.kernel.elem(buf) == Elem::Q8_0 {
+            let at = self.ins().iadd(block, j);
+            self.ins()
+                .sload8(types::I32, flags, at, quants_offset(Elem::Q8_0) as i32)
+        } else {
+            let (byte, shift) = self.nibble_at(buf, block, j);
+            let byte = self.ins().uload8(types::I32, flags, byte, 0);
+            let q = self.ins().ushr(byte, shift);
+            self.ins().band_imm_s(q, 15)
+        };
+        self.dequantize(buf, q, block, false)
+    }
+
+    /// Four elements `index..index + 4` of block-quantized `buf` (`index` a multiple of 4),
+    /// dequantized to an f32x4.
+    pub(super) fn load_quantized_vector(&mut self, buf: usize, index: Value) -> Value {
+        let (block, j) = self.block_of(buf, index);
+        let flags = Self::unaligned();
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let (at, shift) = if self.kernel.elem(buf) == Elem::Q8_0 {
+            let at = self.ins().iadd(block, j);
+            (
+                self.ins().iadd_imm_s(at, quants_offset(Elem::Q8_0) as i64),
+                None,
+            )
+        } else {
+            let (at, shift) = self.nibble_at(buf, block, j);
+            (at, Some(shift))
+        };
+        let word = self.ins().load(types::I32, flags, at, 0);
+        let v = self.ins().scalar_to_vector(types::I32X4, word);
+        let bytes = self.ins().bitcast(types::I8X16, little, v);
+        let q = match shift {
+            None => {
+                let h = self.ins().swiden_low(bytes);
+                self.ins().swiden_low(h)
+            }
+            Some(shift) => {
+                let h = self.ins().uwiden_low(bytes);
+                let w = self.ins().uwiden_low(h);
+                let w = self.ins().ushr(w, shift);
+                let fifteen = self.ins().iconst(types::I32, 15);
+                let fifteen = self.ins().splat(types::I32X4, fifteen);
+                self.ins().band(w, fifteen)
+            }
+        };
+        self.dequantize(buf, q, block, true)
     }
 }

@@ -10,6 +10,7 @@
 
 mod ops;
 mod orc;
+mod quant;
 mod text;
 
 use archc_kernels::ir::Kernel;

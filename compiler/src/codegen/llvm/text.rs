@@ -147,13 +147,13 @@ pub fn module(kernels: &[Kernel], symbols: usize, cpu: &CpuAttributes) -> String
 
 /// The emitter of one function.
 pub(super) struct Function<'k> {
-    kernel: &'k Kernel,
+    pub(super) kernel: &'k Kernel,
     /// `alloca`s, placed in the entry block.
     entry: String,
     /// Instructions after the entry block's set-up.
     pub(super) body: String,
     next: usize,
-    bases: Vec<String>,
+    pub(super) bases: Vec<String>,
     dims: Vec<String>,
     thread: String,
     threads: String,
@@ -371,6 +371,9 @@ impl<'k> Function<'k> {
 
     fn load(&mut self, buf: usize, idx: &Expr, width: Option<u8>) -> V {
         let elem = self.kernel.elem(buf);
+        if elem.is_quantized() {
+            return self.load_quantized(buf, idx, width);
+        }
         let p = self.address(buf, idx);
         let align = elem.size();
         let t = width.map_or(of(elem.ty()), |w| of(Ty::F32xN(w)));
@@ -527,6 +530,8 @@ fn elem_type(e: Elem) -> &'static str {
         Elem::BF16 => "bfloat",
         Elem::I64 => "i64",
         Elem::Bool => "i8",
+        // Addressed by block, as bytes (see `quant.rs`).
+        Elem::Q8_0 | Elem::Q4_0 | Elem::Q4_1 => "i8",
     }
 }
 

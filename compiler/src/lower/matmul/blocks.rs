@@ -1,0 +1,199 @@
+//! The matmul `x · wᵀ` of a weight `w` kept block-quantized in memory (a GGUF tensor's
+//! `Q8_0`, `Q4_0` or `Q4_1` blocks), read in place: decoding reads every weight once per
+//! token, so it is bound by their bytes, and blocks of 4.5 bits read 7× fewer than f32.
+//!
+//! `w` is `[n, k]` row-major with its blocks along `k`, so the kernel takes dot products along
+//! `k`: each task owns `COLS` rows of `w` (output columns), and for every `ROWS` rows of `x`
+//! it keeps `ROWS × COLS` vector accumulators over `k`. Each vector of `w` is loaded (and
+//! dequantized, in registers) once per row block and used by all its rows; the rows left
+//! over get a one-row pass. The accumulators' lanes are summed in order at the end, then the
+//! epilogue (or a store) finishes each element.
+
+use archc_kernels::ir::build::{add, axis, bin, mul, var};
+use archc_kernels::ir::{Axis, Bin, Expr, Ieee32, Stmt, Var, QUANT_BLOCK};
+use archc_runtime::Buffer;
+use petgraph::graph::NodeIndex;
+
+use super::{Epilogue, Layout};
+use crate::graph::{Dim, Graph, Op, RegionKind};
+use crate::lower::index::Ctx;
+
+/// Rows of `x` that share each dequantized vector of `w`.
+const ROWS: i64 = 4;
+/// The most rows of `w` one task owns.
+const COLS: i64 = 4;
+
+/// For node `n` of `g` (a matmul, or a region anchored on one) whose `b` is `permute[1, 0]`
+/// of a weight kept block-quantized: which operand `b` is, and the weight's buffer (of
+/// `buffers`, by node in `buffer_of`), whose rows are whole blocks. The matmul reads the
+/// weight in place through [`Ctx::transposed`].
+pub fn transposed_blocks(
+    g: &Graph,
+    n: NodeIndex,
+    buffers: &[Buffer],
+    buffer_of: &[usize],
+) -> Option<(usize, usize)> {
+    let operands = g.operands(n);
+    let slot = match &g.dag[n].op {
+        Op::MatMul => 1,
+        Op::Fused(r) => {
+            let RegionKind::MatMul { anchor } = r.kind else {
+                return None;
+            };
+            let ab = r.body.operands(anchor);
+            let slot_of = |m: NodeIndex| {
+                r.body
+                    .inputs
+                    .iter()
+                    .find(|(_, x)| **x == m)
+                    .and_then(|(s, _)| s.parse::<usize>().ok())
+            };
+            let (sa, sb) = (slot_of(ab[0])?, slot_of(ab[1])?);
+            // The epilogue must not read `b` too: it reads it as it is.
+            if sa == sb || r.body.users(ab[1]) != [anchor] {
+                return None;
+            }
+            sb
+        }
+        _ => return None,
+    };
+    let b = *operands.get(slot)?;
+    if g.dag[n].ty.dtype != archc_runtime::DType::F32 {
+        return None;
+    }
+    let w = transposed(g, b)?;
+    let buffer = *buffer_of.get(w.index())?;
+    let k = g.ty(w).shape.get(1).and_then(Dim::as_const)?;
+    let whole = k > 0 && k % QUANT_BLOCK as i64 == 0;
+    (matches!(g.dag[w].op, Op::Param(_)) && buffers.get(buffer)?.blocks.is_some() && whole)
+        .then_some((slot, buffer))
+}
+
+/// The node that node `b` of `g` transposes: `b` is `permute[1, 0]` of it, or a region of
+/// just that.
+fn transposed(g: &Graph, b: NodeIndex) -> Option<NodeIndex> {
+    let swap = |op: &Op| matches!(op, Op::Permute(p) if p == &[1, 0]);
+    match &g.dag[b].op {
+        op if swap(op) => Some(g.operands(b)[0]),
+        Op::Fused(r) if r.kind == RegionKind::Elementwise => {
+            let out = r.output();
+            let only = r.body.dag.node_count() == 2 && swap(&r.body.dag[out].op);
+            (only && r.body.operands(out) == [r.input(0)]).then(|| g.operands(b)[0])
+        }
+        _ => None,
+    }
+}
+
+/// The kernel body: output buffer 0 gets `a · wᵀ` for `rows` rows, `a` and `w` in buffers
+/// `abuf` and `wbuf` (`l.b` is `wᵀ`'s type `[k, n]`, a constant `n`).
+pub(super) fn matmul(
+    cx: &mut Ctx,
+    l: &Layout,
+    rows: &Dim,
+    (abuf, wbuf): (usize, usize),
+    mut epilogue: Option<&mut dyn Epilogue>,
+) -> Vec<Stmt> {
+    let n = l.b.shape[1].as_const().unwrap_or(0);
+    let cols = (1..=COLS).rev().find(|c| n % c == 0).unwrap_or(1);
+    // A width of at most 16 that divides the blocks: lanes never straddle two.
+    let width = cx.schedule.lanes.clamp(1, 16) as i64;
+    let t = cx.var();
+    let m = cx.dim(rows);
+    let full = bin(Bin::Div, m.clone(), Expr::Int(ROWS));
+    let (ib, it) = (cx.var(), cx.var());
+    let tile = |cx: &mut Ctx, first: Expr, r: i64, epi: &mut Option<&mut dyn Epilogue>| {
+        let at = Tile {
+            l,
+            t,
+            cols,
+            width,
+            first,
+            rows: r,
+        };
+        at.body(cx, (abuf, wbuf), epi)
+    };
+    let blocks = tile(cx, mul(var(ib), Expr::Int(ROWS)), ROWS, &mut epilogue);
+    let start = mul(full.clone(), Expr::Int(ROWS));
+    let rest = tile(cx, add(start.clone(), var(it)), 1, &mut epilogue);
+    vec![axis(
+        Axis::Grid,
+        t,
+        Expr::Int(n / cols),
+        vec![
+            axis(Axis::Serial, ib, full, blocks),
+            axis(Axis::Serial, it, bin(Bin::Sub, m, start), rest),
+        ],
+    )]
+}
+
+/// One block of `rows` rows from row `first`, against the task's `cols` rows of `w`.
+struct Tile<'l, 'a> {
+    l: &'l Layout<'a>,
+    t: Var,
+    cols: i64,
+    width: i64,
+    first: Expr,
+    rows: i64,
+}
+
+impl Tile<'_, '_> {
+    fn body(
+        &self,
+        cx: &mut Ctx,
+        (abuf, wbuf): (usize, usize),
+        epilogue: &mut Option<&mut dyn Epilogue>,
+    ) -> Vec<Stmt> {
+        let w8 = self.width as u8;
+        let k = self.l.k.clone();
+        let zero = Expr::Splat(Box::new(Expr::F32(Ieee32::new(0.0))), w8);
+        let acc: Vec<Vec<Var>> = (0..self.rows)
+            .map(|_| (0..self.cols).map(|_| cx.var()).collect())
+            .collect();
+        let mut body: Vec<Stmt> = acc
+            .iter()
+            .flatten()
+            .map(|v| Stmt::Set(*v, zero.clone()))
+            .collect();
+        // Blocks, then the vectors of a block unrolled: the lanes of one block share its
+        // scale's address, which code generators then load once.
+        let (kb, u) = (cx.var(), cx.var());
+        let block = QUANT_BLOCK as i64;
+        let p = add(
+            mul(var(kb), Expr::Int(block)),
+            mul(var(u), Expr::Int(self.width)),
+        );
+        let col = |c: i64| add(mul(var(self.t), Expr::Int(self.cols)), Expr::Int(c));
+        let mut step = Vec::new();
+        let wv: Vec<Var> = (0..self.cols).map(|_| cx.var()).collect();
+        for (c, v) in wv.iter().enumerate() {
+            let at = add(mul(col(c as i64), k.clone()), p.clone());
+            step.push(Stmt::Set(*v, Expr::VLoad(wbuf, Box::new(at), w8)));
+        }
+        for (r, accs) in acc.iter().enumerate() {
+            let row = add(self.first.clone(), Expr::Int(r as i64));
+            let at = self.l.a(cx, row, p.clone());
+            let av = Expr::VLoad(abuf, Box::new(at), w8);
+            for (a, v) in accs.iter().zip(&wv) {
+                let fma = Expr::Fma(Box::new(av.clone()), Box::new(var(*v)), Box::new(var(*a)));
+                step.push(Stmt::Set(*a, fma));
+            }
+        }
+        let vectors = axis(Axis::Unroll, u, Expr::Int(block / self.width), step);
+        let blocks = bin(Bin::Div, k, Expr::Int(block));
+        body.push(axis(Axis::Reduce, kb, blocks, vec![vectors]));
+        for (r, accs) in acc.iter().enumerate() {
+            for (c, a) in accs.iter().enumerate() {
+                let sum = (1..w8).fold(Expr::Lane(Box::new(var(*a)), 0), |s, lane| {
+                    add(s, Expr::Lane(Box::new(var(*a)), lane))
+                });
+                let i = add(self.first.clone(), Expr::Int(r as i64));
+                let j = col(c as i64);
+                body.extend(match epilogue {
+                    Some(e) => e.scalar(cx, sum, self.l.coords(cx, i, j)),
+                    None => vec![Stmt::Store(0, self.l.out(cx, i, j), sum)],
+                });
+            }
+        }
+        body
+    }
+}

@@ -1,0 +1,279 @@
+//! Weights kept block-quantized in memory (ggml's Q8_0, Q4_0, Q4_1). A kernel loading them
+//! dequantizes every element exactly as ggml's reference does, on the Kernel IR interpreter
+//! and on every native backend, scalar and in vectors. Whole models whose weights stay in
+//! blocks (their matmuls reading them in place, a tied embedding gathered from them) give the
+//! graph interpreter's outputs on the dequantized weights within 1e-4, for one row (decoding)
+//! and for ragged row counts.
+
+use std::collections::{BTreeMap, HashMap};
+
+use archc_compiler::codegen::kernel_interp::KernelInterp;
+use archc_compiler::interp::{bind_dims, interpret, MapWeights};
+use archc_compiler::passes::{lower_optimized_for, PassOptions};
+use archc_kernels::ir::build::{axis, bin, load, mul, var};
+use archc_kernels::ir::{Axis, Bin, Elem, Expr, Kernel, Param, Stmt, Var};
+use archc_kernels::target::Target;
+use archc_runtime::quant::{BlockFormat, GgmlType};
+use archc_runtime::{
+    random_tensor, Arg, DType, Executor, Launcher, ParamSignature, Signature, Signatures, Size,
+    SplitMix64, Tensor, WeightData, WeightSource,
+};
+
+use crate::common::{self, compile, repo};
+
+const FORMATS: [(BlockFormat, Elem); 3] = [
+    (BlockFormat::Q8_0, Elem::Q8_0),
+    (BlockFormat::Q4_0, Elem::Q4_0),
+    (BlockFormat::Q4_1, Elem::Q4_1),
+];
+
+/// `n` elements (whole blocks) of random blocks: scales and minimums random finite f16s of
+/// either sign, the quantized values random bytes.
+fn random_blocks(format: BlockFormat, n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix64::new(seed, "blocks");
+    let (_, bytes) = format.ggml().block();
+    let halves = if format == BlockFormat::Q4_1 { 2 } else { 1 };
+    (0..n / 32)
+        .flat_map(|_| {
+            let mut block: Vec<u8> = (0..bytes).map(|_| rng.next_u64() as u8).collect();
+            for h in 0..halves {
+                let x = (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0;
+                block[2 * h..2 * h + 2].copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
+            }
+            block
+        })
+        .collect()
+}
+
+/// The values blocks hold, by ggml's reference dequantization.
+fn dequantized(format: BlockFormat, blocks: &[u8]) -> Vec<f32> {
+    let mut out = vec![0.0; blocks.len() / format.ggml().block().1 * 32];
+    format.ggml().dequantize(blocks, &mut out);
+    out
+}
+
+/// `out[i] = w[i]` for `dims[0]` elements of a quantized `w`, scalar or `width` lanes at a time.
+fn widen(elem: Elem, width: u8) -> Kernel {
+    let i = Var(0);
+    let store = match width {
+        1 => Stmt::Store(0, var(i), load(1, var(i))),
+        w => {
+            let at = mul(var(i), Expr::Int(i64::from(w)));
+            Stmt::VStore(0, at.clone(), Expr::VLoad(1, Box::new(at), w), w)
+        }
+    };
+    let extent = bin(Bin::Div, Expr::Dim(0), Expr::Int(i64::from(width)));
+    let param = |name: &str, elem, output| Param {
+        name: name.into(),
+        elem,
+        output,
+    };
+    Kernel {
+        name: format!("widen_{elem:?}_{width}"),
+        params: vec![
+            param("out", Elem::F32, true),
+            param("w", elem, false),
+            param("status", Elem::I64, true),
+        ],
+        locals: Vec::new(),
+        shared: Vec::new(),
+        body: vec![axis(Axis::Grid, i, extent, vec![store])],
+    }
+}
+
+fn launch(launcher: &dyn Launcher, blocks: &[u8], n: usize) -> Vec<f32> {
+    let mut out = vec![0u8; 4 * n];
+    let mut args = [Arg::Out(&mut out), Arg::In(blocks)];
+    let status = launcher.launch(0, &mut args, &[n as i64]).unwrap();
+    assert_eq!(status, 0);
+    out.chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn loads_dequantize_as_ggml_does_on_every_backend() {
+    let n = 32 * 40;
+    for (format, elem) in FORMATS {
+        let blocks = random_blocks(format, n, 7);
+        let want = dequantized(format, &blocks);
+        for width in [1u8, 4] {
+            let k = widen(elem, width);
+            let problems = archc_kernels::verify::verify_kernel(&k, 1);
+            assert!(problems.is_empty(), "{problems:?}");
+            let kernels = [k];
+            let by_ir = launch(&KernelInterp(&kernels), &blocks, n);
+            assert_eq!(by_ir, want, "the interpreter, {elem:?} × {width}");
+            let signatures = Signatures {
+                symbols: 1,
+                kernels: vec![Signature {
+                    params: vec![
+                        ParamSignature {
+                            elem_bytes: 4,
+                            align: 4,
+                            output: true,
+                            len: Size::Symbol(0),
+                        },
+                        ParamSignature {
+                            elem_bytes: format.ggml().block().1,
+                            align: 1,
+                            output: false,
+                            len: Size::Const((n / 32) as i64),
+                        },
+                    ],
+                }],
+            };
+            let jit = archc_compiler::codegen::jit::compile(&kernels, signatures)
+                .unwrap()
+                .with_threads(3);
+            let native = launch(&jit, &blocks, n);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&native), bits(&want), "Cranelift, {elem:?} × {width}");
+        }
+    }
+}
+
+#[test]
+fn the_verifier_refuses_stores_to_blocks_and_odd_widths() {
+    let mut k = widen(Elem::Q8_0, 4);
+    k.params[0].elem = Elem::Q4_1;
+    let text: String = archc_kernels::verify::verify_kernel(&k, 1)
+        .iter()
+        .map(|p| p.what.clone())
+        .collect();
+    assert!(
+        text.contains("block-quantized buffer (read-only)"),
+        "{text}"
+    );
+    let mut k = widen(Elem::Q8_0, 4);
+    if let Stmt::For { body, .. } = &mut k.body[0] {
+        body[0] = Stmt::VStore(
+            0,
+            Expr::Int(0),
+            Expr::VLoad(1, Box::new(Expr::Int(0)), 3),
+            3,
+        );
+    }
+    let text: String = archc_kernels::verify::verify_kernel(&k, 1)
+        .iter()
+        .map(|p| p.what.clone())
+        .collect();
+    assert!(text.contains("widths divide 16"), "{text}");
+}
+
+/// A model whose matmuls read quantized weights: a fused epilogue, a residual, rows merged
+/// over a batch, and a table that is both gathered and the tied output projection.
+const MODEL: &str = "model q {
+  input x: f32[batch, seq, 64]
+  input ids: i32[batch, seq]
+  param table: [40, 64]
+  h = gelu(linear(x, 96)) @up
+  y = x + linear(h, 64) @down
+  output logits = matmul(y + gather(table, ids), transpose(table))
+}
+";
+
+/// Runs `g` with its weights whose rows are whole blocks kept in `format` (the others random
+/// f32), on the Kernel IR interpreter and every native backend, against the graph interpreter
+/// on the same weights dequantized.
+fn check(g: &archc_compiler::graph::Graph, format: BlockFormat, inputs: &HashMap<String, Tensor>) {
+    let random = WeightSource::Random(11);
+    let mut blocks = BTreeMap::new();
+    let mut f32s = HashMap::new();
+    let mut bytes = HashMap::new();
+    for (i, (name, (n, _))) in g.params.iter().enumerate() {
+        let shape: Vec<usize> = g
+            .ty(*n)
+            .shape
+            .iter()
+            .map(|d| d.as_const().unwrap() as usize)
+            .collect();
+        if shape.len() == 2 && shape[1].is_multiple_of(32) {
+            let b = random_blocks(format, shape[0] * shape[1], i as u64);
+            f32s.insert(name.clone(), Tensor::f32(shape, dequantized(format, &b)));
+            bytes.insert(name.clone(), b);
+            blocks.insert(name.clone(), format);
+        } else {
+            f32s.insert(
+                name.clone(),
+                random.tensor(name, DType::F32, &shape).unwrap(),
+            );
+        }
+    }
+    assert!(!blocks.is_empty());
+    let dims = bind_dims(g, inputs, &HashMap::new()).unwrap();
+    let want = interpret(g, &dims, inputs, &mut MapWeights(&f32s)).unwrap();
+    let passes = PassOptions::all().with_blocks(blocks);
+    let mut runs: Vec<(
+        String,
+        Target,
+        Option<archc_compiler::codegen::backend::BackendKind>,
+    )> = vec![("kernel IR".into(), Target::cranelift_x86_64(), None)];
+    for kind in common::backends() {
+        runs.push((kind.name().into(), kind.target(), Some(kind)));
+    }
+    for (backend, target, kind) in runs {
+        let lowered = lower_optimized_for(g, &passes, &target).unwrap();
+        let quantized = lowered
+            .plan
+            .buffers
+            .iter()
+            .filter(|b| b.blocks.is_some())
+            .count();
+        assert_eq!(
+            quantized,
+            bytes.len(),
+            "{backend}: every weight stays in blocks"
+        );
+        let mut exec = Executor::new(&lowered.plan, |name, _, _| {
+            Ok::<WeightData, String>(match bytes.get(name) {
+                Some(b) => WeightData::Bytes(b.clone()),
+                None => WeightData::Tensor(f32s[name].clone()),
+            })
+        })
+        .unwrap();
+        let launcher: Box<dyn Launcher> = match kind {
+            Some(kind) => common::jit(kind, &lowered),
+            None => Box::new(KernelInterp(&lowered.kernels)),
+        };
+        let context = format!("{backend}, {format:?}");
+        common::assert_run_close(&mut exec, launcher.as_ref(), inputs, &want, &context);
+    }
+}
+
+#[test]
+fn matmuls_read_blocks_in_place_as_the_interpreter_computes_on_their_values() {
+    let g = compile("q.arch", MODEL).unwrap_or_else(|(_, r)| panic!("{r}"));
+    for (format, _) in FORMATS {
+        for (batch, seq) in [(1, 1), (2, 3), (1, 9)] {
+            let mut inputs = HashMap::new();
+            let x = random_tensor(3, "x", DType::F32, &[batch, seq, 64], 1.0, 0);
+            inputs.insert("x".to_string(), x);
+            let ids: Vec<i64> = (0..batch * seq).map(|i| (i as i64 * 7) % 40).collect();
+            inputs.insert(
+                "ids".to_string(),
+                Tensor::int(DType::I32, vec![batch, seq], ids),
+            );
+            check(&g, format, &inputs);
+        }
+    }
+}
+
+#[test]
+fn the_llama_example_runs_on_q4_1_weights() {
+    let text = std::fs::read_to_string(repo("examples/llama.arch")).unwrap();
+    let g = compile("llama.arch", &text).unwrap_or_else(|(_, r)| panic!("{r}"));
+    let ids: Vec<i64> = (0..10).map(|i| (i * 37) % 512).collect();
+    let inputs = HashMap::from([(
+        "input_ids".to_string(),
+        Tensor::int(DType::I32, vec![2, 5], ids),
+    )]);
+    check(&g, BlockFormat::Q4_1, &inputs);
+}
+
+#[test]
+fn a_gguf_type_names_its_block_format() {
+    assert_eq!(GgmlType::Q4_1.format(), Some(BlockFormat::Q4_1));
+    assert_eq!(GgmlType::F16.format(), None);
+    assert_eq!(BlockFormat::Q8_0.bytes(64), 68);
+}
