@@ -34,6 +34,9 @@ const BASE_STACK_BYTES: usize = 4 << 20;
 /// run the kernel there (a kernel's own frame is a few KiB).
 const DIRECT_MARGIN_BYTES: usize = 1 << 20;
 
+/// Below this many bytes of buffers a launch runs on one thread (see `launch`).
+const SMALL_LAUNCH_BYTES: usize = 128 << 10;
+
 /// A kernel's argument list for one thread: buffer pointers, then that thread's status word.
 struct Shared(Vec<*mut u8>);
 // SAFETY: kernels write disjoint parts of their outputs from different threads (parallel loop
@@ -101,8 +104,12 @@ impl Launcher for CpuKernels {
                 Arg::Out(b) => b.as_mut_ptr(),
             })
             .collect();
+        // A launch on little memory (a decoding step's element-wise kernels, its smaller
+        // matmuls) takes less time than waking a pool thread: it runs on this thread alone.
+        let bytes: usize = args.iter().map(Arg::len).sum();
+        let threads = if bytes < SMALL_LAUNCH_BYTES { 1 } else { self.threads };
         // One status word per thread, so no two threads write one word.
-        let mut status = vec![0i64; self.threads];
+        let mut status = vec![0i64; threads];
         let shares: Vec<(Shared, Vec<i64>)> = status
             .iter_mut()
             .enumerate()
@@ -110,7 +117,7 @@ impl Launcher for CpuKernels {
                 let mut a = buffers.clone();
                 a.push(std::ptr::from_mut(word).cast());
                 let mut d = dims.to_vec();
-                d.extend([t as i64, self.threads as i64]);
+                d.extend([t as i64, threads as i64]);
                 (Shared(a), d)
             })
             .collect();
@@ -122,7 +129,7 @@ impl Launcher for CpuKernels {
         // small kernel to a pool thread costs more than running it (some 15 µs a launch).
         let room = stacker::remaining_stack().unwrap_or(0);
         let here = room >= self.local_bytes.saturating_add(DIRECT_MARGIN_BYTES);
-        if self.threads == 1 && here {
+        if threads == 1 && here {
             run(&shares[0]);
         } else {
             // The pool is reused across launches, so a launch costs microseconds, not a spawn.

@@ -661,9 +661,12 @@ impl<'r> Run<'r> {
             return;
         };
         // Rows by kernel and source: one kernel serves every layer of a kind, and the user
-        // wants to know which line of their model the time goes to.
+        // wants to know which line of their model the time goes to. ARCHC_PROFILE=kernels
+        // sums each kernel over every source (an unrolled model's layers).
+        let by_source = std::env::var("ARCHC_PROFILE").map_or(true, |v| v != "kernels");
         let mut by_kernel: HashMap<(usize, &str), (f64, usize)> = HashMap::new();
         for (t, k, origin) in times {
+            let origin = if by_source { origin.as_str() } else { "" };
             let e = by_kernel.entry((*k, origin)).or_default();
             e.0 += t;
             e.1 += 1;
