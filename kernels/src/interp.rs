@@ -307,6 +307,25 @@ impl Machine<'_> {
                 Val::V((at..at + usize::from(*w)).map(|l| data.float(l)).collect())
             }
             Expr::Splat(a, w) => Val::V(vec![f(&self.eval(a)?); usize::from(*w)]),
+            Expr::Block(buf, block, part) => {
+                let k = i(&self.eval(block)?);
+                let BufData::Blocks(q, bytes) = &self.bufs[*buf] else {
+                    return Ok(Val::F(0.0));
+                };
+                let size = q.size();
+                // Element k·32 is the block's first: bound-check that.
+                let first = self.bound(*buf, k.saturating_mul(QUANT_BLOCK as i64))?;
+                let b = &bytes[first / QUANT_BLOCK * size..][..size];
+                match part {
+                    BlockPart::Scale => Val::F(crate::storage::block_scale(b)),
+                    BlockPart::Min => Val::F(crate::storage::block_min(b)),
+                    BlockPart::Quants { at, width } => Val::V(
+                        (*at..at + width)
+                            .map(|j| f32::from(crate::storage::block_quant(*q, b, usize::from(j))))
+                            .collect(),
+                    ),
+                }
+            }
             Expr::Lane(a, l) => {
                 let v = lanes(&self.eval(a)?, 1);
                 match v.get(usize::from(*l)) {

@@ -240,6 +240,28 @@ pub enum Expr {
     Fma(Box<Expr>, Box<Expr>, Box<Expr>),
     /// One lane (`0..width`) of a vector value.
     Lane(Box<Expr>, u8),
+    /// A part of block `block` (a block number, not an element index) of a block-quantized
+    /// buffer: its scale, its minimum, or a run of its quantized integers as f32 lanes. An
+    /// element is `quants · scale` (`+ min` for `Q4_1`), so a kernel can take a dot product
+    /// with a block's integers first and scale it once.
+    Block(usize, Box<Expr>, BlockPart),
+}
+
+/// What [`Expr::Block`] reads of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockPart {
+    /// The scale `d` (f32).
+    Scale,
+    /// The minimum `m` of a `Q4_1` block (f32).
+    Min,
+    /// The integers of elements `at..at + width` (an `F32xN(width)`): `q` for `Q8_0` and
+    /// `Q4_1`, `q − 8` for `Q4_0`. The width divides 16 and `at` is a multiple of it below 32.
+    Quants {
+        /// The first element, in the block.
+        at: u8,
+        /// How many.
+        width: u8,
+    },
 }
 
 /// A statement.

@@ -94,6 +94,12 @@ fn expr(e: &Expr, out: &mut BTreeSet<u8>) {
             out.insert(*w);
             expr(a, out);
         }
+        Expr::Block(_, a, part) => {
+            if let crate::ir::BlockPart::Quants { width, .. } = part {
+                out.insert(*width);
+            }
+            expr(a, out);
+        }
         Expr::Load(_, a) | Expr::Un(_, a) | Expr::Cast(_, a) | Expr::Lane(a, _) => expr(a, out),
         Expr::Bin(_, a, b) => {
             expr(a, out);

@@ -154,6 +154,13 @@ pub fn expr(e: &Expr) -> String {
         Expr::Cast(t, a) => format!("{}({})", ty(*t), expr(a)),
         Expr::VLoad(b, i, w) => format!("b{b}[{}..+{w}]", expr(i)),
         Expr::Splat(a, w) => format!("splat{w}({})", expr(a)),
+        Expr::Block(b, i, part) => match part {
+            BlockPart::Scale => format!("b{b}.scale[{}]", expr(i)),
+            BlockPart::Min => format!("b{b}.min[{}]", expr(i)),
+            BlockPart::Quants { at, width } => {
+                format!("b{b}.quants[{}][{at}..+{width}]", expr(i))
+            }
+        },
         Expr::Fma(a, b, c) => format!("fma({}, {}, {})", expr(a), expr(b), expr(c)),
         Expr::Lane(a, l) => format!("{}.{l}", expr(a)),
     }

@@ -19,19 +19,34 @@ pub fn quants_offset(elem: Elem) -> usize {
     }
 }
 
+/// The scale `d` of a block (`block`: its bytes).
+pub fn block_scale(block: &[u8]) -> f32 {
+    f16_to_f32(u16::from_le_bytes([block[0], block[1]]))
+}
+
+/// The minimum `m` of a `Q4_1` block.
+pub fn block_min(block: &[u8]) -> f32 {
+    f16_to_f32(u16::from_le_bytes([block[2], block[3]]))
+}
+
+/// The quantized integer of element `j` (`0..32`) of a block: `q` for `Q8_0` and `Q4_1`,
+/// `q − 8` for `Q4_0`.
+pub fn block_quant(elem: Elem, block: &[u8], j: usize) -> i16 {
+    let at = quants_offset(elem);
+    let nibble = || i16::from((block[at + (j & 15)] >> ((j >> 4) * 4)) & 15);
+    match elem {
+        Elem::Q8_0 => i16::from(block[at + j] as i8),
+        Elem::Q4_0 => nibble() - 8,
+        _ => nibble(),
+    }
+}
+
 /// Element `j` (`0..32`) of a block of a block-quantized type (`block`: its bytes), as f32.
 pub fn block_value(elem: Elem, block: &[u8], j: usize) -> f32 {
-    let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
-    let at = quants_offset(elem);
-    let nibble = || (block[at + (j & 15)] >> ((j >> 4) * 4)) & 15;
+    let x = f32::from(block_quant(elem, block, j)) * block_scale(block);
     match elem {
-        Elem::Q8_0 => f32::from(block[at + j] as i8) * d,
-        Elem::Q4_0 => f32::from(i16::from(nibble()) - 8) * d,
-        Elem::Q4_1 => {
-            let m = f16_to_f32(u16::from_le_bytes([block[2], block[3]]));
-            f32::from(nibble()) * d + m
-        }
-        _ => 0.0,
+        Elem::Q4_1 => x + block_min(block),
+        _ => x,
     }
 }
 

@@ -23,12 +23,14 @@
 //!    constant expression ≤ 1: a vector loop over a one-element output has extent `1 / 4`).
 //! 7. **Barriers**: a `Barrier` sits between the `Thread` loops of a block, never inside one.
 //! 8. **Quantized buffers** ([`Elem::is_quantized`]) are params that are only read; a
-//!    `VLoad` of one has a width dividing 16. (That its index is a multiple of the width is
+//!    `VLoad` of one has a width dividing 16. `Block` reads only such params, a minimum only
+//!    of `Q4_1`, and runs of integers that lie in one block (widths dividing 16, starting at a
+//!    multiple of their width). (That its index is a multiple of the width is
 //!    the lowering's promise, which the interpreter checks as it runs.)
 
 use std::collections::{HashMap, HashSet};
 
-use crate::ir::{Axis, Bin, Elem, Expr, Kernel, Stmt, Ty, Un, Var};
+use crate::ir::{Axis, Bin, BlockPart, Elem, Expr, Kernel, Stmt, Ty, Un, Var};
 
 /// One broken invariant: where (the kernel, and the statement path) and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +182,37 @@ impl Verifier<'_> {
         }
     }
 
+    /// Checks a read of part `part` of a block of buffer `b`: a block-quantized param, a
+    /// minimum only of a `Q4_1` one, a run of integers inside one block. Its type.
+    fn block(&mut self, b: usize, part: BlockPart) -> Option<Ty> {
+        let elem = self.k.params.get(b).map(|p| p.elem);
+        if !elem.is_some_and(Elem::is_quantized) {
+            self.report(format!("block read of b{b}, not a block-quantized param"));
+            return None;
+        }
+        match part {
+            BlockPart::Scale => Some(Ty::F32),
+            BlockPart::Min => {
+                if elem != Some(Elem::Q4_1) {
+                    self.report(format!(
+                        "minimum of b{b}, a {elem:?} buffer (only Q4_1 has one)"
+                    ));
+                }
+                Some(Ty::F32)
+            }
+            BlockPart::Quants { at, width } => {
+                let fits = width > 0 && 16 % width == 0 && at % width == 0 && at < 32;
+                if !fits {
+                    self.report(format!(
+                        "quants {at}..+{width} of b{b}: widths divide 16, runs start at a \
+                         multiple of theirs inside the block"
+                    ));
+                }
+                Some(Ty::F32xN(width))
+            }
+        }
+    }
+
     /// Checks that buffer `b` exists (and holds floats for vector access of `width` lanes),
     /// and that a constant index into a local or shared array is within its length.
     fn buffer(&mut self, b: usize, index: &Expr, width: Option<u8>, what: &str) {
@@ -259,6 +292,10 @@ impl Verifier<'_> {
                 }
                 Ty::F32xN(*w)
             }
+            Expr::Block(b, block, part) => {
+                self.expect(block, Ty::I64, "a block number");
+                self.block(*b, *part)?
+            }
             Expr::Un(op, a) => self.unary(*op, a)?,
             Expr::Bin(op, a, b) => self.binary(*op, a, b)?,
             Expr::Select(c, a, b) => {
@@ -334,9 +371,11 @@ fn mentions(e: &Expr, vars: &HashSet<Var>) -> bool {
     match e {
         Expr::Var(v) => vars.contains(v),
         Expr::Int(_) | Expr::F32(_) | Expr::Bool(_) | Expr::Dim(_) => false,
-        Expr::Load(_, a) | Expr::VLoad(_, a, _) | Expr::Un(_, a) | Expr::Cast(_, a) => {
-            mentions(a, vars)
-        }
+        Expr::Load(_, a)
+        | Expr::VLoad(_, a, _)
+        | Expr::Un(_, a)
+        | Expr::Cast(_, a)
+        | Expr::Block(_, a, _) => mentions(a, vars),
         Expr::Splat(a, _) | Expr::Lane(a, _) => mentions(a, vars),
         Expr::Bin(_, a, b) => mentions(a, vars) || mentions(b, vars),
         Expr::Select(a, b, c) | Expr::Fma(a, b, c) => {

@@ -252,10 +252,10 @@ fn kernels(
     // lowered with the plan, whose buffers are their signatures.
     let kernels = unsafe { CpuKernels::new(fns, signatures, plan.kernel_local_bytes) }
         .map_err(|e| e.to_string())?;
-    Ok(match threads {
-        Some(n) => kernels.with_threads(n),
-        None => kernels,
-    })
+    match threads {
+        Some(n) => kernels.with_threads(n).map_err(|e| e.to_string()),
+        None => Ok(kernels),
+    }
 }
 
 /// `BIN generate ...`: exit status 0, 1 (the run failed) or 2 (bad flags).

@@ -1,13 +1,14 @@
 //! The CPU executor's kernels: native function pointers, run on all cores.
 
+use crate::spin_pool::{PoolError, SpinPool};
 use crate::{Arg, Device, LaunchError, Launcher, Signatures};
 
 /// The one kernel ABI: buffer pointers (status word last) and dims (symbols, then the thread
 /// index and the thread count).
 pub type KernelFn = unsafe extern "C" fn(args: *const *mut u8, dims: *const i64);
 
-/// Native kernels, launched on a thread pool: each thread runs its share of every parallel
-/// loop.
+/// Native kernels, launched on a pool of spinning threads (see `spin_pool`): each thread runs
+/// its share of every parallel loop.
 pub struct CpuKernels {
     fns: Vec<KernelFn>,
     /// What each kernel may touch, which every launch is checked against.
@@ -15,8 +16,9 @@ pub struct CpuKernels {
     threads: usize,
     /// The most stack any kernel's thread-private arrays take.
     local_bytes: usize,
-    /// The threads kernels run on, with stacks large enough for their thread-private arrays.
-    pool: rayon::ThreadPool,
+    /// The threads kernels run on besides the caller's, with stacks large enough for their
+    /// thread-private arrays.
+    pool: SpinPool,
 }
 
 /// Why the kernel threads cannot run.
@@ -24,7 +26,7 @@ pub struct CpuKernels {
 pub enum CpuError {
     /// The threads could not be created.
     #[error("{0}")]
-    Pool(#[from] rayon::ThreadPoolBuildError),
+    Pool(#[from] PoolError),
 }
 
 /// Stack each kernel thread has besides its kernels' thread-private arrays.
@@ -35,7 +37,7 @@ const BASE_STACK_BYTES: usize = 4 << 20;
 const DIRECT_MARGIN_BYTES: usize = 1 << 20;
 
 /// Below this many bytes of buffers a launch runs on one thread (see `launch`).
-const SMALL_LAUNCH_BYTES: usize = 128 << 10;
+const SMALL_LAUNCH_BYTES: usize = 32 << 10;
 
 /// A kernel's argument list for one thread: buffer pointers, then that thread's status word.
 struct Shared(Vec<*mut u8>);
@@ -58,11 +60,8 @@ impl CpuKernels {
         signatures: Signatures,
         local_bytes: usize,
     ) -> Result<CpuKernels, CpuError> {
-        let threads = rayon::current_num_threads();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .stack_size(BASE_STACK_BYTES.saturating_add(local_bytes))
-            .build()?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = SpinPool::new(threads - 1, BASE_STACK_BYTES.saturating_add(local_bytes))?;
         Ok(CpuKernels {
             fns,
             signatures,
@@ -73,14 +72,21 @@ impl CpuKernels {
     }
 
     /// Uses at most `n` threads (1 runs everything on the calling thread).
-    pub fn with_threads(mut self, n: usize) -> CpuKernels {
-        self.set_threads(n);
-        self
+    pub fn with_threads(mut self, n: usize) -> Result<CpuKernels, CpuError> {
+        self.set_threads(n)?;
+        Ok(self)
     }
 
-    /// Uses at most `n` threads from now on.
-    pub fn set_threads(&mut self, n: usize) {
+    /// Uses `n` threads from now on (workers idle beyond `n` are stopped; more are started).
+    pub fn set_threads(&mut self, n: usize) -> Result<(), CpuError> {
         self.threads = n.max(1);
+        if self.pool.threads() != self.threads {
+            let stack = BASE_STACK_BYTES.saturating_add(self.local_bytes);
+            // The old workers stop before the new ones start: never both sets at once.
+            self.pool = SpinPool::new(0, stack)?;
+            self.pool = SpinPool::new(self.threads - 1, stack)?;
+        }
+        Ok(())
     }
 }
 
@@ -107,7 +113,11 @@ impl Launcher for CpuKernels {
         // A launch on little memory (a decoding step's element-wise kernels, its smaller
         // matmuls) takes less time than waking a pool thread: it runs on this thread alone.
         let bytes: usize = args.iter().map(Arg::len).sum();
-        let threads = if bytes < SMALL_LAUNCH_BYTES { 1 } else { self.threads };
+        let threads = if bytes < SMALL_LAUNCH_BYTES {
+            1
+        } else {
+            self.threads
+        };
         // One status word per thread, so no two threads write one word.
         let mut status = vec![0i64; threads];
         let shares: Vec<(Shared, Vec<i64>)> = status
@@ -125,24 +135,24 @@ impl Launcher for CpuKernels {
         // writable (borrowed exclusively by `args`) for these dims, which `new`'s contract
         // says bounds what the kernel touches.
         let run = |(a, d): &(Shared, Vec<i64>)| unsafe { f(a.0.as_ptr(), d.as_ptr()) };
-        // Share 0 runs on this thread when its stack holds the kernel's arrays: handing a
-        // small kernel to a pool thread costs more than running it (some 15 µs a launch).
+        let job = |t: usize| run(&shares[t]);
+        // Share 0 runs on this thread when its stack holds the kernel's arrays; otherwise on
+        // a thread started with a stack like the workers' (kernels with huge arrays, rarely).
         let room = stacker::remaining_stack().unwrap_or(0);
-        let here = room >= self.local_bytes.saturating_add(DIRECT_MARGIN_BYTES);
-        if threads == 1 && here {
-            run(&shares[0]);
+        let result = if room >= self.local_bytes.saturating_add(DIRECT_MARGIN_BYTES) {
+            self.pool.run(threads, &job)
         } else {
-            // The pool is reused across launches, so a launch costs microseconds, not a spawn.
-            self.pool.in_place_scope(|s| {
-                for share in &shares[usize::from(here)..] {
-                    // On a pool thread, whose stack is sized for the kernels' arrays.
-                    s.spawn(move |_| run(share));
-                }
-                if here {
-                    run(&shares[0]);
-                }
-            });
-        }
+            let stack = BASE_STACK_BYTES.saturating_add(self.local_bytes);
+            std::thread::scope(|scope| {
+                std::thread::Builder::new()
+                    .stack_size(stack)
+                    .spawn_scoped(scope, || self.pool.run(threads, &job))
+                    .map_err(PoolError::from)?
+                    .join()
+                    .unwrap_or(Err(PoolError::Panicked))
+            })
+        };
+        result.map_err(|e| LaunchError::Backend(e.to_string()))?;
         drop(shares);
         Ok(status.into_iter().find(|&w| w != 0).unwrap_or(0))
     }

@@ -132,6 +132,34 @@ fn store(t: &Tensor, dtype: DType, dst: &mut [u8]) {
     }
 }
 
+/// A tensor's values as the `n` bytes of its storage for `dtype`, if it holds them so
+/// (little-endian f32 for a float, i64 for an integer, a byte per boolean).
+fn stored_bytes(t: &Tensor, dtype: DType, n: usize) -> Option<&[u8]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    let bytes: &[u8] = match (&t.data, storage_bytes(dtype)) {
+        (Data::F32(v), 4) => bytemuck_f32(v),
+        (Data::I64(v), 8) => bytemuck_i64(v),
+        // SAFETY: a bool is one byte, 0 or 1, as the storage wants it.
+        (Data::Bool(v), 1) => unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) },
+        _ => return None,
+    };
+    (bytes.len() == n).then_some(bytes)
+}
+
+/// The bytes of f32 values.
+fn bytemuck_f32(v: &[f32]) -> &[u8] {
+    // SAFETY: any f32's bytes are initialised u8s; the length is exact.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+/// The bytes of i64 values.
+fn bytemuck_i64(v: &[i64]) -> &[u8] {
+    // SAFETY: any i64's bytes are initialised u8s; the length is exact.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
 /// Reads raw storage of a dtype back into a tensor.
 fn load(src: &[u8], dtype: DType, shape: Vec<usize>) -> Tensor {
     match storage_bytes(dtype) {
@@ -494,17 +522,32 @@ impl<'p> Executor<'p> {
         } else {
             arena[..need].fill(0);
         }
+        // Inputs whose values are already in their storage layout are read where they are
+        // (a generation's State, a cache of megabytes, is not copied at every step).
+        let mut in_place = HashMap::new();
         for b in &plan.inputs {
-            let off = layout.top[plan.root(b.buffer)].expect("inputs live in the arena");
-            let n = plan.numel(b.buffer, &dims) * storage_bytes(plan.buffers[b.buffer].dtype);
+            let root = plan.root(b.buffer);
+            let dtype = plan.buffers[b.buffer].dtype;
+            let n = plan.numel(b.buffer, &dims) * storage_bytes(dtype);
+            if let Some(p) = stored_bytes(&inputs[&b.name], dtype, n) {
+                in_place.insert(root, p.as_ptr().cast_mut());
+                continue;
+            }
+            let off = layout.top[root].expect("inputs live in the arena");
             store(
                 &inputs[&b.name],
-                plan.buffers[b.buffer].dtype,
+                dtype,
                 &mut bytes_of(&mut arena)[off..off + n],
             );
         }
         let base = arena.as_mut_ptr().cast::<u8>();
-        let ptrs = self.pointers(&plan.buffers, &layout.top, base, &[]);
+        let mut ptrs = self.pointers(&plan.buffers, &layout.top, base, &[]);
+        for (b, p) in ptrs.iter_mut().enumerate() {
+            if let Some(&input) = in_place.get(&plan.root(b)) {
+                // Kernels only read inputs (`check_writes`): the borrowed tensor is not written.
+                *p = input;
+            }
+        }
         let mut run = Run::new(launcher, &dims, &dim_values)?;
         for (i, step) in plan.steps.iter().enumerate() {
             match step {
@@ -543,19 +586,26 @@ impl<'p> Executor<'p> {
     }
 }
 
-/// Mapped weights are read-only memory, so no step may write a loaded weight. A kernel step
+/// Mapped weights are read-only memory, and inputs are read in place from the caller's
+/// tensors, so no step may write a loaded weight or an input. A kernel step
 /// writes only its first buffer (the lowering makes every kernel so, see `Step::Kernel`) and
 /// a call only its first argument; in a layer kind, a kernel writing slot `i ≥ 1` would write
 /// the caller's operand, which may be a weight.
 fn check_writes(plan: &Plan) -> Result<(), RunError> {
-    let loaded: HashSet<usize> = plan.weights.iter().map(|w| plan.root(w.buffer)).collect();
+    // Inputs too: a run reads them in place from the caller's tensors.
+    let loaded: HashSet<usize> = plan
+        .weights
+        .iter()
+        .chain(&plan.inputs)
+        .map(|w| plan.root(w.buffer))
+        .collect();
     let top = plan.prepare.iter().chain(&plan.steps);
     if let Some(s) = top
         .filter_map(|s| s.args().first())
         .find(|&&b| loaded.contains(&plan.root(b)))
     {
         return Err(RunError::Plan(format!(
-            "a step writes weight buffer {s}, which is read-only"
+            "a step writes weight or input buffer {s}, which is read-only"
         )));
     }
     for k in &plan.kinds {

@@ -425,11 +425,9 @@ impl<'r, 'a> Stateful<'r, 'a> {
         let from = self.fed.first().map_or(0, Vec::len);
         let new = context.first().map_or(0, Vec::len) - from;
         let ids: Vec<i64> = context.iter().flat_map(|r| r[from..].to_vec()).collect();
-        let mut inputs: HashMap<String, Tensor> = self
-            .state
-            .inputs()
-            .map(|(n, t)| (n.to_string(), t.clone()))
-            .collect();
+        // The State's parts are lent to the step, which reads them in place.
+        let mut inputs = HashMap::new();
+        self.state.lend(&mut inputs);
         inputs.insert(
             self.input.clone(),
             Tensor::int(self.dtype, vec![context.len(), new], ids),
@@ -440,7 +438,9 @@ impl<'r, 'a> Stateful<'r, 'a> {
         } else {
             (Pass::Prefill, HashMap::new())
         };
-        let out = (self.run)(pass, &inputs, &dims)?;
+        let out = (self.run)(pass, &inputs, &dims);
+        self.state.take_back(&mut inputs);
+        let out = out?;
         let logits = last_rows(&out, &self.output, context.len())?;
         let mut parts: HashMap<String, Tensor> = out.into_iter().collect();
         self.state

@@ -24,6 +24,7 @@ mod random;
 pub mod sampling;
 mod session;
 pub mod spelling;
+mod spin_pool;
 pub mod state;
 mod tensor;
 mod tensor_file;

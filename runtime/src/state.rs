@@ -98,13 +98,22 @@ impl State {
             });
         }
         for (part, slot) in self.layout.iter().zip(&mut self.tensors) {
-            let t = outputs
+            let mut t = outputs
                 .remove(&part.name)
                 .ok_or_else(|| StateError::Missing(part.name.clone()))?;
-            *slot = Some(match (&part.update, slot.take()) {
+            match (&part.update, slot) {
                 (Update::Append(axis), Some(old)) => append(&part.name, old, t, *axis)?,
-                (_, _) => t,
-            });
+                // A fixed-size part keeps its storage: its values are replaced in place.
+                (Update::Replace, Some(old)) if old.shape == t.shape && old.dtype == t.dtype => {
+                    old.data.clone_from(&t.data);
+                }
+                (update, slot) => {
+                    if let Update::Append(axis) = update {
+                        reserve(&mut t, *axis, self.capacity);
+                    }
+                    *slot = Some(t);
+                }
+            }
         }
         self.context = needed;
         Ok(())
@@ -116,6 +125,25 @@ impl State {
             .iter()
             .zip(&self.tensors)
             .filter_map(|(p, t)| Some((p.name.as_str(), t.as_ref()?)))
+    }
+
+    /// Moves the parts into `inputs` for a step to read (in place: the executor reads an
+    /// input's storage where it is), until [`State::take_back`] returns them.
+    pub fn lend(&mut self, inputs: &mut HashMap<String, Tensor>) {
+        for (p, t) in self.layout.iter().zip(&mut self.tensors) {
+            if let Some(t) = t.take() {
+                inputs.insert(p.name.clone(), t);
+            }
+        }
+    }
+
+    /// Takes back the parts [`State::lend`] moved into `inputs`.
+    pub fn take_back(&mut self, inputs: &mut HashMap<String, Tensor>) {
+        for (p, t) in self.layout.iter().zip(&mut self.tensors) {
+            if let Some(back) = inputs.remove(&p.name) {
+                *t = Some(back);
+            }
+        }
     }
 
     /// Each part's name and bytes now.
@@ -140,14 +168,27 @@ impl State {
         self.clone()
     }
 
-    /// Goes back to a snapshot of the same layout.
+    /// Goes back to a snapshot of the same layout, into the storage it has (which keeps its
+    /// reserved room).
     pub fn restore(&mut self, snapshot: &State) {
-        self.clone_from(snapshot);
+        self.context = snapshot.context;
+        self.capacity = snapshot.capacity;
+        for (mine, theirs) in self.tensors.iter_mut().zip(&snapshot.tensors) {
+            match (mine.as_mut(), theirs) {
+                (Some(m), Some(t)) => {
+                    m.shape.clone_from(&t.shape);
+                    m.data.clone_from(&t.data);
+                }
+                (_, t) => mine.clone_from(t),
+            }
+        }
     }
 }
 
-/// `new` after `old` along `axis`.
-fn append(name: &str, old: Tensor, new: Tensor, axis: usize) -> Result<Tensor, StateError> {
+/// Appends `new` to `old` along `axis`, in `old`'s storage: its rows move apart in place
+/// (from the last, so none is overwritten before it moved), and the storage, reserved for the
+/// capacity when the part began, does not move.
+fn append(name: &str, old: &mut Tensor, new: Tensor, axis: usize) -> Result<(), StateError> {
     let fits = old.shape.len() == new.shape.len()
         && axis < old.shape.len()
         && old
@@ -157,63 +198,49 @@ fn append(name: &str, old: Tensor, new: Tensor, axis: usize) -> Result<Tensor, S
             .enumerate()
             .all(|(i, (a, b))| i == axis || a == b)
         && old.dtype == new.dtype;
+    let mismatch = |old: &Tensor, new: &Tensor| StateError::Shape {
+        name: name.to_string(),
+        had: old.shape.clone(),
+        got: new.shape.clone(),
+    };
     if !fits {
-        return Err(StateError::Shape {
-            name: name.to_string(),
-            had: old.shape,
-            got: new.shape,
-        });
+        return Err(mismatch(old, &new));
     }
     // Rows of the axis and everything after it, per index of the axes before it.
     let inner: usize = old.shape[axis + 1..].iter().product();
     let outer: usize = old.shape[..axis].iter().product();
     let (a, b) = (old.shape[axis] * inner, new.shape[axis] * inner);
-    let mut shape = old.shape.clone();
-    shape[axis] += new.shape[axis];
-    fn join<T: Copy>(x: &[T], y: &[T], outer: usize, a: usize, b: usize) -> Vec<T> {
-        let mut out = Vec::with_capacity(outer * (a + b));
-        for o in 0..outer {
-            out.extend_from_slice(&x[o * a..(o + 1) * a]);
-            out.extend_from_slice(&y[o * b..(o + 1) * b]);
-        }
-        out
+    match (&mut old.data, &new.data) {
+        (Data::F32(x), Data::F32(y)) => interleave(x, y, outer, a, b),
+        (Data::I64(x), Data::I64(y)) => interleave(x, y, outer, a, b),
+        (Data::Bool(x), Data::Bool(y)) => interleave(x, y, outer, a, b),
+        _ => return Err(mismatch(old, &new)),
     }
-    if outer == 1 {
-        // The stream axis is the outermost that is not 1 (one row's cache): appending extends
-        // the storage, in amortized time of the new part.
-        let mut old = old;
-        old.shape = shape;
-        match (&mut old.data, new.data) {
-            (Data::F32(x), Data::F32(y)) => x.extend(y),
-            (Data::I64(x), Data::I64(y)) => x.extend(y),
-            (Data::Bool(x), Data::Bool(y)) => x.extend(y),
-            _ => {
-                return Err(StateError::Shape {
-                    name: name.to_string(),
-                    had: old.shape,
-                    got: new.shape,
-                })
-            }
-        }
-        return Ok(old);
+    old.shape[axis] += new.shape[axis];
+    Ok(())
+}
+
+/// `x` (`outer` runs of `a`) becomes `outer` runs of `a + b`: each run of `x`, then the
+/// matching run of `y`.
+fn interleave<T: Copy + Default>(x: &mut Vec<T>, y: &[T], outer: usize, a: usize, b: usize) {
+    x.resize(outer * (a + b), T::default());
+    for o in (0..outer).rev() {
+        x.copy_within(o * a..(o + 1) * a, o * (a + b));
+        x[o * (a + b) + a..(o + 1) * (a + b)].copy_from_slice(&y[o * b..(o + 1) * b]);
     }
-    let data = match (&old.data, &new.data) {
-        (Data::F32(x), Data::F32(y)) => Data::F32(join(x, y, outer, a, b)),
-        (Data::I64(x), Data::I64(y)) => Data::I64(join(x, y, outer, a, b)),
-        (Data::Bool(x), Data::Bool(y)) => Data::Bool(join(x, y, outer, a, b)),
-        _ => {
-            return Err(StateError::Shape {
-                name: name.to_string(),
-                had: old.shape,
-                got: new.shape,
-            })
-        }
-    };
-    Ok(Tensor {
-        dtype: old.dtype,
-        shape,
-        data,
-    })
+}
+
+/// Reserves room for `capacity` positions along `axis` in a new cache part, so that its
+/// appends never move it.
+fn reserve(t: &mut Tensor, axis: usize, capacity: usize) {
+    let now = t.shape.get(axis).copied().unwrap_or(0);
+    let per = t.numel().checked_div(now).unwrap_or(0);
+    let more = per.saturating_mul(capacity.saturating_sub(now));
+    match &mut t.data {
+        Data::F32(v) => v.reserve_exact(more),
+        Data::I64(v) => v.reserve_exact(more),
+        Data::Bool(v) => v.reserve_exact(more),
+    }
 }
 
 #[cfg(test)]
@@ -261,14 +288,30 @@ mod tests {
     }
 
     #[test]
-    fn one_rows_cache_grows_in_place() {
-        let old = Tensor::f32(vec![1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]);
-        let new = Tensor::f32(vec![1, 1, 2], vec![5.0, 6.0]);
-        let both = append("k", old, new, 1).expect("fits");
-        assert_eq!(both.shape, [1, 3, 2]);
-        assert_eq!(both.to_f32(), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        let wrong = Tensor::f32(vec![1, 1, 3], vec![0.0; 3]);
-        assert!(append("k", both, wrong, 1).is_err());
+    fn caches_grow_in_their_reserved_storage() {
+        let mut s = cache(8);
+        s.absorb(&mut outputs(vec![1.0, 2.0, 5.0, 6.0], 2, 0.5), 2)
+            .expect("prefill");
+        let at = |s: &State| match &s.tensors[0].as_ref().map(|t| &t.data) {
+            Some(Data::F32(v)) => (v.as_ptr(), v.capacity()),
+            _ => (std::ptr::null(), 0),
+        };
+        let (first, room) = at(&s);
+        assert!(room >= 16, "room for 8 positions of 2 rows");
+        for step in 0..6 {
+            let x = step as f32;
+            s.absorb(&mut outputs(vec![x, -x], 1, x), 1).expect("step");
+            assert_eq!(at(&s).0, first, "step {step} moved the cache");
+        }
+        let mut inputs = HashMap::new();
+        s.lend(&mut inputs);
+        assert_eq!(s.inputs().count(), 0);
+        assert_eq!(inputs["k"].shape, [2, 8]);
+        s.take_back(&mut inputs);
+        assert_eq!(at(&s).0, first);
+        let wrong = Tensor::f32(vec![3, 1], vec![0.0; 3]);
+        let mut t = Tensor::f32(vec![2, 1], vec![0.0; 2]);
+        assert!(append("k", &mut t, wrong, 1).is_err());
     }
 
     #[test]

@@ -125,7 +125,8 @@ fn loads_dequantize_as_ggml_does_on_every_backend() {
             };
             let jit = archc_compiler::codegen::jit::compile(&kernels, signatures)
                 .unwrap()
-                .with_threads(3);
+                .with_threads(3)
+                .unwrap();
             let native = launch(&jit, &blocks, n);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&native), bits(&want), "Cranelift, {elem:?} × {width}");

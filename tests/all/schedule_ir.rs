@@ -73,7 +73,8 @@ fn both(k: &Kernel, bufs: &[Vec<u8>], dims: &[i64]) -> Vec<Vec<u8>> {
     let interp = launch(&KernelInterp(&kernels), bufs, dims);
     let jit = jit::compile(&kernels, whole(k, bufs, dims.len()))
         .expect("the kernel compiles")
-        .with_threads(4);
+        .with_threads(4)
+        .unwrap();
     let native = launch(&jit, bufs, dims);
     assert_eq!(
         interp, native,

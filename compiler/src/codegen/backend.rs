@@ -56,11 +56,11 @@ impl BackendKind {
         let kernels = &lowered.kernels;
         match self {
             BackendKind::Cranelift => Ok(Box::new(
-                super::jit::compile(kernels, signatures)?.with_threads(threads),
+                super::jit::compile(kernels, signatures)?.with_threads(threads)?,
             )),
             #[cfg(feature = "llvm")]
             BackendKind::Llvm => Ok(Box::new(
-                super::llvm::compile(kernels, signatures)?.with_threads(threads),
+                super::llvm::compile(kernels, signatures)?.with_threads(threads)?,
             )),
             #[cfg(not(feature = "llvm"))]
             BackendKind::Llvm => Err(CodegenError::NotBuilt(self.name())),

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use archc_kernels::ir::{Axis, Bin, Expr, Kernel, Stmt, Ty, Un, Var};
+use archc_kernels::ir::{Axis, Bin, BlockPart, Expr, Kernel, Stmt, Ty, Un, Var};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -484,6 +484,14 @@ impl<'a, 'b> Gen<'a, 'b> {
             Expr::Splat(a, w) => {
                 let (x, _) = self.expr(a);
                 (self.ins().splat(types::F32X4, x), Ty::F32xN(*w))
+            }
+            Expr::Block(buf, block, part) => {
+                let (b, _) = self.expr(block);
+                let t = match part {
+                    BlockPart::Quants { width, .. } => Ty::F32xN(*width),
+                    _ => Ty::F32,
+                };
+                (self.block_part(*buf, b, *part), t)
             }
             Expr::Lane(a, l) => {
                 let (x, _) = self.expr(a);

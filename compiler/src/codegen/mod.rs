@@ -33,10 +33,10 @@ impl<Code> Loaded<Code> {
         }
     }
 
-    /// Uses at most `n` threads.
-    pub fn with_threads(mut self, n: usize) -> Loaded<Code> {
-        self.kernels.set_threads(n);
-        self
+    /// Uses `n` threads.
+    pub fn with_threads(mut self, n: usize) -> Result<Loaded<Code>, archc_runtime::CpuError> {
+        self.kernels.set_threads(n)?;
+        Ok(self)
     }
 }
 

@@ -55,7 +55,8 @@ pub(super) fn vars_of(e: &Expr, out: &mut Vec<Var>) {
         | Expr::Un(_, a)
         | Expr::Cast(_, a)
         | Expr::Splat(a, _)
-        | Expr::Lane(a, _) => vars_of(a, out),
+        | Expr::Lane(a, _)
+        | Expr::Block(_, a, _) => vars_of(a, out),
         Expr::Bin(_, a, b) => {
             vars_of(a, out);
             vars_of(b, out);

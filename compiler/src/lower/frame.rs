@@ -117,7 +117,7 @@ fn kernel(
         .filter(|&i| f.buffers[root(&f.buffers, args[i])].blocks.is_some())
         .collect();
     cx.packable.retain(|p| !cx.blocks.contains(p));
-    cx.transposed = transposed.map(|operand| operand + 1);
+    cx.transposed = transposed.map(|o| (o + 1, buffer_elem(&f.buffers[args[o + 1]])));
     let t = template(&mut cx, op, ty, &ins);
     let packed = cx.packed;
     let mut step = emit(plan, kernels, name, t, &args, &f.buffers);

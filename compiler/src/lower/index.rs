@@ -19,9 +19,10 @@ pub struct Ctx<'a> {
     /// Buffers (kernel parameters) holding block-quantized weights: read only by scalar
     /// loads, or by a matmul that takes one as its transposed `b` ([`Ctx::transposed`]).
     pub blocks: Vec<usize>,
-    /// The matmul operand `b` whose buffer holds its transpose, block-quantized: `b[p, j]` is
-    /// element `[j, p]` of the buffer (a weight `w` of `x · wᵀ`, read in place).
-    pub transposed: Option<usize>,
+    /// The matmul operand `b` whose buffer holds its transpose, block-quantized in this
+    /// element type: `b[p, j]` is element `[j, p]` of the buffer (a weight `w` of `x · wᵀ`,
+    /// read in place).
+    pub transposed: Option<(usize, archc_kernels::ir::Elem)>,
 }
 
 impl<'a> Ctx<'a> {

@@ -217,7 +217,7 @@ pub fn matmul(
     let nr = s.nr();
     let r = out.rank();
     let flat = b.rank() == 2 && a.shape[..a.rank() - 1] == out.shape[..r - 1];
-    if cx.transposed == Some(bbuf) && flat {
+    if let Some((_, elem)) = cx.transposed.filter(|t| t.0 == bbuf && flat) {
         let l = Layout {
             out,
             a,
@@ -229,7 +229,7 @@ pub fn matmul(
             packed: None,
         };
         let rows = Dim::product(&out.shape[..r - 1]).unwrap_or_default();
-        let body = blocks::matmul(cx, &l, &rows, (abuf, bbuf), epilogue);
+        let body = blocks::matmul(cx, &l, &rows, (abuf, bbuf, elem), epilogue);
         return (body, Vec::new());
     }
     // Partial sums of other types take the scalar path, which reads `b` as it is.

@@ -169,7 +169,7 @@ fn expr(e: &mut Expr, fix: &dyn Fn(&mut usize), count: &dyn Fn(&mut Expr)) {
     match e {
         Expr::Int(_) | Expr::F32(_) | Expr::Bool(_) | Expr::Var(_) => {}
         Expr::Dim(_) => count(e),
-        Expr::Load(b, i) | Expr::VLoad(b, i, _) => {
+        Expr::Load(b, i) | Expr::VLoad(b, i, _) | Expr::Block(b, i, _) => {
             fix(b);
             expr(i, fix, count);
         }

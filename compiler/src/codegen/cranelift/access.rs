@@ -4,7 +4,7 @@
 //! arithmetic of `archc_kernels::storage::block_value`: four lanes come from one 4-byte load
 //! of their quantized values, widened in the vector registers.
 
-use archc_kernels::ir::{Elem, QUANT_BLOCK};
+use archc_kernels::ir::{BlockPart, Elem, QUANT_BLOCK};
 use archc_kernels::storage::quants_offset;
 use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Value};
 
@@ -76,17 +76,22 @@ impl Gen<'_, '_> {
 }
 
 impl Gen<'_, '_> {
+    /// The address of block `block` of quantized `buf`.
+    fn block_address(&mut self, buf: usize, block: Value) -> Value {
+        let size = self.kernel.elem(buf).size() as i64;
+        let off = self.ins().imul_imm_s(block, size);
+        let base = self.bases[buf];
+        self.ins().iadd(base, off)
+    }
+
     /// The address of the block holding element `index` of quantized `buf`, and the element's
     /// place `j` in it.
     fn block_of(&mut self, buf: usize, index: Value) -> (Value, Value) {
-        let size = self.kernel.elem(buf).size() as i64;
         let block = self
             .ins()
             .ushr_imm_s(index, QUANT_BLOCK.trailing_zeros() as i64);
         let j = self.ins().band_imm_s(index, QUANT_BLOCK as i64 - 1);
-        let off = self.ins().imul_imm_s(block, size);
-        let base = self.bases[buf];
-        (self.ins().iadd(base, off), j)
+        (self.block_address(buf, block), j)
     }
 
     /// The f16 at byte `offset` of a block, as f32.
@@ -97,68 +102,97 @@ impl Gen<'_, '_> {
         half_float::f16_to_f32(self.b, bits)
     }
 
-    /// For a 4-bit type: the address of the byte holding element `j`'s nibble, and the shift
-    /// that brings the nibble down (0 for `j < 16`, 4 above).
-    fn nibble_at(&mut self, buf: usize, block: Value, j: Value) -> (Value, Value) {
-        let at = quants_offset(self.kernel.elem(buf)) as i64;
+    /// The quantized integers (one I32, or an I32X4 of four in a row) whose bytes start at
+    /// `byte`: `q`, or for a 4-bit type the nibbles `shift` (0 or 4, an I32) brings down, less
+    /// 8 for `Q4_0`.
+    fn quant_ints(&mut self, buf: usize, byte: Value, shift: Option<Value>, lanes: bool) -> Value {
+        let elem = self.kernel.elem(buf);
+        let flags = Self::unaligned();
+        let q = match (lanes, shift) {
+            (false, None) => self.ins().sload8(types::I32, flags, byte, 0),
+            (false, Some(shift)) => {
+                let b = self.ins().uload8(types::I32, flags, byte, 0);
+                let q = self.ins().ushr(b, shift);
+                self.ins().band_imm_s(q, 15)
+            }
+            (true, shift) => {
+                let little = MemFlagsData::new().with_endianness(Endianness::Little);
+                let word = self.ins().load(types::I32, flags, byte, 0);
+                let v = self.ins().scalar_to_vector(types::I32X4, word);
+                let bytes = self.ins().bitcast(types::I8X16, little, v);
+                match shift {
+                    None => {
+                        let h = self.ins().swiden_low(bytes);
+                        self.ins().swiden_low(h)
+                    }
+                    Some(shift) => {
+                        let h = self.ins().uwiden_low(bytes);
+                        let w = self.ins().uwiden_low(h);
+                        let w = self.ins().ushr(w, shift);
+                        let fifteen = self.ins().iconst(types::I32, 15);
+                        let fifteen = self.ins().splat(types::I32X4, fifteen);
+                        self.ins().band(w, fifteen)
+                    }
+                }
+            }
+        };
+        if elem != Elem::Q4_0 {
+            return q;
+        }
+        let eight = self.ins().iconst(types::I32, 8);
+        let eight = if lanes {
+            self.ins().splat(types::I32X4, eight)
+        } else {
+            eight
+        };
+        self.ins().isub(q, eight)
+    }
+
+    /// For element `j` (a value) of a block at `block`: the address of the byte holding its
+    /// quantized value, and for a 4-bit type the shift that brings its nibble down.
+    fn quant_byte(&mut self, buf: usize, block: Value, j: Value) -> (Value, Option<Value>) {
+        let elem = self.kernel.elem(buf);
+        let at = quants_offset(elem) as i64;
+        if elem == Elem::Q8_0 {
+            let byte = self.ins().iadd(block, j);
+            return (self.ins().iadd_imm_s(byte, at), None);
+        }
         let low = self.ins().band_imm_s(j, 15);
         let byte = self.ins().iadd(block, low);
         let byte = self.ins().iadd_imm_s(byte, at);
         let half = self.ins().ushr_imm_s(j, 4);
         let shift = self.ins().ishl_imm_s(half, 2);
-        let shift = self.ins().ireduce(types::I32, shift);
-        (byte, shift)
+        (byte, Some(self.ins().ireduce(types::I32, shift)))
     }
 
-    /// `q` (integers, of type I32 or I32X4) converted and scaled as the block's type says:
-    /// `q·d`, `(q − 8)·d` or `q·d + m`.
+    /// Integers `q` (I32 or I32X4) of the block at `block`, converted and scaled as its type
+    /// says: `q·d`, or `q·d + m` for `Q4_1`.
     fn dequantize(&mut self, buf: usize, q: Value, block: Value, lanes: bool) -> Value {
-        let elem = self.kernel.elem(buf);
-        let (int, float) = if lanes {
-            (types::I32X4, types::F32X4)
-        } else {
-            (types::I32, types::F32)
-        };
-        let widen = |g: &mut Self, x: Value, t| {
+        let float = if lanes { types::F32X4 } else { types::F32 };
+        let widen = |g: &mut Self, x: Value| {
             if lanes {
-                g.ins().splat(t, x)
+                g.ins().splat(float, x)
             } else {
                 x
             }
         };
-        let q = if elem == Elem::Q4_0 {
-            let eight = self.ins().iconst(types::I32, 8);
-            let eight = widen(self, eight, int);
-            self.ins().isub(q, eight)
-        } else {
-            q
-        };
         let x = self.ins().fcvt_from_sint(float, q);
         let d = self.block_half(block, 0);
-        let d = widen(self, d, float);
+        let d = widen(self, d);
         let x = self.ins().fmul(x, d);
-        if elem != Elem::Q4_1 {
+        if self.kernel.elem(buf) != Elem::Q4_1 {
             return x;
         }
         let m = self.block_half(block, 2);
-        let m = widen(self, m, float);
+        let m = widen(self, m);
         self.ins().fadd(x, m)
     }
 
     /// Element `index` of block-quantized `buf`, dequantized to f32.
     pub(super) fn load_quantized(&mut self, buf: usize, index: Value) -> Value {
         let (block, j) = self.block_of(buf, index);
-        let flags = Self::unaligned();
-        let q = if self.kernel.elem(buf) == Elem::Q8_0 {
-            let at = self.ins().iadd(block, j);
-            self.ins()
-                .sload8(types::I32, flags, at, quants_offset(Elem::Q8_0) as i32)
-        } else {
-            let (byte, shift) = self.nibble_at(buf, block, j);
-            let byte = self.ins().uload8(types::I32, flags, byte, 0);
-            let q = self.ins().ushr(byte, shift);
-            self.ins().band_imm_s(q, 15)
-        };
+        let (byte, shift) = self.quant_byte(buf, block, j);
+        let q = self.quant_ints(buf, byte, shift, false);
         self.dequantize(buf, q, block, false)
     }
 
@@ -166,35 +200,24 @@ impl Gen<'_, '_> {
     /// dequantized to an f32x4.
     pub(super) fn load_quantized_vector(&mut self, buf: usize, index: Value) -> Value {
         let (block, j) = self.block_of(buf, index);
-        let flags = Self::unaligned();
-        let little = MemFlagsData::new().with_endianness(Endianness::Little);
-        let (at, shift) = if self.kernel.elem(buf) == Elem::Q8_0 {
-            let at = self.ins().iadd(block, j);
-            (
-                self.ins().iadd_imm_s(at, quants_offset(Elem::Q8_0) as i64),
-                None,
-            )
-        } else {
-            let (at, shift) = self.nibble_at(buf, block, j);
-            (at, Some(shift))
-        };
-        let word = self.ins().load(types::I32, flags, at, 0);
-        let v = self.ins().scalar_to_vector(types::I32X4, word);
-        let bytes = self.ins().bitcast(types::I8X16, little, v);
-        let q = match shift {
-            None => {
-                let h = self.ins().swiden_low(bytes);
-                self.ins().swiden_low(h)
-            }
-            Some(shift) => {
-                let h = self.ins().uwiden_low(bytes);
-                let w = self.ins().uwiden_low(h);
-                let w = self.ins().ushr(w, shift);
-                let fifteen = self.ins().iconst(types::I32, 15);
-                let fifteen = self.ins().splat(types::I32X4, fifteen);
-                self.ins().band(w, fifteen)
-            }
-        };
+        let (byte, shift) = self.quant_byte(buf, block, j);
+        let q = self.quant_ints(buf, byte, shift, true);
         self.dequantize(buf, q, block, true)
+    }
+
+    /// A part of block `block` of quantized `buf` (see `Expr::Block`): its scale, its minimum,
+    /// or four of its integers as an f32x4.
+    pub(super) fn block_part(&mut self, buf: usize, block: Value, part: BlockPart) -> Value {
+        let block = self.block_address(buf, block);
+        match part {
+            BlockPart::Scale => self.block_half(block, 0),
+            BlockPart::Min => self.block_half(block, 2),
+            BlockPart::Quants { at, .. } => {
+                let j = self.ins().iconst(types::I64, i64::from(at));
+                let (byte, shift) = self.quant_byte(buf, block, j);
+                let q = self.quant_ints(buf, byte, shift, true);
+                self.ins().fcvt_from_sint(types::F32X4, q)
+            }
+        }
     }
 }

@@ -459,6 +459,7 @@ impl<'k> Function<'k> {
             },
             Expr::Load(buf, idx) => self.load(*buf, idx, None),
             Expr::VLoad(buf, idx, w) => self.load(*buf, idx, Some(*w)),
+            Expr::Block(buf, block, part) => self.block_part(*buf, block, *part),
             Expr::Splat(a, w) => {
                 let x = self.expr(a);
                 self.splat(&x, of(Ty::F32xN(*w)))

@@ -10,7 +10,7 @@
 //! epilogue (or a store) finishes each element.
 
 use archc_kernels::ir::build::{add, axis, bin, mul, var};
-use archc_kernels::ir::{Axis, Bin, Expr, Ieee32, Stmt, Var, QUANT_BLOCK};
+use archc_kernels::ir::{Axis, Bin, BlockPart, Elem, Expr, Ieee32, Stmt, Var, QUANT_BLOCK};
 use archc_runtime::Buffer;
 use petgraph::graph::NodeIndex;
 
@@ -90,7 +90,7 @@ pub(super) fn matmul(
     cx: &mut Ctx,
     l: &Layout,
     rows: &Dim,
-    (abuf, wbuf): (usize, usize),
+    (abuf, wbuf, elem): (usize, usize, Elem),
     mut epilogue: Option<&mut dyn Epilogue>,
 ) -> Vec<Stmt> {
     let n = l.b.shape[1].as_const().unwrap_or(0);
@@ -110,7 +110,7 @@ pub(super) fn matmul(
             first,
             rows: r,
         };
-        at.body(cx, (abuf, wbuf), epi)
+        at.body(cx, (abuf, wbuf, elem == Elem::Q4_1), epi)
     };
     let blocks = tile(cx, mul(var(ib), Expr::Int(ROWS)), ROWS, &mut epilogue);
     let start = mul(full.clone(), Expr::Int(ROWS));
@@ -140,11 +140,12 @@ impl Tile<'_, '_> {
     fn body(
         &self,
         cx: &mut Ctx,
-        (abuf, wbuf): (usize, usize),
+        (abuf, wbuf, min): (usize, usize, bool),
         epilogue: &mut Option<&mut dyn Epilogue>,
     ) -> Vec<Stmt> {
         let w8 = self.width as u8;
-        let k = self.l.k.clone();
+        let block = QUANT_BLOCK as i64;
+        let runs = block / self.width;
         let zero = Expr::Splat(Box::new(Expr::F32(Ieee32::new(0.0))), w8);
         let acc: Vec<Vec<Var>> = (0..self.rows)
             .map(|_| (0..self.cols).map(|_| cx.var()).collect())
@@ -154,33 +155,65 @@ impl Tile<'_, '_> {
             .flatten()
             .map(|v| Stmt::Set(*v, zero.clone()))
             .collect();
-        // Blocks, then the vectors of a block unrolled: the lanes of one block share its
-        // scale's address, which code generators then load once.
-        let (kb, u) = (cx.var(), cx.var());
-        let block = QUANT_BLOCK as i64;
-        let p = add(
-            mul(var(kb), Expr::Int(block)),
-            mul(var(u), Expr::Int(self.width)),
-        );
+        let kb = cx.var();
+        let per_row = bin(Bin::Div, self.l.k.clone(), Expr::Int(block));
         let col = |c: i64| add(mul(var(self.t), Expr::Int(self.cols)), Expr::Int(c));
         let mut step = Vec::new();
-        let wv: Vec<Var> = (0..self.cols).map(|_| cx.var()).collect();
-        for (c, v) in wv.iter().enumerate() {
-            let at = add(mul(col(c as i64), k.clone()), p.clone());
-            step.push(Stmt::Set(*v, Expr::VLoad(wbuf, Box::new(at), w8)));
+        // Per column: its block's scale (and minimum) and integers, shared by the rows.
+        let mut cols = Vec::new();
+        for c in 0..self.cols {
+            let at = Box::new(add(mul(col(c), per_row.clone()), var(kb)));
+            let part = |p| Expr::Block(wbuf, at.clone(), p);
+            let d = set(
+                cx,
+                &mut step,
+                Expr::Splat(Box::new(part(BlockPart::Scale)), w8),
+            );
+            let m = min.then(|| {
+                set(
+                    cx,
+                    &mut step,
+                    Expr::Splat(Box::new(part(BlockPart::Min)), w8),
+                )
+            });
+            let q: Vec<Expr> = (0..runs)
+                .map(|u| {
+                    let (at, width) = ((u * self.width) as u8, w8);
+                    set(cx, &mut step, part(BlockPart::Quants { at, width }))
+                })
+                .collect();
+            cols.push((d, m, q));
         }
         for (r, accs) in acc.iter().enumerate() {
             let row = add(self.first.clone(), Expr::Int(r as i64));
-            let at = self.l.a(cx, row, p.clone());
-            let av = Expr::VLoad(abuf, Box::new(at), w8);
-            for (a, v) in accs.iter().zip(&wv) {
-                let fma = Expr::Fma(Box::new(av.clone()), Box::new(var(*v)), Box::new(var(*a)));
-                step.push(Stmt::Set(*a, fma));
+            let a: Vec<Expr> = (0..runs)
+                .map(|u| {
+                    let p = add(mul(var(kb), Expr::Int(block)), Expr::Int(u * self.width));
+                    let at = self.l.a(cx, row.clone(), p);
+                    set(cx, &mut step, Expr::VLoad(abuf, Box::new(at), w8))
+                })
+                .collect();
+            // Q4_1: Σ a·(q·d + m) = d·Σ a·q + m·Σ a.
+            let sum = min.then(|| {
+                let s = a.iter().cloned().reduce(|x, y| bin(Bin::Add, x, y));
+                set(cx, &mut step, s.unwrap_or(zero.clone()))
+            });
+            for (v, (d, m, q)) in accs.iter().zip(&cols) {
+                let dot = a.iter().zip(q).fold(None, |acc, (a, q)| {
+                    Some(match acc {
+                        None => mul(a.clone(), q.clone()),
+                        Some(acc) => fma(a.clone(), q.clone(), acc),
+                    })
+                });
+                let dot = dot.unwrap_or(zero.clone());
+                let mut next = fma(dot, d.clone(), var(*v));
+                if let (Some(m), Some(sum)) = (m, &sum) {
+                    next = fma(sum.clone(), m.clone(), next);
+                }
+                step.push(Stmt::Set(*v, next));
             }
         }
-        let vectors = axis(Axis::Unroll, u, Expr::Int(block / self.width), step);
-        let blocks = bin(Bin::Div, k, Expr::Int(block));
-        body.push(axis(Axis::Reduce, kb, blocks, vec![vectors]));
+        body.push(axis(Axis::Reduce, kb, per_row, step));
         for (r, accs) in acc.iter().enumerate() {
             for (c, a) in accs.iter().enumerate() {
                 let sum = (1..w8).fold(Expr::Lane(Box::new(var(*a)), 0), |s, lane| {
@@ -196,4 +229,16 @@ impl Tile<'_, '_> {
         }
         body
     }
+}
+
+/// Sets a fresh variable to `e` at the end of `body`; its value.
+fn set(cx: &mut Ctx, body: &mut Vec<Stmt>, e: Expr) -> Expr {
+    let v = cx.var();
+    body.push(Stmt::Set(v, e));
+    var(v)
+}
+
+/// `a · b + c`, lane by lane.
+fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
+    Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
 }
