@@ -5,7 +5,8 @@
 //! (outermost first): one block per iteration. The block is the nest of Thread loops that
 //! opens that grid body: one cooperating thread per iteration. Later top-level Grid loops of
 //! the same kernel (a vector loop's scalar tail, a second phase) run on the same launch, so a
-//! target gives them the same grid. Extents are expressions of the dims (`Expr::Dim`) and
+//! target gives them the same grid; where the dims choose between paths (one-loop nests whose
+//! extents are `select`ed by a condition), the grid is the larger of their extents. Extents are expressions of the dims (`Expr::Dim`) and
 //! constants only: they are known when the kernel is launched.
 
 use std::collections::BTreeSet;
@@ -27,6 +28,21 @@ pub fn geometry(k: &Kernel) -> Geometry {
     let mut body: &[Stmt] = &k.body;
     if let Some(first) = body.iter().find(|s| is(s, Axis::Grid)) {
         body = nest(first, Axis::Grid, &mut grid);
+        for later in k.body.iter().filter(|s| is(s, Axis::Grid)).skip(1) {
+            let mut other = Vec::new();
+            nest(later, Axis::Grid, &mut other);
+            let chosen = |e: &Expr| matches!(e, Expr::Select(..));
+            if let ([g], [o]) = (grid.as_mut_slice(), other.as_slice()) {
+                if !chosen(g) && !chosen(o) {
+                    continue;
+                }
+                *g = Expr::Bin(
+                    crate::ir::Bin::Max,
+                    Box::new(g.clone()),
+                    Box::new(o.clone()),
+                );
+            }
+        }
     }
     let mut block = Vec::new();
     if let Some(first) = body.iter().find(|s| is(s, Axis::Thread)) {

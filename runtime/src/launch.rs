@@ -27,6 +27,8 @@ pub enum SizeOp {
     Max,
     /// min(a, b)
     Min,
+    /// 1 if a ≤ b, else 0
+    Le,
 }
 
 /// An integer expression of the plan's symbols.
@@ -52,6 +54,7 @@ impl Size {
             | (SizeOp::Add | SizeOp::Sub, e, Size::Const(0))
             | (SizeOp::Mul, Size::Const(1), e)
             | (SizeOp::Mul | SizeOp::Div, e, Size::Const(1)) => e,
+            (SizeOp::Mul, Size::Const(0), _) | (SizeOp::Mul, _, Size::Const(0)) => Size::Const(0),
             (op, a, b) => Size::Op(op, Box::new(a), Box::new(b)),
         }
     }
@@ -71,6 +74,7 @@ impl Size {
                     SizeOp::Rem => a.checked_rem(b).unwrap_or(0),
                     SizeOp::Max => a.max(b),
                     SizeOp::Min => a.min(b),
+                    SizeOp::Le => i64::from(a <= b),
                 }
             }
         }
@@ -97,6 +101,7 @@ impl Size {
                     SizeOp::Rem => format!("{a}%{b}"),
                     SizeOp::Max => format!("max({a}, {b})"),
                     SizeOp::Min => format!("min({a}, {b})"),
+                    SizeOp::Le => format!("({a} <= {b})"),
                 }
             }
         }

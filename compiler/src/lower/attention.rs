@@ -21,6 +21,9 @@ use crate::graph::{AttentionInfo, KeyRange, Region, TensorType};
 /// Query rows of up to this many f32x4 vectors are held in registers.
 const MAX_QUERY_REGISTERS: i64 = 8;
 
+/// Attentions of at most this many query rows run a row per parallel iteration (see `lower`).
+const ROW_QUERIES: i64 = 4;
+
 /// Dot products whose length is a multiple of 4 up to this are unrolled into f32x4 FMAs.
 const MAX_UNROLLED_DOT: i64 = 256;
 
@@ -36,19 +39,81 @@ pub fn lower(
     out: &TensorType,
     ins: &[&TensorType],
 ) -> Template {
+    let [qs, _, vs] = a.qkv;
+    let (qt, vt) = (ins[qs], ins[vs]);
+    let width = |t: &TensorType| t.shape[t.rank() - 1].as_const();
+    // Buffers: the output, the inputs, the status word, then the locals.
+    let first_local = ins.len() + 2;
+    let (Some(d), Some(dv)) = (width(qt), width(vt)) else {
+        return by_rows(cx, r, a, (out, ins), first_local);
+    };
+    if dv % 4 != 0 {
+        return by_rows(cx, r, a, (out, ins), first_local);
+    }
+    let w = super::attention_tiles::Widths { d, dv };
+    let queries = &out.shape[out.rank() - 2];
+    match queries.as_const() {
+        Some(n) if n <= ROW_QUERIES => return by_rows(cx, r, a, (out, ins), first_local),
+        Some(_) => return super::attention_tiles::lower(cx, r, a, (out, ins), &w),
+        None => {}
+    }
+    let tiled = super::attention_tiles::lower(cx, r, a, (out, ins), &w);
+    // A few query rows (a decoding step's one) would fill the tiles' query panels with
+    // padding: they take a row each instead. The kernel holds both; the row count picks.
+    let rows = by_rows(cx, r, a, (out, ins), first_local + tiled.locals.len());
+    let few = bin(Bin::Le, cx.dim(queries), Expr::Int(ROW_QUERIES));
+    let only = |when: bool, body: Vec<Stmt>| -> Vec<Stmt> {
+        body.into_iter()
+            .map(|s| match s {
+                Stmt::For {
+                    var,
+                    extent,
+                    kind: Axis::Grid,
+                    body,
+                } => {
+                    let (yes, no) = if when {
+                        (extent, Expr::Int(0))
+                    } else {
+                        (Expr::Int(0), extent)
+                    };
+                    Stmt::For {
+                        var,
+                        extent: Expr::Select(Box::new(few.clone()), Box::new(yes), Box::new(no)),
+                        kind: Axis::Grid,
+                        body,
+                    }
+                }
+                s => s,
+            })
+            .collect()
+    };
+    let base = tiled.checks.len() as u32;
+    let mut body = only(false, tiled.body);
+    body.extend(only(true, super::frame::renumber_checks(rows.body, base)));
+    let mut checks = tiled.checks;
+    checks.extend(rows.checks);
+    let mut locals = tiled.locals;
+    locals.extend(rows.locals);
+    Template {
+        body,
+        checks,
+        locals,
+    }
+}
+
+/// One query row per iteration of the parallel loop (see the module doc), its logits in
+/// local `logits_buf`.
+fn by_rows(
+    cx: &mut Ctx,
+    r: &Region,
+    a: &AttentionInfo,
+    (out, ins): (&TensorType, &[&TensorType]),
+    logits_buf: usize,
+) -> Template {
     let [qs, ks, vs] = a.qkv;
     let (qt, kt, vt) = (ins[qs], ins[ks], ins[vs]);
-    let width = |t: &TensorType| t.shape[t.rank() - 1].as_const();
-    if let (Some(d), Some(dv)) = (width(qt), width(vt)) {
-        if dv % 4 == 0 {
-            let w = super::attention_tiles::Widths { d, dv };
-            return super::attention_tiles::lower(cx, r, a, (out, ins), &w);
-        }
-    }
     let mut gen = BodyGen::new(&r.body, 1);
     let (qb, kb, vb) = (qs + 1, ks + 1, vs + 1);
-    // Buffers: the output, the inputs, the status word, then the locals.
-    let logits_buf = ins.len() + 2;
     let block = cx.schedule.attention_block as i64;
     let rank = out.rank();
     let d = qt.shape[qt.rank() - 1].clone();

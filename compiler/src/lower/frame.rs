@@ -602,7 +602,7 @@ fn copy_result(
     }];
 }
 
-fn renumber_checks(body: Vec<Stmt>, base: u32) -> Vec<Stmt> {
+pub(super) fn renumber_checks(body: Vec<Stmt>, base: u32) -> Vec<Stmt> {
     body.into_iter()
         .map(|s| match s {
             Stmt::Check(c, code) => Stmt::Check(c, code + base),

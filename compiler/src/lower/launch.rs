@@ -29,9 +29,20 @@ fn size(e: &Expr) -> Option<Size> {
                 Bin::Rem | Bin::RemEuclid => SizeOp::Rem,
                 Bin::Max => SizeOp::Max,
                 Bin::Min => SizeOp::Min,
+                Bin::Le => SizeOp::Le,
                 _ => return None,
             };
             Size::op(op, size(a)?, size(b)?)
+        }
+        // c ? a : b with c a comparison (1 or 0): c·a + (1 − c)·b.
+        Expr::Select(c, a, b) => {
+            let c = size(c)?;
+            let not = Size::op(SizeOp::Sub, Size::Const(1), c.clone());
+            Size::op(
+                SizeOp::Add,
+                Size::op(SizeOp::Mul, c, size(a)?),
+                Size::op(SizeOp::Mul, not, size(b)?),
+            )
         }
         _ => return None,
     })
