@@ -2,8 +2,8 @@
 //! dequantizes every element exactly as ggml's reference does, on the Kernel IR interpreter
 //! and on every native backend, scalar and in vectors. Whole models whose weights stay in
 //! blocks (their matmuls reading them in place, a tied embedding gathered from them) give the
-//! graph interpreter's outputs on the dequantized weights within 1e-4, for one row (decoding)
-//! and for ragged row counts.
+//! graph interpreter's outputs on the dequantized weights within 1e-4, for one row (decoding),
+//! ragged row counts, and prompts long enough for the blocked kernel that packs the blocks.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -246,7 +246,7 @@ fn check(g: &archc_compiler::graph::Graph, format: BlockFormat, inputs: &HashMap
 fn matmuls_read_blocks_in_place_as_the_interpreter_computes_on_their_values() {
     let g = compile("q.arch", MODEL).unwrap_or_else(|(_, r)| panic!("{r}"));
     for (format, _) in FORMATS {
-        for (batch, seq) in [(1, 1), (2, 3), (1, 9)] {
+        for (batch, seq) in [(1, 1), (2, 3), (1, 9), (2, 21)] {
             let mut inputs = HashMap::new();
             let x = random_tensor(3, "x", DType::F32, &[batch, seq, 64], 1.0, 0);
             inputs.insert("x".to_string(), x);
@@ -264,12 +264,12 @@ fn matmuls_read_blocks_in_place_as_the_interpreter_computes_on_their_values() {
 fn the_llama_example_runs_on_q4_1_weights() {
     let text = std::fs::read_to_string(repo("examples/llama.arch")).unwrap();
     let g = compile("llama.arch", &text).unwrap_or_else(|(_, r)| panic!("{r}"));
-    let ids: Vec<i64> = (0..10).map(|i| (i * 37) % 512).collect();
-    let inputs = HashMap::from([(
-        "input_ids".to_string(),
-        Tensor::int(DType::I32, vec![2, 5], ids),
-    )]);
-    check(&g, BlockFormat::Q4_1, &inputs);
+    for (batch, seq) in [(2, 5), (1, 40)] {
+        let ids: Vec<i64> = (0..batch * seq).map(|i| (i as i64 * 37) % 512).collect();
+        let ids = Tensor::int(DType::I32, vec![batch, seq], ids);
+        let inputs = HashMap::from([("input_ids".to_string(), ids)]);
+        check(&g, BlockFormat::Q4_1, &inputs);
+    }
 }
 
 #[test]

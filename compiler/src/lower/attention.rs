@@ -62,34 +62,10 @@ pub fn lower(
     // padding: they take a row each instead. The kernel holds both; the row count picks.
     let rows = by_rows(cx, r, a, (out, ins), first_local + tiled.locals.len());
     let few = bin(Bin::Le, cx.dim(queries), Expr::Int(ROW_QUERIES));
-    let only = |when: bool, body: Vec<Stmt>| -> Vec<Stmt> {
-        body.into_iter()
-            .map(|s| match s {
-                Stmt::For {
-                    var,
-                    extent,
-                    kind: Axis::Grid,
-                    body,
-                } => {
-                    let (yes, no) = if when {
-                        (extent, Expr::Int(0))
-                    } else {
-                        (Expr::Int(0), extent)
-                    };
-                    Stmt::For {
-                        var,
-                        extent: Expr::Select(Box::new(few.clone()), Box::new(yes), Box::new(no)),
-                        kind: Axis::Grid,
-                        body,
-                    }
-                }
-                s => s,
-            })
-            .collect()
-    };
     let base = tiled.checks.len() as u32;
-    let mut body = only(false, tiled.body);
-    body.extend(only(true, super::frame::renumber_checks(rows.body, base)));
+    let mut body = super::grids_when(tiled.body, &few, false);
+    let rows_body = super::frame::renumber_checks(rows.body, base);
+    body.extend(super::grids_when(rows_body, &few, true));
     let mut checks = tiled.checks;
     checks.extend(rows.checks);
     let mut locals = tiled.locals;

@@ -69,6 +69,8 @@ pub struct Layout<'a> {
     n: Expr,
     /// `b` is packed once ahead, with panels of this many columns.
     packed: Option<i64>,
+    /// `b`'s buffer holds `bᵀ` (`[n, k]`, a weight of `x · wᵀ` read in place).
+    transposed: bool,
 }
 
 impl Operands for Layout<'_> {
@@ -111,6 +113,9 @@ impl Layout<'_> {
             let (full, width) = self.tail(nr);
             let start = mul(full.clone(), self.k.clone());
             return add(add(start, mul(p, width)), sub(j, full));
+        }
+        if self.transposed {
+            return add(mul(j, self.k.clone()), p);
         }
         if self.flat {
             return add(mul(p, self.n.clone()), j);
@@ -211,10 +216,8 @@ pub fn matmul(
     (out, out_elem): (&TensorType, Elem),
     [(a, abuf), (b, bbuf)]: [(&TensorType, usize); 2],
     packed: usize,
-    mut epilogue: Option<&mut dyn Epilogue>,
+    epilogue: Option<&mut dyn Epilogue>,
 ) -> (Vec<Stmt>, Vec<Local>) {
-    let s = Shape::of(cx);
-    let nr = s.nr();
     let r = out.rank();
     let flat = b.rank() == 2 && a.shape[..a.rank() - 1] == out.shape[..r - 1];
     if let Some((_, elem)) = cx.transposed.filter(|t| t.0 == bbuf && flat) {
@@ -227,13 +230,49 @@ pub fn matmul(
             k: cx.dim(&a.shape[a.rank() - 1]),
             n: cx.dim(&out.shape[r - 1]),
             packed: None,
+            transposed: true,
         };
         let rows = Dim::product(&out.shape[..r - 1]).unwrap_or_default();
-        let body = blocks::matmul(cx, &l, &rows, (abuf, bbuf, elem), epilogue);
-        return (body, Vec::new());
+        let gemm = |cx: &mut Ctx, epilogue: Option<&mut dyn Epilogue>| {
+            blocked(
+                cx,
+                (out, out_elem),
+                [(a, abuf), (b, bbuf)],
+                packed,
+                (true, epilogue),
+            )
+        };
+        return blocks::matmul(cx, (&l, &rows), (abuf, bbuf, elem), epilogue, gemm);
     }
+    blocked(
+        cx,
+        (out, out_elem),
+        [(a, abuf), (b, bbuf)],
+        packed,
+        (false, epilogue),
+    )
+}
+
+/// The blocked kernel (see the module doc); `transposed`: `b`'s buffer holds `bᵀ`,
+/// block-quantized, whose slices each task packs transposed (see [`pack_b_transposed`]).
+fn blocked(
+    cx: &mut Ctx,
+    (out, out_elem): (&TensorType, Elem),
+    [(a, abuf), (b, bbuf)]: [(&TensorType, usize); 2],
+    packed: usize,
+    (transposed, mut epilogue): (bool, Option<&mut dyn Epilogue>),
+) -> (Vec<Stmt>, Vec<Local>) {
+    let mut s = Shape::of(cx);
+    if transposed {
+        // Slices of whole quantized blocks.
+        let block = archc_kernels::ir::QUANT_BLOCK as i64;
+        s.kc = (s.kc / block).max(1) * block;
+    }
+    let nr = s.nr();
+    let r = out.rank();
+    let flat = b.rank() == 2 && a.shape[..a.rank() - 1] == out.shape[..r - 1];
     // Partial sums of other types take the scalar path, which reads `b` as it is.
-    let prepacked = flat && out_elem == Elem::F32 && cx.packable.contains(&bbuf);
+    let prepacked = !transposed && flat && out_elem == Elem::F32 && cx.packable.contains(&bbuf);
     if prepacked {
         cx.packed.push((bbuf, nr));
     }
@@ -252,6 +291,7 @@ pub fn matmul(
         k: cx.dim(&a.shape[a.rank() - 1]),
         n: cx.dim(&out.shape[r - 1]),
         packed: prepacked.then_some(nr),
+        transposed,
     };
     let (task, extent, mut per_task, tasks) =
         task_grid(cx, &s, &l, (&rows, &batch_shape), out_elem);
@@ -307,7 +347,9 @@ fn slices(
     let (pc, k_lo, kc, later, last) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let (count, mut per_slice) = slice_bounds(s, l, [pc, k_lo, kc, later, last]);
     let at = Slice { s, l, t, k_lo, kc };
-    if l.packed.is_none() {
+    if l.transposed {
+        per_slice.push(pack_b_transposed(cx, &at, (bbuf, packed)));
+    } else if l.packed.is_none() {
         per_slice.push(pack_b(cx, &at, (bbuf, packed)));
     }
     // Compute: every panel, its full row blocks, then its leftover rows one at a time.
@@ -382,6 +424,10 @@ fn slices(
         serial(it, leftover.clone(), rest),
     ];
     per_slice.push(serial(jq, var(t.panels), per_panel));
+    if l.transposed {
+        // `blocks` takes this path only for whole panels: nothing lies past them.
+        return serial(pc, count, per_slice);
+    }
     // The columns past the full panels, a vector at a time, on the same row blocks.
     let (jv, vi, vt) = (cx.var(), cx.var(), cx.var());
     let mut main = vec![
@@ -483,6 +529,44 @@ fn pack_b(cx: &mut Ctx, at: &Slice, (bbuf, packed): (usize, usize)) -> Stmt {
         ));
     }
     serial(jp, var(t.panels), vec![serial(kk, var(kc), copy)])
+}
+
+/// [`pack_b`] from a `b` whose buffer holds `bᵀ` block-quantized: each column of the slice is
+/// a run of a row of `bᵀ`, loaded (dequantized) a vector at a time and stored lane by lane
+/// into its panel. The slices start at multiples of `kc`, which `blocks` makes a multiple of
+/// the blocks, so the vectors lie in whole blocks.
+fn pack_b_transposed(cx: &mut Ctx, at: &Slice, (bbuf, packed): (usize, usize)) -> Stmt {
+    let Slice { s, l, t, k_lo, kc } = *at;
+    let (nr, w) = (s.nr(), s.lanes as i64);
+    let (jp, c, kv, v) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let col = add(add(var(t.j.0), mul(var(jp), Expr::Int(nr))), var(c));
+    let p = mul(var(kv), Expr::Int(w));
+    let mut copy = vec![Stmt::Set(
+        v,
+        Expr::VLoad(
+            bbuf,
+            Box::new(l.b(cx, add(var(k_lo), p.clone()), col)),
+            w as u8,
+        ),
+    )];
+    for lane in 0..w {
+        let row = add(
+            mul(var(jp), Expr::Int(s.kc)),
+            add(p.clone(), Expr::Int(lane)),
+        );
+        let to = add(mul(row, Expr::Int(nr)), var(c));
+        copy.push(Stmt::Store(
+            packed,
+            to,
+            Expr::Lane(Box::new(var(v)), lane as u8),
+        ));
+    }
+    let vectors = bin(Bin::Div, var(kc), Expr::Int(w));
+    serial(
+        jp,
+        var(t.panels),
+        vec![serial(c, Expr::Int(nr), vec![serial(kv, vectors, copy)])],
+    )
 }
 
 /// Packs the slice `k_lo..k_lo + kc` of the task's `full` row blocks of `a`: block `ib` is

@@ -29,7 +29,7 @@ pub use same_weights::same_weights;
 
 use std::collections::BTreeMap;
 
-use archc_kernels::ir::{Elem, Kernel, Stmt, Ty};
+use archc_kernels::ir::{Axis, Elem, Expr, Kernel, Stmt, Ty};
 use archc_kernels::target::Target;
 use archc_runtime::quant::BlockFormat;
 use archc_runtime::{DType, Kind, Plan};
@@ -96,6 +96,34 @@ pub fn buffer_elem(b: &archc_runtime::Buffer) -> Elem {
 /// The scalar type values of a dtype have in kernels.
 pub fn ty(d: DType) -> Ty {
     elem(d).ty()
+}
+
+/// `body` with its top-level Grid loops run only when `cond` is `when`: one of a kernel's
+/// paths, which the dims choose between at run time (their grid extents are `select`ed).
+pub(crate) fn grids_when(body: Vec<Stmt>, cond: &Expr, when: bool) -> Vec<Stmt> {
+    body.into_iter()
+        .map(|s| match s {
+            Stmt::For {
+                var,
+                extent,
+                kind: Axis::Grid,
+                body,
+            } => {
+                let (yes, no) = if when {
+                    (extent, Expr::Int(0))
+                } else {
+                    (Expr::Int(0), extent)
+                };
+                Stmt::For {
+                    var,
+                    extent: Expr::Select(Box::new(cond.clone()), Box::new(yes), Box::new(no)),
+                    kind: Axis::Grid,
+                    body,
+                }
+            }
+            s => s,
+        })
+        .collect()
 }
 
 /// Lowers a graph for Cranelift's target (see [`lower_for`]).

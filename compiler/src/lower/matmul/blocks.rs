@@ -10,7 +10,7 @@
 //! epilogue (or a store) finishes each element.
 
 use archc_kernels::ir::build::{add, axis, bin, mul, var};
-use archc_kernels::ir::{Axis, Bin, BlockPart, Elem, Expr, Ieee32, Stmt, Var, QUANT_BLOCK};
+use archc_kernels::ir::{Axis, Bin, BlockPart, Elem, Expr, Ieee32, Local, Stmt, Var, QUANT_BLOCK};
 use archc_runtime::Buffer;
 use petgraph::graph::NodeIndex;
 
@@ -22,6 +22,9 @@ use crate::lower::index::Ctx;
 const ROWS: i64 = 4;
 /// The most rows of `w` one task owns.
 const COLS: i64 = 4;
+
+/// Products of at most this many rows take the dot products on the blocks (see `matmul`).
+const DOT_ROWS: i64 = 16;
 
 /// For node `n` of `g` (a matmul, or a region anchored on one) whose `b` is `permute[1, 0]`
 /// of a weight kept block-quantized: which operand `b` is, and the weight's buffer (of
@@ -84,15 +87,18 @@ fn transposed(g: &Graph, b: NodeIndex) -> Option<NodeIndex> {
     }
 }
 
-/// The kernel body: output buffer 0 gets `a · wᵀ` for `rows` rows, `a` and `w` in buffers
-/// `abuf` and `wbuf` (`l.b` is `wᵀ`'s type `[k, n]`, a constant `n`).
+/// The kernel body and its locals: output buffer 0 gets `a · wᵀ` for `rows` rows, `a` and
+/// `w` in buffers `abuf` and `wbuf` (`l.b` is `wᵀ`'s type `[k, n]`, a constant `n`). Up to
+/// [`DOT_ROWS`] rows (decoding) take dot products on the blocks; more (a prompt) take `gemm`,
+/// the blocked kernel packing `w`'s slices (of whole blocks) transposed and dequantized once
+/// per task, where `n` is whole panels. The kernel holds both; the row count picks.
 pub(super) fn matmul(
     cx: &mut Ctx,
-    l: &Layout,
-    rows: &Dim,
+    (l, rows): (&Layout, &Dim),
     (abuf, wbuf, elem): (usize, usize, Elem),
     mut epilogue: Option<&mut dyn Epilogue>,
-) -> Vec<Stmt> {
+    gemm: impl FnOnce(&mut Ctx, Option<&mut dyn Epilogue>) -> (Vec<Stmt>, Vec<Local>),
+) -> (Vec<Stmt>, Vec<Local>) {
     let n = l.b.shape[1].as_const().unwrap_or(0);
     let cols = (1..=COLS).rev().find(|c| n % c == 0).unwrap_or(1);
     // A width of at most 16 that divides the blocks: lanes never straddle two.
@@ -115,15 +121,25 @@ pub(super) fn matmul(
     let blocks = tile(cx, mul(var(ib), Expr::Int(ROWS)), ROWS, &mut epilogue);
     let start = mul(full.clone(), Expr::Int(ROWS));
     let rest = tile(cx, add(start.clone(), var(it)), 1, &mut epilogue);
-    vec![axis(
+    let dot = vec![axis(
         Axis::Grid,
         t,
         Expr::Int(n / cols),
         vec![
             axis(Axis::Serial, ib, full, blocks),
-            axis(Axis::Serial, it, bin(Bin::Sub, m, start), rest),
+            axis(Axis::Serial, it, bin(Bin::Sub, m.clone(), start), rest),
         ],
-    )]
+    )];
+    let s = super::Shape::of(cx);
+    let whole = n % s.nr() == 0 && s.lanes <= 16;
+    if !whole {
+        return (dot, Vec::new());
+    }
+    let (panels, locals) = gemm(cx, epilogue);
+    let few = bin(Bin::Le, m, Expr::Int(DOT_ROWS));
+    let mut body = crate::lower::grids_when(dot, &few, true);
+    body.extend(crate::lower::grids_when(panels, &few, false));
+    (body, locals)
 }
 
 /// One block of `rows` rows from row `first`, against the task's `cols` rows of `w`.
