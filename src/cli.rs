@@ -224,6 +224,11 @@ pub(crate) enum Command {
         /// always portable.
         #[arg(long, value_enum, default_value_t = Cpu::Native)]
         cpu: Cpu,
+        /// A GGUF checkpoint whose Q8_0/Q4_0/Q4_1 tensors the executable keeps in their blocks,
+        /// as `archc run` and `generate` do with it (it then takes a file with those tensor
+        /// types: `BIN generate --weights FILE.gguf`). Weights are not read or embedded.
+        #[arg(long, value_name = "FILE.gguf")]
+        weights: Option<PathBuf>,
         #[command(flatten)]
         passes: PassFlags,
     },

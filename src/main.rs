@@ -109,6 +109,16 @@ fn check_dim_names(dims: &[(String, i64)], symbols: &[String]) -> Result<(), Fai
         .map_err(|e| Failure::Usage(e.into()))
 }
 
+/// The block formats a GGUF checkpoint (`--weights`, if given) keeps `graph`'s weights in.
+fn blocks_of(
+    weights: Option<std::path::PathBuf>,
+    graph: &archc_compiler::graph::Graph,
+) -> Result<std::collections::BTreeMap<String, archc_runtime::quant::BlockFormat>, Failure> {
+    let files: Vec<std::path::PathBuf> = weights.into_iter().collect();
+    archc_runtime::block_formats(&files, graph.params.keys())
+        .map_err(|e| Failure::Input(format!("error: {e}\n")))
+}
+
 fn run(cli: Cli) -> Result<String, Failure> {
     let max_nodes = cli.max_nodes;
     let threads = cli.threads.map_or_else(
@@ -208,12 +218,13 @@ fn run(cli: Cli) -> Result<String, Failure> {
             cc,
             backend,
             cpu,
+            weights,
             passes,
         } => {
-            let passes = passes.options()?;
             check_paths(Some(&output), &[("the .arch source", Some(&file))])?;
             let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            let passes = passes.options()?.with_blocks(blocks_of(weights, &graph)?);
             let target = match (backend, cpu) {
                 (Codegen::Cranelift, _) => Target::cranelift_x86_64(),
                 (Codegen::Llvm, Cpu::Native) => Target::host(),
@@ -271,10 +282,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 return Ok(print_file(&ast));
             }
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
-            let files: Vec<std::path::PathBuf> = weights.into_iter().collect();
-            let blocks = archc_runtime::block_formats(&files, graph.params.keys())
-                .map_err(|e| Failure::Input(format!("error: {e}\n")))?;
-            let passes = passes.with_blocks(blocks);
+            let passes = passes.with_blocks(blocks_of(weights, &graph)?);
             check_dim_names(&dims, &graph.symbols)?;
             if explain_fusion {
                 print_notes(

@@ -75,7 +75,13 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
         Engine::Native(kind) => kind.target(),
         Engine::Interp => BackendKind::Cranelift.target(),
     };
-    let lowered = progress::spin("lowering", || lower_optimized_for(g, &o.passes, &target))
+    // Native code reads a GGUF checkpoint's quantized blocks in place.
+    let blocks = match o.engine {
+        Engine::Native(_) => archc_runtime::block_formats(&o.weights, g.params.keys())?,
+        Engine::Interp => Default::default(),
+    };
+    let passes = o.passes.clone().with_blocks(blocks);
+    let lowered = progress::spin("lowering", || lower_optimized_for(g, &passes, &target))
         .map_err(|e| e.to_string())?;
     time.compile = start.elapsed();
     let (inputs, defaulted) = load_inputs(&lowered.plan, input_file.as_ref(), o.seed, &o.dims)?;

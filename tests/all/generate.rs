@@ -142,6 +142,9 @@ fn smollm2_answers_chat_prompts_as_transformers_does() {
                 got.len()
             );
         }
+        if i == 0 {
+            quantized_and_f32_answer_alike(&d, &gguf, &want);
+        }
         // The same from the text: the GGUF file's tokenizer and chat template make the ids.
         let args = [
             "generate",
@@ -199,6 +202,37 @@ fn smollm2_answers_chat_prompts_as_transformers_does() {
     answer.expect(0, &[]);
     assert!(answer.stdout.contains("Paris"), "{}", answer.stdout);
     std::fs::remove_dir_all(&d).ok();
+}
+
+/// SmolLM2's first prompt (in `d/in.safetensors`) answered `want` with the weights kept in
+/// their blocks; so it is with them dequantized to f32 (`--f32-weights`), and by a binary built
+/// to keep them in blocks (`build --weights`).
+fn quantized_and_f32_answer_alike(d: &Path, gguf: &Path, want: &[f32]) {
+    let gguf = p(gguf);
+    let shared = [
+        "--weights",
+        &gguf,
+        "--inputs",
+        "in.safetensors",
+        "--max-new-tokens",
+        "32",
+    ];
+    let mut args = vec!["generate", "smol.arch", "--f32-weights"];
+    args.extend(shared);
+    args.extend(["--outputs", "f32.safetensors"]);
+    archc_limited(&args, d).expect(0, &[]);
+    let got = read(&d.join("f32.safetensors"), "generated_ids").to_f32();
+    assert_eq!(got, want, "with --f32-weights");
+    let build = ["build", "smol.arch", "--weights", &gguf, "-o", "smol-bin"];
+    archc_limited(&build, d).expect(0, &[]);
+    let mut args = vec!["generate"];
+    args.extend(shared);
+    args.extend(["--outputs", "bin.safetensors"]);
+    let run = common::limited(&d.join("smol-bin"), &args, d);
+    run.expect(0, &[]);
+    assert!(run.stdout.contains("against the State"), "{}", run.stdout);
+    let got = read(&d.join("bin.safetensors"), "generated_ids").to_f32();
+    assert_eq!(got, want, "the built binary");
 }
 
 #[test]

@@ -304,8 +304,10 @@ fn tiny_mamba(dir: &Path, sign: f32) -> (PathBuf, PathBuf) {
     (g, s)
 }
 
-/// Runs `arch` on the GGUF file and on its safetensors twin with every backend: the outputs
-/// are the same bytes.
+/// Runs `arch` on the GGUF file and on its safetensors twin with every backend: the same
+/// outputs, bit for bit on the interpreter (both files' weights are f32 values there), and
+/// within 1e-5 natively, where the GGUF file's quantized tensors stay in their blocks and the
+/// matmuls that read them add in another order.
 fn twins(d: &Path, arch: &str, gguf: &Path, twin: &Path) {
     let ids = (0..14).map(|i| i * 5 % 48).collect();
     write_safetensors(
@@ -328,13 +330,16 @@ fn twins(d: &Path, arch: &str, gguf: &Path, twin: &Path) {
                 backend,
             ];
             archc_limited(&args, d).expect(0, &[]);
-            std::fs::read(d.join(out)).expect("written")
+            archc_runtime::TensorFile::open(&d.join(out))
+                .and_then(|f| f.read_any("logits"))
+                .expect("written")
         };
-        assert_eq!(
-            run(gguf, "a.safetensors"),
-            run(twin, "b.safetensors"),
-            "{arch} ({backend})"
-        );
+        let (a, b) = (run(gguf, "a.safetensors"), run(twin, "b.safetensors"));
+        if backend == "interp" {
+            assert_eq!(a, b, "{arch} ({backend})");
+        }
+        let err = common::rel_err(&a, &b);
+        assert!(err <= 1e-5, "{arch} ({backend}): rel err {err:e}");
     }
 }
 
