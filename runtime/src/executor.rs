@@ -89,7 +89,6 @@ enum Prepared {
 /// What one run needs while it walks the frames.
 struct Run<'r> {
     launcher: &'r dyn Launcher,
-    dims: &'r HashMap<String, i64>,
     dim_values: &'r [i64],
     /// Steps launched so far (for error messages and the profile).
     count: usize,
@@ -130,6 +129,13 @@ fn store(t: &Tensor, dtype: DType, dst: &mut [u8]) {
             store(&Tensor::bool(t.shape.clone(), v), dtype, dst)
         }
     }
+}
+
+/// The bytes of each buffer of a frame for these dims.
+fn frame_bytes(buffers: &[Buffer], dims: &HashMap<String, i64>) -> Vec<usize> {
+    (0..buffers.len())
+        .map(|b| buffer_bytes(buffers, b, dims))
+        .collect()
 }
 
 /// A tensor's values as the `n` bytes of its storage for `dtype`, if it holds them so
@@ -416,7 +422,8 @@ impl<'p> Executor<'p> {
         let none = HashMap::new();
         // Prepare steps read no dims, but kernels take one value per symbol all the same.
         let zeros = plan.dim_values(&none);
-        let mut run = Run::new(launcher, &none, &zeros)?;
+        let mut run = Run::new(launcher, &zeros)?;
+        let bytes = frame_bytes(&plan.buffers, &none);
         // Prepare steps read and write weight buffers only: no arena.
         let no_arena = vec![None; plan.buffers.len()];
         let mut needed: HashSet<usize> = plan
@@ -447,7 +454,7 @@ impl<'p> Executor<'p> {
             let ptrs = self.pointers(&plan.buffers, &no_arena, std::ptr::null_mut(), &[]);
             // SAFETY: the pointers are the weights' memory (the only buffers prepare steps
             // touch), owned for the outputs, which no other step reads meanwhile.
-            unsafe { run.steps(plan, std::slice::from_ref(step), &plan.buffers, &ptrs) }?;
+            unsafe { run.steps(plan, std::slice::from_ref(step), &bytes, &ptrs) }?;
             self.release(|b| needed.contains(b) || last_read.get(b).is_some_and(|&l| l > j));
         }
         self.release(|b| needed.contains(b));
@@ -548,7 +555,14 @@ impl<'p> Executor<'p> {
                 *p = input;
             }
         }
-        let mut run = Run::new(launcher, &dims, &dim_values)?;
+        let mut run = Run::new(launcher, &dim_values)?;
+        // Every buffer's bytes for these dims, once: not at each of a step's launches.
+        let bytes = frame_bytes(&plan.buffers, &dims);
+        let kind_bytes: Vec<Vec<usize>> = plan
+            .kinds
+            .iter()
+            .map(|k| frame_bytes(&k.buffers, &dims))
+            .collect();
         for (i, step) in plan.steps.iter().enumerate() {
             match step {
                 Step::Call { kind, args } => {
@@ -559,11 +573,11 @@ impl<'p> Executor<'p> {
                     let kptrs = self.pointers(&k.buffers, &layout.kinds[*kind], region, &slots);
                     // SAFETY: the kind's buffers are in its region of the arena or are the
                     // caller's, laid out for these dims; the run holds the arena exclusively.
-                    unsafe { run.steps(plan, &k.steps, &k.buffers, &kptrs) }?;
+                    unsafe { run.steps(plan, &k.steps, &kind_bytes[*kind], &kptrs) }?;
                 }
                 // SAFETY: the top level's buffers are weights or in the arena, laid out for
                 // these dims; the run holds the arena exclusively.
-                s => unsafe { run.steps(plan, std::slice::from_ref(s), &plan.buffers, &ptrs) }?,
+                s => unsafe { run.steps(plan, std::slice::from_ref(s), &bytes, &ptrs) }?,
             }
         }
         run.report(plan);
@@ -622,11 +636,7 @@ fn check_writes(plan: &Plan) -> Result<(), RunError> {
 }
 
 impl<'r> Run<'r> {
-    fn new(
-        launcher: &'r dyn Launcher,
-        dims: &'r HashMap<String, i64>,
-        dim_values: &'r [i64],
-    ) -> Result<Run<'r>, RunError> {
+    fn new(launcher: &'r dyn Launcher, dim_values: &'r [i64]) -> Result<Run<'r>, RunError> {
         // The arena and the weights are host memory.
         if launcher.device() != Device::Host {
             return Err(RunError::Device(launcher.device()));
@@ -635,7 +645,6 @@ impl<'r> Run<'r> {
         let profile = std::env::var_os("ARCHC_PROFILE").is_some();
         Ok(Run {
             launcher,
-            dims,
             dim_values,
             count: 0,
             times: profile.then(Vec::new),
@@ -652,7 +661,7 @@ impl<'r> Run<'r> {
         &mut self,
         plan: &Plan,
         steps: &[Step],
-        buffers: &[Buffer],
+        bytes: &[usize],
         ptrs: &[*mut u8],
     ) -> Result<(), RunError> {
         for step in steps {
@@ -674,10 +683,7 @@ impl<'r> Run<'r> {
                 kernel: name(),
                 message,
             };
-            let sizes: Vec<usize> = args
-                .iter()
-                .map(|&b| buffer_bytes(buffers, b, self.dims))
-                .collect();
+            let sizes: Vec<usize> = args.iter().map(|&b| bytes[b]).collect();
             // SAFETY: the caller's contract on `ptrs`.
             let mut a = unsafe { arguments(args, &sizes, ptrs) }.map_err(fail)?;
             let status = self

@@ -24,20 +24,23 @@ impl Sampling {
     /// from `rng` when sampling. NaN logits count as never chosen.
     pub fn choose(&self, logits: &[f32], banned: &[usize], rng: &mut SplitMix64) -> usize {
         let allowed = |i: usize, x: f32| !x.is_nan() && !banned.contains(&i);
+        // Most likely first; ties go to the lower id, as argmax does.
+        let first = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
         let mut order: Vec<usize> = (0..logits.len())
             .filter(|&i| allowed(i, logits[i]))
             .collect();
-        // Most likely first; ties go to the lower id, as argmax does.
-        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        if self.greedy() {
+            // One pass over the vocabulary, not a sort of it (at every step).
+            return order.into_iter().min_by(first).unwrap_or(0);
+        }
+        if self.top_k > 0 && self.top_k < order.len() {
+            order.select_nth_unstable_by(self.top_k - 1, first);
+            order.truncate(self.top_k);
+        }
+        order.sort_by(first);
         let Some(&best) = order.first() else {
             return 0;
         };
-        if self.greedy() {
-            return best;
-        }
-        if self.top_k > 0 {
-            order.truncate(self.top_k);
-        }
         let top = logits[best] / self.temperature;
         let weights: Vec<f64> = order
             .iter()
