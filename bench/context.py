@@ -1,7 +1,7 @@
 """Decode speed against context length: the derived step of the llama, mamba and jamba examples.
 
 For each example and context length, `archc generate` prefills a prompt of random token ids
-(seed-random weights) and decodes 64 more tokens with the derived step; the time per token is
+(seed-random weights) and decodes 1024 more tokens with the derived step; the time per token is
 the median over rounds of its decode rate. Attention keeps a KV cache that grows with the
 context, so the Llama example's step slows down as the context grows; Mamba keeps a constant
 State (a convolution window and a scan carry per layer), so its time per token stays flat.
@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-NEW = 64
+NEW = 1024
 
 
 def rate(archc, example, inputs, threads):

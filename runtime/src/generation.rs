@@ -446,7 +446,10 @@ impl<'r, 'a> Stateful<'r, 'a> {
         self.state
             .absorb(&mut parts, new)
             .map_err(|e| e.to_string())?;
-        self.fed = context.to_vec();
+        // The rows grow by the new positions only: no copy of the whole context per step.
+        for (f, c) in self.fed.iter_mut().zip(context) {
+            f.extend_from_slice(&c[f.len()..]);
+        }
         Ok(logits)
     }
 
