@@ -15,6 +15,7 @@ pub mod files;
 pub mod generation;
 pub mod gguf;
 pub mod gguf_names;
+mod host_bytes;
 mod launch;
 mod launcher;
 mod plan;

@@ -233,6 +233,16 @@ fn quantized_and_f32_answer_alike(d: &Path, gguf: &Path, want: &[f32]) {
     assert!(run.stdout.contains("against the State"), "{}", run.stdout);
     let got = read(&d.join("bin.safetensors"), "generated_ids").to_f32();
     assert_eq!(got, want, "the built binary");
+    // Without the GGUF file it has no blocks to read, and says what it needs.
+    let args = [
+        "generate",
+        "--inputs",
+        "in.safetensors",
+        "--max-new-tokens",
+        "2",
+    ];
+    common::limited(&d.join("smol-bin"), &args, d)
+        .expect(1, &["blocks from a GGUF checkpoint", "--weights"]);
 }
 
 #[test]

@@ -254,7 +254,7 @@ pub fn matmul(
 }
 
 /// The blocked kernel (see the module doc); `transposed`: `b`'s buffer holds `bᵀ`,
-/// block-quantized, whose slices each task packs transposed (see [`pack_b_transposed`]).
+/// block-quantized, whose slices each task packs transposed (see `blocks::pack_transposed`).
 fn blocked(
     cx: &mut Ctx,
     (out, out_elem): (&TensorType, Elem),
@@ -348,7 +348,7 @@ fn slices(
     let (count, mut per_slice) = slice_bounds(s, l, [pc, k_lo, kc, later, last]);
     let at = Slice { s, l, t, k_lo, kc };
     if l.transposed {
-        per_slice.push(pack_b_transposed(cx, &at, (bbuf, packed)));
+        per_slice.push(blocks::pack_transposed(cx, &at, (bbuf, packed)));
     } else if l.packed.is_none() {
         per_slice.push(pack_b(cx, &at, (bbuf, packed)));
     }
@@ -529,44 +529,6 @@ fn pack_b(cx: &mut Ctx, at: &Slice, (bbuf, packed): (usize, usize)) -> Stmt {
         ));
     }
     serial(jp, var(t.panels), vec![serial(kk, var(kc), copy)])
-}
-
-/// [`pack_b`] from a `b` whose buffer holds `bᵀ` block-quantized: each column of the slice is
-/// a run of a row of `bᵀ`, loaded (dequantized) a vector at a time and stored lane by lane
-/// into its panel. The slices start at multiples of `kc`, which `blocks` makes a multiple of
-/// the blocks, so the vectors lie in whole blocks.
-fn pack_b_transposed(cx: &mut Ctx, at: &Slice, (bbuf, packed): (usize, usize)) -> Stmt {
-    let Slice { s, l, t, k_lo, kc } = *at;
-    let (nr, w) = (s.nr(), s.lanes as i64);
-    let (jp, c, kv, v) = (cx.var(), cx.var(), cx.var(), cx.var());
-    let col = add(add(var(t.j.0), mul(var(jp), Expr::Int(nr))), var(c));
-    let p = mul(var(kv), Expr::Int(w));
-    let mut copy = vec![Stmt::Set(
-        v,
-        Expr::VLoad(
-            bbuf,
-            Box::new(l.b(cx, add(var(k_lo), p.clone()), col)),
-            w as u8,
-        ),
-    )];
-    for lane in 0..w {
-        let row = add(
-            mul(var(jp), Expr::Int(s.kc)),
-            add(p.clone(), Expr::Int(lane)),
-        );
-        let to = add(mul(row, Expr::Int(nr)), var(c));
-        copy.push(Stmt::Store(
-            packed,
-            to,
-            Expr::Lane(Box::new(var(v)), lane as u8),
-        ));
-    }
-    let vectors = bin(Bin::Div, var(kc), Expr::Int(w));
-    serial(
-        jp,
-        var(t.panels),
-        vec![serial(c, Expr::Int(nr), vec![serial(kv, vectors, copy)])],
-    )
 }
 
 /// Packs the slice `k_lo..k_lo + kc` of the task's `full` row blocks of `a`: block `ib` is

@@ -2,19 +2,26 @@
 //! `Q8_0`, `Q4_0` or `Q4_1` blocks), read in place: decoding reads every weight once per
 //! token, so it is bound by their bytes, and blocks of 4.5 bits read 7× fewer than f32.
 //!
-//! `w` is `[n, k]` row-major with its blocks along `k`, so the kernel takes dot products along
-//! `k`: each task owns `COLS` rows of `w` (output columns), and for every `ROWS` rows of `x`
-//! it keeps `ROWS × COLS` vector accumulators over `k`. Each vector of `w` is loaded (and
-//! dequantized, in registers) once per row block and used by all its rows; the rows left
-//! over get a one-row pass. The accumulators' lanes are summed in order at the end, then the
-//! epilogue (or a store) finishes each element.
+//! `w` is `[n, k]` row-major with its blocks along `k`. The kernel has two paths, which the
+//! row count picks at run time:
+//!
+//! - Up to `DOT_ROWS` rows (decoding), dot products along `k`: each task owns `COLS` rows of
+//!   `w` (output columns) and, for every `ROWS` rows of `x`, keeps `ROWS × COLS` vector
+//!   accumulators. Block by block it loads each column's integers once (widened to f32 lanes
+//!   in registers) for all the rows, takes their dot product with the rows' values and scales
+//!   it once: `Σ x·(q·d + m) = d·Σ x·q + m·Σ x` (the minimum only for `Q4_1`). The rows left
+//!   over get a one-row pass; the accumulators' lanes are summed in order at the end, then the
+//!   epilogue (or a store) finishes each element.
+//! - More rows (a prompt), the blocked matmul of `matmul.rs`, whose tasks pack their slices of
+//!   `w` transposed, dequantized once per task ([`pack_transposed`]), where `n` is whole
+//!   panels.
 
-use archc_kernels::ir::build::{add, axis, bin, mul, var};
+use archc_kernels::ir::build::{add, axis, bin, mul, serial, var};
 use archc_kernels::ir::{Axis, Bin, BlockPart, Elem, Expr, Ieee32, Local, Stmt, Var, QUANT_BLOCK};
 use archc_runtime::Buffer;
 use petgraph::graph::NodeIndex;
 
-use super::{Epilogue, Layout};
+use super::{Epilogue, Layout, Slice};
 use crate::graph::{Dim, Graph, Op, RegionKind};
 use crate::lower::index::Ctx;
 
@@ -140,6 +147,44 @@ pub(super) fn matmul(
     let mut body = crate::lower::grids_when(dot, &few, true);
     body.extend(crate::lower::grids_when(panels, &few, false));
     (body, locals)
+}
+
+/// `pack_b` from a `b` whose buffer holds `bᵀ` block-quantized: each column of the slice is
+/// a run of a row of `bᵀ`, loaded (dequantized) a vector at a time and stored lane by lane
+/// into its panel. The slices start at multiples of `kc`, which `blocks` makes a multiple of
+/// the blocks, so the vectors lie in whole blocks.
+pub(super) fn pack_transposed(cx: &mut Ctx, at: &Slice, (bbuf, packed): (usize, usize)) -> Stmt {
+    let Slice { s, l, t, k_lo, kc } = *at;
+    let (nr, w) = (s.nr(), s.lanes as i64);
+    let (jp, c, kv, v) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let col = add(add(var(t.j.0), mul(var(jp), Expr::Int(nr))), var(c));
+    let p = mul(var(kv), Expr::Int(w));
+    let mut copy = vec![Stmt::Set(
+        v,
+        Expr::VLoad(
+            bbuf,
+            Box::new(l.b(cx, add(var(k_lo), p.clone()), col)),
+            w as u8,
+        ),
+    )];
+    for lane in 0..w {
+        let row = add(
+            mul(var(jp), Expr::Int(s.kc)),
+            add(p.clone(), Expr::Int(lane)),
+        );
+        let to = add(mul(row, Expr::Int(nr)), var(c));
+        copy.push(Stmt::Store(
+            packed,
+            to,
+            Expr::Lane(Box::new(var(v)), lane as u8),
+        ));
+    }
+    let vectors = bin(Bin::Div, var(kc), Expr::Int(w));
+    serial(
+        jp,
+        var(t.panels),
+        vec![serial(c, Expr::Int(nr), vec![serial(kv, vectors, copy)])],
+    )
 }
 
 /// One block of `rows` rows from row `first`, against the task's `cols` rows of `w`.
