@@ -74,6 +74,10 @@ pub struct Executor<'p> {
     /// zeroes it instead of asking the OS for fresh pages (a 500 MB arena of logits cost
     /// more in page faults than the run's kernels).
     arena: Vec<u64>,
+    /// The last arena layout and the dims it was made for (see `layout_for`).
+    laid_out: Option<(HashMap<String, i64>, crate::ArenaLayout)>,
+    /// `Plan::sizes_grow`, once.
+    sizes_grow: bool,
 }
 
 /// How far the prepare steps got.
@@ -274,6 +278,8 @@ impl<'p> Executor<'p> {
             prepared: Prepared::Not,
             skipped,
             arena: Vec::new(),
+            laid_out: None,
+            sizes_grow: plan.sizes_grow(),
         })
     }
 
@@ -416,6 +422,34 @@ impl<'p> Executor<'p> {
             .collect()
     }
 
+    /// The arena layout for these dims. Where every arena buffer's size grows with every dim
+    /// (`Plan::sizes_grow`), a layout made for larger dims holds these too: the last one is
+    /// reused while the dims stay within those it was made for, and a new one is made with
+    /// room to grow (each dim an eighth larger), so that a generation step, whose context
+    /// grows by a position, lays its arena out (a sort and a packing of every buffer) only
+    /// every so many steps.
+    fn layout_for(&mut self, dims: &HashMap<String, i64>) -> crate::ArenaLayout {
+        let plan = self.plan;
+        if !self.sizes_grow {
+            return plan.layout(dims);
+        }
+        if let Some((bound, layout)) = &self.laid_out {
+            let within = dims
+                .iter()
+                .all(|(k, v)| bound.get(k).is_some_and(|b| v <= b));
+            if within && bound.len() == dims.len() {
+                return layout.clone();
+            }
+        }
+        let grown: HashMap<String, i64> = dims
+            .iter()
+            .map(|(k, &v)| (k.clone(), v.saturating_add(v.max(0) / 8)))
+            .collect();
+        let layout = plan.layout(&grown);
+        self.laid_out = Some((grown, layout.clone()));
+        layout
+    }
+
     /// Runs the plan once; returns the outputs in declaration order.
     pub fn run(
         &mut self,
@@ -427,7 +461,7 @@ impl<'p> Executor<'p> {
         let dims = self.bind(inputs, explicit)?;
         self.prepare(launcher)?;
         let dim_values = plan.dim_values(&dims);
-        let layout = plan.layout(&dims);
+        let layout = self.layout_for(&dims);
         // A huge dim must be an error, not an abort in the allocator.
         let need = words(layout.bytes);
         let mut arena = std::mem::take(&mut self.arena);

@@ -385,6 +385,18 @@ impl Plan {
         }
     }
 
+    /// Whether every arena buffer's size grows (or stays) as any dim grows: each of its
+    /// extents is a polynomial without negative coefficients. Then an arena laid out for some
+    /// dims holds the buffers of any dims no larger.
+    pub fn sizes_grow(&self) -> bool {
+        let frames = std::iter::once(&self.buffers).chain(self.kinds.iter().map(|k| &k.buffers));
+        frames
+            .flatten()
+            .filter(|b| b.storage == Storage::Arena)
+            .flat_map(|b| &b.shape)
+            .all(|d| d.terms().all(|(_, c)| c >= 0))
+    }
+
     /// The top-level buffer whose memory a buffer uses (following aliases).
     pub fn root(&self, buffer: usize) -> usize {
         root(&self.buffers, buffer)

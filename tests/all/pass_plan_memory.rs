@@ -84,3 +84,41 @@ proptest! {
         }
     }
 }
+
+/// A plan whose buffers grow with every dim holds, in an arena laid out for some dims, the
+/// buffers of any dims no larger (what the executor relies on to lay a generation step's arena
+/// out only every so many steps); a buffer that shrinks as a dim grows (`seq - 1`) makes the
+/// plan say so.
+#[test]
+fn a_layout_for_larger_dims_holds_smaller_ones_when_sizes_grow() {
+    let src = "model m {
+  input x: f32[batch, seq, 8]
+  param w: [8, 8]
+  output y = tanh(matmul(tanh(x), w)) + x
+}
+";
+    let g = compile("m.arch", src).unwrap_or_else(|(_, r)| panic!("{r}"));
+    let plan = lower_optimized(&g, &PassOptions::all()).unwrap().plan;
+    assert!(plan.sizes_grow());
+    let dims = |b: i64, s: i64| HashMap::from([("batch".to_string(), b), ("seq".to_string(), s)]);
+    let big = plan.layout(&dims(2, 40));
+    for (b, s) in [(1, 1), (2, 17), (2, 40)] {
+        let small = plan.layout(&dims(b, s));
+        assert!(small.bytes <= big.bytes);
+        for (i, buffer) in plan.buffers.iter().enumerate() {
+            let (Some(at), Some(_)) = (big.top[i], small.top[i]) else {
+                continue;
+            };
+            let n = archc_runtime::numel(buffer, &dims(b, s)) * 4;
+            assert!(at + n <= big.bytes, "buffer {i} fits the larger arena");
+        }
+    }
+    let shrinking = "model m {
+  input x: f32[seq, 8]
+  output y = tanh(slice(x, 0, 1))
+}
+";
+    let g = compile("m.arch", shrinking).unwrap_or_else(|(_, r)| panic!("{r}"));
+    let plan = lower_optimized(&g, &PassOptions::all()).unwrap().plan;
+    assert!(!plan.sizes_grow());
+}
