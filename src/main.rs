@@ -114,6 +114,17 @@ fn blocks_of(
     weights: Option<std::path::PathBuf>,
     graph: &archc_compiler::graph::Graph,
 ) -> Result<std::collections::BTreeMap<String, archc_runtime::quant::BlockFormat>, Failure> {
+    let gguf = |p: &std::path::Path| {
+        p.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    };
+    if let Some(p) = weights.as_deref().filter(|p| !gguf(p)) {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--weights {} is not a GGUF checkpoint (FILE.gguf): here it only says which weights \
+             stay in their quantized blocks",
+            p.display()
+        )));
+    }
     let files: Vec<std::path::PathBuf> = weights.into_iter().collect();
     archc_runtime::block_formats(&files, graph.params.keys())
         .map_err(|e| Failure::Input(format!("error: {e}\n")))

@@ -278,3 +278,26 @@ fn a_gguf_type_names_its_block_format() {
     assert_eq!(GgmlType::F16.format(), None);
     assert_eq!(BlockFormat::Q8_0.bytes(64), 68);
 }
+
+/// `build` and `dump` read a GGUF file's block formats only: another file is a usage error, a
+/// damaged one an error naming it.
+#[test]
+fn build_and_dump_take_only_a_gguf_file_for_its_blocks() {
+    let d = common::scratch_dir("quantized-cli");
+    let llama = repo("examples/llama.arch");
+    let llama = llama.to_str().unwrap_or_default();
+    let readme = repo("README.md");
+    let args = [
+        "build",
+        llama,
+        "--weights",
+        readme.to_str().unwrap_or_default(),
+        "-o",
+        "x",
+    ];
+    common::archc_limited(&args, &d).expect(2, &["is not a GGUF checkpoint"]);
+    std::fs::write(d.join("cut.gguf"), b"GGUF\x03\x00\x00\x00").expect("writable");
+    let args = ["dump", "--stage", "kernels", llama, "--weights", "cut.gguf"];
+    common::archc_limited(&args, &d).expect(1, &["cut.gguf"]);
+    std::fs::remove_dir_all(&d).ok();
+}
