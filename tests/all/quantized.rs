@@ -1,6 +1,7 @@
 //! Weights kept block-quantized in memory (ggml's Q8_0, Q4_0, Q4_1). A kernel loading them
 //! dequantizes every element exactly as ggml's reference does, on the Kernel IR interpreter
-//! and on every native backend, scalar and in vectors. Whole models whose weights stay in
+//! and on every native backend, scalar and in vectors of 4 to 16 lanes, and so does one that
+//! reads a block's parts (`Expr::Block`) and multiplies and adds them itself. Whole models whose weights stay in
 //! blocks (their matmuls reading them in place, a tied embedding gathered from them) give the
 //! graph interpreter's outputs on the dequantized weights within 1e-4, for one row (decoding),
 //! ragged row counts, and prompts long enough for the blocked kernel that packs the blocks.
@@ -10,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use archc_compiler::codegen::kernel_interp::KernelInterp;
 use archc_compiler::interp::{bind_dims, interpret, MapWeights};
 use archc_compiler::passes::{lower_optimized_for, PassOptions};
-use archc_kernels::ir::build::{axis, bin, load, mul, var};
-use archc_kernels::ir::{Axis, Bin, Elem, Expr, Kernel, Param, Stmt, Var};
+use archc_kernels::ir::build::{add, axis, bin, load, mul, var};
+use archc_kernels::ir::{Axis, Bin, BlockPart, Elem, Expr, Kernel, Param, Stmt, Var};
 use archc_kernels::target::Target;
 use archc_runtime::quant::{BlockFormat, GgmlType};
 use archc_runtime::{
@@ -91,45 +92,96 @@ fn launch(launcher: &dyn Launcher, blocks: &[u8], n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// `out[32·b + j] = quants · scale (+ min)` for every block `b`, from `Expr::Block`'s parts,
+/// `width` integers at a time (a multiply, then an add: ggml's order).
+fn from_parts(elem: Elem, width: u8) -> Kernel {
+    let b = Var(0);
+    let part = |p| Expr::Block(1, Box::new(var(b)), p);
+    let splat = |e: Expr| Expr::Splat(Box::new(e), width);
+    let runs = 32 / i64::from(width);
+    let mut body = Vec::new();
+    for r in 0..runs {
+        let at = (r * i64::from(width)) as u8;
+        let q = part(BlockPart::Quants { at, width });
+        let mut x = mul(q, splat(part(BlockPart::Scale)));
+        if elem == Elem::Q4_1 {
+            x = add(x, splat(part(BlockPart::Min)));
+        }
+        let to = add(mul(var(b), Expr::Int(32)), Expr::Int(i64::from(at)));
+        body.push(Stmt::VStore(0, to, x, width));
+    }
+    let mut k = widen(elem, width);
+    k.name = format!("parts_{elem:?}_{width}");
+    let blocks = bin(Bin::Div, Expr::Dim(0), Expr::Int(32));
+    k.body = vec![axis(Axis::Grid, b, blocks, body)];
+    k
+}
+
+/// The launchers each kernel runs on besides the interpreter, by name: Cranelift (4 lanes at
+/// most) and, where built, LLVM.
+fn natives(
+    kernels: &[Kernel],
+    signatures: Signatures,
+    width: u8,
+) -> Vec<(&'static str, Box<dyn Launcher>)> {
+    let mut out: Vec<(&'static str, Box<dyn Launcher>)> = Vec::new();
+    if width <= 4 {
+        let jit = archc_compiler::codegen::jit::compile(kernels, signatures.clone()).unwrap();
+        out.push(("cranelift", Box::new(jit.with_threads(3).unwrap())));
+    }
+    #[cfg(feature = "llvm")]
+    {
+        let jit = archc_compiler::codegen::llvm::compile(kernels, signatures).unwrap();
+        out.push(("llvm", Box::new(jit.with_threads(3).unwrap())));
+    }
+    #[cfg(not(feature = "llvm"))]
+    let _ = signatures;
+    out
+}
+
 #[test]
 fn loads_dequantize_as_ggml_does_on_every_backend() {
     let n = 32 * 40;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (format, elem) in FORMATS {
         let blocks = random_blocks(format, n, 7);
         let want = dequantized(format, &blocks);
-        for width in [1u8, 4] {
-            let k = widen(elem, width);
-            let problems = archc_kernels::verify::verify_kernel(&k, 1);
-            assert!(problems.is_empty(), "{problems:?}");
-            let kernels = [k];
-            let by_ir = launch(&KernelInterp(&kernels), &blocks, n);
-            assert_eq!(by_ir, want, "the interpreter, {elem:?} × {width}");
-            let signatures = Signatures {
-                symbols: 1,
-                kernels: vec![Signature {
-                    params: vec![
-                        ParamSignature {
-                            elem_bytes: 4,
-                            align: 4,
-                            output: true,
-                            len: Size::Symbol(0),
-                        },
-                        ParamSignature {
-                            elem_bytes: format.ggml().block().1,
-                            align: 1,
-                            output: false,
-                            len: Size::Const((n / 32) as i64),
-                        },
-                    ],
-                }],
-            };
-            let jit = archc_compiler::codegen::jit::compile(&kernels, signatures)
-                .unwrap()
-                .with_threads(3)
-                .unwrap();
-            let native = launch(&jit, &blocks, n);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&native), bits(&want), "Cranelift, {elem:?} × {width}");
+        for width in [1u8, 4, 8, 16] {
+            let mut kernels = vec![widen(elem, width)];
+            if width > 1 {
+                kernels.push(from_parts(elem, width));
+            }
+            for k in kernels {
+                let problems = archc_kernels::verify::verify_kernel(&k, 1);
+                assert!(problems.is_empty(), "{problems:?}");
+                let kernels = [k];
+                let name = &kernels[0].name;
+                let by_ir = launch(&KernelInterp(&kernels), &blocks, n);
+                assert_eq!(bits(&by_ir), bits(&want), "the interpreter, {name}");
+                let signatures = Signatures {
+                    symbols: 1,
+                    kernels: vec![Signature {
+                        params: vec![
+                            ParamSignature {
+                                elem_bytes: 4,
+                                align: 4,
+                                output: true,
+                                len: Size::Symbol(0),
+                            },
+                            ParamSignature {
+                                elem_bytes: format.ggml().block().1,
+                                align: 1,
+                                output: false,
+                                len: Size::Const((n / 32) as i64),
+                            },
+                        ],
+                    }],
+                };
+                for (backend, native) in natives(&kernels, signatures, width) {
+                    let got = launch(native.as_ref(), &blocks, n);
+                    assert_eq!(bits(&got), bits(&want), "{backend}, {name}");
+                }
+            }
         }
     }
 }
