@@ -46,7 +46,7 @@ impl BufData {
             BufData::F16(v) | BufData::BF16(v) => v.len(),
             BufData::I64(v) => v.len(),
             BufData::Bool(v) => v.len(),
-            BufData::Blocks(q, v) => v.len() / q.size() * QUANT_BLOCK,
+            BufData::Blocks(q, v) => v.len() / q.size() * q.block_elems(),
         }
     }
 
@@ -57,8 +57,13 @@ impl BufData {
             BufData::F16(v) => crate::storage::f16_to_f32(v[at]),
             BufData::BF16(v) => crate::storage::bf16_to_f32(v[at]),
             BufData::Blocks(q, v) => {
-                let start = at / QUANT_BLOCK * q.size();
-                crate::storage::block_value(*q, &v[start..start + q.size()], at % QUANT_BLOCK)
+                let start = at / q.block_elems() * q.size();
+                let block = &v[start..start + q.size()];
+                let j = at % QUANT_BLOCK;
+                match q.is_grouped() {
+                    true => crate::storage::group_value(*q, block, j, at / QUANT_BLOCK % 16),
+                    false => crate::storage::block_value(*q, block, j),
+                }
             }
             BufData::I64(_) | BufData::Bool(_) => 0.0,
         }
@@ -117,7 +122,8 @@ pub enum KernelError {
         width: usize,
     },
     /// A vector load from a block-quantized buffer at an index that is not a multiple of its
-    /// width: a compiler bug (code generators load its lanes from one run of a block's bytes).
+    /// width, or a row part of a group from a block (`index`) that is not: a compiler bug
+    /// (code generators load its lanes from one run of a block's or group's bytes).
     #[error(
         "kernel `{kernel}` loads {width} quantized lanes at {index}, not a multiple of {width}"
     )]
@@ -250,6 +256,9 @@ impl Machine<'_> {
                         return Err(KernelError::Check(*code));
                     }
                 }
+                Stmt::Prefetch(_, block) => {
+                    self.eval(block)?;
+                }
                 Stmt::Barrier(_) => {
                     if self.in_threads > 0 {
                         return Err(KernelError::BarrierInThreadLoop(self.kernel.name.clone()));
@@ -312,19 +321,21 @@ impl Machine<'_> {
                 let BufData::Blocks(q, bytes) = &self.bufs[*buf] else {
                     return Ok(Val::F(0.0));
                 };
-                let size = q.size();
-                // Element k·32 is the block's first: bound-check that.
-                let first = self.bound(*buf, k.saturating_mul(QUANT_BLOCK as i64))?;
-                let b = &bytes[first / QUANT_BLOCK * size..][..size];
-                match part {
-                    BlockPart::Scale => Val::F(crate::storage::block_scale(b)),
-                    BlockPart::Min => Val::F(crate::storage::block_min(b)),
-                    BlockPart::Quants { at, width } => Val::V(
-                        (*at..at + width)
-                            .map(|j| f32::from(crate::storage::block_quant(*q, b, usize::from(j))))
-                            .collect(),
-                    ),
+                let rows = if q.is_grouped() { GROUP_ROWS as i64 } else { 1 };
+                let (group, r) = (k.div_euclid(rows), k.rem_euclid(rows) as usize);
+                let width = part.width().map_or(1, usize::from);
+                if q.is_grouped() && (r % width != 0 || r + width > GROUP_ROWS) {
+                    return Err(KernelError::QuantLanes {
+                        kernel: self.kernel.name.clone(),
+                        index: k,
+                        width: width as u8,
+                    });
                 }
+                let (size, elems) = (q.size(), q.block_elems());
+                // Element g·32 (g·512 of a group) is the block's (group's) first: bound-check.
+                let first = self.bound(*buf, group.saturating_mul(elems as i64))?;
+                let b = &bytes[first / elems * size..][..size];
+                block_part(*q, b, r, *part)
             }
             Expr::Lane(a, l) => {
                 let v = lanes(&self.eval(a)?, 1);
@@ -454,5 +465,30 @@ fn binary(op: Bin, p: Val, q: Val) -> Val {
                 Bin::Or => Val::B(p != 0 || q != 0),
             }
         }
+    }
+}
+
+/// Part `part` of a block `b` of elements `q`, or of rows from `r` of a group `b`; the
+/// verifier admits row parts only of groups and block parts only of blocks, and anything
+/// else reads as 0.
+fn block_part(q: Elem, b: &[u8], r: usize, part: BlockPart) -> Val {
+    use crate::storage::{
+        block_min, block_quant, block_scale, group_min, group_quant, group_scale,
+    };
+    let run = |from: usize, width: u8, f: &dyn Fn(usize) -> f32| {
+        Val::V((from..from + usize::from(width)).map(f).collect())
+    };
+    match (part, q.is_grouped()) {
+        (BlockPart::Scale, false) => Val::F(block_scale(b)),
+        (BlockPart::Min, false) => Val::F(block_min(b)),
+        (BlockPart::Quants { at, width }, false) if u16::from(at) + u16::from(width) <= 32 => {
+            run(usize::from(at), width, &|j| f32::from(block_quant(q, b, j)))
+        }
+        (BlockPart::Scales { width }, true) => run(r, width, &|r| group_scale(b, r)),
+        (BlockPart::Mins { width }, true) => run(r, width, &|r| group_min(b, r)),
+        (BlockPart::Column { j, width }, true) if j < 32 => run(r, width, &|r| {
+            f32::from(group_quant(q, b, usize::from(j), r))
+        }),
+        _ => Val::F(0.0),
     }
 }

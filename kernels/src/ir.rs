@@ -32,7 +32,20 @@ pub enum Elem {
     /// ggml's `Q4_1`, read-only: blocks of 32, an f16 scale `d`, an f16 minimum `m` and nibbles
     /// as `Q4_0` (20 bytes); `x = q·d + m`.
     Q4_1,
+    /// `Q8_0` blocks in groups of [`GROUP_ROWS`] rows, read only by [`Expr::Block`]'s row
+    /// parts: a group is 16 rows' blocks over the same 32 columns, their 16 f16 scales, then
+    /// their quantized bytes byte by byte (byte `b` of row `r` at `16·b + r`), so one element of
+    /// 16 rows is one run of bytes. Groups follow each other along the row, then down.
+    Q8_0x16,
+    /// `Q4_0` blocks in groups of [`GROUP_ROWS`] rows, as [`Elem::Q8_0x16`].
+    Q4_0x16,
+    /// `Q4_1` blocks in groups of [`GROUP_ROWS`] rows, as [`Elem::Q8_0x16`], the 16 f16
+    /// minimums after the scales.
+    Q4_1x16,
 }
+
+/// Rows per group of the grouped block-quantized element types ([`Elem::Q8_0x16`]).
+pub const GROUP_ROWS: usize = 16;
 
 /// Elements per block of the block-quantized element types.
 pub const QUANT_BLOCK: usize = 32;
@@ -57,12 +70,12 @@ impl Elem {
             Elem::F32 | Elem::F16 | Elem::BF16 => Ty::F32,
             Elem::I64 => Ty::I64,
             Elem::Bool => Ty::Bool,
-            Elem::Q8_0 | Elem::Q4_0 | Elem::Q4_1 => Ty::F32,
+            _ => Ty::F32,
         }
     }
 
     /// Bytes per element; for a block-quantized type, bytes per block of [`QUANT_BLOCK`]
-    /// elements (see [`Elem::is_quantized`]).
+    /// elements (see [`Elem::is_quantized`]), or per group of [`GROUP_ROWS`] blocks.
     pub fn size(self) -> usize {
         match self {
             Elem::F32 => 4,
@@ -72,6 +85,32 @@ impl Elem {
             Elem::Q8_0 => 34,
             Elem::Q4_0 => 18,
             Elem::Q4_1 => 20,
+            grouped => grouped.block().size() * GROUP_ROWS,
+        }
+    }
+
+    /// The type of a grouped type's blocks (itself for the others).
+    pub fn block(self) -> Elem {
+        match self {
+            Elem::Q8_0x16 => Elem::Q8_0,
+            Elem::Q4_0x16 => Elem::Q4_0,
+            Elem::Q4_1x16 => Elem::Q4_1,
+            e => e,
+        }
+    }
+
+    /// Whether elements are blocks in groups of [`GROUP_ROWS`] rows ([`Elem::Q8_0x16`]):
+    /// only [`Expr::Block`]'s row parts read them.
+    pub fn is_grouped(self) -> bool {
+        self.block() != self
+    }
+
+    /// Elements per block, or per group of blocks (1 for the unquantized types).
+    pub fn block_elems(self) -> usize {
+        match (self.is_grouped(), self.is_quantized()) {
+            (true, _) => QUANT_BLOCK * GROUP_ROWS,
+            (false, true) => QUANT_BLOCK,
+            _ => 1,
         }
     }
 
@@ -80,16 +119,13 @@ impl Elem {
     /// block encodes); a `VLoad` of one takes a width dividing 16 at an index that is a
     /// multiple of the width, so that its lanes lie in one block's run of bytes.
     pub fn is_quantized(self) -> bool {
-        matches!(self, Elem::Q8_0 | Elem::Q4_0 | Elem::Q4_1)
+        matches!(self.block(), Elem::Q8_0 | Elem::Q4_0 | Elem::Q4_1)
     }
 
-    /// The bytes `n` elements take (whole blocks for a block-quantized type), saturating.
+    /// The bytes `n` elements take (whole blocks or groups for a block-quantized type),
+    /// saturating.
     pub fn bytes(self, n: usize) -> usize {
-        if self.is_quantized() {
-            n.div_ceil(QUANT_BLOCK).saturating_mul(self.size())
-        } else {
-            n.saturating_mul(self.size())
-        }
+        n.div_ceil(self.block_elems()).saturating_mul(self.size())
     }
 }
 
@@ -243,7 +279,9 @@ pub enum Expr {
     /// A part of block `block` (a block number, not an element index) of a block-quantized
     /// buffer: its scale, its minimum, or a run of its quantized integers as f32 lanes. An
     /// element is `quants · scale` (`+ min` for `Q4_1`), so a kernel can take a dot product
-    /// with a block's integers first and scale it once.
+    /// with a block's integers first and scale it once. Of a grouped buffer
+    /// ([`Elem::Q8_0x16`]), block `16·g + r` is row `r` of group `g`, and the part a row part
+    /// whose lanes are the group's rows from `r`.
     Block(usize, Box<Expr>, BlockPart),
 }
 
@@ -262,6 +300,38 @@ pub enum BlockPart {
         /// How many.
         width: u8,
     },
+    /// Of a grouped buffer: the scales of blocks `block..block + width` (an `F32xN(width)`),
+    /// rows of one group. The width divides 16 and `block` is a multiple of it.
+    Scales {
+        /// How many.
+        width: u8,
+    },
+    /// Of a `Q4_1x16` buffer: the minimums of blocks `block..block + width`, as `Scales`.
+    Mins {
+        /// How many.
+        width: u8,
+    },
+    /// Of a grouped buffer: the integers of element `j` (`0..32`) of blocks
+    /// `block..block + width`, as `Quants` gives them, blocks as `Scales`.
+    Column {
+        /// The element, in each block.
+        j: u8,
+        /// How many.
+        width: u8,
+    },
+}
+
+impl BlockPart {
+    /// The lanes it reads, `None` for a scalar (a scale or a minimum of a block).
+    pub fn width(self) -> Option<u8> {
+        match self {
+            BlockPart::Scale | BlockPart::Min => None,
+            BlockPart::Quants { width, .. }
+            | BlockPart::Scales { width }
+            | BlockPart::Mins { width }
+            | BlockPart::Column { width, .. } => Some(width),
+        }
+    }
 }
 
 /// A statement.
@@ -291,6 +361,11 @@ pub enum Stmt {
     /// are visible to reads after it. It sits between the Thread loops of a block, never
     /// inside one (so a target that runs a block's Thread loops in order needs no code).
     Barrier(Scope),
+    /// A hint that block `block` (numbered as [`Expr::Block`] numbers them; of a grouped
+    /// buffer, the group holding it) of block-quantized param `buf` is read soon: targets
+    /// may start bringing its bytes towards the core, and need do nothing. It has no effect
+    /// on values, and any number is allowed (past the buffer, it fetches nothing).
+    Prefetch(usize, Expr),
 }
 
 /// One buffer argument of a kernel.

@@ -95,6 +95,7 @@ fn stmts(body: &[Stmt], out: &mut BTreeSet<u8>) {
                 expr(e, out);
             }
             Stmt::Barrier(_) => {}
+            Stmt::Prefetch(_, e) => expr(e, out),
         }
     }
 }

@@ -51,6 +51,9 @@ fn elem(e: Elem) -> &'static str {
         Elem::Q8_0 => "q8_0",
         Elem::Q4_0 => "q4_0",
         Elem::Q4_1 => "q4_1",
+        Elem::Q8_0x16 => "q8_0x16",
+        Elem::Q4_0x16 => "q4_0x16",
+        Elem::Q4_1x16 => "q4_1x16",
     }
 }
 
@@ -85,6 +88,9 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
             }
             Stmt::Check(c, code) => {
                 let _ = writeln!(out, "{pad}check {} else error {code}", expr(c));
+            }
+            Stmt::Prefetch(b, block) => {
+                let _ = writeln!(out, "{pad}prefetch b{b}.block[{}]", expr(block));
             }
             Stmt::Barrier(scope) => {
                 let s = match scope {
@@ -160,6 +166,9 @@ pub fn expr(e: &Expr) -> String {
             BlockPart::Quants { at, width } => {
                 format!("b{b}.quants[{}][{at}..+{width}]", expr(i))
             }
+            BlockPart::Scales { width } => format!("b{b}.scales[{}..+{width}]", expr(i)),
+            BlockPart::Mins { width } => format!("b{b}.mins[{}..+{width}]", expr(i)),
+            BlockPart::Column { j, width } => format!("b{b}.column{j}[{}..+{width}]", expr(i)),
         },
         Expr::Fma(a, b, c) => format!("fma({}, {}, {})", expr(a), expr(b), expr(c)),
         Expr::Lane(a, l) => format!("{}.{l}", expr(a)),

@@ -8,7 +8,7 @@
 //!   arithmetic (`dequantize_row_*`), an f32 multiply and then an add, never fused, so that
 //!   values are the ones llama.cpp's reference and transformers' GGUF loader compute.
 
-use crate::ir::Elem;
+use crate::ir::{Elem, GROUP_ROWS};
 
 /// Where a block's quantized values start: after its f16 scale, and for `Q4_1` its f16
 /// minimum.
@@ -46,6 +46,52 @@ pub fn block_value(elem: Elem, block: &[u8], j: usize) -> f32 {
     let x = f32::from(block_quant(elem, block, j)) * block_scale(block);
     match elem {
         Elem::Q4_1 => x + block_min(block),
+        _ => x,
+    }
+}
+
+/// Where a group's quantized bytes start ([`Elem::Q8_0x16`]): after its rows' f16 scales,
+/// and for `Q4_1x16` their f16 minimums.
+pub fn group_quants_offset(elem: Elem) -> usize {
+    2 * GROUP_ROWS * (quants_offset(elem.block()) / 2)
+}
+
+/// The scale of row `r` of a group of rows (`group`: its bytes).
+pub fn group_scale(group: &[u8], r: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([group[2 * r], group[2 * r + 1]]))
+}
+
+/// The minimum of row `r` of a `Q4_1x16` group.
+pub fn group_min(group: &[u8], r: usize) -> f32 {
+    group_scale(&group[2 * GROUP_ROWS..], r)
+}
+
+/// The byte of a group holding element `j` (`0..32`) of row `r`: byte `j` of the row's
+/// quantized bytes for `Q8_0x16`, byte `j mod 16` (a nibble of it) for the 4-bit ones.
+pub fn group_quant_byte(elem: Elem, j: usize, r: usize) -> usize {
+    let b = if elem.block() == Elem::Q8_0 {
+        j
+    } else {
+        j & 15
+    };
+    group_quants_offset(elem) + GROUP_ROWS * b + r
+}
+
+/// The quantized integer of element `j` of row `r` of a group, as [`block_quant`] gives it.
+pub fn group_quant(elem: Elem, group: &[u8], j: usize, r: usize) -> i16 {
+    let byte = group[group_quant_byte(elem, j, r)];
+    match elem.block() {
+        Elem::Q8_0 => i16::from(byte as i8),
+        Elem::Q4_0 => i16::from((byte >> ((j >> 4) * 4)) & 15) - 8,
+        _ => i16::from((byte >> ((j >> 4) * 4)) & 15),
+    }
+}
+
+/// Element `j` of row `r` of a group of rows, as f32 ([`block_value`]'s arithmetic).
+pub fn group_value(elem: Elem, group: &[u8], j: usize, r: usize) -> f32 {
+    let x = f32::from(group_quant(elem, group, j, r)) * group_scale(group, r);
+    match elem.block() {
+        Elem::Q4_1 => x + group_min(group, r),
         _ => x,
     }
 }
@@ -98,6 +144,35 @@ mod tests {
         );
         assert_eq!(f32_to_bf16(f32::MAX), 0x7F80, "overflow rounds to Inf");
         assert_eq!(bf16_to_f32(0x3F80), 1.0);
+    }
+
+    #[test]
+    fn groups_decode_as_their_blocks_do() {
+        // 16 Q4_1 blocks, row r: d = r + 1, m = -r, nibble pairs (b, 15 - b) + r.
+        let block = |r: usize| {
+            let mut b = f32_to_f16(r as f32 + 1.0).to_le_bytes().to_vec();
+            b.extend(f32_to_f16(-(r as f32)).to_le_bytes());
+            b.extend((0..16).map(|j| ((j + r) as u8 & 15) | ((15 - j) as u8) << 4));
+            b
+        };
+        let mut group = vec![0u8; Elem::Q4_1x16.size()];
+        for r in 0..16 {
+            let b = block(r);
+            group[2 * r..2 * r + 2].copy_from_slice(&b[..2]);
+            group[32 + 2 * r..34 + 2 * r].copy_from_slice(&b[2..4]);
+            for (i, q) in b[4..].iter().enumerate() {
+                group[64 + 16 * i + r] = *q;
+            }
+        }
+        for (r, j) in [(0, 0), (3, 5), (15, 16), (9, 31)] {
+            let want = block_value(Elem::Q4_1, &block(r), j);
+            assert_eq!(
+                group_value(Elem::Q4_1x16, &group, j, r),
+                want,
+                "row {r} element {j}"
+            );
+        }
+        assert_eq!(Elem::Q4_1x16.bytes(512), 320);
     }
 
     #[test]

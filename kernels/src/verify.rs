@@ -26,7 +26,9 @@
 //!    `VLoad` of one has a width dividing 16. `Block` reads only such params, a minimum only
 //!    of `Q4_1`, and runs of integers that lie in one block (widths dividing 16, starting at a
 //!    multiple of their width). (That its index is a multiple of the width is
-//!    the lowering's promise, which the interpreter checks as it runs.)
+//!    the lowering's promise, which the interpreter checks as it runs.) A grouped buffer
+//!    ([`Elem::is_grouped`]) is read only by `Block`'s row parts, and those read only it.
+//!    (That their first block is a multiple of their width is again the lowering's promise.)
 
 use std::collections::{HashMap, HashSet};
 
@@ -128,6 +130,13 @@ impl Verifier<'_> {
             Stmt::Store(b, index, value) => self.store(*b, index, value, None),
             Stmt::VStore(b, index, value, w) => self.store(*b, index, value, Some(*w)),
             Stmt::Check(cond, _) => self.expect(cond, Ty::Bool, "a check's condition"),
+            Stmt::Prefetch(b, block) => {
+                self.expect(block, Ty::I64, "a block number");
+                let elem = self.k.params.get(*b).map(|p| p.elem);
+                if !elem.is_some_and(Elem::is_quantized) {
+                    self.report(format!("prefetch of b{b}, not a block-quantized param"));
+                }
+            }
             Stmt::Barrier(scope) => {
                 if self.threads > 0 {
                     self.report(format!(
@@ -183,34 +192,44 @@ impl Verifier<'_> {
     }
 
     /// Checks a read of part `part` of a block of buffer `b`: a block-quantized param, a
-    /// minimum only of a `Q4_1` one, a run of integers inside one block. Its type.
+    /// minimum only of a `Q4_1` one, a run of integers inside one block; row parts only of a
+    /// grouped one, rows inside the group. Its type.
     fn block(&mut self, b: usize, part: BlockPart) -> Option<Ty> {
         let elem = self.k.params.get(b).map(|p| p.elem);
-        if !elem.is_some_and(Elem::is_quantized) {
+        let Some(elem) = elem.filter(|e| e.is_quantized()) else {
             self.report(format!("block read of b{b}, not a block-quantized param"));
             return None;
+        };
+        let (fits, width) = match part {
+            BlockPart::Scale | BlockPart::Min => (true, None),
+            BlockPart::Quants { at, width } => (at < 32 && at % width.max(1) == 0, Some(width)),
+            BlockPart::Scales { width } | BlockPart::Mins { width } => (true, Some(width)),
+            BlockPart::Column { j, width } => (j < 32, Some(width)),
+        };
+        let row_part = !matches!(
+            part,
+            BlockPart::Scale | BlockPart::Min | BlockPart::Quants { .. }
+        );
+        if row_part != elem.is_grouped() {
+            self.report(format!(
+                "{part:?} of b{b}, a {elem:?} buffer: row parts read groups of rows (Q8_0x16 \
+                 and kin), the others plain blocks"
+            ));
         }
-        match part {
-            BlockPart::Scale => Some(Ty::F32),
-            BlockPart::Min => {
-                if elem != Some(Elem::Q4_1) {
-                    self.report(format!(
-                        "minimum of b{b}, a {elem:?} buffer (only Q4_1 has one)"
-                    ));
-                }
-                Some(Ty::F32)
-            }
-            BlockPart::Quants { at, width } => {
-                let fits = width > 0 && 16 % width == 0 && at % width == 0 && at < 32;
-                if !fits {
-                    self.report(format!(
-                        "quants {at}..+{width} of b{b}: widths divide 16, runs start at a \
-                         multiple of theirs inside the block"
-                    ));
-                }
-                Some(Ty::F32xN(width))
-            }
+        let min = matches!(part, BlockPart::Min | BlockPart::Mins { .. });
+        if min && elem.block() != Elem::Q4_1 {
+            self.report(format!(
+                "minimum of b{b}, a {elem:?} buffer (only Q4_1 has one)"
+            ));
         }
+        let whole = width.is_none_or(|w| w > 0 && 16 % w == 0);
+        if !fits || !whole {
+            self.report(format!(
+                "{part:?} of b{b}: widths divide 16, runs start at a multiple of theirs inside \
+                 the block"
+            ));
+        }
+        Some(width.map_or(Ty::F32, Ty::F32xN))
     }
 
     /// Checks that buffer `b` exists (and holds floats for vector access of `width` lanes),
@@ -234,6 +253,12 @@ impl Verifier<'_> {
                     "{what} of {w} lanes on b{b}, a block-quantized buffer (widths divide 16)"
                 ));
             }
+        }
+        if self.k.elem(b).is_grouped() {
+            self.report(format!(
+                "{what} of b{b}, a {:?} buffer: groups of rows are read only by Block's row parts",
+                self.k.elem(b)
+            ));
         }
         let lanes = width.map_or(1, i64::from);
         let array = b

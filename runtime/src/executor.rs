@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use crate::host_bytes::{load, store, stored_bytes};
 use crate::launcher::{arguments, buffer_bytes};
 use crate::plan::{numel, root};
+use crate::quant::GROUP_ROWS;
 use crate::weights::{readable_in_place, Memory};
 use crate::{
     bind_dims, storage_bytes, BindError, Buffer, DType, Device, Dim, Launcher, Plan, Step, Storage,
@@ -244,16 +245,25 @@ impl<'p> Executor<'p> {
                     file.release(m);
                     Memory::Owned(mem)
                 }
-                WeightData::Bytes(m) if m.len() != bytes || b.blocks.is_none() => {
-                    return Err(RunError::Weight(format!(
-                        "weight `{}` has {} bytes, but its buffer needs {bytes}",
-                        w.name,
-                        m.len()
-                    )))
-                }
                 WeightData::Bytes(m) => {
+                    let format = b.blocks.filter(|_| m.len() == bytes).ok_or_else(|| {
+                        RunError::Weight(format!(
+                            "weight `{}` has {} bytes, but its buffer needs {bytes}",
+                            w.name,
+                            m.len()
+                        ))
+                    })?;
                     let mut mem = zeroed(words(bytes), what)?;
-                    bytes_of(&mut mem)[..bytes].copy_from_slice(&m);
+                    let rows = shape.first().copied().unwrap_or(1);
+                    format
+                        .interleave(&m, rows, &mut bytes_of(&mut mem)[..bytes])
+                        .ok_or_else(|| {
+                            RunError::Weight(format!(
+                                "weight `{}` of shape {shape:?} is not whole groups of \
+                                 {GROUP_ROWS} rows of {format:?} blocks",
+                                w.name
+                            ))
+                        })?;
                     Memory::Owned(mem)
                 }
                 WeightData::Tensor(_) if b.blocks.is_some() => {

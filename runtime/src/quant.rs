@@ -14,7 +14,15 @@ use serde::{Deserialize, Serialize};
 
 /// A block-quantized format a weight buffer may keep in memory, read by kernels that
 /// dequantize each element as they load it (the Kernel IR's quantized element types).
+///
+/// The `…x16` formats hold the same blocks of a matrix of whole groups of [`GROUP_ROWS`] rows,
+/// regrouped so that a kernel reads one element of 16 rows as one vector (see
+/// [`BlockFormat::interleave`]): a group is the 16 rows' blocks over the same 32 columns, and
+/// holds their 16 f16 scales, then (`Q4_1`) their 16 f16 minimums, then their quantized bytes
+/// byte by byte: byte `b` of row `r` at `16·b + r`. Groups follow each other along the row,
+/// then down the rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(non_camel_case_types)]
 pub enum BlockFormat {
     /// ggml's `Q8_0`.
     Q8_0,
@@ -22,16 +30,73 @@ pub enum BlockFormat {
     Q4_0,
     /// ggml's `Q4_1`.
     Q4_1,
+    /// `Q8_0` in groups of 16 rows.
+    Q8_0x16,
+    /// `Q4_0` in groups of 16 rows.
+    Q4_0x16,
+    /// `Q4_1` in groups of 16 rows.
+    Q4_1x16,
 }
 
+/// Rows per group of the `…x16` block formats.
+pub const GROUP_ROWS: usize = 16;
+
 impl BlockFormat {
-    /// Its GGUF element type.
+    /// Its GGUF element type (of its blocks).
     pub fn ggml(self) -> GgmlType {
         match self {
-            BlockFormat::Q8_0 => GgmlType::Q8_0,
-            BlockFormat::Q4_0 => GgmlType::Q4_0,
-            BlockFormat::Q4_1 => GgmlType::Q4_1,
+            BlockFormat::Q8_0 | BlockFormat::Q8_0x16 => GgmlType::Q8_0,
+            BlockFormat::Q4_0 | BlockFormat::Q4_0x16 => GgmlType::Q4_0,
+            BlockFormat::Q4_1 | BlockFormat::Q4_1x16 => GgmlType::Q4_1,
         }
+    }
+
+    /// The same blocks in groups of [`GROUP_ROWS`] rows.
+    pub fn grouped(self) -> BlockFormat {
+        match self.ggml() {
+            GgmlType::Q8_0 => BlockFormat::Q8_0x16,
+            GgmlType::Q4_0 => BlockFormat::Q4_0x16,
+            _ => BlockFormat::Q4_1x16,
+        }
+    }
+
+    /// Whether it holds groups of rows (the `…x16` formats).
+    pub fn is_grouped(self) -> bool {
+        self.grouped() == self
+    }
+
+    /// Regroups a matrix's blocks, `plain` (ggml's layout: rows of blocks, `rows` a multiple of
+    /// [`GROUP_ROWS`]), into `out` (as many bytes) in this format's groups; a plain format
+    /// copies. None if the bytes are not whole groups of blocks.
+    pub fn interleave(self, plain: &[u8], rows: usize, out: &mut [u8]) -> Option<()> {
+        let (_, size) = self.ggml().block();
+        if !self.is_grouped() {
+            out.get_mut(..plain.len())?.copy_from_slice(plain);
+            return Some(());
+        }
+        let row = plain.len().checked_div(rows)?;
+        let whole = rows.is_multiple_of(GROUP_ROWS) && row.is_multiple_of(size);
+        if !whole || plain.len() != out.len() || row * rows != plain.len() {
+            return None;
+        }
+        // The parts of a block: its f16 halves (a scale, a minimum), then its quantized bytes.
+        let halves = if self.ggml() == GgmlType::Q4_1 { 2 } else { 1 };
+        let group = GROUP_ROWS * size;
+        for (g, out) in out.chunks_exact_mut(group).enumerate() {
+            let (first, kb) = (g / (row / size) * GROUP_ROWS, g % (row / size));
+            for r in 0..GROUP_ROWS {
+                let block = &plain[(first + r) * row + kb * size..][..size];
+                for h in 0..halves {
+                    let at = 2 * (h * GROUP_ROWS + r);
+                    out[at..at + 2].copy_from_slice(&block[2 * h..2 * h + 2]);
+                }
+                let quants = 2 * halves * GROUP_ROWS;
+                for (b, &q) in block[2 * halves..].iter().enumerate() {
+                    out[quants + GROUP_ROWS * b + r] = q;
+                }
+            }
+        }
+        Some(())
     }
 
     /// The bytes `n` elements take, in whole blocks (saturating).
@@ -162,6 +227,39 @@ mod tests {
 
     fn h(x: f32) -> [u8; 2] {
         f16::from_f32(x).to_le_bytes()
+    }
+
+    #[test]
+    fn groups_hold_the_blocks_of_16_rows() {
+        // 32 rows of 2 Q4_1 blocks, every byte distinct enough to trace.
+        let (rows, size) = (32, 20);
+        let plain: Vec<u8> = (0..rows * 2 * size).map(|i| (i * 7 % 251) as u8).collect();
+        let mut out = vec![0; plain.len()];
+        assert!(BlockFormat::Q4_1x16
+            .interleave(&plain, rows, &mut out)
+            .is_some());
+        let block = |r: usize, kb: usize| &plain[(r * 2 + kb) * size..][..size];
+        // Group 3 is rows 16..32, blocks 1.
+        let g = &out[3 * 16 * size..][..16 * size];
+        for r in 0..16 {
+            assert_eq!(
+                g[2 * r..2 * r + 2],
+                block(16 + r, 1)[..2],
+                "scale of row {r}"
+            );
+            assert_eq!(
+                g[32 + 2 * r..34 + 2 * r],
+                block(16 + r, 1)[2..4],
+                "min of row {r}"
+            );
+            for b in 0..16 {
+                assert_eq!(g[64 + 16 * b + r], block(16 + r, 1)[4 + b]);
+            }
+        }
+        assert!(BlockFormat::Q8_0x16
+            .interleave(&plain[..34 * 8], 8, &mut out[..34 * 8])
+            .is_none());
+        assert!(BlockFormat::Q4_1x16.is_grouped() && !BlockFormat::Q4_1.is_grouped());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! graph interpreter's outputs on the dequantized weights within 1e-4, for one row (decoding),
 //! ragged row counts, and prompts long enough for the blocked kernel that packs the blocks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use archc_compiler::codegen::kernel_interp::KernelInterp;
 use archc_compiler::interp::{bind_dims, interpret, MapWeights};
@@ -26,6 +26,13 @@ const FORMATS: [(BlockFormat, Elem); 3] = [
     (BlockFormat::Q8_0, Elem::Q8_0),
     (BlockFormat::Q4_0, Elem::Q4_0),
     (BlockFormat::Q4_1, Elem::Q4_1),
+];
+
+/// The same in groups of 16 rows: the plain format's blocks, and the element type.
+const GROUPED: [(BlockFormat, Elem); 3] = [
+    (BlockFormat::Q8_0, Elem::Q8_0x16),
+    (BlockFormat::Q4_0, Elem::Q4_0x16),
+    (BlockFormat::Q4_1, Elem::Q4_1x16),
 ];
 
 /// `n` elements (whole blocks) of random blocks: scales and minimums random finite f16s of
@@ -117,6 +124,29 @@ fn from_parts(elem: Elem, width: u8) -> Kernel {
     k
 }
 
+/// The signature of a kernel writing `n` f32s (`dims[0]`) from `n` elements of `format`.
+fn signatures(format: BlockFormat, n: usize) -> Signatures {
+    Signatures {
+        symbols: 1,
+        kernels: vec![Signature {
+            params: vec![
+                ParamSignature {
+                    elem_bytes: 4,
+                    align: 4,
+                    output: true,
+                    len: Size::Symbol(0),
+                },
+                ParamSignature {
+                    elem_bytes: format.ggml().block().1,
+                    align: 1,
+                    output: false,
+                    len: Size::Const((n / 32) as i64),
+                },
+            ],
+        }],
+    }
+}
+
 /// The launchers each kernel runs on besides the interpreter, by name: Cranelift (4 lanes at
 /// most) and, where built, LLVM.
 fn natives(
@@ -139,10 +169,26 @@ fn natives(
     out
 }
 
+/// Kernel `k` passes the verifier and, launched on `blocks` (of `format`, or its groups),
+/// writes exactly `want` on the interpreter and on every native backend for `width` lanes.
+fn writes_bit_for_bit(k: Kernel, (format, width): (BlockFormat, u8), blocks: &[u8], want: &[f32]) {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let n = want.len();
+    let problems = archc_kernels::verify::verify_kernel(&k, 1);
+    assert!(problems.is_empty(), "{problems:?}");
+    let kernels = [k];
+    let name = &kernels[0].name;
+    let by_ir = launch(&KernelInterp(&kernels), blocks, n);
+    assert_eq!(bits(&by_ir), bits(want), "the interpreter, {name}");
+    for (backend, native) in natives(&kernels, signatures(format, n), width) {
+        let got = launch(native.as_ref(), blocks, n);
+        assert_eq!(bits(&got), bits(want), "{backend}, {name}");
+    }
+}
+
 #[test]
 fn loads_dequantize_as_ggml_does_on_every_backend() {
     let n = 32 * 40;
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (format, elem) in FORMATS {
         let blocks = random_blocks(format, n, 7);
         let want = dequantized(format, &blocks);
@@ -152,36 +198,66 @@ fn loads_dequantize_as_ggml_does_on_every_backend() {
                 kernels.push(from_parts(elem, width));
             }
             for k in kernels {
-                let problems = archc_kernels::verify::verify_kernel(&k, 1);
-                assert!(problems.is_empty(), "{problems:?}");
-                let kernels = [k];
-                let name = &kernels[0].name;
-                let by_ir = launch(&KernelInterp(&kernels), &blocks, n);
-                assert_eq!(bits(&by_ir), bits(&want), "the interpreter, {name}");
-                let signatures = Signatures {
-                    symbols: 1,
-                    kernels: vec![Signature {
-                        params: vec![
-                            ParamSignature {
-                                elem_bytes: 4,
-                                align: 4,
-                                output: true,
-                                len: Size::Symbol(0),
-                            },
-                            ParamSignature {
-                                elem_bytes: format.ggml().block().1,
-                                align: 1,
-                                output: false,
-                                len: Size::Const((n / 32) as i64),
-                            },
-                        ],
-                    }],
-                };
-                for (backend, native) in natives(&kernels, signatures, width) {
-                    let got = launch(native.as_ref(), &blocks, n);
-                    assert_eq!(bits(&got), bits(&want), "{backend}, {name}");
-                }
+                writes_bit_for_bit(k, (format, width), &blocks, &want);
             }
+        }
+    }
+}
+
+/// `out[c·rows + r] = w[r, c]` for a `rows × 64` matrix in groups of 16 rows (`dims[0]`
+/// elements), from `Expr::Block`'s row parts, `width` rows at a time: each group's scales
+/// (and minimums), then per element of its blocks the rows' integers, multiplied and added.
+fn from_groups(elem: Elem, width: u8) -> Kernel {
+    let (g, rows) = (Var(0), bin(Bin::Div, Expr::Dim(0), Expr::Int(64)));
+    let splat_rows = 16 / i64::from(width);
+    let mut body = Vec::new();
+    for c in 0..splat_rows {
+        let first = i64::from(width) * c;
+        let block = add(mul(var(g), Expr::Int(16)), Expr::Int(first));
+        let part = |p| Expr::Block(1, Box::new(block.clone()), p);
+        for j in 0..32u8 {
+            let mut x = mul(
+                part(BlockPart::Column { j, width }),
+                part(BlockPart::Scales { width }),
+            );
+            if elem == Elem::Q4_1x16 {
+                x = add(x, part(BlockPart::Mins { width }));
+            }
+            // Group g is rows 16·(g / 2).., columns 32·(g mod 2)..
+            let row = add(
+                mul(bin(Bin::Div, var(g), Expr::Int(2)), Expr::Int(16)),
+                Expr::Int(first),
+            );
+            let col = add(
+                mul(bin(Bin::Rem, var(g), Expr::Int(2)), Expr::Int(32)),
+                Expr::Int(i64::from(j)),
+            );
+            body.push(Stmt::VStore(0, add(mul(col, rows.clone()), row), x, width));
+        }
+    }
+    let mut k = widen(elem, width);
+    k.name = format!("groups_{elem:?}_{width}");
+    let groups = bin(Bin::Div, Expr::Dim(0), Expr::Int(512));
+    k.body = vec![axis(Axis::Grid, g, groups, body)];
+    k
+}
+
+#[test]
+fn groups_of_rows_read_as_their_blocks_dequantize_on_every_backend() {
+    let (rows, cols) = (48, 64);
+    let n = rows * cols;
+    for (format, elem) in GROUPED {
+        let grouped = format.grouped();
+        let plain = random_blocks(format, n, 9);
+        let mut blocks = vec![0; plain.len()];
+        assert!(grouped.interleave(&plain, rows, &mut blocks).is_some());
+        let values = dequantized(format, &plain);
+        // Transposed: a vector's lanes are rows.
+        let want: Vec<f32> = (0..n)
+            .map(|i| values[(i % rows) * cols + i / rows])
+            .collect();
+        for width in [4u8, 8, 16] {
+            writes_bit_for_bit(from_groups(elem, width), (grouped, width), &blocks, &want);
         }
     }
 }
@@ -212,6 +288,17 @@ fn the_verifier_refuses_stores_to_blocks_and_odd_widths() {
         .map(|p| p.what.clone())
         .collect();
     assert!(text.contains("widths divide 16"), "{text}");
+    // Groups of rows are read by row parts only, and row parts read only groups.
+    let text: String = [widen(Elem::Q4_1x16, 4), from_groups(Elem::Q4_1, 4)]
+        .iter()
+        .flat_map(|k| archc_kernels::verify::verify_kernel(k, 1))
+        .map(|p| p.what)
+        .collect();
+    assert!(
+        text.contains("groups of rows are read only by Block's row parts"),
+        "{text}"
+    );
+    assert!(text.contains("row parts read groups of rows"), "{text}");
 }
 
 /// A model whose matmuls read quantized weights: a fused epilogue, a residual, rows merged
@@ -219,7 +306,7 @@ fn the_verifier_refuses_stores_to_blocks_and_odd_widths() {
 const MODEL: &str = "model q {
   input x: f32[batch, seq, 64]
   input ids: i32[batch, seq]
-  param table: [40, 64]
+  param table: [48, 64]
   h = gelu(linear(x, 96)) @up
   y = x + linear(h, 64) @down
   output logits = matmul(y + gather(table, ids), transpose(table))
@@ -229,7 +316,12 @@ const MODEL: &str = "model q {
 /// Runs `g` with its weights whose rows are whole blocks kept in `format` (the others random
 /// f32), on the Kernel IR interpreter and every native backend, against the graph interpreter
 /// on the same weights dequantized.
-fn check(g: &archc_compiler::graph::Graph, format: BlockFormat, inputs: &HashMap<String, Tensor>) {
+/// At least `min_grouped` weights are read in groups of rows.
+fn check(
+    g: &archc_compiler::graph::Graph,
+    (format, min_grouped): (BlockFormat, usize),
+    inputs: &HashMap<String, Tensor>,
+) {
     let random = WeightSource::Random(11);
     let mut blocks = BTreeMap::new();
     let mut f32s = HashMap::new();
@@ -267,16 +359,22 @@ fn check(g: &archc_compiler::graph::Graph, format: BlockFormat, inputs: &HashMap
     }
     for (backend, target, kind) in runs {
         let lowered = lower_optimized_for(g, &passes, &target).unwrap();
-        let quantized = lowered
-            .plan
-            .buffers
+        let plan = &lowered.plan;
+        let quantized: HashSet<&String> = plan
+            .weights
             .iter()
-            .filter(|b| b.blocks.is_some())
-            .count();
+            .filter(|w| plan.buffers[w.buffer].blocks.is_some())
+            .map(|w| &w.name)
+            .collect();
         assert_eq!(
-            quantized,
+            quantized.len(),
             bytes.len(),
             "{backend}: every weight stays in blocks"
+        );
+        let grouped = plan.buffers.iter().filter_map(|b| b.blocks);
+        assert!(
+            grouped.filter(|b| b.is_grouped()).count() >= min_grouped,
+            "{backend}: matmuls read at least {min_grouped} weights in groups of rows"
         );
         let mut exec = Executor::new(&lowered.plan, |name, _, _| {
             Ok::<WeightData, String>(match bytes.get(name) {
@@ -307,7 +405,8 @@ fn matmuls_read_blocks_in_place_as_the_interpreter_computes_on_their_values() {
                 "ids".to_string(),
                 Tensor::int(DType::I32, vec![batch, seq], ids),
             );
-            check(&g, format, &inputs);
+            // `up`, `down` and the tied table's copy for its projection.
+            check(&g, (format, 3), &inputs);
         }
     }
 }
@@ -320,7 +419,8 @@ fn the_llama_example_runs_on_q4_1_weights() {
         let ids: Vec<i64> = (0..batch * seq).map(|i| (i as i64 * 37) % 512).collect();
         let ids = Tensor::int(DType::I32, vec![batch, seq], ids);
         let inputs = HashMap::from([("input_ids".to_string(), ids)]);
-        check(&g, BlockFormat::Q4_1, &inputs);
+        // The output projection (the layers' weights are read by the layer kind's kernels).
+        check(&g, (BlockFormat::Q4_1, 1), &inputs);
     }
 }
 

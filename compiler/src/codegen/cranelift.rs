@@ -302,6 +302,8 @@ impl<'a, 'b> Gen<'a, 'b> {
             Stmt::Barrier(_) => {
                 // A block's Thread loops run in order on this thread: nothing to wait for.
             }
+            // Cranelift has no prefetch instruction; the hint needs none.
+            Stmt::Prefetch(..) => {}
             Stmt::Check(cond, code) => {
                 let (c, _) = self.expr(cond);
                 let fail = self.b.create_block();
@@ -488,8 +490,11 @@ impl<'a, 'b> Gen<'a, 'b> {
             Expr::Block(buf, block, part) => {
                 let (b, _) = self.expr(block);
                 let t = match part {
-                    BlockPart::Quants { width, .. } => Ty::F32xN(*width),
-                    _ => Ty::F32,
+                    BlockPart::Scale | BlockPart::Min => Ty::F32,
+                    BlockPart::Quants { width, .. }
+                    | BlockPart::Scales { width, .. }
+                    | BlockPart::Mins { width, .. }
+                    | BlockPart::Column { width, .. } => Ty::F32xN(*width),
                 };
                 (self.block_part(*buf, b, *part), t)
             }

@@ -12,7 +12,7 @@ use archc_runtime::{root, Binding, Buffer, DType, Plan, Step, Storage};
 use petgraph::graph::NodeIndex;
 
 use super::index::Ctx;
-use super::matmul::transposed_blocks;
+use super::matmul::{group_readers, transposed_weight};
 use super::pack::{self, Packing};
 use super::schedule::Schedule;
 use super::{
@@ -277,6 +277,7 @@ pub fn lower(
     let mut f = Frame::default();
     let output = g.outputs.get("out").copied();
     let mut buffer_of = vec![usize::MAX; g.dag.node_count()];
+    let mut grouped_copy = HashMap::new();
     for n in g.dag.node_indices() {
         let node = &g.dag[n];
         let operands = g.operands(n);
@@ -300,13 +301,18 @@ pub fn lower(
             }),
             _ => None,
         };
+        // Matmuls that can read the weight in groups of rows do; when other kernels read it
+        // too (a tied embedding's gather), those matmuls read a grouped copy of their own.
+        let readers = quantized.map_or(Vec::new(), |_| group_readers(g, n));
+        let all = !readers.is_empty() && readers.len() == g.users(n).len();
+        let quantized = quantized.map(|&q| if all { q.grouped() } else { q });
         f.buffers.push(Buffer {
             name: format!("%{}", n.index()),
             dtype: node.ty.dtype,
             shape: node.ty.shape.clone(),
             storage,
             live: None,
-            blocks: quantized.copied(),
+            blocks: quantized,
         });
         buffer_of[n.index()] = buffer;
         let name = || {
@@ -322,10 +328,24 @@ pub fn lower(
                 name: name.clone(),
                 buffer,
             }),
-            Op::Param(name) => f.weights.push(Binding {
-                name: name.clone(),
-                buffer,
-            }),
+            Op::Param(name) => {
+                f.weights.push(Binding {
+                    name: name.clone(),
+                    buffer,
+                });
+                if let Some(q) = quantized.filter(|_| !all && !readers.is_empty()) {
+                    grouped_copy.insert(n, f.buffers.len());
+                    f.weights.push(Binding {
+                        name: name.clone(),
+                        buffer: f.buffers.len(),
+                    });
+                    f.buffers.push(Buffer {
+                        name: format!("%{}.x16", n.index()),
+                        blocks: Some(q.grouped()),
+                        ..f.buffers[buffer].clone()
+                    });
+                }
+            }
             Op::Input(_) | Op::Reshape => {}
             Op::Call(kind) => {
                 let mut args = vec![buffer];
@@ -348,7 +368,22 @@ pub fn lower(
                     .iter()
                     .map(|o| (g.ty(*o), buffer_of[o.index()]))
                     .collect();
-                let transposed = transposed_blocks(g, n, &f.buffers, &buffer_of);
+                let transposed = transposed_weight(g, n).and_then(|(slot, w)| {
+                    let b = grouped_copy
+                        .get(&w)
+                        .copied()
+                        .unwrap_or(buffer_of[w.index()]);
+                    f.buffers[b].blocks.map(|_| (slot, b))
+                });
+                let grouped = operands.iter().any(|o| {
+                    let b = root(&f.buffers, buffer_of[o.index()]);
+                    f.buffers[b].blocks.is_some_and(BlockFormat::is_grouped)
+                });
+                if grouped && transposed.is_none() {
+                    // A transpose of a weight kept in groups of rows, which only matmuls
+                    // that read the groups in place read (see `group_readers`): nothing to run.
+                    continue;
+                }
                 if let Some((operand, w)) = transposed {
                     ins[operand].1 = w;
                 }

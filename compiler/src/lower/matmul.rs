@@ -30,9 +30,10 @@ use super::index::{folded, Ctx};
 use super::micro::{micro, Block, Operands, Rows};
 
 mod blocks;
+mod groups;
 mod tasks;
 use crate::graph::{Dim, TensorType};
-pub use blocks::transposed_blocks;
+pub use blocks::{group_readers, transposed_weight};
 use tasks::{task_grid, Tasks};
 
 /// The most micro-kernel panels in one task's column block: bounds the packed local
@@ -303,14 +304,17 @@ fn blocked(
         &tasks,
         &mut epilogue,
     ));
-    per_task.extend(tail_columns(
-        cx,
-        &l,
-        (abuf, bbuf),
-        &tasks,
-        (nr, s.lanes as i64),
-        &mut epilogue,
-    ));
+    if !transposed {
+        // `blocks` takes the blocked path only for whole panels: no columns lie past them.
+        per_task.extend(tail_columns(
+            cx,
+            &l,
+            (abuf, bbuf),
+            &tasks,
+            (nr, s.lanes as i64),
+            &mut epilogue,
+        ));
+    }
     let body = vec![Stmt::For {
         var: task,
         extent,

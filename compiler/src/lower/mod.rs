@@ -89,6 +89,9 @@ pub fn buffer_elem(b: &archc_runtime::Buffer) -> Elem {
         Some(BlockFormat::Q8_0) => Elem::Q8_0,
         Some(BlockFormat::Q4_0) => Elem::Q4_0,
         Some(BlockFormat::Q4_1) => Elem::Q4_1,
+        Some(BlockFormat::Q8_0x16) => Elem::Q8_0x16,
+        Some(BlockFormat::Q4_0x16) => Elem::Q4_0x16,
+        Some(BlockFormat::Q4_1x16) => Elem::Q4_1x16,
         None => elem(b.dtype),
     }
 }

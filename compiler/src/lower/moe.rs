@@ -157,6 +157,10 @@ fn stmt(s: &mut Stmt, fix: &dyn Fn(&mut usize), count: &dyn Fn(&mut Expr)) {
         }
         Stmt::Set(_, e) | Stmt::Check(e, _) => expr(e, fix, count),
         Stmt::Barrier(_) => {}
+        Stmt::Prefetch(b, i) => {
+            fix(b);
+            expr(i, fix, count);
+        }
         Stmt::Store(b, i, v) | Stmt::VStore(b, i, v, _) => {
             fix(b);
             expr(i, fix, count);

@@ -2,10 +2,12 @@
 //! four lanes at a time. f16 and bf16 elements go through `half_float`'s conversions, a lane
 //! at a time. Block-quantized elements are dequantized where they are loaded, with the
 //! arithmetic of `archc_kernels::storage::block_value`: four lanes come from one 4-byte load
-//! of their quantized values, widened in the vector registers.
+//! of their quantized values, widened in the vector registers. A group of rows
+//! (`Elem::Q8_0x16` and kin) gives four rows' integers of one element from one 4-byte load
+//! the same way.
 
-use archc_kernels::ir::{BlockPart, Elem, QUANT_BLOCK};
-use archc_kernels::storage::quants_offset;
+use archc_kernels::ir::{BlockPart, Elem, GROUP_ROWS, QUANT_BLOCK};
+use archc_kernels::storage::{group_quant_byte, quants_offset};
 use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Value};
 
 use super::super::half_float;
@@ -136,7 +138,7 @@ impl Gen<'_, '_> {
                 }
             }
         };
-        if elem != Elem::Q4_0 {
+        if elem.block() != Elem::Q4_0 {
             return q;
         }
         let eight = self.ins().iconst(types::I32, 8);
@@ -206,8 +208,13 @@ impl Gen<'_, '_> {
     }
 
     /// A part of block `block` of quantized `buf` (see `Expr::Block`): its scale, its minimum,
-    /// or four of its integers as an f32x4.
+    /// or four of its integers as an f32x4; of a group of rows, four rows' scales, minimums or
+    /// integers of one element, from the block's row.
     pub(super) fn block_part(&mut self, buf: usize, block: Value, part: BlockPart) -> Value {
+        let elem = self.kernel.elem(buf);
+        if elem.is_grouped() {
+            return self.row_part(buf, block, part);
+        }
         let block = self.block_address(buf, block);
         match part {
             BlockPart::Scale => self.block_half(block, 0),
@@ -218,6 +225,45 @@ impl Gen<'_, '_> {
                 let q = self.quant_ints(buf, byte, shift, true);
                 self.ins().fcvt_from_sint(types::F32X4, q)
             }
+            // The verifier admits row parts only of groups.
+            _ => self.ins().f32const(0.0),
+        }
+    }
+
+    /// A row part of grouped `buf` from block `block` (row `block mod 16` of group
+    /// `block / 16`): four rows' scales, minimums, or integers of one element.
+    fn row_part(&mut self, buf: usize, block: Value, part: BlockPart) -> Value {
+        let elem = self.kernel.elem(buf);
+        let group = self.ins().ushr_imm_s(block, 4);
+        let group = self.block_address(buf, group);
+        let row = self.ins().band_imm_s(block, GROUP_ROWS as i64 - 1);
+        let halves = |g: &mut Self, offset: usize| {
+            let two = g.ins().ishl_imm_s(row, 1);
+            let at = g.ins().iadd(group, two);
+            let zero = g.ins().f32const(0.0);
+            let mut v = g.ins().splat(types::F32X4, zero);
+            for l in 0..LANES {
+                let x = g.block_half(at, (offset + 2 * usize::from(l)) as i32);
+                v = g.ins().insertlane(v, x, l);
+            }
+            v
+        };
+        match part {
+            BlockPart::Scales { .. } => halves(self, 0),
+            BlockPart::Mins { .. } => halves(self, 2 * GROUP_ROWS),
+            BlockPart::Column { j, .. } => {
+                let j = usize::from(j);
+                let first = self.ins().iadd(group, row);
+                let byte = self
+                    .ins()
+                    .iadd_imm_s(first, group_quant_byte(elem, j, 0) as i64);
+                let shift = (elem.block() != Elem::Q8_0)
+                    .then(|| self.ins().iconst(types::I32, (j >> 4) as i64 * 4));
+                let q = self.quant_ints(buf, byte, shift, true);
+                self.ins().fcvt_from_sint(types::F32X4, q)
+            }
+            // The verifier admits only row parts of groups.
+            _ => self.ins().f32const(0.0),
         }
     }
 }

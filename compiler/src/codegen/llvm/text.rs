@@ -159,7 +159,7 @@ pub(super) struct Function<'k> {
     threads: String,
     vars: HashMap<Var, (String, L)>,
     /// The intrinsics called, by name, with their declarations.
-    intrinsics: &'k mut BTreeMap<String, String>,
+    pub(super) intrinsics: &'k mut BTreeMap<String, String>,
 }
 
 impl<'k> Function<'k> {
@@ -287,6 +287,7 @@ impl<'k> Function<'k> {
             }
             // A block's Thread loops run in order on this thread: nothing to wait for.
             Stmt::Barrier(_) => {}
+            Stmt::Prefetch(buf, block) => self.prefetch(*buf, block),
             Stmt::Check(cond, code) => {
                 let c = self.expr(cond);
                 let (fail, cont) = (self.label("fail"), self.label("ok"));
@@ -533,6 +534,7 @@ fn elem_type(e: Elem) -> &'static str {
         Elem::Bool => "i8",
         // Addressed by block, as bytes (see `quant.rs`).
         Elem::Q8_0 | Elem::Q4_0 | Elem::Q4_1 => "i8",
+        Elem::Q8_0x16 | Elem::Q4_0x16 | Elem::Q4_1x16 => "i8",
     }
 }
 

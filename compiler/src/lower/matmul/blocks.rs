@@ -17,8 +17,9 @@
 //!   panels.
 
 use archc_kernels::ir::build::{add, axis, bin, mul, serial, var};
-use archc_kernels::ir::{Axis, Bin, BlockPart, Elem, Expr, Ieee32, Local, Stmt, Var, QUANT_BLOCK};
-use archc_runtime::Buffer;
+use archc_kernels::ir::{
+    Axis, Bin, BlockPart, Elem, Expr, Ieee32, Local, Stmt, Var, GROUP_ROWS, QUANT_BLOCK,
+};
 use petgraph::graph::NodeIndex;
 
 use super::{Epilogue, Layout, Slice};
@@ -33,16 +34,33 @@ const COLS: i64 = 4;
 /// Products of at most this many rows take the dot products on the blocks (see `matmul`).
 const DOT_ROWS: i64 = 16;
 
+/// The transposes of weight `w` of `g` (a param whose rows are whole groups of
+/// [`GROUP_ROWS`]) that only matmuls read, each reading `w` in place through it
+/// ([`transposed_weight`]): those matmuls can read `w` in groups of rows ([`Elem::Q8_0x16`]).
+/// When they are all of `w`'s users, no kernel reads `w` element by element.
+pub fn group_readers(g: &Graph, w: NodeIndex) -> Vec<NodeIndex> {
+    let rows = g.ty(w).shape.first().and_then(Dim::as_const);
+    if !rows.is_some_and(|r| r > 0 && r % GROUP_ROWS as i64 == 0) {
+        return Vec::new();
+    }
+    let mut users = g.users(w);
+    users.dedup();
+    users.retain(|&t| {
+        let readers = g.users(t);
+        transposed(g, t) == Some(w)
+            && !readers.is_empty()
+            && readers.iter().all(|&m| {
+                transposed_weight(g, m)
+                    .is_some_and(|(slot, x)| x == w && g.operands(m).get(slot) == Some(&t))
+            })
+    });
+    users
+}
+
 /// For node `n` of `g` (a matmul, or a region anchored on one) whose `b` is `permute[1, 0]`
-/// of a weight kept block-quantized: which operand `b` is, and the weight's buffer (of
-/// `buffers`, by node in `buffer_of`), whose rows are whole blocks. The matmul reads the
-/// weight in place through [`Ctx::transposed`].
-pub fn transposed_blocks(
-    g: &Graph,
-    n: NodeIndex,
-    buffers: &[Buffer],
-    buffer_of: &[usize],
-) -> Option<(usize, usize)> {
+/// of a param with rows of whole blocks: which operand `b` is, and the param. When the
+/// param is kept block-quantized, the matmul reads it in place ([`Ctx::transposed`]).
+pub fn transposed_weight(g: &Graph, n: NodeIndex) -> Option<(usize, NodeIndex)> {
     let operands = g.operands(n);
     let slot = match &g.dag[n].op {
         Op::MatMul => 1,
@@ -72,11 +90,9 @@ pub fn transposed_blocks(
         return None;
     }
     let w = transposed(g, b)?;
-    let buffer = *buffer_of.get(w.index())?;
     let k = g.ty(w).shape.get(1).and_then(Dim::as_const)?;
     let whole = k > 0 && k % QUANT_BLOCK as i64 == 0;
-    (matches!(g.dag[w].op, Op::Param(_)) && buffers.get(buffer)?.blocks.is_some() && whole)
-        .then_some((slot, buffer))
+    (matches!(g.dag[w].op, Op::Param(_)) && whole).then_some((slot, w))
 }
 
 /// The node that node `b` of `g` transposes: `b` is `permute[1, 0]` of it, or a region of
@@ -107,11 +123,16 @@ pub(super) fn matmul(
     gemm: impl FnOnce(&mut Ctx, Option<&mut dyn Epilogue>) -> (Vec<Stmt>, Vec<Local>),
 ) -> (Vec<Stmt>, Vec<Local>) {
     let n = l.b.shape[1].as_const().unwrap_or(0);
+    let m = cx.dim(rows);
+    if elem.is_grouped() {
+        let min = elem.block() == Elem::Q4_1;
+        let dot = super::groups::dot(cx, (l, m.clone()), (abuf, wbuf, min), &mut epilogue);
+        return both(cx, (dot, m, n), epilogue, gemm);
+    }
     let cols = (1..=COLS).rev().find(|c| n % c == 0).unwrap_or(1);
     // A width of at most 16 that divides the blocks: lanes never straddle two.
     let width = cx.schedule.lanes.clamp(1, 16) as i64;
     let t = cx.var();
-    let m = cx.dim(rows);
     let full = bin(Bin::Div, m.clone(), Expr::Int(ROWS));
     let (ib, it) = (cx.var(), cx.var());
     let tile = |cx: &mut Ctx, first: Expr, r: i64, epi: &mut Option<&mut dyn Epilogue>| {
@@ -137,6 +158,17 @@ pub(super) fn matmul(
             axis(Axis::Serial, it, bin(Bin::Sub, m.clone(), start), rest),
         ],
     )];
+    both(cx, (dot, m, n), epilogue, gemm)
+}
+
+/// The kernel holding `dot` for up to [`DOT_ROWS`] rows (`m`) and `gemm`'s blocked matmul for
+/// more, where the `n` columns are whole panels; `dot` alone otherwise.
+fn both(
+    cx: &mut Ctx,
+    (dot, m, n): (Vec<Stmt>, Expr, i64),
+    epilogue: Option<&mut dyn Epilogue>,
+    gemm: impl FnOnce(&mut Ctx, Option<&mut dyn Epilogue>) -> (Vec<Stmt>, Vec<Local>),
+) -> (Vec<Stmt>, Vec<Local>) {
     let s = super::Shape::of(cx);
     let whole = n % s.nr() == 0 && s.lanes <= 16;
     if !whole {
@@ -154,6 +186,10 @@ pub(super) fn matmul(
 /// into its panel. The slices start at multiples of `kc`, which `blocks` makes a multiple of
 /// the blocks, so the vectors lie in whole blocks.
 pub(super) fn pack_transposed(cx: &mut Ctx, at: &Slice, (bbuf, packed): (usize, usize)) -> Stmt {
+    if let Some((_, elem)) = cx.transposed.filter(|t| t.1.is_grouped()) {
+        let min = elem.block() == Elem::Q4_1;
+        return super::groups::pack(cx, at, (bbuf, packed), min);
+    }
     let Slice { s, l, t, k_lo, kc } = *at;
     let (nr, w) = (s.nr(), s.lanes as i64);
     let (jp, c, kv, v) = (cx.var(), cx.var(), cx.var(), cx.var());
@@ -211,11 +247,7 @@ impl Tile<'_, '_> {
         let acc: Vec<Vec<Var>> = (0..self.rows)
             .map(|_| (0..self.cols).map(|_| cx.var()).collect())
             .collect();
-        let mut body: Vec<Stmt> = acc
-            .iter()
-            .flatten()
-            .map(|v| Stmt::Set(*v, zero.clone()))
-            .collect();
+        let mut body = zeroed(&acc, w8);
         let kb = cx.var();
         let per_row = bin(Bin::Div, self.l.k.clone(), Expr::Int(block));
         let col = |c: i64| add(mul(var(self.t), Expr::Int(self.cols)), Expr::Int(c));
@@ -292,14 +324,23 @@ impl Tile<'_, '_> {
     }
 }
 
+/// Sets every accumulator of `acc` to a zero vector of `width` lanes.
+pub(super) fn zeroed(acc: &[Vec<Var>], width: u8) -> Vec<Stmt> {
+    let zero = Expr::Splat(Box::new(Expr::F32(Ieee32::new(0.0))), width);
+    acc.iter()
+        .flatten()
+        .map(|v| Stmt::Set(*v, zero.clone()))
+        .collect()
+}
+
 /// Sets a fresh variable to `e` at the end of `body`; its value.
-fn set(cx: &mut Ctx, body: &mut Vec<Stmt>, e: Expr) -> Expr {
+pub(super) fn set(cx: &mut Ctx, body: &mut Vec<Stmt>, e: Expr) -> Expr {
     let v = cx.var();
     body.push(Stmt::Set(v, e));
     var(v)
 }
 
 /// `a · b + c`, lane by lane.
-fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
+pub(super) fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
     Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
 }
