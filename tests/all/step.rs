@@ -212,24 +212,48 @@ fn models_without_a_derived_step_say_why() {
 }
 
 /// The prefill's and the step's plans make their weight buffers alike, so a generation's two
-/// executors share every one of them (`lower::same_weights`).
+/// executors share every one of them (`lower::same_weights`), with f32 weights and with
+/// weights kept in blocks.
 #[test]
 fn prefill_and_step_share_every_weight_buffer() {
     use archc_compiler::lower::same_weights;
     use archc_compiler::passes::lower_optimized;
-    for name in CAUSAL {
+    for (name, quantized) in CAUSAL.iter().flat_map(|n| [(n, false), (n, true)]) {
         let g = example(name);
         let input = g.inputs.keys().next().cloned().expect("a token input");
+        // Quantized: every matrix with rows of whole blocks kept in Q8_0 blocks (a tied
+        // embedding then has two buffers, ggml's blocks and groups of rows).
+        let blocks = g
+            .params
+            .iter()
+            .filter(|(_, (n, _))| {
+                let shape = &g.ty(*n).shape;
+                let k = shape.get(1).and_then(|d| d.as_const());
+                quantized && shape.len() == 2 && k.is_some_and(|k| k % 32 == 0)
+            })
+            .map(|(w, _)| (w.clone(), archc_runtime::quant::BlockFormat::Q8_0))
+            .collect();
+        let options = PassOptions::all().with_blocks(blocks);
         let lower = |phase| {
             let d = derive(&g, &input, "logits", phase).unwrap_or_else(|e| panic!("{e}"));
-            lower_optimized(&d.graph, &PassOptions::all()).unwrap_or_else(|e| panic!("{e}"))
+            lower_optimized(&d.graph, &options).unwrap_or_else(|e| panic!("{e}"))
         };
         let (prefill, step) = (lower(Phase::Prefill), lower(Phase::Step));
         let pairs = same_weights(&prefill, &step);
+        for &(s, p) in &pairs {
+            let (a, b) = (&step.plan.buffers[s], &prefill.plan.buffers[p]);
+            assert_eq!(a.blocks, b.blocks, "{name}: {} shares {}", a.name, b.name);
+        }
         let plan = &step.plan;
         let weights: Vec<usize> = (0..plan.buffers.len())
             .filter(|&b| plan.root(b) == b)
             .filter(|&b| matches!(plan.buffers[b].storage, archc_runtime::Storage::Weight))
+            // Loaded, or written by a prepare step (a transpose whose matmuls read the
+            // weight's blocks instead has none, and is never allocated).
+            .filter(|&b| {
+                plan.weights.iter().any(|w| plan.root(w.buffer) == b)
+                    || plan.prepare.iter().any(|s| s.args().first() == Some(&b))
+            })
             .collect();
         let shared: Vec<usize> = pairs.iter().map(|p| p.0).collect();
         let missing: Vec<&str> = weights

@@ -16,7 +16,8 @@ use super::Lowered;
 /// How a top-level weight buffer is made.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Recipe {
-    /// Loaded from the checkpoint: its name, dtype and shape.
+    /// Loaded from the checkpoint: its name, and its dtype, shape and block format (a weight
+    /// may be loaded twice: in ggml's blocks for a gather, in groups of rows for matmuls).
     Loaded(String, String),
     /// Written by one prepare step: the kernel (its names cleared) and its inputs' recipes.
     Prepared(Box<Kernel>, Vec<Recipe>),
@@ -43,7 +44,7 @@ fn recipes(l: &Lowered) -> HashMap<usize, Recipe> {
     let mut out: HashMap<usize, Recipe> = HashMap::new();
     for w in &plan.weights {
         let b = &plan.buffers[plan.root(w.buffer)];
-        let ty = format!("{}{:?}", b.dtype, b.shape);
+        let ty = format!("{}{:?}{:?}", b.dtype, b.shape, b.blocks);
         out.insert(plan.root(w.buffer), Recipe::Loaded(w.name.clone(), ty));
     }
     let mut writes: HashMap<usize, usize> = HashMap::new();
