@@ -405,7 +405,8 @@ pub(crate) struct GenerateArgs {
     /// answer is printed as it is generated.
     #[arg(long, conflicts_with = "prompts")]
     pub(crate) prompt: Option<String>,
-    /// A text file of prompts, one per line (empty lines skipped), each decoded in turn; the
+    /// A text file of prompts, one per line (empty lines skipped), of any lengths, decoded as
+    /// one batch (each runs alone until as long as the longest, then all step together); the
     /// answers follow `[0]`, `[1]`, ...
     #[arg(long)]
     pub(crate) prompts: Option<PathBuf>,

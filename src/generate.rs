@@ -30,6 +30,7 @@ use archc_runtime::generation::{
     RERUNS, STEPS,
 };
 use archc_runtime::gguf::GgufFile;
+use archc_runtime::ragged::decode_ragged;
 use archc_runtime::sampling::Sampling;
 
 /// Options of one generation.
@@ -70,7 +71,7 @@ pub enum Prompt {
     Ids(PathBuf),
     /// One text, tokenized (and with `chat`, put in the model's chat template first).
     Text {
-        /// The texts, each decoded on its own (they may differ in length).
+        /// The texts (they may differ in length: see `archc_runtime::ragged`).
         texts: Vec<String>,
         /// Whether to apply the chat template.
         chat: bool,
@@ -130,8 +131,13 @@ pub fn generate(g: &Graph, o: &GenerateOptions) -> Result<String, String> {
     let (result, state) = match steps {
         Some((prefill, step)) => {
             let prefix = shared_prefix(&groups);
-            with_state(&model, o, (&prefill, &step), &prefix, |f| {
-                run_groups(f, groups, &d, text.as_ref())
+            let rows = single_rows(&groups);
+            // Stacking States needs every part's first axis to be the batch.
+            let batch = g.inputs.get(&input).and_then(|&n| g.ty(n).shape.first());
+            let stackable = step.parts.iter().all(|p| p.shape.first() == batch);
+            with_state(&model, o, (&prefill, &step), &prefix, |m| match rows {
+                Some(rows) if stackable => run_ragged(m, &rows, &d, text.as_ref()),
+                _ => run_groups(&mut |c| m.forward(c), groups, &d, text.as_ref()),
             })?
         }
         None => (
@@ -182,7 +188,7 @@ fn with_state(
     o: &GenerateOptions,
     (prefill, step): (&Derived, &Derived),
     prefix: &[i64],
-    body: impl FnOnce(&mut Forward) -> Result<Generated, String>,
+    body: impl FnOnce(&mut Stateful) -> Result<Generated, String>,
 ) -> Result<(Generated, String), String> {
     let (first, next) = (
         Compiled::new(&prefill.graph, o)?,
@@ -207,23 +213,28 @@ fn with_state(
             started.elapsed().as_secs_f64() * 1e3
         );
     }
-    let mut g = body(&mut |context: &[Vec<i64>]| model.forward(context))?;
+    let mut g = body(&mut model)?;
     g.how = STEPS;
     notes.push_str(&model.state_summary());
     Ok((g, notes))
 }
 
-/// The tokens every prompt starts with (a chat template's system turn), when there are
-/// several one-row prompts and each has at least one token past them; else none.
-fn shared_prefix(groups: &[Vec<Vec<i64>>]) -> Vec<i64> {
-    let rows: Option<Vec<&Vec<i64>>> = groups
+/// The prompts, when there are several and each is one row (texts, of any lengths).
+fn single_rows(groups: &[Vec<Vec<i64>>]) -> Option<Vec<Vec<i64>>> {
+    let rows: Option<Vec<Vec<i64>>> = groups
         .iter()
         .map(|g| match g.as_slice() {
-            [row] => Some(row),
+            [row] => Some(row.clone()),
             _ => None,
         })
         .collect();
-    let Some(rows) = rows.filter(|r| r.len() > 1) else {
+    rows.filter(|r| r.len() > 1)
+}
+
+/// The tokens every prompt starts with (a chat template's system turn), when there are
+/// several one-row prompts and each has at least one token past them; else none.
+fn shared_prefix(groups: &[Vec<Vec<i64>>]) -> Vec<i64> {
+    let Some(rows) = single_rows(groups) else {
         return Vec::new();
     };
     let shortest = rows.iter().map(|r| r.len()).min().unwrap_or(0);
@@ -499,6 +510,34 @@ impl Stream {
             }
         }
     }
+}
+
+/// Decodes one-row prompts of any lengths as one batch ([`decode_ragged`]), then prints each
+/// text's answer under a header.
+fn run_ragged(
+    model: &mut Stateful,
+    rows: &[Vec<i64>],
+    d: &Decoding,
+    text: Option<&Text>,
+) -> Result<Generated, String> {
+    let (g, together) = decode_ragged(model, rows, d)?;
+    let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+    println!(
+        "{together} of {} prompts decoded as one batch, each after running alone until as \
+         long as the longest ({longest} tokens)",
+        rows.len()
+    );
+    if let Some(t) = text {
+        for (i, ids) in g.ids.iter().enumerate() {
+            // Up to its end of sequence: what follows is padding.
+            let end = ids
+                .iter()
+                .position(|x| d.eos.contains(x))
+                .map_or(ids.len(), |e| e + 1);
+            println!("[{i}]\n{}", t.decode(&ids[..end]));
+        }
+    }
+    Ok(g)
 }
 
 /// Decodes each group of rows in turn (a header before each of several texts) and gathers the

@@ -48,11 +48,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         decoding: Decoding {
             max_new: 32,
             min_new: 0,
-            sampling: Sampling {
-                temperature: 0.0,
-                top_k: 0,
-                top_p: 1.0,
-            },
+            sampling: Sampling::default(),
             seed: 0,
             eos: Vec::new(),
             pad: None,

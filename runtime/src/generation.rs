@@ -63,13 +63,30 @@ pub type Forward<'a> = dyn FnMut(&[Vec<i64>]) -> Result<Vec<Vec<f32>>, String> +
 /// from then on, as transformers pads them.
 pub fn decode(
     forward: &mut Forward,
+    context: Vec<Vec<i64>>,
+    d: &Decoding,
+    shown: &mut dyn FnMut(&[Vec<i64>]),
+) -> Result<Generated, String> {
+    let counts = vec![0; context.len()];
+    decode_from(forward, context, &counts, d, shown)
+}
+
+/// As [`decode`], for rows that already have `counts[r]` tokens of their own (prompts of
+/// different lengths that caught up with each other, see [`crate::ragged`]): a row's
+/// end-of-sequence mask and budget count them, and a row whose budget is spent is fed and
+/// padded as a stopped one is.
+pub fn decode_from(
+    forward: &mut Forward,
     mut context: Vec<Vec<i64>>,
+    counts: &[usize],
     d: &Decoding,
     shown: &mut dyn FnMut(&[Vec<i64>]),
 ) -> Result<Generated, String> {
     let rows = context.len();
     let mut rng = SplitMix64::new(d.seed, "generate");
-    let mut done = vec![false; rows];
+    let mut done: Vec<bool> = (0..rows)
+        .map(|r| counts.get(r).is_some_and(|&c| c >= d.max_new))
+        .collect();
     let mut g = Generated {
         ids: vec![Vec::new(); rows],
         logits: Vec::new(),
@@ -78,26 +95,32 @@ pub fn decode(
         how: RERUNS,
     };
     let pad = d.pad.or(d.eos.first().copied()).unwrap_or(0);
-    for step in 0..d.max_new {
+    let eos: Vec<usize> = d
+        .eos
+        .iter()
+        .filter_map(|&e| usize::try_from(e).ok())
+        .collect();
+    let steps = (0..rows)
+        .map(|r| {
+            d.max_new
+                .saturating_sub(counts.get(r).copied().unwrap_or(0))
+        })
+        .max()
+        .unwrap_or(0);
+    for step in 0..steps {
         let started = Instant::now();
         let logits = forward(&context)?;
-        let banned: Vec<usize> = if step < d.min_new {
-            d.eos
-                .iter()
-                .filter_map(|&e| usize::try_from(e).ok())
-                .collect()
-        } else {
-            Vec::new()
-        };
         for (r, row) in logits.iter().enumerate() {
+            let had = counts.get(r).copied().unwrap_or(0) + step;
+            let banned = if had < d.min_new { &eos[..] } else { &[] };
             let token = if done[r] {
                 pad
             } else {
-                d.sampling.choose(row, &banned, &mut rng) as i64
+                d.sampling.choose(row, banned, &mut rng) as i64
             };
             g.ids[r].push(token);
             context[r].push(token);
-            done[r] = done[r] || d.eos.contains(&token);
+            done[r] = done[r] || d.eos.contains(&token) || had + 1 >= d.max_new;
         }
         g.logits
             .push(if d.keep_logits { logits } else { Vec::new() });
@@ -451,6 +474,19 @@ impl<'r, 'a> Stateful<'r, 'a> {
             f.extend_from_slice(&c[f.len()..]);
         }
         Ok(logits)
+    }
+
+    /// The State after the last pass.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Takes `state` as the State after running `fed` (its rows, as many as its batch), so
+    /// that a context extending them steps from it (rows that ran apart, stacked: see
+    /// [`crate::ragged`]).
+    pub fn adopt(&mut self, state: State, fed: Vec<Vec<i64>>) {
+        self.state = state;
+        self.fed = fed;
     }
 
     /// Runs `prefix` (rows that later contexts start with, such as a chat template's system

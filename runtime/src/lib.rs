@@ -21,6 +21,7 @@ mod launcher;
 mod plan;
 mod plan_text;
 pub mod quant;
+pub mod ragged;
 mod random;
 pub mod sampling;
 mod session;

@@ -14,6 +14,17 @@ pub struct Sampling {
     pub top_p: f32,
 }
 
+impl Default for Sampling {
+    /// Greedy: the most likely token, nothing cut.
+    fn default() -> Sampling {
+        Sampling {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+        }
+    }
+}
+
 impl Sampling {
     /// Whether this is greedy decoding.
     pub fn greedy(&self) -> bool {

@@ -168,6 +168,48 @@ impl State {
         self.clone()
     }
 
+    /// The States of several generations as one batch: each part's tensors stacked along
+    /// their first axis (which must be the batch, one row each or more), in order. They must
+    /// hold the same parts over the same number of positions.
+    pub fn stack(states: &[State]) -> Result<State, StateError> {
+        let Some(first) = states.first() else {
+            return Err(StateError::Missing("the States to stack".into()));
+        };
+        let mut out = first.clone();
+        for (i, part) in first.layout.iter().enumerate() {
+            let mismatch = |had: &Tensor, got: &Tensor| StateError::Shape {
+                name: part.name.clone(),
+                had: had.shape.clone(),
+                got: got.shape.clone(),
+            };
+            for other in &states[1..] {
+                let same = other.layout == first.layout && other.context == first.context;
+                let (Some(t), Some(Some(o))) = (out.tensors[i].as_mut(), other.tensors.get(i))
+                else {
+                    return Err(StateError::Missing(part.name.clone()));
+                };
+                let fits = same
+                    && t.shape.len() == o.shape.len()
+                    && t.shape.get(1..) == o.shape.get(1..)
+                    && t.dtype == o.dtype;
+                if !fits {
+                    return Err(mismatch(t, o));
+                }
+                match (&mut t.data, &o.data) {
+                    (Data::F32(x), Data::F32(y)) => x.extend_from_slice(y),
+                    (Data::I64(x), Data::I64(y)) => x.extend_from_slice(y),
+                    (Data::Bool(x), Data::Bool(y)) => x.extend_from_slice(y),
+                    _ => return Err(mismatch(t, o)),
+                }
+                t.shape[0] += o.shape[0];
+            }
+            if let (Update::Append(axis), Some(t)) = (&part.update, out.tensors[i].as_mut()) {
+                reserve(t, *axis, out.capacity);
+            }
+        }
+        Ok(out)
+    }
+
     /// Goes back to a snapshot of the same layout, into the storage it has (which keeps its
     /// reserved room).
     pub fn restore(&mut self, snapshot: &State) {
@@ -312,6 +354,33 @@ mod tests {
         let wrong = Tensor::f32(vec![3, 1], vec![0.0; 3]);
         let mut t = Tensor::f32(vec![2, 1], vec![0.0; 2]);
         assert!(append("k", &mut t, wrong, 1).is_err());
+    }
+
+    #[test]
+    fn states_stack_along_the_batch() {
+        let row = |k: [f32; 2], h: f32, t: usize| {
+            let mut s = cache(8);
+            let mut out = HashMap::from([
+                ("k".to_string(), Tensor::f32(vec![1, t], k[..t].to_vec())),
+                ("h".to_string(), Tensor::f32(vec![1, 1], vec![h])),
+            ]);
+            s.absorb(&mut out, t).expect("prefill");
+            s
+        };
+        let mut s = State::stack(&[row([1.0, 2.0], 0.5, 2), row([3.0, 4.0], 0.25, 2)])
+            .expect("two rows of two positions");
+        let mut step = HashMap::from([
+            ("k".to_string(), Tensor::f32(vec![2, 1], vec![5.0, 6.0])),
+            ("h".to_string(), Tensor::f32(vec![2, 1], vec![0.0, 1.0])),
+        ]);
+        s.absorb(&mut step, 1).expect("a step of both rows");
+        let got: HashMap<&str, &Tensor> = s.inputs().collect();
+        assert_eq!(got["k"].to_f32(), [1.0, 2.0, 5.0, 3.0, 4.0, 6.0]);
+        assert_eq!(got["h"].shape, [2, 1]);
+        assert_eq!(s.context(), 3);
+        let uneven = State::stack(&[row([1.0, 2.0], 0.5, 2), row([3.0, 0.0], 0.25, 1)]);
+        assert!(matches!(uneven, Err(StateError::Shape { .. })));
+        assert!(State::stack(&[]).is_err());
     }
 
     #[test]

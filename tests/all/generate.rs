@@ -164,8 +164,9 @@ fn smollm2_answers_chat_prompts_as_transformers_does() {
         let got = read(&d.join("text.safetensors"), "generated_ids").to_f32();
         assert_eq!(got, want, "prompt {i} from its text");
     }
-    // Both prompts from a file, decoded one after the other: rows padded with the end token.
-    // Their chat template's system turn is run once, and each prompt steps on from its State.
+    // Both prompts from a file, of different lengths, decoded as one batch once the shorter
+    // caught up: rows padded with the end token. Their chat template's system turn is run
+    // once, and each prompt steps on from its State.
     std::fs::write(d.join("prompts.txt"), PROMPTS.join("\n")).expect("writable");
     let args = [
         "generate",
@@ -183,6 +184,26 @@ fn smollm2_answers_chat_prompts_as_transformers_does() {
     let run = archc_limited(&args, &d);
     run.expect(0, &[]);
     assert!(run.stdout.contains("were run once"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("2 of 2 prompts decoded as one batch"),
+        "{}",
+        run.stdout
+    );
+    // The last prompt's logits, in the batch and alone (from its text, above), within 1e-4.
+    let batched = read(&d.join("both.safetensors"), "step_logits");
+    let alone = read(&d.join("text.safetensors"), "step_logits");
+    let vocab = alone.shape[2];
+    let (row, alone) = (&batched.to_f32()[32 * vocab..], alone.to_f32());
+    let n = alone.len().min(row.len());
+    let scale = alone[..n].iter().fold(0f32, |m, x| m.max(x.abs()));
+    let worst = row[..n]
+        .iter()
+        .zip(&alone[..n])
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 1e-4 * scale,
+        "batched logits off by {worst} (of {scale})"
+    );
     let both = read(&d.join("both.safetensors"), "generated_ids");
     let greedy =
         |i: usize| read(&fixture.join("outputs.safetensors"), &format!("greedy_{i}")).to_f32();

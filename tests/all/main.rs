@@ -32,6 +32,7 @@ mod pass_route_experts;
 mod pass_tile_attention;
 mod primitives;
 mod quantized;
+mod ragged;
 mod run_errors;
 mod schedule_ir;
 mod sharded;
