@@ -163,17 +163,28 @@ impl Tile<'_, '_> {
         let mut body = zeroed(&acc, w8);
         let kb = cx.var();
         let per_row = bin(Bin::Div, self.l.k.clone(), Expr::Int(QUANT_BLOCK as i64));
-        let blocks: Vec<Expr> = (0..self.vectors())
-            .map(|v| block_of(&self.col(v), var(kb), &per_row))
+        // Each vector's first block, once per tile; its block `kb` is `16·kb` past it.
+        let firsts: Vec<Expr> = (0..self.vectors())
+            .map(|v| {
+                let first = block_of(&self.col(v), Expr::Int(0), &per_row);
+                set(cx, &mut body, first)
+            })
             .collect();
+        let at = |kb: Expr, first: &Expr| add(first.clone(), mul(kb, Expr::Int(GROUP_ROWS as i64)));
         // Decoding streams every weight from memory once: ask for each group's blocks a few
         // steps ahead, so that more of them are in flight than the hardware's prefetcher keeps.
-        let per_group = GROUP_ROWS as i64 / self.width;
-        let mut step: Vec<Stmt> = (0..self.groups)
-            .map(|g| {
+        let per_group = (GROUP_ROWS as i64 / self.width) as usize;
+        let mut step: Vec<Stmt> = firsts
+            .iter()
+            .step_by(per_group)
+            .map(|first| {
                 let ahead = add(var(kb), Expr::Int(PREFETCH_BLOCKS));
-                Stmt::Prefetch(wbuf, block_of(&self.col(g * per_group), ahead, &per_row))
+                Stmt::Prefetch(wbuf, at(ahead, first))
             })
+            .collect();
+        let blocks: Vec<Expr> = firsts
+            .iter()
+            .map(|first| set(cx, &mut step, at(var(kb), first)))
             .collect();
         let part = |b: &Expr, p| Expr::Block(wbuf, Box::new(b.clone()), p);
         let d: Vec<Expr> = blocks
