@@ -6,6 +6,9 @@ use archc_runtime::quant::BlockFormat;
 
 use super::registry::{self, PASSES};
 
+/// The pass that compiles each distinct layer of a stack once (see [`PassOptions::with_blocks`]).
+const STACKS: &str = "interleave_stack";
+
 /// Which passes run, and whether each one's output is verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PassOptions {
@@ -68,8 +71,14 @@ impl PassOptions {
     }
 
     /// Keeps the named weights in these block formats in memory (a GGUF checkpoint's
-    /// quantized tensors): matmuls read them in place, dequantizing in registers.
+    /// quantized tensors): matmuls read them in place, dequantizing in registers. With any,
+    /// `interleave_stack` is off: a layer kind's kernels are compiled once for every layer's
+    /// weights, as f32, while the unrolled layers' matmuls each read their own weight's blocks
+    /// (the kernels of alike layers are still compiled once: lowering shares equal code).
     pub fn with_blocks(mut self, blocks: BTreeMap<String, BlockFormat>) -> PassOptions {
+        if !blocks.is_empty() && self.enabled(STACKS) {
+            self.disabled.push(STACKS.to_string());
+        }
         self.blocks = blocks;
         self
     }
