@@ -1,19 +1,25 @@
 //! Weights kept block-quantized in memory (ggml's Q8_0, Q4_0, Q4_1). A kernel loading them
 //! dequantizes every element exactly as ggml's reference does, on the Kernel IR interpreter
 //! and on every native backend, scalar and in vectors of 4 to 16 lanes, and so does one that
-//! reads a block's parts (`Expr::Block`) and multiplies and adds them itself. Whole models whose weights stay in
-//! blocks (their matmuls reading them in place, a tied embedding gathered from them) give the
-//! graph interpreter's outputs on the dequantized weights within 1e-4, for one row (decoding),
-//! ragged row counts, and prompts long enough for the blocked kernel that packs the blocks.
+//! reads a block's parts (`Expr::Block`), or the row parts of groups of 16 rows, and
+//! multiplies and adds them itself. Whole models whose weights stay in blocks (their matmuls
+//! reading them in place, most in groups of rows; a tied embedding gathered from them) give
+//! the graph interpreter's outputs on the dequantized weights within 1e-4, for one row
+//! (decoding), ragged row counts, and prompts long enough for the blocked kernel that packs
+//! the blocks; with LLVM at 16, 8 and 4 lanes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+#[cfg(feature = "llvm")]
+use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::codegen::kernel_interp::KernelInterp;
 use archc_compiler::interp::{bind_dims, interpret, MapWeights};
 use archc_compiler::passes::{lower_optimized_for, PassOptions};
 use archc_kernels::ir::build::{add, axis, bin, load, mul, var};
 use archc_kernels::ir::{Axis, Bin, BlockPart, Elem, Expr, Kernel, Param, Stmt, Var};
 use archc_kernels::target::Target;
+#[cfg(feature = "llvm")]
+use archc_kernels::target::X86Level;
 use archc_runtime::quant::{BlockFormat, GgmlType};
 use archc_runtime::{
     random_tensor, Arg, DType, Executor, Launcher, ParamSignature, Signature, Signatures, Size,
@@ -356,6 +362,14 @@ fn check(
     )> = vec![("kernel IR".into(), Target::cranelift_x86_64(), None)];
     for kind in common::backends() {
         runs.push((kind.name().into(), kind.target(), Some(kind)));
+    }
+    // LLVM at narrower vectors too (what an AVX2 or SSE2 machine gets): the groups of 16 rows
+    // are then 2 or 4 vectors each, with one group per task.
+    #[cfg(feature = "llvm")]
+    for level in [X86Level::V3, X86Level::Baseline] {
+        let target = Target::x86_64(level);
+        let name = format!("llvm at {} lanes", target.lanes);
+        runs.push((name, target, Some(BackendKind::Llvm)));
     }
     for (backend, target, kind) in runs {
         let lowered = lower_optimized_for(g, &passes, &target).unwrap();
