@@ -10,8 +10,9 @@
 //! does not join.
 //!
 //! The cost over batching without masks is one single-row step per token of difference
-//! between a prompt and the longest; each row's tokens and logits are those of decoding it
-//! alone.
+//! between a prompt and the longest. Greedily, each row's tokens and logits are those of
+//! decoding it alone; sampled, each row draws from its own logits, the rows together from one
+//! random stream once they step together.
 
 use std::time::Duration;
 
