@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::passes::PassOptions;
+use archc_kernels::target::GpuArch;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::Failure;
@@ -293,9 +294,37 @@ pub(crate) enum Command {
         /// as `run` and `generate` compile them with it (weights are not loaded).
         #[arg(long, value_name = "FILE.gguf")]
         weights: Option<PathBuf>,
+        /// Schedule for an NVIDIA GPU of this architecture: `kernels` and `plan` show the
+        /// kernels split into blocks of threads, `ptx` is for it (default there: sm_80).
+        #[arg(long, value_enum)]
+        arch: Option<Arch>,
+        /// With `--stage ptx`: assemble the PTX with ptxas (`$ARCHC_PTXAS` or `ptxas` on the
+        /// PATH) and print each kernel's registers, stack frame and spills instead.
+        #[arg(long)]
+        stats: bool,
         #[command(flatten)]
         passes: PassFlags,
     },
+}
+
+/// An NVIDIA GPU architecture.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Arch {
+    /// Ampere (A100) and later: the baseline.
+    #[value(name = "sm_80")]
+    Sm80,
+    /// Hopper (H100, H200), with its architecture-specific features.
+    #[value(name = "sm_90a")]
+    Sm90a,
+}
+
+impl Arch {
+    pub(crate) fn gpu(self) -> GpuArch {
+        match self {
+            Arch::Sm80 => GpuArch::Sm80,
+            Arch::Sm90a => GpuArch::Sm90a,
+        }
+    }
 }
 
 /// A pipeline stage with a text form.
@@ -320,6 +349,9 @@ pub(crate) enum Stage {
     /// The LLVM IR of every kernel, before LLVM optimises it (archc built with
     /// `--features llvm`).
     Llvm,
+    /// The PTX of every kernel for an NVIDIA GPU (`--arch`, default sm_80), from LLVM's NVPTX
+    /// backend (archc built with `--features cuda`); `--stats` assembles it with ptxas.
+    Ptx,
 }
 
 /// A source of model configs for `archc import`.

@@ -10,7 +10,8 @@ use archc_compiler::step::{print_step, Phase};
 use archc_compiler::summary::summary;
 use archc_compiler::syntax::print_file;
 use archc_compiler::Session;
-use archc_kernels::target::{Target, X86Level};
+use archc_compiler::codegen::{self, cranelift::CodegenError};
+use archc_kernels::target::{GpuArch, Target, X86Level};
 use archc_runtime::files;
 use clap::Parser;
 
@@ -283,6 +284,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
             explain_fusion,
             verify,
             weights,
+            arch,
+            stats,
             passes,
         } => {
             let passes = passes.options()?;
@@ -301,9 +304,15 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     true,
                 );
             }
-            // `dump --stage llvm` shows the kernels as LLVM gets them: scheduled for this CPU.
-            let target = match stage {
-                Stage::Llvm => BackendKind::Llvm.target(),
+            // `dump --stage llvm` shows the kernels as LLVM gets them: scheduled for this CPU;
+            // `--arch` schedules them for a GPU.
+            let gpu = match (stage, arch) {
+                (Stage::Ptx, None) => Some(GpuArch::Sm80),
+                (_, a) => a.map(Arch::gpu),
+            };
+            let target = match (stage, gpu) {
+                (_, Some(a)) => Target::cuda(a),
+                (Stage::Llvm, None) => BackendKind::Llvm.target(),
                 _ => BackendKind::Cranelift.target(),
             };
             let lowered = || {
@@ -347,6 +356,20 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     let l = lowered()?;
                     kind.text(&l.kernels, l.plan.symbols.len())
                         .map_err(|e| Failure::Input(format!("error: {e}\n")))
+                }
+                Stage::Ptx => {
+                    let l = lowered()?;
+                    let arch = gpu.unwrap_or(GpuArch::Sm80);
+                    let fail = |e: CodegenError| Failure::Input(format!("error: {e}\n"));
+                    let ptx = codegen::ptx(&l.kernels, l.plan.symbols.len(), arch).map_err(fail)?;
+                    if !stats {
+                        return Ok(ptx);
+                    }
+                    let ptxas = codegen::ptxas::find_ptxas().ok_or_else(|| {
+                        Failure::Input(codegen::ptxas::MISSING.to_string())
+                    })?;
+                    let stats = codegen::ptxas::assemble(&ptxas, &ptx, arch).map_err(fail)?;
+                    Ok(codegen::ptxas::report(&stats, arch))
                 }
             }
         }

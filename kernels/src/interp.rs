@@ -5,10 +5,17 @@
 //! block's Thread loops run one after the other, so a barrier between them holds by
 //! construction; one inside a Thread loop cannot be run in order and is an error. Shared
 //! arrays, like locals, are one zeroed copy for the whole run.
+//!
+//! [`run_gpu`] runs the same way with a GPU's semantics checked: each iteration of the
+//! outermost Grid loops is a block with its own zeroed shared arrays, each Thread iteration a
+//! thread, and two threads touching one element of an output or shared array unordered (one
+//! writing) is a [`KernelError::Race`] (see [`crate::races`]).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::ir::*;
+use crate::races::{Agent, Race, Races};
 
 /// The contents of one buffer.
 #[derive(Clone, Debug, PartialEq)]
@@ -135,6 +142,15 @@ pub enum KernelError {
         /// The vector's width.
         width: u8,
     },
+    /// Two threads touched one element with no order between them, one of them writing: on a
+    /// GPU the result would depend on their timing.
+    #[error("kernel `{kernel}`: {} and {} both touch element {} of buffer {} unordered, one writing", .race.first, .race.second, .race.index, .race.buffer)]
+    Race {
+        /// The kernel.
+        kernel: String,
+        /// The two accesses.
+        race: Race,
+    },
 }
 
 struct Machine<'a> {
@@ -144,10 +160,32 @@ struct Machine<'a> {
     vars: HashMap<Var, Val>,
     /// How many Thread loops the current statement is inside.
     in_threads: usize,
+    /// How many Grid loops the current statement is inside.
+    in_grid: usize,
+    /// With GPU semantics: the accesses that may race.
+    races: Option<RefCell<Races>>,
 }
 
 /// Runs a kernel on `bufs` (in parameter order, the status word last) with `dims`.
 pub fn run(kernel: &Kernel, bufs: &mut [BufData], dims: &[i64]) -> Result<(), KernelError> {
+    run_with(kernel, bufs, dims, None)
+}
+
+/// Runs a kernel as [`run`] does, checking a GPU's semantics: blocks own their shared arrays,
+/// and unordered accesses of two threads to one element (one writing) are an error.
+pub fn run_gpu(kernel: &Kernel, bufs: &mut [BufData], dims: &[i64]) -> Result<(), KernelError> {
+    let outputs = (0..kernel.params.len().saturating_sub(1)).filter(|&b| kernel.params[b].output);
+    let first_shared = kernel.params.len() + kernel.locals.len();
+    let shared = first_shared..first_shared + kernel.shared.len();
+    run_with(kernel, bufs, dims, Some(Races::new(outputs, shared)))
+}
+
+fn run_with(
+    kernel: &Kernel,
+    bufs: &mut [BufData],
+    dims: &[i64],
+    races: Option<Races>,
+) -> Result<(), KernelError> {
     let mut all: Vec<BufData> = bufs.to_vec();
     all.extend(kernel.arrays().map(|l| BufData::zeros(l.elem, l.len)));
     let mut m = Machine {
@@ -156,6 +194,8 @@ pub fn run(kernel: &Kernel, bufs: &mut [BufData], dims: &[i64]) -> Result<(), Ke
         dims,
         vars: HashMap::new(),
         in_threads: 0,
+        in_grid: 0,
+        races: races.map(RefCell::new),
     };
     let result = m.stmts(&kernel.body);
     let n = bufs.len();
@@ -221,12 +261,27 @@ impl Machine<'_> {
                 } => {
                     let n = i(&self.eval(extent)?);
                     let thread = usize::from(*kind == Axis::Thread);
+                    let grid = usize::from(*kind == Axis::Grid);
+                    let block = grid == 1 && self.in_grid == 0;
                     self.in_threads += thread;
+                    self.in_grid += grid;
                     for k in 0..n {
                         self.vars.insert(*var, Val::I(k));
+                        if block {
+                            self.new_block(k);
+                        } else if thread == 1 {
+                            self.now(|a| a.thread = k);
+                        }
                         self.stmts(body)?;
                     }
                     self.in_threads -= thread;
+                    self.in_grid -= grid;
+                    if thread == 1 {
+                        self.now(|a| a.thread = 0);
+                    } else if block {
+                        // Statements after the grid run on thread 0 of block 0.
+                        self.now(|a| *a = Agent::default());
+                    }
                 }
                 Stmt::Set(v, e) => {
                     let x = self.eval(e)?;
@@ -236,6 +291,7 @@ impl Machine<'_> {
                     let k = i(&self.eval(idx)?);
                     let x = self.eval(e)?;
                     let at = self.bound(*buf, k)?;
+                    self.touch(*buf, at, 1, true)?;
                     match &mut self.bufs[*buf] {
                         BufData::I64(v) => v[at] = i(&x),
                         BufData::Bool(v) => v[at] = u8::from(b(&x)),
@@ -247,6 +303,7 @@ impl Machine<'_> {
                     let x = lanes(&self.eval(e)?, usize::from(*w));
                     self.bound(*buf, k + i64::from(*w) - 1)?;
                     let at = self.bound(*buf, k)?;
+                    self.touch(*buf, at, usize::from(*w), true)?;
                     for (l, x) in x.iter().enumerate().take(usize::from(*w)) {
                         self.bufs[*buf].set_float(at + l, *x);
                     }
@@ -263,8 +320,52 @@ impl Machine<'_> {
                     if self.in_threads > 0 {
                         return Err(KernelError::BarrierInThreadLoop(self.kernel.name.clone()));
                     }
+                    if let Some(r) = &self.races {
+                        r.borrow_mut().barrier();
+                    }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Changes the running thread (GPU semantics only).
+    fn now(&self, f: impl FnOnce(&mut Agent)) {
+        if let Some(r) = &self.races {
+            f(&mut r.borrow_mut().now);
+        }
+    }
+
+    /// Block `k` starts (GPU semantics only): thread 0 of it runs, with zeroed shared arrays
+    /// no earlier block's accesses reach.
+    fn new_block(&mut self, k: i64) {
+        let Some(r) = &self.races else { return };
+        let mut r = r.borrow_mut();
+        r.now = Agent {
+            block: k,
+            thread: 0,
+        };
+        r.barrier();
+        let first = self.kernel.params.len() + self.kernel.locals.len();
+        for (j, l) in self.kernel.shared.iter().enumerate() {
+            self.bufs[first + j] = BufData::zeros(l.elem, l.len);
+        }
+    }
+
+    /// Records `n` elements of `buf` from `at` read or written by the running thread.
+    fn touch(&self, buf: usize, at: usize, n: usize, write: bool) -> Result<(), KernelError> {
+        let Some(r) = &self.races else { return Ok(()) };
+        let mut r = r.borrow_mut();
+        for index in at..at + n {
+            let seen = if write {
+                r.write(buf, index)
+            } else {
+                r.read(buf, index)
+            };
+            seen.map_err(|race| KernelError::Race {
+                kernel: self.kernel.name.clone(),
+                race,
+            })?;
         }
         Ok(())
     }
@@ -295,6 +396,7 @@ impl Machine<'_> {
             Expr::Dim(k) => Val::I(self.dims[*k]),
             Expr::Load(buf, idx) => {
                 let at = self.bound(*buf, i(&self.eval(idx)?))?;
+                self.touch(*buf, at, 1, false)?;
                 match &self.bufs[*buf] {
                     BufData::I64(v) => Val::I(v[at]),
                     BufData::Bool(v) => Val::B(v[at] != 0),
@@ -312,6 +414,7 @@ impl Machine<'_> {
                 }
                 self.bound(*buf, k + i64::from(*w) - 1)?;
                 let at = self.bound(*buf, k)?;
+                self.touch(*buf, at, usize::from(*w), false)?;
                 let data = &self.bufs[*buf];
                 Val::V((at..at + usize::from(*w)).map(|l| data.float(l)).collect())
             }

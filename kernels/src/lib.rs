@@ -1,12 +1,14 @@
 //! The archc Kernel IR: loop nests over buffers, their printer and interpreter (the oracle for
 //! every backend), and the scalar math that generated code calls.
 
+pub mod gpu;
 mod ieee;
 pub mod interp;
 pub mod ir;
 pub mod launch;
 pub mod math;
 mod printer;
+pub mod races;
 pub mod storage;
 pub mod target;
 pub mod verify;

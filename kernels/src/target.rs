@@ -56,7 +56,8 @@ pub struct Target {
     /// Tensor-core shapes (none on CPUs).
     pub mma: Vec<MmaShape>,
     /// The CPU LLVM compiles for: an x86-64 microarchitecture level (`x86-64-v4`,
-    /// `x86-64-v3`, `x86-64`), so that code runs on every CPU with the level's features.
+    /// `x86-64-v3`, `x86-64`), so that code runs on every CPU with the level's features; for a
+    /// GPU its architecture (`sm_80`).
     pub cpu: String,
     /// The CPU features the code needs beyond the x86-64 baseline, as `cpuid` names
     /// (`avx2`, `fma`); a built binary checks them before it runs a kernel.
@@ -124,6 +125,42 @@ impl X86Level {
     }
 }
 
+/// NVIDIA GPU architectures archc generates PTX for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GpuArch {
+    /// Ampere (A100): `mma.sync`, `ldmatrix`, `cp.async`. The baseline.
+    Sm80,
+    /// Hopper (H100) with its architecture-specific features (wgmma, TMA).
+    Sm90a,
+}
+
+impl GpuArch {
+    /// Every architecture, baseline first.
+    pub const ALL: [GpuArch; 2] = [GpuArch::Sm80, GpuArch::Sm90a];
+
+    /// The name PTX and ptxas use (`sm_80`, `sm_90a`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GpuArch::Sm80 => "sm_80",
+            GpuArch::Sm90a => "sm_90a",
+        }
+    }
+
+    /// The architecture a name (`sm_80`, `sm_90a`) spells, if archc knows it.
+    pub fn parse(name: &str) -> Option<GpuArch> {
+        GpuArch::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The PTX ISA version the generated text declares (`.version`): the lowest that has
+    /// every instruction this architecture's kernels use.
+    pub fn ptx_version(self) -> &'static str {
+        match self {
+            GpuArch::Sm80 => "+ptx70",
+            GpuArch::Sm90a => "+ptx80",
+        }
+    }
+}
+
 /// The register micro-kernel of a blocked matmul and its cache blocks, BLIS's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MatmulBlocking {
@@ -178,6 +215,38 @@ impl Target {
         }
     }
 
+    /// An NVIDIA GPU of architecture `arch`: warps of 32 threads, blocks of up to 1024, 228 KiB
+    /// of shared memory per multiprocessor (227 KiB to one block) on both, the tensor cores'
+    /// `m16n8k16` shape. `lanes` stays 4: a thread's vectors are what LLVM's NVPTX backend
+    /// turns into `ld.v4`/`st.v4` and four scalar instructions.
+    pub fn cuda(arch: GpuArch) -> Target {
+        Target {
+            name: format!("nvptx-{}", arch.name()),
+            lanes: 4,
+            vector_registers: 64,
+            fma: true,
+            l1_bytes: 32 << 10,
+            l2_bytes: 50 << 20,
+            l3_bytes: 0,
+            shared_bytes: 227 << 10,
+            threads: ThreadModel::GpuGrid {
+                warp: 32,
+                max_block: 1024,
+            },
+            mma: vec![MmaShape { m: 16, n: 8, k: 16 }],
+            cpu: arch.name().into(),
+            features: Vec::new(),
+        }
+    }
+
+    /// The GPU architecture this target is, if it is one.
+    pub fn gpu_arch(&self) -> Option<GpuArch> {
+        match self.threads {
+            ThreadModel::GpuGrid { .. } => GpuArch::parse(&self.cpu),
+            ThreadModel::CpuThreads => None,
+        }
+    }
+
     /// The CPU this process runs on, for LLVM.
     pub fn host() -> Target {
         Target::x86_64(X86Level::host())
@@ -226,6 +295,18 @@ mod tests {
             assert_eq!(b.mc % b.mr, 0);
             assert_eq!(b.nc % b.nr, 0);
         }
+    }
+
+    #[test]
+    fn gpu_targets_name_their_architecture() {
+        for arch in GpuArch::ALL {
+            let t = Target::cuda(arch);
+            assert_eq!(t.gpu_arch(), Some(arch));
+            assert_eq!(GpuArch::parse(arch.name()), Some(arch));
+            assert!(t.missing_features().is_empty());
+        }
+        assert_eq!(Target::host().gpu_arch(), None);
+        assert_eq!(GpuArch::parse("sm_75"), None);
     }
 
     #[test]

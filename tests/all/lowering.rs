@@ -1,15 +1,16 @@
 //! Compiled code is checked against the references: the kernels the lowering makes, run by
 //! the Kernel IR interpreter and as Cranelift native code, give transformers' outputs on every
-//! Hugging Face fixture within 1e-4.
+//! Hugging Face fixture within 1e-4. So do the kernels lowered for a GPU, split into blocks of
+//! threads and run with the interpreter's GPU semantics (no races).
 
 use crate::common;
 
 use std::collections::HashMap;
 
-use archc_compiler::codegen::kernel_interp::KernelInterp;
+use archc_compiler::codegen::kernel_interp::{GpuSim, KernelInterp};
 use archc_compiler::lower::Lowered;
 use archc_compiler::passes::{lower_optimized_for, PassOptions};
-use archc_kernels::target::Target;
+use archc_kernels::target::{GpuArch, Target};
 use archc_runtime::{Executor, Launcher, TensorFile};
 use common::{rel_err, repo, FileWeights};
 
@@ -75,6 +76,15 @@ fn kernel_interpreter_matches_hf_fixtures() {
     for passes in [PassOptions::none(), PassOptions::all()] {
         check("kernels", &Target::cranelift_x86_64(), &passes, |l| {
             Box::new(KernelInterp(&l.kernels))
+        });
+    }
+}
+
+#[test]
+fn gpu_schedule_matches_hf_fixtures() {
+    for passes in [PassOptions::none(), PassOptions::all()] {
+        check("cuda-sim", &Target::cuda(GpuArch::Sm80), &passes, |l| {
+            Box::new(GpuSim(&l.kernels))
         });
     }
 }

@@ -35,6 +35,14 @@ pub enum CodegenError {
     /// LLVM rejected the module or the host.
     #[error("llvm: {0}")]
     Llvm(String),
+    /// This archc has no GPU code generator (the cargo feature `cuda`).
+    #[error(
+        "this archc was built without NVIDIA GPU support; install LLVM 22 (apt-get install llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev libffi-dev) and build with `cargo build --release --features cuda`"
+    )]
+    NoCuda,
+    /// ptxas could not be run, or refused the PTX.
+    #[error("ptxas: {0}")]
+    Ptxas(String),
     /// The host CPU is not supported by Cranelift.
     #[error("this CPU is not supported by Cranelift: {0}")]
     Host(String),

@@ -1,12 +1,22 @@
-//! A launcher that runs kernels on the Kernel IR interpreter: slow, checked, and the oracle
-//! the generated code is compared with.
+//! Launchers that run kernels on the Kernel IR interpreter: slow, checked, and the oracle
+//! the generated code is compared with. [`GpuSim`] runs GPU-mapped kernels with a GPU's
+//! semantics (`archc run --device cuda-sim`).
 
-use archc_kernels::interp::{run, BufData, KernelError};
+use archc_kernels::interp::{run, run_gpu, BufData, KernelError};
 use archc_kernels::ir::{Elem, Kernel};
 use archc_runtime::{Arg, Device, LaunchError, Launcher};
 
 /// Runs each kernel with the Kernel IR interpreter.
 pub struct KernelInterp<'a>(pub &'a [Kernel]);
+
+/// Runs each kernel with the Kernel IR interpreter's GPU semantics
+/// ([`archc_kernels::interp::run_gpu`]): a block's shared arrays are its own, and two threads
+/// touching one element unordered, one writing, is an error. Kernels lowered for a GPU target
+/// are split into blocks of threads, so this runs the GPU schedule itself.
+pub struct GpuSim<'a>(pub &'a [Kernel]);
+
+/// A kernel interpreter: one of `run` and `run_gpu`.
+type Interpret = fn(&Kernel, &mut [BufData], &[i64]) -> Result<(), KernelError>;
 
 /// A copy of a buffer's elements of type `elem` (a trailing partial element is dropped).
 fn read(bytes: &[u8], elem: Elem) -> BufData {
@@ -54,38 +64,64 @@ impl Launcher for KernelInterp<'_> {
         args: &mut [Arg<'_>],
         dims: &[i64],
     ) -> Result<i64, LaunchError> {
-        let k = self.0.get(kernel).ok_or(LaunchError::NoKernel(kernel))?;
-        if args.len() + 1 != k.params.len() {
-            return Err(LaunchError::Arity {
-                want: k.params.len() - 1,
-                got: args.len(),
-            });
-        }
-        if let Some(param) =
-            (0..args.len()).find(|&i| k.params[i].output && matches!(args[i], Arg::In(_)))
-        {
-            return Err(LaunchError::ReadOnly(param));
-        }
-        let mut bufs: Vec<BufData> = k
-            .params
-            .iter()
-            .zip(args.iter())
-            .map(|(p, a)| match a {
-                Arg::In(b) => read(b, p.elem),
-                Arg::Out(b) => read(b, p.elem),
-            })
-            .collect();
-        bufs.push(BufData::I64(vec![0]));
-        match run(k, &mut bufs, dims) {
-            Ok(()) => {}
-            Err(KernelError::Check(code)) => return Ok(i64::from(code)),
-            Err(e) => return Err(LaunchError::Backend(e.to_string())),
-        }
-        for (p, (a, data)) in k.params.iter().zip(args.iter_mut().zip(&bufs)) {
-            if let (true, Arg::Out(out)) = (p.output, a) {
-                write(out, data);
-            }
-        }
-        Ok(0)
+        interpret(self.0, (kernel, args, dims), run)
     }
+}
+
+impl Launcher for GpuSim<'_> {
+    /// The simulated GPU's memory is the host's.
+    fn device(&self) -> Device {
+        Device::Host
+    }
+
+    fn launch(
+        &self,
+        kernel: usize,
+        args: &mut [Arg<'_>],
+        dims: &[i64],
+    ) -> Result<i64, LaunchError> {
+        interpret(self.0, (kernel, args, dims), run_gpu)
+    }
+}
+
+/// Runs kernel `kernel` of `kernels` with `how` on copies of `args`, then copies its outputs
+/// back; a failed check gives its code.
+fn interpret(
+    kernels: &[Kernel],
+    (kernel, args, dims): (usize, &mut [Arg<'_>], &[i64]),
+    how: Interpret,
+) -> Result<i64, LaunchError> {
+    let k = kernels.get(kernel).ok_or(LaunchError::NoKernel(kernel))?;
+    if args.len() + 1 != k.params.len() {
+        return Err(LaunchError::Arity {
+            want: k.params.len() - 1,
+            got: args.len(),
+        });
+    }
+    if let Some(param) =
+        (0..args.len()).find(|&i| k.params[i].output && matches!(args[i], Arg::In(_)))
+    {
+        return Err(LaunchError::ReadOnly(param));
+    }
+    let mut bufs: Vec<BufData> = k
+        .params
+        .iter()
+        .zip(args.iter())
+        .map(|(p, a)| match a {
+            Arg::In(b) => read(b, p.elem),
+            Arg::Out(b) => read(b, p.elem),
+        })
+        .collect();
+    bufs.push(BufData::I64(vec![0]));
+    match how(k, &mut bufs, dims) {
+        Ok(()) => {}
+        Err(KernelError::Check(code)) => return Ok(i64::from(code)),
+        Err(e) => return Err(LaunchError::Backend(e.to_string())),
+    }
+    for (p, (a, data)) in k.params.iter().zip(args.iter_mut().zip(&bufs)) {
+        if let (true, Arg::Out(out)) = (p.output, a) {
+            write(out, data);
+        }
+    }
+    Ok(0)
 }

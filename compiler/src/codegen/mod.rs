@@ -1,5 +1,5 @@
-//! Backends: the Kernel IR interpreter (the oracle), Cranelift for the CPU, and LLVM for the
-//! CPU's full-width vectors (cargo feature `llvm`).
+//! Backends: the Kernel IR interpreter (the oracle), Cranelift for the CPU, LLVM for the
+//! CPU's full-width vectors (cargo feature `llvm`) and for NVIDIA GPUs' PTX (feature `cuda`).
 
 pub mod backend;
 pub mod cranelift;
@@ -10,6 +10,23 @@ pub mod kernel_interp;
 #[cfg(feature = "llvm")]
 pub mod llvm;
 pub mod object;
+pub mod ptxas;
+
+/// The PTX of GPU-mapped `kernels` (lowered for `Target::cuda(arch)`) whose plan has `symbols`
+/// dims: LLVM's NVPTX backend, with the cargo feature `cuda`.
+pub fn ptx(
+    kernels: &[Kernel],
+    symbols: usize,
+    arch: archc_kernels::target::GpuArch,
+) -> Result<String, CodegenError> {
+    #[cfg(feature = "cuda")]
+    return llvm::nvptx::ptx(kernels, symbols, arch);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (kernels, symbols, arch);
+        Err(CodegenError::NoCuda)
+    }
+}
 
 use archc_kernels::ir::{Kernel, MAX_LOCAL_BYTES};
 use archc_runtime::{Arg, CpuKernels, Device, LaunchError, Launcher};

@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use archc_kernels::ir::{Axis, Elem, Expr, Kernel, Stmt, Ty};
 use archc_kernels::target::Target;
 use archc_runtime::quant::BlockFormat;
-use archc_runtime::{DType, Kind, Plan};
+use archc_runtime::{DType, Kind, Plan, Step};
 
 use crate::graph::{Graph, Op};
 
@@ -195,6 +195,9 @@ pub fn lower_with(g: &Graph, target: &Target, blocks: &BTreeMap<String, BlockFor
     plan.inputs = f.inputs;
     plan.weights = f.weights;
     plan.outputs = f.outputs;
+    if let Some(block) = kernels.schedule.gpu_block {
+        map_to_gpu(&mut plan, &mut kernels.list, block);
+    }
     plan.kernel_local_bytes = kernels
         .list
         .iter()
@@ -204,6 +207,20 @@ pub fn lower_with(g: &Graph, target: &Target, blocks: &BTreeMap<String, BlockFor
     Lowered {
         plan,
         kernels: kernels.list,
+    }
+}
+
+/// Splits every kernel's parallel loops into blocks of `block` threads
+/// (`archc_kernels::gpu::map`) and gives every step its kernel's new launch geometry.
+fn map_to_gpu(plan: &mut Plan, kernels: &mut [Kernel], block: u32) {
+    for k in kernels.iter_mut() {
+        *k = archc_kernels::gpu::map(k, block).kernel;
+    }
+    let kinds = plan.kinds.iter_mut().flat_map(|k| k.steps.iter_mut());
+    for step in plan.steps.iter_mut().chain(&mut plan.prepare).chain(kinds) {
+        if let Step::Kernel { kernel, launch, .. } = step {
+            *launch = kernels.get(*kernel).and_then(launch::launch);
+        }
     }
 }
 

@@ -1,7 +1,7 @@
-//! The late schedule for CPU targets: the constants that map fused regions onto a machine,
-//! read from its [`Target`]. The fusion passes decide *what* runs as one kernel; this decides
-//! how the kernel is cut up on the target (tile sizes, chunk lengths), when the kernels are
-//! made. One such step exists per target family; a GPU family will have its own.
+//! The late schedule: the constants that map fused regions onto a machine, read from its
+//! [`Target`]. The fusion passes decide *what* runs as one kernel; this decides how the
+//! kernel is cut up on the target (tile sizes, chunk lengths, threads per block), when the
+//! kernels are made. One such step exists per target family: CPUs and NVIDIA GPUs.
 
 use archc_kernels::target::{MatmulBlocking, Target, ThreadModel};
 
@@ -21,6 +21,9 @@ pub struct Schedule {
     /// micro-kernel over this many rows at once, so each row of keys and values loaded is used
     /// for all of them.
     pub attention_rows: usize,
+    /// On a GPU: the threads of one block, into which `archc_kernels::gpu::map` splits each
+    /// kernel's parallel loop (None on CPUs, whose threads take contiguous shares).
+    pub gpu_block: Option<u32>,
 }
 
 /// Query rows per attention task: enough to reuse each key block across several micro-kernel
@@ -31,11 +34,36 @@ const ATTENTION_ROWS: usize = 64;
 const HEAD_WIDTH: usize = 128;
 
 impl Schedule {
-    /// The schedule for a target whose threads are CPU threads. For a GPU grid target the
-    /// same constants stand until its own late step exists.
+    /// The schedule for `target`.
     pub fn for_target(target: &Target) -> Schedule {
         match target.threads {
-            ThreadModel::CpuThreads | ThreadModel::GpuGrid { .. } => Schedule::cpu(target),
+            ThreadModel::CpuThreads => Schedule::cpu(target),
+            ThreadModel::GpuGrid { warp, max_block } => Schedule::gpu(target, warp, max_block),
+        }
+    }
+
+    /// A GPU's schedule: every iteration of a kernel's parallel loop is one thread, in blocks
+    /// of four warps. A thread's private arrays live in local memory, which the driver
+    /// reserves for every thread the GPU can hold at once (about 2·10⁵ on an H100), so the
+    /// CPU templates run with tiles that keep them to a few KiB: one micro-kernel of 4 × 4
+    /// per matmul task over slices of 64, 16 keys per attention block, SSD chunks of 16.
+    /// Shared-memory and tensor-core templates are what the fast kernels need; these are the
+    /// correct, general ones every region has.
+    fn gpu(target: &Target, warp: u32, max_block: u32) -> Schedule {
+        let lanes = (target.lanes as usize).clamp(1, 16);
+        Schedule {
+            attention_block: 16,
+            max_ssd_chunk: 16,
+            blocking: MatmulBlocking {
+                mr: 4,
+                nr: lanes,
+                kc: 64,
+                mc: 4,
+                nc: 4 * lanes,
+            },
+            lanes,
+            attention_rows: lanes,
+            gpu_block: Some((4 * warp).min(max_block)),
         }
     }
 
@@ -52,6 +80,7 @@ impl Schedule {
             blocking: target.matmul_blocking(),
             lanes: (target.lanes as usize).clamp(1, 16),
             attention_rows: ATTENTION_ROWS,
+            gpu_block: None,
         }
     }
 
@@ -76,6 +105,14 @@ mod tests {
         assert_eq!(s.ssd_chunk(64, 128), 64);
         assert_eq!(s.ssd_chunk(1, 16), 8);
         assert_eq!(s.ssd_chunk(4, 4), 8);
+    }
+
+    #[test]
+    fn a_gpu_gets_blocks_of_four_warps_and_small_private_tiles() {
+        let s = Schedule::for_target(&Target::cuda(archc_kernels::target::GpuArch::Sm80));
+        assert_eq!(s.gpu_block, Some(128));
+        assert!(s.blocking.mc * s.blocking.kc <= 256);
+        assert_eq!(Schedule::for_target(&Target::host()).gpu_block, None);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! `archc build` are compiled for an x86-64 microarchitecture level and record its features,
 //! which a built binary checks before it runs a kernel.
 
+mod gpu_math;
+#[cfg(feature = "cuda")]
+pub mod nvptx;
 mod ops;
 mod orc;
 mod quant;

@@ -125,16 +125,7 @@ pub struct CpuAttributes {
 pub fn module(kernels: &[Kernel], symbols: usize, cpu: &CpuAttributes) -> String {
     let mut out = String::from("; archc kernels\n");
     declarations(&mut out);
-    let mut intrinsics = BTreeMap::new();
-    let mut functions = String::new();
-    for k in kernels {
-        functions.push('\n');
-        functions.push_str(&Function::emit(k, symbols, &mut intrinsics));
-    }
-    for d in intrinsics.values() {
-        let _ = writeln!(out, "{d}");
-    }
-    out.push_str(&functions);
+    out.push_str(&functions(kernels, symbols, false, BTreeMap::new()));
     // Large frames touch their pages in order, so a thread's stack overflow hits its guard
     // page (as Cranelift's inline probestack does).
     let _ = write!(
@@ -142,6 +133,27 @@ pub fn module(kernels: &[Kernel], symbols: usize, cpu: &CpuAttributes) -> String
         "\nattributes #0 = {{ nounwind mustprogress \"probe-stack\"=\"inline-asm\" \"target-cpu\"=\"{}\" \"target-features\"=\"{}\" }}\n",
         cpu.cpu, cpu.features
     );
+    out
+}
+
+/// The intrinsics' declarations (those in `intrinsics` and those the kernels call, each
+/// once), then one function per kernel (`gpu`: PTX kernels).
+pub(super) fn functions(
+    kernels: &[Kernel],
+    symbols: usize,
+    gpu: bool,
+    mut intrinsics: BTreeMap<String, String>,
+) -> String {
+    let mut functions = String::new();
+    for k in kernels {
+        functions.push('\n');
+        functions.push_str(&Function::emit(k, symbols, &mut intrinsics, gpu));
+    }
+    let mut out = String::new();
+    for d in intrinsics.values() {
+        let _ = writeln!(out, "{d}");
+    }
+    out.push_str(&functions);
     out
 }
 
@@ -155,9 +167,12 @@ pub(super) struct Function<'k> {
     next: usize,
     pub(super) bases: Vec<String>,
     dims: Vec<String>,
-    thread: String,
+    /// This thread's number (on a GPU, in the whole grid) and how many threads there are.
+    pub(super) thread: String,
     threads: String,
     vars: HashMap<Var, (String, L)>,
+    /// Whether this is a PTX kernel (see `nvptx.rs`).
+    pub(super) gpu: bool,
     /// The intrinsics called, by name, with their declarations.
     pub(super) intrinsics: &'k mut BTreeMap<String, String>,
 }
@@ -168,6 +183,7 @@ impl<'k> Function<'k> {
         kernel: &'k Kernel,
         symbols: usize,
         intrinsics: &'k mut BTreeMap<String, String>,
+        gpu: bool,
     ) -> String {
         let mut f = Function {
             kernel,
@@ -180,11 +196,14 @@ impl<'k> Function<'k> {
             threads: String::new(),
             vars: HashMap::new(),
             intrinsics,
+            gpu,
         };
         f.prologue(symbols);
         f.statements();
+        // PTX_Kernel (71) makes an `.entry` that the driver launches.
+        let cc = if gpu { "ptx_kernel " } else { "" };
         format!(
-            "define void @\"{}\"(ptr noalias nocapture readonly %args, ptr noalias nocapture readonly %dims) #0 {{\nentry:\n{}{}  ret void\n}}\n",
+            "define {cc}void @\"{}\"(ptr noalias nocapture readonly %args, ptr noalias nocapture readonly %dims) #0 {{\nentry:\n{}{}  ret void\n}}\n",
             kernel.name, f.entry, f.body
         )
     }
@@ -222,14 +241,21 @@ impl<'k> Function<'k> {
             let _ = writeln!(e, "  %b{b} = alloca [{n} x {t}], align 64");
             self.bases.push(format!("%b{b}"));
         }
-        for k in 0..symbols + 2 {
+        // On a CPU the executor appends the thread's number and the thread count to the
+        // dims; a GPU thread reads its own from special registers.
+        let loaded = if self.gpu { symbols } else { symbols + 2 };
+        for k in 0..loaded {
             let _ = writeln!(e, "  %pd{k} = getelementptr i64, ptr %dims, i64 {k}");
             let _ = writeln!(e, "  %d{k} = load i64, ptr %pd{k}, align 8");
         }
         self.dims = (0..symbols).map(|k| format!("%d{k}")).collect();
-        self.thread = format!("%d{symbols}");
-        self.threads = format!("%d{}", symbols + 1);
         self.entry = e;
+        if self.gpu {
+            self.thread = self.grid_thread();
+        } else {
+            self.thread = format!("%d{symbols}");
+            self.threads = format!("%d{}", symbols + 1);
+        }
     }
 
     fn statements(&mut self) {
@@ -274,7 +300,7 @@ impl<'k> Function<'k> {
                 extent,
                 kind,
                 body,
-            } => self.for_loop(*var, extent, split && *kind == Axis::Grid, body),
+            } => self.for_loop(*var, extent, (*kind, split), body),
             Stmt::Set(v, e) => {
                 let x = self.expr(e);
                 let p = self.slot(*v, x.t);
@@ -285,8 +311,11 @@ impl<'k> Function<'k> {
                 let p = self.address(*buf, idx);
                 self.store(*buf, &x, &p);
             }
+            Stmt::Barrier(scope) if self.gpu => self.barrier(*scope),
             // A block's Thread loops run in order on this thread: nothing to wait for.
             Stmt::Barrier(_) => {}
+            // GPU kernels read no quantized blocks (weights are converted as they upload).
+            Stmt::Prefetch(..) if self.gpu => {}
             Stmt::Prefetch(buf, block) => self.prefetch(*buf, block),
             Stmt::Check(cond, code) => {
                 let c = self.expr(cond);
@@ -301,9 +330,16 @@ impl<'k> Function<'k> {
         }
     }
 
-    fn for_loop(&mut self, var: Var, extent: &Expr, split: bool, body: &[Stmt]) {
+    /// A loop of kind `kind` (`outer`: not inside another loop).
+    fn for_loop(&mut self, var: Var, extent: &Expr, (kind, outer): (Axis, bool), body: &[Stmt]) {
         let n = self.expr(extent);
-        let (lo, hi) = if split {
+        let split = outer && kind == Axis::Grid;
+        let mut step = "1".to_string();
+        let (lo, hi) = if let Some((first, stride)) = self.gpu_stride(kind, outer) {
+            // Blocks stride over a Grid loop, threads over a Thread loop.
+            step = stride;
+            (first, n.s)
+        } else if split {
             // This thread's share: [n·t/T, n·(t+1)/T).
             let (t, tt) = (self.thread.clone(), self.threads.clone());
             let nt = self.op(L::I64, format!("mul i64 {}, {t}", n.s));
@@ -332,7 +368,7 @@ impl<'k> Function<'k> {
             self.stmt(s, false);
         }
         let i = self.op(L::I64, format!("load i64, ptr {p}"));
-        let next = self.op(L::I64, format!("add nsw i64 {}, 1", i.s));
+        let next = self.op(L::I64, format!("add nsw i64 {}, {step}", i.s));
         let _ = writeln!(
             self.body,
             "  store i64 {}, ptr {p}\n  br label %{header}\n{exit}:",

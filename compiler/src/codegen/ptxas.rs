@@ -1,0 +1,165 @@
+//! ptxas, NVIDIA's PTX assembler, run on generated PTX: it checks what LLVM does not (an
+//! unknown `llvm.nvvm.*` intrinsic becomes PTX that only ptxas refuses) and reports each
+//! kernel's registers, stack frame and spills (`archc dump --stage ptx --stats`). It needs no
+//! GPU: CI installs it from PyPI (`nvidia-cuda-nvcc`).
+
+use std::path::{Path, PathBuf};
+
+use archc_kernels::target::GpuArch;
+
+use super::cranelift::CodegenError;
+
+fn failed(what: &str, e: impl std::fmt::Display) -> CodegenError {
+    CodegenError::Ptxas(format!("{what}: {e}"))
+}
+
+/// What to say when no ptxas is found.
+pub const MISSING: &str = "error: no ptxas found: set ARCHC_PTXAS to its path, or put it on the PATH (without a GPU: `pip install --no-deps nvidia-cuda-nvcc==13.0.88` puts it in site-packages/nvidia/cu13/bin)\n";
+
+/// A table of `stats` for `arch`: one line per kernel, then the totals.
+pub fn report(stats: &[KernelStats], arch: GpuArch) -> String {
+    let mut out = format!(
+        "{:<40} {:>9} {:>11} {:>12} {:>11}\n",
+        format!("kernel ({})", arch.name()),
+        "registers",
+        "stack bytes",
+        "spill stores",
+        "spill loads"
+    );
+    for k in stats {
+        out.push_str(&format!(
+            "{:<40} {:>9} {:>11} {:>12} {:>11}\n",
+            k.name, k.registers, k.stack, k.spill_stores, k.spill_loads
+        ));
+    }
+    let most = stats.iter().map(|k| k.registers).max().unwrap_or(0);
+    let spilling = stats.iter().filter(|k| k.spill_stores > 0).count();
+    out.push_str(&format!(
+        "{} kernels assembled; at most {most} registers; {spilling} spill\n",
+        stats.len()
+    ));
+    out
+}
+
+/// What ptxas reports of one kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelStats {
+    /// The kernel.
+    pub name: String,
+    /// Registers per thread.
+    pub registers: u32,
+    /// Bytes of stack frame per thread (local arrays, spills).
+    pub stack: u32,
+    /// Bytes stored to local memory because registers ran out.
+    pub spill_stores: u32,
+    /// Bytes loaded back.
+    pub spill_loads: u32,
+}
+
+/// Where ptxas is: `$ARCHC_PTXAS`, else `ptxas` on the `PATH`; None when neither exists.
+pub fn find_ptxas() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ARCHC_PTXAS") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("ptxas"))
+        .find(|p| p.is_file())
+}
+
+/// Assembles `ptx` for `arch` with `ptxas -v`, and returns each kernel's registers, stack and
+/// spills; ptxas's own message when it refuses the text.
+pub fn assemble(ptxas: &Path, ptx: &str, arch: GpuArch) -> Result<Vec<KernelStats>, CodegenError> {
+    let dir = std::env::temp_dir().join(format!("archc-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| failed("cannot make a scratch directory", e))?;
+    let (input, output) = (dir.join("kernels.ptx"), dir.join("kernels.cubin"));
+    std::fs::write(&input, ptx).map_err(|e| failed("cannot write the PTX", e))?;
+    let run = std::process::Command::new(ptxas)
+        .arg(format!("-arch={}", arch.name()))
+        .arg("-v")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = run.map_err(|e| failed(&format!("cannot run {}", ptxas.display()), e))?;
+    let log = String::from_utf8_lossy(&run.stderr).into_owned();
+    if !run.status.success() {
+        return Err(CodegenError::Ptxas(format!(
+            "ptxas refused the PTX for {}:\n{log}",
+            arch.name()
+        )));
+    }
+    Ok(parse_stats(&log))
+}
+
+/// The kernels' figures in ptxas's `-v` report.
+fn parse_stats(log: &str) -> Vec<KernelStats> {
+    let number_before = |line: &str, unit: &str| -> u32 {
+        line.split(',')
+            .find_map(|part| {
+                let part = part.trim();
+                let n = part.strip_suffix(unit)?.trim();
+                n.rsplit(' ').next()?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    let mut out: Vec<KernelStats> = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            out.push(KernelStats {
+                name: rest.split('\'').next().unwrap_or_default().to_string(),
+                registers: 0,
+                stack: 0,
+                spill_stores: 0,
+                spill_loads: 0,
+            });
+        } else if let Some(k) = out.last_mut() {
+            if line.contains("bytes stack frame") {
+                k.stack = number_before(line, "bytes stack frame");
+                k.spill_stores = number_before(line, "bytes spill stores");
+                k.spill_loads = number_before(line, "bytes spill loads");
+            } else if line.contains("Used ") && line.contains("registers") {
+                let used = line.split("Used ").nth(1).unwrap_or_default();
+                k.registers = used
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptxas_reports_are_read_per_kernel() {
+        let log = "ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'k1' for 'sm_80'
+ptxas info    : Function properties for k1
+    16 bytes stack frame, 4 bytes spill stores, 8 bytes spill loads
+ptxas info    : Used 40 registers, used 1 barriers, 360 bytes cmem[0]
+ptxas info    : Compiling entry function 'k2' for 'sm_80'
+ptxas info    : Function properties for k2
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 8 registers, 360 bytes cmem[0]
+";
+        let s = parse_stats(log);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s[0],
+            KernelStats {
+                name: "k1".into(),
+                registers: 40,
+                stack: 16,
+                spill_stores: 4,
+                spill_loads: 8
+            }
+        );
+        assert_eq!((s[1].registers, s[1].stack), (8, 0));
+    }
+}
