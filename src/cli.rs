@@ -130,9 +130,17 @@ pub(crate) enum Command {
         /// Where to write the outputs as safetensors (default: print a summary).
         #[arg(long)]
         outputs: Option<PathBuf>,
-        /// Which executor runs the graph.
+        /// Which executor runs the graph on the CPU.
         #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
         backend: Backend,
+        /// Where the kernels run: the CPU (with --backend), an NVIDIA GPU (`cuda`: archc
+        /// built with `--features cuda`, and a driver), or the GPU kernels in the Kernel IR
+        /// interpreter with a GPU's semantics, checking for races (`cuda-sim`: no GPU needed).
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+        /// With `--device cuda-sim`: the GPU architecture simulated (with `cuda`, the GPU's).
+        #[arg(long, value_enum, default_value_t = Arch::Sm80)]
+        arch: Arch,
         /// Seed for random weights and inputs.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -305,6 +313,17 @@ pub(crate) enum Command {
         #[command(flatten)]
         passes: PassFlags,
     },
+}
+
+/// Where `archc run` runs the kernels.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DeviceKind {
+    /// The CPU.
+    Cpu,
+    /// The machine's NVIDIA GPU (archc built with `--features cuda`).
+    Cuda,
+    /// The GPU kernels in the Kernel IR interpreter, with a GPU's semantics: no GPU needed.
+    CudaSim,
 }
 
 /// An NVIDIA GPU architecture.

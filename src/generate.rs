@@ -281,6 +281,9 @@ impl<'g> Compiled<'g> {
         let kind = match o.engine {
             Engine::Native(kind) => kind,
             Engine::Interp => BackendKind::Cranelift,
+            Engine::GpuSim(_) | Engine::Cuda => {
+                return Err("`archc generate` runs on the CPU; `--device` is `archc run`'s".into())
+            }
         };
         let blocks = match o.f32_weights {
             true => Default::default(),
@@ -296,7 +299,7 @@ impl<'g> Compiled<'g> {
                 progress::spin("compiling", || kind.jit(&lowered, o.threads))
                     .map_err(|e| e.to_string())?,
             ),
-            Engine::Interp => None,
+            _ => None,
         };
         let weights = WeightSource::open(&lowered.plan, &o.weights, o.seed)?;
         Ok(Compiled {

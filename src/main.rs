@@ -4,13 +4,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use archc_compiler::codegen::backend::BackendKind;
+use archc_compiler::codegen::{self, cranelift::CodegenError};
 use archc_compiler::graph::print_graph;
 use archc_compiler::passes::{optimize, optimize_explained, PassOptions};
 use archc_compiler::step::{print_step, Phase};
 use archc_compiler::summary::summary;
 use archc_compiler::syntax::print_file;
 use archc_compiler::Session;
-use archc_compiler::codegen::{self, cranelift::CodegenError};
 use archc_kernels::target::{GpuArch, Target, X86Level};
 use archc_runtime::files;
 use clap::Parser;
@@ -20,6 +20,7 @@ use cli::*;
 mod bench;
 mod build;
 mod cli;
+mod device;
 mod generate;
 mod progress;
 mod run;
@@ -154,6 +155,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
             inputs,
             outputs,
             backend,
+            device,
+            arch,
             seed,
             dims,
             passes,
@@ -180,10 +183,14 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 dims: dims.into_iter().collect(),
                 passes,
                 threads,
-                engine: match backend {
-                    Backend::Cranelift => run::Engine::Native(BackendKind::Cranelift),
-                    Backend::Llvm => run::Engine::Native(BackendKind::Llvm),
-                    Backend::Interp => run::Engine::Interp,
+                engine: match (device, backend) {
+                    (DeviceKind::Cuda, _) => run::Engine::Cuda,
+                    (DeviceKind::CudaSim, _) => run::Engine::GpuSim(arch.gpu()),
+                    (DeviceKind::Cpu, Backend::Cranelift) => {
+                        run::Engine::Native(BackendKind::Cranelift)
+                    }
+                    (DeviceKind::Cpu, Backend::Llvm) => run::Engine::Native(BackendKind::Llvm),
+                    (DeviceKind::Cpu, Backend::Interp) => run::Engine::Interp,
                 },
             };
             run::run(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
@@ -365,9 +372,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     if !stats {
                         return Ok(ptx);
                     }
-                    let ptxas = codegen::ptxas::find_ptxas().ok_or_else(|| {
-                        Failure::Input(codegen::ptxas::MISSING.to_string())
-                    })?;
+                    let ptxas = codegen::ptxas::find_ptxas()
+                        .ok_or_else(|| Failure::Input(codegen::ptxas::MISSING.to_string()))?;
                     let stats = codegen::ptxas::assemble(&ptxas, &ptx, arch).map_err(fail)?;
                     Ok(codegen::ptxas::report(&stats, arch))
                 }

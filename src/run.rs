@@ -5,11 +5,12 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::progress;
+use crate::{device, progress};
 use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::Graph;
 use archc_compiler::interp::{bind_dims, interpret};
 use archc_compiler::passes::{lower_optimized_for, PassOptions};
+use archc_kernels::target::GpuArch;
 use archc_runtime::{load_inputs, summarize, write_tensors, Tensor, TensorFile, WeightSource};
 
 /// Which executor runs the model.
@@ -19,6 +20,11 @@ pub enum Engine {
     Interp,
     /// Native code from a code generator, on the CPU executor.
     Native(BackendKind),
+    /// The kernels scheduled for a GPU of this architecture, run by the Kernel IR
+    /// interpreter with a GPU's semantics (`--device cuda-sim`).
+    GpuSim(GpuArch),
+    /// PTX kernels on this machine's NVIDIA GPU (`--device cuda`).
+    Cuda,
 }
 
 impl std::fmt::Display for Engine {
@@ -26,6 +32,8 @@ impl std::fmt::Display for Engine {
         match self {
             Engine::Interp => f.write_str("interp"),
             Engine::Native(k) => write!(f, "{k}"),
+            Engine::GpuSim(a) => write!(f, "cuda-sim, {}", a.name()),
+            Engine::Cuda => f.write_str("cuda"),
         }
     }
 }
@@ -70,15 +78,15 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let input_file = o.inputs.as_ref().map(open).transpose()?;
     let mut time = Phases::default();
     let start = Instant::now();
-    // The interpreter runs the graph; its plan only binds the inputs, so any target does.
-    let target = match o.engine {
-        Engine::Native(kind) => kind.target(),
-        Engine::Interp => BackendKind::Cranelift.target(),
+    let gpu = match o.engine {
+        Engine::Cuda => Some(device::open_gpu()?),
+        _ => None,
     };
-    // Native code reads a GGUF checkpoint's quantized blocks in place.
+    let target = device::target(o.engine, gpu.as_ref());
+    // Native code reads a GGUF checkpoint's quantized blocks in place; GPUs get f32 weights.
     let blocks = match o.engine {
         Engine::Native(_) => archc_runtime::block_formats(&o.weights, g.params.keys())?,
-        Engine::Interp => Default::default(),
+        _ => Default::default(),
     };
     let passes = o.passes.clone().with_blocks(blocks);
     let lowered = progress::spin("lowering", || lower_optimized_for(g, &passes, &target))
@@ -101,10 +109,11 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
             time.run = t.elapsed();
             (out.into_iter().collect::<Vec<(String, Tensor)>>(), dims)
         }
-        Engine::Native(kind) => {
+        engine => {
             let t = Instant::now();
-            let jit = progress::spin("compiling", || kind.jit(&lowered, o.threads))
-                .map_err(|e| e.to_string())?;
+            let jit = progress::spin("compiling", || {
+                device::launcher(engine, &lowered, o.threads, gpu.as_ref())
+            })?;
             let jit = jit.as_ref();
             time.compile += t.elapsed();
             let t = Instant::now();
@@ -135,7 +144,14 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let mut bound: Vec<String> = dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
     bound.sort();
     let engine = o.engine;
-    let _ = writeln!(out, "model {} (backend {engine})", g.name);
+    match &gpu {
+        Some(gpu) => {
+            let _ = writeln!(out, "model {} (backend {engine}, {})", g.name, gpu.name);
+        }
+        None => {
+            let _ = writeln!(out, "model {} (backend {engine})", g.name);
+        }
+    }
     let _ = writeln!(out, "  dims: {}", bound.join(", "));
     if !defaulted.is_empty() {
         let _ = writeln!(

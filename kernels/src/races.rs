@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 /// A thread: its block (the iteration of the kernel's outermost Grid loop) and its index in
 /// the block (the iteration of the Thread loop, 0 outside one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Agent {
     /// The block.
     pub block: i64,
@@ -56,15 +56,6 @@ pub struct Races {
     accesses: HashMap<(usize, usize), Access>,
     /// The thread now running.
     pub now: Agent,
-}
-
-impl Default for Agent {
-    fn default() -> Agent {
-        Agent {
-            block: 0,
-            thread: 0,
-        }
-    }
 }
 
 impl Races {

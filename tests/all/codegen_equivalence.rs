@@ -1,6 +1,7 @@
 //! codegen(k) ≡ interp(k) ≡ interp(graph): random programs of elementwise, reduction, layout
 //! and matmul ops on random shapes give the same outputs through Cranelift native code, the
-//! Kernel IR interpreter (bit for bit) and the Graph IR interpreter (within 1e-5).
+//! Kernel IR interpreter (bit for bit) and the Graph IR interpreter (within 1e-5). So do their
+//! kernels scheduled for a GPU, run with the interpreter's GPU semantics (no races).
 
 use crate::common;
 
@@ -93,7 +94,9 @@ fn run_all(src: &str, batch: usize) {
     let dims = bind_dims(&g, &inputs, &HashMap::new()).unwrap();
     let reference = interpret(&g, &dims, &inputs, &mut MapWeights(&HashMap::new())).unwrap();
     let y = reference.get("y").map(|t| t.to_f32());
-    for (name, n) in common::native_unfused(&g, &inputs, src) {
+    let native = common::native_unfused(&g, &inputs, src);
+    let gpu = common::gpu_sim(&g, &inputs);
+    for (name, n) in native.into_iter().chain(gpu) {
         let want = &reference[&name];
         let err = if let (Some(y), "total") = (&y, name.as_str()) {
             // `total` sums terms that may cancel (h·h − 0.25 after a matmul once summed to

@@ -11,6 +11,7 @@ mod common;
 mod diagnostics;
 mod generate;
 mod gguf;
+mod gpu;
 mod hf_parity;
 mod hostile_input;
 mod hostile_run;

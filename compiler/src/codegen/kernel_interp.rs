@@ -92,17 +92,7 @@ fn interpret(
     how: Interpret,
 ) -> Result<i64, LaunchError> {
     let k = kernels.get(kernel).ok_or(LaunchError::NoKernel(kernel))?;
-    if args.len() + 1 != k.params.len() {
-        return Err(LaunchError::Arity {
-            want: k.params.len() - 1,
-            got: args.len(),
-        });
-    }
-    if let Some(param) =
-        (0..args.len()).find(|&i| k.params[i].output && matches!(args[i], Arg::In(_)))
-    {
-        return Err(LaunchError::ReadOnly(param));
-    }
+    super::check_args(k, args)?;
     let mut bufs: Vec<BufData> = k
         .params
         .iter()

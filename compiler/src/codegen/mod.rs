@@ -3,6 +3,8 @@
 
 pub mod backend;
 pub mod cranelift;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod half_float;
 mod int_div;
 pub mod jit;
@@ -11,6 +13,9 @@ pub mod kernel_interp;
 pub mod llvm;
 pub mod object;
 pub mod ptxas;
+
+/// Whether this archc generates PTX and runs it (the cargo feature `cuda`).
+pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 
 /// The PTX of GPU-mapped `kernels` (lowered for `Target::cuda(arch)`) whose plan has `symbols`
 /// dims: LLVM's NVPTX backend, with the cargo feature `cuda`.
@@ -69,6 +74,21 @@ impl<Code> Launcher for Loaded<Code> {
         dims: &[i64],
     ) -> Result<i64, LaunchError> {
         self.kernels.launch(kernel, args, dims)
+    }
+}
+
+/// Checks a launch's buffers against kernel `k`'s parameters: one per parameter but the
+/// status word, and none that the kernel writes passed read-only.
+pub(crate) fn check_args(k: &Kernel, args: &[Arg<'_>]) -> Result<(), LaunchError> {
+    if args.len() + 1 != k.params.len() {
+        return Err(LaunchError::Arity {
+            want: k.params.len() - 1,
+            got: args.len(),
+        });
+    }
+    match (0..args.len()).find(|&i| k.params[i].output && matches!(args[i], Arg::In(_))) {
+        Some(param) => Err(LaunchError::ReadOnly(param)),
+        None => Ok(()),
     }
 }
 

@@ -279,6 +279,27 @@ pub fn native_unfused(
     last
 }
 
+/// Lowers a graph with every pass for a GPU (`Target::cuda(sm_80)`: its kernels split into
+/// blocks of threads) and runs it (no weights) with the Kernel IR interpreter's GPU
+/// semantics, which fail on any race between threads.
+pub fn gpu_sim(
+    g: &Graph,
+    inputs: &std::collections::HashMap<String, archc_runtime::Tensor>,
+) -> Vec<(String, archc_runtime::Tensor)> {
+    use archc_compiler::codegen::kernel_interp::GpuSim;
+    use archc_kernels::target::{GpuArch, Target};
+    use archc_runtime::{DType, Executor, Tensor};
+    let passes = archc_compiler::passes::PassOptions::all();
+    let lowered =
+        archc_compiler::passes::lower_optimized_for(g, &passes, &Target::cuda(GpuArch::Sm80))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let none =
+        |_: &str, _: DType, _: &[usize]| -> Result<Tensor, String> { Err("no weights".into()) };
+    let mut exec = Executor::new(&lowered.plan, none).unwrap();
+    exec.run(&GpuSim(&lowered.kernels), inputs, &Default::default())
+        .unwrap_or_else(|e| panic!("cuda-sim: {e}"))
+}
+
 /// Asserts that a pass leaves the interpreter's outputs bit for bit unchanged on a program
 /// (the pass runs after `before`, the passes the pipeline runs ahead of it).
 pub fn check_pass(

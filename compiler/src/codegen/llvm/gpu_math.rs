@@ -24,14 +24,29 @@ pub fn definitions(linkage: &str) -> String {
 
 /// The intrinsics the definitions call: (name, declaration).
 pub const INTRINSICS: &[(&str, &str)] = &[
-    ("llvm.fma.f64", "declare double @llvm.fma.f64(double, double, double)"),
-    ("llvm.maximum.f64", "declare double @llvm.maximum.f64(double, double)"),
-    ("llvm.minimum.f64", "declare double @llvm.minimum.f64(double, double)"),
-    ("llvm.roundeven.f64", "declare double @llvm.roundeven.f64(double)"),
+    (
+        "llvm.fma.f64",
+        "declare double @llvm.fma.f64(double, double, double)",
+    ),
+    (
+        "llvm.maximum.f64",
+        "declare double @llvm.maximum.f64(double, double)",
+    ),
+    (
+        "llvm.minimum.f64",
+        "declare double @llvm.minimum.f64(double, double)",
+    ),
+    (
+        "llvm.roundeven.f64",
+        "declare double @llvm.roundeven.f64(double)",
+    ),
     ("llvm.fabs.f64", "declare double @llvm.fabs.f64(double)"),
     ("llvm.fabs.f32", "declare float @llvm.fabs.f32(float)"),
     ("llvm.trunc.f32", "declare float @llvm.trunc.f32(float)"),
-    ("llvm.copysign.f32", "declare float @llvm.copysign.f32(float, float)"),
+    (
+        "llvm.copysign.f32",
+        "declare float @llvm.copysign.f32(float, float)",
+    ),
 ];
 
 /// Hex spellings of f64 constants (LLVM reads floats in hex exactly).
@@ -237,7 +252,13 @@ mod tests {
         let code = object(&text, &cpu).expect("the functions compile");
         let jit = orc::Jit::new().expect("a JIT");
         jit.add(orc::Object::new(code)).expect("they link");
-        let names = ["archc_logf", "archc_tanhf", "archc_sinf", "archc_cosf", "archc_powf"];
+        let names = [
+            "archc_logf",
+            "archc_tanhf",
+            "archc_sinf",
+            "archc_cosf",
+            "archc_powf",
+        ];
         let addresses = names.iter().map(|n| jit.lookup(n).expect(n)).collect();
         (jit, addresses)
     }
@@ -255,7 +276,15 @@ mod tests {
 
     /// Inputs spread over every binade, with the special values.
     fn inputs() -> Vec<f32> {
-        let mut xs = vec![0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1.0, -1.0];
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1.0,
+            -1.0,
+        ];
         let mut bits: u32 = 1;
         while bits < 0x7F80_0000 {
             let x = f32::from_bits(bits);
@@ -291,14 +320,36 @@ mod tests {
                     continue;
                 }
                 let (got, want) = (f(x), want(x));
-                assert!(ulps(got, want) <= 1, "{name}({x:e}) = {got:e}, want {want:e}");
+                assert!(
+                    ulps(got, want) <= 1,
+                    "{name}({x:e}) = {got:e}, want {want:e}"
+                );
             }
         }
-        let ys = [0.0, -0.0, 1.0, -1.0, 2.0, 3.0, -3.0, 0.5, -2.5, 7.25, 1e-3, 40.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        let ys = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            2.0,
+            3.0,
+            -3.0,
+            0.5,
+            -2.5,
+            7.25,
+            1e-3,
+            40.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
         for x in inputs().into_iter().step_by(7) {
             for y in ys {
                 let (got, want) = (pow(x, y), f64::from(x).powf(f64::from(y)) as f32);
-                assert!(ulps(got, want) <= 1, "pow({x:e}, {y:e}) = {got:e}, want {want:e}");
+                assert!(
+                    ulps(got, want) <= 1,
+                    "pow({x:e}, {y:e}) = {got:e}, want {want:e}"
+                );
             }
         }
     }

@@ -8,7 +8,10 @@
 //! `archc build` are compiled for an x86-64 microarchitecture level and record its features,
 //! which a built binary checks before it runs a kernel.
 
+// The GPU math library: compiled into PTX, and tested on the CPU.
+#[cfg(any(feature = "cuda", test))]
 mod gpu_math;
+mod gpu_threads;
 #[cfg(feature = "cuda")]
 pub mod nvptx;
 mod ops;

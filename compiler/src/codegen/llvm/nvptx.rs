@@ -8,8 +8,8 @@
 //!   in device memory;
 //! - a top-level Grid loop starts at `blockIdx.x` and strides by `gridDim.x`, a Thread loop at
 //!   `threadIdx.x` by `blockDim.x`, so any launch covers the iterations (a grid-stride loop);
-//! - statements outside the Grid loops run on thread 0 of block 0, as on a CPU's thread 0;
-//! - barriers are `bar.sync 0` (`__syncthreads`) and `bar.warp.sync -1` (`__syncwarp`);
+//!   statements outside the Grid loops run on thread 0 of block 0, as on a CPU's thread 0;
+//!   barriers are `bar.sync 0` and `bar.warp.sync -1` (`gpu_threads.rs`);
 //! - ln, tanh, sin, cos and pow are defined in the module (`gpu_math.rs`); prefetch hints
 //!   emit nothing.
 //!
@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use archc_kernels::ir::{Kernel, Scope};
+use archc_kernels::ir::Kernel;
 use archc_kernels::target::GpuArch;
 use inkwell::context::Context;
 use inkwell::targets::{
@@ -28,58 +28,18 @@ use inkwell::targets::{
 };
 use inkwell::OptimizationLevel;
 
-use super::text::{Function, L, V};
 use super::{gpu_math, llvm_error, optimised};
 use crate::codegen::cranelift::CodegenError;
-use archc_kernels::ir::Axis;
 
 /// The triple of 64-bit CUDA devices.
 const TRIPLE: &str = "nvptx64-nvidia-cuda";
 
-impl Function<'_> {
-    /// A special register (`tid.x`, `ntid.x`, `ctaid.x`, `nctaid.x`) as an i64.
-    fn sreg(&mut self, name: &str) -> V {
-        let r = self.call(L::I32, &format!("llvm.nvvm.read.ptx.sreg.{name}"), &[]);
-        self.op(L::I64, format!("zext i32 {} to i64", r.s))
-    }
-
-    /// This thread's number in the whole grid, `blockIdx.x · blockDim.x + threadIdx.x`.
-    pub(super) fn grid_thread(&mut self) -> String {
-        let (b, n, t) = (self.sreg("ctaid.x"), self.sreg("ntid.x"), self.sreg("tid.x"));
-        let bn = self.op(L::I64, format!("mul i64 {}, {}", b.s, n.s));
-        self.op(L::I64, format!("add i64 {}, {}", bn.s, t.s)).s
-    }
-
-    /// On a GPU, where a loop of kind `kind` starts and by how much it strides: blocks over a
-    /// top-level (`outer`) Grid loop, threads over a Thread loop; None for loops every thread
-    /// runs whole.
-    pub(super) fn gpu_stride(&mut self, kind: Axis, outer: bool) -> Option<(String, String)> {
-        let (first, count) = match kind {
-            _ if !self.gpu => return None,
-            Axis::Grid if outer => ("ctaid.x", "nctaid.x"),
-            Axis::Thread => ("tid.x", "ntid.x"),
-            _ => return None,
-        };
-        Some((self.sreg(first).s, self.sreg(count).s))
-    }
-
-    /// A barrier among the threads of `scope`.
-    pub(super) fn barrier(&mut self, scope: Scope) {
-        let (f, arg) = match scope {
-            Scope::Block => ("llvm.nvvm.barrier.cta.sync.aligned.all", "0"),
-            Scope::Warp => ("llvm.nvvm.bar.warp.sync", "-1"),
-        };
-        if !self.intrinsics.contains_key(f) {
-            self.intrinsics
-                .insert(f.to_string(), format!("declare void @{f}(i32)"));
-        }
-        let _ = writeln!(self.body, "  call void @{f}(i32 {arg})");
-    }
-}
-
 /// The LLVM IR text of `kernels` as PTX kernels for `arch`, before optimisation.
 pub fn module_text(kernels: &[Kernel], symbols: usize, arch: GpuArch) -> String {
-    let mut out = format!("; archc kernels for {}\ntarget triple = \"{TRIPLE}\"\n", arch.name());
+    let mut out = format!(
+        "; archc kernels for {}\ntarget triple = \"{TRIPLE}\"\n",
+        arch.name()
+    );
     out.push_str(&gpu_math::definitions("internal"));
     let seeded: BTreeMap<String, String> = gpu_math::INTRINSICS
         .iter()

@@ -1,0 +1,80 @@
+//! `--device`: where a model's kernels run, and the launcher that runs them there.
+
+use archc_compiler::codegen::backend::BackendKind;
+use archc_compiler::codegen::kernel_interp::GpuSim;
+use archc_compiler::lower::Lowered;
+use archc_kernels::target::{GpuArch, Target};
+use archc_runtime::Launcher;
+
+use crate::run::Engine;
+
+/// An NVIDIA GPU, opened (cargo feature `cuda`).
+pub struct Gpu {
+    #[cfg(feature = "cuda")]
+    ctx: std::sync::Arc<archc_compiler::codegen::cuda::CudaContext>,
+    /// The PTX architecture its kernels are compiled for.
+    pub arch: GpuArch,
+    /// The device's name, for the summary.
+    pub name: String,
+}
+
+/// GPU 0 of this machine, or why there is none (no `cuda` feature, no driver, no GPU).
+pub fn open_gpu() -> Result<Gpu, String> {
+    #[cfg(feature = "cuda")]
+    {
+        let (ctx, arch, name) = archc_compiler::codegen::cuda::open().map_err(|e| e.to_string())?;
+        Ok(Gpu { ctx, arch, name })
+    }
+    #[cfg(not(feature = "cuda"))]
+    Err(archc_compiler::codegen::cranelift::CodegenError::NoCuda.to_string())
+}
+
+/// The machine `engine`'s kernels are scheduled for (`gpu`: the opened GPU of `Engine::Cuda`).
+pub fn target(engine: Engine, gpu: Option<&Gpu>) -> Target {
+    match (engine, gpu) {
+        (Engine::Native(kind), _) => kind.target(),
+        (Engine::GpuSim(arch), _) => Target::cuda(arch),
+        (Engine::Cuda, Some(g)) => Target::cuda(g.arch),
+        (Engine::Cuda, None) => Target::cuda(GpuArch::Sm80),
+        // The interpreter runs the graph; its plan only binds the inputs, so any target does.
+        (Engine::Interp, _) => BackendKind::Cranelift.target(),
+    }
+}
+
+/// The launcher that runs `lowered`'s kernels for `engine` (not the graph interpreter):
+/// native code on `threads` CPU threads, the GPU simulator, or the GPU.
+pub fn launcher<'a>(
+    engine: Engine,
+    lowered: &'a Lowered,
+    threads: usize,
+    gpu: Option<&Gpu>,
+) -> Result<Box<dyn Launcher + 'a>, String> {
+    match engine {
+        Engine::Native(kind) => kind.jit(lowered, threads).map_err(|e| e.to_string()),
+        Engine::GpuSim(_) => Ok(Box::new(GpuSim(&lowered.kernels))),
+        Engine::Cuda => cuda_launcher(lowered, gpu),
+        Engine::Interp => Err("the graph interpreter launches no kernels".into()),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_launcher<'a>(
+    lowered: &'a Lowered,
+    gpu: Option<&Gpu>,
+) -> Result<Box<dyn Launcher + 'a>, String> {
+    use archc_compiler::codegen::{cuda::CudaLauncher, ptx};
+    let gpu = match gpu {
+        Some(g) => g,
+        None => return Err("no GPU was opened".into()),
+    };
+    let ptx =
+        ptx(&lowered.kernels, lowered.plan.symbols.len(), gpu.arch).map_err(|e| e.to_string())?;
+    let launcher =
+        CudaLauncher::new(&gpu.ctx, &ptx, &lowered.kernels).map_err(|e| e.to_string())?;
+    Ok(Box::new(launcher))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_launcher<'a>(_: &'a Lowered, _: Option<&Gpu>) -> Result<Box<dyn Launcher + 'a>, String> {
+    Err(archc_compiler::codegen::cranelift::CodegenError::NoCuda.to_string())
+}

@@ -1,0 +1,171 @@
+//! NVIDIA GPUs, checked without one: every kernel of every example lowered for a GPU is
+//! assembled by ptxas for sm_80 and sm_90a, `run --device cuda-sim` runs the GPU schedule in
+//! the interpreter (races are errors) and gives the interpreter's outputs, and `--device
+//! cuda` without a driver or without the `cuda` feature says so.
+
+use crate::common;
+
+use archc_compiler::codegen::{ptxas, CUDA_BUILT};
+use archc_kernels::target::{GpuArch, Target};
+use archc_runtime::TensorFile;
+use common::{archc, archc_limited, example_source, rel_err, repo, scratch_dir};
+
+const EXAMPLES: &[&str] = &[
+    "bamba", "bert", "gpt2", "ijepa", "jamba", "llama", "mamba", "mamba2", "mistral", "qwen2",
+    "qwen3", "zamba2",
+];
+
+/// ptxas, or None with the reason printed; CI sets `ARCHC_REQUIRE_PTXAS` so that a missing
+/// one fails there.
+fn ptxas_or_skip() -> Option<std::path::PathBuf> {
+    let found = ptxas::find_ptxas();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("ARCHC_REQUIRE_PTXAS").is_none(),
+            "ARCHC_REQUIRE_PTXAS is set but no ptxas was found"
+        );
+        println!("skipped: no ptxas (set ARCHC_PTXAS or put it on the PATH)");
+    }
+    found
+}
+
+#[test]
+fn every_example_assembles_for_both_architectures() {
+    if !CUDA_BUILT {
+        return;
+    }
+    let ptxas = ptxas_or_skip();
+    for name in EXAMPLES {
+        let g = common::compile(name, &example_source(name)).unwrap_or_else(|(_, r)| panic!("{r}"));
+        for arch in GpuArch::ALL {
+            let passes = archc_compiler::passes::PassOptions::all();
+            let lowered =
+                archc_compiler::passes::lower_optimized_for(&g, &passes, &Target::cuda(arch))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            let ptx =
+                archc_compiler::codegen::ptx(&lowered.kernels, lowered.plan.symbols.len(), arch)
+                    .unwrap_or_else(|e| panic!("{name} {}: {e}", arch.name()));
+            let entries = ptx
+                .lines()
+                .filter(|l| l.starts_with(".visible .entry "))
+                .count();
+            assert_eq!(entries, lowered.kernels.len(), "{name} {}", arch.name());
+            assert!(ptx.contains(&format!(".target {}", arch.name())));
+            let Some(ptxas) = &ptxas else { continue };
+            let stats = ptxas::assemble(ptxas, &ptx, arch)
+                .unwrap_or_else(|e| panic!("{name} {}: {e}", arch.name()));
+            assert_eq!(stats.len(), lowered.kernels.len(), "{name} {}", arch.name());
+            let worst = stats.iter().map(|k| k.registers).max().unwrap_or(0);
+            let spills: u32 = stats.iter().map(|k| k.spill_stores).sum();
+            println!(
+                "{name:8} {}: {} kernels, at most {worst} registers, {spills} bytes spilled",
+                arch.name(),
+                stats.len()
+            );
+            assert!(stats.iter().all(|k| k.registers > 0), "{name}: {stats:?}");
+        }
+    }
+}
+
+#[test]
+fn dump_ptx_names_every_kernel_and_reports_ptxas_figures() {
+    let d = scratch_dir("dump-ptx");
+    let llama = repo("examples/llama.arch").to_string_lossy().into_owned();
+    if !CUDA_BUILT {
+        let how = ["--features cuda"];
+        archc_limited(&["dump", "--stage", "ptx", &llama], &d).expect(1, &how);
+        return;
+    }
+    let (s, ptx, e) = archc(&["dump", "--stage", "ptx", "--arch", "sm_90a", &llama]);
+    assert_eq!(s, 0, "{e}");
+    let (_, kernels, _) = archc(&["dump", "--stage", "kernels", "--arch", "sm_90a", &llama]);
+    let count = |text: &str, what: &str| text.lines().filter(|l| l.starts_with(what)).count();
+    assert_eq!(count(&ptx, ".visible .entry "), count(&kernels, "kernel "));
+    assert!(ptx.contains(".target sm_90a") && ptx.contains("%ctaid.x") && ptx.contains("%tid.x"));
+    // Deterministic, as every stage's text is.
+    assert_eq!(
+        archc(&["dump", "--stage", "ptx", "--arch", "sm_90a", &llama]).1,
+        ptx
+    );
+    if ptxas_or_skip().is_some() {
+        let (s, table, e) = archc(&["dump", "--stage", "ptx", "--stats", &llama]);
+        assert_eq!(s, 0, "{e}");
+        assert!(
+            table.starts_with("kernel (sm_80)") && table.contains("registers"),
+            "{table}"
+        );
+        assert_eq!(
+            count(&table, "k"),
+            count(&kernels, "kernel ") + 1,
+            "{table}"
+        );
+    }
+}
+
+#[test]
+fn dump_kernels_for_a_gpu_shows_blocks_of_threads() {
+    let llama = repo("examples/llama.arch").to_string_lossy().into_owned();
+    let (s, gpu, e) = archc(&["dump", "--stage", "kernels", "--arch", "sm_80", &llama]);
+    assert_eq!(s, 0, "{e}");
+    let (_, cpu, _) = archc(&["dump", "--stage", "kernels", &llama]);
+    assert!(!cpu.contains("thread for"));
+    let kernels = gpu.lines().filter(|l| l.starts_with("kernel ")).count();
+    let blocks = gpu
+        .lines()
+        .filter(|l| l.starts_with("    thread for "))
+        .count();
+    assert!(
+        kernels > 0 && blocks >= kernels,
+        "{kernels} kernels, {blocks} thread loops"
+    );
+    let (s, plan, e) = archc(&["dump", "--stage", "plan", "--arch", "sm_80", &llama]);
+    assert_eq!(s, 0, "{e}");
+    assert!(plan.contains("block=[128]"), "{plan}");
+}
+
+#[test]
+fn cuda_sim_runs_every_example_as_the_interpreter_does() {
+    let d = scratch_dir("cuda-sim");
+    for name in EXAMPLES {
+        let file = repo(&format!("examples/{name}.arch"))
+            .to_string_lossy()
+            .into_owned();
+        let mut outs = Vec::new();
+        for (tag, how) in [
+            ("interp", ["--backend", "interp"]),
+            ("sim", ["--device", "cuda-sim"]),
+        ] {
+            let out = d.join(format!("{name}-{tag}.safetensors"));
+            let o = out.to_string_lossy().into_owned();
+            // Unbound dims take the defaults (batch 1, others 8).
+            let mut args = vec!["run", &file, "--outputs", &o];
+            args.extend(how);
+            archc_limited(&args, &d).expect(0, &[]);
+            outs.push(TensorFile::open(&out).unwrap());
+        }
+        let names = outs[0].names();
+        assert!(!names.is_empty());
+        for n in &names {
+            let err = rel_err(&outs[1].read_any(n).unwrap(), &outs[0].read_any(n).unwrap());
+            println!("{name:8} {n:12} cuda-sim rel err {err:.2e}");
+            assert!(err <= 1e-4, "{name}/{n}: {err:e}");
+        }
+    }
+}
+
+#[test]
+fn cuda_without_a_gpu_says_so() {
+    let d = scratch_dir("no-gpu");
+    let llama = repo("examples/llama.arch").to_string_lossy().into_owned();
+    let out = archc_limited(&["run", &llama, "--device", "cuda", "--dim", "seq=4"], &d);
+    if out.code == 0 {
+        // A GPU is here: scripts/gpu_check.sh checks it.
+        return;
+    }
+    let why = if CUDA_BUILT {
+        "no CUDA driver"
+    } else {
+        "--features cuda"
+    };
+    out.expect(1, &[why]);
+}
