@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::progress;
-use archc_compiler::codegen::backend::BackendKind;
+use crate::run::Engine;
+use crate::{device, progress};
 use archc_compiler::graph::{Graph, Op};
 use archc_compiler::interp::{bind_dims, interpret};
 use archc_compiler::passes::{lower_optimized_for, PassOptions};
@@ -15,8 +15,8 @@ use archc_runtime::{load_inputs, TensorFile, WeightSource};
 
 /// Options of a benchmark.
 pub struct BenchOptions {
-    /// The code generator timed.
-    pub backend: BackendKind,
+    /// The executor timed: a code generator's, the GPU simulator or the GPU.
+    pub engine: Engine,
     /// Safetensors weights or sharded checkpoints' index files, merged; random from the seed
     /// when empty.
     pub weights: Vec<PathBuf>,
@@ -67,13 +67,18 @@ fn peak_memory() -> Option<u64> {
 /// Runs the benchmark; returns the result table.
 pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
+    let gpu = match o.engine {
+        Engine::Cuda => Some(device::open_gpu()?),
+        _ => None,
+    };
     let t0 = Instant::now();
-    let lowered =
-        lower_optimized_for(g, &o.passes, &o.backend.target()).map_err(|e| e.to_string())?;
+    let target = device::target(o.engine, gpu.as_ref());
+    let lowered = lower_optimized_for(g, &o.passes, &target).map_err(|e| e.to_string())?;
     let lower_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
-    let jit = progress::spin("compiling", || o.backend.jit(&lowered, o.threads))
-        .map_err(|e| e.to_string())?;
+    let jit = progress::spin("compiling", || {
+        device::launcher(o.engine, &lowered, o.threads, gpu.as_ref())
+    })?;
     let jit = jit.as_ref();
     let codegen_ms = t1.elapsed().as_secs_f64() * 1e3;
     let input_file = o.inputs.as_ref().map(open).transpose()?;
@@ -91,7 +96,7 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let iters = o.iters.max(1);
     exec.run(jit, &inputs, &o.dims).map_err(|e| e.to_string())?;
     let mut times = Vec::new();
-    let bar = progress::bar(iters, &format!("{} runs", o.backend));
+    let bar = progress::bar(iters, &format!("{} runs", o.engine));
     for _ in 0..iters {
         bar.inc(1);
         let t = Instant::now();
@@ -99,7 +104,7 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
         times.push(t.elapsed().as_secs_f64());
     }
     bar.finish_and_clear();
-    rows.push((o.backend.name().into(), median(times)));
+    rows.push((o.engine.name().into(), median(times)));
     if o.with_interp {
         let mut ws = WeightSource::open(&lowered.plan, &o.weights, 0)?;
         let gdims = bind_dims(g, &inputs, &o.dims).map_err(|e| e.to_string())?;

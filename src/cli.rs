@@ -203,6 +203,12 @@ pub(crate) enum Command {
         /// The code generator timed (its row in the table bears its name).
         #[arg(long, value_enum, default_value_t = Codegen::Cranelift)]
         backend: Codegen,
+        /// Where the kernels run (as `archc run --device`): `cuda` times the GPU.
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+        /// With `--device cuda-sim`: the GPU architecture simulated.
+        #[arg(long, value_enum, default_value_t = Arch::Sm80)]
+        arch: Arch,
         #[command(flatten)]
         passes: PassFlags,
     },
@@ -335,6 +341,20 @@ pub(crate) enum Arch {
     /// Hopper (H100, H200), with its architecture-specific features.
     #[value(name = "sm_90a")]
     Sm90a,
+}
+
+impl DeviceKind {
+    /// The executor: `backend` on the CPU, else the GPU or its simulator for `arch`.
+    pub(crate) fn engine(self, backend: Backend, arch: Arch) -> crate::run::Engine {
+        use crate::run::Engine;
+        match (self, backend) {
+            (DeviceKind::Cuda, _) => Engine::Cuda,
+            (DeviceKind::CudaSim, _) => Engine::GpuSim(arch.gpu()),
+            (DeviceKind::Cpu, Backend::Cranelift) => Engine::Native(BackendKind::Cranelift),
+            (DeviceKind::Cpu, Backend::Llvm) => Engine::Native(BackendKind::Llvm),
+            (DeviceKind::Cpu, Backend::Interp) => Engine::Interp,
+        }
+    }
 }
 
 impl Arch {

@@ -183,15 +183,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 dims: dims.into_iter().collect(),
                 passes,
                 threads,
-                engine: match (device, backend) {
-                    (DeviceKind::Cuda, _) => run::Engine::Cuda,
-                    (DeviceKind::CudaSim, _) => run::Engine::GpuSim(arch.gpu()),
-                    (DeviceKind::Cpu, Backend::Cranelift) => {
-                        run::Engine::Native(BackendKind::Cranelift)
-                    }
-                    (DeviceKind::Cpu, Backend::Llvm) => run::Engine::Native(BackendKind::Llvm),
-                    (DeviceKind::Cpu, Backend::Interp) => run::Engine::Interp,
-                },
+                engine: device.engine(backend, arch),
             };
             run::run(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
         }
@@ -204,6 +196,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
             iters,
             interp,
             backend,
+            device,
+            arch,
             passes,
         } => {
             let passes = passes.options()?;
@@ -224,7 +218,10 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 dims: dims.into_iter().collect(),
                 iters,
                 with_interp: interp,
-                backend: backend.kind(),
+                engine: match backend {
+                    Codegen::Cranelift => device.engine(Backend::Cranelift, arch),
+                    Codegen::Llvm => device.engine(Backend::Llvm, arch),
+                },
                 passes,
                 front_end_ms: started.elapsed().as_secs_f64() * 1e3,
                 threads,

@@ -27,6 +27,18 @@ pub enum Engine {
     Cuda,
 }
 
+impl Engine {
+    /// A one-word name, for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Interp => "interp",
+            Engine::Native(k) => k.name(),
+            Engine::GpuSim(_) => "cuda-sim",
+            Engine::Cuda => "cuda",
+        }
+    }
+}
+
 impl std::fmt::Display for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -89,6 +89,32 @@ fn gpu_schedule_matches_hf_fixtures() {
     }
 }
 
+/// On a machine with an NVIDIA GPU and the `cuda` feature: the PTX kernels give the
+/// fixtures' outputs (f32 within 1e-4). Skipped, saying why, anywhere else.
+#[test]
+fn cuda_matches_hf_fixtures() {
+    #[cfg(feature = "cuda")]
+    {
+        use archc_compiler::codegen::cuda::{open, CudaLauncher};
+        let (ctx, arch, name) = match open() {
+            Ok(gpu) => gpu,
+            Err(e) => return println!("skipped: {e}"),
+        };
+        println!("GPU: {name} ({})", arch.name());
+        for passes in [PassOptions::none(), PassOptions::all()] {
+            check("cuda", &Target::cuda(arch), &passes, |l| {
+                let ptx = archc_compiler::codegen::ptx(&l.kernels, l.plan.symbols.len(), arch)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                Box::new(
+                    CudaLauncher::new(&ctx, &ptx, &l.kernels).unwrap_or_else(|e| panic!("{e}")),
+                )
+            });
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    println!("skipped: archc was built without the `cuda` feature");
+}
+
 #[test]
 fn native_backends_match_hf_fixtures() {
     for kind in common::backends() {

@@ -14,9 +14,18 @@ pub const EXAMPLES: &[&str] = &[
     "bamba", "ijepa",
 ];
 
-/// The path of a file in the repository.
+/// The path of a file in the repository: the checkout the tests were built in, or
+/// `$ARCHC_REPO` (a test binary carried to another machine, as scripts/gpu_check.sh runs it).
 pub fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+    std::env::var_os("ARCHC_REPO")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join(path)
+}
+
+/// The archc binary the tests run: the one built with them, or `$ARCHC_BIN`.
+pub fn archc_bin() -> PathBuf {
+    std::env::var_os("ARCHC_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_archc")), PathBuf::from)
 }
 
 /// The text of an example.
@@ -40,7 +49,7 @@ pub fn archc(args: &[&str]) -> (i32, String, String) {
 
 /// Runs the archc binary with extra environment variables.
 pub fn archc_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_archc"))
+    let out = Command::new(archc_bin())
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, *v)))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -440,7 +449,7 @@ pub fn limited(program: &std::path::Path, args: &[&str], dir: &std::path::Path) 
 
 /// [`limited`] on the archc binary.
 pub fn archc_limited(args: &[&str], dir: &std::path::Path) -> Outcome {
-    limited(std::path::Path::new(env!("CARGO_BIN_EXE_archc")), args, dir)
+    limited(&archc_bin(), args, dir)
 }
 
 /// A fresh scratch directory for one test.
