@@ -13,8 +13,9 @@ timed by `archc bench --device cuda`, and its peers in torch on the same inputs'
   Triton kernel when it imports.
 
 Contenders run in turn, round after round (benchlib.run_rounds), and each ratio is formed per
-round: `peer ms / archc ms`, > 1 when archc is faster. archc computes in f32 (it has no bf16
-storage yet), the bf16 peers in bf16: the table says which dtype each side ran. archc's time is
+round: `peer ms / archc ms`, > 1 when archc is faster. archc stores bf16 (`--dtype bf16`,
+f32 arithmetic) where the peers run bf16, and f32 for the scans; the table says which. archc's
+time is
 its `bench` median, which includes copying every buffer to the GPU and back at each kernel
 launch (the runtime keeps no buffer on the device yet).
 """
@@ -76,9 +77,9 @@ class Peer:
 class ArchcGpu:
     """`archc bench --device D` in a subprocess; its table's row for the device."""
 
-    def __init__(self, binary, device, arch, dims, iters):
+    def __init__(self, binary, device, arch, dims, iters, dtype):
         self.name = "archc"
-        self.cmd = [binary, "bench", arch, "--device", device, "--iters", str(iters)]
+        self.cmd = [binary, "bench", arch, "--device", device, "--iters", str(iters), "--dtype", dtype]
         for d, v in dims.items():
             self.cmd += ["--dim", f"{d}={v}"]
         self.row = device
@@ -228,7 +229,9 @@ def main():
     for name, make in workloads(args, dev):
         print(f"{name}:", flush=True)
         arch, dims, peers, flops = make()
-        contenders = [ArchcGpu(args.archc, args.device, arch, dims, args.iters)]
+        # bf16 where the peers run bf16 (attention, GEMM), f32 where they run f32 (the scans).
+        dtype = "bf16" if ("attention" in name or "gemm" in name.lower()) and dev == "cuda" else "f32"
+        contenders = [ArchcGpu(args.archc, args.device, arch, dims, args.iters, dtype)]
         contenders += [Peer(n, fn, args.iters, dev == "cuda") for n, fn in peers]
         times = benchlib.run_rounds(contenders, 1, args.rounds, lambda s: print(s, flush=True))
         for peer, _ in peers:
@@ -236,9 +239,9 @@ def main():
             ms = statistics.median(times["archc"]) if "archc" in times else float("nan")
             pms = statistics.median(times[peer]) if peer in times else float("nan")
             tf = f", {flops / pms / 1e9:.1f} TFLOP/s" if flops and peer in times else ""
-            rows.append((name, peer, f"{pms:.3f} ms{tf}", f"{ms:.3f} ms", benchlib.fmt_ratio(r)))
+            rows.append((name, peer, f"{pms:.3f} ms{tf}", f"{ms:.3f} ms ({dtype})", benchlib.fmt_ratio(r)))
     print()
-    print(f"| workload | peer | peer time | archc time (f32) | archc vs peer |")
+    print("| workload | peer | peer time | archc time | archc vs peer |")
     print("|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")

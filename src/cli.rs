@@ -141,6 +141,10 @@ pub(crate) enum Command {
         /// With `--device cuda-sim`: the GPU architecture simulated (with `cuda`, the GPU's).
         #[arg(long, value_enum, default_value_t = Arch::Sm80)]
         arch: Arch,
+        /// How floats are stored: weights, inputs and every buffer between kernels (kernels
+        /// compute in f32 and round what they store); outputs come out in this type.
+        #[arg(long, value_enum, default_value_t = Storage::F32)]
+        dtype: Storage,
         /// Seed for random weights and inputs.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -209,6 +213,9 @@ pub(crate) enum Command {
         /// With `--device cuda-sim`: the GPU architecture simulated.
         #[arg(long, value_enum, default_value_t = Arch::Sm80)]
         arch: Arch,
+        /// How floats are stored (as `archc run --dtype`).
+        #[arg(long, value_enum, default_value_t = Storage::F32)]
+        dtype: Storage,
         #[command(flatten)]
         passes: PassFlags,
     },
@@ -330,6 +337,28 @@ pub(crate) enum DeviceKind {
     Cuda,
     /// The GPU kernels in the Kernel IR interpreter, with a GPU's semantics: no GPU needed.
     CudaSim,
+}
+
+/// A float storage type (`--dtype`).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Storage {
+    /// 32-bit floats.
+    F32,
+    /// bfloat16: f32's range, 8 bits of precision.
+    Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
+impl Storage {
+    /// The dtype floats are stored as.
+    pub(crate) fn dtype(self) -> archc_runtime::DType {
+        match self {
+            Storage::F32 => archc_runtime::DType::F32,
+            Storage::Bf16 => archc_runtime::DType::BF16,
+            Storage::F16 => archc_runtime::DType::F16,
+        }
+    }
 }
 
 /// An NVIDIA GPU architecture.

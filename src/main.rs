@@ -157,6 +157,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             backend,
             device,
             arch,
+            dtype,
             seed,
             dims,
             passes,
@@ -175,6 +176,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             check_dim_names(&dims, &graph.symbols)?;
+            let graph = narrowed(graph, dtype);
             let options = run::RunOptions {
                 weights,
                 inputs,
@@ -198,6 +200,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             backend,
             device,
             arch,
+            dtype,
             passes,
         } => {
             let passes = passes.options()?;
@@ -212,6 +215,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             check_dim_names(&dims, &graph.symbols)?;
+            let graph = narrowed(graph, dtype);
             let options = bench::BenchOptions {
                 weights,
                 inputs,
@@ -376,6 +380,14 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 }
             }
         }
+    }
+}
+
+/// `graph` with its floats stored as `dtype` (`--dtype`).
+fn narrowed(graph: archc_compiler::graph::Graph, dtype: Storage) -> archc_compiler::graph::Graph {
+    match dtype {
+        Storage::F32 => graph,
+        narrow => archc_compiler::graph::with_float_storage(&graph, narrow.dtype()),
     }
 }
 

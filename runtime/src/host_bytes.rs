@@ -1,11 +1,21 @@
-//! A tensor's values as the raw storage of a buffer's dtype, and back: f32 for floats, i64
-//! for integers, a byte per boolean, little-endian, as kernels read and write them.
+//! A tensor's values as the raw storage of a buffer's dtype, and back: f32, f16 or bf16 bits
+//! for floats (rounded to nearest even), i64 for integers, a byte per boolean,
+//! little-endian, as kernels read and write them.
 
 use crate::{storage_bytes, DType, Data, Tensor};
 
 /// Writes a tensor's elements into raw storage of its buffer's dtype.
 pub(crate) fn store(t: &Tensor, dtype: DType, dst: &mut [u8]) {
     match (&t.data, storage_bytes(dtype)) {
+        (Data::F32(v), 2) => {
+            let bits = |x: f32| match dtype {
+                DType::F16 => half::f16::from_f32(x).to_bits(),
+                _ => half::bf16::from_f32(x).to_bits(),
+            };
+            for (c, x) in dst.chunks_exact_mut(2).zip(v) {
+                c.copy_from_slice(&bits(*x).to_le_bytes());
+            }
+        }
         (Data::F32(v), 4) => {
             for (c, x) in dst.chunks_exact_mut(4).zip(v) {
                 c.copy_from_slice(&x.to_le_bytes());
@@ -22,7 +32,7 @@ pub(crate) fn store(t: &Tensor, dtype: DType, dst: &mut [u8]) {
             }
         }
         // Mixed kinds were refused by binding; convert through f32 as a last resort.
-        (_, 4) => store(&Tensor::f32(t.shape.clone(), t.to_f32()), dtype, dst),
+        (_, 2 | 4) => store(&Tensor::f32(t.shape.clone(), t.to_f32()), dtype, dst),
         (_, 8) => {
             let v = t.to_f32().iter().map(|&x| x as i64).collect();
             store(&Tensor::int(DType::I64, t.shape.clone(), v), dtype, dst)
@@ -65,6 +75,19 @@ fn bytemuck_i64(v: &[i64]) -> &[u8] {
 /// Reads raw storage of a dtype back into a tensor.
 pub(crate) fn load(src: &[u8], dtype: DType, shape: Vec<usize>) -> Tensor {
     match storage_bytes(dtype) {
+        2 => {
+            let value = |c: &[u8]| {
+                let bits = u16::from_le_bytes([c[0], c[1]]);
+                match dtype {
+                    DType::F16 => half::f16::from_bits(bits).to_f32(),
+                    _ => half::bf16::from_bits(bits).to_f32(),
+                }
+            };
+            Tensor {
+                dtype,
+                ..Tensor::f32(shape, src.chunks_exact(2).map(value).collect())
+            }
+        }
         4 => Tensor {
             dtype,
             ..Tensor::f32(

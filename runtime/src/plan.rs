@@ -216,7 +216,8 @@ pub fn plan_to_json(plan: &Plan) -> String {
 /// Bytes per stored element of a dtype.
 pub fn storage_bytes(d: DType) -> usize {
     match d {
-        DType::F32 | DType::F16 | DType::BF16 => 4,
+        DType::F32 => 4,
+        DType::F16 | DType::BF16 => 2,
         DType::I32 | DType::I64 => 8,
         DType::Bool => 1,
     }

@@ -192,8 +192,11 @@ impl TensorFile {
         shape: &[usize],
     ) -> Result<Option<&[u8]>, TensorFileError> {
         let info = self.checked_info(name, shape)?;
+        // The file's bytes are the buffer's storage (see `storage_bytes`).
         let same = match info.dtype {
-            Dtype::F32 => dtype.is_float(),
+            Dtype::F32 => dtype == DType::F32,
+            Dtype::F16 => dtype == DType::F16,
+            Dtype::BF16 => dtype == DType::BF16,
             Dtype::I64 => dtype.is_int(),
             _ => false,
         };
@@ -378,12 +381,25 @@ pub(crate) fn closest_names(name: &str, names: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Writes named tensors to a safetensors file, in their declared dtypes where they are
-/// f32, i32, i64 or bool (f16/bf16 are written as f32).
+/// Writes named tensors to a safetensors file, each in its dtype (f32, f16, bf16, i32, i64 or
+/// bool).
 pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TensorFileError> {
     let mut raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, t) in tensors {
         let (dtype, bytes): (Dtype, Vec<u8>) = match (&t.data, t.dtype) {
+            // Values of a narrow float were rounded to it where they were stored: exact.
+            (Data::F32(v), DType::BF16) => (
+                Dtype::BF16,
+                v.iter()
+                    .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                    .collect(),
+            ),
+            (Data::F32(v), DType::F16) => (
+                Dtype::F16,
+                v.iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect(),
+            ),
             (Data::F32(v), _) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             (Data::I64(v), DType::I32) => (
                 Dtype::I32,

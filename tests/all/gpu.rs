@@ -7,7 +7,7 @@ use crate::common;
 
 use archc_compiler::codegen::{ptxas, CUDA_BUILT};
 use archc_kernels::target::{GpuArch, Target};
-use archc_runtime::TensorFile;
+use archc_runtime::{DType, TensorFile};
 use common::{archc, archc_limited, example_source, rel_err, repo, scratch_dir};
 
 const EXAMPLES: &[&str] = &[
@@ -168,4 +168,36 @@ fn cuda_without_a_gpu_says_so() {
         "--features cuda"
     };
     out.expect(1, &[why]);
+}
+
+#[test]
+fn dtype_bf16_stores_narrow_floats_on_every_device() {
+    let d = scratch_dir("dtype");
+    let llama = repo("examples/llama.arch").to_string_lossy().into_owned();
+    let run = |tag: &str, extra: &[&str]| {
+        let out = d.join(format!("{tag}.safetensors"));
+        let o = out.to_string_lossy().into_owned();
+        let mut args = vec!["run", &llama, "--dim", "seq=8", "--outputs", &o];
+        args.extend(extra);
+        archc_limited(&args, &d).expect(0, &[]);
+        TensorFile::open(&out).unwrap().read_any("logits").unwrap()
+    };
+    let f32 = run("f32", &[]);
+    for (tag, extra) in [
+        ("cpu-bf16", &["--dtype", "bf16"][..]),
+        ("sim-bf16", &["--dtype", "bf16", "--device", "cuda-sim"][..]),
+        ("cpu-f16", &["--dtype", "f16"][..]),
+    ] {
+        let narrow = run(tag, extra);
+        let want = if tag.ends_with("f16") && !tag.ends_with("bf16") {
+            DType::F16
+        } else {
+            DType::BF16
+        };
+        assert_eq!(narrow.dtype, want, "{tag}");
+        let err = rel_err(&narrow, &f32);
+        println!("{tag}: rel err {err:.2e} against f32");
+        assert!(err > 0.0 && err <= 1e-2, "{tag}: {err:e}");
+    }
+    archc_limited(&["run", &llama, "--dtype", "f8"], &d).expect(2, &["f8"]);
 }

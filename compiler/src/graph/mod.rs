@@ -9,6 +9,7 @@ mod moe;
 mod op;
 mod printer;
 mod region;
+mod storage;
 mod structure;
 
 pub use archc_kernels::Ieee64;
@@ -19,6 +20,7 @@ pub use moe::{Expert, MoeInfo, ROUTED};
 pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
 pub use printer::print_graph;
 pub use region::{AttentionInfo, KeyRange, LayerKind, Region, RegionKind, ScanInfo, SsdInfo};
+pub use storage::with_float_storage;
 pub use structure::Structure;
 
 use indexmap::IndexMap;

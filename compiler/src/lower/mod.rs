@@ -77,7 +77,9 @@ pub struct Lowered {
 /// The storage element of a dtype.
 pub fn elem(d: DType) -> Elem {
     match d {
-        DType::F32 | DType::F16 | DType::BF16 => Elem::F32,
+        DType::F32 => Elem::F32,
+        DType::F16 => Elem::F16,
+        DType::BF16 => Elem::BF16,
         DType::I32 | DType::I64 => Elem::I64,
         DType::Bool => Elem::Bool,
     }

@@ -16,7 +16,7 @@ mod options;
 mod outline;
 pub mod plan_memory;
 pub mod registry;
-mod rewrite;
+pub(crate) mod rewrite;
 pub mod route_experts;
 pub mod tile_attention;
 
