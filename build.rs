@@ -5,9 +5,10 @@
 //! The library is a separate crate of type `staticlib`, which a dependency cannot provide on
 //! stable Cargo, so this script runs Cargo on it, in its own target directory `runner-lib`
 //! beside the outer build's profile folders (the outer build holds the main one's lock), with
-//! the outer build's profile. The directory is shared by every feature set of the outer build:
-//! the runner does not depend on archc's features, so `--features llvm` reuses its build
-//! instead of compiling its dependencies again (a second copy cost CI ~900 MB of disk).
+//! the outer build's profile. The directory is shared by the feature sets of the outer build
+//! that leave the runner alone: `--features llvm` reuses its build instead of compiling its
+//! dependencies again (a second copy cost CI ~900 MB of disk). `--features cuda` builds the
+//! runner with CUDA support (binaries built for a GPU load the driver), in `runner-lib-cuda`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,10 +19,16 @@ fn main() {
     let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
     // OUT_DIR is <target>/<profile>/build/archc-<hash>/out; a missing ancestor (a layout
     // Cargo never makes) falls back to OUT_DIR itself.
+    let cuda = std::env::var_os("CARGO_FEATURE_CUDA").is_some();
+    let dir = if cuda {
+        "runner-lib-cuda"
+    } else {
+        "runner-lib"
+    };
     let target_dir = out
         .ancestors()
         .nth(4)
-        .map_or_else(|| out.join("runner"), |t| t.join("runner-lib"));
+        .map_or_else(|| out.join("runner"), |t| t.join(dir));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
@@ -42,6 +49,9 @@ fn main() {
     .env_remove("RUSTC_WRAPPER");
     if release {
         cmd.arg("--release");
+    }
+    if cuda {
+        cmd.args(["--features", "cuda"]);
     }
     match cmd.status() {
         Ok(s) if s.success() => {}

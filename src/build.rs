@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use archc_compiler::codegen::backend::BackendKind;
+use archc_compiler::codegen::{self, backend::BackendKind};
 use archc_compiler::graph::Graph;
 use archc_compiler::lower::{same_weights, Lowered};
 use archc_compiler::passes::{lower_optimized_for, PassOptions};
@@ -143,13 +143,20 @@ fn add_stateful(g: &Graph, how: &How, lowered: &mut Lowered) -> Result<(), Strin
 pub fn build(g: &Graph, out: &Path, how: &How) -> Result<String, String> {
     let cc = how.cc;
     let mut lowered = lower_optimized_for(g, how.passes, &how.target).map_err(|e| e.to_string())?;
-    lowered.plan.generation = crate::generate::generation(g);
-    add_stateful(g, how, &mut lowered)?;
+    let gpu = how.target.gpu_arch();
+    if gpu.is_none() {
+        // Generation runs on the CPU: a binary for a GPU runs the sequence plan only.
+        lowered.plan.generation = crate::generate::generation(g);
+        add_stateful(g, how, &mut lowered)?;
+    }
     let json = plan_to_json(&lowered.plan);
     let width = lowered.plan.symbols.len().max(lowered.plan.dims_width);
-    let object = crate::progress::spin("compiling", || {
-        how.backend
-            .object(&lowered.kernels, width, &json, &how.target)
+    let object = crate::progress::spin("compiling", || match gpu {
+        Some(arch) => codegen::ptx(&lowered.kernels, width, arch)
+            .and_then(|ptx| codegen::object::build_object(&[], width, &json, &ptx)),
+        None => how
+            .backend
+            .object(&lowered.kernels, width, &json, &how.target),
     })
     .map_err(|e| e.to_string())?;
     let runner = runner_library()?;
@@ -188,11 +195,14 @@ pub fn build(g: &Graph, out: &Path, how: &How) -> Result<String, String> {
         }
     }
     files::replace_with(out, &linked).map_err(|e| e.to_string())?;
+    let by = match gpu {
+        Some(_) => "PTX".to_string(),
+        None => format!("by {}", how.backend),
+    };
     Ok(format!(
-        "wrote {} ({} kernels by {} for {}, {} KiB of code and plan)\n",
+        "wrote {} ({} kernels {by} for {}, {} KiB of code and plan)\n",
         out.display(),
         lowered.kernels.len(),
-        how.backend,
         how.target.cpu,
         object.len() / 1024
     ))

@@ -246,6 +246,14 @@ pub(crate) enum Command {
         /// always portable.
         #[arg(long, value_enum, default_value_t = Cpu::Native)]
         cpu: Cpu,
+        /// `cuda`: the executable's kernels are PTX for NVIDIA GPUs (`--arch`; sm_80's runs on
+        /// every GPU since Ampere), run through the CUDA driver where it runs (archc built with
+        /// `--features cuda`). It needs neither Rust nor LLVM there, only the driver.
+        #[arg(long, value_enum, default_value_t = BuildDevice::Cpu)]
+        device: BuildDevice,
+        /// With `--device cuda`: the GPU architecture of the PTX.
+        #[arg(long, value_enum, default_value_t = Arch::Sm80)]
+        arch: Arch,
         /// A GGUF checkpoint whose Q8_0/Q4_0/Q4_1 tensors the executable keeps in their blocks,
         /// as `archc run` and `generate` do with it (it then takes a file with those tensor
         /// types: `BIN generate --weights FILE.gguf`). Weights are not read or embedded.
@@ -359,6 +367,15 @@ impl Storage {
             Storage::F16 => archc_runtime::DType::F16,
         }
     }
+}
+
+/// Where a built executable runs its kernels.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BuildDevice {
+    /// The CPU (with --backend).
+    Cpu,
+    /// An NVIDIA GPU.
+    Cuda,
 }
 
 /// An NVIDIA GPU architecture.

@@ -11,7 +11,7 @@ use crate::run::Engine;
 /// An NVIDIA GPU, opened (cargo feature `cuda`).
 pub struct Gpu {
     #[cfg(feature = "cuda")]
-    ctx: std::sync::Arc<archc_compiler::codegen::cuda::CudaContext>,
+    ctx: std::sync::Arc<archc_runtime::cuda::CudaContext>,
     /// The PTX architecture its kernels are compiled for.
     pub arch: GpuArch,
     /// The device's name, for the summary.
@@ -22,7 +22,12 @@ pub struct Gpu {
 pub fn open_gpu() -> Result<Gpu, String> {
     #[cfg(feature = "cuda")]
     {
-        let (ctx, arch, name) = archc_compiler::codegen::cuda::open().map_err(|e| e.to_string())?;
+        use archc_runtime::cuda::{open, PtxArch};
+        let (ctx, arch, name) = open().map_err(|e| e.to_string())?;
+        let arch = match arch {
+            PtxArch::Sm80 => GpuArch::Sm80,
+            PtxArch::Sm90a => GpuArch::Sm90a,
+        };
         Ok(Gpu { ctx, arch, name })
     }
     #[cfg(not(feature = "cuda"))]
@@ -62,15 +67,15 @@ fn cuda_launcher<'a>(
     lowered: &'a Lowered,
     gpu: Option<&Gpu>,
 ) -> Result<Box<dyn Launcher + 'a>, String> {
-    use archc_compiler::codegen::{cuda::CudaLauncher, ptx};
+    use archc_compiler::codegen::ptx;
+    use archc_runtime::cuda::CudaLauncher;
     let gpu = match gpu {
         Some(g) => g,
         None => return Err("no GPU was opened".into()),
     };
     let ptx =
         ptx(&lowered.kernels, lowered.plan.symbols.len(), gpu.arch).map_err(|e| e.to_string())?;
-    let launcher =
-        CudaLauncher::new(&gpu.ctx, &ptx, &lowered.kernels).map_err(|e| e.to_string())?;
+    let launcher = CudaLauncher::new(&gpu.ctx, &ptx, &lowered.plan).map_err(|e| e.to_string())?;
     Ok(Box::new(launcher))
 }
 

@@ -238,6 +238,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
             cc,
             backend,
             cpu,
+            device,
+            arch,
             weights,
             passes,
         } => {
@@ -245,10 +247,11 @@ fn run(cli: Cli) -> Result<String, Failure> {
             let (s, id) = load(&file, max_nodes)?;
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
             let passes = passes.options()?.with_blocks(blocks_of(weights, &graph)?);
-            let target = match (backend, cpu) {
-                (Codegen::Cranelift, _) => Target::cranelift_x86_64(),
-                (Codegen::Llvm, Cpu::Native) => Target::host(),
-                (Codegen::Llvm, Cpu::Portable) => Target::x86_64(X86Level::Baseline),
+            let target = match (device, backend, cpu) {
+                (BuildDevice::Cuda, ..) => Target::cuda(arch.gpu()),
+                (_, Codegen::Cranelift, _) => Target::cranelift_x86_64(),
+                (_, Codegen::Llvm, Cpu::Native) => Target::host(),
+                (_, Codegen::Llvm, Cpu::Portable) => Target::x86_64(X86Level::Baseline),
             };
             let how = build::How {
                 cc: &cc,

@@ -51,63 +51,6 @@ pub fn geometry(k: &Kernel) -> Geometry {
     Geometry { grid, block }
 }
 
-/// The value of an extent of the dims and constants (as [`Geometry`] holds them), or None
-/// when it reads anything else. Integer arithmetic wraps and division by zero gives 0, as in
-/// kernels.
-pub fn eval(e: &Expr, dims: &[i64]) -> Option<i64> {
-    use crate::ir::Bin;
-    Some(match e {
-        Expr::Int(v) => *v,
-        Expr::Dim(i) => *dims.get(*i)?,
-        Expr::Select(c, a, b) => {
-            if eval(c, dims)? != 0 {
-                eval(a, dims)?
-            } else {
-                eval(b, dims)?
-            }
-        }
-        Expr::Bin(op, a, b) => {
-            let (a, b) = (eval(a, dims)?, eval(b, dims)?);
-            match op {
-                Bin::Add => a.wrapping_add(b),
-                Bin::Sub => a.wrapping_sub(b),
-                Bin::Mul => a.wrapping_mul(b),
-                Bin::Div => a.checked_div(b).unwrap_or(0),
-                Bin::Rem => a.checked_rem(b).unwrap_or(0),
-                Bin::DivEuclid => crate::math::div_euclid(a, b),
-                Bin::RemEuclid => crate::math::rem_euclid(a, b),
-                Bin::Max => a.max(b),
-                Bin::Min => a.min(b),
-                Bin::Lt => i64::from(a < b),
-                Bin::Le => i64::from(a <= b),
-                Bin::Gt => i64::from(a > b),
-                Bin::Ge => i64::from(a >= b),
-                Bin::Eq => i64::from(a == b),
-                Bin::Ne => i64::from(a != b),
-                _ => return None,
-            }
-        }
-        _ => return None,
-    })
-}
-
-/// How many blocks a launch of `k` with `dims` needs: the most iterations of any top-level
-/// Grid loop (a GPU-mapped kernel's loops over blocks), at least 1 (statements outside the
-/// Grid loops run on block 0). None when an extent is not an expression of the dims.
-pub fn blocks(k: &Kernel, dims: &[i64]) -> Option<i64> {
-    k.body
-        .iter()
-        .filter_map(|s| match s {
-            Stmt::For {
-                extent,
-                kind: Axis::Grid,
-                ..
-            } => Some(eval(extent, dims)),
-            _ => None,
-        })
-        .try_fold(1, |most, n| Some(most.max(n?)))
-}
-
 fn is(s: &Stmt, axis: Axis) -> bool {
     matches!(s, Stmt::For { kind, .. } if *kind == axis)
 }

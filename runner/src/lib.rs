@@ -24,6 +24,43 @@ extern "C" {
     static archc_plan_json: u8;
     static archc_plan_len: u64;
     static archc_cpu_features: c_char;
+    static archc_ptx: u8;
+    static archc_ptx_len: u64;
+}
+
+/// The PTX of a binary built for an NVIDIA GPU (`archc build --device cuda`), or None for one
+/// built for the CPU.
+fn embedded_ptx() -> Option<&'static str> {
+    // SAFETY: the object file archc built defines `archc_ptx` as `archc_ptx_len` bytes of
+    // text (then a NUL), written from a Rust string.
+    let bytes = unsafe { std::slice::from_raw_parts(&raw const archc_ptx, archc_ptx_len as usize) };
+    std::str::from_utf8(bytes).ok().filter(|p| !p.is_empty())
+}
+
+/// The launcher of `plan`'s kernels: the GPU's for a binary built for one, else the table's
+/// CPU kernels on at most `threads` threads.
+fn launcher(
+    plan: &Plan,
+    fns: &[KernelFn],
+    threads: Option<usize>,
+) -> Result<Box<dyn archc_runtime::Launcher>, String> {
+    match embedded_ptx() {
+        None => Ok(Box::new(kernels(plan, fns, 0, threads)?)),
+        Some(ptx) => gpu(plan, ptx),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn gpu(plan: &Plan, ptx: &str) -> Result<Box<dyn archc_runtime::Launcher>, String> {
+    use archc_runtime::cuda::{open, CudaLauncher};
+    let (ctx, _, _) = open().map_err(|e| e.to_string())?;
+    let launcher = CudaLauncher::new(&ctx, ptx, plan).map_err(|e| e.to_string())?;
+    Ok(Box::new(launcher))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu(_: &Plan, _: &str) -> Result<Box<dyn archc_runtime::Launcher>, String> {
+    Err("this binary's kernels are PTX for an NVIDIA GPU, and its runner was built without CUDA support".into())
 }
 
 /// Refuses to run kernels compiled for CPU features this CPU lacks (an executable built with
@@ -204,11 +241,11 @@ fn run(o: &Options) -> Result<String, String> {
     let weights = WeightSource::open(&plan, &o.weights, o.seed)?;
     let mut exec =
         Executor::new(&plan, |n, d, s| weights.weight(n, d, s)).map_err(|e| e.to_string())?;
-    let kernels = kernels(&plan, &fns, 0, o.threads)?;
+    let kernels = launcher(&plan, &fns, o.threads)?;
     let dims = exec.bind(&inputs, &o.dims).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let outputs = exec
-        .run(&kernels, &inputs, &o.dims)
+        .run(kernels.as_ref(), &inputs, &o.dims)
         .map_err(|e| e.to_string())?;
     let elapsed = start.elapsed();
     if let Some(path) = &o.outputs {
@@ -288,6 +325,9 @@ fn generate_main(args: &[String], program: &str) -> c_int {
     let result = check_cpu()
         .and_then(|()| embedded())
         .and_then(|(plan, fns)| {
+            if embedded_ptx().is_some() {
+                return Err("this binary runs on an NVIDIA GPU, and generation runs on the CPU: build it without --device cuda to generate".into());
+            }
             let k = kernels(&plan, &fns, 0, options.threads)?;
             let stateful = match &plan.stateful {
                 Some(s) => Some((

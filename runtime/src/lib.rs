@@ -7,6 +7,8 @@
 mod bind;
 mod checkpoint;
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod dim;
 mod dim_check;
 mod dtype;

@@ -50,6 +50,13 @@ fn every_example_assembles_for_both_architectures() {
                 .filter(|l| l.starts_with(".visible .entry "))
                 .count();
             assert_eq!(entries, lowered.kernels.len(), "{name} {}", arch.name());
+            // The CUDA launcher finds each entry by the plan's kernel name.
+            for k in &lowered.plan.kernels {
+                assert!(
+                    ptx.contains(&format!(".visible .entry {k}(")),
+                    "{name}: {k}"
+                );
+            }
             assert!(ptx.contains(&format!(".target {}", arch.name())));
             let Some(ptxas) = &ptxas else { continue };
             let stats = ptxas::assemble(ptxas, &ptx, arch)
@@ -94,9 +101,10 @@ fn dump_ptx_names_every_kernel_and_reports_ptxas_figures() {
             table.starts_with("kernel (sm_80)") && table.contains("registers"),
             "{table}"
         );
+        // A header, a row per kernel, the totals.
         assert_eq!(
-            count(&table, "k"),
-            count(&kernels, "kernel ") + 1,
+            table.lines().count(),
+            count(&kernels, "kernel ") + 2,
             "{table}"
         );
     }
@@ -200,4 +208,26 @@ fn dtype_bf16_stores_narrow_floats_on_every_device() {
         assert!(err > 0.0 && err <= 1e-2, "{tag}: {err:e}");
     }
     archc_limited(&["run", &llama, "--dtype", "f8"], &d).expect(2, &["f8"]);
+}
+
+#[test]
+fn build_for_a_gpu_embeds_ptx_and_needs_only_a_driver() {
+    let d = scratch_dir("build-cuda");
+    let llama = repo("examples/llama.arch").to_string_lossy().into_owned();
+    let bin = d.join("llama_gpu");
+    let b = bin.to_string_lossy().into_owned();
+    let built = archc_limited(&["build", &llama, "--device", "cuda", "-o", &b], &d);
+    if !CUDA_BUILT {
+        built.expect(1, &["--features cuda"]);
+        assert!(!bin.exists());
+        return;
+    }
+    built.expect(0, &[]);
+    let run = common::limited(&bin, &["--dim", "seq=4"], &d);
+    if run.code != 0 {
+        // No GPU here: the binary says so, as archc does.
+        run.expect(1, &["no CUDA driver"]);
+    }
+    common::limited(&bin, &["generate", "--inputs", "ids.safetensors"], &d)
+        .expect(1, &["generation runs on the CPU"]);
 }

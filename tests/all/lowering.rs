@@ -119,9 +119,10 @@ fn gpu_schedule_matches_hf_fixtures() {
 fn cuda_matches_hf_fixtures() {
     #[cfg(feature = "cuda")]
     {
-        use archc_compiler::codegen::cuda::{open, CudaLauncher};
+        use archc_runtime::cuda::{open, CudaLauncher, PtxArch};
         let (ctx, arch, name) = match open() {
-            Ok(gpu) => gpu,
+            Ok((ctx, PtxArch::Sm80, name)) => (ctx, GpuArch::Sm80, name),
+            Ok((ctx, PtxArch::Sm90a, name)) => (ctx, GpuArch::Sm90a, name),
             Err(e) => return println!("skipped: {e}"),
         };
         println!("GPU: {name} ({})", arch.name());
@@ -129,9 +130,7 @@ fn cuda_matches_hf_fixtures() {
             check("cuda", &Target::cuda(arch), &passes, |l| {
                 let ptx = archc_compiler::codegen::ptx(&l.kernels, l.plan.symbols.len(), arch)
                     .unwrap_or_else(|e| panic!("{e}"));
-                Box::new(
-                    CudaLauncher::new(&ctx, &ptx, &l.kernels).unwrap_or_else(|e| panic!("{e}")),
-                )
+                Box::new(CudaLauncher::new(&ctx, &ptx, &l.plan).unwrap_or_else(|e| panic!("{e}")))
             });
         }
     }

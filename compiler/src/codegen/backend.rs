@@ -77,7 +77,7 @@ impl BackendKind {
         target: &Target,
     ) -> Result<Vec<u8>, CodegenError> {
         match self {
-            BackendKind::Cranelift => super::object::build_object(kernels, symbols, plan_json),
+            BackendKind::Cranelift => super::object::build_object(kernels, symbols, plan_json, ""),
             #[cfg(feature = "llvm")]
             BackendKind::Llvm => super::llvm::build_object(kernels, symbols, plan_json, target),
             #[cfg(not(feature = "llvm"))]

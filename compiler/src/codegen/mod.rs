@@ -3,8 +3,6 @@
 
 pub mod backend;
 pub mod cranelift;
-#[cfg(feature = "cuda")]
-pub mod cuda;
 mod half_float;
 mod int_div;
 pub mod jit;

@@ -19,6 +19,11 @@ pub const PLAN_LEN: &str = "archc_plan_len";
 /// The CPU features the kernels need, comma-separated `cpuid` names and a NUL (empty for
 /// Cranelift's baseline code).
 pub const FEATURES: &str = "archc_cpu_features";
+/// The PTX of a binary built for an NVIDIA GPU (`archc build --device cuda`), then a NUL;
+/// just the NUL in one built for the CPU.
+pub const PTX: &str = "archc_ptx";
+/// The length of the PTX, a u64 (0: the kernels are the CPU's, in the table).
+pub const PTX_LEN: &str = "archc_ptx_len";
 
 fn data<M: Module>(m: &mut M, name: &str, bytes: Vec<u8>) -> Result<(), CodegenError> {
     let id = m
@@ -31,11 +36,13 @@ fn data<M: Module>(m: &mut M, name: &str, bytes: Vec<u8>) -> Result<(), CodegenE
     Ok(())
 }
 
-/// The object file for a plan's kernels, with the plan embedded as JSON.
+/// The object file for a plan's kernels, with the plan embedded as JSON; `ptx` is the PTX of
+/// a plan for a GPU (whose CPU kernel table is then empty), or empty.
 pub fn build_object(
     kernels: &[Kernel],
     symbols: usize,
     plan_json: &str,
+    ptx: &str,
 ) -> Result<Vec<u8>, CodegenError> {
     let builder = ObjectBuilder::new(
         host_isa(true)?,
@@ -68,6 +75,14 @@ pub fn build_object(
         (plan_json.len() as u64).to_le_bytes().to_vec(),
     )?;
     data(&mut module, FEATURES, vec![0])?;
+    let mut ptx_z = ptx.as_bytes().to_vec();
+    ptx_z.push(0);
+    data(&mut module, PTX, ptx_z)?;
+    data(
+        &mut module,
+        PTX_LEN,
+        (ptx.len() as u64).to_le_bytes().to_vec(),
+    )?;
     module
         .finish()
         .emit()

@@ -70,7 +70,10 @@ pub fn find_ptxas() -> Option<PathBuf> {
 /// Assembles `ptx` for `arch` with `ptxas -v`, and returns each kernel's registers, stack and
 /// spills; ptxas's own message when it refuses the text.
 pub fn assemble(ptxas: &Path, ptx: &str, arch: GpuArch) -> Result<Vec<KernelStats>, CodegenError> {
-    let dir = std::env::temp_dir().join(format!("archc-ptxas-{}", std::process::id()));
+    // One directory per call: threads of one process assemble at once (the tests do).
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("archc-ptxas-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| failed("cannot make a scratch directory", e))?;
     let (input, output) = (dir.join("kernels.ptx"), dir.join("kernels.cubin"));
     std::fs::write(&input, ptx).map_err(|e| failed("cannot write the PTX", e))?;

@@ -213,7 +213,7 @@ pub fn build_object(
     plan_json: &str,
     target: &Target,
 ) -> Result<Vec<u8>, CodegenError> {
-    use super::object::{COUNT, FEATURES, PLAN, PLAN_LEN, TABLE};
+    use super::object::{COUNT, FEATURES, PLAN, PLAN_LEN, PTX, PTX_LEN, TABLE};
     for k in kernels {
         super::check_locals(k)?;
     }
@@ -227,7 +227,7 @@ pub fn build_object(
     let mut features_z = features.into_bytes();
     features_z.push(0);
     text.push_str(&format!(
-        "\n@{TABLE} = constant [{} x ptr] [{}], align 8\n@{COUNT} = constant i64 {}, align 8\n@{PLAN} = constant [{} x i8] {}, align 8\n@{PLAN_LEN} = constant i64 {}, align 8\n@{FEATURES} = constant [{} x i8] {}, align 8\n",
+        "\n@{TABLE} = constant [{} x ptr] [{}], align 8\n@{COUNT} = constant i64 {}, align 8\n@{PLAN} = constant [{} x i8] {}, align 8\n@{PLAN_LEN} = constant i64 {}, align 8\n@{FEATURES} = constant [{} x i8] {}, align 8\n@{PTX} = constant [1 x i8] zeroinitializer, align 8\n@{PTX_LEN} = constant i64 0, align 8\n",
         kernels.len(),
         table.join(", "),
         kernels.len(),

@@ -2,17 +2,19 @@
 //! archc builds and runs without CUDA, and says so when a GPU is asked for).
 //!
 //! [`CudaLauncher`] is a [`Launcher`] for the executor the CPU uses: each launch copies its
-//! buffers to the device, runs the kernel on the plan's grid and the kernel's block, and copies
-//! the output and the status word back. That is correct for every plan and keeps one
-//! executor, but moves every buffer twice per launch. Device-resident buffers (weights
-//! uploaded once, the arena in device memory) and CUDA graph capture are what make it fast,
-//! and are not built yet.
+//! buffers to the device, runs the kernel on the grid and block the plan's launch geometry
+//! gives, and copies the output and the status word back. That is correct for every plan and
+//! keeps one executor, but moves every buffer twice per launch. Device-resident buffers
+//! (weights uploaded once, the arena in device memory) and CUDA graph capture are what make
+//! it fast, and are not built yet.
+//!
+//! The PTX is the compiler's (`archc dump --stage ptx`): each kernel an `.entry` of the plan's
+//! kernel name taking `(args, dims)`, device pointers to the buffers' addresses and to the
+//! dims, whose top-level Grid loops stride over the grid, so any grid covers them.
 
 use std::sync::Arc;
 
-use archc_kernels::ir::{Expr, Kernel};
-use archc_kernels::target::GpuArch;
-use archc_runtime::{Arg, Device, LaunchError, Launcher};
+use crate::{Arg, Device, LaunchError, Launcher, Plan, Signatures, Size, Step};
 pub use cudarc::driver::CudaContext;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 
@@ -20,7 +22,7 @@ use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfi
 #[derive(Debug, thiserror::Error)]
 pub enum CudaError {
     /// libcuda is not installed (no NVIDIA driver).
-    #[error("no CUDA driver found (libcuda.so): `--device cuda` needs an NVIDIA GPU and its driver; `--device cuda-sim` runs the same GPU kernels in the interpreter")]
+    #[error("no CUDA driver found (libcuda.so): PTX kernels need an NVIDIA GPU and its driver (`archc run --device cuda-sim` runs them in the interpreter instead)")]
     NoDriver,
     /// The driver found no usable GPU, or failed.
     #[error("CUDA: {0}")]
@@ -43,9 +45,19 @@ fn driver(e: impl std::fmt::Display) -> CudaError {
     CudaError::Driver(e.to_string())
 }
 
+/// The PTX architectures archc generates (`archc_kernels::target::GpuArch`, without the
+/// dependency on the compiler's crates).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PtxArch {
+    /// Ampere and later (the driver compiles it for newer GPUs).
+    Sm80,
+    /// Hopper only.
+    Sm90a,
+}
+
 /// GPU 0 of this machine: its context, the PTX architecture for it (`sm_90a` on Hopper,
 /// `sm_80` on Ampere and later, which the driver compiles for newer GPUs) and its name.
-pub fn open() -> Result<(Arc<CudaContext>, GpuArch, String), CudaError> {
+pub fn open() -> Result<(Arc<CudaContext>, PtxArch, String), CudaError> {
     // SAFETY: this only tries to load the driver library and reports whether it could; no
     // driver function is called.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
@@ -55,8 +67,8 @@ pub fn open() -> Result<(Arc<CudaContext>, GpuArch, String), CudaError> {
     let name = ctx.name().map_err(driver)?;
     let (major, minor) = ctx.compute_capability().map_err(driver)?;
     let arch = match (major, minor) {
-        (9, 0) => GpuArch::Sm90a,
-        (8.., _) => GpuArch::Sm80,
+        (9, 0) => PtxArch::Sm90a,
+        (8.., _) => PtxArch::Sm80,
         _ => return Err(CudaError::TooOld { name, major, minor }),
     };
     Ok((ctx, arch, name))
@@ -66,43 +78,68 @@ pub fn open() -> Result<(Arc<CudaContext>, GpuArch, String), CudaError> {
 pub struct CudaLauncher {
     stream: Arc<CudaStream>,
     functions: Vec<CudaFunction>,
-    /// The GPU-mapped kernels: their grids are evaluated at each launch.
-    kernels: Vec<Kernel>,
+    /// Each kernel's name, grid (blocks, expressions of the dims) and threads per block, from
+    /// the plan's launch geometry.
+    geometry: Vec<(String, Vec<Size>, u32)>,
+    /// What each kernel reads and writes, checked at every launch as on the CPU.
+    signatures: Signatures,
 }
 
 impl CudaLauncher {
-    /// Loads `ptx`, the PTX of GPU-mapped `kernels`, into `ctx`.
-    pub fn new(
-        ctx: &Arc<CudaContext>,
-        ptx: &str,
-        kernels: &[Kernel],
-    ) -> Result<CudaLauncher, CudaError> {
+    /// Loads `ptx`, the PTX of `plan`'s GPU-mapped kernels, into `ctx`.
+    pub fn new(ctx: &Arc<CudaContext>, ptx: &str, plan: &Plan) -> Result<CudaLauncher, CudaError> {
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
             .map_err(driver)?;
-        let functions = kernels
+        let geometry = geometry(plan)?;
+        let functions = geometry
             .iter()
-            .map(|k| module.load_function(&k.name).map_err(driver))
+            .map(|(name, ..)| module.load_function(name).map_err(driver))
             .collect::<Result<Vec<_>, _>>()?;
+        let signatures = plan
+            .signatures()
+            .map_err(|e| CudaError::Driver(format!("the plan's kernel signatures: {e}")))?;
         Ok(CudaLauncher {
             stream: ctx.default_stream(),
             functions,
-            kernels: kernels.to_vec(),
+            geometry,
+            signatures,
         })
     }
 }
 
-/// Threads per block of a GPU-mapped kernel: its Thread loops' constant extents.
-fn block_threads(k: &Kernel) -> u32 {
-    archc_kernels::launch::geometry(k)
-        .block
+/// Each kernel's name, grid and block, from the first step that launches it (every step of a
+/// kernel has its geometry: it is the kernel's).
+fn geometry(plan: &Plan) -> Result<Vec<(String, Vec<Size>, u32)>, CudaError> {
+    let mut out: Vec<Option<(Vec<Size>, u32)>> = vec![None; plan.kernels.len()];
+    let kinds = plan.kinds.iter().flat_map(|k| &k.steps);
+    for step in plan.prepare.iter().chain(&plan.steps).chain(kinds) {
+        if let Step::Kernel {
+            kernel,
+            launch: Some(l),
+            ..
+        } = step
+        {
+            let block = l
+                .block
+                .iter()
+                .map(|s| s.eval(&[]).clamp(1, 1024))
+                .product::<i64>();
+            if let Some(slot @ None) = out.get_mut(*kernel) {
+                *slot = Some((l.grid.clone(), block.clamp(1, 1024) as u32));
+            }
+        }
+    }
+    plan.kernels
         .iter()
-        .map(|e| match e {
-            Expr::Int(n) => u32::try_from(*n).unwrap_or(1),
-            _ => 1,
+        .zip(out)
+        .map(|(name, g)| match g {
+            Some((grid, block)) => Ok((name.clone(), grid, block)),
+            None => Err(CudaError::Driver(format!(
+                "kernel `{name}` has no launch geometry in the plan"
+            ))),
         })
-        .product::<u32>()
-        .clamp(1, 1024)
+        .collect()
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> LaunchError {
@@ -121,12 +158,12 @@ impl Launcher for CudaLauncher {
         args: &mut [Arg<'_>],
         dims: &[i64],
     ) -> Result<i64, LaunchError> {
-        let (k, function) = self
-            .kernels
+        let ((name, grid, block), function) = self
+            .geometry
             .get(kernel)
             .zip(self.functions.get(kernel))
             .ok_or(LaunchError::NoKernel(kernel))?;
-        super::check_args(k, args)?;
+        self.signatures.check(kernel, args, dims)?;
         let s = &self.stream;
         let mut buffers: Vec<CudaSlice<u8>> = Vec::with_capacity(args.len() + 1);
         for a in args.iter() {
@@ -159,27 +196,20 @@ impl Launcher for CudaLauncher {
         let dims_dev = s
             .clone_htod(&dims_copy)
             .map_err(|e| failed("copying the dims", e))?;
-        let blocks = archc_kernels::launch::blocks(k, dims).ok_or_else(|| {
-            LaunchError::Backend(format!(
-                "kernel `{}`: its grid is not a size of the dims",
-                k.name
-            ))
-        })?;
-        // Grid-stride loops cover any iterations past the largest grid.
-        let grid = blocks.clamp(1, i64::from(i32::MAX)) as u32;
+        // The kernel's grid-stride loops cover iterations past the grid: clamping is safe.
+        let blocks: i64 = grid.iter().map(|g| g.eval(dims).max(1)).product();
         let config = LaunchConfig {
-            grid_dim: (grid, 1, 1),
-            block_dim: (block_threads(k), 1, 1),
+            grid_dim: (blocks.clamp(1, i64::from(i32::MAX)) as u32, 1, 1),
+            block_dim: (*block, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut launch = s.launch_builder(function);
         launch.arg(&table).arg(&dims_dev);
-        // SAFETY: every kernel of the module is `void(ptr args, ptr dims)` (nvptx.rs); `table`
-        // holds the device address of a copy of each argument, as long as the executor's
-        // buffer, and of the status word, and `dims_dev` the dims the kernel reads; all of
-        // them live until the stream has synchronised below.
-        unsafe { launch.launch(config) }
-            .map_err(|e| failed(&format!("launching `{}`", k.name), e))?;
+        // SAFETY: every kernel of the module is `void(ptr args, ptr dims)` (the compiler's
+        // PTX); `table` holds the device address of a copy of each argument, as long as its
+        // signature asks (checked above), and of the status word, and `dims_dev` the dims the
+        // kernel reads; all of them live until the stream has synchronised below.
+        unsafe { launch.launch(config) }.map_err(|e| failed(&format!("launching `{name}`"), e))?;
         for (a, d) in args.iter_mut().zip(&buffers) {
             if let Arg::Out(out) = a {
                 if !out.is_empty() {
@@ -194,7 +224,7 @@ impl Launcher for CudaLauncher {
                 .map_err(|e| failed("reading the status word", e))?;
         }
         s.synchronize()
-            .map_err(|e| failed(&format!("running `{}`", k.name), e))?;
+            .map_err(|e| failed(&format!("running `{name}`"), e))?;
         Ok(i64::from_le_bytes(status))
     }
 }
