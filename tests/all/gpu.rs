@@ -126,6 +126,18 @@ fn dump_kernels_for_a_gpu_shows_blocks_of_threads() {
         kernels > 0 && blocks >= kernels,
         "{kernels} kernels, {blocks} thread loops"
     );
+    // RMSNorm's sum of squares: a block per row, partial sums through shared memory.
+    let reduce = gpu
+        .split("\n\n")
+        .find(|k| k.contains("_reduce("))
+        .unwrap_or_default();
+    for part in [
+        "shared b3: f32[128] partials",
+        "barrier block",
+        "thread for",
+    ] {
+        assert!(reduce.contains(part), "{part}:\n{reduce}");
+    }
     let (s, plan, e) = archc(&["dump", "--stage", "plan", "--arch", "sm_80", &llama]);
     assert_eq!(s, 0, "{e}");
     assert!(plan.contains("block=[128]"), "{plan}");

@@ -74,6 +74,7 @@ pub fn lower(
         body,
         checks,
         locals,
+        shared: Vec::new(),
     }
 }
 
@@ -308,6 +309,7 @@ fn by_rows(
             elem: Elem::F32,
             len: cx.schedule.attention_block,
         }],
+        shared: Vec::new(),
     }
 }
 

@@ -168,6 +168,7 @@ pub fn lower(
         }],
         checks: gen.checks,
         locals: locals(w, qrows, kblock),
+        shared: Vec::new(),
     }
 }
 

@@ -72,7 +72,7 @@ fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Tem
 
 /// What makes two kernels the same code: element types of the buffers, locals, check
 /// messages and body (names aside). Compared as structures, not as text.
-type Code = (Vec<Elem>, Vec<Local>, Vec<String>, Vec<Stmt>);
+type Code = (Vec<Elem>, [Vec<Local>; 2], Vec<String>, Vec<Stmt>);
 
 /// The kernels of a plan. A kernel whose code equals one already made (a transpose of
 /// another weight of the same shape, one more layer of an unrolled stack) is that kernel:
@@ -227,7 +227,8 @@ fn emit(
         })
         .collect();
     let elems: Vec<Elem> = params.iter().map(|p| p.elem).collect();
-    let code: Code = (elems, t.locals.clone(), t.checks.clone(), t.body.clone());
+    let arrays = [t.locals.clone(), t.shared.clone()];
+    let code: Code = (elems, arrays, t.checks.clone(), t.body.clone());
     let step = |kernel: usize, list: &[Kernel]| Step::Kernel {
         kernel,
         args: args.to_vec(),
@@ -251,7 +252,7 @@ fn emit(
         name,
         params,
         locals: t.locals,
-        shared: Vec::new(),
+        shared: t.shared,
         body,
     });
     kernels.by_code.insert(code, kernels.list.len() - 1);

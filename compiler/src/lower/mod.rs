@@ -8,6 +8,7 @@ mod attention;
 mod attention_tiles;
 mod body;
 mod contract;
+mod cooperative;
 mod elementwise;
 mod frame;
 mod index;
@@ -41,6 +42,8 @@ pub struct Template {
     body: Vec<Stmt>,
     checks: Vec<String>,
     locals: Vec<archc_kernels::ir::Local>,
+    /// Arrays a block of threads shares (GPU templates), addressed after the locals.
+    shared: Vec<archc_kernels::ir::Local>,
 }
 
 impl Template {
@@ -50,6 +53,7 @@ impl Template {
             body,
             checks,
             locals: Vec::new(),
+            shared: Vec::new(),
         }
     }
 }

@@ -16,7 +16,18 @@ pub fn lower(cx: &mut Ctx, r: &Region, out: &TensorType, ins: &[&TensorType]) ->
     let mut gen = BodyGen::new(&r.body, 1);
     let body = match &r.kind {
         RegionKind::Elementwise => elementwise(cx, &mut gen, r, out),
-        RegionKind::Reduce { anchor } => reduce(cx, &mut gen, r, *anchor, out),
+        RegionKind::Reduce { anchor } => {
+            // On a GPU a block's threads share each reduction (`cooperative.rs`); its shared
+            // array follows the output, the inputs and the status word.
+            let shared = ins.len() + 2;
+            let gpu = cx.schedule.gpu_block.and_then(|threads| {
+                super::cooperative::reduce(cx, &mut gen, (r, *anchor, out), shared, threads)
+            });
+            match gpu {
+                Some(t) => return t,
+                None => reduce(cx, &mut gen, r, *anchor, out),
+            }
+        }
         RegionKind::MatMul { anchor } => {
             let mut epi = Finish {
                 gen: &mut gen,
@@ -170,15 +181,29 @@ fn by_lanes(
     (vec![serial(q, whole, vbody)], vec![serial(t, rest, sbody)])
 }
 
-/// The reduction's operand is computed inside its loop; the epilogue after it, on the
-/// accumulator.
-fn reduce(
+/// A reduction region's parts, as its templates need them.
+pub(super) struct Reduction {
+    /// The reduced operand and its coordinates (the output's and the reduced variables).
+    pub x: NodeIndex,
+    pub x_at: Vec<Expr>,
+    /// The output's variables.
+    pub vars: Vec<Var>,
+    /// The reduced axes (of the operand), their variables and sizes.
+    pub axes: Vec<usize>,
+    pub red_vars: Vec<Var>,
+    pub red_shape: Vec<crate::graph::Dim>,
+    /// The accumulator's first value and the operation folding into it.
+    pub init: Expr,
+    pub f: Bin,
+}
+
+/// The parts of the reduction `anchor` of region `r`, whose output has type `out`.
+pub(super) fn reduction(
     cx: &mut Ctx,
-    gen: &mut BodyGen,
     r: &Region,
-    anchor: petgraph::graph::NodeIndex,
+    anchor: NodeIndex,
     out: &TensorType,
-) -> Vec<Stmt> {
+) -> Reduction {
     let Op::Reduce { op, axes, keepdim } = &r.body.dag[anchor].op else {
         unreachable!("a reduce region's anchor is a reduction")
     };
@@ -197,14 +222,45 @@ fn reduce(
             }
         })
         .collect();
-    let acc = cx.var();
     let (init, f) = match (op, ty(xt.dtype)) {
         (ReduceOp::Sum, Ty::F32) => (Expr::F32(Ieee32::new(0.0)), Bin::Add),
         (ReduceOp::Sum, _) => (Expr::Int(0), Bin::Add),
         (ReduceOp::Max, Ty::F32) => (Expr::F32(Ieee32::new(f32::NEG_INFINITY)), Bin::Max),
         (ReduceOp::Max, _) => (Expr::Int(i64::MIN), Bin::Max),
     };
-    let red_shape: Vec<_> = axes.iter().map(|&a| xt.shape[a].clone()).collect();
+    Reduction {
+        x,
+        x_at,
+        vars,
+        axes: axes.clone(),
+        red_vars,
+        red_shape: axes.iter().map(|&a| xt.shape[a].clone()).collect(),
+        init,
+        f,
+    }
+}
+
+/// The reduction's operand is computed inside its loop; the epilogue after it, on the
+/// accumulator.
+fn reduce(
+    cx: &mut Ctx,
+    gen: &mut BodyGen,
+    r: &Region,
+    anchor: petgraph::graph::NodeIndex,
+    out: &TensorType,
+) -> Vec<Stmt> {
+    let Reduction {
+        x,
+        x_at,
+        vars,
+        axes,
+        red_vars,
+        red_shape,
+        init,
+        f,
+    } = reduction(cx, r, anchor, out);
+    let xt = r.body.ty(x).clone();
+    let acc = cx.var();
     let step = |gen: &mut BodyGen, cx: &mut Ctx| {
         let value = gen.value(cx, x, &x_at);
         let mut step = gen.take_lets();

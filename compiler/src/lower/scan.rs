@@ -205,5 +205,6 @@ pub fn lower(
         body,
         checks: gen.checks,
         locals,
+        shared: Vec::new(),
     }
 }

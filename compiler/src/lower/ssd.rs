@@ -179,6 +179,7 @@ pub fn lower(
         body,
         checks: gen.checks,
         locals: sizes.locals(),
+        shared: Vec::new(),
     }
 }
 

@@ -173,6 +173,8 @@ pub(super) struct Function<'k> {
     vars: HashMap<Var, (String, L)>,
     /// Whether this is a PTX kernel (see `nvptx.rs`).
     pub(super) gpu: bool,
+    /// Module-level definitions the function needs (a PTX kernel's shared arrays).
+    globals: String,
     /// The intrinsics called, by name, with their declarations.
     pub(super) intrinsics: &'k mut BTreeMap<String, String>,
 }
@@ -197,14 +199,15 @@ impl<'k> Function<'k> {
             vars: HashMap::new(),
             intrinsics,
             gpu,
+            globals: String::new(),
         };
         f.prologue(symbols);
         f.statements();
         // PTX_Kernel (71) makes an `.entry` that the driver launches.
         let cc = if gpu { "ptx_kernel " } else { "" };
         format!(
-            "define {cc}void @\"{}\"(ptr noalias nocapture readonly %args, ptr noalias nocapture readonly %dims) #0 {{\nentry:\n{}{}  ret void\n}}\n",
-            kernel.name, f.entry, f.body
+            "{}define {cc}void @\"{}\"(ptr noalias nocapture readonly %args, ptr noalias nocapture readonly %dims) #0 {{\nentry:\n{}{}  ret void\n}}\n",
+            f.globals, kernel.name, f.entry, f.body
         )
     }
 
@@ -238,7 +241,17 @@ impl<'k> Function<'k> {
             let b = self.kernel.params.len() + j;
             let n = l.len.max(1);
             let t = elem_type(l.elem);
-            let _ = writeln!(e, "  %b{b} = alloca [{n} x {t}], align 64");
+            if self.gpu && j >= self.kernel.locals.len() {
+                // A block's shared array: one per block, in shared memory (address space 3).
+                let g = format!("@\"{}.shared{j}\"", self.kernel.name);
+                let _ = writeln!(
+                    self.globals,
+                    "{g} = internal addrspace(3) global [{n} x {t}] undef, align 16"
+                );
+                let _ = writeln!(e, "  %b{b} = addrspacecast ptr addrspace(3) {g} to ptr");
+            } else {
+                let _ = writeln!(e, "  %b{b} = alloca [{n} x {t}], align 64");
+            }
             self.bases.push(format!("%b{b}"));
         }
         // On a CPU the executor appends the thread's number and the thread count to the
@@ -366,6 +379,11 @@ impl<'k> Function<'k> {
         );
         for s in body {
             self.stmt(s, false);
+        }
+        if self.gpu && split && !self.kernel.shared.is_empty() {
+            // The block goes on to another grid iteration: its threads must be done with the
+            // shared arrays before any writes them again.
+            self.barrier(archc_kernels::ir::Scope::Block);
         }
         let i = self.op(L::I64, format!("load i64, ptr {p}"));
         let next = self.op(L::I64, format!("add nsw i64 {}, {step}", i.s));
