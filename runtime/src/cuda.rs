@@ -3,16 +3,19 @@
 //!
 //! [`CudaLauncher`] is a [`Launcher`] for the executor the CPU uses: each launch copies its
 //! buffers to the device, runs the kernel on the grid and block the plan's launch geometry
-//! gives, and copies the output and the status word back. That is correct for every plan and
-//! keeps one executor, but moves every buffer twice per launch. Device-resident buffers
-//! (weights uploaded once, the arena in device memory) and CUDA graph capture are what make
-//! it fast, and are not built yet.
+//! gives, and copies the output and the status word back. The weights are copied once: the
+//! executor names them (`Launcher::constants`) and their copies stay on the GPU
+//! (`crate::constants`). Activations still cross at each launch; the arena in device memory
+//! and CUDA graph capture are what would make it fast, and are not built yet.
 //!
 //! The PTX is the compiler's (`archc dump --stage ptx`): each kernel an `.entry` of the plan's
 //! kernel name taking `(args, dims)`, device pointers to the buffers' addresses and to the
 //! dims, whose top-level Grid loops stride over the grid, so any grid covers them.
 
+use std::cell::RefCell;
 use std::sync::Arc;
+
+use crate::constants::ConstantCache;
 
 use crate::{Arg, Device, LaunchError, Launcher, Plan, Signatures, Size, Step};
 pub use cudarc::driver::CudaContext;
@@ -83,6 +86,8 @@ pub struct CudaLauncher {
     geometry: Vec<(String, Vec<Size>, u32)>,
     /// What each kernel reads and writes, checked at every launch as on the CPU.
     signatures: Signatures,
+    /// The weights' copies on the GPU, made at their first launch (`Launcher::constants`).
+    constants: RefCell<ConstantCache<CudaSlice<u8>>>,
 }
 
 impl CudaLauncher {
@@ -104,6 +109,7 @@ impl CudaLauncher {
             functions,
             geometry,
             signatures,
+            constants: RefCell::new(ConstantCache::default()),
         })
     }
 }
@@ -142,14 +148,60 @@ fn geometry(plan: &Plan) -> Result<Vec<(String, Vec<Size>, u32)>, CudaError> {
         .collect()
 }
 
+/// A launch's device addresses, and the copies made for it (None where a kept copy serves).
+type Copies = (Vec<u64>, Vec<Option<CudaSlice<u8>>>);
+
+/// The device addresses of `args`' bytes, and the copies made for this launch (None where a
+/// weight's kept copy serves).
+fn copies(
+    s: &Arc<CudaStream>,
+    constants: &mut ConstantCache<CudaSlice<u8>>,
+    args: &[Arg<'_>],
+) -> Result<Copies, LaunchError> {
+    let mut addresses: Vec<u64> = Vec::with_capacity(args.len() + 1);
+    let mut buffers: Vec<Option<CudaSlice<u8>>> = Vec::with_capacity(args.len() + 1);
+    for a in args {
+        let bytes: &[u8] = match a {
+            Arg::In(b) => b,
+            Arg::Out(b) => b,
+        };
+        let kept = match a {
+            Arg::In(b) => constants
+                .get((b.as_ptr() as usize, b.len()), || s.clone_htod(bytes))
+                .map_err(|e| failed(&format!("copying a {}-byte weight to the GPU", b.len()), e))?
+                .map(|c| c.device_ptr(s).0),
+            Arg::Out(_) => None,
+        };
+        if let Some(address) = kept {
+            addresses.push(address);
+            buffers.push(None);
+            continue;
+        }
+        // A zero-length allocation has no address; kernels read nothing of it.
+        let copy = match bytes.is_empty() {
+            true => s.alloc_zeros::<u8>(1),
+            false => s.clone_htod(bytes),
+        }
+        .map_err(|e| failed(&format!("copying {} bytes to the GPU", bytes.len()), e))?;
+        addresses.push(copy.device_ptr(s).0);
+        buffers.push(Some(copy));
+    }
+    Ok((addresses, buffers))
+}
+
 fn failed(what: &str, e: impl std::fmt::Display) -> LaunchError {
     LaunchError::Backend(format!("CUDA: {what}: {e}"))
 }
 
 impl Launcher for CudaLauncher {
-    /// The buffers the executor passes are host memory; each launch copies them over.
+    /// The buffers the executor passes are host memory; each launch copies them over (the
+    /// weights once).
     fn device(&self) -> Device {
         Device::Host
+    }
+
+    fn constants(&self, ranges: &[(usize, usize)]) {
+        self.constants.borrow_mut().set_constant(ranges);
     }
 
     fn launch(
@@ -165,26 +217,13 @@ impl Launcher for CudaLauncher {
             .ok_or(LaunchError::NoKernel(kernel))?;
         self.signatures.check(kernel, args, dims)?;
         let s = &self.stream;
-        let mut buffers: Vec<CudaSlice<u8>> = Vec::with_capacity(args.len() + 1);
-        for a in args.iter() {
-            let bytes: &[u8] = match a {
-                Arg::In(b) => b,
-                Arg::Out(b) => b,
-            };
-            // A zero-length allocation has no address; kernels read nothing of it.
-            let copy = match bytes.is_empty() {
-                true => s.alloc_zeros::<u8>(1),
-                false => s.clone_htod(bytes),
-            };
-            buffers.push(
-                copy.map_err(|e| failed(&format!("copying {} bytes to the GPU", bytes.len()), e))?,
-            );
-        }
-        buffers.push(
-            s.alloc_zeros::<u8>(8)
-                .map_err(|e| failed("allocating the status word", e))?,
-        );
-        let addresses: Vec<u64> = buffers.iter().map(|b| b.device_ptr(s).0).collect();
+        // Held to the end of the launch: no kept copy is dropped while the kernel reads it.
+        let mut constants = self.constants.borrow_mut();
+        let (mut addresses, buffers) = copies(s, &mut constants, args)?;
+        let status = s
+            .alloc_zeros::<u8>(8)
+            .map_err(|e| failed("allocating the status word", e))?;
+        addresses.push(status.device_ptr(s).0);
         let table = s
             .clone_htod(&addresses)
             .map_err(|e| failed("copying the argument table", e))?;
@@ -206,25 +245,24 @@ impl Launcher for CudaLauncher {
         let mut launch = s.launch_builder(function);
         launch.arg(&table).arg(&dims_dev);
         // SAFETY: every kernel of the module is `void(ptr args, ptr dims)` (the compiler's
-        // PTX); `table` holds the device address of a copy of each argument, as long as its
-        // signature asks (checked above), and of the status word, and `dims_dev` the dims the
-        // kernel reads; all of them live until the stream has synchronised below.
+        // PTX); `table` holds the device address of a copy of each argument (this launch's,
+        // or a weight's kept one, which `constants` holds), as long as its signature asks
+        // (checked above), and of the status word, and `dims_dev` the dims the kernel reads;
+        // all of them live until the stream has synchronised below.
         unsafe { launch.launch(config) }.map_err(|e| failed(&format!("launching `{name}`"), e))?;
         for (a, d) in args.iter_mut().zip(&buffers) {
-            if let Arg::Out(out) = a {
+            if let (Arg::Out(out), Some(d)) = (a, d) {
                 if !out.is_empty() {
                     s.memcpy_dtoh(d, &mut **out)
                         .map_err(|e| failed("copying an output back", e))?;
                 }
             }
         }
-        let mut status = [0u8; 8];
-        if let Some(word) = buffers.last() {
-            s.memcpy_dtoh(word, &mut status)
-                .map_err(|e| failed("reading the status word", e))?;
-        }
+        let mut word = [0u8; 8];
+        s.memcpy_dtoh(&status, &mut word)
+            .map_err(|e| failed("reading the status word", e))?;
         s.synchronize()
             .map_err(|e| failed(&format!("running `{name}`"), e))?;
-        Ok(i64::from_le_bytes(status))
+        Ok(i64::from_le_bytes(word))
     }
 }

@@ -470,6 +470,9 @@ impl<'p> Executor<'p> {
         let plan = self.plan;
         let dims = self.bind(inputs, explicit)?;
         self.prepare(launcher)?;
+        // From here on no step writes a weight (`check_writes`).
+        let constant: Vec<(usize, usize)> = self.weights.values().map(Memory::range).collect();
+        launcher.constants(&constant);
         let dim_values = plan.dim_values(&dims);
         let layout = self.layout_for(&dims);
         // A huge dim must be an error, not an abort in the allocator.

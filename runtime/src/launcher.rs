@@ -65,6 +65,14 @@ pub trait Launcher {
     /// 0, or the code of the first check that failed.
     fn launch(&self, kernel: usize, args: &mut [Arg<'_>], dims: &[i64])
         -> Result<i64, LaunchError>;
+
+    /// The address ranges `(address, bytes)` whose bytes stay the same until the next call
+    /// (the executor's weights, once prepared). A launcher whose kernels address other memory
+    /// (a GPU) may copy arguments inside them over once and reuse the copies; one whose
+    /// kernels read the buffers in place needs nothing.
+    fn constants(&self, ranges: &[(usize, usize)]) {
+        let _ = ranges;
+    }
 }
 
 /// Why a launch was refused or failed.

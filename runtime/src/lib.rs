@@ -6,6 +6,7 @@
 
 mod bind;
 mod checkpoint;
+pub mod constants;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

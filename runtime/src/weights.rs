@@ -59,6 +59,15 @@ impl Memory<'_> {
         }
     }
 
+    /// Its address range, `(address, bytes)`.
+    pub(crate) fn range(&self) -> (usize, usize) {
+        match self {
+            Memory::Owned(v) => (v.as_ptr() as usize, v.len() * 8),
+            Memory::Shared(v) => (v.as_ptr() as usize, v.len() * 8),
+            Memory::Mapped(b, _) => (b.as_ptr() as usize, b.len()),
+        }
+    }
+
     /// The storage as shared memory (owned storage becomes shared; mapped bytes are shared by
     /// the file's mapping already and give none).
     pub(crate) fn share(&mut self) -> Option<std::sync::Arc<Vec<u64>>> {
