@@ -298,9 +298,13 @@ pub(crate) enum Command {
     /// (the State's parts, then its graph); `kernels` the Kernel IR loop nests; `plan` the
     /// execution plan with its arena laid out for the dims (first lines `arena_bytes: N` and
     /// `kernels: K`); `clif` the Cranelift IR of every kernel; `llvm` the LLVM IR of every kernel
-    /// (with `--features llvm`).
+    /// (with `--features llvm`); `ptx` the PTX of every kernel for an NVIDIA GPU (with
+    /// `--features cuda`; `--stats` assembles it with ptxas). `--arch sm_80|sm_90a` schedules
+    /// `kernels` and `plan` for that GPU: blocks of threads.
     ///
     /// Example: archc dump --stage plan examples/llama.arch --dim batch=1 --dim seq=4096
+    ///
+    /// Example: archc dump --stage ptx --arch sm_90a --stats examples/llama.arch
     Dump {
         /// Which stage to print.
         #[arg(long, value_enum, default_value_t = Stage::Graph)]
