@@ -26,8 +26,11 @@
 //!
 //! What holds for a mapped kernel (what the NVPTX code generator and the interpreter's GPU
 //! semantics rely on):
-//! 1. every top-level Grid loop's body is one Thread loop of constant extent [`Mapped::block`];
-//! 2. no Grid loop is nested in another loop (inner ones run in order: they become Serial);
+//! 1. every top-level Grid loop's body is one Thread loop of constant extent [`Mapped::block`]
+//!    (in a kernel mapped here; a cooperative template's blocks hold Thread loops, barriers,
+//!    and between them only statements that set variables alike in every thread);
+//! 2. no Grid loop is nested in another statement (inner ones run in order: they become
+//!    Serial), and no Thread loop in another Thread loop;
 //! 3. statements outside the Grid loops are left where they are: one thread (thread 0 of
 //!    block 0) runs them, as thread 0 does on a CPU;
 //! 4. iteration `v` of every top-level Grid loop runs on the same thread (block `v / B`,
@@ -102,7 +105,8 @@ pub fn map(k: &Kernel, preferred: u32) -> Mapped {
                 kind: Axis::Grid,
                 body: serialised(body),
             },
-            s => s.clone(),
+            // Thread 0 of block 0 runs it: any Grid loop inside runs in order.
+            s => serialised(std::slice::from_ref(s)).remove(0),
         })
         .collect();
     Mapped {
@@ -146,13 +150,25 @@ fn has_threads((_, body): (&Expr, &[Stmt])) -> bool {
     })
 }
 
+/// The blocks of `b` threads `n` iterations take. A `select` between two extents (a kernel's
+/// two paths, one of them 0) stays a `select` of their blocks, so that the launch's grid is
+/// the larger of them (`launch::geometry`).
+fn blocks_for(n: &Expr, b: i64) -> Expr {
+    match n {
+        Expr::Int(n) => Expr::Int((n + b - 1) / b),
+        Expr::Select(c, x, y) => Expr::Select(
+            c.clone(),
+            Box::new(blocks_for(x, b)),
+            Box::new(blocks_for(y, b)),
+        ),
+        n => bin(Bin::Div, add(n.clone(), Expr::Int(b - 1)), Expr::Int(b)),
+    }
+}
+
 /// One Grid loop split into blocks of `b` threads.
 fn split((var, n): (Var, &Expr), body: Vec<Stmt>, b: i64, fresh: &mut impl FnMut() -> Var) -> Stmt {
     let (g, t) = (fresh(), fresh());
-    let blocks = match n {
-        Expr::Int(n) => Expr::Int((n + b - 1) / b),
-        n => bin(Bin::Div, add(n.clone(), Expr::Int(b - 1)), Expr::Int(b)),
-    };
+    let blocks = blocks_for(n, b);
     let exact = matches!(n, Expr::Int(n) if n % b == 0);
     let inner = if exact {
         body
@@ -283,6 +299,19 @@ mod tests {
   }
 ";
         assert!(text.contains(want), "{text}");
+    }
+
+    #[test]
+    fn a_choice_of_paths_keeps_its_select_so_the_grid_is_the_larger() {
+        let c = bin(Bin::Le, Expr::Dim(0), Expr::Int(4));
+        let n = Expr::Select(Box::new(c), Box::new(Expr::Int(0)), Box::new(Expr::Dim(0)));
+        let m = map(&double(n), 128);
+        let g = crate::launch::geometry(&m.kernel);
+        assert!(
+            matches!(g.grid.as_slice(), [Expr::Select(..)]),
+            "{:?}",
+            g.grid
+        );
     }
 
     #[test]

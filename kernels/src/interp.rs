@@ -269,14 +269,15 @@ impl Machine<'_> {
                         self.vars.insert(*var, Val::I(k));
                         if block {
                             self.new_block(k);
-                        } else if thread == 1 {
+                        } else if thread == 1 && self.in_threads == 1 {
+                            // A Thread loop inside another runs whole in each of its threads.
                             self.now(|a| a.thread = k);
                         }
                         self.stmts(body)?;
                     }
                     self.in_threads -= thread;
                     self.in_grid -= grid;
-                    if thread == 1 {
+                    if thread == 1 && self.in_threads == 0 {
                         self.now(|a| a.thread = 0);
                     } else if block {
                         // Statements after the grid run on thread 0 of block 0.

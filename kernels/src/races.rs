@@ -4,9 +4,12 @@
 //! interpreter runs them one after another. So that an in-order run proves the kernel right
 //! for every order, each element of a buffer other threads can see (an output parameter, a
 //! shared array) remembers which thread wrote it and which read it. Two threads touching one
-//! element, one of them writing, is a race unless a barrier of their block lies between
-//! (shared arrays only: nothing orders two blocks within a launch). Reads of input parameters
-//! are never raced (nothing writes them), so they are not recorded.
+//! element, one of them writing, is a race unless a barrier of their block lies between: for
+//! shared arrays. For output parameters every such pair counts, barrier or not (stricter than a
+//! GPU, where a block barrier orders global memory too; no template relies on that). Reads of
+//! input parameters are never raced (nothing writes them), so they are not recorded. A warp
+//! barrier counts as a block's (no template emits one yet), and shared arrays start zeroed,
+//! where a GPU's hold whatever was there.
 
 use std::collections::HashMap;
 

@@ -2,9 +2,10 @@
 //! lets a launcher do with the executor's weights, which hold the same bytes from prepare on.
 //!
 //! The executor names the address ranges that stay constant; a launch argument lying inside
-//! one is copied over once and reused at every later launch. When the ranges change (another
-//! executor, other weights, perhaps at the same addresses), every copy is dropped: a stale
-//! copy is never served.
+//! one is copied over once and reused at every later launch. When the ranges change, every
+//! copy is dropped. An executor clears them (names none) before its prepare steps run, so a
+//! new executor's weights, even at addresses a dropped one's had, are never served its
+//! copies.
 
 use std::collections::HashMap;
 

@@ -96,7 +96,7 @@ impl CudaLauncher {
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
             .map_err(driver)?;
-        let geometry = geometry(plan)?;
+        let geometry = geometry(plan);
         let functions = geometry
             .iter()
             .map(|(name, ..)| module.load_function(name).map_err(driver))
@@ -114,9 +114,14 @@ impl CudaLauncher {
     }
 }
 
+/// Blocks and threads per block for a kernel the plan gives no geometry (a Grid loop whose
+/// extent reads a buffer: MoE's routed rows), or no step launches: its loops stride over grid
+/// and block, so any launch covers them.
+const FALLBACK: (i64, u32) = (1024, 128);
+
 /// Each kernel's name, grid and block, from the first step that launches it (every step of a
 /// kernel has its geometry: it is the kernel's).
-fn geometry(plan: &Plan) -> Result<Vec<(String, Vec<Size>, u32)>, CudaError> {
+fn geometry(plan: &Plan) -> Vec<(String, Vec<Size>, u32)> {
     let mut out: Vec<Option<(Vec<Size>, u32)>> = vec![None; plan.kernels.len()];
     let kinds = plan.kinds.iter().flat_map(|k| &k.steps);
     for step in plan.prepare.iter().chain(&plan.steps).chain(kinds) {
@@ -139,11 +144,9 @@ fn geometry(plan: &Plan) -> Result<Vec<(String, Vec<Size>, u32)>, CudaError> {
     plan.kernels
         .iter()
         .zip(out)
-        .map(|(name, g)| match g {
-            Some((grid, block)) => Ok((name.clone(), grid, block)),
-            None => Err(CudaError::Driver(format!(
-                "kernel `{name}` has no launch geometry in the plan"
-            ))),
+        .map(|(name, g)| {
+            let (grid, block) = g.unwrap_or((vec![Size::Const(FALLBACK.0)], FALLBACK.1));
+            (name.clone(), grid, block)
         })
         .collect()
 }

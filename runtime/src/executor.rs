@@ -343,6 +343,9 @@ impl<'p> Executor<'p> {
             Prepared::Done => Ok(()),
             Prepared::Failed => Err(RunError::Unprepared),
             Prepared::Not => {
+                // This executor's weights may sit where an earlier one's were: no launcher
+                // keeps copies of those past this point.
+                launcher.constants(&[]);
                 let result = self.prepare_steps(launcher);
                 self.prepared = match result {
                     Ok(()) => Prepared::Done,

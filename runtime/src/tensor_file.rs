@@ -182,7 +182,7 @@ impl TensorFile {
     }
 
     /// A tensor's bytes in the mapped file when they are already the runtime's storage of
-    /// `dtype` (f32 for a float dtype, i64 for an integer one, little-endian), so kernels can
+    /// `dtype` (the same float type, i64 for an integer one, little-endian), so kernels can
     /// read them in place; None when they need converting. The shape is checked as
     /// [`TensorFile::read`] checks it. The bytes are paged in only when something reads them.
     pub fn in_place(

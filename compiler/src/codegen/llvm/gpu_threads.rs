@@ -3,9 +3,19 @@
 
 use std::fmt::Write;
 
-use archc_kernels::ir::{Axis, Scope};
+use archc_kernels::ir::{Axis, Scope, Stmt};
 
 use super::text::{Function, L, V};
+
+/// Where a statement of a PTX kernel runs: inside how many top-level Grid loops (a block's
+/// iteration) and Thread loops.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Place {
+    grid: usize,
+    threads: usize,
+    /// Emitting a statement under a thread-0 guard already.
+    guarded: bool,
+}
 
 impl Function<'_> {
     /// A special register (`tid.x`, `ntid.x`, `ctaid.x`, `nctaid.x`) as an i64.
@@ -32,10 +42,51 @@ impl Function<'_> {
         let (first, count) = match kind {
             _ if !self.gpu => return None,
             Axis::Grid if outer => ("ctaid.x", "nctaid.x"),
-            Axis::Thread => ("tid.x", "ntid.x"),
+            // A Thread loop inside another runs whole in each thread of the outer one.
+            Axis::Thread if self.place.threads == 0 => ("tid.x", "ntid.x"),
             _ => return None,
         };
         Some((self.sreg(first).s, self.sreg(count).s))
+    }
+
+    /// The body of a loop of kind `kind` starts (`split`: a top-level Grid loop).
+    pub(super) fn enter(&mut self, kind: Axis, split: bool) {
+        self.place.grid += usize::from(split);
+        self.place.threads += usize::from(kind == Axis::Thread);
+    }
+
+    /// The body of a loop of kind `kind` ends.
+    pub(super) fn leave(&mut self, kind: Axis, split: bool) {
+        self.place.grid -= usize::from(split);
+        self.place.threads -= usize::from(kind == Axis::Thread);
+        if self.gpu && split && !self.kernel.shared.is_empty() {
+            // The block goes on to another grid iteration: its threads must be done with the
+            // shared arrays before any writes them again.
+            self.barrier(Scope::Block);
+        }
+    }
+
+    /// Whether `s` is an effect in a block but outside its Thread loops, which every thread
+    /// of the block reaches: the Kernel IR means it once per block, so thread 0 does it.
+    pub(super) fn needs_thread0(&self, s: &Stmt) -> bool {
+        let effect = matches!(s, Stmt::Store(..) | Stmt::VStore(..) | Stmt::Check(..));
+        effect && self.gpu && self.place.grid > 0 && self.place.threads == 0 && !self.place.guarded
+    }
+
+    /// Emits `s` for thread 0 of the block alone.
+    pub(super) fn on_thread0(&mut self, s: &Stmt) {
+        let t = self.sreg("tid.x");
+        let first = self.op(L::I1, format!("icmp eq i64 {}, 0", t.s));
+        let (run, next) = (self.label("thread0_"), self.label("after"));
+        let _ = writeln!(
+            self.body,
+            "  br i1 {}, label %{run}, label %{next}\n{run}:",
+            first.s
+        );
+        self.place.guarded = true;
+        self.stmt(s, false);
+        self.place.guarded = false;
+        let _ = writeln!(self.body, "  br label %{next}\n{next}:");
     }
 
     /// A barrier among the threads of `scope`.

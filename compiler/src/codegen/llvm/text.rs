@@ -175,6 +175,8 @@ pub(super) struct Function<'k> {
     pub(super) gpu: bool,
     /// Module-level definitions the function needs (a PTX kernel's shared arrays).
     globals: String,
+    /// Where a PTX kernel's statement runs (see `gpu_threads.rs`).
+    pub(super) place: super::gpu_threads::Place,
     /// The intrinsics called, by name, with their declarations.
     pub(super) intrinsics: &'k mut BTreeMap<String, String>,
 }
@@ -200,6 +202,7 @@ impl<'k> Function<'k> {
             intrinsics,
             gpu,
             globals: String::new(),
+            place: Default::default(),
         };
         f.prologue(symbols);
         f.statements();
@@ -218,7 +221,7 @@ impl<'k> Function<'k> {
     }
 
     /// A fresh block label (without `%`).
-    fn label(&mut self, what: &str) -> String {
+    pub(super) fn label(&mut self, what: &str) -> String {
         self.next += 1;
         format!("{what}{}", self.next)
     }
@@ -306,7 +309,10 @@ impl<'k> Function<'k> {
         p
     }
 
-    fn stmt(&mut self, s: &Stmt, split: bool) {
+    pub(super) fn stmt(&mut self, s: &Stmt, split: bool) {
+        if self.needs_thread0(s) {
+            return self.on_thread0(s);
+        }
         match s {
             Stmt::For {
                 var,
@@ -327,7 +333,7 @@ impl<'k> Function<'k> {
             Stmt::Barrier(scope) if self.gpu => self.barrier(*scope),
             // A block's Thread loops run in order on this thread: nothing to wait for.
             Stmt::Barrier(_) => {}
-            // GPU kernels read no quantized blocks (weights are converted as they upload).
+            // A hint only; the GPU's caches are left to themselves.
             Stmt::Prefetch(..) if self.gpu => {}
             Stmt::Prefetch(buf, block) => self.prefetch(*buf, block),
             Stmt::Check(cond, code) => {
@@ -377,14 +383,11 @@ impl<'k> Function<'k> {
             "  br i1 {}, label %{inner}, label %{exit}\n{inner}:",
             go.s
         );
+        self.enter(kind, split);
         for s in body {
             self.stmt(s, false);
         }
-        if self.gpu && split && !self.kernel.shared.is_empty() {
-            // The block goes on to another grid iteration: its threads must be done with the
-            // shared arrays before any writes them again.
-            self.barrier(archc_kernels::ir::Scope::Block);
-        }
+        self.leave(kind, split);
         let i = self.op(L::I64, format!("load i64, ptr {p}"));
         let next = self.op(L::I64, format!("add nsw i64 {}, {step}", i.s));
         let _ = writeln!(
