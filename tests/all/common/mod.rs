@@ -454,10 +454,37 @@ pub fn archc_limited(args: &[&str], dir: &std::path::Path) -> Outcome {
 
 /// A fresh scratch directory for one test.
 pub fn scratch_dir(tag: &str) -> PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep_scratch_dirs);
     let d = std::env::temp_dir().join(format!("archc-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("the temp dir is writable");
     d
+}
+
+/// Removes the scratch directories of earlier test runs whose process is gone (where
+/// `/proc` says so), so that runs on a developer's machine do not fill its disk (a full run
+/// leaves a few hundred MB: built binaries, outputs).
+fn sweep_scratch_dirs() {
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("archc-")
+            .and_then(|rest| rest.rsplit('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if !alive && e.path().is_dir() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// Writes a safetensors file of f32 (`shape`, values) tensors and i64 (`shape`, values) tensors.
