@@ -77,15 +77,17 @@ class Peer:
 class ArchcGpu:
     """`archc bench --device D` in a subprocess; its table's row for the device."""
 
-    def __init__(self, binary, device, arch, dims, iters, dtype):
-        self.name = "archc"
+    def __init__(self, binary, device, arch, dims, iters, dtype, timeout):
+        self.name, self.timeout = "archc", timeout
         self.cmd = [binary, "bench", arch, "--device", device, "--iters", str(iters), "--dtype", dtype]
         for d, v in dims.items():
-            self.cmd += ["--dim", f"{d}={v}"]
+            # "--weights"/"--inputs" pass files; anything else is a dim.
+            self.cmd += [d, v] if d.startswith("--") else ["--dim", f"{d}={v}"]
         self.row = device
 
     def time(self, threads):
-        p = subprocess.run(self.cmd, capture_output=True, text=True)
+        # A workload that outruns its time is dropped (benchlib.run_rounds), not waited for.
+        p = subprocess.run(self.cmd, capture_output=True, text=True, timeout=self.timeout)
         if p.returncode != 0:
             raise RuntimeError(f"{' '.join(self.cmd)} exited {p.returncode}: {p.stderr.strip()[-2000:]}")
         row = re.search(rf"^{self.row}\s+([\d.]+)", p.stdout, re.M)
@@ -192,6 +194,35 @@ def ssd(args, dev, batch, seq, heads, head_dim, n, chunk=64):
     return os.path.join(HERE, "gpu", "ssd.arch"), dims, peers, 0
 
 
+def minilm(args, dev):
+    """all-MiniLM-L6-v2's real weights as scripts/pack_minilm_for_gpu.py packs them (f16-rounded,
+    the embedding rows its two sentences use), in transformers' BertModel and in archc, f32."""
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import BertConfig, BertModel
+
+    with open(os.path.join(args.minilm, "config.json")) as f:
+        config = BertConfig(**json.load(f))
+    model = BertModel(config, add_pooling_layer=True).eval().to(dev)
+    weights = {k: v.float() for k, v in load_file(os.path.join(args.minilm, "model.safetensors")).items()}
+    model.load_state_dict(weights, strict=False)
+    inputs = {k: v.to(dev) for k, v in load_file(os.path.join(args.minilm, "inputs.safetensors")).items()}
+    # The peer must compute what archc computes: its output against archc's CPU output.
+    want = load_file(os.path.join(args.minilm, "expected.safetensors"))["last_hidden_state"]
+    with torch.no_grad():
+        got = model(**inputs).last_hidden_state.cpu()
+    err = ((got - want).abs().max() / want.abs().max()).item()
+    print(f"    torch-bert against archc on the CPU: rel err {err:.2e}")
+    if err > 1e-4:
+        raise RuntimeError(f"transformers' BertModel is {err:.2e} off archc's output: the weights did not load")
+    dims = {
+        "--weights": os.path.join(args.minilm, "model.safetensors"),
+        "--inputs": os.path.join(args.minilm, "inputs.safetensors"),
+    }
+    return os.path.join(args.minilm, "minilm.arch"), dims, [("torch-bert", lambda: model(**inputs))], 0
+
+
 def workloads(args, dev):
     bf16 = torch.bfloat16 if dev == "cuda" else torch.float32
     if args.small:
@@ -202,7 +233,8 @@ def workloads(args, dev):
             ("selective scan B1 L16 D32 N16", lambda: selective_scan(args, dev, 1, 16, 32, 16)),
             ("SSD B1 L32 H32 P64 N128", lambda: ssd(args, dev, 1, 32, 32, 64, 128, chunk=16)),
         ]
-    return [
+    found = [("MiniLM f32 (2 x 12 tokens)", lambda: minilm(args, dev))] if args.minilm else []
+    return found + [
         ("attention bf16 d128 seq 8k", lambda: attention(args, dev, bf16, 16, 128, 8192, 2, False)),
         ("attention bf16 d128 seq 8k causal", lambda: attention(args, dev, bf16, 16, 128, 8192, 2, True)),
         ("attention bf16 d64 seq 2k", lambda: attention(args, dev, bf16, 32, 64, 2048, 8, False)),
@@ -218,6 +250,9 @@ def main():
     p.add_argument("--device", default="cuda", choices=["cuda", "cuda-sim"])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--timeout", type=float, default=120, help="seconds one `archc bench` may take")
+    p.add_argument("--minilm", help="a directory made by scripts/pack_minilm_for_gpu.py (with minilm.arch)")
+    p.add_argument("--only", help="run the workloads whose names contain this text")
     p.add_argument("--small", action="store_true", help="tiny shapes: a smoke test of the script")
     args = p.parse_args()
     dev = "cuda" if args.device == "cuda" and torch.cuda.is_available() else "cpu"
@@ -227,11 +262,13 @@ def main():
     print(f"GPU: {torch.cuda.get_device_name() if dev == 'cuda' else 'none (torch on the CPU)'}; torch {torch.__version__}; archc --device {args.device}")
     rows = []
     for name, make in workloads(args, dev):
+        if args.only and args.only not in name:
+            continue
         print(f"{name}:", flush=True)
         arch, dims, peers, flops = make()
         # bf16 where the peers run bf16 (attention, GEMM), f32 where they run f32 (the scans).
         dtype = "bf16" if ("attention" in name or "gemm" in name.lower()) and dev == "cuda" else "f32"
-        contenders = [ArchcGpu(args.archc, args.device, arch, dims, args.iters, dtype)]
+        contenders = [ArchcGpu(args.archc, args.device, arch, dims, args.iters, dtype, args.timeout)]
         contenders += [Peer(n, fn, args.iters, dev == "cuda") for n, fn in peers]
         times = benchlib.run_rounds(contenders, 1, args.rounds, lambda s: print(s, flush=True))
         for peer, _ in peers:

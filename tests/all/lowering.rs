@@ -126,16 +126,51 @@ fn cuda_matches_hf_fixtures() {
             Err(e) => return println!("skipped: {e}"),
         };
         println!("GPU: {name} ({})", arch.name());
+        let launch = |l: &Lowered| -> Box<dyn Launcher> {
+            let ptx = archc_compiler::codegen::ptx(&l.kernels, l.plan.symbols.len(), arch)
+                .unwrap_or_else(|e| panic!("{e}"));
+            Box::new(CudaLauncher::new(&ctx, &ptx, &l.plan).unwrap_or_else(|e| panic!("{e}")))
+        };
         for passes in [PassOptions::none(), PassOptions::all()] {
-            check("cuda", &Target::cuda(arch), &passes, |l| {
-                let ptx = archc_compiler::codegen::ptx(&l.kernels, l.plan.symbols.len(), arch)
-                    .unwrap_or_else(|e| panic!("{e}"));
-                Box::new(CudaLauncher::new(&ctx, &ptx, &l.plan).unwrap_or_else(|e| panic!("{e}")))
-            });
+            check("cuda", &Target::cuda(arch), &passes, |l| launch(l));
+        }
+        let (table, passes) = (half_errors(), PassOptions::all());
+        for (storage, floor) in [(DType::BF16, 1e-2), (DType::F16, 2e-3)] {
+            let bound = half_bound(&table, storage, floor);
+            check_stored(
+                "cuda",
+                (&Target::cuda(arch), &passes),
+                (storage, &bound),
+                |l| launch(l),
+            );
         }
     }
     #[cfg(not(feature = "cuda"))]
     println!("skipped: archc was built without the `cuda` feature");
+}
+
+/// transformers' own error in bf16 and f16 per fixture and output
+/// (tests/fixtures/hf_half_errors.json, from scripts/hf_half_errors.py).
+fn half_errors() -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(repo("tests/fixtures/hf_half_errors.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+/// The bound on archc's error with `storage`: `floor`, or 1.1 times transformers' own error
+/// where that is larger.
+fn half_bound(
+    table: &serde_json::Value,
+    storage: DType,
+    floor: f64,
+) -> impl Fn(&str, &str) -> f64 + '_ {
+    move |case: &str, name: &str| {
+        let torch = table[case][storage.to_string()][name]
+            .as_f64()
+            .unwrap_or(0.0);
+        f64::max(floor, 1.1 * torch)
+    }
 }
 
 /// `--dtype bf16|f16`: weights, inputs and every buffer between kernels stored narrow, f32
@@ -146,19 +181,11 @@ fn cuda_matches_hf_fixtures() {
 /// transformers' own error.
 #[test]
 fn half_storage_matches_hf_fixtures() {
-    let table: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo("tests/fixtures/hf_half_errors.json")).unwrap(),
-    )
-    .unwrap();
+    let table = half_errors();
     let passes = PassOptions::all();
     let gpu = Target::cuda(GpuArch::Sm80);
     for (storage, floor) in [(DType::BF16, 1e-2), (DType::F16, 2e-3)] {
-        let bound = |case: &str, name: &str| {
-            let torch = table[case][storage.to_string()][name]
-                .as_f64()
-                .unwrap_or(0.0);
-            f64::max(floor, 1.1 * torch)
-        };
+        let bound = half_bound(&table, storage, floor);
         let cranelift = archc_compiler::codegen::backend::BackendKind::Cranelift;
         let cpu = (&Target::cranelift_x86_64(), &passes);
         check_stored("cranelift", cpu, (storage, &bound), |l| {

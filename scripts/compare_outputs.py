@@ -1,0 +1,40 @@
+"""The worst relative error (max |got - want| / max |want|, per output) between two safetensors
+files of outputs, printed with a label; exit status 1 when it is above the bound.
+
+    python3 scripts/compare_outputs.py WANT GOT LABEL BOUND
+"""
+
+import sys
+
+import numpy as np
+from safetensors import safe_open
+
+
+def load(path):
+    # Through torch where the file holds bf16 (numpy has no bf16); numpy otherwise.
+    try:
+        with safe_open(path, framework="numpy") as f:
+            return {k: f.get_tensor(k).astype(np.float64) for k in f.keys()}
+    except TypeError:
+        with safe_open(path, framework="pt") as f:
+            return {k: f.get_tensor(k).double().numpy() for k in f.keys()}
+
+
+def main():
+    if len(sys.argv) != 5:
+        sys.exit(__doc__)
+    want, got, label, bound = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+    worst = 0.0
+    for name, w in want.items():
+        if name not in got:
+            print(f"{label}: output {name} is missing")
+            sys.exit(1)
+        err = np.abs(got[name] - w).max() / max(np.abs(w).max(), 1e-30)
+        worst = max(worst, float(err))
+    verdict = "ok" if worst <= bound else f"FAILED (bound {bound:g})"
+    print(f"{label:28} rel err {worst:.2e} {verdict}")
+    sys.exit(0 if worst <= bound else 1)
+
+
+if __name__ == "__main__":
+    main()
