@@ -198,9 +198,12 @@ impl Graph {
             let node = &self.dag[v];
             let constant_shape = node.ty.shape.iter().all(|d| d.as_const().is_some());
             w[v.index()] = constant_shape
-                && match node.op {
+                && match &node.op {
                     Op::Param(_) | Op::Const(_) => true,
                     Op::Input(_) | Op::Size(_) | Op::Iota | Op::Call(_) => false,
+                    // A region of no operands is not constant when its body reads a dim
+                    // (dynamic RoPE's frequencies depend on `seq`).
+                    Op::Fused(r) if reads_dims(&r.body) => false,
                     _ => self.operands(v).iter().all(|o| w[o.index()]),
                 };
         }
@@ -225,4 +228,17 @@ impl Graph {
         }
         counts
     }
+}
+
+/// Whether a graph's values depend on the dims' values: a `size` op, or a value of a symbolic
+/// shape, here or in a fused region inside.
+fn reads_dims(g: &Graph) -> bool {
+    g.dag.node_weights().any(|n| {
+        n.ty.shape.iter().any(|d| d.as_const().is_none())
+            || match &n.op {
+                Op::Size(_) => true,
+                Op::Fused(r) => reads_dims(&r.body),
+                _ => false,
+            }
+    })
 }
