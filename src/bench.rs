@@ -82,7 +82,7 @@ pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let jit = jit.as_ref();
     let codegen_ms = t1.elapsed().as_secs_f64() * 1e3;
     let input_file = o.inputs.as_ref().map(open).transpose()?;
-    let (inputs, _) = load_inputs(&lowered.plan, input_file.as_ref(), 0, &o.dims)?;
+    let (inputs, _) = load_inputs(&lowered.plan, input_file.as_slice(), 0, &o.dims)?;
     let weights = WeightSource::open(&lowered.plan, &o.weights, 0)?;
     let t2 = Instant::now();
     let mut exec = progress::load_weights(&lowered.plan, &weights, None)?;

@@ -177,6 +177,19 @@ pub(crate) enum Command {
     ///
     /// Example: archc generate model.arch --weights model.safetensors --inputs ids.safetensors --outputs out.safetensors
     Generate(GenerateArgs),
+    /// Compute the gradients of a model's outputs with respect to its weights.
+    ///
+    /// The compiler derives the gradient graph of `Σ over outputs of Σ (output ⊙ cotangent)`
+    /// with respect to every trained weight (reverse-mode, one rule per primitive; `archc dump
+    /// --stage grad` prints it), then runs it like any model: the same passes, any backend or
+    /// device. `--cotangents` holds one tensor per output, named and shaped like it (all ones
+    /// gives the gradient of the outputs' sum). `--outputs` gets one f32 tensor per trained
+    /// weight, by its checkpoint name (EMA copies and values behind `stop_grad` get none);
+    /// without it a summary is printed. Without `--inputs` and `--cotangents` both are random
+    /// from `--seed`.
+    ///
+    /// Example: archc grad model.arch --weights W.safetensors --inputs IN.safetensors --cotangents COT.safetensors --outputs G.safetensors
+    Grad(crate::grad::GradArgs),
     /// Measure compile time, run time and GFLOP/s.
     ///
     /// Reports the compile time by phase (parsing and elaboration, the passes and lowering,
@@ -300,7 +313,8 @@ pub(crate) enum Command {
     /// `kernels: K`); `clif` the Cranelift IR of every kernel; `llvm` the LLVM IR of every kernel
     /// (with `--features llvm`); `ptx` the PTX of every kernel for an NVIDIA GPU (with
     /// `--features cuda`; `--stats` assembles it with ptxas). `--arch sm_80|sm_90a` schedules
-    /// `kernels` and `plan` for that GPU: blocks of threads.
+    /// `kernels` and `plan` for that GPU: blocks of threads. `grad` prints the gradient graph
+    /// `archc grad` runs, and `--grad` any later stage of it.
     ///
     /// Example: archc dump --stage plan examples/llama.arch --dim batch=1 --dim seq=4096
     ///
@@ -323,6 +337,10 @@ pub(crate) enum Command {
         /// or what broke (status 1).
         #[arg(long)]
         verify: bool,
+        /// Print the stage of the gradient graph (`archc grad`'s) instead of the model's:
+        /// `--stage fused --grad` shows how the passes fused the backward pass.
+        #[arg(long)]
+        grad: bool,
         /// A GGUF checkpoint whose block-quantized weights the kernels and plan read in place,
         /// as `run` and `generate` compile them with it (weights are not loaded).
         #[arg(long, value_name = "FILE.gguf")]
@@ -431,6 +449,9 @@ pub(crate) enum Stage {
     Step,
     /// The Kernel IR: one loop nest per kernel.
     Kernels,
+    /// The gradient graph `archc grad` runs: the forward graph, then the gradient of the
+    /// outputs (weighted by cotangent inputs named like them) for every trained weight.
+    Grad,
     /// The execution plan: buffers, arena offsets, steps.
     Plan,
     /// The Cranelift IR of every kernel.

@@ -22,6 +22,7 @@ mod build;
 mod cli;
 mod device;
 mod generate;
+mod grad;
 mod progress;
 mod run;
 
@@ -179,7 +180,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             let graph = narrowed(graph, dtype);
             let options = run::RunOptions {
                 weights,
-                inputs,
+                inputs: inputs.into_iter().collect(),
                 outputs,
                 seed,
                 dims: dims.into_iter().collect(),
@@ -190,6 +191,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             run::run(&graph, &options).map_err(|e| Failure::Input(format!("error: {e}\n")))
         }
         Command::Generate(args) => generate_command(args, max_nodes, threads),
+        Command::Grad(args) => grad::command(args, max_nodes, threads),
         Command::Bench {
             file,
             weights,
@@ -294,6 +296,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             dims,
             explain_fusion,
             verify,
+            grad,
             weights,
             arch,
             stats,
@@ -307,6 +310,11 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 return Ok(print_file(&ast));
             }
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            let gradient = |g| {
+                archc_compiler::grad::gradient(g)
+                    .map_err(|e| Failure::Input(format!("error: {e}\n")))
+            };
+            let graph = if grad { gradient(&graph)? } else { graph };
             let passes = passes.with_blocks(blocks_of(weights, &graph)?);
             check_dim_names(&dims, &graph.symbols)?;
             if explain_fusion {
@@ -338,6 +346,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 Stage::Ast => unreachable!("printed above"),
                 Stage::Graph => Ok(print_graph(&graph)),
                 Stage::Fused => Ok(print_graph(&optimize(&graph, &passes).map_err(internal)?)),
+                Stage::Grad => Ok(print_graph(&gradient(&graph)?)),
                 Stage::Step => {
                     let derived = generate::derive_step(&graph, Phase::Step)
                         .map_err(|e| Failure::Input(format!("error: {e}\n")))?;

@@ -55,8 +55,9 @@ pub struct RunOptions {
     /// Safetensors weights or sharded checkpoints' index files, merged; random from the seed
     /// when empty.
     pub weights: Vec<PathBuf>,
-    /// Safetensors inputs, or random from the seed.
-    pub inputs: Option<PathBuf>,
+    /// Safetensors inputs (each input from the first file that has it), or random from the
+    /// seed when none is given.
+    pub inputs: Vec<PathBuf>,
     /// Where to write the outputs; a summary is printed otherwise.
     pub outputs: Option<PathBuf>,
     /// Seed for random weights and inputs.
@@ -87,7 +88,7 @@ struct Phases {
 /// Runs a graph; returns the text to print.
 pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
-    let input_file = o.inputs.as_ref().map(open).transpose()?;
+    let input_files = o.inputs.iter().map(open).collect::<Result<Vec<_>, _>>()?;
     let mut time = Phases::default();
     let start = Instant::now();
     let gpu = match o.engine {
@@ -104,11 +105,14 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let lowered = progress::spin("lowering", || lower_optimized_for(g, &passes, &target))
         .map_err(|e| e.to_string())?;
     time.compile = start.elapsed();
-    let (inputs, defaulted) = load_inputs(&lowered.plan, input_file.as_ref(), o.seed, &o.dims)?;
+    let (inputs, defaulted) = load_inputs(&lowered.plan, &input_files, o.seed, &o.dims)?;
     let mut weights = WeightSource::open(&lowered.plan, &o.weights, o.seed)?;
-    let in_file = |e: String| match &o.inputs {
-        Some(p) => format!("{}: {e}", p.display()),
-        None => e,
+    let in_file = |e: String| match o.inputs.as_slice() {
+        [] => e,
+        files => {
+            let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+            format!("{}: {e}", names.join(", "))
+        }
     };
     let (outputs, dims) = match o.engine {
         Engine::Interp => {

@@ -5,6 +5,7 @@
 
 pub mod codegen;
 pub mod elaborate;
+pub mod grad;
 pub mod graph;
 pub mod import;
 pub mod interp;

@@ -237,7 +237,7 @@ fn run(o: &Options) -> Result<String, String> {
     let (plan, fns) = embedded()?;
     let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
     let input_file = o.inputs.as_ref().map(open).transpose()?;
-    let (inputs, _) = load_inputs(&plan, input_file.as_ref(), o.seed, &o.dims)?;
+    let (inputs, _) = load_inputs(&plan, input_file.as_slice(), o.seed, &o.dims)?;
     let weights = WeightSource::open(&plan, &o.weights, o.seed)?;
     let mut exec =
         Executor::new(&plan, |n, d, s| weights.weight(n, d, s)).map_err(|e| e.to_string())?;

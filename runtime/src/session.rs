@@ -156,18 +156,22 @@ pub fn default_dim(symbol: &str) -> i64 {
     }
 }
 
-/// Inputs from a file (by name), or random ones from the seed with unbound dims defaulted.
+/// Inputs from files (by name, from the first file that has it: `archc grad` reads the
+/// model's inputs and the cotangents from two), or, when no file is given, random ones from
+/// the seed with unbound dims defaulted.
 /// Returns the inputs and the `name=value` defaults that were applied.
 pub fn load_inputs(
     plan: &Plan,
-    file: Option<&TensorFile>,
+    files: &[TensorFile],
     seed: u64,
     dims: &HashMap<String, i64>,
 ) -> Result<(HashMap<String, Tensor>, Vec<String>), String> {
     let mut inputs = HashMap::new();
     let mut notes = Vec::new();
-    if let Some(f) = file {
+    if let Some(first) = files.first() {
         for b in &plan.inputs {
+            // The first file that has it; a name in none is reported against the first file.
+            let f = files.iter().find(|f| f.contains(&b.name)).unwrap_or(first);
             inputs.insert(
                 b.name.clone(),
                 f.read_any(&b.name).map_err(|e| e.to_string())?,

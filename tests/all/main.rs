@@ -12,6 +12,7 @@ mod diagnostics;
 mod generate;
 mod gguf;
 mod gpu;
+mod grad;
 mod hf_parity;
 mod hostile_input;
 mod hostile_run;

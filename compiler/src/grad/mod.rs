@@ -1,0 +1,140 @@
+//! Reverse-mode automatic differentiation of the Graph IR (`archc grad`, `dump --stage grad`).
+//!
+//! [`gradient`] takes an elaborated graph (before the passes: primitives only) and returns a
+//! graph that computes, for every trained weight, the gradient of
+//! `Σ over outputs o of Σ (o ⊙ cotangent_o)` with respect to it. The cotangents are new
+//! inputs named like the outputs they weigh; the outputs are the gradients, named by the
+//! weights' checkpoint names. It is an ordinary graph: it goes through the same passes,
+//! lowering and backends as a forward pass, and the interpreter is its oracle.
+//!
+//! How: the forward graph is kept whole, and a sweep from the last node to the first gives
+//! each node's gradient (the sum of its users' contributions) to its operands through one
+//! vector-Jacobian product per primitive (`rules.rs`; `gather.rs` and `scan.rs` for the two
+//! larger ones). Only nodes on a path from a trained weight get gradients: inputs, constants,
+//! EMA weights and values behind `stop_grad` do not.
+//!
+//! Invariants of the result (checked by the graph verifier before it is returned):
+//! - the forward nodes keep their indices, and every new node comes after them, so node order
+//!   is still a topological order;
+//! - each gradient has its value's exact type (broadcasting is summed back);
+//! - the stacks' layer spans are cleared: backward nodes read values inside layers, so a layer
+//!   is no longer a unit the stack passes could compile once.
+
+mod emit;
+mod gather;
+mod rules;
+mod scan;
+
+use crate::graph::{Graph, NodeIndex, Op, ParamKind, UnaryOp};
+
+/// Why a gradient graph could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum GradError {
+    /// The graph has an op gradients are not taken through.
+    #[error("no gradient through {0}")]
+    Unsupported(String),
+    /// An output and an input share a name, so the output's cotangent could not be an input.
+    #[error("output `{0}` has the name of an input; its cotangent needs that name")]
+    NameClash(String),
+    /// Nothing to differentiate.
+    #[error("the model has no trained weights (EMA copies and constants are not trained)")]
+    NoWeights,
+    /// A symbolic size overflowed.
+    #[error("a size overflowed while building the gradient")]
+    Overflow,
+    /// A rule built an ill-typed node: a bug in the rule.
+    #[error("internal error: the gradient of `{op}` is ill-typed: {why}")]
+    Internal {
+        /// The op built.
+        op: String,
+        /// The type error.
+        why: String,
+    },
+    /// The gradient graph failed verification: a bug in a rule.
+    #[error("internal error: the gradient graph is malformed: {0}")]
+    Verify(String),
+}
+
+/// For each node: does its value depend on a trained weight through ops gradients cross?
+fn depends_on_weights(g: &Graph) -> Vec<bool> {
+    let mut needs = vec![false; g.dag.node_count()];
+    for v in g.dag.node_indices() {
+        let node = &g.dag[v];
+        needs[v.index()] = rules::differentiable(node.ty.dtype)
+            && match &node.op {
+                Op::Param(name) => matches!(g.params.get(name), Some((_, ParamKind::Trainable))),
+                Op::Unary(UnaryOp::StopGrad) => false,
+                _ => g.operands(v).iter().any(|o| needs[o.index()]),
+            };
+    }
+    needs
+}
+
+/// The gradient graph of `g` (see the module doc): inputs are `g`'s and one cotangent per
+/// float output, outputs one gradient per trained float weight, in `g`'s weight order.
+pub fn gradient(g: &Graph) -> Result<Graph, GradError> {
+    let needs = depends_on_weights(g);
+    let mut out = g.clone();
+    for stack in &mut out.stacks {
+        stack.spans.clear();
+    }
+    let count = g.dag.node_count();
+    let mut adjoint: Vec<Option<NodeIndex>> = vec![None; count];
+    let mut e = emit::Emit::new(&mut out);
+    for (name, &o) in &g.outputs {
+        if !rules::differentiable(g.ty(o).dtype) {
+            continue;
+        }
+        if g.inputs.contains_key(name) {
+            return Err(GradError::NameClash(name.clone()));
+        }
+        e.at_node(o);
+        let cotangent = e.typed(Op::Input(name.clone()), g.ty(o).clone(), &[]);
+        e.g.inputs.insert(name.clone(), cotangent);
+        if needs[o.index()] {
+            accumulate(&mut e, &mut adjoint, o, cotangent)?;
+        }
+    }
+    let wants = |x: NodeIndex| needs[x.index()];
+    for i in (0..count).rev() {
+        let v = NodeIndex::new(i);
+        let Some(gv) = adjoint[i].filter(|_| needs[i]) else {
+            continue;
+        };
+        for (x, d) in rules::vjp(&mut e, v, gv, &wants)? {
+            accumulate(&mut e, &mut adjoint, x, d)?;
+        }
+    }
+    let mut outputs = indexmap::IndexMap::new();
+    for (name, (p, kind)) in &g.params {
+        if !matches!(kind, ParamKind::Trainable) || !rules::differentiable(g.ty(*p).dtype) {
+            continue;
+        }
+        e.at_node(*p);
+        let grad = match adjoint[p.index()] {
+            Some(d) => d,
+            None => e.zeros(g.ty(*p).clone()),
+        };
+        outputs.insert(name.clone(), grad);
+    }
+    if outputs.is_empty() {
+        return Err(GradError::NoWeights);
+    }
+    out.outputs = outputs;
+    crate::verify::graph(&out).map_err(|e| GradError::Verify(e.to_string()))?;
+    Ok(out)
+}
+
+/// Adds `d` to the gradient gathered so far for `x`.
+fn accumulate(
+    e: &mut emit::Emit<'_>,
+    adjoint: &mut [Option<NodeIndex>],
+    x: NodeIndex,
+    d: NodeIndex,
+) -> Result<(), GradError> {
+    adjoint[x.index()] = Some(match adjoint[x.index()] {
+        None => d,
+        Some(prev) => e.add(prev, d)?,
+    });
+    Ok(())
+}
