@@ -243,10 +243,14 @@ pub fn root(buffers: &[Buffer], mut buffer: usize) -> usize {
     buffer
 }
 
-/// Bytes of a buffer in the arena, rounded up to the alignment.
+/// Bytes of a buffer in the arena, rounded up to the alignment. An empty buffer (a slice of
+/// a sequence of one, `seq - 1` long) gets one alignment's worth too: kernels that select
+/// between a load and a constant (padding) load at a clamped index before they select, so
+/// even an empty buffer must point at readable memory.
 fn arena_bytes(b: &Buffer, dims: &HashMap<String, i64>) -> usize {
     numel(b, dims)
         .saturating_mul(storage_bytes(b.dtype))
+        .max(1)
         .div_ceil(ALIGN)
         .saturating_mul(ALIGN)
 }
