@@ -10,8 +10,10 @@
 use std::collections::HashMap;
 
 use crate::common;
-use archc_runtime::{Tensor, TensorFile};
+use archc_compiler::passes::PassOptions;
+use archc_runtime::{DType, Tensor, TensorFile};
 use common::{archc, import_fixture, repo, scratch_dir};
+use proptest::prelude::*;
 
 /// The fixtures, as tests/all/lowering.rs lists them.
 const CASES: &[&str] = &[
@@ -109,4 +111,217 @@ fn gradients_match_torch_autograd() {
         }
     }
     assert!(failures.is_empty(), "gradients off torch's: {failures:#?}");
+}
+
+/// The seed's random weights (seed 5, as the other property tests), each moved by `t · d`
+/// along its own random direction `d`.
+struct Moved(f64);
+
+/// A weight's direction in the finite-difference check.
+fn direction(name: &str, shape: &[usize]) -> Vec<f32> {
+    archc_runtime::random_tensor(77, name, DType::F32, shape, 1.0, 2).to_f32()
+}
+
+impl archc_compiler::interp::WeightSource for Moved {
+    fn weight(&mut self, name: &str, dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
+        let mut random = archc_runtime::WeightSource::Random(5);
+        let w = archc_compiler::interp::WeightSource::weight(&mut random, name, dtype, shape)?;
+        if dtype != DType::F32 || self.0 == 0.0 {
+            return Ok(w);
+        }
+        let d = direction(name, shape);
+        let moved = w
+            .to_f32()
+            .into_iter()
+            .zip(&d)
+            .map(|(a, b)| a + self.0 as f32 * b);
+        Ok(Tensor::f32(shape.to_vec(), moved.collect()))
+    }
+}
+
+/// Σ over outputs of Σ (output · cotangent), in f64.
+fn weighted(outputs: &[(String, Tensor)], cotangents: &HashMap<String, Tensor>) -> f64 {
+    outputs
+        .iter()
+        .map(|(name, t)| {
+            let c = cotangents[name].to_f32();
+            t.to_f32()
+                .iter()
+                .zip(&c)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+/// On a random program: the gradient along a random direction of the weights equals the
+/// central finite difference of the forward pass (in the interpreter), and the gradient graph
+/// gives the same gradients with every pass as with none (on the native backends).
+fn check_program(p: &common::programs::Program) {
+    use archc_compiler::interp::{bind_dims, interpret};
+    let g = common::compile("p.arch", &p.source).unwrap_or_else(|(_, r)| panic!("{r}"));
+    let grad = archc_compiler::grad::gradient(&g).unwrap_or_else(|e| panic!("{e}"));
+    let inputs = common::program_inputs(p.batch, p.seq, 3);
+    let dims = bind_dims(&g, &inputs, &HashMap::new()).unwrap();
+    let forward = |t: f64| interpret(&g, &dims, &inputs, &mut Moved(t)).unwrap();
+    let base = forward(0.0);
+    let cotangents: HashMap<String, Tensor> = base
+        .iter()
+        .map(|(name, t)| {
+            let c = archc_runtime::random_tensor(9, name, DType::F32, &t.shape, 1.0, 2);
+            (name.clone(), c)
+        })
+        .collect();
+    let mut all_inputs = inputs.clone();
+    all_inputs.extend(cotangents.clone());
+    let grad_dims = bind_dims(&grad, &all_inputs, &HashMap::new()).unwrap();
+    let grads = interpret(&grad, &grad_dims, &all_inputs, &mut Moved(0.0)).unwrap();
+    let (mut along, mut scale) = (0.0, 0.0);
+    for (name, gr) in &grads {
+        for (a, b) in gr.to_f32().iter().zip(direction(name, &gr.shape)) {
+            along += f64::from(*a) * f64::from(b);
+            scale += (f64::from(*a) * f64::from(b)).abs();
+        }
+    }
+    // f32 forward passes: a step large enough that rounding the loss (~1e-7 of it) stays
+    // small against the difference, small enough that curvature does too.
+    let difference = |eps: f64| {
+        let plus = weighted(&forward(eps).into_iter().collect::<Vec<_>>(), &cotangents);
+        let minus = weighted(&forward(-eps).into_iter().collect::<Vec<_>>(), &cotangents);
+        (plus - minus) / (2.0 * eps)
+    };
+    let (finite, finer) = (difference(3e-3), difference(1e-3));
+    // Relative to the gradient along d, or, where its terms cancel (a softmax of a softmax),
+    // to a twentieth of their magnitudes' sum.
+    let unit = along.abs().max(0.05 * scale).max(1e-6);
+    // Where two step sizes disagree the loss is not smooth there (a top-k choice of experts
+    // flips inside the step): there is no derivative to compare with.
+    if (finite - finer).abs() <= 2e-3 * unit {
+        let err = (finite - along).abs() / unit;
+        assert!(
+            err <= 1e-2,
+            "gradient along d {along:.6e}, finite difference {finite:.6e} (rel err {err:.2e}):\n{}",
+            p.source
+        );
+    }
+    let none = common::native_random(&grad, &PassOptions::none(), &all_inputs);
+    let fused: HashMap<String, Tensor> =
+        common::native_random(&grad, &PassOptions::all(), &all_inputs)
+            .into_iter()
+            .collect();
+    // Relative to the largest gradient: a weight may get exactly none (a softmax over one key).
+    let largest = none
+        .iter()
+        .flat_map(|(_, t)| t.to_f32())
+        .fold(1e-12f32, |m, x| m.max(x.abs()));
+    for (name, t) in &none {
+        let diff = fused[name]
+            .to_f32()
+            .iter()
+            .zip(t.to_f32())
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let e = diff / largest;
+        assert!(
+            e <= 1e-4,
+            "{name}: passes change the gradient by {e:.2e}:\n{}",
+            p.source
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn gradients_match_finite_differences_and_passes_keep_them(p in common::programs::programs(3)) {
+        check_program(&p);
+    }
+}
+
+/// A model small enough to read its gradient graph whole.
+const TINY: &str = "model tiny {
+  input x: f32[batch, 3]
+  h = tanh(linear(x, 2) @proj)
+  output y = sum(h * h, [1])
+}
+";
+
+/// The pass's input and output side by side: the forward graph, then the gradient graph (the
+/// cotangent input `y`, the backward nodes under the scopes of the forward nodes they come
+/// from, the gradients as outputs by weight name).
+#[test]
+fn gradient_graph_before_after() {
+    let g = common::compile("tiny.arch", TINY).unwrap_or_else(|(_, r)| panic!("{r}"));
+    let grad = archc_compiler::grad::gradient(&g).unwrap_or_else(|e| panic!("{e}"));
+    insta::assert_snapshot!(common::before_after(TINY, &g, &grad));
+}
+
+/// `archc grad` through the binary: the usage it teaches, and clear errors for what it cannot
+/// take, under time and memory limits.
+#[test]
+fn grad_cli_errors() {
+    let dir = scratch_dir("grad-cli");
+    std::fs::write(dir.join("tiny.arch"), TINY).unwrap();
+    let no_weights = "model w {\n  input x: f32[batch, 3]\n  output y = x * 2.0\n}\n";
+    std::fs::write(dir.join("w.arch"), no_weights).unwrap();
+    let x = ("x", vec![2, 3], vec![0.5f32; 6]);
+    common::write_safetensors(&dir.join("in.safetensors"), &[x], &[]);
+    let wrong = ("y", vec![3], vec![1.0f32; 3]);
+    common::write_safetensors(&dir.join("bad.safetensors"), &[wrong], &[]);
+    let good = ("y", vec![2], vec![1.0f32; 2]);
+    common::write_safetensors(&dir.join("cot.safetensors"), &[good], &[]);
+    let run = |args: &[&str]| common::archc_limited(args, &dir);
+    run(&["grad", "tiny.arch", "--inputs", "in.safetensors"]).expect(2, &["--cotangents"]);
+    run(&["grad", "w.arch"]).expect(1, &["no trained weights"]);
+    run(&[
+        "grad",
+        "tiny.arch",
+        "--inputs",
+        "in.safetensors",
+        "--cotangents",
+        "bad.safetensors",
+    ])
+    .expect(1, &["y"]);
+    let ok = run(&[
+        "grad",
+        "tiny.arch",
+        "--inputs",
+        "in.safetensors",
+        "--cotangents",
+        "cot.safetensors",
+    ]);
+    ok.expect(0, &[]);
+    assert!(
+        ok.stdout.contains("proj.weight: f32[2, 3]"),
+        "{}",
+        ok.stdout
+    );
+    let dump = run(&["dump", "--stage", "grad", "tiny.arch"]);
+    dump.expect(0, &[]);
+    assert!(
+        dump.stdout.contains("output proj.bias = "),
+        "{}",
+        dump.stdout
+    );
+}
+
+/// A sequence of one: the scan's gradient slices `seq - 1` steps, an empty buffer, which the
+/// unfused pipeline pads back (a load at a clamped index before the select): it must read
+/// memory of the arena's, not a dangling address.
+#[test]
+fn a_scan_gradient_over_one_step_runs_unfused() {
+    let dir = scratch_dir("grad-one-step");
+    let model = repo("examples/mamba.arch").to_string_lossy().into_owned();
+    let mut outs = Vec::new();
+    for (backend, flags) in [("interp", vec![]), ("cranelift", vec!["--no-fuse"])] {
+        let out = dir.join(format!("{backend}.safetensors"));
+        let out_s = out.to_string_lossy().into_owned();
+        let mut args = vec!["grad", &model, "--dim", "seq=1", "--backend", backend];
+        args.extend(["--outputs", &out_s]);
+        args.extend(flags);
+        common::archc_limited(&args, &dir).expect(0, &[]);
+        outs.push(TensorFile::open(&out).unwrap());
+    }
+    let (err, name) = worst(&outs[1], &outs[0]);
+    assert!(err <= 1e-4, "{name}: {err:.2e}");
 }
