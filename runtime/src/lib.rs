@@ -21,6 +21,7 @@ pub mod gguf_names;
 mod host_bytes;
 mod launch;
 mod launcher;
+pub mod optim;
 mod plan;
 mod plan_text;
 pub mod quant;

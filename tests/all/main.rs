@@ -40,4 +40,5 @@ mod schedule_ir;
 mod sharded;
 mod snapshots;
 mod step;
+mod train;
 mod verify;

@@ -36,6 +36,9 @@ pub enum GradError {
     /// An output and an input share a name, so the output's cotangent could not be an input.
     #[error("output `{0}` has the name of an input; its cotangent needs that name")]
     NameClash(String),
+    /// The loss `archc train` minimises is not a float output of the model.
+    #[error("the model has no float output `{0}` to minimise (name it with --loss)")]
+    NoLoss(String),
     /// Nothing to differentiate.
     #[error("the model has no trained weights (EMA copies and constants are not trained)")]
     NoWeights,
@@ -73,6 +76,28 @@ fn depends_on_weights(g: &Graph) -> Vec<bool> {
 /// The gradient graph of `g` (see the module doc): inputs are `g`'s and one cotangent per
 /// float output, outputs one gradient per trained float weight, in `g`'s weight order.
 pub fn gradient(g: &Graph) -> Result<Graph, GradError> {
+    build(g, Seed::Cotangents)
+}
+
+/// Names the gradient of weight `name` among [`loss_gradient`]'s outputs.
+pub const GRAD_PREFIX: &str = "grad:";
+
+/// The graph of one training step's values (`archc train`): `g`'s outputs as they are (the
+/// loss, and whatever else the model reports), then the gradient of the sum of output `loss`
+/// with respect to every trained weight, named `grad:` and the weight's checkpoint name.
+pub fn loss_gradient(g: &Graph, loss: &str) -> Result<Graph, GradError> {
+    build(g, Seed::Loss(loss))
+}
+
+/// Where the backward sweep starts.
+enum Seed<'a> {
+    /// A cotangent input per float output; the outputs are the gradients alone.
+    Cotangents,
+    /// Ones at this output; the forward outputs stay, the gradients are added.
+    Loss(&'a str),
+}
+
+fn build(g: &Graph, seed: Seed<'_>) -> Result<Graph, GradError> {
     let needs = depends_on_weights(g);
     let mut out = g.clone();
     for stack in &mut out.stacks {
@@ -81,18 +106,42 @@ pub fn gradient(g: &Graph) -> Result<Graph, GradError> {
     let count = g.dag.node_count();
     let mut adjoint: Vec<Option<NodeIndex>> = vec![None; count];
     let mut e = emit::Emit::new(&mut out);
-    for (name, &o) in &g.outputs {
-        if !rules::differentiable(g.ty(o).dtype) {
-            continue;
+    let mut outputs = indexmap::IndexMap::new();
+    match seed {
+        Seed::Cotangents => {
+            for (name, &o) in &g.outputs {
+                if !rules::differentiable(g.ty(o).dtype) {
+                    continue;
+                }
+                if g.inputs.contains_key(name) {
+                    return Err(GradError::NameClash(name.clone()));
+                }
+                e.at_node(o);
+                let cotangent = e.typed(Op::Input(name.clone()), g.ty(o).clone(), &[]);
+                e.g.inputs.insert(name.clone(), cotangent);
+                if needs[o.index()] {
+                    accumulate(&mut e, &mut adjoint, o, cotangent)?;
+                }
+            }
         }
-        if g.inputs.contains_key(name) {
-            return Err(GradError::NameClash(name.clone()));
-        }
-        e.at_node(o);
-        let cotangent = e.typed(Op::Input(name.clone()), g.ty(o).clone(), &[]);
-        e.g.inputs.insert(name.clone(), cotangent);
-        if needs[o.index()] {
-            accumulate(&mut e, &mut adjoint, o, cotangent)?;
+        Seed::Loss(loss) => {
+            let &o = g
+                .outputs
+                .get(loss)
+                .ok_or_else(|| GradError::NoLoss(loss.to_string()))?;
+            if !rules::differentiable(g.ty(o).dtype) {
+                return Err(GradError::NoLoss(loss.to_string()));
+            }
+            e.at_node(o);
+            let ones = e.typed(
+                Op::Const(crate::graph::Ieee64::new(1.0)),
+                g.ty(o).clone(),
+                &[],
+            );
+            if needs[o.index()] {
+                accumulate(&mut e, &mut adjoint, o, ones)?;
+            }
+            outputs.extend(g.outputs.iter().map(|(k, v)| (k.clone(), *v)));
         }
     }
     let wants = |x: NodeIndex| needs[x.index()];
@@ -105,7 +154,11 @@ pub fn gradient(g: &Graph) -> Result<Graph, GradError> {
             accumulate(&mut e, &mut adjoint, x, d)?;
         }
     }
-    let mut outputs = indexmap::IndexMap::new();
+    let prefix = match seed {
+        Seed::Cotangents => "",
+        Seed::Loss(_) => GRAD_PREFIX,
+    };
+    let mut trained = 0;
     for (name, (p, kind)) in &g.params {
         if !matches!(kind, ParamKind::Trainable) || !rules::differentiable(g.ty(*p).dtype) {
             continue;
@@ -115,9 +168,10 @@ pub fn gradient(g: &Graph) -> Result<Graph, GradError> {
             Some(d) => d,
             None => e.zeros(g.ty(*p).clone()),
         };
-        outputs.insert(name.clone(), grad);
+        outputs.insert(format!("{prefix}{name}"), grad);
+        trained += 1;
     }
-    if outputs.is_empty() {
+    if trained == 0 {
         return Err(GradError::NoWeights);
     }
     out.outputs = outputs;
