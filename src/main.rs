@@ -27,6 +27,7 @@ mod progress;
 mod run;
 
 mod text;
+mod train;
 
 /// Why a command failed, and so with which status it exits.
 enum Failure {
@@ -192,6 +193,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
         }
         Command::Generate(args) => generate_command(args, max_nodes, threads),
         Command::Grad(args) => grad::command(args, max_nodes, threads),
+        Command::Train(args) => train::command(args, max_nodes, threads),
         Command::Bench {
             file,
             weights,

@@ -3,19 +3,12 @@
 
 use std::collections::HashMap;
 
-use crate::common::repo;
+use crate::common::{self, repo};
 use archc_runtime::optim::{clip_grad_norm, ema_update, OptimState, Optimizer};
 use archc_runtime::TensorFile;
 
 fn fixture() -> HashMap<String, Vec<f32>> {
-    let f = TensorFile::open(&repo("tests/fixtures/optim.safetensors")).unwrap();
-    f.names()
-        .into_iter()
-        .map(|n| {
-            let t = f.read_any(&n).unwrap();
-            (n, t.to_f32())
-        })
-        .collect()
+    read(&repo("tests/fixtures/optim.safetensors"))
 }
 
 /// max |got − want| ÷ max |want|.
@@ -79,4 +72,184 @@ fn ema_and_clipping_match_torch() {
         let err = rel(&grads[name], &f[want]);
         assert!(err <= 1e-6, "clip {name}: rel err {err:.2e}");
     }
+}
+
+/// Least squares on a linear map: the model `archc train` fits in the tests.
+const REGRESSION: &str = "model reg {
+  input x: f32[batch, 4]
+  input y: f32[batch, 1]
+  output pred = linear(x, 1) @proj
+  output loss = sum((pred - y) * (pred - y), [0, 1]) / 8.0
+}
+";
+
+/// A JEPA-shaped model: an online encoder trained to predict its EMA copy's output (behind
+/// `stop_grad`) of the same input plus a shift.
+const WITH_EMA: &str = "model jepa {
+  input x: f32[batch, 4]
+  block enc(x) {
+    return linear(x, 4) @proj
+  }
+  shared online = enc @encoder
+  shared target = ema(online, 0.9) @target
+  d = online(x) - stop_grad(target(x) + 1.0)
+  output loss = sum(d * d, [0, 1])
+}
+";
+
+/// 64 samples of y = x·w + 0.25, w = (1.5, −2, 0.5, 3).
+fn regression_data(path: &std::path::Path) {
+    let x: Vec<f32> = (0..256)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let w = [1.5f32, -2.0, 0.5, 3.0];
+    let y: Vec<f32> = x
+        .chunks(4)
+        .map(|r| r.iter().zip(&w).map(|(a, b)| a * b).sum::<f32>() + 0.25)
+        .collect();
+    common::write_safetensors(path, &[("x", vec![64, 4], x), ("y", vec![64, 1], y)], &[]);
+}
+
+/// Every tensor of a safetensors file, as f32 values.
+fn read(path: &std::path::Path) -> HashMap<String, Vec<f32>> {
+    let f = TensorFile::open(path).unwrap();
+    f.names()
+        .into_iter()
+        .map(|n| {
+            let t = f.read_any(&n).unwrap();
+            (n, t.to_f32())
+        })
+        .collect()
+}
+
+/// `archc train` fits the linear map; its checkpoint runs with `archc run`; resuming half-way
+/// gives the uninterrupted run's weights; the interpreter trains alike; the log has a line a
+/// step.
+#[test]
+fn train_fits_resumes_and_saves() {
+    let dir = common::scratch_dir("train");
+    std::fs::write(dir.join("reg.arch"), REGRESSION).unwrap();
+    regression_data(&dir.join("data.safetensors"));
+    let run = |args: &[&str]| common::archc_limited(args, &dir);
+    let train = [
+        "train",
+        "reg.arch",
+        "--data",
+        "data.safetensors",
+        "--lr",
+        "0.05",
+    ];
+    let whole = [
+        &train[..],
+        &["--steps", "600", "--checkpoint", "whole.safetensors"],
+    ]
+    .concat();
+    let log = [&whole[..], &["--log", "train.jsonl"]].concat();
+    let out = run(&log);
+    out.expect(0, &[]);
+    assert!(out.stdout.contains("trained 600 steps"), "{}", out.stdout);
+    let w = read(&dir.join("whole.safetensors"));
+    for (got, want) in w["proj.weight"].iter().zip([1.5, -2.0, 0.5, 3.0]) {
+        assert!((got - want).abs() < 1e-3, "{:?}", w["proj.weight"]);
+    }
+    assert!(
+        (w["proj.bias"][0] - 0.25).abs() < 1e-3,
+        "{:?}",
+        w["proj.bias"]
+    );
+    let lines = std::fs::read_to_string(dir.join("train.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 600);
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert!(last["loss"].as_f64().unwrap() < 1e-6, "{last}");
+    run(&["run", "reg.arch", "--weights", "whole.safetensors"]).expect(0, &[]);
+    run(&[
+        &train[..],
+        &["--steps", "300", "--checkpoint", "half.safetensors"],
+    ]
+    .concat())
+    .expect(0, &[]);
+    let resume = [
+        "--steps",
+        "300",
+        "--resume",
+        "half.safetensors",
+        "--checkpoint",
+        "rest.safetensors",
+    ];
+    run(&[&train[..], &resume[..]].concat()).expect(0, &[]);
+    assert_eq!(
+        read(&dir.join("rest.safetensors")),
+        w,
+        "resumed != uninterrupted"
+    );
+    let few = ["--steps", "20", "--checkpoint"];
+    run(&[&train[..], &few[..], &["c.safetensors"]].concat()).expect(0, &[]);
+    let interp = [
+        &train[..],
+        &few[..],
+        &["i.safetensors", "--backend", "interp"],
+    ]
+    .concat();
+    run(&interp).expect(0, &[]);
+    let (c, i) = (
+        read(&dir.join("c.safetensors")),
+        read(&dir.join("i.safetensors")),
+    );
+    for (name, v) in &c {
+        assert!(rel(&i[name], v) <= 1e-4, "{name}: {:?} vs {:?}", i[name], v);
+    }
+}
+
+/// The EMA copy follows its online weights (not trained itself), as the update rule says.
+#[test]
+fn train_moves_ema_copies_toward_online_weights() {
+    let dir = common::scratch_dir("train-ema");
+    std::fs::write(dir.join("jepa.arch"), WITH_EMA).unwrap();
+    let x: Vec<f32> = (0..32).map(|i| (i as f32 * 0.37).sin()).collect();
+    common::write_safetensors(&dir.join("d.safetensors"), &[("x", vec![8, 4], x)], &[]);
+    let args = [
+        "train",
+        "jepa.arch",
+        "--data",
+        "d.safetensors",
+        "--optimizer",
+        "sgd",
+    ];
+    let one = |steps: &str, ckpt: &str| {
+        let more = ["--steps", steps, "--lr", "0.01", "--checkpoint", ckpt];
+        common::archc_limited(&[&args[..], &more[..]].concat(), &dir).expect(0, &[]);
+        read(&dir.join(ckpt))
+    };
+    let (a, b) = (one("1", "a.safetensors"), one("2", "b.safetensors"));
+    // Random initial weights, the copy starting equal; after a step, the copy moved a tenth
+    // of the way to the online weights: t1 = 0.9·t0 + 0.1·w1, t0 = w0.
+    for w in ["proj.weight", "proj.bias"] {
+        let (online, target) = (&a[&format!("encoder.{w}")], &a[&format!("target.{w}")]);
+        assert_ne!(online, target, "{w}: the copy was trained or not moved");
+        let t2 = &b[&format!("target.{w}")];
+        let want: Vec<f32> = target
+            .iter()
+            .zip(&b[&format!("encoder.{w}")])
+            .map(|(t, o)| t * 0.9 + 0.1 * o)
+            .collect();
+        assert!(rel(t2, &want) <= 1e-6, "{w}: {t2:?} vs {want:?}");
+    }
+}
+
+/// Bad input to `archc train` is a clear error with status 1 or 2, never a crash.
+#[test]
+fn train_errors() {
+    let dir = common::scratch_dir("train-errors");
+    std::fs::write(dir.join("reg.arch"), REGRESSION).unwrap();
+    regression_data(&dir.join("data.safetensors"));
+    let x = ("x", vec![64, 4], vec![0.0f32; 256]);
+    common::write_safetensors(&dir.join("no_y.safetensors"), &[x], &[]);
+    let run = |args: &[&str]| common::archc_limited(args, &dir);
+    let base = ["train", "reg.arch", "--steps", "5"];
+    run(&[&base[..], &["--data", "no_y.safetensors"]].concat()).expect(1, &["no tensor `y`"]);
+    let data = ["--data", "data.safetensors"];
+    run(&[&base[..], &data[..], &["--loss", "pred2"]].concat()).expect(1, &["pred2"]);
+    run(&[&base[..], &data[..], &["--batch", "0"]].concat()).expect(1, &["--batch"]);
+    run(&[&base[..], &data[..], &["--lr", "1e30"]].concat()).expect(1, &["the loss is"]);
+    run(&[&base[..], &data[..], &["--resume", "missing.safetensors"]].concat()).expect(2, &[]);
 }

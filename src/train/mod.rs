@@ -1,0 +1,407 @@
+//! `archc train`: minimise a model's loss output over a data file, step by step.
+//!
+//! The compiler derives one graph for a training step (`grad::loss_gradient`: the model's
+//! outputs and the gradient of the loss for every trained weight), compiled once. Each step
+//! runs it on a batch of samples with the current weights, then, on the host, clips the
+//! gradients, takes an optimiser step (`runtime::optim`) and moves the EMA copies toward their
+//! online weights. The weights live here between steps, as f32; the executor takes them anew
+//! at each step (its prepare steps, a transposed weight say, are weight-dependent).
+
+mod checkpoint;
+mod data;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use archc_compiler::grad::{loss_gradient, GRAD_PREFIX};
+use archc_compiler::graph::{Graph, ParamKind};
+use archc_compiler::interp::{bind_dims, interpret, MapWeights};
+use archc_compiler::lower::Lowered;
+use archc_runtime::optim::{clip_grad_norm, ema_update, OptimState, Optimizer, Schedule};
+use archc_runtime::{Executor, Launcher, Tensor, TensorFile};
+use clap::{Args, ValueEnum};
+
+use crate::cli::{parse_dim, Arch, Backend, DeviceKind, PassFlags};
+use crate::run::Engine;
+use crate::{check_dim_names, check_paths, device, load, progress, Failure};
+use checkpoint::Weights;
+
+/// The optimisers of `--optimizer`.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum OptimizerKind {
+    /// Adam with decoupled weight decay (torch.optim.AdamW).
+    Adamw,
+    /// SGD with momentum (torch.optim.SGD).
+    Sgd,
+}
+
+/// How the learning rate moves after the warmup.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LrSchedule {
+    /// Stays at --lr.
+    Constant,
+    /// A half cosine from --lr down to 0 at the last step.
+    Cosine,
+}
+
+/// The arguments of `archc train`.
+#[derive(Args)]
+pub(crate) struct TrainArgs {
+    /// The .arch file: a model with a float output to minimise (`--loss`).
+    file: PathBuf,
+    /// Safetensors samples: one tensor per model input, the samples along the first axis.
+    #[arg(long)]
+    data: PathBuf,
+    /// Steps to take (after a checkpoint's, with --resume).
+    #[arg(long)]
+    steps: u64,
+    /// Samples per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// The output to minimise (summed, when it is not a scalar).
+    #[arg(long, default_value = "loss")]
+    loss: String,
+    /// The optimiser.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
+    optimizer: OptimizerKind,
+    /// The peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Weight decay (AdamW: decoupled; SGD: added to the gradient).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// SGD's momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// AdamW's β₁.
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f64,
+    /// AdamW's β₂.
+    #[arg(long, default_value_t = 0.999)]
+    beta2: f64,
+    /// AdamW's ε.
+    #[arg(long, default_value_t = 1e-8)]
+    eps: f64,
+    /// Steps of linear warmup from 0 to --lr.
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
+    /// The learning rate after the warmup.
+    #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
+    schedule: LrSchedule,
+    /// Clip the gradients' global L2 norm to this.
+    #[arg(long)]
+    clip: Option<f64>,
+    /// Initial weights (safetensors; default: random from --seed, EMA copies equal to their
+    /// online weights).
+    #[arg(long, conflicts_with = "resume")]
+    weights: Vec<PathBuf>,
+    /// Continue from a checkpoint: its weights, and its optimiser state beside it.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Where to save the weights (and NAME.optim.safetensors beside them): at the end, and
+    /// every --every steps.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Save a checkpoint every this many steps.
+    #[arg(long)]
+    every: Option<u64>,
+    /// A log of every step as JSON lines: step, loss, lr, grad_norm, seconds, and the model's
+    /// other scalar outputs.
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Seed of random initial weights and of the data order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Which executor runs the steps.
+    #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
+    backend: Backend,
+    /// Bind a symbolic dim the samples do not, e.g. `--dim seq=128` (repeatable).
+    #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
+    dims: Vec<(String, i64)>,
+    #[command(flatten)]
+    passes: PassFlags,
+}
+
+fn input(e: impl std::fmt::Display) -> Failure {
+    Failure::Input(format!("error: {e}\n"))
+}
+
+/// Runs `archc train`.
+pub(crate) fn command(a: TrainArgs, max_nodes: u64, threads: usize) -> Result<String, Failure> {
+    let passes = a.passes.options()?;
+    let mut reads = vec![
+        ("the .arch source", Some(a.file.as_path())),
+        ("the --data file", Some(a.data.as_path())),
+        ("the --resume checkpoint", a.resume.as_deref()),
+    ];
+    reads.extend(
+        a.weights
+            .iter()
+            .map(|w| ("a --weights file", Some(w.as_path()))),
+    );
+    check_paths(a.checkpoint.as_deref(), &reads)?;
+    check_paths(a.log.as_deref(), &reads)?;
+    if a.batch == 0 || a.every == Some(0) {
+        return Err(input("--batch and --every must be at least 1"));
+    }
+    let (s, id) = load(&a.file, max_nodes)?;
+    let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+    check_dim_names(&a.dims, &graph.symbols)?;
+    let step_graph = loss_gradient(&graph, &a.loss).map_err(input)?;
+    let engine = DeviceKind::Cpu.engine(a.backend, Arch::Sm80);
+    let target = device::target(engine, None);
+    let lowered = progress::spin("compiling", || {
+        archc_compiler::passes::lower_optimized_for(&step_graph, &passes, &target)
+    })
+    .map_err(input)?;
+    let jit = match engine {
+        Engine::Interp => None,
+        _ => Some(device::launcher(engine, &lowered, threads, None).map_err(input)?),
+    };
+    let inputs: Vec<String> = graph.inputs.keys().cloned().collect();
+    let samples = data::Samples::open(&a.data, &inputs, a.seed).map_err(input)?;
+    let (mut weights, mut state) = initial(&graph, &lowered, &a)?;
+    let run = Step {
+        graph: &step_graph,
+        lowered: &lowered,
+        launcher: jit.as_deref(),
+        dims: a.dims.iter().cloned().collect(),
+    };
+    train(&a, &graph, &run, &samples, (&mut weights, &mut state))
+}
+
+/// The compiled training step.
+struct Step<'a> {
+    graph: &'a Graph,
+    lowered: &'a Lowered,
+    /// None: the graph interpreter.
+    launcher: Option<&'a dyn Launcher>,
+    dims: HashMap<String, i64>,
+}
+
+impl Step<'_> {
+    /// The step graph's outputs for this batch and these weights.
+    fn run(
+        &self,
+        weights: &Weights,
+        inputs: &HashMap<String, Tensor>,
+    ) -> Result<HashMap<String, Tensor>, String> {
+        let missing = |n: &str| format!("no weight `{n}`");
+        let out = match self.launcher {
+            None => {
+                let dims = bind_dims(self.graph, inputs, &self.dims).map_err(|e| e.to_string())?;
+                let tensors: HashMap<String, Tensor> = weights
+                    .values
+                    .keys()
+                    .filter_map(|n| Some((n.clone(), weights.tensor(n)?)))
+                    .collect();
+                interpret(self.graph, &dims, inputs, &mut MapWeights(&tensors))
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .collect()
+            }
+            Some(launcher) => {
+                let mut exec = Executor::new(&self.lowered.plan, |n, _, _| {
+                    weights.tensor(n).ok_or_else(|| missing(n))
+                })
+                .map_err(|e| e.to_string())?;
+                exec.bind(inputs, &self.dims).map_err(|e| e.to_string())?;
+                exec.prepare(launcher).map_err(|e| e.to_string())?;
+                exec.run(launcher, inputs, &self.dims)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .collect()
+            }
+        };
+        Ok(out)
+    }
+}
+
+/// The weights to start from, and the optimiser's state: a checkpoint's, given files', or
+/// random ones (EMA copies start as their online weights).
+fn initial(g: &Graph, lowered: &Lowered, a: &TrainArgs) -> Result<(Weights, OptimState), Failure> {
+    let mut weights = Weights {
+        values: HashMap::new(),
+        shapes: HashMap::new(),
+    };
+    let resumed = a.resume.as_ref().map(|p| TensorFile::open(p)).transpose();
+    let resumed = resumed.map_err(input)?;
+    let mut source =
+        archc_runtime::WeightSource::open(&lowered.plan, &a.weights, a.seed).map_err(input)?;
+    for (name, (node, _)) in &g.params {
+        let ty = g.ty(*node);
+        let shape: Vec<usize> = ty
+            .shape
+            .iter()
+            .map(|d| d.as_const().unwrap_or(0).max(0) as usize)
+            .collect();
+        let t = match &resumed {
+            Some(f) => f.read(name, ty.dtype, &shape).map_err(input)?,
+            None => {
+                archc_compiler::interp::WeightSource::weight(&mut source, name, ty.dtype, &shape)
+                    .map_err(input)?
+            }
+        };
+        weights.values.insert(name.clone(), t.to_f32());
+        weights.shapes.insert(name.clone(), shape);
+    }
+    if a.resume.is_none() && a.weights.is_empty() {
+        for (name, (_, kind)) in &g.params {
+            if let ParamKind::Ema { online, .. } = kind {
+                if let Some(v) = weights.values.get(online).cloned() {
+                    weights.values.insert(name.clone(), v);
+                }
+            }
+        }
+    }
+    let state = match &a.resume {
+        Some(p) => checkpoint::load_state(p)
+            .map_err(input)?
+            .unwrap_or_default(),
+        None => OptimState::default(),
+    };
+    Ok((weights, state))
+}
+
+/// The loop: `a.steps` steps from `state.step`, logging and saving as asked; returns the
+/// summary.
+fn train(
+    a: &TrainArgs,
+    g: &Graph,
+    step: &Step<'_>,
+    samples: &data::Samples,
+    (weights, state): (&mut Weights, &mut OptimState),
+) -> Result<String, Failure> {
+    let optimizer = match a.optimizer {
+        OptimizerKind::Adamw => Optimizer::AdamW {
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+        },
+        OptimizerKind::Sgd => Optimizer::Sgd {
+            momentum: a.momentum,
+        },
+    };
+    let first = state.step;
+    let schedule = Schedule {
+        lr: a.lr,
+        warmup: a.warmup,
+        cosine: matches!(a.schedule, LrSchedule::Cosine),
+        total: first + a.steps,
+    };
+    let emas: Vec<(String, String, f64)> = g
+        .params
+        .iter()
+        .filter_map(|(n, (_, k))| match k {
+            ParamKind::Ema { online, momentum } => Some((n.clone(), online.clone(), *momentum)),
+            ParamKind::Trainable => None,
+        })
+        .collect();
+    let mut log = match &a.log {
+        Some(p) => {
+            Some(std::fs::File::create(p).map_err(|e| input(format!("{}: {e}", p.display())))?)
+        }
+        None => None,
+    };
+    let bar = progress::bar(a.steps as usize, "training");
+    let started = Instant::now();
+    let mut losses = Vec::new();
+    for _ in 0..a.steps {
+        let batch = samples.batch(state.step, a.batch);
+        let out = step
+            .run(weights, &batch)
+            .map_err(|e| input(format!("step {}: {e}", state.step + 1)))?;
+        let loss: f64 = out[&a.loss].to_f32().iter().map(|&x| f64::from(x)).sum();
+        if !loss.is_finite() {
+            return Err(input(format!(
+                "step {}: the loss is {loss}: lower --lr, or --clip the gradients",
+                state.step + 1
+            )));
+        }
+        let mut grads: HashMap<String, Vec<f32>> = out
+            .iter()
+            .filter_map(|(n, t)| Some((n.strip_prefix(GRAD_PREFIX)?.to_string(), t.to_f32())))
+            .collect();
+        let norm = clip_grad_norm(&mut grads, a.clip.map_or(f32::INFINITY, |c| c as f32));
+        let lr = schedule.at(state.step + 1);
+        state.update(optimizer, (lr, a.weight_decay), &mut weights.values, &grads);
+        for (target, online, momentum) in &emas {
+            if let Some(o) = weights.values.get(online).cloned() {
+                if let Some(t) = weights.values.get_mut(target) {
+                    ema_update(t, &o, *momentum);
+                }
+            }
+        }
+        losses.push(loss);
+        if let Some(f) = log.as_mut() {
+            let line = log_line(
+                state.step,
+                (loss, lr, norm),
+                started.elapsed().as_secs_f64(),
+                &out,
+                &a.loss,
+            );
+            writeln!(f, "{line}").map_err(|e| input(format!("the log: {e}")))?;
+        }
+        bar.set_message(format!("loss {loss:.4}"));
+        bar.inc(1);
+        if let (Some(p), Some(k)) = (&a.checkpoint, a.every) {
+            if state.step % k == 0 {
+                checkpoint::save(p, weights, state).map_err(input)?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(p) = &a.checkpoint {
+        checkpoint::save(p, weights, state).map_err(input)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut text = format!(
+        "trained {} steps ({} to {}) of {} samples, batch {}: {:.2} steps/s\n",
+        a.steps,
+        first,
+        state.step,
+        samples.len(),
+        a.batch,
+        a.steps as f64 / secs.max(1e-9)
+    );
+    if let (Some(l0), Some(l1)) = (losses.first(), losses.last()) {
+        text.push_str(&format!(
+            "  {}: {l0:.6} at the first step, {l1:.6} at the last\n",
+            a.loss
+        ));
+    }
+    match &a.checkpoint {
+        Some(p) => text.push_str(&format!(
+            "  wrote {} and {}\n",
+            p.display(),
+            checkpoint::state_path(p).display()
+        )),
+        None => text.push_str("  (no --checkpoint: the weights were not saved)\n"),
+    }
+    Ok(text)
+}
+
+/// One step's JSON line: step, loss, lr, grad_norm, seconds, and the other scalar outputs.
+fn log_line(
+    step: u64,
+    (loss, lr, norm): (f64, f64, f32),
+    seconds: f64,
+    out: &HashMap<String, Tensor>,
+    loss_name: &str,
+) -> String {
+    let mut line = serde_json::json!({
+        "step": step, "loss": loss, "lr": lr, "grad_norm": norm, "seconds": seconds,
+    });
+    let mut names: Vec<&String> = out.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &out[name];
+        if name != loss_name && !name.starts_with(GRAD_PREFIX) && t.numel() == 1 {
+            line[name.as_str()] = serde_json::json!(t.to_f32()[0]);
+        }
+    }
+    line.to_string()
+}
