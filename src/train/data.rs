@@ -1,12 +1,14 @@
-//! The training data: a safetensors file holding, for each model input, all the samples along
-//! the first axis; each step takes `batch` of them, in an order shuffled per epoch from the
-//! seed. The order is a function of the step number alone, so a resumed run sees the batches
-//! the uninterrupted one would have.
+//! The training data: a safetensors file holding, for model inputs, all the samples along the
+//! first axis; each step takes `batch` of them, in an order shuffled per epoch from the seed.
+//! Inputs the file lacks are drawn at random for each step (I-JEPA's masks): floats uniform in
+//! [−1, 1), integers uniform in [0, 65536) (a model takes them `%` the range it needs). Both
+//! are functions of the seed and the step number alone, so a resumed run sees the batches the
+//! uninterrupted one would have.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use archc_runtime::{Data, SplitMix64, Tensor, TensorFile};
+use archc_runtime::{random_tensor, DType, Data, SplitMix64, Tensor, TensorFile};
 
 /// Every model input's samples.
 pub(crate) struct Samples {
@@ -16,19 +18,13 @@ pub(crate) struct Samples {
 }
 
 impl Samples {
-    /// Reads `inputs` from `path`: each must be there, with the same number of samples.
+    /// Reads the model's `inputs` that `path` holds (at least one, all with one number of
+    /// samples); the others are drawn (`draw`).
     pub(crate) fn open(path: &Path, inputs: &[String], seed: u64) -> Result<Samples, String> {
         let file = TensorFile::open(path).map_err(|e| e.to_string())?;
         let mut tensors = HashMap::new();
         let mut count: Option<(usize, &str)> = None;
-        for name in inputs {
-            if !file.contains(name) {
-                return Err(format!(
-                    "{}: no tensor `{name}` for the model's input of that name (it holds: {})",
-                    path.display(),
-                    file.names().join(", ")
-                ));
-            }
+        for name in inputs.iter().filter(|n| file.contains(n)) {
             let t = file.read_any(name).map_err(|e| e.to_string())?;
             let n = t.shape.first().copied().unwrap_or(0);
             match count {
@@ -42,15 +38,36 @@ impl Samples {
             }
             tensors.insert(name.clone(), t);
         }
-        let count = count.map_or(0, |c| c.0);
-        if count == 0 {
-            return Err(format!("{}: no samples", path.display()));
-        }
+        let Some((count, _)) = count.filter(|c| c.0 > 0) else {
+            return Err(format!(
+                "{}: no samples of the model's inputs ({}); it holds: {}",
+                path.display(),
+                inputs.join(", "),
+                file.names().join(", ")
+            ));
+        };
         Ok(Samples {
             tensors,
             count,
             seed,
         })
+    }
+
+    /// Whether the file holds input `name`.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Input `name` drawn for step `step`.
+    pub(crate) fn draw(&self, name: &str, dtype: DType, shape: &[usize], step: u64) -> Tensor {
+        random_tensor(
+            self.seed,
+            &format!("{name} at step {step}"),
+            dtype,
+            shape,
+            1.0,
+            1 << 16,
+        )
     }
 
     /// How many samples there are.

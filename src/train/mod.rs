@@ -309,7 +309,13 @@ fn train(
     let started = Instant::now();
     let mut losses = Vec::new();
     for _ in 0..a.steps {
-        let batch = samples.batch(state.step, a.batch);
+        let batch = with_drawn(
+            g,
+            samples,
+            samples.batch(state.step, a.batch),
+            (state.step, &step.dims),
+        )
+        .map_err(input)?;
         let out = step
             .run(weights, &batch)
             .map_err(|e| input(format!("step {}: {e}", state.step + 1)))?;
@@ -382,6 +388,43 @@ fn train(
         None => text.push_str("  (no --checkpoint: the weights were not saved)\n"),
     }
     Ok(text)
+}
+
+/// `batch` with the inputs the data file lacks drawn for step `step`; their symbolic dims are
+/// bound by the batch's tensors (by position in the declared shapes) and `--dim`.
+fn with_drawn(
+    g: &Graph,
+    samples: &data::Samples,
+    mut batch: HashMap<String, Tensor>,
+    (step, explicit): (u64, &HashMap<String, i64>),
+) -> Result<HashMap<String, Tensor>, String> {
+    let mut dims = explicit.clone();
+    for (name, t) in &batch {
+        let Some(&node) = g.inputs.get(name) else {
+            continue;
+        };
+        for (d, &n) in g.ty(node).shape.iter().zip(&t.shape) {
+            if let Some(s) = d.as_symbol() {
+                dims.entry(s.to_string()).or_insert(n as i64);
+            }
+        }
+    }
+    for (name, &node) in &g.inputs {
+        if samples.has(name) {
+            continue;
+        }
+        let ty = g.ty(node);
+        let shape = ty
+            .shape
+            .iter()
+            .map(|d| d.eval(&|s| dims.get(s).copied()).map(|v| v.max(0) as usize))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| {
+                format!("input `{name}` is drawn at random, and its shape needs --dim for each dim the data does not bind")
+            })?;
+        batch.insert(name.clone(), samples.draw(name, ty.dtype, &shape, step));
+    }
+    Ok(batch)
 }
 
 /// One step's JSON line: step, loss, lr, grad_norm, seconds, and the other scalar outputs.

@@ -242,14 +242,54 @@ fn train_errors() {
     let dir = common::scratch_dir("train-errors");
     std::fs::write(dir.join("reg.arch"), REGRESSION).unwrap();
     regression_data(&dir.join("data.safetensors"));
-    let x = ("x", vec![64, 4], vec![0.0f32; 256]);
-    common::write_safetensors(&dir.join("no_y.safetensors"), &[x], &[]);
+    let z = ("z", vec![64, 4], vec![0.0f32; 256]);
+    common::write_safetensors(&dir.join("other.safetensors"), &[z], &[]);
     let run = |args: &[&str]| common::archc_limited(args, &dir);
     let base = ["train", "reg.arch", "--steps", "5"];
-    run(&[&base[..], &["--data", "no_y.safetensors"]].concat()).expect(1, &["no tensor `y`"]);
+    let other = ["--data", "other.safetensors"];
+    run(&[&base[..], &other[..]].concat()).expect(1, &["no samples of the model's inputs"]);
     let data = ["--data", "data.safetensors"];
     run(&[&base[..], &data[..], &["--loss", "pred2"]].concat()).expect(1, &["pred2"]);
     run(&[&base[..], &data[..], &["--batch", "0"]].concat()).expect(1, &["--batch"]);
     run(&[&base[..], &data[..], &["--lr", "1e30"]].concat()).expect(1, &["the loss is"]);
     run(&[&base[..], &data[..], &["--resume", "missing.safetensors"]].concat()).expect(2, &[]);
+}
+
+/// examples/ijepa_train.arch trains: its target blocks drawn at random each step (the data
+/// has images only), the collapse metrics logged at every step.
+#[test]
+fn the_ijepa_objective_trains_with_drawn_masks() {
+    let dir = common::scratch_dir("train-ijepa");
+    let images: Vec<f32> = (0..16 * 64)
+        .map(|i| ((i * 7919) % 17) as f32 / 16.0)
+        .collect();
+    let data = ("pixel_values", vec![16, 1, 8, 8], images);
+    common::write_safetensors(&dir.join("d.safetensors"), &[data], &[]);
+    let example = repo("examples/ijepa_train.arch")
+        .to_string_lossy()
+        .into_owned();
+    let args = [
+        "train",
+        &example,
+        "--data",
+        "d.safetensors",
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--log",
+        "l.jsonl",
+    ];
+    common::archc_limited(&args, &dir).expect(0, &[]);
+    let log = std::fs::read_to_string(dir.join("l.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3);
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for key in ["loss", "embedding_std", "mean_cosine"] {
+            assert!(
+                v[key].as_f64().is_some_and(f64::is_finite),
+                "{key} in {line}"
+            );
+        }
+    }
 }
