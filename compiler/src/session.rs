@@ -47,6 +47,10 @@ pub const PRELUDE: &[(&str, &str)] = &[
         "compiler/prelude/mamba2.arch",
         include_str!("../prelude/mamba2.arch"),
     ),
+    (
+        "compiler/prelude/loss.arch",
+        include_str!("../prelude/loss.arch"),
+    ),
 ];
 
 /// Sources and the parsed prelude for one compilation.

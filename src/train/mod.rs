@@ -46,6 +46,16 @@ pub(crate) enum LrSchedule {
     Cosine,
 }
 
+/// What is minimised.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Objective {
+    /// The model's own output named by --loss.
+    Output,
+    /// Next-token cross-entropy of a causal language model: its output `logits` at each
+    /// position against the next of its `input_ids` (added to the model as `output loss`).
+    NextToken,
+}
+
 /// The arguments of `archc train`.
 #[derive(Args)]
 pub(crate) struct TrainArgs {
@@ -63,6 +73,10 @@ pub(crate) struct TrainArgs {
     /// The output to minimise (summed, when it is not a scalar).
     #[arg(long, default_value = "loss")]
     loss: String,
+    /// What is minimised: the model's output (--loss), or, for a causal language model
+    /// (`input_ids` → `logits`), the next-token cross-entropy, with --data holding token ids.
+    #[arg(long, value_enum, default_value_t = Objective::Output)]
+    objective: Objective,
     /// The optimiser.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
     optimizer: OptimizerKind,
@@ -146,7 +160,10 @@ pub(crate) fn command(a: TrainArgs, max_nodes: u64, threads: usize) -> Result<St
     if a.batch == 0 || a.every == Some(0) {
         return Err(input("--batch and --every must be at least 1"));
     }
-    let (s, id) = load(&a.file, max_nodes)?;
+    let (s, id) = match a.objective {
+        Objective::Output => load(&a.file, max_nodes)?,
+        Objective::NextToken => with_next_token_loss(&a.file, max_nodes)?,
+    };
     let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
     check_dim_names(&a.dims, &graph.symbols)?;
     let step_graph = loss_gradient(&graph, &a.loss).map_err(input)?;
@@ -170,6 +187,51 @@ pub(crate) fn command(a: TrainArgs, max_nodes: u64, threads: usize) -> Result<St
         dims: a.dims.iter().cloned().collect(),
     };
     train(&a, &graph, &run, &samples, (&mut weights, &mut state))
+}
+
+/// The statement `--objective next-token` adds to a causal language model.
+const NEXT_TOKEN_LOSS: &str = "
+  # Added by `archc train --objective next-token`: each position's logits against the next id.
+  output loss = cross_entropy(slice(logits, 1, 0, logits.shape[1] - 1), slice(input_ids, 1, 1))
+";
+
+/// The model of `path` with [`NEXT_TOKEN_LOSS`] at the end of its body, in a session of its
+/// own (the added line comes after the user's, so their positions are unchanged).
+fn with_next_token_loss(
+    path: &std::path::Path,
+    max_nodes: u64,
+) -> Result<(archc_compiler::Session, archc_compiler::syntax::SourceId), Failure> {
+    use archc_compiler::syntax::ast::{Item, ModelItem};
+    let (s, id) = load(path, max_nodes)?;
+    let file = s.parse(id).map_err(|d| Failure::Input(s.render(&d)))?;
+    let text = crate::read_text(path)?;
+    let model = file.items.iter().find_map(|i| match i {
+        Item::Model(m) => Some(m),
+        Item::Block(_) => None,
+    });
+    let model = model.ok_or_else(|| input(format!("{}: no model", path.display())))?;
+    let has = |want: &str, output: bool| {
+        model.items.iter().any(|i| match i {
+            ModelItem::Output(b) if output => b.name.name == want,
+            ModelItem::Input(d) if !output => d.name.name == want,
+            _ => false,
+        })
+    };
+    if !has("logits", true) || !has("input_ids", false) || has("loss", true) {
+        return Err(input(format!(
+            "{}: --objective next-token needs a causal language model with an input `input_ids` \
+             [batch, seq], an output `logits` [batch, seq, vocab] and no output `loss`",
+            path.display()
+        )));
+    }
+    let end = text[..(model.span.end as usize).min(text.len())]
+        .rfind('}')
+        .ok_or_else(|| input(format!("{}: the model's body has no end", path.display())))?;
+    let text = format!("{}{NEXT_TOKEN_LOSS}{}", &text[..end], &text[end..]);
+    let mut session = archc_compiler::Session::new().map_err(Failure::Input)?;
+    session.max_nodes = max_nodes;
+    let id = session.add(path.display().to_string(), text);
+    Ok((session, id))
 }
 
 /// The compiled training step.

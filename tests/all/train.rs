@@ -293,3 +293,177 @@ fn the_ijepa_objective_trains_with_drawn_masks() {
         }
     }
 }
+
+/// The prelude's losses (compiler/prelude/loss.arch) against their definitions, computed here
+/// in f64: cross-entropy with an ignored target, MSE, smooth L1, cosine; and the gradient of
+/// the cross-entropy, `(softmax − onehot) / count` on the rows it counts, 0 on the ignored one.
+#[test]
+fn losses_match_their_definitions() {
+    let dir = common::scratch_dir("losses");
+    let model = "model losses {
+  input targets: i64[2, 3]
+  input a: f32[batch, 4]
+  input b: f32[batch, 4]
+  param logits: [2, 3, 5]
+  output ce = cross_entropy(logits, targets)
+  output mse = mse(a, b)
+  output sl1 = smooth_l1(a, b, beta = 0.5)
+  output cos = cosine_loss(a, b)
+}
+";
+    std::fs::write(dir.join("l.arch"), model).unwrap();
+    let logits: Vec<f32> = (0..30).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.7).collect();
+    let targets = vec![0i64, 4, -100, 2, 2, 1];
+    let a: Vec<f32> = (0..8).map(|i| (i as f32 * 0.9).sin()).collect();
+    let b: Vec<f32> = (0..8).map(|i| (i as f32 * 0.4).cos()).collect();
+    let w = ("logits", vec![2, 3, 5], logits.clone());
+    common::write_safetensors(&dir.join("w.safetensors"), &[w], &[]);
+    let (fa, fb) = (("a", vec![2, 4], a.clone()), ("b", vec![2, 4], b.clone()));
+    let t = ("targets", vec![2, 3], targets.clone());
+    common::write_safetensors(&dir.join("in.safetensors"), &[fa, fb], &[t]);
+    let cot = |v: f32| (vec![], vec![v]);
+    let cots: Vec<(&str, Vec<usize>, Vec<f32>)> =
+        [("ce", 1.0), ("mse", 0.0), ("sl1", 0.0), ("cos", 0.0)]
+            .into_iter()
+            .map(|(n, v)| {
+                let (s, d) = cot(v);
+                (n, s, d)
+            })
+            .collect();
+    common::write_safetensors(&dir.join("cot.safetensors"), &cots, &[]);
+    let run = |args: &[&str]| {
+        common::archc_limited(args, &dir)
+            .expect(0, &[])
+            .stdout
+            .clone()
+    };
+    let files = ["--weights", "w.safetensors", "--inputs", "in.safetensors"];
+    run(&[
+        &["run", "l.arch"][..],
+        &files[..],
+        &["--outputs", "out.safetensors"],
+    ]
+    .concat());
+    let grad = [
+        "--cotangents",
+        "cot.safetensors",
+        "--outputs",
+        "g.safetensors",
+    ];
+    run(&[&["grad", "l.arch"][..], &files[..], &grad[..]].concat());
+    let (out, g) = (
+        read(&dir.join("out.safetensors")),
+        read(&dir.join("g.safetensors")),
+    );
+    // Cross-entropy and its gradient, row by row.
+    let (mut ce, mut count, mut want_grad) = (0.0f64, 0.0, vec![0.0f64; 30]);
+    for (row, &t) in targets.iter().enumerate() {
+        let z: Vec<f64> = logits[row * 5..row * 5 + 5]
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        let m = z.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = m + z.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+        if t < 0 {
+            continue;
+        }
+        ce -= z[t as usize] - lse;
+        count += 1.0;
+        for (k, zk) in z.iter().enumerate() {
+            want_grad[row * 5 + k] = (zk - lse).exp() - if k == t as usize { 1.0 } else { 0.0 };
+        }
+    }
+    let want_grad: Vec<f32> = want_grad.iter().map(|x| (x / count) as f32).collect();
+    let diffs: Vec<f64> = a.iter().zip(&b).map(|(x, y)| f64::from(x - y)).collect();
+    let mse = diffs.iter().map(|d| d * d).sum::<f64>() / 8.0;
+    let sl1 = diffs
+        .iter()
+        .map(|d| if d.abs() < 0.5 { d * d } else { d.abs() - 0.25 })
+        .sum::<f64>()
+        / 8.0;
+    let cos = (0..2)
+        .map(|r| {
+            let (x, y) = (&a[r * 4..r * 4 + 4], &b[r * 4..r * 4 + 4]);
+            let dot: f64 = x.iter().zip(y).map(|(p, q)| f64::from(p * q)).sum();
+            let n = |v: &[f32]| v.iter().map(|p| f64::from(p * p)).sum::<f64>().sqrt();
+            1.0 - dot / (n(x) * n(y))
+        })
+        .sum::<f64>()
+        / 2.0;
+    for (name, want) in [("ce", ce / count), ("mse", mse), ("sl1", sl1), ("cos", cos)] {
+        let got = f64::from(out[name][0]);
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{name}: {got} vs {want}"
+        );
+    }
+    assert!(
+        rel(&g["logits"], &want_grad) <= 1e-5,
+        "{:?} vs {want_grad:?}",
+        g["logits"]
+    );
+}
+
+/// `--objective next-token` trains the causal examples on token ids: the first loss is about
+/// ln(vocab) (random weights guess uniformly), and it falls as the model learns the batch; a
+/// model without `input_ids` → `logits` is refused.
+#[test]
+fn next_token_objective_trains_the_language_examples() {
+    let dir = common::scratch_dir("train-next-token");
+    let ids: Vec<i64> = (0..8 * 16).map(|i| (i * 7919 + 13) % 512).collect();
+    common::write_safetensors(
+        &dir.join("ids.safetensors"),
+        &[],
+        &[("input_ids", vec![8, 16], ids)],
+    );
+    for name in ["llama", "mamba", "jamba"] {
+        let example = repo(&format!("examples/{name}.arch"))
+            .to_string_lossy()
+            .into_owned();
+        let args = [
+            "train",
+            &example,
+            "--objective",
+            "next-token",
+            "--data",
+            "ids.safetensors",
+            "--steps",
+            "12",
+            "--batch",
+            "4",
+            "--lr",
+            "3e-3",
+            "--log",
+            "l.jsonl",
+        ];
+        common::archc_limited(&args, &dir).expect(0, &[]);
+        let log = std::fs::read_to_string(dir.join("l.jsonl")).unwrap();
+        let losses: Vec<f64> = log
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        let uniform = 512f64.ln();
+        assert!(
+            (losses[0] - uniform).abs() < 0.5,
+            "{name}: first loss {}",
+            losses[0]
+        );
+        assert!(losses[11] < 0.9 * losses[0], "{name}: {losses:?}");
+    }
+    let bert = repo("examples/bert.arch").to_string_lossy().into_owned();
+    let args = [
+        "train",
+        &bert,
+        "--objective",
+        "next-token",
+        "--data",
+        "ids.safetensors",
+        "--steps",
+        "1",
+    ];
+    common::archc_limited(&args, &dir).expect(1, &["--objective next-token needs"]);
+}
