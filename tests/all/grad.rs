@@ -5,7 +5,8 @@
 //! A gradient's error is max |archc − torch| over the tensor, divided by its largest |torch|
 //! value; where a gradient is nearly zero throughout (attention's key bias: softmax does not
 //! see a shift shared by all keys, so torch's value is rounding noise), by one millionth of the
-//! model's largest gradient instead. The bound is 1e-4, on every executor.
+//! model's largest gradient instead. The bound is 1e-4, on every executor: the interpreter,
+//! each native backend, and the GPU schedule in the Kernel IR interpreter (`cuda-sim`).
 
 use std::collections::HashMap;
 
@@ -85,7 +86,13 @@ fn gradients_match_torch_autograd() {
         let arch = import_fixture(case, &dir);
         let path = |f: &str| fixture.join(f).to_string_lossy().into_owned();
         let want = TensorFile::open(&fixture.join("grads.safetensors")).unwrap();
-        for backend in common::run_backends() {
+        // Every CPU executor, and the GPU schedule in the simulator (races are errors there).
+        let mut executors: Vec<[&str; 2]> = common::run_backends()
+            .into_iter()
+            .map(|b| ["--backend", b])
+            .collect();
+        executors.push(["--device", "cuda-sim"]);
+        for [flag, backend] in executors {
             let out = dir.join(format!("{case}-{backend}.safetensors"));
             let out_s = out.to_string_lossy().into_owned();
             let (status, _, stderr) = archc(&[
@@ -99,7 +106,7 @@ fn gradients_match_torch_autograd() {
                 &path("cotangents.safetensors"),
                 "--outputs",
                 &out_s,
-                "--backend",
+                flag,
                 backend,
             ]);
             assert_eq!(status, 0, "{case} {backend}: {stderr}");
