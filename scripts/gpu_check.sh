@@ -15,7 +15,9 @@
 #    transformers' outputs with and without the passes, bf16 within 1e-2 and f16 within 2e-3
 #    (or 1.1 times transformers' own error in that dtype, where larger; tests/all/lowering.rs,
 #    `cuda_matches_hf_fixtures`); `archc run --device cuda` on every example against the CPU
-#    (f32, 1e-4); MiniLM's real weights against the CPU (f32 1e-4, bf16 1e-2);
+#    (f32, 1e-4); `archc grad --device cuda` on every fixture against torch autograd's
+#    gradients (1e-4; tests/all/grad.rs measures them so); MiniLM's real weights against the
+#    CPU (f32 1e-4, bf16 1e-2);
 # 2. bench/gpu_vs_torch.py: archc against torch on this GPU, in the same run;
 # 3. the suite's GPU-side checks (tests/all/gpu.rs: PTX of every example assembled by this
 #    machine's ptxas when one is on the PATH, the GPU schedule in the interpreter). CI runs
@@ -44,6 +46,20 @@ for model in examples/*.arch; do
   "$ARCHC" run "$model" --outputs "$scratch/$name-cpu.safetensors" >/dev/null || { status=1; continue; }
   if "$ARCHC" run "$model" --device cuda --outputs "$scratch/$name-gpu.safetensors" >/dev/null; then
     compare "$scratch/$name-cpu.safetensors" "$scratch/$name-gpu.safetensors" "$name" 1e-4
+  else
+    status=1
+  fi
+done
+
+echo "== parity: gradients through the PTX kernels against torch autograd (archc grad, 1e-4)"
+for d in tests/fixtures/hf/*/; do
+  case=$(basename "$d")
+  [ -f "$d/grads.safetensors" ] || continue
+  "$ARCHC" import hf "$d/config.json" -o "$scratch/$case.arch" >/dev/null || { status=1; continue; }
+  if "$ARCHC" grad "$scratch/$case.arch" --device cuda --weights "$d/model.safetensors" \
+      --inputs "$d/inputs.safetensors" --cotangents "$d/cotangents.safetensors" \
+      --outputs "$scratch/$case-grads.safetensors" >/dev/null; then
+    compare "$d/grads.safetensors" "$scratch/$case-grads.safetensors" "$case gradients" 1e-4 1e-6
   else
     status=1
   fi
