@@ -60,6 +60,8 @@ pub struct Session {
     prelude: Vec<File>,
     /// The elaboration budget (see [`crate::elaborate::DEFAULT_MAX_NODES`]).
     pub max_nodes: u64,
+    /// Compile for `archc train`: a `train` section's `loss = expr` becomes output `loss`.
+    pub for_training: bool,
 }
 
 impl Session {
@@ -77,6 +79,7 @@ impl Session {
             sources,
             prelude,
             max_nodes: crate::elaborate::DEFAULT_MAX_NODES,
+            for_training: false,
         })
     }
 
@@ -92,7 +95,13 @@ impl Session {
 
     /// Elaborates a parsed user file (from source `id`) against the prelude.
     pub fn elaborate(&self, file: &File, id: SourceId) -> Result<Graph, Diagnostic> {
-        crate::elaborate::elaborate(file, id, &self.prelude, self.max_nodes, &self.sources)
+        crate::elaborate::elaborate(
+            file,
+            id,
+            &self.prelude,
+            (self.max_nodes, self.for_training),
+            &self.sources,
+        )
     }
 
     /// Parses and elaborates a user source.

@@ -89,12 +89,13 @@ pub fn clip_grad_norm(grads: &mut HashMap<String, Vec<f32>>, max_norm: f32) -> f
 
 impl OptimState {
     /// One step of `optimizer` on `params` with `grads` (same names and lengths; a weight
-    /// without a gradient is left alone), at learning rate `lr` and weight decay `decay`
-    /// (SGD adds `decay·p` to the gradient; AdamW shrinks `p` by `lr·decay` first).
+    /// without a gradient is left alone). `hyper(name)` gives each weight's learning rate and
+    /// weight decay (parameter groups differ in them; SGD adds `decay·p` to the gradient,
+    /// AdamW shrinks `p` by `lr·decay` first).
     pub fn update(
         &mut self,
         optimizer: Optimizer,
-        (lr, decay): (f64, f64),
+        hyper: impl Fn(&str) -> (f64, f64),
         params: &mut HashMap<String, Vec<f32>>,
         grads: &HashMap<String, Vec<f32>>,
     ) {
@@ -103,6 +104,7 @@ impl OptimState {
             let Some(g) = grads.get(name).filter(|g| g.len() == p.len()) else {
                 continue;
             };
+            let (lr, decay) = hyper(name);
             let m = self
                 .first
                 .entry(name.clone())
@@ -168,6 +170,15 @@ fn adamw(
     }
 }
 
+/// The EMA momentum of update `step` (counted from 0) of `total`: linear from `start` to
+/// `end`, as I-JEPA's momentum scheduler moves it (constant when they are equal).
+pub fn ema_momentum((start, end): (f64, f64), step: u64, total: u64) -> f64 {
+    if total == 0 || start == end {
+        return start;
+    }
+    start + (end - start) * (step.min(total) as f64 / total as f64)
+}
+
 /// `target ← momentum·target + (1 − momentum)·online`: an EMA copy follows its online weight.
 pub fn ema_update(target: &mut [f32], online: &[f32], momentum: f64) {
     let (keep, take) = (momentum as f32, (1.0 - momentum) as f32);
@@ -179,6 +190,14 @@ pub fn ema_update(target: &mut [f32], online: &[f32], momentum: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ema_momentum_moves_linearly_to_its_end() {
+        assert_eq!(ema_momentum((0.996, 0.996), 7, 10), 0.996);
+        assert_eq!(ema_momentum((0.5, 1.0), 0, 4), 0.5);
+        assert_eq!(ema_momentum((0.5, 1.0), 2, 4), 0.75);
+        assert_eq!(ema_momentum((0.5, 1.0), 9, 4), 1.0);
+    }
 
     #[test]
     fn warmup_then_cosine_reaches_zero() {

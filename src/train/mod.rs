@@ -9,6 +9,8 @@
 
 mod checkpoint;
 mod data;
+mod plot;
+mod recipe;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -19,7 +21,7 @@ use archc_compiler::grad::{loss_gradient, GRAD_PREFIX};
 use archc_compiler::graph::{Graph, ParamKind};
 use archc_compiler::interp::{bind_dims, interpret, MapWeights};
 use archc_compiler::lower::Lowered;
-use archc_runtime::optim::{clip_grad_norm, ema_update, OptimState, Optimizer, Schedule};
+use archc_runtime::optim::{clip_grad_norm, ema_momentum, ema_update, OptimState};
 use archc_runtime::{Executor, Launcher, Tensor, TensorFile};
 use clap::{Args, ValueEnum};
 
@@ -70,42 +72,45 @@ pub(crate) struct TrainArgs {
     /// Samples per step.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// The output to minimise (summed, when it is not a scalar).
-    #[arg(long, default_value = "loss")]
-    loss: String,
+    /// The output to minimise, summed when it is not a scalar [default: the train section's
+    /// `loss`, else `loss`].
+    #[arg(long)]
+    loss: Option<String>,
     /// What is minimised: the model's output (--loss), or, for a causal language model
     /// (`input_ids` → `logits`), the next-token cross-entropy, with --data holding token ids.
     #[arg(long, value_enum, default_value_t = Objective::Output)]
     objective: Objective,
-    /// The optimiser.
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
-    optimizer: OptimizerKind,
-    /// The peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
-    /// Weight decay (AdamW: decoupled; SGD: added to the gradient).
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f64,
-    /// SGD's momentum.
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    /// AdamW's β₁.
-    #[arg(long, default_value_t = 0.9)]
-    beta1: f64,
-    /// AdamW's β₂.
-    #[arg(long, default_value_t = 0.999)]
-    beta2: f64,
-    /// AdamW's ε.
-    #[arg(long, default_value_t = 1e-8)]
-    eps: f64,
-    /// Steps of linear warmup from 0 to --lr.
-    #[arg(long, default_value_t = 0)]
-    warmup: u64,
-    /// The learning rate after the warmup.
-    #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
-    schedule: LrSchedule,
-    /// Clip the gradients' global L2 norm to this.
+    /// The optimiser [default: the train section's, else adamw]. Each flag below overrides
+    /// what the model's `train { ... }` section says.
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// The peak learning rate [default: the section's, else 1e-3].
+    #[arg(long, value_parser = positive_f64)]
+    lr: Option<f64>,
+    /// Weight decay (AdamW: decoupled; SGD: added to the gradient) of the weights no group
+    /// sets [default: the section's, else 0].
+    #[arg(long, value_parser = non_negative_f64)]
+    weight_decay: Option<f64>,
+    /// SGD's momentum [default: the section's, else 0.9].
+    #[arg(long, value_parser = fraction)]
+    momentum: Option<f64>,
+    /// AdamW's β₁ [default: the section's, else 0.9].
+    #[arg(long, value_parser = fraction)]
+    beta1: Option<f64>,
+    /// AdamW's β₂ [default: the section's, else 0.999].
+    #[arg(long, value_parser = fraction)]
+    beta2: Option<f64>,
+    /// AdamW's ε [default: the section's, else 1e-8].
+    #[arg(long, value_parser = positive_f64)]
+    eps: Option<f64>,
+    /// Steps of linear warmup from 0 to --lr [default: the section's, else 0].
     #[arg(long)]
+    warmup: Option<u64>,
+    /// The learning rate after the warmup [default: the section's, else constant].
+    #[arg(long, value_enum)]
+    schedule: Option<LrSchedule>,
+    /// Clip the gradients' global L2 norm to this [default: the section's `clip`, else none].
+    #[arg(long, value_parser = positive_f64)]
     clip: Option<f64>,
     /// Initial weights (safetensors; default: random from --seed, EMA copies equal to their
     /// online weights).
@@ -125,6 +130,10 @@ pub(crate) struct TrainArgs {
     /// other scalar outputs.
     #[arg(long)]
     log: Option<PathBuf>,
+    /// A PNG of this run's curves: the loss, the model's other scalar outputs (collapse
+    /// metrics), the gradient norm and the learning rate, one panel each, over steps.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Seed of random initial weights and of the data order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -136,6 +145,30 @@ pub(crate) struct TrainArgs {
     dims: Vec<(String, i64)>,
     #[command(flatten)]
     passes: PassFlags,
+}
+
+/// A finite number > 0 (a flag's value).
+fn positive_f64(s: &str) -> Result<f64, String> {
+    number_where(s, |x| x > 0.0, "> 0")
+}
+
+/// A finite number ≥ 0.
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    number_where(s, |x| x >= 0.0, "≥ 0")
+}
+
+/// A number in [0, 1).
+fn fraction(s: &str) -> Result<f64, String> {
+    number_where(s, |x| (0.0..1.0).contains(&x), "in [0, 1)")
+}
+
+fn number_where(s: &str, ok: impl Fn(f64) -> bool, want: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if x.is_finite() && ok(x) {
+        Ok(x)
+    } else {
+        Err(format!("`{s}` is not a number {want}"))
+    }
 }
 
 fn input(e: impl std::fmt::Display) -> Failure {
@@ -157,16 +190,19 @@ pub(crate) fn command(a: TrainArgs, max_nodes: u64, threads: usize) -> Result<St
     );
     check_paths(a.checkpoint.as_deref(), &reads)?;
     check_paths(a.log.as_deref(), &reads)?;
+    check_paths(a.plot.as_deref(), &reads)?;
     if a.batch == 0 || a.every == Some(0) {
         return Err(input("--batch and --every must be at least 1"));
     }
-    let (s, id) = match a.objective {
+    let (mut s, id) = match a.objective {
         Objective::Output => load(&a.file, max_nodes)?,
         Objective::NextToken => with_next_token_loss(&a.file, max_nodes)?,
     };
+    s.for_training = true;
     let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
     check_dim_names(&a.dims, &graph.symbols)?;
-    let step_graph = loss_gradient(&graph, &a.loss).map_err(input)?;
+    let recipe = recipe::Recipe::resolve(&a, graph.training.as_ref());
+    let step_graph = loss_gradient(&graph, &recipe.loss).map_err(input)?;
     let engine = DeviceKind::Cpu.engine(a.backend, Arch::Sm80);
     let target = device::target(engine, None);
     let lowered = progress::spin("compiling", || {
@@ -186,13 +222,19 @@ pub(crate) fn command(a: TrainArgs, max_nodes: u64, threads: usize) -> Result<St
         launcher: jit.as_deref(),
         dims: a.dims.iter().cloned().collect(),
     };
-    train(&a, &graph, &run, &samples, (&mut weights, &mut state))
+    train(
+        &a,
+        &recipe,
+        (&graph, &run),
+        &samples,
+        (&mut weights, &mut state),
+    )
 }
 
 /// The statement `--objective next-token` adds to a causal language model.
 const NEXT_TOKEN_LOSS: &str = "
   # Added by `archc train --objective next-token`: each position's logits against the next id.
-  output loss = cross_entropy(slice(logits, 1, 0, logits.shape[1] - 1), slice(input_ids, 1, 1))
+  output loss = next_token_loss(logits, input_ids)
 ";
 
 /// The model of `path` with [`NEXT_TOKEN_LOSS`] at the end of its body, in a session of its
@@ -217,6 +259,16 @@ fn with_next_token_loss(
             _ => false,
         })
     };
+    let computes_loss = model.items.iter().any(|i| match i {
+        ModelItem::Train(entries, _) => entries.iter().any(|e| e.name.name == "loss"),
+        _ => false,
+    });
+    if computes_loss {
+        return Err(input(format!(
+            "{}: its `train` section computes the loss already; drop --objective",
+            path.display()
+        )));
+    }
     if !has("logits", true) || !has("input_ids", false) || has("loss", true) {
         return Err(input(format!(
             "{}: --objective next-token needs a causal language model with an input `input_ids` \
@@ -331,33 +383,23 @@ fn initial(g: &Graph, lowered: &Lowered, a: &TrainArgs) -> Result<(Weights, Opti
 /// summary.
 fn train(
     a: &TrainArgs,
-    g: &Graph,
-    step: &Step<'_>,
+    recipe: &recipe::Recipe,
+    (g, step): (&Graph, &Step<'_>),
     samples: &data::Samples,
     (weights, state): (&mut Weights, &mut OptimState),
 ) -> Result<String, Failure> {
-    let optimizer = match a.optimizer {
-        OptimizerKind::Adamw => Optimizer::AdamW {
-            beta1: a.beta1,
-            beta2: a.beta2,
-            eps: a.eps,
-        },
-        OptimizerKind::Sgd => Optimizer::Sgd {
-            momentum: a.momentum,
-        },
-    };
     let first = state.step;
-    let schedule = Schedule {
-        lr: a.lr,
-        warmup: a.warmup,
-        cosine: matches!(a.schedule, LrSchedule::Cosine),
-        total: first + a.steps,
-    };
-    let emas: Vec<(String, String, f64)> = g
+    let total = first + a.steps;
+    let schedule = recipe.schedule(total);
+    let emas: Vec<(String, String, (f64, f64))> = g
         .params
         .iter()
         .filter_map(|(n, (_, k))| match k {
-            ParamKind::Ema { online, momentum } => Some((n.clone(), online.clone(), *momentum)),
+            ParamKind::Ema {
+                online,
+                momentum,
+                end,
+            } => Some((n.clone(), online.clone(), (*momentum, *end))),
             ParamKind::Trainable => None,
         })
         .collect();
@@ -370,6 +412,7 @@ fn train(
     let bar = progress::bar(a.steps as usize, "training");
     let started = Instant::now();
     let mut losses = Vec::new();
+    let mut curves = plot::Curves::default();
     for _ in 0..a.steps {
         let batch = with_drawn(
             g,
@@ -381,7 +424,11 @@ fn train(
         let out = step
             .run(weights, &batch)
             .map_err(|e| input(format!("step {}: {e}", state.step + 1)))?;
-        let loss: f64 = out[&a.loss].to_f32().iter().map(|&x| f64::from(x)).sum();
+        let loss: f64 = out[&recipe.loss]
+            .to_f32()
+            .iter()
+            .map(|&x| f64::from(x))
+            .sum();
         if !loss.is_finite() {
             return Err(input(format!(
                 "step {}: the loss is {loss}: lower --lr, or --clip the gradients",
@@ -392,25 +439,29 @@ fn train(
             .iter()
             .filter_map(|(n, t)| Some((n.strip_prefix(GRAD_PREFIX)?.to_string(), t.to_f32())))
             .collect();
-        let norm = clip_grad_norm(&mut grads, a.clip.map_or(f32::INFINITY, |c| c as f32));
+        let norm = clip_grad_norm(&mut grads, recipe.clip.map_or(f32::INFINITY, |c| c as f32));
         let lr = schedule.at(state.step + 1);
-        state.update(optimizer, (lr, a.weight_decay), &mut weights.values, &grads);
-        for (target, online, momentum) in &emas {
+        let momentum_step = state.step;
+        state.update(
+            recipe.optimizer,
+            |name| recipe.hyper(name, lr),
+            &mut weights.values,
+            &grads,
+        );
+        for (target, online, momenta) in &emas {
             if let Some(o) = weights.values.get(online).cloned() {
                 if let Some(t) = weights.values.get_mut(target) {
-                    ema_update(t, &o, *momentum);
+                    ema_update(t, &o, ema_momentum(*momenta, momentum_step, total));
                 }
             }
         }
         losses.push(loss);
+        let values = scalars(&out, (loss, lr, norm), &recipe.loss);
+        for (name, v) in &values {
+            curves.record(state.step, name, *v);
+        }
         if let Some(f) = log.as_mut() {
-            let line = log_line(
-                state.step,
-                (loss, lr, norm),
-                started.elapsed().as_secs_f64(),
-                &out,
-                &a.loss,
-            );
+            let line = log_line(state.step, started.elapsed().as_secs_f64(), &values);
             writeln!(f, "{line}").map_err(|e| input(format!("the log: {e}")))?;
         }
         bar.set_message(format!("loss {loss:.4}"));
@@ -425,6 +476,15 @@ fn train(
     if let Some(p) = &a.checkpoint {
         checkpoint::save(p, weights, state).map_err(input)?;
     }
+    if let Some(p) = &a.plot {
+        let title = format!(
+            "archc train {}: steps {} to {}",
+            a.file.display(),
+            first + 1,
+            state.step
+        );
+        curves.draw(p, &title).map_err(input)?;
+    }
     let secs = started.elapsed().as_secs_f64();
     let mut text = format!(
         "trained {} steps ({} to {}) of {} samples, batch {}: {:.2} steps/s\n",
@@ -438,9 +498,10 @@ fn train(
     if let (Some(l0), Some(l1)) = (losses.first(), losses.last()) {
         text.push_str(&format!(
             "  {}: {l0:.6} at the first step, {l1:.6} at the last\n",
-            a.loss
+            recipe.loss
         ));
     }
+    text.push_str(&format!("  {}\n", recipe.describe()));
     match &a.checkpoint {
         Some(p) => text.push_str(&format!(
             "  wrote {} and {}\n",
@@ -489,24 +550,32 @@ fn with_drawn(
     Ok(batch)
 }
 
-/// One step's JSON line: step, loss, lr, grad_norm, seconds, and the other scalar outputs.
-fn log_line(
-    step: u64,
-    (loss, lr, norm): (f64, f64, f32),
-    seconds: f64,
+/// A step's scalars: the loss, the model's other scalar outputs by name, the gradient norm
+/// before clipping and the learning rate.
+fn scalars(
     out: &HashMap<String, Tensor>,
+    (loss, lr, norm): (f64, f64, f32),
     loss_name: &str,
-) -> String {
-    let mut line = serde_json::json!({
-        "step": step, "loss": loss, "lr": lr, "grad_norm": norm, "seconds": seconds,
-    });
+) -> Vec<(String, f64)> {
+    let mut values = vec![("loss".to_string(), loss)];
     let mut names: Vec<&String> = out.keys().collect();
     names.sort();
     for name in names {
         let t = &out[name];
         if name != loss_name && !name.starts_with(GRAD_PREFIX) && t.numel() == 1 {
-            line[name.as_str()] = serde_json::json!(t.to_f32()[0]);
+            values.push((name.clone(), f64::from(t.to_f32()[0])));
         }
+    }
+    values.push(("grad_norm".to_string(), f64::from(norm)));
+    values.push(("lr".to_string(), lr));
+    values
+}
+
+/// One step's JSON line: step, seconds and the step's scalars.
+fn log_line(step: u64, seconds: f64, values: &[(String, f64)]) -> String {
+    let mut line = serde_json::json!({ "step": step, "seconds": seconds });
+    for (name, v) in values {
+        line[name.as_str()] = serde_json::json!(v);
     }
     line.to_string()
 }

@@ -72,8 +72,8 @@ fn dump_prints_each_stage() {
     assert_eq!(status, 0);
     assert!(
         graph.starts_with(
-            "graph llama\nsymbols batch, seq\n%0 = input \"input_ids\" : i32[batch, seq]\n"
-        ),
+            "graph llama\nsymbols batch, seq\ntrain loss=loss (computed by the section's expression)\n"
+        ) && graph.contains("lr_scale=1.0 weight_decay=0.0\n%0 = input \"input_ids\" : i32[batch, seq]\n"),
         "{graph}"
     );
     assert!(

@@ -46,6 +46,13 @@ const CASES: &[(&str, &str, &str)] = &[
     ("E0404", "model m {\n  input x: f32[2]\n  if $1 {\n    y = x\n  }\n  output z = x\n}\n", "compile-time bool"),
     ("E0111", "model m {\n  input x: f32[2, 4]\n  block id(x, k) {\n    return x\n  }\n  output y = stack(x, 4, id, k = every(2, then = 1, otherwise = $none))\n}\n", "argument `otherwise` of `every` is `none`, but `every` needs a value for it"),
     ("E0111", "model m {\n  config { d = 10 }\n  output y = iota($d / 4)\n}\n", "round it to an integer with `floor(...)` or `ceil(...)`"),
+    ("E0304", "model m {\n  input x: f32[2, 4]\n  block enc(x) {\n    return linear(x, 4)\n  }\n  shared online = enc @online\n  shared target = ema(online, 0.9, end = $1.5) @target\n  output y = online(x) + target(x)\n}\n", "float in (0, 1]"),
+    ("E0305", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train {\n    $optimiser = adamw(),\n  }\n}\n", "did you mean `optimizer`?"),
+    ("E0305", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train { optimizer = $adam(lr = 1e-3) }\n}\n", "one of: adamw, sgd"),
+    ("E0305", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train { optimizer = sgd(lr = $-0.5) }\n}\n", "`lr` must be > 0"),
+    ("E0305", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train { groups = [group(\"*bias\"), $group(\"encoder.*\", frozen = true)] }\n}\n", "holds no trained weight"),
+    ("E0305", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train { loss = $loss * 2.0 }\n}\n", "already declares"),
+    ("E0107", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train { clip = 1.0 }\n  $train { clip = 2.0 }\n}\n", "second `train` section"),
     ("E0201", "model m {\n  input x: f32[batch, seq, 4]\n  input i: i32[3]\n  output y = $gather(x, i, 1)\n}\n", "first 1 dims broadcast with [batch] (batch dims), followed by the positions; found indices [3]. For the same positions in every batch row, reshape the indices to [1, 3]"),
 ];
 

@@ -52,7 +52,10 @@ fn ijepa_ema_target_mirrors_the_encoder() {
     );
     assert!(trainable > ema, "the predictor adds trainable weights");
     for (name, (_, kind)) in &g.params {
-        if let ParamKind::Ema { online, momentum } = kind {
+        if let ParamKind::Ema {
+            online, momentum, ..
+        } = kind
+        {
             assert_eq!(name.strip_prefix("target_encoder."), Some(online.as_str()));
             assert_eq!(*momentum, 0.996);
             assert!(

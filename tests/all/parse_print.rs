@@ -156,6 +156,11 @@ fn model_item() -> impl Strategy<Value = ModelItem> {
             0..3
         )
         .prop_map(|c| ModelItem::Config(c, Span::default())),
+        prop::collection::vec(
+            (ident(), expr()).prop_map(|(name, value)| ConfigEntry { name, value }),
+            0..3
+        )
+        .prop_map(|c| ModelItem::Train(c, Span::default())),
         (ident(), tensor_type()).prop_map(|(name, ty)| ModelItem::Input(InputDecl { name, ty })),
         block().prop_map(ModelItem::Block),
         binding().prop_map(ModelItem::Shared),

@@ -197,32 +197,11 @@ impl Elab<'_> {
                 .ok_or_else(|| self.unknown_name(n, f.span, true))?,
             _ => self.eval(f)?,
         };
-        let mut ca = CallArgs {
-            callee: match &f.kind {
-                ExprKind::Name(n) => n.clone(),
-                _ => callee.describe(),
-            },
-            span,
-            positional: Vec::new(),
-            named: Vec::new(),
+        let name = match &f.kind {
+            ExprKind::Name(n) => n.clone(),
+            _ => callee.describe(),
         };
-        for arg in a {
-            let v = self.eval(&arg.value)?;
-            match &arg.name {
-                Some(n) => ca.named.push((n.name.clone(), n.span, v, arg.value.span)),
-                None => {
-                    if !ca.named.is_empty() {
-                        return Err(Diagnostic::new(
-                            "E0103",
-                            arg.value.span,
-                            "a positional argument cannot follow keyword arguments",
-                        )
-                        .label("positional after keyword"));
-                    }
-                    ca.positional.push((v, arg.value.span));
-                }
-            }
-        }
+        let ca = self.eval_args(name, a, span)?;
         match callee {
             Value::Block(b) => self.call_block(&b, ca, scope),
             Value::Builtin(name) => {
@@ -244,6 +223,39 @@ impl Elab<'_> {
             )
             .label("not callable")),
         }
+    }
+
+    /// Evaluates a call's arguments, positional ones before keywords.
+    pub(super) fn eval_args(
+        &mut self,
+        callee: String,
+        a: &[Arg],
+        span: Span,
+    ) -> Result<CallArgs, Diagnostic> {
+        let mut ca = CallArgs {
+            callee,
+            span,
+            positional: Vec::new(),
+            named: Vec::new(),
+        };
+        for arg in a {
+            let v = self.eval(&arg.value)?;
+            match &arg.name {
+                Some(n) => ca.named.push((n.name.clone(), n.span, v, arg.value.span)),
+                None => {
+                    if !ca.named.is_empty() {
+                        return Err(Diagnostic::new(
+                            "E0103",
+                            arg.value.span,
+                            "a positional argument cannot follow keyword arguments",
+                        )
+                        .label("positional after keyword"));
+                    }
+                    ca.positional.push((v, arg.value.span));
+                }
+            }
+        }
+        Ok(ca)
     }
 
     fn field(&mut self, v: Value, f: &Ident, at: Span) -> Result<Value, Diagnostic> {

@@ -15,6 +15,7 @@ mod expr;
 mod fft;
 mod number;
 mod stack;
+mod training;
 mod value;
 
 use std::collections::HashMap;
@@ -38,12 +39,13 @@ pub const DEFAULT_MAX_NODES: u64 = 10_000_000;
 
 /// Elaborates the model in `user` against the blocks of `prelude` (a user block of the same
 /// name replaces a prelude block), within a budget of `max_nodes` units of work (see
-/// [`DEFAULT_MAX_NODES`]).
+/// [`DEFAULT_MAX_NODES`]). `for_training` also elaborates the loss a `train` section computes,
+/// as output `loss`.
 pub fn elaborate(
     user: &File,
     source: SourceId,
     prelude: &[File],
-    max_nodes: u64,
+    (max_nodes, for_training): (u64, bool),
     sources: &Sources,
 ) -> Result<Graph, Diagnostic> {
     let mut models = user.items.iter().filter_map(|i| match i {
@@ -109,7 +111,7 @@ pub fn elaborate(
         }
         e.blocks.insert(b.name.name.clone(), Rc::new(b.clone()));
     }
-    e.model(model)?;
+    e.model(model, for_training)?;
     Ok(e.graph)
 }
 
@@ -132,8 +134,9 @@ struct Frame {
     scope: String,
     /// Whether this frame runs inside a `shared` instance (weights may be seen again).
     shared: bool,
-    /// Set inside an EMA instance: (ema scope, online scope, momentum).
-    ema: Option<(String, String, f64)>,
+    /// Set inside an EMA instance: (ema scope, online scope, momentum at the first and the
+    /// last step).
+    ema: Option<(String, String, (f64, f64))>,
     /// Where the block was called (None for the model body).
     call: Option<Span>,
 }
@@ -294,7 +297,8 @@ impl Elab<'_> {
         .label("choose another name"))
     }
 
-    fn model(&mut self, m: &Model) -> Result<(), Diagnostic> {
+    fn model(&mut self, m: &Model, for_training: bool) -> Result<(), Diagnostic> {
+        let mut train: Option<(&[ConfigEntry], Span)> = None;
         let mut inputs: HashMap<String, Span> = HashMap::new();
         let mut outputs: HashMap<String, Span> = HashMap::new();
         for item in &m.items {
@@ -330,6 +334,17 @@ impl Elab<'_> {
                         .insert(i.name.name.clone(), Value::Tensor(n));
                 }
                 ModelItem::Block(_) => {}
+                ModelItem::Train(entries, span) => {
+                    if train.is_some() {
+                        return Err(Diagnostic::new(
+                            "E0107",
+                            *span,
+                            "a second `train` section: a model has one",
+                        )
+                        .label("second section"));
+                    }
+                    train = Some((entries, *span));
+                }
                 ModelItem::Shared(b) => {
                     let v = self.eval(&b.value)?;
                     let v = match v {
@@ -388,6 +403,9 @@ impl Elab<'_> {
                 .label("declared by the EMA copy")
                 .note("call the online `shared` instance as well, so that its weights exist"));
             }
+        }
+        if let Some((entries, _)) = train {
+            self.train_section(entries, for_training)?;
         }
         if self.graph.outputs.is_empty() {
             return Err(Diagnostic::new(
@@ -489,7 +507,7 @@ impl Elab<'_> {
         let frame = self.frames.last().expect("model frame");
         let name = join(&frame.scope, &local);
         let kind = match &frame.ema {
-            Some((ema_scope, online, momentum)) => ParamKind::Ema {
+            Some((ema_scope, online, (momentum, end))) => ParamKind::Ema {
                 online: join(
                     online,
                     name.strip_prefix(ema_scope.as_str())
@@ -497,6 +515,7 @@ impl Elab<'_> {
                         .trim_start_matches('.'),
                 ),
                 momentum: *momentum,
+                end: *end,
             },
             None => ParamKind::Trainable,
         };

@@ -75,9 +75,10 @@ impl Elab<'_> {
             }
             "ema" => {
                 let span = ca.span;
-                let mut b = ca.bind(&["instance", "momentum"])?;
+                let mut b = ca.bind(&["instance", "momentum", "end"])?;
                 let (blk, bs) = b.req("instance")?;
                 let (m, ms) = b.req("momentum")?;
+                let end = b.opt("end");
                 let online = match &blk {
                     Value::Block(BlockValue {
                         instance: Some(i), ..
@@ -95,18 +96,10 @@ impl Elab<'_> {
                         .note("declare the online block with `shared name = block @scope` first"))
                     }
                 };
-                let momentum = match m {
-                    Value::Float(f) if f > 0.0 && f < 1.0 => f,
-                    o => {
-                        return Err(Diagnostic::new(
-                            "E0304",
-                            ms,
-                            format!(
-                                "an EMA momentum is a float in (0, 1), found {}",
-                                o.describe()
-                            ),
-                        ))
-                    }
+                let momentum = ema_momentum(m, ms, false)?;
+                let end = match end {
+                    Some((e, es)) => ema_momentum(e, es, true)?,
+                    None => momentum,
                 };
                 if !scoped {
                     return Err(Diagnostic::new(
@@ -121,7 +114,7 @@ impl Elab<'_> {
                 };
                 bv.instance = Some(Rc::new(Instance {
                     scope: self.scope().to_string(),
-                    ema: Some((online, momentum)),
+                    ema: Some((online, (momentum, end))),
                 }));
                 Ok(Value::Block(bv))
             }
@@ -340,5 +333,25 @@ impl Elab<'_> {
             spans,
         });
         Ok(x)
+    }
+}
+
+/// An EMA momentum: a float in (0, 1), or for the `end` of the schedule in (0, 1] (I-JEPA
+/// ends at 1, the target frozen).
+fn ema_momentum(v: Value, at: Span, end: bool) -> Result<f64, Diagnostic> {
+    match v {
+        Value::Float(f) if f > 0.0 && (f < 1.0 || (end && f == 1.0)) => Ok(f),
+        Value::Int(1) if end => Ok(1.0),
+        o => {
+            let range = if end { "(0, 1]" } else { "(0, 1)" };
+            Err(Diagnostic::new(
+                "E0304",
+                at,
+                format!(
+                    "an EMA momentum is a float in {range}, found {}",
+                    o.describe()
+                ),
+            ))
+        }
     }
 }

@@ -53,8 +53,9 @@ pub struct BlockValue {
 pub struct Instance {
     /// The absolute weight scope.
     pub scope: String,
-    /// For an EMA copy: the online instance's scope and the momentum.
-    pub ema: Option<(String, f64)>,
+    /// For an EMA copy: the online instance's scope and the momentum at the first and the
+    /// last step.
+    pub ema: Option<(String, (f64, f64))>,
 }
 
 /// A per-layer choice, resolved for each layer index of a stack.

@@ -11,7 +11,8 @@
 //! each node's gradient (the sum of its users' contributions) to its operands through one
 //! vector-Jacobian product per primitive (`rules.rs`; `gather.rs` and `scan.rs` for the two
 //! larger ones). Only nodes on a path from a trained weight get gradients: inputs, constants,
-//! EMA weights and values behind `stop_grad` do not.
+//! EMA weights and values behind `stop_grad` do not, nor, in [`loss_gradient`], the weights a
+//! `train` section's group freezes.
 //!
 //! Invariants of the result (checked by the graph verifier before it is returned):
 //! - the forward nodes keep their indices, and every new node comes after them, so node order
@@ -59,13 +60,13 @@ pub enum GradError {
 }
 
 /// For each node: does its value depend on a trained weight through ops gradients cross?
-fn depends_on_weights(g: &Graph) -> Vec<bool> {
+fn depends_on_weights(g: &Graph, trained: &impl Fn(&str) -> bool) -> Vec<bool> {
     let mut needs = vec![false; g.dag.node_count()];
     for v in g.dag.node_indices() {
         let node = &g.dag[v];
         needs[v.index()] = rules::differentiable(node.ty.dtype)
             && match &node.op {
-                Op::Param(name) => matches!(g.params.get(name), Some((_, ParamKind::Trainable))),
+                Op::Param(name) => trained(name),
                 Op::Unary(UnaryOp::StopGrad) => false,
                 _ => g.operands(v).iter().any(|o| needs[o.index()]),
             };
@@ -98,7 +99,14 @@ enum Seed<'a> {
 }
 
 fn build(g: &Graph, seed: Seed<'_>) -> Result<Graph, GradError> {
-    let needs = depends_on_weights(g);
+    // Training honours the `train` section's frozen groups; `archc grad` differentiates every
+    // trainable weight, as its contract says.
+    let frozen = |name: &str| {
+        matches!(seed, Seed::Loss(_)) && g.training.as_ref().is_some_and(|t| t.is_frozen(name))
+    };
+    let trained =
+        |name: &str| matches!(g.params.get(name), Some((_, ParamKind::Trainable))) && !frozen(name);
+    let needs = depends_on_weights(g, &trained);
     let mut out = g.clone();
     for stack in &mut out.stacks {
         stack.spans.clear();
@@ -158,9 +166,9 @@ fn build(g: &Graph, seed: Seed<'_>) -> Result<Graph, GradError> {
         Seed::Cotangents => "",
         Seed::Loss(_) => GRAD_PREFIX,
     };
-    let mut trained = 0;
-    for (name, (p, kind)) in &g.params {
-        if !matches!(kind, ParamKind::Trainable) || !rules::differentiable(g.ty(*p).dtype) {
+    let mut count = 0;
+    for (name, (p, _)) in &g.params {
+        if !trained(name) || !rules::differentiable(g.ty(*p).dtype) {
             continue;
         }
         e.at_node(*p);
@@ -169,9 +177,9 @@ fn build(g: &Graph, seed: Seed<'_>) -> Result<Graph, GradError> {
             None => e.zeros(g.ty(*p).clone()),
         };
         outputs.insert(format!("{prefix}{name}"), grad);
-        trained += 1;
+        count += 1;
     }
-    if trained == 0 {
+    if count == 0 {
         return Err(GradError::NoWeights);
     }
     out.outputs = outputs;

@@ -11,6 +11,7 @@ mod printer;
 mod region;
 mod storage;
 mod structure;
+mod training;
 
 pub use archc_kernels::Ieee64;
 pub use archc_runtime::Dim;
@@ -22,6 +23,7 @@ pub use printer::print_graph;
 pub use region::{AttentionInfo, KeyRange, LayerKind, Region, RegionKind, ScanInfo, SsdInfo};
 pub use storage::with_float_storage;
 pub use structure::Structure;
+pub use training::{glob_matches, OptimizerSpec, ParamGroup, ScheduleSpec, Training};
 
 use indexmap::IndexMap;
 use petgraph::graph::DiGraph;
@@ -85,8 +87,11 @@ pub enum ParamKind {
     Ema {
         /// The online weight it follows.
         online: String,
-        /// The EMA momentum.
+        /// The EMA momentum at the first step.
         momentum: f64,
+        /// The momentum at the last step: it moves linearly from `momentum` to this over a
+        /// training run (I-JEPA's schedule, 0.996 to 1.0); equal to `momentum` when constant.
+        end: f64,
     },
 }
 
@@ -136,6 +141,8 @@ pub struct Graph {
     pub stacks: Vec<StackInfo>,
     /// Distinct layer kinds that `call` nodes run (made by the `interleave_stack` pass).
     pub kinds: Vec<LayerKind>,
+    /// What the model's `train` section says, if it has one.
+    pub training: Option<Training>,
 }
 
 impl Graph {

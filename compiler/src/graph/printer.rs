@@ -13,10 +13,22 @@ pub fn print_graph(g: &Graph) -> String {
         let _ = writeln!(out, "symbols {}", g.symbols.join(", "));
     }
     for (name, kind) in g.params.iter().filter_map(|(n, (_, k))| match k {
-        ParamKind::Ema { online, momentum } => Some((n, (online, momentum))),
+        ParamKind::Ema {
+            online,
+            momentum,
+            end,
+        } => Some((n, (online, momentum, end))),
         ParamKind::Trainable => None,
     }) {
-        let _ = writeln!(out, "ema {name} <- {} momentum={:?}", kind.0, kind.1);
+        let (online, momentum, end) = kind;
+        let _ = write!(out, "ema {name} <- {online} momentum={momentum:?}");
+        if end != momentum {
+            let _ = write!(out, " end={end:?}");
+        }
+        out.push('\n');
+    }
+    if let Some(t) = &g.training {
+        t.print(&mut out);
     }
     for (i, k) in g.kinds.iter().enumerate() {
         let _ = writeln!(out, "kind{i} {} ({} calls) {{", k.name, k.calls);

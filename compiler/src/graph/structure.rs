@@ -39,11 +39,15 @@ impl Structure<'_> {
     }
 }
 
-/// A weight's kind with its momentum as bits, so that equality and hashing agree.
-fn param_key(kind: &ParamKind) -> Option<(&str, u64)> {
+/// A weight's kind with its momenta as bits, so that equality and hashing agree.
+fn param_key(kind: &ParamKind) -> Option<(&str, (u64, u64))> {
     match kind {
         ParamKind::Trainable => None,
-        ParamKind::Ema { online, momentum } => Some((online, momentum.to_bits())),
+        ParamKind::Ema {
+            online,
+            momentum,
+            end,
+        } => Some((online, (momentum.to_bits(), end.to_bits()))),
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Model {
 pub enum ModelItem {
     /// `config { name = expr, ... }`
     Config(Vec<ConfigEntry>, Span),
+    /// `train { name = expr, ... }`: how `archc train` trains the model.
+    Train(Vec<ConfigEntry>, Span),
     /// `input name: dtype[dims]`
     Input(InputDecl),
     /// A block local to this model.
@@ -60,7 +62,7 @@ pub enum ModelItem {
     Stmt(Stmt),
 }
 
-/// `name = expr` in a config.
+/// `name = expr` in a config or a train section.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConfigEntry {
     /// The constant's name.

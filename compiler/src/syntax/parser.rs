@@ -123,6 +123,7 @@ fn rule_name(rule: Rule) -> &'static str {
         Rule::model => "`model`",
         Rule::block_def => "`block`",
         Rule::config => "`config`",
+        Rule::train => "`train`",
         Rule::input_decl => "`input`",
         Rule::shared_decl => "`shared`",
         Rule::output_stmt => "`output`",
@@ -179,16 +180,8 @@ impl Builder {
         for it in inner {
             let sp = self.span(&it);
             items.push(match it.as_rule() {
-                Rule::config => {
-                    let mut entries = Vec::new();
-                    for e in it.into_inner() {
-                        let mut ei = e.into_inner();
-                        let name = self.ident(ei.next().expect("config name"));
-                        let value = self.expr(ei.next().expect("config value"))?;
-                        entries.push(ConfigEntry { name, value });
-                    }
-                    ModelItem::Config(entries, sp)
-                }
+                Rule::config => ModelItem::Config(self.entries(it)?, sp),
+                Rule::train => ModelItem::Train(self.entries(it)?, sp),
                 Rule::input_decl => {
                     let mut ii = it.into_inner();
                     let name = self.ident(ii.next().expect("input name"));
@@ -202,6 +195,18 @@ impl Builder {
             });
         }
         Ok(Model { name, items, span })
+    }
+
+    /// The `name = expr` entries of a config or a train section.
+    fn entries(&self, p: Pair<Rule>) -> PResult<Vec<ConfigEntry>> {
+        let mut entries = Vec::new();
+        for e in p.into_inner() {
+            let mut ei = e.into_inner();
+            let name = self.ident(ei.next().expect("entry name"));
+            let value = self.expr(ei.next().expect("entry value"))?;
+            entries.push(ConfigEntry { name, value });
+        }
+        Ok(entries)
     }
 
     fn binding(&self, p: Pair<Rule>) -> PResult<Binding> {

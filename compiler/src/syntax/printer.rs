@@ -48,8 +48,12 @@ impl Printer {
         self.depth += 1;
         for it in &m.items {
             match it {
-                ModelItem::Config(entries, _) => {
-                    self.line("config {");
+                ModelItem::Config(entries, _) | ModelItem::Train(entries, _) => {
+                    let head = match it {
+                        ModelItem::Train(..) => "train {",
+                        _ => "config {",
+                    };
+                    self.line(head);
                     self.depth += 1;
                     for e in entries {
                         self.line(&format!("{} = {},", e.name.name, print_expr(&e.value)));
