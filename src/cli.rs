@@ -355,6 +355,11 @@ pub(crate) enum Command {
         /// `--stage fused --grad` shows how the passes fused the backward pass.
         #[arg(long)]
         grad: bool,
+        /// Print the stage of the training step `archc train` runs instead: the model
+        /// compiled for training (its `train` section's loss), its outputs and the loss's
+        /// gradient for every trained weight (`grad:NAME`).
+        #[arg(long, conflicts_with = "grad")]
+        train: bool,
         /// A GGUF checkpoint whose block-quantized weights the kernels and plan read in place,
         /// as `run` and `generate` compile them with it (weights are not loaded).
         #[arg(long, value_name = "FILE.gguf")]

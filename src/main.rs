@@ -299,6 +299,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             explain_fusion,
             verify,
             grad,
+            train,
             weights,
             arch,
             stats,
@@ -306,7 +307,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
         } => {
             let passes = passes.options()?;
             let passes = if verify { passes.verified() } else { passes };
-            let (s, id) = load(&file, max_nodes)?;
+            let (mut s, id) = load(&file, max_nodes)?;
+            s.for_training = train;
             if let Stage::Ast = stage {
                 let ast = s.parse(id).map_err(|d| Failure::Input(s.render(&d)))?;
                 return Ok(print_file(&ast));
@@ -317,6 +319,13 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     .map_err(|e| Failure::Input(format!("error: {e}\n")))
             };
             let graph = if grad { gradient(&graph)? } else { graph };
+            let graph = if train {
+                let loss = graph.training.as_ref().and_then(|t| t.loss.clone());
+                archc_compiler::grad::loss_gradient(&graph, loss.as_deref().unwrap_or("loss"))
+                    .map_err(|e| Failure::Input(format!("error: {e}\n")))?
+            } else {
+                graph
+            };
             let passes = passes.with_blocks(blocks_of(weights, &graph)?);
             check_dim_names(&dims, &graph.symbols)?;
             if explain_fusion {

@@ -293,6 +293,19 @@ impl<'p> Executor<'p> {
         })
     }
 
+    /// Loads every weight anew through `source`, keeping the arena and its layout: a training
+    /// loop hands each step's weights to one executor instead of a fresh one whose arena the
+    /// OS must fault in again. The prepare steps run again at the next [`Executor::prepare`].
+    pub fn reload<W: Into<WeightData<'p>>>(
+        &mut self,
+        source: impl FnMut(&str, DType, &[usize]) -> Result<W, String>,
+    ) -> Result<(), RunError> {
+        let fresh = Executor::load(self.plan, source, HashMap::new(), self.skipped.clone())?;
+        self.weights = fresh.weights;
+        self.prepared = Prepared::Not;
+        Ok(())
+    }
+
     /// The bytes of weights this executor holds now, mapped and owned. After `prepare`, the
     /// weights that only prepare steps read are gone.
     pub fn weight_bytes(&self) -> WeightBytes {

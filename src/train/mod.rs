@@ -216,16 +216,17 @@ pub(crate) fn command(a: TrainArgs, max_nodes: u64, threads: usize) -> Result<St
     let inputs: Vec<String> = graph.inputs.keys().cloned().collect();
     let samples = data::Samples::open(&a.data, &inputs, a.seed).map_err(input)?;
     let (mut weights, mut state) = initial(&graph, &lowered, &a)?;
-    let run = Step {
+    let mut run = Step {
         graph: &step_graph,
         lowered: &lowered,
         launcher: jit.as_deref(),
         dims: a.dims.iter().cloned().collect(),
+        exec: None,
     };
     train(
         &a,
         &recipe,
-        (&graph, &run),
+        (&graph, &mut run),
         &samples,
         (&mut weights, &mut state),
     )
@@ -293,12 +294,14 @@ struct Step<'a> {
     /// None: the graph interpreter.
     launcher: Option<&'a dyn Launcher>,
     dims: HashMap<String, i64>,
+    /// The executor of the previous step: its arena is reused, its weights reloaded.
+    exec: Option<Executor<'a>>,
 }
 
-impl Step<'_> {
+impl<'a> Step<'a> {
     /// The step graph's outputs for this batch and these weights.
     fn run(
-        &self,
+        &mut self,
         weights: &Weights,
         inputs: &HashMap<String, Tensor>,
     ) -> Result<HashMap<String, Tensor>, String> {
@@ -317,10 +320,18 @@ impl Step<'_> {
                     .collect()
             }
             Some(launcher) => {
-                let mut exec = Executor::new(&self.lowered.plan, |n, _, _| {
-                    weights.tensor(n).ok_or_else(|| missing(n))
-                })
-                .map_err(|e| e.to_string())?;
+                let source = |n: &str, _, _: &[usize]| weights.tensor(n).ok_or_else(|| missing(n));
+                let exec = match self.exec.as_mut() {
+                    Some(exec) => {
+                        exec.reload(source).map_err(|e| e.to_string())?;
+                        exec
+                    }
+                    None => {
+                        let plan: &'a archc_runtime::Plan = &self.lowered.plan;
+                        let exec = Executor::new(plan, source).map_err(|e| e.to_string())?;
+                        self.exec.insert(exec)
+                    }
+                };
                 exec.bind(inputs, &self.dims).map_err(|e| e.to_string())?;
                 exec.prepare(launcher).map_err(|e| e.to_string())?;
                 exec.run(launcher, inputs, &self.dims)
@@ -384,7 +395,7 @@ fn initial(g: &Graph, lowered: &Lowered, a: &TrainArgs) -> Result<(Weights, Opti
 fn train(
     a: &TrainArgs,
     recipe: &recipe::Recipe,
-    (g, step): (&Graph, &Step<'_>),
+    (g, step): (&Graph, &mut Step<'_>),
     samples: &data::Samples,
     (weights, state): (&mut Weights, &mut OptimState),
 ) -> Result<String, Failure> {

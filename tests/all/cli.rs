@@ -81,6 +81,14 @@ fn dump_prints_each_stage() {
         "{graph}"
     );
     assert!(graph.contains("output logits = %"), "{graph}");
+    assert!(!graph.contains("output loss"), "{graph}");
+    // `--train`: the step `archc train` runs: the section's loss made an output, and the
+    // gradient of every trained weight.
+    let (status, step, _) = archc(&["dump", "--stage", "graph", "--train", "examples/llama.arch"]);
+    assert_eq!(status, 0);
+    for want in ["output loss = %", "output grad:lm_head.weight = %"] {
+        assert!(step.contains(want), "{want} in {step}");
+    }
 }
 
 #[test]

@@ -141,6 +141,14 @@ impl<'g> Emit<'g> {
     }
 
     /// The last two axes swapped.
+    /// `x` [d0, …, dk, m, n] as a matrix [d0·…·dk·m, n].
+    pub(super) fn flatten_leading(&mut self, x: NodeIndex) -> Result<NodeIndex, GradError> {
+        let shape = self.shape(x);
+        let (rows, last) = shape.split_at(shape.len() - 1);
+        let rows = Dim::product(rows).ok_or(GradError::Overflow)?;
+        Ok(self.reshape(x, vec![rows, last[0].clone()]))
+    }
+
     pub(super) fn transpose(&mut self, x: NodeIndex) -> Result<NodeIndex, GradError> {
         let r = self.g.ty(x).rank();
         let mut perm: Vec<usize> = (0..r).collect();

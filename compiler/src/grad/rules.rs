@@ -54,9 +54,19 @@ pub(super) fn vjp(
                 out.push((a, e.unbroadcast(d, &e.ty(a).shape)?));
             }
             if wants(b) {
-                let at = e.transpose(a)?;
-                let d = e.op(Op::MatMul, &[at, g])?;
-                out.push((b, e.unbroadcast(d, &e.ty(b).shape)?));
+                let d = if e.ty(b).rank() == 2 && e.ty(a).rank() > 2 {
+                    // A weight shared by every row of a batch (`linear`): the batch folds
+                    // into the contraction, one [K, L·M] × [L·M, N] product rather than L
+                    // small ones and a sum of L partial gradients.
+                    let (a, g) = (e.flatten_leading(a)?, e.flatten_leading(g)?);
+                    let at = e.transpose(a)?;
+                    e.op(Op::MatMul, &[at, g])?
+                } else {
+                    let at = e.transpose(a)?;
+                    let d = e.op(Op::MatMul, &[at, g])?;
+                    e.unbroadcast(d, &e.ty(b).shape)?
+                };
+                out.push((b, d));
             }
         }
         Op::Reshape => out.push((xs[0], e.reshape(g, e.ty(xs[0]).shape))),
