@@ -6,8 +6,8 @@ and without them (the target is the online encoder, gradients flowing), side by 
 1. scripts/digits_to_safetensors.py writes the 1,437 training and 360 held-out images;
 2. `archc train examples/ijepa_train.arch` trains each variant (the second with
    `use_ema = false`), logging the loss and the collapse metrics the model computes at every
-   step (the per-dimension standard deviation of the embeddings and their mean cosine
-   similarity over the batch);
+   step over the batch (the effective rank of the embeddings, through `svdvals`; their
+   per-dimension standard deviation; their mean cosine similarity);
 3. `archc run` embeds the training and held-out images with each trained encoder and with the
    randomly initialised one (the `embedding` output: the mean over patches of the encoder's
    normalised embeddings); a logistic-regression probe is fitted on the training embeddings
@@ -47,10 +47,14 @@ def variant(scratch, ema, momentum):
 
 def train(args, arch, scratch, name):
     ckpt, log = os.path.join(scratch, f"{name}.safetensors"), os.path.join(scratch, f"{name}.jsonl")
+    # The recipe (AdamW, warmup and cosine, parameter groups, the EMA schedule) is the
+    # example's `train` section; flags given here override it.
     cmd = [args.archc, "train", arch, "--data", os.path.join(scratch, "train.safetensors"),
-           "--steps", str(args.steps), "--batch", str(args.batch), "--lr", str(args.lr),
-           "--weight-decay", str(args.weight_decay), "--warmup", str(args.warmup), "--schedule", "cosine",
+           "--steps", str(args.steps), "--batch", str(args.batch),
            "--seed", str(args.seed), "--checkpoint", ckpt, "--log", log]
+    for flag in ["lr", "weight_decay", "warmup"]:
+        if getattr(args, flag) is not None:
+            cmd += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     print(" ".join(cmd), flush=True)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     print(out, end="", flush=True)
@@ -93,16 +97,19 @@ def plot(path, logs):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    keys = ["loss", "effective_rank", "embedding_std", "mean_cosine"]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     for (label, log), color in zip(logs.items(), ["tab:blue", "tab:red"]):
         steps = [r["step"] for r in log]
-        for ax, key in zip(axes, ["loss", "embedding_std", "mean_cosine"]):
+        for ax, key in zip(axes, keys):
             ax.plot(steps, [r[key] for r in log], color=color, label=label, linewidth=1)
-    for ax, title in zip(axes, ["loss", "per-dimension std of the embeddings", "mean cosine similarity"]):
+    titles = ["loss", "effective rank (in the step, over the batch)", "per-dimension std of the embeddings",
+              "mean cosine similarity"]
+    for ax, title in zip(axes, titles):
         ax.set_title(title)
         ax.set_xlabel("step")
     axes[0].set_yscale("log")
-    axes[1].set_yscale("log")
+    axes[2].set_yscale("log")
     axes[0].legend()
     fig.suptitle("I-JEPA on scikit-learn's digits, trained by archc train")
     fig.tight_layout()
@@ -115,9 +122,9 @@ def main():
     p.add_argument("--archc", default=os.path.join(REPO, "target", "release", "archc"))
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--lr", type=float, help="override the train section's learning rate")
+    p.add_argument("--weight-decay", type=float, help="override the train section's weight decay")
+    p.add_argument("--warmup", type=int, help="override the train section's warmup steps")
     p.add_argument("--momentum", type=float, default=0.998)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="a PNG of the loss and the collapse metrics over steps")

@@ -47,6 +47,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("E0111", "model m {\n  input x: f32[2, 4]\n  block id(x, k) {\n    return x\n  }\n  output y = stack(x, 4, id, k = every(2, then = 1, otherwise = $none))\n}\n", "argument `otherwise` of `every` is `none`, but `every` needs a value for it"),
     ("E0111", "model m {\n  config { d = 10 }\n  output y = iota($d / 4)\n}\n", "round it to an integer with `floor(...)` or `ceil(...)`"),
     ("E0304", "model m {\n  input x: f32[2, 4]\n  block enc(x) {\n    return linear(x, 4)\n  }\n  shared online = enc @online\n  shared target = ema(online, 0.9, end = $1.5) @target\n  output y = online(x) + target(x)\n}\n", "float in (0, 1]"),
+    ("E0205", "model m {\n  input x: f32[2, n]\n  output y = $svdvals(x)\n}\n", "constant number of columns"),
     ("E0305", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train {\n    $optimiser = adamw(),\n  }\n}\n", "did you mean `optimizer`?"),
     ("E0305", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train { optimizer = $adam(lr = 1e-3) }\n}\n", "one of: adamw, sgd"),
     ("E0305", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train { optimizer = sgd(lr = $-0.5) }\n}\n", "`lr` must be > 0"),

@@ -40,5 +40,6 @@ mod schedule_ir;
 mod sharded;
 mod snapshots;
 mod step;
+mod svdvals;
 mod train;
 mod verify;

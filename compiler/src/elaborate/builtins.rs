@@ -18,7 +18,7 @@ pub const BUILTINS: &[&str] = &[
     "exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sin", "cos", "abs", "stop_grad",
     "maximum", "minimum", "pow", "where",
     // reductions and contraction
-    "sum", "max", "matmul",
+    "sum", "max", "matmul", "svdvals",
     // layout
     "reshape", "unsqueeze", "permute", "transpose", "slice", "flip", "concat", "pad", "gather",
     "cast",
@@ -224,6 +224,17 @@ impl Elab<'_> {
                     Op::MatMul,
                     None,
                     &[x, y],
+                    b.span(),
+                )?))
+            }
+            "svdvals" => {
+                let mut b = ca.bind(&["x"])?;
+                let (x, xs) = b.req("x")?;
+                let x = self.expect_tensor(&x, xs, "the input of `svdvals`")?;
+                Ok(Value::Tensor(self.node(
+                    Op::SvdVals,
+                    None,
+                    &[x],
                     b.span(),
                 )?))
             }

@@ -116,6 +116,11 @@ pub(super) fn vjp(
                 out.push((x, d));
             }
         }
+        Op::SvdVals => {
+            return Err(GradError::Unsupported(
+                "`svdvals` has no gradient here: read it behind `stop_grad` (a metric)".into(),
+            ))
+        }
         Op::Fused(_) | Op::Call(_) => {
             return Err(GradError::Unsupported(format!(
                 "`{op}`: gradients are taken of the elaborated graph, before the passes"

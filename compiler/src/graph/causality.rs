@@ -136,6 +136,15 @@ fn analyse(
                 }
             }
             Op::Flip { axis } | Op::Concat { axis } if axis_on_stream(0, *axis) => everything,
+            // Each matrix's values read all of it.
+            Op::SvdVals => {
+                let r = ops.first().map_or(0, |x| g.ty(*x).rank());
+                if (r.saturating_sub(2)..r).any(|a| axis_on_stream(0, a)) {
+                    everything
+                } else {
+                    most
+                }
+            }
             Op::Slice { axis, start, .. } if axis_on_stream(0, *axis) => {
                 of(0).map(|l| shift(l, start.as_const().unwrap_or(UNBOUNDED)))
             }

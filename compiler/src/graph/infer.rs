@@ -281,7 +281,35 @@ pub fn infer(op: &Op, ins: &[&TensorType], declared: Option<&TensorType>) -> Inf
                 ))),
             }
         }
+        Op::SvdVals => svdvals(ins[0]),
     }
+}
+
+/// The most columns `svdvals` takes: its kernel holds an n × n Gram matrix per thread.
+pub const SVDVALS_MAX_COLUMNS: i64 = 256;
+
+fn svdvals(x: &TensorType) -> Infer {
+    float_only("svdvals", x)?;
+    if x.rank() < 2 {
+        return Err(TypeError::Shape(format!(
+            "`svdvals` needs matrices, rank ≥ 2, found {}",
+            shape_str(&x.shape)
+        )));
+    }
+    let n = &x.shape[x.rank() - 1];
+    match n.as_const() {
+        Some(c) if (1..=SVDVALS_MAX_COLUMNS).contains(&c) => {}
+        _ => {
+            return Err(TypeError::Range(format!(
+                "`svdvals` needs a constant number of columns from 1 to \
+                 {SVDVALS_MAX_COLUMNS}, found {n} in {}",
+                shape_str(&x.shape)
+            )))
+        }
+    }
+    let mut shape = x.shape[..x.rank() - 2].to_vec();
+    shape.push(n.clone());
+    Ok(TensorType::new(x.dtype, shape))
 }
 
 fn matmul(a: &TensorType, b: &TensorType) -> Infer {

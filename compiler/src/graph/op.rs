@@ -171,6 +171,10 @@ pub enum Op {
         /// The sequence axis.
         axis: usize,
     },
+    /// The singular values of each matrix of `x` [..., m, n] (n a constant), largest first:
+    /// `[..., n]`, zeros past rank min(m, n). Not differentiable (a metric, read behind
+    /// `stop_grad`).
+    SvdVals,
     /// A fused region made by the passes: one kernel, whose meaning is its body graph.
     Fused(Box<Region>),
     /// One layer of a stack: runs layer kind `graph.kinds[i]` on the operands.
@@ -227,6 +231,7 @@ impl fmt::Display for Op {
             Op::Gather { axis } => write!(f, "gather[axis={axis}]"),
             Op::Cast => f.write_str("cast"),
             Op::Scan { axis } => write!(f, "scan[axis={axis}]"),
+            Op::SvdVals => f.write_str("svdvals"),
             Op::Fused(r) => write!(f, "{}", r.kind),
             Op::Call(k) => write!(f, "call kind{k}"),
         }

@@ -9,6 +9,7 @@ mod contract;
 mod elementwise;
 mod layout;
 mod moe;
+mod svd;
 
 use std::collections::HashMap;
 
@@ -222,6 +223,7 @@ pub(crate) fn eval(
         Op::Reduce { op, axes, keepdim } => contract::reduce(*op, ins[0], axes, *keepdim),
         Op::MatMul => contract::matmul(ins[0], ins[1], shape),
         Op::Scan { axis } => contract::scan(ins[0], ins[1], *axis),
+        Op::SvdVals => svd::svdvals(ins[0]),
         Op::Reshape => Ok(Tensor {
             shape: shape.to_vec(),
             ..ins[0].clone()

@@ -1,4 +1,5 @@
-//! Templates that combine elements: reductions, matmul and the `scan` recurrence.
+//! Templates that combine elements: reductions, matmul, the `scan` recurrence and
+//! `svdvals`.
 
 use archc_kernels::ir::build::{add, bin, mul};
 use archc_kernels::ir::{Axis, Bin, Expr, Ieee32, Stmt, Ty};
@@ -21,6 +22,7 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
             return Some(t);
         }
         Op::Scan { axis } => scan(cx, *axis, ins[0], ins[1]),
+        Op::SvdVals => return Some(super::svd::lower(cx, out, ins[0])),
         _ => return None,
     };
     Some(Template::new(body, vec![]))

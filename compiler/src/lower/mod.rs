@@ -25,6 +25,7 @@ mod same_weights;
 mod scan;
 pub mod schedule;
 mod ssd;
+mod svd;
 
 pub use same_weights::same_weights;
 

@@ -158,6 +158,15 @@ pub fn operand_masks(
             let x = ops.first().copied().unwrap_or(v);
             vec![reshape_mask(g, stream, v, x, mask)?]
         }
+        Op::SvdVals => {
+            let x = ops.first().copied().unwrap_or(v);
+            let r = rank(x);
+            // Each matrix's values read all of it: its two axes over the whole context.
+            let batch = (0..r.saturating_sub(2))
+                .filter(|j| mask & bit(*j) != 0)
+                .fold(0, |m, j| m | bit(j));
+            vec![batch | bit(r - 2) | bit(r - 1)]
+        }
         Op::Gather { axis } => {
             let (&x, &idx) = match ops.as_slice() {
                 [x, i] => (x, i),

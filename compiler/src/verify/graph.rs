@@ -110,7 +110,8 @@ fn arity(op: &Op, n: usize) -> Option<String> {
         | Op::Slice { .. }
         | Op::Flip { .. }
         | Op::Pad { .. }
-        | Op::Cast => 1,
+        | Op::Cast
+        | Op::SvdVals => 1,
         Op::Binary(_) | Op::MatMul | Op::Gather { .. } | Op::Scan { .. } => 2,
         Op::Select => 3,
         // Regions and calls check their operands against their bodies.
