@@ -57,7 +57,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The process's peak resident memory so far (`VmHWM`), in bytes, where Linux reports it.
-fn peak_memory() -> Option<u64> {
+pub(crate) fn peak_memory() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

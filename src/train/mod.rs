@@ -513,6 +513,12 @@ fn train(
         ));
     }
     text.push_str(&format!("  {}\n", recipe.describe()));
+    if let Some(peak) = crate::bench::peak_memory() {
+        text.push_str(&format!(
+            "  peak resident memory {:.0} MiB\n",
+            peak as f64 / (1u64 << 20) as f64
+        ));
+    }
     match &a.checkpoint {
         Some(p) => text.push_str(&format!(
             "  wrote {} and {}\n",
