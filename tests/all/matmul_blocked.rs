@@ -114,3 +114,44 @@ fn a_wider_target_lowers_to_its_own_vector_width() {
         .collect();
     assert!(text.contains("splat16"), "{text}");
 }
+
+/// Products whose reduction runs over `batch·seq` (the gradient of a weight shared by every
+/// position, `xᵀ·dy` over the flattened batch) on every native backend against the graph
+/// interpreter, down to one position. LLVM's code for them once left the output unwritten:
+/// its inline stack probes of the matmul's large frame (LLVM kernels have none now).
+#[test]
+fn a_reduction_over_a_product_of_dims() {
+    for (m, n) in [(16, 18), (8, 68)] {
+        let src = format!(
+            "model mm {{
+  input a: f32[{m}, batch, seq]
+  input g: f32[batch, seq, {n}]
+  output y = matmul(reshape(a, [{m}, batch * seq]), reshape(g, [batch * seq, {n}]))
+}}
+"
+        );
+        let g = compile("mm.arch", &src).unwrap_or_else(|(_, r)| panic!("{r}"));
+        for (batch, seq) in [(1, 1), (2, 3)] {
+            let inputs: HashMap<String, archc_runtime::Tensor> =
+                [("a", vec![m, batch, seq]), ("g", vec![batch, seq, n])]
+                    .into_iter()
+                    .map(|(name, s)| {
+                        let t = random_tensor(4, name, archc_runtime::DType::F32, &s, 1.0, 2);
+                        (name.to_string(), t)
+                    })
+                    .collect();
+            let dims = bind_dims(&g, &inputs, &HashMap::new()).unwrap();
+            let none = HashMap::new();
+            let mut weights = archc_compiler::interp::MapWeights(&none);
+            let want = interpret(&g, &dims, &inputs, &mut weights).unwrap();
+            let got = crate::common::native_random(&g, &PassOptions::all(), &inputs);
+            for ((name, w), (_, o)) in want.iter().zip(&got) {
+                let err = crate::common::rel_err(o, w);
+                assert!(
+                    err <= 1e-5,
+                    "{m}×{n}, {batch}×{seq}: {name}: rel err {err:e}"
+                );
+            }
+        }
+    }
+}

@@ -126,11 +126,14 @@ pub fn module(kernels: &[Kernel], symbols: usize, cpu: &CpuAttributes) -> String
     let mut out = String::from("; archc kernels\n");
     declarations(&mut out);
     out.push_str(&functions(kernels, symbols, false, BTreeMap::new()));
-    // Large frames touch their pages in order, so a thread's stack overflow hits its guard
-    // page (as Cranelift's inline probestack does).
+    // No stack probes: LLVM 22's inline-asm probes of a frame of hundreds of KB (a matmul's
+    // panels) made x86 code that left the output unwritten (a reduction over `batch·seq`,
+    // tests/all/matmul_blocked.rs). Nothing needs them: every thread a kernel runs on has a
+    // stack sized for the kernel's arrays (`Kernel::local_bytes`, bounded by `check_locals`;
+    // the runtime's `CpuKernels`), so no frame reaches past its thread's stack.
     let _ = write!(
         out,
-        "\nattributes #0 = {{ nounwind mustprogress \"probe-stack\"=\"inline-asm\" \"target-cpu\"=\"{}\" \"target-features\"=\"{}\" }}\n",
+        "\nattributes #0 = {{ nounwind mustprogress \"target-cpu\"=\"{}\" \"target-features\"=\"{}\" }}\n",
         cpu.cpu, cpu.features
     );
     out
