@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use archc_compiler::grad::gradient;
 use clap::Args;
 
-use crate::cli::{parse_dim, Arch, Backend, DeviceKind, PassFlags};
+use crate::cli::{parse_dim, Arch, Backend, DeviceKind, PassFlags, Storage};
 use crate::{check_dim_names, check_paths, load, run, Failure};
 
 /// The arguments of `archc grad`.
@@ -39,6 +39,10 @@ pub(crate) struct GradArgs {
     /// With `--device cuda-sim`: the GPU architecture simulated.
     #[arg(long, value_enum, default_value_t = Arch::Sm80)]
     arch: Arch,
+    /// How floats are stored: f32, or bf16/f16 (weights, activations and gradients rounded
+    /// to it; arithmetic in f32), as `archc run --dtype` does for the forward pass.
+    #[arg(long, value_enum, default_value_t = Storage::F32)]
+    dtype: Storage,
     /// Seed for random weights, inputs and cotangents.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -67,6 +71,7 @@ pub(crate) fn command(a: GradArgs, max_nodes: u64, threads: usize) -> Result<Str
     let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
     check_dim_names(&a.dims, &graph.symbols)?;
     let grad = gradient(&graph).map_err(|e| Failure::Input(format!("error: {e}\n")))?;
+    let grad = crate::narrowed(grad, a.dtype);
     let options = run::RunOptions {
         weights: a.weights,
         inputs: a.inputs.into_iter().chain(a.cotangents).collect(),

@@ -407,7 +407,10 @@ fn run(cli: Cli) -> Result<String, Failure> {
 }
 
 /// `graph` with its floats stored as `dtype` (`--dtype`).
-fn narrowed(graph: archc_compiler::graph::Graph, dtype: Storage) -> archc_compiler::graph::Graph {
+pub(crate) fn narrowed(
+    graph: archc_compiler::graph::Graph,
+    dtype: Storage,
+) -> archc_compiler::graph::Graph {
     match dtype {
         Storage::F32 => graph,
         narrow => archc_compiler::graph::with_float_storage(&graph, narrow.dtype()),

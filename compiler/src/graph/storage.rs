@@ -40,7 +40,9 @@ pub fn with_float_storage(g: &Graph, dtype: DType) -> Graph {
         };
         narrow[i] = g.ty(n).dtype == DType::F32 && !structural[i];
         first[i] = w.new.dag.node_count();
-        let meets_narrow = operands.iter().any(|o| narrow[o.index()]);
+        // A narrow node (one operand not structural: a `where` on a mask from the inputs, a
+        // gradient's select of a value or zero) takes its structural f32 operands cast too.
+        let meets_narrow = narrow[i] || operands.iter().any(|o| narrow[o.index()]);
         let node = &g.dag[n];
         let mapped: Vec<_> = operands
             .iter()
