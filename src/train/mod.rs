@@ -11,6 +11,7 @@ mod checkpoint;
 mod data;
 mod plot;
 mod recipe;
+mod report;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -402,18 +403,7 @@ fn train(
     let first = state.step;
     let total = first + a.steps;
     let schedule = recipe.schedule(total);
-    let emas: Vec<(String, String, (f64, f64))> = g
-        .params
-        .iter()
-        .filter_map(|(n, (_, k))| match k {
-            ParamKind::Ema {
-                online,
-                momentum,
-                end,
-            } => Some((n.clone(), online.clone(), (*momentum, *end))),
-            ParamKind::Trainable => None,
-        })
-        .collect();
+    let emas = ema_links(g);
     let mut log = match &a.log {
         Some(p) => {
             Some(std::fs::File::create(p).map_err(|e| input(format!("{}: {e}", p.display())))?)
@@ -446,33 +436,15 @@ fn train(
                 state.step + 1
             )));
         }
-        let mut grads: HashMap<String, Vec<f32>> = out
-            .iter()
-            .filter_map(|(n, t)| Some((n.strip_prefix(GRAD_PREFIX)?.to_string(), t.to_f32())))
-            .collect();
-        let norm = clip_grad_norm(&mut grads, recipe.clip.map_or(f32::INFINITY, |c| c as f32));
         let lr = schedule.at(state.step + 1);
-        let momentum_step = state.step;
-        state.update(
-            recipe.optimizer,
-            |name| recipe.hyper(name, lr),
-            &mut weights.values,
-            &grads,
-        );
-        for (target, online, momenta) in &emas {
-            if let Some(o) = weights.values.get(online).cloned() {
-                if let Some(t) = weights.values.get_mut(target) {
-                    ema_update(t, &o, ema_momentum(*momenta, momentum_step, total));
-                }
-            }
-        }
+        let norm = update(recipe, &out, (lr, total, &emas), (weights, state));
         losses.push(loss);
-        let values = scalars(&out, (loss, lr, norm), &recipe.loss);
+        let values = report::scalars(&out, (loss, lr, norm), &recipe.loss);
         for (name, v) in &values {
             curves.record(state.step, name, *v);
         }
         if let Some(f) = log.as_mut() {
-            let line = log_line(state.step, started.elapsed().as_secs_f64(), &values);
+            let line = report::log_line(state.step, started.elapsed().as_secs_f64(), &values);
             writeln!(f, "{line}").map_err(|e| input(format!("the log: {e}")))?;
         }
         bar.set_message(format!("loss {loss:.4}"));
@@ -497,37 +469,71 @@ fn train(
         curves.draw(p, &title).map_err(input)?;
     }
     let secs = started.elapsed().as_secs_f64();
-    let mut text = format!(
-        "trained {} steps ({} to {}) of {} samples, batch {}: {:.2} steps/s\n",
-        a.steps,
-        first,
-        state.step,
-        samples.len(),
-        a.batch,
-        a.steps as f64 / secs.max(1e-9)
+    Ok(report::summary(
+        a,
+        recipe,
+        (samples.len(), first, state.step),
+        &losses,
+        secs,
+    ))
+}
+
+/// An EMA weight, the online weight it follows, and its momentum's start and end.
+struct EmaLink {
+    target: String,
+    online: String,
+    momenta: (f64, f64),
+}
+
+/// The model's EMA links.
+fn ema_links(g: &Graph) -> Vec<EmaLink> {
+    g.params
+        .iter()
+        .filter_map(|(n, (_, k))| match k {
+            ParamKind::Ema {
+                online,
+                momentum,
+                end,
+            } => Some(EmaLink {
+                target: n.clone(),
+                online: online.clone(),
+                momenta: (*momentum, *end),
+            }),
+            ParamKind::Trainable => None,
+        })
+        .collect()
+}
+
+/// What the host does after a step's run: clips the gradients among the step's outputs,
+/// takes the optimiser step at learning rate `lr` (per parameter group) and moves the EMA
+/// copies (their momentum at this step of `total`); returns the gradients' norm before
+/// clipping.
+fn update(
+    recipe: &recipe::Recipe,
+    out: &HashMap<String, Tensor>,
+    (lr, total, emas): (f64, u64, &[EmaLink]),
+    (weights, state): (&mut Weights, &mut OptimState),
+) -> f32 {
+    let mut grads: HashMap<String, Vec<f32>> = out
+        .iter()
+        .filter_map(|(n, t)| Some((n.strip_prefix(GRAD_PREFIX)?.to_string(), t.to_f32())))
+        .collect();
+    let norm = clip_grad_norm(&mut grads, recipe.clip.map_or(f32::INFINITY, |c| c as f32));
+    let momentum_step = state.step;
+    state.update(
+        recipe.optimizer,
+        |name| recipe.hyper(name, lr),
+        &mut weights.values,
+        &grads,
     );
-    if let (Some(l0), Some(l1)) = (losses.first(), losses.last()) {
-        text.push_str(&format!(
-            "  {}: {l0:.6} at the first step, {l1:.6} at the last\n",
-            recipe.loss
-        ));
+    for link in emas {
+        if let Some(o) = weights.values.get(&link.online).cloned() {
+            if let Some(t) = weights.values.get_mut(&link.target) {
+                ema_update(t, &o, ema_momentum(link.momenta, momentum_step, total));
+            }
+        }
     }
-    text.push_str(&format!("  {}\n", recipe.describe()));
-    if let Some(peak) = crate::bench::peak_memory() {
-        text.push_str(&format!(
-            "  peak resident memory {:.0} MiB\n",
-            peak as f64 / (1u64 << 20) as f64
-        ));
-    }
-    match &a.checkpoint {
-        Some(p) => text.push_str(&format!(
-            "  wrote {} and {}\n",
-            p.display(),
-            checkpoint::state_path(p).display()
-        )),
-        None => text.push_str("  (no --checkpoint: the weights were not saved)\n"),
-    }
-    Ok(text)
+    norm
 }
 
 /// `batch` with the inputs the data file lacks drawn for step `step`; their symbolic dims are
@@ -565,34 +571,4 @@ fn with_drawn(
         batch.insert(name.clone(), samples.draw(name, ty.dtype, &shape, step));
     }
     Ok(batch)
-}
-
-/// A step's scalars: the loss, the model's other scalar outputs by name, the gradient norm
-/// before clipping and the learning rate.
-fn scalars(
-    out: &HashMap<String, Tensor>,
-    (loss, lr, norm): (f64, f64, f32),
-    loss_name: &str,
-) -> Vec<(String, f64)> {
-    let mut values = vec![("loss".to_string(), loss)];
-    let mut names: Vec<&String> = out.keys().collect();
-    names.sort();
-    for name in names {
-        let t = &out[name];
-        if name != loss_name && !name.starts_with(GRAD_PREFIX) && t.numel() == 1 {
-            values.push((name.clone(), f64::from(t.to_f32()[0])));
-        }
-    }
-    values.push(("grad_norm".to_string(), f64::from(norm)));
-    values.push(("lr".to_string(), lr));
-    values
-}
-
-/// One step's JSON line: step, seconds and the step's scalars.
-fn log_line(step: u64, seconds: f64, values: &[(String, f64)]) -> String {
-    let mut line = serde_json::json!({ "step": step, "seconds": seconds });
-    for (name, v) in values {
-        line[name.as_str()] = serde_json::json!(v);
-    }
-    line.to_string()
 }
