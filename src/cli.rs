@@ -190,19 +190,22 @@ pub(crate) enum Command {
     ///
     /// Example: archc grad model.arch --weights W.safetensors --inputs IN.safetensors --cotangents COT.safetensors --outputs G.safetensors
     Grad(crate::grad::GradArgs),
-    /// Train a model: minimise its loss output over a data file.
+    /// Train a model: minimise its loss over a data file, as its `train { ... }` section says.
     ///
-    /// The compiler derives the graph of a training step (the model's outputs and the
-    /// gradient of `--loss` for every trained weight) and compiles it once. Each step runs it
-    /// on `--batch` samples of `--data` (a safetensors file with one tensor per model input,
-    /// samples along the first axis, shuffled per epoch from `--seed`), clips the gradients'
-    /// norm (`--clip`), takes an optimiser step (AdamW or SGD with momentum, as torch defines
-    /// them; linear `--warmup`, then a constant or cosine `--schedule`) and moves the EMA
-    /// copies (`ema(...)` in the model) toward their online weights. `--checkpoint` saves the
-    /// weights by their checkpoint names (`archc run --weights` loads them) and the optimiser
-    /// state beside them, which `--resume` continues from; `--log` writes a JSON line per step.
+    /// The model's `train` section (docs/LANGUAGE.md, section 12) gives the loss, the
+    /// optimiser, the schedule, clipping and parameter groups; each flag below overrides one
+    /// entry. The compiler derives the graph of a training step (the model's outputs and the
+    /// gradient of the loss for every trained weight not frozen) and compiles it once. Each
+    /// step runs it on `--batch` samples of `--data` (a safetensors file with one tensor per
+    /// model input, samples along the first axis, shuffled per epoch from `--seed`), clips the
+    /// gradients' norm, takes an optimiser step (AdamW or SGD with momentum, as torch defines
+    /// them, per parameter group) and moves the EMA copies (`ema(...)` in the model) toward
+    /// their online weights. `--checkpoint` saves the weights by their checkpoint names
+    /// (`archc run --weights` loads them) and the optimiser state beside them, which
+    /// `--resume` continues from; `--log` writes a JSON line per step and `--plot` a PNG of
+    /// the curves. `archc dump --train` shows the step it compiles.
     ///
-    /// Example: archc train model.arch --data samples.safetensors --steps 500 --lr 1e-2 --checkpoint trained.safetensors --log train.jsonl
+    /// Example: archc train examples/llama.arch --data ids.safetensors --steps 200 --checkpoint llama.safetensors --log train.jsonl --plot train.png
     Train(crate::train::TrainArgs),
     /// Measure compile time, run time and GFLOP/s.
     ///
