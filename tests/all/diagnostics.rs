@@ -53,6 +53,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("E0305", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train { optimizer = sgd(lr = $-0.5) }\n}\n", "`lr` must be > 0"),
     ("E0305", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train { groups = [group(\"*bias\"), $group(\"encoder.*\", frozen = true)] }\n}\n", "holds no trained weight"),
     ("E0305", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train { loss = $loss * 2.0 }\n}\n", "already declares"),
+    ("E0101", "model m {\n  input x: f32[2, 4]\n  output y = linear(x, 1)\n  train { loss = sum(y, [0, 1]) + $missing }\n}\n", "unknown name"),
+    ("E0305", "model m {\n  input x: f32[2, 4]\n  output y = linear(x, 1)\n  train { loss = $argmax(y, 0) }\n}\n", "a loss is a float tensor"),
     ("E0107", "model m {\n  input x: f32[2, 4]\n  output loss = sum(linear(x, 1), [0, 1])\n  train { clip = 1.0 }\n  $train { clip = 2.0 }\n}\n", "second `train` section"),
     ("E0201", "model m {\n  input x: f32[batch, seq, 4]\n  input i: i32[3]\n  output y = $gather(x, i, 1)\n}\n", "first 1 dims broadcast with [batch] (batch dims), followed by the positions; found indices [3]. For the same positions in every batch row, reshape the indices to [1, 3]"),
 ];

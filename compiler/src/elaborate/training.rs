@@ -95,10 +95,23 @@ impl Elab<'_> {
             .label("name an output, or compute the loss here")
             .note("write `loss = loss` to minimise the declared output"));
         }
-        if for_training {
-            let v = self.eval(e)?;
-            let n = self.expect_tensor(&v, e.span, "a loss")?;
-            self.graph.outputs.insert("loss".to_string(), n);
+        // Elaborated either way, so that `archc check` reports a bad loss; only training
+        // keeps its nodes (`archc run` does not compute it).
+        let saved = (!for_training).then(|| self.graph.clone());
+        let v = self.eval(e)?;
+        let n = self.expect_tensor(&v, e.span, "a loss")?;
+        if !self.graph.ty(n).dtype.is_float() {
+            return Err(bad(
+                e.span,
+                format!("a loss is a float tensor, found {}", self.graph.ty(n)),
+            )
+            .label("not a float"));
+        }
+        match saved {
+            Some(graph) => self.graph = graph,
+            None => {
+                self.graph.outputs.insert("loss".to_string(), n);
+            }
         }
         Ok("loss".to_string())
     }

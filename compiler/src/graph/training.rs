@@ -47,8 +47,8 @@ pub struct ParamGroup {
 /// A model's `train` section.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Training {
-    /// The output minimised (a `loss = expr` entry adds the expression as output `loss`
-    /// when the model is compiled for training).
+    /// The output minimised (a `loss = expr` entry is checked always, and added as output
+    /// `loss` when the model is compiled for training).
     pub loss: Option<String>,
     /// Whether the section computes its loss (`loss = expr`) rather than naming an output.
     pub loss_computed: bool,
