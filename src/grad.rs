@@ -70,7 +70,7 @@ pub(crate) fn command(a: GradArgs, max_nodes: u64, threads: usize) -> Result<Str
     let (s, id) = load(&a.file, max_nodes)?;
     let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
     check_dim_names(&a.dims, &graph.symbols)?;
-    let grad = gradient(&graph).map_err(|e| Failure::Input(format!("error: {e}\n")))?;
+    let grad = gradient(&graph, &passes).map_err(|e| Failure::Input(format!("error: {e}\n")))?;
     let grad = crate::narrowed(grad, a.dtype);
     let options = run::RunOptions {
         weights: a.weights,

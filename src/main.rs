@@ -314,15 +314,20 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 return Ok(print_file(&ast));
             }
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            let grad_passes = passes.clone();
             let gradient = |g| {
-                archc_compiler::grad::gradient(g)
+                archc_compiler::grad::gradient(g, &grad_passes)
                     .map_err(|e| Failure::Input(format!("error: {e}\n")))
             };
             let graph = if grad { gradient(&graph)? } else { graph };
             let graph = if train {
                 let loss = graph.training.as_ref().and_then(|t| t.loss.clone());
-                archc_compiler::grad::loss_gradient(&graph, loss.as_deref().unwrap_or("loss"))
-                    .map_err(|e| Failure::Input(format!("error: {e}\n")))?
+                archc_compiler::grad::loss_gradient(
+                    &graph,
+                    loss.as_deref().unwrap_or("loss"),
+                    &passes,
+                )
+                .map_err(|e| Failure::Input(format!("error: {e}\n")))?
             } else {
                 graph
             };

@@ -203,7 +203,7 @@ pub(crate) fn command(a: TrainArgs, max_nodes: u64, threads: usize) -> Result<St
     let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
     check_dim_names(&a.dims, &graph.symbols)?;
     let recipe = recipe::Recipe::resolve(&a, graph.training.as_ref());
-    let step_graph = loss_gradient(&graph, &recipe.loss).map_err(input)?;
+    let step_graph = loss_gradient(&graph, &recipe.loss, &passes).map_err(input)?;
     let engine = DeviceKind::Cpu.engine(a.backend, Arch::Sm80);
     let target = device::target(engine, None);
     let lowered = progress::spin("compiling", || {

@@ -102,7 +102,7 @@ fn svdvals_is_read_behind_stop_grad() {
 }
 ";
     let g = compile("m.arch", &through.replace("WRAP", "")).unwrap_or_else(|(_, r)| panic!("{r}"));
-    let err = archc_compiler::grad::gradient(&g)
+    let err = archc_compiler::grad::gradient(&g, &PassOptions::all())
         .err()
         .map(|e| e.to_string());
     assert!(
@@ -111,6 +111,6 @@ fn svdvals_is_read_behind_stop_grad() {
     );
     let g = compile("m.arch", &through.replace("WRAP", "stop_grad"))
         .unwrap_or_else(|(_, r)| panic!("{r}"));
-    assert!(archc_compiler::grad::gradient(&g).is_ok());
-    assert!(archc_compiler::grad::loss_gradient(&g, "loss").is_ok());
+    assert!(archc_compiler::grad::gradient(&g, &PassOptions::all()).is_ok());
+    assert!(archc_compiler::grad::loss_gradient(&g, "loss", &PassOptions::all()).is_ok());
 }

@@ -21,12 +21,14 @@
 //! - the stacks' layer spans are cleared: backward nodes read values inside layers, so a layer
 //!   is no longer a unit the stack passes could compile once.
 
+mod attention;
 mod emit;
 mod gather;
 mod rules;
 mod scan;
 
 use crate::graph::{Graph, NodeIndex, Op, ParamKind, UnaryOp};
+use crate::passes::{tile_attention, PassOptions};
 
 /// Why a gradient graph could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +78,10 @@ fn depends_on_weights(g: &Graph, trained: &impl Fn(&str) -> bool) -> Vec<bool> {
 
 /// The gradient graph of `g` (see the module doc): inputs are `g`'s and one cotangent per
 /// float output, outputs one gradient per trained float weight, in `g`'s weight order.
-pub fn gradient(g: &Graph) -> Result<Graph, GradError> {
-    build(g, Seed::Cotangents)
+/// With `tile_attention` enabled in `o`, attention is tiled first and differentiated as
+/// FlashAttention's backward (`attention.rs`).
+pub fn gradient(g: &Graph, o: &PassOptions) -> Result<Graph, GradError> {
+    build(g, Seed::Cotangents, o)
 }
 
 /// Names the gradient of weight `name` among [`loss_gradient`]'s outputs.
@@ -86,8 +90,8 @@ pub const GRAD_PREFIX: &str = "grad:";
 /// The graph of one training step's values (`archc train`): `g`'s outputs as they are (the
 /// loss, and whatever else the model reports), then the gradient of the sum of output `loss`
 /// with respect to every trained weight, named `grad:` and the weight's checkpoint name.
-pub fn loss_gradient(g: &Graph, loss: &str) -> Result<Graph, GradError> {
-    build(g, Seed::Loss(loss))
+pub fn loss_gradient(g: &Graph, loss: &str, o: &PassOptions) -> Result<Graph, GradError> {
+    build(g, Seed::Loss(loss), o)
 }
 
 /// Where the backward sweep starts.
@@ -98,7 +102,7 @@ enum Seed<'a> {
     Loss(&'a str),
 }
 
-fn build(g: &Graph, seed: Seed<'_>) -> Result<Graph, GradError> {
+fn build(g: &Graph, seed: Seed<'_>, o: &PassOptions) -> Result<Graph, GradError> {
     // Training honours the `train` section's frozen groups; `archc grad` differentiates every
     // trainable weight, as its contract says.
     let frozen = |name: &str| {
@@ -106,6 +110,18 @@ fn build(g: &Graph, seed: Seed<'_>) -> Result<Graph, GradError> {
     };
     let trained =
         |name: &str| matches!(g.params.get(name), Some((_, ParamKind::Trainable))) && !frozen(name);
+    // Attention is tiled before differentiation, so that its backward can be streamed too;
+    // the scores' modifications must not need gradients (a trained bias keeps the primitives).
+    let tiled;
+    let g = if o.enabled(tile_attention::NAME) {
+        tiled = Graph {
+            training: g.training.clone(),
+            ..tile_attention::run_for_gradient(g, &depends_on_weights(g, &trained))
+        };
+        &tiled
+    } else {
+        g
+    };
     let needs = depends_on_weights(g, &trained);
     let mut out = g.clone();
     for stack in &mut out.stacks {

@@ -121,7 +121,18 @@ pub(super) fn vjp(
                 "`svdvals` has no gradient here: read it behind `stop_grad` (a metric)".into(),
             ))
         }
-        Op::Fused(_) | Op::Call(_) => {
+        Op::Fused(r) => match &r.kind {
+            crate::graph::RegionKind::Attention(a) => {
+                return super::attention::vjp(e, v, &r, a, g, wants);
+            }
+            _ => {
+                return Err(GradError::Unsupported(format!(
+                    "`{}`: gradients are taken of the elaborated graph, before the passes",
+                    r.kind
+                )))
+            }
+        },
+        Op::Call(_) => {
             return Err(GradError::Unsupported(format!(
                 "`{op}`: gradients are taken of the elaborated graph, before the passes"
             )))

@@ -20,7 +20,10 @@ pub use infer::{broadcast, infer, TypeError};
 pub use moe::{Expert, MoeInfo, ROUTED};
 pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
 pub use printer::print_graph;
-pub use region::{AttentionInfo, KeyRange, LayerKind, Region, RegionKind, ScanInfo, SsdInfo};
+pub use region::{
+    AttentionGradInfo, AttentionInfo, AttentionPart, KeyRange, LayerKind, Region, RegionKind,
+    ScanInfo, SsdInfo,
+};
 pub use storage::with_float_storage;
 pub use structure::Structure;
 pub use training::{glob_matches, OptimizerSpec, ParamGroup, ScheduleSpec, Training};

@@ -70,6 +70,53 @@ impl fmt::Display for KeyRange {
     }
 }
 
+/// Which part of attention's backward a region computes (see `grad/attention.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttentionPart {
+    /// The softmax's statistics of each query row `[…, s, 2]`: the logits' max `m` and
+    /// `log Σ exp(x − m)`, recomputed so that the forward kernel stays as it is. (Kept apart:
+    /// `m + log l` would lose `log l` against a masked row's `m` of −10³⁰.)
+    Stats,
+    /// dq `[…, s, d]`: one query row per parallel iteration, the visible keys streamed.
+    Queries,
+    /// dk and dv side by side, `[…, t, d + dv]`: one key row per parallel iteration, the
+    /// queries that see it streamed.
+    KeysValues,
+}
+
+/// FlashAttention's backward for one attention: the body recomputes the scores and logits
+/// from q and k, the probabilities `p = exp(logits − m − log l)`, `dp = dO·vᵀ` and the score
+/// gradient `ds` (the user's modifications differentiated); the kernel evaluates them one
+/// score at a time, so no `[…, s, t]` tensor is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AttentionGradInfo {
+    /// What the region computes.
+    pub part: AttentionPart,
+    /// The `matmul(q, kᵀ)` node.
+    pub scores: NodeIndex,
+    /// The scores after the user's modifications (the forward softmax's input).
+    pub logits: NodeIndex,
+    /// The `matmul(dO, vᵀ)` node (not in the statistics part).
+    pub dprobs: Option<NodeIndex>,
+    /// The gradient of the raw scores (not in the statistics part).
+    pub dscores: Option<NodeIndex>,
+    /// The probabilities (the keys-and-values part).
+    pub probs: Option<NodeIndex>,
+    /// Body input slots of q `[…, s, d]` and k (held as `permute(k_order)` of the slot, as in
+    /// [`AttentionInfo`]); of v and dO when the part reads them.
+    pub q: usize,
+    /// See `q`.
+    pub k: usize,
+    /// See `q`.
+    pub v: Option<usize>,
+    /// See `q`.
+    pub dout: Option<usize>,
+    /// The keys each query sees, as the forward attention's pass proved.
+    pub keys: KeyRange,
+    /// As [`AttentionInfo::k_order`].
+    pub k_order: Vec<usize>,
+}
+
 /// A fused selective scan: `scan(a, b)` with `a` and `b` computed in the kernel from smaller
 /// tensors, read out by a reduction over state axes (`Σₙ h·C`) and an elementwise epilogue, so
 /// the state tensor is never stored.
@@ -115,6 +162,8 @@ pub enum RegionKind {
     },
     /// Attention as one tiled kernel with an online softmax.
     Attention(AttentionInfo),
+    /// A part of an attention's backward, streamed like the forward.
+    AttentionGrad(AttentionGradInfo),
     /// A selective scan with its discretisation and read-out.
     Scan(ScanInfo),
     /// A mixture of experts routed sparsely: each expert runs on the tokens routed to it.
@@ -122,6 +171,39 @@ pub enum RegionKind {
 }
 
 impl RegionKind {
+    /// The same kind with every body node it names renamed by `f` (after a rewrite of the
+    /// body renumbered its nodes).
+    pub fn map_nodes(&self, f: impl Fn(NodeIndex) -> NodeIndex) -> RegionKind {
+        let opt = |n: Option<NodeIndex>| n.map(&f);
+        match self {
+            RegionKind::Elementwise | RegionKind::Moe(_) => self.clone(),
+            RegionKind::Reduce { anchor } => RegionKind::Reduce { anchor: f(*anchor) },
+            RegionKind::MatMul { anchor } => RegionKind::MatMul { anchor: f(*anchor) },
+            RegionKind::Attention(a) => RegionKind::Attention(AttentionInfo {
+                scores: f(a.scores),
+                logits: f(a.logits),
+                ..a.clone()
+            }),
+            RegionKind::AttentionGrad(a) => RegionKind::AttentionGrad(AttentionGradInfo {
+                scores: f(a.scores),
+                logits: f(a.logits),
+                dprobs: opt(a.dprobs),
+                dscores: opt(a.dscores),
+                probs: opt(a.probs),
+                ..a.clone()
+            }),
+            RegionKind::Scan(s) => RegionKind::Scan(ScanInfo {
+                scan: f(s.scan),
+                readout: opt(s.readout),
+                ssd: s.ssd.as_ref().map(|d| SsdInfo {
+                    x: f(d.x),
+                    b: f(d.b),
+                    c: f(d.c),
+                }),
+            }),
+        }
+    }
+
     /// The short name dumps show: `fused.<name>`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -129,6 +211,11 @@ impl RegionKind {
             RegionKind::Reduce { .. } => "reduce",
             RegionKind::MatMul { .. } => "matmul",
             RegionKind::Attention(_) => "attention",
+            RegionKind::AttentionGrad(a) => match a.part {
+                AttentionPart::Stats => "attention_stats",
+                AttentionPart::Queries => "attention_dq",
+                AttentionPart::KeysValues => "attention_dkv",
+            },
             RegionKind::Scan(ScanInfo { ssd: Some(_), .. }) => "ssd",
             RegionKind::Scan(_) => "scan",
             RegionKind::Moe(_) => "moe",
@@ -152,13 +239,29 @@ impl std::fmt::Display for RegionKind {
                 a.qkv[0],
                 a.qkv[1],
                 a.qkv[2],
-                if a.k_order.iter().enumerate().all(|(i, a)| i == *a) {
-                    String::new()
-                } else {
-                    format!(", k=permute{:?}", a.k_order)
-                },
+                k_permute(&a.k_order),
                 a.keys
             ),
+            RegionKind::AttentionGrad(a) => {
+                let node =
+                    |n: Option<NodeIndex>| n.map_or("-".to_string(), |n| format!("%{}", n.index()));
+                let slot = |s: Option<usize>| s.map_or("-".to_string(), |s| format!("in{s}"));
+                write!(
+                    f,
+                    "[scores=%{}, logits=%{}, dp={}, ds={}, p={}, q/k/v/dO=in{}/in{}/{}/{}{}{}]",
+                    a.scores.index(),
+                    a.logits.index(),
+                    node(a.dprobs),
+                    node(a.dscores),
+                    node(a.probs),
+                    a.q,
+                    a.k,
+                    slot(a.v),
+                    slot(a.dout),
+                    k_permute(&a.k_order),
+                    a.keys
+                )
+            }
             RegionKind::Scan(s) => {
                 write!(f, "[scan=%{}", s.scan.index())?;
                 if let Some(r) = s.readout {
@@ -177,6 +280,15 @@ impl std::fmt::Display for RegionKind {
             }
             RegionKind::Moe(m) => m.fmt_kind(f),
         }
+    }
+}
+
+/// `, k=permute[…]` when k is held permuted, else nothing.
+fn k_permute(order: &[usize]) -> String {
+    if order.iter().enumerate().all(|(i, a)| i == *a) {
+        String::new()
+    } else {
+        format!(", k=permute{order:?}")
     }
 }
 

@@ -14,7 +14,7 @@
 
 use archc_runtime::DType;
 
-use super::{Graph, LayerSpan, Op, TensorType};
+use super::{Graph, LayerSpan, NodeIndex, Op, Region, TensorType};
 use crate::passes::rewrite::Rewriter;
 
 /// `g`, an elaborated graph (before the passes), with every f32 value of its weights and
@@ -23,6 +23,14 @@ use crate::passes::rewrite::Rewriter;
 /// f32 anyway). The layers' spans follow the new numbering, so stacks still compile each
 /// layer kind once.
 pub fn with_float_storage(g: &Graph, dtype: DType) -> Graph {
+    narrowed(g, dtype, &|_| false).0
+}
+
+/// [`with_float_storage`], with the inputs `stays_f32` names counted as structural: a fused
+/// region's body (gradient graphs hold attention regions), whose inputs narrow exactly where
+/// its operands did.
+/// Also returns each old node's new index.
+fn narrowed(g: &Graph, dtype: DType, stays_f32: &dyn Fn(&str) -> bool) -> (Graph, Vec<NodeIndex>) {
     let count = g.dag.node_count();
     // Node indices are a topological order: operands come first.
     let mut structural = vec![false; count];
@@ -33,9 +41,10 @@ pub fn with_float_storage(g: &Graph, dtype: DType) -> Graph {
     for n in g.dag.node_indices() {
         let i = n.index();
         let operands = g.operands(n);
-        structural[i] = match g.dag[n].op {
+        structural[i] = match &g.dag[n].op {
             Op::Const(_) | Op::Iota | Op::Size(_) => true,
-            Op::Param(_) | Op::Input(_) | Op::Call(_) => false,
+            Op::Input(name) => stays_f32(name),
+            Op::Param(_) | Op::Call(_) => false,
             _ => operands.iter().all(|o| structural[o.index()]),
         };
         narrow[i] = g.ty(n).dtype == DType::F32 && !structural[i];
@@ -57,7 +66,21 @@ pub fn with_float_storage(g: &Graph, dtype: DType) -> Graph {
                 cast
             })
             .collect();
-        let new = w.new.add_like(node, node.op.clone(), &mapped);
+        let op = match &node.op {
+            Op::Fused(r) => {
+                let f32_slot = |name: &str| {
+                    name.parse::<usize>()
+                        .is_ok_and(|s| operands.get(s).is_some_and(|o| !narrow[o.index()]))
+                };
+                let (body, map) = narrowed(&r.body, dtype, &f32_slot);
+                Op::Fused(Box::new(Region {
+                    kind: r.kind.map_nodes(|n| map[n.index()]),
+                    body,
+                }))
+            }
+            op => op.clone(),
+        };
+        let new = w.new.add_like(node, op, &mapped);
         if narrow[i] {
             w.new.dag[new].ty.dtype = dtype;
         }
@@ -78,7 +101,7 @@ pub fn with_float_storage(g: &Graph, dtype: DType) -> Graph {
             })
             .collect();
     }
-    out
+    (out, map)
 }
 
 #[cfg(test)]

@@ -384,7 +384,7 @@ pub(super) fn key_blocks(
 
 /// `s = Σₚ a[ra + p]·b[rb + p]` for p < d: f32x4 FMAs unrolled when d is a small multiple of
 /// 4, a scalar loop otherwise.
-fn dot(
+pub(super) fn dot(
     cx: &mut Ctx,
     (ab, ra, a_regs): (usize, Var, &[Var]),
     (bb, rb): (usize, Var),

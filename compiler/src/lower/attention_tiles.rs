@@ -29,7 +29,8 @@ use super::body::{delinearize, BodyGen};
 use super::index::Ctx;
 use super::product::{columns, product, Product};
 use super::Template;
-use crate::graph::{AttentionInfo, Dim, Region, TensorType};
+use crate::graph::{AttentionGradInfo, AttentionInfo, Dim, KeyRange, Region, TensorType};
+use petgraph::graph::NodeIndex;
 
 /// The widths of one attention: of the query and key rows (`d`) and of the value rows (`dv`).
 pub struct Widths {
@@ -67,6 +68,23 @@ impl Locals {
     }
 }
 
+/// What the tiles read of an attention's scores: the body's score and logit nodes, the slots
+/// of q and k, k's layout and the keys each query sees.
+pub(super) struct Spine<'a> {
+    /// The `matmul(q, kᵀ)` node.
+    pub scores: NodeIndex,
+    /// The softmax's input.
+    pub logits: NodeIndex,
+    /// q's slot.
+    pub q: usize,
+    /// k's slot, holding `permute(k_order)` of k.
+    pub k: usize,
+    /// See `k`.
+    pub k_order: &'a [usize],
+    /// The visible keys.
+    pub keys: &'a KeyRange,
+}
+
 /// The kernel for an attention region whose node has type `out` and operand types `ins`,
 /// with constant widths `w`.
 pub fn lower(
@@ -76,10 +94,51 @@ pub fn lower(
     (out, ins): (&TensorType, &[&TensorType]),
     w: &Widths,
 ) -> Template {
+    let spine = Spine {
+        scores: a.scores,
+        logits: a.logits,
+        q: a.qkv[0],
+        k: a.qkv[1],
+        k_order: &a.k_order,
+        keys: &a.keys,
+    };
+    tiled(cx, r, &spine, Some(a.qkv[2]), (out, ins), w)
+}
+
+/// The kernel of attention's backward's first part: each query row's softmax statistics
+/// `[m, log l]` (`[…, s, 2]`), as the forward computes its max and sum, without the values.
+pub fn softmax_stats(
+    cx: &mut Ctx,
+    r: &Region,
+    a: &AttentionGradInfo,
+    (out, ins): (&TensorType, &[&TensorType]),
+    d: i64,
+) -> Template {
+    let spine = Spine {
+        scores: a.scores,
+        logits: a.logits,
+        q: a.q,
+        k: a.k,
+        k_order: &a.k_order,
+        keys: &a.keys,
+    };
+    tiled(cx, r, &spine, None, (out, ins), &Widths { d, dv: 4 })
+}
+
+/// The tiled loop nest: the output rows `O / l` when `values` (v's slot) is given, else the
+/// statistics `[m, log l]` of each query.
+fn tiled(
+    cx: &mut Ctx,
+    r: &Region,
+    a: &Spine,
+    values: Option<usize>,
+    (out, ins): (&TensorType, &[&TensorType]),
+    w: &Widths,
+) -> Template {
     let mut gen = BodyGen::new(&r.body, 1);
-    let [qs, ks, vs] = a.qkv;
-    let (qt, kt, vt) = (ins[qs], ins[ks], ins[vs]);
-    let (qb, kb, vb) = (qs + 1, ks + 1, vs + 1);
+    let (qs, ks) = (a.q, a.k);
+    let (qt, kt) = (ins[qs], ins[ks]);
+    let (qb, kb) = (qs + 1, ks + 1);
     // Buffers: the output, the inputs, the status word, then the locals.
     let loc = Locals::from(ins.len() + 2);
     let schedule = cx.schedule;
@@ -95,16 +154,14 @@ pub fn lower(
     let (mut per_task, tv) = task(cx, out, s_len.clone(), qrows);
     let (bt, i0, qn) = (tv.bt, tv.i0, tv.qn);
     let batch: Vec<Expr> = tv.coords.iter().map(|v| var(*v)).collect();
-    let stride = |t: &TensorType, axis: usize| cx.strides(&t.shape)[axis].clone();
-    let (q_stride, k_stride, v_stride) = (
-        stride(qt, qt.rank() - 2),
-        stride(kt, a.k_order[k_rank - 2]),
-        stride(vt, vt.rank() - 2),
+    let (q_stride, k_stride) = (
+        row_stride(cx, qt, qt.rank() - 2),
+        row_stride(cx, kt, a.k_order[k_rank - 2]),
     );
     let q_row0 = row_start(cx, &batch, qt, &plain(qt), var(i0));
-    per_task.extend(pack_queries(
+    per_task.extend(pack_rows(
         cx,
-        &loc,
+        loc.q_panels,
         (qb, q_row0, q_stride),
         (qn, qrows, nr),
         w.d,
@@ -113,7 +170,7 @@ pub fn lower(
 
     let last_row = sub(add(var(i0), var(qn)), Expr::Int(1));
     let rows = (var(i0), last_row);
-    let (from, blocks) = key_blocks(cx, &a.keys, rows, t.clone(), kblock, &mut per_task);
+    let (from, blocks) = key_blocks(cx, a.keys, rows, t.clone(), kblock, &mut per_task);
     let (jb, j0, count) = (cx.var(), cx.var(), cx.var());
     let block_at = from.map_or(var(jb), |f| add(var(f), var(jb)));
     let mut per_block = vec![
@@ -144,16 +201,34 @@ pub fn lower(
     ));
     // 3. The online softmax, in vectors across queries.
     per_block.extend(softmax(cx, &loc, (count, qn, qrows), lanes));
-    let (values, pv_lanes) = weigh_values(cx, (vb, vt, v_stride), &loc, &place, qrows, w.dv);
-    per_block.extend(values);
-    per_task.push(serial(jb, blocks, per_block));
-    // The output is row-major `[rows, dv]`: query `q`'s row is `bt · s + i0 + q`.
-    let out_row = |q: Expr| {
-        let row = add(mul(var(bt), s_len.clone()), add(var(i0), q));
-        (0, mul(row, Expr::Int(w.dv)))
-    };
-    let rows = (qn, w.dv, pv_lanes);
-    per_task.push(each_row(cx, &loc, rows, (loc.sums, Bin::Div), &out_row));
+    // The output is row-major `[rows, dv]` (`[rows, 2]` for the statistics): query `q`'s
+    // row is `bt · s + i0 + q`.
+    let out_row = |q: Expr| add(mul(var(bt), s_len.clone()), add(var(i0), q));
+    match values {
+        Some(vs) => {
+            let vt = ins[vs];
+            let v_stride = row_stride(cx, vt, vt.rank() - 2);
+            let (values, pv_lanes) =
+                weigh_values(cx, (vs + 1, vt, v_stride), &loc, &place, qrows, w.dv);
+            per_block.extend(values);
+            per_task.push(serial(jb, blocks, per_block));
+            let dest = |q: Expr| (0, mul(out_row(q), Expr::Int(w.dv)));
+            let rows = (qn, w.dv, pv_lanes);
+            per_task.push(each_row(cx, &loc, rows, (loc.sums, Bin::Div), &dest));
+        }
+        None => {
+            per_task.push(serial(jb, blocks, per_block));
+            let q = cx.var();
+            let at = |buf: usize| Expr::Load(buf, Box::new(var(q)));
+            let log_sum = Expr::Un(Un::Log, Box::new(at(loc.sums)));
+            let row = mul(out_row(var(q)), Expr::Int(2));
+            let stats = vec![
+                Stmt::Store(0, row.clone(), at(loc.maxes)),
+                Stmt::Store(0, add(row, Expr::Int(1)), log_sum),
+            ];
+            per_task.push(serial(q, var(qn), stats));
+        }
+    }
 
     let tasks = mul(
         cx.dim(&Dim::product(&out.shape[..rank - 2]).expect("row counts fit in i64")),
@@ -172,6 +247,11 @@ pub fn lower(
     }
 }
 
+/// The distance between consecutive indices of `t`'s axis `axis`.
+pub(super) fn row_stride(cx: &Ctx, t: &TensorType, axis: usize) -> Expr {
+    cx.strides(&t.shape)[axis].clone()
+}
+
 /// The thread-private arrays of a task with `qrows` queries and key blocks of `kblock`, in
 /// the order of [`Locals`].
 fn locals(w: &Widths, qrows: i64, kblock: i64) -> Vec<Local> {
@@ -187,18 +267,18 @@ fn locals(w: &Widths, qrows: i64, kblock: i64) -> Vec<Local> {
 
 /// The variables of one task: its index, its batch row `bt` (and that row's coordinates), its
 /// first query and query count; and the count of query blocks per batch row.
-struct Task {
-    task: Var,
-    bt: Var,
-    i0: Var,
-    qn: Var,
-    coords: Vec<Var>,
-    qblocks: Expr,
+pub(super) struct Task {
+    pub task: Var,
+    pub bt: Var,
+    pub i0: Var,
+    pub qn: Var,
+    pub coords: Vec<Var>,
+    pub qblocks: Expr,
 }
 
 /// The statements that place a task: `qrows` queries of one batch row of the output `out`,
 /// whose query axis has `s_len` positions.
-fn task(cx: &mut Ctx, out: &TensorType, s_len: Expr, qrows: i64) -> (Vec<Stmt>, Task) {
+pub(super) fn task(cx: &mut Ctx, out: &TensorType, s_len: Expr, qrows: i64) -> (Vec<Stmt>, Task) {
     let rank = out.rank();
     let (task, bt, i0, qn) = (cx.var(), cx.var(), cx.var(), cx.var());
     let coords = cx.vars(rank - 2);
@@ -260,7 +340,7 @@ struct Tile {
 fn scores(
     cx: &mut Ctx,
     gen: &mut BodyGen,
-    a: &AttentionInfo,
+    a: &Spine,
     (kb, kt, k_stride): (usize, &TensorType, Expr),
     loc: &Locals,
     at: &Place,
@@ -272,7 +352,7 @@ fn scores(
         lanes,
         d,
     } = *tile;
-    let k_row0 = row_start(cx, &at.batch, kt, &a.k_order, var(at.j0));
+    let k_row0 = row_start(cx, &at.batch, kt, a.k_order, var(at.j0));
     let mut out = product(
         cx,
         &Product {
@@ -336,12 +416,12 @@ fn weigh_values(
     (out, lanes)
 }
 
-/// Packs the task's `qn` query rows (row `q` at `row0 + q·stride`) as `Qᵀ` in panels of `nr`
-/// queries: element `p` of query `q` at `(q / nr)·d·nr + p·nr + q mod nr`. The panel's queries
-/// past `qn` are zeros.
-fn pack_queries(
+/// Packs a task's `qn` rows of width `d` (row `q` at `row0 + q·stride`; queries, or keys in
+/// the backward) transposed into local `panels`, in panels of `nr` rows: element `p` of row
+/// `q` at `(q / nr)·d·nr + p·nr + q mod nr`. The panel's rows past `qn` are zeros.
+pub(super) fn pack_rows(
     cx: &mut Ctx,
-    loc: &Locals,
+    panels: usize,
     (qb, row0, stride): (usize, Expr, Expr),
     (qn, qrows, nr): (Var, i64, i64),
     d: i64,
@@ -366,7 +446,7 @@ fn pack_queries(
                 p,
                 Expr::Int(d),
                 vec![Stmt::Store(
-                    loc.q_panels,
+                    panels,
                     dst(var(q)),
                     Expr::Load(qb, Box::new(src)),
                 )],
@@ -378,7 +458,7 @@ fn pack_queries(
             vec![serial(
                 p,
                 Expr::Int(d),
-                vec![Stmt::Store(loc.q_panels, dst(pad), f32(0.0))],
+                vec![Stmt::Store(panels, dst(pad), f32(0.0))],
             )],
         ),
     ]

@@ -16,7 +16,8 @@ use super::matmul::{group_readers, transposed_weight};
 use super::pack::{self, Packing};
 use super::schedule::Schedule;
 use super::{
-    attention, buffer_elem, contract, elementwise, layout, moe, region, scan, ssd, Template,
+    attention, attention_grad, buffer_elem, contract, elementwise, layout, moe, region, scan, ssd,
+    Template,
 };
 use crate::graph::{Dim, Graph, MoeInfo, Op, RegionKind, TensorType, UnaryOp, ROUTED};
 
@@ -57,6 +58,7 @@ fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Tem
     match op {
         Op::Fused(r) => match &r.kind {
             RegionKind::Attention(a) => attention::lower(cx, r, a, out, ins),
+            RegionKind::AttentionGrad(a) => attention_grad::lower(cx, r, a, out, ins),
             RegionKind::Scan(s) => match &s.ssd {
                 Some(d) => ssd::lower(cx, r, s, d, out, ins.len()),
                 None => scan::lower(cx, r, s, out, ins.len()),

@@ -5,6 +5,8 @@
 //! this and hand it fewer, bigger nodes.
 
 mod attention;
+mod attention_grad;
+mod attention_grad_tiles;
 mod attention_tiles;
 mod body;
 mod contract;

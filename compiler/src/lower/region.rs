@@ -62,7 +62,10 @@ pub fn lower(cx: &mut Ctx, r: &Region, out: &TensorType, ins: &[&TensorType]) ->
             t.locals.extend(locals);
             return t;
         }
-        RegionKind::Attention(_) | RegionKind::Scan(_) | RegionKind::Moe(_) => {
+        RegionKind::Attention(_)
+        | RegionKind::AttentionGrad(_)
+        | RegionKind::Scan(_)
+        | RegionKind::Moe(_) => {
             unreachable!("attention, scan and moe regions have their own templates")
         }
     };

@@ -13,7 +13,7 @@ pub mod interleave_stack;
 mod key_range;
 mod op_kinds;
 mod options;
-mod outline;
+pub(crate) mod outline;
 pub mod plan_memory;
 pub mod registry;
 pub(crate) mod rewrite;

@@ -141,7 +141,7 @@ pub static PASSES: &[&dyn Pass] = &[
         notes: None,
     },
     &GraphPass {
-        name: "tile_attention",
+        name: tile_attention::NAME,
         description: "fuses matmul → softmax → matmul into one tiled attention kernel",
         needs: NodeOrder::Any,
         on_bodies: true,

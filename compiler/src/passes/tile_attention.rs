@@ -38,14 +38,40 @@ struct Found {
     k_order: Vec<usize>,
 }
 
+/// The pass's name.
+pub const NAME: &str = "tile_attention";
+
 /// Runs the pass.
 pub fn run(g: &Graph) -> Graph {
+    tile(g, |_| true)
+}
+
+/// Runs the pass on a graph about to be differentiated (`needs[n]`: a gradient flows through
+/// node n). Only attentions whose backward can be streamed too are tiled: their score
+/// modifications read nothing a gradient flows to (the kernels do not reduce over scores for
+/// a trained bias), and their head widths are constants up to 256 (held in registers).
+pub fn run_for_gradient(g: &Graph, needs: &[bool]) -> Graph {
+    tile(g, |m| {
+        let members: HashSet<NodeIndex> = m.owned.iter().chain(&m.copied).copied().collect();
+        let qkv = [m.info.q, m.info.k, m.info.v];
+        let side_needs = members
+            .iter()
+            .flat_map(|n| g.operands(*n))
+            .any(|x| !members.contains(&x) && !qkv.contains(&x) && needs[x.index()]);
+        let width = g.ty(m.info.q).shape.last().and_then(|d| d.as_const());
+        !side_needs && width.is_some_and(|d| (1..=256).contains(&d))
+    })
+}
+
+/// Tiles the attentions `keep` accepts.
+fn tile(g: &Graph, keep: impl Fn(&Match<Found>) -> bool) -> Graph {
     let users = users(g);
     let cheap = cheap(g);
     let found: Vec<Match<Found>> = g
         .dag
         .node_indices()
         .filter_map(|o| find(g, &users, &cheap, o).ok())
+        .filter(&keep)
         .collect();
     replace(g, &found, |f, out| {
         RegionKind::Attention(AttentionInfo {

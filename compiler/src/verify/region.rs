@@ -15,7 +15,7 @@ use petgraph::graph::NodeIndex;
 
 use super::graph::{in_body, place};
 use super::{Ir, Problem};
-use crate::graph::{Graph, Op, Region, RegionKind};
+use crate::graph::{AttentionPart, Graph, Op, Region, RegionKind};
 
 /// Checks the fused node `n` of `g` (at `path`) against its region `r`.
 pub(super) fn fused(g: &Graph, n: NodeIndex, r: &Region, path: &str, out: &mut Vec<(Ir, Problem)>) {
@@ -124,6 +124,35 @@ fn anchors(r: &Region, operands: usize) -> Vec<String> {
             wants.push(("logits", a.logits, any));
             if let Some(s) = a.qkv.iter().find(|s| **s >= operands) {
                 return vec![format!("attention reads slot {s} of {operands} operands")];
+            }
+        }
+        RegionKind::AttentionGrad(a) => {
+            wants.push(("scores (a matmul)", a.scores, matmul));
+            wants.push(("logits", a.logits, any));
+            let streamed = a.part != AttentionPart::Stats;
+            let nodes = [
+                ("dp", a.dprobs, streamed),
+                ("ds", a.dscores, streamed),
+                ("p", a.probs, a.part == AttentionPart::KeysValues),
+            ];
+            for (what, n, needed) in nodes {
+                match n {
+                    Some(n) if what == "dp" => wants.push(("dp (a matmul)", n, matmul)),
+                    Some(n) => wants.push((what, n, any)),
+                    None if needed => {
+                        return vec![format!("its {} part has no {what}", r.kind.name())]
+                    }
+                    None => {}
+                }
+            }
+            let slots = [Some(a.q), Some(a.k), a.v, a.dout];
+            if streamed && slots.iter().any(Option::is_none) {
+                return vec![format!("its {} part reads no v or dO", r.kind.name())];
+            }
+            if let Some(s) = slots.into_iter().flatten().find(|s| *s >= operands) {
+                return vec![format!(
+                    "attention's backward reads slot {s} of {operands} operands"
+                )];
             }
         }
         RegionKind::Scan(s) => {
