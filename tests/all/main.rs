@@ -2,6 +2,7 @@
 //!
 //! Each module was once its own file under `tests/`; `common` holds the shared helpers.
 
+mod attention_grad;
 mod backends;
 mod build;
 mod causality;

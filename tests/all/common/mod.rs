@@ -300,8 +300,8 @@ pub fn native_unfused(
 }
 
 /// Lowers a graph with every pass for a GPU (`Target::cuda(sm_80)`: its kernels split into
-/// blocks of threads) and runs it (no weights) with the Kernel IR interpreter's GPU
-/// semantics, which fail on any race between threads.
+/// blocks of threads) and runs it (on seed-random weights, as [`interpret_random`]) with the
+/// Kernel IR interpreter's GPU semantics, which fail on any race between threads.
 pub fn gpu_sim(
     g: &Graph,
     inputs: &std::collections::HashMap<String, archc_runtime::Tensor>,
@@ -313,9 +313,8 @@ pub fn gpu_sim(
     let lowered =
         archc_compiler::passes::lower_optimized_for(g, &passes, &Target::cuda(GpuArch::Sm80))
             .unwrap_or_else(|e| panic!("{e}"));
-    let none =
-        |_: &str, _: DType, _: &[usize]| -> Result<Tensor, String> { Err("no weights".into()) };
-    let mut exec = Executor::new(&lowered.plan, none).unwrap();
+    let w = archc_runtime::WeightSource::Random(5);
+    let mut exec = Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();
     exec.run(&GpuSim(&lowered.kernels), inputs, &Default::default())
         .unwrap_or_else(|e| panic!("cuda-sim: {e}"))
 }
