@@ -308,7 +308,7 @@ pub fn gpu_sim(
 ) -> Vec<(String, archc_runtime::Tensor)> {
     use archc_compiler::codegen::kernel_interp::GpuSim;
     use archc_kernels::target::{GpuArch, Target};
-    use archc_runtime::{DType, Executor, Tensor};
+    use archc_runtime::Executor;
     let passes = archc_compiler::passes::PassOptions::all();
     let lowered =
         archc_compiler::passes::lower_optimized_for(g, &passes, &Target::cuda(GpuArch::Sm80))
