@@ -362,6 +362,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 Stage::Ast => unreachable!("printed above"),
                 Stage::Graph => Ok(print_graph(&graph)),
                 Stage::Fused => Ok(print_graph(&optimize(&graph, &passes).map_err(internal)?)),
+                // With --train the graph is already the step's: its gradient graph.
+                Stage::Grad if train => Ok(print_graph(&graph)),
                 Stage::Grad => Ok(print_graph(&gradient(&graph)?)),
                 Stage::Step => {
                     let derived = generate::derive_step(&graph, Phase::Step)

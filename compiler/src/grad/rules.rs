@@ -125,6 +125,12 @@ pub(super) fn vjp(
             crate::graph::RegionKind::Attention(a) => {
                 return super::attention::vjp(e, v, &r, a, g, wants);
             }
+            crate::graph::RegionKind::AttentionGrad(_) => {
+                return Err(GradError::Unsupported(format!(
+                    "`{}`: a gradient graph is not differentiated again",
+                    r.kind.name()
+                )))
+            }
             _ => {
                 return Err(GradError::Unsupported(format!(
                     "`{}`: gradients are taken of the elaborated graph, before the passes",
