@@ -16,7 +16,7 @@ use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
 use archc_kernels::ir::{Axis, Bin, Expr, Ieee32, Stmt, Var};
 
 use super::attention::{key_blocks, plain, row_start};
-use super::attention_tiles::{pack_rows, row_stride, task, Widths};
+use super::attention_tiles::{pack_rows, row_stride, task, task_rows, Widths};
 use super::body::BodyGen;
 use super::index::Ctx;
 use super::product::{columns, product, Product};
@@ -51,12 +51,13 @@ struct Tile {
 }
 
 impl Tile {
-    fn of(cx: &Ctx) -> Tile {
+    /// The tile of tasks over `len` rows (queries for dq, keys for dk-dv).
+    fn of(cx: &Ctx, len: &Dim) -> Tile {
         let s = cx.schedule;
         let lanes = s.lanes.clamp(4, 16);
         let nr = ((s.blocking.nr / lanes).max(1) * lanes) as i64;
         Tile {
-            rows: (s.attention_rows as u64).div_ceil(nr as u64) as i64 * nr,
+            rows: task_rows(cx, len, nr),
             nr,
             lanes,
             block: (s.attention_block as i64).max(1),
@@ -164,8 +165,8 @@ pub fn lower(
 ) -> Template {
     let mut gen = BodyGen::new(&r.body, 1);
     let loc = Locals::from(ins.len() + 2);
-    let tile = Tile::of(cx);
     let rank = out.rank();
+    let tile = Tile::of(cx, &out.shape[rank - 2]);
     let (body, tasks) = match a.part {
         AttentionPart::KeysValues => keys_values(cx, &mut gen, a, (out, ins), (&loc, &tile, w)),
         _ => queries(cx, &mut gen, a, (out, ins), (&loc, &tile, w)),

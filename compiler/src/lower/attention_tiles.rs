@@ -144,9 +144,9 @@ fn tiled(
     let schedule = cx.schedule;
     let lanes = schedule.lanes.clamp(4, 16);
     let nr = ((schedule.blocking.nr / lanes).max(1) * lanes) as i64;
-    let qrows = (schedule.attention_rows as u64).div_ceil(nr as u64) as i64 * nr;
-    let kblock = (schedule.attention_block as i64).max(1);
     let rank = out.rank();
+    let qrows = task_rows(cx, &out.shape[rank - 2], nr);
+    let kblock = (schedule.attention_block as i64).max(1);
     let k_rank = a.k_order.len();
     let t = cx.dim(&kt.shape[a.k_order[k_rank - 2]]);
     let s_len = cx.dim(&out.shape[rank - 2]);
@@ -244,6 +244,16 @@ fn tiled(
         checks: gen.checks,
         locals: locals(w, qrows, kblock),
         shared: Vec::new(),
+    }
+}
+
+/// Rows per task: the schedule's, in whole panels of `nr`, or fewer when a constant `len`
+/// (a ViT's 16 patches) fills fewer panels, so a short sequence is not padded to the tile.
+pub(super) fn task_rows(cx: &Ctx, len: &Dim, nr: i64) -> i64 {
+    let rows = (cx.schedule.attention_rows as u64).div_ceil(nr as u64) as i64 * nr;
+    match len.as_const() {
+        Some(n) if n > 0 => rows.min((n + nr - 1) / nr * nr),
+        _ => rows,
     }
 }
 
