@@ -128,11 +128,13 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     every: Option<u64>,
     /// A log of every step as JSON lines: step, loss, lr, grad_norm, seconds, and the model's
-    /// other scalar outputs.
+    /// other scalar outputs. With --resume an existing log is continued: its lines up to the
+    /// checkpoint's step are kept.
     #[arg(long)]
     log: Option<PathBuf>,
-    /// A PNG of this run's curves: the loss, the model's other scalar outputs (collapse
-    /// metrics), the gradient norm and the learning rate, one panel each, over steps.
+    /// A PNG of the run's curves: the loss, the model's other scalar outputs (collapse
+    /// metrics), the gradient norm and the learning rate, one panel each, over steps (with
+    /// --resume and a continued --log, from the log's first step).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Seed of random initial weights and of the data order.
@@ -391,6 +393,32 @@ fn initial(g: &Graph, lowered: &Lowered, a: &TrainArgs) -> Result<(Weights, Opti
     Ok((weights, state))
 }
 
+/// Opens the log for writing. A resumed run (`resuming`, from step `first`) keeps the log's
+/// lines up to `first` and continues it; they go into `curves` too, so the plot shows the whole
+/// run. A new run starts the file afresh. Returns the file and the first step it kept.
+fn open_log(
+    path: &std::path::Path,
+    resuming: bool,
+    first: u64,
+    curves: &mut plot::Curves,
+) -> Result<(std::fs::File, Option<u64>), Failure> {
+    let earlier = if resuming {
+        report::earlier_steps(path, first).map_err(input)?
+    } else {
+        Vec::new()
+    };
+    let mut f =
+        std::fs::File::create(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
+    let from = earlier.first().map(|l| l.step);
+    for l in earlier {
+        for (name, v) in l.scalars {
+            curves.record(l.step, &name, v);
+        }
+        writeln!(f, "{}", l.line).map_err(|e| input(format!("{}: {e}", path.display())))?;
+    }
+    Ok((f, from))
+}
+
 /// The loop: `a.steps` steps from `state.step`, logging and saving as asked; returns the
 /// summary.
 fn train(
@@ -404,16 +432,18 @@ fn train(
     let total = first + a.steps;
     let schedule = recipe.schedule(total);
     let emas = ema_links(g);
-    let mut log = match &a.log {
-        Some(p) => {
-            Some(std::fs::File::create(p).map_err(|e| input(format!("{}: {e}", p.display())))?)
-        }
-        None => None,
+    let mut curves = plot::Curves::default();
+    let log = a
+        .log
+        .as_ref()
+        .map(|p| open_log(p, a.resume.is_some(), first, &mut curves));
+    let (mut log, from) = match log.transpose()? {
+        Some((f, from)) => (Some(f), from),
+        None => (None, None),
     };
     let bar = progress::bar(a.steps as usize, "training");
     let started = Instant::now();
     let mut losses = Vec::new();
-    let mut curves = plot::Curves::default();
     for _ in 0..a.steps {
         let batch = with_drawn(
             g,
@@ -463,7 +493,7 @@ fn train(
         let title = format!(
             "archc train {}: steps {} to {}",
             a.file.display(),
-            first + 1,
+            from.unwrap_or(first + 1),
             state.step
         );
         curves.draw(p, &title).map_err(input)?;

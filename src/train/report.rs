@@ -38,6 +38,56 @@ pub(super) fn log_line(step: u64, seconds: f64, values: &[(String, f64)]) -> Str
     line.to_string()
 }
 
+/// A step of a log: its line as written, its step and its scalars.
+pub(super) struct Logged {
+    pub line: String,
+    pub step: u64,
+    pub scalars: Vec<(String, f64)>,
+}
+
+/// A resumed run's log before it: the lines of the log at `path` (if there is one) up to the
+/// checkpoint's step `upto` (a run that went on past its last checkpoint left lines the
+/// resumed run takes again), with each line's scalars, so that the log and the plot cover the
+/// whole run. A line `archc train` did not write is an error naming it; the file is not
+/// touched before every line is read.
+pub(super) fn earlier_steps(path: &std::path::Path, upto: u64) -> Result<Vec<Logged>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut kept = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let bad = || {
+            format!(
+                "{}:{}: not a line of an `archc train` log (a JSON object with a step): give --log another file",
+                path.display(),
+                i + 1
+            )
+        };
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|_| bad())?;
+        let object = value.as_object().ok_or_else(bad)?;
+        let step = object
+            .get("step")
+            .and_then(|s| s.as_u64())
+            .ok_or_else(bad)?;
+        if step > upto {
+            continue;
+        }
+        let scalars = object
+            .iter()
+            .filter(|(k, _)| *k != "step" && *k != "seconds")
+            .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+            .collect();
+        kept.push(Logged {
+            line: line.to_string(),
+            step,
+            scalars,
+        });
+    }
+    Ok(kept)
+}
+
 /// The summary: steps and speed, the first and last loss, the recipe, peak memory and what
 /// was written; `(samples, first, last)` counts the data's samples and the steps taken.
 pub(super) fn summary(

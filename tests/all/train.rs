@@ -182,6 +182,33 @@ fn train_fits_resumes_and_saves() {
         w,
         "resumed != uninterrupted"
     );
+    // A resumed run continues its log: the lines up to the checkpoint's step stay (a run
+    // that went on past its checkpoint left lines the resumed run takes again).
+    let half = [
+        &train[..],
+        &["--steps", "200", "--resume", "half.safetensors"],
+    ]
+    .concat();
+    let logged = [&half[..], &["--log", "train.jsonl", "--plot", "curves.png"]].concat();
+    run(&logged).expect(0, &[]);
+    let steps: Vec<u64> = std::fs::read_to_string(dir.join("train.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, (1..=500).collect::<Vec<_>>());
+    assert!(std::fs::metadata(dir.join("curves.png")).unwrap().len() > 1000);
+    std::fs::write(dir.join("bad.jsonl"), "{\"step\": 1}\nnot json\n").unwrap();
+    run(&[&half[..], &["--log", "bad.jsonl"]].concat()).expect(1, &["bad.jsonl:2"]);
+    let kept = std::fs::read_to_string(dir.join("bad.jsonl")).unwrap();
+    assert_eq!(
+        kept, "{\"step\": 1}\nnot json\n",
+        "a log it cannot read is left as it was"
+    );
     let few = ["--steps", "20", "--checkpoint"];
     run(&[&train[..], &few[..], &["c.safetensors"]].concat()).expect(0, &[]);
     let interp = [
