@@ -13,15 +13,18 @@
 //! holds dk then dv.
 
 use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
-use archc_kernels::ir::{Axis, Bin, Expr, Ieee32, Stmt, Var};
+use archc_kernels::ir::{Bin, Expr, Ieee32, Stmt, Var};
 
 use super::attention::{key_blocks, plain, row_start};
-use super::attention_tiles::{pack_rows, row_stride, task, task_rows, Widths};
+use super::attention_tasks::{over_tasks, pack_rows, row_stride, task, task_rows, Task};
+use super::attention_tiles::Widths;
 use super::body::BodyGen;
 use super::index::Ctx;
 use super::product::{columns, product, Product};
 use super::Template;
-use crate::graph::{AttentionGradInfo, AttentionPart, Dim, KeyRange, Region, TensorType};
+use crate::graph::{
+    AttentionGradInfo, AttentionPart, Dim, KeyRange, NodeIndex, Region, TensorType,
+};
 
 /// The locals of a task, from buffer `first` on: the two packed panels (`Qᵀ`, `dOᵀ` or `Kᵀ`,
 /// `Vᵀ`), the two score blocks, and one or two accumulators.
@@ -167,23 +170,17 @@ pub fn lower(
     let loc = Locals::from(ins.len() + 2);
     let rank = out.rank();
     let tile = Tile::of(cx, &out.shape[rank - 2]);
-    let (body, tasks) = match a.part {
+    let (per_task, tv) = match a.part {
         AttentionPart::KeysValues => keys_values(cx, &mut gen, a, (out, ins), (&loc, &tile, w)),
         _ => queries(cx, &mut gen, a, (out, ins), (&loc, &tile, w)),
     };
-    let batch_rows = cx.dim(&Dim::product(&out.shape[..rank - 2]).expect("row counts fit in i64"));
     // Both tasks pack rows of width d, then of width dv; dq has one accumulator.
     let acc1 = match a.part {
         AttentionPart::KeysValues => tile.rows * w.dv,
         _ => 1,
     };
     Template {
-        body: vec![Stmt::For {
-            var: body.0,
-            extent: mul(batch_rows, tasks),
-            kind: Axis::Grid,
-            body: body.1,
-        }],
+        body: over_tasks(cx, out, &tv, per_task),
         checks: gen.checks,
         locals: super::f32_locals(&[
             ("panels0", w.d * tile.rows),
@@ -197,53 +194,116 @@ pub fn lower(
     }
 }
 
-/// The slots and types of q, k, v and dO.
-fn operands<'t>(a: &AttentionGradInfo, ins: &[&'t TensorType]) -> [(usize, &'t TensorType); 4] {
-    super::attention_grad::operands(a, ins)
+/// An operand read by rows in place: its buffer, its type and the order of its logical axes.
+struct Operand<'t> {
+    buf: usize,
+    ty: &'t TensorType,
+    order: Vec<usize>,
 }
 
-/// The task loop of dq (see the module doc): its variable and body, and the tasks per batch row.
+impl Operand<'_> {
+    /// Its buffer, the start of row `pos` at the batch coordinates `batch`, its row stride.
+    fn rows(&self, cx: &Ctx, batch: &[Expr], pos: Expr) -> (usize, Expr, Expr) {
+        let axis = self.order[self.order.len() - 2];
+        let start = row_start(cx, batch, self.ty, &self.order, pos);
+        (self.buf, start, row_stride(cx, self.ty, axis))
+    }
+
+    /// How many rows it has.
+    fn len(&self, cx: &Ctx) -> Expr {
+        cx.dim(&self.ty.shape[self.order[self.order.len() - 2]])
+    }
+}
+
+/// q, k, v and dO.
+fn operands<'t>(a: &AttentionGradInfo, ins: &[&'t TensorType]) -> [Operand<'t>; 4] {
+    let [(qs, qt), (ks, kt), (vs, vt), (os, ot)] = super::attention_grad::operands(a, ins);
+    let plain = |slot: usize, ty: &'t TensorType| Operand {
+        buf: slot + 1,
+        ty,
+        order: plain(ty),
+    };
+    let k = Operand {
+        buf: ks + 1,
+        ty: kt,
+        order: a.k_order.clone(),
+    };
+    [plain(qs, qt), k, plain(vs, vt), plain(os, ot)]
+}
+
+/// A task's start: its batch coordinates, then its rows `pos ..` of `first` (width d) and
+/// `second` (width dv) packed transposed, and its first accumulator (width d) zeroed.
+fn start_task(
+    cx: &mut Ctx,
+    tv: &Task,
+    [first, second]: [&Operand; 2],
+    (loc, tile, w): (&Locals, &Tile, &Widths),
+) -> (Vec<Expr>, Vec<Stmt>) {
+    let batch: Vec<Expr> = tv.coords.iter().map(|v| var(*v)).collect();
+    let mut out = Vec::new();
+    for (op, panels, width) in [(first, loc.panels[0], w.d), (second, loc.panels[1], w.dv)] {
+        let rows = op.rows(cx, &batch, var(tv.i0));
+        out.extend(pack_rows(
+            cx,
+            panels,
+            rows,
+            (tv.qn, tile.rows, tile.nr),
+            width,
+        ));
+    }
+    out.push(zero(cx, loc.acc[0], tile.rows * w.d));
+    (batch, out)
+}
+
+/// The loop over the streamed blocks (`blocks` of them from block `from`, each `tile.block`
+/// rows of `len`): its variable, each block's first row and row count, and the statements that
+/// set them at the top of each iteration.
+fn block_start(
+    cx: &mut Ctx,
+    from: Option<Var>,
+    block: i64,
+    len: Expr,
+) -> (Var, Var, Var, Vec<Stmt>) {
+    let (b, first, count) = (cx.var(), cx.var(), cx.var());
+    let at = from.map_or(var(b), |f| add(var(f), var(b)));
+    let start = vec![
+        Stmt::Set(first, mul(at, Expr::Int(block))),
+        Stmt::Set(count, bin(Bin::Min, Expr::Int(block), sub(len, var(first)))),
+    ];
+    (b, first, count, start)
+}
+
+/// Both score blocks of a streamed block: `count` rows of `a` times the task's first panels
+/// (width d) into `block0`, `count` rows of `b` times its second panels (width dv) into
+/// `block1`.
+fn score_blocks(
+    cx: &mut Ctx,
+    [a, b]: [(usize, Expr, Expr); 2],
+    count: Var,
+    (loc, tile, w): (&Locals, &Tile, &Widths),
+) -> Vec<Stmt> {
+    let mut out = tile.scores(cx, a, loc.panels[0], loc.blocks[0], var(count), w.d);
+    out.extend(tile.scores(cx, b, loc.panels[1], loc.blocks[1], var(count), w.dv));
+    out
+}
+
+/// A dq task's statements (see the module doc), and its variables.
 fn queries(
     cx: &mut Ctx,
     gen: &mut BodyGen<'_>,
     a: &AttentionGradInfo,
     (out, ins): (&TensorType, &[&TensorType]),
-    (loc, tile, w): (&Locals, &Tile, &Widths),
-) -> ((Var, Vec<Stmt>), Expr) {
-    let [(qs, qt), (ks, kt), (vs, vt), (os, ot)] = operands(a, ins);
-    let rank = out.rank();
-    let k_rank = a.k_order.len();
-    let t = cx.dim(&kt.shape[a.k_order[k_rank - 2]]);
-    let s_len = cx.dim(&out.shape[rank - 2]);
+    sizes: (&Locals, &Tile, &Widths),
+) -> (Vec<Stmt>, Task) {
+    let (loc, tile, w) = sizes;
+    let [q, k, v, dout] = operands(a, ins);
+    let s_len = cx.dim(&out.shape[out.rank() - 2]);
     let (mut per_task, tv) = task(cx, out, s_len.clone(), tile.rows);
-    let (bt, i0, qn) = (tv.bt, tv.i0, tv.qn);
-    let batch: Vec<Expr> = tv.coords.iter().map(|v| var(*v)).collect();
-    let (q_stride, o_stride) = (
-        row_stride(cx, qt, qt.rank() - 2),
-        row_stride(cx, ot, ot.rank() - 2),
-    );
-    let (k_stride, v_stride) = (
-        row_stride(cx, kt, a.k_order[k_rank - 2]),
-        row_stride(cx, vt, vt.rank() - 2),
-    );
-    let q_row0 = row_start(cx, &batch, qt, &plain(qt), var(i0));
-    let o_row0 = row_start(cx, &batch, ot, &plain(ot), var(i0));
-    per_task.extend(pack_rows(
-        cx,
-        loc.panels[0],
-        (qs + 1, q_row0, q_stride),
-        (qn, tile.rows, tile.nr),
-        w.d,
-    ));
-    per_task.extend(pack_rows(
-        cx,
-        loc.panels[1],
-        (os + 1, o_row0, o_stride),
-        (qn, tile.rows, tile.nr),
-        w.dv,
-    ));
-    per_task.push(zero(cx, loc.acc[0], tile.rows * w.d));
+    let (i0, qn) = (tv.i0, tv.qn);
+    let (batch, start) = start_task(cx, &tv, [&q, &dout], sizes);
+    per_task.extend(start);
     let last = sub(add(var(i0), var(qn)), Expr::Int(1));
+    let t = k.len(cx);
     let (from, blocks) = key_blocks(
         cx,
         &a.keys,
@@ -252,64 +312,145 @@ fn queries(
         tile.block,
         &mut per_task,
     );
-    let (jb, j0, count) = (cx.var(), cx.var(), cx.var());
-    let block_at = from.map_or(var(jb), |f| add(var(f), var(jb)));
-    let mut per_block = vec![
-        Stmt::Set(j0, mul(block_at, Expr::Int(tile.block))),
-        Stmt::Set(count, bin(Bin::Min, Expr::Int(tile.block), sub(t, var(j0)))),
-    ];
-    let k_row0 = row_start(cx, &batch, kt, &a.k_order, var(j0));
-    let v_row0 = row_start(cx, &batch, vt, &plain(vt), var(j0));
-    let [sb, db] = loc.blocks;
-    per_block.extend(tile.scores(
-        cx,
-        (ks + 1, k_row0.clone(), k_stride.clone()),
-        loc.panels[0],
-        sb,
-        var(count),
-        w.d,
-    ));
-    per_block.extend(tile.scores(
-        cx,
-        (vs + 1, v_row0, v_stride),
-        loc.panels[1],
-        db,
-        var(count),
-        w.dv,
-    ));
+    let (jb, j0, count, mut per_block) = block_start(cx, from, tile.block, t);
+    let k_rows = k.rows(cx, &batch, var(j0));
+    let v_rows = v.rows(cx, &batch, var(j0));
+    per_block.extend(score_blocks(cx, [k_rows.clone(), v_rows], count, sizes));
     // The score gradient of each (key, query) in place of its score.
-    let (jj, q, x) = (cx.var(), cx.var(), cx.var());
-    let el = add(mul(var(jj), Expr::Int(tile.rows)), var(q));
-    bind_scores(gen, a, [(sb, el.clone()), (db, el.clone())]);
-    let mut pos = batch.clone();
-    pos.extend([add(var(i0), var(q)), add(var(j0), var(jj))]);
-    let ds = gen.value(cx, a.dscores.expect("the verifier checked ds"), &pos);
-    let mut one = gen.take_lets();
-    one.extend([Stmt::Set(x, ds), Stmt::Store(sb, el, var(x))]);
-    per_block.push(serial(jj, var(count), vec![serial(q, var(qn), one)]));
+    let ds = a.dscores.expect("the verifier checked ds");
+    let at: &Coords = &move |jj, q| [add(var(i0), q), add(var(j0), jj)];
+    let pairs = ((count, qn), at);
+    per_block.push(in_place(
+        cx,
+        gen,
+        a,
+        (tile.rows, loc.blocks),
+        pairs,
+        &[(ds, 0)],
+        &batch,
+    ));
     per_block.extend(accumulate(
         cx,
-        (sb, loc.acc[0]),
-        (ks + 1, k_row0, k_stride),
+        (loc.blocks[0], loc.acc[0]),
+        k_rows,
         (var(count), var(qn)),
         (w.d, tile.rows),
     ));
     per_task.push(serial(jb, blocks, per_block));
-    let row = |r: Expr| add(mul(var(bt), s_len.clone()), add(var(i0), r));
+    let row = |r: Expr| add(mul(var(tv.bt), s_len.clone()), add(var(i0), r));
     per_task.push(store_rows(cx, loc.acc[0], (qn, w.d), (&row, w.d, 0)));
-    ((tv.task, per_task), tv.qblocks)
+    (per_task, tv)
 }
 
-/// Binds the body's score and `dp` nodes to the two score blocks' elements.
-fn bind_scores(
+/// A dk-dv task's statements (see the module doc), and its variables.
+fn keys_values(
+    cx: &mut Ctx,
     gen: &mut BodyGen<'_>,
     a: &AttentionGradInfo,
-    [(sb, s), (db, d)]: [(usize, Expr); 2],
-) {
-    gen.bind(a.scores, Expr::Load(sb, Box::new(s)));
+    (out, ins): (&TensorType, &[&TensorType]),
+    sizes: (&Locals, &Tile, &Widths),
+) -> (Vec<Stmt>, Task) {
+    let (loc, tile, w) = sizes;
+    let [q, k, v, dout] = operands(a, ins);
+    let t = cx.dim(&out.shape[out.rank() - 2]);
+    let (mut per_task, tv) = task(cx, out, t.clone(), tile.rows);
+    let (j0, kn) = (tv.i0, tv.qn);
+    let (batch, start) = start_task(cx, &tv, [&k, &v], sizes);
+    per_task.extend(start);
+    per_task.push(zero(cx, loc.acc[1], tile.rows * w.dv));
+    let last = sub(add(var(j0), var(kn)), Expr::Int(1));
+    let s_len = q.len(cx);
+    let (from, blocks) = query_blocks(
+        cx,
+        &a.keys,
+        (var(j0), last),
+        s_len.clone(),
+        tile.block,
+        &mut per_task,
+    );
+    let (ib, i0, count, mut per_block) = block_start(cx, from, tile.block, s_len);
+    let q_rows = q.rows(cx, &batch, var(i0));
+    let o_rows = dout.rows(cx, &batch, var(i0));
+    per_block.extend(score_blocks(
+        cx,
+        [q_rows.clone(), o_rows.clone()],
+        count,
+        sizes,
+    ));
+    // p in place of each score, ds in place of each dp.
+    let p = a.probs.expect("the verifier checked p");
+    let ds = a.dscores.expect("the verifier checked ds");
+    let at: &Coords = &move |ii, c| [add(var(i0), ii), add(var(j0), c)];
+    let pairs = ((count, kn), at);
+    per_block.push(in_place(
+        cx,
+        gen,
+        a,
+        (tile.rows, loc.blocks),
+        pairs,
+        &[(p, 0), (ds, 1)],
+        &batch,
+    ));
+    let rows = (var(count), var(kn));
+    per_block.extend(accumulate(
+        cx,
+        (loc.blocks[0], loc.acc[1]),
+        o_rows,
+        rows.clone(),
+        (w.dv, tile.rows),
+    ));
+    per_block.extend(accumulate(
+        cx,
+        (loc.blocks[1], loc.acc[0]),
+        q_rows,
+        rows,
+        (w.d, tile.rows),
+    ));
+    per_task.push(serial(ib, blocks, per_block));
+    let row = |r: Expr| add(mul(var(tv.bt), t.clone()), add(var(j0), r));
+    let pitch = w.d + w.dv;
+    per_task.push(store_rows(cx, loc.acc[0], (kn, w.d), (&row, pitch, 0)));
+    per_task.push(store_rows(cx, loc.acc[1], (kn, w.dv), (&row, pitch, w.d)));
+    (per_task, tv)
+}
+
+/// The coordinates of a block's pair `(outer, inner)`: the query's and the key's.
+type Coords = dyn Fn(Expr, Expr) -> [Expr; 2];
+
+/// The elementwise step of a block: for each of its `outer × inner` pairs (element
+/// `outer · rows + inner` of the two score blocks, `[s, dp]`), the body's score and `dp` nodes
+/// bound to the blocks' elements, each of `nodes` evaluated at the pair's coordinates
+/// (`batch`, then `at(outer, inner)`: the query's and the key's) and stored in place into its
+/// block (0 or 1), after all are read.
+fn in_place(
+    cx: &mut Ctx,
+    gen: &mut BodyGen<'_>,
+    a: &AttentionGradInfo,
+    (rows, [sb, db]): (i64, [usize; 2]),
+    ((outer, inner), at): ((Var, Var), &Coords),
+    nodes: &[(NodeIndex, usize)],
+    batch: &[Expr],
+) -> Stmt {
+    let (o, i) = (cx.var(), cx.var());
+    let el = add(mul(var(o), Expr::Int(rows)), var(i));
+    gen.bind(a.scores, Expr::Load(sb, Box::new(el.clone())));
     if let Some(dp) = a.dprobs {
-        gen.bind(dp, Expr::Load(db, Box::new(d)));
+        gen.bind(dp, Expr::Load(db, Box::new(el.clone())));
     }
+    let mut pos = batch.to_vec();
+    pos.extend(at(var(o), var(i)));
+    let values: Vec<(Var, Expr, usize)> = nodes
+        .iter()
+        .map(|(n, block)| (cx.var(), gen.value(cx, *n, &pos), [sb, db][*block]))
+        .collect();
+    let mut one = gen.take_lets();
+    one.extend(values.iter().map(|(v, e, _)| Stmt::Set(*v, e.clone())));
+    one.extend(
+        values
+            .iter()
+            .map(|(v, _, buf)| Stmt::Store(*buf, el.clone(), var(*v))),
+    );
+    serial(o, var(outer), vec![serial(i, var(inner), one)])
 }
 
 /// The queries that see keys `first ..= last`: the blocks of [`key_blocks`] with the range
@@ -328,121 +469,4 @@ fn query_blocks(
     };
     let (from, count) = key_blocks(cx, &reversed, rows, s, block, setup);
     (from, bin(Bin::Max, Expr::Int(0), count))
-}
-
-/// The task loop of dk and dv (see the module doc).
-fn keys_values(
-    cx: &mut Ctx,
-    gen: &mut BodyGen<'_>,
-    a: &AttentionGradInfo,
-    (out, ins): (&TensorType, &[&TensorType]),
-    (loc, tile, w): (&Locals, &Tile, &Widths),
-) -> ((Var, Vec<Stmt>), Expr) {
-    let [(qs, qt), (ks, kt), (vs, vt), (os, ot)] = operands(a, ins);
-    let rank = out.rank();
-    let k_rank = a.k_order.len();
-    let t = cx.dim(&out.shape[rank - 2]);
-    let s_len = cx.dim(&qt.shape[qt.rank() - 2]);
-    let (mut per_task, tv) = task(cx, out, t.clone(), tile.rows);
-    let (bt, j0, kn) = (tv.bt, tv.i0, tv.qn);
-    let batch: Vec<Expr> = tv.coords.iter().map(|v| var(*v)).collect();
-    let (q_stride, o_stride) = (
-        row_stride(cx, qt, qt.rank() - 2),
-        row_stride(cx, ot, ot.rank() - 2),
-    );
-    let (k_stride, v_stride) = (
-        row_stride(cx, kt, a.k_order[k_rank - 2]),
-        row_stride(cx, vt, vt.rank() - 2),
-    );
-    let k_row0 = row_start(cx, &batch, kt, &a.k_order, var(j0));
-    let v_row0 = row_start(cx, &batch, vt, &plain(vt), var(j0));
-    per_task.extend(pack_rows(
-        cx,
-        loc.panels[0],
-        (ks + 1, k_row0, k_stride),
-        (kn, tile.rows, tile.nr),
-        w.d,
-    ));
-    per_task.extend(pack_rows(
-        cx,
-        loc.panels[1],
-        (vs + 1, v_row0, v_stride),
-        (kn, tile.rows, tile.nr),
-        w.dv,
-    ));
-    per_task.push(zero(cx, loc.acc[0], tile.rows * w.d));
-    per_task.push(zero(cx, loc.acc[1], tile.rows * w.dv));
-    let last = sub(add(var(j0), var(kn)), Expr::Int(1));
-    let (from, blocks) = query_blocks(
-        cx,
-        &a.keys,
-        (var(j0), last),
-        s_len.clone(),
-        tile.block,
-        &mut per_task,
-    );
-    let (ib, i0, count) = (cx.var(), cx.var(), cx.var());
-    let block_at = from.map_or(var(ib), |f| add(var(f), var(ib)));
-    let mut per_block = vec![
-        Stmt::Set(i0, mul(block_at, Expr::Int(tile.block))),
-        Stmt::Set(
-            count,
-            bin(Bin::Min, Expr::Int(tile.block), sub(s_len, var(i0))),
-        ),
-    ];
-    let q_row0 = row_start(cx, &batch, qt, &plain(qt), var(i0));
-    let o_row0 = row_start(cx, &batch, ot, &plain(ot), var(i0));
-    let [sb, db] = loc.blocks;
-    per_block.extend(tile.scores(
-        cx,
-        (qs + 1, q_row0.clone(), q_stride.clone()),
-        loc.panels[0],
-        sb,
-        var(count),
-        w.d,
-    ));
-    per_block.extend(tile.scores(
-        cx,
-        (os + 1, o_row0.clone(), o_stride.clone()),
-        loc.panels[1],
-        db,
-        var(count),
-        w.dv,
-    ));
-    // p in place of each score, ds in place of each dp.
-    let (ii, c, pv, dsv) = (cx.var(), cx.var(), cx.var(), cx.var());
-    let el = add(mul(var(ii), Expr::Int(tile.rows)), var(c));
-    bind_scores(gen, a, [(sb, el.clone()), (db, el.clone())]);
-    let mut pos = batch.clone();
-    pos.extend([add(var(i0), var(ii)), add(var(j0), var(c))]);
-    let p = gen.value(cx, a.probs.expect("the verifier checked p"), &pos);
-    let ds = gen.value(cx, a.dscores.expect("the verifier checked ds"), &pos);
-    let mut one = gen.take_lets();
-    one.extend([
-        Stmt::Set(pv, p),
-        Stmt::Set(dsv, ds),
-        Stmt::Store(sb, el.clone(), var(pv)),
-        Stmt::Store(db, el, var(dsv)),
-    ]);
-    per_block.push(serial(ii, var(count), vec![serial(c, var(kn), one)]));
-    per_block.extend(accumulate(
-        cx,
-        (sb, loc.acc[1]),
-        (os + 1, o_row0, o_stride),
-        (var(count), var(kn)),
-        (w.dv, tile.rows),
-    ));
-    per_block.extend(accumulate(
-        cx,
-        (db, loc.acc[0]),
-        (qs + 1, q_row0, q_stride),
-        (var(count), var(kn)),
-        (w.d, tile.rows),
-    ));
-    per_task.push(serial(ib, blocks, per_block));
-    let row = |r: Expr| add(mul(var(bt), t.clone()), add(var(j0), r));
-    let pitch = w.d + w.dv;
-    per_task.push(store_rows(cx, loc.acc[0], (kn, w.d), (&row, pitch, 0)));
-    per_task.push(store_rows(cx, loc.acc[1], (kn, w.dv), (&row, pitch, w.d)));
-    ((tv.task, per_task), tv.qblocks)
 }

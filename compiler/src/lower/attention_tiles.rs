@@ -25,11 +25,12 @@ use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
 use archc_kernels::ir::{Bin, Expr, Ieee32, Local, Stmt, Un, Var};
 
 use super::attention::{key_blocks, plain, row_start};
-use super::body::{delinearize, BodyGen};
+use super::attention_tasks::{over_tasks, pack_rows, row_stride, task, task_rows};
+use super::body::BodyGen;
 use super::index::Ctx;
 use super::product::{columns, product, Product};
 use super::Template;
-use crate::graph::{AttentionGradInfo, AttentionInfo, Dim, KeyRange, Region, TensorType};
+use crate::graph::{AttentionGradInfo, AttentionInfo, KeyRange, Region, TensorType};
 use petgraph::graph::NodeIndex;
 
 /// The widths of one attention: of the query and key rows (`d`) and of the value rows (`dv`).
@@ -218,48 +219,29 @@ fn tiled(
         }
         None => {
             per_task.push(serial(jb, blocks, per_block));
-            let q = cx.var();
-            let at = |buf: usize| Expr::Load(buf, Box::new(var(q)));
-            let log_sum = Expr::Un(Un::Log, Box::new(at(loc.sums)));
-            let row = mul(out_row(var(q)), Expr::Int(2));
-            let stats = vec![
-                Stmt::Store(0, row.clone(), at(loc.maxes)),
-                Stmt::Store(0, add(row, Expr::Int(1)), log_sum),
-            ];
-            per_task.push(serial(q, var(qn), stats));
+            per_task.push(write_stats(cx, &loc, qn, &out_row));
         }
     }
-
-    let tasks = mul(
-        cx.dim(&Dim::product(&out.shape[..rank - 2]).expect("row counts fit in i64")),
-        tv.qblocks,
-    );
+    let body = over_tasks(cx, out, &tv, per_task);
     Template {
-        body: vec![Stmt::For {
-            var: tv.task,
-            extent: tasks,
-            kind: archc_kernels::ir::Axis::Grid,
-            body: per_task,
-        }],
+        body,
         checks: gen.checks,
         locals: locals(w, qrows, kblock),
         shared: Vec::new(),
     }
 }
 
-/// Rows per task: the schedule's, in whole panels of `nr`, or fewer when a constant `len`
-/// (a ViT's 16 patches) fills fewer panels, so a short sequence is not padded to the tile.
-pub(super) fn task_rows(cx: &Ctx, len: &Dim, nr: i64) -> i64 {
-    let rows = (cx.schedule.attention_rows as u64).div_ceil(nr as u64) as i64 * nr;
-    match len.as_const() {
-        Some(n) if n > 0 => rows.min((n + nr - 1) / nr * nr),
-        _ => rows,
-    }
-}
-
-/// The distance between consecutive indices of `t`'s axis `axis`.
-pub(super) fn row_stride(cx: &Ctx, t: &TensorType, axis: usize) -> Expr {
-    cx.strides(&t.shape)[axis].clone()
+/// Each of the task's `qn` queries' statistics `[m, log l]`, at `2 · out_row(q)`.
+fn write_stats(cx: &mut Ctx, loc: &Locals, qn: Var, out_row: &dyn Fn(Expr) -> Expr) -> Stmt {
+    let q = cx.var();
+    let at = |buf: usize| Expr::Load(buf, Box::new(var(q)));
+    let log_sum = Expr::Un(Un::Log, Box::new(at(loc.sums)));
+    let row = mul(out_row(var(q)), Expr::Int(2));
+    let stats = vec![
+        Stmt::Store(0, row.clone(), at(loc.maxes)),
+        Stmt::Store(0, add(row, Expr::Int(1)), log_sum),
+    ];
+    serial(q, var(qn), stats)
 }
 
 /// The thread-private arrays of a task with `qrows` queries and key blocks of `kblock`, in
@@ -273,56 +255,6 @@ fn locals(w: &Widths, qrows: i64, kblock: i64) -> Vec<Local> {
         ("sums", qrows),
         ("corrections", qrows),
     ])
-}
-
-/// The variables of one task: its index, its batch row `bt` (and that row's coordinates), its
-/// first query and query count; and the count of query blocks per batch row.
-pub(super) struct Task {
-    pub task: Var,
-    pub bt: Var,
-    pub i0: Var,
-    pub qn: Var,
-    pub coords: Vec<Var>,
-    pub qblocks: Expr,
-}
-
-/// The statements that place a task: `qrows` queries of one batch row of the output `out`,
-/// whose query axis has `s_len` positions.
-pub(super) fn task(cx: &mut Ctx, out: &TensorType, s_len: Expr, qrows: i64) -> (Vec<Stmt>, Task) {
-    let rank = out.rank();
-    let (task, bt, i0, qn) = (cx.var(), cx.var(), cx.var(), cx.var());
-    let coords = cx.vars(rank - 2);
-    let qblocks = bin(
-        Bin::Div,
-        add(s_len.clone(), Expr::Int(qrows - 1)),
-        Expr::Int(qrows),
-    );
-    let mut per_task = vec![
-        Stmt::Set(bt, bin(Bin::Div, var(task), qblocks.clone())),
-        Stmt::Set(
-            i0,
-            mul(bin(Bin::Rem, var(task), qblocks.clone()), Expr::Int(qrows)),
-        ),
-        Stmt::Set(
-            qn,
-            bin(Bin::Min, Expr::Int(qrows), sub(s_len.clone(), var(i0))),
-        ),
-    ];
-    for (v, e) in coords
-        .iter()
-        .zip(delinearize(cx, var(bt), &out.shape[..rank - 2]))
-    {
-        per_task.push(Stmt::Set(*v, e));
-    }
-    let t = Task {
-        task,
-        bt,
-        i0,
-        qn,
-        coords,
-        qblocks,
-    };
-    (per_task, t)
 }
 
 /// Where a task is: its batch coordinates, first query and query count, and the current key
@@ -424,54 +356,6 @@ fn weigh_values(
         },
     ));
     (out, lanes)
-}
-
-/// Packs a task's `qn` rows of width `d` (row `q` at `row0 + q·stride`; queries, or keys in
-/// the backward) transposed into local `panels`, in panels of `nr` rows: element `p` of row
-/// `q` at `(q / nr)·d·nr + p·nr + q mod nr`. The panel's rows past `qn` are zeros.
-pub(super) fn pack_rows(
-    cx: &mut Ctx,
-    panels: usize,
-    (qb, row0, stride): (usize, Expr, Expr),
-    (qn, qrows, nr): (Var, i64, i64),
-    d: i64,
-) -> Vec<Stmt> {
-    let (q, p, z) = (cx.var(), cx.var(), cx.var());
-    let dst = |q: Expr| {
-        add(
-            add(
-                mul(bin(Bin::Div, q.clone(), Expr::Int(nr)), Expr::Int(d * nr)),
-                mul(var(p), Expr::Int(nr)),
-            ),
-            bin(Bin::Rem, q, Expr::Int(nr)),
-        )
-    };
-    let src = add(add(row0, mul(var(q), stride)), var(p));
-    let pad = add(var(qn), var(z));
-    vec![
-        serial(
-            q,
-            var(qn),
-            vec![serial(
-                p,
-                Expr::Int(d),
-                vec![Stmt::Store(
-                    panels,
-                    dst(var(q)),
-                    Expr::Load(qb, Box::new(src)),
-                )],
-            )],
-        ),
-        serial(
-            z,
-            sub(Expr::Int(qrows), var(qn)),
-            vec![serial(
-                p,
-                Expr::Int(d),
-                vec![Stmt::Store(panels, dst(pad), f32(0.0))],
-            )],
-        ),
-    ]
 }
 
 /// Zeros the output accumulator (`len` floats) and starts every query's max at −∞ and sum at 0.

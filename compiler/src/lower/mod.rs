@@ -7,6 +7,7 @@
 mod attention;
 mod attention_grad;
 mod attention_grad_tiles;
+mod attention_tasks;
 mod attention_tiles;
 mod body;
 mod contract;
