@@ -18,7 +18,7 @@ use archc_compiler::graph::{print_graph, Graph};
 use archc_compiler::passes::{optimize, PassOptions};
 use archc_runtime::{random_tensor, DType, Dim, Tensor};
 
-use crate::common;
+use crate::common::{self, Within};
 
 /// The hand-written attention of these tests: `heads` query heads over `kv` key-value heads of
 /// width `d`, q from the input `x`, k and v from `x` or (`cross`) from the memory `mem`, the
@@ -141,7 +141,8 @@ fn check(src: &str, inputs: &HashMap<String, Tensor>, gpu: bool) {
         1e-5,
         "the interpreter",
     );
-    let native = common::native_random_within(&fused, &PassOptions::all(), inputs, 1e-4);
+    let native =
+        common::native_random_within(&fused, &PassOptions::all(), inputs, Within::Largest(1e-4));
     compare(&native, 1e-4, "native code");
     if gpu {
         compare(&common::gpu_sim(&fused, inputs), 1e-4, "cuda-sim");

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::common;
+use crate::common::{self, Within};
 use archc_compiler::passes::PassOptions;
 use archc_runtime::{DType, Tensor, TensorFile};
 use common::{archc, import_fixture, repo, scratch_dir};
@@ -263,11 +263,20 @@ fn check_program(p: &common::programs::Program) {
             p.source
         );
     }
-    let none = common::native_random_within(&unfused, &PassOptions::none(), &all_inputs, 1e-4);
-    let fused: HashMap<String, Tensor> =
-        common::native_random_within(&grad, &PassOptions::all(), &all_inputs, 1e-4)
-            .into_iter()
-            .collect();
+    let none = common::native_random_within(
+        &unfused,
+        &PassOptions::none(),
+        &all_inputs,
+        Within::Largest(1e-4),
+    );
+    let fused: HashMap<String, Tensor> = common::native_random_within(
+        &grad,
+        &PassOptions::all(),
+        &all_inputs,
+        Within::Largest(1e-4),
+    )
+    .into_iter()
+    .collect();
     // Relative to the largest gradient: a weight may get exactly none (a softmax over one key).
     let largest = none
         .iter()

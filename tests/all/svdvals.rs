@@ -11,7 +11,7 @@ use archc_compiler::interp::{bind_dims, interpret, MapWeights};
 use archc_compiler::passes::PassOptions;
 use archc_runtime::Tensor;
 
-use crate::common::{self, compile, rel_err};
+use crate::common::{self, compile, rel_err, Within};
 
 const MODEL: &str = "model svd {
   input x: f32[batch, rows, 8]
@@ -80,7 +80,8 @@ fn kernels_match_the_oracle() {
     for (x, tol) in [(full, 1e-5), (near, 3e-4)] {
         let want = oracle(&x);
         let ins = HashMap::from([("x".to_string(), x)]);
-        let mut runs = common::native_random_within(&g, &PassOptions::all(), &ins, 1e-5);
+        let mut runs =
+            common::native_random_within(&g, &PassOptions::all(), &ins, Within::EachTensor(1e-5));
         runs.extend(common::gpu_sim(&g, &ins));
         for (name, got) in runs {
             let err = rel_err(&got, &want[&name]);

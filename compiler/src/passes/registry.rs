@@ -142,7 +142,7 @@ pub static PASSES: &[&dyn Pass] = &[
     },
     &GraphPass {
         name: tile_attention::NAME,
-        description: "fuses matmul → softmax → matmul into one tiled attention kernel",
+        description: "fuses matmul → softmax → matmul into one tiled attention kernel (in a gradient, before differentiation: its backward is streamed too)",
         needs: NodeOrder::Any,
         on_bodies: true,
         rewrite: tile_attention::run,
