@@ -680,7 +680,8 @@ impl<'r> Run<'r> {
             };
             let sizes: Vec<usize> = args.iter().map(|&b| bytes[b]).collect();
             // SAFETY: the caller's contract on `ptrs`.
-            let mut a = unsafe { arguments(args, &sizes, ptrs) }.map_err(fail)?;
+            let mut a =
+                unsafe { arguments(args, &sizes, ptrs, &|i| step.writes(i)) }.map_err(fail)?;
             let status = self
                 .launcher
                 .launch(*kernel, &mut a, self.dim_values)

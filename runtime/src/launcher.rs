@@ -239,7 +239,7 @@ impl Plan {
                 let params = args
                     .iter()
                     .enumerate()
-                    .map(|(i, &b)| param(&self.symbols, buffers, b, i == 0))
+                    .map(|(i, &b)| param(&self.symbols, buffers, b, step.writes(i)))
                     .collect::<Result<Vec<_>, String>>()?;
                 *slot = Some(match slot.take() {
                     None => params,
@@ -346,9 +346,9 @@ pub(crate) fn buffer_bytes(buffers: &[Buffer], b: usize, dims: &HashMap<String, 
     buffers[b].bytes(numel(&buffers[b], dims))
 }
 
-/// A kernel step's buffers as launch arguments: the first (its output) writable, the others
-/// read-only. Refuses an output that shares memory with an input, or a buffer with bytes but
-/// no memory.
+/// A kernel step's buffers as launch arguments: those `writes` names (its output, and a
+/// scratch buffer) writable, the others read-only. Refuses a written buffer that shares
+/// memory with another argument, or a buffer with bytes but no memory.
 ///
 /// # Safety
 /// `ptrs[b]` must be null or point to `sizes[i]` bytes of buffer `b = args[i]` that stay valid
@@ -358,15 +358,18 @@ pub(crate) unsafe fn arguments<'a>(
     args: &[usize],
     sizes: &[usize],
     ptrs: &[*mut u8],
+    writes: &dyn Fn(usize) -> bool,
 ) -> Result<Vec<Arg<'a>>, String> {
     let range = |i: usize| (ptrs[args[i]] as usize, sizes[i]);
-    let (out, n) = range(0);
-    for i in 1..args.len() {
-        let (p, m) = range(i);
-        if n > 0 && m > 0 && p < out.saturating_add(n) && out < p.saturating_add(m) {
-            return Err(format!(
-                "the output shares memory with argument {i}, which it reads"
-            ));
+    for w in (0..args.len()).filter(|w| writes(*w)) {
+        let (out, n) = range(w);
+        for i in (0..args.len()).filter(|i| *i != w) {
+            let (p, m) = range(i);
+            if n > 0 && m > 0 && p < out.saturating_add(n) && out < p.saturating_add(m) {
+                return Err(format!(
+                    "argument {w}, which the kernel writes, shares memory with argument {i}"
+                ));
+            }
         }
     }
     args.iter()
@@ -378,7 +381,7 @@ pub(crate) unsafe fn arguments<'a>(
             // a clamped index before it selects the padding (the arena gives every buffer
             // readable bytes, `Plan::layout`).
             if n == 0 && p.is_null() {
-                return Ok(if i == 0 {
+                return Ok(if writes(i) {
                     Arg::Out(&mut [])
                 } else {
                     Arg::In(&[])
@@ -387,9 +390,10 @@ pub(crate) unsafe fn arguments<'a>(
             if p.is_null() {
                 return Err(format!("argument {i} (buffer {b}) has no memory"));
             }
-            // SAFETY: the caller's contract; the output overlaps no input (checked above).
+            // SAFETY: the caller's contract; a written buffer overlaps no other argument
+            // (checked above).
             Ok(unsafe {
-                if i == 0 {
+                if writes(i) {
                     Arg::Out(std::slice::from_raw_parts_mut(p, n))
                 } else {
                     Arg::In(std::slice::from_raw_parts(p, n))

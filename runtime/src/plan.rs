@@ -73,8 +73,8 @@ impl Buffer {
 pub enum Step {
     /// Launch kernel `kernel` (an index into `Plan::kernels`) on buffers in its parameter
     /// order (the status word is appended). It writes its first buffer and only reads the
-    /// others: the executor relies on that to let kernels read weights from read-only mapped
-    /// files.
+    /// others (the executor relies on that to let kernels read weights from read-only mapped
+    /// files), but for a scratch buffer it works in, passed last.
     Kernel {
         /// The kernel.
         kernel: usize,
@@ -88,6 +88,10 @@ pub enum Step {
         /// written before launch geometry existed).
         #[serde(default)]
         launch: Option<crate::Launch>,
+        /// Whether the last buffer is an arena buffer the kernel writes before it reads it
+        /// (`scan_grad`'s checkpoints), live during this step only.
+        #[serde(default)]
+        scratch: bool,
     },
     /// Run layer kind `kind` with its slots bound to `args` (the result first).
     Call {
@@ -103,6 +107,14 @@ impl Step {
     pub fn args(&self) -> &[usize] {
         match self {
             Step::Kernel { args, .. } | Step::Call { args, .. } => args,
+        }
+    }
+
+    /// Whether argument `i` is one the step writes: its output, or its scratch buffer.
+    pub fn writes(&self, i: usize) -> bool {
+        match self {
+            Step::Kernel { args, scratch, .. } => i == 0 || (*scratch && i + 1 == args.len()),
+            Step::Call { .. } => i == 0,
         }
     }
 }

@@ -14,11 +14,11 @@
 use std::collections::HashMap;
 
 use archc_compiler::grad::{gradient, loss_gradient};
-use archc_compiler::graph::{print_graph, Graph};
+use archc_compiler::graph::Graph;
 use archc_compiler::passes::{optimize, PassOptions};
 use archc_runtime::{random_tensor, DType, Dim, Tensor};
 
-use crate::common::{self, Within};
+use crate::common;
 
 /// The hand-written attention of these tests: `heads` query heads over `kv` key-value heads of
 /// width `d`, q from the input `x`, k and v from `x` or (`cross`) from the memory `mem`, the
@@ -101,52 +101,15 @@ fn inputs(
     out
 }
 
-/// The fused gradient of `src` agrees with the unfused one: in the interpreter (the regions'
-/// bodies) within 1e-5, on every native backend (their kernels) within 1e-4, and, with `gpu`,
-/// scheduled for a GPU in the simulator, which fails on any race between threads.
+/// The fused gradient of `src` agrees with the unfused one (`common::fused_gradient`).
 fn check(src: &str, inputs: &HashMap<String, Tensor>, gpu: bool) {
-    let g = common::compile("a.arch", src).unwrap_or_else(|(_, r)| panic!("{r}"));
-    let fused = gradient(&g, &PassOptions::all()).unwrap_or_else(|e| panic!("{e}"));
-    let unfused = gradient(&g, &PassOptions::none()).unwrap_or_else(|e| panic!("{e}"));
-    let text = print_graph(&fused);
-    for part in [
+    let parts = [
         "fused.attention[",
         "fused.attention_stats[",
         "fused.attention_dq[",
         "fused.attention_dkv[",
-    ] {
-        assert!(text.contains(part), "no {part} in the gradient of\n{src}");
-    }
-    let want = common::interpret_random(&unfused, inputs);
-    let largest = want
-        .iter()
-        .flat_map(|(_, t)| t.to_f32())
-        .fold(1e-12f32, |m, x| m.max(x.abs()));
-    let compare = |got: &[(String, Tensor)], tol: f32, how: &str| {
-        for ((name, w), (_, g)) in want.iter().zip(got) {
-            let diff = w
-                .to_f32()
-                .iter()
-                .zip(g.to_f32())
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                diff / largest <= tol,
-                "{name}: {how} is {:.2e} from the unfused gradient\n{src}",
-                diff / largest
-            );
-        }
-    };
-    compare(
-        &common::interpret_random(&fused, inputs),
-        1e-5,
-        "the interpreter",
-    );
-    let native =
-        common::native_random_within(&fused, &PassOptions::all(), inputs, Within::Largest(1e-4));
-    compare(&native, 1e-4, "native code");
-    if gpu {
-        compare(&common::gpu_sim(&fused, inputs), 1e-4, "cuda-sim");
-    }
+    ];
+    common::fused_gradient::check(src, inputs, gpu, &parts);
 }
 
 /// The pass's input and output side by side: a causal attention, then its gradient graph, in

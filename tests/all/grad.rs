@@ -278,16 +278,9 @@ fn check_program(p: &common::programs::Program) {
     .into_iter()
     .collect();
     // Relative to the largest gradient: a weight may get exactly none (a softmax over one key).
-    let largest = none
-        .iter()
-        .flat_map(|(_, t)| t.to_f32())
-        .fold(1e-12f32, |m, x| m.max(x.abs()));
+    let largest = common::largest_value(&none);
     for (name, t) in &none {
-        let diff = fused[name]
-            .to_f32()
-            .iter()
-            .zip(t.to_f32())
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let diff = common::max_difference(&fused[name], t);
         let e = diff / largest;
         assert!(
             e <= 1e-4,

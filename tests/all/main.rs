@@ -37,6 +37,7 @@ mod primitives;
 mod quantized;
 mod ragged;
 mod run_errors;
+mod scan_grad;
 mod schedule_ir;
 mod sharded;
 mod snapshots;

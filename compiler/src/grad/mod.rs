@@ -26,9 +26,10 @@ mod emit;
 mod gather;
 mod rules;
 mod scan;
+mod scan_region;
 
 use crate::graph::{Graph, NodeIndex, Op, ParamKind, UnaryOp};
-use crate::passes::{tile_attention, PassOptions};
+use crate::passes::{fuse_scan, tile_attention, PassOptions};
 
 /// Why a gradient graph could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,30 @@ fn build(g: &Graph, seed: Seed<'_>, o: &PassOptions) -> Result<Graph, GradError>
             ..tile_attention::run_for_gradient(g, &depends_on_weights(g, &trained))
         };
         &tiled
+    } else {
+        g
+    };
+    // Scans with a read-out are fused first too, so that their backward recomputes the
+    // states chunk by chunk (`scan_region.rs`); all of them, or none if one cannot be.
+    let scanned;
+    let g = if o.enabled(fuse_scan::NAME) {
+        let fused = fuse_scan::run_for_gradient(g);
+        let fits = fused.dag.node_weights().all(|n| match &n.op {
+            Op::Fused(r) => match &r.kind {
+                crate::graph::RegionKind::Scan(s) => scan_region::check(r, s).is_ok(),
+                _ => true,
+            },
+            _ => true,
+        });
+        if fits {
+            scanned = Graph {
+                training: g.training.clone(),
+                ..fused
+            };
+            &scanned
+        } else {
+            g
+        }
     } else {
         g
     };

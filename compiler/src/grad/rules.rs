@@ -112,9 +112,8 @@ pub(super) fn vjp(
             }
         }
         Op::Scan { axis } => {
-            for (x, d) in super::scan::vjp(e, (xs[0], xs[1]), v, axis, g, wants)? {
-                out.push((x, d));
-            }
+            let adjoint = super::scan::adjoint(e, (xs[0], xs[1]), v, axis, g, wants)?;
+            out.extend(adjoint.contributions);
         }
         Op::SvdVals => {
             return Err(GradError::Unsupported(
@@ -125,7 +124,10 @@ pub(super) fn vjp(
             crate::graph::RegionKind::Attention(a) => {
                 return super::attention::vjp(e, v, &r, a, g, wants);
             }
-            crate::graph::RegionKind::AttentionGrad(_) => {
+            crate::graph::RegionKind::Scan(s) if s.readout.is_some() => {
+                return super::scan_region::vjp(e, v, &r, s, g, wants);
+            }
+            crate::graph::RegionKind::AttentionGrad(_) | crate::graph::RegionKind::ScanGrad(_) => {
                 return Err(GradError::Unsupported(format!(
                     "`{}`: a gradient graph is not differentiated again",
                     r.kind.name()

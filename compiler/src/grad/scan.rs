@@ -11,16 +11,27 @@ use super::emit::Emit;
 use super::GradError;
 use crate::graph::{NodeIndex, Op};
 
-/// The contributions of `h = scan(a, b)`'s gradient `g` to `a` and `b`, as (operand,
-/// gradient), for those `wants` names.
-pub(super) fn vjp(
+/// The nodes of a scan's backward: the state's gradient λ, and h[t−1] when `a` needs one.
+pub(super) struct Adjoint {
+    /// λ, the state's total gradient.
+    pub lambda: NodeIndex,
+    /// h[t − 1], with 0 before the first step.
+    pub h_prev: Option<NodeIndex>,
+    /// The contributions to `a` and `b`, as (operand, gradient).
+    pub contributions: Vec<(NodeIndex, NodeIndex)>,
+}
+
+/// The backward of `h = scan(a, b)` from its gradient `g`: λ, h[t − 1], and the
+/// contributions to `a` and `b` for those `wants` names (`rules.rs` adds them;
+/// `scan_region.rs` binds λ and h[t − 1] in its kernel).
+pub(super) fn adjoint(
     e: &mut Emit<'_>,
     (a, b): (NodeIndex, NodeIndex),
     h: NodeIndex,
     axis: usize,
     g: NodeIndex,
     wants: &dyn Fn(NodeIndex) -> bool,
-) -> Result<Vec<(NodeIndex, NodeIndex)>, GradError> {
+) -> Result<Adjoint, GradError> {
     let shape = e.ty(b).shape;
     let steps = shape[axis].clone();
     let one = Dim::constant(1);
@@ -37,10 +48,14 @@ pub(super) fn vjp(
     let a_rev = e.flip(a_next, axis)?;
     let g_rev = e.flip(g, axis)?;
     let lam_rev = e.op(Op::Scan { axis }, &[a_rev, g_rev])?;
-    let lam = e.flip(lam_rev, axis)?;
-    let mut out = Vec::new();
+    let lambda = e.flip(lam_rev, axis)?;
+    let mut out = Adjoint {
+        lambda,
+        h_prev: None,
+        contributions: Vec::new(),
+    };
     if wants(b) {
-        out.push((b, lam));
+        out.contributions.push((b, lambda));
     }
     if wants(a) {
         // h[t−1], with 0 before the first step.
@@ -50,8 +65,10 @@ pub(super) fn vjp(
             let prev = e.slice(h, axis, Dim::constant(0), before_last)?;
             e.pad_zeros(prev, axis, one, Dim::constant(0))?
         };
-        let da = e.mul(lam, h_prev)?;
-        out.push((a, e.unbroadcast(da, &e.ty(a).shape)?));
+        out.h_prev = Some(h_prev);
+        let da = e.mul(lambda, h_prev)?;
+        out.contributions
+            .push((a, e.unbroadcast(da, &e.ty(a).shape)?));
     }
     Ok(out)
 }

@@ -9,6 +9,7 @@ mod moe;
 mod op;
 mod printer;
 mod region;
+pub mod scan_terms;
 mod storage;
 mod structure;
 mod training;
@@ -22,7 +23,7 @@ pub use op::{BinaryOp, Op, ReduceOp, TensorType, UnaryOp};
 pub use printer::print_graph;
 pub use region::{
     AttentionGradInfo, AttentionInfo, AttentionPart, KeyRange, LayerKind, Region, RegionKind,
-    ScanInfo, SsdInfo,
+    ScanFrames, ScanGradInfo, ScanInfo, SsdInfo,
 };
 pub use storage::with_float_storage;
 pub use structure::Structure;

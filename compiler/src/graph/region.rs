@@ -11,7 +11,7 @@ use std::hash::{Hash, Hasher};
 
 use petgraph::graph::NodeIndex;
 
-use super::{Graph, Structure};
+use super::{Dim, Graph, Structure};
 
 /// Tiled attention: the body is `matmul(q, permute(k))` → score modifications → `softmax` over
 /// the key axis → `matmul(·, v)`.
@@ -144,6 +144,94 @@ pub struct SsdInfo {
     pub c: NodeIndex,
 }
 
+/// The backward of a fused scan ([`ScanInfo`] with a read-out), as Mamba's: the body is the
+/// forward body, the read-out's and epilogue's gradients, the reverse-time scan of the state's
+/// gradient `λ` and the gradients of the region's inputs, flattened and laid end to end. The
+/// kernel walks each channel's sequence backwards chunk by chunk, recomputing the chunk's
+/// states from checkpoints it saved, so no `[…, seq, …, state]` tensor is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ScanGradInfo {
+    /// The forward `scan` node (the state h, recomputed).
+    pub scan: NodeIndex,
+    /// The state before each step, h[t − 1] (a pad of a slice of h), when a gradient reads it.
+    pub h_prev: Option<NodeIndex>,
+    /// The gradient flowing into the state from the read-out, g[t].
+    pub seed: NodeIndex,
+    /// The state's total gradient λ[t] = g[t] + a[t + 1]·λ[t + 1] (its nodes are never
+    /// evaluated: the kernel carries the recurrence).
+    pub lambda: NodeIndex,
+    /// The state axes the forward read-out sums (the trailing ones).
+    pub state: Vec<usize>,
+    /// Whether the read-out keeps them (as size 1).
+    pub keepdim: bool,
+    /// The axes of the state the kernel runs in parallel (one task per coordinate): every
+    /// gradient keeps them, so no two tasks add into one element.
+    pub parallel: Vec<usize>,
+    /// The gradient of each input that needs one, in the order the output lays them out.
+    pub grads: Vec<NodeIndex>,
+}
+
+/// How the values of a fused scan's body line up with the state `h`'s axes: the discretisation
+/// broadcasts against h from the right; the read-out and the epilogue have h's shape without
+/// its (trailing) state axes, or with them of size 1.
+pub struct ScanFrames<'a> {
+    /// The state's shape.
+    pub h: &'a [Dim],
+    /// The state axes (trailing).
+    pub state: &'a [usize],
+    /// Whether the read-out keeps the state axes.
+    pub keepdim: bool,
+}
+
+impl ScanFrames<'_> {
+    /// For a value of `shape`: the axes of its frame (the state's or the read-out's) and the
+    /// state axis each of its axes stands for. A value of the state's rank is in the state's
+    /// frame; a smaller one lines up with the read-out's from the right if it can, else with
+    /// the state's. None: it fits neither.
+    pub fn axes_of(&self, shape: &[Dim]) -> Option<(Vec<usize>, Vec<usize>)> {
+        let one = Dim::constant(1);
+        let h_axes: Vec<usize> = (0..self.h.len()).collect();
+        let y_axes: Vec<usize> = if self.keepdim {
+            h_axes.clone()
+        } else {
+            h_axes
+                .iter()
+                .copied()
+                .filter(|a| !self.state.contains(a))
+                .collect()
+        };
+        let fits = |frame: &[usize]| {
+            let lead = frame.len().checked_sub(shape.len())?;
+            let ok = shape
+                .iter()
+                .zip(&frame[lead..])
+                .all(|(d, a)| *d == self.h[*a] || *d == one);
+            ok.then(|| (frame.to_vec(), frame[lead..].to_vec()))
+        };
+        if shape.len() == self.h.len() {
+            return fits(&h_axes);
+        }
+        fits(&y_axes).or_else(|| fits(&h_axes))
+    }
+
+    /// [`ScanFrames::axes_of`], or for a value that fits no frame but has the rank of one (an
+    /// input sliced in the body, its gradient padded back) the axes of that frame.
+    pub fn loose_axes_of(&self, shape: &[Dim]) -> Option<Vec<usize>> {
+        if let Some((_, axes)) = self.axes_of(shape) {
+            return Some(axes);
+        }
+        let h_axes: Vec<usize> = (0..self.h.len()).collect();
+        let y_axes: Vec<usize> = h_axes
+            .iter()
+            .copied()
+            .filter(|a| !self.state.contains(a))
+            .collect();
+        [h_axes, y_axes]
+            .into_iter()
+            .find(|f| f.len() == shape.len())
+    }
+}
+
 /// Which kernel template a region becomes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RegionKind {
@@ -166,6 +254,8 @@ pub enum RegionKind {
     AttentionGrad(AttentionGradInfo),
     /// A selective scan with its discretisation and read-out.
     Scan(ScanInfo),
+    /// A fused scan's backward, its states recomputed chunk by chunk.
+    ScanGrad(ScanGradInfo),
     /// A mixture of experts routed sparsely: each expert runs on the tokens routed to it.
     Moe(super::MoeInfo),
 }
@@ -192,6 +282,16 @@ impl RegionKind {
                 probs: opt(a.probs),
                 ..a.clone()
             }),
+            RegionKind::ScanGrad(s) => RegionKind::ScanGrad(ScanGradInfo {
+                scan: f(s.scan),
+                h_prev: opt(s.h_prev),
+                seed: f(s.seed),
+                lambda: f(s.lambda),
+                state: s.state.clone(),
+                keepdim: s.keepdim,
+                parallel: s.parallel.clone(),
+                grads: s.grads.iter().map(|n| f(*n)).collect(),
+            }),
             RegionKind::Scan(s) => RegionKind::Scan(ScanInfo {
                 scan: f(s.scan),
                 readout: opt(s.readout),
@@ -216,6 +316,7 @@ impl RegionKind {
                 AttentionPart::Queries => "attention_dq",
                 AttentionPart::KeysValues => "attention_dkv",
             },
+            RegionKind::ScanGrad(_) => "scan_grad",
             RegionKind::Scan(ScanInfo { ssd: Some(_), .. }) => "ssd",
             RegionKind::Scan(_) => "scan",
             RegionKind::Moe(_) => "moe",
@@ -277,6 +378,23 @@ impl std::fmt::Display for RegionKind {
                     )?;
                 }
                 f.write_str("]")
+            }
+            RegionKind::ScanGrad(s) => {
+                let h_prev = s
+                    .h_prev
+                    .map_or("-".to_string(), |n| format!("%{}", n.index()));
+                let grads: Vec<String> =
+                    s.grads.iter().map(|n| format!("%{}", n.index())).collect();
+                write!(
+                    f,
+                    "[scan=%{}, h_prev={h_prev}, seed=%{}, lambda=%{}, state={:?}, parallel={:?}, grads={}]",
+                    s.scan.index(),
+                    s.seed.index(),
+                    s.lambda.index(),
+                    s.state,
+                    s.parallel,
+                    grads.join(" ")
+                )
             }
             RegionKind::Moe(m) => m.fmt_kind(f),
         }

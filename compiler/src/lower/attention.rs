@@ -75,6 +75,7 @@ pub fn lower(
         checks,
         locals,
         shared: Vec::new(),
+        scratch: None,
     }
 }
 
@@ -310,6 +311,7 @@ fn by_rows(
             len: cx.schedule.attention_block,
         }],
         shared: Vec::new(),
+        scratch: None,
     }
 }
 

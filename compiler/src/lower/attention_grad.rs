@@ -71,6 +71,7 @@ pub fn lower(
         checks: gen.checks,
         locals: Vec::new(),
         shared: Vec::new(),
+        scratch: None,
     }
 }
 

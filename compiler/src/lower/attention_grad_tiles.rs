@@ -191,6 +191,7 @@ pub fn lower(
             ("acc1", acc1),
         ]),
         shared: Vec::new(),
+        scratch: None,
     }
 }
 

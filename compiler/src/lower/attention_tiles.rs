@@ -228,6 +228,7 @@ fn tiled(
         checks: gen.checks,
         locals: locals(w, qrows, kblock),
         shared: Vec::new(),
+        scratch: None,
     }
 }
 

@@ -182,6 +182,13 @@ impl<'a> BodyGen<'a> {
         v
     }
 
+    /// Appends a template's own statement to the innermost level's, after the values
+    /// generated so far: they stay known (computed once) to the expressions after it.
+    pub fn push(&mut self, s: Stmt) {
+        let here = self.here();
+        self.levels[here].push(s);
+    }
+
     /// Makes `node` evaluate to `value` (a template's accumulator) from now on.
     pub fn bind(&mut self, node: NodeIndex, value: Expr) {
         self.bound.insert(node, value);

@@ -16,8 +16,8 @@ use super::matmul::{group_readers, transposed_weight};
 use super::pack::{self, Packing};
 use super::schedule::Schedule;
 use super::{
-    attention, attention_grad, buffer_elem, contract, elementwise, layout, moe, region, scan, ssd,
-    Template,
+    attention, attention_grad, buffer_elem, contract, elementwise, layout, moe, region, scan,
+    scan_grad, ssd, Template,
 };
 use crate::graph::{Dim, Graph, MoeInfo, Op, RegionKind, TensorType, UnaryOp, ROUTED};
 
@@ -59,6 +59,7 @@ fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Tem
         Op::Fused(r) => match &r.kind {
             RegionKind::Attention(a) => attention::lower(cx, r, a, out, ins),
             RegionKind::AttentionGrad(a) => attention_grad::lower(cx, r, a, out, ins),
+            RegionKind::ScanGrad(s) => scan_grad::lower(cx, r, s, ins.len()),
             RegionKind::Scan(s) => match &s.ssd {
                 Some(d) => ssd::lower(cx, r, s, d, out, ins.len()),
                 None => scan::lower(cx, r, s, out, ins.len()),
@@ -121,6 +122,17 @@ fn kernel(
     cx.packable.retain(|p| !cx.blocks.contains(p));
     cx.transposed = transposed.map(|o| (o + 1, buffer_elem(&f.buffers[args[o + 1]])));
     let t = template(&mut cx, op, ty, &ins);
+    if let Some(shape) = &t.scratch {
+        f.buffers.push(Buffer {
+            name: format!("{}.scratch", f.buffers[out].name),
+            dtype: archc_runtime::DType::F32,
+            shape: shape.clone(),
+            storage: Storage::Arena,
+            live: None,
+            blocks: None,
+        });
+        args.push(f.buffers.len() - 1);
+    }
     let packed = cx.packed;
     let mut step = emit(plan, kernels, name, t, &args, &f.buffers);
     for (param, nr) in packed {
@@ -225,17 +237,20 @@ fn emit(
         .map(|(i, b)| Param {
             name: names[*b].name.clone(),
             elem: buffer_elem(&names[root(names, *b)]),
-            output: i == 0,
+            // The output, and the scratch buffer the template asked for (passed last).
+            output: i == 0 || (t.scratch.is_some() && i + 1 == args.len()),
         })
         .collect();
     let elems: Vec<Elem> = params.iter().map(|p| p.elem).collect();
     let arrays = [t.locals.clone(), t.shared.clone()];
     let code: Code = (elems, arrays, t.checks.clone(), t.body.clone());
+    let scratch = t.scratch.is_some();
     let step = |kernel: usize, list: &[Kernel]| Step::Kernel {
         kernel,
         args: args.to_vec(),
         origin: String::new(),
         launch: super::launch::launch(&list[kernel]),
+        scratch,
     };
     if let Some(&kernel) = kernels.by_code.get(&code) {
         return step(kernel, &kernels.list);
@@ -553,6 +568,8 @@ fn expert_body(
                 origin: String::new(),
                 // Again: the row loops now read their count from the list.
                 launch: super::launch::launch(&kernels.list[kernel]),
+                // An expert's feed-forward has no scan to take a scratch buffer.
+                scratch: false,
             },
             call => call,
         })

@@ -26,6 +26,7 @@ mod product;
 mod region;
 mod same_weights;
 mod scan;
+mod scan_grad;
 pub mod schedule;
 mod ssd;
 mod svd;
@@ -48,6 +49,9 @@ pub struct Template {
     locals: Vec<archc_kernels::ir::Local>,
     /// Arrays a block of threads shares (GPU templates), addressed after the locals.
     shared: Vec<archc_kernels::ir::Local>,
+    /// The shape of an f32 arena buffer the kernel works in (`scan_grad`'s checkpoints), passed
+    /// after the inputs: live during the kernel only.
+    scratch: Option<Vec<crate::graph::Dim>>,
 }
 
 impl Template {
@@ -58,6 +62,7 @@ impl Template {
             checks,
             locals: Vec::new(),
             shared: Vec::new(),
+            scratch: None,
         }
     }
 }

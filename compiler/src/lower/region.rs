@@ -65,6 +65,7 @@ pub fn lower(cx: &mut Ctx, r: &Region, out: &TensorType, ins: &[&TensorType]) ->
         RegionKind::Attention(_)
         | RegionKind::AttentionGrad(_)
         | RegionKind::Scan(_)
+        | RegionKind::ScanGrad(_)
         | RegionKind::Moe(_) => {
             unreachable!("attention, scan and moe regions have their own templates")
         }

@@ -206,5 +206,6 @@ pub fn lower(
         checks: gen.checks,
         locals,
         shared: Vec::new(),
+        scratch: None,
     }
 }

@@ -180,6 +180,7 @@ pub fn lower(
         checks: gen.checks,
         locals: sizes.locals(),
         shared: Vec::new(),
+        scratch: None,
     }
 }
 

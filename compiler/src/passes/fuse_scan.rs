@@ -15,7 +15,7 @@ use petgraph::graph::NodeIndex;
 use super::explain::Note;
 use super::op_kinds::{cheap, fusible, pointwise, users};
 use super::outline::{replace, Match};
-use crate::graph::{BinaryOp, Graph, Op, ReduceOp, RegionKind, ScanInfo, SsdInfo};
+use crate::graph::{BinaryOp, Graph, Op, ReduceOp, RegionKind, ScanFrames, ScanInfo, SsdInfo};
 
 /// The most state elements per channel the kernel keeps in its private array.
 const MAX_STATE: i64 = 16384;
@@ -28,8 +28,27 @@ struct Found {
     ssd: Option<[NodeIndex; 3]>,
 }
 
+/// The pass's name in the registry.
+pub const NAME: &str = "fuse_scan";
+
 /// Runs the pass.
 pub fn run(g: &Graph) -> Graph {
+    fuse(g, false)
+}
+
+/// The pass before differentiation (`grad`): only the scans with a read-out, whose backward
+/// is then one region that recomputes the states (`grad/scan_region.rs`). The region takes
+/// only the values that vary along every channel of the state: one that does not (Mamba's B
+/// and C, shared by the channels, and a norm of them) gets its gradient summed over the
+/// channels, which the backward's kernel adds up as it goes, but cannot differentiate further.
+/// Reshapes stay outside as well (where they are free), so that every input of the region
+/// lines up with the state or its read-out.
+pub fn run_for_gradient(g: &Graph) -> Graph {
+    fuse(g, true)
+}
+
+/// Fuses the scans (for a gradient: see [`run_for_gradient`]).
+fn fuse(g: &Graph, gradient: bool) -> Graph {
     let facts = Facts {
         users: users(g),
         weights: g.weight_only(),
@@ -38,16 +57,20 @@ pub fn run(g: &Graph) -> Graph {
     let found: Vec<Match<Found>> = g
         .dag
         .node_indices()
-        .filter_map(|s| find(g, &facts, s))
+        .filter_map(|s| find(g, &facts, s, gradient))
+        .filter(|m| !gradient || m.info.readout.is_some())
         .collect();
     replace(g, &found, |f, out| {
         RegionKind::Scan(ScanInfo {
             scan: out.map[&f.scan],
             readout: f.readout.map(|n| out.map[&n]),
-            ssd: f.ssd.map(|[x, b, c]| SsdInfo {
-                x: out.map[&x],
-                b: out.map[&b],
-                c: out.map[&c],
+            // (Before a gradient, x, B and C may be left out of the region.)
+            ssd: f.ssd.and_then(|[x, b, c]| {
+                Some(SsdInfo {
+                    x: *out.map.get(&x)?,
+                    b: *out.map.get(&b)?,
+                    c: *out.map.get(&c)?,
+                })
             }),
         })
     })
@@ -127,7 +150,7 @@ struct Facts {
     cheap: Vec<bool>,
 }
 
-fn find(g: &Graph, facts: &Facts, s: NodeIndex) -> Option<Match<Found>> {
+fn find(g: &Graph, facts: &Facts, s: NodeIndex, gradient: bool) -> Option<Match<Found>> {
     let users = &facts.users;
     let Op::Scan { axis } = g.dag[s].op else {
         return None;
@@ -139,6 +162,14 @@ fn find(g: &Graph, facts: &Facts, s: NodeIndex) -> Option<Match<Found>> {
     };
     let mut owned = vec![s];
     let mut root = s;
+    // Before a gradient, reshapes stay outside too (free there), so that every input lines up
+    // with the state or its read-out.
+    let spans = |n: NodeIndex| match readout.map(|r| &g.dag[r].op) {
+        Some(Op::Reduce { axes, keepdim, .. }) if gradient => {
+            !matches!(g.dag[n].op, Op::Reshape) && spans_channels(g, (s, axis), (axes, *keepdim), n)
+        }
+        _ => true,
+    };
     if let Some(ro) = readout {
         owned.extend(&chain);
         owned.push(ro);
@@ -173,6 +204,7 @@ fn find(g: &Graph, facts: &Facts, s: NodeIndex) -> Option<Match<Found>> {
                     && !facts.weights[o.index()]
                     && !outputs.contains(&o)
                     && users[o.index()].iter().all(|u| members.contains(u))
+                    && spans(o)
                 {
                     owned.push(o);
                     grew = true;
@@ -194,6 +226,25 @@ fn find(g: &Graph, facts: &Facts, s: NodeIndex) -> Option<Match<Found>> {
             readout,
             ssd: ssd(g, s, readout),
         },
+    })
+}
+
+/// Whether `n`'s value lines up with the state of scan `s` (or its read-out, which sums the
+/// state axes `state`) and varies along each of the state's channel axes.
+fn spans_channels(
+    g: &Graph,
+    (s, axis): (NodeIndex, usize),
+    (state, keepdim): (&[usize], bool),
+    n: NodeIndex,
+) -> bool {
+    let h = &g.ty(s).shape;
+    let frames = ScanFrames { h, state, keepdim };
+    let shape = &g.ty(n).shape;
+    let one = crate::graph::Dim::constant(1);
+    frames.axes_of(shape).is_some_and(|(_, axes)| {
+        (0..h.len())
+            .filter(|c| *c != axis && !state.contains(c))
+            .all(|c| axes.iter().zip(shape).any(|(a, d)| *a == c && *d != one))
     })
 }
 

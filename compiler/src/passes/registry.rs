@@ -149,7 +149,7 @@ pub static PASSES: &[&dyn Pass] = &[
         notes: Some(tile_attention::notes),
     },
     &GraphPass {
-        name: "fuse_scan",
+        name: fuse_scan::NAME,
         description: "fuses a selective scan with its inputs and read-out (SSD when it can)",
         needs: NodeOrder::Any,
         on_bodies: true,

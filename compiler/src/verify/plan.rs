@@ -5,7 +5,8 @@
 //!    the alias chain ends; `Slot` storage appears only in layer kinds.
 //! 2. **Arguments**: a kernel step names an existing kernel and passes one buffer per kernel
 //!    param but the status word, each of the param's element type (f32 for f32/f16/bf16, i64
-//!    for integers); the kernel writes its first param only. A call names an existing kind, and
+//!    for integers); the kernel writes its first param only, and its last when that is an arena
+//!    buffer it works in (a scratch buffer, written before it is read). A call names an existing kind, and
 //!    passes a buffer for each slot the kind has, of the slot's element type.
 //! 3. **Definitions**: a step reads only buffers defined before it: inputs, weights, values the
 //!    prepare steps computed, a kind's argument slots, or what an earlier step wrote.
@@ -159,6 +160,9 @@ impl Frames<'_> {
                 &[]
             };
             for (j, &b) in reads.iter().enumerate().skip(1) {
+                if self.scratch(s, j) {
+                    continue;
+                }
                 if let Some(r) = f.root(b).filter(|r| !defined[*r]) {
                     self.report(
                         &at,
@@ -191,6 +195,21 @@ impl Frames<'_> {
             }
             defined[r] = true;
         }
+    }
+
+    /// Whether argument `j` of step `s` is its kernel's scratch buffer: a last param the kernel
+    /// writes before it reads it.
+    fn scratch(&self, s: &Step, j: usize) -> bool {
+        let Step::Kernel { kernel, .. } = s else {
+            return false;
+        };
+        j > 0
+            && s.writes(j)
+            && self
+                .kernels
+                .get(*kernel)
+                .and_then(|k| k.params.get(j))
+                .is_some_and(|p| p.output)
     }
 
     /// Checks a step's kernel or kind and its arguments' count and element types; false when
@@ -230,6 +249,7 @@ impl Frames<'_> {
                     );
                     return false;
                 }
+                let arena = |b: usize| f.buffers[root(f.buffers, b)].storage == Storage::Arena;
                 for (j, (&b, p)) in args.iter().zip(&k.params).enumerate() {
                     if elem_of(b) != p.elem {
                         self.report(
@@ -243,7 +263,7 @@ impl Frames<'_> {
                             ),
                         );
                     }
-                    if p.output != (j == 0) {
+                    if p.output != s.writes(j) || (j > 0 && p.output && !arena(b)) {
                         self.report(
                             at,
                             format!(

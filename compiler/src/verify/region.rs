@@ -164,6 +164,13 @@ fn anchors(r: &Region, operands: usize) -> Vec<String> {
                 wants.extend([("x", d.x, any), ("B", d.b, any), ("C", d.c, any)]);
             }
         }
+        RegionKind::ScanGrad(s) => {
+            wants.push(("scan", s.scan, |op| matches!(op, Op::Scan { .. })));
+            wants.push(("seed", s.seed, any));
+            wants.push(("lambda", s.lambda, any));
+            wants.extend(s.h_prev.map(|n| ("h_prev", n, any)));
+            wants.extend(s.grads.iter().map(|n| ("gradient", *n, any)));
+        }
         RegionKind::Moe(m) => {
             if let Some(s) = [m.x, m.w].into_iter().find(|s| *s >= operands) {
                 return vec![format!("the mixture reads slot {s} of {operands} operands")];

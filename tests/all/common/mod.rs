@@ -124,6 +124,7 @@ pub fn parity(
         .collect()
 }
 
+pub mod fused_gradient;
 pub mod programs;
 
 /// Random inputs for a program of `tests/common/programs.rs`: token ids below 11 and a 0/1
@@ -262,23 +263,32 @@ pub fn native_random_within(
     }
 }
 
+/// The largest |element| of `outputs` (at least 1e-12).
+pub fn largest_value(outputs: &[(String, archc_runtime::Tensor)]) -> f32 {
+    outputs
+        .iter()
+        .flat_map(|(_, t)| t.to_f32())
+        .fold(1e-12f32, |m, x| m.max(x.abs()))
+}
+
+/// max |a − b| over the elements of two tensors of one shape.
+pub fn max_difference(a: &archc_runtime::Tensor, b: &archc_runtime::Tensor) -> f32 {
+    a.to_f32()
+        .iter()
+        .zip(b.to_f32())
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
 /// [`Within::Largest`]: every run against the first; returns the first run's outputs.
 fn agree_largest(
     runs: &[(&str, Vec<(String, archc_runtime::Tensor)>)],
     tolerance: f32,
 ) -> Vec<(String, archc_runtime::Tensor)> {
     let (first, want) = &runs[0];
-    let largest = want
-        .iter()
-        .flat_map(|(_, t)| t.to_f32())
-        .fold(1e-12f32, |m, x| m.max(x.abs()));
+    let largest = largest_value(want);
     for (backend, got) in &runs[1..] {
         for ((name, w), (_, g)) in want.iter().zip(got) {
-            let diff = w
-                .to_f32()
-                .iter()
-                .zip(g.to_f32())
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let diff = max_difference(w, g);
             assert!(
                 diff / largest <= tolerance,
                 "{name}: {backend} is {:.2e} (of the largest value) from {first}",
