@@ -29,7 +29,9 @@ use super::body::{broadcast_at, delinearize, BodyGen};
 use super::index::{exprs, Ctx};
 use super::{f32_locals, Template};
 use crate::graph::scan_terms::{frames, terms, Term, Terms};
-use crate::graph::{Dim, Graph, Op, Region, ScanFrames, ScanGradInfo};
+use archc_runtime::DType;
+
+use crate::graph::{Dim, Graph, Op, Region, ScanFrames, ScanGradInfo, TensorType};
 
 /// A chunk holds a multiple of the state's size in steps, at least this many.
 const MIN_CHUNK: i64 = 32;
@@ -58,6 +60,12 @@ struct Scan<'a> {
     ser_vars: Vec<Var>,
     /// The task's linear index.
     task: Var,
+    /// Where the gradients are summed: the output (0), or, when it is stored narrower than
+    /// f32 (bf16), the scratch buffer's first elements, copied to the output at the end, so
+    /// that the sums round once.
+    sums: usize,
+    /// Where the checkpoints start in the scratch buffer (after those sums).
+    base: Dim,
     /// Buffers: the checkpoints (scratch), and the locals: the chunk's states, the state, λ's
     /// carry a[t + 1]·λ[t + 1].
     ws: usize,
@@ -67,8 +75,8 @@ struct Scan<'a> {
 }
 
 /// The kernel of a `fused.scan_grad` region with `inputs` operands.
-pub fn lower(cx: &mut Ctx, r: &Region, info: &ScanGradInfo, inputs: usize) -> Template {
-    let sc = Scan::new(cx, r, info, inputs);
+pub fn lower(cx: &mut Ctx, r: &Region, info: &ScanGradInfo, out: &TensorType) -> Template {
+    let sc = Scan::new(cx, r, info, out);
     let body = &r.body;
     let dims = |axes: &[usize]| axes.iter().map(|&x| sc.h[x].clone()).collect::<Vec<Dim>>();
     let (par_shape, ser_shape) = (dims(&info.parallel), dims(&sc.serial_axes));
@@ -86,18 +94,22 @@ pub fn lower(cx: &mut Ctx, r: &Region, info: &ScanGradInfo, inputs: usize) -> Te
     per_serial.extend(per_channel);
     let mut per_task = set_all(&sc.par_vars, delinearize(cx, var(sc.task), &par_shape));
     let frames = frames(body, info);
-    per_task.extend(zero_outputs(cx, body, info, &frames, &sc.par_vars));
+    let zero = |i: Expr| Stmt::Store(sc.sums, i, Expr::F32(Ieee32::new(0.0)));
+    per_task.extend(task_elements(cx, &sc, &frames, &zero));
     per_task.extend(gen.take_lets());
     let serials = Dim::product(&ser_shape).expect("channel counts fit in i64");
     per_task.push(serial(ser, cx.dim(&serials), per_serial));
+    if sc.sums != 0 {
+        let copy = |i: Expr| Stmt::Store(0, i.clone(), load(sc.sums, i));
+        per_task.extend(task_elements(cx, &sc, &frames, &copy));
+    }
     let tasks = Dim::product(&par_shape).expect("task counts fit in i64");
     // A task's row of checkpoints: ⌈steps / K⌉ states of N ≤ K elements fit in steps + N.
-    let mut scratch = par_shape;
-    scratch.push(
-        sc.h[sc.axis]
-            .add(&Dim::constant(sc.n))
-            .expect("sizes fit in i64"),
-    );
+    let row = sc.h[sc.axis].add(&Dim::constant(sc.n));
+    let rows = row.and_then(|r| Dim::product(&par_shape)?.mul(&r));
+    let scratch = vec![rows
+        .and_then(|r| r.add(&sc.base))
+        .expect("sizes fit in i64")];
     Template {
         body: vec![Stmt::For {
             var: sc.task,
@@ -122,7 +134,9 @@ fn set_all(vars: &[Var], values: Vec<Expr>) -> Vec<Stmt> {
 }
 
 impl<'a> Scan<'a> {
-    fn new(cx: &mut Ctx, r: &'a Region, info: &'a ScanGradInfo, inputs: usize) -> Scan<'a> {
+    fn new(cx: &mut Ctx, r: &'a Region, info: &'a ScanGradInfo, out: &TensorType) -> Scan<'a> {
+        let inputs = r.body.inputs.len();
+        let narrow = out.dtype != DType::F32;
         let body = &r.body;
         let Op::Scan { axis } = body.dag[info.scan].op else {
             unreachable!("the verifier checks the scan")
@@ -153,6 +167,11 @@ impl<'a> Scan<'a> {
             par_vars: cx.vars(info.parallel.len()),
             ser_vars: cx.vars(ser_count),
             task: cx.var(),
+            sums: if narrow { inputs + 1 } else { 0 },
+            base: match narrow {
+                true => Dim::product(&out.shape).expect("sizes fit in i64"),
+                false => Dim::constant(0),
+            },
             // Buffers: output, inputs, the checkpoints, status, then the locals.
             ws: inputs + 1,
             hist: inputs + 3,
@@ -196,7 +215,8 @@ impl<'a> Scan<'a> {
     /// Element `slot` of chunk `c`'s checkpoint in the task's row.
     fn checkpoint(&self, cx: &Ctx, c: Expr, slot: Expr) -> Expr {
         let row = mul(var(self.task), add(self.steps(cx), Expr::Int(self.n)));
-        add(row, add(mul(c, Expr::Int(self.n)), slot))
+        let at = add(row, add(mul(c, Expr::Int(self.n)), slot));
+        add(cx.dim(&self.base), at)
     }
 
     /// `state[slot] ↔ checkpoint[c][slot]` over the state: saved, or (`restore`) loaded.
@@ -355,9 +375,9 @@ fn term_index(cx: &Ctx, body: &Graph, frames: &ScanFrames<'_>, term: &Term, at: 
     add(cx.dim(&term.offset), cx.index(&body.ty(from).shape, &c))
 }
 
-/// `out[i] += v`.
-fn add_into(i: Expr, v: Expr) -> Stmt {
-    Stmt::Store(0, i.clone(), add(load(0, i), v))
+/// `sums[i] += v`: into the output, or its f32 copy when the output is stored narrow.
+fn add_into(sc: &Scan<'_>, i: Expr, v: Expr) -> Stmt {
+    Stmt::Store(sc.sums, i.clone(), add(load(sc.sums, i), v))
 }
 
 /// One step of the backward at step `t` (row `i` of the chunk's states): λ, the sums over
@@ -398,7 +418,7 @@ fn backward_step(
             term.value,
             &coords(&frames, &body.ty(term.value).shape, &at),
         );
-        gen.push(add_into(term_index(cx, body, &frames, term, &at), v));
+        gen.push(add_into(sc, term_index(cx, body, &frames, term, &at), v));
     }
     let inner = gen.leave();
     let mut step = gen.take_lets();
@@ -415,6 +435,7 @@ fn backward_step(
     }
     for (term, (_, acc)) in own.iter().zip(&owns) {
         gen.push(add_into(
+            sc,
             term_index(cx, body, &frames, term, &at),
             var(*acc),
         ));
@@ -425,7 +446,7 @@ fn backward_step(
             term.value,
             &coords(&frames, &body.ty(term.value).shape, &at),
         );
-        gen.push(add_into(term_index(cx, body, &frames, term, &at), v));
+        gen.push(add_into(sc, term_index(cx, body, &frames, term, &at), v));
     }
     step.extend(gen.leave());
     step
@@ -471,14 +492,14 @@ fn sums_state(body: &Graph, info: &ScanGradInfo, t: &Term) -> bool {
     })
 }
 
-/// Zeroes the task's elements of every gradient (those at its parallel coordinates).
-fn zero_outputs(
+/// `each(i)` for every element `i` of the output the task owns (at its parallel coordinates).
+fn task_elements(
     cx: &mut Ctx,
-    body: &Graph,
-    info: &ScanGradInfo,
+    sc: &Scan<'_>,
     frames: &ScanFrames<'_>,
-    par_vars: &[Var],
+    each: &dyn Fn(Expr) -> Stmt,
 ) -> Vec<Stmt> {
+    let (body, info) = (sc.body, sc.info);
     let mut out = Vec::new();
     let mut offset = Dim::constant(0);
     let one = Dim::constant(1);
@@ -492,7 +513,7 @@ fn zero_outputs(
         let mut at = Vec::new();
         for (a, d) in axes.iter().zip(&shape) {
             match info.parallel.iter().position(|p| p == a) {
-                Some(i) if *d != one => at.push(var(par_vars[i])),
+                Some(i) if *d != one => at.push(var(sc.par_vars[i])),
                 _ => {
                     let v = cx.var();
                     loop_shape.push(d.clone());
@@ -502,8 +523,7 @@ fn zero_outputs(
             }
         }
         let i = add(cx.dim(&offset), cx.index(&shape, &at));
-        let zero = Stmt::Store(0, i, Expr::F32(Ieee32::new(0.0)));
-        out.extend(nest(cx, &loop_shape, &loop_vars, vec![zero]));
+        out.extend(nest(cx, &loop_shape, &loop_vars, vec![each(i)]));
         offset = offset
             .add(&Dim::product(&shape).expect("sizes fit in i64"))
             .expect("sizes fit in i64");
