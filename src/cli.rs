@@ -375,6 +375,10 @@ pub(crate) enum Command {
         /// PATH) and print each kernel's registers, stack frame and spills instead.
         #[arg(long)]
         stats: bool,
+        /// How floats are stored (as `archc run --dtype`): with `--dtype bf16 --arch sm_80`,
+        /// the kernels show matmuls on tensor cores (`mma.m16n8k16`).
+        #[arg(long, value_enum, default_value_t = Storage::F32)]
+        dtype: Storage,
         #[command(flatten)]
         passes: PassFlags,
     },

@@ -303,6 +303,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             weights,
             arch,
             stats,
+            dtype,
             passes,
         } => {
             let passes = passes.options()?;
@@ -314,6 +315,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 return Ok(print_file(&ast));
             }
             let (_, graph) = s.compile(id).map_err(|d| Failure::Input(s.render(&d)))?;
+            let graph = narrowed(graph, dtype);
             let grad_passes = passes.clone();
             let gradient = |g| {
                 archc_compiler::grad::gradient(g, &grad_passes)

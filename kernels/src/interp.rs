@@ -17,6 +17,8 @@ use std::collections::HashMap;
 use crate::ir::*;
 use crate::races::{Agent, Race, Races};
 
+mod warps;
+
 /// The contents of one buffer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BufData {
@@ -142,6 +144,17 @@ pub enum KernelError {
         /// The vector's width.
         width: u8,
     },
+    /// A warp's collective work (a tensor-core product, a fold across lanes) where whole warps
+    /// cannot reach it (inside a Thread loop, outside the grid, in a block that is not whole
+    /// warps), or run without the GPU semantics ([`run_gpu`]) that give each thread its own
+    /// locals: a compiler bug.
+    #[error("kernel `{kernel}`: warp-collective work {why}")]
+    Warp {
+        /// The kernel.
+        kernel: String,
+        /// What is wrong.
+        why: &'static str,
+    },
     /// Two threads touched one element with no order between them, one of them writing: on a
     /// GPU the result would depend on their timing.
     #[error("kernel `{kernel}`: {} and {} both touch element {} of buffer {} unordered, one writing", .race.first, .race.second, .race.index, .race.buffer)]
@@ -164,6 +177,12 @@ struct Machine<'a> {
     in_grid: usize,
     /// With GPU semantics: the accesses that may race.
     races: Option<RefCell<Races>>,
+    /// With GPU semantics: every other thread's copy of the locals, by thread (each thread has
+    /// its own, kept across the block's Thread loops as registers are; the running thread's
+    /// are in `bufs`).
+    banks: Option<HashMap<i64, Vec<BufData>>>,
+    /// The thread whose locals are in `bufs`.
+    thread: i64,
 }
 
 /// Runs a kernel on `bufs` (in parameter order, the status word last) with `dims`.
@@ -195,7 +214,9 @@ fn run_with(
         vars: HashMap::new(),
         in_threads: 0,
         in_grid: 0,
+        banks: races.is_some().then(HashMap::new),
         races: races.map(RefCell::new),
+        thread: 0,
     };
     let result = m.stmts(&kernel.body);
     let n = bufs.len();
@@ -271,17 +292,18 @@ impl Machine<'_> {
                             self.new_block(k);
                         } else if thread == 1 && self.in_threads == 1 {
                             // A Thread loop inside another runs whole in each of its threads.
-                            self.now(|a| a.thread = k);
+                            self.switch_thread(k);
                         }
                         self.stmts(body)?;
                     }
                     self.in_threads -= thread;
                     self.in_grid -= grid;
                     if thread == 1 && self.in_threads == 0 {
-                        self.now(|a| a.thread = 0);
+                        self.switch_thread(0);
                     } else if block {
                         // Statements after the grid run on thread 0 of block 0.
                         self.now(|a| *a = Agent::default());
+                        self.switch_thread(0);
                     }
                 }
                 Stmt::Set(v, e) => {
@@ -317,6 +339,8 @@ impl Machine<'_> {
                 Stmt::Prefetch(_, block) => {
                     self.eval(block)?;
                 }
+                Stmt::Mma { a, b, c } => self.mma([a, b, c])?,
+                Stmt::WarpFold(fold) => self.warp_fold(fold)?,
                 Stmt::Barrier(_) => {
                     if self.in_threads > 0 {
                         return Err(KernelError::BarrierInThreadLoop(self.kernel.name.clone()));
@@ -340,6 +364,10 @@ impl Machine<'_> {
     /// Block `k` starts (GPU semantics only): thread 0 of it runs, with zeroed shared arrays
     /// no earlier block's accesses reach.
     fn new_block(&mut self, k: i64) {
+        self.switch_thread(0);
+        if let Some(b) = self.banks.as_mut() {
+            b.clear();
+        }
         let Some(r) = &self.races else { return };
         let mut r = r.borrow_mut();
         r.now = Agent {

@@ -366,6 +366,52 @@ pub enum Stmt {
     /// may start bringing its bytes towards the core, and need do nothing. It has no effect
     /// on values, and any number is allowed (past the buffer, it fetches nothing).
     Prefetch(usize, Expr),
+    /// A warp-collective tensor-core product, PTX's `mma.sync.aligned.m16n8k16.row.col` with
+    /// f32 accumulation: every warp of the block, as one, computes `C ← A·B + C` for a 16×16
+    /// `A`, a 16×8 `B` and a 16×8 `C` whose elements are spread over its 32 threads' own
+    /// copies of three locals, as the PTX ISA's fragment layouts place them (see
+    /// [`crate::fragment`]): `A` and `B` are f16 or bf16 locals (one type), `C` an f32 one. Like a
+    /// barrier, it sits between the Thread loops of a block, where every thread reaches it
+    /// with its fragments in place; the block's threads are whole warps.
+    Mma {
+        /// `A`'s 8 elements, in each thread's copy of a local.
+        a: Fragment,
+        /// `B`'s 4 elements.
+        b: Fragment,
+        /// `C`'s 4 elements, read and then overwritten with the product.
+        c: Fragment,
+    },
+    /// A fold across lanes: in every warp, each aligned group of `lanes` consecutive threads
+    /// (2, 4, 8, 16 or 32) folds its copies of elements `at..at + count` of f32 local `buf`
+    /// with `op` (`Add`, `Max` or `Min`), and each thread of the group gets the result. The
+    /// fold runs as a butterfly, pairs at distance 1, then 2, … (`shfl.sync.bfly`), which
+    /// gives every thread the same bits. It sits between Thread loops, as [`Stmt::Mma`] does.
+    WarpFold(Fold),
+}
+
+/// What a [`Stmt::WarpFold`] folds, and across how many lanes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Fold {
+    /// The fold: `Add`, `Max` or `Min`.
+    pub op: Bin,
+    /// The f32 local.
+    pub buf: usize,
+    /// Its first element folded (alike in every thread).
+    pub at: Expr,
+    /// How many consecutive elements are folded, each on its own.
+    pub count: u8,
+    /// The threads of a group.
+    pub lanes: u8,
+}
+
+/// Where a thread's share of a tensor-core operand lies: elements `at..at + n` of its copy of
+/// local `buf` (`n` is 8 for `A`, 4 for `B` and `C`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Fragment {
+    /// The local.
+    pub buf: usize,
+    /// The first element (an `i64` expression alike in every thread, even for `A` and `B`).
+    pub at: Expr,
 }
 
 /// One buffer argument of a kernel.

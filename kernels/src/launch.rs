@@ -70,6 +70,24 @@ fn nest<'k>(mut s: &'k Stmt, axis: Axis, extents: &mut Vec<Expr>) -> &'k [Stmt] 
     }
 }
 
+/// Whether `body` holds a warp's collective work anywhere: a tensor-core product
+/// ([`Stmt::Mma`]) or a fold across lanes ([`Stmt::WarpFold`]), which only GPUs run.
+pub fn has_warp_work(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::Mma { .. } | Stmt::WarpFold(_) => true,
+        Stmt::For { body, .. } => has_warp_work(body),
+        _ => false,
+    })
+}
+
+/// The threads of a block of `k`, when its Thread loops have constant extents.
+pub fn block_threads(k: &Kernel) -> Option<usize> {
+    geometry(k).block.iter().try_fold(1usize, |n, e| match e {
+        Expr::Int(t) if *t > 0 => n.checked_mul(*t as usize),
+        _ => None,
+    })
+}
+
 /// The lane counts of the vector values, loads and stores `k` uses.
 pub fn vector_widths(k: &Kernel) -> BTreeSet<u8> {
     let mut out = BTreeSet::new();
@@ -96,6 +114,8 @@ fn stmts(body: &[Stmt], out: &mut BTreeSet<u8>) {
             }
             Stmt::Barrier(_) => {}
             Stmt::Prefetch(_, e) => expr(e, out),
+            Stmt::Mma { a, b, c } => [a, b, c].iter().for_each(|f| expr(&f.at, out)),
+            Stmt::WarpFold(f) => expr(&f.at, out),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The archc Kernel IR: loop nests over buffers, their printer and interpreter (the oracle for
 //! every backend), and the scalar math that generated code calls.
 
+pub mod fragment;
 pub mod gpu;
 mod ieee;
 pub mod interp;

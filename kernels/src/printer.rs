@@ -99,6 +99,29 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                 };
                 let _ = writeln!(out, "{pad}barrier {s}");
             }
+            Stmt::WarpFold(fold) => {
+                let _ = writeln!(
+                    out,
+                    "{pad}fold.{:?} b{}[{}..+{}] across {} lanes",
+                    fold.op,
+                    fold.buf,
+                    expr(&fold.at),
+                    fold.count,
+                    fold.lanes
+                );
+            }
+            Stmt::Mma { a, b, c } => {
+                let _ = writeln!(
+                    out,
+                    "{pad}mma.m16n8k16 b{}[{}..+4] += b{}[{}..+8] · b{}[{}..+4]",
+                    c.buf,
+                    expr(&c.at),
+                    a.buf,
+                    expr(&a.at),
+                    b.buf,
+                    expr(&b.at)
+                );
+            }
         }
     }
 }

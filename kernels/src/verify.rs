@@ -29,10 +29,18 @@
 //!    the lowering's promise, which the interpreter checks as it runs.) A grouped buffer
 //!    ([`Elem::is_grouped`]) is read only by `Block`'s row parts, and those read only it.
 //!    (That their first block is a multiple of their width is again the lowering's promise.)
+//! 9. **A warp's collective work**: an `Mma` or a `WarpFold` sits inside a `Grid` loop but
+//!    between the `Thread` loops of its block, where whole warps reach it (the block's threads
+//!    are a constant multiple of 32). An `Mma`'s `A` and `B` are locals of one 16-bit float
+//!    type and its `C` an f32 local; a constant offset leaves the fragment inside its local,
+//!    even for `A` and `B` (a register holds a pair). A `WarpFold` folds an f32 local's
+//!    elements (inside it when constant) by add, max or min across 2 to 32 lanes, a power of
+//!    two.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::ir::{Axis, Bin, BlockPart, Elem, Expr, Kernel, Stmt, Ty, Un, Var};
+use crate::fragment;
+use crate::ir::{Axis, Bin, BlockPart, Elem, Expr, Fold, Fragment, Kernel, Stmt, Ty, Un, Var};
 
 /// One broken invariant: where (the kernel, and the statement path) and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +145,8 @@ impl Verifier<'_> {
                     self.report(format!("prefetch of b{b}, not a block-quantized param"));
                 }
             }
+            Stmt::Mma { a, b, c } => self.mma([a, b, c]),
+            Stmt::WarpFold(fold) => self.warp_fold(fold),
             Stmt::Barrier(scope) => {
                 if self.threads > 0 {
                     self.report(format!(
@@ -146,6 +156,85 @@ impl Verifier<'_> {
                 }
             }
         }
+    }
+
+    /// Checks a tensor-core product's place and fragments (`A`, `B`, `C`).
+    fn mma(&mut self, frags: [&Fragment; 3]) {
+        self.warp_place("an mma");
+        let locals = self.k.params.len()..self.k.params.len() + self.k.locals.len();
+        let halves = [Elem::F16, Elem::BF16];
+        let a_elem = locals
+            .contains(&frags[0].buf)
+            .then(|| self.k.elem(frags[0].buf));
+        for (f, (name, len)) in frags.iter().zip([("A", 8), ("B", 4), ("C", 4)]) {
+            self.expect(&f.at, Ty::I64, "a fragment's offset");
+            let elem = locals.contains(&f.buf).then(|| self.k.elem(f.buf));
+            let fits = match name {
+                "C" => elem == Some(Elem::F32),
+                _ => elem.is_some_and(|e| halves.contains(&e)) && elem == a_elem,
+            };
+            if !fits {
+                self.report(format!(
+                    "mma {name} in b{}: A and B are locals of one of f16 and bf16, C an f32 local",
+                    f.buf
+                ));
+                continue;
+            }
+            let size = self.local_len(f.buf);
+            if let Some(at) = constant(&f.at) {
+                let odd = name != "C" && at % 2 != 0;
+                if at < 0 || at as usize + len > size || odd {
+                    self.report(format!(
+                        "mma {name} at b{}[{at}..+{len}], outside its {size} elements or odd",
+                        f.buf
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Checks a fold across lanes: an f32 local, by add, max or min, across 2 to 32 lanes.
+    fn warp_fold(&mut self, fold: &Fold) {
+        let (buf, count, lanes) = (fold.buf, fold.count, fold.lanes);
+        self.warp_place("a warp fold");
+        self.expect(&fold.at, Ty::I64, "a fold's offset");
+        let locals = self.k.params.len()..self.k.params.len() + self.k.locals.len();
+        let local = locals.contains(&buf) && self.k.elem(buf) == Elem::F32;
+        let folds = matches!(fold.op, Bin::Add | Bin::Max | Bin::Min);
+        let group = lanes.is_power_of_two() && (2..=32).contains(&lanes);
+        if !local || !folds || !group || count == 0 {
+            self.report(format!(
+                "fold {:?} of b{buf} across {lanes} lanes: an f32 local, add, max or min, 2 \
+                 to 32 lanes (a power of two), at least one element",
+                fold.op
+            ));
+        }
+        let len = self.local_len(buf);
+        if let Some(at) = constant(&fold.at) {
+            if at < 0 || at as usize + usize::from(count) > len {
+                self.report(format!("fold of b{buf}[{at}..+{count}], outside its {len}"));
+            }
+        }
+    }
+
+    /// Checks that `what`, a warp's collective work, is where whole warps reach it: inside a
+    /// Grid loop, between Thread loops, in a block of whole warps.
+    fn warp_place(&mut self, what: &str) {
+        if self.threads > 0 || self.parallel.is_empty() {
+            self.report(format!(
+                "{what} outside a Grid loop or inside a Thread loop: whole warps must reach it"
+            ));
+        }
+        let warps = crate::launch::block_threads(self.k);
+        if !warps.is_some_and(|n| n.is_multiple_of(fragment::WARP)) {
+            self.report(format!("{what} in a kernel whose block is not whole warps"));
+        }
+    }
+
+    /// The length of local or shared array `b` (0 for a param).
+    fn local_len(&self, b: usize) -> usize {
+        let j = b.checked_sub(self.k.params.len());
+        j.and_then(|j| self.k.arrays().nth(j)).map_or(0, |l| l.len)
     }
 
     fn set(&mut self, var: Var, t: Ty) {

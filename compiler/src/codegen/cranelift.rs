@@ -66,6 +66,10 @@ pub enum CodegenError {
         /// The width it asked for.
         lanes: u8,
     },
+    /// A kernel holds a warp's collective work (tensor-core products, folds across lanes),
+    /// which only GPU code has.
+    #[error("kernel `{0}` holds warp-collective work (mma, lane folds), which only GPU code has")]
+    WarpWork(String),
     /// The plan's buffers do not describe its kernels' parameters.
     #[error("the plan does not describe its kernels: {0}")]
     Signatures(String),
@@ -116,7 +120,7 @@ pub fn define_kernels<M: Module>(
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     for k in kernels {
-        super::check_locals(k)?;
+        super::check_for_cpu(k)?;
         if let Some(&lanes) = archc_kernels::launch::vector_widths(k)
             .iter()
             .find(|w| **w != LANES)
@@ -312,6 +316,8 @@ impl<'a, 'b> Gen<'a, 'b> {
             }
             // Cranelift has no prefetch instruction; the hint needs none.
             Stmt::Prefetch(..) => {}
+            // Only GPU code has tensor cores: `check_for_cpu` refused the kernel before.
+            Stmt::Mma { .. } | Stmt::WarpFold(_) => {}
             Stmt::Check(cond, code) => {
                 let (c, _) = self.expr(cond);
                 let fail = self.b.create_block();

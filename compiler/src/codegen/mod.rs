@@ -90,8 +90,12 @@ pub(crate) fn check_args(k: &Kernel, args: &[Arg<'_>]) -> Result<(), LaunchError
     }
 }
 
-/// Refuses a kernel whose thread-private arrays a thread's stack cannot hold.
-pub(crate) fn check_locals(k: &Kernel) -> Result<(), CodegenError> {
+/// Refuses a kernel a CPU cannot run: one whose thread-private arrays a thread's stack cannot
+/// hold, or one with a warp's collective work (lowered for a GPU).
+pub(crate) fn check_for_cpu(k: &Kernel) -> Result<(), CodegenError> {
+    if archc_kernels::launch::has_warp_work(&k.body) {
+        return Err(CodegenError::WarpWork(k.name.clone()));
+    }
     if k.local_bytes() > MAX_LOCAL_BYTES {
         return Err(CodegenError::TooMuchLocal {
             kernel: k.name.clone(),

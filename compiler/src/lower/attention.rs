@@ -52,15 +52,31 @@ pub fn lower(
     }
     let w = super::attention_tiles::Widths { d, dv };
     let queries = &out.shape[out.rank() - 2];
+    // On tensor cores the tiles' shared arrays follow every local, the rows' ones too.
+    let mma = super::attention_mma::applies(cx, a, ins, &w);
+    let tiles = |cx: &mut Ctx, first_shared: usize| match mma {
+        true => super::attention_mma::lower(cx, r, a, (out, ins), (&w, first_local, first_shared)),
+        false => super::attention_tiles::lower(cx, r, a, (out, ins), &w),
+    };
+    let mma_locals = super::attention_mma::LOCALS;
     match queries.as_const() {
         Some(n) if n <= ROW_QUERIES => return by_rows(cx, r, a, (out, ins), first_local),
-        Some(_) => return super::attention_tiles::lower(cx, r, a, (out, ins), &w),
+        Some(_) => return tiles(cx, first_local + mma_locals),
         None => {}
     }
-    let tiled = super::attention_tiles::lower(cx, r, a, (out, ins), &w);
     // A few query rows (a decoding step's one) would fill the tiles' query panels with
     // padding: they take a row each instead. The kernel holds both; the row count picks.
-    let rows = by_rows(cx, r, a, (out, ins), first_local + tiled.locals.len());
+    let (tiled, rows) = if mma {
+        let rows = by_rows(cx, r, a, (out, ins), first_local + mma_locals);
+        (
+            tiles(cx, first_local + mma_locals + rows.locals.len()),
+            rows,
+        )
+    } else {
+        let tiled = tiles(cx, 0);
+        let rows = by_rows(cx, r, a, (out, ins), first_local + tiled.locals.len());
+        (tiled, rows)
+    };
     let few = bin(Bin::Le, cx.dim(queries), Expr::Int(ROW_QUERIES));
     let base = tiled.checks.len() as u32;
     let mut body = super::grids_when(tiled.body, &few, false);
@@ -74,7 +90,7 @@ pub fn lower(
         body,
         checks,
         locals,
-        shared: Vec::new(),
+        shared: tiled.shared,
         scratch: None,
     }
 }

@@ -15,10 +15,11 @@ pub fn lower(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Op
         Op::MatMul => {
             // Buffers: the output, a, b, the status word, then the packed panels of b and a.
             let operands = [(ins[0], 1), (ins[1], 2)];
-            let (body, locals) =
+            let (body, locals, shared) =
                 super::matmul::matmul(cx, (out, elem(out.dtype)), operands, 4, None);
             let mut t = Template::new(body, vec![]);
             t.locals.extend(locals);
+            t.shared.extend(shared);
             return Some(t);
         }
         Op::Scan { axis } => scan(cx, *axis, ins[0], ins[1]),

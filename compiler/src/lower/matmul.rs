@@ -32,6 +32,7 @@ use super::micro::{micro, Block, Operands, Rows};
 mod blocks;
 mod groups;
 mod tasks;
+mod tensor_cores;
 use crate::graph::{Dim, TensorType};
 pub use blocks::{group_readers, transposed_weight};
 use tasks::{task_grid, Tasks};
@@ -88,7 +89,37 @@ impl Operands for Layout<'_> {
     }
 }
 
-impl Layout<'_> {
+impl<'a> Layout<'a> {
+    /// The layout of `out = a · b` (batch rows merged into the rows when `flat`; `b` packed
+    /// ahead in panels of `packed` columns when given), with the output's batch axes and
+    /// rows.
+    fn new(
+        cx: &mut Ctx,
+        [out, a, b]: [&'a TensorType; 3],
+        flat: bool,
+        packed: Option<i64>,
+    ) -> (Layout<'a>, Vec<Dim>, Dim) {
+        let r = out.rank();
+        let (batch_shape, rows): (Vec<Dim>, Dim) = if flat {
+            let rows = Dim::product(&out.shape[..r - 1]).unwrap_or_default();
+            (Vec::new(), rows)
+        } else {
+            (out.shape[..r - 2].to_vec(), out.shape[r - 2].clone())
+        };
+        let l = Layout {
+            out,
+            a,
+            b,
+            flat,
+            batch: cx.vars(batch_shape.len()),
+            k: cx.dim(&a.shape[a.rank() - 1]),
+            n: cx.dim(&out.shape[r - 1]),
+            packed,
+            transposed: false,
+        };
+        (l, batch_shape, rows)
+    }
+
     fn batch_of(&self, t: &TensorType) -> Vec<Expr> {
         let nb = t.rank() - 2;
         self.batch[self.batch.len() - nb.min(self.batch.len())..]
@@ -208,8 +239,8 @@ impl Shape {
 }
 
 /// The matmul kernel body: `a` and `b` are read from buffers `abuf` and `bbuf`, the output is
-/// buffer 0, and `b`'s and `a`'s panels are packed into buffers `packed` and `packed + 1`,
-/// the locals this returns.
+/// buffer 0, and its arrays are buffers `packed..`: the locals this returns (`b`'s and `a`'s
+/// packed panels, or a tensor-core kernel's fragments), then the shared arrays it returns.
 /// `out_elem` is the output buffer's element type: partial sums pass through it, so other
 /// types get scalar dot products only.
 pub fn matmul(
@@ -218,22 +249,18 @@ pub fn matmul(
     [(a, abuf), (b, bbuf)]: [(&TensorType, usize); 2],
     packed: usize,
     epilogue: Option<&mut dyn Epilogue>,
-) -> (Vec<Stmt>, Vec<Local>) {
+) -> (Vec<Stmt>, Vec<Local>, Vec<Local>) {
     let r = out.rank();
     let flat = b.rank() == 2 && a.shape[..a.rank() - 1] == out.shape[..r - 1];
+    if tensor_cores::applies(cx, (a, abuf), (b, bbuf)) {
+        return tensor_cores::matmul(cx, (out, flat), [(a, abuf), (b, bbuf)], packed, epilogue);
+    }
     if let Some((_, elem)) = cx.transposed.filter(|t| t.0 == bbuf && flat) {
+        let (l, _, rows) = Layout::new(cx, [out, a, b], flat, None);
         let l = Layout {
-            out,
-            a,
-            b,
-            flat,
-            batch: Vec::new(),
-            k: cx.dim(&a.shape[a.rank() - 1]),
-            n: cx.dim(&out.shape[r - 1]),
-            packed: None,
             transposed: true,
+            ..l
         };
-        let rows = Dim::product(&out.shape[..r - 1]).unwrap_or_default();
         let gemm = |cx: &mut Ctx, epilogue: Option<&mut dyn Epilogue>| {
             blocked(
                 cx,
@@ -243,15 +270,17 @@ pub fn matmul(
                 (true, epilogue),
             )
         };
-        return blocks::matmul(cx, (&l, &rows), (abuf, bbuf, elem), epilogue, gemm);
+        let (body, locals) = blocks::matmul(cx, (&l, &rows), (abuf, bbuf, elem), epilogue, gemm);
+        return (body, locals, Vec::new());
     }
-    blocked(
+    let (body, locals) = blocked(
         cx,
         (out, out_elem),
         [(a, abuf), (b, bbuf)],
         packed,
         (false, epilogue),
-    )
+    );
+    (body, locals, Vec::new())
 }
 
 /// The blocked kernel (see the module doc); `transposed`: `b`'s buffer holds `bᵀ`,
@@ -277,23 +306,8 @@ fn blocked(
     if prepacked {
         cx.packed.push((bbuf, nr));
     }
-    let (batch_shape, rows): (Vec<Dim>, Dim) = if flat {
-        let rows = Dim::product(&out.shape[..r - 1]).unwrap_or_default();
-        (Vec::new(), rows)
-    } else {
-        (out.shape[..r - 2].to_vec(), out.shape[r - 2].clone())
-    };
-    let l = Layout {
-        out,
-        a,
-        b,
-        flat,
-        batch: cx.vars(batch_shape.len()),
-        k: cx.dim(&a.shape[a.rank() - 1]),
-        n: cx.dim(&out.shape[r - 1]),
-        packed: prepacked.then_some(nr),
-        transposed,
-    };
+    let (l, batch_shape, rows) = Layout::new(cx, [out, a, b], flat, prepacked.then_some(nr));
+    let l = Layout { transposed, ..l };
     let (task, extent, mut per_task, tasks) =
         task_grid(cx, &s, &l, (&rows, &batch_shape), out_elem);
     per_task.push(slices(

@@ -7,12 +7,14 @@
 mod attention;
 mod attention_grad;
 mod attention_grad_tiles;
+mod attention_mma;
 mod attention_tasks;
 mod attention_tiles;
 mod body;
 mod contract;
 mod cooperative;
 mod elementwise;
+mod fragments;
 mod frame;
 mod index;
 mod lanes;

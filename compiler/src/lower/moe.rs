@@ -157,6 +157,16 @@ fn stmt(s: &mut Stmt, fix: &dyn Fn(&mut usize), count: &dyn Fn(&mut Expr)) {
         }
         Stmt::Set(_, e) | Stmt::Check(e, _) => expr(e, fix, count),
         Stmt::Barrier(_) => {}
+        Stmt::WarpFold(f) => {
+            fix(&mut f.buf);
+            expr(&mut f.at, fix, count);
+        }
+        Stmt::Mma { a, b, c } => {
+            for f in [a, b, c] {
+                fix(&mut f.buf);
+                expr(&mut f.at, fix, count);
+            }
+        }
         Stmt::Prefetch(b, i) => {
             fix(b);
             expr(i, fix, count);

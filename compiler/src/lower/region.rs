@@ -56,10 +56,11 @@ pub fn lower(cx: &mut Ctx, r: &Region, out: &TensorType, ins: &[&TensorType]) ->
             let operands = [(ins[sa], sa + 1), (ins[sb], sb + 1)];
             // Buffers: the output, the inputs, the status word, then the packed panels of b and a.
             let packed = ins.len() + 2;
-            let (body, locals) =
+            let (body, locals, shared) =
                 matmul(cx, (out, elem(out.dtype)), operands, packed, Some(&mut epi));
             let mut t = Template::new(body, gen.checks);
             t.locals.extend(locals);
+            t.shared.extend(shared);
             return t;
         }
         RegionKind::Attention(_)

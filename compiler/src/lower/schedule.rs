@@ -3,7 +3,7 @@
 //! kernel is cut up on the target (tile sizes, chunk lengths, threads per block), when the
 //! kernels are made. One such step exists per target family: CPUs and NVIDIA GPUs.
 
-use archc_kernels::target::{MatmulBlocking, Target, ThreadModel};
+use archc_kernels::target::{MatmulBlocking, MmaShape, Target, ThreadModel};
 
 /// The schedule constants of one target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub struct Schedule {
     /// On a GPU: the threads of one block, into which `archc_kernels::gpu::map` splits each
     /// kernel's parallel loop (None on CPUs, whose threads take contiguous shares).
     pub gpu_block: Option<u32>,
+    /// Whether matmuls of 16-bit floats run on tensor cores (`mma.sync` m16n8k16).
+    pub tensor_cores: bool,
 }
 
 /// Query rows per attention task: enough to reuse each key block across several micro-kernel
@@ -64,6 +66,7 @@ impl Schedule {
             lanes,
             attention_rows: lanes,
             gpu_block: Some((4 * warp).min(max_block)),
+            tensor_cores: target.mma.contains(&MmaShape { m: 16, n: 8, k: 16 }),
         }
     }
 
@@ -81,6 +84,7 @@ impl Schedule {
             lanes: (target.lanes as usize).clamp(1, 16),
             attention_rows: ATTENTION_ROWS,
             gpu_block: None,
+            tensor_cores: false,
         }
     }
 

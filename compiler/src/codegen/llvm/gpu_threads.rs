@@ -3,9 +3,12 @@
 
 use std::fmt::Write;
 
-use archc_kernels::ir::{Axis, Scope, Stmt};
+use archc_kernels::ir::{Axis, Scope, Stmt, Var};
 
 use super::text::{Function, L, V};
+
+/// The most iterations of an Unroll loop a PTX kernel writes out whole.
+pub(super) const UNROLLED: i64 = 64;
 
 /// Where a statement of a PTX kernel runs: inside how many top-level Grid loops (a block's
 /// iteration) and Thread loops.
@@ -100,5 +103,20 @@ impl Function<'_> {
                 .insert(f.to_string(), format!("declare void @{f}(i32)"));
         }
         let _ = writeln!(self.body, "  call void @{f}(i32 {arg})");
+    }
+
+    /// An Unroll loop of `n` iterations written out whole: each iteration's index is a
+    /// constant, so a PTX kernel's register tiles (tensor-core fragments and accumulators)
+    /// are indexed by constants and live in registers, not in local memory.
+    pub(super) fn unrolled(&mut self, var: Var, n: i64, body: &[Stmt]) {
+        let p = self.slot(var, L::I64);
+        for k in 0..n {
+            let _ = writeln!(self.body, "  store i64 {k}, ptr {p}");
+            self.enter(Axis::Unroll, false);
+            for s in body {
+                self.stmt(s, false);
+            }
+            self.leave(Axis::Unroll, false);
+        }
     }
 }

@@ -18,6 +18,7 @@ mod ops;
 mod orc;
 mod quant;
 mod text;
+mod warps;
 
 use archc_kernels::ir::Kernel;
 use archc_kernels::target::Target;
@@ -138,7 +139,7 @@ fn shares(sizes: &[usize], n: usize) -> Vec<Vec<usize>> {
 pub fn compile(kernels: &[Kernel], signatures: Signatures) -> Result<LlvmJit, CodegenError> {
     let symbols = signatures.symbols;
     for k in kernels {
-        super::check_locals(k)?;
+        super::check_for_cpu(k)?;
     }
     let cpu = attributes(&Target::host(), true);
     // Made once before the threads start: LLVM's target registry is global.
@@ -215,7 +216,7 @@ pub fn build_object(
 ) -> Result<Vec<u8>, CodegenError> {
     use super::object::{COUNT, FEATURES, PLAN, PLAN_LEN, PTX, PTX_LEN, TABLE};
     for k in kernels {
-        super::check_locals(k)?;
+        super::check_for_cpu(k)?;
     }
     let cpu = attributes(target, false);
     let mut text = text::module(kernels, symbols, &cpu);

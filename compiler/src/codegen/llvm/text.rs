@@ -129,7 +129,7 @@ pub fn module(kernels: &[Kernel], symbols: usize, cpu: &CpuAttributes) -> String
     // No stack probes: LLVM 22's inline-asm probes of a frame of hundreds of KB (a matmul's
     // panels) made x86 code that left the output unwritten (a reduction over `batch·seq`,
     // tests/all/matmul_blocked.rs). Nothing needs them: every thread a kernel runs on has a
-    // stack sized for the kernel's arrays (`Kernel::local_bytes`, bounded by `check_locals`;
+    // stack sized for the kernel's arrays (`Kernel::local_bytes`, bounded by `check_for_cpu`;
     // the runtime's `CpuKernels`), so no frame reaches past its thread's stack.
     let _ = write!(
         out,
@@ -302,7 +302,7 @@ impl<'k> Function<'k> {
     }
 
     /// The stack slot of variable `v`, made on first use with type `t`.
-    fn slot(&mut self, v: Var, t: L) -> String {
+    pub(super) fn slot(&mut self, v: Var, t: L) -> String {
         if let Some((p, _)) = self.vars.get(&v) {
             return p.clone();
         }
@@ -339,6 +339,10 @@ impl<'k> Function<'k> {
             // A hint only; the GPU's caches are left to themselves.
             Stmt::Prefetch(..) if self.gpu => {}
             Stmt::Prefetch(buf, block) => self.prefetch(*buf, block),
+            Stmt::Mma { a, b, c } if self.gpu => self.mma(a, b, c),
+            Stmt::WarpFold(fold) if self.gpu => self.warp_fold(fold),
+            // Only GPU code has warps: `check_for_cpu` refused the kernel before.
+            Stmt::Mma { .. } | Stmt::WarpFold(_) => {}
             Stmt::Check(cond, code) => {
                 let c = self.expr(cond);
                 let (fail, cont) = (self.label("fail"), self.label("ok"));
@@ -354,6 +358,11 @@ impl<'k> Function<'k> {
 
     /// A loop of kind `kind` (`outer`: not inside another loop).
     fn for_loop(&mut self, var: Var, extent: &Expr, (kind, outer): (Axis, bool), body: &[Stmt]) {
+        if let (true, Axis::Unroll, &Expr::Int(n @ 0..=super::gpu_threads::UNROLLED)) =
+            (self.gpu, kind, extent)
+        {
+            return self.unrolled(var, n, body);
+        }
         let n = self.expr(extent);
         let split = outer && kind == Axis::Grid;
         let mut step = "1".to_string();
