@@ -28,6 +28,7 @@ mod product;
 mod region;
 mod same_weights;
 mod scan;
+mod scan_blocks;
 mod scan_grad;
 pub mod schedule;
 mod ssd;

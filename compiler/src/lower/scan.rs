@@ -7,6 +7,9 @@
 //! epilogue (`+ D·x`, the gate) finishes the step's output. Values that do not depend on the
 //! state axes (Δ, x, the gate) are computed once per step, not once per state element. The
 //! `[batch, seq, channels, state]` tensors never exist.
+//!
+//! On a GPU, where one thread per channel leaves most of the machine idle, the block scan
+//! (`scan_blocks.rs`) takes the regions it applies to; this template takes the rest.
 
 use archc_kernels::ir::build::{add, mul, serial, var};
 use archc_kernels::ir::{Axis, Elem, Expr, Ieee32, Local, Stmt};
@@ -17,7 +20,72 @@ use super::lanes::{lane_sum, widest};
 use super::Template;
 use crate::graph::{Dim, Op, Region, ScanInfo, TensorType};
 
-/// The kernel for a scan region whose node has type `out`, with `inputs` region inputs.
+/// The axes of a scan region's state `h`, which both scan templates walk.
+pub(super) struct ScanAxes {
+    /// `h`'s type.
+    pub h: TensorType,
+    /// The sequence axis.
+    pub axis: usize,
+    /// The axes the read-out sums over (none without a read-out: the kernel stores `h`).
+    pub state_axes: Vec<usize>,
+    /// Whether the read-out keeps the state axes (as size 1).
+    pub keepdim: bool,
+    /// The sizes of the state axes.
+    pub state_shape: Vec<Dim>,
+    /// Their product: a channel's state elements.
+    pub state_len: usize,
+    /// The other axes: one channel each.
+    pub channel_axes: Vec<usize>,
+    /// Their sizes.
+    pub channel_shape: Vec<Dim>,
+}
+
+impl ScanAxes {
+    /// The axes of `r`'s scan.
+    pub fn of(r: &Region, info: &ScanInfo) -> ScanAxes {
+        let Op::Scan { axis } = r.body.dag[info.scan].op else {
+            unreachable!("a scan region's anchor is a scan")
+        };
+        let h = r.body.ty(info.scan).clone();
+        let (state_axes, keepdim) = match info.readout.map(|n| &r.body.dag[n].op) {
+            Some(Op::Reduce { axes, keepdim, .. }) => (axes.clone(), *keepdim),
+            _ => (Vec::new(), false),
+        };
+        let state_shape: Vec<Dim> = state_axes.iter().map(|&x| h.shape[x].clone()).collect();
+        let state_len = Dim::product(&state_shape)
+            .and_then(|d| d.as_const())
+            .expect("the pass admits constant state sizes") as usize;
+        let channel_axes: Vec<usize> = (0..h.rank())
+            .filter(|x| *x != axis && !state_axes.contains(x))
+            .collect();
+        let channel_shape = channel_axes.iter().map(|&x| h.shape[x].clone()).collect();
+        ScanAxes {
+            h,
+            axis,
+            state_axes,
+            keepdim,
+            state_shape,
+            state_len,
+            channel_axes,
+            channel_shape,
+        }
+    }
+
+    /// The output's coordinates for `h`'s coordinates `h_at`: the read-out drops (or keeps as
+    /// 0) the state axes.
+    pub fn out_at(&self, h_at: &[Expr]) -> Vec<Expr> {
+        (0..self.h.rank())
+            .filter_map(|x| match (self.state_axes.contains(&x), self.keepdim) {
+                (true, true) => Some(Expr::Int(0)),
+                (true, false) => None,
+                (false, _) => Some(h_at[x].clone()),
+            })
+            .collect()
+    }
+}
+
+/// The kernel for a scan region whose node has type `out`, with `inputs` region inputs: the
+/// block scan on GPUs where it applies, else one thread per channel.
 pub fn lower(
     cx: &mut Ctx,
     r: &Region,
@@ -25,29 +93,37 @@ pub fn lower(
     out: &TensorType,
     inputs: usize,
 ) -> Template {
+    let axes = ScanAxes::of(r, info);
+    if super::scan_blocks::applies(cx, &axes) {
+        return super::scan_blocks::lower(cx, (r, info, &axes), (out, inputs));
+    }
+    by_channels(cx, r, info, &axes, (out, inputs))
+}
+
+/// One thread per channel walks the whole sequence (see the module doc).
+fn by_channels(
+    cx: &mut Ctx,
+    r: &Region,
+    info: &ScanInfo,
+    axes: &ScanAxes,
+    (out, inputs): (&TensorType, usize),
+) -> Template {
     let mut gen = BodyGen::new(&r.body, 1);
     let s = info.scan;
-    let Op::Scan { axis } = r.body.dag[s].op else {
-        unreachable!("a scan region's anchor is a scan")
-    };
     let [a, b] = r.body.operands(s)[..] else {
         unreachable!("scan has two operands")
     };
-    let h = r.body.ty(s).clone();
-    // The readout's state axes (none: the kernel stores h itself).
-    let (state_axes, keepdim) = match info.readout.map(|n| &r.body.dag[n].op) {
-        Some(Op::Reduce { axes, keepdim, .. }) => (axes.clone(), *keepdim),
-        _ => (Vec::new(), false),
-    };
-    let state_shape: Vec<Dim> = state_axes.iter().map(|&x| h.shape[x].clone()).collect();
-    let state_len = Dim::product(&state_shape)
-        .and_then(|d| d.as_const())
-        .expect("the pass admits constant state sizes") as usize;
-    let channel_axes: Vec<usize> = (0..h.rank())
-        .filter(|x| *x != axis && !state_axes.contains(x))
-        .collect();
-    let channel_shape: Vec<Dim> = channel_axes.iter().map(|&x| h.shape[x].clone()).collect();
-
+    let ScanAxes {
+        h,
+        axis,
+        state_axes,
+        state_shape,
+        state_len,
+        channel_axes,
+        channel_shape,
+        ..
+    } = axes;
+    let (axis, state_len) = (*axis, *state_len);
     // Level 0: one channel.
     let ch = cx.var();
     let ch_vars = cx.vars(channel_axes.len());
@@ -67,7 +143,7 @@ pub fn lower(
         h_at[*x] = var(*v);
     }
     let state_buf = inputs + 2;
-    let slot = cx.index(&state_shape, &exprs(&st_vars));
+    let slot = cx.index(state_shape, &exprs(&st_vars));
     let a_at = broadcast_at(&h_at, &r.body.ty(a).shape);
     let b_at = broadcast_at(&h_at, &r.body.ty(b).shape);
     let hv = cx.var();
@@ -130,7 +206,7 @@ pub fn lower(
                     step.extend(gen.leave());
                     step.push(Stmt::Set(acc, add(var(acc), term)));
                     let mut out = vec![Stmt::Set(acc, Expr::F32(Ieee32::new(0.0)))];
-                    out.extend(cx.serial_nest(&state_shape, &st_vars, step));
+                    out.extend(cx.serial_nest(state_shape, &st_vars, step));
                     out
                 }
             };
@@ -138,13 +214,7 @@ pub fn lower(
             per_step.extend(state_loop);
             // The epilogue, on the sum.
             gen.bind(readout, var(acc));
-            let out_at: Vec<Expr> = (0..h.rank())
-                .filter_map(|x| match (state_axes.contains(&x), keepdim) {
-                    (true, true) => Some(Expr::Int(0)),
-                    (true, false) => None,
-                    (false, _) => Some(h_at[x].clone()),
-                })
-                .collect();
+            let out_at = axes.out_at(&h_at);
             let y = gen.value(cx, r.output(), &out_at);
             per_step.extend(gen.take_lets());
             per_step.push(Stmt::Store(0, cx.index(&out.shape, &out_at), y));
@@ -172,7 +242,7 @@ pub fn lower(
         }
     }
     gen.leave();
-    let mut per_channel: Vec<Stmt> = delinearize(cx, var(ch), &channel_shape)
+    let mut per_channel: Vec<Stmt> = delinearize(cx, var(ch), channel_shape)
         .into_iter()
         .zip(&ch_vars)
         .map(|(e, v)| Stmt::Set(*v, e))
@@ -185,7 +255,7 @@ pub fn lower(
         kind: Axis::Serial,
         body: per_step,
     });
-    let channels = Dim::product(&channel_shape).expect("channel counts fit in i64");
+    let channels = Dim::product(channel_shape).expect("channel counts fit in i64");
     let body = vec![Stmt::For {
         var: ch,
         extent: cx.dim(&channels),
