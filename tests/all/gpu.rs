@@ -252,13 +252,7 @@ fn build_for_a_gpu_embeds_ptx_and_needs_only_a_driver() {
 #[test]
 fn narrow_matmuls_run_on_tensor_cores_in_the_simulator() {
     let d = scratch_dir("tensor-cores");
-    let src = d.join("tc.arch");
-    std::fs::write(
-        &src,
-        "model tc {\n  input x: f32[batch, seq, 40]\n  input y: f32[40, 72]\n  input z: f32[batch, seq, 33]\n  output c = gelu(matmul(x, y) + 1.5)\n  output e = matmul(z, transpose(z, -1, -2)) * 0.5\n  output f = linear(x, 24)\n}\n",
-    )
-    .unwrap();
-    let file = src.to_string_lossy().into_owned();
+    let file = matmuls_model(&d);
     for dtype in ["bf16", "f16"] {
         let kernels = narrow_kernels(&file, dtype);
         assert_eq!(kernels.matches("mma.m16n8k16").count(), 3, "{kernels}");
@@ -280,6 +274,41 @@ fn narrow_matmuls_run_on_tensor_cores_in_the_simulator() {
             }
         }
     }
+}
+
+/// Matmuls of f32 operands run on a GPU as the shared-memory GEMM of CUDA cores
+/// (`lower/matmul/thread_tiles.rs`: 64 × 64 tiles per block, slices of 16 staged in shared
+/// memory, a 4 × 8 register tile per thread), on the model of the tensor-core test, against
+/// the Graph IR interpreter: f32 within 1e-4.
+#[test]
+fn f32_matmuls_run_on_shared_tiles_in_the_simulator() {
+    let d = scratch_dir("thread-tiles");
+    let file = matmuls_model(&d);
+    let kernels = narrow_kernels(&file, "f32");
+    assert_eq!(kernels.matches("b_values").count(), 3, "{kernels}");
+    let how = [
+        ("interp", ["--backend", "interp"]),
+        ("sim", ["--device", "cuda-sim"]),
+    ];
+    let outs = run_each(&d, (&file, &["batch=2", "seq=70"], "f32"), &how);
+    for n in ["c", "e", "f"] {
+        let err = rel_err(&outs[1].read_any(n).unwrap(), &outs[0].read_any(n).unwrap());
+        println!("{n}: shared tiles against the interpreter, rel err {err:.2e}");
+        assert!(err <= 1e-4, "{n}: {err:e}");
+    }
+}
+
+/// A model of matmuls with ragged edges on every axis (70 rows, reduced axes of 40 and 33,
+/// 72 and 24 columns), a broadcast `b` with an epilogue, a batched `z·zᵀ` and a `linear`,
+/// written into `d`; returns its path.
+fn matmuls_model(d: &std::path::Path) -> String {
+    let src = d.join("matmuls.arch");
+    std::fs::write(
+        &src,
+        "model tc {\n  input x: f32[batch, seq, 40]\n  input y: f32[40, 72]\n  input z: f32[batch, seq, 33]\n  output c = gelu(matmul(x, y) + 1.5)\n  output e = matmul(z, transpose(z, -1, -2)) * 0.5\n  output f = linear(x, 24)\n}\n",
+    )
+    .unwrap();
+    src.to_string_lossy().into_owned()
 }
 
 /// Attention whose q, k and v are f16 or bf16 runs on tensor cores when lowered for a GPU

@@ -33,6 +33,8 @@ mod blocks;
 mod groups;
 mod tasks;
 mod tensor_cores;
+mod thread_tiles;
+mod tile_grid;
 use crate::graph::{Dim, TensorType};
 pub use blocks::{group_readers, transposed_weight};
 use tasks::{task_grid, Tasks};
@@ -254,6 +256,9 @@ pub fn matmul(
     let flat = b.rank() == 2 && a.shape[..a.rank() - 1] == out.shape[..r - 1];
     if tensor_cores::applies(cx, (a, abuf), (b, bbuf)) {
         return tensor_cores::matmul(cx, (out, flat), [(a, abuf), (b, bbuf)], packed, epilogue);
+    }
+    if thread_tiles::applies(cx, abuf, bbuf) {
+        return thread_tiles::matmul(cx, (out, flat), [(a, abuf), (b, bbuf)], packed, epilogue);
     }
     if let Some((_, elem)) = cx.transposed.filter(|t| t.0 == bbuf && flat) {
         let (l, _, rows) = Layout::new(cx, [out, a, b], flat, None);

@@ -25,19 +25,15 @@
 //! shared tiles' rows are padded by 8 elements so that a warp's fragment reads spread over
 //! the banks. Loads through `ldmatrix` and `cp.async`'s copies are still to come.
 
-use archc_kernels::ir::build::{add, axis, bin, f32, load, mul, serial, var};
-use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Scope, Stmt, Var};
+use archc_kernels::ir::build::{add, load, mul, serial, var};
+use archc_kernels::ir::{Elem, Expr, Local, Scope, Stmt};
 
+use super::tile_grid::{self, arrays, kernel, stage_slice, Block, Buffers, TILE};
 use super::{finish, Epilogue, Layout};
-use crate::graph::{Dim, TensorType};
-use crate::lower::body::delinearize;
-use crate::lower::fragments::{
-    and, div, int, lt, mma, rem, stage, unroll, when, Lane, PAD, THREADS,
-};
+use crate::graph::TensorType;
+use crate::lower::fragments::{and, div, int, lt, mma, rem, unroll, when, Lane, PAD, THREADS};
 use crate::lower::index::{div_up, Ctx};
 
-/// Rows and columns of a block's output tile.
-const TILE: i64 = 64;
 /// The reduced slice staged in shared memory.
 const SLICE: i64 = 32;
 /// A warp's quarter of the tile: rows and columns.
@@ -67,25 +63,11 @@ pub(super) fn applies(
         && !cx.blocks.contains(&bbuf)
 }
 
-/// The buffers of one kernel: the operands, then its arrays.
-struct Buffers {
-    a: usize,
-    b: usize,
-    a_fragments: usize,
-    b_fragments: usize,
-    accumulators: usize,
-    a_tile: usize,
-    b_tile: usize,
-}
-
 /// The variables of one tile of the output.
 struct Tile {
-    /// The tile's first row and column, and the reduced slice's first element.
-    i0: Var,
-    j0: Var,
-    k0: Var,
-    /// The thread in the block, and its place in its warp.
-    t: Var,
+    /// Where the block is.
+    at: Block,
+    /// The thread's place in its warp.
     lane: Lane,
 }
 
@@ -110,103 +92,46 @@ pub(super) fn matmul(
     first: usize,
     mut epilogue: Option<&mut dyn Epilogue>,
 ) -> (Vec<Stmt>, Vec<Local>, Vec<Local>) {
-    let (l, batch_shape, rows) = Layout::new(cx, [out, a, b], flat, None);
-    let bufs = Buffers {
-        a: abuf,
-        b: bbuf,
-        a_fragments: first,
-        b_fragments: first + 1,
-        accumulators: first + 2,
-        a_tile: first + 3,
-        b_tile: first + 4,
-    };
     let elem = crate::lower::elem(a.dtype);
-    let m = cx.dim(&rows);
-    let (tiles_m, tiles_n) = (div_up(m.clone(), int(TILE)), div_up(l.n.clone(), int(TILE)));
-    let batches = cx.dim(&Dim::product(&batch_shape).unwrap_or_default());
-    let (task, bi) = (cx.var(), cx.var());
-    let tile = Tile {
-        i0: cx.var(),
-        j0: cx.var(),
-        k0: cx.var(),
-        t: cx.var(),
-        lane: Lane::new(cx),
-    };
-    let mut body = vec![Stmt::Set(
-        bi,
-        bin(Bin::Div, var(task), mul(tiles_m.clone(), tiles_n.clone())),
-    )];
-    for (v, x) in l.batch.iter().zip(delinearize(cx, var(bi), &batch_shape)) {
-        body.push(Stmt::Set(*v, x));
-    }
-    let row_tile = bin(
-        Bin::Rem,
-        bin(Bin::Div, var(task), tiles_n.clone()),
-        tiles_m.clone(),
+    let operands = [(a, abuf), (b, bbuf)];
+    let grid = kernel(
+        cx,
+        (out, flat),
+        operands,
+        (first, ACCUMULATORS),
+        |cx, (l, m), at, bufs| {
+            let tile = Tile {
+                at,
+                lane: Lane::new(cx),
+            };
+            vec![
+                slices(cx, l, m, &tile, bufs),
+                results(cx, (l, m), &tile, bufs, &mut epilogue),
+            ]
+        },
     );
-    body.push(Stmt::Set(tile.i0, mul(row_tile, int(TILE))));
-    let column_tile = bin(Bin::Rem, var(task), tiles_n.clone());
-    body.push(Stmt::Set(tile.j0, mul(column_tile, int(TILE))));
-    let e = cx.var();
-    let zero = Stmt::Store(bufs.accumulators, var(e), f32(0.0));
-    body.push(threads(
-        &tile,
-        vec![unroll(&[(e, ACCUMULATORS)], vec![zero])],
-    ));
-    body.push(slices(cx, &l, &m, &tile, &bufs));
-    body.push(results(cx, (&l, &m), &tile, &bufs, &mut epilogue));
-    let grid = vec![axis(
-        Axis::Grid,
-        task,
-        mul(batches, mul(tiles_m, tiles_n)),
-        body,
-    )];
-    let array = |name: &str, elem, len: i64| Local {
-        name: name.into(),
-        elem,
-        len: len as usize,
-    };
-    let locals = vec![
-        array("a_fragments", elem, STEPS * ROW_TILES * 8),
-        array("b_fragments", elem, STEPS * COL_TILES * 4),
-        array("accumulators", Elem::F32, ACCUMULATORS),
-    ];
-    let shared = vec![
-        array("a_tile", elem, TILE * (SLICE + PAD)),
-        array("b_tile", elem, SLICE * (TILE + PAD)),
-    ];
+    let values = [STEPS * ROW_TILES * 8, STEPS * COL_TILES * 4, ACCUMULATORS];
+    let (locals, shared) = arrays(elem, values, SLICE);
     (grid, locals, shared)
 }
 
 /// `body` for every thread of the block.
 fn threads(tile: &Tile, body: Vec<Stmt>) -> Stmt {
-    axis(Axis::Thread, tile.t, int(THREADS), body)
+    tile_grid::threads(tile.at.t, body)
 }
 
 /// The loop over the reduced slices: stage the slice's tiles in shared memory, load each
 /// thread's fragments, multiply.
 fn slices(cx: &mut Ctx, l: &Layout, m: &Expr, tile: &Tile, bufs: &Buffers) -> Stmt {
-    let (k, n) = (&l.k, &l.n);
-    let a_at = |cx: &Ctx, r: Expr, c: Expr| {
-        let (i, p) = (add(var(tile.i0), r), add(var(tile.k0), c));
-        let inside = and(lt(i.clone(), m.clone()), lt(p.clone(), k.clone()));
-        (inside, l.a(cx, i, p))
-    };
-    let b_at = |cx: &Ctx, r: Expr, c: Expr| {
-        let (p, j) = (add(var(tile.k0), r), add(var(tile.j0), c));
-        let inside = and(lt(p.clone(), k.clone()), lt(j.clone(), n.clone()));
-        (inside, l.b(cx, p, j))
-    };
-    let copy_a = stage(cx, tile.t, (bufs.a, bufs.a_tile), (TILE, SLICE), &a_at);
-    let copy_b = stage(cx, tile.t, (bufs.b, bufs.b_tile), (SLICE, TILE), &b_at);
+    let copies = stage_slice(cx, (l, m), &tile.at, SLICE, bufs);
     let (ks, mi, ni) = (cx.var(), cx.var(), cx.var());
     let products = mma(
         (
-            bufs.a_fragments,
+            bufs.a_values,
             mul(add(mul(var(ks), int(ROW_TILES)), var(mi)), int(8)),
         ),
         (
-            bufs.b_fragments,
+            bufs.b_values,
             mul(add(mul(var(ks), int(COL_TILES)), var(ni)), int(4)),
         ),
         (
@@ -217,10 +142,10 @@ fn slices(cx: &mut Ctx, l: &Layout, m: &Expr, tile: &Tile, bufs: &Buffers) -> St
     let slice = cx.var();
     serial(
         slice,
-        div_up(k.clone(), int(SLICE)),
+        div_up(l.k.clone(), int(SLICE)),
         vec![
-            Stmt::Set(tile.k0, mul(var(slice), int(SLICE))),
-            threads(tile, vec![copy_a, copy_b]),
+            Stmt::Set(tile.at.k0, mul(var(slice), int(SLICE))),
+            threads(tile, copies),
             Stmt::Barrier(Scope::Block),
             threads(tile, fragments(cx, tile, bufs)),
             unroll(
@@ -252,17 +177,17 @@ fn fragments(cx: &mut Ctx, tile: &Tile, bufs: &Buffers) -> Vec<Stmt> {
     );
     let a = load(bufs.a_tile, add(mul(a_row, int(SLICE + PAD)), a_col));
     let b = load(bufs.b_tile, add(mul(b_row, int(TILE + PAD)), b_col));
-    let mut s = tile.lane.of(tile.t);
+    let mut s = tile.lane.of(tile.at.t);
     s.push(unroll(
         &[(ks, STEPS)],
         vec![
             unroll(
                 &[(mi, ROW_TILES), (e, 8)],
-                vec![Stmt::Store(bufs.a_fragments, a_at, a)],
+                vec![Stmt::Store(bufs.a_values, a_at, a)],
             ),
             unroll(
                 &[(ni, COL_TILES), (e, 4)],
-                vec![Stmt::Store(bufs.b_fragments, b_at, b)],
+                vec![Stmt::Store(bufs.b_values, b_at, b)],
             ),
         ],
     ));
@@ -290,15 +215,15 @@ fn results(
     let each = vec![
         Stmt::Set(
             i,
-            add(var(tile.i0), add(add(row, mul(var(mi), int(16))), cr)),
+            add(var(tile.at.i0), add(add(row, mul(var(mi), int(16))), cr)),
         ),
         Stmt::Set(
             j,
-            add(var(tile.j0), add(add(col, mul(var(ni), int(8))), cc)),
+            add(var(tile.at.j0), add(add(col, mul(var(ni), int(8))), cc)),
         ),
         when(cx, inside, store),
     ];
-    let mut s = tile.lane.of(tile.t);
+    let mut s = tile.lane.of(tile.at.t);
     s.push(unroll(&[(mi, ROW_TILES), (ni, COL_TILES), (e, 4)], each));
     threads(tile, s)
 }

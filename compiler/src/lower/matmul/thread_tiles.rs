@@ -1,0 +1,181 @@
+//! The matmul for GPUs where tensor cores do not apply (f32 operands: `mma.sync` on tf32 would
+//! round them to 10 bits, far outside f32 parity): the classic shared-memory GEMM of CUDA
+//! cores.
+//!
+//! A block of four warps computes a 64 × 64 tile of the output ([`super::tile_grid`]). Thread
+//! `t` holds a 4 × 8 tile of accumulators in registers: rows `ty + 16·r` and columns
+//! `tx + 8·c` of the block's tile, `ty = t / 8`, `tx = t mod 8`. The strides are what keep
+//! shared memory fast: a warp's 32 threads read 4 rows of `a` (in distinct banks) and 8
+//! consecutive columns of `b`, each value broadcast to the threads that share it.
+//!
+//! ```text
+//! grid for tile in 0..batches · ⌈M/64⌉ · ⌈N/64⌉ {
+//!   thread for t in 0..128 { acc = 0 }
+//!   serial for slice in 0..⌈K/16⌉ {
+//!     thread for t in 0..128 { a's 64 × 16 and b's 16 × 64 of the slice → shared (0 past the edges) }
+//!     barrier
+//!     thread for t in 0..128 {
+//!       per k of the slice: its 4 values of a and 8 of b → registers, 32 multiply-adds
+//!     }
+//!     barrier
+//!   }
+//!   thread for t in 0..128 { the epilogue on each accumulator inside the output }
+//! }
+//! ```
+//!
+//! Each row of `a` and `b` in the slice is read from global memory once per block, by
+//! consecutive threads (coalesced), instead of once per thread's micro-tile as the CPU's
+//! template mapped onto threads would.
+
+use archc_kernels::ir::build::{add, bin, load, mul, serial, var};
+use archc_kernels::ir::{Bin, Elem, Expr, Local, Scope, Stmt, Var};
+
+use super::tile_grid::{arrays, kernel, stage_slice, threads, Block, Buffers, TILE};
+use super::{finish, Epilogue, Layout};
+use crate::graph::TensorType;
+use crate::lower::fragments::{div, int, lt, rem, unroll, when, PAD, THREADS};
+use crate::lower::index::{div_up, Ctx};
+
+/// The reduced slice staged in shared memory.
+const SLICE: i64 = 16;
+/// A thread's rows and columns of the tile.
+const ROWS: i64 = 4;
+const COLUMNS: i64 = 8;
+/// Threads across a row of the tile (`TILE / COLUMNS`) and down a column (`TILE / ROWS`).
+const ACROSS: i64 = TILE / COLUMNS;
+const DOWN: i64 = TILE / ROWS;
+
+/// Whether this template computes a matmul of `a` (in buffer `abuf`) and `b`: on a GPU whose
+/// blocks are [`THREADS`] threads, neither operand block-quantized (nor read transposed).
+pub(super) fn applies(cx: &Ctx, abuf: usize, bbuf: usize) -> bool {
+    cx.schedule.gpu_block == Some(THREADS as u32)
+        && !cx.blocks.contains(&abuf)
+        && !cx.blocks.contains(&bbuf)
+        && cx.transposed.is_none_or(|(t, _)| t != bbuf)
+}
+
+/// The variables of one block: its tile's first row and column, the slice's first element,
+/// the thread and its place in the tile.
+struct Tile {
+    /// Where the block is.
+    at: Block,
+    /// The thread's place in the tile.
+    ty: Var,
+    tx: Var,
+}
+
+impl Tile {
+    /// `body` for every thread of the block, its place set first.
+    fn threads(&self, body: Vec<Stmt>) -> Stmt {
+        let mut s = vec![
+            Stmt::Set(self.ty, div(var(self.at.t), ACROSS)),
+            Stmt::Set(self.tx, rem(var(self.at.t), ACROSS)),
+        ];
+        s.extend(body);
+        threads(self.at.t, s)
+    }
+
+    /// Row `r` of the thread's rows, in the block's tile.
+    fn row(&self, r: Expr) -> Expr {
+        add(var(self.ty), mul(r, int(DOWN)))
+    }
+
+    /// Column `c` of the thread's columns, in the block's tile.
+    fn column(&self, c: Expr) -> Expr {
+        add(var(self.tx), mul(c, int(ACROSS)))
+    }
+}
+
+/// The kernel body and its locals and shared arrays (see the module doc) for a matmul whose
+/// rows are merged batch rows when `flat`: `a` and `b` from buffers `abuf` and `bbuf`, the
+/// output through `epilogue`; its arrays are buffers `first..`.
+pub(super) fn matmul(
+    cx: &mut Ctx,
+    (out, flat): (&TensorType, bool),
+    [(a, abuf), (b, bbuf)]: [(&TensorType, usize); 2],
+    first: usize,
+    mut epilogue: Option<&mut dyn Epilogue>,
+) -> (Vec<Stmt>, Vec<Local>, Vec<Local>) {
+    let operands = [(a, abuf), (b, bbuf)];
+    let count = ROWS * COLUMNS;
+    let grid = kernel(
+        cx,
+        (out, flat),
+        operands,
+        (first, count),
+        |cx, (l, m), at, bufs| {
+            let tile = Tile {
+                at,
+                ty: cx.var(),
+                tx: cx.var(),
+            };
+            vec![
+                slices(cx, (l, m), &tile, bufs),
+                results(cx, (l, m), &tile, bufs, &mut epilogue),
+            ]
+        },
+    );
+    let (locals, shared) = arrays(Elem::F32, [ROWS, COLUMNS, count], SLICE);
+    (grid, locals, shared)
+}
+
+/// The loop over the reduced slices: stage the slice's tiles in shared memory, then each
+/// thread's multiply-adds.
+fn slices(cx: &mut Ctx, (l, m): (&Layout, &Expr), tile: &Tile, bufs: &Buffers) -> Stmt {
+    let copies = stage_slice(cx, (l, m), &tile.at, SLICE, bufs);
+    let (p, r, c) = (cx.var(), cx.var(), cx.var());
+    let a = load(
+        bufs.a_tile,
+        add(mul(tile.row(var(r)), int(SLICE + PAD)), var(p)),
+    );
+    let b = load(
+        bufs.b_tile,
+        add(mul(var(p), int(TILE + PAD)), tile.column(var(c))),
+    );
+    let at = add(mul(var(r), int(COLUMNS)), var(c));
+    let product = Expr::Fma(
+        Box::new(load(bufs.a_values, var(r))),
+        Box::new(load(bufs.b_values, var(c))),
+        Box::new(load(bufs.accumulators, at.clone())),
+    );
+    let step = vec![
+        unroll(&[(r, ROWS)], vec![Stmt::Store(bufs.a_values, var(r), a)]),
+        unroll(&[(c, COLUMNS)], vec![Stmt::Store(bufs.b_values, var(c), b)]),
+        unroll(
+            &[(r, ROWS), (c, COLUMNS)],
+            vec![Stmt::Store(bufs.accumulators, at, product)],
+        ),
+    ];
+    let slice = cx.var();
+    serial(
+        slice,
+        div_up(l.k.clone(), int(SLICE)),
+        vec![
+            Stmt::Set(tile.at.k0, mul(var(slice), int(SLICE))),
+            tile.threads(copies),
+            Stmt::Barrier(Scope::Block),
+            tile.threads(vec![unroll(&[(p, SLICE)], step)]),
+            Stmt::Barrier(Scope::Block),
+        ],
+    )
+}
+
+/// Each thread's accumulators inside the output, through the epilogue.
+fn results(
+    cx: &mut Ctx,
+    (l, m): (&Layout, &Expr),
+    tile: &Tile,
+    bufs: &Buffers,
+    epilogue: &mut Option<&mut dyn Epilogue>,
+) -> Stmt {
+    let (r, c, i, j) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let value = load(bufs.accumulators, add(mul(var(r), int(COLUMNS)), var(c)));
+    let store = finish(cx, l, epilogue, value, var(i), var(j));
+    let inside = bin(Bin::And, lt(var(i), m.clone()), lt(var(j), l.n.clone()));
+    let each = vec![
+        Stmt::Set(i, add(var(tile.at.i0), tile.row(var(r)))),
+        Stmt::Set(j, add(var(tile.at.j0), tile.column(var(c)))),
+        when(cx, inside, store),
+    ];
+    tile.threads(vec![unroll(&[(r, ROWS), (c, COLUMNS)], each)])
+}
