@@ -322,37 +322,7 @@ fn matmuls_model(d: &std::path::Path) -> String {
 #[test]
 fn narrow_attention_runs_on_tensor_cores_in_the_simulator() {
     let d = scratch_dir("tensor-core-attention");
-    let src = d.join("attn.arch");
-    std::fs::write(
-        &src,
-        "model attn {
-  input q_causal: f32[batch, 4, seq, 64]
-  input k_causal: f32[batch, 2, seq, 64]
-  input v_causal: f32[batch, 2, seq, 64]
-  input q_window: f32[batch, 4, seq, 64]
-  input k_window: f32[batch, 2, seq, 64]
-  input v_window: f32[batch, 2, seq, 64]
-  input q_padded: f32[batch, 4, seq, 64]
-  input k_padded: f32[batch, 2, seq, 64]
-  input v_padded: f32[batch, 2, seq, 64]
-  input q_capped: f32[batch, 4, seq, 64]
-  input k_capped: f32[batch, 2, seq, 64]
-  input v_capped: f32[batch, 2, seq, 24]
-  input q_cross: f32[batch, 4, seq, 64]
-  input memory: f32[batch, 2, mem, 64]
-  input mask: bool[batch, seq]
-  output causal = sdpa(q_causal, k_causal, v_causal, causal = true)
-  output window = sdpa(q_window, k_window, v_window, causal = true, window = 20)
-  output padded = sdpa(q_padded, k_padded, v_padded, mask = mask)
-  output cross = sdpa(q_cross, memory, memory)
-  q = reshape(q_capped, [q_capped.shape[0], 2, 2, q_capped.shape[2], 64])
-  s = matmul(q, transpose(unsqueeze(k_capped, 2))) / 8.0
-  output capped = matmul(softmax(30.0 * tanh(s / 30.0), -1), unsqueeze(v_capped, 2))
-}
-",
-    )
-    .unwrap();
-    let file = src.to_string_lossy().into_owned();
+    let file = attention_model(&d);
     for (dtype, bound) in [("f16", 1e-3), ("bf16", 1e-2)] {
         let kernels = narrow_kernels(&file, dtype);
         assert_eq!(kernels.matches("fold.Max").count(), 5, "{kernels}");
@@ -417,6 +387,66 @@ fn selective_scan_runs_as_a_block_scan_in_the_simulator() {
         println!("{n}: block scan against the interpreter, rel err {err:.2e}");
         assert!(err <= 1e-4, "{n}: {err:e}");
     }
+}
+
+/// Attention in f32 runs on a GPU's CUDA cores as FlashAttention's loop nest with four
+/// threads per query row (`lower/attention_lanes.rs`: the scores' partial dot products folded
+/// across the row's lanes, the online softmax in registers), on the model of the tensor-core
+/// test, against the Graph IR interpreter: f32 within 1e-4.
+#[test]
+fn f32_attention_runs_on_four_lanes_per_row_in_the_simulator() {
+    let d = scratch_dir("lane-attention");
+    let file = attention_model(&d);
+    let kernels = narrow_kernels(&file, "f32");
+    assert_eq!(kernels.matches("fold.Add").count(), 5, "{kernels}");
+    let how = [
+        ("interp", ["--backend", "interp"]),
+        ("sim", ["--device", "cuda-sim"]),
+    ];
+    let dims = ["batch=2", "seq=70", "mem=150"];
+    let outs = run_each(&d, (&file, &dims, "f32"), &how);
+    for n in ["causal", "window", "padded", "cross", "capped"] {
+        let err = rel_err(&outs[1].read_any(n).unwrap(), &outs[0].read_any(n).unwrap());
+        println!("{n}: four lanes per row against the interpreter, rel err {err:.2e}");
+        assert!(err <= 1e-4, "{n}: {err:e}");
+    }
+}
+
+/// A model of attentions (causal grouped-query, a sliding window of 20, a padding mask,
+/// cross-attention over a memory of another length, a softcap written as math with a value
+/// width of 24), written into `d`; returns its path.
+fn attention_model(d: &std::path::Path) -> String {
+    let src = d.join("attn.arch");
+    std::fs::write(
+        &src,
+        "model attn {
+  input q_causal: f32[batch, 4, seq, 64]
+  input k_causal: f32[batch, 2, seq, 64]
+  input v_causal: f32[batch, 2, seq, 64]
+  input q_window: f32[batch, 4, seq, 64]
+  input k_window: f32[batch, 2, seq, 64]
+  input v_window: f32[batch, 2, seq, 64]
+  input q_padded: f32[batch, 4, seq, 64]
+  input k_padded: f32[batch, 2, seq, 64]
+  input v_padded: f32[batch, 2, seq, 64]
+  input q_capped: f32[batch, 4, seq, 64]
+  input k_capped: f32[batch, 2, seq, 64]
+  input v_capped: f32[batch, 2, seq, 24]
+  input q_cross: f32[batch, 4, seq, 64]
+  input memory: f32[batch, 2, mem, 64]
+  input mask: bool[batch, seq]
+  output causal = sdpa(q_causal, k_causal, v_causal, causal = true)
+  output window = sdpa(q_window, k_window, v_window, causal = true, window = 20)
+  output padded = sdpa(q_padded, k_padded, v_padded, mask = mask)
+  output cross = sdpa(q_cross, memory, memory)
+  q = reshape(q_capped, [q_capped.shape[0], 2, 2, q_capped.shape[2], 64])
+  s = matmul(q, transpose(unsqueeze(k_capped, 2))) / 8.0
+  output capped = matmul(softmax(30.0 * tanh(s / 30.0), -1), unsqueeze(v_capped, 2))
+}
+",
+    )
+    .unwrap();
+    src.to_string_lossy().into_owned()
 }
 
 /// The kernels of `file` stored as `dtype`, scheduled for sm_80.

@@ -1,6 +1,7 @@
 //! The attention kernel. Constant head widths whose value width is a multiple of 4 (every
-//! model's) take the tiles of [`super::attention_tiles`]; other shapes take this one: one query
-//! row per iteration of the parallel loop, keys in blocks, an online softmax.
+//! model's) take the tiles of [`super::attention_tiles`] (on a GPU, [`super::attention_mma`]'s
+//! tensor cores or [`super::attention_lanes`]' four threads per row); other shapes take this
+//! one: one query row per iteration of the parallel loop, keys in blocks, an online softmax.
 //!
 //! For each block the row's logits (the scores after the user's modifications, evaluated from
 //! the region body) go to a thread-private array; the running max `m` and sum `l` are updated
@@ -52,24 +53,34 @@ pub fn lower(
     }
     let w = super::attention_tiles::Widths { d, dv };
     let queries = &out.shape[out.rank() - 2];
-    // On tensor cores the tiles' shared arrays follow every local, the rows' ones too.
+    // A GPU's own templates (tensor cores, else four threads per query row) declare their
+    // locals first and their shared arrays after every local, the rows' ones too.
     let mma = super::attention_mma::applies(cx, a, ins, &w);
-    let tiles = |cx: &mut Ctx, first_shared: usize| match mma {
-        true => super::attention_mma::lower(cx, r, a, (out, ins), (&w, first_local, first_shared)),
-        false => super::attention_tiles::lower(cx, r, a, (out, ins), &w),
+    let lanes = !mma && super::attention_lanes::applies(cx, &w);
+    let own_locals = match (mma, lanes) {
+        (true, _) => super::attention_mma::LOCALS,
+        (false, true) => super::attention_lanes::LOCALS,
+        (false, false) => 0,
     };
-    let mma_locals = super::attention_mma::LOCALS;
+    let tiles = |cx: &mut Ctx, first_shared: usize| {
+        let places = (&w, first_local, first_shared);
+        match (mma, lanes) {
+            (true, _) => super::attention_mma::lower(cx, r, a, (out, ins), places),
+            (false, true) => super::attention_lanes::lower(cx, r, a, (out, ins), places),
+            (false, false) => super::attention_tiles::lower(cx, r, a, (out, ins), &w),
+        }
+    };
     match queries.as_const() {
         Some(n) if n <= ROW_QUERIES => return by_rows(cx, r, a, (out, ins), first_local),
-        Some(_) => return tiles(cx, first_local + mma_locals),
+        Some(_) => return tiles(cx, first_local + own_locals),
         None => {}
     }
     // A few query rows (a decoding step's one) would fill the tiles' query panels with
     // padding: they take a row each instead. The kernel holds both; the row count picks.
-    let (tiled, rows) = if mma {
-        let rows = by_rows(cx, r, a, (out, ins), first_local + mma_locals);
+    let (tiled, rows) = if mma || lanes {
+        let rows = by_rows(cx, r, a, (out, ins), first_local + own_locals);
         (
-            tiles(cx, first_local + mma_locals + rows.locals.len()),
+            tiles(cx, first_local + own_locals + rows.locals.len()),
             rows,
         )
     } else {

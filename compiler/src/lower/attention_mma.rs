@@ -25,14 +25,13 @@
 //! NaN. Loads go through shared memory with plain loads; `ldmatrix`, `cp.async` and Hopper's
 //! `wgmma` and TMA are still to come.
 
-use archc_kernels::ir::build::{add, axis, bin, f32, load, mul, serial, sub, var};
-use archc_kernels::ir::{Axis, Bin, Elem, Expr, Fold, Local, Scope, Stmt, Un, Var};
+use archc_kernels::ir::build::{add, axis, bin, f32, load, mul, sub, var};
+use archc_kernels::ir::{Axis, Bin, Elem, Expr, Fold, Local, Stmt, Un};
 
-use super::attention::{key_blocks, plain, row_start};
-use super::attention_tasks::{over_tasks, task, Task};
+use super::attention_staging::{barrier, Nest, Spot};
 use super::attention_tiles::Widths;
 use super::body::BodyGen;
-use super::fragments::{and, div, int, lt, mma, rem, stage, unroll, when, Lane, PAD, THREADS};
+use super::fragments::{and, div, int, lt, mma, rem, unroll, when, Lane, PAD, THREADS};
 use super::index::Ctx;
 use super::Template;
 use crate::graph::{AttentionInfo, Region, TensorType};
@@ -85,27 +84,24 @@ struct Buffers {
     v_tile: usize,
 }
 
-/// Where the block is: its task, the thread and its lane, and the key block's first key.
+/// Where the thread is in the nest, and its lane in its warp.
 struct Place {
-    task: Task,
-    batch: Vec<Expr>,
-    t: Var,
+    at: Spot,
     lane: Lane,
-    j0: Var,
 }
 
 impl Place {
     /// The query of row `r` (`0..16`) of the thread's warp.
     fn query(&self, r: Expr) -> Expr {
-        add(var(self.task.i0), add(mul(var(self.lane.warp), int(16)), r))
+        add(var(self.at.i0), add(mul(var(self.lane.warp), int(16)), r))
     }
 }
 
 /// `body` for every thread of the block, its place in its warp set first.
 fn threads(at: &Place, body: Vec<Stmt>) -> Stmt {
-    let mut s = at.lane.of(at.t);
+    let mut s = at.lane.of(at.at.t);
     s.extend(body);
-    axis(Axis::Thread, at.t, int(THREADS), s)
+    axis(Axis::Thread, at.at.t, int(THREADS), s)
 }
 
 /// The kernel (see the module doc), its locals numbered from `first_local` and its shared
@@ -128,67 +124,32 @@ pub fn lower(
         k_tile: first_shared,
         v_tile: first_shared + 1,
     };
-    let [qs, ks, vs] = a.qkv;
-    let (qt, kt, vt) = (ins[qs], ins[ks], ins[vs]);
-    let rank = out.rank();
-    let s_len = cx.dim(&out.shape[rank - 2]);
-    let t_len = cx.dim(&kt.shape[a.k_order[a.k_order.len() - 2]]);
-    let (mut per_task, task) = task(cx, out, s_len.clone(), ROWS);
+    let nest = Nest::new(cx, a, (out, ins), (w, ROWS, KEYS), (b.k_tile, b.v_tile));
     let at = Place {
-        batch: task.coords.iter().map(|v| var(*v)).collect(),
-        task,
-        t: cx.var(),
+        at: nest.spot(),
         lane: Lane::new(cx),
-        j0: cx.var(),
     };
-    let last = sub(add(var(at.task.i0), var(at.task.qn)), int(1));
-    let (from, blocks) = key_blocks(
-        cx,
-        &a.keys,
-        (var(at.task.i0), last),
-        t_len.clone(),
-        KEYS,
-        &mut per_task,
-    );
+    let lengths = (&nest.s_len.clone(), &nest.t_len.clone());
     // The queries' rows, staged where the keys' go later, into A fragments.
-    let q_row = |cx: &Ctx, i: Expr| row_start(cx, &at.batch, qt, &plain(qt), i);
-    let queries = rows(var(at.task.i0), &s_len, &q_row);
-    let staged_q = stage(cx, at.t, (qs + 1, b.k_tile), (ROWS, w.d), &queries);
-    per_task.push(threads(&at, vec![staged_q]));
-    per_task.push(Stmt::Barrier(Scope::Block));
-    per_task.push(threads(&at, start(cx, &at, &b, w)));
-    per_task.push(Stmt::Barrier(Scope::Block));
-    let jb = cx.var();
-    let block_at = from.map_or(var(jb), |f| add(var(f), var(jb)));
-    let k_row = |cx: &Ctx, j: Expr| row_start(cx, &at.batch, kt, &a.k_order, j);
-    let v_row = |cx: &Ctx, j: Expr| row_start(cx, &at.batch, vt, &plain(vt), j);
-    let (keys, values) = (
-        rows(var(at.j0), &t_len, &k_row),
-        rows(var(at.j0), &t_len, &v_row),
-    );
-    let staged = vec![
-        stage(cx, at.t, (ks + 1, b.k_tile), (KEYS, w.d), &keys),
-        stage(cx, at.t, (vs + 1, b.v_tile), (KEYS, w.dv), &values),
+    let start = vec![
+        threads(&at, vec![nest.stage_q.clone()]),
+        barrier(),
+        threads(&at, start(cx, &at, &b, w)),
+        barrier(),
     ];
-    let mut per_block = vec![
-        Stmt::Set(at.j0, mul(block_at, int(KEYS))),
-        threads(&at, staged),
-        Stmt::Barrier(Scope::Block),
-    ];
+    let mut per_block = vec![threads(&at, nest.stage_kv.clone()), barrier()];
     per_block.extend(scores(cx, &at, &b, w.d));
-    per_block.push(threads(
-        &at,
-        logits(cx, &mut gen, a, &at, &b, (&s_len, &t_len)),
-    ));
+    per_block.push(threads(&at, logits(cx, &mut gen, a, &at, &b, lengths)));
     per_block.push(fold(Bin::Max, b.stats, 4));
     per_block.push(threads(&at, softmax(cx, &b, w.dv)));
     per_block.push(weigh_values(cx, &at, &b, w.dv));
-    per_block.push(Stmt::Barrier(Scope::Block));
-    per_task.push(serial(jb, blocks, per_block));
-    per_task.push(fold(Bin::Add, b.stats, 2));
-    per_task.push(threads(&at, write(cx, &at, &b, (&s_len, w.dv))));
-    let body = over_tasks(cx, out, &at.task, per_task);
-    let elem = super::elem(qt.dtype);
+    per_block.push(barrier());
+    let end = vec![
+        fold(Bin::Add, b.stats, 2),
+        threads(&at, write(cx, &at, &b, (lengths.0, w.dv))),
+    ];
+    let body = nest.body(cx, out, KEYS, [start, per_block, end]);
+    let elem = super::elem(ins[a.qkv[0]].dtype);
     let array = |name: &str, elem, len: i64| Local {
         name: name.into(),
         elem,
@@ -222,20 +183,6 @@ fn fold(op: Bin, stats: usize, at: i64) -> Stmt {
         count: 2,
         lanes: 4,
     })
-}
-
-/// Where element `(r, c)` of a staged tile of rows is: row `r` is position `first + r` of
-/// `len`, starting at the index `row` gives, its elements contiguous; rows past `len` are
-/// outside.
-fn rows<'a>(
-    first: Expr,
-    len: &'a Expr,
-    row: &'a dyn Fn(&Ctx, Expr) -> Expr,
-) -> impl Fn(&Ctx, Expr, Expr) -> (Expr, Expr) + 'a {
-    move |cx: &Ctx, r: Expr, c: Expr| {
-        let pos = add(first.clone(), r);
-        (lt(pos.clone(), len.clone()), add(row(cx, pos), c))
-    }
 }
 
 /// The thread's query fragments from the staged rows; the output accumulators at 0, the
@@ -326,7 +273,7 @@ fn logits(
     let (r, c) = at.lane.c(&var(e));
     let el = add(mul(var(nt), int(4)), var(e));
     gen.bind(a.scores, load(b.scores, el.clone()));
-    let mut pos = at.batch.clone();
+    let mut pos = at.at.batch.clone();
     pos.extend([var(i), var(j)]);
     let logit = gen.value(cx, a.logits, &pos);
     let mut inside = gen.take_lets();
@@ -334,7 +281,7 @@ fn logits(
     let half = add(div(var(e), 2), int(4));
     let each = vec![
         Stmt::Set(i, at.query(r)),
-        Stmt::Set(j, add(var(at.j0), add(mul(var(nt), int(8)), c))),
+        Stmt::Set(j, add(var(at.at.j0), add(mul(var(nt), int(8)), c))),
         Stmt::Set(x, f32(f32::NEG_INFINITY)),
         when(
             cx,
@@ -423,7 +370,7 @@ fn weigh_values(cx: &mut Ctx, at: &Place, b: &Buffers, dv: i64) -> Stmt {
 fn write(cx: &mut Ctx, at: &Place, b: &Buffers, (s_len, dv): (&Expr, i64)) -> Vec<Stmt> {
     let (nt, e, i) = (cx.var(), cx.var(), cx.var());
     let (r, c) = at.lane.c(&var(e));
-    let row = add(mul(var(at.task.bt), s_len.clone()), var(i));
+    let row = add(mul(var(at.at.bt), s_len.clone()), var(i));
     let index = add(mul(row, int(dv)), add(mul(var(nt), int(8)), c));
     let sum = load(b.stats, add(div(var(e), 2), int(2)));
     let value = bin(

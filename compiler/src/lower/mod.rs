@@ -7,7 +7,9 @@
 mod attention;
 mod attention_grad;
 mod attention_grad_tiles;
+mod attention_lanes;
 mod attention_mma;
+mod attention_staging;
 mod attention_tasks;
 mod attention_tiles;
 mod body;

@@ -49,8 +49,9 @@ impl Schedule {
     /// reserves for every thread the GPU can hold at once (about 2·10⁵ on an H100), so the
     /// CPU templates run with tiles that keep them to a few KiB: one micro-kernel of 4 × 4
     /// per matmul task over slices of 64 (block-quantized weights), 16 keys per attention
-    /// block (f32), SSD chunks of 16. The GPU's own templates (shared-memory matmuls, tensor
-    /// cores, the block scan, cooperative reductions) take the regions they apply to.
+    /// block (a decoding step's rows), SSD chunks of 16. The GPU's own templates
+    /// (shared-memory matmuls and attention, tensor cores, the block scan, cooperative
+    /// reductions) take the regions they apply to.
     fn gpu(target: &Target, warp: u32, max_block: u32) -> Schedule {
         let lanes = (target.lanes as usize).clamp(1, 16);
         Schedule {
