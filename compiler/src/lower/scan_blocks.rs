@@ -100,88 +100,43 @@ pub fn lower(
     let ch = cx.var();
     let ch_vars = cx.vars(axes.channel_axes.len());
     gen.loop_vars(&ch_vars);
-    let (c, tid) = (cx.var(), cx.var());
+    let (c, tid, active) = (cx.var(), cx.var(), cx.var());
     let len = cx.dim(&axes.h.shape[axes.axis]);
-    let first_step = add(mul(var(c), int(CHUNK)), mul(var(tid), int(ITEMS)));
-    let walk = |cx: &mut Ctx, at: &At, body: Vec<Stmt>| {
-        let i = cx.var();
-        let inside = when(cx, lt(var(at.t), len.clone()), body);
-        serial(
-            i,
-            int(ITEMS),
-            vec![Stmt::Set(at.t, add(first_step.clone(), var(i))), inside],
-        )
+    let chunk_at = Chunk {
+        each: Each { n, tid },
+        b,
+        first_step: add(mul(var(c), int(CHUNK)), mul(var(tid), int(ITEMS))),
+        len: len.clone(),
+        active,
     };
-    let each = Each { n, tid };
-
-    // Pass 1: the thread's map, thread 0's from the carried-in state.
-    let at = place(cx, axes, &ch_vars);
-    let compose_steps = maps(cx, &mut gen, (r, info, axes), &at, &b);
-    let compose = vec![
-        each.all(cx, |k| {
-            vec![
-                Stmt::Store(b.p, k.clone(), f32(1.0)),
-                Stmt::Store(b.h, k, f32(0.0)),
-            ]
-        }),
-        each.on(cx, 0, |k| {
-            let carried = load(b.shared_h, each.row(int(-1), k.clone()));
-            vec![Stmt::Store(b.h, k, carried)]
-        }),
-        walk(cx, &at, compose_steps),
-        each.all(cx, |k| {
-            let at = each.row(var(tid), k.clone());
-            vec![
-                Stmt::Store(b.shared_p, at.clone(), load(b.p, k.clone())),
-                Stmt::Store(b.shared_h, at, load(b.h, k)),
-            ]
-        }),
-    ];
+    let (each, b) = (&chunk_at.each, &chunk_at.b);
     // The threads with steps in this chunk: all but in the last.
-    let active = cx.var();
     let left = sub(len.clone(), mul(var(c), int(CHUNK)));
-    let mut chunk = vec![
-        Stmt::Set(
-            active,
-            bin(
-                Bin::Min,
-                div(add(left, int(ITEMS - 1)), ITEMS),
-                int(THREADS),
-            ),
+    let mut chunk = vec![Stmt::Set(
+        active,
+        bin(
+            Bin::Min,
+            div(add(left, int(ITEMS - 1)), ITEMS),
+            int(THREADS),
         ),
-        threads(tid, vec![when(cx, lt(var(tid), var(active)), compose)]),
-        Stmt::Barrier(Scope::Block),
-    ];
-
+    )];
+    // Pass 1: the thread's map.
+    let at = place(cx, axes, &ch_vars);
+    let steps = maps(cx, &mut gen, (r, info, axes), &at, b);
+    let compose = chunk_at.compose(cx, &at, steps);
+    chunk.push(chunk_at.active_threads(cx, compose));
+    chunk.push(Stmt::Barrier(Scope::Block));
     // Pass 2: the block's inclusive scan of the maps.
     for round in 0..THREADS.ilog2() {
         let d = 1 << round;
-        let round = scan_round(cx, (&each, &b), d, active);
+        let round = scan_round(cx, (each, b), d, active);
         chunk.push(when(cx, lt(int(d), var(active)), round));
     }
-
     // Pass 3: the steps again from the predecessor's state, with the read-out.
     let at = place(cx, axes, &ch_vars);
-    let output_steps = outputs(cx, &mut gen, (r, info, axes), &at, (&b, out));
-    let finish = vec![
-        each.all(cx, |k| {
-            let at = each.row(sub(var(tid), int(1)), k.clone());
-            vec![Stmt::Store(b.h, k, load(b.shared_h, at))]
-        }),
-        each.on(cx, 0, |k| {
-            let last = each.row(sub(var(active), int(1)), k.clone());
-            vec![Stmt::Store(
-                b.shared_h,
-                each.row(int(-1), k),
-                load(b.shared_h, last),
-            )]
-        }),
-        walk(cx, &at, output_steps),
-    ];
-    chunk.push(threads(
-        tid,
-        vec![when(cx, lt(var(tid), var(active)), finish)],
-    ));
+    let steps = outputs(cx, &mut gen, (r, info, axes), &at, (b, out));
+    let finish = chunk_at.finish(cx, &at, steps);
+    chunk.push(chunk_at.active_threads(cx, finish));
     chunk.push(Stmt::Barrier(Scope::Block));
 
     let mut block: Vec<Stmt> = delinearize(cx, var(ch), &axes.channel_shape)
@@ -221,6 +176,78 @@ pub fn lower(
             array("maps_h", (THREADS + 1) * each.stride()),
         ],
         scratch: None,
+    }
+}
+
+/// What one chunk's passes need: the thread's state-element loops, the buffers, the
+/// thread's first step in the chunk, the sequence's length and the threads with steps in
+/// the chunk.
+struct Chunk {
+    each: Each,
+    b: Buffers,
+    first_step: Expr,
+    len: Expr,
+    active: Var,
+}
+
+impl Chunk {
+    /// `body` on the threads with steps in the chunk.
+    fn active_threads(&self, cx: &mut Ctx, body: Vec<Stmt>) -> Stmt {
+        let tid = self.each.tid;
+        threads(tid, vec![when(cx, lt(var(tid), var(self.active)), body)])
+    }
+
+    /// The thread's steps before the sequence's end, each `body` with `at.t` set.
+    fn walk(&self, cx: &mut Ctx, at: &At, body: Vec<Stmt>) -> Stmt {
+        let i = cx.var();
+        let inside = when(cx, lt(var(at.t), self.len.clone()), body);
+        let t = Stmt::Set(at.t, add(self.first_step.clone(), var(i)));
+        serial(i, int(ITEMS), vec![t, inside])
+    }
+
+    /// Pass 1: the thread's map composed over its steps (`steps`, one step's code at `at`),
+    /// thread 0's from the carried-in state, then published in shared memory.
+    fn compose(&self, cx: &mut Ctx, at: &At, steps: Vec<Stmt>) -> Vec<Stmt> {
+        let (each, b) = (&self.each, &self.b);
+        vec![
+            each.all(cx, |k| {
+                vec![
+                    Stmt::Store(b.p, k.clone(), f32(1.0)),
+                    Stmt::Store(b.h, k, f32(0.0)),
+                ]
+            }),
+            each.on(cx, 0, |k| {
+                let carried = load(b.shared_h, each.row(int(-1), k.clone()));
+                vec![Stmt::Store(b.h, k, carried)]
+            }),
+            self.walk(cx, at, steps),
+            each.all(cx, |k| {
+                let at = each.row(var(each.tid), k.clone());
+                vec![
+                    Stmt::Store(b.shared_p, at.clone(), load(b.p, k.clone())),
+                    Stmt::Store(b.shared_h, at, load(b.h, k)),
+                ]
+            }),
+        ]
+    }
+
+    /// Pass 3: the thread's state from its predecessor's map (thread 0's from the carried-in
+    /// state, which it then replaces with the last thread's), then its steps with their
+    /// outputs (`steps`, one step's code at `at`).
+    fn finish(&self, cx: &mut Ctx, at: &At, steps: Vec<Stmt>) -> Vec<Stmt> {
+        let (each, b) = (&self.each, &self.b);
+        vec![
+            each.all(cx, |k| {
+                let at = each.row(sub(var(each.tid), int(1)), k.clone());
+                vec![Stmt::Store(b.h, k, load(b.shared_h, at))]
+            }),
+            each.on(cx, 0, |k| {
+                let last = each.row(sub(var(self.active), int(1)), k.clone());
+                let carried = each.row(int(-1), k);
+                vec![Stmt::Store(b.shared_h, carried, load(b.shared_h, last))]
+            }),
+            self.walk(cx, at, steps),
+        ]
     }
 }
 
