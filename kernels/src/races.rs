@@ -3,13 +3,13 @@
 //! A GPU runs a kernel's blocks and threads at once, in no order the code can rely on; the
 //! interpreter runs them one after another. So that an in-order run proves the kernel right
 //! for every order, each element of a buffer other threads can see (an output parameter, a
-//! shared array) remembers which thread wrote it and which read it. Two threads touching one
-//! element, one of them writing, is a race unless a barrier of their block lies between: for
-//! shared arrays. For output parameters every such pair counts, barrier or not (stricter than a
-//! GPU, where a block barrier orders global memory too; no template relies on that). Reads of
-//! input parameters are never raced (nothing writes them), so they are not recorded. A warp
-//! barrier counts as a block's (no template emits one yet), and shared arrays start zeroed,
-//! where a GPU's hold whatever was there.
+//! shared array) remembers which threads wrote and read it. Two threads touching one element,
+//! one of them writing, is a race unless a barrier of their block lies between, as on a GPU,
+//! where a block barrier orders the block's accesses to shared and global memory alike.
+//! Threads of different blocks are never ordered: two blocks touching one element of an
+//! output, one writing, is always a race. Reads of input parameters are never raced (nothing
+//! writes them), so they are not recorded. A warp barrier counts as a block's (no template
+//! emits one yet), and shared arrays start zeroed, where a GPU's hold whatever was there.
 
 use std::collections::HashMap;
 
@@ -29,13 +29,66 @@ impl std::fmt::Display for Agent {
     }
 }
 
+/// What stands for "threads of this block, before one of its barriers": ordered before every
+/// later access of the block's threads.
+const BEFORE_BARRIER: i64 = -1;
+
+impl Agent {
+    /// Whether an access by `self` is ordered before one by `now`: the same thread, or the same
+    /// block across a barrier.
+    fn ordered_before(self, now: Agent) -> bool {
+        self == now || (self.thread == BEFORE_BARRIER && self.block == now.block)
+    }
+}
+
+/// Who has read one element since it was last ordered.
+#[derive(Clone, Copy, Debug, Default)]
+enum Readers {
+    #[default]
+    None,
+    /// One thread (or a block's threads before a barrier).
+    One(Agent),
+    /// Several threads: the first and the latest other, and whether all were of one block.
+    Many {
+        first: Agent,
+        last: Agent,
+        one_block: bool,
+    },
+}
+
 /// Who has touched one element since it was last ordered.
 #[derive(Clone, Copy, Debug, Default)]
 struct Access {
     writer: Option<Agent>,
-    reader: Option<Agent>,
-    /// More than one thread has read it.
-    readers: bool,
+    readers: Readers,
+}
+
+impl Access {
+    /// The element's accesses after a barrier of `block`: its threads' are ordered.
+    fn after_barrier(&mut self, block: i64) {
+        let mark = |a: &mut Agent| {
+            if a.block == block {
+                a.thread = BEFORE_BARRIER;
+            }
+        };
+        if let Some(w) = self.writer.as_mut() {
+            mark(w);
+        }
+        match &mut self.readers {
+            Readers::One(r) => mark(r),
+            Readers::Many {
+                first,
+                one_block: true,
+                ..
+            } if first.block == block => {
+                self.readers = Readers::One(Agent {
+                    block,
+                    thread: BEFORE_BARRIER,
+                });
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Two threads that touched one element unordered, one of them writing.
@@ -75,12 +128,14 @@ impl Races {
         }
     }
 
-    /// A barrier of the running block (or a new block): its shared arrays' earlier accesses
-    /// are ordered before every later one.
+    /// A barrier of the running block (or a new block): its earlier accesses are ordered before
+    /// every later one of its threads; shared arrays, which only the block sees, forget them.
     pub fn barrier(&mut self) {
-        let tracked = &self.tracked;
-        self.accesses
-            .retain(|(b, _), _| !tracked.get(b).copied().unwrap_or(false));
+        let (tracked, block) = (&self.tracked, self.now.block);
+        self.accesses.retain(|(b, _), a| {
+            a.after_barrier(block);
+            !tracked.get(b).copied().unwrap_or(false)
+        });
     }
 
     /// The running thread reads element `index` of `buffer`.
@@ -90,14 +145,28 @@ impl Races {
         }
         let now = self.now;
         let a = self.accesses.entry((buffer, index)).or_default();
-        if let Some(w) = a.writer.filter(|w| *w != now) {
+        if let Some(w) = a.writer.filter(|w| !w.ordered_before(now)) {
             return Err(race(buffer, index, w, now));
         }
-        match a.reader {
-            None => a.reader = Some(now),
-            Some(r) if r != now => a.readers = true,
-            Some(_) => {}
-        }
+        a.readers = match a.readers {
+            Readers::None => Readers::One(now),
+            Readers::One(r) if r.ordered_before(now) => Readers::One(now),
+            Readers::One(r) => Readers::Many {
+                first: r,
+                last: now,
+                one_block: r.block == now.block,
+            },
+            Readers::Many {
+                first,
+                last,
+                one_block,
+            } => Readers::Many {
+                first,
+                // Never `first`, so that a write names another thread.
+                last: if now == first { last } else { now },
+                one_block: one_block && first.block == now.block,
+            },
+        };
         Ok(())
     }
 
@@ -108,11 +177,17 @@ impl Races {
         }
         let now = self.now;
         let a = self.accesses.entry((buffer, index)).or_default();
-        if let Some(w) = a.writer.filter(|w| *w != now) {
+        if let Some(w) = a.writer.filter(|w| !w.ordered_before(now)) {
             return Err(race(buffer, index, w, now));
         }
-        if let Some(r) = a.reader.filter(|r| *r != now || a.readers) {
-            return Err(race(buffer, index, r, now));
+        match a.readers {
+            Readers::One(r) if !r.ordered_before(now) => return Err(race(buffer, index, r, now)),
+            // Several threads read it: at least one is another.
+            Readers::Many { first, last, .. } => {
+                let other = if first == now { last } else { first };
+                return Err(race(buffer, index, other, now));
+            }
+            _ => {}
         }
         a.writer = Some(now);
         Ok(())
@@ -170,14 +245,25 @@ mod tests {
     }
 
     #[test]
-    fn a_barrier_orders_shared_arrays_only() {
+    fn a_barrier_orders_its_block_only() {
         let mut r = Races::new([0], [4]);
         r.now = at(0, 1);
         assert!(r.write(0, 1).is_ok());
         assert!(r.write(4, 1).is_ok());
-        r.barrier();
         r.now = at(0, 2);
+        assert!(r.read(0, 1).is_err());
+        r.barrier();
         assert!(r.read(4, 1).is_ok());
+        assert!(r.read(0, 1).is_ok());
+        r.now = at(0, 3);
+        assert!(r.read(0, 1).is_ok());
+        // Threads 2 and 3 read it since the barrier.
+        assert!(r.write(0, 1).is_err());
+        r.barrier();
+        assert!(r.write(0, 1).is_ok());
+        // Another block is never ordered with this one, barriers or not.
+        r.now = at(1, 0);
+        r.barrier();
         assert!(r.read(0, 1).is_err());
         // Untracked buffers (inputs, locals) never race.
         assert!(r.write(2, 1).is_ok());
