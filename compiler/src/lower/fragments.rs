@@ -132,6 +132,11 @@ pub fn when(cx: &mut Ctx, cond: Expr, body: Vec<Stmt>) -> Stmt {
     serial(cx.var(), once, body)
 }
 
+/// `body` on every thread of a block of [`THREADS`], as thread `tid`.
+pub fn threads(tid: Var, body: Vec<Stmt>) -> Stmt {
+    axis(Axis::Thread, tid, int(THREADS), body)
+}
+
 /// An integer constant.
 pub fn int(n: i64) -> Expr {
     Expr::Int(n)

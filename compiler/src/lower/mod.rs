@@ -34,6 +34,7 @@ mod scan_blocks;
 mod scan_grad;
 pub mod schedule;
 mod ssd;
+mod ssd_blocks;
 mod svd;
 
 pub use same_weights::same_weights;

@@ -29,7 +29,7 @@ use archc_kernels::ir::build::{add, axis, bin, f32, load, mul, serial, sub, var}
 use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Scope, Stmt, Var};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
-use super::fragments::{and, div, int, lt, when, THREADS};
+use super::fragments::{and, div, int, lt, threads, when, THREADS};
 use super::index::{exprs, Ctx};
 use super::scan::ScanAxes;
 use super::Template;
@@ -322,11 +322,6 @@ fn scan_round(cx: &mut Ctx, (each, b): (&Each, &Buffers), d: i64, active: Var) -
         threads(tid, vec![combine]),
         Stmt::Barrier(Scope::Block),
     ]
-}
-
-/// `body` on every thread of the block, as thread `tid`.
-fn threads(tid: Var, body: Vec<Stmt>) -> Stmt {
-    axis(Axis::Thread, tid, int(THREADS), body)
 }
 
 /// Fresh variables for a step: `h`'s coordinates in the channel `ch_vars` name.

@@ -50,7 +50,13 @@ struct Arrays {
 
 /// The log of the decay at `at`: when the body computes the decay as `exp(z)` (through
 /// reshapes), `z` itself, so nothing is lost to rounding near 0.
-fn log_decay(gen: &mut BodyGen, cx: &mut Ctx, r: &Region, a: NodeIndex, at: &[Expr]) -> Expr {
+pub(super) fn log_decay(
+    gen: &mut BodyGen,
+    cx: &mut Ctx,
+    r: &Region,
+    a: NodeIndex,
+    at: &[Expr],
+) -> Expr {
     let body = &r.body;
     let (mut n, mut coords) = (a, broadcast_at(at, &body.ty(a).shape));
     loop {
@@ -68,8 +74,63 @@ fn log_decay(gen: &mut BodyGen, cx: &mut Ctx, r: &Region, a: NodeIndex, at: &[Ex
     }
 }
 
+/// What both SSD templates read of the region: the decay node, the read-out, whether it keeps
+/// the state axes, the head's coordinates, and the channel and state counts of a head.
+pub(super) struct Parts {
+    /// The scan's decay operand.
+    pub a: NodeIndex,
+    /// The read-out, a sum over the state.
+    pub ro: NodeIndex,
+    /// Whether the read-out keeps the state axes (as size 1).
+    pub keepdim: bool,
+    /// The head's coordinates.
+    pub co: Coords,
+    /// Channels per head (`P`).
+    pub p: i64,
+    /// State elements per channel (`N`).
+    pub n: i64,
+}
+
+impl Parts {
+    /// The parts of a scan region in SSD form.
+    pub fn of(cx: &mut Ctx, r: &Region, info: &ScanInfo) -> Parts {
+        let body = &r.body;
+        let s = info.scan;
+        let ro = info.readout.expect("the SSD form has a read-out");
+        let (
+            Op::Scan { axis },
+            Op::Reduce {
+                axes: state,
+                keepdim,
+                ..
+            },
+        ) = (&body.dag[s].op, &body.dag[ro].op)
+        else {
+            unreachable!("an SSD region is a scan read out by a sum")
+        };
+        let a = body.operands(s)[0];
+        let h = body.ty(s);
+        let co = Coords::of(cx, h, &body.ty(a).shape, (*axis, state));
+        let size = |axes: &[usize]| -> i64 {
+            Dim::product(&co.dims(axes))
+                .and_then(|d| d.as_const())
+                .expect("the pass admits constant channel and state sizes")
+        };
+        let (p, n) = (size(&co.p_axes), size(state));
+        Parts {
+            a,
+            ro,
+            keepdim: *keepdim,
+            co,
+            p,
+            n,
+        }
+    }
+}
+
 /// The kernel for a scan region in SSD form whose node has type `out`, with `inputs` region
-/// inputs.
+/// inputs: on a GPU's blocks where the chunk fits ([`super::ssd_blocks`]), else a thread per
+/// head.
 pub fn lower(
     cx: &mut Ctx,
     r: &Region,
@@ -78,31 +139,19 @@ pub fn lower(
     out: &TensorType,
     inputs: usize,
 ) -> Template {
+    let parts = Parts::of(cx, r, info);
+    if let Some(q) = super::ssd_blocks::chunk(cx, parts.p, parts.n) {
+        return super::ssd_blocks::lower(cx, (r, ssd, &parts), q, (out, inputs));
+    }
     let mut gen = BodyGen::new(&r.body, 1);
-    let body = &r.body;
-    let s = info.scan;
-    let ro = info.readout.expect("the SSD form has a read-out");
-    let (
-        Op::Scan { axis },
-        Op::Reduce {
-            axes: state,
-            keepdim,
-            ..
-        },
-    ) = (&body.dag[s].op, &body.dag[ro].op)
-    else {
-        unreachable!("an SSD region is a scan read out by a sum")
-    };
-    let (axis, keepdim) = (*axis, *keepdim);
-    let a = body.operands(s)[0];
-    let h = body.ty(s).clone();
-    let co = Coords::of(cx, &h, &body.ty(a).shape, (axis, state));
-    let size = |axes: &[usize]| -> i64 {
-        Dim::product(&co.dims(axes))
-            .and_then(|d| d.as_const())
-            .expect("the pass admits constant channel and state sizes")
-    };
-    let (p_len, n_len) = (size(&co.p_axes), size(state));
+    let Parts {
+        a,
+        ro,
+        keepdim,
+        ref co,
+        p: p_len,
+        n: n_len,
+    } = parts;
     let q = cx.schedule.ssd_chunk(p_len, n_len) as i64;
     let p4 = (p_len + 3) / 4 * 4;
     let sizes = Sizes {
@@ -112,7 +161,7 @@ pub fn lower(
         p4,
     };
     let arrays = Arrays::from(inputs + 2);
-    let seq = cx.dim(&h.shape[axis]);
+    let seq = cx.dim(&co.shape[co.axis]);
     let (hd, cb, c0, count) = (cx.var(), cx.var(), cx.var(), cx.var());
     gen.loop_vars(&co.head_vars);
     gen.enter(&[cb, c0, count]);
@@ -123,7 +172,7 @@ pub fn lower(
         cx,
         &mut gen,
         (r, ssd, a),
-        &co,
+        co,
         (&arrays, &sizes),
         [tt, t, acc, p, n, c0],
     );
@@ -149,7 +198,7 @@ pub fn lower(
         cx,
         &mut gen,
         (read_out, out),
-        &co,
+        co,
         (&arrays, &sizes),
         [tt2, t2, yv, p, c0],
     );
@@ -186,16 +235,24 @@ pub fn lower(
 
 /// A head's coordinates in `h`: the sequence axis, the head's axes, the channels that share
 /// one decay (`P`) and the state (`N`), with the variables that index them.
-struct Coords {
+pub(super) struct Coords {
     rank: usize,
-    axis: usize,
-    head_axes: Vec<usize>,
-    p_axes: Vec<usize>,
-    state: Vec<usize>,
-    head_vars: Vec<Var>,
-    p_vars: Vec<Var>,
-    n_vars: Vec<Var>,
-    shape: Vec<Dim>,
+    /// The sequence axis.
+    pub axis: usize,
+    /// The axes that pick a head.
+    pub head_axes: Vec<usize>,
+    /// The channels of a head (`P`).
+    pub p_axes: Vec<usize>,
+    /// The state axes (`N`).
+    pub state: Vec<usize>,
+    /// The variables of [`Coords::head_axes`], …
+    pub head_vars: Vec<Var>,
+    /// … of [`Coords::p_axes`] …
+    pub p_vars: Vec<Var>,
+    /// … and of [`Coords::state`].
+    pub n_vars: Vec<Var>,
+    /// `h`'s shape.
+    pub shape: Vec<Dim>,
 }
 
 impl Coords {
@@ -228,7 +285,7 @@ impl Coords {
 
     /// Coordinates in h of step `t`, the current channel (`p`) and state element (`n`) of the
     /// current head; axes a value is constant along read index 0.
-    fn at(&self, t: Expr, p: bool, n: bool) -> Vec<Expr> {
+    pub fn at(&self, t: Expr, p: bool, n: bool) -> Vec<Expr> {
         let mut at = vec![Expr::Int(0); self.rank];
         at[self.axis] = t;
         let mut set = |axes: &[usize], vars: &[Var]| {
@@ -246,13 +303,26 @@ impl Coords {
         at
     }
 
+    /// The read-out's coordinates at step `t` of the current channel: `h`'s without the state
+    /// axes unless the sum keeps them.
+    pub fn out_at(&self, t: Expr, keepdim: bool) -> Vec<Expr> {
+        let at = self.at(t, true, false);
+        if keepdim {
+            return at;
+        }
+        (0..self.rank)
+            .filter(|x| !self.state.contains(x))
+            .map(|x| at[x].clone())
+            .collect()
+    }
+
     /// The sizes of `axes`.
-    fn dims(&self, axes: &[usize]) -> Vec<Dim> {
+    pub fn dims(&self, axes: &[usize]) -> Vec<Dim> {
         axes.iter().map(|&x| self.shape[x].clone()).collect()
     }
 
     /// Sets `vars`, the coordinates along `axes`, from their linear index `linear`.
-    fn split(&self, cx: &Ctx, linear: Var, axes: &[usize], vars: &[Var]) -> Vec<Stmt> {
+    pub fn split(&self, cx: &Ctx, linear: Var, axes: &[usize], vars: &[Var]) -> Vec<Stmt> {
         delinearize(cx, var(linear), &self.dims(axes))
             .into_iter()
             .zip(vars)
@@ -328,13 +398,7 @@ fn write_outputs(
     gen.enter(&[tt2, t2]);
     gen.enter(&co.p_vars);
     gen.bind(ro, var(yv));
-    let mut out_at = co.at(var(t2), true, false);
-    if !keepdim {
-        out_at = (0..co.rank)
-            .filter(|x| !co.state.contains(x))
-            .map(|x| out_at[x].clone())
-            .collect();
-    }
+    let out_at = co.out_at(var(t2), keepdim);
     let result = gen.value(cx, r.output(), &out_at);
     let mut per_p2 = co.split(cx, p, &co.p_axes, &co.p_vars);
     per_p2.push(Stmt::Set(
