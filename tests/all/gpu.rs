@@ -144,6 +144,10 @@ fn dump_kernels_for_a_gpu_shows_blocks_of_threads() {
 }
 
 #[test]
+#[cfg_attr(
+    feature = "llvm",
+    ignore = "cuda-sim is feature-independent: the default feature set runs it"
+)]
 fn cuda_sim_runs_every_example_as_the_interpreter_does() {
     let d = scratch_dir("cuda-sim");
     for name in EXAMPLES {
@@ -329,6 +333,9 @@ fn narrow_attention_runs_on_tensor_cores_in_the_simulator() {
         if CUDA_BUILT {
             assemble_tensor_cores(&file, dtype, &["shfl.sync.bfly"]);
         }
+        if !common::SIMULATOR_CHECKS {
+            continue;
+        }
         let how = [
             ("cpu", ["--backend", "cranelift"]),
             ("sim", ["--device", "cuda-sim"]),
@@ -449,6 +456,10 @@ fn ssd_runs_as_a_block_per_head_in_the_simulator() {
 /// across the row's lanes, the online softmax in registers), on the model of the tensor-core
 /// test, against the Graph IR interpreter: f32 within 1e-4.
 #[test]
+#[cfg_attr(
+    feature = "llvm",
+    ignore = "cuda-sim is feature-independent: the default feature set runs it"
+)]
 fn f32_attention_runs_on_four_lanes_per_row_in_the_simulator() {
     let d = scratch_dir("lane-attention");
     let file = attention_model(&d);

@@ -168,6 +168,13 @@ pub fn backends() -> Vec<archc_compiler::codegen::backend::BackendKind> {
         .collect()
 }
 
+/// Whether this build runs the GPU simulator's long checks. `cuda-sim` is the Kernel IR
+/// interpreter with a GPU's semantics: nothing in it depends on the cargo features, and
+/// `.ci/run` runs the suite once per feature set, so those checks run in the default set (the
+/// README's test command) and are skipped in the `llvm` and `cuda` sets. Short simulator
+/// checks run everywhere.
+pub const SIMULATOR_CHECKS: bool = !cfg!(feature = "llvm");
+
 /// The `--backend` names of `archc run`: the interpreter and every native backend built.
 pub fn run_backends() -> Vec<&'static str> {
     let mut names = vec!["interp"];
