@@ -28,6 +28,7 @@ mod moe;
 mod pack;
 mod product;
 mod region;
+mod register_tiles;
 mod same_weights;
 mod scan;
 mod scan_blocks;

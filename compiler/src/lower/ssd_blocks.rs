@@ -9,12 +9,16 @@
 //!
 //! 1. **staging**: every step's log-decay, x, B and C from the region body, an element per
 //!    thread; thread 0 then sums the log-decays into `L` (at most 64 additions);
-//! 2. **scores**: `G[t, s] = (Cₜ·Bₛ)·exp(Lₜ − Lₛ)` for `s ≤ t`, a thread per pair; and the
-//!    step weights `exp(Lₜ)` and `exp(L_end − Lₛ)`;
+//! 2. **scores**: `G[t, s] = (Cₜ·Bₛ)·exp(Lₜ − Lₛ)` for `s ≤ t` (0 above the diagonal), a
+//!    thread per pair; and the step weights `exp(Lₜ)` and `exp(L_end − Lₛ)`;
 //! 3. **outputs**: `y[t, p] = Σ_{s ≤ t} G[t, s]·x[s, p] + exp(Lₜ)·Σₙ C[t, n]·H[n, p]`, then the
-//!    region's epilogue on it, a thread per (step, channel);
-//! 4. **state**: `H[n, p] ← exp(L_end)·H[n, p] + Σₛ exp(L_end − Lₛ)·B[s, n]·x[s, p]`, a thread
-//!    per state element.
+//!    region's epilogue on it, each thread a register tile of (step, channel) results;
+//! 4. **state**: `H[n, p] ← exp(L_end)·H[n, p] + Σₛ exp(L_end − Lₛ)·B[s, n]·x[s, p]`, each thread
+//!    a register tile of state elements.
+//!
+//! The two large products run on register tiles ([`super::register_tiles`]: up to 4 channels
+//! × 16 rows per thread at Mamba-2's sizes), so that a multiply-add costs a fraction of a
+//! shared-memory load; the scores (an eighth of the work there) keep a thread per pair.
 //!
 //! `H` (`[N, P]`, 32 KiB at Mamba-2's N 128 and P 64) lives in a scratch buffer in global memory,
 //! a row per head: beside the chunk's arrays it would not fit a block's 48 KiB of static
@@ -30,8 +34,9 @@ use archc_kernels::ir::build::{add, bin, exp, f32, load, mul, serial, sub, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Local, Scope, Stmt, Var};
 
 use super::body::{broadcast_at, BodyGen};
-use super::fragments::{div, int, lt, rem, threads, when, THREADS};
+use super::fragments::{and, div, int, lt, rem, threads, when, THREADS};
 use super::index::Ctx;
+use super::register_tiles::{self, Tile, Tiling};
 use super::ssd::{log_decay, Parts};
 use super::Template;
 use crate::graph::{Dim, Region, SsdInfo, TensorType};
@@ -151,15 +156,18 @@ pub fn lower(
         tid: cx.var(),
         c0: cx.var(),
         count: cx.var(),
-        // Buffers: output, inputs, the state (scratch), status, then the shared arrays.
+        // Buffers: output, inputs, the state (scratch), status, the tiles' locals, then the
+        // shared arrays.
         state: inputs + 1,
         row: mul(var(hd), int(n * p)),
-        sh: Shared::new(inputs + 3, q, (p, n)),
+        sh: Shared::new(inputs + 6, q, (p, n)),
     };
+    let tilings = [Tiling::new(q, p), Tiling::new(n, p)];
+    let [out_tile, state_tile] = tilings.map(|t| Tile::new(cx, t, inputs + 3));
     gen.loop_vars(&co.head_vars);
     gen.enter(&[cb, k.c0, k.count]);
     let stage = k.stage(cx, &mut gen, (r, ssd, parts));
-    let outputs = k.outputs(cx, &mut gen, (r, parts), out);
+    let outputs = k.outputs(cx, &mut gen, (r, parts), (out, &out_tile));
     let seq = cx.dim(&co.shape[co.axis]);
     let mut chunk = vec![
         Stmt::Set(k.c0, mul(var(cb), int(q))),
@@ -173,7 +181,7 @@ pub fn lower(
         k.sum_decays(cx),
         k.scores(cx),
         outputs,
-        k.next_state(cx),
+        k.next_state(cx, &state_tile),
     ] {
         chunk.push(threads(k.tid, phase));
         chunk.push(barrier.clone());
@@ -197,7 +205,11 @@ pub fn lower(
             body: per_head,
         }],
         checks: gen.checks,
-        locals: Vec::new(),
+        locals: register_tiles::locals(
+            tilings.iter().map(Tiling::len).max().unwrap_or(1),
+            tilings.iter().map(|t| t.rows_each).max().unwrap_or(1),
+            tilings.iter().map(|t| t.cols_each).max().unwrap_or(1),
+        ),
         shared: k.sh.locals(),
         scratch: Some(vec![scratch]),
     }
@@ -310,10 +322,14 @@ impl Block {
         let decayed = mul(var(g), exp(sub(decay(var(t)), decay(var(s)))));
         pair.push(Stmt::Store(sh.g, var(i), decayed));
         let below = when(cx, bin(Bin::Le, var(s), var(t)), pair);
+        // Zeros above the diagonal: the outputs' product runs over the whole chunk.
+        let zero = vec![Stmt::Store(sh.g, var(i), f32(0.0))];
+        let above = when(cx, lt(var(t), var(s)), zero);
         let body = vec![
             Stmt::Set(t, div(var(i), sh.q)),
             Stmt::Set(s, rem(var(i), sh.q)),
             below,
+            above,
         ];
         let pairs = self.each(cx, i, mul(var(self.count), int(sh.q)), body);
         let tid = var(self.tid);
@@ -326,65 +342,85 @@ impl Block {
         vec![pairs, steps]
     }
 
-    /// Phase 3: the chunk's outputs, a thread per (step, channel), through the region's
-    /// read-out and epilogue.
+    /// Phase 3: the chunk's outputs, `G·X + (diag(exp L)·C)·Hᵀ` in register tiles of (step,
+    /// channel), then through the region's read-out and epilogue.
     fn outputs(
         &self,
         cx: &mut Ctx,
         gen: &mut BodyGen,
         (r, parts): (&Region, &Parts),
-        out: &TensorType,
+        (out, tile): (&TensorType, &Tile),
     ) -> Vec<Stmt> {
         let (co, sh) = (&parts.co, &self.sh);
-        let [i, tt, t, p, y, hc] = [(); 6].map(|_| cx.var());
-        let mut body = vec![
-            Stmt::Set(tt, div(var(i), sh.p)),
-            Stmt::Set(p, rem(var(i), sh.p)),
-        ];
-        let g = |s: Expr| load(sh.g, add(mul(var(tt), int(sh.q)), s));
-        let x = |s: Expr| load(sh.x, add(mul(s, int(sh.p)), var(p)));
-        body.extend(Self::dot(cx, y, add(var(tt), int(1)), |s| {
-            mul(g(s.clone()), x(s))
-        }));
-        let c = |j: Expr| load(sh.c, add(mul(var(tt), int(sh.stride())), j));
-        let h = |j: Expr| {
-            load(
-                self.state,
-                add(self.row.clone(), add(mul(j, int(sh.p)), var(p))),
-            )
-        };
-        body.extend(Self::dot(cx, hc, int(sh.n), |j| mul(c(j.clone()), h(j))));
-        let kept = mul(load(sh.kept, var(tt)), var(hc));
-        body.push(Stmt::Set(y, add(var(y), kept)));
-        body.push(Stmt::Set(t, add(var(self.c0), var(tt))));
-        body.extend(co.split(cx, p, &co.p_axes, &co.p_vars));
-        gen.enter(&[i, tt, t, p, y, hc]);
+        let mut body = tile.place(self.tid);
+        body.push(tile.zero(cx));
+        body.push(tile.add_product(
+            cx,
+            var(self.count),
+            |t, s| load(sh.g, add(mul(t, int(sh.q)), s)),
+            |s, p| load(sh.x, add(mul(s, int(sh.p)), p)),
+        ));
+        body.push(tile.add_product(
+            cx,
+            int(sh.n),
+            |t, n| {
+                let c = load(sh.c, add(mul(t.clone(), int(sh.stride())), n));
+                mul(load(sh.kept, t), c)
+            },
+            |n, p| load(self.state, add(self.row.clone(), add(mul(n, int(sh.p)), p))),
+        ));
+        let [ri, j, tt, t, p] = [(); 5].map(|_| cx.var());
+        let mut result = vec![Stmt::Set(t, add(var(self.c0), var(tt)))];
+        result.extend(co.split(cx, p, &co.p_axes, &co.p_vars));
+        gen.enter(&[ri, j, tt, t, p]);
         gen.loop_vars(&co.p_vars);
-        gen.bind(parts.ro, var(y));
+        gen.bind(parts.ro, load(tile.acc, tile.at(&var(ri), &var(j))));
         let out_at = co.out_at(var(t), parts.keepdim);
-        let result = gen.value(cx, r.output(), &out_at);
-        body.extend(gen.leave());
-        body.push(Stmt::Store(0, cx.index(&out.shape, &out_at), result));
-        vec![self.each(cx, i, mul(var(self.count), int(sh.p)), body)]
+        let value = gen.value(cx, r.output(), &out_at);
+        result.extend(gen.leave());
+        result.push(Stmt::Store(0, cx.index(&out.shape, &out_at), value));
+        let stored = vec![
+            Stmt::Set(tt, tile.row(&var(ri))),
+            Stmt::Set(p, tile.col(&var(j))),
+            when(
+                cx,
+                and(tile.inside(&var(ri), &var(j)), lt(var(tt), var(self.count))),
+                result,
+            ),
+        ];
+        body.push(tile.each((ri, j), stored));
+        vec![when(cx, tile.has_one(self.tid), body)]
     }
 
-    /// Phase 4: the state after the chunk, a thread per state element.
-    fn next_state(&self, cx: &mut Ctx) -> Vec<Stmt> {
+    /// Phase 4: the state after the chunk, `Hᵀ ← exp(L_end)·Hᵀ + Bᵀ·(w ∘ X)`, in register
+    /// tiles of (state element, channel).
+    fn next_state(&self, cx: &mut Ctx, tile: &Tile) -> Vec<Stmt> {
         let sh = &self.sh;
-        let [i, n, p, acc] = [(); 4].map(|_| cx.var());
-        let at = add(self.row.clone(), var(i));
+        let mut body = tile.place(self.tid);
+        body.push(tile.zero(cx));
+        body.push(tile.add_product(
+            cx,
+            var(self.count),
+            |n, s| load(sh.b, add(mul(s, int(sh.stride())), n)),
+            |s, p| {
+                mul(
+                    load(sh.weight, s.clone()),
+                    load(sh.x, add(mul(s, int(sh.p)), p)),
+                )
+            },
+        ));
+        let (ri, j) = (cx.var(), cx.var());
+        let (n, p) = (tile.row(&var(ri)), tile.col(&var(j)));
+        let at = add(self.row.clone(), add(mul(n, int(sh.p)), p));
         let kept = load(sh.kept, sub(var(self.count), int(1)));
-        let mut body = vec![
-            Stmt::Set(n, div(var(i), sh.p)),
-            Stmt::Set(p, rem(var(i), sh.p)),
-        ];
-        body.extend(Self::dot(cx, acc, var(self.count), |s| {
-            let b = load(sh.b, add(mul(s.clone(), int(sh.stride())), var(n)));
-            let x = load(sh.x, add(mul(s.clone(), int(sh.p)), var(p)));
-            mul(mul(load(sh.weight, s), b), x)
-        }));
-        let h = add(mul(kept, load(self.state, at.clone())), var(acc));
-        body.push(Stmt::Store(self.state, at, h));
-        vec![self.each(cx, i, int(sh.n * sh.p), body)]
+        let acc = load(tile.acc, tile.at(&var(ri), &var(j)));
+        let h = add(mul(kept, load(self.state, at.clone())), acc);
+        let store = when(
+            cx,
+            tile.inside(&var(ri), &var(j)),
+            vec![Stmt::Store(self.state, at, h)],
+        );
+        body.push(tile.each((ri, j), vec![store]));
+        vec![when(cx, tile.has_one(self.tid), body)]
     }
 }
