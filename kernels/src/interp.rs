@@ -341,6 +341,7 @@ impl Machine<'_> {
                 }
                 Stmt::Mma { a, b, c } => self.mma([a, b, c])?,
                 Stmt::WarpFold(fold) => self.warp_fold(fold)?,
+                Stmt::LoadMatrix(m) => self.load_matrix(m)?,
                 Stmt::Barrier(_) => {
                     if self.in_threads > 0 {
                         return Err(KernelError::BarrierInThreadLoop(self.kernel.name.clone()));

@@ -387,6 +387,33 @@ pub enum Stmt {
     /// fold runs as a butterfly, pairs at distance 1, then 2, … (`shfl.sync.bfly`), which
     /// gives every thread the same bits. It sits between Thread loops, as [`Stmt::Mma`] does.
     WarpFold(Fold),
+    /// A warp-collective load of 8 × 8 matrices of 16-bit elements from a shared array into
+    /// tensor-core fragments, PTX's `ldmatrix.sync.aligned.m8n8.x{count}[.trans].shared.b16`.
+    /// It sits between Thread loops, as [`Stmt::Mma`] does. See [`Matrices`].
+    LoadMatrix(Matrices),
+}
+
+/// What a [`Stmt::LoadMatrix`] loads. In every warp, lanes `8i..8i + 8` each point at one row
+/// of matrix `i` (`0..count`): 8 consecutive elements of the shared array, starting at a
+/// multiple of 8 (16 bytes, as the hardware asks). Lane `l` then gets two elements of each
+/// matrix `i` in elements `at + 2i` and `at + 2i + 1` of its copy of the destination: row
+/// `l / 4`, columns `2(l mod 4)` and `+1`; or, transposed, column `l / 4` of rows `2(l mod 4)`
+/// and `+1`. Those are the places an `mma.m16n8k16` fragment register wants (see
+/// [`crate::fragment`]), so one instruction replaces eight loads per thread.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Matrices {
+    /// The destination: a local of the source's 16-bit type, `2·count` elements from `at`.
+    pub dst: Fragment,
+    /// The shared array read.
+    pub src: usize,
+    /// Bound to each thread's index in the block while `row` is evaluated for it.
+    pub thread: Var,
+    /// The element of `src` where the row thread `thread` points at starts.
+    pub row: Expr,
+    /// How many matrices: 1, 2 or 4.
+    pub count: u8,
+    /// Whether each matrix arrives transposed.
+    pub trans: bool,
 }
 
 /// What a [`Stmt::WarpFold`] folds, and across how many lanes.

@@ -74,7 +74,7 @@ fn nest<'k>(mut s: &'k Stmt, axis: Axis, extents: &mut Vec<Expr>) -> &'k [Stmt] 
 /// ([`Stmt::Mma`]) or a fold across lanes ([`Stmt::WarpFold`]), which only GPUs run.
 pub fn has_warp_work(body: &[Stmt]) -> bool {
     body.iter().any(|s| match s {
-        Stmt::Mma { .. } | Stmt::WarpFold(_) => true,
+        Stmt::Mma { .. } | Stmt::WarpFold(_) | Stmt::LoadMatrix(_) => true,
         Stmt::For { body, .. } => has_warp_work(body),
         _ => false,
     })
@@ -116,6 +116,7 @@ fn stmts(body: &[Stmt], out: &mut BTreeSet<u8>) {
             Stmt::Prefetch(_, e) => expr(e, out),
             Stmt::Mma { a, b, c } => [a, b, c].iter().for_each(|f| expr(&f.at, out)),
             Stmt::WarpFold(f) => expr(&f.at, out),
+            Stmt::LoadMatrix(m) => [&m.dst.at, &m.row].iter().for_each(|e| expr(e, out)),
         }
     }
 }

@@ -110,6 +110,20 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                     fold.lanes
                 );
             }
+            Stmt::LoadMatrix(m) => {
+                let _ = writeln!(
+                    out,
+                    "{pad}ldmatrix.x{}{} b{}[{}..+{}] ← b{}[{}] for v{} in block",
+                    m.count,
+                    if m.trans { ".trans" } else { "" },
+                    m.dst.buf,
+                    expr(&m.dst.at),
+                    2 * m.count,
+                    m.src,
+                    expr(&m.row),
+                    m.thread.0
+                );
+            }
             Stmt::Mma { a, b, c } => {
                 let _ = writeln!(
                     out,

@@ -35,12 +35,16 @@
 //!    type and its `C` an f32 local; a constant offset leaves the fragment inside its local,
 //!    even for `A` and `B` (a register holds a pair). A `WarpFold` folds an f32 local's
 //!    elements (inside it when constant) by add, max or min across 2 to 32 lanes, a power of
-//!    two.
+//!    two. A `LoadMatrix` reads 1, 2 or 4 matrices from a shared array of f16 or bf16 into a
+//!    local of the same type, at an even offset that leaves them inside it when constant; its
+//!    row is an `i64` of the thread variable it binds.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::fragment;
-use crate::ir::{Axis, Bin, BlockPart, Elem, Expr, Fold, Fragment, Kernel, Stmt, Ty, Un, Var};
+use crate::ir::{
+    Axis, Bin, BlockPart, Elem, Expr, Fold, Fragment, Kernel, Matrices, Stmt, Ty, Un, Var,
+};
 
 /// One broken invariant: where (the kernel, and the statement path) and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +151,7 @@ impl Verifier<'_> {
             }
             Stmt::Mma { a, b, c } => self.mma([a, b, c]),
             Stmt::WarpFold(fold) => self.warp_fold(fold),
+            Stmt::LoadMatrix(m) => self.load_matrix(m),
             Stmt::Barrier(scope) => {
                 if self.threads > 0 {
                     self.report(format!(
@@ -213,6 +218,37 @@ impl Verifier<'_> {
         if let Some(at) = constant(&fold.at) {
             if at < 0 || at as usize + usize::from(count) > len {
                 self.report(format!("fold of b{buf}[{at}..+{count}], outside its {len}"));
+            }
+        }
+    }
+
+    fn load_matrix(&mut self, m: &Matrices) {
+        self.warp_place("an ldmatrix");
+        self.set(m.thread, Ty::I64);
+        self.expect(&m.row, Ty::I64, "an ldmatrix row");
+        self.expect(&m.dst.at, Ty::I64, "an ldmatrix destination");
+        let first_shared = self.k.params.len() + self.k.locals.len();
+        let locals = self.k.params.len()..first_shared;
+        let halves = [Elem::F16, Elem::BF16];
+        let src = (m.src >= first_shared && m.src < self.buffers()).then(|| self.k.elem(m.src));
+        let dst = locals.contains(&m.dst.buf).then(|| self.k.elem(m.dst.buf));
+        if !src.is_some_and(|e| halves.contains(&e)) || dst != src || ![1, 2, 4].contains(&m.count)
+        {
+            self.report(format!(
+                "ldmatrix.x{} b{} <- b{}: 1, 2 or 4 matrices from a shared array of f16 or bf16 \
+                 to a local of its type",
+                m.count, m.dst.buf, m.src
+            ));
+            return;
+        }
+        let len = 2 * usize::from(m.count);
+        let size = self.local_len(m.dst.buf);
+        if let Some(at) = constant(&m.dst.at) {
+            if at < 0 || at % 2 != 0 || at as usize + len > size {
+                self.report(format!(
+                    "ldmatrix to b{}[{at}..+{len}], outside its {size} elements or odd",
+                    m.dst.buf
+                ));
             }
         }
     }

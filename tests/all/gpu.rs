@@ -261,7 +261,7 @@ fn narrow_matmuls_run_on_tensor_cores_in_the_simulator() {
         let kernels = narrow_kernels(&file, dtype);
         assert_eq!(kernels.matches("mma.m16n8k16").count(), 3, "{kernels}");
         if CUDA_BUILT {
-            assemble_tensor_cores(&file, dtype, &[]);
+            assemble_tensor_cores(&file, dtype, &["ldmatrix.sync.aligned.m8n8.x4.trans"]);
         }
         let how = [
             ("interp", ["--backend", "interp"]),

@@ -22,8 +22,8 @@
 //! elements of `O / l`. The scores never leave registers. Blocks of keys the masks hide from
 //! all of the block's queries are not visited, as on CPUs. The running max is kept at or
 //! above `f32::MIN`, so a row whose keys in the first blocks are all masked gets `p = 0`, not
-//! NaN. Loads go through shared memory with plain loads; `ldmatrix`, `cp.async` and Hopper's
-//! `wgmma` and TMA are still to come.
+//! NaN. Fragments come from the staged rows by `ldmatrix` (four 8 × 8 matrices per
+//! instruction; `V`'s transposed); `cp.async` and Hopper's `wgmma` and TMA are still to come.
 
 use archc_kernels::ir::build::{add, axis, bin, f32, load, mul, sub, var};
 use archc_kernels::ir::{Axis, Bin, Elem, Expr, Fold, Local, Stmt, Un};
@@ -31,7 +31,9 @@ use archc_kernels::ir::{Axis, Bin, Elem, Expr, Fold, Local, Stmt, Un};
 use super::attention_staging::{barrier, Nest, Spot};
 use super::attention_tiles::Widths;
 use super::body::BodyGen;
-use super::fragments::{and, div, int, lt, mma, rem, unroll, when, Lane, PAD, THREADS};
+use super::fragments::{
+    and, div, int, load_matrices, lt, mma, rem, unroll, when, Lane, PAD, THREADS,
+};
 use super::index::Ctx;
 use super::Template;
 use crate::graph::{AttentionInfo, Region, TensorType};
@@ -67,7 +69,7 @@ pub fn applies(cx: &Ctx, a: &AttentionInfo, ins: &[&TensorType], w: &Widths) -> 
 struct Buffers {
     /// The queries' `A` fragments, `d/16` k-steps of 8.
     q: usize,
-    /// One tile's `B` fragment (of `Kᵀ` or of `V`), 4.
+    /// Two tiles' `B` fragments (of `Kᵀ` or of `V`), 4 each.
     b: usize,
     /// `P`'s `A` fragments, 4 key steps of 8.
     p: usize,
@@ -131,18 +133,15 @@ pub fn lower(
     };
     let lengths = (&nest.s_len.clone(), &nest.t_len.clone());
     // The queries' rows, staged where the keys' go later, into A fragments.
-    let start = vec![
-        threads(&at, vec![nest.stage_q.clone()]),
-        barrier(),
-        threads(&at, start(cx, &at, &b, w)),
-        barrier(),
-    ];
+    let mut start = vec![threads(&at, vec![nest.stage_q.clone()]), barrier()];
+    start.extend(self::start(cx, &at, &b, w));
+    start.push(barrier());
     let mut per_block = vec![threads(&at, nest.stage_kv.clone()), barrier()];
     per_block.extend(scores(cx, &at, &b, w.d));
     per_block.push(threads(&at, logits(cx, &mut gen, a, &at, &b, lengths)));
     per_block.push(fold(Bin::Max, b.stats, 4));
     per_block.push(threads(&at, softmax(cx, &b, w.dv)));
-    per_block.push(weigh_values(cx, &at, &b, w.dv));
+    per_block.push(weigh_values(cx, &b, w.dv));
     per_block.push(barrier());
     let end = vec![
         fold(Bin::Add, b.stats, 2),
@@ -160,7 +159,7 @@ pub fn lower(
         checks: gen.checks,
         locals: vec![
             array("q_fragments", elem, w.d / 2),
-            array("b_fragment", elem, 4),
+            array("b_fragments", elem, 8),
             array("p_fragments", elem, KEYS / 2),
             array("scores", Elem::F32, KEYS / 2),
             array("out", Elem::F32, w.dv / 2),
@@ -185,18 +184,24 @@ fn fold(op: Bin, stats: usize, at: i64) -> Stmt {
     })
 }
 
-/// The thread's query fragments from the staged rows; the output accumulators at 0, the
-/// running maxima at −∞ and the sums at 0.
+/// The thread's query fragments from the staged rows (an `ldmatrix` x4 per k16 step; the
+/// block's threads run it together, between their Thread loops); then, in each thread, the
+/// output accumulators at 0, the running maxima at −∞ and the sums at 0.
 fn start(cx: &mut Ctx, at: &Place, b: &Buffers, w: &Widths) -> Vec<Stmt> {
-    let (ks, e) = (cx.var(), cx.var());
-    let (r, c) = at.lane.a(&var(e));
-    let row = add(mul(var(at.lane.warp), int(16)), r);
-    let element = add(mul(row, int(w.d + PAD)), add(mul(var(ks), int(16)), c));
-    let fragment = add(mul(var(ks), int(8)), var(e));
-    let load_q = Stmt::Store(b.q, fragment, load(b.k_tile, element));
-    let h = cx.var();
-    vec![
-        unroll(&[(ks, w.d / 16), (e, 8)], vec![load_q]),
+    let ks = cx.var();
+    let load_q = load_matrices(
+        cx,
+        (b.q, mul(var(ks), int(8))),
+        b.k_tile,
+        (4, false),
+        &|p| {
+            let (r, c) = p.a_quarter();
+            let row = add(mul(p.warp.clone(), int(16)), r);
+            add(mul(row, int(w.d + PAD)), add(mul(var(ks), int(16)), c))
+        },
+    );
+    let (e, h) = (cx.var(), cx.var());
+    let init = vec![
         unroll(&[(e, w.dv / 2)], vec![Stmt::Store(b.out, var(e), f32(0.0))]),
         unroll(
             &[(h, 2)],
@@ -205,57 +210,66 @@ fn start(cx: &mut Ctx, at: &Place, b: &Buffers, w: &Widths) -> Vec<Stmt> {
                 Stmt::Store(b.stats, add(var(h), int(2)), f32(0.0)),
             ],
         ),
-    ]
+    ];
+    vec![unroll(&[(ks, w.d / 16)], vec![load_q]), threads(at, init)]
 }
 
-/// `S = Q·Kᵀ` for the key block (`K` element `(channel, key)` is the staged key row's
-/// channel).
+/// `S = Q·Kᵀ` for the key block. `Kᵀ`'s `B` fragments come from the staged key rows as they
+/// are: a fragment register holds two channels of one key, a row's neighbours.
 fn scores(cx: &mut Ctx, at: &Place, b: &Buffers, d: i64) -> Vec<Stmt> {
     let e = cx.var();
     let zero = Stmt::Store(b.scores, var(e), f32(0.0));
-    let element = |ks: Expr, nt: Expr, (channel, key): (Expr, Expr)| {
-        let row = add(mul(nt, int(8)), key);
-        add(mul(row, int(d + PAD)), add(mul(ks, int(16)), channel))
+    // Matrix `half` of k16 step `ks` for key tile `nt`: 8 keys' rows, 8 channels from
+    // `16·ks + 8·half`.
+    let row = |ks: Expr, nt: Expr, half: Expr, r: Expr| {
+        let key = add(mul(nt, int(8)), r);
+        add(
+            mul(key, int(d + PAD)),
+            add(mul(ks, int(16)), mul(half, int(8))),
+        )
     };
     vec![
         threads(at, vec![unroll(&[(e, KEYS / 2)], vec![zero])]),
         products(
             cx,
-            at,
             (b.q, b.b, b.scores),
-            (b.k_tile, &element),
+            (b.k_tile, false, &row),
             (d / 16, KEYS / 8),
         ),
     ]
 }
 
-/// Where a `B` element lies in a staged tile: from the k16 step, the 8-column tile and the
-/// element's `(row, column)` in `B`.
-type Element<'a> = &'a dyn Fn(Expr, Expr, (Expr, Expr)) -> Expr;
+/// Where the row an `ldmatrix` thread points at starts in a staged tile: from the k16 step,
+/// the 8-column tile of `B`, the half of the step (`B`'s rows 0–7 or 8–15) and the row of the
+/// 8 × 8 matrix.
+type Row<'a> = &'a dyn Fn(Expr, Expr, Expr, Expr) -> Expr;
 
 /// `C += A·B` over `steps` k16 steps and `tiles` tiles of 8 columns, `A`'s fragments in local
-/// `a` (8 per step), `C`'s in `c` (4 per tile): per step and tile, each thread loads its 4
-/// `B` elements into local `b` from shared array `tile`, at the element `element` gives for
-/// the step, the tile and the element's place in `B`, then the warp multiplies. A tile's
-/// fragment is loaded just before its product, so only one is live at a time.
+/// `a` (8 per step), `C`'s in `c` (4 per tile): per step, the `B` fragments of two tiles at a
+/// time (one when `tiles` is odd) come from shared array `tile` by one `ldmatrix` (transposed
+/// when `trans`) into local `b`, each thread pointing at the row `row` gives, and the warp
+/// multiplies. Two tiles' fragments are live at a time.
 fn products(
     cx: &mut Ctx,
-    at: &Place,
     (a, b, c): (usize, usize, usize),
-    (tile, element): (usize, Element),
+    (tile, trans, row): (usize, bool, Row),
     (steps, tiles): (i64, i64),
 ) -> Stmt {
-    let (ks, nt, e) = (cx.var(), cx.var(), cx.var());
-    let source = element(var(ks), var(nt), at.lane.b(&var(e)));
-    let load_b = Stmt::Store(b, var(e), load(tile, source));
+    let per = if tiles % 2 == 0 { 2 } else { 1 };
+    let (ks, np, i) = (cx.var(), cx.var(), cx.var());
+    let fragments = load_matrices(cx, (b, int(0)), tile, (2 * per as u8, trans), &|p| {
+        let (pair, half) = p.b_pair();
+        let nt = add(mul(var(np), int(per)), pair);
+        row(var(ks), nt, half, p.row.clone())
+    });
     let product = mma(
         (a, mul(var(ks), int(8))),
-        (b, int(0)),
-        (c, mul(var(nt), int(4))),
+        (b, mul(var(i), int(4))),
+        (c, mul(add(mul(var(np), int(per)), var(i)), int(4))),
     );
     unroll(
-        &[(ks, steps), (nt, tiles)],
-        vec![threads(at, vec![unroll(&[(e, 4)], vec![load_b])]), product],
+        &[(ks, steps), (np, tiles / per)],
+        vec![fragments, unroll(&[(i, per)], vec![product])],
     )
 }
 
@@ -349,18 +363,19 @@ fn softmax(cx: &mut Ctx, b: &Buffers, dv: i64) -> Vec<Stmt> {
     ]
 }
 
-/// `O += P·V` for the key block (`V` element `(key, channel)` is the staged value row's
-/// channel).
-fn weigh_values(cx: &mut Ctx, at: &Place, b: &Buffers, dv: i64) -> Stmt {
-    let element = |kk: Expr, nt: Expr, (key, channel): (Expr, Expr)| {
-        let row = add(mul(kk, int(16)), key);
-        add(mul(row, int(dv + PAD)), add(mul(nt, int(8)), channel))
+/// `O += P·V` for the key block. `V`'s `B` fragments come from the staged value rows
+/// transposed: a fragment register holds one channel of two neighbouring keys.
+fn weigh_values(cx: &mut Ctx, b: &Buffers, dv: i64) -> Stmt {
+    // Matrix `half` of key step `kk` for channel tile `nt`: 8 keys from `16·kk + 8·half`,
+    // 8 channels from `8·nt`.
+    let row = |kk: Expr, nt: Expr, half: Expr, r: Expr| {
+        let key = add(add(mul(kk, int(16)), mul(half, int(8))), r);
+        add(mul(key, int(dv + PAD)), mul(nt, int(8)))
     };
     products(
         cx,
-        at,
         (b.p, b.b, b.out),
-        (b.v_tile, &element),
+        (b.v_tile, true, &row),
         (KEYS / 16, dv / 8),
     )
 }

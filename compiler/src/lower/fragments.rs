@@ -1,11 +1,12 @@
-//! Tensor-core fragments in templates: where each element of a thread's share of an
-//! `mma.m16n8k16` operand lies, as Kernel IR expressions of the thread's lane. These are the
-//! PTX ISA's layouts; `archc_kernels::fragment` states them numerically for the interpreter,
+//! Tensor-core fragments in templates: where each accumulator of a thread's share of an
+//! `mma.m16n8k16` result lies, as Kernel IR expressions of the thread's lane, and the
+//! `ldmatrix` statements that bring `A` and `B` fragments from shared memory, each thread
+//! pointing at a row of an 8 × 8 matrix. These are the PTX ISA's layouts; `archc_kernels::fragment` states them numerically for the interpreter,
 //! which gathers a warp's matrices by them, so a template whose placement is wrong computes a
 //! wrong product under `--device cuda-sim` as it would on a GPU.
 
 use archc_kernels::ir::build::{add, axis, bin, f32, load, mul, serial, var};
-use archc_kernels::ir::{Axis, Bin, Expr, Fragment, Stmt, Var};
+use archc_kernels::ir::{Axis, Bin, Expr, Fragment, Matrices, Stmt, Var};
 
 use super::index::Ctx;
 
@@ -49,22 +50,6 @@ impl Lane {
         ]
     }
 
-    /// `(row, column)` in the 16 × 16 `A` of the thread's `A` element `e` (`0..8`):
-    /// `(g + 8·((e/2) mod 2), 2q + e mod 2 + 8·(e/4))`.
-    pub fn a(&self, e: &Expr) -> (Expr, Expr) {
-        let row = add(var(self.g), mul(rem(div(e.clone(), 2), 2), int(8)));
-        (row, add(self.pair(e), mul(div(e.clone(), 4), int(8))))
-    }
-
-    /// `(row, column)` in the 16 × 8 `B` of the thread's `B` element `e` (`0..4`):
-    /// `(2q + e mod 2 + 8·(e/2), g)`.
-    pub fn b(&self, e: &Expr) -> (Expr, Expr) {
-        (
-            add(self.pair(e), mul(div(e.clone(), 2), int(8))),
-            var(self.g),
-        )
-    }
-
     /// `(row, column)` in the 16 × 8 `C` of the thread's accumulator `e` (`0..4`):
     /// `(g + 8·(e/2), 2q + e mod 2)`.
     pub fn c(&self, e: &Expr) -> (Expr, Expr) {
@@ -105,6 +90,61 @@ pub fn stage(
             when(cx, inside, vec![copy]),
         ],
     )
+}
+
+/// A thread of a block as an `ldmatrix` sees it: lanes `8i..8i + 8` of each warp point at the
+/// rows of matrix `i`. These are expressions of the thread index the statement binds.
+pub struct Pointer {
+    /// The thread's warp in the block.
+    pub warp: Expr,
+    /// The matrix (`0..4`) whose row the thread points at.
+    pub matrix: Expr,
+    /// The row (`0..8`) of that matrix.
+    pub row: Expr,
+}
+
+impl Pointer {
+    /// For an `A` fragment's four 8 × 8 quarters (registers 0–3: rows 0–7 then 8–15 of
+    /// columns 0–7, then the same of columns 8–15), the row `(0..16)` and first column
+    /// (0 or 8) of the 16 × 16 `A` the thread points at.
+    pub fn a_quarter(&self) -> (Expr, Expr) {
+        let row = add(mul(rem(self.matrix.clone(), 2), int(8)), self.row.clone());
+        (row, mul(div(self.matrix.clone(), 2), int(8)))
+    }
+
+    /// For two `B` fragments side by side (registers 0–1 of the first 8 columns, 2–3 of the
+    /// next 8), which of the two (0 or 1) and which half of the 16 rows of `B` (0: rows
+    /// 0–7, 1: rows 8–15) the thread's matrix is.
+    pub fn b_pair(&self) -> (Expr, Expr) {
+        (div(self.matrix.clone(), 2), rem(self.matrix.clone(), 2))
+    }
+}
+
+/// `ldmatrix` of `count` 8 × 8 matrices (transposed when `trans`) from shared array `src`
+/// into local `dst` from element `at`: each thread points at the element `row_at` gives for
+/// its [`Pointer`].
+pub fn load_matrices(
+    cx: &mut Ctx,
+    (dst, at): (usize, Expr),
+    src: usize,
+    (count, trans): (u8, bool),
+    row_at: &dyn Fn(&Pointer) -> Expr,
+) -> Stmt {
+    let t = cx.var();
+    let lane = rem(var(t), WARP);
+    let p = Pointer {
+        warp: div(var(t), WARP),
+        matrix: div(lane.clone(), 8),
+        row: rem(lane, 8),
+    };
+    Stmt::LoadMatrix(Matrices {
+        dst: Fragment { buf: dst, at },
+        src,
+        thread: t,
+        row: row_at(&p),
+        count,
+        trans,
+    })
 }
 
 /// `C ← A·B + C` on fragments at `(buffer, first element)`.

@@ -161,6 +161,12 @@ fn stmt(s: &mut Stmt, fix: &dyn Fn(&mut usize), count: &dyn Fn(&mut Expr)) {
             fix(&mut f.buf);
             expr(&mut f.at, fix, count);
         }
+        Stmt::LoadMatrix(m) => {
+            fix(&mut m.dst.buf);
+            fix(&mut m.src);
+            expr(&mut m.dst.at, fix, count);
+            expr(&mut m.row, fix, count);
+        }
         Stmt::Mma { a, b, c } => {
             for f in [a, b, c] {
                 fix(&mut f.buf);

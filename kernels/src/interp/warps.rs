@@ -4,7 +4,7 @@
 
 use super::{binary, f, i, BufData, KernelError, Machine, Val};
 use crate::fragment;
-use crate::ir::{Fold, Fragment};
+use crate::ir::{Fold, Fragment, Matrices};
 
 impl Machine<'_> {
     /// Thread `k` of the block runs from here (GPU semantics only): its locals replace the
@@ -70,6 +70,70 @@ impl Machine<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A warp-collective load of 8 × 8 matrices ([`crate::ir::Stmt::LoadMatrix`]): in each
+    /// warp, lanes `8i..8i + 8` give the rows of matrix `i` (each evaluates `row` with its
+    /// index in the block bound to `thread`, reads 8 elements of the shared array, and must
+    /// point at a multiple of 8, as the hardware's 16-byte alignment asks); then every lane
+    /// gets its two elements of each matrix.
+    pub(super) fn load_matrix(&mut self, m: &Matrices) -> Result<(), KernelError> {
+        let threads = self.warps(std::iter::once(m.dst.buf))?;
+        let count = usize::from(m.count);
+        let k = i(&self.eval(&m.dst.at)?);
+        self.bound(m.dst.buf, k.saturating_add(2 * count as i64 - 1))?;
+        let at = self.bound(m.dst.buf, k)?;
+        let before = self.vars.get(&m.thread).cloned();
+        for warp in 0..threads / fragment::WARP {
+            let lane = |l: usize| (warp * fragment::WARP + l) as i64;
+            // rows[i][r][c]: element c of row r of matrix i.
+            let mut rows = vec![[[0f32; 8]; 8]; count];
+            for (i, matrix) in rows.iter_mut().enumerate() {
+                for (r, row) in matrix.iter_mut().enumerate() {
+                    *row = self.matrix_row(m, lane(8 * i + r))?;
+                }
+            }
+            for l in 0..fragment::WARP {
+                let (g, q) = (l / 4, l % 4);
+                for (i, matrix) in rows.iter().enumerate() {
+                    for j in 0..2 {
+                        let (r, c) = if m.trans {
+                            (2 * q + j, g)
+                        } else {
+                            (g, 2 * q + j)
+                        };
+                        self.set_local(lane(l), m.dst.buf, at + 2 * i + j, matrix[r][c]);
+                    }
+                }
+            }
+        }
+        match before {
+            Some(v) => self.vars.insert(m.thread, v),
+            None => self.vars.remove(&m.thread),
+        };
+        self.now(|a| a.thread = self.thread);
+        Ok(())
+    }
+
+    /// The 8 elements of the row thread `t` points at in an ldmatrix, read as thread `t`.
+    fn matrix_row(&mut self, m: &Matrices, t: i64) -> Result<[f32; 8], KernelError> {
+        self.vars.insert(m.thread, Val::I(t));
+        self.now(|a| a.thread = t);
+        let k = i(&self.eval(&m.row)?);
+        if k.rem_euclid(8) != 0 {
+            return Err(KernelError::Warp {
+                kernel: self.kernel.name.clone(),
+                why: "points an ldmatrix row at an element that is not a multiple of 8 (16 bytes)",
+            });
+        }
+        self.bound(m.src, k.saturating_add(7))?;
+        let first = self.bound(m.src, k)?;
+        self.touch(m.src, first, 8, false)?;
+        let mut row = [0f32; 8];
+        for (c, x) in row.iter_mut().enumerate() {
+            *x = self.bufs[m.src].float(first + c);
+        }
+        Ok(row)
     }
 
     /// The threads of the block where a warp's collective work on locals `bufs` runs, or why
@@ -165,9 +229,12 @@ impl Machine<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::fragment;
     use crate::interp::{run_gpu, BufData};
     use crate::ir::build::{add, axis, load, mul, var};
-    use crate::ir::{Axis, Bin, Elem, Expr, Fold, Kernel, Local, Param, Stmt, Var};
+    use crate::ir::{
+        Axis, Bin, Elem, Expr, Fold, Fragment, Kernel, Local, Matrices, Param, Stmt, Var,
+    };
 
     /// Each of 64 threads puts `x[2t]` and `x[2t + 1]` in its local, folds them by `op`
     /// across `lanes` lanes, and writes what it got to `out[2t..]`.
@@ -261,6 +328,117 @@ mod tests {
         assert!(
             problems.iter().any(|p| p.what.contains("power of two")),
             "{problems:?}"
+        );
+    }
+
+    /// One warp stages a 16 × 16 bf16 `x` (rows of 16 + 8 elements) in shared memory, loads
+    /// four matrices of it with ldmatrix (transposed when `trans`), and writes each lane's 8
+    /// elements to `out[8l..]`. Lane `l` points at row `8·(m mod 2) + l mod 8`, column
+    /// `8·(m / 2)` of matrix `m = l / 8`: the tensor-core `A` operand's four 8 × 8 quarters.
+    fn matrices(trans: bool, stride: i64) -> Kernel {
+        let [b, t, e, u] = [0, 1, 2, 3].map(Var);
+        let int = Expr::Int;
+        let bin = |op, x, y| Expr::Bin(op, Box::new(x), Box::new(y));
+        let lane = bin(Bin::Rem, var(u), int(32));
+        let m = bin(Bin::Div, lane.clone(), int(8));
+        let r = add(
+            mul(bin(Bin::Rem, m.clone(), int(2)), int(8)),
+            bin(Bin::Rem, lane, int(8)),
+        );
+        let row = add(mul(r, int(stride)), mul(bin(Bin::Div, m, int(2)), int(8)));
+        let param = |name: &str, elem, output| Param {
+            name: name.into(),
+            elem,
+            output,
+        };
+        let half = |name: &str, len| Local {
+            name: name.into(),
+            elem: Elem::BF16,
+            len,
+        };
+        let each = |n: i64, s: Stmt| {
+            let inner = axis(Axis::Unroll, e, int(n), vec![s]);
+            axis(Axis::Thread, t, int(32), vec![inner])
+        };
+        let x = add(mul(var(t), int(8)), var(e));
+        let slot = add(
+            mul(bin(Bin::Div, x.clone(), int(16)), int(24)),
+            bin(Bin::Rem, x.clone(), int(16)),
+        );
+        Kernel {
+            name: "ldmatrix".into(),
+            params: vec![
+                param("out", Elem::F32, true),
+                param("x", Elem::BF16, false),
+                param("status", Elem::I64, true),
+            ],
+            locals: vec![half("a", 8)],
+            shared: vec![half("tile", 16 * 24)],
+            body: vec![axis(
+                Axis::Grid,
+                b,
+                int(1),
+                vec![
+                    each(8, Stmt::Store(4, slot, load(1, x.clone()))),
+                    Stmt::Barrier(crate::ir::Scope::Block),
+                    Stmt::LoadMatrix(Matrices {
+                        dst: Fragment { buf: 3, at: int(0) },
+                        src: 4,
+                        thread: u,
+                        row,
+                        count: 4,
+                        trans,
+                    }),
+                    each(8, Stmt::Store(0, x, load(3, var(e)))),
+                ],
+            )],
+        }
+    }
+
+    #[test]
+    fn ldmatrix_places_elements_as_the_fragments_want() {
+        // Small integers: exact in bf16.
+        let x: Vec<f32> = (0..256).map(|i| ((i * 7) % 61) as f32).collect();
+        for trans in [false, true] {
+            let k = matrices(trans, 24);
+            assert!(crate::verify::verify_kernel(&k, 0).is_empty());
+            let mut bufs = vec![
+                BufData::zeros(Elem::F32, 256),
+                BufData::BF16(
+                    x.iter()
+                        .map(|&v| half::bf16::from_f32(v).to_bits())
+                        .collect(),
+                ),
+                BufData::zeros(Elem::I64, 1),
+            ];
+            assert_eq!(run_gpu(&k, &mut bufs, &[]), Ok(()));
+            let BufData::F32(out) = &bufs[0] else {
+                panic!("f32 output")
+            };
+            for l in 0..fragment::WARP {
+                for i in 0..8 {
+                    // Untransposed, the registers are A's fragment; transposed, each 8 × 8
+                    // quarter arrives as its transpose.
+                    let (r, c) = fragment::a(l, i);
+                    let (r, c) = if trans {
+                        (r / 8 * 8 + c % 8, c / 8 * 8 + r % 8)
+                    } else {
+                        (r, c)
+                    };
+                    assert_eq!(out[8 * l + i], x[16 * r + c], "lane {l} element {i}");
+                }
+            }
+        }
+        // A row that does not start on 16 bytes is the hardware's fault.
+        let mut bufs = vec![
+            BufData::zeros(Elem::F32, 256),
+            BufData::zeros(Elem::BF16, 256),
+            BufData::zeros(Elem::I64, 1),
+        ];
+        let odd = run_gpu(&matrices(false, 20), &mut bufs, &[]);
+        assert!(
+            matches!(odd, Err(crate::interp::KernelError::Warp { why, .. }) if why.contains("16 bytes")),
+            "{odd:?}"
         );
     }
 }

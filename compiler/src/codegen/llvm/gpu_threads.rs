@@ -22,7 +22,7 @@ pub(super) struct Place {
 
 impl Function<'_> {
     /// A special register (`tid.x`, `ntid.x`, `ctaid.x`, `nctaid.x`) as an i64.
-    fn sreg(&mut self, name: &str) -> V {
+    pub(super) fn sreg(&mut self, name: &str) -> V {
         let r = self.call(L::I32, &format!("llvm.nvvm.read.ptx.sreg.{name}"), &[]);
         self.op(L::I64, format!("zext i32 {} to i64", r.s))
     }

@@ -341,8 +341,9 @@ impl<'k> Function<'k> {
             Stmt::Prefetch(buf, block) => self.prefetch(*buf, block),
             Stmt::Mma { a, b, c } if self.gpu => self.mma(a, b, c),
             Stmt::WarpFold(fold) if self.gpu => self.warp_fold(fold),
+            Stmt::LoadMatrix(m) if self.gpu => self.load_matrix(m),
             // Only GPU code has warps: `check_for_cpu` refused the kernel before.
-            Stmt::Mma { .. } | Stmt::WarpFold(_) => {}
+            Stmt::Mma { .. } | Stmt::WarpFold(_) | Stmt::LoadMatrix(_) => {}
             Stmt::Check(cond, code) => {
                 let c = self.expr(cond);
                 let (fail, cont) = (self.label("fail"), self.label("ok"));

@@ -1,6 +1,6 @@
 //! A warp's collective work in PTX kernels: [`Stmt::Mma`] as LLVM's `mma.sync` intrinsic
 //! (`mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32`) and [`Stmt::WarpFold`]
-//! as a butterfly of `shfl.sync.bfly`.
+//! as a butterfly of `shfl.sync.bfly`, [`Stmt::LoadMatrix`] as `ldmatrix`.
 //!
 //! Every thread of the block reaches these statements (they sit between Thread loops), so
 //! every thread issues the warp-collective instructions with its own registers, as they ask.
@@ -11,10 +11,11 @@
 //!
 //! [`Stmt::Mma`]: archc_kernels::ir::Stmt::Mma
 //! [`Stmt::WarpFold`]: archc_kernels::ir::Stmt::WarpFold
+//! [`Stmt::LoadMatrix`]: archc_kernels::ir::Stmt::LoadMatrix
 
 use std::fmt::Write;
 
-use archc_kernels::ir::{Elem, Fold, Fragment};
+use archc_kernels::ir::{Elem, Fold, Fragment, Matrices};
 
 use super::text::{Function, L, V};
 
@@ -88,6 +89,57 @@ impl Function<'_> {
                 distance *= 2;
             }
             let _ = writeln!(self.body, "  store float {}, ptr {p}, align 4", x.s);
+        }
+    }
+
+    /// 8 × 8 matrices from a shared array into the thread's fragment registers with
+    /// `ldmatrix` (see [`Matrices`]): the thread's index in the block is bound to `m.thread`,
+    /// the row it points at computed from it, and each 32-bit result (a pair of 16-bit
+    /// elements) stored to the destination local.
+    pub(super) fn load_matrix(&mut self, m: &Matrices) {
+        let trans = if m.trans { ".trans" } else { "" };
+        let name = format!(
+            "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x{}{trans}.b16",
+            m.count
+        );
+        let result = match m.count {
+            1 => "i32".to_string(),
+            n => format!("{{{}}}", vec!["i32"; usize::from(n)].join(", ")),
+        };
+        if !self.intrinsics.contains_key(&name) {
+            let declare = format!("declare {result} @{name}(ptr addrspace(3))");
+            self.intrinsics.insert(name.clone(), declare);
+        }
+        let t = self.sreg("tid.x");
+        let slot = self.slot(m.thread, L::I64);
+        let _ = writeln!(self.body, "  store i64 {}, ptr {slot}", t.s);
+        let k = self.expr(&m.row);
+        let half = match self.kernel.elem(m.src) {
+            Elem::F16 => "half",
+            _ => "bfloat",
+        };
+        let base = self.bases[m.src].clone();
+        let p = self.op(
+            L::I64,
+            format!("getelementptr {half}, ptr {base}, i64 {}", k.s),
+        );
+        let shared = self.op(
+            L::I64,
+            format!("addrspacecast ptr {} to ptr addrspace(3)", p.s),
+        );
+        let d = self.op(
+            L::I32,
+            format!("call {result} @{name}(ptr addrspace(3) {})", shared.s),
+        );
+        for i in 0..i64::from(m.count) {
+            let word = if m.count == 1 {
+                d.s.clone()
+            } else {
+                self.op(L::I32, format!("extractvalue {result} {}, {i}", d.s))
+                    .s
+            };
+            let q = self.element(&m.dst, 2 * i);
+            let _ = writeln!(self.body, "  store i32 {word}, ptr {q}, align 4");
         }
     }
 

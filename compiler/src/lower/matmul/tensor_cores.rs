@@ -12,7 +12,7 @@
 //!   serial for slice in 0..⌈K/32⌉ {
 //!     thread for t in 0..128 { a's 64 × 32 and b's 32 × 64 of the slice → shared (0 past the edges) }
 //!     barrier
-//!     thread for t in 0..128 { its A and B fragments of both k16 steps ← shared }
+//!     ldmatrix × 2 k-steps × (2 row tiles of A + 2 pairs of column tiles of B, transposed)
 //!     mma × 2 k-steps × 2 row tiles × 4 column tiles
 //!     barrier
 //!   }
@@ -23,7 +23,9 @@
 //! The fragments are placed as the PTX ISA lays them out (`archc_kernels::fragment`), which
 //! the interpreter's GPU semantics model, so `--device cuda-sim` checks the placement. The
 //! shared tiles' rows are padded by 8 elements so that a warp's fragment reads spread over
-//! the banks. Loads through `ldmatrix` and `cp.async`'s copies are still to come.
+//! the banks (and every row of 8 elements an `ldmatrix` points at starts on 16 bytes). The
+//! fragments come from shared memory by `ldmatrix`, four 8 × 8 matrices per instruction
+//! where plain loads took one 16-bit element each. `cp.async`'s copies are still to come.
 
 use archc_kernels::ir::build::{add, load, mul, serial, var};
 use archc_kernels::ir::{Elem, Expr, Local, Scope, Stmt};
@@ -31,7 +33,9 @@ use archc_kernels::ir::{Elem, Expr, Local, Scope, Stmt};
 use super::tile_grid::{self, arrays, kernel, stage_slice, Block, Buffers, TILE};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
-use crate::lower::fragments::{and, div, int, lt, mma, rem, unroll, when, Lane, PAD, THREADS};
+use crate::lower::fragments::{
+    and, div, int, load_matrices, lt, mma, rem, unroll, when, Lane, PAD, THREADS,
+};
 use crate::lower::index::{div_up, Ctx};
 
 /// The reduced slice staged in shared memory.
@@ -74,12 +78,16 @@ struct Tile {
 impl Tile {
     /// The first row and column of the thread's warp's quarter of the tile.
     fn quarter(&self) -> (Expr, Expr) {
-        let w = var(self.lane.warp);
-        (
-            mul(div(w.clone(), 2), int(QUARTER)),
-            mul(rem(w, 2), int(QUARTER)),
-        )
+        quarter(&var(self.lane.warp))
     }
+}
+
+/// The first row and column of warp `w`'s quarter of the tile.
+fn quarter(w: &Expr) -> (Expr, Expr) {
+    (
+        mul(div(w.clone(), 2), int(QUARTER)),
+        mul(rem(w.clone(), 2), int(QUARTER)),
+    )
 }
 
 /// The kernel body and its locals and shared arrays (see the module doc) for a matmul whose
@@ -147,7 +155,7 @@ fn slices(cx: &mut Ctx, l: &Layout, m: &Expr, tile: &Tile, bufs: &Buffers) -> St
             Stmt::Set(tile.at.k0, mul(var(slice), int(SLICE))),
             threads(tile, copies),
             Stmt::Barrier(Scope::Block),
-            threads(tile, fragments(cx, tile, bufs)),
+            fragments(cx, bufs),
             unroll(
                 &[(ks, STEPS), (mi, ROW_TILES), (ni, COL_TILES)],
                 vec![products],
@@ -157,41 +165,38 @@ fn slices(cx: &mut Ctx, l: &Layout, m: &Expr, tile: &Tile, bufs: &Buffers) -> St
     )
 }
 
-/// A thread's `A` and `B` fragments of both k16 steps of the slice, from the shared tiles.
-fn fragments(cx: &mut Ctx, tile: &Tile, bufs: &Buffers) -> Vec<Stmt> {
-    let (ks, mi, ni, e) = (cx.var(), cx.var(), cx.var(), cx.var());
-    let (row, col) = tile.quarter();
-    let (ar, ac) = tile.lane.a(&var(e));
-    let a_row = add(add(row, mul(var(mi), int(16))), ar);
-    let a_col = add(mul(var(ks), int(16)), ac);
-    let (br, bc) = tile.lane.b(&var(e));
-    let b_row = add(mul(var(ks), int(16)), br);
-    let b_col = add(add(col, mul(var(ni), int(8))), bc);
-    let a_at = add(
-        mul(add(mul(var(ks), int(ROW_TILES)), var(mi)), int(8)),
-        var(e),
+/// The thread's `A` and `B` fragments of both k16 steps of the slice, from the shared tiles
+/// through `ldmatrix`: per step, one x4 for each 16-row tile of `A` and one transposed x4 for
+/// each pair of 8-column tiles of `B` (stored k-major, as `B`'s fragments want it transposed).
+fn fragments(cx: &mut Ctx, bufs: &Buffers) -> Stmt {
+    let (ks, mi, np) = (cx.var(), cx.var(), cx.var());
+    let a_at = mul(add(mul(var(ks), int(ROW_TILES)), var(mi)), int(8));
+    let a = load_matrices(cx, (bufs.a_values, a_at), bufs.a_tile, (4, false), &|p| {
+        let (r, c) = p.a_quarter();
+        let row = add(add(quarter(&p.warp).0, mul(var(mi), int(16))), r);
+        add(mul(row, int(SLICE + PAD)), add(mul(var(ks), int(16)), c))
+    });
+    let first = add(mul(var(ks), int(COL_TILES)), mul(var(np), int(2)));
+    let b = load_matrices(
+        cx,
+        (bufs.b_values, mul(first, int(4))),
+        bufs.b_tile,
+        (4, true),
+        &|p| {
+            let (pair, half) = p.b_pair();
+            let k = add(add(mul(var(ks), int(16)), mul(half, int(8))), p.row.clone());
+            let tile = add(mul(var(np), int(2)), pair);
+            let col = add(quarter(&p.warp).1, mul(tile, int(8)));
+            add(mul(k, int(TILE + PAD)), col)
+        },
     );
-    let b_at = add(
-        mul(add(mul(var(ks), int(COL_TILES)), var(ni)), int(4)),
-        var(e),
-    );
-    let a = load(bufs.a_tile, add(mul(a_row, int(SLICE + PAD)), a_col));
-    let b = load(bufs.b_tile, add(mul(b_row, int(TILE + PAD)), b_col));
-    let mut s = tile.lane.of(tile.at.t);
-    s.push(unroll(
+    unroll(
         &[(ks, STEPS)],
         vec![
-            unroll(
-                &[(mi, ROW_TILES), (e, 8)],
-                vec![Stmt::Store(bufs.a_values, a_at, a)],
-            ),
-            unroll(
-                &[(ni, COL_TILES), (e, 4)],
-                vec![Stmt::Store(bufs.b_values, b_at, b)],
-            ),
+            unroll(&[(mi, ROW_TILES)], vec![a]),
+            unroll(&[(np, COL_TILES / 2)], vec![b]),
         ],
-    ));
-    s
+    )
 }
 
 /// Each thread's accumulators inside the output, through the epilogue.
