@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use crate::ir::*;
 use crate::races::{Agent, Race, Races};
 
+mod copies;
 mod warps;
 
 /// The contents of one buffer.
@@ -155,6 +156,19 @@ pub enum KernelError {
         /// What is wrong.
         why: &'static str,
     },
+    /// An asynchronous copy misused: from or to a misaligned element, onto one another copy
+    /// will write, touched before it landed, or in flight as its block ends (a compiler bug).
+    #[error("kernel `{kernel}`: an asynchronous copy {why} (buffer {buffer}, element {index})")]
+    Async {
+        /// The kernel.
+        kernel: String,
+        /// What is wrong.
+        why: &'static str,
+        /// The buffer.
+        buffer: usize,
+        /// The element.
+        index: i64,
+    },
     /// Two threads touched one element with no order between them, one of them writing: on a
     /// GPU the result would depend on their timing.
     #[error("kernel `{kernel}`: {} and {} both touch element {} of buffer {} unordered, one writing", .race.first, .race.second, .race.index, .race.buffer)]
@@ -183,6 +197,8 @@ struct Machine<'a> {
     banks: Option<HashMap<i64, Vec<BufData>>>,
     /// The thread whose locals are in `bufs`.
     thread: i64,
+    /// With GPU semantics: the block's asynchronous copies in flight.
+    in_flight: copies::InFlight,
 }
 
 /// Runs a kernel on `bufs` (in parameter order, the status word last) with `dims`.
@@ -217,8 +233,9 @@ fn run_with(
         banks: races.is_some().then(HashMap::new),
         races: races.map(RefCell::new),
         thread: 0,
+        in_flight: copies::InFlight::default(),
     };
-    let result = m.stmts(&kernel.body);
+    let result = m.stmts(&kernel.body).and_then(|()| m.settled());
     let n = bufs.len();
     bufs.clone_from_slice(&all[..n]);
     result
@@ -289,7 +306,7 @@ impl Machine<'_> {
                     for k in 0..n {
                         self.vars.insert(*var, Val::I(k));
                         if block {
-                            self.new_block(k);
+                            self.new_block(k)?;
                         } else if thread == 1 && self.in_threads == 1 {
                             // A Thread loop inside another runs whole in each of its threads.
                             self.switch_thread(k);
@@ -342,6 +359,8 @@ impl Machine<'_> {
                 Stmt::Mma { a, b, c } => self.mma([a, b, c])?,
                 Stmt::WarpFold(fold) => self.warp_fold(fold)?,
                 Stmt::LoadMatrix(m) => self.load_matrix(m)?,
+                Stmt::CopyAsync(c) => self.copy_async(c)?,
+                Stmt::AsyncWait(pending) => self.async_wait(*pending)?,
                 Stmt::Barrier(_) => {
                     if self.in_threads > 0 {
                         return Err(KernelError::BarrierInThreadLoop(self.kernel.name.clone()));
@@ -364,12 +383,15 @@ impl Machine<'_> {
 
     /// Block `k` starts (GPU semantics only): thread 0 of it runs, with zeroed shared arrays
     /// no earlier block's accesses reach.
-    fn new_block(&mut self, k: i64) {
+    fn new_block(&mut self, k: i64) -> Result<(), KernelError> {
+        self.settled()?;
         self.switch_thread(0);
         if let Some(b) = self.banks.as_mut() {
             b.clear();
         }
-        let Some(r) = &self.races else { return };
+        let Some(r) = &self.races else {
+            return Ok(());
+        };
         let mut r = r.borrow_mut();
         r.now = Agent {
             block: k,
@@ -380,10 +402,13 @@ impl Machine<'_> {
         for (j, l) in self.kernel.shared.iter().enumerate() {
             self.bufs[first + j] = BufData::zeros(l.elem, l.len);
         }
+        Ok(())
     }
 
-    /// Records `n` elements of `buf` from `at` read or written by the running thread.
+    /// Records `n` elements of `buf` from `at` read or written by the running thread (none
+    /// of them may be the destination of a copy in flight).
     fn touch(&self, buf: usize, at: usize, n: usize, write: bool) -> Result<(), KernelError> {
+        self.not_landing(buf, at, n)?;
         let Some(r) = &self.races else { return Ok(()) };
         let mut r = r.borrow_mut();
         for index in at..at + n {

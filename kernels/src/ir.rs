@@ -391,6 +391,37 @@ pub enum Stmt {
     /// tensor-core fragments, PTX's `ldmatrix.sync.aligned.m8n8.x{count}[.trans].shared.b16`.
     /// It sits between Thread loops, as [`Stmt::Mma`] does. See [`Matrices`].
     LoadMatrix(Matrices),
+    /// An asynchronous copy by the running thread (inside a Thread loop) from a param to a
+    /// shared array, PTX's `cp.async` with a source size. See [`AsyncCopy`].
+    CopyAsync(AsyncCopy),
+    /// Closes the running thread's copies issued since its last `AsyncWait` into a group,
+    /// then waits until at most this many of its groups are still in flight
+    /// (`cp.async.commit_group; cp.async.wait_group N`). It sits inside a Thread loop; the
+    /// other threads of the block see what landed after a barrier that follows.
+    AsyncWait(u8),
+}
+
+/// What a [`Stmt::CopyAsync`] copies: elements `src_at..src_at + width` of param `src`, an
+/// input, to elements `dst_at..` of shared array `dst` of the same type, of which only the
+/// first `valid` (clamped to `0..=width`) are read and the rest are zeros. `width` elements
+/// are 4, 8 or 16 bytes, and both indices are multiples of `width` where anything is read
+/// (the hardware's alignment; a param's first element is 16-byte aligned). Until the
+/// thread's [`Stmt::AsyncWait`] completes the copy's group, no thread may touch its
+/// destination: the elements land at some time in between.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AsyncCopy {
+    /// The shared array written.
+    pub dst: usize,
+    /// Its first element written.
+    pub dst_at: Expr,
+    /// The param read.
+    pub src: usize,
+    /// Its first element read.
+    pub src_at: Expr,
+    /// How many elements.
+    pub width: u8,
+    /// How many of them are read (an `i64`; the rest are zeros).
+    pub valid: Expr,
 }
 
 /// What a [`Stmt::LoadMatrix`] loads. In every warp, lanes `8i..8i + 8` each point at one row

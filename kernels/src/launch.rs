@@ -70,11 +70,16 @@ fn nest<'k>(mut s: &'k Stmt, axis: Axis, extents: &mut Vec<Expr>) -> &'k [Stmt] 
     }
 }
 
-/// Whether `body` holds a warp's collective work anywhere: a tensor-core product
-/// ([`Stmt::Mma`]) or a fold across lanes ([`Stmt::WarpFold`]), which only GPUs run.
+/// Whether `body` holds anything only GPUs run: a warp's collective work (a tensor-core
+/// product [`Stmt::Mma`], a fold across lanes [`Stmt::WarpFold`], an `ldmatrix`
+/// [`Stmt::LoadMatrix`]) or asynchronous copies ([`Stmt::CopyAsync`], [`Stmt::AsyncWait`]).
 pub fn has_warp_work(body: &[Stmt]) -> bool {
     body.iter().any(|s| match s {
-        Stmt::Mma { .. } | Stmt::WarpFold(_) | Stmt::LoadMatrix(_) => true,
+        Stmt::Mma { .. }
+        | Stmt::WarpFold(_)
+        | Stmt::LoadMatrix(_)
+        | Stmt::CopyAsync(_)
+        | Stmt::AsyncWait(_) => true,
         Stmt::For { body, .. } => has_warp_work(body),
         _ => false,
     })
@@ -117,6 +122,10 @@ fn stmts(body: &[Stmt], out: &mut BTreeSet<u8>) {
             Stmt::Mma { a, b, c } => [a, b, c].iter().for_each(|f| expr(&f.at, out)),
             Stmt::WarpFold(f) => expr(&f.at, out),
             Stmt::LoadMatrix(m) => [&m.dst.at, &m.row].iter().for_each(|e| expr(e, out)),
+            Stmt::CopyAsync(c) => [&c.dst_at, &c.src_at, &c.valid]
+                .iter()
+                .for_each(|e| expr(e, out)),
+            Stmt::AsyncWait(_) => {}
         }
     }
 }

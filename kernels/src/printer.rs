@@ -110,6 +110,21 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                     fold.lanes
                 );
             }
+            Stmt::CopyAsync(c) => {
+                let _ = writeln!(
+                    out,
+                    "{pad}cp.async b{}[{}..+{}] ← b{}[{}] (the first {} read, zeros after)",
+                    c.dst,
+                    expr(&c.dst_at),
+                    c.width,
+                    c.src,
+                    expr(&c.src_at),
+                    expr(&c.valid)
+                );
+            }
+            Stmt::AsyncWait(pending) => {
+                let _ = writeln!(out, "{pad}cp.async.wait until ≤ {pending} groups in flight");
+            }
             Stmt::LoadMatrix(m) => {
                 let _ = writeln!(
                     out,

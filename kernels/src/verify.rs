@@ -38,12 +38,16 @@
 //!    two. A `LoadMatrix` reads 1, 2 or 4 matrices from a shared array of f16 or bf16 into a
 //!    local of the same type, at an even offset that leaves them inside it when constant; its
 //!    row is an `i64` of the thread variable it binds.
+//! 10. **Asynchronous copies**: a `CopyAsync` and an `AsyncWait` sit inside a Thread loop of
+//!     a block; a copy reads an input param (not quantized) into a shared array of its type,
+//!     4, 8 or 16 bytes; a constant destination is a multiple of its width, inside the array.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::fragment;
 use crate::ir::{
-    Axis, Bin, BlockPart, Elem, Expr, Fold, Fragment, Kernel, Matrices, Stmt, Ty, Un, Var,
+    AsyncCopy, Axis, Bin, BlockPart, Elem, Expr, Fold, Fragment, Kernel, Matrices, Stmt, Ty, Un,
+    Var,
 };
 
 /// One broken invariant: where (the kernel, and the statement path) and what.
@@ -152,6 +156,12 @@ impl Verifier<'_> {
             Stmt::Mma { a, b, c } => self.mma([a, b, c]),
             Stmt::WarpFold(fold) => self.warp_fold(fold),
             Stmt::LoadMatrix(m) => self.load_matrix(m),
+            Stmt::CopyAsync(c) => self.copy_async(c),
+            Stmt::AsyncWait(_) => {
+                if self.threads == 0 || self.parallel.is_empty() {
+                    self.report("an asynchronous wait outside a Thread loop of a block".into());
+                }
+            }
             Stmt::Barrier(scope) => {
                 if self.threads > 0 {
                     self.report(format!(
@@ -248,6 +258,48 @@ impl Verifier<'_> {
                 self.report(format!(
                     "ldmatrix to b{}[{at}..+{len}], outside its {size} elements or odd",
                     m.dst.buf
+                ));
+            }
+        }
+    }
+
+    fn copy_async(&mut self, c: &AsyncCopy) {
+        for (e, what) in [
+            (&c.dst_at, "destination"),
+            (&c.src_at, "source"),
+            (&c.valid, "count"),
+        ] {
+            self.expect(e, Ty::I64, &format!("an asynchronous copy's {what}"));
+        }
+        if self.threads == 0 || self.parallel.is_empty() {
+            self.report("an asynchronous copy outside a Thread loop of a block".into());
+        }
+        let first_shared = self.k.params.len() + self.k.locals.len();
+        let input = self
+            .k
+            .params
+            .get(c.src)
+            .filter(|p| !p.output && c.src + 1 < self.k.params.len());
+        let shared = (first_shared..self.buffers()).contains(&c.dst);
+        let bytes = input.map(|p| p.elem.size() * usize::from(c.width));
+        if !shared
+            || input.is_none_or(|p| p.elem != self.k.elem(c.dst) || p.elem.is_quantized())
+            || !matches!(bytes, Some(4 | 8 | 16))
+        {
+            self.report(format!(
+                "cp.async b{} <- b{} of {} elements: an input param to a shared array of its \
+                 type, 4, 8 or 16 bytes",
+                c.dst, c.src, c.width
+            ));
+            return;
+        }
+        let len = self.local_len(c.dst);
+        if let Some(at) = constant(&c.dst_at) {
+            let w = usize::from(c.width);
+            if at < 0 || !(at as usize).is_multiple_of(w) || at as usize + w > len {
+                self.report(format!(
+                    "cp.async to b{}[{at}..+{w}], outside its {len} elements or misaligned",
+                    c.dst
                 ));
             }
         }

@@ -249,7 +249,9 @@ fn build_for_a_gpu_embeds_ptx_and_needs_only_a_driver() {
 }
 
 /// Matmuls of bf16 and f16 operands run on tensor cores when lowered for a GPU: `mma.sync`
-/// m16n8k16 on fragments laid out as the PTX ISA says, which cuda-sim models. Ragged edges
+/// m16n8k16 on fragments laid out as the PTX ISA says, which cuda-sim models, loaded by
+/// `ldmatrix`, the slices staged ahead by `cp.async` (reduced axis 40: 16-byte chunks) or by
+/// plain loads (33: not aligned). Ragged edges
 /// (rows, reduced axis and columns that no tile divides), a batched matmul whose `b` is
 /// broadcast, and epilogues are checked against the CPU's kernels (which round what they
 /// store as the GPU's do) and the Graph IR interpreter (which rounds nothing in between).
@@ -260,8 +262,15 @@ fn narrow_matmuls_run_on_tensor_cores_in_the_simulator() {
     for dtype in ["bf16", "f16"] {
         let kernels = narrow_kernels(&file, dtype);
         assert_eq!(kernels.matches("mma.m16n8k16").count(), 3, "{kernels}");
+        // Each stages its slices by cp.async (in the prologue and ahead in the loop, `a`
+        // and `b`) where the dims allow, by plain loads where not.
+        assert_eq!(kernels.matches("cp.async b").count(), 12, "{kernels}");
         if CUDA_BUILT {
-            assemble_tensor_cores(&file, dtype, &["ldmatrix.sync.aligned.m8n8.x4.trans"]);
+            let also = [
+                "ldmatrix.sync.aligned.m8n8.x4.trans",
+                "cp.async.cg.shared.global",
+            ];
+            assemble_tensor_cores(&file, dtype, &also);
         }
         let how = [
             ("interp", ["--backend", "interp"]),

@@ -316,8 +316,13 @@ impl<'a, 'b> Gen<'a, 'b> {
             }
             // Cranelift has no prefetch instruction; the hint needs none.
             Stmt::Prefetch(..) => {}
-            // Only GPU code has tensor cores: `check_for_cpu` refused the kernel before.
-            Stmt::Mma { .. } | Stmt::WarpFold(_) | Stmt::LoadMatrix(_) => {}
+            // Only GPU code has tensor cores and asynchronous copies: `check_for_cpu` refused
+            // the kernel before.
+            Stmt::Mma { .. }
+            | Stmt::WarpFold(_)
+            | Stmt::LoadMatrix(_)
+            | Stmt::CopyAsync(_)
+            | Stmt::AsyncWait(_) => {}
             Stmt::Check(cond, code) => {
                 let (c, _) = self.expr(cond);
                 let fail = self.b.create_block();

@@ -75,8 +75,19 @@ pub fn stage(
     (height, width): (i64, i64),
     at: &dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr),
 ) -> Stmt {
+    stage_from(cx, t, (buf, tile, int(0)), (height, width), at)
+}
+
+/// [`stage`] into shared array `tile` from its element `first` on.
+pub fn stage_from(
+    cx: &mut Ctx,
+    t: Var,
+    (buf, tile, first): (usize, usize, Expr),
+    (height, width): (i64, i64),
+    at: &dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr),
+) -> Stmt {
     let (e, x, r, c) = (cx.var(), cx.var(), cx.var(), cx.var());
-    let slot = add(mul(var(r), int(width + PAD)), var(c));
+    let slot = add(first, add(mul(var(r), int(width + PAD)), var(c)));
     let (inside, index) = at(cx, var(r), var(c));
     let copy = Stmt::Store(tile, slot.clone(), load(buf, index));
     serial(

@@ -33,6 +33,7 @@ mod blocks;
 mod groups;
 mod tasks;
 mod tensor_cores;
+mod tensor_stage;
 mod thread_tiles;
 mod tile_grid;
 use crate::graph::{Dim, TensorType};

@@ -161,6 +161,14 @@ fn stmt(s: &mut Stmt, fix: &dyn Fn(&mut usize), count: &dyn Fn(&mut Expr)) {
             fix(&mut f.buf);
             expr(&mut f.at, fix, count);
         }
+        Stmt::CopyAsync(c) => {
+            fix(&mut c.dst);
+            fix(&mut c.src);
+            for e in [&mut c.dst_at, &mut c.src_at, &mut c.valid] {
+                expr(e, fix, count);
+            }
+        }
+        Stmt::AsyncWait(_) => {}
         Stmt::LoadMatrix(m) => {
             fix(&mut m.dst.buf);
             fix(&mut m.src);

@@ -8,6 +8,7 @@
 //! `archc build` are compiled for an x86-64 microarchitecture level and record its features,
 //! which a built binary checks before it runs a kernel.
 
+mod copies;
 // The GPU math library: compiled into PTX, and tested on the CPU.
 #[cfg(any(feature = "cuda", test))]
 mod gpu_math;

@@ -342,8 +342,15 @@ impl<'k> Function<'k> {
             Stmt::Mma { a, b, c } if self.gpu => self.mma(a, b, c),
             Stmt::WarpFold(fold) if self.gpu => self.warp_fold(fold),
             Stmt::LoadMatrix(m) if self.gpu => self.load_matrix(m),
-            // Only GPU code has warps: `check_for_cpu` refused the kernel before.
-            Stmt::Mma { .. } | Stmt::WarpFold(_) | Stmt::LoadMatrix(_) => {}
+            Stmt::CopyAsync(c) if self.gpu => self.copy_async(c),
+            Stmt::AsyncWait(pending) if self.gpu => self.async_wait(*pending),
+            // Only GPU code has warps and asynchronous copies: `check_for_cpu` refused the
+            // kernel before.
+            Stmt::Mma { .. }
+            | Stmt::WarpFold(_)
+            | Stmt::LoadMatrix(_)
+            | Stmt::CopyAsync(_)
+            | Stmt::AsyncWait(_) => {}
             Stmt::Check(cond, code) => {
                 let c = self.expr(cond);
                 let (fail, cont) = (self.label("fail"), self.label("ok"));
@@ -595,7 +602,7 @@ impl<'k> Function<'k> {
 }
 
 /// The LLVM type of a buffer element in memory.
-fn elem_type(e: Elem) -> &'static str {
+pub(super) fn elem_type(e: Elem) -> &'static str {
     match e {
         Elem::F32 => "float",
         Elem::F16 => "half",

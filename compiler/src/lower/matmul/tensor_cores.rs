@@ -30,7 +30,8 @@
 use archc_kernels::ir::build::{add, load, mul, serial, var};
 use archc_kernels::ir::{Elem, Expr, Local, Scope, Stmt};
 
-use super::tile_grid::{self, arrays, kernel, stage_slice, Block, Buffers, TILE};
+use super::tensor_stage::{Staging, A_STAGE, B_STAGE, SLICE, STAGES};
+use super::tile_grid::{self, arrays, kernel, Block, Buffers, TILE};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
 use crate::lower::fragments::{
@@ -38,8 +39,6 @@ use crate::lower::fragments::{
 };
 use crate::lower::index::{div_up, Ctx};
 
-/// The reduced slice staged in shared memory.
-const SLICE: i64 = 32;
 /// A warp's quarter of the tile: rows and columns.
 const QUARTER: i64 = TILE / 2;
 /// Row tiles (16 rows) and column tiles (8 columns) of a warp's quarter.
@@ -112,14 +111,14 @@ pub(super) fn matmul(
                 at,
                 lane: Lane::new(cx),
             };
-            vec![
-                slices(cx, l, m, &tile, bufs),
-                results(cx, (l, m), &tile, bufs, &mut epilogue),
-            ]
+            let staging = Staging::new(l, m);
+            let mut body = slices(cx, l, &tile, &staging, bufs);
+            body.push(results(cx, (l, m), &tile, bufs, &mut epilogue));
+            body
         },
     );
     let values = [STEPS * ROW_TILES * 8, STEPS * COL_TILES * 4, ACCUMULATORS];
-    let (locals, shared) = arrays(elem, values, SLICE);
+    let (locals, shared) = arrays(elem, values, [STAGES * A_STAGE, STAGES * B_STAGE]);
     (grid, locals, shared)
 }
 
@@ -128,10 +127,14 @@ fn threads(tile: &Tile, body: Vec<Stmt>) -> Stmt {
     tile_grid::threads(tile.at.t, body)
 }
 
-/// The loop over the reduced slices: stage the slice's tiles in shared memory, load each
-/// thread's fragments, multiply.
-fn slices(cx: &mut Ctx, l: &Layout, m: &Expr, tile: &Tile, bufs: &Buffers) -> Stmt {
-    let copies = stage_slice(cx, (l, m), &tile.at, SLICE, bufs);
+/// The loop over the reduced slices, pipelined over two stages (see `tensor_stage.rs`): the
+/// next slice's copies issued, this one's awaited, its fragments loaded, multiplied.
+fn slices(cx: &mut Ctx, l: &Layout, tile: &Tile, staging: &Staging, bufs: &Buffers) -> Vec<Stmt> {
+    let count = div_up(l.k.clone(), int(SLICE));
+    let slice = cx.var();
+    let first = staging.slice(cx, &tile.at, bufs, int(0));
+    let next = add(var(slice), int(1));
+    let issue = staging.slice(cx, &tile.at, bufs, next.clone());
     let (ks, mi, ni) = (cx.var(), cx.var(), cx.var());
     let products = mma(
         (
@@ -147,49 +150,56 @@ fn slices(cx: &mut Ctx, l: &Layout, m: &Expr, tile: &Tile, bufs: &Buffers) -> St
             mul(add(mul(var(mi), int(COL_TILES)), var(ni)), int(4)),
         ),
     );
-    let slice = cx.var();
-    serial(
-        slice,
-        div_up(l.k.clone(), int(SLICE)),
-        vec![
-            Stmt::Set(tile.at.k0, mul(var(slice), int(SLICE))),
-            threads(tile, copies),
-            Stmt::Barrier(Scope::Block),
-            fragments(cx, bufs),
-            unroll(
-                &[(ks, STEPS), (mi, ROW_TILES), (ni, COL_TILES)],
-                vec![products],
-            ),
-            Stmt::Barrier(Scope::Block),
-        ],
-    )
+    let mut prologue = vec![when(cx, lt(int(0), count.clone()), first)];
+    prologue.push(Stmt::AsyncWait(1));
+    let mut ahead = vec![when(cx, lt(next, count.clone()), issue)];
+    ahead.push(Stmt::AsyncWait(1));
+    vec![
+        threads(tile, prologue),
+        serial(
+            slice,
+            count,
+            vec![
+                threads(tile, ahead),
+                Stmt::Barrier(Scope::Block),
+                fragments(cx, bufs, var(slice)),
+                unroll(
+                    &[(ks, STEPS), (mi, ROW_TILES), (ni, COL_TILES)],
+                    vec![products],
+                ),
+                Stmt::Barrier(Scope::Block),
+            ],
+        ),
+    ]
 }
 
-/// The thread's `A` and `B` fragments of both k16 steps of the slice, from the shared tiles
-/// through `ldmatrix`: per step, one x4 for each 16-row tile of `A` and one transposed x4 for
-/// each pair of 8-column tiles of `B` (stored k-major, as `B`'s fragments want it transposed).
-fn fragments(cx: &mut Ctx, bufs: &Buffers) -> Stmt {
+/// The thread's `A` and `B` fragments of both k16 steps of slice `s`, from its stage of the
+/// shared tiles through `ldmatrix`: per step, one x4 for each 16-row tile of `A` and one
+/// transposed x4 for each pair of 8-column tiles of `B` (staged k-major).
+fn fragments(cx: &mut Ctx, bufs: &Buffers, s: Expr) -> Stmt {
+    let stage = rem(s, STAGES);
+    let (a_first, b_first) = (mul(stage.clone(), int(A_STAGE)), mul(stage, int(B_STAGE)));
     let (ks, mi, np) = (cx.var(), cx.var(), cx.var());
     let a_at = mul(add(mul(var(ks), int(ROW_TILES)), var(mi)), int(8));
     let a = load_matrices(cx, (bufs.a_values, a_at), bufs.a_tile, (4, false), &|p| {
         let (r, c) = p.a_quarter();
         let row = add(add(quarter(&p.warp).0, mul(var(mi), int(16))), r);
-        add(mul(row, int(SLICE + PAD)), add(mul(var(ks), int(16)), c))
+        let at = add(mul(row, int(SLICE + PAD)), add(mul(var(ks), int(16)), c));
+        add(a_first.clone(), at)
     });
     let first = add(mul(var(ks), int(COL_TILES)), mul(var(np), int(2)));
-    let b = load_matrices(
-        cx,
-        (bufs.b_values, mul(first, int(4))),
-        bufs.b_tile,
-        (4, true),
-        &|p| {
-            let (pair, half) = p.b_pair();
-            let k = add(add(mul(var(ks), int(16)), mul(half, int(8))), p.row.clone());
-            let tile = add(mul(var(np), int(2)), pair);
-            let col = add(quarter(&p.warp).1, mul(tile, int(8)));
-            add(mul(k, int(TILE + PAD)), col)
-        },
-    );
+    let b_at = mul(first, int(4));
+    let b = load_matrices(cx, (bufs.b_values, b_at), bufs.b_tile, (4, true), &|p| {
+        // The matrix's 8 rows run along k; the fragment wants them transposed.
+        let (pair, half) = p.b_pair();
+        let k = add(add(mul(var(ks), int(16)), mul(half, int(8))), p.row.clone());
+        let n = add(
+            quarter(&p.warp).1,
+            mul(add(mul(var(np), int(2)), pair), int(8)),
+        );
+        let at = add(mul(k, int(TILE + PAD)), n);
+        add(b_first.clone(), at)
+    });
     unroll(
         &[(ks, STEPS)],
         vec![

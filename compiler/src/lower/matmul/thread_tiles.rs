@@ -115,7 +115,8 @@ pub(super) fn matmul(
             ]
         },
     );
-    let (locals, shared) = arrays(Elem::F32, [ROWS, COLUMNS, count], SLICE);
+    let tiles = [TILE * (SLICE + PAD), SLICE * (TILE + PAD)];
+    let (locals, shared) = arrays(Elem::F32, [ROWS, COLUMNS, count], tiles);
     (grid, locals, shared)
 }
 

@@ -8,7 +8,7 @@ use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Stmt, Var};
 use super::Layout;
 use crate::graph::{Dim, TensorType};
 use crate::lower::body::delinearize;
-use crate::lower::fragments::{and, int, lt, stage, unroll, PAD, THREADS};
+use crate::lower::fragments::{and, int, lt, stage, unroll, THREADS};
 use crate::lower::index::{div_up, Ctx};
 
 /// Rows and columns of a block's output tile.
@@ -82,8 +82,8 @@ pub(super) fn kernel(
 
 /// The kernel's arrays, in [`Buffers`]' order: the thread's values of `a` and `b` (`values`
 /// elements each, of type `elem`) and its f32 accumulators (locals), and the shared tiles of
-/// `a` (`TILE` rows of `slice`) and `b` (`slice` rows of `TILE`), rows padded by `PAD`.
-pub(super) fn arrays(elem: Elem, values: [i64; 3], slice: i64) -> (Vec<Local>, Vec<Local>) {
+/// `a` and `b`, `tiles` elements each.
+pub(super) fn arrays(elem: Elem, values: [i64; 3], tiles: [i64; 2]) -> (Vec<Local>, Vec<Local>) {
     let array = |name: &str, elem, len: i64| Local {
         name: name.into(),
         elem,
@@ -95,8 +95,8 @@ pub(super) fn arrays(elem: Elem, values: [i64; 3], slice: i64) -> (Vec<Local>, V
         array("accumulators", Elem::F32, values[2]),
     ];
     let shared = vec![
-        array("a_tile", elem, TILE * (slice + PAD)),
-        array("b_tile", elem, slice * (TILE + PAD)),
+        array("a_tile", elem, tiles[0]),
+        array("b_tile", elem, tiles[1]),
     ];
     (locals, shared)
 }
