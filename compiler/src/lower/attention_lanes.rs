@@ -120,7 +120,13 @@ pub fn lower(
         k_tile: first_shared,
         v_tile: first_shared + 1,
     };
-    let nest = Nest::new(cx, a, (out, ins), (w, ROWS, KEYS), (b.k_tile, b.v_tile));
+    let nest = Nest::new(
+        cx,
+        a,
+        (out, ins),
+        (w, ROWS, KEYS),
+        (b.k_tile, b.v_tile, None),
+    );
     let at = Place {
         at: nest.spot(),
         row: cx.var(),

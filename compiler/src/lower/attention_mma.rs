@@ -22,8 +22,10 @@
 //! elements of `O / l`. The scores never leave registers. Blocks of keys the masks hide from
 //! all of the block's queries are not visited, as on CPUs. The running max is kept at or
 //! above `f32::MIN`, so a row whose keys in the first blocks are all masked gets `p = 0`, not
-//! NaN. Fragments come from the staged rows by `ldmatrix` (four 8 × 8 matrices per
-//! instruction; `V`'s transposed); `cp.async` and Hopper's `wgmma` and TMA are still to come.
+//! NaN. Rows are staged by `cp.async`, 16 bytes a copy: a key block's v rows are a second
+//! group, awaited only before `P·V`, so they arrive while the scores and the softmax run.
+//! Fragments come from the staged rows by `ldmatrix` (four 8 × 8 matrices per instruction;
+//! `V`'s transposed). Hopper's `wgmma` and TMA are still to come.
 
 use archc_kernels::ir::build::{add, axis, bin, f32, load, mul, sub, var};
 use archc_kernels::ir::{Axis, Bin, Elem, Expr, Fold, Local, Stmt, Un};
@@ -45,6 +47,8 @@ const KEYS: i64 = 64;
 /// The widest head (of q and k, and of v) whose tiles fit the block's shared memory and
 /// registers.
 const MAX_WIDTH: i64 = 128;
+/// Elements of one asynchronous copy of a staged row: 16 bytes of a 16-bit type.
+const CHUNK: i64 = 8;
 /// The locals the kernel declares, in the order of [`Buffers`].
 pub const LOCALS: usize = 6;
 
@@ -126,21 +130,35 @@ pub fn lower(
         k_tile: first_shared,
         v_tile: first_shared + 1,
     };
-    let nest = Nest::new(cx, a, (out, ins), (w, ROWS, KEYS), (b.k_tile, b.v_tile));
+    let chunk = Some(CHUNK);
+    let nest = Nest::new(
+        cx,
+        a,
+        (out, ins),
+        (w, ROWS, KEYS),
+        (b.k_tile, b.v_tile, chunk),
+    );
     let at = Place {
         at: nest.spot(),
         lane: Lane::new(cx),
     };
     let lengths = (&nest.s_len.clone(), &nest.t_len.clone());
     // The queries' rows, staged where the keys' go later, into A fragments.
-    let mut start = vec![threads(&at, vec![nest.stage_q.clone()]), barrier()];
+    let stage_q = vec![nest.stage_q.clone(), Stmt::AsyncWait(0)];
+    let mut start = vec![threads(&at, stage_q), barrier()];
     start.extend(self::start(cx, &at, &b, w));
     start.push(barrier());
-    let mut per_block = vec![threads(&at, nest.stage_kv.clone()), barrier()];
+    // k's rows and v's go as two groups of copies; v's land while the scores and the
+    // softmax run on k's.
+    let [stage_k, stage_v] = [0, 1].map(|i| nest.stage_kv[i].clone());
+    let issue = vec![stage_k, Stmt::AsyncWait(1), stage_v, Stmt::AsyncWait(1)];
+    let mut per_block = vec![threads(&at, issue), barrier()];
     per_block.extend(scores(cx, &at, &b, w.d));
     per_block.push(threads(&at, logits(cx, &mut gen, a, &at, &b, lengths)));
     per_block.push(fold(Bin::Max, b.stats, 4));
     per_block.push(threads(&at, softmax(cx, &b, w.dv)));
+    per_block.push(threads(&at, vec![Stmt::AsyncWait(0)]));
+    per_block.push(barrier());
     per_block.push(weigh_values(cx, &b, w.dv));
     per_block.push(barrier());
     let end = vec![

@@ -8,7 +8,7 @@ use archc_kernels::ir::{Expr, Scope, Stmt, Var};
 use super::attention::{key_blocks, plain, row_start};
 use super::attention_tasks::{over_tasks, task, Task};
 use super::attention_tiles::Widths;
-use super::fragments::{int, lt, stage};
+use super::fragments::{copy_chunks, int, lt, stage};
 use super::index::Ctx;
 use crate::graph::{AttentionInfo, TensorType};
 
@@ -42,20 +42,23 @@ pub(super) struct Nest {
     blocks: Expr,
     /// The thread's share of copying the task's rows of q into the `k_tile`.
     pub stage_q: Stmt,
-    /// The thread's share of copying the key block's rows of k and v into the tiles.
+    /// The thread's share of copying the key block's rows of k, then of v, into the tiles.
     pub stage_kv: Vec<Stmt>,
 }
 
 impl Nest {
     /// The nest of attention `a` (inputs `ins`, output `out`, widths `w`) whose blocks take
     /// `rows` query rows and keys in blocks of `keys`, staged into shared arrays `k_tile` and
-    /// `v_tile` (rows padded as [`stage`] pads them).
+    /// `v_tile` (rows padded as [`stage`] pads them): by plain loads and stores, or, given a
+    /// `chunk` of 16 bytes' elements, by asynchronous copies the caller waits for. (A row
+    /// starts at a multiple of its width, which a 16-bit head's width of a multiple of 8
+    /// makes 16-byte aligned.)
     pub fn new(
         cx: &mut Ctx,
         a: &AttentionInfo,
         (out, ins): (&TensorType, &[&TensorType]),
         (w, rows, keys): (&Widths, i64, i64),
-        (k_tile, v_tile): (usize, usize),
+        (k_tile, v_tile, chunk): (usize, usize, Option<i64>),
     ) -> Nest {
         let [qs, ks, vs] = a.qkv;
         let (qt, kt, vt) = (ins[qs], ins[ks], ins[vs]);
@@ -82,11 +85,25 @@ impl Nest {
                 tile_rows(var(j0), &t_len, &k_row),
                 tile_rows(var(j0), &t_len, &v_row),
             );
+            let copy = |cx: &mut Ctx, from: (usize, usize), shape, at: Rows| match chunk {
+                None => stage(cx, t, from, shape, at),
+                Some(n) => {
+                    let (height, width) = shape;
+                    let chunks = (from.0, from.1, int(0));
+                    copy_chunks(cx, t, chunks, (height, width, n), &|cx, r, c| {
+                        let (inside, index) = at(cx, r, c);
+                        (
+                            Expr::Select(Box::new(inside), Box::new(int(n)), Box::new(int(0))),
+                            index,
+                        )
+                    })
+                }
+            };
             (
-                stage(cx, t, (qs + 1, k_tile), (rows, w.d), &queries),
+                copy(cx, (qs + 1, k_tile), (rows, w.d), &queries),
                 vec![
-                    stage(cx, t, (ks + 1, k_tile), (keys, w.d), &k_rows),
-                    stage(cx, t, (vs + 1, v_tile), (keys, w.dv), &v_rows),
+                    copy(cx, (ks + 1, k_tile), (keys, w.d), &k_rows),
+                    copy(cx, (vs + 1, v_tile), (keys, w.dv), &v_rows),
                 ],
             )
         };
@@ -136,6 +153,9 @@ impl Nest {
         over_tasks(cx, out, &self.task, per_task)
     }
 }
+
+/// Where element `(r, c)` of a staged tile lies: whether inside the operand, and its index.
+type Rows<'a> = &'a dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr);
 
 /// A barrier of the block.
 pub(super) fn barrier() -> Stmt {

@@ -6,7 +6,7 @@
 //! wrong product under `--device cuda-sim` as it would on a GPU.
 
 use archc_kernels::ir::build::{add, axis, bin, f32, load, mul, serial, var};
-use archc_kernels::ir::{Axis, Bin, Expr, Fragment, Matrices, Stmt, Var};
+use archc_kernels::ir::{AsyncCopy, Axis, Bin, Expr, Fragment, Matrices, Stmt, Var};
 
 use super::index::Ctx;
 
@@ -99,6 +99,46 @@ pub fn stage_from(
             Stmt::Set(c, rem(var(x), width)),
             Stmt::Store(tile, slot, f32(0.0)),
             when(cx, inside, vec![copy]),
+        ],
+    )
+}
+
+/// Thread `t`'s share of copying a `height × width` tile into shared array `tile` (rows
+/// padded by [`PAD`]) from element `first` on, from buffer `buf`, asynchronously: `cp.async`
+/// copies of `chunk` elements, each reading the count `at` gives for a row and a column of the
+/// tile (zeros after) from the index it gives. The caller waits for them.
+pub fn copy_chunks(
+    cx: &mut Ctx,
+    t: Var,
+    (buf, tile, first): (usize, usize, Expr),
+    (height, width, chunk): (i64, i64, i64),
+    at: &dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr),
+) -> Stmt {
+    let (e, x, r, c) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let per_row = width / chunk;
+    let (valid, index) = at(cx, var(r), var(c));
+    let copy = Stmt::CopyAsync(AsyncCopy {
+        dst: tile,
+        dst_at: add(first, add(mul(var(r), int(width + PAD)), var(c))),
+        src: buf,
+        src_at: index,
+        width: chunk as u8,
+        valid,
+    });
+    let chunks = height * per_row;
+    // The last round's threads past the tile's end copy nothing.
+    let copy = match chunks % THREADS {
+        0 => copy,
+        _ => when(cx, lt(var(r), int(height)), vec![copy]),
+    };
+    serial(
+        e,
+        int((chunks + THREADS - 1) / THREADS),
+        vec![
+            Stmt::Set(x, add(mul(var(e), int(THREADS)), var(t))),
+            Stmt::Set(r, div(var(x), per_row)),
+            Stmt::Set(c, mul(rem(var(x), per_row), int(chunk))),
+            copy,
         ],
     )
 }

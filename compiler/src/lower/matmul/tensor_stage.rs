@@ -22,11 +22,11 @@
 //! what lies inside (the copy's source size) and fills the rest with zeros.
 
 use archc_kernels::ir::build::{add, mul, sub, var};
-use archc_kernels::ir::{AsyncCopy, Bin, Expr, Stmt, Un, Var};
+use archc_kernels::ir::{Bin, Expr, Stmt, Un};
 
 use super::tile_grid::{Block, Buffers, TILE};
 use super::Layout;
-use crate::lower::fragments::{and, div, int, lt, rem, stage_from, when, PAD, THREADS};
+use crate::lower::fragments::{and, copy_chunks, int, lt, rem, stage_from, when, PAD};
 use crate::lower::index::Ctx;
 
 /// The reduced slice staged at a time.
@@ -108,7 +108,20 @@ impl<'l> Staging<'l> {
         let mut copies = Vec::new();
         let mut plain = Vec::new();
         for (src, dst, first, tile) in from {
-            copies.push(chunks(cx, t, (src, dst, first.clone()), tile));
+            let shape = (tile.rows, tile.columns, CHUNK);
+            copies.push(copy_chunks(
+                cx,
+                t,
+                (src, dst, first.clone()),
+                shape,
+                &|cx, r, c| {
+                    let (row, left, index) = (tile.at)(cx, r, c);
+                    (
+                        Expr::Select(Box::new(row), Box::new(left), Box::new(int(0))),
+                        index,
+                    )
+                },
+            ));
             plain.push(stage_from(
                 cx,
                 t,
@@ -125,31 +138,4 @@ impl<'l> Staging<'l> {
         let not = Expr::Un(Un::Not, Box::new(aligned.clone()));
         vec![when(cx, aligned, copies), when(cx, not, plain)]
     }
-}
-
-/// Thread `t`'s copies of a tile from buffer `src` into shared array `dst` from element
-/// `first`: chunks of [`CHUNK`] elements, each reading what lies inside its row.
-fn chunks(cx: &mut Ctx, t: Var, (src, dst, first): (usize, usize, Expr), tile: &Tile) -> Stmt {
-    let (e, x, r, c) = (cx.var(), cx.var(), cx.var(), cx.var());
-    let per_row = tile.columns / CHUNK;
-    let (row, left, index) = (tile.at)(cx, var(r), var(c));
-    let valid = Expr::Select(Box::new(row), Box::new(left), Box::new(int(0)));
-    let copy = Stmt::CopyAsync(AsyncCopy {
-        dst,
-        dst_at: add(first, add(mul(var(r), int(tile.columns + PAD)), var(c))),
-        src,
-        src_at: index,
-        width: CHUNK as u8,
-        valid,
-    });
-    archc_kernels::ir::build::serial(
-        e,
-        int(tile.rows * per_row / THREADS),
-        vec![
-            Stmt::Set(x, add(mul(var(e), int(THREADS)), var(t))),
-            Stmt::Set(r, div(var(x), per_row)),
-            Stmt::Set(c, mul(rem(var(x), per_row), int(CHUNK))),
-            copy,
-        ],
-    )
 }
