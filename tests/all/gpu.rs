@@ -291,7 +291,7 @@ fn narrow_matmuls_run_on_tensor_cores_in_the_simulator() {
 
 /// Matmuls of f32 operands run on a GPU as the shared-memory GEMM of CUDA cores
 /// (`lower/matmul/thread_tiles.rs`: 64 × 64 tiles per block, slices of 16 staged in shared
-/// memory, a 4 × 8 register tile per thread), on the model of the tensor-core test, against
+/// memory one ahead, a 4 × 8 register tile per thread), on the model of the tensor-core test, against
 /// the Graph IR interpreter: f32 within 1e-4.
 #[test]
 fn f32_matmuls_run_on_shared_tiles_in_the_simulator() {
@@ -299,6 +299,8 @@ fn f32_matmuls_run_on_shared_tiles_in_the_simulator() {
     let file = matmuls_model(&d);
     let kernels = narrow_kernels(&file, "f32");
     assert_eq!(kernels.matches("b_values").count(), 3, "{kernels}");
+    // Staged by cp.async of 4 floats where the dims allow (as the tensor-core test).
+    assert_eq!(kernels.matches("cp.async b").count(), 12, "{kernels}");
     let how = [
         ("interp", ["--backend", "interp"]),
         ("sim", ["--device", "cuda-sim"]),

@@ -31,9 +31,9 @@ use super::micro::{micro, Block, Operands, Rows};
 
 mod blocks;
 mod groups;
+mod staging;
 mod tasks;
 mod tensor_cores;
-mod tensor_stage;
 mod thread_tiles;
 mod tile_grid;
 use crate::graph::{Dim, TensorType};

@@ -27,18 +27,23 @@
 //! fragments come from shared memory by `ldmatrix`, four 8 × 8 matrices per instruction
 //! where plain loads took one 16-bit element each. `cp.async`'s copies are still to come.
 
-use archc_kernels::ir::build::{add, load, mul, serial, var};
-use archc_kernels::ir::{Elem, Expr, Local, Scope, Stmt};
+use archc_kernels::ir::build::{add, load, mul, var};
+use archc_kernels::ir::{Elem, Expr, Local, Stmt};
 
-use super::tensor_stage::{Staging, A_STAGE, B_STAGE, SLICE, STAGES};
+use super::staging::{Staging, STAGES};
 use super::tile_grid::{self, arrays, kernel, Block, Buffers, TILE};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
 use crate::lower::fragments::{
     and, div, int, load_matrices, lt, mma, rem, unroll, when, Lane, PAD, THREADS,
 };
-use crate::lower::index::{div_up, Ctx};
+use crate::lower::index::Ctx;
 
+/// The reduced slice staged in shared memory.
+const SLICE: i64 = 32;
+/// A stage's tiles of `a` and `b` in shared memory.
+const A_STAGE: i64 = Staging::lengths(SLICE).0;
+const B_STAGE: i64 = Staging::lengths(SLICE).1;
 /// A warp's quarter of the tile: rows and columns.
 const QUARTER: i64 = TILE / 2;
 /// Row tiles (16 rows) and column tiles (8 columns) of a warp's quarter.
@@ -111,8 +116,8 @@ pub(super) fn matmul(
                 at,
                 lane: Lane::new(cx),
             };
-            let staging = Staging::new(l, m);
-            let mut body = slices(cx, l, &tile, &staging, bufs);
+            let staging = Staging::new(l, m, SLICE, elem);
+            let mut body = slices(cx, &tile, &staging, bufs);
             body.push(results(cx, (l, m), &tile, bufs, &mut epilogue));
             body
         },
@@ -127,14 +132,9 @@ fn threads(tile: &Tile, body: Vec<Stmt>) -> Stmt {
     tile_grid::threads(tile.at.t, body)
 }
 
-/// The loop over the reduced slices, pipelined over two stages (see `tensor_stage.rs`): the
-/// next slice's copies issued, this one's awaited, its fragments loaded, multiplied.
-fn slices(cx: &mut Ctx, l: &Layout, tile: &Tile, staging: &Staging, bufs: &Buffers) -> Vec<Stmt> {
-    let count = div_up(l.k.clone(), int(SLICE));
-    let slice = cx.var();
-    let first = staging.slice(cx, &tile.at, bufs, int(0));
-    let next = add(var(slice), int(1));
-    let issue = staging.slice(cx, &tile.at, bufs, next.clone());
+/// The loop over the reduced slices, pipelined over two stages (see `staging.rs`): each
+/// slice's fragments loaded, multiplied.
+fn slices(cx: &mut Ctx, tile: &Tile, staging: &Staging, bufs: &Buffers) -> Vec<Stmt> {
     let (ks, mi, ni) = (cx.var(), cx.var(), cx.var());
     let products = mma(
         (
@@ -150,27 +150,15 @@ fn slices(cx: &mut Ctx, l: &Layout, tile: &Tile, staging: &Staging, bufs: &Buffe
             mul(add(mul(var(mi), int(COL_TILES)), var(ni)), int(4)),
         ),
     );
-    let mut prologue = vec![when(cx, lt(int(0), count.clone()), first)];
-    prologue.push(Stmt::AsyncWait(1));
-    let mut ahead = vec![when(cx, lt(next, count.clone()), issue)];
-    ahead.push(Stmt::AsyncWait(1));
-    vec![
-        threads(tile, prologue),
-        serial(
-            slice,
-            count,
-            vec![
-                threads(tile, ahead),
-                Stmt::Barrier(Scope::Block),
-                fragments(cx, bufs, var(slice)),
-                unroll(
-                    &[(ks, STEPS), (mi, ROW_TILES), (ni, COL_TILES)],
-                    vec![products],
-                ),
-                Stmt::Barrier(Scope::Block),
-            ],
-        ),
-    ]
+    staging.pipeline(cx, (&tile.at, bufs), &mut |cx, s| {
+        vec![
+            fragments(cx, bufs, s),
+            unroll(
+                &[(ks, STEPS), (mi, ROW_TILES), (ni, COL_TILES)],
+                vec![products.clone()],
+            ),
+        ]
+    })
 }
 
 /// The thread's `A` and `B` fragments of both k16 steps of slice `s`, from its stage of the

@@ -11,8 +11,8 @@
 //! ```text
 //! grid for tile in 0..batches · ⌈M/64⌉ · ⌈N/64⌉ {
 //!   thread for t in 0..128 { acc = 0 }
-//!   serial for slice in 0..⌈K/16⌉ {
-//!     thread for t in 0..128 { a's 64 × 16 and b's 16 × 64 of the slice → shared (0 past the edges) }
+//!   serial for slice in 0..⌈K/16⌉ {     (pipelined: see staging.rs)
+//!     thread for t in 0..128 { a's 64 × 16 and b's 16 × 64 of the next slice → shared (cp.async) }
 //!     barrier
 //!     thread for t in 0..128 {
 //!       per k of the slice: its 4 values of a and 8 of b → registers, 32 multiply-adds
@@ -27,14 +27,15 @@
 //! consecutive threads (coalesced), instead of once per thread's micro-tile as the CPU's
 //! template mapped onto threads would.
 
-use archc_kernels::ir::build::{add, bin, load, mul, serial, var};
-use archc_kernels::ir::{Bin, Elem, Expr, Local, Scope, Stmt, Var};
+use archc_kernels::ir::build::{add, bin, load, mul, var};
+use archc_kernels::ir::{Bin, Elem, Expr, Local, Stmt, Var};
 
-use super::tile_grid::{arrays, kernel, stage_slice, threads, Block, Buffers, TILE};
+use super::staging::{Staging, STAGES};
+use super::tile_grid::{arrays, kernel, threads, Block, Buffers, TILE};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
 use crate::lower::fragments::{div, int, lt, rem, unroll, when, PAD, THREADS};
-use crate::lower::index::{div_up, Ctx};
+use crate::lower::index::Ctx;
 
 /// The reduced slice staged in shared memory.
 const SLICE: i64 = 16;
@@ -109,56 +110,45 @@ pub(super) fn matmul(
                 ty: cx.var(),
                 tx: cx.var(),
             };
-            vec![
-                slices(cx, (l, m), &tile, bufs),
-                results(cx, (l, m), &tile, bufs, &mut epilogue),
-            ]
+            let mut body = slices(cx, (l, m), &tile, bufs);
+            body.push(results(cx, (l, m), &tile, bufs, &mut epilogue));
+            body
         },
     );
-    let tiles = [TILE * (SLICE + PAD), SLICE * (TILE + PAD)];
+    let (a_len, b_len) = Staging::lengths(SLICE);
+    let tiles = [STAGES * a_len, STAGES * b_len];
     let (locals, shared) = arrays(Elem::F32, [ROWS, COLUMNS, count], tiles);
     (grid, locals, shared)
 }
 
-/// The loop over the reduced slices: stage the slice's tiles in shared memory, then each
-/// thread's multiply-adds.
-fn slices(cx: &mut Ctx, (l, m): (&Layout, &Expr), tile: &Tile, bufs: &Buffers) -> Stmt {
-    let copies = stage_slice(cx, (l, m), &tile.at, SLICE, bufs);
+/// The loop over the reduced slices, pipelined over two stages (see `staging.rs`): each
+/// thread's multiply-adds on a slice.
+fn slices(cx: &mut Ctx, (l, m): (&Layout, &Expr), tile: &Tile, bufs: &Buffers) -> Vec<Stmt> {
+    let (a_len, b_len) = Staging::lengths(SLICE);
     let (p, r, c) = (cx.var(), cx.var(), cx.var());
-    let a = load(
-        bufs.a_tile,
-        add(mul(tile.row(var(r)), int(SLICE + PAD)), var(p)),
-    );
-    let b = load(
-        bufs.b_tile,
-        add(mul(var(p), int(TILE + PAD)), tile.column(var(c))),
-    );
-    let at = add(mul(var(r), int(COLUMNS)), var(c));
-    let product = Expr::Fma(
-        Box::new(load(bufs.a_values, var(r))),
-        Box::new(load(bufs.b_values, var(c))),
-        Box::new(load(bufs.accumulators, at.clone())),
-    );
-    let step = vec![
-        unroll(&[(r, ROWS)], vec![Stmt::Store(bufs.a_values, var(r), a)]),
-        unroll(&[(c, COLUMNS)], vec![Stmt::Store(bufs.b_values, var(c), b)]),
-        unroll(
-            &[(r, ROWS), (c, COLUMNS)],
-            vec![Stmt::Store(bufs.accumulators, at, product)],
-        ),
-    ];
-    let slice = cx.var();
-    serial(
-        slice,
-        div_up(l.k.clone(), int(SLICE)),
-        vec![
-            Stmt::Set(tile.at.k0, mul(var(slice), int(SLICE))),
-            tile.threads(copies),
-            Stmt::Barrier(Scope::Block),
-            tile.threads(vec![unroll(&[(p, SLICE)], step)]),
-            Stmt::Barrier(Scope::Block),
-        ],
-    )
+    let staging = Staging::new(l, m, SLICE, Elem::F32);
+    staging.pipeline(cx, (&tile.at, bufs), &mut |_, s| {
+        let stage = rem(s, STAGES);
+        let a_at = add(mul(tile.row(var(r)), int(SLICE + PAD)), var(p));
+        let a = load(bufs.a_tile, add(mul(stage.clone(), int(a_len)), a_at));
+        let b_at = add(mul(var(p), int(TILE + PAD)), tile.column(var(c)));
+        let b = load(bufs.b_tile, add(mul(stage, int(b_len)), b_at));
+        let at = add(mul(var(r), int(COLUMNS)), var(c));
+        let product = Expr::Fma(
+            Box::new(load(bufs.a_values, var(r))),
+            Box::new(load(bufs.b_values, var(c))),
+            Box::new(load(bufs.accumulators, at.clone())),
+        );
+        let step = vec![
+            unroll(&[(r, ROWS)], vec![Stmt::Store(bufs.a_values, var(r), a)]),
+            unroll(&[(c, COLUMNS)], vec![Stmt::Store(bufs.b_values, var(c), b)]),
+            unroll(
+                &[(r, ROWS), (c, COLUMNS)],
+                vec![Stmt::Store(bufs.accumulators, at, product)],
+            ),
+        ];
+        vec![tile.threads(vec![unroll(&[(p, SLICE)], step)])]
+    })
 }
 
 /// Each thread's accumulators inside the output, through the epilogue.

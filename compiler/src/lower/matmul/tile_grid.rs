@@ -2,13 +2,13 @@
 //! block of [`THREADS`] threads per [`TILE`] × [`TILE`] tile of the output, the tiles of one
 //! batch in row-major order, batches after one another.
 
-use archc_kernels::ir::build::{add, axis, bin, f32, mul, var};
+use archc_kernels::ir::build::{axis, bin, f32, mul, var};
 use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Stmt, Var};
 
 use super::Layout;
 use crate::graph::{Dim, TensorType};
 use crate::lower::body::delinearize;
-use crate::lower::fragments::{and, int, lt, stage, unroll, THREADS};
+use crate::lower::fragments::{int, unroll, THREADS};
 use crate::lower::index::{div_up, Ctx};
 
 /// Rows and columns of a block's output tile.
@@ -44,12 +44,10 @@ impl Buffers {
     }
 }
 
-/// Where a block is: its tile's first row and column, the current slice's first reduced
-/// element, and the thread in the block.
+/// Where a block is: its tile's first row and column, and the thread in the block.
 pub(super) struct Block {
     pub i0: Var,
     pub j0: Var,
-    pub k0: Var,
     pub t: Var,
 }
 
@@ -70,7 +68,6 @@ pub(super) fn kernel(
     let block = Block {
         i0: cx.var(),
         j0: cx.var(),
-        k0: cx.var(),
         t: cx.var(),
     };
     let (i0, j0, t, e) = (block.i0, block.j0, block.t, cx.var());
@@ -135,31 +132,4 @@ fn grid(
 /// `body` for every thread `t` of the block.
 pub(super) fn threads(t: Var, body: Vec<Stmt>) -> Stmt {
     axis(Axis::Thread, t, int(THREADS), body)
-}
-
-/// The block's thread's share of staging a slice of `slice` reduced elements from `k0` in
-/// shared memory: `a`'s `TILE × slice` from row `i0`, `b`'s `slice × TILE` from column `j0`
-/// (rows padded by `PAD`, zeros past the operands' edges; `m` rows).
-pub(super) fn stage_slice(
-    cx: &mut Ctx,
-    (l, m): (&Layout, &Expr),
-    &Block { i0, j0, k0, t }: &Block,
-    slice: i64,
-    bufs: &Buffers,
-) -> Vec<Stmt> {
-    let (k, n) = (&l.k, &l.n);
-    let a_at = |cx: &Ctx, r: Expr, c: Expr| {
-        let (i, p) = (add(var(i0), r), add(var(k0), c));
-        let inside = and(lt(i.clone(), m.clone()), lt(p.clone(), k.clone()));
-        (inside, l.a(cx, i, p))
-    };
-    let b_at = |cx: &Ctx, r: Expr, c: Expr| {
-        let (p, j) = (add(var(k0), r), add(var(j0), c));
-        let inside = and(lt(p.clone(), k.clone()), lt(j.clone(), n.clone()));
-        (inside, l.b(cx, p, j))
-    };
-    vec![
-        stage(cx, t, (bufs.a, bufs.a_tile), (TILE, slice), &a_at),
-        stage(cx, t, (bufs.b, bufs.b_tile), (slice, TILE), &b_at),
-    ]
 }

@@ -1,0 +1,177 @@
+//! How the GPU matmuls ([`super::tensor_cores`], [`super::thread_tiles`]) bring their slices
+//! of `a` and `b` into shared memory: two stages, so that while the threads multiply one
+//! slice, the next is on its way. Each thread issues its share of the next slice as `cp.async`
+//! copies of 16 bytes (8 elements of a 16-bit type, 4 of f32), which land while it computes,
+//! and waits for them only before the barrier that precedes their use:
+//!
+//! ```text
+//! thread for t { if slices > 0: copies of slice 0 → stage 0; commit }
+//! serial for s in 0..slices {
+//!   thread for t { if s + 1 < slices: copies of slice s + 1 → stage (s + 1) mod 2; commit;
+//!                  wait until slice s's copies have landed }
+//!   barrier
+//!   the template's work on stage s mod 2
+//!   barrier          (stage s mod 2 is overwritten by slice s + 2)
+//! }
+//! ```
+//!
+//! A copy needs both addresses 16-byte aligned: every chunk starts at a multiple of its
+//! elements when the reduced length and the column count are multiples of a chunk. That is
+//! known only at run time (the dims are symbolic), so each thread tests it, the same way in
+//! every thread, and otherwise fills the same stages with plain loads and stores, which need
+//! no waiting. A chunk that runs past an operand's edge reads only what lies inside (the
+//! copy's source size) and fills the rest with zeros.
+
+use archc_kernels::ir::build::{add, mul, serial, sub, var};
+use archc_kernels::ir::{Bin, Elem, Expr, Scope, Stmt, Un};
+
+use super::tile_grid::{threads, Block, Buffers, TILE};
+use super::Layout;
+use crate::lower::fragments::{and, copy_chunks, int, lt, rem, stage_from, when, PAD};
+use crate::lower::index::{div_up, Ctx};
+
+/// The slices in shared memory at once.
+pub(super) const STAGES: i64 = 2;
+/// The bytes of one asynchronous copy.
+const CHUNK_BYTES: i64 = 16;
+
+/// The staging of one matmul's slices.
+pub(super) struct Staging<'l> {
+    l: &'l Layout<'l>,
+    /// The output's rows.
+    m: Expr,
+    /// The reduced elements of a slice.
+    slice: i64,
+    /// The elements of one copy.
+    chunk: i64,
+}
+
+/// One operand's tile of a slice, as staged: its shape in shared memory, and for a row `r` and
+/// column `c` of it, whether the row lies inside the operand, how many elements from `c` on
+/// lie inside its row, and the index of element `(r, c)`.
+struct Tile<'a> {
+    rows: i64,
+    columns: i64,
+    at: Place<'a>,
+}
+
+/// For a row and column of a staged tile: whether the row lies inside the operand, how many
+/// elements from the column on lie inside the row, and the element's index.
+type Place<'a> = &'a dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr, Expr);
+
+impl<'l> Staging<'l> {
+    /// The staging of the matmul laid out as `l` with `m` rows, `slice` reduced elements at a
+    /// time, its operands stored as `elem`.
+    pub fn new(l: &'l Layout<'l>, m: &Expr, slice: i64, elem: Elem) -> Staging<'l> {
+        Staging {
+            l,
+            m: m.clone(),
+            slice,
+            chunk: CHUNK_BYTES / elem.size() as i64,
+        }
+    }
+
+    /// The elements of one stage of `a`'s tile (`TILE` rows of a slice) and of `b`'s (a
+    /// slice's rows of `TILE`), rows padded by `PAD`.
+    pub const fn lengths(slice: i64) -> (i64, i64) {
+        (TILE * (slice + PAD), slice * (TILE + PAD))
+    }
+
+    /// The loop over the slices (see the module doc): `work` gives the statements that use
+    /// a slice from the slice's index.
+    pub fn pipeline(
+        &self,
+        cx: &mut Ctx,
+        (block, bufs): (&Block, &Buffers),
+        work: &mut dyn FnMut(&mut Ctx, Expr) -> Vec<Stmt>,
+    ) -> Vec<Stmt> {
+        let count = div_up(self.l.k.clone(), int(self.slice));
+        let slice = cx.var();
+        let first = self.slice_copies(cx, block, bufs, int(0));
+        let next = add(var(slice), int(1));
+        let issue = self.slice_copies(cx, block, bufs, next.clone());
+        let prologue = vec![
+            when(cx, lt(int(0), count.clone()), first),
+            Stmt::AsyncWait(1),
+        ];
+        let ahead = vec![when(cx, lt(next, count.clone()), issue), Stmt::AsyncWait(1)];
+        let mut each = vec![threads(block.t, ahead), Stmt::Barrier(Scope::Block)];
+        each.extend(work(cx, var(slice)));
+        each.push(Stmt::Barrier(Scope::Block));
+        vec![threads(block.t, prologue), serial(slice, count, each)]
+    }
+
+    /// Thread `block.t`'s share of staging slice `s` into stage `s mod STAGES`: asynchronous
+    /// copies when every chunk is aligned, plain loads and stores when not.
+    fn slice_copies(&self, cx: &mut Ctx, block: &Block, bufs: &Buffers, s: Expr) -> Vec<Stmt> {
+        let (l, m, slice, chunk) = (self.l, &self.m, self.slice, self.chunk);
+        let (i0, j0, t) = (block.i0, block.j0, block.t);
+        let (a_len, b_len) = Staging::lengths(slice);
+        let k0 = mul(s.clone(), int(slice));
+        let stage = rem(s, STAGES);
+        let (k, n) = (l.k.clone(), l.n.clone());
+        let ka = k0.clone();
+        let a_at = move |cx: &Ctx, r: Expr, c: Expr| {
+            let (i, p) = (add(var(i0), r), add(ka.clone(), c));
+            (
+                lt(i.clone(), m.clone()),
+                sub(l.k.clone(), p.clone()),
+                l.a(cx, i, p),
+            )
+        };
+        let b_at = move |cx: &Ctx, r: Expr, c: Expr| {
+            let (p, j) = (add(k0.clone(), r), add(var(j0), c));
+            (
+                lt(p.clone(), l.k.clone()),
+                sub(l.n.clone(), j.clone()),
+                l.b(cx, p, j),
+            )
+        };
+        let a = Tile {
+            rows: TILE,
+            columns: slice,
+            at: &a_at,
+        };
+        let b = Tile {
+            rows: slice,
+            columns: TILE,
+            at: &b_at,
+        };
+        let from = [
+            (bufs.a, bufs.a_tile, mul(stage.clone(), int(a_len)), &a),
+            (bufs.b, bufs.b_tile, mul(stage, int(b_len)), &b),
+        ];
+        let mut copies = Vec::new();
+        let mut plain = Vec::new();
+        for (src, dst, first, tile) in from {
+            let shape = (tile.rows, tile.columns, chunk);
+            copies.push(copy_chunks(
+                cx,
+                t,
+                (src, dst, first.clone()),
+                shape,
+                &|cx, r, c| {
+                    let (row, left, index) = (tile.at)(cx, r, c);
+                    (
+                        Expr::Select(Box::new(row), Box::new(left), Box::new(int(0))),
+                        index,
+                    )
+                },
+            ));
+            plain.push(stage_from(
+                cx,
+                t,
+                (src, dst, first),
+                (tile.rows, tile.columns),
+                &|cx, r, c| {
+                    let (row, left, index) = (tile.at)(cx, r, c);
+                    (and(row, lt(int(0), left)), index)
+                },
+            ));
+        }
+        let whole = |x: Expr| Expr::Bin(Bin::Eq, Box::new(rem(x, chunk)), Box::new(int(0)));
+        let aligned = and(whole(k), whole(n));
+        let not = Expr::Un(Un::Not, Box::new(aligned.clone()));
+        vec![when(cx, aligned, copies), when(cx, not, plain)]
+    }
+}
