@@ -1,19 +1,23 @@
 //! How the GPU matmuls ([`super::tensor_cores`], [`super::thread_tiles`]) bring their slices
-//! of `a` and `b` into shared memory: two stages, so that while the threads multiply one
-//! slice, the next is on its way. Each thread issues its share of the next slice as `cp.async`
+//! of `a` and `b` into shared memory: three stages, so that while the threads multiply one
+//! slice, the next two are on their way. Each thread issues its share of a slice as `cp.async`
 //! copies of 16 bytes (8 elements of a 16-bit type, 4 of f32), which land while it computes,
-//! and waits for them only before the barrier that precedes their use:
+//! and waits for them only before the barrier that precedes their use. The barrier also
+//! tells every thread that all are done with the slice before, whose stage the next copies
+//! overwrite, so one barrier per slice suffices (as in CUTLASS's multistage GEMM):
 //!
 //! ```text
-//! thread for t { if slices > 0: copies of slice 0 → stage 0; commit }
+//! thread for t { copies of slices 0 and 1 → stages 0 and 1, a group each }
 //! serial for s in 0..slices {
-//!   thread for t { if s + 1 < slices: copies of slice s + 1 → stage (s + 1) mod 2; commit;
-//!                  wait until slice s's copies have landed }
+//!   thread for t { wait until slice s's group has landed }
 //!   barrier
-//!   the template's work on stage s mod 2
-//!   barrier          (stage s mod 2 is overwritten by slice s + 2)
+//!   thread for t { if s + 2 < slices: copies of slice s + 2 → stage (s + 2) mod 3; commit }
+//!   the template's work on stage s mod 3
 //! }
 //! ```
+//!
+//! (A wait commits the copies issued since the last as a group, empty or not, so each
+//! iteration's first wait adds an empty group, and waiting for slice s leaves two newer.)
 //!
 //! A copy needs both addresses 16-byte aligned: every chunk starts at a multiple of its
 //! elements when the reduced length and the column count are multiples of a chunk. That is
@@ -31,7 +35,11 @@ use crate::lower::fragments::{and, copy_chunks, int, lt, rem, stage_from, when, 
 use crate::lower::index::{div_up, Ctx};
 
 /// The slices in shared memory at once.
-pub(super) const STAGES: i64 = 2;
+pub(super) const STAGES: i64 = 3;
+/// How many slices ahead of the one multiplied the copies run.
+const AHEAD: i64 = STAGES - 1;
+/// A wait that waits for nothing: more groups than are ever in flight.
+const IN_FLIGHT: u8 = 2 * STAGES as u8;
 /// The bytes of one asynchronous copy.
 const CHUNK_BYTES: i64 = 16;
 
@@ -86,18 +94,28 @@ impl<'l> Staging<'l> {
         work: &mut dyn FnMut(&mut Ctx, Expr) -> Vec<Stmt>,
     ) -> Vec<Stmt> {
         let count = div_up(self.l.k.clone(), int(self.slice));
+        let mut prologue = Vec::new();
+        for s in 0..AHEAD {
+            let copies = self.slice_copies(cx, block, bufs, int(s));
+            prologue.push(when(cx, lt(int(s), count.clone()), copies));
+            prologue.push(Stmt::AsyncWait(IN_FLIGHT));
+        }
         let slice = cx.var();
-        let first = self.slice_copies(cx, block, bufs, int(0));
-        let next = add(var(slice), int(1));
+        let next = add(var(slice), int(AHEAD));
         let issue = self.slice_copies(cx, block, bufs, next.clone());
-        let prologue = vec![
-            when(cx, lt(int(0), count.clone()), first),
-            Stmt::AsyncWait(1),
+        let ahead = vec![
+            when(cx, lt(next, count.clone()), issue),
+            Stmt::AsyncWait(IN_FLIGHT),
         ];
-        let ahead = vec![when(cx, lt(next, count.clone()), issue), Stmt::AsyncWait(1)];
-        let mut each = vec![threads(block.t, ahead), Stmt::Barrier(Scope::Block)];
+        // At slice s's wait, the groups newer than its own are slice s + 1's and the empty one
+        // the wait commits (with two slices ahead: the prologue's two groups, then per
+        // iteration one empty and one of copies).
+        let mut each = vec![
+            threads(block.t, vec![Stmt::AsyncWait(2)]),
+            Stmt::Barrier(Scope::Block),
+            threads(block.t, ahead),
+        ];
         each.extend(work(cx, var(slice)));
-        each.push(Stmt::Barrier(Scope::Block));
         vec![threads(block.t, prologue), serial(slice, count, each)]
     }
 

@@ -9,12 +9,12 @@
 //! ```text
 //! grid for tile in 0..batches · ⌈M/64⌉ · ⌈N/64⌉ {
 //!   thread for t in 0..128 { acc = 0 }
-//!   serial for slice in 0..⌈K/32⌉ {
-//!     thread for t in 0..128 { a's 64 × 32 and b's 32 × 64 of the slice → shared (0 past the edges) }
+//!   serial for slice in 0..⌈K/32⌉ {     (pipelined: see staging.rs)
+//!     thread for t in 0..128 { wait for the slice's a (64 × 32) and b (32 × 64) in shared memory }
 //!     barrier
+//!     thread for t in 0..128 { cp.async of the slice two ahead (0 past the edges) }
 //!     ldmatrix × 2 k-steps × (2 row tiles of A + 2 pairs of column tiles of B, transposed)
 //!     mma × 2 k-steps × 2 row tiles × 4 column tiles
-//!     barrier
 //!   }
 //!   thread for t in 0..128 { the epilogue on each accumulator inside the output }
 //! }
@@ -132,7 +132,7 @@ fn threads(tile: &Tile, body: Vec<Stmt>) -> Stmt {
     tile_grid::threads(tile.at.t, body)
 }
 
-/// The loop over the reduced slices, pipelined over two stages (see `staging.rs`): each
+/// The loop over the reduced slices, pipelined over three stages (see `staging.rs`): each
 /// slice's fragments loaded, multiplied.
 fn slices(cx: &mut Ctx, tile: &Tile, staging: &Staging, bufs: &Buffers) -> Vec<Stmt> {
     let (ks, mi, ni) = (cx.var(), cx.var(), cx.var());

@@ -12,12 +12,12 @@
 //! grid for tile in 0..batches · ⌈M/64⌉ · ⌈N/64⌉ {
 //!   thread for t in 0..128 { acc = 0 }
 //!   serial for slice in 0..⌈K/16⌉ {     (pipelined: see staging.rs)
-//!     thread for t in 0..128 { a's 64 × 16 and b's 16 × 64 of the next slice → shared (cp.async) }
+//!     thread for t in 0..128 { wait for the slice's a (64 × 16) and b (16 × 64) in shared memory }
 //!     barrier
+//!     thread for t in 0..128 { cp.async of the slice two ahead }
 //!     thread for t in 0..128 {
 //!       per k of the slice: its 4 values of a and 8 of b → registers, 32 multiply-adds
 //!     }
-//!     barrier
 //!   }
 //!   thread for t in 0..128 { the epilogue on each accumulator inside the output }
 //! }
@@ -121,7 +121,7 @@ pub(super) fn matmul(
     (grid, locals, shared)
 }
 
-/// The loop over the reduced slices, pipelined over two stages (see `staging.rs`): each
+/// The loop over the reduced slices, pipelined over three stages (see `staging.rs`): each
 /// thread's multiply-adds on a slice.
 fn slices(cx: &mut Ctx, (l, m): (&Layout, &Expr), tile: &Tile, bufs: &Buffers) -> Vec<Stmt> {
     let (a_len, b_len) = Staging::lengths(SLICE);
