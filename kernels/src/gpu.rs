@@ -233,6 +233,7 @@ fn max_var(body: &[Stmt]) -> Option<u32> {
         .filter_map(|s| match s {
             Stmt::For { var, body, .. } => Some(max_var(body).map_or(var.0, |m| m.max(var.0))),
             Stmt::Set(v, _) => Some(v.0),
+            Stmt::LoadMatrix(m) => Some(m.thread.0),
             _ => None,
         })
         .max()

@@ -2,7 +2,9 @@
 //! GPU semantics: a copy reads its source when issued but its elements land only when the
 //! issuing thread's wait completes its group, so a kernel that touches them earlier, from
 //! any thread, is caught ([`KernelError::Async`]) instead of reading what happened to be
-//! there. Copies still in flight when a block ends are an error too: on a GPU they would land
+//! there. For the race checker the copy writes its destination both when it is issued (the
+//! bytes may land at once) and when it lands, so a copy issued while other threads may still
+//! read the old contents is a race too. Copies still in flight when a block ends are an error too: on a GPU they would land
 //! in the block's next grid iteration. Without the GPU semantics (threads in order, one set
 //! of locals) a copy lands at once and a wait does nothing.
 //!
@@ -67,6 +69,9 @@ impl Machine<'_> {
             }
             return Ok(());
         }
+        // On a GPU the bytes may land at any time from now on: the issue is already a write,
+        // as far as the other threads' unordered reads are concerned.
+        self.touch(c.dst, dst, width, true)?;
         let t = self.thread;
         for (e, x) in xs.into_iter().enumerate() {
             let at = dst + e;
@@ -199,6 +204,18 @@ mod tests {
         }
     }
 
+    /// As [`neighbours`], the reads first and the copies after them with no barrier between:
+    /// thread `t` reads what thread `t + 1` then copies over.
+    fn reads_then_copies() -> Kernel {
+        let mut k = neighbours(250, 0, true);
+        if let Stmt::For { body, .. } = &mut k.body[0] {
+            let read = body.remove(2);
+            body.remove(1);
+            body.insert(0, read);
+        }
+        k
+    }
+
     fn run(k: &Kernel) -> Result<Vec<f32>, KernelError> {
         let x = (0..256).map(|v| half::bf16::from_f32(v as f32).to_bits());
         let mut bufs = vec![
@@ -241,5 +258,12 @@ mod tests {
             why(&neighbours(250, 4, true)),
             "reads from a misaligned element"
         );
+    }
+
+    #[test]
+    fn a_copy_issued_over_unordered_reads_races() {
+        // A copy may land as soon as it is issued.
+        let raced = run(&reads_then_copies());
+        assert!(matches!(raced, Err(KernelError::Race { .. })), "{raced:?}");
     }
 }

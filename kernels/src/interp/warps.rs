@@ -81,6 +81,12 @@ impl Machine<'_> {
         let threads = self.warps(std::iter::once(m.dst.buf))?;
         let count = usize::from(m.count);
         let k = i(&self.eval(&m.dst.at)?);
+        if k % 2 != 0 {
+            return Err(KernelError::Warp {
+                kernel: self.kernel.name.clone(),
+                why: "loads matrices to an odd element (a register holds a pair)",
+            });
+        }
         self.bound(m.dst.buf, k.saturating_add(2 * count as i64 - 1))?;
         let at = self.bound(m.dst.buf, k)?;
         let before = self.vars.get(&m.thread).cloned();

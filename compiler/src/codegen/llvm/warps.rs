@@ -98,8 +98,9 @@ impl Function<'_> {
     /// elements) stored to the destination local.
     pub(super) fn load_matrix(&mut self, m: &Matrices) {
         let trans = if m.trans { ".trans" } else { "" };
+        // Overloaded on the pointer type: `.p3` for shared memory.
         let name = format!(
-            "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x{}{trans}.b16",
+            "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x{}{trans}.b16.p3",
             m.count
         );
         let result = match m.count {

@@ -23,14 +23,16 @@
 //! elements when the reduced length and the column count are multiples of a chunk. That is
 //! known only at run time (the dims are symbolic), so each thread tests it, the same way in
 //! every thread, and otherwise fills the same stages with plain loads and stores, which need
-//! no waiting. A chunk that runs past an operand's edge reads only what lies inside (the
-//! copy's source size) and fills the rest with zeros.
+//! no waiting (as it does when an operand is stored in another type than the tiles). A chunk
+//! that runs past an operand's edge reads only what lies inside (the copy's source size) and
+//! fills the rest with zeros.
 
 use archc_kernels::ir::build::{add, mul, serial, sub, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Scope, Stmt, Un};
 
 use super::tile_grid::{threads, Block, Buffers, TILE};
 use super::Layout;
+use crate::graph::TensorType;
 use crate::lower::fragments::{and, copy_chunks, int, lt, rem, stage_from, when, PAD};
 use crate::lower::index::{div_up, Ctx};
 
@@ -52,6 +54,8 @@ pub(super) struct Staging<'l> {
     slice: i64,
     /// The elements of one copy.
     chunk: i64,
+    /// Whether both operands are stored as the shared tiles are, which copies ask.
+    copies: bool,
 }
 
 /// One operand's tile of a slice, as staged: its shape in shared memory, and for a row `r` and
@@ -69,13 +73,15 @@ type Place<'a> = &'a dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr, Expr);
 
 impl<'l> Staging<'l> {
     /// The staging of the matmul laid out as `l` with `m` rows, `slice` reduced elements at a
-    /// time, its operands stored as `elem`.
+    /// time, into shared tiles of `elem`.
     pub fn new(l: &'l Layout<'l>, m: &Expr, slice: i64, elem: Elem) -> Staging<'l> {
+        let stored = |t: &TensorType| crate::lower::elem(t.dtype) == elem;
         Staging {
             l,
             m: m.clone(),
             slice,
             chunk: CHUNK_BYTES / elem.size() as i64,
+            copies: stored(l.a) && stored(l.b),
         }
     }
 
@@ -107,9 +113,10 @@ impl<'l> Staging<'l> {
             when(cx, lt(next, count.clone()), issue),
             Stmt::AsyncWait(IN_FLIGHT),
         ];
-        // At slice s's wait, the groups newer than its own are slice s + 1's and the empty one
-        // the wait commits (with two slices ahead: the prologue's two groups, then per
-        // iteration one empty and one of copies).
+        // At slice s's wait the groups in flight end ..., s, empty, s + 1, and the wait
+        // commits one more empty group: waiting until two are left completes s (with two
+        // slices ahead: the prologue's two groups, then per iteration an empty one and one
+        // of copies).
         let mut each = vec![
             threads(block.t, vec![Stmt::AsyncWait(2)]),
             Stmt::Barrier(Scope::Block),
@@ -186,6 +193,9 @@ impl<'l> Staging<'l> {
                     (and(row, lt(int(0), left)), index)
                 },
             ));
+        }
+        if !self.copies {
+            return plain;
         }
         let whole = |x: Expr| Expr::Bin(Bin::Eq, Box::new(rem(x, chunk)), Box::new(int(0)));
         let aligned = and(whole(k), whole(n));

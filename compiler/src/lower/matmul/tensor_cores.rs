@@ -25,7 +25,8 @@
 //! shared tiles' rows are padded by 8 elements so that a warp's fragment reads spread over
 //! the banks (and every row of 8 elements an `ldmatrix` points at starts on 16 bytes). The
 //! fragments come from shared memory by `ldmatrix`, four 8 × 8 matrices per instruction
-//! where plain loads took one 16-bit element each. `cp.async`'s copies are still to come.
+//! where plain loads took one 16-bit element each; the tiles arrive by `cp.async`
+//! (`staging.rs`).
 
 use archc_kernels::ir::build::{add, load, mul, var};
 use archc_kernels::ir::{Elem, Expr, Local, Stmt};
