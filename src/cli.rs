@@ -213,7 +213,9 @@ pub(crate) enum Command {
     /// Cranelift), then times `--iters` runs of the native code after a warm-up (the median is
     /// reported) and, with `--interp`, the reference interpreter on the same inputs, so the
     /// table shows their ratio. GFLOP/s counts the matmuls. `--no-fuse` measures the
-    /// unoptimised pipeline.
+    /// unoptimised pipeline. With `--device cuda` a `kernels` row gives the GPU's own time
+    /// for a run's kernels (CUDA events), without copying the inputs over and the outputs
+    /// back, which the `cuda` row includes.
     ///
     /// Example: archc bench examples/jamba.arch --dim seq=512 --interp
     Bench {

@@ -56,7 +56,7 @@ pub fn launcher<'a>(
 ) -> Result<Box<dyn Launcher + 'a>, String> {
     match engine {
         Engine::Native(kind) => kind.jit(lowered, threads).map_err(|e| e.to_string()),
-        Engine::GpuSim(_) => Ok(Box::new(GpuSim(&lowered.kernels))),
+        Engine::GpuSim(_) => Ok(Box::new(GpuSim::new(&lowered.kernels))),
         Engine::Cuda => cuda_launcher(lowered, gpu),
         Engine::Interp => Err("the graph interpreter launches no kernels".into()),
     }

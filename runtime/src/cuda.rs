@@ -1,23 +1,24 @@
 //! Running PTX kernels on an NVIDIA GPU through the CUDA driver (cudarc, loaded at run time:
 //! archc builds and runs without CUDA, and says so when a GPU is asked for).
 //!
-//! [`CudaLauncher`] is a [`Launcher`] for the executor the CPU uses: each launch copies its
-//! buffers to the device, runs the kernel on the grid and block the plan's launch geometry
-//! gives, and copies the output and the status word back. The weights are copied once: the
-//! executor names them (`Launcher::constants`) and their copies stay on the GPU
-//! (`crate::constants`). Activations still cross at each launch; the arena in device memory
-//! and CUDA graph capture are what would make it fast, and are not built yet.
+//! [`CudaLauncher`] is a [`Launcher`] for the executor the CPU uses: each launch runs the
+//! kernel on the grid and block the plan's launch geometry gives, on the buffers' copies in
+//! the GPU's memory (`crate::resident`), and reads the status word back. The run's arena has
+//! a mirror there, so activations stay on the GPU from one kernel to the next; only the inputs
+//! the executor stores and the outputs it fetches cross. The weights are copied once. CUDA
+//! graph capture, which would make a run one launch, is not built yet.
 //!
 //! The PTX is the compiler's (`archc dump --stage ptx`): each kernel an `.entry` of the plan's
 //! kernel name taking `(args, dims)`, device pointers to the buffers' addresses and to the
 //! dims, whose top-level Grid loops stride over the grid, so any grid covers them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use crate::constants::ConstantCache;
+use crate::resident::{DeviceMemory, Resident};
 
-use crate::{Arg, Device, LaunchError, Launcher, Plan, Signatures, Size, Step};
+use crate::{Arg, Copies, Device, LaunchError, Launcher, Plan, Signatures, Size, Step};
+use cudarc::driver::sys::CUevent_flags;
 pub use cudarc::driver::CudaContext;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 
@@ -79,15 +80,16 @@ pub fn open() -> Result<(Arc<CudaContext>, PtxArch, String), CudaError> {
 
 /// Kernels loaded on a GPU from their PTX.
 pub struct CudaLauncher {
-    stream: Arc<CudaStream>,
     functions: Vec<CudaFunction>,
     /// Each kernel's name, grid (blocks, expressions of the dims) and threads per block, from
     /// the plan's launch geometry.
     geometry: Vec<(String, Vec<Size>, u32)>,
     /// What each kernel reads and writes, checked at every launch as on the CPU.
     signatures: Signatures,
-    /// The weights' copies on the GPU, made at their first launch (`Launcher::constants`).
-    constants: RefCell<ConstantCache<CudaSlice<u8>>>,
+    /// The arena's mirror and the weights' copies on the GPU (`crate::resident`).
+    memory: RefCell<Resident<CudaMemory>>,
+    /// Milliseconds the kernels ran since `Launcher::kernel_seconds` last read them.
+    kernel_ms: Cell<f64>,
 }
 
 impl CudaLauncher {
@@ -105,11 +107,11 @@ impl CudaLauncher {
             .signatures()
             .map_err(|e| CudaError::Driver(format!("the plan's kernel signatures: {e}")))?;
         Ok(CudaLauncher {
-            stream: ctx.default_stream(),
+            memory: RefCell::new(Resident::new(CudaMemory(ctx.default_stream()))),
+            kernel_ms: Cell::new(0.0),
             functions,
             geometry,
             signatures,
-            constants: RefCell::new(ConstantCache::default()),
         })
     }
 }
@@ -151,45 +153,53 @@ fn geometry(plan: &Plan) -> Vec<(String, Vec<Size>, u32)> {
         .collect()
 }
 
-/// A launch's device addresses, and the copies made for it (None where a kept copy serves).
-type Copies = (Vec<u64>, Vec<Option<CudaSlice<u8>>>);
+/// The GPU's memory, as `crate::resident` stages launch arguments in it.
+pub struct CudaMemory(Arc<CudaStream>);
 
-/// The device addresses of `args`' bytes, and the copies made for this launch (None where a
-/// weight's kept copy serves).
-fn copies(
-    s: &Arc<CudaStream>,
-    constants: &mut ConstantCache<CudaSlice<u8>>,
-    args: &[Arg<'_>],
-) -> Result<Copies, LaunchError> {
-    let mut addresses: Vec<u64> = Vec::with_capacity(args.len() + 1);
-    let mut buffers: Vec<Option<CudaSlice<u8>>> = Vec::with_capacity(args.len() + 1);
-    for a in args {
-        let bytes: &[u8] = match a {
-            Arg::In(b) => b,
-            Arg::Out(b) => b,
-        };
-        let kept = match a {
-            Arg::In(b) => constants
-                .get((b.as_ptr() as usize, b.len()), || s.clone_htod(bytes))
-                .map_err(|e| failed(&format!("copying a {}-byte weight to the GPU", b.len()), e))?
-                .map(|c| c.device_ptr(s).0),
-            Arg::Out(_) => None,
-        };
-        if let Some(address) = kept {
-            addresses.push(address);
-            buffers.push(None);
-            continue;
-        }
-        // A zero-length allocation has no address; kernels read nothing of it.
-        let copy = match bytes.is_empty() {
-            true => s.alloc_zeros::<u8>(1),
-            false => s.clone_htod(bytes),
-        }
-        .map_err(|e| failed(&format!("copying {} bytes to the GPU", bytes.len()), e))?;
-        addresses.push(copy.device_ptr(s).0);
-        buffers.push(Some(copy));
+fn outside(at: usize, len: usize) -> LaunchError {
+    LaunchError::Backend(format!(
+        "a copy of {len} bytes at byte {at}, past a device buffer"
+    ))
+}
+
+impl DeviceMemory for CudaMemory {
+    type Buffer = CudaSlice<u8>;
+
+    fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, LaunchError> {
+        self.0
+            .alloc_zeros::<u8>(bytes.max(1))
+            .map_err(|e| failed(&format!("allocating {bytes} bytes of GPU memory"), e))
     }
-    Ok((addresses, buffers))
+
+    fn upload(&self, dst: &mut CudaSlice<u8>, at: usize, src: &[u8]) -> Result<(), LaunchError> {
+        let end = at
+            .checked_add(src.len())
+            .ok_or_else(|| outside(at, src.len()))?;
+        let mut view = dst
+            .try_slice_mut(at..end)
+            .ok_or_else(|| outside(at, src.len()))?;
+        // Pageable host memory: the driver has taken the bytes when this returns.
+        self.0
+            .memcpy_htod(src, &mut view)
+            .map_err(|e| failed(&format!("copying {} bytes to the GPU", src.len()), e))
+    }
+
+    fn download(&self, src: &CudaSlice<u8>, at: usize, dst: &mut [u8]) -> Result<(), LaunchError> {
+        let end = at
+            .checked_add(dst.len())
+            .ok_or_else(|| outside(at, dst.len()))?;
+        let view = src
+            .try_slice(at..end)
+            .ok_or_else(|| outside(at, dst.len()))?;
+        self.0
+            .memcpy_dtoh(&view, dst)
+            .and_then(|()| self.0.synchronize())
+            .map_err(|e| failed(&format!("copying {} bytes from the GPU", dst.len()), e))
+    }
+
+    fn address(&self, b: &CudaSlice<u8>) -> u64 {
+        b.device_ptr(&self.0).0
+    }
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> LaunchError {
@@ -197,14 +207,18 @@ fn failed(what: &str, e: impl std::fmt::Display) -> LaunchError {
 }
 
 impl Launcher for CudaLauncher {
-    /// The buffers the executor passes are host memory; each launch copies them over (the
-    /// weights once).
+    /// The buffers the executor passes are host memory; the kernels get their copies on the
+    /// GPU (`crate::resident`).
     fn device(&self) -> Device {
         Device::Host
     }
 
-    fn constants(&self, ranges: &[(usize, usize)]) {
-        self.constants.borrow_mut().set_constant(ranges);
+    fn copies(&self) -> Option<&dyn Copies> {
+        Some(&self.memory)
+    }
+
+    fn kernel_seconds(&self) -> Option<f64> {
+        Some(self.kernel_ms.replace(0.0) / 1e3)
     }
 
     fn launch(
@@ -219,10 +233,11 @@ impl Launcher for CudaLauncher {
             .zip(self.functions.get(kernel))
             .ok_or(LaunchError::NoKernel(kernel))?;
         self.signatures.check(kernel, args, dims)?;
-        let s = &self.stream;
-        // Held to the end of the launch: no kept copy is dropped while the kernel reads it.
-        let mut constants = self.constants.borrow_mut();
-        let (mut addresses, buffers) = copies(s, &mut constants, args)?;
+        let mut memory = self.memory.borrow_mut();
+        let s = &memory.memory().0.clone();
+        // Held to the end of the launch: no copy is dropped while the kernel reads it.
+        let staged = memory.stage(args)?;
+        let mut addresses = staged.addresses.clone();
         let status = s
             .alloc_zeros::<u8>(8)
             .map_err(|e| failed("allocating the status word", e))?;
@@ -246,26 +261,31 @@ impl Launcher for CudaLauncher {
             shared_mem_bytes: 0,
         };
         let mut launch = s.launch_builder(function);
-        launch.arg(&table).arg(&dims_dev);
+        launch
+            .arg(&table)
+            .arg(&dims_dev)
+            .record_kernel_launch(CUevent_flags::CU_EVENT_DEFAULT);
         // SAFETY: every kernel of the module is `void(ptr args, ptr dims)` (the compiler's
-        // PTX); `table` holds the device address of a copy of each argument (this launch's,
-        // or a weight's kept one, which `constants` holds), as long as its signature asks
-        // (checked above), and of the status word, and `dims_dev` the dims the kernel reads;
-        // all of them live until the stream has synchronised below.
-        unsafe { launch.launch(config) }.map_err(|e| failed(&format!("launching `{name}`"), e))?;
-        for (a, d) in args.iter_mut().zip(&buffers) {
-            if let (Arg::Out(out), Some(d)) = (a, d) {
-                if !out.is_empty() {
-                    s.memcpy_dtoh(d, &mut **out)
-                        .map_err(|e| failed("copying an output back", e))?;
-                }
-            }
-        }
+        // PTX); `table` holds the device address of each argument's bytes on the GPU (the
+        // arena's mirror at the argument's offset, a kept copy, or this launch's), as many as
+        // its signature asks (checked above: the mirror is as long as the host's arena), and
+        // of the status word, and `dims_dev` the dims the kernel reads. `memory`, borrowed to
+        // the end, holds the kept copies and `staged` this launch's until the stream has
+        // synchronised below.
+        let events = unsafe { launch.launch(config) }
+            .map_err(|e| failed(&format!("launching `{name}`"), e))?;
         let mut word = [0u8; 8];
         s.memcpy_dtoh(&status, &mut word)
             .map_err(|e| failed("reading the status word", e))?;
         s.synchronize()
             .map_err(|e| failed(&format!("running `{name}`"), e))?;
+        if let Some((start, end)) = events {
+            let ms = start
+                .elapsed_ms(&end)
+                .map_err(|e| failed("timing a kernel", e))?;
+            self.kernel_ms.set(self.kernel_ms.get() + f64::from(ms));
+        }
+        memory.finish(args, staged)?;
         Ok(i64::from_le_bytes(word))
     }
 }

@@ -14,8 +14,8 @@ use crate::plan::{numel, root};
 use crate::quant::GROUP_ROWS;
 use crate::weights::{readable_in_place, Memory};
 use crate::{
-    bind_dims, storage_bytes, BindError, Buffer, DType, Device, Dim, Launcher, Plan, Step, Storage,
-    Tensor, WeightBytes, WeightData,
+    bind_dims, storage_bytes, BindError, Buffer, Copies, DType, Device, Dim, LaunchError, Launcher,
+    Plan, Step, Storage, Tensor, WeightBytes, WeightData,
 };
 
 /// Why a run failed.
@@ -51,6 +51,10 @@ pub enum RunError {
         /// What the check guards.
         message: String,
     },
+    /// The launcher could not copy the arena's inputs or outputs between its memory and the
+    /// host's.
+    #[error("copying between the host and the kernels' memory: {0}")]
+    Transfer(LaunchError),
     /// The backend could not run a kernel.
     #[error("step {step} (kernel `{kernel}`): {message}")]
     Launch {
@@ -362,8 +366,11 @@ impl<'p> Executor<'p> {
             Prepared::Not => {
                 // This executor's weights may sit where an earlier one's were: no launcher
                 // keeps copies of those past this point.
-                launcher.constants(&[]);
-                let result = self.prepare_steps(launcher);
+                let result = tell(launcher, |c| {
+                    c.constants(&[]);
+                    c.arena(None)
+                })
+                .and_then(|()| self.prepare_steps(launcher));
                 self.prepared = match result {
                     Ok(()) => Prepared::Done,
                     Err(_) => Prepared::Failed,
@@ -492,7 +499,10 @@ impl<'p> Executor<'p> {
         self.prepare(launcher)?;
         // From here on no step writes a weight (`check_writes`).
         let constant: Vec<(usize, usize)> = self.weights.values().map(Memory::range).collect();
-        launcher.constants(&constant);
+        tell(launcher, |c| {
+            c.constants(&constant);
+            Ok(())
+        })?;
         let dim_values = plan.dim_values(&dims);
         let layout = self.layout_for(&dims);
         // A huge dim must be an error, not an abort in the allocator.
@@ -524,6 +534,11 @@ impl<'p> Executor<'p> {
             // had not written would fail the tests, not quietly read the last run's values.
             arena[..need].fill(u64::MAX);
         }
+        tell(launcher, |c| c.arena(Some(bytes_of(&mut arena))))?;
+        if cfg!(debug_assertions) {
+            // The kernels' copy, where they have their own, gets the NaN bits too.
+            tell(launcher, |c| c.stored(&bytes_of(&mut arena)[..need * 8]))?;
+        }
         // Inputs whose values are already in their storage layout are read where they are
         // (a generation's State, a cache of megabytes, is not copied at every step).
         let mut in_place = HashMap::new();
@@ -536,11 +551,9 @@ impl<'p> Executor<'p> {
                 continue;
             }
             let off = layout.top[root].expect("inputs live in the arena");
-            store(
-                &inputs[&b.name],
-                dtype,
-                &mut bytes_of(&mut arena)[off..off + n],
-            );
+            let bytes = &mut bytes_of(&mut arena)[off..off + n];
+            store(&inputs[&b.name], dtype, bytes);
+            tell(launcher, |c| c.stored(bytes))?;
         }
         let base = arena.as_mut_ptr().cast::<u8>();
         let mut ptrs = self.pointers(&plan.buffers, &layout.top, base, &[]);
@@ -577,6 +590,10 @@ impl<'p> Executor<'p> {
         }
         run.report(plan);
         let mut out = Vec::new();
+        let arena_at = |p: *mut u8, n: usize| {
+            let at = (p as usize).checked_sub(base as usize)?;
+            (at.checked_add(n)? <= need * 8).then_some(at)
+        };
         for b in &plan.outputs {
             let buf = &plan.buffers[b.buffer];
             let shape: Vec<usize> = buf
@@ -585,14 +602,36 @@ impl<'p> Executor<'p> {
                 .map(|d| d.eval(&|s| dims.get(s).copied()).unwrap_or(0).max(0) as usize)
                 .collect();
             let n = plan.numel(b.buffer, &dims) * storage_bytes(buf.dtype);
-            // SAFETY: the pointer is to `n` bytes of this buffer's storage (arena or weight).
-            let bytes = unsafe { std::slice::from_raw_parts(ptrs[b.buffer], n) };
+            let bytes: &[u8] = match arena_at(ptrs[b.buffer], n) {
+                _ if n == 0 => &[],
+                Some(at) => {
+                    // The kernels' values, from their memory where they keep the arena.
+                    let bytes = &mut bytes_of(&mut arena)[at..at + n];
+                    tell(launcher, |c| c.fetch(bytes))?;
+                    bytes
+                }
+                // SAFETY: the pointer is to `n` bytes of this buffer's storage (a weight or an
+                // input read in place), which no step wrote.
+                None => unsafe { std::slice::from_raw_parts(ptrs[b.buffer], n) },
+            };
             out.push((b.name.clone(), load(bytes, buf.dtype, shape)));
         }
         // The pointers into it are dead now; the next run reuses its pages.
         self.arena = arena;
         Ok(out)
     }
+}
+
+/// Tells `launcher`'s copies of the executor's buffers, where it keeps any
+/// ([`Launcher::copies`]), what `what` says.
+fn tell(
+    launcher: &dyn Launcher,
+    what: impl FnOnce(&dyn Copies) -> Result<(), LaunchError>,
+) -> Result<(), RunError> {
+    launcher
+        .copies()
+        .map_or(Ok(()), what)
+        .map_err(RunError::Transfer)
 }
 
 /// Mapped weights are read-only memory, and inputs are read in place from the caller's

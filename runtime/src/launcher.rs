@@ -66,13 +66,40 @@ pub trait Launcher {
     fn launch(&self, kernel: usize, args: &mut [Arg<'_>], dims: &[i64])
         -> Result<i64, LaunchError>;
 
-    /// The address ranges `(address, bytes)` whose bytes stay the same until the next call
-    /// (the executor's weights, once prepared). A launcher whose kernels address other memory
-    /// (a GPU) may copy arguments inside them over once and reuse the copies; one whose
-    /// kernels read the buffers in place needs nothing.
-    fn constants(&self, ranges: &[(usize, usize)]) {
-        let _ = ranges;
+    /// The copies it keeps of the executor's buffers in the memory its kernels address,
+    /// where that is not where the executor's buffers are (a GPU's, `crate::resident`); None
+    /// for one whose kernels read the buffers in place.
+    fn copies(&self) -> Option<&dyn Copies> {
+        None
     }
+
+    /// Seconds its kernels ran since the last call, as the device measured them (a GPU's
+    /// events), without the copies and the launches' overhead; None where it measures none.
+    fn kernel_seconds(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// What the executor tells a launcher that keeps copies of its buffers in another memory
+/// (`crate::resident`), so that they stay there from one launch to the next.
+pub trait Copies {
+    /// The address ranges `(address, bytes)` whose bytes stay the same until the next call
+    /// (the executor's weights, once prepared): arguments inside them may be copied over once
+    /// and the copies reused.
+    fn constants(&self, ranges: &[(usize, usize)]);
+
+    /// A run begins, with its arena at `arena` (None: the prepare steps, which have none).
+    /// Until the next call, the arena's bytes are the kernels': they may be kept in the other
+    /// memory, taking in the bytes the executor says it [stored](Copies::stored) and handing
+    /// back those it [fetches](Copies::fetch).
+    fn arena(&self, arena: Option<&[u8]>) -> Result<(), LaunchError>;
+
+    /// The executor wrote `bytes` of the arena (a run's inputs) before any launch reads them.
+    fn stored(&self, bytes: &[u8]) -> Result<(), LaunchError>;
+
+    /// The executor is about to read `bytes` of the arena (a run's outputs): they must hold
+    /// what the kernels wrote.
+    fn fetch(&self, bytes: &mut [u8]) -> Result<(), LaunchError>;
 }
 
 /// Why a launch was refused or failed.

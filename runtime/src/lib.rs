@@ -27,6 +27,7 @@ mod plan_text;
 pub mod quant;
 pub mod ragged;
 mod random;
+pub mod resident;
 pub mod sampling;
 mod session;
 pub mod spelling;
@@ -44,7 +45,9 @@ pub use dim_check::DimCheck;
 pub use dtype::DType;
 pub use executor::{Executor, RunError};
 pub use launch::{Launch, Size, SizeOp};
-pub use launcher::{Arg, Device, LaunchError, Launcher, ParamSignature, Signature, Signatures};
+pub use launcher::{
+    Arg, Copies, Device, LaunchError, Launcher, ParamSignature, Signature, Signatures,
+};
 pub use plan::{
     layout, numel, pack, plan_from_json, plan_to_json, root, storage_bytes, ArenaLayout, Binding,
     Buffer, Generation, Kind, Plan, StatefulPlans, Step, Storage, ALIGN,

@@ -4,7 +4,10 @@
 
 use archc_kernels::interp::{run, run_gpu, BufData, KernelError};
 use archc_kernels::ir::{Elem, Kernel};
-use archc_runtime::{Arg, Device, LaunchError, Launcher};
+use std::cell::RefCell;
+
+use archc_runtime::resident::{HostMemory, Resident};
+use archc_runtime::{Arg, Copies, Device, LaunchError, Launcher};
 
 /// Runs each kernel with the Kernel IR interpreter.
 pub struct KernelInterp<'a>(pub &'a [Kernel]);
@@ -13,7 +16,24 @@ pub struct KernelInterp<'a>(pub &'a [Kernel]);
 /// ([`archc_kernels::interp::run_gpu`]): a block's shared arrays are its own, and two threads
 /// touching one element unordered, one writing, is an error. Kernels lowered for a GPU target
 /// are split into blocks of threads, so this runs the GPU schedule itself.
-pub struct GpuSim<'a>(pub &'a [Kernel]);
+///
+/// Its kernels address a memory of their own ([`HostMemory`]): the arena's mirror, copies of
+/// the weights, and so on, as a GPU's do. So the suite's simulated runs check the staging the
+/// CUDA launcher shares (`archc_runtime::resident`).
+pub struct GpuSim<'a> {
+    kernels: &'a [Kernel],
+    memory: RefCell<Resident<HostMemory>>,
+}
+
+impl GpuSim<'_> {
+    /// Runs `kernels`, whose memory is empty yet.
+    pub fn new(kernels: &[Kernel]) -> GpuSim<'_> {
+        GpuSim {
+            kernels,
+            memory: RefCell::new(Resident::new(HostMemory)),
+        }
+    }
+}
 
 /// A kernel interpreter: one of `run` and `run_gpu`.
 type Interpret = fn(&Kernel, &mut [BufData], &[i64]) -> Result<(), KernelError>;
@@ -69,7 +89,7 @@ impl Launcher for KernelInterp<'_> {
 }
 
 impl Launcher for GpuSim<'_> {
-    /// The simulated GPU's memory is the host's.
+    /// The executor's buffers are the host's; the simulated kernels get copies.
     fn device(&self) -> Device {
         Device::Host
     }
@@ -80,7 +100,13 @@ impl Launcher for GpuSim<'_> {
         args: &mut [Arg<'_>],
         dims: &[i64],
     ) -> Result<i64, LaunchError> {
-        interpret(self.0, (kernel, args, dims), run_gpu)
+        self.memory.borrow_mut().with_host_args(args, |device| {
+            interpret(self.kernels, (kernel, device, dims), run_gpu)
+        })
+    }
+
+    fn copies(&self) -> Option<&dyn Copies> {
+        Some(&self.memory)
     }
 }
 

@@ -381,7 +381,7 @@ pub fn gpu_sim(
             .unwrap_or_else(|e| panic!("{e}"));
     let w = archc_runtime::WeightSource::Random(5);
     let mut exec = Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();
-    exec.run(&GpuSim(&lowered.kernels), inputs, &Default::default())
+    exec.run(&GpuSim::new(&lowered.kernels), inputs, &Default::default())
         .unwrap_or_else(|e| panic!("cuda-sim: {e}"))
 }
 
