@@ -624,9 +624,17 @@ pub(crate) struct GenerateArgs {
     /// An end-of-sequence token id (repeatable).
     #[arg(long = "eos-token-id")]
     pub(crate) eos: Vec<i64>,
-    /// Which executor runs the model.
+    /// Which executor runs the model on the CPU.
     #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
     pub(crate) backend: Backend,
+    /// Where the prefill's and the steps' kernels run (as `archc run --device`): the CPU,
+    /// an NVIDIA GPU (`cuda`), or the GPU kernels in the Kernel IR interpreter (`cuda-sim`).
+    /// The sampling runs on the CPU, on the logits the kernels hand back.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub(crate) device: DeviceKind,
+    /// With `--device cuda-sim`: the GPU architecture simulated (with `cuda`, the GPU's).
+    #[arg(long, value_enum, default_value_t = Arch::Sm80)]
+    pub(crate) arch: Arch,
     #[command(flatten)]
     pub(crate) passes: PassFlags,
 }

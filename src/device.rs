@@ -48,25 +48,22 @@ pub fn target(engine: Engine, gpu: Option<&Gpu>) -> Target {
 
 /// The launcher that runs `lowered`'s kernels for `engine` (not the graph interpreter):
 /// native code on `threads` CPU threads, the GPU simulator, or the GPU.
-pub fn launcher<'a>(
+pub fn launcher(
     engine: Engine,
-    lowered: &'a Lowered,
+    lowered: &Lowered,
     threads: usize,
     gpu: Option<&Gpu>,
-) -> Result<Box<dyn Launcher + 'a>, String> {
+) -> Result<Box<dyn Launcher>, String> {
     match engine {
         Engine::Native(kind) => kind.jit(lowered, threads).map_err(|e| e.to_string()),
-        Engine::GpuSim(_) => Ok(Box::new(GpuSim::new(&lowered.kernels))),
+        Engine::GpuSim(_) => Ok(Box::new(GpuSim::new(lowered.kernels.clone()))),
         Engine::Cuda => cuda_launcher(lowered, gpu),
         Engine::Interp => Err("the graph interpreter launches no kernels".into()),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_launcher<'a>(
-    lowered: &'a Lowered,
-    gpu: Option<&Gpu>,
-) -> Result<Box<dyn Launcher + 'a>, String> {
+fn cuda_launcher(lowered: &Lowered, gpu: Option<&Gpu>) -> Result<Box<dyn Launcher>, String> {
     use archc_compiler::codegen::ptx;
     use archc_runtime::cuda::CudaLauncher;
     let gpu = match gpu {
@@ -80,6 +77,6 @@ fn cuda_launcher<'a>(
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_launcher<'a>(_: &'a Lowered, _: Option<&Gpu>) -> Result<Box<dyn Launcher + 'a>, String> {
+fn cuda_launcher(_: &Lowered, _: Option<&Gpu>) -> Result<Box<dyn Launcher>, String> {
     Err(archc_compiler::codegen::cranelift::CodegenError::NoCuda.to_string())
 }

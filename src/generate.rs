@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use archc_compiler::codegen::backend::BackendKind;
 use archc_compiler::graph::noncausal;
 use archc_compiler::graph::Graph;
 use archc_compiler::interp::{bind_dims, interpret};
@@ -22,9 +21,9 @@ use archc_runtime::{
     block_formats, DType, Executor, Generation, Launcher, Tensor, TensorFile, WeightSource,
 };
 
-use crate::progress;
 use crate::run::Engine;
 use crate::text::Text;
+use crate::{device, progress};
 use archc_runtime::generation::{
     decode, last_rows, prompt_rows, special_beside, Decoding, Forward, Generated, Pass, Stateful,
     RERUNS, STEPS,
@@ -51,7 +50,7 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// End-of-sequence token ids given on the command line (else found beside the weights).
     pub eos: Vec<i64>,
-    /// The executor.
+    /// Where the kernels run: the CPU's code, the interpreter, the GPU or its simulator.
     pub engine: Engine,
     /// Which passes run before lowering.
     pub passes: PassOptions,
@@ -277,29 +276,24 @@ struct Compiled<'g> {
 impl<'g> Compiled<'g> {
     /// Lowers and compiles `g` for `o`'s engine and opens its weights.
     fn new(g: &'g Graph, o: &GenerateOptions) -> Result<Compiled<'g>, String> {
-        // The interpreter binds the weights itself; its plan only names them.
-        let kind = match o.engine {
-            Engine::Native(kind) => kind,
-            Engine::Interp => BackendKind::Cranelift,
-            Engine::GpuSim(_) | Engine::Cuda => {
-                return Err("`archc generate` runs on the CPU; `--device` is `archc run`'s".into())
-            }
+        let gpu = match o.engine {
+            Engine::Cuda => Some(device::open_gpu()?),
+            _ => None,
         };
+        // The interpreter binds the weights itself; its plan only names them.
+        let target = device::target(o.engine, gpu.as_ref());
         let blocks = match o.f32_weights {
             true => Default::default(),
             false => block_formats(&o.weights, g.params.keys())?,
         };
         let passes = o.passes.clone().with_blocks(blocks);
-        let lowered = progress::spin("lowering", || {
-            lower_optimized_for(g, &passes, &kind.target())
-        })
-        .map_err(|e| e.to_string())?;
+        let lowered = progress::spin("lowering", || lower_optimized_for(g, &passes, &target))
+            .map_err(|e| e.to_string())?;
         let jit = match o.engine {
-            Engine::Native(kind) => Some(
-                progress::spin("compiling", || kind.jit(&lowered, o.threads))
-                    .map_err(|e| e.to_string())?,
-            ),
-            _ => None,
+            Engine::Interp => None,
+            e => Some(progress::spin("compiling", || {
+                device::launcher(e, &lowered, o.threads, gpu.as_ref())
+            })?),
         };
         let weights = WeightSource::open(&lowered.plan, &o.weights, o.seed)?;
         Ok(Compiled {

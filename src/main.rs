@@ -448,6 +448,8 @@ fn generate_command(args: GenerateArgs, max_nodes: u64, threads: usize) -> Resul
         seed,
         eos,
         backend,
+        device,
+        arch,
         passes,
     } = args;
     let passes = passes.options()?;
@@ -509,11 +511,7 @@ fn generate_command(args: GenerateArgs, max_nodes: u64, threads: usize) -> Resul
         },
         seed,
         eos,
-        engine: match backend {
-            Backend::Cranelift => run::Engine::Native(BackendKind::Cranelift),
-            Backend::Llvm => run::Engine::Native(BackendKind::Llvm),
-            Backend::Interp => run::Engine::Interp,
-        },
+        engine: device.engine(backend, arch),
         passes,
         threads,
     };

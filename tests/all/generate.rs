@@ -91,6 +91,65 @@ fn greedy_generation_matches_transformers_on_every_backend() {
     std::fs::remove_dir_all(&d).ok();
 }
 
+/// Generation on the GPU's kernels, run by the simulator (`--device cuda-sim`): the prefill
+/// and the steps on the GPU schedule, their buffers kept in the device's memory between
+/// kernels (`runtime/src/resident.rs`), the State crossing at each step. A KV cache (llama)
+/// and an SSM state with a convolution window (mamba2) give transformers' first tokens, and
+/// their logits within 1e-4. Three tokens: the simulator runs each thread in turn.
+#[test]
+fn greedy_generation_runs_on_the_gpu_schedule() {
+    let d = scratch_dir("generate-gpu");
+    const TOKENS: usize = 3;
+    for case in ["llama", "mamba2"] {
+        let fixture = repo(&format!("tests/fixtures/hf/{case}"));
+        let arch = d.join(format!("{case}.arch"));
+        import(&fixture, &p(&arch), &d);
+        let out = d.join(format!("{case}-sim.safetensors"));
+        let (weights, inputs) = (
+            p(&fixture.join("model.safetensors")),
+            p(&fixture.join("inputs.safetensors")),
+        );
+        let args = [
+            "generate",
+            &p(&arch),
+            "--weights",
+            &weights,
+            "--inputs",
+            &inputs,
+            "--max-new-tokens",
+            &TOKENS.to_string(),
+            "--device",
+            "cuda-sim",
+            "--outputs",
+            &p(&out),
+        ];
+        archc_limited(&args, &d).expect(0, &[]);
+        let want = fixture.join("generate.safetensors");
+        let (want_ids, want_logits) = (read(&want, "generated_ids"), read(&want, "step_logits"));
+        let [batch, steps, vocab] = want_logits.shape[..] else {
+            panic!("{case}: step_logits of shape {:?}", want_logits.shape)
+        };
+        // The oracle's first TOKENS steps of each row.
+        let first = |t: &Tensor, width: usize| -> Vec<f32> {
+            let v = t.to_f32();
+            (0..batch)
+                .flat_map(|b| v[b * steps * width..][..TOKENS * width].to_vec())
+                .collect()
+        };
+        let ids = read(&out, "generated_ids");
+        assert_eq!(ids.to_f32(), first(&want_ids, 1), "{case}: generated ids");
+        let logits = read(&out, "step_logits");
+        let want = Tensor::f32(vec![batch, TOKENS, vocab], first(&want_logits, vocab));
+        let err = common::rel_err(&logits, &want);
+        println!("{case} (cuda-sim): {TOKENS} tokens as transformers, logits rel err {err:.2e}");
+        assert!(
+            err <= 1e-4,
+            "{case} (cuda-sim): step logits rel err {err:.3e}"
+        );
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
+
 #[test]
 fn smollm2_answers_chat_prompts_as_transformers_does() {
     let gguf = std::env::var_os("ARCHC_SMOLLM2_GGUF")

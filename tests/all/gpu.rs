@@ -8,7 +8,7 @@ use crate::common;
 use archc_compiler::codegen::{ptxas, CUDA_BUILT};
 use archc_kernels::target::{GpuArch, Target};
 use archc_runtime::{DType, TensorFile};
-use common::{archc, archc_limited, example_source, rel_err, repo, scratch_dir};
+use common::{archc, archc_limited, example_source, rel_err, repo, scratch_dir, write_safetensors};
 
 const EXAMPLES: &[&str] = &[
     "bamba", "bert", "gpt2", "ijepa", "jamba", "llama", "mamba", "mamba2", "mistral", "qwen2",
@@ -177,21 +177,32 @@ fn cuda_sim_runs_every_example_as_the_interpreter_does() {
     }
 }
 
+/// `run`, `bench` and `generate` on `--device cuda` without a GPU (or without the feature)
+/// say so and exit 1.
 #[test]
 fn cuda_without_a_gpu_says_so() {
     let d = scratch_dir("no-gpu");
     let llama = repo("examples/llama.arch").to_string_lossy().into_owned();
-    let out = archc_limited(&["run", &llama, "--device", "cuda", "--dim", "seq=4"], &d);
-    if out.code == 0 {
-        // A GPU is here: scripts/gpu_check.sh checks it.
-        return;
-    }
+    let ids = d.join("ids.safetensors");
+    write_safetensors(&ids, &[], &[("input_ids", vec![1, 3], vec![1, 2, 3])]);
+    let ids = ids.to_string_lossy().into_owned();
     let why = if CUDA_BUILT {
         "no CUDA driver"
     } else {
         "--features cuda"
     };
-    out.expect(1, &[why]);
+    for args in [
+        &["run", &llama, "--device", "cuda", "--dim", "seq=4"][..],
+        &["bench", &llama, "--device", "cuda", "--dim", "seq=4"],
+        &["generate", &llama, "--device", "cuda", "--inputs", &ids],
+    ] {
+        let out = archc_limited(args, &d);
+        if out.code == 0 {
+            // A GPU is here: scripts/gpu_check.sh checks it.
+            return;
+        }
+        out.expect(1, &[why]);
+    }
 }
 
 #[test]

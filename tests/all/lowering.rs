@@ -112,7 +112,7 @@ fn kernel_interpreter_matches_hf_fixtures() {
 fn gpu_schedule_matches_hf_fixtures() {
     for passes in [PassOptions::none(), PassOptions::all()] {
         check("cuda-sim", &Target::cuda(GpuArch::Sm80), &passes, |l| {
-            Box::new(GpuSim::new(&l.kernels))
+            Box::new(GpuSim::new(l.kernels.clone()))
         });
     }
 }
@@ -197,7 +197,7 @@ fn half_storage_matches_hf_fixtures() {
         });
         if common::SIMULATOR_CHECKS {
             check_stored("cuda-sim", (&gpu, &passes), (storage, &bound), |l| {
-                Box::new(GpuSim::new(&l.kernels))
+                Box::new(GpuSim::new(l.kernels.clone()))
             });
         }
     }

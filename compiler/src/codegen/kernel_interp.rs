@@ -20,14 +20,14 @@ pub struct KernelInterp<'a>(pub &'a [Kernel]);
 /// Its kernels address a memory of their own ([`HostMemory`]): the arena's mirror, copies of
 /// the weights, and so on, as a GPU's do. So the suite's simulated runs check the staging the
 /// CUDA launcher shares (`archc_runtime::resident`).
-pub struct GpuSim<'a> {
-    kernels: &'a [Kernel],
+pub struct GpuSim {
+    kernels: Vec<Kernel>,
     memory: RefCell<Resident<HostMemory>>,
 }
 
-impl GpuSim<'_> {
+impl GpuSim {
     /// Runs `kernels`, whose memory is empty yet.
-    pub fn new(kernels: &[Kernel]) -> GpuSim<'_> {
+    pub fn new(kernels: Vec<Kernel>) -> GpuSim {
         GpuSim {
             kernels,
             memory: RefCell::new(Resident::new(HostMemory)),
@@ -88,7 +88,7 @@ impl Launcher for KernelInterp<'_> {
     }
 }
 
-impl Launcher for GpuSim<'_> {
+impl Launcher for GpuSim {
     /// The executor's buffers are the host's; the simulated kernels get copies.
     fn device(&self) -> Device {
         Device::Host
@@ -101,7 +101,7 @@ impl Launcher for GpuSim<'_> {
         dims: &[i64],
     ) -> Result<i64, LaunchError> {
         self.memory.borrow_mut().with_host_args(args, |device| {
-            interpret(self.kernels, (kernel, device, dims), run_gpu)
+            interpret(&self.kernels, (kernel, device, dims), run_gpu)
         })
     }
 

@@ -381,8 +381,12 @@ pub fn gpu_sim(
             .unwrap_or_else(|e| panic!("{e}"));
     let w = archc_runtime::WeightSource::Random(5);
     let mut exec = Executor::new(&lowered.plan, |n, d, s| w.weight(n, d, s)).unwrap();
-    exec.run(&GpuSim::new(&lowered.kernels), inputs, &Default::default())
-        .unwrap_or_else(|e| panic!("cuda-sim: {e}"))
+    exec.run(
+        &GpuSim::new(lowered.kernels.clone()),
+        inputs,
+        &Default::default(),
+    )
+    .unwrap_or_else(|e| panic!("cuda-sim: {e}"))
 }
 
 /// Asserts that a pass leaves the interpreter's outputs bit for bit unchanged on a program
