@@ -22,8 +22,10 @@
 //! elements of `O / l`. The scores never leave registers. Blocks of keys the masks hide from
 //! all of the block's queries are not visited, as on CPUs. The running max is kept at or
 //! above `f32::MIN`, so a row whose keys in the first blocks are all masked gets `p = 0`, not
-//! NaN. Rows are staged by `cp.async`, 16 bytes a copy: a key block's v rows are a second
-//! group, awaited only before `P·V`, so they arrive while the scores and the softmax run.
+//! NaN. Rows are staged by `cp.async`, 16 bytes a copy, a block ahead as FlashAttention-2
+//! stages them: a key block's k rows are copied as soon as every warp is done with the
+//! previous block's scores, so they arrive while its `P·V` runs, and its v rows as soon as
+//! the previous `P·V` is done, arriving while its scores and softmax run.
 //! Fragments come from the staged rows by `ldmatrix` (four 8 × 8 matrices per instruction;
 //! `V`'s transposed). Hopper's `wgmma` and TMA are still to come.
 
@@ -148,16 +150,24 @@ pub fn lower(
     let mut start = vec![threads(&at, stage_q), barrier()];
     start.extend(self::start(cx, &at, &b, w));
     start.push(barrier());
-    // k's rows and v's go as two groups of copies; v's land while the scores and the
-    // softmax run on k's.
+    // The copies run a block ahead, as FlashAttention-2's: a block's k rows land while the
+    // previous block's `P·V` runs, and its v rows while its scores and softmax run. Each is
+    // a group of copies; a thread's wait for all but its newest group is the wait for the
+    // older one.
+    start.push(Stmt::Set(nest.jk, nest.first_key(KEYS)));
+    let first_k = when(cx, nest.visits_any(), vec![nest.stage_kv[0].clone()]);
+    start.push(threads(&at, vec![first_k, Stmt::AsyncWait(1)]));
     let [stage_k, stage_v] = [0, 1].map(|i| nest.stage_kv[i].clone());
-    let issue = vec![stage_k, Stmt::AsyncWait(1), stage_v, Stmt::AsyncWait(1)];
-    let mut per_block = vec![threads(&at, issue), barrier()];
+    let next_k = when(cx, nest.has_next(), vec![stage_k]);
+    let mut per_block = vec![threads(&at, vec![stage_v, Stmt::AsyncWait(1)]), barrier()];
     per_block.extend(scores(cx, &at, &b, w.d));
     per_block.push(threads(&at, logits(cx, &mut gen, a, &at, &b, lengths)));
     per_block.push(fold(Bin::Max, b.stats, 4));
     per_block.push(threads(&at, softmax(cx, &b, w.dv)));
-    per_block.push(threads(&at, vec![Stmt::AsyncWait(0)]));
+    // Every warp is done with this block's k rows: the next block's go in their place.
+    per_block.push(barrier());
+    per_block.push(Stmt::Set(nest.jk, add(var(nest.j0), int(KEYS))));
+    per_block.push(threads(&at, vec![next_k, Stmt::AsyncWait(1)]));
     per_block.push(barrier());
     per_block.push(weigh_values(cx, &b, w.dv));
     per_block.push(barrier());

@@ -32,6 +32,11 @@ pub(super) struct Nest {
     pub t: Var,
     /// The key block's first key.
     pub j0: Var,
+    /// The first key of the block whose k rows `stage_kv[0]` copies: `j0` unless the
+    /// template sets it to a later block's, to stage it ahead.
+    pub jk: Var,
+    /// The key block's number among those visited.
+    jb: Var,
     /// The number of queries and of keys.
     pub s_len: Expr,
     pub t_len: Expr,
@@ -66,7 +71,7 @@ impl Nest {
         let t_len = cx.dim(&kt.shape[a.k_order[a.k_order.len() - 2]]);
         let (mut per_task, task) = task(cx, out, s_len.clone(), rows);
         let batch: Vec<Expr> = task.coords.iter().map(|v| var(*v)).collect();
-        let (t, j0) = (cx.var(), cx.var());
+        let (t, j0, jk, jb) = (cx.var(), cx.var(), cx.var(), cx.var());
         let last = sub(add(var(task.i0), var(task.qn)), int(1));
         let (from, blocks) = key_blocks(
             cx,
@@ -82,7 +87,7 @@ impl Nest {
             let v_row = |cx: &Ctx, j: Expr| row_start(cx, &batch, vt, &plain(vt), j);
             let queries = tile_rows(var(task.i0), &s_len, &q_row);
             let (k_rows, v_rows) = (
-                tile_rows(var(j0), &t_len, &k_row),
+                tile_rows(var(jk), &t_len, &k_row),
                 tile_rows(var(j0), &t_len, &v_row),
             );
             let copy = |cx: &mut Ctx, from: (usize, usize), shape, at: Rows| match chunk {
@@ -112,6 +117,8 @@ impl Nest {
             batch,
             t,
             j0,
+            jk,
+            jb,
             s_len,
             t_len,
             per_task,
@@ -133,8 +140,23 @@ impl Nest {
         }
     }
 
+    /// The first key of the task's first visited block of `keys` keys.
+    pub fn first_key(&self, keys: i64) -> Expr {
+        mul(self.from.map_or(int(0), var), int(keys))
+    }
+
+    /// Whether the task visits a key block at all.
+    pub fn visits_any(&self) -> Expr {
+        lt(int(0), self.blocks.clone())
+    }
+
+    /// Whether a key block follows this one in the task's visit.
+    pub fn has_next(&self) -> Expr {
+        lt(add(var(self.jb), int(1)), self.blocks.clone())
+    }
+
     /// The kernel body: per task its setup and `start`, then per key block (`keys` keys)
-    /// `j0` set and `per_block`, then `end`.
+    /// `j0` (and `jk`) set and `per_block`, then `end`.
     pub fn body(
         self,
         cx: &mut Ctx,
@@ -142,9 +164,12 @@ impl Nest {
         keys: i64,
         [start, per_block, end]: [Vec<Stmt>; 3],
     ) -> Vec<Stmt> {
-        let jb = cx.var();
+        let jb = self.jb;
         let block_at = self.from.map_or(var(jb), |f| add(var(f), var(jb)));
-        let mut block = vec![Stmt::Set(self.j0, mul(block_at, int(keys)))];
+        let mut block = vec![
+            Stmt::Set(self.j0, mul(block_at, int(keys))),
+            Stmt::Set(self.jk, var(self.j0)),
+        ];
         block.extend(per_block);
         let mut per_task = self.per_task;
         per_task.extend(start);
