@@ -18,6 +18,8 @@
 #    (f32, 1e-4); `archc grad --device cuda` on every fixture against torch autograd's
 #    gradients (1e-4; tests/all/grad.rs measures them so); MiniLM's real weights against the
 #    CPU (f32 1e-4; bf16 by the fixtures' rule, from the pack's bounds.json, else 1e-2);
+#    `archc generate --device cuda` on every causal fixture against transformers' generate()
+#    (the same 20 ids, every step's logits within 1e-4; the oracle of tests/all/generate.rs);
 # 2. bench/gpu_vs_torch.py: archc against torch on this GPU, in the same run;
 # 3. the suite's GPU-side checks (tests/all/gpu.rs: PTX of every example assembled by this
 #    machine's ptxas when one is on the PATH, the GPU schedule in the interpreter). CI runs
@@ -83,6 +85,21 @@ if [ -n "$MINILM" ]; then
     fi
   done
 fi
+
+echo "== parity: archc generate --device cuda against transformers' generate() (20 tokens, 1e-4)"
+for d in tests/fixtures/hf/*/; do
+  case=$(basename "$d")
+  [ -f "$d/generate.safetensors" ] || continue
+  "$ARCHC" import hf "$d/config.json" -o "$scratch/$case.arch" >/dev/null || { status=1; continue; }
+  if "$ARCHC" generate "$scratch/$case.arch" --device cuda --weights "$d/model.safetensors" \
+      --inputs "$d/inputs.safetensors" --max-new-tokens 20 \
+      --outputs "$scratch/$case-generated.safetensors" >/dev/null; then
+    # The same ids (an id off by one is far over the bound) and every step's logits.
+    compare "$d/generate.safetensors" "$scratch/$case-generated.safetensors" "$case generation" 1e-4
+  else
+    status=1
+  fi
+done
 
 echo "== benchmark: archc against torch on this GPU"
 python3 bench/gpu_vs_torch.py --archc "$ARCHC" --rounds "${GPU_CHECK_ROUNDS:-3}" --iters 3 \
