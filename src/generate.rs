@@ -337,7 +337,8 @@ fn native<'a>(mut exec: Executor<'a>, jit: &'a dyn Launcher) -> Runner<'a> {
 }
 
 /// Runners of a prefill and a step; natively, the step's executor shares the prefill's
-/// weights (loaded and packed alike), so the model's weights are held once.
+/// weights (loaded and packed alike), so the model's weights are held once in host memory.
+/// (On a GPU each launcher keeps its own copies there: twice.)
 fn prefill_and_step<'a>(
     first: &'a Compiled,
     next: &'a Compiled,

@@ -88,8 +88,9 @@ pub struct CudaLauncher {
     signatures: Signatures,
     /// The arena's mirror and the weights' copies on the GPU (`crate::resident`).
     memory: RefCell<Resident<CudaMemory>>,
-    /// Milliseconds the kernels ran since `Launcher::kernel_seconds` last read them.
-    kernel_ms: Cell<f64>,
+    /// Milliseconds the kernels ran since `Launcher::kernel_seconds` last read them, once it
+    /// has been called (timing costs two events per launch).
+    kernel_ms: Cell<Option<f64>>,
 }
 
 impl CudaLauncher {
@@ -108,7 +109,7 @@ impl CudaLauncher {
             .map_err(|e| CudaError::Driver(format!("the plan's kernel signatures: {e}")))?;
         Ok(CudaLauncher {
             memory: RefCell::new(Resident::new(CudaMemory(ctx.default_stream()))),
-            kernel_ms: Cell::new(0.0),
+            kernel_ms: Cell::new(None),
             functions,
             geometry,
             signatures,
@@ -217,8 +218,9 @@ impl Launcher for CudaLauncher {
         Some(&self.memory)
     }
 
+    /// The first call starts the timing (and returns 0).
     fn kernel_seconds(&self) -> Option<f64> {
-        Some(self.kernel_ms.replace(0.0) / 1e3)
+        Some(self.kernel_ms.replace(Some(0.0)).unwrap_or(0.0) / 1e3)
     }
 
     fn launch(
@@ -261,10 +263,10 @@ impl Launcher for CudaLauncher {
             shared_mem_bytes: 0,
         };
         let mut launch = s.launch_builder(function);
-        launch
-            .arg(&table)
-            .arg(&dims_dev)
-            .record_kernel_launch(CUevent_flags::CU_EVENT_DEFAULT);
+        launch.arg(&table).arg(&dims_dev);
+        if self.kernel_ms.get().is_some() {
+            launch.record_kernel_launch(CUevent_flags::CU_EVENT_DEFAULT);
+        }
         // SAFETY: every kernel of the module is `void(ptr args, ptr dims)` (the compiler's
         // PTX); `table` holds the device address of each argument's bytes on the GPU (the
         // arena's mirror at the argument's offset, a kept copy, or this launch's), as many as
@@ -279,13 +281,13 @@ impl Launcher for CudaLauncher {
             .map_err(|e| failed("reading the status word", e))?;
         s.synchronize()
             .map_err(|e| failed(&format!("running `{name}`"), e))?;
-        if let Some((start, end)) = events {
-            let ms = start
-                .elapsed_ms(&end)
-                .map_err(|e| failed("timing a kernel", e))?;
-            self.kernel_ms.set(self.kernel_ms.get() + f64::from(ms));
-        }
         memory.finish(args, staged)?;
+        // Best effort: a kernel that ran is not failed for want of its time.
+        if let (Some((start, end)), Some(sum)) = (events, self.kernel_ms.get()) {
+            if let Ok(ms) = start.elapsed_ms(&end) {
+                self.kernel_ms.set(Some(sum + f64::from(ms)));
+            }
+        }
         Ok(i64::from_le_bytes(word))
     }
 }

@@ -494,6 +494,21 @@ impl<'p> Executor<'p> {
         inputs: &HashMap<String, Tensor>,
         explicit: &HashMap<String, i64>,
     ) -> Result<Vec<(String, Tensor)>, RunError> {
+        let outputs = self.run_in_arena(launcher, inputs, explicit);
+        // However the run ended, the arena is no longer the kernels': its memory may be freed
+        // or hold other buffers before the next run names it again.
+        let ended = tell(launcher, |c| c.arena(None));
+        let outputs = outputs?;
+        ended.map(|()| outputs)
+    }
+
+    /// [`Executor::run`], the arena named to the launcher's copies but not released.
+    fn run_in_arena(
+        &mut self,
+        launcher: &dyn Launcher,
+        inputs: &HashMap<String, Tensor>,
+        explicit: &HashMap<String, i64>,
+    ) -> Result<Vec<(String, Tensor)>, RunError> {
         let plan = self.plan;
         let dims = self.bind(inputs, explicit)?;
         self.prepare(launcher)?;

@@ -75,6 +75,7 @@ pub trait Launcher {
 
     /// Seconds its kernels ran since the last call, as the device measured them (a GPU's
     /// events), without the copies and the launches' overhead; None where it measures none.
+    /// A launcher may start measuring only at the first call.
     fn kernel_seconds(&self) -> Option<f64> {
         None
     }
@@ -88,10 +89,10 @@ pub trait Copies {
     /// and the copies reused.
     fn constants(&self, ranges: &[(usize, usize)]);
 
-    /// A run begins, with its arena at `arena` (None: the prepare steps, which have none).
-    /// Until the next call, the arena's bytes are the kernels': they may be kept in the other
-    /// memory, taking in the bytes the executor says it [stored](Copies::stored) and handing
-    /// back those it [fetches](Copies::fetch).
+    /// A run begins, with its arena at `arena`, or ends (None; the prepare steps run outside
+    /// any). Until the next call, the arena's bytes are the kernels': they may be kept in the
+    /// other memory, taking in the bytes the executor says it [stored](Copies::stored) and
+    /// handing back those it [fetches](Copies::fetch).
     fn arena(&self, arena: Option<&[u8]>) -> Result<(), LaunchError>;
 
     /// The executor wrote `bytes` of the arena (a run's inputs) before any launch reads them.

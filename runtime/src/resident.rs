@@ -46,10 +46,12 @@ pub trait DeviceMemory {
     fn address(&self, b: &Self::Buffer) -> u64;
 }
 
-/// The run's arena in the other memory: `host` is the executor's `(address, bytes)`.
+/// The arena in the other memory: `host` is the running executor's `(address, bytes)`, none
+/// between runs; `buffer` holds `bytes`, kept for the next run.
 struct Mirror<B> {
-    host: (usize, usize),
+    host: Option<(usize, usize)>,
     buffer: B,
+    bytes: usize,
 }
 
 /// A launch's arguments in the other memory: their addresses there, and the copies made for
@@ -90,28 +92,44 @@ impl<M: DeviceMemory> Resident<M> {
         self.constants.set_constant(ranges);
     }
 
-    /// A new run with its arena `arena`, or none (prepare steps): the run's read-only copies
-    /// are dropped, and the mirror is kept only if the arena is the same.
+    /// A run begins with its arena `arena`, or a run ends (`None`; the prepare steps run
+    /// outside any): the last run's read-only copies are dropped, and no argument maps to the
+    /// mirror until the next run names its arena, since the host may free or reuse that
+    /// memory meanwhile. The mirror's memory is kept while it is large enough.
     pub fn set_arena(&mut self, arena: Option<&[u8]>) -> Result<(), LaunchError> {
-        let host = arena.map(|a| (a.as_ptr() as usize, a.len()));
         self.run_inputs.clear();
-        if self.arena.as_ref().map(|m| m.host) == host {
-            return Ok(());
+        if let Some(m) = &mut self.arena {
+            m.host = None;
         }
-        // Freed first: the old and the new mirror are never held at once.
-        self.arena = None;
-        if let Some(host) = host {
-            let buffer = self.memory.alloc(host.1.max(1))?;
-            self.arena = Some(Mirror { host, buffer });
+        let Some(a) = arena else {
+            return Ok(());
+        };
+        let host = (a.as_ptr() as usize, a.len());
+        if self.arena.as_ref().is_none_or(|m| m.bytes < host.1) {
+            // Freed first: the old and the new mirror are never held at once.
+            self.arena = None;
+            let bytes = host.1.max(1);
+            let buffer = self.memory.alloc(bytes)?;
+            self.arena = Some(Mirror {
+                host: None,
+                buffer,
+                bytes,
+            });
+        }
+        if let Some(m) = &mut self.arena {
+            m.host = Some(host);
         }
         Ok(())
     }
 
-    /// Where `len` bytes at host address `addr` lie in the arena's mirror, if they do.
+    /// Where `len` bytes at host address `addr` lie in the arena's mirror, if they do. An
+    /// empty buffer's address must lie inside too: a kernel may load from it at a clamped
+    /// index (`launcher::arguments`).
     fn in_arena(&self, addr: usize, len: usize) -> Option<usize> {
-        let (base, bytes) = self.arena.as_ref()?.host;
+        let (base, bytes) = self.arena.as_ref()?.host?;
         let at = addr.checked_sub(base)?;
-        (at.checked_add(len)? <= bytes).then_some(at)
+        let end = at.checked_add(len)?;
+        (end <= bytes && at < bytes).then_some(at)
     }
 
     /// The executor wrote `bytes` (in the arena: elsewhere nothing is kept to update).
@@ -184,7 +202,7 @@ impl<M: DeviceMemory> Resident<M> {
         if let Some(c) = constants.get(key, || copy(memory, b))? {
             return Ok(Some(memory.address(c)));
         }
-        if arena.is_none() {
+        if arena.as_ref().is_none_or(|m| m.host.is_none()) {
             return Ok(None);
         }
         let c = match run_inputs.entry(key) {
@@ -308,7 +326,8 @@ impl DeviceMemory for HostMemory {
     }
 
     fn address(&self, b: &HostBuffer) -> u64 {
-        b.words.as_ptr().cast::<u8>() as u64
+        // Exposed: `with_host_args` makes its slices from the address.
+        b.words.as_ptr().cast::<u8>().expose_provenance() as u64
     }
 }
 
@@ -325,7 +344,7 @@ impl Resident<HostMemory> {
             .iter()
             .zip(&staged.addresses)
             .map(|(a, &address)| {
-                let p = address as usize as *mut u8;
+                let p = std::ptr::with_exposed_provenance_mut::<u8>(address as usize);
                 // SAFETY: `stage` gave each argument the address of `a.len()` bytes of a
                 // buffer this `Resident` holds until it returns (the arena's mirror at the
                 // argument's offset, which lies inside it, or a kept or temporary copy of
@@ -346,8 +365,10 @@ impl Resident<HostMemory> {
             .collect();
         let result = run(&mut device);
         drop(device);
+        // A failed launch's outputs are not the kernel's: nothing goes back.
+        let out = result?;
         self.finish(args, staged)?;
-        result
+        Ok(out)
     }
 }
 
@@ -388,6 +409,19 @@ mod tests {
         assert_eq!(arena[8..16], [0; 8]);
         assert!(r.fetch(&mut arena[8..16]).is_ok());
         assert_eq!(arena[8..16], [2; 8]);
+        // The run is over: the host may reuse that memory, and nothing maps to the mirror,
+        // which is kept for the next run that fits it.
+        let mirror = r.arena.as_ref().map(|m| r.memory.address(&m.buffer));
+        assert!(r.set_arena(None).is_ok());
+        assert_eq!(r.in_arena(arena.as_ptr() as usize, 8), None);
+        assert!(r.set_arena(Some(&arena[..32])).is_ok());
+        assert_eq!(
+            r.arena.as_ref().map(|m| r.memory.address(&m.buffer)),
+            mirror
+        );
+        // An empty buffer at the arena's end would be read past it: it is not the mirror's.
+        assert_eq!(r.in_arena(arena.as_ptr() as usize + 32, 0), None);
+        assert_eq!(r.in_arena(arena.as_ptr() as usize + 31, 0), Some(31));
     }
 
     #[test]

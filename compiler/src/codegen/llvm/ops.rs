@@ -101,9 +101,9 @@ fn exp_inline(f: &mut Function, x: V) -> V {
 /// eˣ on a GPU: `ex2.approx.ftz.f32` of `x·log₂e`, one multiply and one instruction of the
 /// special-function unit (CUDA's `__expf`), where the polynomial takes a dozen instructions of
 /// the units the rest of a kernel needs. Attention computes an exponential per score, and at
-/// tensor cores' rate the polynomial would bound it. Within a few ulp of eˣ (the product's
-/// rounding, about |x|·2⁻²⁴ relative, plus ex2.approx's 2⁻²²), and 0 for what would be
-/// subnormal.
+/// tensor cores' rate the polynomial would bound it. Its relative error is the product's
+/// rounding, about |x|·2⁻²⁴ (a few ulp near 0, some 100 at |x| = 80), plus ex2.approx's 2⁻²²;
+/// 0 for what would be subnormal.
 fn exp_gpu(f: &mut Function, x: V) -> V {
     let t = x.t;
     let log2e = fconst(f, std::f32::consts::LOG2_E, t);
