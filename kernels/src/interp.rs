@@ -18,6 +18,7 @@ use crate::ir::*;
 use crate::races::{Agent, Race, Races};
 
 mod copies;
+mod warpgroups;
 mod warps;
 
 /// The contents of one buffer.
@@ -360,6 +361,7 @@ impl Machine<'_> {
                 Stmt::WarpFold(fold) => self.warp_fold(fold)?,
                 Stmt::LoadMatrix(m) => self.load_matrix(m)?,
                 Stmt::CopyAsync(c) => self.copy_async(c)?,
+                Stmt::WarpgroupMma(w) => self.warpgroup_mma(w)?,
                 Stmt::AsyncWait(pending) => self.async_wait(*pending)?,
                 Stmt::Barrier(_) => {
                     if self.in_threads > 0 {

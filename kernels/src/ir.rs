@@ -5,6 +5,7 @@
 //! `extern "C" fn(args: *const *mut u8, dims: *const i64)`.
 
 pub use crate::ieee::Ieee32;
+pub use crate::warpgroup::{SharedTile, WarpgroupMma};
 
 /// Element types of buffers, as stored in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -399,6 +400,11 @@ pub enum Stmt {
     /// (`cp.async.commit_group; cp.async.wait_group N`). It sits inside a Thread loop; the
     /// other threads of the block see what landed after a barrier that follows.
     AsyncWait(u8),
+    /// Hopper's warpgroup tensor-core product from shared memory (`wgmma.mma_async`), see
+    /// [`WarpgroupMma`]. It sits between Thread loops, as [`Stmt::Mma`] does, in a block of
+    /// whole warpgroups; the shared writes before the barrier that precedes it are what it
+    /// reads, and it is complete when it ends.
+    WarpgroupMma(WarpgroupMma),
 }
 
 /// What a [`Stmt::CopyAsync`] copies: elements `src_at..src_at + width` of param `src`, an

@@ -13,6 +13,7 @@ pub mod races;
 pub mod storage;
 pub mod target;
 pub mod verify;
+pub mod warpgroup;
 
 pub use ieee::{Ieee32, Ieee64};
 pub use printer::{axis as axis_name, expr as print_expr, print_kernel};

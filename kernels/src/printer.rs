@@ -139,6 +139,33 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                     m.thread.0
                 );
             }
+            Stmt::WarpgroupMma(w) => {
+                let tile = |t: &crate::ir::SharedTile| {
+                    let major = if t.k_major { "k" } else { "mn" };
+                    let layout = match t.swizzle {
+                        true => "32-byte swizzle".to_string(),
+                        false => format!("lead {}", t.lead),
+                    };
+                    format!(
+                        "b{}[{}] ({major}-major, {layout}, stride {}, step {})",
+                        t.buf,
+                        expr(&t.at),
+                        t.stride,
+                        t.step
+                    )
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}wgmma.m64n{}k{} b{}[{}..+{}] += {} · {}",
+                    w.n,
+                    w.k,
+                    w.c.buf,
+                    expr(&w.c.at),
+                    w.n / 2,
+                    tile(&w.a),
+                    tile(&w.b)
+                );
+            }
             Stmt::Mma { a, b, c } => {
                 let _ = writeln!(
                     out,

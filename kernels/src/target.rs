@@ -233,7 +233,18 @@ impl Target {
                 warp: 32,
                 max_block: 1024,
             },
-            mma: vec![MmaShape { m: 16, n: 8, k: 16 }],
+            mma: match arch {
+                GpuArch::Sm80 => vec![MmaShape { m: 16, n: 8, k: 16 }],
+                // wgmma: m64nNk16 for every N a multiple of 8 up to 256.
+                GpuArch::Sm90a => vec![
+                    MmaShape { m: 16, n: 8, k: 16 },
+                    MmaShape {
+                        m: 64,
+                        n: 256,
+                        k: 16,
+                    },
+                ],
+            },
             cpu: arch.name().into(),
             features: Vec::new(),
         }

@@ -38,6 +38,11 @@
 //!    two. A `LoadMatrix` reads 1, 2 or 4 matrices from a shared array of f16 or bf16 into a
 //!    local of the same type, at an even offset that leaves them inside it when constant; its
 //!    row is an `i64` of the thread variable it binds.
+//!    A `WarpgroupMma` is placed so too, in a block of whole warpgroups (128 threads); its
+//!    `A` and `B` are shared arrays of one 16-bit float type whose core matrices lie a
+//!    multiple of 16 bytes apart, within a descriptor's reach (a swizzled tile is K-major,
+//!    its atoms and k16 slabs a multiple of 256 bytes apart); its `C` an f32 local that holds
+//!    `n / 2` elements from a constant offset; `n` is a multiple of 8 up to 256, `k` of 16.
 //! 10. **Asynchronous copies**: a `CopyAsync` and an `AsyncWait` sit inside a Thread loop of
 //!     a block; a copy reads an input param (not quantized) into a shared array of its type,
 //!     4, 8 or 16 bytes; a constant destination is a multiple of its width, inside the array.
@@ -46,9 +51,10 @@ use std::collections::{HashMap, HashSet};
 
 use crate::fragment;
 use crate::ir::{
-    AsyncCopy, Axis, Bin, BlockPart, Elem, Expr, Fold, Fragment, Kernel, Matrices, Stmt, Ty, Un,
-    Var,
+    AsyncCopy, Axis, Bin, BlockPart, Elem, Expr, Fold, Fragment, Kernel, Matrices, SharedTile,
+    Stmt, Ty, Un, Var, WarpgroupMma,
 };
+use crate::warpgroup;
 
 /// One broken invariant: where (the kernel, and the statement path) and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +163,7 @@ impl Verifier<'_> {
             Stmt::WarpFold(fold) => self.warp_fold(fold),
             Stmt::LoadMatrix(m) => self.load_matrix(m),
             Stmt::CopyAsync(c) => self.copy_async(c),
+            Stmt::WarpgroupMma(w) => self.warpgroup_mma(w),
             Stmt::AsyncWait(_) => {
                 if self.threads == 0 || self.parallel.is_empty() {
                     self.report("an asynchronous wait outside a Thread loop of a block".into());
@@ -258,6 +265,58 @@ impl Verifier<'_> {
                 self.report(format!(
                     "ldmatrix to b{}[{at}..+{len}], outside its {size} elements or odd",
                     m.dst.buf
+                ));
+            }
+        }
+    }
+
+    /// Checks a warpgroup product: placed as a warp's work, in whole warpgroups; `A` and `B`
+    /// in shared arrays of one 16-bit float type, core matrices 16 bytes apart within the
+    /// descriptor's reach; `C` an f32 local holding `n / 2` elements; `n` and `k` shapes the
+    /// instruction has.
+    fn warpgroup_mma(&mut self, w: &WarpgroupMma) {
+        self.warp_place("a warpgroup mma");
+        let threads = crate::launch::block_threads(self.k);
+        if !threads.is_some_and(|n| n.is_multiple_of(warpgroup::WARPGROUP)) {
+            self.report("a warpgroup mma in a block that is not whole warpgroups".into());
+        }
+        let first_shared = self.k.params.len() + self.k.locals.len();
+        let halves = [Elem::F16, Elem::BF16];
+        let elem = |b: usize| (b >= first_shared && b < self.buffers()).then(|| self.k.elem(b));
+        let (a, b) = (elem(w.a.buf), elem(w.b.buf));
+        let reach = |t: &SharedTile| {
+            let fits =
+                |x: u32| x.is_multiple_of(8) && u64::from(x) * 2 < warpgroup::MAX_OFFSET_BYTES;
+            let atoms = |x: u32| (x as usize).is_multiple_of(warpgroup::ATOM);
+            let swizzled = !t.swizzle || (t.k_major && atoms(t.stride) && atoms(t.step));
+            fits(t.lead) && fits(t.stride) && t.step.is_multiple_of(8) && swizzled
+        };
+        if !a.is_some_and(|e| halves.contains(&e)) || a != b || !reach(&w.a) || !reach(&w.b) {
+            self.report(format!(
+                "wgmma b{} · b{}: shared arrays of one of f16 and bf16, core matrices a multiple \
+                 of 16 bytes apart (swizzled: k-major, 256 bytes), under 256 KiB",
+                w.a.buf, w.b.buf
+            ));
+        }
+        let (n, k) = (usize::from(w.n), usize::from(w.k));
+        if n == 0 || n % 8 != 0 || n > warpgroup::MAX_N || k == 0 || k % warpgroup::K_STEP != 0 {
+            self.report(format!(
+                "wgmma m64n{n}k{k}: n a multiple of 8 up to 256, k of 16"
+            ));
+        }
+        for e in [&w.a.at, &w.b.at, &w.c.at] {
+            self.expect(e, Ty::I64, "a wgmma offset");
+        }
+        let locals = self.k.params.len()..first_shared;
+        if !locals.contains(&w.c.buf) || self.k.elem(w.c.buf) != Elem::F32 {
+            self.report(format!("wgmma C in b{}: an f32 local", w.c.buf));
+        } else if let Some(at) = constant(&w.c.at) {
+            let size = self.local_len(w.c.buf);
+            if at < 0 || at as usize + n / 2 > size {
+                self.report(format!(
+                    "wgmma C at b{}[{at}..+{}], outside its {size} elements",
+                    w.c.buf,
+                    n / 2
                 ));
             }
         }

@@ -277,11 +277,13 @@ fn narrow_matmuls_run_on_tensor_cores_in_the_simulator() {
         // of one two ahead in the loop) where the dims allow, by plain loads where not.
         assert_eq!(kernels.matches("cp.async b").count(), 24, "{kernels}");
         if CUDA_BUILT {
-            let also = [
+            let mma = mma_sync(dtype);
+            let expect = [
+                mma.as_str(),
                 "ldmatrix.sync.aligned.m8n8.x4.trans",
                 "cp.async.cg.shared.global",
             ];
-            assemble_tensor_cores(&file, dtype, &also);
+            assemble(&file, (dtype, "sm_80"), &expect);
         }
         let how = [
             ("interp", ["--backend", "interp"]),
@@ -294,6 +296,45 @@ fn narrow_matmuls_run_on_tensor_cores_in_the_simulator() {
             for (want, against) in [(&outs[0], "the interpreter"), (&outs[1], "the CPU")] {
                 let err = rel_err(&sim, &want.read_any(n).unwrap());
                 println!("{dtype} {n}: tensor cores against {against}, rel err {err:.2e}");
+                assert!(err <= 1e-2, "{dtype} {n} against {against}: {err:e}");
+            }
+        }
+    }
+}
+
+/// On Hopper (sm_90a) the same matmuls run as warpgroup products: `wgmma.mma_async`
+/// m64n64k16 reading both operands from shared memory through descriptors (`a` k-major with
+/// the 32-byte swizzle, `b` mn-major), four per slice of 64, which cuda-sim models by the
+/// same layouts. Against the CPU's kernels and the interpreter as on sm_80; the PTX holds the
+/// inline `wgmma` and the async-proxy fence before each barrier, and ptxas assembles it.
+#[test]
+fn narrow_matmuls_run_on_warpgroups_in_the_simulator() {
+    let d = scratch_dir("warpgroups");
+    let file = matmuls_model(&d);
+    for dtype in ["bf16", "f16"] {
+        let kernels = kernels_for(&file, (dtype, "sm_90a"));
+        assert_eq!(kernels.matches("wgmma.m64n64k64").count(), 4, "{kernels}");
+        assert_eq!(kernels.matches("cp.async b").count(), 24, "{kernels}");
+        if CUDA_BUILT {
+            let wgmma = format!("wgmma.mma_async.sync.aligned.m64n64k16.f32.{dtype}.{dtype}");
+            let expect = [
+                wgmma.as_str(),
+                "wgmma.wait_group.sync.aligned 0",
+                "fence.proxy.async.shared::cta",
+            ];
+            assemble(&file, (dtype, "sm_90a"), &expect);
+        }
+        let how: [(&str, &[&str]); 3] = [
+            ("interp", &["--backend", "interp"]),
+            ("cpu", &["--backend", "cranelift"]),
+            ("sim90", &["--device", "cuda-sim", "--arch", "sm_90a"]),
+        ];
+        let outs = run_each(&d, (&file, &["batch=2", "seq=70"], dtype), &how);
+        for n in ["c", "e", "f", "g"] {
+            let sim = outs[2].read_any(n).unwrap();
+            for (want, against) in [(&outs[0], "the interpreter"), (&outs[1], "the CPU")] {
+                let err = rel_err(&sim, &want.read_any(n).unwrap());
+                println!("{dtype} {n}: warpgroups against {against}, rel err {err:.2e}");
                 assert!(err <= 1e-2, "{dtype} {n} against {against}: {err:e}");
             }
         }
@@ -354,7 +395,12 @@ fn narrow_attention_runs_on_tensor_cores_in_the_simulator() {
         let kernels = narrow_kernels(&file, dtype);
         assert_eq!(kernels.matches("fold.Max").count(), 5, "{kernels}");
         if CUDA_BUILT {
-            assemble_tensor_cores(&file, dtype, &["shfl.sync.bfly", "ex2.approx.ftz.f32"]);
+            // f16 for sm_80, bf16 for sm_90a (each takes a while to compile, and together
+            // they cover both intrinsics and both architectures).
+            let arch = if dtype == "f16" { "sm_80" } else { "sm_90a" };
+            let mma = mma_sync(dtype);
+            let expect = [mma.as_str(), "shfl.sync.bfly", "ex2.approx.ftz.f32"];
+            assemble(&file, (dtype, arch), &expect);
         }
         if !common::SIMULATOR_CHECKS {
             continue;
@@ -540,27 +586,37 @@ fn attention_model(d: &std::path::Path) -> String {
 
 /// The kernels of `file` stored as `dtype`, scheduled for sm_80.
 fn narrow_kernels(file: &str, dtype: &str) -> String {
+    kernels_for(file, (dtype, "sm_80"))
+}
+
+/// The kernels of `file` stored as `dtype`, scheduled for GPU architecture `arch`.
+fn kernels_for(file: &str, (dtype, arch): (&str, &str)) -> String {
     let dump = [
-        "dump", "--stage", "kernels", "--arch", "sm_80", "--dtype", dtype, file,
+        "dump", "--stage", "kernels", "--arch", arch, "--dtype", dtype, file,
     ];
     let (s, kernels, e) = archc(&dump);
     assert_eq!(s, 0, "{e}");
     kernels
 }
 
+/// PTX's name of the `mma.sync` m16n8k16 of `dtype` operands.
+fn mma_sync(dtype: &str) -> String {
+    format!("mma.sync.aligned.m16n8k16.row.col.f32.{dtype}.{dtype}.f32")
+}
+
 /// The outputs of `file` run with `dims` bound and floats stored as `dtype` in scratch
 /// directory `d`, once by each of `how`'s (tag, device or backend flag and value).
-fn run_each(
+fn run_each<'f, F: AsRef<[&'f str]>>(
     d: &std::path::Path,
     (file, dims, dtype): (&str, &[&str], &str),
-    how: &[(&str, [&str; 2])],
+    how: &[(&str, F)],
 ) -> Vec<TensorFile> {
     let mut outs = Vec::new();
     for (tag, flags) in how {
         let out = d.join(format!("{dtype}-{tag}.safetensors"));
         let o = out.to_string_lossy().into_owned();
         let mut args = vec!["run", file, "--dtype", dtype, "--outputs", &o];
-        args.extend(flags);
+        args.extend(flags.as_ref());
         for dim in dims {
             args.extend(["--dim", dim]);
         }
@@ -570,19 +626,15 @@ fn run_each(
     outs
 }
 
-/// The tensor-core kernels of `file` stored as `dtype` compile to `mma.sync` (and the
-/// instructions `also` names), and ptxas assembles them: f16 for sm_80, bf16 for sm_90a (each
-/// pair takes a while to compile, and together they cover both intrinsics and both
-/// architectures).
-fn assemble_tensor_cores(file: &str, dtype: &str, also: &[&str]) {
-    let arch = if dtype == "f16" { "sm_80" } else { "sm_90a" };
+/// The kernels of `file` stored as `dtype` compile for `arch` to PTX with every instruction
+/// `expect` names, and ptxas assembles them (its table of registers and spills printed).
+fn assemble(file: &str, (dtype, arch): (&str, &str), expect: &[&str]) {
     let dump = [
         "dump", "--stage", "ptx", "--arch", arch, "--dtype", dtype, file,
     ];
     let (s, ptx, e) = archc(&dump);
     assert_eq!(s, 0, "{e}");
-    let mma = format!("mma.sync.aligned.m16n8k16.row.col.f32.{dtype}.{dtype}.f32");
-    for instruction in [mma.as_str()].iter().chain(also) {
+    for instruction in expect {
         assert!(
             ptx.contains(instruction),
             "{arch} {dtype}: no {instruction}"

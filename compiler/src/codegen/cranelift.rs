@@ -321,6 +321,7 @@ impl<'a, 'b> Gen<'a, 'b> {
             Stmt::Mma { .. }
             | Stmt::WarpFold(_)
             | Stmt::LoadMatrix(_)
+            | Stmt::WarpgroupMma(_)
             | Stmt::CopyAsync(_)
             | Stmt::AsyncWait(_) => {}
             Stmt::Check(cond, code) => {

@@ -8,7 +8,7 @@ use archc_kernels::ir::{Expr, Scope, Stmt, Var};
 use super::attention::{key_blocks, plain, row_start};
 use super::attention_tasks::{over_tasks, task, Task};
 use super::attention_tiles::Widths;
-use super::fragments::{copy_chunks, int, lt, stage};
+use super::fragments::{copy_chunks, int, lt, padded, stage, Slot};
 use super::index::Ctx;
 use crate::graph::{AttentionInfo, TensorType};
 
@@ -94,7 +94,8 @@ impl Nest {
                 None => stage(cx, t, from, shape, at),
                 Some(n) => {
                     let (height, width) = shape;
-                    let chunks = (from.0, from.1, int(0));
+                    let slot = padded(int(0), width);
+                    let chunks = (from.0, from.1, &slot as Slot);
                     copy_chunks(cx, t, chunks, (height, width, n), &|cx, r, c| {
                         let (inside, index) = at(cx, r, c);
                         (

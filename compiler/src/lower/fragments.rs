@@ -75,19 +75,29 @@ pub fn stage(
     (height, width): (i64, i64),
     at: &dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr),
 ) -> Stmt {
-    stage_from(cx, t, (buf, tile, int(0)), (height, width), at)
+    let slot = padded(int(0), width);
+    stage_from(cx, t, (buf, tile, &slot), (height, width), at)
 }
 
-/// [`stage`] into shared array `tile` from its element `first` on.
+/// Where a tile's element `(r, c)` lies in shared memory when its rows of `width` elements
+/// follow each other from element `first` on, padded by [`PAD`].
+pub fn padded(first: Expr, width: i64) -> impl Fn(Expr, Expr) -> Expr {
+    move |r, c| add(first.clone(), add(mul(r, int(width + PAD)), c))
+}
+
+/// Where a tile's element `(r, c)` lies in a shared array.
+pub type Slot<'a> = &'a dyn Fn(Expr, Expr) -> Expr;
+
+/// [`stage`] into shared array `tile`, element `(r, c)` of the tile where `slot` puts it.
 pub fn stage_from(
     cx: &mut Ctx,
     t: Var,
-    (buf, tile, first): (usize, usize, Expr),
+    (buf, tile, slot): (usize, usize, Slot),
     (height, width): (i64, i64),
     at: &dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr),
 ) -> Stmt {
     let (e, x, r, c) = (cx.var(), cx.var(), cx.var(), cx.var());
-    let slot = add(first, add(mul(var(r), int(width + PAD)), var(c)));
+    let slot = slot(var(r), var(c));
     let (inside, index) = at(cx, var(r), var(c));
     let copy = Stmt::Store(tile, slot.clone(), load(buf, index));
     serial(
@@ -103,14 +113,15 @@ pub fn stage_from(
     )
 }
 
-/// Thread `t`'s share of copying a `height × width` tile into shared array `tile` (rows
-/// padded by [`PAD`]) from element `first` on, from buffer `buf`, asynchronously: `cp.async`
+/// Thread `t`'s share of copying a `height × width` tile into shared array `tile` (element
+/// `(r, c)` where `slot` puts it, which keeps each chunk contiguous and aligned) from
+/// buffer `buf`, asynchronously: `cp.async`
 /// copies of `chunk` elements, each reading the count `at` gives for a row and a column of the
 /// tile (zeros after) from the index it gives. The caller waits for them.
 pub fn copy_chunks(
     cx: &mut Ctx,
     t: Var,
-    (buf, tile, first): (usize, usize, Expr),
+    (buf, tile, slot): (usize, usize, Slot),
     (height, width, chunk): (i64, i64, i64),
     at: &dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr),
 ) -> Stmt {
@@ -119,7 +130,7 @@ pub fn copy_chunks(
     let (valid, index) = at(cx, var(r), var(c));
     let copy = Stmt::CopyAsync(AsyncCopy {
         dst: tile,
-        dst_at: add(first, add(mul(var(r), int(width + PAD)), var(c))),
+        dst_at: slot(var(r), var(c)),
         src: buf,
         src_at: index,
         width: chunk as u8,

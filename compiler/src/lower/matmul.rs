@@ -36,6 +36,7 @@ mod tasks;
 mod tensor_cores;
 mod thread_tiles;
 mod tile_grid;
+mod warpgroups;
 use crate::graph::{Dim, TensorType};
 pub use blocks::{group_readers, transposed_weight};
 use tasks::{task_grid, Tasks};
@@ -255,6 +256,9 @@ pub fn matmul(
 ) -> (Vec<Stmt>, Vec<Local>, Vec<Local>) {
     let r = out.rank();
     let flat = b.rank() == 2 && a.shape[..a.rank() - 1] == out.shape[..r - 1];
+    if warpgroups::applies(cx, (a, abuf), (b, bbuf)) {
+        return warpgroups::matmul(cx, (out, flat), [(a, abuf), (b, bbuf)], packed, epilogue);
+    }
     if tensor_cores::applies(cx, (a, abuf), (b, bbuf)) {
         return tensor_cores::matmul(cx, (out, flat), [(a, abuf), (b, bbuf)], packed, epilogue);
     }

@@ -181,6 +181,16 @@ fn stmt(s: &mut Stmt, fix: &dyn Fn(&mut usize), count: &dyn Fn(&mut Expr)) {
                 expr(&mut f.at, fix, count);
             }
         }
+        Stmt::WarpgroupMma(w) => {
+            for (buf, at) in [
+                (&mut w.a.buf, &mut w.a.at),
+                (&mut w.b.buf, &mut w.b.at),
+                (&mut w.c.buf, &mut w.c.at),
+            ] {
+                fix(buf);
+                expr(at, fix, count);
+            }
+        }
         Stmt::Prefetch(b, i) => {
             fix(b);
             expr(i, fix, count);

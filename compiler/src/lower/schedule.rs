@@ -26,6 +26,8 @@ pub struct Schedule {
     pub gpu_block: Option<u32>,
     /// Whether matmuls of 16-bit floats run on tensor cores (`mma.sync` m16n8k16).
     pub tensor_cores: bool,
+    /// Whether they run on Hopper's warpgroup products instead (`wgmma.mma_async` m64nNk16).
+    pub warpgroup_mma: bool,
 }
 
 /// Query rows per attention task: enough to reuse each key block across several micro-kernel
@@ -68,6 +70,7 @@ impl Schedule {
             attention_rows: lanes,
             gpu_block: Some((4 * warp).min(max_block)),
             tensor_cores: target.mma.contains(&MmaShape { m: 16, n: 8, k: 16 }),
+            warpgroup_mma: target.mma.iter().any(|s| s.m == 64 && s.k == 16),
         }
     }
 
@@ -86,6 +89,7 @@ impl Schedule {
             attention_rows: ATTENTION_ROWS,
             gpu_block: None,
             tensor_cores: false,
+            warpgroup_mma: false,
         }
     }
 

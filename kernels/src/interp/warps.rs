@@ -145,7 +145,10 @@ impl Machine<'_> {
     /// The threads of the block where a warp's collective work on locals `bufs` runs, or why
     /// it cannot: without the GPU semantics, inside a Thread loop or outside the grid, in a
     /// block that is not whole warps, on a buffer that is not a local.
-    fn warps(&self, mut bufs: impl Iterator<Item = usize>) -> Result<usize, KernelError> {
+    pub(super) fn warps(
+        &self,
+        mut bufs: impl Iterator<Item = usize>,
+    ) -> Result<usize, KernelError> {
         let fail = |why| KernelError::Warp {
             kernel: self.kernel.name.clone(),
             why,
@@ -204,7 +207,7 @@ impl Machine<'_> {
     }
 
     /// Element `at` of thread `t`'s copy of local `buf` (0 where the thread has none yet).
-    fn local(&self, t: i64, buf: usize, at: usize) -> f32 {
+    pub(super) fn local(&self, t: i64, buf: usize, at: usize) -> f32 {
         if t == self.thread {
             return self.bufs[buf].float(at);
         }
@@ -214,7 +217,7 @@ impl Machine<'_> {
     }
 
     /// Sets element `at` of thread `t`'s copy of local `buf`.
-    fn set_local(&mut self, t: i64, buf: usize, at: usize, x: f32) {
+    pub(super) fn set_local(&mut self, t: i64, buf: usize, at: usize, x: f32) {
         if t == self.thread {
             return self.bufs[buf].set_float(at, x);
         }

@@ -68,7 +68,7 @@ impl Function<'_> {
     }
 
     /// Declares intrinsic `name` once, by `signature` with `{}` for its name.
-    fn declare(&mut self, name: &str, signature: &str) {
+    pub(super) fn declare(&mut self, name: &str, signature: &str) {
         if !self.intrinsics.contains_key(name) {
             let text = format!("declare {}", signature.replace("{}", name));
             self.intrinsics.insert(name.into(), text);
@@ -76,7 +76,7 @@ impl Function<'_> {
     }
 
     /// The address of element `at` (an i64 value) of buffer `buf`, in address space `space`.
-    fn pointer(&mut self, buf: usize, at: &str, space: u8) -> String {
+    pub(super) fn pointer(&mut self, buf: usize, at: &str, space: u8) -> String {
         let t = elem_type(self.kernel.elem(buf));
         let base = self.bases[buf].clone();
         let p = self.op(L::I64, format!("getelementptr {t}, ptr {base}, i64 {at}"));

@@ -92,8 +92,15 @@ impl Function<'_> {
         let _ = writeln!(self.body, "  br label %{next}\n{next}:");
     }
 
-    /// A barrier among the threads of `scope`.
+    /// A barrier among the threads of `scope`. In a kernel with warpgroup products, a
+    /// block's barrier first fences the thread's shared writes for the async proxy, through
+    /// which the products read (`warpgroups.rs`).
     pub(super) fn barrier(&mut self, scope: Scope) {
+        if scope == Scope::Block && self.warpgroups {
+            let fence = "llvm.nvvm.fence.proxy.async.shared_cta";
+            self.declare(fence, "void @{}()");
+            let _ = writeln!(self.body, "  call void @{fence}()");
+        }
         let (f, arg) = match scope {
             Scope::Block => ("llvm.nvvm.barrier.cta.sync.aligned.all", "0"),
             Scope::Warp => ("llvm.nvvm.bar.warp.sync", "-1"),

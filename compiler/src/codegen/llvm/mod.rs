@@ -19,6 +19,7 @@ mod ops;
 mod orc;
 mod quant;
 mod text;
+mod warpgroups;
 mod warps;
 
 use archc_kernels::ir::Kernel;

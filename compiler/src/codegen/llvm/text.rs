@@ -176,6 +176,8 @@ pub(super) struct Function<'k> {
     vars: HashMap<Var, (String, L)>,
     /// Whether this is a PTX kernel (see `nvptx.rs`).
     pub(super) gpu: bool,
+    /// Whether the kernel has warpgroup products (`warpgroups.rs`).
+    pub(super) warpgroups: bool,
     /// Module-level definitions the function needs (a PTX kernel's shared arrays).
     globals: String,
     /// Where a PTX kernel's statement runs (see `gpu_threads.rs`).
@@ -204,6 +206,7 @@ impl<'k> Function<'k> {
             vars: HashMap::new(),
             intrinsics,
             gpu,
+            warpgroups: archc_kernels::launch::has_warpgroup_mma(&kernel.body),
             globals: String::new(),
             place: Default::default(),
         };
@@ -344,11 +347,13 @@ impl<'k> Function<'k> {
             Stmt::LoadMatrix(m) if self.gpu => self.load_matrix(m),
             Stmt::CopyAsync(c) if self.gpu => self.copy_async(c),
             Stmt::AsyncWait(pending) if self.gpu => self.async_wait(*pending),
+            Stmt::WarpgroupMma(w) if self.gpu => self.warpgroup_mma(w),
             // Only GPU code has warps and asynchronous copies: `check_for_cpu` refused the
             // kernel before.
             Stmt::Mma { .. }
             | Stmt::WarpFold(_)
             | Stmt::LoadMatrix(_)
+            | Stmt::WarpgroupMma(_)
             | Stmt::CopyAsync(_)
             | Stmt::AsyncWait(_) => {}
             Stmt::Check(cond, code) => {

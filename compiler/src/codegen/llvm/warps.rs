@@ -145,7 +145,7 @@ impl Function<'_> {
     }
 
     /// The address of element `at + i` of a fragment's local.
-    fn element(&mut self, f: &Fragment, i: i64) -> String {
+    pub(super) fn element(&mut self, f: &Fragment, i: i64) -> String {
         let at = self.expr(&f.at);
         let t = match self.kernel.elem(f.buf) {
             Elem::F16 => "half",

@@ -33,7 +33,7 @@ use archc_kernels::ir::{Bin, Elem, Expr, Scope, Stmt, Un};
 use super::tile_grid::{threads, Block, Buffers, TILE};
 use super::Layout;
 use crate::graph::TensorType;
-use crate::lower::fragments::{and, copy_chunks, int, lt, rem, stage_from, when, PAD};
+use crate::lower::fragments::{and, copy_chunks, int, lt, padded, rem, stage_from, when, PAD};
 use crate::lower::index::{div_up, Ctx};
 
 /// The slices in shared memory at once.
@@ -56,6 +56,49 @@ pub(super) struct Staging<'l> {
     chunk: i64,
     /// Whether both operands are stored as the shared tiles are, which copies ask.
     copies: bool,
+    /// How the tiles lie in shared memory.
+    arrangement: Arrangement,
+}
+
+/// How a stage's tiles of `a` (`TILE` rows of a slice) and `b` (a slice's rows of `TILE`) lie
+/// in shared memory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arrangement {
+    /// Row after row, padded by `PAD`, as the templates that load fragments or registers
+    /// read them.
+    Padded,
+    /// As warpgroup products read them ([`super::warpgroups`]).
+    Warpgroup,
+}
+
+impl Arrangement {
+    /// The elements of one stage of `a`'s tile and of `b`'s.
+    pub const fn lengths(self, slice: i64) -> (i64, i64) {
+        match self {
+            Arrangement::Padded => (TILE * (slice + PAD), slice * (TILE + PAD)),
+            Arrangement::Warpgroup => (TILE * slice, slice * TILE),
+        }
+    }
+
+    /// Where element `(r, c)` of `a`'s tile and of `b`'s lie, for a stage whose tiles start
+    /// at elements `a_first` and `b_first`.
+    fn slots(
+        self,
+        slice: i64,
+        a_first: Expr,
+        b_first: Expr,
+    ) -> [Box<dyn Fn(Expr, Expr) -> Expr>; 2] {
+        match self {
+            Arrangement::Padded => [
+                Box::new(padded(a_first, slice)),
+                Box::new(padded(b_first, TILE)),
+            ],
+            Arrangement::Warpgroup => [
+                Box::new(super::warpgroups::a_slot(a_first)),
+                Box::new(super::warpgroups::b_slot(b_first)),
+            ],
+        }
+    }
 }
 
 /// One operand's tile of a slice, as staged: its shape in shared memory, and for a row `r` and
@@ -73,8 +116,13 @@ type Place<'a> = &'a dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr, Expr);
 
 impl<'l> Staging<'l> {
     /// The staging of the matmul laid out as `l` with `m` rows, `slice` reduced elements at a
-    /// time, into shared tiles of `elem`.
-    pub fn new(l: &'l Layout<'l>, m: &Expr, slice: i64, elem: Elem) -> Staging<'l> {
+    /// time, into shared tiles of `elem` arranged as `arrangement` says.
+    pub fn new(
+        l: &'l Layout<'l>,
+        m: &Expr,
+        (slice, arrangement): (i64, Arrangement),
+        elem: Elem,
+    ) -> Staging<'l> {
         let stored = |t: &TensorType| crate::lower::elem(t.dtype) == elem;
         Staging {
             l,
@@ -82,13 +130,8 @@ impl<'l> Staging<'l> {
             slice,
             chunk: CHUNK_BYTES / elem.size() as i64,
             copies: stored(l.a) && stored(l.b),
+            arrangement,
         }
-    }
-
-    /// The elements of one stage of `a`'s tile (`TILE` rows of a slice) and of `b`'s (a
-    /// slice's rows of `TILE`), rows padded by `PAD`.
-    pub const fn lengths(slice: i64) -> (i64, i64) {
-        (TILE * (slice + PAD), slice * (TILE + PAD))
     }
 
     /// The loop over the slices (see the module doc): `work` gives the statements that use
@@ -131,7 +174,7 @@ impl<'l> Staging<'l> {
     fn slice_copies(&self, cx: &mut Ctx, block: &Block, bufs: &Buffers, s: Expr) -> Vec<Stmt> {
         let (l, m, slice, chunk) = (self.l, &self.m, self.slice, self.chunk);
         let (i0, j0, t) = (block.i0, block.j0, block.t);
-        let (a_len, b_len) = Staging::lengths(slice);
+        let (a_len, b_len) = self.arrangement.lengths(slice);
         let k0 = mul(s.clone(), int(slice));
         let stage = rem(s, STAGES);
         let (k, n) = (l.k.clone(), l.n.clone());
@@ -162,18 +205,23 @@ impl<'l> Staging<'l> {
             columns: TILE,
             at: &b_at,
         };
+        let [a_slot, b_slot] = self.arrangement.slots(
+            slice,
+            mul(stage.clone(), int(a_len)),
+            mul(stage, int(b_len)),
+        );
         let from = [
-            (bufs.a, bufs.a_tile, mul(stage.clone(), int(a_len)), &a),
-            (bufs.b, bufs.b_tile, mul(stage, int(b_len)), &b),
+            (bufs.a, bufs.a_tile, &a_slot, &a),
+            (bufs.b, bufs.b_tile, &b_slot, &b),
         ];
         let mut copies = Vec::new();
         let mut plain = Vec::new();
-        for (src, dst, first, tile) in from {
+        for (src, dst, slot, tile) in from {
             let shape = (tile.rows, tile.columns, chunk);
             copies.push(copy_chunks(
                 cx,
                 t,
-                (src, dst, first.clone()),
+                (src, dst, slot.as_ref()),
                 shape,
                 &|cx, r, c| {
                     let (row, left, index) = (tile.at)(cx, r, c);
@@ -186,7 +234,7 @@ impl<'l> Staging<'l> {
             plain.push(stage_from(
                 cx,
                 t,
-                (src, dst, first),
+                (src, dst, slot.as_ref()),
                 (tile.rows, tile.columns),
                 &|cx, r, c| {
                     let (row, left, index) = (tile.at)(cx, r, c);

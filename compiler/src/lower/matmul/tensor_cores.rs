@@ -31,7 +31,7 @@
 use archc_kernels::ir::build::{add, load, mul, var};
 use archc_kernels::ir::{Elem, Expr, Local, Stmt};
 
-use super::staging::{Staging, STAGES};
+use super::staging::{Arrangement, Staging, STAGES};
 use super::tile_grid::{self, arrays, kernel, Block, Buffers, TILE};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
@@ -43,8 +43,8 @@ use crate::lower::index::Ctx;
 /// The reduced slice staged in shared memory.
 const SLICE: i64 = 32;
 /// A stage's tiles of `a` and `b` in shared memory.
-const A_STAGE: i64 = Staging::lengths(SLICE).0;
-const B_STAGE: i64 = Staging::lengths(SLICE).1;
+const A_STAGE: i64 = Arrangement::Padded.lengths(SLICE).0;
+const B_STAGE: i64 = Arrangement::Padded.lengths(SLICE).1;
 /// A warp's quarter of the tile: rows and columns.
 const QUARTER: i64 = TILE / 2;
 /// Row tiles (16 rows) and column tiles (8 columns) of a warp's quarter.
@@ -111,19 +111,19 @@ pub(super) fn matmul(
         cx,
         (out, flat),
         operands,
-        (first, ACCUMULATORS),
+        (first, 3, ACCUMULATORS),
         |cx, (l, m), at, bufs| {
             let tile = Tile {
                 at,
                 lane: Lane::new(cx),
             };
-            let staging = Staging::new(l, m, SLICE, elem);
+            let staging = Staging::new(l, m, (SLICE, Arrangement::Padded), elem);
             let mut body = slices(cx, &tile, &staging, bufs);
             body.push(results(cx, (l, m), &tile, bufs, &mut epilogue));
             body
         },
     );
-    let values = [STEPS * ROW_TILES * 8, STEPS * COL_TILES * 4, ACCUMULATORS];
+    let values = [ACCUMULATORS, STEPS * ROW_TILES * 8, STEPS * COL_TILES * 4];
     let (locals, shared) = arrays(elem, values, [STAGES * A_STAGE, STAGES * B_STAGE]);
     (grid, locals, shared)
 }
@@ -137,13 +137,14 @@ fn threads(tile: &Tile, body: Vec<Stmt>) -> Stmt {
 /// slice's fragments loaded, multiplied.
 fn slices(cx: &mut Ctx, tile: &Tile, staging: &Staging, bufs: &Buffers) -> Vec<Stmt> {
     let (ks, mi, ni) = (cx.var(), cx.var(), cx.var());
+    let (a_values, b_values) = bufs.values();
     let products = mma(
         (
-            bufs.a_values,
+            a_values,
             mul(add(mul(var(ks), int(ROW_TILES)), var(mi)), int(8)),
         ),
         (
-            bufs.b_values,
+            b_values,
             mul(add(mul(var(ks), int(COL_TILES)), var(ni)), int(4)),
         ),
         (
@@ -169,8 +170,9 @@ fn fragments(cx: &mut Ctx, bufs: &Buffers, s: Expr) -> Stmt {
     let stage = rem(s, STAGES);
     let (a_first, b_first) = (mul(stage.clone(), int(A_STAGE)), mul(stage, int(B_STAGE)));
     let (ks, mi, np) = (cx.var(), cx.var(), cx.var());
+    let (a_values, b_values) = bufs.values();
     let a_at = mul(add(mul(var(ks), int(ROW_TILES)), var(mi)), int(8));
-    let a = load_matrices(cx, (bufs.a_values, a_at), bufs.a_tile, (4, false), &|p| {
+    let a = load_matrices(cx, (a_values, a_at), bufs.a_tile, (4, false), &|p| {
         let (r, c) = p.a_quarter();
         let row = add(add(quarter(&p.warp).0, mul(var(mi), int(16))), r);
         let at = add(mul(row, int(SLICE + PAD)), add(mul(var(ks), int(16)), c));
@@ -178,7 +180,7 @@ fn fragments(cx: &mut Ctx, bufs: &Buffers, s: Expr) -> Stmt {
     });
     let first = add(mul(var(ks), int(COL_TILES)), mul(var(np), int(2)));
     let b_at = mul(first, int(4));
-    let b = load_matrices(cx, (bufs.b_values, b_at), bufs.b_tile, (4, true), &|p| {
+    let b = load_matrices(cx, (b_values, b_at), bufs.b_tile, (4, true), &|p| {
         // The matrix's 8 rows run along k; the fragment wants them transposed.
         let (pair, half) = p.b_pair();
         let k = add(add(mul(var(ks), int(16)), mul(half, int(8))), p.row.clone());

@@ -30,7 +30,7 @@
 use archc_kernels::ir::build::{add, bin, load, mul, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Local, Stmt, Var};
 
-use super::staging::{Staging, STAGES};
+use super::staging::{Arrangement, Staging, STAGES};
 use super::tile_grid::{arrays, kernel, threads, Block, Buffers, TILE};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
@@ -103,7 +103,7 @@ pub(super) fn matmul(
         cx,
         (out, flat),
         operands,
-        (first, count),
+        (first, 3, count),
         |cx, (l, m), at, bufs| {
             let tile = Tile {
                 at,
@@ -115,18 +115,19 @@ pub(super) fn matmul(
             body
         },
     );
-    let (a_len, b_len) = Staging::lengths(SLICE);
+    let (a_len, b_len) = Arrangement::Padded.lengths(SLICE);
     let tiles = [STAGES * a_len, STAGES * b_len];
-    let (locals, shared) = arrays(Elem::F32, [ROWS, COLUMNS, count], tiles);
+    let (locals, shared) = arrays(Elem::F32, [count, ROWS, COLUMNS], tiles);
     (grid, locals, shared)
 }
 
 /// The loop over the reduced slices, pipelined over three stages (see `staging.rs`): each
 /// thread's multiply-adds on a slice.
 fn slices(cx: &mut Ctx, (l, m): (&Layout, &Expr), tile: &Tile, bufs: &Buffers) -> Vec<Stmt> {
-    let (a_len, b_len) = Staging::lengths(SLICE);
+    let (a_len, b_len) = Arrangement::Padded.lengths(SLICE);
     let (p, r, c) = (cx.var(), cx.var(), cx.var());
-    let staging = Staging::new(l, m, SLICE, Elem::F32);
+    let (a_values, b_values) = bufs.values();
+    let staging = Staging::new(l, m, (SLICE, Arrangement::Padded), Elem::F32);
     staging.pipeline(cx, (&tile.at, bufs), &mut |_, s| {
         let stage = rem(s, STAGES);
         let a_at = add(mul(tile.row(var(r)), int(SLICE + PAD)), var(p));
@@ -135,13 +136,13 @@ fn slices(cx: &mut Ctx, (l, m): (&Layout, &Expr), tile: &Tile, bufs: &Buffers) -
         let b = load(bufs.b_tile, add(mul(stage, int(b_len)), b_at));
         let at = add(mul(var(r), int(COLUMNS)), var(c));
         let product = Expr::Fma(
-            Box::new(load(bufs.a_values, var(r))),
-            Box::new(load(bufs.b_values, var(c))),
+            Box::new(load(a_values, var(r))),
+            Box::new(load(b_values, var(c))),
             Box::new(load(bufs.accumulators, at.clone())),
         );
         let step = vec![
-            unroll(&[(r, ROWS)], vec![Stmt::Store(bufs.a_values, var(r), a)]),
-            unroll(&[(c, COLUMNS)], vec![Stmt::Store(bufs.b_values, var(c), b)]),
+            unroll(&[(r, ROWS)], vec![Stmt::Store(a_values, var(r), a)]),
+            unroll(&[(c, COLUMNS)], vec![Stmt::Store(b_values, var(c), b)]),
             unroll(
                 &[(r, ROWS), (c, COLUMNS)],
                 vec![Stmt::Store(bufs.accumulators, at, product)],

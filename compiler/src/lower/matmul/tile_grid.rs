@@ -14,14 +14,11 @@ use crate::lower::index::{div_up, Ctx};
 /// Rows and columns of a block's output tile.
 pub(super) const TILE: i64 = 64;
 
-/// The buffers of a GPU matmul kernel: the operands, then its arrays, numbered in this order.
+/// The buffers of a GPU matmul kernel: the operands, then its arrays: the thread's
+/// accumulators and any other locals, then the shared tiles.
 pub(super) struct Buffers {
     pub a: usize,
     pub b: usize,
-    /// The thread's values of `a` and of `b` for the current step (tensor-core fragments, or
-    /// plain registers).
-    pub a_values: usize,
-    pub b_values: usize,
     /// The thread's accumulators.
     pub accumulators: usize,
     /// The slice's tiles of `a` and `b` in shared memory.
@@ -30,17 +27,23 @@ pub(super) struct Buffers {
 }
 
 impl Buffers {
-    /// The operands in buffers `a` and `b`, the arrays from buffer `first`.
-    pub fn new(a: usize, b: usize, first: usize) -> Buffers {
+    /// The operands in buffers `a` and `b`, the arrays from buffer `first`, of which
+    /// `locals` are locals.
+    pub fn new(a: usize, b: usize, first: usize, locals: usize) -> Buffers {
         Buffers {
             a,
             b,
-            a_values: first,
-            b_values: first + 1,
-            accumulators: first + 2,
-            a_tile: first + 3,
-            b_tile: first + 4,
+            accumulators: first,
+            a_tile: first + locals,
+            b_tile: first + locals + 1,
         }
+    }
+
+    /// The locals of the templates that load `a`'s and `b`'s values for the current step
+    /// (tensor-core fragments, or plain registers) before they multiply: the two after the
+    /// accumulators ([`arrays`]).
+    pub fn values(&self) -> (usize, usize) {
+        (self.accumulators + 1, self.accumulators + 2)
     }
 }
 
@@ -52,19 +55,20 @@ pub(super) struct Block {
 }
 
 /// The kernel body of a matmul `out = a · b` (batch rows merged into the rows when `flat`;
-/// the operands in buffers `abuf` and `bbuf`, the kernel's arrays from buffer `first`): the
-/// grid over the output's tiles, each block zeroing its threads' `accumulators` and then
-/// running what `body` makes from the layout, the row count and the block's variables.
+/// the operands in buffers `abuf` and `bbuf`, the kernel's arrays from buffer `first`, of
+/// which `locals` are locals): the grid over the output's tiles, each block zeroing its
+/// threads' `accumulators` and then running what `body` makes from the layout, the row
+/// count and the block's variables.
 pub(super) fn kernel(
     cx: &mut Ctx,
     (out, flat): (&TensorType, bool),
     [(a, abuf), (b, bbuf)]: [(&TensorType, usize); 2],
-    (first, accumulators): (usize, i64),
+    (first, locals, accumulators): (usize, usize, i64),
     body: impl FnOnce(&mut Ctx, (&Layout, &Expr), Block, &Buffers) -> Vec<Stmt>,
 ) -> Vec<Stmt> {
     let (l, batch_shape, rows) = Layout::new(cx, [out, a, b], flat, None);
     let m = cx.dim(&rows);
-    let bufs = Buffers::new(abuf, bbuf, first);
+    let bufs = Buffers::new(abuf, bbuf, first, locals);
     let block = Block {
         i0: cx.var(),
         j0: cx.var(),
@@ -77,20 +81,20 @@ pub(super) fn kernel(
     vec![grid(cx, (&l, &batch_shape, &m), (i0, j0), each)]
 }
 
-/// The kernel's arrays, in [`Buffers`]' order: the thread's values of `a` and `b` (`values`
-/// elements each, of type `elem`) and its f32 accumulators (locals), and the shared tiles of
-/// `a` and `b`, `tiles` elements each.
+/// The kernel's arrays, in [`Buffers`]' order: the thread's f32 accumulators (`values[0]`),
+/// its values of `a` and `b` (`values[1]` and `values[2]` elements of type `elem`; none when
+/// both are 0), and the shared tiles of `a` and `b`, `tiles` elements each.
 pub(super) fn arrays(elem: Elem, values: [i64; 3], tiles: [i64; 2]) -> (Vec<Local>, Vec<Local>) {
     let array = |name: &str, elem, len: i64| Local {
         name: name.into(),
         elem,
         len: len as usize,
     };
-    let locals = vec![
-        array("a_values", elem, values[0]),
-        array("b_values", elem, values[1]),
-        array("accumulators", Elem::F32, values[2]),
-    ];
+    let mut locals = vec![array("accumulators", Elem::F32, values[0])];
+    if values[1..] != [0, 0] {
+        locals.push(array("a_values", elem, values[1]));
+        locals.push(array("b_values", elem, values[2]));
+    }
     let shared = vec![
         array("a_tile", elem, tiles[0]),
         array("b_tile", elem, tiles[1]),

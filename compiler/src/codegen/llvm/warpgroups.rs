@@ -1,0 +1,108 @@
+//! Hopper's warpgroup product in PTX kernels: [`Stmt::WarpgroupMma`] as inline PTX, since no
+//! LLVM version has an intrinsic for `wgmma.mma_async` (Triton and CUTLASS emit it so too).
+//!
+//! One `asm` statement holds the whole product: `wgmma.fence` (the accumulators were written
+//! by ordinary instructions), one `wgmma.mma_async` per k step with both operands given by
+//! shared-memory descriptors, then `wgmma.commit_group` and `wgmma.wait_group 0`. The
+//! accumulators are its outputs, tied to the inputs that carry their old values, so LLVM
+//! keeps them in registers across it and reads them only once the product is complete. Each
+//! thread builds the descriptors from its shared address of the tile's start (the bits LLVM
+//! cannot know are the address's; the offsets and the layout are constants,
+//! [`archc_kernels::warpgroup::SharedTile::descriptor_bits`]).
+//!
+//! The operands were written through the generic proxy (stores and `cp.async`), and
+//! `wgmma` reads them through the async proxy, so a kernel with a warpgroup product puts
+//! `fence.proxy.async.shared::cta` before each of its barriers (`gpu_threads.rs`): each
+//! thread's writes before the barrier are then visible to the products after it.
+//!
+//! [`Stmt::WarpgroupMma`]: archc_kernels::ir::Stmt::WarpgroupMma
+
+use std::fmt::Write;
+
+use archc_kernels::ir::{Elem, SharedTile, WarpgroupMma};
+use archc_kernels::warpgroup::K_STEP;
+
+use super::text::{Function, L, V};
+
+impl Function<'_> {
+    /// `C ← A·B + C` by the thread's warpgroup (see the module doc).
+    pub(super) fn warpgroup_mma(&mut self, w: &WarpgroupMma) {
+        let registers = usize::from(w.n) / 2;
+        let steps = usize::from(w.k) / K_STEP;
+        let kind = match self.kernel.elem(w.a.buf) {
+            Elem::F16 => "f16",
+            _ => "bf16",
+        };
+        let mut inputs = Vec::new();
+        let mut sums = Vec::new();
+        for e in 0..registers {
+            let p = self.element(&w.c, e as i64);
+            let x = self.op(L::F32, format!("load float, ptr {p}, align 4"));
+            inputs.push(format!("float {}", x.s));
+            sums.push(p);
+        }
+        for s in 0..steps {
+            for tile in [&w.a, &w.b] {
+                let d = self.descriptor(tile, s);
+                inputs.push(format!("i64 {}", d.s));
+            }
+        }
+        inputs.push("i32 1".into());
+        let accumulators: Vec<String> = (0..registers).map(|e| format!("${e}")).collect();
+        let accumulators = accumulators.join(", ");
+        let transposed = |t: &SharedTile| u8::from(!t.k_major);
+        let mut asm = String::from("{\\0A.reg .pred p;\\0A");
+        let _ = write!(
+            asm,
+            "setp.ne.b32 p, ${}, 0;\\0Awgmma.fence.sync.aligned;\\0A",
+            2 * registers + 2 * steps
+        );
+        for s in 0..steps {
+            let (a, b) = (2 * registers + 2 * s, 2 * registers + 2 * s + 1);
+            let _ = write!(
+                asm,
+                "wgmma.mma_async.sync.aligned.m64n{}k16.f32.{kind}.{kind} {{{accumulators}}}, ${a}, ${b}, p, 1, 1, {}, {};\\0A",
+                w.n,
+                transposed(&w.a),
+                transposed(&w.b)
+            );
+        }
+        asm.push_str("wgmma.commit_group.sync.aligned;\\0Awgmma.wait_group.sync.aligned 0;\\0A}");
+        let mut constraints = vec!["=f".to_string(); registers];
+        constraints.extend((0..registers).map(|e| e.to_string()));
+        constraints.extend(vec!["l".to_string(); 2 * steps]);
+        constraints.push("r".into());
+        let result = format!("{{{}}}", vec!["float"; registers].join(", "));
+        let d = self.op(
+            L::F32,
+            format!(
+                "call {result} asm sideeffect \"{asm}\", \"{}\"({})",
+                constraints.join(","),
+                inputs.join(", ")
+            ),
+        );
+        for (e, p) in sums.iter().enumerate() {
+            let x = self.op(L::F32, format!("extractvalue {result} {}, {e}", d.s));
+            let _ = writeln!(self.body, "  store float {}, ptr {p}, align 4", x.s);
+        }
+    }
+
+    /// The descriptor of k step `step` of `tile`: its start ([`SharedTile::step`] elements
+    /// further per step) as a 16-byte unit of the shared window in bits 0–13, with the
+    /// tile's constant bits.
+    fn descriptor(&mut self, tile: &SharedTile, step: usize) -> V {
+        let at = self.expr(&tile.at);
+        let first = self.op(
+            L::I64,
+            format!("add i64 {}, {}", at.s, step as i64 * i64::from(tile.step)),
+        );
+        let shared = self.pointer(tile.buf, &first.s, 3);
+        let address = self.op(L::I64, format!("ptrtoint ptr addrspace(3) {shared} to i64"));
+        let start = self.op(L::I64, format!("and i64 {}, 262143", address.s));
+        let start = self.op(L::I64, format!("lshr i64 {}, 4", start.s));
+        self.op(
+            L::I64,
+            format!("or i64 {}, {}", start.s, tile.descriptor_bits()),
+        )
+    }
+}
