@@ -156,12 +156,13 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                 };
                 let _ = writeln!(
                     out,
-                    "{pad}wgmma.m64n{}k{} b{}[{}..+{}] += {} · {}",
+                    "{pad}wgmma.m{}n{}k{} b{}[{}..+{}] += {} · {}",
+                    w.m,
                     w.n,
                     w.k,
                     w.c.buf,
                     expr(&w.c.at),
-                    w.n / 2,
+                    usize::from(w.m) * usize::from(w.n) / crate::warpgroup::WARPGROUP,
                     tile(&w.a),
                     tile(&w.b)
                 );

@@ -42,7 +42,8 @@
 //!    `A` and `B` are shared arrays of one 16-bit float type whose core matrices lie a
 //!    multiple of 16 bytes apart, within a descriptor's reach (a swizzled tile is K-major,
 //!    its atoms and k16 slabs a multiple of 256 bytes apart); its `C` an f32 local that holds
-//!    `n / 2` elements from a constant offset; `n` is a multiple of 8 up to 256, `k` of 16.
+//!    `m · n / 128` elements from a constant offset; `m` is a multiple of 64, `n` of 8 up to
+//!    256, `k` of 16.
 //! 10. **Asynchronous copies**: a `CopyAsync` and an `AsyncWait` sit inside a Thread loop of
 //!     a block; a copy reads an input param (not quantized) into a shared array of its type,
 //!     4, 8 or 16 bytes; a constant destination is a multiple of its width, inside the array.
@@ -298,10 +299,12 @@ impl Verifier<'_> {
                 w.a.buf, w.b.buf
             ));
         }
-        let (n, k) = (usize::from(w.n), usize::from(w.k));
-        if n == 0 || n % 8 != 0 || n > warpgroup::MAX_N || k == 0 || k % warpgroup::K_STEP != 0 {
+        let (m, n, k) = (usize::from(w.m), usize::from(w.n), usize::from(w.k));
+        let bands = m > 0 && m.is_multiple_of(warpgroup::ROWS);
+        let columns = n > 0 && n.is_multiple_of(8) && n <= warpgroup::MAX_N;
+        if !bands || !columns || k == 0 || !k.is_multiple_of(warpgroup::K_STEP) {
             self.report(format!(
-                "wgmma m64n{n}k{k}: n a multiple of 8 up to 256, k of 16"
+                "wgmma m{m}n{n}k{k}: m a multiple of 64, n of 8 up to 256, k of 16"
             ));
         }
         for e in [&w.a.at, &w.b.at, &w.c.at] {
@@ -312,11 +315,11 @@ impl Verifier<'_> {
             self.report(format!("wgmma C in b{}: an f32 local", w.c.buf));
         } else if let Some(at) = constant(&w.c.at) {
             let size = self.local_len(w.c.buf);
-            if at < 0 || at as usize + n / 2 > size {
+            let count = m * n / warpgroup::WARPGROUP;
+            if at < 0 || at as usize + count > size {
                 self.report(format!(
-                    "wgmma C at b{}[{at}..+{}], outside its {size} elements",
-                    w.c.buf,
-                    n / 2
+                    "wgmma C at b{}[{at}..+{count}], outside its {size} elements",
+                    w.c.buf
                 ));
             }
         }

@@ -27,9 +27,11 @@
 //!   multiples of 256 bytes.
 //!
 //! **Accumulators.** A warpgroup is 4 consecutive warps (128 threads), warp `w` owning rows
-//! `16w..16w + 16` of the 64 × N product. Within a warp the accumulators are those of
+//! `16w..16w + 16` of each 64 × N product. Within a warp the accumulators are those of
 //! `mma.m16n8k16`'s `C` ([`crate::fragment::c`]) for each 8 columns in turn: thread `t`'s
-//! element `e` (`0..N/2`) is in column block `e / 4`.
+//! element `e` (`0..N/2`) is in column block `e / 4`. A statement whose product has more
+//! rows runs one instruction per band of 64 rows and k16 step, band `b`'s accumulators after
+//! band `b - 1`'s.
 //!
 //! [`Stmt::WarpgroupMma`]: crate::ir::Stmt::WarpgroupMma
 
@@ -135,30 +137,34 @@ impl SharedTile {
 }
 
 /// What a [`crate::ir::Stmt::WarpgroupMma`] computes: in every warpgroup of the block,
-/// `C ← A·B + C` for a 64 × `k` `A`, a `k` × `n` `B` (both in shared memory, of one 16-bit
-/// float type) and a 64 × `n` f32 `C` spread over the warpgroup's threads' copies of a local
-/// ([`accumulator`]). It runs as `k / 16` instructions, `A` and `B` each advancing one
-/// [`SharedTile::step`] per instruction, which complete before the statement ends.
+/// `C ← A·B + C` for an `m` × `k` `A`, a `k` × `n` `B` (both in shared memory, of one 16-bit
+/// float type) and an `m` × `n` f32 `C` spread over the warpgroup's threads' copies of a
+/// local ([`accumulator`]). It runs as one instruction per band of 64 rows and k16 step, `A`
+/// and `B` each advancing one [`SharedTile::step`] per step, which all complete before the
+/// statement ends.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct WarpgroupMma {
-    /// `A`, 64 × `k`.
+    /// `A`, `m` × `k`.
     pub a: SharedTile,
     /// `B`, `k` × `n`.
     pub b: SharedTile,
-    /// `C`'s `n / 2` elements in each thread's copy of an f32 local, from `at`.
+    /// `C`'s `m · n / 128` elements in each thread's copy of an f32 local, from `at`.
     pub c: Fragment,
+    /// Rows of the product: a multiple of 64.
+    pub m: u16,
     /// Columns of the product: a multiple of 8 in 8..=256.
     pub n: u16,
     /// The reduced length: a multiple of 16.
     pub k: u16,
 }
 
-/// Element `e` (`0..N/2`) of thread `t`'s (`0..128`, in its warpgroup) accumulators:
-/// `(row, column)` of the 64 × N product.
-pub fn accumulator(t: usize, e: usize) -> (usize, usize) {
+/// Element `e` (`0..m·n/128`) of thread `t`'s (`0..128`, in its warpgroup) accumulators:
+/// `(row, column)` of the `m` × `n` product.
+pub fn accumulator(t: usize, e: usize, n: usize) -> (usize, usize) {
+    let (band, e) = (e / (n / 2), e % (n / 2));
     let (warp, lane) = (t / crate::fragment::WARP, t % crate::fragment::WARP);
     let (r, c) = crate::fragment::c(lane, e % 4);
-    (16 * warp + r, 8 * (e / 4) + c)
+    (ROWS * band + 16 * warp + r, 8 * (e / 4) + c)
 }
 
 #[cfg(test)]
@@ -167,15 +173,15 @@ mod tests {
 
     #[test]
     fn accumulators_place_every_element_once() {
-        for n in [8, 64, 256] {
-            let mut seen = vec![0; ROWS * n];
+        for (m, n) in [(64, 8), (64, 64), (128, 128), (64, 256)] {
+            let mut seen = vec![0; m * n];
             for t in 0..WARPGROUP {
-                for e in 0..n / 2 {
-                    let (r, c) = accumulator(t, e);
+                for e in 0..m * n / WARPGROUP {
+                    let (r, c) = accumulator(t, e, n);
                     seen[r * n + c] += 1;
                 }
             }
-            assert!(seen.iter().all(|&s| s == 1), "n {n}");
+            assert!(seen.iter().all(|&s| s == 1), "m {m} n {n}");
         }
     }
 

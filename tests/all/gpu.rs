@@ -313,10 +313,10 @@ fn narrow_matmuls_run_on_warpgroups_in_the_simulator() {
     let file = matmuls_model(&d);
     for dtype in ["bf16", "f16"] {
         let kernels = kernels_for(&file, (dtype, "sm_90a"));
-        assert_eq!(kernels.matches("wgmma.m64n64k64").count(), 4, "{kernels}");
+        assert_eq!(kernels.matches("wgmma.m64n128k32").count(), 4, "{kernels}");
         assert_eq!(kernels.matches("cp.async b").count(), 24, "{kernels}");
         if CUDA_BUILT {
-            let wgmma = format!("wgmma.mma_async.sync.aligned.m64n64k16.f32.{dtype}.{dtype}");
+            let wgmma = format!("wgmma.mma_async.sync.aligned.m64n128k16.f32.{dtype}.{dtype}");
             let expect = [
                 wgmma.as_str(),
                 "wgmma.wait_group.sync.aligned 0",
@@ -366,14 +366,14 @@ fn f32_matmuls_run_on_shared_tiles_in_the_simulator() {
 }
 
 /// A model of matmuls with ragged edges on every axis (70 rows, reduced axes of 40 and 33,
-/// 72 and 24 columns), a broadcast `b` with an epilogue, a batched `z·zᵀ`, a `linear`, and a
+/// 136 and 24 columns), a broadcast `b` with an epilogue, a batched `z·zᵀ`, a `linear`, and a
 /// reduced axis of 200 (slices enough to go round the staging's ring of stages), written
 /// into `d`; returns its path.
 fn matmuls_model(d: &std::path::Path) -> String {
     let src = d.join("matmuls.arch");
     std::fs::write(
         &src,
-        "model tc {\n  input x: f32[batch, seq, 40]\n  input y: f32[40, 72]\n  input z: f32[batch, seq, 33]\n  input u: f32[batch, seq, 200]\n  input v: f32[200, 16]\n  output c = gelu(matmul(x, y) + 1.5)\n  output e = matmul(z, transpose(z, -1, -2)) * 0.5\n  output f = linear(x, 24)\n  output g = matmul(u, v)\n}\n",
+        "model tc {\n  input x: f32[batch, seq, 40]\n  input y: f32[40, 136]\n  input z: f32[batch, seq, 33]\n  input u: f32[batch, seq, 200]\n  input v: f32[200, 16]\n  output c = gelu(matmul(x, y) + 1.5)\n  output e = matmul(z, transpose(z, -1, -2)) * 0.5\n  output f = linear(x, 24)\n  output g = matmul(u, v)\n}\n",
     )
     .unwrap();
     src.to_string_lossy().into_owned()

@@ -6,7 +6,7 @@
 //! [`Stmt::WarpgroupMma`]: crate::ir::Stmt::WarpgroupMma
 
 use super::{i, KernelError, Machine};
-use crate::warpgroup::{accumulator, SharedTile, WarpgroupMma, ATOM, CORE, ROWS, WARPGROUP};
+use crate::warpgroup::{accumulator, SharedTile, WarpgroupMma, ATOM, CORE, WARPGROUP};
 
 impl Machine<'_> {
     /// `C ← A·B + C` in every warpgroup (see [`WarpgroupMma`]). The sums run in f32 along k
@@ -18,17 +18,18 @@ impl Machine<'_> {
         if !threads.is_multiple_of(WARPGROUP) {
             return Err(self.warpgroup_error("is in a block that is not whole warpgroups"));
         }
-        let (n, k) = (usize::from(w.n), usize::from(w.k));
+        let (m, n, k) = (usize::from(w.m), usize::from(w.n), usize::from(w.k));
+        let count = m * n / WARPGROUP;
         let first = i(&self.eval(&w.c.at)?);
-        self.bound(w.c.buf, first.saturating_add(n as i64 / 2 - 1))?;
+        self.bound(w.c.buf, first.saturating_add(count as i64 - 1))?;
         let first = self.bound(w.c.buf, first)?;
-        let a = self.tile(&w.a, ROWS, k)?;
+        let a = self.tile(&w.a, m, k)?;
         let b = self.tile(&w.b, n, k)?;
         for group in 0..threads / WARPGROUP {
             for t in 0..WARPGROUP {
                 let thread = (group * WARPGROUP + t) as i64;
-                for e in 0..n / 2 {
-                    let (r, c) = accumulator(t, e);
+                for e in 0..count {
+                    let (r, c) = accumulator(t, e, n);
                     let acc = self.local(thread, w.c.buf, first + e);
                     let d = (0..k).fold(acc, |acc, p| a[r][p].mul_add(b[c][p], acc));
                     self.set_local(thread, w.c.buf, first + e, d);
@@ -79,16 +80,18 @@ mod tests {
     use crate::interp::{run_gpu, BufData, KernelError};
     use crate::ir::build::{add, axis, load, mul, var};
     use crate::ir::{Axis, Elem, Expr, Fragment, Kernel, Local, Param, Scope, Stmt, Var};
-    use crate::warpgroup::{accumulator, SharedTile, WarpgroupMma, ROWS, WARPGROUP};
+    use crate::warpgroup::{accumulator, SharedTile, WarpgroupMma, WARPGROUP};
 
+    /// Two bands of 64 rows, columns no power of two.
+    const ROWS: usize = 128;
     const N: usize = 24;
     const K: usize = 32;
 
-    /// `A` (64 × K) k-major with the 32-byte swizzle, k16 slabs one after the other; `B`
+    /// `A` (128 × K) k-major with the 32-byte swizzle, k16 slabs one after the other; `B`
     /// (K × N) mn-major with no swizzle, core matrices 64 elements apart along k and `8K`
     /// along n.
     fn tiles() -> (SharedTile, SharedTile) {
-        let a = SharedTile::swizzled(5, Expr::Int(0), 128, 1024);
+        let a = SharedTile::swizzled(5, Expr::Int(0), 128, 16 * ROWS as u32);
         let b = SharedTile::mn_major(6, Expr::Int(0), (64, 8 * K as u32), 128);
         (a, b)
     }
@@ -121,8 +124,8 @@ mod tests {
             len,
         };
         let threads = |body| axis(Axis::Thread, t, int(WARPGROUP as i64), body);
-        let half = (N / 2) as i64;
-        let out_at = add(mul(var(t), int(half)), var(e));
+        let count = (ROWS * N / WARPGROUP) as i64;
+        let out_at = add(mul(var(t), int(count)), var(e));
         let mut block = vec![threads(vec![copy(1, 5, ROWS * K), copy(2, 6, K * N)])];
         if barrier {
             block.push(Stmt::Barrier(Scope::Block));
@@ -131,11 +134,17 @@ mod tests {
             a: tiles().0,
             b: b_as,
             c: Fragment { buf: 4, at: int(0) },
+            m: ROWS as u16,
             n: N as u16,
             k: K as u16,
         }));
         let store = Stmt::Store(0, out_at, load(4, var(e)));
-        block.push(threads(vec![axis(Axis::Unroll, e, int(half), vec![store])]));
+        block.push(threads(vec![axis(
+            Axis::Unroll,
+            e,
+            int(count),
+            vec![store],
+        )]));
         Kernel {
             name: "wgmma".into(),
             params: vec![
@@ -144,7 +153,7 @@ mod tests {
                 param("b", Elem::BF16, false),
                 param("status", Elem::I64, true),
             ],
-            locals: vec![array("c", Elem::F32, N / 2)],
+            locals: vec![array("c", Elem::F32, ROWS * N / WARPGROUP)],
             shared: vec![
                 array("a_tile", Elem::BF16, ROWS * K),
                 array("b_tile", Elem::BF16, K * N),
@@ -169,18 +178,19 @@ mod tests {
                 b[b_tile.offset(c, p)] = value(p * 37 + c, 5);
             }
         }
-        let mut want = vec![0f32; WARPGROUP * N / 2];
+        let count = ROWS * N / WARPGROUP;
+        let mut want = vec![0f32; WARPGROUP * count];
         for t in 0..WARPGROUP {
-            for e in 0..N / 2 {
-                let (r, c) = accumulator(t, e);
-                want[t * N / 2 + e] = (0..K).fold(0.0, |acc, p| {
+            for e in 0..count {
+                let (r, c) = accumulator(t, e, N);
+                want[t * count + e] = (0..K).fold(0.0, |acc, p| {
                     a[a_tile.offset(r, p)].mul_add(b[b_tile.offset(c, p)], acc)
                 });
             }
         }
         let bf16 =
             |v: &[f32]| BufData::BF16(v.iter().map(|&x| crate::storage::f32_to_bf16(x)).collect());
-        let out = BufData::F32(vec![0.0; WARPGROUP * N / 2]);
+        let out = BufData::F32(vec![0.0; ROWS * N]);
         (vec![out, bf16(&a), bf16(&b), BufData::I64(vec![0])], want)
     }
 

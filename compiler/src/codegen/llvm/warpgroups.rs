@@ -2,8 +2,9 @@
 //! LLVM version has an intrinsic for `wgmma.mma_async` (Triton and CUTLASS emit it so too).
 //!
 //! One `asm` statement holds the whole product: `wgmma.fence` (the accumulators were written
-//! by ordinary instructions), one `wgmma.mma_async` per k step with both operands given by
-//! shared-memory descriptors, then `wgmma.commit_group` and `wgmma.wait_group 0`. The
+//! by ordinary instructions), one `wgmma.mma_async` per k step and band of 64 rows with both
+//! operands given by shared-memory descriptors, then `wgmma.commit_group` and
+//! `wgmma.wait_group 0`, so that all of them are in flight together. The
 //! accumulators are its outputs, tied to the inputs that carry their old values, so LLVM
 //! keeps them in registers across it and reads them only once the product is complete. Each
 //! thread builds the descriptors from its shared address of the tile's start (the bits LLVM
@@ -20,14 +21,15 @@
 use std::fmt::Write;
 
 use archc_kernels::ir::{Elem, SharedTile, WarpgroupMma};
-use archc_kernels::warpgroup::K_STEP;
+use archc_kernels::warpgroup::{K_STEP, ROWS};
 
 use super::text::{Function, L, V};
 
 impl Function<'_> {
     /// `C ← A·B + C` by the thread's warpgroup (see the module doc).
     pub(super) fn warpgroup_mma(&mut self, w: &WarpgroupMma) {
-        let registers = usize::from(w.n) / 2;
+        let (n, bands) = (usize::from(w.n), usize::from(w.m) / ROWS);
+        let registers = bands * n / 2;
         let steps = usize::from(w.k) / K_STEP;
         let kind = match self.kernel.elem(w.a.buf) {
             Elem::F16 => "f16",
@@ -41,36 +43,45 @@ impl Function<'_> {
             inputs.push(format!("float {}", x.s));
             sums.push(p);
         }
+        // Per k step: each band's descriptor of A (its rows 64 further on), then B's.
         for s in 0..steps {
-            for tile in [&w.a, &w.b] {
-                let d = self.descriptor(tile, s);
+            for band in 0..bands {
+                let rows = w.a.offset(ROWS * band, 0);
+                let d = self.descriptor(&w.a, (s, rows));
                 inputs.push(format!("i64 {}", d.s));
             }
+            let d = self.descriptor(&w.b, (s, 0));
+            inputs.push(format!("i64 {}", d.s));
         }
         inputs.push("i32 1".into());
-        let accumulators: Vec<String> = (0..registers).map(|e| format!("${e}")).collect();
-        let accumulators = accumulators.join(", ");
         let transposed = |t: &SharedTile| u8::from(!t.k_major);
         let mut asm = String::from("{\\0A.reg .pred p;\\0A");
         let _ = write!(
             asm,
             "setp.ne.b32 p, ${}, 0;\\0Awgmma.fence.sync.aligned;\\0A",
-            2 * registers + 2 * steps
+            2 * registers + steps * (bands + 1)
         );
         for s in 0..steps {
-            let (a, b) = (2 * registers + 2 * s, 2 * registers + 2 * s + 1);
-            let _ = write!(
-                asm,
-                "wgmma.mma_async.sync.aligned.m64n{}k16.f32.{kind}.{kind} {{{accumulators}}}, ${a}, ${b}, p, 1, 1, {}, {};\\0A",
-                w.n,
-                transposed(&w.a),
-                transposed(&w.b)
-            );
+            let first = 2 * registers + s * (bands + 1);
+            for band in 0..bands {
+                let accumulators: Vec<String> = (band * n / 2..(band + 1) * n / 2)
+                    .map(|e| format!("${e}"))
+                    .collect();
+                let _ = write!(
+                    asm,
+                    "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{kind}.{kind} {{{}}}, ${}, ${}, p, 1, 1, {}, {};\\0A",
+                    accumulators.join(", "),
+                    first + band,
+                    first + bands,
+                    transposed(&w.a),
+                    transposed(&w.b)
+                );
+            }
         }
         asm.push_str("wgmma.commit_group.sync.aligned;\\0Awgmma.wait_group.sync.aligned 0;\\0A}");
         let mut constraints = vec!["=f".to_string(); registers];
         constraints.extend((0..registers).map(|e| e.to_string()));
-        constraints.extend(vec!["l".to_string(); 2 * steps]);
+        constraints.extend(vec!["l".to_string(); steps * (bands + 1)]);
         constraints.push("r".into());
         let result = format!("{{{}}}", vec!["float"; registers].join(", "));
         let d = self.op(
@@ -87,15 +98,13 @@ impl Function<'_> {
         }
     }
 
-    /// The descriptor of k step `step` of `tile`: its start ([`SharedTile::step`] elements
-    /// further per step) as a 16-byte unit of the shared window in bits 0–13, with the
-    /// tile's constant bits.
-    fn descriptor(&mut self, tile: &SharedTile, step: usize) -> V {
+    /// The descriptor of k step `step` of `tile` from its element `offset` on: its start
+    /// ([`SharedTile::step`] elements further per step) as a 16-byte unit of the shared
+    /// window in bits 0–13, with the tile's constant bits.
+    fn descriptor(&mut self, tile: &SharedTile, (step, offset): (usize, usize)) -> V {
         let at = self.expr(&tile.at);
-        let first = self.op(
-            L::I64,
-            format!("add i64 {}, {}", at.s, step as i64 * i64::from(tile.step)),
-        );
+        let skip = step * tile.step as usize + offset;
+        let first = self.op(L::I64, format!("add i64 {}, {skip}", at.s));
         let shared = self.pointer(tile.buf, &first.s, 3);
         let address = self.op(L::I64, format!("ptrtoint ptr addrspace(3) {shared} to i64"));
         let start = self.op(L::I64, format!("and i64 {}, 262143", address.s));

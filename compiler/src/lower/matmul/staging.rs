@@ -30,7 +30,7 @@
 use archc_kernels::ir::build::{add, mul, serial, sub, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Scope, Stmt, Un};
 
-use super::tile_grid::{threads, Block, Buffers, TILE};
+use super::tile_grid::{threads, Block, Buffers};
 use super::Layout;
 use crate::graph::TensorType;
 use crate::lower::fragments::{and, copy_chunks, int, lt, padded, rem, stage_from, when, PAD};
@@ -50,18 +50,55 @@ pub(super) struct Staging<'l> {
     l: &'l Layout<'l>,
     /// The output's rows.
     m: Expr,
-    /// The reduced elements of a slice.
-    slice: i64,
+    /// What a stage holds, and how.
+    stage: Stage,
     /// The elements of one copy.
     chunk: i64,
     /// Whether both operands are stored as the shared tiles are, which copies ask.
     copies: bool,
-    /// How the tiles lie in shared memory.
-    arrangement: Arrangement,
 }
 
-/// How a stage's tiles of `a` (`TILE` rows of a slice) and `b` (a slice's rows of `TILE`) lie
-/// in shared memory.
+/// What one stage holds: a slice of the reduced axis for the block's tile of the output, `a`'s
+/// rows of the tile and `b`'s columns, arranged in shared memory as `arrangement` says.
+#[derive(Clone, Copy)]
+pub(super) struct Stage {
+    /// The block's tile of the output: rows and columns.
+    pub tile: (i64, i64),
+    /// The reduced elements of a slice.
+    pub slice: i64,
+    /// How the tiles lie.
+    pub arrangement: Arrangement,
+}
+
+impl Stage {
+    /// The elements of one stage of `a`'s tile (the tile's rows of a slice) and of `b`'s (a
+    /// slice's rows of the tile's columns).
+    pub const fn lengths(&self) -> (i64, i64) {
+        let ((rows, columns), slice) = (self.tile, self.slice);
+        match self.arrangement {
+            Arrangement::Padded => (rows * (slice + PAD), slice * (columns + PAD)),
+            Arrangement::Warpgroup => (rows * slice, slice * columns),
+        }
+    }
+
+    /// Where element `(r, c)` of `a`'s tile and of `b`'s lie, for a stage whose tiles start
+    /// at elements `a_first` and `b_first`.
+    fn slots(&self, a_first: Expr, b_first: Expr) -> [Box<dyn Fn(Expr, Expr) -> Expr>; 2] {
+        let ((rows, columns), slice) = (self.tile, self.slice);
+        match self.arrangement {
+            Arrangement::Padded => [
+                Box::new(padded(a_first, slice)),
+                Box::new(padded(b_first, columns)),
+            ],
+            Arrangement::Warpgroup => [
+                Box::new(super::warpgroups::a_slot(a_first, rows)),
+                Box::new(super::warpgroups::b_slot(b_first, columns)),
+            ],
+        }
+    }
+}
+
+/// How a stage's tiles lie in shared memory.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Arrangement {
     /// Row after row, padded by `PAD`, as the templates that load fragments or registers
@@ -69,36 +106,6 @@ pub(super) enum Arrangement {
     Padded,
     /// As warpgroup products read them ([`super::warpgroups`]).
     Warpgroup,
-}
-
-impl Arrangement {
-    /// The elements of one stage of `a`'s tile and of `b`'s.
-    pub const fn lengths(self, slice: i64) -> (i64, i64) {
-        match self {
-            Arrangement::Padded => (TILE * (slice + PAD), slice * (TILE + PAD)),
-            Arrangement::Warpgroup => (TILE * slice, slice * TILE),
-        }
-    }
-
-    /// Where element `(r, c)` of `a`'s tile and of `b`'s lie, for a stage whose tiles start
-    /// at elements `a_first` and `b_first`.
-    fn slots(
-        self,
-        slice: i64,
-        a_first: Expr,
-        b_first: Expr,
-    ) -> [Box<dyn Fn(Expr, Expr) -> Expr>; 2] {
-        match self {
-            Arrangement::Padded => [
-                Box::new(padded(a_first, slice)),
-                Box::new(padded(b_first, TILE)),
-            ],
-            Arrangement::Warpgroup => [
-                Box::new(super::warpgroups::a_slot(a_first)),
-                Box::new(super::warpgroups::b_slot(b_first)),
-            ],
-        }
-    }
 }
 
 /// One operand's tile of a slice, as staged: its shape in shared memory, and for a row `r` and
@@ -115,22 +122,16 @@ struct Tile<'a> {
 type Place<'a> = &'a dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr, Expr);
 
 impl<'l> Staging<'l> {
-    /// The staging of the matmul laid out as `l` with `m` rows, `slice` reduced elements at a
-    /// time, into shared tiles of `elem` arranged as `arrangement` says.
-    pub fn new(
-        l: &'l Layout<'l>,
-        m: &Expr,
-        (slice, arrangement): (i64, Arrangement),
-        elem: Elem,
-    ) -> Staging<'l> {
+    /// The staging of the matmul laid out as `l` with `m` rows, a `stage` at a time, into
+    /// shared tiles of `elem`.
+    pub fn new(l: &'l Layout<'l>, m: &Expr, stage: Stage, elem: Elem) -> Staging<'l> {
         let stored = |t: &TensorType| crate::lower::elem(t.dtype) == elem;
         Staging {
             l,
             m: m.clone(),
-            slice,
+            stage,
             chunk: CHUNK_BYTES / elem.size() as i64,
             copies: stored(l.a) && stored(l.b),
-            arrangement,
         }
     }
 
@@ -142,7 +143,7 @@ impl<'l> Staging<'l> {
         (block, bufs): (&Block, &Buffers),
         work: &mut dyn FnMut(&mut Ctx, Expr) -> Vec<Stmt>,
     ) -> Vec<Stmt> {
-        let count = div_up(self.l.k.clone(), int(self.slice));
+        let count = div_up(self.l.k.clone(), int(self.stage.slice));
         let mut prologue = Vec::new();
         for s in 0..AHEAD {
             let copies = self.slice_copies(cx, block, bufs, int(s));
@@ -172,9 +173,10 @@ impl<'l> Staging<'l> {
     /// Thread `block.t`'s share of staging slice `s` into stage `s mod STAGES`: asynchronous
     /// copies when every chunk is aligned, plain loads and stores when not.
     fn slice_copies(&self, cx: &mut Ctx, block: &Block, bufs: &Buffers, s: Expr) -> Vec<Stmt> {
-        let (l, m, slice, chunk) = (self.l, &self.m, self.slice, self.chunk);
+        let (l, m, slice, chunk) = (self.l, &self.m, self.stage.slice, self.chunk);
+        let (rows, columns) = self.stage.tile;
         let (i0, j0, t) = (block.i0, block.j0, block.t);
-        let (a_len, b_len) = self.arrangement.lengths(slice);
+        let (a_len, b_len) = self.stage.lengths();
         let k0 = mul(s.clone(), int(slice));
         let stage = rem(s, STAGES);
         let (k, n) = (l.k.clone(), l.n.clone());
@@ -196,20 +198,18 @@ impl<'l> Staging<'l> {
             )
         };
         let a = Tile {
-            rows: TILE,
+            rows,
             columns: slice,
             at: &a_at,
         };
         let b = Tile {
             rows: slice,
-            columns: TILE,
+            columns,
             at: &b_at,
         };
-        let [a_slot, b_slot] = self.arrangement.slots(
-            slice,
-            mul(stage.clone(), int(a_len)),
-            mul(stage, int(b_len)),
-        );
+        let [a_slot, b_slot] = self
+            .stage
+            .slots(mul(stage.clone(), int(a_len)), mul(stage, int(b_len)));
         let from = [
             (bufs.a, bufs.a_tile, &a_slot, &a),
             (bufs.b, bufs.b_tile, &b_slot, &b),

@@ -31,7 +31,7 @@
 use archc_kernels::ir::build::{add, load, mul, var};
 use archc_kernels::ir::{Elem, Expr, Local, Stmt};
 
-use super::staging::{Arrangement, Staging, STAGES};
+use super::staging::{Arrangement, Stage, Staging, STAGES};
 use super::tile_grid::{self, arrays, kernel, Block, Buffers, TILE};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
@@ -42,9 +42,15 @@ use crate::lower::index::Ctx;
 
 /// The reduced slice staged in shared memory.
 const SLICE: i64 = 32;
+/// What a stage holds: a slice for a 64 × 64 tile, rows padded.
+const STAGE: Stage = Stage {
+    tile: (TILE, TILE),
+    slice: SLICE,
+    arrangement: Arrangement::Padded,
+};
 /// A stage's tiles of `a` and `b` in shared memory.
-const A_STAGE: i64 = Arrangement::Padded.lengths(SLICE).0;
-const B_STAGE: i64 = Arrangement::Padded.lengths(SLICE).1;
+const A_STAGE: i64 = STAGE.lengths().0;
+const B_STAGE: i64 = STAGE.lengths().1;
 /// A warp's quarter of the tile: rows and columns.
 const QUARTER: i64 = TILE / 2;
 /// Row tiles (16 rows) and column tiles (8 columns) of a warp's quarter.
@@ -109,7 +115,7 @@ pub(super) fn matmul(
     let operands = [(a, abuf), (b, bbuf)];
     let grid = kernel(
         cx,
-        (out, flat),
+        (out, flat, STAGE.tile),
         operands,
         (first, 3, ACCUMULATORS),
         |cx, (l, m), at, bufs| {
@@ -117,7 +123,7 @@ pub(super) fn matmul(
                 at,
                 lane: Lane::new(cx),
             };
-            let staging = Staging::new(l, m, (SLICE, Arrangement::Padded), elem);
+            let staging = Staging::new(l, m, STAGE, elem);
             let mut body = slices(cx, &tile, &staging, bufs);
             body.push(results(cx, (l, m), &tile, bufs, &mut epilogue));
             body

@@ -30,7 +30,7 @@
 use archc_kernels::ir::build::{add, bin, load, mul, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Local, Stmt, Var};
 
-use super::staging::{Arrangement, Staging, STAGES};
+use super::staging::{Arrangement, Stage, Staging, STAGES};
 use super::tile_grid::{arrays, kernel, threads, Block, Buffers, TILE};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
@@ -39,6 +39,12 @@ use crate::lower::index::Ctx;
 
 /// The reduced slice staged in shared memory.
 const SLICE: i64 = 16;
+/// What a stage holds: a slice for a 64 × 64 tile, rows padded.
+const STAGE: Stage = Stage {
+    tile: (TILE, TILE),
+    slice: SLICE,
+    arrangement: Arrangement::Padded,
+};
 /// A thread's rows and columns of the tile.
 const ROWS: i64 = 4;
 const COLUMNS: i64 = 8;
@@ -101,7 +107,7 @@ pub(super) fn matmul(
     let count = ROWS * COLUMNS;
     let grid = kernel(
         cx,
-        (out, flat),
+        (out, flat, STAGE.tile),
         operands,
         (first, 3, count),
         |cx, (l, m), at, bufs| {
@@ -115,7 +121,7 @@ pub(super) fn matmul(
             body
         },
     );
-    let (a_len, b_len) = Arrangement::Padded.lengths(SLICE);
+    let (a_len, b_len) = STAGE.lengths();
     let tiles = [STAGES * a_len, STAGES * b_len];
     let (locals, shared) = arrays(Elem::F32, [count, ROWS, COLUMNS], tiles);
     (grid, locals, shared)
@@ -124,10 +130,10 @@ pub(super) fn matmul(
 /// The loop over the reduced slices, pipelined over three stages (see `staging.rs`): each
 /// thread's multiply-adds on a slice.
 fn slices(cx: &mut Ctx, (l, m): (&Layout, &Expr), tile: &Tile, bufs: &Buffers) -> Vec<Stmt> {
-    let (a_len, b_len) = Arrangement::Padded.lengths(SLICE);
+    let (a_len, b_len) = STAGE.lengths();
     let (p, r, c) = (cx.var(), cx.var(), cx.var());
     let (a_values, b_values) = bufs.values();
-    let staging = Staging::new(l, m, (SLICE, Arrangement::Padded), Elem::F32);
+    let staging = Staging::new(l, m, STAGE, Elem::F32);
     staging.pipeline(cx, (&tile.at, bufs), &mut |_, s| {
         let stage = rem(s, STAGES);
         let a_at = add(mul(tile.row(var(r)), int(SLICE + PAD)), var(p));

@@ -1,6 +1,7 @@
-//! The grid of the GPU matmul templates ([`super::tensor_cores`], [`super::thread_tiles`]): a
-//! block of [`THREADS`] threads per [`TILE`] × [`TILE`] tile of the output, the tiles of one
-//! batch in row-major order, batches after one another.
+//! The grid of the GPU matmul templates ([`super::tensor_cores`], [`super::thread_tiles`],
+//! [`super::warpgroups`]): a block of [`THREADS`] threads per tile of the output ([`TILE`] ×
+//! [`TILE`], or the template's own), the tiles of one batch in row-major order, batches
+//! after one another.
 
 use archc_kernels::ir::build::{axis, bin, f32, mul, var};
 use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Stmt, Var};
@@ -11,7 +12,7 @@ use crate::lower::body::delinearize;
 use crate::lower::fragments::{int, unroll, THREADS};
 use crate::lower::index::{div_up, Ctx};
 
-/// Rows and columns of a block's output tile.
+/// Rows and columns of a block's output tile, unless the template says otherwise.
 pub(super) const TILE: i64 = 64;
 
 /// The buffers of a GPU matmul kernel: the operands, then its arrays: the thread's
@@ -56,12 +57,12 @@ pub(super) struct Block {
 
 /// The kernel body of a matmul `out = a · b` (batch rows merged into the rows when `flat`;
 /// the operands in buffers `abuf` and `bbuf`, the kernel's arrays from buffer `first`, of
-/// which `locals` are locals): the grid over the output's tiles, each block zeroing its
-/// threads' `accumulators` and then running what `body` makes from the layout, the row
-/// count and the block's variables.
+/// which `locals` are locals): the grid over the output's tiles of `tile` rows and columns,
+/// each block zeroing its threads' `accumulators` and then running what `body` makes from
+/// the layout, the row count and the block's variables.
 pub(super) fn kernel(
     cx: &mut Ctx,
-    (out, flat): (&TensorType, bool),
+    (out, flat, tile): (&TensorType, bool, (i64, i64)),
     [(a, abuf), (b, bbuf)]: [(&TensorType, usize); 2],
     (first, locals, accumulators): (usize, usize, i64),
     body: impl FnOnce(&mut Ctx, (&Layout, &Expr), Block, &Buffers) -> Vec<Stmt>,
@@ -78,7 +79,7 @@ pub(super) fn kernel(
     let zero = Stmt::Store(bufs.accumulators, var(e), f32(0.0));
     let mut each = vec![threads(t, vec![unroll(&[(e, accumulators)], vec![zero])])];
     each.extend(body(cx, (&l, &m), block, &bufs));
-    vec![grid(cx, (&l, &batch_shape, &m), (i0, j0), each)]
+    vec![grid(cx, (&l, &batch_shape, &m), (i0, j0, tile), each)]
 }
 
 /// The kernel's arrays, in [`Buffers`]' order: the thread's f32 accumulators (`values[0]`),
@@ -102,16 +103,19 @@ pub(super) fn arrays(elem: Elem, values: [i64; 3], tiles: [i64; 2]) -> (Vec<Loca
     (locals, shared)
 }
 
-/// The grid loop over the output's tiles of a matmul laid out as `l` (`batch_shape` batches of
-/// `m` rows): each block sets `l`'s batch coordinates and its tile's first row `i0` and first
-/// column `j0`, then runs `body`.
+/// The grid loop over the output's tiles (`rows` × `columns`) of a matmul laid out as `l`
+/// (`batch_shape` batches of `m` rows): each block sets `l`'s batch coordinates and its tile's
+/// first row `i0` and first column `j0`, then runs `body`.
 fn grid(
     cx: &mut Ctx,
     (l, batch_shape, m): (&Layout, &[Dim], &Expr),
-    (i0, j0): (Var, Var),
+    (i0, j0, (rows, columns)): (Var, Var, (i64, i64)),
     body: Vec<Stmt>,
 ) -> Stmt {
-    let (tiles_m, tiles_n) = (div_up(m.clone(), int(TILE)), div_up(l.n.clone(), int(TILE)));
+    let (tiles_m, tiles_n) = (
+        div_up(m.clone(), int(rows)),
+        div_up(l.n.clone(), int(columns)),
+    );
     let batches = cx.dim(&Dim::product(batch_shape).unwrap_or_default());
     let (task, bi) = (cx.var(), cx.var());
     let mut block = vec![Stmt::Set(
@@ -126,9 +130,9 @@ fn grid(
         bin(Bin::Div, var(task), tiles_n.clone()),
         tiles_m.clone(),
     );
-    block.push(Stmt::Set(i0, mul(row_tile, int(TILE))));
+    block.push(Stmt::Set(i0, mul(row_tile, int(rows))));
     let column_tile = bin(Bin::Rem, var(task), tiles_n.clone());
-    block.push(Stmt::Set(j0, mul(column_tile, int(TILE))));
+    block.push(Stmt::Set(j0, mul(column_tile, int(columns))));
     block.extend(body);
     axis(Axis::Grid, task, mul(batches, mul(tiles_m, tiles_n)), block)
 }

@@ -1,58 +1,65 @@
-//! The warpgroup matmul for Hopper (sm_90a): `wgmma.mma_async` m64n64k16 on f16 or bf16
+//! The warpgroup matmul for Hopper (sm_90a): `wgmma.mma_async` m64n128k16 on f16 or bf16
 //! operands read straight from shared memory, with f32 accumulation, for a matmul whose `a`
 //! and `b` are stored in one of those types (`--dtype bf16`).
 //!
-//! A block is one warpgroup (four warps, 128 threads). It computes a 64 × 64 tile of the
-//! output, whose accumulators stay in its threads' registers (32 each, as `wgmma` places
-//! them) for the whole reduced axis:
+//! A block is one warpgroup (four warps, 128 threads). It computes a 64 × 128 tile of the
+//! output, whose accumulators stay in its threads' registers (64 each, as `wgmma` places
+//! them) for the whole reduced axis. Each `wgmma` reads 6 KiB of shared memory for 128 K
+//! multiply-adds, under the tensor cores' pace (m64n64 would read 4 KiB for half as many,
+//! at it). A 128 × 128 tile, two bands, would halve the traffic from memory per product,
+//! but its 128 accumulators leave a thread too few registers for the copies' addresses
+//! (ptxas spilled): that takes a second warpgroup, or one that only copies.
 //!
 //! ```text
-//! grid for tile in 0..batches · ⌈M/64⌉ · ⌈N/64⌉ {
+//! grid for tile in 0..batches · ⌈M/64⌉ · ⌈N/128⌉ {
 //!   thread for t in 0..128 { acc = 0 }
-//!   serial for slice in 0..⌈K/64⌉ {     (pipelined as the mma.sync template: see staging.rs)
-//!     thread for t in 0..128 { wait for the slice's a (64 × 64) and b (64 × 64) in shared memory }
+//!   serial for slice in 0..⌈K/32⌉ {     (pipelined as the mma.sync template: see staging.rs)
+//!     thread for t in 0..128 { wait for the slice's a (64 × 32) and b (32 × 128) in shared memory }
 //!     barrier
 //!     thread for t in 0..128 { cp.async of the slice two ahead (0 past the edges) }
-//!     wgmma m64n64k64 acc += a · b      (four instructions, complete when it ends)
+//!     wgmma m64n128k32 acc += a · b     (two k16 steps, both in flight at once)
 //!   }
 //!   thread for t in 0..128 { the epilogue on each accumulator inside the output }
 //! }
 //! ```
 //!
+//! Three stages take 36 KiB of shared memory.
+//!
 //! No thread loads a fragment: the tensor cores read the staged tiles through their
 //! descriptors, so the tiles lie as those describe ([`archc_kernels::warpgroup`]):
-//! - `a`'s tile is K-major with the 32-byte swizzle: each k16 slab is a 64 × 16 block of
-//!   1024 elements, rows of 16 elements (32 bytes), the two halves of rows 4–7 of every 8
-//!   swapped. (K-major with no swizzle is the one layout whose descriptor the sources
-//!   disagree on.)
+//! - `a`'s tile is K-major with the 32-byte swizzle: each k16 slab is a 64 × 16 block,
+//!   rows of 16 elements (32 bytes), the two halves of rows 4–7 of every 8 swapped. (K-major
+//!   with no swizzle is the one layout whose descriptor the sources disagree on.)
 //! - `b`'s tile is MN-major with no swizzle: 8 × 8 core matrices of 8 consecutive columns in
-//!   each of 8 consecutive k, side by side along n (64 elements apart), the next 8 k after
-//!   (512 apart).
+//!   each of 8 consecutive k, side by side along n (64 elements apart), the next 8 k after.
 //!
 //! `cp.async` copies 8 consecutive elements of a row of `a` (along k) or of `b` (along n) at
 //! a time, and both layouts keep such 8 together, 16-byte aligned.
 
-use archc_kernels::ir::build::{add, mul, var};
+use archc_kernels::ir::build::{add, load, mul, var};
 use archc_kernels::ir::{Expr, Fragment, Local, SharedTile, Stmt, WarpgroupMma};
 
-use super::staging::{Arrangement, Staging, STAGES};
-use super::tile_grid::{self, arrays, kernel, Block, Buffers, TILE};
+use super::staging::{Arrangement, Stage, Staging, STAGES};
+use super::tile_grid::{self, arrays, kernel, Block, Buffers};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
-use crate::lower::fragments::{and, div, int, lt, rem, unroll, when, Lane};
+use crate::lower::fragments::{and, div, int, lt, rem, unroll, when, Lane, THREADS};
 use crate::lower::index::Ctx;
 
-/// The reduced slice staged in shared memory: four k16 steps.
-const SLICE: i64 = 64;
+/// The block's tile of the output: one band of 64 rows, 128 columns.
+const TILE_ROWS: i64 = 64;
+const TILE_COLUMNS: i64 = 128;
+/// What a stage holds: a slice of 32 (two k16 steps) for the tile, as the descriptors read it.
+const STAGE: Stage = Stage {
+    tile: (TILE_ROWS, TILE_COLUMNS),
+    slice: 32,
+    arrangement: Arrangement::Warpgroup,
+};
 /// A stage's tiles of `a` and `b` in shared memory.
-const A_STAGE: i64 = Arrangement::Warpgroup.lengths(SLICE).0;
-const B_STAGE: i64 = Arrangement::Warpgroup.lengths(SLICE).1;
-/// Accumulators per thread: the 64 × 64 tile over 128 threads.
-const ACCUMULATORS: i64 = TILE * TILE / 128;
-/// Elements of one k16 slab of `a`'s tile (64 rows of 16).
-const A_SLAB: i64 = TILE * 16;
-/// Elements between `b`'s core matrices adjacent along k: a row of 8 of them along n.
-const B_LEAD: i64 = 8 * TILE;
+const A_STAGE: i64 = STAGE.lengths().0;
+const B_STAGE: i64 = STAGE.lengths().1;
+/// Accumulators per thread: the tile over 128 threads.
+const ACCUMULATORS: i64 = TILE_ROWS * TILE_COLUMNS / THREADS;
 
 /// Whether the warpgroup template computes a matmul of `a` (in buffer `abuf`) and `b`: the
 /// target has warpgroup products, and the tensor-core template would otherwise (blocks of
@@ -65,10 +72,11 @@ pub(super) fn applies(
     cx.schedule.warpgroup_mma && super::tensor_cores::applies(cx, (a, abuf), (b, bbuf))
 }
 
-/// Where element `(r, c)` of `a`'s tile (row `r`, k `c`) lies in a stage starting at `first`.
-pub(super) fn a_slot(first: Expr) -> impl Fn(Expr, Expr) -> Expr {
+/// Where element `(r, c)` of `a`'s tile of `rows` rows (row `r`, k `c`) lies in a stage
+/// starting at `first`: k16 slabs of `16 · rows` elements, atoms of 8 rows 128 apart.
+pub(super) fn a_slot(first: Expr, rows: i64) -> impl Fn(Expr, Expr) -> Expr {
     move |r, c| {
-        let slab = mul(div(c.clone(), 16), int(A_SLAB));
+        let slab = mul(div(c.clone(), 16), int(16 * rows));
         let row = add(
             mul(div(r.clone(), 8), int(128)),
             mul(rem(r.clone(), 8), int(16)),
@@ -81,12 +89,12 @@ pub(super) fn a_slot(first: Expr) -> impl Fn(Expr, Expr) -> Expr {
     }
 }
 
-/// Where element `(r, c)` of `b`'s tile (k `r`, column `c`) lies in a stage starting at
-/// `first`.
-pub(super) fn b_slot(first: Expr) -> impl Fn(Expr, Expr) -> Expr {
+/// Where element `(r, c)` of `b`'s tile of `columns` columns (k `r`, column `c`) lies in a
+/// stage starting at `first`: core matrices 64 elements apart along n, `8 · columns` along k.
+pub(super) fn b_slot(first: Expr, columns: i64) -> impl Fn(Expr, Expr) -> Expr {
     move |r, c| {
         let core = add(
-            mul(div(r.clone(), 8), int(B_LEAD)),
+            mul(div(r.clone(), 8), int(8 * columns)),
             mul(div(c.clone(), 8), int(64)),
         );
         let within = add(mul(rem(r, 8), int(8)), rem(c, 8));
@@ -108,11 +116,11 @@ pub(super) fn matmul(
     let operands = [(a, abuf), (b, bbuf)];
     let grid = kernel(
         cx,
-        (out, flat),
+        (out, flat, STAGE.tile),
         operands,
         (first, 1, ACCUMULATORS),
         |cx, (l, m), at, bufs| {
-            let staging = Staging::new(l, m, (SLICE, Arrangement::Warpgroup), elem);
+            let staging = Staging::new(l, m, STAGE, elem);
             let mut body = staging.pipeline(cx, (&at, bufs), &mut |_, s| vec![product(bufs, s)]);
             body.push(results(cx, (l, m), &at, bufs, &mut epilogue));
             body
@@ -126,34 +134,37 @@ pub(super) fn matmul(
     (grid, locals, shared)
 }
 
-/// The warpgroup's product of slice `s`'s stage.
+/// The warpgroup's product of slice `s`'s stage, laid out as [`a_slot`] and [`b_slot`] put
+/// it.
 fn product(bufs: &Buffers, s: Expr) -> Stmt {
     let stage = rem(s, STAGES);
+    let b_lead = 8 * TILE_COLUMNS as u32;
     Stmt::WarpgroupMma(WarpgroupMma {
         a: SharedTile::swizzled(
             bufs.a_tile,
             mul(stage.clone(), int(A_STAGE)),
             128,
-            A_SLAB as u32,
+            16 * TILE_ROWS as u32,
         ),
         b: SharedTile::mn_major(
             bufs.b_tile,
             mul(stage, int(B_STAGE)),
-            (B_LEAD as u32, 64),
-            2 * B_LEAD as u32,
+            (b_lead, 64),
+            2 * b_lead,
         ),
         c: Fragment {
             buf: bufs.accumulators,
             at: int(0),
         },
-        n: TILE as u16,
-        k: SLICE as u16,
+        m: TILE_ROWS as u16,
+        n: TILE_COLUMNS as u16,
+        k: STAGE.slice as u16,
     })
 }
 
 /// Each thread's accumulators inside the output, through the epilogue: accumulator
-/// `4·j + e` is element `e` of the `mma.m16n8k16` `C` layout in columns `8j..8j + 8` of its
-/// warp's 16 rows.
+/// `64·h + 4·j + e` is element `e` of the `mma.m16n8k16` `C` layout in columns `8j..8j + 8`
+/// of its warp's 16 rows of band `h`.
 fn results(
     cx: &mut Ctx,
     (l, m): (&Layout, &Expr),
@@ -162,18 +173,28 @@ fn results(
     epilogue: &mut Option<&mut dyn Epilogue>,
 ) -> Stmt {
     let lane = Lane::new(cx);
-    let (nj, e, i, j) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let (h, nj, e, i, j) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let (cr, cc) = lane.c(&var(e));
-    let value =
-        archc_kernels::ir::build::load(bufs.accumulators, add(mul(var(nj), int(4)), var(e)));
+    let band = TILE_COLUMNS / 2;
+    let at_band = add(mul(var(h), int(band)), add(mul(var(nj), int(4)), var(e)));
+    let value = load(bufs.accumulators, at_band);
     let store = finish(cx, l, epilogue, value, var(i), var(j));
     let inside = and(lt(var(i), m.clone()), lt(var(j), l.n.clone()));
     let each = vec![
-        Stmt::Set(i, add(var(at.i0), add(mul(var(lane.warp), int(16)), cr))),
+        Stmt::Set(
+            i,
+            add(
+                add(var(at.i0), mul(var(h), int(64))),
+                add(mul(var(lane.warp), int(16)), cr),
+            ),
+        ),
         Stmt::Set(j, add(var(at.j0), add(mul(var(nj), int(8)), cc))),
         when(cx, inside, store),
     ];
     let mut s = lane.of(at.t);
-    s.push(unroll(&[(nj, TILE / 8), (e, 4)], each));
+    s.push(unroll(
+        &[(h, TILE_ROWS / 64), (nj, TILE_COLUMNS / 8), (e, 4)],
+        each,
+    ));
     tile_grid::threads(at.t, s)
 }
