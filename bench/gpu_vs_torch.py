@@ -81,9 +81,11 @@ class Peer:
 class ArchcGpu:
     """`archc bench --device D` in a subprocess; its table's row for the device."""
 
-    def __init__(self, binary, device, arch, dims, iters, dtype, timeout, whole_run=False):
+    def __init__(self, binary, device, arch, dims, iters, dtype, timeout, whole_run=False, gpu_arch=None):
         self.name, self.timeout = "archc", timeout
         self.cmd = [binary, "bench", arch, "--device", device, "--iters", str(iters), "--dtype", dtype]
+        if gpu_arch:
+            self.cmd += ["--arch", gpu_arch]
         for d, v in dims.items():
             # "--weights"/"--inputs" pass files; anything else is a dim.
             self.cmd += [d, v] if d.startswith("--") else ["--dim", f"{d}={v}"]
@@ -259,6 +261,7 @@ def main():
     p.add_argument("--timeout", type=float, default=120, help="seconds one `archc bench` may take")
     p.add_argument("--minilm", help="a directory made by scripts/pack_minilm_for_gpu.py (with minilm.arch)")
     p.add_argument("--only", help="run the workloads whose names contain this text")
+    p.add_argument("--arch", help="archc's GPU architecture (default: the GPU's); sm_80 on Hopper times Ampere's templates")
     p.add_argument("--small", action="store_true", help="tiny shapes: a smoke test of the script")
     args = p.parse_args()
     dev = "cuda" if args.device == "cuda" and torch.cuda.is_available() else "cpu"
@@ -275,7 +278,7 @@ def main():
         # bf16 where the peers run bf16 (attention, GEMM), f32 where they run f32 (the scans).
         dtype = "bf16" if ("attention" in name or "gemm" in name.lower()) and dev == "cuda" else "f32"
         whole_run = name.startswith("MiniLM")
-        contenders = [ArchcGpu(args.archc, args.device, arch, dims, args.iters, dtype, args.timeout, whole_run)]
+        contenders = [ArchcGpu(args.archc, args.device, arch, dims, args.iters, dtype, args.timeout, whole_run, args.arch)]
         contenders += [Peer(n, fn, args.iters, dev == "cuda") for n, fn in peers]
         times = benchlib.run_rounds(contenders, 1, args.rounds, lambda s: print(s, flush=True))
         for peer, _ in peers:

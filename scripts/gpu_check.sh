@@ -15,12 +15,14 @@
 #    transformers' outputs with and without the passes, bf16 within 1e-2 and f16 within 2e-3
 #    (or 1.1 times transformers' own error in that dtype, where larger; tests/all/lowering.rs,
 #    `cuda_matches_hf_fixtures`); `archc run --device cuda` on every example against the CPU
-#    (f32, 1e-4); `archc grad --device cuda` on every fixture against torch autograd's
+#    (f32, 1e-4), and in bf16 (1e-2: the tensor-core templates; on Hopper both wgmma's and,
+#    with --arch sm_80, mma.sync's); `archc grad --device cuda` on every fixture against torch autograd's
 #    gradients (1e-4; tests/all/grad.rs measures them so); MiniLM's real weights against the
 #    CPU (f32 1e-4; bf16 by the fixtures' rule, from the pack's bounds.json, else 1e-2);
 #    `archc generate --device cuda` on every causal fixture against transformers' generate()
 #    (the same 20 ids, every step's logits within 1e-4; the oracle of tests/all/generate.rs);
-# 2. bench/gpu_vs_torch.py: archc against torch on this GPU, in the same run;
+# 2. bench/gpu_vs_torch.py: archc against torch on this GPU, in the same run (on Hopper, the
+#    GEMM again on Ampere's templates);
 # 3. the suite's GPU-side checks (tests/all/gpu.rs: PTX of every example assembled by this
 #    machine's ptxas when one is on the PATH, the GPU schedule in the interpreter). CI runs
 #    them too; GPU_CHECK_SUITE=0 skips them.
@@ -51,6 +53,26 @@ for model in examples/*.arch; do
   else
     status=1
   fi
+done
+
+echo "== parity: the GPU's tensor-core templates, every example in bf16 against the CPU's kernels (1e-2)"
+# The CPU's kernels round what they store as the GPU's do, so this isolates the templates:
+# mma.sync (sm_80), and on Hopper wgmma (sm_90a) and again mma.sync (--arch sm_80).
+archs=""
+case "$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)" in
+  9.*) archs="sm_80" ;;
+esac
+for model in examples/*.arch; do
+  name=$(basename "$model" .arch)
+  "$ARCHC" run "$model" --dtype bf16 --outputs "$scratch/$name-cpu16.safetensors" >/dev/null || { status=1; continue; }
+  for arch in "" $archs; do
+    if "$ARCHC" run "$model" --device cuda --dtype bf16 ${arch:+--arch $arch} \
+        --outputs "$scratch/$name-gpu16$arch.safetensors" >/dev/null; then
+      compare "$scratch/$name-cpu16.safetensors" "$scratch/$name-gpu16$arch.safetensors" "$name bf16 ${arch:-own arch}" 1e-2
+    else
+      status=1
+    fi
+  done
 done
 
 echo "== parity: gradients through the PTX kernels against torch autograd (archc grad, 1e-4)"
@@ -104,6 +126,11 @@ done
 echo "== benchmark: archc against torch on this GPU"
 python3 bench/gpu_vs_torch.py --archc "$ARCHC" --rounds "${GPU_CHECK_ROUNDS:-3}" --iters 3 \
   || echo "(the benchmark failed)"
+if [ -n "$archs" ]; then
+  echo "== benchmark: the GEMM on Ampere's templates (mma.sync) on this Hopper GPU"
+  python3 bench/gpu_vs_torch.py --archc "$ARCHC" --rounds "${GPU_CHECK_ROUNDS:-3}" --iters 3 \
+    --only GEMM --arch sm_80 || echo "(the benchmark failed)"
+fi
 
 if [ "${GPU_CHECK_SUITE:-1}" != 0 ]; then
   echo "== the suite's GPU-side checks"

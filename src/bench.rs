@@ -68,7 +68,7 @@ pub(crate) fn peak_memory() -> Option<u64> {
 pub fn bench(g: &Graph, o: &BenchOptions) -> Result<String, String> {
     let open = |p: &PathBuf| TensorFile::open(p).map_err(|e| e.to_string());
     let gpu = match o.engine {
-        Engine::Cuda => Some(device::open_gpu()?),
+        Engine::Cuda(arch) => Some(device::open_gpu(arch)?),
         _ => None,
     };
     let t0 = Instant::now();

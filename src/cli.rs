@@ -138,9 +138,11 @@ pub(crate) enum Command {
         /// interpreter with a GPU's semantics, checking for races (`cuda-sim`: no GPU needed).
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
-        /// With `--device cuda-sim`: the GPU architecture simulated (with `cuda`, the GPU's).
-        #[arg(long, value_enum, default_value_t = Arch::Sm80)]
-        arch: Arch,
+        /// The GPU architecture the kernels are scheduled for: with `--device cuda-sim`, the
+        /// one simulated (default sm_80); with `cuda`, the GPU's unless given (`sm_80` on a
+        /// Hopper GPU runs Ampere's templates there, to compare them with Hopper's).
+        #[arg(long, value_enum)]
+        arch: Option<Arch>,
         /// How floats are stored: weights, inputs and every buffer between kernels (kernels
         /// compute in f32 and round what they store); outputs come out in this type.
         #[arg(long, value_enum, default_value_t = Storage::F32)]
@@ -242,9 +244,11 @@ pub(crate) enum Command {
         /// Where the kernels run (as `archc run --device`): `cuda` times the GPU.
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
-        /// With `--device cuda-sim`: the GPU architecture simulated.
-        #[arg(long, value_enum, default_value_t = Arch::Sm80)]
-        arch: Arch,
+        /// The GPU architecture the kernels are scheduled for: with `--device cuda-sim`, the
+        /// one simulated (default sm_80); with `cuda`, the GPU's unless given (`sm_80` on a
+        /// Hopper GPU runs Ampere's templates there, to compare them with Hopper's).
+        #[arg(long, value_enum)]
+        arch: Option<Arch>,
         /// How floats are stored (as `archc run --dtype`).
         #[arg(long, value_enum, default_value_t = Storage::F32)]
         dtype: Storage,
@@ -440,12 +444,13 @@ pub(crate) enum Arch {
 }
 
 impl DeviceKind {
-    /// The executor: `backend` on the CPU, else the GPU or its simulator for `arch`.
-    pub(crate) fn engine(self, backend: Backend, arch: Arch) -> crate::run::Engine {
+    /// The executor: `backend` on the CPU, else the GPU or its simulator for `arch` (the
+    /// simulator's default sm_80, the GPU's its own).
+    pub(crate) fn engine(self, backend: Backend, arch: Option<Arch>) -> crate::run::Engine {
         use crate::run::Engine;
         match (self, backend) {
-            (DeviceKind::Cuda, _) => Engine::Cuda,
-            (DeviceKind::CudaSim, _) => Engine::GpuSim(arch.gpu()),
+            (DeviceKind::Cuda, _) => Engine::Cuda(arch.map(Arch::gpu)),
+            (DeviceKind::CudaSim, _) => Engine::GpuSim(arch.map_or(GpuArch::Sm80, Arch::gpu)),
             (DeviceKind::Cpu, Backend::Cranelift) => Engine::Native(BackendKind::Cranelift),
             (DeviceKind::Cpu, Backend::Llvm) => Engine::Native(BackendKind::Llvm),
             (DeviceKind::Cpu, Backend::Interp) => Engine::Interp,
@@ -632,9 +637,9 @@ pub(crate) struct GenerateArgs {
     /// The sampling runs on the CPU, on the logits the kernels hand back.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub(crate) device: DeviceKind,
-    /// With `--device cuda-sim`: the GPU architecture simulated (with `cuda`, the GPU's).
-    #[arg(long, value_enum, default_value_t = Arch::Sm80)]
-    pub(crate) arch: Arch,
+    /// The GPU architecture the kernels are scheduled for, as `archc run --arch`.
+    #[arg(long, value_enum)]
+    pub(crate) arch: Option<Arch>,
     #[command(flatten)]
     pub(crate) passes: PassFlags,
 }

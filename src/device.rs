@@ -18,20 +18,35 @@ pub struct Gpu {
     pub name: String,
 }
 
-/// GPU 0 of this machine, or why there is none (no `cuda` feature, no driver, no GPU).
-pub fn open_gpu() -> Result<Gpu, String> {
+/// GPU 0 of this machine, its kernels compiled for `choice` or else its own architecture, or
+/// why there is none (no `cuda` feature, no driver, no GPU) or why it cannot run `choice`.
+pub fn open_gpu(choice: Option<GpuArch>) -> Result<Gpu, String> {
     #[cfg(feature = "cuda")]
     {
         use archc_runtime::cuda::{open, PtxArch};
         let (ctx, arch, name) = open().map_err(|e| e.to_string())?;
-        let arch = match arch {
+        let own = match arch {
             PtxArch::Sm80 => GpuArch::Sm80,
             PtxArch::Sm90a => GpuArch::Sm90a,
+        };
+        let arch = match choice {
+            Some(c) if !c.runs_on(own) => {
+                return Err(format!(
+                "--arch {} needs a Hopper GPU (H100, H200); {name} runs {} PTX (leave out --arch)",
+                c.name(),
+                own.name()
+            ))
+            }
+            Some(c) => c,
+            None => own,
         };
         Ok(Gpu { ctx, arch, name })
     }
     #[cfg(not(feature = "cuda"))]
-    Err(archc_compiler::codegen::cranelift::CodegenError::NoCuda.to_string())
+    {
+        let _ = choice;
+        Err(archc_compiler::codegen::cranelift::CodegenError::NoCuda.to_string())
+    }
 }
 
 /// The machine `engine`'s kernels are scheduled for (`gpu`: the opened GPU of `Engine::Cuda`).
@@ -39,8 +54,8 @@ pub fn target(engine: Engine, gpu: Option<&Gpu>) -> Target {
     match (engine, gpu) {
         (Engine::Native(kind), _) => kind.target(),
         (Engine::GpuSim(arch), _) => Target::cuda(arch),
-        (Engine::Cuda, Some(g)) => Target::cuda(g.arch),
-        (Engine::Cuda, None) => Target::cuda(GpuArch::Sm80),
+        (Engine::Cuda(_), Some(g)) => Target::cuda(g.arch),
+        (Engine::Cuda(a), None) => Target::cuda(a.unwrap_or(GpuArch::Sm80)),
         // The interpreter runs the graph; its plan only binds the inputs, so any target does.
         (Engine::Interp, _) => BackendKind::Cranelift.target(),
     }
@@ -57,7 +72,7 @@ pub fn launcher(
     match engine {
         Engine::Native(kind) => kind.jit(lowered, threads).map_err(|e| e.to_string()),
         Engine::GpuSim(_) => Ok(Box::new(GpuSim::new(lowered.kernels.clone()))),
-        Engine::Cuda => cuda_launcher(lowered, gpu),
+        Engine::Cuda(_) => cuda_launcher(lowered, gpu),
         Engine::Interp => Err("the graph interpreter launches no kernels".into()),
     }
 }

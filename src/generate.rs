@@ -277,7 +277,7 @@ impl<'g> Compiled<'g> {
     /// Lowers and compiles `g` for `o`'s engine and opens its weights.
     fn new(g: &'g Graph, o: &GenerateOptions) -> Result<Compiled<'g>, String> {
         let gpu = match o.engine {
-            Engine::Cuda => Some(device::open_gpu()?),
+            Engine::Cuda(arch) => Some(device::open_gpu(arch)?),
             _ => None,
         };
         // The interpreter binds the weights itself; its plan only names them.

@@ -36,9 +36,9 @@ pub(crate) struct GradArgs {
     /// Where its kernels run, as for `archc run`: cpu, cuda-sim or cuda.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
-    /// With `--device cuda-sim`: the GPU architecture simulated.
-    #[arg(long, value_enum, default_value_t = Arch::Sm80)]
-    arch: Arch,
+    /// The GPU architecture the kernels are scheduled for, as `archc run --arch`.
+    #[arg(long, value_enum)]
+    arch: Option<Arch>,
     /// How floats are stored: f32, or bf16/f16 (weights, activations and gradients rounded
     /// to it; arithmetic in f32), as `archc run --dtype` does for the forward pass.
     #[arg(long, value_enum, default_value_t = Storage::F32)]

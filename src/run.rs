@@ -23,8 +23,9 @@ pub enum Engine {
     /// The kernels scheduled for a GPU of this architecture, run by the Kernel IR
     /// interpreter with a GPU's semantics (`--device cuda-sim`).
     GpuSim(GpuArch),
-    /// PTX kernels on this machine's NVIDIA GPU (`--device cuda`).
-    Cuda,
+    /// PTX kernels on this machine's NVIDIA GPU (`--device cuda`), for its architecture or
+    /// the one asked for.
+    Cuda(Option<GpuArch>),
 }
 
 impl Engine {
@@ -34,7 +35,7 @@ impl Engine {
             Engine::Interp => "interp",
             Engine::Native(k) => k.name(),
             Engine::GpuSim(_) => "cuda-sim",
-            Engine::Cuda => "cuda",
+            Engine::Cuda(_) => "cuda",
         }
     }
 }
@@ -45,7 +46,8 @@ impl std::fmt::Display for Engine {
             Engine::Interp => f.write_str("interp"),
             Engine::Native(k) => write!(f, "{k}"),
             Engine::GpuSim(a) => write!(f, "cuda-sim, {}", a.name()),
-            Engine::Cuda => f.write_str("cuda"),
+            Engine::Cuda(None) => f.write_str("cuda"),
+            Engine::Cuda(Some(a)) => write!(f, "cuda, {}", a.name()),
         }
     }
 }
@@ -92,7 +94,7 @@ pub fn run(g: &Graph, o: &RunOptions) -> Result<String, String> {
     let mut time = Phases::default();
     let start = Instant::now();
     let gpu = match o.engine {
-        Engine::Cuda => Some(device::open_gpu()?),
+        Engine::Cuda(arch) => Some(device::open_gpu(arch)?),
         _ => None,
     };
     let target = device::target(o.engine, gpu.as_ref());

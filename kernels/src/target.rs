@@ -151,6 +151,12 @@ impl GpuArch {
         GpuArch::ALL.into_iter().find(|a| a.name() == name)
     }
 
+    /// Whether PTX for this architecture runs on a GPU whose own is `gpu`: sm_80's on every
+    /// GPU archc opens (the driver compiles it for later ones), sm_90a's only on Hopper.
+    pub fn runs_on(self, gpu: GpuArch) -> bool {
+        self == GpuArch::Sm80 || self == gpu
+    }
+
     /// The PTX ISA version the generated text declares (`.version`): the lowest that has
     /// every instruction this architecture's kernels use.
     pub fn ptx_version(self) -> &'static str {
@@ -318,6 +324,13 @@ mod tests {
         }
         assert_eq!(Target::host().gpu_arch(), None);
         assert_eq!(GpuArch::parse("sm_75"), None);
+    }
+
+    #[test]
+    fn ampere_ptx_runs_on_hopper_but_not_the_other_way() {
+        use GpuArch::{Sm80, Sm90a};
+        assert!(Sm80.runs_on(Sm80) && Sm80.runs_on(Sm90a) && Sm90a.runs_on(Sm90a));
+        assert!(!Sm90a.runs_on(Sm80));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use archc_runtime::optim::{clip_grad_norm, ema_momentum, ema_update, OptimState}
 use archc_runtime::{Executor, Launcher, Tensor, TensorFile};
 use clap::{Args, ValueEnum};
 
-use crate::cli::{parse_dim, Arch, Backend, DeviceKind, PassFlags};
+use crate::cli::{parse_dim, Backend, DeviceKind, PassFlags};
 use crate::run::Engine;
 use crate::{check_dim_names, check_paths, device, load, progress, Failure};
 use checkpoint::Weights;
@@ -206,7 +206,7 @@ pub(crate) fn command(a: TrainArgs, max_nodes: u64, threads: usize) -> Result<St
     check_dim_names(&a.dims, &graph.symbols)?;
     let recipe = recipe::Recipe::resolve(&a, graph.training.as_ref());
     let step_graph = loss_gradient(&graph, &recipe.loss, &passes).map_err(input)?;
-    let engine = DeviceKind::Cpu.engine(a.backend, Arch::Sm80);
+    let engine = DeviceKind::Cpu.engine(a.backend, None);
     let target = device::target(engine, None);
     let lowered = progress::spin("compiling", || {
         archc_compiler::passes::lower_optimized_for(&step_graph, &passes, &target)

@@ -194,6 +194,7 @@ fn cuda_without_a_gpu_says_so() {
     for args in [
         &["run", &llama, "--device", "cuda", "--dim", "seq=4"][..],
         &["bench", &llama, "--device", "cuda", "--dim", "seq=4"],
+        &["bench", &llama, "--device", "cuda", "--arch", "sm_80"],
         &["generate", &llama, "--device", "cuda", "--inputs", &ids],
     ] {
         let out = archc_limited(args, &d);
