@@ -96,7 +96,7 @@ impl Nest {
                     let (height, width) = shape;
                     let slot = padded(int(0), width);
                     let chunks = (from.0, from.1, &slot as Slot);
-                    copy_chunks(cx, t, chunks, (height, width, n), &|cx, r, c| {
+                    copy_chunks(cx, t, chunks, (height, width, n, 1), &|cx, r, c| {
                         let (inside, index) = at(cx, r, c);
                         (
                             Expr::Select(Box::new(inside), Box::new(int(n)), Box::new(int(0))),

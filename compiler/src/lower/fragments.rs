@@ -118,11 +118,16 @@ pub fn stage_from(
 /// buffer `buf`, asynchronously: `cp.async`
 /// copies of `chunk` elements, each reading the count `at` gives for a row and a column of the
 /// tile (zeros after) from the index it gives. The caller waits for them.
+///
+/// Consecutive threads copy consecutive chunks of a row, or, with `together` rows (a divisor
+/// of `height`, more than 1), the same chunk of that many consecutive rows first: a layout
+/// whose rows of a chunk are 16 bytes apart (core matrices) then spreads a warp's copies over
+/// the banks, where a row's chunks would all land on the same ones.
 pub fn copy_chunks(
     cx: &mut Ctx,
     t: Var,
     (buf, tile, slot): (usize, usize, Slot),
-    (height, width, chunk): (i64, i64, i64),
+    (height, width, chunk, together): (i64, i64, i64, i64),
     at: &dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr),
 ) -> Stmt {
     let (e, x, r, c) = (cx.var(), cx.var(), cx.var(), cx.var());
@@ -142,15 +147,27 @@ pub fn copy_chunks(
         0 => copy,
         _ => when(cx, lt(var(r), int(height)), vec![copy]),
     };
+    let x_at = add(mul(var(e), int(THREADS)), var(t));
+    let place = match together {
+        ..=1 => vec![
+            Stmt::Set(x, x_at),
+            Stmt::Set(r, div(var(x), per_row)),
+            Stmt::Set(c, mul(rem(var(x), per_row), int(chunk))),
+        ],
+        g => {
+            // x = ((group of rows · per_row) + chunk) · g + row in the group.
+            let (rest, group) = (div(var(x), g), div(div(var(x), g), per_row));
+            vec![
+                Stmt::Set(x, x_at),
+                Stmt::Set(r, add(mul(group, int(g)), rem(var(x), g))),
+                Stmt::Set(c, mul(rem(rest, per_row), int(chunk))),
+            ]
+        }
+    };
     serial(
         e,
         int((chunks + THREADS - 1) / THREADS),
-        vec![
-            Stmt::Set(x, add(mul(var(e), int(THREADS)), var(t))),
-            Stmt::Set(r, div(var(x), per_row)),
-            Stmt::Set(c, mul(rem(var(x), per_row), int(chunk))),
-            copy,
-        ],
+        [place, vec![copy]].concat(),
     )
 }
 

@@ -81,6 +81,16 @@ impl Stage {
         }
     }
 
+    /// How many rows of `a`'s tile and of `b`'s each chunk is copied for by consecutive
+    /// threads before the next chunk ([`copy_chunks`]): 8 for `b`'s core matrices, whose 8
+    /// rows of a chunk are 16 bytes apart where a row's chunks are 128 apart (one bank).
+    fn together(&self) -> [i64; 2] {
+        match self.arrangement {
+            Arrangement::Padded => [1, 1],
+            Arrangement::Warpgroup => [1, 8],
+        }
+    }
+
     /// Where element `(r, c)` of `a`'s tile and of `b`'s lie, for a stage whose tiles start
     /// at elements `a_first` and `b_first`.
     fn slots(&self, a_first: Expr, b_first: Expr) -> [Box<dyn Fn(Expr, Expr) -> Expr>; 2] {
@@ -210,14 +220,15 @@ impl<'l> Staging<'l> {
         let [a_slot, b_slot] = self
             .stage
             .slots(mul(stage.clone(), int(a_len)), mul(stage, int(b_len)));
+        let [a_together, b_together] = self.stage.together();
         let from = [
-            (bufs.a, bufs.a_tile, &a_slot, &a),
-            (bufs.b, bufs.b_tile, &b_slot, &b),
+            (bufs.a, bufs.a_tile, &a_slot, (&a, a_together)),
+            (bufs.b, bufs.b_tile, &b_slot, (&b, b_together)),
         ];
         let mut copies = Vec::new();
         let mut plain = Vec::new();
-        for (src, dst, slot, tile) in from {
-            let shape = (tile.rows, tile.columns, chunk);
+        for (src, dst, slot, (tile, together)) in from {
+            let shape = (tile.rows, tile.columns, chunk, together);
             copies.push(copy_chunks(
                 cx,
                 t,
