@@ -1,7 +1,10 @@
 //! ptxas, NVIDIA's PTX assembler, run on generated PTX: it checks what LLVM does not (an
 //! unknown `llvm.nvvm.*` intrinsic becomes PTX that only ptxas refuses) and reports each
-//! kernel's registers, stack frame and spills (`archc dump --stage ptx --stats`). It needs no
-//! GPU: CI installs it from PyPI (`nvidia-cuda-nvcc`).
+//! kernel's registers, stack frame, spills and shared memory (`archc dump --stage ptx
+//! --stats`), and what it could not do as asked: its "Potential Performance Loss" notes (a
+//! `wgmma` pipeline serialised, for want of registers or because other instructions touch
+//! its accumulators), which cost speed where nothing else would say so. It needs no GPU: CI
+//! installs it from PyPI (`nvidia-cuda-nvcc`).
 
 use std::path::{Path, PathBuf};
 
@@ -16,29 +19,45 @@ fn failed(what: &str, e: impl std::fmt::Display) -> CodegenError {
 /// What to say when no ptxas is found.
 pub const MISSING: &str = "error: no ptxas found: set ARCHC_PTXAS to its path, or put it on the PATH (without a GPU: `pip install --no-deps nvidia-cuda-nvcc==13.0.88` puts it in site-packages/nvidia/cu13/bin)\n";
 
-/// A table of `stats` for `arch`: one line per kernel, then the totals.
-pub fn report(stats: &[KernelStats], arch: GpuArch) -> String {
+/// A table of `assembled`'s kernels for `arch`: one line per kernel, the totals, then
+/// ptxas's performance notes.
+pub fn report(assembled: &Assembled, arch: GpuArch) -> String {
+    let stats = &assembled.kernels;
     let mut out = format!(
-        "{:<40} {:>9} {:>11} {:>12} {:>11}\n",
+        "{:<40} {:>9} {:>11} {:>12} {:>11} {:>12}\n",
         format!("kernel ({})", arch.name()),
         "registers",
         "stack bytes",
         "spill stores",
-        "spill loads"
+        "spill loads",
+        "shared bytes"
     );
     for k in stats {
         out.push_str(&format!(
-            "{:<40} {:>9} {:>11} {:>12} {:>11}\n",
-            k.name, k.registers, k.stack, k.spill_stores, k.spill_loads
+            "{:<40} {:>9} {:>11} {:>12} {:>11} {:>12}\n",
+            k.name, k.registers, k.stack, k.spill_stores, k.spill_loads, k.shared
         ));
     }
     let most = stats.iter().map(|k| k.registers).max().unwrap_or(0);
     let spilling = stats.iter().filter(|k| k.spill_stores > 0).count();
     out.push_str(&format!(
-        "{} kernels assembled; at most {most} registers; {spilling} spill\n",
-        stats.len()
+        "{} kernels assembled; at most {most} registers; {spilling} spill; {} performance notes\n",
+        stats.len(),
+        assembled.notes.len()
     ));
+    for note in &assembled.notes {
+        out.push_str(&format!("ptxas: {note}\n"));
+    }
     out
+}
+
+/// What ptxas reports of a module: each kernel's figures, and its performance notes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assembled {
+    /// The kernels, in ptxas's order.
+    pub kernels: Vec<KernelStats>,
+    /// ptxas's "Potential Performance Loss" notes, each naming its kernel.
+    pub notes: Vec<String>,
 }
 
 /// What ptxas reports of one kernel.
@@ -54,6 +73,8 @@ pub struct KernelStats {
     pub spill_stores: u32,
     /// Bytes loaded back.
     pub spill_loads: u32,
+    /// Bytes of shared memory per block (static).
+    pub shared: u32,
 }
 
 /// Where ptxas is: `$ARCHC_PTXAS`, else `ptxas` on the `PATH`; None when neither exists.
@@ -67,9 +88,10 @@ pub fn find_ptxas() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Assembles `ptx` for `arch` with `ptxas -v`, and returns each kernel's registers, stack and
-/// spills; ptxas's own message when it refuses the text.
-pub fn assemble(ptxas: &Path, ptx: &str, arch: GpuArch) -> Result<Vec<KernelStats>, CodegenError> {
+/// Assembles `ptx` for `arch` with `ptxas -v`, and returns each kernel's registers, stack,
+/// spills and shared memory, and ptxas's performance notes; ptxas's own message when it
+/// refuses the text.
+pub fn assemble(ptxas: &Path, ptx: &str, arch: GpuArch) -> Result<Assembled, CodegenError> {
     // One directory per call: threads of one process assemble at once (the tests do).
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -96,8 +118,8 @@ pub fn assemble(ptxas: &Path, ptx: &str, arch: GpuArch) -> Result<Vec<KernelStat
     Ok(parse_stats(&log))
 }
 
-/// The kernels' figures in ptxas's `-v` report.
-fn parse_stats(log: &str) -> Vec<KernelStats> {
+/// The kernels' figures and the performance notes in ptxas's `-v` report.
+fn parse_stats(log: &str) -> Assembled {
     let number_before = |line: &str, unit: &str| -> u32 {
         line.split(',')
             .find_map(|part| {
@@ -108,14 +130,18 @@ fn parse_stats(log: &str) -> Vec<KernelStats> {
             .unwrap_or(0)
     };
     let mut out: Vec<KernelStats> = Vec::new();
+    let mut notes = Vec::new();
     for line in log.lines() {
-        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+        if let Some(note) = line.split("Potential Performance Loss: ").nth(1) {
+            notes.push(note.trim().to_string());
+        } else if let Some(rest) = line.split("Compiling entry function '").nth(1) {
             out.push(KernelStats {
                 name: rest.split('\'').next().unwrap_or_default().to_string(),
                 registers: 0,
                 stack: 0,
                 spill_stores: 0,
                 spill_loads: 0,
+                shared: 0,
             });
         } else if let Some(k) = out.last_mut() {
             if line.contains("bytes stack frame") {
@@ -129,10 +155,14 @@ fn parse_stats(log: &str) -> Vec<KernelStats> {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
+                k.shared = number_before(line, "bytes smem");
             }
         }
     }
-    out
+    Assembled {
+        kernels: out,
+        notes,
+    }
 }
 
 #[cfg(test)]
@@ -141,7 +171,8 @@ mod tests {
 
     #[test]
     fn ptxas_reports_are_read_per_kernel() {
-        let log = "ptxas info    : 0 bytes gmem
+        let log = "ptxas info    : (C7511) Potential Performance Loss: wgmma.mma_async instructions are serialized due to insufficient register resources for the wgmma pipeline in the function 'k2'
+ptxas info    : 0 bytes gmem
 ptxas info    : Compiling entry function 'k1' for 'sm_80'
 ptxas info    : Function properties for k1
     16 bytes stack frame, 4 bytes spill stores, 8 bytes spill loads
@@ -149,9 +180,9 @@ ptxas info    : Used 40 registers, used 1 barriers, 360 bytes cmem[0]
 ptxas info    : Compiling entry function 'k2' for 'sm_80'
 ptxas info    : Function properties for k2
     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
-ptxas info    : Used 8 registers, 360 bytes cmem[0]
+ptxas info    : Used 8 registers, used 1 barriers, 36864 bytes smem, 360 bytes cmem[0]
 ";
-        let s = parse_stats(log);
+        let Assembled { kernels: s, notes } = parse_stats(log);
         assert_eq!(s.len(), 2);
         assert_eq!(
             s[0],
@@ -160,9 +191,17 @@ ptxas info    : Used 8 registers, 360 bytes cmem[0]
                 registers: 40,
                 stack: 16,
                 spill_stores: 4,
-                spill_loads: 8
+                spill_loads: 8,
+                shared: 0
             }
         );
-        assert_eq!((s[1].registers, s[1].stack), (8, 0));
+        assert_eq!((s[1].registers, s[1].stack, s[1].shared), (8, 0, 36864));
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].starts_with("wgmma.mma_async instructions are serialized"));
+        let table = report(&Assembled { kernels: s, notes }, GpuArch::Sm90a);
+        assert!(
+            table.contains("1 performance notes\nptxas: wgmma"),
+            "{table}"
+        );
     }
 }
