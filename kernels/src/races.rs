@@ -25,9 +25,17 @@ pub struct Agent {
 
 impl std::fmt::Display for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "block {} thread {}", self.block, self.thread)
+        match self.thread {
+            TENSOR_CORES => write!(f, "block {}'s warpgroup products", self.block),
+            t => write!(f, "block {} thread {t}", self.block),
+        }
     }
 }
+
+/// What stands for a block's warpgroup products reading shared memory (`wgmma`): no thread of
+/// the block, so that a write by any of its threads unordered with them races, the product's
+/// issuer's own too (the tensor cores read through another proxy than its stores).
+pub const TENSOR_CORES: i64 = -2;
 
 /// What stands for "threads of this block, before one of its barriers": ordered before every
 /// later access of the block's threads.

@@ -40,8 +40,8 @@
 //!    row is an `i64` of the thread variable it binds.
 //!    A `WarpgroupMma` is placed so too, in a block of whole warpgroups (128 threads); its
 //!    `A` and `B` are shared arrays of one 16-bit float type whose core matrices lie a
-//!    multiple of 16 bytes apart, within a descriptor's reach (a swizzled tile is K-major,
-//!    its atoms and k16 slabs a multiple of 256 bytes apart); its `C` an f32 local that holds
+//!    multiple of 16 bytes apart, within a descriptor's reach (a K-major tile is swizzled,
+//!    its atoms and k16 slabs a multiple of 256 bytes apart; an MN-major one is not); its `C` an f32 local that holds
 //!    `m · n / 128` elements from a constant offset; `m` is a multiple of 64, `n` of 8 up to
 //!    256, `k` of 16.
 //! 10. **Asynchronous copies**: a `CopyAsync` and an `AsyncWait` sit inside a Thread loop of
@@ -50,12 +50,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::fragment;
-use crate::ir::{
-    AsyncCopy, Axis, Bin, BlockPart, Elem, Expr, Fold, Fragment, Kernel, Matrices, SharedTile,
-    Stmt, Ty, Un, Var, WarpgroupMma,
-};
-use crate::warpgroup;
+mod warps;
+
+use crate::ir::{Axis, Bin, BlockPart, Elem, Expr, Kernel, Stmt, Ty, Un, Var};
 
 /// One broken invariant: where (the kernel, and the statement path) and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,206 +175,6 @@ impl Verifier<'_> {
                     ));
                 }
             }
-        }
-    }
-
-    /// Checks a tensor-core product's place and fragments (`A`, `B`, `C`).
-    fn mma(&mut self, frags: [&Fragment; 3]) {
-        self.warp_place("an mma");
-        let locals = self.k.params.len()..self.k.params.len() + self.k.locals.len();
-        let halves = [Elem::F16, Elem::BF16];
-        let a_elem = locals
-            .contains(&frags[0].buf)
-            .then(|| self.k.elem(frags[0].buf));
-        for (f, (name, len)) in frags.iter().zip([("A", 8), ("B", 4), ("C", 4)]) {
-            self.expect(&f.at, Ty::I64, "a fragment's offset");
-            let elem = locals.contains(&f.buf).then(|| self.k.elem(f.buf));
-            let fits = match name {
-                "C" => elem == Some(Elem::F32),
-                _ => elem.is_some_and(|e| halves.contains(&e)) && elem == a_elem,
-            };
-            if !fits {
-                self.report(format!(
-                    "mma {name} in b{}: A and B are locals of one of f16 and bf16, C an f32 local",
-                    f.buf
-                ));
-                continue;
-            }
-            let size = self.local_len(f.buf);
-            if let Some(at) = constant(&f.at) {
-                let odd = name != "C" && at % 2 != 0;
-                if at < 0 || at as usize + len > size || odd {
-                    self.report(format!(
-                        "mma {name} at b{}[{at}..+{len}], outside its {size} elements or odd",
-                        f.buf
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Checks a fold across lanes: an f32 local, by add, max or min, across 2 to 32 lanes.
-    fn warp_fold(&mut self, fold: &Fold) {
-        let (buf, count, lanes) = (fold.buf, fold.count, fold.lanes);
-        self.warp_place("a warp fold");
-        self.expect(&fold.at, Ty::I64, "a fold's offset");
-        let locals = self.k.params.len()..self.k.params.len() + self.k.locals.len();
-        let local = locals.contains(&buf) && self.k.elem(buf) == Elem::F32;
-        let folds = matches!(fold.op, Bin::Add | Bin::Max | Bin::Min);
-        let group = lanes.is_power_of_two() && (2..=32).contains(&lanes);
-        if !local || !folds || !group || count == 0 {
-            self.report(format!(
-                "fold {:?} of b{buf} across {lanes} lanes: an f32 local, add, max or min, 2 \
-                 to 32 lanes (a power of two), at least one element",
-                fold.op
-            ));
-        }
-        let len = self.local_len(buf);
-        if let Some(at) = constant(&fold.at) {
-            if at < 0 || at as usize + usize::from(count) > len {
-                self.report(format!("fold of b{buf}[{at}..+{count}], outside its {len}"));
-            }
-        }
-    }
-
-    fn load_matrix(&mut self, m: &Matrices) {
-        self.warp_place("an ldmatrix");
-        self.set(m.thread, Ty::I64);
-        self.expect(&m.row, Ty::I64, "an ldmatrix row");
-        self.expect(&m.dst.at, Ty::I64, "an ldmatrix destination");
-        let first_shared = self.k.params.len() + self.k.locals.len();
-        let locals = self.k.params.len()..first_shared;
-        let halves = [Elem::F16, Elem::BF16];
-        let src = (m.src >= first_shared && m.src < self.buffers()).then(|| self.k.elem(m.src));
-        let dst = locals.contains(&m.dst.buf).then(|| self.k.elem(m.dst.buf));
-        if !src.is_some_and(|e| halves.contains(&e)) || dst != src || ![1, 2, 4].contains(&m.count)
-        {
-            self.report(format!(
-                "ldmatrix.x{} b{} <- b{}: 1, 2 or 4 matrices from a shared array of f16 or bf16 \
-                 to a local of its type",
-                m.count, m.dst.buf, m.src
-            ));
-            return;
-        }
-        let len = 2 * usize::from(m.count);
-        let size = self.local_len(m.dst.buf);
-        if let Some(at) = constant(&m.dst.at) {
-            if at < 0 || at % 2 != 0 || at as usize + len > size {
-                self.report(format!(
-                    "ldmatrix to b{}[{at}..+{len}], outside its {size} elements or odd",
-                    m.dst.buf
-                ));
-            }
-        }
-    }
-
-    /// Checks a warpgroup product: placed as a warp's work, in whole warpgroups; `A` and `B`
-    /// in shared arrays of one 16-bit float type, core matrices 16 bytes apart within the
-    /// descriptor's reach; `C` an f32 local holding `n / 2` elements; `n` and `k` shapes the
-    /// instruction has.
-    fn warpgroup_mma(&mut self, w: &WarpgroupMma) {
-        self.warp_place("a warpgroup mma");
-        let threads = crate::launch::block_threads(self.k);
-        if !threads.is_some_and(|n| n.is_multiple_of(warpgroup::WARPGROUP)) {
-            self.report("a warpgroup mma in a block that is not whole warpgroups".into());
-        }
-        let first_shared = self.k.params.len() + self.k.locals.len();
-        let halves = [Elem::F16, Elem::BF16];
-        let elem = |b: usize| (b >= first_shared && b < self.buffers()).then(|| self.k.elem(b));
-        let (a, b) = (elem(w.a.buf), elem(w.b.buf));
-        let reach = |t: &SharedTile| {
-            let fits =
-                |x: u32| x.is_multiple_of(8) && u64::from(x) * 2 < warpgroup::MAX_OFFSET_BYTES;
-            let atoms = |x: u32| (x as usize).is_multiple_of(warpgroup::ATOM);
-            let swizzled = !t.swizzle || (t.k_major && atoms(t.stride) && atoms(t.step));
-            fits(t.lead) && fits(t.stride) && t.step.is_multiple_of(8) && swizzled
-        };
-        if !a.is_some_and(|e| halves.contains(&e)) || a != b || !reach(&w.a) || !reach(&w.b) {
-            self.report(format!(
-                "wgmma b{} · b{}: shared arrays of one of f16 and bf16, core matrices a multiple \
-                 of 16 bytes apart (swizzled: k-major, 256 bytes), under 256 KiB",
-                w.a.buf, w.b.buf
-            ));
-        }
-        let (m, n, k) = (usize::from(w.m), usize::from(w.n), usize::from(w.k));
-        let bands = m > 0 && m.is_multiple_of(warpgroup::ROWS);
-        let columns = n > 0 && n.is_multiple_of(8) && n <= warpgroup::MAX_N;
-        if !bands || !columns || k == 0 || !k.is_multiple_of(warpgroup::K_STEP) {
-            self.report(format!(
-                "wgmma m{m}n{n}k{k}: m a multiple of 64, n of 8 up to 256, k of 16"
-            ));
-        }
-        for e in [&w.a.at, &w.b.at, &w.c.at] {
-            self.expect(e, Ty::I64, "a wgmma offset");
-        }
-        let locals = self.k.params.len()..first_shared;
-        if !locals.contains(&w.c.buf) || self.k.elem(w.c.buf) != Elem::F32 {
-            self.report(format!("wgmma C in b{}: an f32 local", w.c.buf));
-        } else if let Some(at) = constant(&w.c.at) {
-            let size = self.local_len(w.c.buf);
-            let count = m * n / warpgroup::WARPGROUP;
-            if at < 0 || at as usize + count > size {
-                self.report(format!(
-                    "wgmma C at b{}[{at}..+{count}], outside its {size} elements",
-                    w.c.buf
-                ));
-            }
-        }
-    }
-
-    fn copy_async(&mut self, c: &AsyncCopy) {
-        for (e, what) in [
-            (&c.dst_at, "destination"),
-            (&c.src_at, "source"),
-            (&c.valid, "count"),
-        ] {
-            self.expect(e, Ty::I64, &format!("an asynchronous copy's {what}"));
-        }
-        if self.threads == 0 || self.parallel.is_empty() {
-            self.report("an asynchronous copy outside a Thread loop of a block".into());
-        }
-        let first_shared = self.k.params.len() + self.k.locals.len();
-        let input = self
-            .k
-            .params
-            .get(c.src)
-            .filter(|p| !p.output && c.src + 1 < self.k.params.len());
-        let shared = (first_shared..self.buffers()).contains(&c.dst);
-        let bytes = input.map(|p| p.elem.size() * usize::from(c.width));
-        if !shared
-            || input.is_none_or(|p| p.elem != self.k.elem(c.dst) || p.elem.is_quantized())
-            || !matches!(bytes, Some(4 | 8 | 16))
-        {
-            self.report(format!(
-                "cp.async b{} <- b{} of {} elements: an input param to a shared array of its \
-                 type, 4, 8 or 16 bytes",
-                c.dst, c.src, c.width
-            ));
-            return;
-        }
-        let len = self.local_len(c.dst);
-        if let Some(at) = constant(&c.dst_at) {
-            let w = usize::from(c.width);
-            if at < 0 || !(at as usize).is_multiple_of(w) || at as usize + w > len {
-                self.report(format!(
-                    "cp.async to b{}[{at}..+{w}], outside its {len} elements or misaligned",
-                    c.dst
-                ));
-            }
-        }
-    }
-
-    /// Checks that `what`, a warp's collective work, is where whole warps reach it: inside a
-    /// Grid loop, between Thread loops, in a block of whole warps.
-    fn warp_place(&mut self, what: &str) {
-        if self.threads > 0 || self.parallel.is_empty() {
-            self.report(format!(
-                "{what} outside a Grid loop or inside a Thread loop: whole warps must reach it"
-            ));
-        }
-        let warps = crate::launch::block_threads(self.k);
-        if !warps.is_some_and(|n| n.is_multiple_of(fragment::WARP)) {
-            self.report(format!("{what} in a kernel whose block is not whole warps"));
         }
     }
 

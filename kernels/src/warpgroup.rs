@@ -59,7 +59,9 @@ pub struct SharedTile {
     /// The shared array, of f16 or bf16.
     pub buf: usize,
     /// Its element where the tile starts, alike in every thread: a multiple of 8 (16 bytes),
-    /// of 128 (256 bytes) when swizzled.
+    /// of 128 (256 bytes) when swizzled. (The PTX emitter places the shared arrays of a
+    /// kernel with warpgroup products on 1024 bytes, so that these are the address's own
+    /// bits, which the swizzle follows.)
     pub at: Expr,
     /// Whether a core matrix's rows hold 8 consecutive k (K-major) or 8 consecutive rows of
     /// `A` or columns of `B` (MN-major). A swizzled tile is K-major.

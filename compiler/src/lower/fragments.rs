@@ -119,8 +119,9 @@ pub fn stage_from(
 /// copies of `chunk` elements, each reading the count `at` gives for a row and a column of the
 /// tile (zeros after) from the index it gives. The caller waits for them.
 ///
-/// Consecutive threads copy consecutive chunks of a row, or, with `together` rows (a divisor
-/// of `height`, more than 1), the same chunk of that many consecutive rows first: a layout
+/// Consecutive threads copy consecutive chunks of a row, or, with `together` rows (more than
+/// 1, dividing `height`; else it is taken as 1), the same chunk of that many consecutive rows
+/// first: a layout
 /// whose rows of a chunk are 16 bytes apart (core matrices) then spreads a warp's copies over
 /// the banks, where a row's chunks would all land on the same ones.
 pub fn copy_chunks(
@@ -148,6 +149,11 @@ pub fn copy_chunks(
         _ => when(cx, lt(var(r), int(height)), vec![copy]),
     };
     let x_at = add(mul(var(e), int(THREADS)), var(t));
+    let together = if height % together.max(1) == 0 {
+        together
+    } else {
+        1
+    };
     let place = match together {
         ..=1 => vec![
             Stmt::Set(x, x_at),

@@ -6,13 +6,14 @@
 //! [`Stmt::WarpgroupMma`]: crate::ir::Stmt::WarpgroupMma
 
 use super::{i, KernelError, Machine};
+use crate::races::TENSOR_CORES;
 use crate::warpgroup::{accumulator, SharedTile, WarpgroupMma, ATOM, CORE, WARPGROUP};
 
 impl Machine<'_> {
     /// `C ← A·B + C` in every warpgroup (see [`WarpgroupMma`]). The sums run in f32 along k
     /// in order (the hardware's order is its own: results are checked to a tolerance). Every
-    /// element read counts as a read of the shared array by the running thread, so a write
-    /// to it since the last barrier races.
+    /// element read counts as the block's tensor cores' ([`TENSOR_CORES`]), no thread's, so a
+    /// write to it by any thread unordered with the product (no barrier between) races.
     pub(super) fn warpgroup_mma(&mut self, w: &WarpgroupMma) -> Result<(), KernelError> {
         let threads = self.warps(std::iter::once(w.c.buf))?;
         if !threads.is_multiple_of(WARPGROUP) {
@@ -56,15 +57,22 @@ impl Machine<'_> {
             );
         }
         let mut out = vec![vec![0f32; k]; rows];
-        for (r, row) in out.iter_mut().enumerate() {
-            for (p, x) in row.iter_mut().enumerate() {
-                let index = at.saturating_add(tile.offset(r, p) as i64);
-                let index = self.bound(tile.buf, index)?;
-                self.touch(tile.buf, index, 1, false)?;
-                *x = self.bufs[tile.buf].float(index);
+        // The reads are the tensor cores', no thread's.
+        self.now(|a| a.thread = TENSOR_CORES);
+        let mut read = || -> Result<(), KernelError> {
+            for (r, row) in out.iter_mut().enumerate() {
+                for (p, x) in row.iter_mut().enumerate() {
+                    let index = at.saturating_add(tile.offset(r, p) as i64);
+                    let index = self.bound(tile.buf, index)?;
+                    self.touch(tile.buf, index, 1, false)?;
+                    *x = self.bufs[tile.buf].float(index);
+                }
             }
-        }
-        Ok(out)
+            Ok(())
+        };
+        let done = read();
+        self.now(|a| a.thread = self.thread);
+        done.map(|()| out)
     }
 
     fn warpgroup_error(&self, why: &'static str) -> KernelError {
@@ -206,8 +214,9 @@ mod tests {
 
     #[test]
     fn a_tile_read_in_the_wrong_layout_gives_a_wrong_product() {
+        // Its core matrices' strides along k and along n swapped.
         let mut b = tiles().1;
-        b.k_major = true;
+        (b.lead, b.stride) = (b.stride, b.lead);
         let (mut bufs, want) = case();
         assert_eq!(run_gpu(&kernel(b, true), &mut bufs, &[]), Ok(()));
         assert_ne!(bufs[0], BufData::F32(want));

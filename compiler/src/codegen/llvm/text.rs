@@ -251,11 +251,15 @@ impl<'k> Function<'k> {
             let n = l.len.max(1);
             let t = elem_type(l.elem);
             if self.gpu && j >= self.kernel.locals.len() {
-                // A block's shared array: one per block, in shared memory (address space 3).
+                // A block's shared array: one per block, in shared memory (address space 3),
+                // on 16 bytes (`ldmatrix`, `cp.async`); on 1024 in a kernel with warpgroup
+                // products, whose swizzled tiles' layouts follow the address's own bits
+                // (the 32-byte swizzle's atoms start on 256 bytes, the 128-byte one's on 1024).
                 let g = format!("@\"{}.shared{j}\"", self.kernel.name);
+                let align = if self.warpgroups { 1024 } else { 16 };
                 let _ = writeln!(
                     self.globals,
-                    "{g} = internal addrspace(3) global [{n} x {t}] undef, align 16"
+                    "{g} = internal addrspace(3) global [{n} x {t}] undef, align {align}"
                 );
                 let _ = writeln!(e, "  %b{b} = addrspacecast ptr addrspace(3) {g} to ptr");
             } else {

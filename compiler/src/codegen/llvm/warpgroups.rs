@@ -6,7 +6,9 @@
 //! operands given by shared-memory descriptors, then `wgmma.commit_group` and
 //! `wgmma.wait_group 0`, so that all of them are in flight together. The
 //! accumulators are its outputs, tied to the inputs that carry their old values, so LLVM
-//! keeps them in registers across it and reads them only once the product is complete. Each
+//! keeps them in registers across it and reads them only once the product is complete; it
+//! clobbers memory (no load or store moves across it) and is convergent (every thread of the
+//! warpgroup runs it together, so no transformation may make it conditional). Each
 //! thread builds the descriptors from its shared address of the tile's start (the bits LLVM
 //! cannot know are the address's; the offsets and the layout are constants,
 //! [`archc_kernels::warpgroup::SharedTile::descriptor_bits`]).
@@ -83,11 +85,13 @@ impl Function<'_> {
         constraints.extend((0..registers).map(|e| e.to_string()));
         constraints.extend(vec!["l".to_string(); steps * (bands + 1)]);
         constraints.push("r".into());
+        // The tiles it reads are memory other code writes: nothing moves across it.
+        constraints.push("~{memory}".into());
         let result = format!("{{{}}}", vec!["float"; registers].join(", "));
         let d = self.op(
             L::F32,
             format!(
-                "call {result} asm sideeffect \"{asm}\", \"{}\"({})",
+                "call {result} asm sideeffect \"{asm}\", \"{}\"({}) convergent",
                 constraints.join(","),
                 inputs.join(", ")
             ),

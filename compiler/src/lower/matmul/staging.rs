@@ -1,5 +1,6 @@
-//! How the GPU matmuls ([`super::tensor_cores`], [`super::thread_tiles`]) bring their slices
-//! of `a` and `b` into shared memory: three stages, so that while the threads multiply one
+//! How the GPU matmuls ([`super::tensor_cores`], [`super::thread_tiles`],
+//! [`super::warpgroups`]) bring their slices of `a` and `b` into shared memory, each tile as
+//! its template reads it ([`Stage`]): three stages, so that while the threads multiply one
 //! slice, the next two are on their way. Each thread issues its share of a slice as `cp.async`
 //! copies of 16 bytes (8 elements of a 16-bit type, 4 of f32), which land while it computes,
 //! and waits for them only before the barrier that precedes their use. The barrier also

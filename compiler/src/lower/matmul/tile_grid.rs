@@ -1,7 +1,7 @@
 //! The grid of the GPU matmul templates ([`super::tensor_cores`], [`super::thread_tiles`],
 //! [`super::warpgroups`]): a block of [`THREADS`] threads per tile of the output ([`TILE`] ×
-//! [`TILE`], or the template's own), the tiles of one batch in row-major order, batches
-//! after one another.
+//! [`TILE`], or the template's own), the tiles of one batch in groups of a few rows, column
+//! by column within a group (for L2's sake: [`GROUP_ROWS`]), batches after one another.
 
 use archc_kernels::ir::build::{axis, bin, f32, mul, var};
 use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Stmt, Var};
@@ -125,16 +125,61 @@ fn grid(
     for (v, x) in l.batch.iter().zip(delinearize(cx, var(bi), batch_shape)) {
         block.push(Stmt::Set(*v, x));
     }
-    let row_tile = bin(
-        Bin::Rem,
-        bin(Bin::Div, var(task), tiles_n.clone()),
-        tiles_m.clone(),
-    );
-    block.push(Stmt::Set(i0, mul(row_tile, int(rows))));
-    let column_tile = bin(Bin::Rem, var(task), tiles_n.clone());
-    block.push(Stmt::Set(j0, mul(column_tile, int(columns))));
+    let (row_tile, column_tile) = (cx.var(), cx.var());
+    block.extend(grouped(
+        cx,
+        var(task),
+        (&tiles_m, &tiles_n),
+        (row_tile, column_tile),
+    ));
+    block.push(Stmt::Set(i0, mul(var(row_tile), int(rows))));
+    block.push(Stmt::Set(j0, mul(var(column_tile), int(columns))));
     block.extend(body);
     axis(Axis::Grid, task, mul(batches, mul(tiles_m, tiles_n)), block)
+}
+
+/// Row tiles of a group: the blocks running at once cover a few groups' worth of rows,
+/// whose columns they share.
+const GROUP_ROWS: i64 = 8;
+
+/// Sets `row` and `column` to the tile that block `task` computes, in a batch of
+/// `tiles_m` × `tiles_n` tiles: column by column within each group of [`GROUP_ROWS`] row
+/// tiles (Triton's grouped order), so that the blocks resident at once read a few rows' and
+/// a few columns' operands, which stay in L2, where row by row they would sweep all of `b`
+/// for each few rows of `a`.
+fn grouped(
+    cx: &mut Ctx,
+    task: Expr,
+    (tiles_m, tiles_n): (&Expr, &Expr),
+    (row, column): (Var, Var),
+) -> Vec<Stmt> {
+    let (t, first, within) = (cx.var(), cx.var(), cx.var());
+    let per_group = mul(int(GROUP_ROWS), tiles_n.clone());
+    let rows_here = bin(
+        Bin::Min,
+        bin(Bin::Sub, tiles_m.clone(), var(first)),
+        int(GROUP_ROWS),
+    );
+    vec![
+        Stmt::Set(
+            t,
+            bin(Bin::Rem, task, mul(tiles_m.clone(), tiles_n.clone())),
+        ),
+        Stmt::Set(
+            first,
+            mul(bin(Bin::Div, var(t), per_group.clone()), int(GROUP_ROWS)),
+        ),
+        Stmt::Set(within, bin(Bin::Rem, var(t), per_group)),
+        Stmt::Set(
+            row,
+            bin(
+                Bin::Add,
+                var(first),
+                bin(Bin::Rem, var(within), rows_here.clone()),
+            ),
+        ),
+        Stmt::Set(column, bin(Bin::Div, var(within), rows_here)),
+    ]
 }
 
 /// `body` for every thread `t` of the block.

@@ -1,0 +1,400 @@
+//! The GPU's own templates in the simulator (`--device cuda-sim`), against the interpreter
+//! and the CPU's kernels: tensor-core and warpgroup matmuls, the shared-memory f32 matmul,
+//! attention on tensor cores and on lanes, the block scan and the block SSD; and their PTX
+//! assembled by ptxas.
+
+use super::{ptxas_or_skip, CUDA_BUILT};
+use crate::common::{self, archc, archc_limited, rel_err, scratch_dir};
+use archc_runtime::TensorFile;
+
+/// Matmuls of bf16 and f16 operands run on tensor cores when lowered for a GPU: `mma.sync`
+/// m16n8k16 on fragments laid out as the PTX ISA says, which cuda-sim models, loaded by
+/// `ldmatrix`, the slices staged ahead by `cp.async` (reduced axis 40: 16-byte chunks) or by
+/// plain loads (33: not aligned). Ragged edges
+/// (rows, reduced axis and columns that no tile divides), a batched matmul whose `b` is
+/// broadcast, and epilogues are checked against the CPU's kernels (which round what they
+/// store as the GPU's do) and the Graph IR interpreter (which rounds nothing in between).
+#[test]
+fn narrow_matmuls_run_on_tensor_cores_in_the_simulator() {
+    let d = scratch_dir("tensor-cores");
+    let file = matmuls_model(&d);
+    for dtype in ["bf16", "f16"] {
+        let kernels = narrow_kernels(&file, dtype);
+        assert_eq!(kernels.matches("mma.m16n8k16").count(), 4, "{kernels}");
+        // Each stages its slices by cp.async (`a` and `b` of two slices in the prologue and
+        // of one two ahead in the loop) where the dims allow, by plain loads where not.
+        assert_eq!(kernels.matches("cp.async b").count(), 24, "{kernels}");
+        if CUDA_BUILT {
+            let mma = mma_sync(dtype);
+            let expect = [
+                mma.as_str(),
+                "ldmatrix.sync.aligned.m8n8.x4.trans",
+                "cp.async.cg.shared.global",
+            ];
+            assemble(&file, (dtype, "sm_80"), &expect);
+        }
+        let how = [
+            ("interp", ["--backend", "interp"]),
+            ("cpu", ["--backend", "cranelift"]),
+            ("sim", ["--device", "cuda-sim"]),
+        ];
+        let outs = run_each(&d, (&file, &["batch=2", "seq=70"], dtype), &how);
+        for n in ["c", "e", "f", "g"] {
+            let sim = outs[2].read_any(n).unwrap();
+            for (want, against) in [(&outs[0], "the interpreter"), (&outs[1], "the CPU")] {
+                let err = rel_err(&sim, &want.read_any(n).unwrap());
+                println!("{dtype} {n}: tensor cores against {against}, rel err {err:.2e}");
+                assert!(err <= 1e-2, "{dtype} {n} against {against}: {err:e}");
+            }
+        }
+    }
+}
+
+/// On Hopper (sm_90a) the same matmuls run as warpgroup products: `wgmma.mma_async`
+/// m64n128k16 reading both operands from shared memory through descriptors (`a` k-major with
+/// the 32-byte swizzle, `b` mn-major), two per slice of 32, which cuda-sim models by the
+/// same layouts. Against the CPU's kernels and the interpreter as on sm_80; the PTX holds the
+/// inline `wgmma` and the async-proxy fence before each barrier, and ptxas assembles it.
+#[test]
+fn narrow_matmuls_run_on_warpgroups_in_the_simulator() {
+    let d = scratch_dir("warpgroups");
+    let file = matmuls_model(&d);
+    for dtype in ["bf16", "f16"] {
+        let kernels = kernels_for(&file, (dtype, "sm_90a"));
+        assert_eq!(kernels.matches("wgmma.m64n128k32").count(), 4, "{kernels}");
+        assert_eq!(kernels.matches("cp.async b").count(), 24, "{kernels}");
+        if CUDA_BUILT {
+            let wgmma = format!("wgmma.mma_async.sync.aligned.m64n128k16.f32.{dtype}.{dtype}");
+            let expect = [
+                wgmma.as_str(),
+                "wgmma.wait_group.sync.aligned 0",
+                ".shared .align 1024",
+                "fence.proxy.async.shared::cta",
+            ];
+            assemble(&file, (dtype, "sm_90a"), &expect);
+        }
+        let how: [(&str, &[&str]); 3] = [
+            ("interp", &["--backend", "interp"]),
+            ("cpu", &["--backend", "cranelift"]),
+            ("sim90", &["--device", "cuda-sim", "--arch", "sm_90a"]),
+        ];
+        let outs = run_each(&d, (&file, &["batch=2", "seq=70"], dtype), &how);
+        for n in ["c", "e", "f", "g"] {
+            let sim = outs[2].read_any(n).unwrap();
+            for (want, against) in [(&outs[0], "the interpreter"), (&outs[1], "the CPU")] {
+                let err = rel_err(&sim, &want.read_any(n).unwrap());
+                println!("{dtype} {n}: warpgroups against {against}, rel err {err:.2e}");
+                assert!(err <= 1e-2, "{dtype} {n} against {against}: {err:e}");
+            }
+        }
+    }
+}
+
+/// Matmuls of f32 operands run on a GPU as the shared-memory GEMM of CUDA cores
+/// (`lower/matmul/thread_tiles.rs`: 64 × 64 tiles per block, slices of 16 staged in shared
+/// memory two ahead, a 4 × 8 register tile per thread), on the model of the tensor-core test, against
+/// the Graph IR interpreter: f32 within 1e-4.
+#[test]
+fn f32_matmuls_run_on_shared_tiles_in_the_simulator() {
+    let d = scratch_dir("thread-tiles");
+    let file = matmuls_model(&d);
+    let kernels = narrow_kernels(&file, "f32");
+    assert_eq!(kernels.matches("b_values").count(), 4, "{kernels}");
+    // Staged by cp.async of 4 floats where the dims allow (as the tensor-core test).
+    assert_eq!(kernels.matches("cp.async b").count(), 24, "{kernels}");
+    let how = [
+        ("interp", ["--backend", "interp"]),
+        ("sim", ["--device", "cuda-sim"]),
+    ];
+    let outs = run_each(&d, (&file, &["batch=2", "seq=70"], "f32"), &how);
+    for n in ["c", "e", "f", "g"] {
+        let err = rel_err(&outs[1].read_any(n).unwrap(), &outs[0].read_any(n).unwrap());
+        println!("{n}: shared tiles against the interpreter, rel err {err:.2e}");
+        assert!(err <= 1e-4, "{n}: {err:e}");
+    }
+}
+
+/// A model of matmuls with ragged edges on every axis (70 rows, reduced axes of 40 and 33,
+/// 136 and 24 columns), a broadcast `b` with an epilogue, a batched `z·zᵀ`, a `linear`, and a
+/// reduced axis of 200 (slices enough to go round the staging's ring of stages), written
+/// into `d`; returns its path.
+fn matmuls_model(d: &std::path::Path) -> String {
+    let src = d.join("matmuls.arch");
+    std::fs::write(
+        &src,
+        "model tc {\n  input x: f32[batch, seq, 40]\n  input y: f32[40, 136]\n  input z: f32[batch, seq, 33]\n  input u: f32[batch, seq, 200]\n  input v: f32[200, 16]\n  output c = gelu(matmul(x, y) + 1.5)\n  output e = matmul(z, transpose(z, -1, -2)) * 0.5\n  output f = linear(x, 24)\n  output g = matmul(u, v)\n}\n",
+    )
+    .unwrap();
+    src.to_string_lossy().into_owned()
+}
+
+/// Attention whose q, k and v are f16 or bf16 runs on tensor cores when lowered for a GPU
+/// (FlashAttention-2's loop nest: `mma.sync` for `Q·Kᵀ` and `P·V`, the online softmax's row
+/// maxima and sums folded across lanes). Causal grouped-query attention, a sliding window, a
+/// padding mask, a softcap written as math and cross-attention over a memory of another
+/// length, at lengths no tile divides, against the CPU's kernels in the same storage type:
+/// within 1e-3 in f16 (`P` is rounded to f16 for its product on tensor cores, to nothing on
+/// the CPU; 3e-4 seen) and 1e-2 in bf16 (2e-3 seen). The kernels assemble for both
+/// architectures, the softmax's exponentials on the special-function unit (`ex2.approx`).
+#[test]
+fn narrow_attention_runs_on_tensor_cores_in_the_simulator() {
+    let d = scratch_dir("tensor-core-attention");
+    let file = attention_model(&d);
+    for (dtype, bound) in [("f16", 1e-3), ("bf16", 1e-2)] {
+        let kernels = narrow_kernels(&file, dtype);
+        assert_eq!(kernels.matches("fold.Max").count(), 5, "{kernels}");
+        if CUDA_BUILT {
+            // f16 for sm_80, bf16 for sm_90a (each takes a while to compile, and together
+            // they cover both intrinsics and both architectures).
+            let arch = if dtype == "f16" { "sm_80" } else { "sm_90a" };
+            let mma = mma_sync(dtype);
+            let expect = [mma.as_str(), "shfl.sync.bfly", "ex2.approx.ftz.f32"];
+            assemble(&file, (dtype, arch), &expect);
+        }
+        if !common::SIMULATOR_CHECKS {
+            continue;
+        }
+        let how = [
+            ("cpu", ["--backend", "cranelift"]),
+            ("sim", ["--device", "cuda-sim"]),
+        ];
+        let dims = ["batch=2", "seq=70", "mem=150"];
+        let outs = run_each(&d, (&file, &dims, dtype), &how);
+        for n in ["causal", "window", "padded", "cross", "capped"] {
+            let err = rel_err(&outs[1].read_any(n).unwrap(), &outs[0].read_any(n).unwrap());
+            println!("{dtype} {n}: tensor cores against the CPU, rel err {err:.2e}");
+            assert!(err <= bound, "{dtype} {n}: {err:e}");
+        }
+    }
+}
+
+/// The selective scan runs on a GPU as a block scan (`lower/scan_blocks.rs`): a block of
+/// threads per channel, each thread composing its steps' affine maps, the block scanning the
+/// maps in shared memory, the state carried from one chunk of 2048 steps into the next. A
+/// Mamba-1 scan with its read-out and gate (5 states: not a multiple of 4) and a scan that
+/// stores its state, at 2100 steps (a second, ragged chunk), against the Graph IR
+/// interpreter: f32 within 1e-4.
+#[test]
+fn selective_scan_runs_as_a_block_scan_in_the_simulator() {
+    let d = scratch_dir("block-scan");
+    let src = d.join("scan.arch");
+    std::fs::write(
+        &src,
+        "model scans {
+  input x: f32[batch, seq, 3]
+  input z: f32[batch, seq, 3]
+  input delta: f32[batch, seq, 3]
+  input B: f32[batch, seq, 5]
+  input C: f32[batch, seq, 5]
+  param A_log: [3, 5]
+  param D: [3]
+  dt = softplus(delta)
+  a = exp(unsqueeze(dt, -1) * -exp(A_log))
+  b = unsqueeze(dt * x, -1) * unsqueeze(B, -2)
+  h = scan(a, b, 1)
+  y = sum(h * unsqueeze(C, -2), -1) + x * D
+  output y = y * silu(z)
+  output s = scan(sigmoid(z), x, 1)
+}
+",
+    )
+    .unwrap();
+    let file = src.to_string_lossy().into_owned();
+    let kernels = narrow_kernels(&file, "f32");
+    assert_eq!(kernels.matches("maps_h").count(), 2, "{kernels}");
+    let how = [
+        ("interp", ["--backend", "interp"]),
+        ("sim", ["--device", "cuda-sim"]),
+    ];
+    let outs = run_each(&d, (&file, &["batch=2", "seq=2100"], "f32"), &how);
+    for n in ["y", "s"] {
+        let err = rel_err(&outs[1].read_any(n).unwrap(), &outs[0].read_any(n).unwrap());
+        println!("{n}: block scan against the interpreter, rel err {err:.2e}");
+        assert!(err <= 1e-4, "{n}: {err:e}");
+    }
+}
+
+/// Mamba-2's SSD runs on a GPU as a block per head (`lower/ssd_blocks.rs`: each chunk's
+/// scores, outputs and state pass spread over the block's threads in shared memory, the state
+/// in a scratch buffer), against the Graph IR interpreter: f32 within 1e-4. Small heads take
+/// chunks of 64; Mamba-2's own (64 channels, 128 state elements) take 32, so that the chunk's
+/// arrays fit in 48 KiB. Both sequences end in a short chunk.
+#[test]
+fn ssd_runs_as_a_block_per_head_in_the_simulator() {
+    let d = scratch_dir("block-ssd");
+    for (heads, head_dim, d_state, chunk, seq) in [(3, 6, 5, 64, 150), (2, 64, 128, 32, 70)] {
+        let src = d.join(format!("ssd{head_dim}.arch"));
+        std::fs::write(
+            &src,
+            format!(
+                "model ssd {{
+  config {{ heads = {heads}, head_dim = {head_dim}, d_state = {d_state} }}
+  input x: f32[batch, seq, heads, head_dim]
+  input delta: f32[batch, seq, heads]
+  input B: f32[batch, seq, d_state]
+  input C: f32[batch, seq, d_state]
+  param A_log: [heads]
+  param D: [heads]
+  dt = softplus(delta)
+  u = reshape(x, [batch, seq, 1, heads, head_dim])
+  Bg = reshape(B, [batch, seq, 1, 1, 1, d_state])
+  Cg = reshape(C, [batch, seq, 1, 1, 1, d_state])
+  decay = reshape(exp(dt * -exp(A_log)), [batch, seq, 1, heads, 1, 1])
+  dtu = reshape(dt, [batch, seq, 1, heads, 1]) * u
+  h = scan(decay, unsqueeze(dtu, -1) * Bg, 1)
+  y = sum(h * Cg, -1) + u * reshape(D, [1, heads, 1])
+  output y = reshape(y, [batch, seq, heads, head_dim])
+}}
+"
+            ),
+        )
+        .unwrap();
+        let file = src.to_string_lossy().into_owned();
+        let kernels = narrow_kernels(&file, "f32");
+        let scores = format!("f32[{}] scores", chunk * chunk);
+        assert!(kernels.contains(&scores), "{kernels}");
+        assert!(kernels.contains(".scratch"), "{kernels}");
+        let how = [
+            ("interp", ["--backend", "interp"]),
+            ("sim", ["--device", "cuda-sim"]),
+        ];
+        let seq = format!("seq={seq}");
+        let outs = run_each(&d, (&file, &["batch=2", &seq], "f32"), &how);
+        let err = rel_err(
+            &outs[1].read_any("y").unwrap(),
+            &outs[0].read_any("y").unwrap(),
+        );
+        println!("P {head_dim} N {d_state}: block SSD against the interpreter, rel err {err:.2e}");
+        assert!(err <= 1e-4, "{err:e}");
+    }
+}
+
+/// Attention in f32 runs on a GPU's CUDA cores as FlashAttention's loop nest with four
+/// threads per query row (`lower/attention_lanes.rs`: the scores' partial dot products folded
+/// across the row's lanes, the online softmax in registers), on the model of the tensor-core
+/// test, against the Graph IR interpreter: f32 within 1e-4.
+#[test]
+#[cfg_attr(
+    feature = "llvm",
+    ignore = "cuda-sim is feature-independent: the default feature set runs it"
+)]
+fn f32_attention_runs_on_four_lanes_per_row_in_the_simulator() {
+    let d = scratch_dir("lane-attention");
+    let file = attention_model(&d);
+    let kernels = narrow_kernels(&file, "f32");
+    assert_eq!(kernels.matches("fold.Add").count(), 5, "{kernels}");
+    let how = [
+        ("interp", ["--backend", "interp"]),
+        ("sim", ["--device", "cuda-sim"]),
+    ];
+    let dims = ["batch=2", "seq=70", "mem=150"];
+    let outs = run_each(&d, (&file, &dims, "f32"), &how);
+    for n in ["causal", "window", "padded", "cross", "capped"] {
+        let err = rel_err(&outs[1].read_any(n).unwrap(), &outs[0].read_any(n).unwrap());
+        println!("{n}: four lanes per row against the interpreter, rel err {err:.2e}");
+        assert!(err <= 1e-4, "{n}: {err:e}");
+    }
+}
+
+/// A model of attentions (causal grouped-query, a sliding window of 20, a padding mask,
+/// cross-attention over a memory of another length, a softcap written as math with a value
+/// width of 24), written into `d`; returns its path.
+fn attention_model(d: &std::path::Path) -> String {
+    let src = d.join("attn.arch");
+    std::fs::write(
+        &src,
+        "model attn {
+  input q_causal: f32[batch, 4, seq, 64]
+  input k_causal: f32[batch, 2, seq, 64]
+  input v_causal: f32[batch, 2, seq, 64]
+  input q_window: f32[batch, 4, seq, 64]
+  input k_window: f32[batch, 2, seq, 64]
+  input v_window: f32[batch, 2, seq, 64]
+  input q_padded: f32[batch, 4, seq, 64]
+  input k_padded: f32[batch, 2, seq, 64]
+  input v_padded: f32[batch, 2, seq, 64]
+  input q_capped: f32[batch, 4, seq, 64]
+  input k_capped: f32[batch, 2, seq, 64]
+  input v_capped: f32[batch, 2, seq, 24]
+  input q_cross: f32[batch, 4, seq, 64]
+  input memory: f32[batch, 2, mem, 64]
+  input mask: bool[batch, seq]
+  output causal = sdpa(q_causal, k_causal, v_causal, causal = true)
+  output window = sdpa(q_window, k_window, v_window, causal = true, window = 20)
+  output padded = sdpa(q_padded, k_padded, v_padded, mask = mask)
+  output cross = sdpa(q_cross, memory, memory)
+  q = reshape(q_capped, [q_capped.shape[0], 2, 2, q_capped.shape[2], 64])
+  s = matmul(q, transpose(unsqueeze(k_capped, 2))) / 8.0
+  output capped = matmul(softmax(30.0 * tanh(s / 30.0), -1), unsqueeze(v_capped, 2))
+}
+",
+    )
+    .unwrap();
+    src.to_string_lossy().into_owned()
+}
+
+/// The kernels of `file` stored as `dtype`, scheduled for sm_80.
+fn narrow_kernels(file: &str, dtype: &str) -> String {
+    kernels_for(file, (dtype, "sm_80"))
+}
+
+/// The kernels of `file` stored as `dtype`, scheduled for GPU architecture `arch`.
+fn kernels_for(file: &str, (dtype, arch): (&str, &str)) -> String {
+    let dump = [
+        "dump", "--stage", "kernels", "--arch", arch, "--dtype", dtype, file,
+    ];
+    let (s, kernels, e) = archc(&dump);
+    assert_eq!(s, 0, "{e}");
+    kernels
+}
+
+/// PTX's name of the `mma.sync` m16n8k16 of `dtype` operands.
+fn mma_sync(dtype: &str) -> String {
+    format!("mma.sync.aligned.m16n8k16.row.col.f32.{dtype}.{dtype}.f32")
+}
+
+/// The outputs of `file` run with `dims` bound and floats stored as `dtype` in scratch
+/// directory `d`, once by each of `how`'s (tag, device or backend flag and value).
+fn run_each<'f, F: AsRef<[&'f str]>>(
+    d: &std::path::Path,
+    (file, dims, dtype): (&str, &[&str], &str),
+    how: &[(&str, F)],
+) -> Vec<TensorFile> {
+    let mut outs = Vec::new();
+    for (tag, flags) in how {
+        let out = d.join(format!("{dtype}-{tag}.safetensors"));
+        let o = out.to_string_lossy().into_owned();
+        let mut args = vec!["run", file, "--dtype", dtype, "--outputs", &o];
+        args.extend(flags.as_ref());
+        for dim in dims {
+            args.extend(["--dim", dim]);
+        }
+        archc_limited(&args, d).expect(0, &[]);
+        outs.push(TensorFile::open(&out).unwrap());
+    }
+    outs
+}
+
+/// The kernels of `file` stored as `dtype` compile for `arch` to PTX with every instruction
+/// `expect` names, and ptxas assembles them with no performance notes (its table of
+/// registers, spills and shared memory printed).
+fn assemble(file: &str, (dtype, arch): (&str, &str), expect: &[&str]) {
+    let dump = [
+        "dump", "--stage", "ptx", "--arch", arch, "--dtype", dtype, file,
+    ];
+    let (s, ptx, e) = archc(&dump);
+    assert_eq!(s, 0, "{e}");
+    for instruction in expect {
+        assert!(
+            ptx.contains(instruction),
+            "{arch} {dtype}: no {instruction}"
+        );
+    }
+    if ptxas_or_skip().is_some() {
+        let (s, table, e) = archc(&[&dump[..], &["--stats"]].concat());
+        assert_eq!(s, 0, "{e}");
+        println!("{arch} {dtype}:\n{table}");
+        // No `wgmma` pipeline serialised, nothing else ptxas could not do at full speed.
+        assert!(table.contains("; 0 performance notes"), "{table}");
+    }
+}
