@@ -36,6 +36,7 @@ mod scan_grad;
 pub mod schedule;
 mod ssd;
 mod ssd_blocks;
+mod ssd_mma;
 mod svd;
 
 pub use same_weights::same_weights;

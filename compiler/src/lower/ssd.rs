@@ -129,8 +129,8 @@ impl Parts {
 }
 
 /// The kernel for a scan region in SSD form whose node has type `out`, with `inputs` region
-/// inputs: on a GPU's blocks where the chunk fits ([`super::ssd_blocks`]), else a thread per
-/// head.
+/// inputs: on a GPU's blocks where the chunk fits ([`super::ssd_blocks`], on tensor cores by
+/// [`super::ssd_mma`]), else a thread per head.
 pub fn lower(
     cx: &mut Ctx,
     r: &Region,
@@ -140,8 +140,13 @@ pub fn lower(
     inputs: usize,
 ) -> Template {
     let parts = Parts::of(cx, r, info);
-    if let Some(q) = super::ssd_blocks::chunk(cx, parts.p, parts.n) {
-        return super::ssd_blocks::lower(cx, (r, ssd, &parts), q, (out, inputs));
+    // On tensor cores where the operands are 16-bit and the chunk's arrays fit, else on a
+    // GPU's CUDA cores.
+    let blocks = [super::ssd_mma::operands(cx, out), None]
+        .into_iter()
+        .find_map(|e| super::ssd_blocks::chunk(cx, (parts.p, parts.n), e).map(|q| (q, e)));
+    if let Some(chunk) = blocks {
+        return super::ssd_blocks::lower(cx, (r, ssd, &parts), chunk, (out, inputs));
     }
     let mut gen = BodyGen::new(&r.body, 1);
     let Parts {

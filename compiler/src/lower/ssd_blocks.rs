@@ -27,50 +27,61 @@
 //! different banks; in every other read a warp's threads read one element (a broadcast) or
 //! consecutive ones.
 //!
-//! This runs on CUDA cores in f32, whatever the storage type; the chunk's products on tensor
-//! cores (Mamba-2's own kernels) are not done yet.
+//! This runs on CUDA cores in f32. With f16 or bf16 storage on a GPU with tensor cores, the
+//! same staging and log-decays feed the chunk's products on `mma.sync` instead
+//! ([`super::ssd_mma`]): [`Shared`] then holds the operands in 16 bits, padded for the
+//! fragments.
 
 use archc_kernels::ir::build::{add, bin, exp, f32, load, mul, serial, sub, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Local, Scope, Stmt, Var};
 
 use super::body::{broadcast_at, BodyGen};
-use super::fragments::{and, div, int, lt, rem, threads, when, THREADS};
+use super::fragments::{and, div, int, lt, rem, threads, when, PAD, THREADS};
 use super::index::Ctx;
 use super::register_tiles::{self, Tile, Tiling};
 use super::ssd::{log_decay, Parts};
 use super::Template;
 use crate::graph::{Dim, Region, SsdInfo, TensorType};
 
-/// A block's static shared memory, in f32 elements.
-const SHARED_FLOATS: i64 = 48 * 1024 / 4;
+/// A block's static shared memory, in bytes.
+const SHARED_BYTES: i64 = 48 * 1024;
 
 /// The kernel's shared arrays (buffer numbers) and sizes.
-struct Shared {
+pub struct Shared {
     /// The steps' log-decays, summed in place into `L`: `[Q]`.
-    decay: usize,
+    pub decay: usize,
     /// `exp(Lₜ)`: `[Q]`.
-    kept: usize,
+    pub kept: usize,
     /// `exp(L_end − Lₛ)`: `[Q]`.
-    weight: usize,
-    /// x: `[Q, P]`.
-    x: usize,
+    pub weight: usize,
+    /// x: `[Q, P]`, rows of [`Shared::x_stride`].
+    pub x: usize,
     /// B: `[Q, N]`, rows of [`Shared::stride`].
-    b: usize,
+    pub b: usize,
     /// C: like B.
-    c: usize,
-    /// The scores `G`: `[Q, Q]`, only `s ≤ t` written.
-    g: usize,
+    pub c: usize,
+    /// The scores `G`: `[Q, Q]`, only `s ≤ t` written on CUDA cores, every element on tensor
+    /// cores.
+    pub g: usize,
+    /// On tensor cores, the state before the chunk in the operands' type: `[N, P]`, rows of
+    /// [`Shared::h_stride`].
+    pub h: usize,
     /// The chunk length `Q`.
-    q: i64,
+    pub q: i64,
     /// Channels per head `P`.
-    p: i64,
+    pub p: i64,
     /// State elements per channel `N`.
-    n: i64,
+    pub n: i64,
+    /// The tensor cores' operand type, for the tensor-core template ([`super::ssd_mma`]):
+    /// then x, B, C, `G` and the state's copy are stored in it, with widths padded to 16 and
+    /// rows by [`PAD`], and every row of the chunk is staged (zeros past its steps).
+    pub narrow: Option<Elem>,
 }
 
 impl Shared {
-    /// The arrays numbered from buffer `first` on, for chunks of `q` steps.
-    fn new(first: usize, q: i64, (p, n): (i64, i64)) -> Shared {
+    /// The arrays numbered from buffer `first` on, for chunks of `q` steps, the operands in
+    /// `narrow` on tensor cores.
+    fn new(first: usize, q: i64, (p, n): (i64, i64), narrow: Option<Elem>) -> Shared {
         Shared {
             decay: first,
             kept: first + 1,
@@ -79,73 +90,130 @@ impl Shared {
             b: first + 4,
             c: first + 5,
             g: first + 6,
+            h: first + 7,
             q,
             p,
             n,
+            narrow,
         }
     }
 
-    /// The row length of B and C: `N` rounded up to odd.
-    fn stride(&self) -> i64 {
-        self.n | 1
+    /// The staged widths of x's and B's rows: `P` and `N`, padded to 16 on tensor cores (a
+    /// k16 step's or two 8-column tiles' worth).
+    pub fn widths(&self) -> (i64, i64) {
+        match self.narrow {
+            Some(_) => (pad16(self.p), pad16(self.n)),
+            None => (self.p, self.n),
+        }
+    }
+
+    /// The row length of x.
+    pub fn x_stride(&self) -> i64 {
+        match self.narrow {
+            Some(_) => self.widths().0 + PAD,
+            None => self.p,
+        }
+    }
+
+    /// The row length of B and C: `N` rounded up to odd on CUDA cores (a warp's threads reading
+    /// different steps' rows hit different banks), padded by [`PAD`] on tensor cores.
+    pub fn stride(&self) -> i64 {
+        match self.narrow {
+            Some(_) => self.widths().1 + PAD,
+            None => self.n | 1,
+        }
+    }
+
+    /// The row length of `G`.
+    pub fn g_stride(&self) -> i64 {
+        match self.narrow {
+            Some(_) => self.q + PAD,
+            None => self.q,
+        }
+    }
+
+    /// The row length of the state's copy on tensor cores.
+    pub fn h_stride(&self) -> i64 {
+        self.widths().0 + PAD
     }
 
     /// The arrays, in buffer order.
     fn locals(&self) -> Vec<Local> {
-        let (q, p, row) = (self.q, self.p, self.stride());
-        [
-            ("log_decay", q),
-            ("kept", q),
-            ("weight", q),
-            ("x", q * p),
-            ("B", q * row),
-            ("C", q * row),
-            ("scores", q * q),
-        ]
-        .into_iter()
-        .map(|(name, len)| Local {
-            name: name.into(),
-            elem: Elem::F32,
-            len: len as usize,
-        })
-        .collect()
+        let q = self.q;
+        let (wide, narrow) = (Elem::F32, self.narrow.unwrap_or(Elem::F32));
+        let mut arrays = vec![
+            ("log_decay", wide, q),
+            ("kept", wide, q),
+            ("weight", wide, q),
+            ("x", narrow, q * self.x_stride()),
+            ("B", narrow, q * self.stride()),
+            ("C", narrow, q * self.stride()),
+            ("scores", narrow, q * self.g_stride()),
+        ];
+        if self.narrow.is_some() {
+            arrays.push(("state", narrow, self.widths().1 * self.h_stride()));
+        }
+        arrays
+            .into_iter()
+            .map(|(name, elem, len)| Local {
+                name: name.into(),
+                elem,
+                len: len as usize,
+            })
+            .collect()
     }
 
-    /// Their total length in f32 elements.
-    fn floats(&self) -> i64 {
-        self.locals().iter().map(|l| l.len as i64).sum()
+    /// Their total size in bytes.
+    fn bytes(&self) -> i64 {
+        let size = |l: &Local| if l.elem == Elem::F32 { 4 } else { 2 };
+        self.locals().iter().map(|l| l.len as i64 * size(l)).sum()
     }
+}
+
+/// `n` rounded up to a multiple of 16.
+fn pad16(n: i64) -> i64 {
+    (n + 15) / 16 * 16
 }
 
 /// The chunk length of the block template for heads of `p` channels with `n` state elements
 /// each, where it applies: on a GPU whose blocks are [`THREADS`] threads, the longest power of
-/// two from 8 to 64 whose chunk arrays fit in shared memory.
-pub fn chunk(cx: &Ctx, p: i64, n: i64) -> Option<i64> {
+/// two from 8 to 64 (16 on tensor cores, a k16 step) whose chunk arrays fit in shared memory,
+/// the operands in `narrow` on tensor cores.
+pub fn chunk(cx: &Ctx, (p, n): (i64, i64), narrow: Option<Elem>) -> Option<i64> {
     if cx.schedule.gpu_block != Some(THREADS as u32) {
         return None;
     }
+    let shortest = if narrow.is_some() { 16 } else { 8 };
     [64, 32, 16, 8]
         .into_iter()
-        .find(|&q| Shared::new(0, q, (p, n)).floats() <= SHARED_FLOATS)
+        .filter(|&q| q >= shortest)
+        .find(|&q| Shared::new(0, q, (p, n), narrow).bytes() <= SHARED_BYTES)
 }
 
 /// The variables every phase reads: the thread, the chunk's first step and its length, and
 /// where the head's state starts in the scratch buffer.
-struct Block {
-    tid: Var,
-    c0: Var,
-    count: Var,
-    state: usize,
-    row: Expr,
-    sh: Shared,
+pub struct Block {
+    /// The thread in the block.
+    pub tid: Var,
+    /// The chunk's first step.
+    pub c0: Var,
+    /// Its steps: `Q`, or fewer in the last chunk.
+    pub count: Var,
+    /// The scratch buffer of the heads' states, f32 `[heads, N, P]`.
+    pub state: usize,
+    /// Where the head's state starts in it.
+    pub row: Expr,
+    /// The shared arrays.
+    pub sh: Shared,
 }
 
 /// The kernel (see the module doc) for a scan region in SSD form whose node has type `out`,
-/// with `inputs` region inputs, in chunks of `q` steps.
+/// with `inputs` region inputs, in chunks of `q` steps: its products on tensor cores
+/// ([`super::ssd_mma`]) with operands in `narrow`, else on CUDA cores.
 pub fn lower(
     cx: &mut Ctx,
     (r, ssd, parts): (&Region, &SsdInfo, &Parts),
-    q: i64,
+    (q, narrow): (i64, Option<Elem>),
     (out, inputs): (&TensorType, usize),
 ) -> Template {
     let co = &parts.co;
@@ -156,18 +224,19 @@ pub fn lower(
         tid: cx.var(),
         c0: cx.var(),
         count: cx.var(),
-        // Buffers: output, inputs, the state (scratch), status, the tiles' locals, then the
-        // shared arrays.
+        // Buffers: output, inputs, the state (scratch), status, the products' three locals,
+        // then the shared arrays.
         state: inputs + 1,
         row: mul(var(hd), int(n * p)),
-        sh: Shared::new(inputs + 6, q, (p, n)),
+        sh: Shared::new(inputs + 6, q, (p, n), narrow),
     };
-    let tilings = [Tiling::new(q, p), Tiling::new(n, p)];
-    let [out_tile, state_tile] = tilings.map(|t| Tile::new(cx, t, inputs + 3));
     gen.loop_vars(&co.head_vars);
     gen.enter(&[cb, k.c0, k.count]);
     let stage = k.stage(cx, &mut gen, (r, ssd, parts));
-    let outputs = k.outputs(cx, &mut gen, (r, parts), (out, &out_tile));
+    let (phases, locals) = match narrow {
+        Some(elem) => super::ssd_mma::phases(cx, &mut gen, &k, (r, parts, out), (inputs + 3, elem)),
+        None => k.phases(cx, &mut gen, (r, parts, out), inputs + 3),
+    };
     let seq = cx.dim(&co.shape[co.axis]);
     let mut chunk = vec![
         Stmt::Set(k.c0, mul(var(cb), int(q))),
@@ -175,23 +244,15 @@ pub fn lower(
     ];
     // Values of the chunk only (none, unless the body reads the step's position as such).
     chunk.extend(gen.leave());
-    let barrier = Stmt::Barrier(Scope::Block);
-    for phase in [
-        stage,
-        k.sum_decays(cx),
-        k.scores(cx),
-        outputs,
-        k.next_state(cx, &state_tile),
-    ] {
-        chunk.push(threads(k.tid, phase));
-        chunk.push(barrier.clone());
-    }
+    chunk.extend([threads(k.tid, stage), Stmt::Barrier(Scope::Block)]);
+    chunk.extend([
+        threads(k.tid, k.sum_decays(cx)),
+        Stmt::Barrier(Scope::Block),
+    ]);
+    chunk.extend(phases);
     let mut per_head = co.split(cx, hd, &co.head_axes, &co.head_vars);
     per_head.extend(gen.take_lets());
-    let i = cx.var();
-    let zero = vec![Stmt::Store(k.state, add(k.row.clone(), var(i)), f32(0.0))];
-    let zero = k.each(cx, i, int(n * p), zero);
-    per_head.push(threads(k.tid, vec![zero]));
+    per_head.push(threads(k.tid, k.zero_states(cx)));
     per_head.push(serial(cb, div(add(seq, int(q - 1)), q), chunk));
     let heads = Dim::product(&co.dims(&co.head_axes)).expect("head counts fit in i64");
     let scratch = heads
@@ -205,20 +266,42 @@ pub fn lower(
             body: per_head,
         }],
         checks: gen.checks,
-        locals: register_tiles::locals(
-            tilings.iter().map(Tiling::len).max().unwrap_or(1),
-            tilings.iter().map(|t| t.rows_each).max().unwrap_or(1),
-            tilings.iter().map(|t| t.cols_each).max().unwrap_or(1),
-        ),
+        locals,
         shared: k.sh.locals(),
         scratch: Some(vec![scratch]),
     }
 }
 
 impl Block {
+    /// Phases 2 to 4 on CUDA cores, each followed by a barrier, and the register tiles' locals
+    /// (from buffer `first`).
+    fn phases(
+        &self,
+        cx: &mut Ctx,
+        gen: &mut BodyGen,
+        rpo: (&Region, &Parts, &TensorType),
+        first: usize,
+    ) -> (Vec<Stmt>, Vec<Local>) {
+        let (q, p, n) = (self.sh.q, self.sh.p, self.sh.n);
+        let tilings = [Tiling::new(q, p), Tiling::new(n, p)];
+        let [out_tile, state_tile] = tilings.map(|t| Tile::new(cx, t, first));
+        let outputs = self.outputs(cx, gen, rpo, &out_tile);
+        let mut body = Vec::new();
+        for phase in [self.scores(cx), outputs, self.next_state(cx, &state_tile)] {
+            body.push(threads(self.tid, phase));
+            body.push(Stmt::Barrier(Scope::Block));
+        }
+        let locals = register_tiles::locals(
+            tilings.iter().map(Tiling::len).max().unwrap_or(1),
+            tilings.iter().map(|t| t.rows_each).max().unwrap_or(1),
+            tilings.iter().map(|t| t.cols_each).max().unwrap_or(1),
+        );
+        (body, locals)
+    }
+
     /// The thread's share of `total` items: `body` with `i` set to each of its items (the
     /// thread's index, then every [`THREADS`]-th after it) below `total`.
-    fn each(&self, cx: &mut Ctx, i: Var, total: Expr, body: Vec<Stmt>) -> Stmt {
+    pub fn each(&self, cx: &mut Ctx, i: Var, total: Expr, body: Vec<Stmt>) -> Stmt {
         let k = cx.var();
         let inside = when(cx, lt(var(i), total.clone()), body);
         let first = Stmt::Set(i, add(mul(var(k), int(THREADS)), var(self.tid)));
@@ -249,20 +332,23 @@ impl Block {
         body.push(Stmt::Store(sh.decay, var(i), la));
         let decays = self.each(cx, i, var(self.count), body);
         // x, a step's channel per item.
+        let (rows, (pw, nw)) = (self.staged_rows(), sh.widths());
         let [i, tt, t, p] = [(); 4].map(|_| cx.var());
         gen.enter(&[i, tt, t, p]);
         gen.loop_vars(&co.p_vars);
         let x_at = broadcast_at(&co.at(var(t), true, false), &r.body.ty(ssd.x).shape);
         let xv = gen.value(cx, ssd.x, &x_at);
+        let mut value = co.split(cx, p, &co.p_axes, &co.p_vars);
+        value.extend(gen.leave());
+        let slot = add(mul(var(tt), int(sh.x_stride())), var(p));
+        value.push(Stmt::Store(sh.x, slot.clone(), xv));
         let mut body = vec![
-            Stmt::Set(tt, div(var(i), sh.p)),
-            Stmt::Set(p, rem(var(i), sh.p)),
+            Stmt::Set(tt, div(var(i), pw)),
+            Stmt::Set(p, rem(var(i), pw)),
             at_step(tt, t),
         ];
-        body.extend(co.split(cx, p, &co.p_axes, &co.p_vars));
-        body.extend(gen.leave());
-        body.push(Stmt::Store(sh.x, var(i), xv));
-        let xs = self.each(cx, i, mul(var(self.count), int(sh.p)), body);
+        body.extend(self.padded(cx, &[(sh.x, slot)], (tt, p, sh.p), value));
+        let xs = self.each(cx, i, mul(rows.clone(), int(pw)), body);
         // B and C, a step's state element per item.
         let [i, tt, t, n] = [(); 4].map(|_| cx.var());
         gen.enter(&[i, tt, t, n]);
@@ -270,18 +356,68 @@ impl Block {
         let n_at = co.at(var(t), false, true);
         let bv = gen.value(cx, ssd.b, &broadcast_at(&n_at, &r.body.ty(ssd.b).shape));
         let cv = gen.value(cx, ssd.c, &broadcast_at(&n_at, &r.body.ty(ssd.c).shape));
+        let mut value = co.split(cx, n, &co.state, &co.n_vars);
+        value.extend(gen.leave());
+        let slot = add(mul(var(tt), int(sh.stride())), var(n));
+        value.push(Stmt::Store(sh.b, slot.clone(), bv));
+        value.push(Stmt::Store(sh.c, slot.clone(), cv));
         let mut body = vec![
-            Stmt::Set(tt, div(var(i), sh.n)),
-            Stmt::Set(n, rem(var(i), sh.n)),
+            Stmt::Set(tt, div(var(i), nw)),
+            Stmt::Set(n, rem(var(i), nw)),
             at_step(tt, t),
         ];
-        body.extend(co.split(cx, n, &co.state, &co.n_vars));
-        body.extend(gen.leave());
-        let slot = add(mul(var(tt), int(sh.stride())), var(n));
-        body.push(Stmt::Store(sh.b, slot.clone(), bv));
-        body.push(Stmt::Store(sh.c, slot, cv));
-        let bcs = self.each(cx, i, mul(var(self.count), int(sh.n)), body);
+        let slots = [(sh.b, slot.clone()), (sh.c, slot)];
+        body.extend(self.padded(cx, &slots, (tt, n, sh.n), value));
+        let bcs = self.each(cx, i, mul(rows, int(nw)), body);
         vec![decays, xs, bcs]
+    }
+
+    /// The rows staged per chunk: its steps on CUDA cores, all `Q` on tensor cores (zeros past
+    /// its steps, which the products then add).
+    fn staged_rows(&self) -> Expr {
+        match self.sh.narrow {
+            Some(_) => int(self.sh.q),
+            None => var(self.count),
+        }
+    }
+
+    /// `value`, the staging of element `(tt, j)` of a row of `width` values: on tensor cores,
+    /// zeros into `slots` first, and `value` only for a step of the chunk and `j < width`.
+    fn padded(
+        &self,
+        cx: &mut Ctx,
+        slots: &[(usize, Expr)],
+        (tt, j, width): (Var, Var, i64),
+        value: Vec<Stmt>,
+    ) -> Vec<Stmt> {
+        if self.sh.narrow.is_none() {
+            return value;
+        }
+        let mut body: Vec<Stmt> = slots
+            .iter()
+            .map(|(buf, at)| Stmt::Store(*buf, at.clone(), f32(0.0)))
+            .collect();
+        let inside = and(lt(var(tt), var(self.count)), lt(var(j), int(width)));
+        body.push(when(cx, inside, value));
+        body
+    }
+
+    /// A head's start: its state at 0 in the scratch buffer, and on tensor cores its copy (with
+    /// the padding, which the products read) in shared memory.
+    fn zero_states(&self, cx: &mut Ctx) -> Vec<Stmt> {
+        let i = cx.var();
+        let zero = vec![Stmt::Store(
+            self.state,
+            add(self.row.clone(), var(i)),
+            f32(0.0),
+        )];
+        let mut body = vec![self.each(cx, i, int(self.sh.n * self.sh.p), zero)];
+        if self.sh.narrow.is_some() {
+            let (i, len) = (cx.var(), self.sh.widths().1 * self.sh.h_stride());
+            let zero = vec![Stmt::Store(self.sh.h, var(i), f32(0.0))];
+            body.push(self.each(cx, i, int(len), zero));
+        }
+        body
     }
 
     /// Phase 1's end: thread 0 sums the log-decays into `L`.
@@ -332,14 +468,20 @@ impl Block {
             above,
         ];
         let pairs = self.each(cx, i, mul(var(self.count), int(sh.q)), body);
+        vec![pairs, self.weights(cx)]
+    }
+
+    /// The steps' weights `exp(Lₜ)` and `exp(L_end − Lₜ)`, a thread per step.
+    pub fn weights(&self, cx: &mut Ctx) -> Stmt {
+        let sh = &self.sh;
+        let decay = |e: Expr| load(sh.decay, e);
         let tid = var(self.tid);
         let last = decay(sub(var(self.count), int(1)));
         let weights = vec![
             Stmt::Store(sh.kept, tid.clone(), exp(decay(tid.clone()))),
             Stmt::Store(sh.weight, tid.clone(), exp(sub(last, decay(tid.clone())))),
         ];
-        let steps = when(cx, lt(tid, var(self.count)), weights);
-        vec![pairs, steps]
+        when(cx, lt(tid, var(self.count)), weights)
     }
 
     /// Phase 3: the chunk's outputs, `G·X + (diag(exp L)·C)·Hᵀ` in register tiles of (step,
@@ -348,10 +490,10 @@ impl Block {
         &self,
         cx: &mut Ctx,
         gen: &mut BodyGen,
-        (r, parts): (&Region, &Parts),
-        (out, tile): (&TensorType, &Tile),
+        (r, parts, out): (&Region, &Parts, &TensorType),
+        tile: &Tile,
     ) -> Vec<Stmt> {
-        let (co, sh) = (&parts.co, &self.sh);
+        let sh = &self.sh;
         let mut body = tile.place(self.tid);
         body.push(tile.zero(cx));
         body.push(tile.add_product(
@@ -369,16 +511,9 @@ impl Block {
             },
             |n, p| load(self.state, add(self.row.clone(), add(mul(n, int(sh.p)), p))),
         ));
-        let [ri, j, tt, t, p] = [(); 5].map(|_| cx.var());
-        let mut result = vec![Stmt::Set(t, add(var(self.c0), var(tt)))];
-        result.extend(co.split(cx, p, &co.p_axes, &co.p_vars));
-        gen.enter(&[ri, j, tt, t, p]);
-        gen.loop_vars(&co.p_vars);
-        gen.bind(parts.ro, load(tile.acc, tile.at(&var(ri), &var(j))));
-        let out_at = co.out_at(var(t), parts.keepdim);
-        let value = gen.value(cx, r.output(), &out_at);
-        result.extend(gen.leave());
-        result.push(Stmt::Store(0, cx.index(&out.shape, &out_at), value));
+        let [ri, j, tt, p] = [(); 4].map(|_| cx.var());
+        let value = load(tile.acc, tile.at(&var(ri), &var(j)));
+        let result = self.output(cx, gen, (r, parts, out), (&[ri, j], tt, p), value);
         let stored = vec![
             Stmt::Set(tt, tile.row(&var(ri))),
             Stmt::Set(p, tile.col(&var(j))),
@@ -390,6 +525,30 @@ impl Block {
         ];
         body.push(tile.each((ri, j), stored));
         vec![when(cx, tile.has_one(self.tid), body)]
+    }
+
+    /// The output at the chunk's step `tt` and channel `p` (both set by the caller, in a nest
+    /// of `vars`), the read-out's sum being `value`: through the region's epilogue, stored.
+    pub fn output(
+        &self,
+        cx: &mut Ctx,
+        gen: &mut BodyGen,
+        (r, parts, out): (&Region, &Parts, &TensorType),
+        (vars, tt, p): (&[Var], Var, Var),
+        value: Expr,
+    ) -> Vec<Stmt> {
+        let co = &parts.co;
+        let t = cx.var();
+        let mut result = vec![Stmt::Set(t, add(var(self.c0), var(tt)))];
+        result.extend(co.split(cx, p, &co.p_axes, &co.p_vars));
+        gen.enter(&[vars, &[tt, t, p]].concat());
+        gen.loop_vars(&co.p_vars);
+        gen.bind(parts.ro, value);
+        let out_at = co.out_at(var(t), parts.keepdim);
+        let value = gen.value(cx, r.output(), &out_at);
+        result.extend(gen.leave());
+        result.push(Stmt::Store(0, cx.index(&out.shape, &out_at), value));
+        result
     }
 
     /// Phase 4: the state after the chunk, `Hᵀ ← exp(L_end)·Hᵀ + Bᵀ·(w ∘ X)`, in register

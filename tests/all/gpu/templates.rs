@@ -219,6 +219,13 @@ fn selective_scan_runs_as_a_block_scan_in_the_simulator() {
 /// in a scratch buffer), against the Graph IR interpreter: f32 within 1e-4. Small heads take
 /// chunks of 64; Mamba-2's own (64 channels, 128 state elements) take 32, so that the chunk's
 /// arrays fit in 48 KiB. Both sequences end in a short chunk.
+///
+/// Stored in f16 or bf16, the chunk's four products run on tensor cores (`lower/ssd_mma.rs`:
+/// `mma.sync` from `ldmatrix`, B, x and the state's copy transposed where k runs along their
+/// rows), against the CPU's kernels in the same storage: within 1e-3 in f16 (4e-4 seen) and
+/// 1e-2 in bf16 (3e-3 seen; the decayed scores, the weighed x and the state's copy are
+/// rounded to the storage type for their products, as in Mamba-2's kernels). They assemble
+/// for both architectures.
 #[test]
 fn ssd_runs_as_a_block_per_head_in_the_simulator() {
     let d = scratch_dir("block-ssd");
@@ -254,18 +261,45 @@ fn ssd_runs_as_a_block_per_head_in_the_simulator() {
         let scores = format!("f32[{}] scores", chunk * chunk);
         assert!(kernels.contains(&scores), "{kernels}");
         assert!(kernels.contains(".scratch"), "{kernels}");
+        let seq = format!("seq={seq}");
+        let dims = ["batch=2", seq.as_str()];
         let how = [
             ("interp", ["--backend", "interp"]),
             ("sim", ["--device", "cuda-sim"]),
         ];
-        let seq = format!("seq={seq}");
-        let outs = run_each(&d, (&file, &["batch=2", &seq], "f32"), &how);
+        let outs = run_each(&d, (&file, &dims, "f32"), &how);
         let err = rel_err(
             &outs[1].read_any("y").unwrap(),
             &outs[0].read_any("y").unwrap(),
         );
         println!("P {head_dim} N {d_state}: block SSD against the interpreter, rel err {err:.2e}");
         assert!(err <= 1e-4, "{err:e}");
+        for (dtype, bound, arch) in [("f16", 1e-3, "sm_80"), ("bf16", 1e-2, "sm_90a")] {
+            let kernels = narrow_kernels(&file, dtype);
+            assert!(kernels.contains("mma.m16n8k16"), "{kernels}");
+            assert!(kernels.contains("ldmatrix.x4.trans"), "{kernels}");
+            if CUDA_BUILT {
+                assemble(
+                    &file,
+                    (dtype, arch),
+                    &[mma_sync(dtype).as_str(), "ldmatrix"],
+                );
+            }
+            if !common::SIMULATOR_CHECKS {
+                continue;
+            }
+            let how = [
+                ("cpu", ["--backend", "cranelift"]),
+                ("sim", ["--device", "cuda-sim"]),
+            ];
+            let outs = run_each(&d, (&file, &dims, dtype), &how);
+            let err = rel_err(
+                &outs[1].read_any("y").unwrap(),
+                &outs[0].read_any("y").unwrap(),
+            );
+            println!("P {head_dim} N {d_state} {dtype}: SSD on tensor cores against the CPU, rel err {err:.2e}");
+            assert!(err <= bound, "{dtype}: {err:e}");
+        }
     }
 }
 
