@@ -20,7 +20,9 @@
 #    gradients (1e-4; tests/all/grad.rs measures them so); MiniLM's real weights against the
 #    CPU (f32 1e-4; bf16 by the fixtures' rule, from the pack's bounds.json, else 1e-2);
 #    `archc generate --device cuda` on every causal fixture against transformers' generate()
-#    (the same 20 ids, every step's logits within 1e-4; the oracle of tests/all/generate.rs);
+#    (the same 20 ids, every step's logits within 1e-4; the oracle of tests/all/generate.rs:
+#    the steps' batches of launches, captured as CUDA graphs and replayed where they repeat,
+#    runtime/src/cuda_graphs.rs, are checked there);
 # 2. bench/gpu_vs_torch.py: archc against torch on this GPU, in the same run (on Hopper, the
 #    GEMM again on Ampere's templates);
 # 3. the suite's GPU-side checks (tests/all/gpu.rs: PTX of every example assembled by this

@@ -532,6 +532,18 @@ impl Kernel {
         })
     }
 
+    /// Whether a launch of it may fail: it has a check (its status word then not 0).
+    pub fn has_checks(&self) -> bool {
+        fn any(body: &[Stmt]) -> bool {
+            body.iter().any(|s| match s {
+                Stmt::Check(..) => true,
+                Stmt::For { body, .. } => any(body),
+                _ => false,
+            })
+        }
+        any(&self.body)
+    }
+
     /// The locals, then the shared arrays: buffers `params.len()..` in order.
     pub fn arrays(&self) -> impl Iterator<Item = &Local> {
         self.locals.iter().chain(&self.shared)

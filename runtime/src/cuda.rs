@@ -3,10 +3,11 @@
 //!
 //! [`CudaLauncher`] is a [`Launcher`] for the executor the CPU uses: each launch runs the
 //! kernel on the grid and block the plan's launch geometry gives, on the buffers' copies in
-//! the GPU's memory (`crate::resident`), and reads the status word back. The run's arena has
-//! a mirror there, so activations stay on the GPU from one kernel to the next; only the inputs
-//! the executor stores and the outputs it fetches cross. The weights are copied once. CUDA
-//! graph capture, which would make a run one launch, is not built yet.
+//! the GPU's memory (`crate::resident`). The run's arena has a mirror there, so activations
+//! stay on the GPU from one kernel to the next; only the inputs the executor stores and the
+//! outputs it fetches cross. The weights are copied once. Launches are queued and run in
+//! batches, their status words read back once per batch ([`Launcher::finish`]); a batch seen
+//! before is replayed as a CUDA graph (`crate::cuda_graphs`).
 //!
 //! The PTX is the compiler's (`archc dump --stage ptx`): each kernel an `.entry` of the plan's
 //! kernel name taking `(args, dims)`, device pointers to the buffers' addresses and to the
@@ -15,12 +16,12 @@
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
+use crate::cuda_graphs::{Batches, Queued};
 use crate::resident::{DeviceMemory, Resident};
 
 use crate::{Arg, Copies, Device, LaunchError, Launcher, Plan, Signatures, Size, Step};
-use cudarc::driver::sys::CUevent_flags;
 pub use cudarc::driver::CudaContext;
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr};
 
 /// Why the GPU cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,11 @@ pub fn open() -> Result<(Arc<CudaContext>, PtxArch, String), CudaError> {
         return Err(CudaError::NoDriver);
     }
     let ctx = CudaContext::new(0).map_err(driver)?;
+    // SAFETY: every buffer archc allocates on this context is used on one stream only, its
+    // launcher's (`CudaLauncher::stream`), which orders its uses and frees; what crosses
+    // between launchers goes through the host, after a synchronisation. cudarc's events,
+    // which would order uses across streams, then only cost driver calls at every launch.
+    unsafe { ctx.disable_event_tracking() };
     let name = ctx.name().map_err(driver)?;
     let (major, minor) = ctx.compute_capability().map_err(driver)?;
     let arch = match (major, minor) {
@@ -80,6 +86,9 @@ pub fn open() -> Result<(Arc<CudaContext>, PtxArch, String), CudaError> {
 
 /// Kernels loaded on a GPU from their PTX.
 pub struct CudaLauncher {
+    /// The launches not run yet, and the graphs of batches seen before: dropped before the
+    /// module their kernels are in.
+    batches: RefCell<Batches>,
     functions: Vec<CudaFunction>,
     /// Each kernel's name, grid (blocks, expressions of the dims) and threads per block, from
     /// the plan's launch geometry.
@@ -88,8 +97,17 @@ pub struct CudaLauncher {
     signatures: Signatures,
     /// The arena's mirror and the weights' copies on the GPU (`crate::resident`).
     memory: RefCell<Resident<CudaMemory>>,
+    /// The stream everything runs on: not the context's default one, which cannot be
+    /// captured.
+    stream: Arc<CudaStream>,
+    /// Whether each kernel has checks (`Plan::fallible`): a batch ends at a launch of one,
+    /// whose status word [`Launcher::launch`] then returns.
+    fallible: Vec<bool>,
+    /// With `ARCHC_PROFILE`, every launch runs at once, so that the executor's time for it
+    /// is its own.
+    eager: bool,
     /// Milliseconds the kernels ran since `Launcher::kernel_seconds` last read them, once it
-    /// has been called (timing costs two events per launch).
+    /// has been called (timing costs two events per batch).
     kernel_ms: Cell<Option<f64>>,
 }
 
@@ -107,13 +125,45 @@ impl CudaLauncher {
         let signatures = plan
             .signatures()
             .map_err(|e| CudaError::Driver(format!("the plan's kernel signatures: {e}")))?;
+        let stream = ctx.new_stream().map_err(driver)?;
         Ok(CudaLauncher {
-            memory: RefCell::new(Resident::new(CudaMemory(ctx.default_stream()))),
+            memory: RefCell::new(Resident::new(CudaMemory(stream.clone()))),
+            stream,
+            batches: RefCell::new(Batches::default()),
+            // A plan written before it said has checks everywhere.
+            fallible: (0..plan.kernels.len())
+                .map(|k| plan.fallible.get(k).copied().unwrap_or(true))
+                .collect(),
+            eager: std::env::var_os("ARCHC_PROFILE").is_some(),
             kernel_ms: Cell::new(None),
             functions,
             geometry,
             signatures,
         })
+    }
+
+    /// Runs the queued launches; returns the status word of the first that failed, or 0.
+    fn flush(&self) -> Result<i64, LaunchError> {
+        let timing = self.kernel_ms.get();
+        let (failed, ms) =
+            self.batches
+                .borrow_mut()
+                .flush(&self.stream, &self.functions, timing.is_some())?;
+        if let (Some(sum), Some(ms)) = (timing, ms) {
+            self.kernel_ms.set(Some(sum + ms));
+        }
+        Ok(failed.unwrap_or(0))
+    }
+
+    /// Runs the queued launches, which cannot fail a check (a batch ends at the first that
+    /// can).
+    fn run_queued(&self) -> Result<(), LaunchError> {
+        match self.flush()? {
+            0 => Ok(()),
+            word => Err(LaunchError::Backend(format!(
+                "a kernel without checks set its status word to {word}"
+            ))),
+        }
     }
 }
 
@@ -215,7 +265,7 @@ impl Launcher for CudaLauncher {
     }
 
     fn copies(&self) -> Option<&dyn Copies> {
-        Some(&self.memory)
+        Some(self)
     }
 
     /// The first call starts the timing (and returns 0).
@@ -223,71 +273,72 @@ impl Launcher for CudaLauncher {
         Some(self.kernel_ms.replace(Some(0.0)).unwrap_or(0.0) / 1e3)
     }
 
+    /// Queues the launch, and runs the queue when the launch may fail a check (returning its
+    /// status word) or has copies of its own (an argument outside the arena and the kept
+    /// copies, which must outlive it and go back after it). Other launches run at the next
+    /// such launch, [`Launcher::finish`] or copy, and get 0.
     fn launch(
         &self,
         kernel: usize,
         args: &mut [Arg<'_>],
         dims: &[i64],
     ) -> Result<i64, LaunchError> {
-        let ((name, grid, block), function) = self
+        let ((_, grid, threads), fallible) = self
             .geometry
             .get(kernel)
-            .zip(self.functions.get(kernel))
+            .zip(self.fallible.get(kernel))
             .ok_or(LaunchError::NoKernel(kernel))?;
         self.signatures.check(kernel, args, dims)?;
         let mut memory = self.memory.borrow_mut();
-        let s = &memory.memory().0.clone();
-        // Held to the end of the launch: no copy is dropped while the kernel reads it.
         let staged = memory.stage(args)?;
-        let mut addresses = staged.addresses.clone();
-        let status = s
-            .alloc_zeros::<u8>(8)
-            .map_err(|e| failed("allocating the status word", e))?;
-        addresses.push(status.device_ptr(s).0);
-        let table = s
-            .clone_htod(&addresses)
-            .map_err(|e| failed("copying the argument table", e))?;
-        let dims_copy: Vec<i64> = if dims.is_empty() {
-            vec![0]
-        } else {
-            dims.to_vec()
-        };
-        let dims_dev = s
-            .clone_htod(&dims_copy)
-            .map_err(|e| failed("copying the dims", e))?;
         // The kernel's grid-stride loops cover iterations past the grid: clamping is safe.
         let blocks: i64 = grid.iter().map(|g| g.eval(dims).max(1)).product();
-        let config = LaunchConfig {
-            grid_dim: (blocks.clamp(1, i64::from(i32::MAX)) as u32, 1, 1),
-            block_dim: (*block, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut launch = s.launch_builder(function);
-        launch.arg(&table).arg(&dims_dev);
-        if self.kernel_ms.get().is_some() {
-            launch.record_kernel_launch(CUevent_flags::CU_EVENT_DEFAULT);
+        self.batches.borrow_mut().push(Queued {
+            kernel,
+            blocks: blocks.clamp(1, i64::from(i32::MAX)) as u32,
+            threads: *threads,
+            addresses: staged.addresses.clone(),
+            dims: if dims.is_empty() {
+                vec![0]
+            } else {
+                dims.to_vec()
+            },
+        });
+        if !fallible && !staged.has_copies() && !self.eager {
+            return Ok(0);
         }
-        // SAFETY: every kernel of the module is `void(ptr args, ptr dims)` (the compiler's
-        // PTX); `table` holds the device address of each argument's bytes on the GPU (the
-        // arena's mirror at the argument's offset, a kept copy, or this launch's), as many as
-        // its signature asks (checked above: the mirror is as long as the host's arena), and
-        // of the status word, and `dims_dev` the dims the kernel reads. `memory`, borrowed to
-        // the end, holds the kept copies and `staged` this launch's until the stream has
-        // synchronised below.
-        let events = unsafe { launch.launch(config) }
-            .map_err(|e| failed(&format!("launching `{name}`"), e))?;
-        let mut word = [0u8; 8];
-        s.memcpy_dtoh(&status, &mut word)
-            .map_err(|e| failed("reading the status word", e))?;
-        s.synchronize()
-            .map_err(|e| failed(&format!("running `{name}`"), e))?;
+        // The batch's other launches have no checks: a failure is this one's.
+        let status = self.flush()?;
         memory.finish(args, staged)?;
-        // Best effort: a kernel that ran is not failed for want of its time.
-        if let (Some((start, end)), Some(sum)) = (events, self.kernel_ms.get()) {
-            if let Ok(ms) = start.elapsed_ms(&end) {
-                self.kernel_ms.set(Some(sum + f64::from(ms)));
-            }
-        }
-        Ok(i64::from_le_bytes(word))
+        Ok(status)
+    }
+
+    fn finish(&self) -> Result<(), LaunchError> {
+        self.run_queued()
+    }
+}
+
+/// The executor's copies, each after the queued launches have run: a store must not overtake
+/// the launches queued before it, nor a fetch or a new run miss them.
+impl Copies for CudaLauncher {
+    fn constants(&self, ranges: &[(usize, usize)]) -> Result<(), LaunchError> {
+        // Kept copies may be replaced: the queued launches read the current ones first.
+        self.run_queued()?;
+        self.memory.constants(ranges)
+    }
+
+    fn arena(&self, arena: Option<&[u8]>) -> Result<(), LaunchError> {
+        self.run_queued()?;
+        self.memory.arena(arena)
+    }
+
+    fn stored(&self, bytes: &[u8]) -> Result<(), LaunchError> {
+        self.run_queued()?;
+        self.memory.stored(bytes)
+    }
+
+    fn fetch(&self, bytes: &mut [u8]) -> Result<(), LaunchError> {
+        self.run_queued()?;
+        self.memory.fetch(bytes)
     }
 }

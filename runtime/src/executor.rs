@@ -9,9 +9,10 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use crate::host_bytes::{load, store, stored_bytes};
-use crate::launcher::{arguments, buffer_bytes};
+use crate::launcher::buffer_bytes;
 use crate::plan::{numel, root};
 use crate::quant::GROUP_ROWS;
+use crate::run_steps::Run;
 use crate::weights::{readable_in_place, Memory};
 use crate::{
     bind_dims, storage_bytes, BindError, Buffer, Copies, DType, Device, Dim, LaunchError, Launcher,
@@ -98,16 +99,6 @@ enum Prepared {
     Failed,
     /// All ran.
     Done,
-}
-
-/// What one run needs while it walks the frames.
-struct Run<'r> {
-    launcher: &'r dyn Launcher,
-    dim_values: &'r [i64],
-    /// Steps launched so far (for error messages and the profile).
-    count: usize,
-    /// (seconds, kernel) per launch, with ARCHC_PROFILE.
-    times: Option<Vec<(f64, usize, String)>>,
 }
 
 fn words(bytes: usize) -> usize {
@@ -366,11 +357,8 @@ impl<'p> Executor<'p> {
             Prepared::Not => {
                 // This executor's weights may sit where an earlier one's were: no launcher
                 // keeps copies of those past this point.
-                let result = tell(launcher, |c| {
-                    c.constants(&[]);
-                    c.arena(None)
-                })
-                .and_then(|()| self.prepare_steps(launcher));
+                let result = tell(launcher, |c| c.constants(&[]).and_then(|()| c.arena(None)))
+                    .and_then(|()| self.prepare_steps(launcher));
                 self.prepared = match result {
                     Ok(()) => Prepared::Done,
                     Err(_) => Prepared::Failed,
@@ -418,7 +406,9 @@ impl<'p> Executor<'p> {
             let ptrs = self.pointers(&plan.buffers, &no_arena, std::ptr::null_mut(), &[]);
             // SAFETY: the pointers are the weights' memory (the only buffers prepare steps
             // touch), owned for the outputs, which no other step reads meanwhile.
-            unsafe { run.steps(plan, std::slice::from_ref(step), &bytes, &ptrs) }?;
+            let ran = unsafe { run.steps(plan, std::slice::from_ref(step), &bytes, &ptrs) };
+            // A weight is released only once the launches that read it have run.
+            ran.and(run.finish())?;
             self.release(|b| needed.contains(b) || last_read.get(b).is_some_and(|&l| l > j));
         }
         self.release(|b| needed.contains(b));
@@ -514,10 +504,7 @@ impl<'p> Executor<'p> {
         self.prepare(launcher)?;
         // From here on no step writes a weight (`check_writes`).
         let constant: Vec<(usize, usize)> = self.weights.values().map(Memory::range).collect();
-        tell(launcher, |c| {
-            c.constants(&constant);
-            Ok(())
-        })?;
+        tell(launcher, |c| c.constants(&constant))?;
         let dim_values = plan.dim_values(&dims);
         let layout = self.layout_for(&dims);
         // A huge dim must be an error, not an abort in the allocator.
@@ -586,8 +573,9 @@ impl<'p> Executor<'p> {
             .iter()
             .map(|k| frame_bytes(&k.buffers, &dims))
             .collect();
+        let mut ran = Ok(());
         for (i, step) in plan.steps.iter().enumerate() {
-            match step {
+            ran = match step {
                 Step::Call { kind, args } => {
                     let k = &plan.kinds[*kind];
                     let slots: Vec<*mut u8> = args.iter().map(|&b| ptrs[b]).collect();
@@ -596,13 +584,18 @@ impl<'p> Executor<'p> {
                     let kptrs = self.pointers(&k.buffers, &layout.kinds[*kind], region, &slots);
                     // SAFETY: the kind's buffers are in its region of the arena or are the
                     // caller's, laid out for these dims; the run holds the arena exclusively.
-                    unsafe { run.steps(plan, &k.steps, &kind_bytes[*kind], &kptrs) }?;
+                    unsafe { run.steps(plan, &k.steps, &kind_bytes[*kind], &kptrs) }
                 }
                 // SAFETY: the top level's buffers are weights or in the arena, laid out for
                 // these dims; the run holds the arena exclusively.
-                s => unsafe { run.steps(plan, std::slice::from_ref(s), &bytes, &ptrs) }?,
+                s => unsafe { run.steps(plan, std::slice::from_ref(s), &bytes, &ptrs) },
+            };
+            if ran.is_err() {
+                break;
             }
         }
+        let finished = run.finish();
+        ran.and(finished)?;
         run.report(plan);
         let mut out = Vec::new();
         let arena_at = |p: *mut u8, n: usize| {
@@ -682,114 +675,4 @@ fn check_writes(plan: &Plan) -> Result<(), RunError> {
         }
     }
     Ok(())
-}
-
-impl<'r> Run<'r> {
-    fn new(launcher: &'r dyn Launcher, dim_values: &'r [i64]) -> Result<Run<'r>, RunError> {
-        // The arena and the weights are host memory.
-        if launcher.device() != Device::Host {
-            return Err(RunError::Device(launcher.device()));
-        }
-        // ARCHC_PROFILE=1 prints the slowest kernels of each run to stderr.
-        let profile = std::env::var_os("ARCHC_PROFILE").is_some();
-        Ok(Run {
-            launcher,
-            dim_values,
-            count: 0,
-            times: profile.then(Vec::new),
-        })
-    }
-
-    /// Launches the kernel steps of one frame, whose buffers are at `ptrs`.
-    ///
-    /// # Safety
-    /// `ptrs[b]` must be null or point to the bytes of buffer `b` (as many as its shape takes
-    /// for these dims), which nothing else accesses meanwhile, writable for the buffers steps
-    /// write.
-    unsafe fn steps(
-        &mut self,
-        plan: &Plan,
-        steps: &[Step],
-        bytes: &[usize],
-        ptrs: &[*mut u8],
-    ) -> Result<(), RunError> {
-        for step in steps {
-            let Step::Kernel {
-                kernel,
-                args,
-                origin,
-                ..
-            } = step
-            else {
-                unreachable!("calls are top-level steps");
-            };
-            let started = std::time::Instant::now();
-            let i = self.count;
-            self.count += 1;
-            let name = || plan.kernels[*kernel].clone();
-            let fail = |message: String| RunError::Launch {
-                step: i,
-                kernel: name(),
-                message,
-            };
-            let sizes: Vec<usize> = args.iter().map(|&b| bytes[b]).collect();
-            // SAFETY: the caller's contract on `ptrs`.
-            let mut a =
-                unsafe { arguments(args, &sizes, ptrs, &|i| step.writes(i)) }.map_err(fail)?;
-            let status = self
-                .launcher
-                .launch(*kernel, &mut a, self.dim_values)
-                .map_err(|e| fail(e.to_string()))?;
-            if let Some(t) = &mut self.times {
-                t.push((started.elapsed().as_secs_f64(), *kernel, origin.clone()));
-            }
-            if status != 0 {
-                let message = usize::try_from(status - 1)
-                    .ok()
-                    .and_then(|c| plan.checks.get(c))
-                    .cloned()
-                    .unwrap_or_else(|| format!("check {status} failed"));
-                return Err(RunError::Check {
-                    step: i,
-                    kernel: name(),
-                    origin: origin.clone(),
-                    message,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// With ARCHC_PROFILE: the kernels that took the most time in this run, summed over their
-    /// launches.
-    fn report(&self, plan: &Plan) {
-        let Some(times) = &self.times else {
-            return;
-        };
-        // Rows by kernel and source: one kernel serves every layer of a kind, and the user
-        // wants to know which line of their model the time goes to. ARCHC_PROFILE=kernels
-        // sums each kernel over every source (an unrolled model's layers).
-        let by_source = std::env::var("ARCHC_PROFILE").map_or(true, |v| v != "kernels");
-        let mut by_kernel: HashMap<(usize, &str), (f64, usize)> = HashMap::new();
-        for (t, k, origin) in times {
-            let origin = if by_source { origin.as_str() } else { "" };
-            let e = by_kernel.entry((*k, origin)).or_default();
-            e.0 += t;
-            e.1 += 1;
-        }
-        let mut rows: Vec<(f64, usize, (usize, &str))> =
-            by_kernel.into_iter().map(|(k, (t, n))| (t, n, k)).collect();
-        rows.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
-        let total: f64 = times.iter().map(|t| t.0).sum();
-        eprintln!("profile: {} launches, {:.2} ms", times.len(), total * 1e3);
-        for (t, n, (k, origin)) in rows.iter().take(12) {
-            eprintln!(
-                "  {:8.3} ms  {:4}×  {:<24} {}",
-                t * 1e3,
-                n,
-                plan.kernels[*k],
-                origin
-            );
-        }
-    }
 }

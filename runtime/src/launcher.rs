@@ -62,7 +62,8 @@ pub trait Launcher {
 
     /// Runs kernel number `kernel` once on `args` (in its parameter order, without the status
     /// word) for `dims`, the values of the plan's symbols. Returns the kernel's status word:
-    /// 0, or the code of the first check that failed.
+    /// 0, or the code of the first check that failed; or 0 for a launch it defers (see
+    /// [`Launcher::finish`]).
     fn launch(&self, kernel: usize, args: &mut [Arg<'_>], dims: &[i64])
         -> Result<i64, LaunchError>;
 
@@ -79,6 +80,14 @@ pub trait Launcher {
     fn kernel_seconds(&self) -> Option<f64> {
         None
     }
+
+    /// Runs the launches it has deferred: a launcher may queue a launch that cannot fail (its
+    /// kernel has no checks: `Plan::fallible`) and return 0 for it before it has run (a GPU's,
+    /// `crate::cuda_graphs`). The executor calls it at the end of each frame's steps, also
+    /// after a failure.
+    fn finish(&self) -> Result<(), LaunchError> {
+        Ok(())
+    }
 }
 
 /// What the executor tells a launcher that keeps copies of its buffers in another memory
@@ -87,7 +96,7 @@ pub trait Copies {
     /// The address ranges `(address, bytes)` whose bytes stay the same until the next call
     /// (the executor's weights, once prepared): arguments inside them may be copied over once
     /// and the copies reused.
-    fn constants(&self, ranges: &[(usize, usize)]);
+    fn constants(&self, ranges: &[(usize, usize)]) -> Result<(), LaunchError>;
 
     /// A run begins, with its arena at `arena`, or ends (None; the prepare steps run outside
     /// any). Until the next call, the arena's bytes are the kernels': they may be kept in the

@@ -10,6 +10,8 @@ pub mod constants;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cuda")]
+pub mod cuda_graphs;
 mod dim;
 mod dim_check;
 mod dtype;
@@ -28,6 +30,7 @@ pub mod quant;
 pub mod ragged;
 mod random;
 pub mod resident;
+mod run_steps;
 pub mod sampling;
 mod session;
 pub mod spelling;

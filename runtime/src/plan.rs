@@ -160,6 +160,11 @@ pub struct Plan {
     pub kernel_local_bytes: usize,
     /// Messages for kernel check codes (index = code − 1).
     pub checks: Vec<String>,
+    /// Whether each kernel has checks, so that a launch of it may fail. A GPU's batches of
+    /// launches end at such a launch (`crate::cuda_graphs`). Empty in a plan written before
+    /// it was: every kernel is then taken to have some.
+    #[serde(default)]
+    pub fallible: Vec<bool>,
     /// Conditions on the dims checked once the dims are bound (see [`crate::DimCheck`]).
     #[serde(default)]
     pub dim_checks: Vec<crate::DimCheck>,

@@ -62,6 +62,13 @@ pub struct Staged<B> {
     temps: Vec<(usize, B)>,
 }
 
+impl<B> Staged<B> {
+    /// Whether the launch has copies of its own, which must outlive it (and go back after it).
+    pub fn has_copies(&self) -> bool {
+        !self.temps.is_empty()
+    }
+}
+
 /// The copies a launcher keeps in another memory (see the module doc).
 pub struct Resident<M: DeviceMemory> {
     memory: M,
@@ -69,6 +76,10 @@ pub struct Resident<M: DeviceMemory> {
     arena: Option<Mirror<M::Buffer>>,
     /// Read-only arguments outside the arena and the constants, copied once this run.
     run_inputs: HashMap<(usize, usize), M::Buffer>,
+    /// The last run's, by the same keys: an argument at the same host address and length
+    /// this run gets its copy's memory again, so that its device address stays the same (a
+    /// GPU's batches are replayed as graphs only when every address is as captured).
+    spare: HashMap<(usize, usize), M::Buffer>,
 }
 
 impl<M: DeviceMemory> Resident<M> {
@@ -79,6 +90,7 @@ impl<M: DeviceMemory> Resident<M> {
             constants: ConstantCache::default(),
             arena: None,
             run_inputs: HashMap::new(),
+            spare: HashMap::new(),
         }
     }
 
@@ -93,11 +105,16 @@ impl<M: DeviceMemory> Resident<M> {
     }
 
     /// A run begins with its arena `arena`, or a run ends (`None`; the prepare steps run
-    /// outside any): the last run's read-only copies are dropped, and no argument maps to the
+    /// outside any): the last run's read-only copies are kept only for their memory (the next
+    /// run copies its arguments into them again), and no argument maps to the
     /// mirror until the next run names its arena, since the host may free or reuse that
     /// memory meanwhile. The mirror's memory is kept while it is large enough.
     pub fn set_arena(&mut self, arena: Option<&[u8]>) -> Result<(), LaunchError> {
-        self.run_inputs.clear();
+        // A run's end keeps its copies' memory for the next; what that run does not take
+        // again is freed at its end.
+        if !self.run_inputs.is_empty() {
+            self.spare = std::mem::take(&mut self.run_inputs);
+        }
         if let Some(m) = &mut self.arena {
             m.host = None;
         }
@@ -198,6 +215,7 @@ impl<M: DeviceMemory> Resident<M> {
             constants,
             arena,
             run_inputs,
+            spare,
         } = self;
         if let Some(c) = constants.get(key, || copy(memory, b))? {
             return Ok(Some(memory.address(c)));
@@ -207,7 +225,13 @@ impl<M: DeviceMemory> Resident<M> {
         }
         let c = match run_inputs.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(copy(memory, b)?),
+            std::collections::hash_map::Entry::Vacant(e) => match spare.remove(&key) {
+                Some(mut again) => {
+                    memory.upload(&mut again, 0, b)?;
+                    e.insert(again)
+                }
+                None => e.insert(copy(memory, b)?),
+            },
         };
         Ok(Some(memory.address(c)))
     }
@@ -234,8 +258,9 @@ impl<M: DeviceMemory> Resident<M> {
 }
 
 impl<M: DeviceMemory> Copies for RefCell<Resident<M>> {
-    fn constants(&self, ranges: &[(usize, usize)]) {
+    fn constants(&self, ranges: &[(usize, usize)]) -> Result<(), LaunchError> {
         self.borrow_mut().set_constant(ranges);
+        Ok(())
     }
 
     fn arena(&self, arena: Option<&[u8]>) -> Result<(), LaunchError> {
@@ -331,6 +356,15 @@ impl DeviceMemory for HostMemory {
     }
 }
 
+/// An argument as a launch on [`HostMemory`] sees it: its address there, its length, and
+/// whether the launch writes it.
+#[derive(Clone, Copy, Debug)]
+pub struct HostArg {
+    address: u64,
+    len: usize,
+    written: bool,
+}
+
 impl Resident<HostMemory> {
     /// Runs `run` on the copies of `args` in host memory standing for a device's, as slices
     /// of the same lengths (each argument's own), then copies the launch's temporaries back.
@@ -340,36 +374,87 @@ impl Resident<HostMemory> {
         run: impl FnOnce(&mut [Arg<'_>]) -> Result<R, LaunchError>,
     ) -> Result<R, LaunchError> {
         let staged = self.stage(args)?;
-        let mut device: Vec<Arg<'_>> = args
-            .iter()
-            .zip(&staged.addresses)
-            .map(|(a, &address)| {
-                let p = std::ptr::with_exposed_provenance_mut::<u8>(address as usize);
-                // SAFETY: `stage` gave each argument the address of `a.len()` bytes of a
-                // buffer this `Resident` holds until it returns (the arena's mirror at the
-                // argument's offset, which lies inside it, or a kept or temporary copy of
-                // exactly its bytes), allocated through raw pointers that may write. A
-                // written argument overlaps no other on the host (`&mut`), and the mirror
-                // keeps the host's offsets while copies are separate allocations, so its
-                // slice overlaps none of theirs either. Nothing else touches these buffers
-                // until the slices are dropped below.
-                unsafe {
-                    match a {
-                        Arg::In(_) if a.is_empty() => Arg::In(&[]),
-                        Arg::Out(_) if a.is_empty() => Arg::Out(&mut []),
-                        Arg::In(_) => Arg::In(std::slice::from_raw_parts(p, a.len())),
-                        Arg::Out(_) => Arg::Out(std::slice::from_raw_parts_mut(p, a.len())),
-                    }
-                }
-            })
-            .collect();
-        let result = run(&mut device);
-        drop(device);
+        self.run_staged(args, staged, run)
+    }
+
+    /// [`Resident::with_host_args`] on copies [`Resident::stage`] made.
+    pub fn run_staged<R>(
+        &mut self,
+        args: &mut [Arg<'_>],
+        staged: Staged<HostBuffer>,
+        run: impl FnOnce(&mut [Arg<'_>]) -> Result<R, LaunchError>,
+    ) -> Result<R, LaunchError> {
+        let device = host_args(args, &staged);
+        // SAFETY: `stage` gave each argument the address of `a.len()` bytes of a buffer this
+        // `Resident` holds until it returns (the arena's mirror at the argument's offset,
+        // which lies inside it, or a kept or temporary copy of exactly its bytes), and the
+        // temporaries are `staged`'s, held until after `run`.
+        let result = unsafe { on_host(&device, run) };
         // A failed launch's outputs are not the kernel's: nothing goes back.
         let out = result?;
         self.finish(args, staged)?;
         Ok(out)
     }
+
+    /// Runs `run` on the arguments `device` describes: a launch queued earlier, whose
+    /// arguments had no temporaries ([`Staged::has_copies`]).
+    ///
+    /// # Safety
+    /// `device` must be [`host_args`] of a staging by this `Resident` without temporaries,
+    /// and no [`Resident::set_arena`] or [`Resident::set_constant`] may have been called
+    /// since: the buffers its addresses point into are then still the ones staged.
+    pub unsafe fn run_queued<R>(
+        &mut self,
+        device: &[HostArg],
+        run: impl FnOnce(&mut [Arg<'_>]) -> Result<R, LaunchError>,
+    ) -> Result<R, LaunchError> {
+        // SAFETY: the caller's contract; `self`, borrowed mutably, holds the buffers.
+        unsafe { on_host(device, run) }
+    }
+}
+
+/// The arguments `staged` gave `args`, as the launch sees them.
+pub fn host_args(args: &[Arg<'_>], staged: &Staged<HostBuffer>) -> Vec<HostArg> {
+    args.iter()
+        .zip(&staged.addresses)
+        .map(|(a, &address)| HostArg {
+            address,
+            len: a.len(),
+            written: matches!(a, Arg::Out(_)),
+        })
+        .collect()
+}
+
+/// Runs `run` on slices of host memory at `device`'s addresses.
+///
+/// # Safety
+/// Each address must be that of `len` bytes of a [`HostBuffer`] alive until this returns,
+/// allocated through raw pointers that may write, which nothing else touches meanwhile; a
+/// written argument's bytes must overlap no other argument's.
+unsafe fn on_host<R>(
+    device: &[HostArg],
+    run: impl FnOnce(&mut [Arg<'_>]) -> Result<R, LaunchError>,
+) -> Result<R, LaunchError> {
+    let mut args: Vec<Arg<'_>> = device
+        .iter()
+        .map(|a| {
+            let p = std::ptr::with_exposed_provenance_mut::<u8>(a.address as usize);
+            // SAFETY: the caller's contract. A written argument overlaps no other on the host
+            // (`&mut`), and the mirror keeps the host's offsets while copies are separate
+            // allocations, so its slice overlaps none of theirs either.
+            unsafe {
+                match (a.written, a.len) {
+                    (false, 0) => Arg::In(&[]),
+                    (true, 0) => Arg::Out(&mut []),
+                    (false, n) => Arg::In(std::slice::from_raw_parts(p, n)),
+                    (true, n) => Arg::Out(std::slice::from_raw_parts_mut(p, n)),
+                }
+            }
+        })
+        .collect();
+    let result = run(&mut args);
+    drop(args);
+    result
 }
 
 #[cfg(test)]
@@ -441,18 +526,26 @@ mod tests {
         }
         assert_eq!(out, [9; 4]);
         assert_eq!(r.constants.len(), 1);
-        // An input read in place is copied once per run, and again in the next run.
-        let mut state = vec![5u8; 8];
+        // An input read in place is copied once per run, and again in the next run, into the
+        // same memory (a graph's addresses stay valid); one of another length into another.
+        let mut state = [5u8; 16];
         let arena = [0u8; 8];
-        for value in [5, 6] {
+        let mut addresses = Vec::new();
+        for (value, len) in [(5, 8), (6, 8), (7, 16)] {
             state.fill(value);
             assert!(r.set_arena(Some(&arena)).is_ok());
-            let mut args = [Arg::In(&state)];
+            let mut args = [Arg::In(&state[..len])];
             host(&mut r, &mut args, |a| {
                 assert!(matches!(&a[0], Arg::In(b) if b.iter().all(|&x| x == value)));
             });
             assert_eq!(r.run_inputs.len(), 1);
+            addresses.extend(r.run_inputs.values().map(|b| r.memory.address(b)));
+            assert!(r.set_arena(None).is_ok());
         }
+        assert_eq!(addresses[0], addresses[1]);
+        assert_ne!(addresses[1], addresses[2]);
+        // The 16-byte copy is kept for the next run; the 8-byte one is freed.
+        assert_eq!(r.spare.len(), 1);
     }
 
     #[test]

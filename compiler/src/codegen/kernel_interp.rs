@@ -6,7 +6,7 @@ use archc_kernels::interp::{run, run_gpu, BufData, KernelError};
 use archc_kernels::ir::{Elem, Kernel};
 use std::cell::RefCell;
 
-use archc_runtime::resident::{HostMemory, Resident};
+use archc_runtime::resident::{host_args, HostArg, HostMemory, Resident};
 use archc_runtime::{Arg, Copies, Device, LaunchError, Launcher};
 
 /// Runs each kernel with the Kernel IR interpreter.
@@ -19,11 +19,22 @@ pub struct KernelInterp<'a>(pub &'a [Kernel]);
 ///
 /// Its kernels address a memory of their own ([`HostMemory`]): the arena's mirror, copies of
 /// the weights, and so on, as a GPU's do. So the suite's simulated runs check the staging the
-/// CUDA launcher shares (`archc_runtime::resident`).
+/// CUDA launcher shares (`archc_runtime::resident`). And it defers launches as the CUDA
+/// launcher does (`archc_runtime::cuda_graphs`): a launch that cannot fail a check and has no
+/// copies of its own is queued, and the queue runs at the next launch that can or has, at
+/// [`Launcher::finish`], and before any copy; so the suite's simulated runs check the
+/// executor's side of that too (a copy or a finish that came too early gives wrong outputs).
 pub struct GpuSim {
     kernels: Vec<Kernel>,
     memory: RefCell<Resident<HostMemory>>,
+    /// Queued launches.
+    queue: RefCell<Vec<Queued>>,
+    /// With `ARCHC_PROFILE`, every launch runs at once, as on the GPU.
+    eager: bool,
 }
+
+/// A launch queued by [`GpuSim`]: its kernel, its arguments and the dims.
+type Queued = (usize, Vec<HostArg>, Vec<i64>);
 
 impl GpuSim {
     /// Runs `kernels`, whose memory is empty yet.
@@ -31,7 +42,34 @@ impl GpuSim {
         GpuSim {
             kernels,
             memory: RefCell::new(Resident::new(HostMemory)),
+            queue: RefCell::new(Vec::new()),
+            eager: std::env::var_os("ARCHC_PROFILE").is_some(),
         }
+    }
+
+    /// Runs the queued launches, in order.
+    fn run_queued(&self, memory: &mut Resident<HostMemory>) -> Result<(), LaunchError> {
+        for (kernel, device, dims) in self.queue.take() {
+            // SAFETY: each was queued from a staging without temporaries by `memory`, and
+            // every call that changes its buffers (a copy's: `Copies`) runs the queue first.
+            let status = unsafe {
+                memory.run_queued(&device, |a| {
+                    interpret(&self.kernels, (kernel, a, &dims), run_gpu)
+                })
+            }?;
+            if status != 0 {
+                return Err(LaunchError::Backend(format!(
+                    "kernel {kernel} has no checks but set its status word to {status}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`GpuSim::run_queued`], as a copy needs.
+    fn before_copy(&self) -> Result<&RefCell<Resident<HostMemory>>, LaunchError> {
+        self.run_queued(&mut self.memory.borrow_mut())?;
+        Ok(&self.memory)
     }
 }
 
@@ -94,19 +132,59 @@ impl Launcher for GpuSim {
         Device::Host
     }
 
+    /// Queues the launch, or runs the queue and then it when it may fail a check (returning
+    /// its status word) or has copies of its own.
     fn launch(
         &self,
         kernel: usize,
         args: &mut [Arg<'_>],
         dims: &[i64],
     ) -> Result<i64, LaunchError> {
-        self.memory.borrow_mut().with_host_args(args, |device| {
+        let k = self
+            .kernels
+            .get(kernel)
+            .ok_or(LaunchError::NoKernel(kernel))?;
+        super::check_args(k, args)?;
+        let mut memory = self.memory.borrow_mut();
+        let staged = memory.stage(args)?;
+        if !k.has_checks() && !staged.has_copies() && !self.eager {
+            let device = host_args(args, &staged);
+            self.queue
+                .borrow_mut()
+                .push((kernel, device, dims.to_vec()));
+            return Ok(0);
+        }
+        self.run_queued(&mut memory)?;
+        memory.run_staged(args, staged, |device| {
             interpret(&self.kernels, (kernel, device, dims), run_gpu)
         })
     }
 
     fn copies(&self) -> Option<&dyn Copies> {
-        Some(&self.memory)
+        Some(self)
+    }
+
+    fn finish(&self) -> Result<(), LaunchError> {
+        self.run_queued(&mut self.memory.borrow_mut())
+    }
+}
+
+/// The copies, each after the queued launches have run.
+impl Copies for GpuSim {
+    fn constants(&self, ranges: &[(usize, usize)]) -> Result<(), LaunchError> {
+        self.before_copy()?.constants(ranges)
+    }
+
+    fn arena(&self, arena: Option<&[u8]>) -> Result<(), LaunchError> {
+        self.before_copy()?.arena(arena)
+    }
+
+    fn stored(&self, bytes: &[u8]) -> Result<(), LaunchError> {
+        self.before_copy()?.stored(bytes)
+    }
+
+    fn fetch(&self, bytes: &mut [u8]) -> Result<(), LaunchError> {
+        self.before_copy()?.fetch(bytes)
     }
 }
 

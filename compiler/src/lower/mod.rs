@@ -180,6 +180,7 @@ pub fn lower_with(g: &Graph, target: &Target, blocks: &BTreeMap<String, BlockFor
         kinds: Vec::new(),
         kernel_local_bytes: 0,
         checks: Vec::new(),
+        fallible: Vec::new(),
         dim_checks: g.dim_checks.clone(),
         index_bounds: index_bounds(g),
         ema_sources: Default::default(),
@@ -227,6 +228,11 @@ pub fn lower_with(g: &Graph, target: &Target, blocks: &BTreeMap<String, BlockFor
         .map(archc_kernels::ir::Kernel::local_bytes)
         .max()
         .unwrap_or(0);
+    plan.fallible = kernels
+        .list
+        .iter()
+        .map(archc_kernels::ir::Kernel::has_checks)
+        .collect();
     Lowered {
         plan,
         kernels: kernels.list,
