@@ -3,7 +3,9 @@
 //! closed form; the kernels (Cranelift, LLVM, the GPU schedule in the simulator) against the
 //! oracle. The kernels diagonalise the Gram matrix in f32, so a value is exact to about
 //! 3e-4 × the largest (√ε): the well-conditioned case is held to 1e-5, a nearly rank-one one
-//! to 3e-4, and the effective rank computed from them to 1e-2 relative.
+//! to 3e-4, and the effective rank computed from them to 1e-2 relative. A matrix with fewer
+//! rows than columns is diagonalised through `XXᵀ`, so its values past the rows are exactly
+//! zero on every target, and one row's effective rank is 1.
 
 use std::collections::HashMap;
 
@@ -87,6 +89,35 @@ fn kernels_match_the_oracle() {
             let err = rel_err(&got, &want[&name]);
             let bound = if name == "s" { tol } else { 1e-2 };
             assert!(err <= bound, "{name}: rel err {err:e} (bound {bound:e})");
+        }
+    }
+}
+
+/// Fewer rows than columns (a batch smaller than the embedding's width): the values past the
+/// rows are exactly zero on every target, the others as close as in the square case, and a
+/// single row's effective rank is 1 to f32 precision (through `XᵀX` it was 1.01: √ε noise in
+/// seven zero values).
+#[test]
+fn wide_matrices_have_exact_zeros_past_their_rows() {
+    let g = compile("svd.arch", MODEL).unwrap_or_else(|(_, r)| panic!("{r}"));
+    for rows in [1, 5] {
+        let x = Tensor::f32(vec![3, rows, 8], (0..3 * rows * 8).map(noise).collect());
+        let want = oracle(&x);
+        let ins = HashMap::from([("x".to_string(), x)]);
+        let mut runs =
+            common::native_random_within(&g, &PassOptions::all(), &ins, Within::EachTensor(1e-5));
+        runs.extend(common::gpu_sim(&g, &ins));
+        runs.push(("s".into(), want["s"].clone()));
+        for (name, got) in runs {
+            let err = rel_err(&got, &want[&name]);
+            assert!(err <= 1e-5, "{rows} rows, {name}: rel err {err:e}");
+            let v = got.to_f32();
+            if name == "s" {
+                let past = v.chunks(8).flat_map(|m| &m[rows..]);
+                assert!(past.clone().all(|&s| s == 0.0), "{rows} rows: {v:?}");
+            } else if rows == 1 {
+                assert!(v.iter().all(|r| (r - 1.0).abs() < 1e-6), "{v:?}");
+            }
         }
     }
 }

@@ -29,13 +29,24 @@ pub fn svdvals(x: &Tensor) -> Result<Tensor, String> {
     })
 }
 
-/// One row-major `[m, n]` matrix's singular values, descending.
+/// One row-major `[m, n]` matrix's singular values, descending: `n` of them, those past
+/// `min(m, n)` zero. The Gram matrix is `AᵀA`, or `AAᵀ` (in the corner) when `m < n`, as the
+/// kernels compute it (lower/svd.rs).
 fn matrix_svdvals(a: &[f32], m: usize, n: usize) -> Vec<f64> {
     let mut g = vec![0f64; n * n];
-    for row in a.chunks(n).take(m) {
-        for i in 0..n {
-            for j in 0..n {
-                g[i * n + j] += f64::from(row[i]) * f64::from(row[j]);
+    let at = |r: usize, c: usize| f64::from(a[r * n + c]);
+    if m < n {
+        for i in 0..m {
+            for j in 0..m {
+                g[i * n + j] = (0..n).map(|c| at(i, c) * at(j, c)).sum();
+            }
+        }
+    } else {
+        for r in 0..m {
+            for i in 0..n {
+                for j in 0..n {
+                    g[i * n + j] += at(r, i) * at(r, j);
+                }
             }
         }
     }

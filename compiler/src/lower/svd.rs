@@ -1,14 +1,21 @@
-//! The `svdvals` template: per matrix, the Gram matrix `XᵀX` in a thread-private local, a
-//! fixed number of cyclic Jacobi sweeps over it (Numerical Recipes' rotation, `JᵀGJ`, which
-//! zeroes one off-diagonal pair at a time), the square roots of its diagonal, sorted largest
-//! first. Branch-free: a zero pair gets the identity rotation through selects, so every
-//! target runs the same straight-line loops (no data-dependent trip counts).
+//! The `svdvals` template: per matrix, the Gram matrix in a thread-private local, a fixed
+//! number of cyclic Jacobi sweeps over it (Numerical Recipes' rotation, `JᵀGJ`, which zeroes
+//! one off-diagonal pair at a time), the square roots of its diagonal, sorted largest first.
+//! Branch-free: a zero pair gets the identity rotation through selects, so every target runs
+//! the same straight-line loops (no data-dependent trip counts).
+//!
+//! The Gram matrix is `XᵀX` (`n × n`) when the matrix has at least as many rows `m` as columns
+//! `n`, and `XXᵀ` (`m × m`, in the corner of the `n × n` local, zeros around it) when it has
+//! fewer: the same nonzero eigenvalues, and the other `n − m` values exactly zero. In f32 a
+//! zero eigenvalue comes out as rounding noise of about ε × the largest, a singular value of
+//! √ε ≈ 3e-4 × the largest: a batch of one embedding would have an effective rank of 1.01,
+//! different on each target, instead of 1.
 //!
 //! Buffers: 0 the values `[..., n]`, 1 the matrices `[..., m, n]`, 2 the status word, 3 the
 //! local Gram matrix (`n²` floats).
 
 use archc_kernels::ir::build::{add, bin, f32, load, mul, serial, sub, var};
-use archc_kernels::ir::{Bin, Expr, Stmt, Un};
+use archc_kernels::ir::{Bin, Expr, Stmt, Un, Var};
 
 use super::index::Ctx;
 use super::{f32_locals, Template};
@@ -40,11 +47,23 @@ pub fn lower(cx: &mut Ctx, out: &TensorType, x: &TensorType) -> Template {
     };
     let g = |i: Expr, j: Expr| add(mul(i, Expr::Int(n)), j);
     let mut body = Vec::new();
-    // G = XᵀX.
+    // G = XᵀX, or XXᵀ in the corner when there are fewer rows than columns: entry (i, j) sums
+    // over `count` terms, none outside that corner.
     let (i, j, k, acc) = (cx.var(), cx.var(), cx.var(), cx.var());
-    let xi = load(1, at(cx, var(k), var(i)));
-    let xj = load(1, at(cx, var(k), var(j)));
     let m = cx.dim(&x.shape[r - 2]);
+    let wide = bin(Bin::Lt, m.clone(), Expr::Int(n));
+    let element = |cx: &Ctx, line: Var| {
+        let row = select(wide.clone(), var(line), var(k));
+        let col = select(wide.clone(), var(k), var(line));
+        load(1, at(cx, row, col))
+    };
+    let (xi, xj) = (element(cx, i), element(cx, j));
+    let corner = bin(
+        Bin::And,
+        bin(Bin::Lt, var(i), m.clone()),
+        bin(Bin::Lt, var(j), m.clone()),
+    );
+    let count = select(wide.clone(), select(corner, Expr::Int(n), Expr::Int(0)), m);
     body.push(serial(
         i,
         Expr::Int(n),
@@ -53,7 +72,7 @@ pub fn lower(cx: &mut Ctx, out: &TensorType, x: &TensorType) -> Template {
             Expr::Int(n),
             vec![
                 Stmt::Set(acc, f32(0.0)),
-                serial(k, m, vec![Stmt::Set(acc, add(var(acc), mul(xi, xj)))]),
+                serial(k, count, vec![Stmt::Set(acc, add(var(acc), mul(xi, xj)))]),
                 Stmt::Store(GRAM, g(var(i), var(j)), var(acc)),
             ],
         )],
