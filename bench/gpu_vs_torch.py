@@ -10,7 +10,7 @@ timed by `archc bench --device cuda`, and its peers in torch on the same inputs'
 - Mamba-1 selective scan: a plain torch loop over the sequence (mamba-ssm's CUDA kernel is the
   issue's reference; it is timed here when `mamba_ssm` imports);
 - Mamba-2 SSD: the chunked SSD in torch ("ssd_minimal" of the Mamba-2 paper), and mamba-ssm's
-  Triton kernel when it imports.
+  Triton kernel when it imports; in f32, and in bf16 (archc's SSD on tensor cores).
 
 Contenders run in turn, round after round (benchlib.run_rounds), and each ratio is formed per
 round: `peer ms / archc ms`, > 1 when archc is faster. archc stores bf16 (`--dtype bf16`,
@@ -158,12 +158,13 @@ def selective_scan(args, dev, batch, seq, channels, n):
     return os.path.join(HERE, "gpu", "selective_scan.arch"), dims, peers, 0
 
 
-def ssd(args, dev, batch, seq, heads, head_dim, n, chunk=64):
-    x = torch.randn(batch, seq, heads, head_dim, device=dev)
-    dt = torch.rand(batch, seq, heads, device=dev) * 0.1
-    A = -torch.rand(heads, device=dev)
-    B, C = torch.randn(batch, seq, n, device=dev), torch.randn(batch, seq, n, device=dev)
-    D = torch.randn(heads, device=dev)
+def ssd(args, dev, batch, seq, heads, head_dim, n, chunk=64, dtype=torch.float32):
+    x = torch.randn(batch, seq, heads, head_dim, device=dev, dtype=dtype)
+    dt = torch.rand(batch, seq, heads, device=dev, dtype=dtype) * 0.1
+    A = -torch.rand(heads, device=dev, dtype=dtype)
+    B = torch.randn(batch, seq, n, device=dev, dtype=dtype)
+    C = torch.randn(batch, seq, n, device=dev, dtype=dtype)
+    D = torch.randn(heads, device=dev, dtype=dtype)
 
     def segsum(a):
         t = a.size(-1)
@@ -248,6 +249,8 @@ def workloads(args, dev):
         ("attention bf16 d64 seq 2k", lambda: attention(args, dev, bf16, 32, 64, 2048, 8, False)),
         ("Mamba-1 scan B8 L2048 D2048 N16", lambda: selective_scan(args, dev, 8, 2048, 2048, 16)),
         ("Mamba-2 SSD B8 L2048 H32 P64 N128", lambda: ssd(args, dev, 8, 2048, 32, 64, 128)),
+        # archc's SSD on tensor cores (lower/ssd_mma.rs) needs 16-bit storage.
+        ("Mamba-2 SSD bf16 B8 L2048 H32 P64 N128", lambda: ssd(args, dev, 8, 2048, 32, 64, 128, dtype=bf16)),
         ("bf16 GEMM 8192^3", lambda: gemm(args, dev, bf16, 8192)),
     ]
 
@@ -275,8 +278,8 @@ def main():
             continue
         print(f"{name}:", flush=True)
         arch, dims, peers, flops = make()
-        # bf16 where the peers run bf16 (attention, GEMM), f32 where they run f32 (the scans).
-        dtype = "bf16" if ("attention" in name or "gemm" in name.lower()) and dev == "cuda" else "f32"
+        # bf16 where the peers run bf16 (the workloads named so), f32 where they run f32.
+        dtype = "bf16" if "bf16" in name and dev == "cuda" else "f32"
         whole_run = name.startswith("MiniLM")
         contenders = [ArchcGpu(args.archc, args.device, arch, dims, args.iters, dtype, args.timeout, whole_run, args.arch)]
         contenders += [Peer(n, fn, args.iters, dev == "cuda") for n, fn in peers]

@@ -5,7 +5,9 @@ files of outputs, printed with a label; exit status 1 when it is above the bound
 
 With FLOOR, a tensor's scale is at least FLOOR times the largest |want| of the file (gradients:
 one that is nearly zero throughout, attention's key bias, is rounding noise in both). Tensors
-of GOT that WANT lacks are compared, those of WANT that GOT lacks are errors.
+of GOT that WANT lacks are compared, those of WANT that GOT lacks are errors. Values that are
+not finite must match exactly (an infinity of the same sign, NaN against NaN): a NaN where a
+number is wanted is an error of infinity, never a pass.
 """
 
 import sys
@@ -24,6 +26,21 @@ def load(path):
             return {k: f.get_tensor(k).double().numpy() for k in f.keys()}
 
 
+def rel_err(w, g, floor):
+    """max |g - w| / max |w| over the finite values of w; infinity where the shapes differ, where
+    w is not finite and g differs, or where w is finite and g is not."""
+    if w.shape != g.shape:
+        return float("inf")
+    finite = np.isfinite(w)
+    same = (w == g) | (np.isnan(w) & np.isnan(g))
+    if not np.all(same[~finite]) or not np.all(np.isfinite(g[finite])):
+        return float("inf")
+    if not finite.any():
+        return 0.0
+    scale = max(float(np.abs(w[finite]).max()), floor, 1e-30)
+    return float(np.abs(g[finite] - w[finite]).max() / scale)
+
+
 def main():
     if len(sys.argv) not in (5, 6):
         sys.exit(__doc__)
@@ -34,9 +51,7 @@ def main():
         if name not in want or name not in got:
             print(f"{label}: {name} is missing from one of the files")
             sys.exit(1)
-        w = want[name]
-        err = np.abs(got[name] - w).max() / max(np.abs(w).max(), floor, 1e-30)
-        worst = max(worst, float(err))
+        worst = max(worst, rel_err(want[name], got[name], floor))
     verdict = "ok" if worst <= bound else f"FAILED (bound {bound:g})"
     print(f"{label:28} rel err {worst:.2e} {verdict}")
     sys.exit(0 if worst <= bound else 1)

@@ -24,10 +24,18 @@
 #    the steps' batches of launches, captured as CUDA graphs and replayed where they repeat,
 #    runtime/src/cuda_graphs.rs, are checked there);
 # 2. bench/gpu_vs_torch.py: archc against torch on this GPU, in the same run (on Hopper, the
-#    GEMM again on Ampere's templates);
+#    GEMM again on Ampere's templates); then each workload's time kernel by kernel;
 # 3. the suite's GPU-side checks (tests/all/gpu.rs: PTX of every example assembled by this
 #    machine's ptxas when one is on the PATH, the GPU schedule in the interpreter). CI runs
-#    them too; GPU_CHECK_SUITE=0 skips them.
+#    them too.
+#
+# GPU_CHECK_SECTIONS picks sections, in the order given (default: all of them, in this order):
+#   machine fixtures examples bf16 grad minilm generate bench profile suite
+# so that a short lease runs what matters first. GPU_CHECK_TIMEOUT bounds each archc command
+# and test run (seconds, default 300): a hang is a failure, not a lost lease. A section's
+# checks run GPU_CHECK_JOBS (8) at a time; the benchmark runs alone. GPU_CHECK_ROUNDS sets the
+# benchmark's rounds (3). GPU_CHECK_DEVICE=cuda-sim runs the parity checks in the simulator
+# (slowly), to try this script on a machine without a GPU.
 #
 # Exit status: non-zero if any parity check fails (the benchmark's failures are reported).
 set -uo pipefail
@@ -36,108 +44,191 @@ TESTS=$(realpath "${2:?usage: scripts/gpu_check.sh ARCHC TESTS [MINILM_DIR]}")
 MINILM=${3:-}
 cd "$(dirname "$0")/.."
 export ARCHC_REPO="$PWD" ARCHC_BIN="$ARCHC"
-status=0
-compare() { python3 scripts/compare_outputs.py "$@" || status=1; }
-
-echo "== machine"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || status=1
-
-echo "== parity: Hugging Face fixtures through the PTX kernels (f32 1e-4; bf16 1e-2, f16 2e-3)"
-"$TESTS" cuda_matches_hf_fixtures --nocapture --test-threads 1 || status=1
-
-echo "== parity: archc run --device cuda against the CPU, every example (f32, 1e-4)"
+# gpu_bundle.sh packs the few shared libraries static LLVM still needs beside archc, in case
+# this machine lacks them: last on the path, so the machine's own come first.
+if [ -d "$(dirname "$ARCHC")/lib" ]; then
+  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$(dirname "$ARCHC")/lib"
+fi
+LIMIT=${GPU_CHECK_TIMEOUT:-300}
+JOBS=${GPU_CHECK_JOBS:-8}
+# cuda-sim runs the same checks in the Kernel IR interpreter: a dry run of this script.
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+# archc and the test binary, each run bounded by $LIMIT seconds.
+archc() { timeout "$LIMIT" "$ARCHC" "$@"; }
+tests() { timeout "$LIMIT" "$TESTS" "$@"; }
 scratch=$(mktemp -d)
-for model in examples/*.arch; do
-  name=$(basename "$model" .arch)
-  "$ARCHC" run "$model" --outputs "$scratch/$name-cpu.safetensors" >/dev/null || { status=1; continue; }
-  if "$ARCHC" run "$model" --device cuda --outputs "$scratch/$name-gpu.safetensors" >/dev/null; then
-    compare "$scratch/$name-cpu.safetensors" "$scratch/$name-gpu.safetensors" "$name" 1e-4
-  else
-    status=1
-  fi
-done
-
-echo "== parity: the GPU's tensor-core templates, every example in bf16 against the CPU's kernels (1e-2)"
-# The CPU's kernels round what they store as the GPU's do, so this isolates the templates:
-# mma.sync (sm_80), and on Hopper wgmma (sm_90a) and again mma.sync (--arch sm_80).
+trap 'rm -rf "$scratch"' EXIT
+# A check run in the background (spawn) cannot set $status: it leaves this file instead.
+fail() { touch "$scratch/failed"; }
+compare() { python3 scripts/compare_outputs.py "$@" || fail; }
+# The checks of a section run side by side, $JOBS at once (each compiles its model on one
+# core; the GPU is shared), each one's output kept apart and printed in order by drain.
+spawned=0
+spawn() {
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+  spawned=$((spawned + 1))
+  "$@" >"$scratch/log.$(printf %05d $spawned)" 2>&1 &
+}
+drain() {
+  wait
+  cat "$scratch"/log.* 2>/dev/null
+  rm -f "$scratch"/log.*
+}
 archs=""
 case "$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)" in
-  9.*) archs="sm_80" ;;
+  9.*) archs="sm_80" ;;  # on Hopper, Ampere's templates are checked too
 esac
-for model in examples/*.arch; do
-  name=$(basename "$model" .arch)
-  "$ARCHC" run "$model" --dtype bf16 --outputs "$scratch/$name-cpu16.safetensors" >/dev/null || { status=1; continue; }
+
+machine() {
+  echo "== machine"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader || fail
+}
+
+fixtures() {
+  echo "== parity: Hugging Face fixtures through the PTX kernels (f32 1e-4; bf16 1e-2, f16 2e-3)"
+  # Four tests (f32 without and with the passes, bf16, f16), side by side.
+  tests cuda_matches_hf_fixtures --nocapture --test-threads 4 || fail
+}
+
+# Runs a command, its output dropped; a failure is a failed check.
+ran() { "$@" >/dev/null || { fail; return 1; }; }
+# The fixture DIR's model imported from its config.json: prints the .arch file's path.
+imported() {
+  local out
+  out="$scratch/$(basename "$1")-$2.arch"
+  ran archc import hf "$1/config.json" -o "$out" && echo "$out"
+}
+# FILE FUNC: FUNC DIR for every fixture that has FILE, side by side.
+each_fixture() {
+  for d in tests/fixtures/hf/*; do
+    if [ -f "$d/$1" ]; then spawn "$2" "$d"; fi
+  done
+  drain
+}
+
+example() {  # MODEL: archc run --device cuda against the CPU, f32
+  local name
+  name=$(basename "$1" .arch)
+  ran archc run "$1" --outputs "$scratch/$name-cpu.safetensors" &&
+    ran archc run "$1" --device "$DEVICE" --outputs "$scratch/$name-gpu.safetensors" &&
+    compare "$scratch/$name-cpu.safetensors" "$scratch/$name-gpu.safetensors" "$name" 1e-4
+}
+
+examples() {
+  echo "== parity: archc run --device $DEVICE against the CPU, every example (f32, 1e-4)"
+  for model in examples/*.arch; do spawn example "$model"; done
+  drain
+}
+
+example_bf16() {  # MODEL: in bf16, the GPU's own arch (and sm_80 on Hopper) against the CPU
+  local name arch
+  name=$(basename "$1" .arch)
+  ran archc run "$1" --dtype bf16 --outputs "$scratch/$name-cpu16.safetensors" || return
   for arch in "" $archs; do
-    if "$ARCHC" run "$model" --device cuda --dtype bf16 ${arch:+--arch $arch} \
-        --outputs "$scratch/$name-gpu16$arch.safetensors" >/dev/null; then
+    ran archc run "$1" --device "$DEVICE" --dtype bf16 ${arch:+--arch $arch} \
+        --outputs "$scratch/$name-gpu16$arch.safetensors" &&
       compare "$scratch/$name-cpu16.safetensors" "$scratch/$name-gpu16$arch.safetensors" "$name bf16 ${arch:-own arch}" 1e-2
-    else
-      status=1
-    fi
   done
-done
+}
 
-echo "== parity: gradients through the PTX kernels against torch autograd (archc grad, 1e-4)"
-for d in tests/fixtures/hf/*/; do
-  case=$(basename "$d")
-  [ -f "$d/grads.safetensors" ] || continue
-  "$ARCHC" import hf "$d/config.json" -o "$scratch/$case.arch" >/dev/null || { status=1; continue; }
-  if "$ARCHC" grad "$scratch/$case.arch" --device cuda --weights "$d/model.safetensors" \
-      --inputs "$d/inputs.safetensors" --cotangents "$d/cotangents.safetensors" \
-      --outputs "$scratch/$case-grads.safetensors" >/dev/null; then
-    compare "$d/grads.safetensors" "$scratch/$case-grads.safetensors" "$case gradients" 1e-4 1e-6
-  else
-    status=1
+bf16() {
+  echo "== parity: the GPU's tensor-core templates, every example in bf16 against the CPU's kernels (1e-2)"
+  # The CPU's kernels round what they store as the GPU's do, so this isolates the templates:
+  # mma.sync (sm_80), and on Hopper wgmma (sm_90a) and again mma.sync (--arch sm_80).
+  for model in examples/*.arch; do spawn example_bf16 "$model"; done
+  drain
+}
+
+gradient() {  # FIXTURE_DIR: archc grad --device cuda against torch autograd
+  local case arch
+  case=$(basename "$1")
+  arch=$(imported "$1" grad) &&
+    ran archc grad "$arch" --device "$DEVICE" --weights "$1/model.safetensors" \
+      --inputs "$1/inputs.safetensors" --cotangents "$1/cotangents.safetensors" \
+      --outputs "$scratch/$case-grads.safetensors" &&
+    compare "$1/grads.safetensors" "$scratch/$case-grads.safetensors" "$case gradients" 1e-4 1e-6
+}
+
+grad() {
+  echo "== parity: gradients through the PTX kernels against torch autograd (archc grad, 1e-4)"
+  each_fixture grads.safetensors gradient
+}
+
+minilm_dtype() {  # DTYPE: MiniLM's real weights on the GPU against the CPU
+  local bound=1e-4
+  if [ "$1" = bf16 ]; then
+    # The fixtures' rule: 1e-2, or 1.1 times transformers' own bf16 error where larger
+    # (bounds.json, from scripts/pack_minilm_for_gpu.py).
+    bound=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['bf16'])" \
+      "$MINILM/bounds.json" 2>/dev/null || echo 1e-2)
   fi
-done
+  ran archc run "$MINILM/minilm.arch" --device "$DEVICE" --dtype "$1" --weights "$MINILM/model.safetensors" \
+      --inputs "$MINILM/inputs.safetensors" --outputs "$scratch/minilm-$1.safetensors" &&
+    compare "$MINILM/expected.safetensors" "$scratch/minilm-$1.safetensors" "MiniLM $1" "$bound"
+}
 
-if [ -n "$MINILM" ]; then
+minilm() {
+  [ -n "$MINILM" ] || { echo "== (no MiniLM directory given: skipped)"; return; }
   echo "== parity: all-MiniLM-L6-v2's real weights (f16-rounded for transport) against the CPU"
-  for dtype in f32 bf16; do
-    bound=1e-4
-    if [ $dtype = bf16 ]; then
-      # The fixtures' rule: 1e-2, or 1.1 times transformers' own bf16 error where larger
-      # (bounds.json, from scripts/pack_minilm_for_gpu.py).
-      bound=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['bf16'])" \
-        "$MINILM/bounds.json" 2>/dev/null || echo 1e-2)
-    fi
-    if "$ARCHC" run "$MINILM/minilm.arch" --device cuda --dtype $dtype --weights "$MINILM/model.safetensors" \
-        --inputs "$MINILM/inputs.safetensors" --outputs "$scratch/minilm-$dtype.safetensors" >/dev/null; then
-      compare "$MINILM/expected.safetensors" "$scratch/minilm-$dtype.safetensors" "MiniLM $dtype" "$bound"
-    else
-      status=1
-    fi
-  done
-fi
+  for dtype in f32 bf16; do spawn minilm_dtype $dtype; done
+  drain
+}
 
-echo "== parity: archc generate --device cuda against transformers' generate() (20 tokens, 1e-4)"
-for d in tests/fixtures/hf/*/; do
-  case=$(basename "$d")
-  [ -f "$d/generate.safetensors" ] || continue
-  "$ARCHC" import hf "$d/config.json" -o "$scratch/$case.arch" >/dev/null || { status=1; continue; }
-  if "$ARCHC" generate "$scratch/$case.arch" --device cuda --weights "$d/model.safetensors" \
-      --inputs "$d/inputs.safetensors" --max-new-tokens 20 \
-      --outputs "$scratch/$case-generated.safetensors" >/dev/null; then
-    # The same ids (an id off by one is far over the bound) and every step's logits.
-    compare "$d/generate.safetensors" "$scratch/$case-generated.safetensors" "$case generation" 1e-4
-  else
-    status=1
-  fi
-done
+generation() {  # FIXTURE_DIR: archc generate --device cuda against transformers' generate()
+  local case arch
+  case=$(basename "$1")
+  # The same ids (an id off by one is far over the bound) and every step's logits.
+  arch=$(imported "$1" gen) &&
+    ran archc generate "$arch" --device "$DEVICE" --weights "$1/model.safetensors" \
+      --inputs "$1/inputs.safetensors" --max-new-tokens 20 \
+      --outputs "$scratch/$case-generated.safetensors" &&
+    compare "$1/generate.safetensors" "$scratch/$case-generated.safetensors" "$case generation" 1e-4
+}
 
-echo "== benchmark: archc against torch on this GPU"
-python3 bench/gpu_vs_torch.py --archc "$ARCHC" --rounds "${GPU_CHECK_ROUNDS:-3}" --iters 3 \
-  || echo "(the benchmark failed)"
-if [ -n "$archs" ]; then
-  echo "== benchmark: the GEMM on Ampere's templates (mma.sync) on this Hopper GPU"
+generate() {
+  echo "== parity: archc generate --device $DEVICE against transformers' generate() (20 tokens, 1e-4)"
+  each_fixture generate.safetensors generation
+}
+
+bench() {
+  # Alone on the GPU: its timings are the README's.
+  echo "== benchmark: archc against torch on this GPU"
   python3 bench/gpu_vs_torch.py --archc "$ARCHC" --rounds "${GPU_CHECK_ROUNDS:-3}" --iters 3 \
-    --only GEMM --arch sm_80 || echo "(the benchmark failed)"
-fi
+    ${MINILM:+--minilm "$MINILM"} || echo "(the benchmark failed)"
+  if [ -n "$archs" ]; then
+    echo "== benchmark: the GEMM on Ampere's templates (mma.sync) on this Hopper GPU"
+    python3 bench/gpu_vs_torch.py --archc "$ARCHC" --rounds "${GPU_CHECK_ROUNDS:-3}" --iters 3 \
+      --only GEMM --arch sm_80 || echo "(the benchmark failed)"
+  fi
+}
 
-if [ "${GPU_CHECK_SUITE:-1}" != 0 ]; then
+profile() {
+  # Where a workload's time goes, kernel by kernel (the launches run one at a time here).
+  echo "== profile: the benchmark's workloads, kernel by kernel (ARCHC_PROFILE=kernels)"
+  local w
+  for w in "bench/gpu/selective_scan.arch --dim batch=8 --dim seq=2048 --dim channels=2048" \
+      "bench/gpu/ssd.arch --dim batch=8 --dim seq=2048" \
+      "bench/gpu/ssd.arch --dtype bf16 --dim batch=8 --dim seq=2048" \
+      "bench/matmul.arch --dtype bf16 --dim m=8192 --dim k=8192 --dim n=8192"; do
+    echo "-- archc bench $w"
+    # shellcheck disable=SC2086
+    ARCHC_PROFILE=kernels archc bench $w --device cuda --iters 1 2>&1 |
+      grep -E "^profile|×|^kernels" || fail
+  done
+}
+
+suite() {
   echo "== the suite's GPU-side checks"
-  "$TESTS" gpu:: --test-threads 2 || status=1
-fi
+  tests gpu:: --test-threads 2 || fail
+}
 
-rm -rf "$scratch"
-exit $status
+for section in ${GPU_CHECK_SECTIONS:-machine fixtures examples bf16 grad minilm generate bench profile suite}; do
+  case $section in
+    machine|fixtures|examples|bf16|grad|minilm|generate|bench|profile|suite)
+      SECONDS=0
+      $section
+      echo "-- $section: ${SECONDS} s" ;;
+    *) echo "unknown section '$section'" >&2; fail ;;
+  esac
+done
+if [ -e "$scratch/failed" ]; then exit 1; fi
