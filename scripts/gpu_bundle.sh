@@ -7,6 +7,14 @@
 #   xz -d target/gpu_bundle/*.xz && scripts/gpu_check.sh target/gpu_bundle/archc \
 #       target/gpu_bundle/all target/gpu_bundle/minilm
 #
+# With the device tool, one call carrying target/gpu_bundle/archc.xz, all.xz and lib (a
+# section that outruns its share of the call is cut, the others still run; the log comes back):
+#
+#   B=target/gpu_bundle; xz -d $B/archc.xz $B/all.xz || exit 1
+#   for s in "machine fixtures:110" examples:30 bf16:50 long:80 generate:30 grad:50 bench:150 profile:40; do
+#     GPU_CHECK_SECTIONS="${s%:*}" timeout -k 5 "${s#*:}" scripts/gpu_check.sh $B/archc $B/all >>$OUT/log 2>&1
+#   done   # 540 s at most, within one call's 600
+#
 # archc links LLVM as a shared library by default (quick links, a small target directory);
 # here it is built once more in a copy of the repository with LLVM linked statically, so the
 # binaries need only the C library and the driver. MiniLM is packed when target/minilm holds

@@ -16,8 +16,10 @@
 #    (or 1.1 times transformers' own error in that dtype, where larger; tests/all/lowering.rs,
 #    `cuda_matches_hf_fixtures`); `archc run --device cuda` on every example against the CPU
 #    (f32, 1e-4), and in bf16 (1e-2: the tensor-core templates; on Hopper both wgmma's and,
-#    with --arch sm_80, mma.sync's); `archc grad --device cuda` on every fixture against torch autograd's
-#    gradients (1e-4; tests/all/grad.rs measures them so); MiniLM's real weights against the
+#    with --arch sm_80, mma.sync's), and again at sequences of 120 and 2100 positions
+#    (GPU_CHECK_LENGTHS: past a tile, a chunk and a block's share of a scan); `archc grad
+#    --device cuda` on every fixture against torch autograd's gradients (1e-4;
+#    tests/all/grad.rs measures them so); MiniLM's real weights against the
 #    CPU (f32 1e-4; bf16 by the fixtures' rule, from the pack's bounds.json, else 1e-2);
 #    `archc generate --device cuda` on every causal fixture against transformers' generate()
 #    (the same 20 ids, every step's logits within 1e-4; the oracle of tests/all/generate.rs:
@@ -30,7 +32,7 @@
 #    them too.
 #
 # GPU_CHECK_SECTIONS picks sections, in the order given (default: all of them, in this order):
-#   machine fixtures examples bf16 grad minilm generate bench profile suite
+#   machine fixtures examples bf16 long grad minilm generate bench profile suite
 # so that a short lease runs what matters first. GPU_CHECK_TIMEOUT bounds each archc command
 # and test run (seconds, default 300): a hang is a failure, not a lost lease. A section's
 # checks run GPU_CHECK_JOBS (8) at a time; the benchmark runs alone. GPU_CHECK_ROUNDS sets the
@@ -124,18 +126,52 @@ example_bf16() {  # MODEL: in bf16, the GPU's own arch (and sm_80 on Hopper) aga
   local name arch
   name=$(basename "$1" .arch)
   ran archc run "$1" --dtype bf16 --outputs "$scratch/$name-cpu16.safetensors" || return
+  ran archc run "$1" --outputs "$scratch/$name-cpu32.safetensors" || return
   for arch in "" $archs; do
     ran archc run "$1" --device "$DEVICE" --dtype bf16 ${arch:+--arch $arch} \
         --outputs "$scratch/$name-gpu16$arch.safetensors" &&
-      compare "$scratch/$name-cpu16.safetensors" "$scratch/$name-gpu16$arch.safetensors" "$name bf16 ${arch:-own arch}" 1e-2
+      compare "$scratch/$name-cpu16.safetensors" "$scratch/$name-gpu16$arch.safetensors" \
+        "$name bf16 ${arch:-own arch}" 1e-2 --narrow-of "$scratch/$name-cpu32.safetensors"
   done
 }
 
 bf16() {
   echo "== parity: the GPU's tensor-core templates, every example in bf16 against the CPU's kernels (1e-2)"
   # The CPU's kernels round what they store as the GPU's do, so this isolates the templates:
-  # mma.sync (sm_80), and on Hopper wgmma (sm_90a) and again mma.sync (--arch sm_80).
+  # mma.sync (sm_80), and on Hopper wgmma (sm_90a) and again mma.sync (--arch sm_80). Where
+  # the model's own bf16 error (the CPU's bf16 against its f32) is larger, 1.1 times that.
   for model in examples/*.arch; do spawn example_bf16 "$model"; done
+  drain
+}
+
+example_long() {  # MODEL SEQ: at a sequence of SEQ positions, f32 and bf16, against the CPU
+  local name dtype bound
+  name=$(basename "$1" .arch)-$2
+  for dtype in f32 bf16; do
+    # The CPU decides which lengths a model takes (a model without `seq`, or with fewer
+    # positions, is skipped): the check is the GPU's agreement with it.
+    if ! archc run "$1" --dim seq="$2" --dtype $dtype --outputs "$scratch/$name-$dtype-cpu.safetensors" \
+        >/dev/null 2>"$scratch/$name.err"; then
+      echo "$name $dtype: skipped ($(head -c 120 "$scratch/$name.err"))"
+      return
+    fi
+    ran archc run "$1" --dim seq="$2" --dtype $dtype --device "$DEVICE" \
+      --outputs "$scratch/$name-$dtype-gpu.safetensors" || continue
+    bound=(1e-4)
+    [ $dtype = bf16 ] && bound=(1e-2 --narrow-of "$scratch/$name-f32-cpu.safetensors")
+    compare "$scratch/$name-$dtype-cpu.safetensors" "$scratch/$name-$dtype-gpu.safetensors" \
+      "$name $dtype" "${bound[@]}"
+  done
+}
+
+long() {
+  # The fixtures and the examples' defaults are a few positions long: this runs the templates
+  # past one tile, one chunk and one block's share of a scan (2048 steps).
+  echo "== parity: every example at longer sequences (${GPU_CHECK_LENGTHS:-120 2100}), f32 (1e-4) and bf16 (1e-2), against the CPU"
+  local model seq
+  for seq in ${GPU_CHECK_LENGTHS:-120 2100}; do
+    for model in examples/*.arch; do spawn example_long "$model" "$seq"; done
+  done
   drain
 }
 
@@ -222,9 +258,9 @@ suite() {
   tests gpu:: --test-threads 2 || fail
 }
 
-for section in ${GPU_CHECK_SECTIONS:-machine fixtures examples bf16 grad minilm generate bench profile suite}; do
+for section in ${GPU_CHECK_SECTIONS:-machine fixtures examples bf16 long grad minilm generate bench profile suite}; do
   case $section in
-    machine|fixtures|examples|bf16|grad|minilm|generate|bench|profile|suite)
+    machine|fixtures|examples|bf16|long|grad|minilm|generate|bench|profile|suite)
       SECONDS=0
       $section
       echo "-- $section: ${SECONDS} s" ;;
