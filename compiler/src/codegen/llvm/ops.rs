@@ -26,6 +26,17 @@ fn arith(f: &mut Function, op: &str, a: &V, b: &V) -> V {
     f.op(a.t, format!("{op} {} {}, {}", a.t.name(), a.s, b.s))
 }
 
+/// A float add, subtract or multiply of the kernel's own math. On a GPU it carries LLVM's
+/// `contract` flag, so `a·b + c` becomes one `fma.rn.f32` (nvcc's default, `-fmad=true`): one
+/// instruction where there were two, rounded once, so no less accurate. A scan's step
+/// `h ↦ a·h + b` and every dot product's accumulation are such pairs. Without the flag NVPTX
+/// writes `mul.rn`/`add.rn`, which forbid ptxas to fuse them. The CPU backends keep the
+/// interpreter's two roundings, so they agree with it bit for bit.
+fn float_arith(f: &mut Function, op: &str, a: &V, b: &V) -> V {
+    let flag = if f.gpu { " contract" } else { "" };
+    f.op(a.t, format!("{op}{flag} {} {}, {}", a.t.name(), a.s, b.s))
+}
+
 /// eˣ inline: `archc_kernels::math::exp_inline`'s operations in its order.
 fn exp_inline(f: &mut Function, x: V) -> V {
     use archc_kernels::math::exp_poly::*;
@@ -268,9 +279,9 @@ fn float_binary(f: &mut Function, op: Bin, x: V, y: V) -> V {
     let t = x.t;
     let named = |n: &str| format!("llvm.{n}.{}", t.suffix());
     match op {
-        Bin::Add => arith(f, "fadd", &x, &y),
-        Bin::Sub => arith(f, "fsub", &x, &y),
-        Bin::Mul => arith(f, "fmul", &x, &y),
+        Bin::Add => float_arith(f, "fadd", &x, &y),
+        Bin::Sub => float_arith(f, "fsub", &x, &y),
+        Bin::Mul => float_arith(f, "fmul", &x, &y),
         Bin::Div => arith(f, "fdiv", &x, &y),
         Bin::Max => f.call(t, &named("maximum"), &[&x, &y]),
         Bin::Min => f.call(t, &named("minimum"), &[&x, &y]),
