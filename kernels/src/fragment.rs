@@ -183,6 +183,7 @@ mod tests {
                     axis(Axis::Thread, t, int(32 * warps), store),
                 ],
             )],
+            occupancy: None,
         }
     }
 

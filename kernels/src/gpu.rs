@@ -281,6 +281,7 @@ mod tests {
                     mul(load(1, Expr::Var(i)), crate::ir::build::f32(2.0)),
                 )],
             )],
+            occupancy: None,
         }
     }
 

@@ -286,6 +286,25 @@ pub enum Expr {
     Block(usize, Box<Expr>, BlockPart),
 }
 
+impl Expr {
+    /// The expressions this one computes from, in order (none for a constant, a variable or
+    /// a dim), for passes that rewrite every sub-expression.
+    pub fn operands_mut(&mut self) -> Vec<&mut Expr> {
+        match self {
+            Expr::Int(_) | Expr::F32(_) | Expr::Bool(_) | Expr::Var(_) | Expr::Dim(_) => vec![],
+            Expr::Load(_, a)
+            | Expr::VLoad(_, a, _)
+            | Expr::Un(_, a)
+            | Expr::Cast(_, a)
+            | Expr::Splat(a, _)
+            | Expr::Lane(a, _)
+            | Expr::Block(_, a, _) => vec![a],
+            Expr::Bin(_, a, b) => vec![a, b],
+            Expr::Select(a, b, c) | Expr::Fma(a, b, c) => vec![a, b, c],
+        }
+    }
+}
+
 /// What [`Expr::Block`] reads of a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BlockPart {
@@ -516,6 +535,10 @@ pub struct Kernel {
     pub shared: Vec<Local>,
     /// The statements.
     pub body: Vec<Stmt>,
+    /// On a GPU, the blocks each multiprocessor should hold at once: code generation caps the
+    /// registers per thread to fit them (PTX's `.minnctapersm`), where ptxas alone would
+    /// spend more and leave a launch of few blocks in two waves. `None` leaves it to ptxas.
+    pub occupancy: Option<u32>,
 }
 
 /// The most thread-private memory one kernel may use (256 MiB). Locals live in each thread's

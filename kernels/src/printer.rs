@@ -21,6 +21,9 @@ pub fn print_kernel(k: &Kernel) -> String {
         })
         .collect();
     let _ = writeln!(out, "kernel {}({}) {{", k.name, params.join(", "));
+    if let Some(blocks) = k.occupancy {
+        let _ = writeln!(out, "  occupancy {blocks} blocks per multiprocessor");
+    }
     for (i, l) in k.arrays().enumerate() {
         let _ = writeln!(
             out,

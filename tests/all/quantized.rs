@@ -92,6 +92,7 @@ fn widen(elem: Elem, width: u8) -> Kernel {
         locals: Vec::new(),
         shared: Vec::new(),
         body: vec![axis(Axis::Grid, i, extent, vec![store])],
+        occupancy: None,
     }
 }
 

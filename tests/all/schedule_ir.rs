@@ -29,6 +29,7 @@ fn kernel(name: &str, mut params: Vec<Param>, shared: Vec<Local>, body: Vec<Stmt
         locals: Vec::new(),
         shared,
         body,
+        occupancy: None,
     }
 }
 

@@ -128,6 +128,7 @@ fn kernel(body: Vec<Stmt>) -> Kernel {
             kind: Axis::Grid,
             body,
         }],
+        occupancy: None,
     }
 }
 

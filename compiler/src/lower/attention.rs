@@ -103,6 +103,7 @@ pub fn lower(
         locals,
         shared: tiled.shared,
         scratch: None,
+        occupancy: None,
     }
 }
 
@@ -339,6 +340,7 @@ fn by_rows(
         }],
         shared: Vec::new(),
         scratch: None,
+        occupancy: None,
     }
 }
 

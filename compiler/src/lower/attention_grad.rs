@@ -72,6 +72,7 @@ pub fn lower(
         locals: Vec::new(),
         shared: Vec::new(),
         scratch: None,
+        occupancy: None,
     }
 }
 

@@ -192,6 +192,7 @@ pub fn lower(
         ]),
         shared: Vec::new(),
         scratch: None,
+        occupancy: None,
     }
 }
 

@@ -179,6 +179,7 @@ pub fn lower(
             array("v_tile", KEYS * (w.dv + PAD)),
         ],
         scratch: None,
+        occupancy: None,
     }
 }
 

@@ -198,6 +198,7 @@ pub fn lower(
             array("v_tile", elem, KEYS * (w.dv + PAD)),
         ],
         scratch: None,
+        occupancy: None,
     }
 }
 

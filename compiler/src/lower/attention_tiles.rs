@@ -229,6 +229,7 @@ fn tiled(
         locals: locals(w, qrows, kblock),
         shared: Vec::new(),
         scratch: None,
+        occupancy: None,
     }
 }
 

@@ -47,26 +47,15 @@ pub struct BodyGen<'a> {
 
 /// The variables an expression reads.
 pub(super) fn vars_of(e: &Expr, out: &mut Vec<Var>) {
-    match e {
-        Expr::Var(v) => out.push(*v),
-        Expr::Int(_) | Expr::F32(_) | Expr::Bool(_) | Expr::Dim(_) => {}
-        Expr::Load(_, a)
-        | Expr::VLoad(_, a, _)
-        | Expr::Un(_, a)
-        | Expr::Cast(_, a)
-        | Expr::Splat(a, _)
-        | Expr::Lane(a, _)
-        | Expr::Block(_, a, _) => vars_of(a, out),
-        Expr::Bin(_, a, b) => {
-            vars_of(a, out);
-            vars_of(b, out);
+    fn walk(e: &mut Expr, out: &mut Vec<Var>) {
+        if let Expr::Var(v) = e {
+            out.push(*v);
         }
-        Expr::Select(a, b, c) | Expr::Fma(a, b, c) => {
-            vars_of(a, out);
-            vars_of(b, out);
-            vars_of(c, out);
+        for o in e.operands_mut() {
+            walk(o, out);
         }
     }
+    walk(&mut e.clone(), out);
 }
 
 /// Coordinates of an operand of shape `shape` broadcast against coordinates `at` of a result of

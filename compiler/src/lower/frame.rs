@@ -271,6 +271,7 @@ fn emit(
         locals: t.locals,
         shared: t.shared,
         body,
+        occupancy: t.occupancy,
     });
     kernels.by_code.insert(code, kernels.list.len() - 1);
     step(kernels.list.len() - 1, &kernels.list)

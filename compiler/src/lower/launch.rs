@@ -83,6 +83,7 @@ mod tests {
             locals: vec![],
             shared: vec![],
             body,
+            occupancy: None,
         };
         let l = launch(&k).expect("dims and constants only");
         let symbols = ["seq".to_string(), "heads".to_string()];

@@ -18,6 +18,7 @@ mod cooperative;
 mod elementwise;
 mod fragments;
 mod frame;
+mod hoist;
 mod index;
 mod lanes;
 pub mod launch;
@@ -60,6 +61,8 @@ pub struct Template {
     /// The shape of an f32 arena buffer the kernel works in (`scan_grad`'s checkpoints), passed
     /// after the inputs: live during the kernel only.
     scratch: Option<Vec<crate::graph::Dim>>,
+    /// The blocks a GPU multiprocessor should hold at once (see `Kernel::occupancy`).
+    occupancy: Option<u32>,
 }
 
 impl Template {
@@ -71,6 +74,7 @@ impl Template {
             locals: Vec::new(),
             shared: Vec::new(),
             scratch: None,
+            occupancy: None,
         }
     }
 }

@@ -277,5 +277,6 @@ fn by_channels(
         locals,
         shared: Vec::new(),
         scratch: None,
+        occupancy: None,
     }
 }

@@ -1,51 +1,69 @@
-//! The fused selective scan on a GPU: Mamba's chunked block scan.
+//! The fused selective scan on a GPU: Mamba's chunked scan, with a warp's lanes on 32
+//! neighbouring channels.
 //!
 //! One thread per channel walking the whole sequence (the CPU's template) leaves a GPU mostly
 //! idle: Mamba's 8 × 2048 channels are a few percent of the threads an H100 holds, each
-//! waiting on its own serial chain. Here a block of 128 threads takes one channel and splits
-//! its sequence: per chunk of `128 · ITEMS` steps, thread `j` owns `ITEMS` consecutive steps.
+//! waiting on its own serial chain. Here a block of [`WARPS`] warps takes 32 channels, a lane
+//! each, and splits their sequence: per chunk of `WARPS · ITEMS` steps, warp `w` owns `ITEMS`
+//! consecutive steps. A step's loads of Δ and x, `[batch, seq, channels]`, are then one
+//! 128-byte line per warp (the lanes are neighbouring channels) and its loads of B and C one
+//! address (a broadcast). (The first version gave a block one channel and its lanes steps 16
+//! apart: every load touched 32 lines, and it ran 18 times slower than Mamba's kernel on an
+//! H200.)
+//!
 //! A step maps the state affinely, `h ↦ a·h + b` (per state element), and affine maps compose,
-//! so:
-//! 1. each thread composes its steps' maps into one, `(P, H)` with `P = Π a` and `H` the state
-//!    its steps reach from 0; thread 0 starts from the chunk's carried-in state instead, so its
+//! so, lane by lane:
+//! 1. each warp composes its steps' maps into one, `(P, H)` with `P = Π a` and `H` the state
+//!    its steps reach from 0; warp 0 starts from the chunk's carried-in state instead, so its
 //!    `H` is a true state;
-//! 2. the block scans the maps, in shared memory, in `log₂ 128` rounds (Hillis–Steele): in
-//!    round `k` thread `j ≥ 2ᵏ` composes its map after that of thread `j − 2ᵏ`. Thread `j`
-//!    ends with the map of steps `0..=j`, whose `H` is the state at the end of its steps;
-//! 3. each thread starts from the state at the end of its predecessor's steps (thread 0 from
-//!    the carried-in state) and walks its steps again, this time with the read-out and the
-//!    epilogue, storing the outputs; thread 0 copies the last thread's state into the row of
+//! 2. the block scans the warps' maps, in shared memory, in `log₂ WARPS` rounds
+//!    (Hillis–Steele): in round `k` warp `w ≥ 2ᵏ` composes its map after that of warp
+//!    `w − 2ᵏ`. Warp `w` ends with the map of steps `0..=w`, whose `H` is the state at the end
+//!    of its steps;
+//! 3. each warp starts from the state at the end of its predecessor's steps (warp 0 from the
+//!    carried-in state) and walks its steps again, this time with the read-out and the
+//!    epilogue, storing the outputs; warp 0 copies the last warp's state into the row of
 //!    shared memory that carries it into the next chunk.
 //!
-//! A chunk shorter than the block's share (the last) involves only the threads with steps in
-//! it, and only the rounds they need.
+//! A chunk shorter than the block's share (the last) involves only the warps with steps in
+//! it, and only the rounds they need; lanes past the last channel sit every pass out.
 //!
 //! Every step's `a` and `b` are computed twice (in passes 1 and 3), as Mamba's kernel does;
 //! the state lives in registers (the state loops are unrolled), and the `[batch, seq,
 //! channels, state]` tensors never exist. A sequence of at most `ITEMS` steps (a decoding
 //! step) keeps the one-thread-per-channel template.
 
+use std::collections::HashSet;
+
 use archc_kernels::ir::build::{add, axis, bin, f32, load, mul, serial, sub, var};
 use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Scope, Stmt, Var};
 
 use super::body::{broadcast_at, delinearize, BodyGen};
-use super::fragments::{and, div, int, lt, threads, when, THREADS};
+use super::fragments::{and, div, int, lt, rem, threads, when, THREADS, WARP};
+use super::hoist::Hoist;
 use super::index::{exprs, Ctx};
 use super::scan::ScanAxes;
 use super::Template;
 use crate::graph::{Dim, Region, ScanInfo, TensorType};
 
-/// Consecutive steps of one thread per chunk.
-const ITEMS: i64 = 16;
+/// Warps of a block, each a segment of every chunk.
+const WARPS: i64 = THREADS / WARP;
+/// Consecutive steps of one warp per chunk.
+const ITEMS: i64 = 32;
 /// Steps of one chunk.
-const CHUNK: i64 = THREADS * ITEMS;
+const CHUNK: i64 = WARPS * ITEMS;
+/// The blocks a multiprocessor holds at once: registers for 4 blocks of 128 threads (128
+/// each) suffice without spilling at 16 state elements, and Mamba's 8 × 2048 channels make
+/// 512 blocks, one wave on an H100's 132 multiprocessors, where ptxas's own choice (167
+/// registers on sm_90a) fits 3 and leaves a second wave of 116.
+const BLOCKS_PER_SM: u32 = 4;
 /// The most state elements per channel: a thread holds four arrays of them in registers, and
-/// the block two of them per thread in shared memory (33 KiB at 32).
+/// the block two of them per warp and lane in shared memory (40 KiB at 32).
 pub const MAX_STATE: usize = 32;
 
 /// Whether the block scan computes a scan of these axes: on a GPU whose blocks are
 /// [`THREADS`] threads, with at most [`MAX_STATE`] state elements per channel, over a sequence
-/// longer than one thread's share of a chunk.
+/// longer than one warp's share of a chunk.
 pub fn applies(cx: &Ctx, axes: &ScanAxes) -> bool {
     cx.schedule.gpu_block == Some(THREADS as u32)
         && axes.state_len <= MAX_STATE
@@ -59,11 +77,11 @@ struct Buffers {
     p: usize,
     /// The thread's map: the state it reaches. In pass 3, the state.
     h: usize,
-    /// A round's map of the thread `2ᵏ` before: its product …
+    /// A round's map of the warp `2ᵏ` before: its product …
     p_before: usize,
     /// … and its state.
     h_before: usize,
-    /// Every thread's `P`, a row of the state each (see [`Each::row`]).
+    /// Every thread's `P`, in rows (see [`Each::row`]).
     shared_p: usize,
     /// Every thread's `H`, and the state carried into the chunk.
     shared_h: usize,
@@ -88,116 +106,175 @@ pub fn lower(
 ) -> Template {
     let n = axes.state_len as i64;
     let first = inputs + 2;
-    let b = Buffers {
+    let mut b = Buffers {
         p: first,
         h: first + 1,
         p_before: first + 2,
         h_before: first + 3,
-        shared_p: first + 4,
-        shared_h: first + 5,
+        shared_p: 0,
+        shared_h: 0,
     };
     let mut gen = BodyGen::new(&r.body, 1);
-    let ch = cx.var();
     let ch_vars = cx.vars(axes.channel_axes.len());
     gen.loop_vars(&ch_vars);
-    let (c, tid, active) = (cx.var(), cx.var(), cx.var());
+    let channels = Dim::product(&axes.channel_shape).expect("channel counts fit in i64");
+    let channels = cx.dim(&channels);
     let len = cx.dim(&axes.h.shape[axes.axis]);
-    let chunk_at = Chunk {
-        each: Each { n, tid },
-        b,
-        first_step: add(mul(var(c), int(CHUNK)), mul(var(tid), int(ITEMS))),
-        len: len.clone(),
-        active,
+    let (group, tid, c, active) = (cx.var(), cx.var(), cx.var(), cx.var());
+    let each = Each {
+        n,
+        tid,
+        lane: cx.var(),
+        warp: cx.var(),
+        channel: cx.var(),
     };
-    let (each, b) = (&chunk_at.each, &chunk_at.b);
-    // The threads with steps in this chunk: all but in the last.
-    let left = sub(len.clone(), mul(var(c), int(CHUNK)));
-    let mut chunk = vec![Stmt::Set(
-        active,
-        bin(
-            Bin::Min,
-            div(add(left, int(ITEMS - 1)), ITEMS),
-            int(THREADS),
-        ),
-    )];
-    // Pass 1: the thread's map.
-    let at = place(cx, axes, &ch_vars);
-    let steps = maps(cx, &mut gen, (r, info, axes), &at, b);
-    let compose = chunk_at.compose(cx, &at, steps);
-    chunk.push(chunk_at.active_threads(cx, compose));
-    chunk.push(Stmt::Barrier(Scope::Block));
-    // Pass 2: the block's inclusive scan of the maps.
-    for round in 0..THREADS.ilog2() {
-        let d = 1 << round;
-        let round = scan_round(cx, (each, b), d, active);
-        chunk.push(when(cx, lt(int(d), var(active)), round));
-    }
-    // Pass 3: the steps again from the predecessor's state, with the read-out.
-    let at = place(cx, axes, &ch_vars);
-    let steps = outputs(cx, &mut gen, (r, info, axes), &at, (b, out));
-    let finish = chunk_at.finish(cx, &at, steps);
-    chunk.push(chunk_at.active_threads(cx, finish));
-    chunk.push(Stmt::Barrier(Scope::Block));
-
-    let mut block: Vec<Stmt> = delinearize(cx, var(ch), &axes.channel_shape)
+    // The steps' code, generated first: the values they need per channel are known after.
+    let at1 = place(cx, axes, &ch_vars);
+    let mut steps1 = maps(cx, &mut gen, (r, info, axes), &at1, &b);
+    let at3 = place(cx, axes, &ch_vars);
+    let mut steps3 = outputs(cx, &mut gen, (r, info, axes), &at3, (&b, out));
+    let mut per_channel: Vec<Stmt> = delinearize(cx, var(each.channel), &axes.channel_shape)
         .into_iter()
         .zip(&ch_vars)
         .map(|(e, v)| Stmt::Set(*v, e))
         .collect();
-    block.extend(gen.take_lets());
-    // Only thread 0 touches the carried-in state's row until pass 3, after barriers.
+    per_channel.extend(gen.take_lets());
+    // The loads each step repeats (Mamba's A), read once per chunk and pass instead.
+    let fixed: HashSet<Var> = per_channel
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::Set(v, _) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    let mut hoist1 = Hoist::new(1..inputs + 1, (&fixed, &at1.st_vars, &at1.slot), first + 4);
+    hoist1.rewrite(&mut steps1);
+    let mut locals = hoist1.locals(n as usize);
+    let mut hoist3 = Hoist::new(
+        1..inputs + 1,
+        (&fixed, &at3.st_vars, &at3.slot),
+        first + 4 + locals.len(),
+    );
+    hoist3.rewrite(&mut steps3);
+    locals.extend(hoist3.locals(n as usize));
+    let (fills1, fills3) = (
+        state_loops(axes, &at1, hoist1.fills()),
+        state_loops(axes, &at3, hoist3.fills()),
+    );
+    b.shared_p = first + 4 + locals.len();
+    b.shared_h = b.shared_p + 1;
+    let chunk_at = Chunk {
+        each,
+        b,
+        first_step: add(mul(var(c), int(CHUNK)), mul(var(each.warp), int(ITEMS))),
+        len: len.clone(),
+        active,
+        group,
+        valid: lt(var(each.channel), channels.clone()),
+        per_channel,
+    };
+    let (each, b) = (&chunk_at.each, &chunk_at.b);
+    // The warps with steps in this chunk: all but in the last.
+    let left = sub(len.clone(), mul(var(c), int(CHUNK)));
+    let mut chunk = vec![Stmt::Set(
+        active,
+        bin(Bin::Min, div(add(left, int(ITEMS - 1)), ITEMS), int(WARPS)),
+    )];
+    // Pass 1: the warp's map.
+    let compose = [fills1, chunk_at.compose(cx, &at1, steps1)].concat();
+    chunk.push(chunk_at.active_warps(cx, compose));
+    chunk.push(Stmt::Barrier(Scope::Block));
+    // Pass 2: the block's inclusive scan of the maps.
+    for round in 0..WARPS.ilog2() {
+        let d = 1 << round;
+        let round = scan_round(cx, &chunk_at, d);
+        chunk.push(when(cx, lt(int(d), var(active)), round));
+    }
+    // Pass 3: the steps again from the predecessor's state, with the read-out.
+    let finish = [fills3, chunk_at.finish(cx, &at3, steps3)].concat();
+    chunk.push(chunk_at.active_warps(cx, finish));
+    chunk.push(Stmt::Barrier(Scope::Block));
+
+    // Only warp 0 touches the carried-in state's row until pass 3, after barriers.
     let zero = each.on(cx, 0, |k| {
         vec![Stmt::Store(b.shared_h, each.row(int(-1), k), f32(0.0))]
     });
-    block.push(threads(tid, vec![zero]));
-    block.push(serial(c, div(add(len, int(CHUNK - 1)), CHUNK), chunk));
-    let channels = Dim::product(&axes.channel_shape).expect("channel counts fit in i64");
+    let zero = chunk_at.on_lanes(cx, None, vec![zero]);
+    let block = vec![zero, serial(c, div(add(len, int(CHUNK - 1)), CHUNK), chunk)];
     let array = |name: &str, len: i64| Local {
         name: name.into(),
         elem: Elem::F32,
         len: len as usize,
     };
+    let rows = (WARPS + 1) * n * WARP;
     Template {
         body: vec![Stmt::For {
-            var: ch,
-            extent: cx.dim(&channels),
+            var: group,
+            extent: div(add(channels, int(WARP - 1)), WARP),
             kind: Axis::Grid,
             body: block,
         }],
         checks: gen.checks,
-        locals: vec![
-            array("map_p", n),
-            array("map_h", n),
-            array("before_p", n),
-            array("before_h", n),
-        ],
-        shared: vec![
-            array("maps_p", (THREADS + 1) * each.stride()),
-            array("maps_h", (THREADS + 1) * each.stride()),
-        ],
+        locals: [
+            vec![
+                array("map_p", n),
+                array("map_h", n),
+                array("before_p", n),
+                array("before_h", n),
+            ],
+            locals,
+        ]
+        .concat(),
+        shared: vec![array("maps_p", rows), array("maps_h", rows)],
         scratch: None,
+        occupancy: Some(BLOCKS_PER_SM),
     }
 }
 
-/// What one chunk's passes need: the thread's state-element loops, the buffers, the
-/// thread's first step in the chunk, the sequence's length and the threads with steps in
-/// the chunk.
+/// What one chunk's passes need: the thread's state-element loops, the buffers, the warp's
+/// first step in the chunk, the sequence's length, the warps with steps in the chunk, the block's
+/// group of channels, whether the lane has a channel, and the statements that set the channel's coordinates and the
+/// values the steps need of it.
 struct Chunk {
     each: Each,
     b: Buffers,
     first_step: Expr,
     len: Expr,
     active: Var,
+    group: Var,
+    valid: Expr,
+    per_channel: Vec<Stmt>,
 }
 
 impl Chunk {
-    /// `body` on the threads with steps in the chunk.
-    fn active_threads(&self, cx: &mut Ctx, body: Vec<Stmt>) -> Stmt {
-        let tid = self.each.tid;
-        threads(tid, vec![when(cx, lt(var(tid), var(self.active)), body)])
+    /// `body` on the threads whose lane has a channel and where `cond` (if any) holds, with
+    /// the thread's lane, warp and channel set.
+    fn on_lanes(&self, cx: &mut Ctx, cond: Option<Expr>, body: Vec<Stmt>) -> Stmt {
+        let e = &self.each;
+        let cond = match cond {
+            Some(c) => and(self.valid.clone(), c),
+            None => self.valid.clone(),
+        };
+        threads(
+            e.tid,
+            vec![
+                Stmt::Set(e.lane, rem(var(e.tid), WARP)),
+                Stmt::Set(e.warp, div(var(e.tid), WARP)),
+                Stmt::Set(e.channel, add(mul(var(self.group), int(WARP)), var(e.lane))),
+                when(cx, cond, body),
+            ],
+        )
     }
 
-    /// The thread's steps before the sequence's end, each `body` with `at.t` set.
+    /// `body` on the warps with steps in the chunk, after the channel's values.
+    fn active_warps(&self, cx: &mut Ctx, body: Vec<Stmt>) -> Stmt {
+        let mut all = self.per_channel.clone();
+        all.extend(body);
+        let cond = lt(var(self.each.warp), var(self.active));
+        self.on_lanes(cx, Some(cond), all)
+    }
+
+    /// The warp's steps before the sequence's end, each `body` with `at.t` set.
     fn walk(&self, cx: &mut Ctx, at: &At, body: Vec<Stmt>) -> Stmt {
         let i = cx.var();
         let inside = when(cx, lt(var(at.t), self.len.clone()), body);
@@ -205,8 +282,8 @@ impl Chunk {
         serial(i, int(ITEMS), vec![t, inside])
     }
 
-    /// Pass 1: the thread's map composed over its steps (`steps`, one step's code at `at`),
-    /// thread 0's from the carried-in state, then published in shared memory.
+    /// Pass 1: the warp's map composed over its steps (`steps`, one step's code at `at`),
+    /// warp 0's from the carried-in state, then published in shared memory.
     fn compose(&self, cx: &mut Ctx, at: &At, steps: Vec<Stmt>) -> Vec<Stmt> {
         let (each, b) = (&self.each, &self.b);
         vec![
@@ -222,7 +299,7 @@ impl Chunk {
             }),
             self.walk(cx, at, steps),
             each.all(cx, |k| {
-                let at = each.row(var(each.tid), k.clone());
+                let at = each.row(var(each.warp), k.clone());
                 vec![
                     Stmt::Store(b.shared_p, at.clone(), load(b.p, k.clone())),
                     Stmt::Store(b.shared_h, at, load(b.h, k)),
@@ -231,14 +308,14 @@ impl Chunk {
         ]
     }
 
-    /// Pass 3: the thread's state from its predecessor's map (thread 0's from the carried-in
-    /// state, which it then replaces with the last thread's), then its steps with their
+    /// Pass 3: the warp's state from its predecessor's map (warp 0's from the carried-in
+    /// state, which it then replaces with the last warp's), then its steps with their
     /// outputs (`steps`, one step's code at `at`).
     fn finish(&self, cx: &mut Ctx, at: &At, steps: Vec<Stmt>) -> Vec<Stmt> {
         let (each, b) = (&self.each, &self.b);
         vec![
             each.all(cx, |k| {
-                let at = each.row(sub(var(each.tid), int(1)), k.clone());
+                let at = each.row(sub(var(each.warp), int(1)), k.clone());
                 vec![Stmt::Store(b.h, k, load(b.shared_h, at))]
             }),
             each.on(cx, 0, |k| {
@@ -251,12 +328,19 @@ impl Chunk {
     }
 }
 
-/// Code over a thread's state elements, as unrolled loops.
+/// A thread's place, and code over its channel's state elements, as unrolled loops.
+#[derive(Clone, Copy)]
 struct Each {
     /// The state elements.
     n: i64,
     /// The thread.
     tid: Var,
+    /// Its lane, `tid mod 32`: the channel among the block's.
+    lane: Var,
+    /// Its warp: the segment of each chunk.
+    warp: Var,
+    /// Its channel, among all.
+    channel: Var,
 }
 
 impl Each {
@@ -266,45 +350,41 @@ impl Each {
         axis(Axis::Unroll, k, int(self.n), body(var(k)))
     }
 
-    /// [`Each::all`], only where `cond` holds.
-    fn when(&self, cx: &mut Ctx, cond: Expr, body: impl FnOnce(Expr) -> Vec<Stmt>) -> Stmt {
+    /// [`Each::all`], on warp `w` only.
+    fn on(&self, cx: &mut Ctx, w: i64, body: impl FnOnce(Expr) -> Vec<Stmt>) -> Stmt {
         let all = self.all(cx, body);
-        when(cx, cond, vec![all])
+        when(cx, bin(Bin::Eq, var(self.warp), int(w)), vec![all])
     }
 
-    /// [`Each::all`], on thread `j` only.
-    fn on(&self, cx: &mut Ctx, j: i64, body: impl FnOnce(Expr) -> Vec<Stmt>) -> Stmt {
-        self.when(cx, bin(Bin::Eq, var(self.tid), int(j)), body)
-    }
-
-    /// Element `k` of thread `j`'s row in a shared array: rows of an odd length, so that a
-    /// warp's 32 rows start in 32 different banks. The first row, "thread −1"'s, holds the
-    /// state carried into the chunk.
-    fn row(&self, j: Expr, k: Expr) -> Expr {
-        add(mul(add(j, int(1)), int(self.stride())), k)
-    }
-
-    /// The length of a thread's row in a shared array: the state, rounded up to odd.
-    fn stride(&self) -> i64 {
-        self.n | 1
+    /// Element `k` of the lane's row for warp `w` in a shared array: a row per warp and state
+    /// element, the lanes side by side, so that a warp's 32 accesses fall in 32 banks. The
+    /// first rows, "warp −1"'s, hold the state carried into the chunk.
+    fn row(&self, w: Expr, k: Expr) -> Expr {
+        let row = add(mul(add(w, int(1)), int(self.n)), k);
+        add(mul(row, int(WARP)), var(self.lane))
     }
 }
 
-/// Round `k` of the block's scan, `d = 2ᵏ`: each of the `active` threads `j ≥ d` reads the map
-/// of thread `j − d`, then (after a barrier) composes its own after it and publishes the result.
-fn scan_round(cx: &mut Ctx, (each, b): (&Each, &Buffers), d: i64, active: Var) -> Vec<Stmt> {
-    let tid = each.tid;
-    let receives = and(bin(Bin::Le, int(d), var(tid)), lt(var(tid), var(active)));
-    let read = each.when(cx, receives.clone(), |k| {
-        let at = each.row(sub(var(tid), int(d)), k.clone());
+/// Round `k` of the block's scan, `d = 2ᵏ`: on each of the `active` warps `w ≥ d`, each lane
+/// reads the map of warp `w − d`, then (after a barrier) composes its own after it and
+/// publishes the result.
+fn scan_round(cx: &mut Ctx, chunk: &Chunk, d: i64) -> Vec<Stmt> {
+    let (each, b) = (&chunk.each, &chunk.b);
+    let warp = var(each.warp);
+    let receives = and(
+        bin(Bin::Le, int(d), warp.clone()),
+        lt(warp, var(chunk.active)),
+    );
+    let read = each.all(cx, |k| {
+        let at = each.row(sub(var(each.warp), int(d)), k.clone());
         vec![
             Stmt::Store(b.p_before, k.clone(), load(b.shared_p, at.clone())),
             Stmt::Store(b.h_before, k, load(b.shared_h, at)),
         ]
     });
-    let combine = each.when(cx, receives, |k| {
+    let combine = each.all(cx, |k| {
         let (p, h) = (load(b.p, k.clone()), load(b.h, k.clone()));
-        let at = each.row(var(tid), k.clone());
+        let at = each.row(var(each.warp), k.clone());
         vec![
             Stmt::Store(
                 b.h,
@@ -317,9 +397,9 @@ fn scan_round(cx: &mut Ctx, (each, b): (&Each, &Buffers), d: i64, active: Var) -
         ]
     });
     vec![
-        threads(tid, vec![read]),
+        chunk.on_lanes(cx, Some(receives.clone()), vec![read]),
         Stmt::Barrier(Scope::Block),
-        threads(tid, vec![combine]),
+        chunk.on_lanes(cx, Some(receives), vec![combine]),
         Stmt::Barrier(Scope::Block),
     ]
 }

@@ -121,6 +121,7 @@ pub fn lower(cx: &mut Ctx, r: &Region, info: &ScanGradInfo, out: &TensorType) ->
         locals: f32_locals(&[("hist", sc.chunk * sc.n), ("state", sc.n), ("carry", sc.n)]),
         shared: Vec::new(),
         scratch: Some(scratch),
+        occupancy: None,
     }
 }
 

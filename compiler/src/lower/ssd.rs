@@ -235,6 +235,7 @@ pub fn lower(
         locals: sizes.locals(),
         shared: Vec::new(),
         scratch: None,
+        occupancy: None,
     }
 }
 

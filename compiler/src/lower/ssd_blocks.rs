@@ -269,6 +269,7 @@ pub fn lower(
         locals,
         shared: k.sh.locals(),
         scratch: Some(vec![scratch]),
+        occupancy: None,
     }
 }
 

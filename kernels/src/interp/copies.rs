@@ -201,6 +201,7 @@ mod tests {
                     axis(Axis::Thread, t, int(32), read),
                 ],
             )],
+            occupancy: None,
         }
     }
 

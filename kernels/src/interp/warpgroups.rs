@@ -167,6 +167,7 @@ mod tests {
                 array("b_tile", Elem::BF16, K * N),
             ],
             body: vec![axis(Axis::Grid, blk, int(1), block)],
+            occupancy: None,
         }
     }
 

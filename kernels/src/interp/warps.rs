@@ -290,6 +290,7 @@ mod tests {
                     each(Stmt::Store(0, at, load(3, var(e)))),
                 ],
             )],
+            occupancy: None,
         }
     }
 
@@ -401,6 +402,7 @@ mod tests {
                     each(8, Stmt::Store(0, x, load(3, var(e)))),
                 ],
             )],
+            occupancy: None,
         }
     }
 

@@ -168,11 +168,12 @@ fn narrow_attention_runs_on_tensor_cores_in_the_simulator() {
     }
 }
 
-/// The selective scan runs on a GPU as a block scan (`lower/scan_blocks.rs`): a block of
-/// threads per channel, each thread composing its steps' affine maps, the block scanning the
-/// maps in shared memory, the state carried from one chunk of 2048 steps into the next. A
-/// Mamba-1 scan with its read-out and gate (5 states: not a multiple of 4) and a scan that
-/// stores its state, at 2100 steps (a second, ragged chunk), against the Graph IR
+/// The selective scan runs on a GPU as a block scan (`lower/scan_blocks.rs`): a block per 32
+/// channels, a lane each, its warps each composing the affine maps of their segment of a
+/// chunk, the block scanning the warps' maps in shared memory, the state carried from one
+/// chunk of 128 steps into the next. A Mamba-1 scan with its read-out and gate (5 states: not
+/// a multiple of 4) and a scan that stores its state, at 2100 steps (a ragged last chunk)
+/// over 2 × 19 channels (a second block with lanes to spare), against the Graph IR
 /// interpreter: f32 within 1e-4.
 #[test]
 fn selective_scan_runs_as_a_block_scan_in_the_simulator() {
@@ -181,13 +182,13 @@ fn selective_scan_runs_as_a_block_scan_in_the_simulator() {
     std::fs::write(
         &src,
         "model scans {
-  input x: f32[batch, seq, 3]
-  input z: f32[batch, seq, 3]
-  input delta: f32[batch, seq, 3]
+  input x: f32[batch, seq, 19]
+  input z: f32[batch, seq, 19]
+  input delta: f32[batch, seq, 19]
   input B: f32[batch, seq, 5]
   input C: f32[batch, seq, 5]
-  param A_log: [3, 5]
-  param D: [3]
+  param A_log: [19, 5]
+  param D: [19]
   dt = softplus(delta)
   a = exp(unsqueeze(dt, -1) * -exp(A_log))
   b = unsqueeze(dt * x, -1) * unsqueeze(B, -2)

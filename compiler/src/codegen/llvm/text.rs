@@ -7,7 +7,8 @@
 //! widening, which LLVM reads back exactly. The math matches Cranelift's and the kernel
 //! interpreter's operation for operation (exp and erf inline, NaN-propagating max and min,
 //! saturating float→int conversion), so the three agree bit for bit where the interpreter
-//! is exact.
+//! is exact. PTX kernels differ where a GPU's speed needs it: `exp` is `ex2.approx`, and
+//! `a·b + c` may be one fused multiply-add (see `ops::float_arith`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
@@ -213,9 +214,12 @@ impl<'k> Function<'k> {
         f.prologue(symbols);
         f.statements();
         // PTX_Kernel (71) makes an `.entry` that the driver launches.
-        let cc = if gpu { "ptx_kernel " } else { "" };
+        let (cc, bounds) = match gpu {
+            true => ("ptx_kernel ", super::nvptx::launch_bounds(kernel)),
+            false => ("", String::new()),
+        };
         format!(
-            "{}define {cc}void @\"{}\"(ptr noalias nocapture readonly %args, ptr noalias nocapture readonly %dims) #0 {{\nentry:\n{}{}  ret void\n}}\n",
+            "{}define {cc}void @\"{}\"(ptr noalias nocapture readonly %args, ptr noalias nocapture readonly %dims){bounds} #0 {{\nentry:\n{}{}  ret void\n}}\n",
             f.globals, kernel.name, f.entry, f.body
         )
     }
