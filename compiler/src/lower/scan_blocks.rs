@@ -139,28 +139,13 @@ pub fn lower(
         .map(|(e, v)| Stmt::Set(*v, e))
         .collect();
     per_channel.extend(gen.take_lets());
-    // The loads each step repeats (Mamba's A), read once per chunk and pass instead.
-    let fixed: HashSet<Var> = per_channel
-        .iter()
-        .filter_map(|s| match s {
-            Stmt::Set(v, _) => Some(*v),
-            _ => None,
-        })
-        .collect();
-    let mut hoist1 = Hoist::new(1..inputs + 1, (&fixed, &at1.st_vars, &at1.slot), first + 4);
-    hoist1.rewrite(&mut steps1);
-    let mut locals = hoist1.locals(n as usize);
-    let mut hoist3 = Hoist::new(
-        1..inputs + 1,
-        (&fixed, &at3.st_vars, &at3.slot),
-        first + 4 + locals.len(),
+    let (fills, locals) = hoist_loads(
+        axes,
+        &per_channel,
+        (inputs, first + 4),
+        [(&at1, &mut steps1), (&at3, &mut steps3)],
     );
-    hoist3.rewrite(&mut steps3);
-    locals.extend(hoist3.locals(n as usize));
-    let (fills1, fills3) = (
-        state_loops(axes, &at1, hoist1.fills()),
-        state_loops(axes, &at3, hoist3.fills()),
-    );
+    let [fills1, fills3] = fills;
     b.shared_p = first + 4 + locals.len();
     b.shared_h = b.shared_p + 1;
     let chunk_at = Chunk {
@@ -168,33 +153,14 @@ pub fn lower(
         b,
         first_step: add(mul(var(c), int(CHUNK)), mul(var(each.warp), int(ITEMS))),
         len: len.clone(),
+        c,
         active,
         group,
         valid: lt(var(each.channel), channels.clone()),
         per_channel,
     };
+    let chunk = chunk_at.passes(cx, (&at1, fills1, steps1), (&at3, fills3, steps3));
     let (each, b) = (&chunk_at.each, &chunk_at.b);
-    // The warps with steps in this chunk: all but in the last.
-    let left = sub(len.clone(), mul(var(c), int(CHUNK)));
-    let mut chunk = vec![Stmt::Set(
-        active,
-        bin(Bin::Min, div(add(left, int(ITEMS - 1)), ITEMS), int(WARPS)),
-    )];
-    // Pass 1: the warp's map.
-    let compose = [fills1, chunk_at.compose(cx, &at1, steps1)].concat();
-    chunk.push(chunk_at.active_warps(cx, compose));
-    chunk.push(Stmt::Barrier(Scope::Block));
-    // Pass 2: the block's inclusive scan of the maps.
-    for round in 0..WARPS.ilog2() {
-        let d = 1 << round;
-        let round = scan_round(cx, &chunk_at, d);
-        chunk.push(when(cx, lt(int(d), var(active)), round));
-    }
-    // Pass 3: the steps again from the predecessor's state, with the read-out.
-    let finish = [fills3, chunk_at.finish(cx, &at3, steps3)].concat();
-    chunk.push(chunk_at.active_warps(cx, finish));
-    chunk.push(Stmt::Barrier(Scope::Block));
-
     // Only warp 0 touches the carried-in state's row until pass 3, after barriers.
     let zero = each.on(cx, 0, |k| {
         vec![Stmt::Store(b.shared_h, each.row(int(-1), k), f32(0.0))]
@@ -232,7 +198,7 @@ pub fn lower(
 }
 
 /// What one chunk's passes need: the thread's state-element loops, the buffers, the warp's
-/// first step in the chunk, the sequence's length, the warps with steps in the chunk, the block's
+/// first step in the chunk, the sequence's length, the chunk, the warps with steps in the chunk, the block's
 /// group of channels, whether the lane has a channel, and the statements that set the channel's coordinates and the
 /// values the steps need of it.
 struct Chunk {
@@ -240,6 +206,8 @@ struct Chunk {
     b: Buffers,
     first_step: Expr,
     len: Expr,
+    /// The chunk.
+    c: Var,
     active: Var,
     group: Var,
     valid: Expr,
@@ -247,6 +215,38 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// One chunk's code: the warps with steps in it, then the three passes (see the module
+    /// doc), each pass's steps at their place after what fills their hoisted arrays.
+    fn passes(
+        &self,
+        cx: &mut Ctx,
+        (at1, fills1, steps1): (&At, Vec<Stmt>, Vec<Stmt>),
+        (at3, fills3, steps3): (&At, Vec<Stmt>, Vec<Stmt>),
+    ) -> Vec<Stmt> {
+        let c = self.c;
+        // The warps with steps in this chunk: all but in the last.
+        let left = sub(self.len.clone(), mul(var(c), int(CHUNK)));
+        let mut chunk = vec![Stmt::Set(
+            self.active,
+            bin(Bin::Min, div(add(left, int(ITEMS - 1)), ITEMS), int(WARPS)),
+        )];
+        // Pass 1: the warp's map.
+        let compose = [fills1, self.compose(cx, at1, steps1)].concat();
+        chunk.push(self.active_warps(cx, compose));
+        chunk.push(Stmt::Barrier(Scope::Block));
+        // Pass 2: the block's inclusive scan of the maps.
+        for round in 0..WARPS.ilog2() {
+            let d = 1 << round;
+            let round = scan_round(cx, self, d);
+            chunk.push(when(cx, lt(int(d), var(self.active)), round));
+        }
+        // Pass 3: the steps again from the predecessor's state, with the read-out.
+        let finish = [fills3, self.finish(cx, at3, steps3)].concat();
+        chunk.push(self.active_warps(cx, finish));
+        chunk.push(Stmt::Barrier(Scope::Block));
+        chunk
+    }
+
     /// `body` on the threads whose lane has a channel and where `cond` (if any) holds, with
     /// the thread's lane, warp and channel set.
     fn on_lanes(&self, cx: &mut Ctx, cond: Option<Expr>, body: Vec<Stmt>) -> Stmt {
@@ -402,6 +402,34 @@ fn scan_round(cx: &mut Ctx, chunk: &Chunk, d: i64) -> Vec<Stmt> {
         chunk.on_lanes(cx, Some(receives), vec![combine]),
         Stmt::Barrier(Scope::Block),
     ]
+}
+
+/// The loads each pass's steps repeat at every step (Mamba's A), read once per chunk and pass
+/// instead (see `hoist.rs`): for each pass (its place and steps, rewritten), what fills its
+/// arrays; and the arrays, locals from buffer `first_local` on. The region's inputs are
+/// buffers `1..=inputs`; the values `per_channel` sets keep their value through the steps.
+fn hoist_loads(
+    axes: &ScanAxes,
+    per_channel: &[Stmt],
+    (inputs, first_local): (usize, usize),
+    passes: [(&At, &mut Vec<Stmt>); 2],
+) -> ([Vec<Stmt>; 2], Vec<Local>) {
+    let fixed: HashSet<Var> = per_channel
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::Set(v, _) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    let mut locals = Vec::new();
+    let fills = passes.map(|(at, steps)| {
+        let state = (&fixed, at.st_vars.as_slice(), &at.slot);
+        let mut hoist = Hoist::new(1..inputs + 1, state, first_local + locals.len());
+        hoist.rewrite(steps);
+        locals.extend(hoist.locals(axes.state_len));
+        state_loops(axes, at, hoist.fills())
+    });
+    (fills, locals)
 }
 
 /// Fresh variables for a step: `h`'s coordinates in the channel `ch_vars` name.
