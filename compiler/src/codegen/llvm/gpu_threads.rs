@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use archc_kernels::ir::{Axis, Scope, Stmt, Var};
+use archc_kernels::ir::{Axis, Expr, Kernel, Scope, Stmt, Var};
 
 use super::text::{Function, L, V};
 
@@ -126,4 +126,25 @@ impl Function<'_> {
             self.leave(Axis::Unroll, false);
         }
     }
+}
+
+/// A PTX kernel's launch bounds as NVPTX's function attributes (each with a leading space):
+/// for a kernel that asks for an occupancy (`Kernel::occupancy`), its block's threads
+/// (`.maxntid`, when constant) and the blocks a multiprocessor should hold (`.minnctapersm`),
+/// from which ptxas caps the registers per thread.
+pub(super) fn launch_bounds(kernel: &Kernel) -> String {
+    let Some(blocks) = kernel.occupancy else {
+        return String::new();
+    };
+    let extents = archc_kernels::launch::geometry(kernel).block;
+    let threads = extents.iter().try_fold(1i64, |n, e| match e {
+        Expr::Int(t) => n.checked_mul(*t),
+        _ => None,
+    });
+    let mut out = String::new();
+    if let Some(t) = threads {
+        let _ = write!(out, " \"nvvm.maxntid\"=\"{t}\"");
+    }
+    let _ = write!(out, " \"nvvm.minctasm\"=\"{blocks}\"");
+    out
 }

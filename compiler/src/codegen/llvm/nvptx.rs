@@ -12,7 +12,8 @@
 //!   barriers are `bar.sync 0` and `bar.warp.sync -1` (`gpu_threads.rs`);
 //! - ln, tanh, sin, cos and pow are defined in the module (`gpu_math.rs`); prefetch hints
 //!   emit nothing;
-//! - a kernel that asks for an occupancy has launch bounds (`.maxntid`, `.minnctapersm`).
+//! - a kernel that asks for an occupancy has launch bounds (`.maxntid`, `.minnctapersm`;
+//!   `gpu_threads::launch_bounds`).
 //!
 //! LLVM turns unknown `llvm.nvvm.*` calls into PTX that ptxas rejects, so the tests assemble
 //! every kernel of every example with ptxas (`codegen::ptxas`).
@@ -20,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use archc_kernels::ir::{Expr, Kernel};
+use archc_kernels::ir::Kernel;
 use archc_kernels::target::GpuArch;
 use inkwell::context::Context;
 use inkwell::targets::{
@@ -53,27 +54,6 @@ pub fn module_text(kernels: &[Kernel], symbols: usize, arch: GpuArch) -> String 
         arch.name(),
         arch.ptx_version()
     );
-    out
-}
-
-/// A PTX kernel's launch bounds as NVPTX's function attributes (each with a leading space):
-/// for a kernel that asks for an occupancy (`Kernel::occupancy`), its block's threads
-/// (`.maxntid`, when constant) and the blocks a multiprocessor should hold (`.minnctapersm`),
-/// from which ptxas caps the registers per thread.
-pub(super) fn launch_bounds(kernel: &Kernel) -> String {
-    let Some(blocks) = kernel.occupancy else {
-        return String::new();
-    };
-    let extents = archc_kernels::launch::geometry(kernel).block;
-    let threads = extents.iter().try_fold(1i64, |n, e| match e {
-        Expr::Int(t) => n.checked_mul(*t),
-        _ => None,
-    });
-    let mut out = String::new();
-    if let Some(t) = threads {
-        let _ = write!(out, " \"nvvm.maxntid\"=\"{t}\"");
-    }
-    let _ = write!(out, " \"nvvm.minctasm\"=\"{blocks}\"");
     out
 }
 

@@ -215,7 +215,7 @@ impl<'k> Function<'k> {
         f.statements();
         // PTX_Kernel (71) makes an `.entry` that the driver launches.
         let (cc, bounds) = match gpu {
-            true => ("ptx_kernel ", super::nvptx::launch_bounds(kernel)),
+            true => ("ptx_kernel ", super::gpu_threads::launch_bounds(kernel)),
             false => ("", String::new()),
         };
         format!(
