@@ -98,14 +98,17 @@ impl<'a> Hoist<'a> {
     }
 
     /// Whether a load of `buf` at `idx` moves: an input, at an index that reads no memory
-    /// and only fixed and state variables, at least one of the latter (a load without them
-    /// is the channel's, which the body generator computes once already).
+    /// and only fixed and state variables, at least one of each. A load without state
+    /// variables is the channel's, which the body generator computes once already; one
+    /// without fixed variables reads the same element in every lane of a warp (a norm's
+    /// weight over the state), one broadcast line, which is not worth the registers.
     fn moves(&self, buf: usize, idx: &Expr) -> bool {
         let mut vars = Vec::new();
         vars_of(idx, &mut vars);
         self.inputs.contains(&buf)
             && !reads_memory(idx)
             && vars.iter().any(|v| self.state.contains(v))
+            && vars.iter().any(|v| self.fixed.contains(v))
             && vars
                 .iter()
                 .all(|v| self.fixed.contains(v) || self.state.contains(v))
