@@ -175,6 +175,9 @@ pub enum Un {
     Abs,
     /// eˣ
     Exp,
+    /// 2ˣ: what a GPU's special-function unit computes (`ex2.approx`). Lowering writes it where
+    /// a factor of log₂ e could be folded into a value computed once (a scan's hoisted `A`).
+    Exp2,
     /// ln x
     Log,
     /// √x

@@ -60,6 +60,12 @@ pub mod exp_poly {
     pub const HI: f32 = 88.8;
     /// log₂ e
     pub const LOG2E: f32 = std::f32::consts::LOG2_E;
+    /// 2ˣ's lower clamp, `LO`·log₂ e: below it 2ˣ is 0 in f32.
+    pub const LO2: f32 = -150.0;
+    /// 2ˣ's upper clamp: 2¹²⁸ overflows to +∞.
+    pub const HI2: f32 = 128.0;
+    /// ln 2, to scale 2ˣ's reduced argument (`x − k`, exact and at most ½) into eʳ's.
+    pub const LN2: f32 = std::f32::consts::LN_2;
     /// ln 2, high part (exact in f32).
     pub const LN2_HI: f32 = 0.693_145_75;
     /// ln 2, low part.
@@ -85,6 +91,21 @@ pub fn exp_inline(x: f32) -> f32 {
     let k = (x * LOG2E).round_ties_even();
     let r = k.mul_add(-LN2_HI, x);
     let r = k.mul_add(-LN2_LO, r);
+    exp_reduced(k, r)
+}
+
+/// 2ˣ inline: x = k + f with k an integer and |f| ≤ ½ (f exact), then 2ᵏ·e^(f·ln 2) as in
+/// [`exp_inline`], whose error it shares.
+pub fn exp2_inline(x: f32) -> f32 {
+    use exp_poly::*;
+    let x = x.clamp(LO2, HI2);
+    let k = x.round_ties_even();
+    exp_reduced(k, (x - k) * LN2)
+}
+
+/// 2ᵏ·eʳ for an integral k and |r| ≤ ln2/2: eʳ by the polynomial, 2ᵏ from exponent bits.
+fn exp_reduced(k: f32, r: f32) -> f32 {
+    use exp_poly::*;
     let p = C[1..].iter().fold(C[0], |p, &c| p.mul_add(r, c));
     // `as` saturates, and k is 0 for NaN, so this never traps; Cranelift's conversion saturates
     // the same way.
@@ -176,6 +197,7 @@ pub fn unary(op: Un, x: f32) -> f32 {
         Un::Neg => -x,
         Un::Abs => x.abs(),
         Un::Exp => exp_inline(x),
+        Un::Exp2 => exp2_inline(x),
         Un::Log => logf(x),
         Un::Sqrt => x.sqrt(),
         Un::Rsqrt => 1.0 / x.sqrt(),
@@ -281,6 +303,26 @@ mod tests {
         assert!(exp_inline(f32::NAN).is_nan() && erf_inline(f32::NAN).is_nan());
         let near = exp_inline(88.5);
         assert!(((f64::from(near) - 88.5f64.exp()) / 88.5f64.exp()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn inline_exp2_is_accurate_and_exact_at_integers() {
+        for i in -3000..3000 {
+            let x = i as f32 * 0.0417;
+            let (got, want) = (exp2_inline(x), f64::from(x).exp2());
+            if x > -125.0 {
+                assert!(
+                    ((f64::from(got) - want) / want).abs() < 4e-7,
+                    "2^{x} = {got}, want {want}"
+                );
+            }
+        }
+        for k in -149..128 {
+            assert_eq!(exp2_inline(k as f32), (k as f32).exp2(), "2^{k}");
+        }
+        assert_eq!(exp2_inline(128.5), f32::INFINITY);
+        assert_eq!(exp2_inline(f32::NEG_INFINITY), 0.0);
+        assert!(exp2_inline(f32::NAN).is_nan());
     }
 
     #[test]

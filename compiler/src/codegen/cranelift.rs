@@ -362,7 +362,6 @@ impl<'a, 'b> Gen<'a, 'b> {
     /// or on each lane of a vector.
     fn exp_inline(&mut self, x: Value) -> Value {
         use archc_kernels::math::exp_poly::*;
-        let vector = self.b.func.dfg.value_type(x).is_vector();
         let lo = self.fconst(LO, x);
         let hi = self.fconst(HI, x);
         let x = self.ins().fmax(x, lo);
@@ -374,9 +373,30 @@ impl<'a, 'b> Gen<'a, 'b> {
         let r = self.ins().fma(k, c_hi, x);
         let c_lo = self.fconst(-LN2_LO, x);
         let r = self.ins().fma(k, c_lo, r);
-        let mut p = self.fconst(C[0], x);
+        self.exp_reduced(k, r)
+    }
+
+    /// 2ˣ inline: `archc_kernels::math::exp2_inline`'s operations in its order.
+    fn exp2_inline(&mut self, x: Value) -> Value {
+        use archc_kernels::math::exp_poly::*;
+        let lo = self.fconst(LO2, x);
+        let hi = self.fconst(HI2, x);
+        let x = self.ins().fmax(x, lo);
+        let x = self.ins().fmin(x, hi);
+        let k = self.ins().nearest(x);
+        let f = self.ins().fsub(x, k);
+        let ln2 = self.fconst(LN2, x);
+        let r = self.ins().fmul(f, ln2);
+        self.exp_reduced(k, r)
+    }
+
+    /// 2ᵏ·eʳ: `archc_kernels::math::exp_reduced`'s operations in its order.
+    fn exp_reduced(&mut self, k: Value, r: Value) -> Value {
+        use archc_kernels::math::exp_poly::*;
+        let vector = self.b.func.dfg.value_type(r).is_vector();
+        let mut p = self.fconst(C[0], r);
         for c in &C[1..] {
-            let c = self.fconst(*c, x);
+            let c = self.fconst(*c, r);
             p = self.ins().fma(p, r, c);
         }
         // 2ᵏ as 2^⌊k/2⌋ · 2^(k−⌊k/2⌋) from exponent bits. The conversion saturates: k is NaN
@@ -569,6 +589,7 @@ impl<'a, 'b> Gen<'a, 'b> {
                         self.ins().fdiv(one, s)
                     }
                     (_, Un::Exp) => self.exp_inline(x),
+                    (_, Un::Exp2) => self.exp2_inline(x),
                     (_, Un::Log) => self.call_lanes("archc_logf", x),
                     (_, Un::Tanh) => self.call_lanes("archc_tanhf", x),
                     (_, Un::Erf) => self.erf_inline(x),

@@ -8,11 +8,17 @@
 //! state loops, so that the array lives in registers. On a GPU whose lanes are neighbouring
 //! channels, those loads are strided (a channel's state elements lie together), so each one
 //! touched as many cache lines as the warp has lanes.
+//!
+//! An array that only feeds exponentials of products (Mamba's `exp(Δ·A)`) is filled with
+//! `A·log₂ e` instead, and those exponentials become `exp2`: a GPU computes eˣ as `2^(x·log₂ e)`
+//! (`ex2.approx`), so this takes a multiply per state element out of every step, as mamba-ssm
+//! folds log₂ e into `A` once per kernel.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use archc_kernels::ir::{Elem, Expr, Local, Stmt, Var};
+use archc_kernels::ir::build::{f32, mul};
+use archc_kernels::ir::{Bin, Elem, Expr, Local, Stmt, Un, Var};
 
 use super::body::vars_of;
 
@@ -32,6 +38,8 @@ pub(super) struct Hoist<'a> {
     arrays: HashMap<(usize, Expr), usize>,
     /// The hoisted loads in the order of their arrays.
     loads: Vec<(usize, Expr)>,
+    /// The local buffers filled with their load times log₂ e.
+    scaled: HashSet<usize>,
 }
 
 impl<'a> Hoist<'a> {
@@ -50,33 +58,25 @@ impl<'a> Hoist<'a> {
             first_local,
             arrays: HashMap::new(),
             loads: Vec::new(),
+            scaled: HashSet::new(),
         }
     }
 
     /// Replaces, in `stmts`, every load that reads one address per state element with a read
-    /// of its array.
+    /// of its array, and folds log₂ e into the arrays that only feed exponentials.
     pub fn rewrite(&mut self, stmts: &mut [Stmt]) {
-        for s in stmts {
-            match s {
-                Stmt::For { extent, body, .. } => {
-                    self.expr(extent);
-                    self.rewrite(body);
-                }
-                Stmt::Set(_, e) | Stmt::Check(e, _) | Stmt::Prefetch(_, e) => self.expr(e),
-                Stmt::Store(_, i, v) | Stmt::VStore(_, i, v, _) => {
-                    self.expr(i);
-                    self.expr(v);
-                }
-                // Templates' collective statements do not occur in a scan's steps.
-                Stmt::Barrier(_)
-                | Stmt::Mma { .. }
-                | Stmt::WarpFold(_)
-                | Stmt::LoadMatrix(_)
-                | Stmt::CopyAsync(_)
-                | Stmt::AsyncWait(_)
-                | Stmt::WarpgroupMma(_) => {}
-            }
-        }
+        each_expr(stmts, &mut |e| self.expr(e));
+        let arrays: HashSet<usize> = (0..self.loads.len())
+            .map(|i| self.first_local + i)
+            .collect();
+        let mut uses = HashMap::new();
+        each_expr(stmts, &mut |e| count_uses(e, &arrays, &mut uses));
+        self.scaled = uses
+            .into_iter()
+            .filter(|(_, (all, in_exp))| all == in_exp)
+            .map(|(array, _)| array)
+            .collect();
+        each_expr(stmts, &mut |e| to_exp2(e, &self.scaled));
     }
 
     fn expr(&mut self, e: &mut Expr) {
@@ -132,8 +132,12 @@ impl<'a> Hoist<'a> {
             .iter()
             .enumerate()
             .map(|(i, (buf, idx))| {
-                let load = Expr::Load(*buf, Box::new(idx.clone()));
-                Stmt::Store(self.first_local + i, self.slot.clone(), load)
+                let array = self.first_local + i;
+                let mut value = Expr::Load(*buf, Box::new(idx.clone()));
+                if self.scaled.contains(&array) {
+                    value = mul(value, f32(std::f32::consts::LOG2_E));
+                }
+                Stmt::Store(array, self.slot.clone(), value)
             })
             .collect()
     }
@@ -141,9 +145,164 @@ impl<'a> Hoist<'a> {
 
 /// Whether `e` reads a buffer.
 fn reads_memory(e: &Expr) -> bool {
-    fn any(e: &mut Expr) -> bool {
-        matches!(e, Expr::Load(..) | Expr::VLoad(..) | Expr::Block(..))
-            || e.operands_mut().into_iter().any(any)
+    any_part(e, &|x| {
+        matches!(x, Expr::Load(..) | Expr::VLoad(..) | Expr::Block(..))
+    })
+}
+
+/// Whether `e` reads one of `arrays`.
+fn reads_any(e: &Expr, arrays: &HashSet<usize>) -> bool {
+    any_part(
+        e,
+        &|x| matches!(x, Expr::Load(buf, _) if arrays.contains(buf)),
+    )
+}
+
+/// Whether `e` or one of its sub-expressions satisfies `is`.
+fn any_part(e: &Expr, is: &impl Fn(&Expr) -> bool) -> bool {
+    fn any(e: &mut Expr, is: &impl Fn(&Expr) -> bool) -> bool {
+        is(e) || e.operands_mut().into_iter().any(|o| any(o, is))
     }
-    any(&mut e.clone())
+    any(&mut e.clone(), is)
+}
+
+/// Calls `f` on every expression the statements compute, outermost first, through loops.
+fn each_expr(stmts: &mut [Stmt], f: &mut impl FnMut(&mut Expr)) {
+    for s in stmts {
+        match s {
+            Stmt::For { extent, body, .. } => {
+                f(extent);
+                each_expr(body, f);
+            }
+            Stmt::Set(_, e) | Stmt::Check(e, _) | Stmt::Prefetch(_, e) => f(e),
+            Stmt::Store(_, i, v) | Stmt::VStore(_, i, v, _) => {
+                f(i);
+                f(v);
+            }
+            // Templates' collective statements do not occur in a scan's steps.
+            Stmt::Barrier(_)
+            | Stmt::Mma { .. }
+            | Stmt::WarpFold(_)
+            | Stmt::LoadMatrix(_)
+            | Stmt::CopyAsync(_)
+            | Stmt::AsyncWait(_)
+            | Stmt::WarpgroupMma(_) => {}
+        }
+    }
+}
+
+/// The array of `arrays` whose element is one factor of the product `e`, the other factor
+/// reading none of them: `exp(e)` is then `exp2` of the same product once that array is
+/// scaled by log₂ e.
+fn exp_factor(e: &Expr, arrays: &HashSet<usize>) -> Option<usize> {
+    let Expr::Bin(Bin::Mul, a, b) = e else {
+        return None;
+    };
+    let hoisted = |x: &Expr| match x {
+        Expr::Load(buf, _) if arrays.contains(buf) => Some(*buf),
+        _ => None,
+    };
+    match (hoisted(a), hoisted(b)) {
+        (Some(array), None) if !reads_any(b, arrays) => Some(array),
+        (None, Some(array)) if !reads_any(a, arrays) => Some(array),
+        _ => None,
+    }
+}
+
+/// Counts, per array of `arrays`, its reads in `e`: all of them, and those that are a factor
+/// of an exponential's product ([`exp_factor`]).
+fn count_uses(e: &mut Expr, arrays: &HashSet<usize>, uses: &mut HashMap<usize, (usize, usize)>) {
+    if let Expr::Un(Un::Exp, product) = e {
+        if let Some(array) = exp_factor(product, arrays) {
+            let (all, in_exp) = uses.entry(array).or_default();
+            *all += 1;
+            *in_exp += 1;
+            return;
+        }
+    }
+    if let Expr::Load(buf, _) = e {
+        if arrays.contains(buf) {
+            uses.entry(*buf).or_default().0 += 1;
+        }
+    }
+    for operand in e.operands_mut() {
+        count_uses(operand, arrays, uses);
+    }
+}
+
+/// Rewrites `exp(a·x)` as `exp2(a·x)` where `x` reads an array of `scaled`.
+fn to_exp2(e: &mut Expr, scaled: &HashSet<usize>) {
+    if let Expr::Un(op @ Un::Exp, product) = e {
+        if exp_factor(product, scaled).is_some() {
+            *op = Un::Exp2;
+            return;
+        }
+    }
+    for operand in e.operands_mut() {
+        to_exp2(operand, scaled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use archc_kernels::ir::build::{add, exp, load, var};
+    use archc_kernels::print_expr as expr;
+
+    use super::super::fragments::int;
+    use super::*;
+
+    /// A step reading `A[c, k]` (input 1, 16 state elements) and `Δ[t]` (input 2); `extra`
+    /// also uses `A` outside the exponential. Variables: c 0, k 1, t 2, Δ 3, results 4 and 5.
+    fn step(extra: bool) -> Vec<Stmt> {
+        let a = || load(1, add(mul(var(Var(0)), int(16)), var(Var(1))));
+        let mut body = vec![
+            Stmt::Set(Var(3), load(2, var(Var(2)))),
+            Stmt::Set(Var(4), exp(mul(var(Var(3)), a()))),
+        ];
+        if extra {
+            body.push(Stmt::Set(Var(5), mul(a(), f32(2.0))));
+        }
+        body
+    }
+
+    /// The step's statements and the fills after [`Hoist::rewrite`], as text.
+    fn hoisted(extra: bool) -> (Vec<String>, Vec<String>) {
+        let fixed = HashSet::from([Var(0)]);
+        let state = [Var(1)];
+        let slot = var(Var(1));
+        let mut hoist = Hoist::new(1..3, (&fixed, &state, &slot), 7);
+        let mut stmts = step(extra);
+        hoist.rewrite(&mut stmts);
+        let text = |s: &Stmt| match s {
+            Stmt::Set(v, e) => format!("v{} = {}", v.0, expr(e)),
+            Stmt::Store(b, i, e) => format!("b{b}[{}] = {}", expr(i), expr(e)),
+            _ => String::new(),
+        };
+        let fills = hoist.fills();
+        (
+            stmts.iter().map(text).collect(),
+            fills.iter().map(text).collect(),
+        )
+    }
+
+    #[test]
+    fn an_array_that_only_feeds_exponentials_holds_its_load_times_log2e() {
+        let (stmts, fills) = hoisted(false);
+        assert_eq!(stmts, ["v3 = b2[v2]", "v4 = exp2((v3 * b7[v1]))"]);
+        assert_eq!(fills, ["b7[v1] = (b1[((v0 * 16) + v1)] * 1.442695f)"]);
+    }
+
+    #[test]
+    fn an_array_read_elsewhere_too_keeps_its_load_and_the_exponential() {
+        let (stmts, fills) = hoisted(true);
+        assert_eq!(
+            stmts,
+            [
+                "v3 = b2[v2]",
+                "v4 = exp((v3 * b7[v1]))",
+                "v5 = (b7[v1] * 2.0f)"
+            ]
+        );
+        assert_eq!(fills, ["b7[v1] = b1[((v0 * 16) + v1)]"]);
+    }
 }

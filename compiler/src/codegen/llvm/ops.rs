@@ -41,10 +41,7 @@ fn float_arith(f: &mut Function, op: &str, a: &V, b: &V) -> V {
 fn exp_inline(f: &mut Function, x: V) -> V {
     use archc_kernels::math::exp_poly::*;
     let t = x.t;
-    let (lo, hi) = (fconst(f, LO, t), fconst(f, HI, t));
-    // NaN-propagating, as Cranelift's fmax and fmin are.
-    let x = f.call(t, &format!("llvm.maximum.{}", t.suffix()), &[&x, &lo]);
-    let x = f.call(t, &format!("llvm.minimum.{}", t.suffix()), &[&x, &hi]);
+    let x = clamp(f, &x, LO, HI);
     let log2e = fconst(f, LOG2E, t);
     let k = arith(f, "fmul", &x, &log2e);
     let k = f.call(t, &format!("llvm.roundeven.{}", t.suffix()), &[&k]);
@@ -52,6 +49,34 @@ fn exp_inline(f: &mut Function, x: V) -> V {
     let r = fma(f, &k, &c_hi, &x);
     let c_lo = fconst(f, -LN2_LO, t);
     let r = fma(f, &k, &c_lo, &r);
+    exp_reduced(f, &k, &r)
+}
+
+/// The clamp of [`exp_inline`] and [`exp2_inline`]: NaN-propagating, as Cranelift's fmax and
+/// fmin are.
+fn clamp(f: &mut Function, x: &V, lo: f32, hi: f32) -> V {
+    let t = x.t;
+    let (lo, hi) = (fconst(f, lo, t), fconst(f, hi, t));
+    let x = f.call(t, &format!("llvm.maximum.{}", t.suffix()), &[x, &lo]);
+    f.call(t, &format!("llvm.minimum.{}", t.suffix()), &[&x, &hi])
+}
+
+/// 2ˣ inline: `archc_kernels::math::exp2_inline`'s operations in its order.
+fn exp2_inline(f: &mut Function, x: V) -> V {
+    use archc_kernels::math::exp_poly::*;
+    let t = x.t;
+    let x = clamp(f, &x, LO2, HI2);
+    let k = f.call(t, &format!("llvm.roundeven.{}", t.suffix()), &[&x]);
+    let frac = arith(f, "fsub", &x, &k);
+    let ln2 = fconst(f, LN2, t);
+    let r = arith(f, "fmul", &frac, &ln2);
+    exp_reduced(f, &k, &r)
+}
+
+/// 2ᵏ·eʳ: `archc_kernels::math::exp_reduced`'s operations in its order.
+fn exp_reduced(f: &mut Function, k: &V, r: &V) -> V {
+    use archc_kernels::math::exp_poly::*;
+    let (t, k, r) = (r.t, k.clone(), r.clone());
     let mut p = fconst(f, C[0], t);
     for c in &C[1..] {
         let c = fconst(f, *c, t);
@@ -228,6 +253,8 @@ pub(super) fn unary(f: &mut Function, op: Un, x: V) -> V {
         }
         (_, Un::Exp) if f.gpu => exp_gpu(f, x),
         (_, Un::Exp) => exp_inline(f, x),
+        (_, Un::Exp2) if f.gpu => call_lanes(f, "llvm.nvvm.ex2.approx.ftz.f32", &[x]),
+        (_, Un::Exp2) => exp2_inline(f, x),
         (_, Un::Erf) => erf_inline(f, x),
         (_, Un::Log) => call_lanes(f, "archc_logf", &[x]),
         (_, Un::Tanh) => call_lanes(f, "archc_tanhf", &[x]),
