@@ -1,26 +1,17 @@
 //! The attention kernel. Constant head widths whose value width is a multiple of 4 (every
 //! model's) take the tiles of [`super::attention_tiles`] (on a GPU, [`super::attention_mma`]'s
-//! tensor cores or [`super::attention_lanes`]' four threads per row); other shapes take this
-//! one: one query row per iteration of the parallel loop, keys in blocks, an online softmax.
-//!
-//! For each block the row's logits (the scores after the user's modifications, evaluated from
-//! the region body) go to a thread-private array; the running max `m` and sum `l` are updated
-//! and the output accumulator (one row of `v`'s width, in registers) is rescaled by
-//! `exp(m_old − m_new)` before the block's `exp(x − m)·v` are added. The scores are never
-//! stored. Blocks of keys outside the range the masks leave visible (after the query row for a
-//! causal mask, outside the window for a sliding one) are not visited.
+//! tensor cores or [`super::attention_lanes`]' four threads per row); other shapes, and a few
+//! query rows (a decoding step's one), take [`super::attention_rows`]: a row at a time.
 
-use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
-use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Local, Stmt, Un, Var};
+use archc_kernels::ir::build::{add, bin, mul, sub, var};
+use archc_kernels::ir::{Axis, Bin, Expr, Stmt, Var};
 
-use super::body::{broadcast_at, delinearize, BodyGen};
+use super::attention_rows::Walk;
+use super::body::broadcast_at;
 use super::index::{plus, Ctx};
 use super::lanes::{lane_sum, splat, LANES};
 use super::Template;
 use crate::graph::{AttentionInfo, KeyRange, Region, TensorType};
-
-/// Query rows of up to this many f32x4 vectors are held in registers.
-const MAX_QUERY_REGISTERS: i64 = 8;
 
 /// Attentions of at most this many query rows run a row per parallel iteration (see `lower`).
 const ROW_QUERIES: i64 = 4;
@@ -29,7 +20,7 @@ const ROW_QUERIES: i64 = 4;
 const MAX_UNROLLED_DOT: i64 = 256;
 
 fn f32(v: f32) -> Expr {
-    Expr::F32(Ieee32::new(v))
+    archc_kernels::ir::build::f32(v)
 }
 
 /// The kernel for an attention region whose node has type `out` and operand types `ins`.
@@ -45,11 +36,16 @@ pub fn lower(
     let width = |t: &TensorType| t.shape[t.rank() - 1].as_const();
     // Buffers: the output, the inputs, the status word, then the locals.
     let first_local = ins.len() + 2;
+    let rows_alone = |cx: &mut Ctx| {
+        let dv = width(vt).expect("the pass admits constant value widths");
+        let walk = Walk::for_rows(cx, dv, first_local);
+        super::attention_rows::lower(cx, r, a, (out, ins), (first_local, walk))
+    };
     let (Some(d), Some(dv)) = (width(qt), width(vt)) else {
-        return by_rows(cx, r, a, (out, ins), first_local);
+        return rows_alone(cx);
     };
     if dv % 4 != 0 {
-        return by_rows(cx, r, a, (out, ins), first_local);
+        return rows_alone(cx);
     }
     let w = super::attention_tiles::Widths { d, dv };
     let queries = &out.shape[out.rank() - 2];
@@ -71,21 +67,25 @@ pub fn lower(
         }
     };
     match queries.as_const() {
-        Some(n) if n <= ROW_QUERIES => return by_rows(cx, r, a, (out, ins), first_local),
+        Some(n) if n <= ROW_QUERIES => return rows_alone(cx),
         Some(_) => return tiles(cx, first_local + own_locals),
         None => {}
     }
     // A few query rows (a decoding step's one) would fill the tiles' query panels with
     // padding: they take a row each instead. The kernel holds both; the row count picks.
+    // Rows split across a GPU block's threads only beside the GPU's own tiles: a kernel
+    // whose blocks hold thread loops is not mapped onto threads again (`gpu::map`), and the
+    // CPU's tiles need that. The rows' shared array comes before the tiles' ones.
     let (tiled, rows) = if mma || lanes {
-        let rows = by_rows(cx, r, a, (out, ins), first_local + own_locals);
-        (
-            tiles(cx, first_local + own_locals + rows.locals.len()),
-            rows,
-        )
+        let rows_locals = first_local + own_locals;
+        let walk = Walk::for_rows(cx, dv, rows_locals);
+        let rows = super::attention_rows::lower(cx, r, a, (out, ins), (rows_locals, walk));
+        let tiled = tiles(cx, rows_locals + walk.locals() + rows.shared.len());
+        (tiled, rows)
     } else {
         let tiled = tiles(cx, 0);
-        let rows = by_rows(cx, r, a, (out, ins), first_local + tiled.locals.len());
+        let at = (first_local + tiled.locals.len(), Walk::Serial);
+        let rows = super::attention_rows::lower(cx, r, a, (out, ins), at);
         (tiled, rows)
     };
     let few = bin(Bin::Le, cx.dim(queries), Expr::Int(ROW_QUERIES));
@@ -97,248 +97,13 @@ pub fn lower(
     checks.extend(rows.checks);
     let mut locals = tiled.locals;
     locals.extend(rows.locals);
+    let mut shared = rows.shared;
+    shared.extend(tiled.shared);
     Template {
         body,
         checks,
         locals,
-        shared: tiled.shared,
-        scratch: None,
-        occupancy: None,
-    }
-}
-
-/// One query row per iteration of the parallel loop (see the module doc), its logits in
-/// local `logits_buf`.
-fn by_rows(
-    cx: &mut Ctx,
-    r: &Region,
-    a: &AttentionInfo,
-    (out, ins): (&TensorType, &[&TensorType]),
-    logits_buf: usize,
-) -> Template {
-    let [qs, ks, vs] = a.qkv;
-    let (qt, kt, vt) = (ins[qs], ins[ks], ins[vs]);
-    let mut gen = BodyGen::new(&r.body, 1);
-    let (qb, kb, vb) = (qs + 1, ks + 1, vs + 1);
-    let block = cx.schedule.attention_block as i64;
-    let rank = out.rank();
-    let d = qt.shape[qt.rank() - 1].clone();
-    let dv = vt.shape[vt.rank() - 1]
-        .as_const()
-        .expect("the pass admits constant value widths") as usize;
-    // k's slot holds r with k = permute(k_order)(r): k's shape, and r's axis of each of k's.
-    let k_shape: Vec<crate::graph::Dim> = a.k_order.iter().map(|&x| kt.shape[x].clone()).collect();
-    // k may have fewer axes than the output (a weight as keys: no batch or head axes), so its
-    // key axis is counted from k's own rank.
-    let k_rank = k_shape.len();
-    let t = cx.dim(&k_shape[k_rank - 2]);
-
-    // One parallel iteration per output row: the batch coordinates and the query index.
-    let row = cx.var();
-    let coords = cx.vars(rank - 1);
-    let mut per_row: Vec<Stmt> = delinearize(cx, var(row), &out.shape[..rank - 1])
-        .into_iter()
-        .zip(&coords)
-        .map(|(e, v)| Stmt::Set(*v, e))
-        .collect();
-    let batch: Vec<Expr> = coords[..rank - 2].iter().map(|v| var(*v)).collect();
-    let i = var(coords[rank - 2]);
-    let row_start =
-        |cx: &Ctx, t: &TensorType, order: &[usize], pos: Expr| row_start(cx, &batch, t, order, pos);
-    let q_row = cx.var();
-    per_row.push(Stmt::Set(q_row, row_start(cx, qt, &plain(qt), i.clone())));
-    // A short query row stays in registers for all its keys.
-    let q_regs: Vec<Var> = match d.as_const() {
-        Some(n) if n % 4 == 0 && n / 4 <= MAX_QUERY_REGISTERS => {
-            (0..n / 4).map(|_| cx.var()).collect()
-        }
-        _ => Vec::new(),
-    };
-    for (k, v) in q_regs.iter().enumerate() {
-        per_row.push(Stmt::Set(
-            *v,
-            Expr::VLoad(
-                qb,
-                Box::new(add(var(q_row), Expr::Int(4 * k as i64))),
-                LANES,
-            ),
-        ));
-    }
-    // Consecutive keys' rows are this far apart in k and v.
-    let k_stride = cx.strides(&kt.shape)[a.k_order[k_rank - 2]].clone();
-    let v_stride = cx.strides(&vt.shape)[vt.rank() - 2].clone();
-
-    // The accumulator: f32x4 registers when the value width allows, scalars otherwise.
-    let lanes = if dv.is_multiple_of(4) { 4 } else { 1 };
-    let accs = cx.vars(dv / lanes);
-    let widen = |e: Expr| if lanes == 4 { splat(e) } else { e };
-    let (m, l) = (cx.var(), cx.var());
-    per_row.push(Stmt::Set(m, f32(f32::NEG_INFINITY)));
-    per_row.push(Stmt::Set(l, f32(0.0)));
-    for acc in &accs {
-        per_row.push(Stmt::Set(*acc, widen(f32(0.0))));
-    }
-
-    let rows = (i.clone(), i.clone());
-    let (first, blocks) = key_blocks(cx, &a.keys, rows, t.clone(), block, &mut per_row);
-    let (jb, j0, count, jj, j) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
-    let (k_row, s, x, bm, mn, corr) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
-    let mut per_block = vec![
-        Stmt::Set(
-            j0,
-            mul(
-                first.map_or(var(jb), |f| add(var(f), var(jb))),
-                Expr::Int(block),
-            ),
-        ),
-        Stmt::Set(
-            count,
-            bin(Bin::Min, Expr::Int(block), sub(t.clone(), var(j0))),
-        ),
-        Stmt::Set(bm, f32(f32::NEG_INFINITY)),
-    ];
-
-    // Pass 1: the block's logits and their max.
-    per_block.push(Stmt::Set(k_row, row_start(cx, kt, &a.k_order, var(j0))));
-    let mut score = vec![Stmt::Set(j, add(var(j0), var(jj)))];
-    score.extend(dot(cx, (qb, q_row, &q_regs), (kb, k_row), &d, s));
-    gen.bind(a.scores, var(s));
-    let mut at = batch.clone();
-    at.extend([i.clone(), var(j)]);
-    let logit = gen.value(cx, a.logits, &at);
-    score.extend(gen.take_lets());
-    score.push(Stmt::Set(x, logit));
-    score.push(Stmt::Store(logits_buf, var(jj), var(x)));
-    score.push(Stmt::Set(bm, bin(Bin::Max, var(bm), var(x))));
-    score.push(Stmt::Set(k_row, add(var(k_row), k_stride.clone())));
-    per_block.push(Stmt::For {
-        var: jj,
-        extent: var(count),
-        kind: Axis::Serial,
-        body: score,
-    });
-
-    // Rescale what the earlier blocks accumulated to the new max.
-    per_block.push(Stmt::Set(mn, bin(Bin::Max, var(m), var(bm))));
-    per_block.push(Stmt::Set(
-        corr,
-        Expr::Un(Un::Exp, Box::new(sub(var(m), var(mn)))),
-    ));
-    per_block.push(Stmt::Set(l, mul(var(l), var(corr))));
-    for acc in &accs {
-        per_block.push(Stmt::Set(*acc, mul(var(*acc), widen(var(corr)))));
-    }
-
-    // Pass 2: p = exp(x − m) for each key, summed, and p·v accumulated; four keys at a time
-    // (one vector exp) when the accumulator is in vectors, then one at a time.
-    let (p, v_row) = (cx.var(), cx.var());
-    per_block.push(Stmt::Set(v_row, row_start(cx, vt, &plain(vt), var(j0))));
-    let weigh_key = |p: Expr| -> Vec<Stmt> {
-        let mut out: Vec<Stmt> = accs
-            .iter()
-            .enumerate()
-            .map(|(c, acc)| {
-                let at = add(var(v_row), Expr::Int((c * lanes) as i64));
-                Stmt::Set(
-                    *acc,
-                    if lanes == 4 {
-                        Expr::Fma(
-                            Box::new(splat(p.clone())),
-                            Box::new(Expr::VLoad(vb, Box::new(at), LANES)),
-                            Box::new(var(*acc)),
-                        )
-                    } else {
-                        add(var(*acc), mul(p.clone(), Expr::Load(vb, Box::new(at))))
-                    },
-                )
-            })
-            .collect();
-        out.push(Stmt::Set(v_row, add(var(v_row), v_stride.clone())));
-        out
-    };
-    let quads = if lanes == 4 {
-        bin(Bin::Div, var(count), Expr::Int(4))
-    } else {
-        Expr::Int(0)
-    };
-    if lanes == 4 {
-        let (q4, p4, sum4) = (cx.var(), cx.var(), cx.var());
-        per_block.push(Stmt::Set(sum4, splat(f32(0.0))));
-        let mut quad = vec![
-            Stmt::Set(
-                p4,
-                Expr::Un(
-                    Un::Exp,
-                    Box::new(sub(
-                        Expr::VLoad(logits_buf, Box::new(mul(var(q4), Expr::Int(4))), LANES),
-                        splat(var(mn)),
-                    )),
-                ),
-            ),
-            Stmt::Set(sum4, add(var(sum4), var(p4))),
-        ];
-        for lane in 0..4u8 {
-            quad.extend(weigh_key(Expr::Lane(Box::new(var(p4)), lane)));
-        }
-        per_block.push(serial(q4, quads.clone(), quad));
-        per_block.push(Stmt::Set(l, add(var(l), lane_sum(sum4, LANES))));
-    }
-    let mut weigh = vec![
-        Stmt::Set(
-            p,
-            Expr::Un(
-                Un::Exp,
-                Box::new(sub(
-                    Expr::Load(
-                        logits_buf,
-                        Box::new(add(mul(quads.clone(), Expr::Int(4)), var(jj))),
-                    ),
-                    var(mn),
-                )),
-            ),
-        ),
-        Stmt::Set(l, add(var(l), var(p))),
-    ];
-    weigh.extend(weigh_key(var(p)));
-    per_block.push(serial(jj, sub(var(count), mul(quads, Expr::Int(4))), weigh));
-    per_block.push(Stmt::Set(m, var(mn)));
-    per_row.push(Stmt::For {
-        var: jb,
-        extent: blocks,
-        kind: Axis::Serial,
-        body: per_block,
-    });
-
-    // The output row is acc / l (the output is contiguous: row-major [rows, dv]).
-    for (c, acc) in accs.iter().enumerate() {
-        let at = add(
-            mul(var(row), Expr::Int(dv as i64)),
-            Expr::Int((c * lanes) as i64),
-        );
-        let value = bin(Bin::Div, var(*acc), widen(var(l)));
-        per_row.push(if lanes == 4 {
-            Stmt::VStore(0, at, value, LANES)
-        } else {
-            Stmt::Store(0, at, value)
-        });
-    }
-    let rows =
-        cx.dim(&crate::graph::Dim::product(&out.shape[..rank - 1]).expect("row counts fit in i64"));
-    let body = vec![Stmt::For {
-        var: row,
-        extent: rows,
-        kind: Axis::Grid,
-        body: per_row,
-    }];
-    Template {
-        body,
-        checks: gen.checks,
-        locals: vec![Local {
-            name: "logits".into(),
-            elem: Elem::F32,
-            len: cx.schedule.attention_block,
-        }],
-        shared: Vec::new(),
+        shared,
         scratch: None,
         occupancy: None,
     }

@@ -9,6 +9,7 @@ mod attention_grad;
 mod attention_grad_tiles;
 mod attention_lanes;
 mod attention_mma;
+mod attention_rows;
 mod attention_staging;
 mod attention_tasks;
 mod attention_tiles;

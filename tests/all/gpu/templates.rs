@@ -142,7 +142,7 @@ fn narrow_attention_runs_on_tensor_cores_in_the_simulator() {
     let file = attention_model(&d);
     for (dtype, bound) in [("f16", 1e-3), ("bf16", 1e-2)] {
         let kernels = narrow_kernels(&file, dtype);
-        assert_eq!(kernels.matches("fold.Max").count(), 5, "{kernels}");
+        assert_eq!(folds(&kernels, "Max", 4), 5, "{kernels}");
         if CUDA_BUILT {
             // f16 for sm_80, bf16 for sm_90a (each takes a while to compile, and together
             // they cover both intrinsics and both architectures).
@@ -317,7 +317,7 @@ fn f32_attention_runs_on_four_lanes_per_row_in_the_simulator() {
     let d = scratch_dir("lane-attention");
     let file = attention_model(&d);
     let kernels = narrow_kernels(&file, "f32");
-    assert_eq!(kernels.matches("fold.Add").count(), 5, "{kernels}");
+    assert_eq!(folds(&kernels, "Add", 4), 5, "{kernels}");
     let how = [
         ("interp", ["--backend", "interp"]),
         ("sim", ["--device", "cuda-sim"]),
@@ -328,6 +328,37 @@ fn f32_attention_runs_on_four_lanes_per_row_in_the_simulator() {
         let err = rel_err(&outs[1].read_any(n).unwrap(), &outs[0].read_any(n).unwrap());
         println!("{n}: four lanes per row against the interpreter, rel err {err:.2e}");
         assert!(err <= 1e-4, "{n}: {err:e}");
+    }
+}
+
+/// A few query rows (a decoding step's one) take a row per GPU block, its threads splitting
+/// the keys and merging their online softmaxes (`lower/attention_rows.rs`): the model of the
+/// tests above at 3 queries against 700 keys of memory (cross-attention) and 3 of their own
+/// (most threads see none), f32 and bf16, against the interpreter and the CPU's bf16 kernels.
+#[test]
+#[cfg_attr(
+    feature = "llvm",
+    ignore = "cuda-sim is feature-independent: the default feature set runs it"
+)]
+fn few_query_rows_split_their_keys_across_a_block_in_the_simulator() {
+    let d = scratch_dir("split-rows");
+    let file = attention_model(&d);
+    let kernels = narrow_kernels(&file, "f32");
+    assert_eq!(folds(&kernels, "Max", 32), 5, "{kernels}");
+    let dims = ["batch=2", "seq=3", "mem=700"];
+    for (dtype, bound) in [("f32", 1e-4), ("bf16", 1e-2)] {
+        let reference = if dtype == "f32" {
+            ["--backend", "interp"]
+        } else {
+            ["--backend", "cranelift"]
+        };
+        let how = [("cpu", reference), ("sim", ["--device", "cuda-sim"])];
+        let outs = run_each(&d, (&file, &dims, dtype), &how);
+        for n in ["causal", "window", "padded", "cross", "capped"] {
+            let err = rel_err(&outs[1].read_any(n).unwrap(), &outs[0].read_any(n).unwrap());
+            println!("{n} {dtype}: split rows against the CPU, rel err {err:.2e}");
+            assert!(err <= bound, "{n} {dtype}: {err:e}");
+        }
     }
 }
 
@@ -366,6 +397,15 @@ fn attention_model(d: &std::path::Path) -> String {
     )
     .unwrap();
     src.to_string_lossy().into_owned()
+}
+
+/// How many `WarpFold`s of `op` across `lanes` lanes `kernels` (a dump) holds.
+fn folds(kernels: &str, op: &str, lanes: u32) -> usize {
+    let across = format!("across {lanes} lanes");
+    kernels
+        .lines()
+        .filter(|l| l.contains(&format!("fold.{op} ")) && l.ends_with(&across))
+        .count()
 }
 
 /// The kernels of `file` stored as `dtype`, scheduled for sm_80.
