@@ -200,6 +200,8 @@ struct Machine<'a> {
     thread: i64,
     /// With GPU semantics: the block's asynchronous copies in flight.
     in_flight: copies::InFlight,
+    /// With GPU semantics: the block's warpgroup products in flight.
+    products: warpgroups::Products,
 }
 
 /// Runs a kernel on `bufs` (in parameter order, the status word last) with `dims`.
@@ -235,6 +237,7 @@ fn run_with(
         races: races.map(RefCell::new),
         thread: 0,
         in_flight: copies::InFlight::default(),
+        products: warpgroups::Products::default(),
     };
     let result = m.stmts(&kernel.body).and_then(|()| m.settled());
     let n = bufs.len();
@@ -362,6 +365,7 @@ impl Machine<'_> {
                 Stmt::LoadMatrix(m) => self.load_matrix(m)?,
                 Stmt::CopyAsync(c) => self.copy_async(c)?,
                 Stmt::WarpgroupMma(w) => self.warpgroup_mma(w)?,
+                Stmt::WarpgroupWait(w) => self.warpgroup_wait(w)?,
                 Stmt::AsyncWait(pending) => self.async_wait(*pending)?,
                 Stmt::Barrier(_) => {
                     if self.in_threads > 0 {
@@ -411,6 +415,7 @@ impl Machine<'_> {
     /// of them may be the destination of a copy in flight).
     fn touch(&self, buf: usize, at: usize, n: usize, write: bool) -> Result<(), KernelError> {
         self.not_landing(buf, at, n)?;
+        self.not_accumulating(buf, at, n)?;
         let Some(r) = &self.races else { return Ok(()) };
         let mut r = r.borrow_mut();
         for index in at..at + n {

@@ -5,7 +5,7 @@
 //! `extern "C" fn(args: *const *mut u8, dims: *const i64)`.
 
 pub use crate::ieee::Ieee32;
-pub use crate::warpgroup::{SharedTile, WarpgroupMma};
+pub use crate::warpgroup::{SharedTile, WarpgroupMma, WarpgroupWait};
 
 /// Element types of buffers, as stored in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -425,8 +425,12 @@ pub enum Stmt {
     /// Hopper's warpgroup tensor-core product from shared memory (`wgmma.mma_async`), see
     /// [`WarpgroupMma`]. It sits between Thread loops, as [`Stmt::Mma`] does, in a block of
     /// whole warpgroups; the shared writes before the barrier that precedes it are what it
-    /// reads, and it is complete when it ends.
+    /// reads. It is asynchronous: a [`Stmt::WarpgroupWait`] completes it.
     WarpgroupMma(WarpgroupMma),
+    /// Waits until at most `pending` of the warpgroup's products are in flight
+    /// (`wgmma.wait_group`), see [`WarpgroupWait`]. It sits where a [`Stmt::WarpgroupMma`]
+    /// does.
+    WarpgroupWait(WarpgroupWait),
 }
 
 /// What a [`Stmt::CopyAsync`] copies: elements `src_at..src_at + width` of param `src`, an

@@ -72,13 +72,15 @@ fn nest<'k>(mut s: &'k Stmt, axis: Axis, extents: &mut Vec<Expr>) -> &'k [Stmt] 
 
 /// Whether `body` holds anything only GPUs run: a warp's collective work (a tensor-core
 /// product [`Stmt::Mma`], a fold across lanes [`Stmt::WarpFold`], an `ldmatrix`
-/// [`Stmt::LoadMatrix`], a warpgroup's product [`Stmt::WarpgroupMma`]) or asynchronous copies ([`Stmt::CopyAsync`], [`Stmt::AsyncWait`]).
+/// [`Stmt::LoadMatrix`], a warpgroup's product [`Stmt::WarpgroupMma`] and its wait
+/// [`Stmt::WarpgroupWait`]) or asynchronous copies ([`Stmt::CopyAsync`], [`Stmt::AsyncWait`]).
 pub fn has_warp_work(body: &[Stmt]) -> bool {
     body.iter().any(|s| match s {
         Stmt::Mma { .. }
         | Stmt::WarpFold(_)
         | Stmt::LoadMatrix(_)
         | Stmt::WarpgroupMma(_)
+        | Stmt::WarpgroupWait(_)
         | Stmt::CopyAsync(_)
         | Stmt::AsyncWait(_) => true,
         Stmt::For { body, .. } => has_warp_work(body),
@@ -136,9 +138,10 @@ fn stmts(body: &[Stmt], out: &mut BTreeSet<u8>) {
                 .iter()
                 .for_each(|e| expr(e, out)),
             Stmt::AsyncWait(_) => {}
-            Stmt::WarpgroupMma(w) => [&w.a.at, &w.b.at, &w.c.at]
+            Stmt::WarpgroupMma(w) => [&w.a.at, &w.b.at, &w.c.at, &w.accumulate]
                 .iter()
                 .for_each(|e| expr(e, out)),
+            Stmt::WarpgroupWait(w) => expr(&w.c.at, out),
         }
     }
 }

@@ -159,7 +159,7 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                 };
                 let _ = writeln!(
                     out,
-                    "{pad}wgmma.m{}n{}k{} b{}[{}..+{}] += {} · {}",
+                    "{pad}wgmma.m{}n{}k{} b{}[{}..+{}] += {} · {} (accumulate if {})",
                     w.m,
                     w.n,
                     w.k,
@@ -167,7 +167,18 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                     expr(&w.c.at),
                     usize::from(w.m) * usize::from(w.n) / crate::warpgroup::WARPGROUP,
                     tile(&w.a),
-                    tile(&w.b)
+                    tile(&w.b),
+                    expr(&w.accumulate)
+                );
+            }
+            Stmt::WarpgroupWait(w) => {
+                let _ = writeln!(
+                    out,
+                    "{pad}wgmma.wait until ≤ {} in flight, b{}[{}..+{}]",
+                    w.pending,
+                    w.c.buf,
+                    expr(&w.c.at),
+                    w.len
                 );
             }
             Stmt::Mma { a, b, c } => {

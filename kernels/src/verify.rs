@@ -42,8 +42,9 @@
 //!    `A` and `B` are shared arrays of one 16-bit float type whose core matrices lie a
 //!    multiple of 16 bytes apart, within a descriptor's reach (a K-major tile is swizzled,
 //!    its atoms and k16 slabs a multiple of 256 bytes apart; an MN-major one is not); its `C` an f32 local that holds
-//!    `m · n / 128` elements from a constant offset; `m` is a multiple of 64, `n` of 8 up to
-//!    256, `k` of 16.
+//!    `m · n / 128` elements from a constant offset; whether it accumulates is a `bool`; `m`
+//!    is a multiple of 64, `n` of 8 up to 256, `k` of 16. A `WarpgroupWait` is placed so too; its accumulators are an f32 local
+//!    holding `len` elements from a constant offset.
 //! 10. **Asynchronous copies**: a `CopyAsync` and an `AsyncWait` sit inside a Thread loop of
 //!     a block; a copy reads an input param (not quantized) into a shared array of its type,
 //!     4, 8 or 16 bytes; a constant destination is a multiple of its width, inside the array.
@@ -162,6 +163,7 @@ impl Verifier<'_> {
             Stmt::LoadMatrix(m) => self.load_matrix(m),
             Stmt::CopyAsync(c) => self.copy_async(c),
             Stmt::WarpgroupMma(w) => self.warpgroup_mma(w),
+            Stmt::WarpgroupWait(w) => self.warpgroup_wait(w),
             Stmt::AsyncWait(_) => {
                 if self.threads == 0 || self.parallel.is_empty() {
                     self.report("an asynchronous wait outside a Thread loop of a block".into());

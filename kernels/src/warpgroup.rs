@@ -141,9 +141,13 @@ impl SharedTile {
 /// What a [`crate::ir::Stmt::WarpgroupMma`] computes: in every warpgroup of the block,
 /// `C ← A·B + C` for an `m` × `k` `A`, a `k` × `n` `B` (both in shared memory, of one 16-bit
 /// float type) and an `m` × `n` f32 `C` spread over the warpgroup's threads' copies of a
-/// local ([`accumulator`]). It runs as one instruction per band of 64 rows and k16 step, `A`
-/// and `B` each advancing one [`SharedTile::step`] per step, which all complete before the
-/// statement ends.
+/// local ([`accumulator`]), or `C ← A·B` where `accumulate` is false (`C`'s old values
+/// unread, as a first product's). It runs as one instruction per band of 64 rows and k16 step, `A`
+/// and `B` each advancing one [`SharedTile::step`] per step, committed together as one
+/// group, which is in flight until a [`WarpgroupWait`] completes it: until then no thread
+/// may touch `C`, and the tiles may change under it (the hardware reads them at some time in
+/// between). A later product on the same `C` may be issued while it is in flight: the
+/// tensor cores chain them in order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct WarpgroupMma {
     /// `A`, `m` × `k`.
@@ -152,12 +156,29 @@ pub struct WarpgroupMma {
     pub b: SharedTile,
     /// `C`'s `m · n / 128` elements in each thread's copy of an f32 local, from `at`.
     pub c: Fragment,
+    /// Whether the product adds to `C` (a `bool`, alike in every thread): where false, `C`'s
+    /// old values are ignored (the instruction's scale-d operand).
+    pub accumulate: Expr,
     /// Rows of the product: a multiple of 64.
     pub m: u16,
     /// Columns of the product: a multiple of 8 in 8..=256.
     pub n: u16,
     /// The reduced length: a multiple of 16.
     pub k: u16,
+}
+
+/// What a [`crate::ir::Stmt::WarpgroupWait`] does: the warpgroup waits until at most
+/// `pending` of its committed products are in flight (`wgmma.wait_group`), the older ones
+/// complete. `c` names the accumulators those products write, elements `at..at + len` of an
+/// f32 local, which the code may read once the products on them are complete.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WarpgroupWait {
+    /// The accumulators of the products in flight.
+    pub c: Fragment,
+    /// How many elements from `c.at` they are: `m · n / 128` of the products.
+    pub len: u16,
+    /// The products left in flight.
+    pub pending: u8,
 }
 
 /// Element `e` (`0..m·n/128`) of thread `t`'s (`0..128`, in its warpgroup) accumulators:

@@ -322,6 +322,7 @@ impl<'a, 'b> Gen<'a, 'b> {
             | Stmt::WarpFold(_)
             | Stmt::LoadMatrix(_)
             | Stmt::WarpgroupMma(_)
+            | Stmt::WarpgroupWait(_)
             | Stmt::CopyAsync(_)
             | Stmt::AsyncWait(_) => {}
             Stmt::Check(cond, code) => {

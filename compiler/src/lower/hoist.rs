@@ -186,7 +186,8 @@ fn each_expr(stmts: &mut [Stmt], f: &mut impl FnMut(&mut Expr)) {
             | Stmt::LoadMatrix(_)
             | Stmt::CopyAsync(_)
             | Stmt::AsyncWait(_)
-            | Stmt::WarpgroupMma(_) => {}
+            | Stmt::WarpgroupMma(_)
+            | Stmt::WarpgroupWait(_) => {}
         }
     }
 }

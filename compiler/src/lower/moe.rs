@@ -181,7 +181,12 @@ fn stmt(s: &mut Stmt, fix: &dyn Fn(&mut usize), count: &dyn Fn(&mut Expr)) {
                 expr(&mut f.at, fix, count);
             }
         }
+        Stmt::WarpgroupWait(w) => {
+            fix(&mut w.c.buf);
+            expr(&mut w.c.at, fix, count);
+        }
         Stmt::WarpgroupMma(w) => {
+            expr(&mut w.accumulate, fix, count);
             for (buf, at) in [
                 (&mut w.a.buf, &mut w.a.at),
                 (&mut w.b.buf, &mut w.b.at),

@@ -115,13 +115,14 @@ impl Machine<'_> {
         }
     }
 
-    /// Fails if any copy is still in flight (a block ends), else forgets the empty groups.
+    /// Fails if any copy or warpgroup product is still in flight (a block ends), else forgets
+    /// the empty groups.
     pub(super) fn settled(&mut self) -> Result<(), KernelError> {
         if let Some(&(buf, at)) = self.in_flight.landing.keys().next() {
             return Err(self.async_error("is still in flight as its block ends", buf, at as i64));
         }
         self.in_flight.by_thread.clear();
-        Ok(())
+        self.products_settled()
     }
 
     fn async_error(&self, why: &'static str, buffer: usize, index: i64) -> KernelError {

@@ -5,49 +5,132 @@
 //!
 //! [`Stmt::WarpgroupMma`]: crate::ir::Stmt::WarpgroupMma
 
+use std::collections::VecDeque;
+
 use super::{i, KernelError, Machine};
 use crate::races::TENSOR_CORES;
-use crate::warpgroup::{accumulator, SharedTile, WarpgroupMma, ATOM, CORE, WARPGROUP};
+use crate::warpgroup::WARPGROUP;
+use crate::warpgroup::{accumulator, SharedTile, WarpgroupMma, WarpgroupWait, ATOM, CORE};
+
+/// One product issued and not yet complete, its tiles' starts as they were at its issue.
+struct Issued {
+    w: WarpgroupMma,
+    /// Whether it adds to the accumulators.
+    accumulate: bool,
+    a_at: i64,
+    b_at: i64,
+    /// The accumulators' first element.
+    first: usize,
+    /// The block's threads.
+    threads: usize,
+}
+
+/// The block's warpgroup products in flight, oldest first.
+#[derive(Default)]
+pub(super) struct Products(VecDeque<Issued>);
 
 impl Machine<'_> {
-    /// `C ← A·B + C` in every warpgroup (see [`WarpgroupMma`]). The sums run in f32 along k
-    /// in order (the hardware's order is its own: results are checked to a tolerance). Every
-    /// element read counts as the block's tensor cores' ([`TENSOR_CORES`]), no thread's, so a
-    /// write to it by any thread unordered with the product (no barrier between) races.
+    /// Issues `C ← A·B + C` in every warpgroup (see [`WarpgroupMma`]): the tiles are read
+    /// now for the race checker (the hardware may read them at once) and again when a wait
+    /// completes the product, whose sums then land in the accumulators.
     pub(super) fn warpgroup_mma(&mut self, w: &WarpgroupMma) -> Result<(), KernelError> {
         let threads = self.warps(std::iter::once(w.c.buf))?;
         if !threads.is_multiple_of(WARPGROUP) {
             return Err(self.warpgroup_error("is in a block that is not whole warpgroups"));
         }
         let (m, n, k) = (usize::from(w.m), usize::from(w.n), usize::from(w.k));
-        let count = m * n / WARPGROUP;
         let first = i(&self.eval(&w.c.at)?);
-        self.bound(w.c.buf, first.saturating_add(count as i64 - 1))?;
+        self.bound(
+            w.c.buf,
+            first.saturating_add((m * n / WARPGROUP) as i64 - 1),
+        )?;
         let first = self.bound(w.c.buf, first)?;
-        let a = self.tile(&w.a, m, k)?;
-        let b = self.tile(&w.b, n, k)?;
-        for group in 0..threads / WARPGROUP {
+        let (a_at, b_at) = (i(&self.eval(&w.a.at)?), i(&self.eval(&w.b.at)?));
+        let accumulate = i(&self.eval(&w.accumulate)?) != 0;
+        self.tile(&w.a, a_at, (m, k))?;
+        self.tile(&w.b, b_at, (n, k))?;
+        self.products.0.push_back(Issued {
+            w: w.clone(),
+            accumulate,
+            a_at,
+            b_at,
+            first,
+            threads,
+        });
+        Ok(())
+    }
+
+    /// The warpgroups' wait (see [`WarpgroupWait`]): their oldest products complete until at
+    /// most `pending` are in flight.
+    pub(super) fn warpgroup_wait(&mut self, wait: &WarpgroupWait) -> Result<(), KernelError> {
+        self.warps(std::iter::once(wait.c.buf))?;
+        while self.products.0.len() > usize::from(wait.pending) {
+            if let Some(p) = self.products.0.pop_front() {
+                self.complete(&p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Product `p`'s sums, in f32 along k in order (the hardware's order is its own: results
+    /// are checked to a tolerance), added to its accumulators.
+    fn complete(&mut self, p: &Issued) -> Result<(), KernelError> {
+        let (m, n, k) = (usize::from(p.w.m), usize::from(p.w.n), usize::from(p.w.k));
+        let a = self.tile(&p.w.a, p.a_at, (m, k))?;
+        let b = self.tile(&p.w.b, p.b_at, (n, k))?;
+        let count = m * n / WARPGROUP;
+        for group in 0..p.threads / WARPGROUP {
             for t in 0..WARPGROUP {
                 let thread = (group * WARPGROUP + t) as i64;
                 for e in 0..count {
                     let (r, c) = accumulator(t, e, n);
-                    let acc = self.local(thread, w.c.buf, first + e);
-                    let d = (0..k).fold(acc, |acc, p| a[r][p].mul_add(b[c][p], acc));
-                    self.set_local(thread, w.c.buf, first + e, d);
+                    let acc = match p.accumulate {
+                        true => self.local(thread, p.w.c.buf, p.first + e),
+                        false => 0.0,
+                    };
+                    let d = (0..k).fold(acc, |acc, q| a[r][q].mul_add(b[c][q], acc));
+                    self.set_local(thread, p.w.c.buf, p.first + e, d);
                 }
             }
         }
         Ok(())
     }
 
-    /// The `rows × k` elements of a shared operand tile, `[row][k]`.
+    /// Fails if a product in flight will write one of elements `at..at + n` of `buf`.
+    pub(super) fn not_accumulating(
+        &self,
+        buf: usize,
+        at: usize,
+        n: usize,
+    ) -> Result<(), KernelError> {
+        let hit = self.products.0.iter().any(|p| {
+            let len = usize::from(p.w.m) * usize::from(p.w.n) / WARPGROUP;
+            p.w.c.buf == buf && at < p.first + len && p.first < at + n
+        });
+        match hit {
+            true => Err(self
+                .warpgroup_error("leaves its accumulators in flight where the code touches them")),
+            false => Ok(()),
+        }
+    }
+
+    /// Fails if a product is still in flight as the block ends.
+    pub(super) fn products_settled(&mut self) -> Result<(), KernelError> {
+        match self.products.0.is_empty() {
+            true => Ok(()),
+            false => Err(self.warpgroup_error("is still in flight as its block ends")),
+        }
+    }
+
+    /// The `rows × k` elements of a shared operand tile from element `at`, `[row][k]`, read
+    /// by the block's tensor cores ([`TENSOR_CORES`]), no thread: so a write to one by any
+    /// thread unordered with the product (no barrier between) races.
     fn tile(
         &mut self,
         tile: &SharedTile,
-        rows: usize,
-        k: usize,
+        at: i64,
+        (rows, k): (usize, usize),
     ) -> Result<Vec<Vec<f32>>, KernelError> {
-        let at = i(&self.eval(&tile.at)?);
         if at.rem_euclid(CORE as i64) != 0 {
             return Err(self.warpgroup_error("reads a tile that does not start on 16 bytes"));
         }
@@ -88,7 +171,7 @@ mod tests {
     use crate::interp::{run_gpu, BufData, KernelError};
     use crate::ir::build::{add, axis, load, mul, var};
     use crate::ir::{Axis, Elem, Expr, Fragment, Kernel, Local, Param, Scope, Stmt, Var};
-    use crate::warpgroup::{accumulator, SharedTile, WarpgroupMma, WARPGROUP};
+    use crate::warpgroup::{accumulator, SharedTile, WarpgroupMma, WarpgroupWait, WARPGROUP};
 
     /// Two bands of 64 rows, columns no power of two.
     const ROWS: usize = 128;
@@ -142,9 +225,15 @@ mod tests {
             a: tiles().0,
             b: b_as,
             c: Fragment { buf: 4, at: int(0) },
+            accumulate: Expr::Bool(true),
             m: ROWS as u16,
             n: N as u16,
             k: K as u16,
+        }));
+        block.push(Stmt::WarpgroupWait(WarpgroupWait {
+            c: Fragment { buf: 4, at: int(0) },
+            len: count as u16,
+            pending: 0,
         }));
         let store = Stmt::Store(0, out_at, load(4, var(e)));
         block.push(threads(vec![axis(
@@ -227,6 +316,54 @@ mod tests {
     fn a_product_unordered_with_the_tiles_writes_races() {
         let (mut bufs, _) = case();
         let err = run_gpu(&kernel(tiles().1, false), &mut bufs, &[]);
+        assert!(matches!(err, Err(KernelError::Race { .. })), "{err:?}");
+    }
+
+    /// The block's statements of [`kernel`].
+    fn block(k: &mut Kernel) -> &mut Vec<Stmt> {
+        match &mut k.body[0] {
+            Stmt::For { body, .. } => body,
+            _ => unreachable!("the kernel is one Grid loop"),
+        }
+    }
+
+    #[test]
+    fn accumulators_read_before_the_wait_are_an_error() {
+        let mut k = kernel(tiles().1, true);
+        block(&mut k).retain(|s| !matches!(s, Stmt::WarpgroupWait(_)));
+        let (mut bufs, _) = case();
+        let err = run_gpu(&k, &mut bufs, &[]);
+        let Err(KernelError::Warp { why, .. }) = err else {
+            panic!("{err:?}")
+        };
+        assert!(why.contains("in flight"), "{why}");
+    }
+
+    #[test]
+    fn a_tile_written_while_its_product_is_in_flight_races() {
+        // After the issue and a barrier, but before the wait, the threads zero `A`'s tile:
+        // the product may read it as late as its wait, so this races with it (a pipeline
+        // that reuses a stage one slice too early).
+        let mut k = kernel(tiles().1, true);
+        let (t, e) = (Var(1), Var(2));
+        let per = Expr::Int((ROWS * K / WARPGROUP) as i64);
+        let at = add(mul(var(e), Expr::Int(WARPGROUP as i64)), var(t));
+        let zero = axis(
+            Axis::Serial,
+            e,
+            per,
+            vec![Stmt::Store(5, at, Expr::F32(0.0.into()))],
+        );
+        let body = block(&mut k);
+        let issue = body.iter().position(|s| matches!(s, Stmt::WarpgroupMma(_)));
+        let after = issue.map_or(0, |p| p + 1);
+        body.insert(after, Stmt::Barrier(Scope::Block));
+        body.insert(
+            after + 1,
+            axis(Axis::Thread, t, Expr::Int(WARPGROUP as i64), vec![zero]),
+        );
+        let (mut bufs, _) = case();
+        let err = run_gpu(&k, &mut bufs, &[]);
         assert!(matches!(err, Err(KernelError::Race { .. })), "{err:?}");
     }
 

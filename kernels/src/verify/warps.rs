@@ -3,7 +3,9 @@
 
 use super::{constant, Verifier};
 use crate::fragment;
-use crate::ir::{AsyncCopy, Bin, Elem, Fold, Fragment, Matrices, SharedTile, Ty, WarpgroupMma};
+use crate::ir::{
+    AsyncCopy, Bin, Elem, Fold, Fragment, Matrices, SharedTile, Ty, WarpgroupMma, WarpgroupWait,
+};
 use crate::warpgroup;
 
 impl Verifier<'_> {
@@ -139,19 +141,32 @@ impl Verifier<'_> {
                 "wgmma m{m}n{n}k{k}: m a multiple of 64, n of 8 up to 256, k of 16"
             ));
         }
-        for e in [&w.a.at, &w.b.at, &w.c.at] {
+        for e in [&w.a.at, &w.b.at] {
             self.expect(e, Ty::I64, "a wgmma offset");
         }
-        let locals = self.k.params.len()..first_shared;
-        if !locals.contains(&w.c.buf) || self.k.elem(w.c.buf) != Elem::F32 {
-            self.report(format!("wgmma C in b{}: an f32 local", w.c.buf));
-        } else if let Some(at) = constant(&w.c.at) {
-            let size = self.local_len(w.c.buf);
-            let count = m * n / warpgroup::WARPGROUP;
+        self.expect(&w.accumulate, Ty::Bool, "whether a wgmma accumulates");
+        self.accumulators(&w.c, m * n / warpgroup::WARPGROUP, "wgmma");
+    }
+
+    /// Checks a warpgroup wait: placed as a warp's work, in whole warpgroups, on accumulators
+    /// as a product's.
+    pub(super) fn warpgroup_wait(&mut self, w: &WarpgroupWait) {
+        self.warp_place("a warpgroup wait");
+        self.accumulators(&w.c, usize::from(w.len), "wgmma.wait");
+    }
+
+    /// Checks `count` accumulators of a warpgroup product from `c`: an f32 local, inside it.
+    fn accumulators(&mut self, c: &Fragment, count: usize, what: &str) {
+        self.expect(&c.at, Ty::I64, "a wgmma offset");
+        let locals = self.k.params.len()..self.k.params.len() + self.k.locals.len();
+        if !locals.contains(&c.buf) || self.k.elem(c.buf) != Elem::F32 {
+            self.report(format!("{what} C in b{}: an f32 local", c.buf));
+        } else if let Some(at) = constant(&c.at) {
+            let size = self.local_len(c.buf);
             if at < 0 || at as usize + count > size {
                 self.report(format!(
-                    "wgmma C at b{}[{at}..+{count}], outside its {size} elements",
-                    w.c.buf
+                    "{what} C at b{}[{at}..+{count}], outside its {size} elements",
+                    c.buf
                 ));
             }
         }

@@ -53,8 +53,11 @@ fn narrow_matmuls_run_on_tensor_cores_in_the_simulator() {
 /// On Hopper (sm_90a) the same matmuls run as warpgroup products: `wgmma.mma_async`
 /// m64n128k16 reading both operands from shared memory through descriptors (`a` k-major with
 /// the 32-byte swizzle, `b` mn-major), two per slice of 32, which cuda-sim models by the
-/// same layouts. Against the CPU's kernels and the interpreter as on sm_80; the PTX holds the
-/// inline `wgmma` and the async-proxy fence before each barrier, and ptxas assembles it.
+/// same layouts, one product left in flight across the next slice's barrier and copies
+/// (the simulator reads a product's tiles at its wait, so a stage reused too early fails).
+/// Against the CPU's kernels and the interpreter as on sm_80; the PTX holds the inline
+/// `wgmma`, both waits and the async-proxy fence before each barrier, and ptxas assembles it
+/// without serialising the products.
 #[test]
 fn narrow_matmuls_run_on_warpgroups_in_the_simulator() {
     let d = scratch_dir("warpgroups");
@@ -62,11 +65,17 @@ fn narrow_matmuls_run_on_warpgroups_in_the_simulator() {
     for dtype in ["bf16", "f16"] {
         let kernels = kernels_for(&file, (dtype, "sm_90a"));
         assert_eq!(kernels.matches("wgmma.m64n128k32").count(), 4, "{kernels}");
+        assert_eq!(
+            kernels.matches("wgmma.wait until ≤ 1").count(),
+            4,
+            "{kernels}"
+        );
         assert_eq!(kernels.matches("cp.async b").count(), 24, "{kernels}");
         if CUDA_BUILT {
             let wgmma = format!("wgmma.mma_async.sync.aligned.m64n128k16.f32.{dtype}.{dtype}");
             let expect = [
                 wgmma.as_str(),
+                "wgmma.wait_group.sync.aligned 1",
                 "wgmma.wait_group.sync.aligned 0",
                 ".shared .align 1024",
                 "fence.proxy.async.shared::cta",

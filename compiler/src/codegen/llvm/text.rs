@@ -356,12 +356,14 @@ impl<'k> Function<'k> {
             Stmt::CopyAsync(c) if self.gpu => self.copy_async(c),
             Stmt::AsyncWait(pending) if self.gpu => self.async_wait(*pending),
             Stmt::WarpgroupMma(w) if self.gpu => self.warpgroup_mma(w),
+            Stmt::WarpgroupWait(w) if self.gpu => self.warpgroup_wait(w),
             // Only GPU code has warps and asynchronous copies: `check_for_cpu` refused the
             // kernel before.
             Stmt::Mma { .. }
             | Stmt::WarpFold(_)
             | Stmt::LoadMatrix(_)
             | Stmt::WarpgroupMma(_)
+            | Stmt::WarpgroupWait(_)
             | Stmt::CopyAsync(_)
             | Stmt::AsyncWait(_) => {}
             Stmt::Check(cond, code) => {

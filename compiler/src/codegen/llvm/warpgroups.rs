@@ -1,16 +1,20 @@
-//! Hopper's warpgroup product in PTX kernels: [`Stmt::WarpgroupMma`] as inline PTX, since no
-//! LLVM version has an intrinsic for `wgmma.mma_async` (Triton and CUTLASS emit it so too).
+//! Hopper's warpgroup product in PTX kernels: [`Stmt::WarpgroupMma`] and
+//! [`Stmt::WarpgroupWait`] as inline PTX, since no LLVM version has an intrinsic for
+//! `wgmma.mma_async` (Triton and CUTLASS emit it so too).
 //!
-//! One `asm` statement holds the whole product: `wgmma.fence` (the accumulators were written
+//! A product is one `asm` statement: `wgmma.fence` (the accumulators may have been written
 //! by ordinary instructions), one `wgmma.mma_async` per k step and band of 64 rows with both
-//! operands given by shared-memory descriptors, then `wgmma.commit_group` and
-//! `wgmma.wait_group 0`, so that all of them are in flight together. The
-//! accumulators are its outputs, tied to the inputs that carry their old values, so LLVM
-//! keeps them in registers across it and reads them only once the product is complete; it
-//! clobbers memory (no load or store moves across it) and is convergent (every thread of the
-//! warpgroup runs it together, so no transformation may make it conditional). Each
-//! thread builds the descriptors from its shared address of the tile's start (the bits LLVM
-//! cannot know are the address's; the offsets and the layout are constants,
+//! operands given by shared-memory descriptors, then `wgmma.commit_group`, so that all of
+//! them are in flight together. A wait is another: `wgmma.wait_group N`. In both the
+//! accumulators are outputs tied to the inputs that carry their old values (Triton's form),
+//! so LLVM sees each statement redefine them: it keeps them in the same registers from the
+//! product through the wait, never copies or reads them in between (which would make ptxas
+//! wait for the product there, serialising the pipeline), and reads them only after the
+//! wait that completes the product. Both clobber memory (no load or store moves across
+//! them) and are convergent (every thread of the warpgroup runs them together, so no
+//! transformation may make them conditional). Each thread builds the descriptors from its
+//! shared address of the tile's start (the bits LLVM cannot know are the address's; the
+//! offsets and the layout are constants,
 //! [`archc_kernels::warpgroup::SharedTile::descriptor_bits`]).
 //!
 //! The operands were written through the generic proxy (stores and `cp.async`), and
@@ -19,16 +23,17 @@
 //! thread's writes before the barrier are then visible to the products after it.
 //!
 //! [`Stmt::WarpgroupMma`]: archc_kernels::ir::Stmt::WarpgroupMma
+//! [`Stmt::WarpgroupWait`]: archc_kernels::ir::Stmt::WarpgroupWait
 
 use std::fmt::Write;
 
-use archc_kernels::ir::{Elem, SharedTile, WarpgroupMma};
+use archc_kernels::ir::{Elem, Fragment, SharedTile, WarpgroupMma, WarpgroupWait};
 use archc_kernels::warpgroup::{K_STEP, ROWS};
 
 use super::text::{Function, L, V};
 
 impl Function<'_> {
-    /// `C ← A·B + C` by the thread's warpgroup (see the module doc).
+    /// `C ← A·B + C` issued by the thread's warpgroup (see the module doc).
     pub(super) fn warpgroup_mma(&mut self, w: &WarpgroupMma) {
         let (n, bands) = (usize::from(w.n), usize::from(w.m) / ROWS);
         let registers = bands * n / 2;
@@ -37,25 +42,21 @@ impl Function<'_> {
             Elem::F16 => "f16",
             _ => "bf16",
         };
-        let mut inputs = Vec::new();
-        let mut sums = Vec::new();
-        for e in 0..registers {
-            let p = self.element(&w.c, e as i64);
-            let x = self.op(L::F32, format!("load float, ptr {p}, align 4"));
-            inputs.push(format!("float {}", x.s));
-            sums.push(p);
-        }
+        let mut operands = Vec::new();
         // Per k step: each band's descriptor of A (its rows 64 further on), then B's.
         for s in 0..steps {
             for band in 0..bands {
                 let rows = w.a.offset(ROWS * band, 0);
                 let d = self.descriptor(&w.a, (s, rows));
-                inputs.push(format!("i64 {}", d.s));
+                operands.push(format!("i64 {}", d.s));
             }
             let d = self.descriptor(&w.b, (s, 0));
-            inputs.push(format!("i64 {}", d.s));
+            operands.push(format!("i64 {}", d.s));
         }
-        inputs.push("i32 1".into());
+        // The instruction's scale-d: 0 ignores the accumulators' old values.
+        let accumulate = self.expr(&w.accumulate);
+        let scale = self.op(L::I32, format!("zext i1 {} to i32", accumulate.s));
+        operands.push(format!("i32 {}", scale.s));
         let transposed = |t: &SharedTile| u8::from(!t.k_major);
         let mut asm = String::from("{\\0A.reg .pred p;\\0A");
         let _ = write!(
@@ -80,19 +81,48 @@ impl Function<'_> {
                 );
             }
         }
-        asm.push_str("wgmma.commit_group.sync.aligned;\\0Awgmma.wait_group.sync.aligned 0;\\0A}");
-        let mut constraints = vec!["=f".to_string(); registers];
-        constraints.extend((0..registers).map(|e| e.to_string()));
-        constraints.extend(vec!["l".to_string(); steps * (bands + 1)]);
+        asm.push_str("wgmma.commit_group.sync.aligned;\\0A}");
+        let mut constraints = vec!["l".to_string(); steps * (bands + 1)];
         constraints.push("r".into());
+        self.tied_accumulators(&w.c, registers, &asm, (&constraints, &operands));
+    }
+
+    /// The thread's warpgroup waits until at most `pending` products are in flight.
+    pub(super) fn warpgroup_wait(&mut self, w: &WarpgroupWait) {
+        let asm = format!("wgmma.wait_group.sync.aligned {};", w.pending);
+        self.tied_accumulators(&w.c, usize::from(w.len), &asm, (&[], &[]));
+    }
+
+    /// A call of `asm` whose first outputs are `count` accumulators from `c`, tied to inputs
+    /// of their values before it, followed by `operands` under `constraints`; it clobbers
+    /// memory, is convergent, and its outputs are stored back over the accumulators.
+    fn tied_accumulators(
+        &mut self,
+        c: &Fragment,
+        count: usize,
+        asm: &str,
+        (constraints, operands): (&[String], &[String]),
+    ) {
+        let mut inputs = Vec::new();
+        let mut sums = Vec::new();
+        for e in 0..count {
+            let p = self.element(c, e as i64);
+            let x = self.op(L::F32, format!("load float, ptr {p}, align 4"));
+            inputs.push(format!("float {}", x.s));
+            sums.push(p);
+        }
+        inputs.extend(operands.iter().cloned());
+        let mut all = vec!["=f".to_string(); count];
+        all.extend((0..count).map(|e| e.to_string()));
+        all.extend(constraints.iter().cloned());
         // The tiles it reads are memory other code writes: nothing moves across it.
-        constraints.push("~{memory}".into());
-        let result = format!("{{{}}}", vec!["float"; registers].join(", "));
+        all.push("~{memory}".into());
+        let result = format!("{{{}}}", vec!["float"; count].join(", "));
         let d = self.op(
             L::F32,
             format!(
                 "call {result} asm sideeffect \"{asm}\", \"{}\"({}) convergent",
-                constraints.join(","),
+                all.join(","),
                 inputs.join(", ")
             ),
         );

@@ -1,7 +1,8 @@
 //! How the GPU matmuls ([`super::tensor_cores`], [`super::thread_tiles`],
 //! [`super::warpgroups`]) bring their slices of `a` and `b` into shared memory, each tile as
 //! its template reads it ([`Stage`]): three stages, so that while the threads multiply one
-//! slice, the next two are on their way. Each thread issues its share of a slice as `cp.async`
+//! slice, the next two are on their way (four for warpgroup products, one of which is still
+//! being multiplied while the threads issue the next: see [`super::warpgroups`]). Each thread issues its share of a slice as `cp.async`
 //! copies of 16 bytes (8 elements of a 16-bit type, 4 of f32), which land while it computes,
 //! and waits for them only before the barrier that precedes their use. The barrier also
 //! tells every thread that all are done with the slice before, whose stage the next copies
@@ -9,7 +10,7 @@
 //!
 //! ```text
 //! thread for t { copies of slices 0 and 1 → stages 0 and 1, a group each }
-//! serial for s in 0..slices {
+//! serial for s in 0..max(slices, 1) {
 //!   thread for t { wait until slice s's group has landed }
 //!   barrier
 //!   thread for t { if s + 2 < slices: copies of slice s + 2 → stage (s + 2) mod 3; commit }
@@ -37,12 +38,13 @@ use crate::graph::TensorType;
 use crate::lower::fragments::{and, copy_chunks, int, lt, padded, rem, stage_from, when, PAD};
 use crate::lower::index::{div_up, Ctx};
 
-/// The slices in shared memory at once.
+/// The slices in shared memory at once when the threads' own work on a slice is over by the
+/// next barrier.
 pub(super) const STAGES: i64 = 3;
 /// How many slices ahead of the one multiplied the copies run.
-const AHEAD: i64 = STAGES - 1;
+const AHEAD: i64 = 2;
 /// A wait that waits for nothing: more groups than are ever in flight.
-const IN_FLIGHT: u8 = 2 * STAGES as u8;
+const IN_FLIGHT: u8 = 2 * AHEAD as u8 + 2;
 /// The bytes of one asynchronous copy.
 const CHUNK_BYTES: i64 = 16;
 
@@ -60,7 +62,8 @@ pub(super) struct Staging<'l> {
 }
 
 /// What one stage holds: a slice of the reduced axis for the block's tile of the output, `a`'s
-/// rows of the tile and `b`'s columns, arranged in shared memory as `arrangement` says.
+/// rows of the tile and `b`'s columns, arranged in shared memory as `arrangement` says; and
+/// how many stages there are.
 #[derive(Clone, Copy)]
 pub(super) struct Stage {
     /// The block's tile of the output: rows and columns.
@@ -69,6 +72,10 @@ pub(super) struct Stage {
     pub slice: i64,
     /// How the tiles lie.
     pub arrangement: Arrangement,
+    /// The stages in shared memory, slice `s` in stage `s mod stages`: at least
+    /// [`AHEAD`]` + 1`, and one more for each slice whose product may still read its stage
+    /// after the barrier that follows its own.
+    pub stages: i64,
 }
 
 impl Stage {
@@ -154,7 +161,10 @@ impl<'l> Staging<'l> {
         (block, bufs): (&Block, &Buffers),
         work: &mut dyn FnMut(&mut Ctx, Expr) -> Vec<Stmt>,
     ) -> Vec<Stmt> {
-        let count = div_up(self.l.k.clone(), int(self.stage.slice));
+        // At least one slice, all zeros for an empty reduced axis: a template whose first
+        // product overwrites its accumulators then leaves zeros in them.
+        let slices = div_up(self.l.k.clone(), int(self.stage.slice));
+        let count = Expr::Bin(Bin::Max, Box::new(slices), Box::new(int(1)));
         let mut prologue = Vec::new();
         for s in 0..AHEAD {
             let copies = self.slice_copies(cx, block, bufs, int(s));
@@ -181,7 +191,7 @@ impl<'l> Staging<'l> {
         vec![threads(block.t, prologue), serial(slice, count, each)]
     }
 
-    /// Thread `block.t`'s share of staging slice `s` into stage `s mod STAGES`: asynchronous
+    /// Thread `block.t`'s share of staging slice `s` into stage `s mod stages`: asynchronous
     /// copies when every chunk is aligned, plain loads and stores when not.
     fn slice_copies(&self, cx: &mut Ctx, block: &Block, bufs: &Buffers, s: Expr) -> Vec<Stmt> {
         let (l, m, slice, chunk) = (self.l, &self.m, self.stage.slice, self.chunk);
@@ -189,7 +199,7 @@ impl<'l> Staging<'l> {
         let (i0, j0, t) = (block.i0, block.j0, block.t);
         let (a_len, b_len) = self.stage.lengths();
         let k0 = mul(s.clone(), int(slice));
-        let stage = rem(s, STAGES);
+        let stage = rem(s, self.stage.stages);
         let (k, n) = (l.k.clone(), l.n.clone());
         let ka = k0.clone();
         let a_at = move |cx: &Ctx, r: Expr, c: Expr| {

@@ -47,6 +47,7 @@ const STAGE: Stage = Stage {
     tile: (TILE, TILE),
     slice: SLICE,
     arrangement: Arrangement::Padded,
+    stages: STAGES,
 };
 /// A stage's tiles of `a` and `b` in shared memory.
 const A_STAGE: i64 = STAGE.lengths().0;

@@ -44,6 +44,7 @@ const STAGE: Stage = Stage {
     tile: (TILE, TILE),
     slice: SLICE,
     arrangement: Arrangement::Padded,
+    stages: STAGES,
 };
 /// A thread's rows and columns of the tile.
 const ROWS: i64 = 4;

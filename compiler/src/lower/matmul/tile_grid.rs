@@ -58,8 +58,8 @@ pub(super) struct Block {
 /// The kernel body of a matmul `out = a · b` (batch rows merged into the rows when `flat`;
 /// the operands in buffers `abuf` and `bbuf`, the kernel's arrays from buffer `first`, of
 /// which `locals` are locals): the grid over the output's tiles of `tile` rows and columns,
-/// each block zeroing its threads' `accumulators` and then running what `body` makes from
-/// the layout, the row count and the block's variables.
+/// each block zeroing its threads' first `accumulators` (none if 0) and then running what
+/// `body` makes from the layout, the row count and the block's variables.
 pub(super) fn kernel(
     cx: &mut Ctx,
     (out, flat, tile): (&TensorType, bool, (i64, i64)),
@@ -77,7 +77,10 @@ pub(super) fn kernel(
     };
     let (i0, j0, t, e) = (block.i0, block.j0, block.t, cx.var());
     let zero = Stmt::Store(bufs.accumulators, var(e), f32(0.0));
-    let mut each = vec![threads(t, vec![unroll(&[(e, accumulators)], vec![zero])])];
+    let mut each = Vec::new();
+    if accumulators > 0 {
+        each.push(threads(t, vec![unroll(&[(e, accumulators)], vec![zero])]));
+    }
     each.extend(body(cx, (&l, &m), block, &bufs));
     vec![grid(cx, (&l, &batch_shape, &m), (i0, j0, tile), each)]
 }

@@ -12,18 +12,32 @@
 //!
 //! ```text
 //! grid for tile in 0..batches · ⌈M/64⌉ · ⌈N/128⌉ {
-//!   thread for t in 0..128 { acc = 0 }
-//!   serial for slice in 0..⌈K/32⌉ {     (pipelined as the mma.sync template: see staging.rs)
+//!   serial for slice in 0..max(⌈K/32⌉, 1) {     (pipelined as the mma.sync template: see staging.rs)
 //!     thread for t in 0..128 { wait for the slice's a (64 × 32) and b (32 × 128) in shared memory }
 //!     barrier
 //!     thread for t in 0..128 { cp.async of the slice two ahead (0 past the edges) }
-//!     wgmma m64n128k32 acc += a · b     (two k16 steps, both in flight at once)
+//!     wgmma m64n128k32 acc += a · b     (two k16 steps, issued as one group; acc = a · b at slice 0)
+//!     wgmma.wait until ≤ 1 in flight    (the previous slice's group is complete)
 //!   }
+//!   wgmma.wait until ≤ 0 in flight
 //!   thread for t in 0..128 { the epilogue on each accumulator inside the output }
 //! }
 //! ```
 //!
-//! Three stages take 36 KiB of shared memory.
+//! The products run asynchronously, as CUTLASS's Hopper mainloop keeps one in flight: while
+//! the tensor cores multiply slice `s`, the threads wait for slice `s + 1`'s copies, pass the
+//! barrier and issue the copies of slice `s + 3`, then queue slice `s + 1`'s product behind
+//! `s`'s, so that the tensor cores are not idle between slices. Slice `s`'s stage is read
+//! until the wait in the iteration of `s + 1`, after that iteration's copies were issued:
+//! those copies (of slice `s + 3`) must go to another stage, so there are four stages
+//! (staging's three, and one for the product in flight), 48 KiB of shared memory.
+//!
+//! No instruction but a `wgmma` writes the accumulators: the first slice's product ignores
+//! their old values (its scale-d is 0) instead of the threads zeroing them. ptxas serialises
+//! the products of a pipeline into whose accumulators another instruction writes on a path
+//! that joins it (zeros before the loop, when LLVM does not peel its first iteration), and
+//! an empty reduced axis still takes one slice, all zeros past the edges, so that the
+//! output is 0.
 //!
 //! No thread loads a fragment: the tensor cores read the staged tiles through their
 //! descriptors, so the tiles lie as those describe ([`archc_kernels::warpgroup`]):
@@ -37,9 +51,9 @@
 //! a time, and both layouts keep such 8 together, 16-byte aligned.
 
 use archc_kernels::ir::build::{add, load, mul, var};
-use archc_kernels::ir::{Expr, Fragment, Local, SharedTile, Stmt, WarpgroupMma};
+use archc_kernels::ir::{Expr, Fragment, Local, SharedTile, Stmt, WarpgroupMma, WarpgroupWait};
 
-use super::staging::{Arrangement, Stage, Staging, STAGES};
+use super::staging::{Arrangement, Stage, Staging};
 use super::tile_grid::{self, arrays, kernel, Block, Buffers};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
@@ -54,6 +68,7 @@ const STAGE: Stage = Stage {
     tile: (TILE_ROWS, TILE_COLUMNS),
     slice: 32,
     arrangement: Arrangement::Warpgroup,
+    stages: 4,
 };
 /// A stage's tiles of `a` and `b` in shared memory.
 const A_STAGE: i64 = STAGE.lengths().0;
@@ -118,10 +133,14 @@ pub(super) fn matmul(
         cx,
         (out, flat, STAGE.tile),
         operands,
-        (first, 1, ACCUMULATORS),
+        // The first slice's product overwrites the accumulators: none is zeroed.
+        (first, 1, 0),
         |cx, (l, m), at, bufs| {
             let staging = Staging::new(l, m, STAGE, elem);
-            let mut body = staging.pipeline(cx, (&at, bufs), &mut |_, s| vec![product(bufs, s)]);
+            let mut body = staging.pipeline(cx, (&at, bufs), &mut |_, s| {
+                vec![product(bufs, s), wait(bufs, 1)]
+            });
+            body.push(wait(bufs, 0));
             body.push(results(cx, (l, m), &at, bufs, &mut epilogue));
             body
         },
@@ -129,15 +148,16 @@ pub(super) fn matmul(
     let (locals, shared) = arrays(
         elem,
         [ACCUMULATORS, 0, 0],
-        [STAGES * A_STAGE, STAGES * B_STAGE],
+        [STAGE.stages * A_STAGE, STAGE.stages * B_STAGE],
     );
     (grid, locals, shared)
 }
 
 /// The warpgroup's product of slice `s`'s stage, laid out as [`a_slot`] and [`b_slot`] put
-/// it.
+/// it, issued.
 fn product(bufs: &Buffers, s: Expr) -> Stmt {
-    let stage = rem(s, STAGES);
+    let accumulate = lt(int(0), s.clone());
+    let stage = rem(s, STAGE.stages);
     let b_lead = 8 * TILE_COLUMNS as u32;
     Stmt::WarpgroupMma(WarpgroupMma {
         a: SharedTile::swizzled(
@@ -156,9 +176,22 @@ fn product(bufs: &Buffers, s: Expr) -> Stmt {
             buf: bufs.accumulators,
             at: int(0),
         },
+        accumulate,
         m: TILE_ROWS as u16,
         n: TILE_COLUMNS as u16,
         k: STAGE.slice as u16,
+    })
+}
+
+/// The wait until at most `pending` of the warpgroup's products are in flight.
+fn wait(bufs: &Buffers, pending: u8) -> Stmt {
+    Stmt::WarpgroupWait(WarpgroupWait {
+        c: Fragment {
+            buf: bufs.accumulators,
+            at: int(0),
+        },
+        len: ACCUMULATORS as u16,
+        pending,
     })
 }
 
