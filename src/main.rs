@@ -407,7 +407,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     }
                     let ptxas = codegen::ptxas::find_ptxas()
                         .ok_or_else(|| Failure::Input(codegen::ptxas::MISSING.to_string()))?;
-                    let stats = codegen::ptxas::assemble(&ptxas, &ptx, arch).map_err(fail)?;
+                    let mut stats = codegen::ptxas::assemble(&ptxas, &ptx, arch).map_err(fail)?;
+                    stats.count_dynamic_shared(&l.kernels);
                     Ok(codegen::ptxas::report(&stats, arch))
                 }
             }

@@ -10,6 +10,7 @@ pub mod launch;
 pub mod math;
 mod printer;
 pub mod races;
+pub mod shared;
 pub mod storage;
 pub mod target;
 pub mod verify;

@@ -49,7 +49,7 @@ pub struct Target {
     pub l2_bytes: u64,
     /// Bytes of last-level cache shared by the cores.
     pub l3_bytes: u64,
-    /// Bytes of memory a block of cooperating threads shares (0 on CPUs).
+    /// Bytes of memory one block of cooperating threads may share at most (0 on CPUs).
     pub shared_bytes: u64,
     /// How parallel loops map onto hardware.
     pub threads: ThreadModel,
@@ -221,8 +221,9 @@ impl Target {
         }
     }
 
-    /// An NVIDIA GPU of architecture `arch`: warps of 32 threads, blocks of up to 1024, 228 KiB
-    /// of shared memory per multiprocessor (227 KiB to one block) on both, the tensor cores'
+    /// An NVIDIA GPU of architecture `arch`: warps of 32 threads, blocks of up to 1024, the
+    /// most shared memory one block may have (opted in: Hopper 227 KiB, an A100 163 KiB,
+    /// 48 KiB of it declared statically: see [`crate::shared`]), the tensor cores'
     /// `m16n8k16` shape. `lanes` stays 4: a thread's vectors are what LLVM's NVPTX backend
     /// turns into `ld.v4`/`st.v4` and four scalar instructions.
     pub fn cuda(arch: GpuArch) -> Target {
@@ -234,7 +235,10 @@ impl Target {
             l1_bytes: 32 << 10,
             l2_bytes: 50 << 20,
             l3_bytes: 0,
-            shared_bytes: 227 << 10,
+            shared_bytes: match arch {
+                GpuArch::Sm80 => 163 << 10,
+                GpuArch::Sm90a => 227 << 10,
+            },
             threads: ThreadModel::GpuGrid {
                 warp: 32,
                 max_block: 1024,

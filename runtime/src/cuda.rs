@@ -32,6 +32,18 @@ pub enum CudaError {
     /// The driver found no usable GPU, or failed.
     #[error("CUDA: {0}")]
     Driver(String),
+    /// A kernel needs more shared memory per block than the GPU gives one.
+    #[error("kernel {kernel} needs {bytes} bytes of shared memory per block; {name} gives a block at most {limit}")]
+    SharedMemory {
+        /// The kernel's name.
+        kernel: String,
+        /// The bytes it needs.
+        bytes: u32,
+        /// The device's name.
+        name: String,
+        /// The most a block may have (opted in).
+        limit: i32,
+    },
     /// The GPU is older than the PTX archc generates needs.
     #[error(
         "{name} has compute capability {major}.{minor}; archc's PTX needs 8.0 (Ampere) or newer"
@@ -90,9 +102,8 @@ pub struct CudaLauncher {
     /// module their kernels are in.
     batches: RefCell<Batches>,
     functions: Vec<CudaFunction>,
-    /// Each kernel's name, grid (blocks, expressions of the dims) and threads per block, from
-    /// the plan's launch geometry.
-    geometry: Vec<(String, Vec<Size>, u32)>,
+    /// Each kernel's launch, from the plan's launch geometry.
+    geometry: Vec<Geometry>,
     /// What each kernel reads and writes, checked at every launch as on the CPU.
     signatures: Signatures,
     /// The arena's mirror and the weights' copies on the GPU (`crate::resident`).
@@ -120,8 +131,9 @@ impl CudaLauncher {
         let geometry = geometry(plan);
         let functions = geometry
             .iter()
-            .map(|(name, ..)| module.load_function(name).map_err(driver))
+            .map(|g| module.load_function(&g.name).map_err(driver))
             .collect::<Result<Vec<_>, _>>()?;
+        allow_shared(ctx, &functions, &geometry)?;
         let signatures = plan
             .signatures()
             .map_err(|e| CudaError::Driver(format!("the plan's kernel signatures: {e}")))?;
@@ -167,14 +179,56 @@ impl CudaLauncher {
     }
 }
 
+/// A kernel's launch: its name, grid (blocks, expressions of the dims), threads per block
+/// and bytes of dynamic shared memory per block (`Plan::dynamic_shared`).
+struct Geometry {
+    name: String,
+    grid: Vec<Size>,
+    threads: u32,
+    shared: u32,
+}
+
+/// Allows each kernel that takes dynamic shared memory the bytes it asks for (a launch of
+/// more than 48 KiB fails without), or says which one needs more than the GPU gives a block.
+fn allow_shared(
+    ctx: &Arc<CudaContext>,
+    functions: &[CudaFunction],
+    geometry: &[Geometry],
+) -> Result<(), CudaError> {
+    use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+    let mut limit = None;
+    for (f, g) in functions.iter().zip(geometry).filter(|(_, g)| g.shared > 0) {
+        let most = match limit {
+            Some(most) => most,
+            None => {
+                let attribute =
+                    CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN;
+                *limit.insert(ctx.attribute(attribute).map_err(driver)?)
+            }
+        };
+        let bytes = i32::try_from(g.shared).unwrap_or(i32::MAX);
+        if bytes > most {
+            return Err(CudaError::SharedMemory {
+                kernel: g.name.clone(),
+                bytes: g.shared,
+                name: ctx.name().map_err(driver)?,
+                limit: most,
+            });
+        }
+        let attribute = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+        f.set_attribute(attribute, bytes).map_err(driver)?;
+    }
+    Ok(())
+}
+
 /// Blocks and threads per block for a kernel the plan gives no geometry (a Grid loop whose
 /// extent reads a buffer: MoE's routed rows), or no step launches: its loops stride over grid
 /// and block, so any launch covers them.
 const FALLBACK: (i64, u32) = (1024, 128);
 
-/// Each kernel's name, grid and block, from the first step that launches it (every step of a
-/// kernel has its geometry: it is the kernel's).
-fn geometry(plan: &Plan) -> Vec<(String, Vec<Size>, u32)> {
+/// Each kernel's launch, from the first step that launches it (every step of a kernel has its
+/// geometry: it is the kernel's).
+fn geometry(plan: &Plan) -> Vec<Geometry> {
     let mut out: Vec<Option<(Vec<Size>, u32)>> = vec![None; plan.kernels.len()];
     let kinds = plan.kinds.iter().flat_map(|k| &k.steps);
     for step in plan.prepare.iter().chain(&plan.steps).chain(kinds) {
@@ -197,9 +251,15 @@ fn geometry(plan: &Plan) -> Vec<(String, Vec<Size>, u32)> {
     plan.kernels
         .iter()
         .zip(out)
-        .map(|(name, g)| {
-            let (grid, block) = g.unwrap_or((vec![Size::Const(FALLBACK.0)], FALLBACK.1));
-            (name.clone(), grid, block)
+        .zip(plan.dynamic_shared.iter().chain(std::iter::repeat(&0)))
+        .map(|((name, g), &shared)| {
+            let (grid, threads) = g.unwrap_or((vec![Size::Const(FALLBACK.0)], FALLBACK.1));
+            Geometry {
+                name: name.clone(),
+                grid,
+                threads,
+                shared,
+            }
         })
         .collect()
 }
@@ -283,7 +343,7 @@ impl Launcher for CudaLauncher {
         args: &mut [Arg<'_>],
         dims: &[i64],
     ) -> Result<i64, LaunchError> {
-        let ((_, grid, threads), fallible) = self
+        let (g, fallible) = self
             .geometry
             .get(kernel)
             .zip(self.fallible.get(kernel))
@@ -292,11 +352,12 @@ impl Launcher for CudaLauncher {
         let mut memory = self.memory.borrow_mut();
         let staged = memory.stage(args)?;
         // The kernel's grid-stride loops cover iterations past the grid: clamping is safe.
-        let blocks: i64 = grid.iter().map(|g| g.eval(dims).max(1)).product();
+        let blocks: i64 = g.grid.iter().map(|s| s.eval(dims).max(1)).product();
         self.batches.borrow_mut().push(Queued {
             kernel,
             blocks: blocks.clamp(1, i64::from(i32::MAX)) as u32,
-            threads: *threads,
+            threads: g.threads,
+            shared: g.shared,
             addresses: staged.addresses.clone(),
             dims: if dims.is_empty() {
                 vec![0]

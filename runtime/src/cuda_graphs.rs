@@ -46,6 +46,8 @@ pub struct Queued {
     pub blocks: u32,
     /// Threads per block.
     pub threads: u32,
+    /// Bytes of dynamic shared memory per block (the kernel's, allowed at its load).
+    pub shared: u32,
     /// Where each argument's bytes are on the GPU.
     pub addresses: Vec<u64>,
     /// The values of the plan's symbols (at least one: a kernel's dims pointer is never
@@ -142,7 +144,7 @@ impl Arguments {
             let config = LaunchConfig {
                 grid_dim: (q.blocks, 1, 1),
                 block_dim: (q.threads, 1, 1),
-                shared_mem_bytes: 0,
+                shared_mem_bytes: q.shared,
             };
             let mut launch = s.launch_builder(function);
             launch.arg(&table).arg(&dims);

@@ -165,6 +165,11 @@ pub struct Plan {
     /// it was: every kernel is then taken to have some.
     #[serde(default)]
     pub fallible: Vec<bool>,
+    /// Bytes of dynamic shared memory each kernel's blocks take on a GPU: its shared arrays
+    /// when they exceed what a kernel may declare statically (`archc_kernels::shared`), else
+    /// 0. Empty in a plan written before it was: none then takes any.
+    #[serde(default)]
+    pub dynamic_shared: Vec<u32>,
     /// Conditions on the dims checked once the dims are bound (see [`crate::DimCheck`]).
     #[serde(default)]
     pub dim_checks: Vec<crate::DimCheck>,

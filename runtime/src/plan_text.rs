@@ -82,12 +82,15 @@ fn steps(out: &mut String, plan: &Plan, layout: &ArenaLayout, steps: &[Step], pa
     for (i, s) in steps.iter().enumerate() {
         let args: Vec<String> = s.args().iter().map(|a| format!("b{a}")).collect();
         let (what, launch) = match s {
-            Step::Kernel { kernel, launch, .. } => (
-                plan.kernels[*kernel].clone(),
-                launch
+            Step::Kernel { kernel, launch, .. } => {
+                let mut geometry = launch
                     .as_ref()
-                    .map_or(String::new(), |l| format!(" {}", l.show(&plan.symbols))),
-            ),
+                    .map_or(String::new(), |l| format!(" {}", l.show(&plan.symbols)));
+                if let Some(&bytes @ 1..) = plan.dynamic_shared.get(*kernel) {
+                    let _ = write!(geometry, " shared={bytes}");
+                }
+                (plan.kernels[*kernel].clone(), geometry)
+            }
             Step::Call { kind, .. } => (
                 format!("call kind{kind} region@{}", layout.calls[i]),
                 String::new(),

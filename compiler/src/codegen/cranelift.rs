@@ -58,6 +58,16 @@ pub enum CodegenError {
         /// `archc_kernels::ir::MAX_LOCAL_BYTES`.
         limit: usize,
     },
+    /// A GPU kernel's shared arrays are larger than a block of its architecture may have.
+    #[error("kernel `{kernel}` needs {bytes} bytes of shared memory per block, more than the {limit} a block may have")]
+    TooMuchShared {
+        /// The kernel.
+        kernel: String,
+        /// What its shared arrays take.
+        bytes: usize,
+        /// The target's `shared_bytes`.
+        limit: usize,
+    },
     /// A kernel uses vectors of a width other than Cranelift's four lanes.
     #[error("kernel `{kernel}` uses {lanes}-lane vectors; Cranelift generates only 4-lane ones")]
     VectorWidth {

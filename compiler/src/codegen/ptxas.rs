@@ -60,6 +60,20 @@ pub struct Assembled {
     pub notes: Vec<String>,
 }
 
+impl Assembled {
+    /// Adds to each kernel's shared memory the dynamic shared memory its launches ask for
+    /// (`archc_kernels::shared`), which ptxas does not see.
+    pub fn count_dynamic_shared(&mut self, kernels: &[archc_kernels::ir::Kernel]) {
+        for k in kernels {
+            let bytes = archc_kernels::shared::SharedLayout::of(k).launch_bytes();
+            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+            for s in self.kernels.iter_mut().filter(|s| s.name == k.name) {
+                s.shared = s.shared.saturating_add(bytes);
+            }
+        }
+    }
+}
+
 /// What ptxas reports of one kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelStats {
@@ -73,7 +87,8 @@ pub struct KernelStats {
     pub spill_stores: u32,
     /// Bytes loaded back.
     pub spill_loads: u32,
-    /// Bytes of shared memory per block (static).
+    /// Bytes of shared memory per block: ptxas's (static), and the dynamic shared memory
+    /// its launches ask for once [`Assembled::count_dynamic_shared`] has added it.
     pub shared: u32,
 }
 

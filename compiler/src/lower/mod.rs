@@ -186,6 +186,7 @@ pub fn lower_with(g: &Graph, target: &Target, blocks: &BTreeMap<String, BlockFor
         kernel_local_bytes: 0,
         checks: Vec::new(),
         fallible: Vec::new(),
+        dynamic_shared: Vec::new(),
         dim_checks: g.dim_checks.clone(),
         index_bounds: index_bounds(g),
         ema_sources: Default::default(),
@@ -237,6 +238,14 @@ pub fn lower_with(g: &Graph, target: &Target, blocks: &BTreeMap<String, BlockFor
         .list
         .iter()
         .map(archc_kernels::ir::Kernel::has_checks)
+        .collect();
+    plan.dynamic_shared = kernels
+        .list
+        .iter()
+        .map(|k| {
+            let bytes = archc_kernels::shared::SharedLayout::of(k).launch_bytes();
+            u32::try_from(bytes).unwrap_or(u32::MAX)
+        })
         .collect();
     Lowered {
         plan,

@@ -64,7 +64,7 @@ fn narrow_matmuls_run_on_warpgroups_in_the_simulator() {
     let file = matmuls_model(&d);
     for dtype in ["bf16", "f16"] {
         let kernels = kernels_for(&file, (dtype, "sm_90a"));
-        assert_eq!(kernels.matches("wgmma.m64n128k32").count(), 4, "{kernels}");
+        assert_eq!(kernels.matches("wgmma.m64n128k64").count(), 4, "{kernels}");
         assert_eq!(
             kernels.matches("wgmma.wait until ≤ 1").count(),
             4,

@@ -74,6 +74,17 @@ fn machine(arch: GpuArch) -> Result<TargetMachine, CodegenError> {
 
 /// The PTX of `kernels` (GPU-mapped, see the module doc) for `arch`, optimised by LLVM.
 pub fn ptx(kernels: &[Kernel], symbols: usize, arch: GpuArch) -> Result<String, CodegenError> {
+    let limit = archc_kernels::target::Target::cuda(arch).shared_bytes as usize;
+    for k in kernels {
+        let bytes = archc_kernels::shared::SharedLayout::of(k).bytes;
+        if bytes > limit {
+            return Err(CodegenError::TooMuchShared {
+                kernel: k.name.clone(),
+                bytes,
+                limit,
+            });
+        }
+    }
     let text = module_text(kernels, symbols, arch);
     let machine = machine(arch)?;
     let context = Context::create();

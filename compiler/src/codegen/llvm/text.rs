@@ -250,21 +250,43 @@ impl<'k> Function<'k> {
             let _ = writeln!(e, "  %b{i} = load ptr, ptr %pa{i}, align 8");
             self.bases.push(format!("%b{i}"));
         }
+        // A block's shared arrays: one per block, in shared memory (address space 3), placed
+        // as `SharedLayout` says; above 48 KiB in the launch's dynamic shared memory, one
+        // external array the driver places on 1024 bytes.
+        let layout = archc_kernels::shared::SharedLayout::of(self.kernel);
+        let dynamic = format!("@\"{}_dynamic_shared\"", self.kernel.name);
+        if self.gpu && layout.dynamic() {
+            let _ = writeln!(
+                self.globals,
+                "{dynamic} = external addrspace(3) global [0 x i8], align 1024"
+            );
+        }
         for (j, l) in self.kernel.arrays().enumerate() {
             let b = self.kernel.params.len() + j;
             let n = l.len.max(1);
             let t = elem_type(l.elem);
-            if self.gpu && j >= self.kernel.locals.len() {
-                // A block's shared array: one per block, in shared memory (address space 3),
-                // on 16 bytes (`ldmatrix`, `cp.async`); on 1024 in a kernel with warpgroup
-                // products, whose swizzled tiles' layouts follow the address's own bits
-                // (the 32-byte swizzle's atoms start on 256 bytes, the 128-byte one's on 1024).
-                let g = format!("@\"{}.shared{j}\"", self.kernel.name);
-                let align = if self.warpgroups { 1024 } else { 16 };
-                let _ = writeln!(
-                    self.globals,
-                    "{g} = internal addrspace(3) global [{n} x {t}] undef, align {align}"
-                );
+            let shared = j.checked_sub(self.kernel.locals.len());
+            if let (true, Some(s)) = (self.gpu, shared) {
+                let at = layout.offsets.get(s).copied().unwrap_or(0);
+                let g = match layout.dynamic() {
+                    true => {
+                        let g = format!("%s{b}");
+                        let _ = writeln!(
+                            e,
+                            "  {g} = getelementptr i8, ptr addrspace(3) {dynamic}, i64 {at}"
+                        );
+                        g
+                    }
+                    false => {
+                        let g = format!("@\"{}.shared{j}\"", self.kernel.name);
+                        let _ = writeln!(
+                            self.globals,
+                            "{g} = internal addrspace(3) global [{n} x {t}] undef, align {}",
+                            layout.align
+                        );
+                        g
+                    }
+                };
                 let _ = writeln!(e, "  %b{b} = addrspacecast ptr addrspace(3) {g} to ptr");
             } else {
                 let _ = writeln!(e, "  %b{b} = alloca [{n} x {t}], align 64");

@@ -12,11 +12,11 @@
 //!
 //! ```text
 //! grid for tile in 0..batches · ⌈M/64⌉ · ⌈N/128⌉ {
-//!   serial for slice in 0..max(⌈K/32⌉, 1) {     (pipelined as the mma.sync template: see staging.rs)
-//!     thread for t in 0..128 { wait for the slice's a (64 × 32) and b (32 × 128) in shared memory }
+//!   serial for slice in 0..max(⌈K/64⌉, 1) {     (pipelined as the mma.sync template: see staging.rs)
+//!     thread for t in 0..128 { wait for the slice's a (64 × 64) and b (64 × 128) in shared memory }
 //!     barrier
 //!     thread for t in 0..128 { cp.async of the slice two ahead (0 past the edges) }
-//!     wgmma m64n128k32 acc += a · b     (two k16 steps, issued as one group; acc = a · b at slice 0)
+//!     wgmma m64n128k64 acc += a · b     (four k16 steps, issued as one group; acc = a · b at slice 0)
 //!     wgmma.wait until ≤ 1 in flight    (the previous slice's group is complete)
 //!   }
 //!   wgmma.wait until ≤ 0 in flight
@@ -30,7 +30,14 @@
 //! `s`'s, so that the tensor cores are not idle between slices. Slice `s`'s stage is read
 //! until the wait in the iteration of `s + 1`, after that iteration's copies were issued:
 //! those copies (of slice `s + 3`) must go to another stage, so there are four stages
-//! (staging's three, and one for the product in flight), 48 KiB of shared memory.
+//! (staging's three, and one for the product in flight).
+//!
+//! A slice is 64 long, as CUTLASS's Hopper GEMMs take 16-bit operands: per barrier the tensor
+//! cores get four k16 steps (256 cycles of a multiprocessor's tensor cores at m64n128k16),
+//! against which a barrier, a wait and a slice's copies weigh half what they did at 32.
+//! Four stages of 24 KiB take 96 KiB of shared memory, more than a kernel may declare
+//! statically: they are the launch's dynamic shared memory ([`archc_kernels::shared`]), and
+//! two blocks fit a multiprocessor.
 //!
 //! No instruction but a `wgmma` writes the accumulators: the first slice's product ignores
 //! their old values (its scale-d is 0) instead of the threads zeroing them. ptxas serialises
@@ -63,10 +70,10 @@ use crate::lower::index::Ctx;
 /// The block's tile of the output: one band of 64 rows, 128 columns.
 const TILE_ROWS: i64 = 64;
 const TILE_COLUMNS: i64 = 128;
-/// What a stage holds: a slice of 32 (two k16 steps) for the tile, as the descriptors read it.
+/// What a stage holds: a slice of 64 (four k16 steps) for the tile, as the descriptors read it.
 const STAGE: Stage = Stage {
     tile: (TILE_ROWS, TILE_COLUMNS),
-    slice: 32,
+    slice: 64,
     arrangement: Arrangement::Warpgroup,
     stages: 4,
 };
