@@ -52,7 +52,7 @@ fn narrow_matmuls_run_on_tensor_cores_in_the_simulator() {
 
 /// On Hopper (sm_90a) the same matmuls run as warpgroup products: `wgmma.mma_async`
 /// m64n128k16 reading both operands from shared memory through descriptors (`a` k-major with
-/// the 32-byte swizzle, `b` mn-major), two per slice of 32, which cuda-sim models by the
+/// the 32-byte swizzle, `b` mn-major), four per slice of 64, which cuda-sim models by the
 /// same layouts, one product left in flight across the next slice's barrier and copies
 /// (the simulator reads a product's tiles at its wait, so a stage reused too early fails).
 /// Against the CPU's kernels and the interpreter as on sm_80; the PTX holds the inline
