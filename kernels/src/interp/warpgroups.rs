@@ -3,14 +3,23 @@
 //! descriptors lay them out and its threads' accumulators as `wgmma` places them
 //! ([`crate::warpgroup`]), and the product lands in those accumulators.
 //!
+//! A product is asynchronous, as on a GPU: it is queued at its issue and computed when a
+//! [`Stmt::WarpgroupWait`] completes it, reading its tiles then, the latest time the hardware
+//! may. So a pipeline that overwrites a stage while its product is in flight computes with
+//! the new contents, or races, or touches a copy that has not landed, instead of passing by
+//! luck; and a thread touching the accumulators of a product in flight is an error, as is a
+//! product still in flight when its block ends.
+//!
 //! [`Stmt::WarpgroupMma`]: crate::ir::Stmt::WarpgroupMma
+//! [`Stmt::WarpgroupWait`]: crate::ir::Stmt::WarpgroupWait
 
 use std::collections::VecDeque;
 
 use super::{i, KernelError, Machine};
 use crate::races::TENSOR_CORES;
-use crate::warpgroup::WARPGROUP;
-use crate::warpgroup::{accumulator, SharedTile, WarpgroupMma, WarpgroupWait, ATOM, CORE};
+use crate::warpgroup::{
+    accumulator, SharedTile, WarpgroupMma, WarpgroupWait, ATOM, CORE, WARPGROUP,
+};
 
 /// One product issued and not yet complete, its tiles' starts as they were at its issue.
 struct Issued {
