@@ -38,7 +38,8 @@
 //!    two. A `LoadMatrix` reads 1, 2 or 4 matrices from a shared array of f16 or bf16 into a
 //!    local of the same type, at an even offset that leaves them inside it when constant; its
 //!    row is an `i64` of the thread variable it binds.
-//!    A `WarpgroupMma` is placed so too, in a block of whole warpgroups (128 threads); its
+//!    A `WarpgroupMma` is placed so too, in a block of whole warpgroups (128 threads each,
+//!    splitting the rows of its `A` tile); its
 //!    `A` and `B` are shared arrays of one 16-bit float type whose core matrices lie a
 //!    multiple of 16 bytes apart, within a descriptor's reach (a K-major tile is swizzled,
 //!    its atoms and k16 slabs a multiple of 256 bytes apart; an MN-major one is not); its `C` an f32 local that holds

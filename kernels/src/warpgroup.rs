@@ -138,11 +138,14 @@ impl SharedTile {
     }
 }
 
-/// What a [`crate::ir::Stmt::WarpgroupMma`] computes: in every warpgroup of the block,
-/// `C ← A·B + C` for an `m` × `k` `A`, a `k` × `n` `B` (both in shared memory, of one 16-bit
-/// float type) and an `m` × `n` f32 `C` spread over the warpgroup's threads' copies of a
-/// local ([`accumulator`]), or `C ← A·B` where `accumulate` is false (`C`'s old values
-/// unread, as a first product's). It runs as one instruction per band of 64 rows and k16 step, `A`
+/// What a [`crate::ir::Stmt::WarpgroupMma`] computes: in every warpgroup `g` of the block,
+/// `C ← A_g·B + C` for an `m` × `k` `A_g`, a `k` × `n` `B` (both in shared memory, of one
+/// 16-bit float type) and an `m` × `n` f32 `C` spread over the warpgroup's threads' copies of a
+/// local ([`accumulator`]), or `C ← A_g·B` where `accumulate` is false (`C`'s old values
+/// unread, as a first product's). The warpgroups split the rows of `A`'s tile: `A_g` is its
+/// rows `g·m..(g + 1)·m` (all of it in a block of one warpgroup), so that the warpgroups of a
+/// block share `B`'s tile, as CUTLASS's cooperative Hopper kernels do.
+/// It runs as one instruction per band of 64 rows and k16 step, `A`
 /// and `B` each advancing one [`SharedTile::step`] per step, committed together as one
 /// group, which is in flight until a [`WarpgroupWait`] completes it: until then no thread
 /// may touch `C`, and the tiles may change under it (the hardware reads them at some time in
@@ -150,7 +153,7 @@ impl SharedTile {
 /// tensor cores chain them in order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct WarpgroupMma {
-    /// `A`, `m` × `k`.
+    /// `A`, `m` × `k` per warpgroup: `g·m` rows on for warpgroup `g`.
     pub a: SharedTile,
     /// `B`, `k` × `n`.
     pub b: SharedTile,

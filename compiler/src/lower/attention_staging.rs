@@ -8,7 +8,7 @@ use archc_kernels::ir::{Expr, Scope, Stmt, Var};
 use super::attention::{key_blocks, plain, row_start};
 use super::attention_tasks::{over_tasks, task, Task};
 use super::attention_tiles::Widths;
-use super::fragments::{copy_chunks, int, lt, padded, stage, Slot};
+use super::fragments::{copy_chunks, int, lt, padded, stage, Slot, THREADS};
 use super::index::Ctx;
 use crate::graph::{AttentionInfo, TensorType};
 
@@ -96,13 +96,19 @@ impl Nest {
                     let (height, width) = shape;
                     let slot = padded(int(0), width);
                     let chunks = (from.0, from.1, &slot as Slot);
-                    copy_chunks(cx, t, chunks, (height, width, n, 1), &|cx, r, c| {
-                        let (inside, index) = at(cx, r, c);
-                        (
-                            Expr::Select(Box::new(inside), Box::new(int(n)), Box::new(int(0))),
-                            index,
-                        )
-                    })
+                    copy_chunks(
+                        cx,
+                        (t, THREADS),
+                        chunks,
+                        (height, width, n, 1),
+                        &|cx, r, c| {
+                            let (inside, index) = at(cx, r, c);
+                            (
+                                Expr::Select(Box::new(inside), Box::new(int(n)), Box::new(int(0))),
+                                index,
+                            )
+                        },
+                    )
                 }
             };
             (

@@ -76,7 +76,7 @@ pub fn stage(
     at: &dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr),
 ) -> Stmt {
     let slot = padded(int(0), width);
-    stage_from(cx, t, (buf, tile, &slot), (height, width), at)
+    stage_from(cx, (t, THREADS), (buf, tile, &slot), (height, width), at)
 }
 
 /// Where a tile's element `(r, c)` lies in shared memory when its rows of `width` elements
@@ -88,10 +88,11 @@ pub fn padded(first: Expr, width: i64) -> impl Fn(Expr, Expr) -> Expr {
 /// Where a tile's element `(r, c)` lies in a shared array.
 pub type Slot<'a> = &'a dyn Fn(Expr, Expr) -> Expr;
 
-/// [`stage`] into shared array `tile`, element `(r, c)` of the tile where `slot` puts it.
+/// [`stage`] into shared array `tile`, element `(r, c)` of the tile where `slot` puts it, as
+/// thread `t` of a block of `threads` (which divides the tile's elements).
 pub fn stage_from(
     cx: &mut Ctx,
-    t: Var,
+    (t, threads): (Var, i64),
     (buf, tile, slot): (usize, usize, Slot),
     (height, width): (i64, i64),
     at: &dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr),
@@ -102,9 +103,9 @@ pub fn stage_from(
     let copy = Stmt::Store(tile, slot.clone(), load(buf, index));
     serial(
         e,
-        int(height * width / THREADS),
+        int(height * width / threads),
         vec![
-            Stmt::Set(x, add(mul(var(e), int(THREADS)), var(t))),
+            Stmt::Set(x, add(mul(var(e), int(threads)), var(t))),
             Stmt::Set(r, div(var(x), width)),
             Stmt::Set(c, rem(var(x), width)),
             Stmt::Store(tile, slot, f32(0.0)),
@@ -113,7 +114,8 @@ pub fn stage_from(
     )
 }
 
-/// Thread `t`'s share of copying a `height × width` tile into shared array `tile` (element
+/// Thread `t`'s (of a block of `threads`) share of copying a `height × width` tile into
+/// shared array `tile` (element
 /// `(r, c)` where `slot` puts it, which keeps each chunk contiguous and aligned) from
 /// buffer `buf`, asynchronously: `cp.async`
 /// copies of `chunk` elements, each reading the count `at` gives for a row and a column of the
@@ -126,7 +128,7 @@ pub fn stage_from(
 /// the banks, where a row's chunks would all land on the same ones.
 pub fn copy_chunks(
     cx: &mut Ctx,
-    t: Var,
+    (t, threads): (Var, i64),
     (buf, tile, slot): (usize, usize, Slot),
     (height, width, chunk, together): (i64, i64, i64, i64),
     at: &dyn Fn(&Ctx, Expr, Expr) -> (Expr, Expr),
@@ -144,11 +146,11 @@ pub fn copy_chunks(
     });
     let chunks = height * per_row;
     // The last round's threads past the tile's end copy nothing.
-    let copy = match chunks % THREADS {
+    let copy = match chunks % threads {
         0 => copy,
         _ => when(cx, lt(var(r), int(height)), vec![copy]),
     };
-    let x_at = add(mul(var(e), int(THREADS)), var(t));
+    let x_at = add(mul(var(e), int(threads)), var(t));
     let together = if height % together.max(1) == 0 {
         together
     } else {
@@ -172,7 +174,7 @@ pub fn copy_chunks(
     };
     serial(
         e,
-        int((chunks + THREADS - 1) / THREADS),
+        int((chunks + threads - 1) / threads),
         [place, vec![copy]].concat(),
     )
 }

@@ -1,7 +1,7 @@
 //! The interpreter's warpgroup tensor-core product ([`Stmt::WarpgroupMma`]) under the GPU
-//! semantics: each warpgroup of the block reads `A` and `B` from shared memory as their
-//! descriptors lay them out and its threads' accumulators as `wgmma` places them
-//! ([`crate::warpgroup`]), and the product lands in those accumulators.
+//! semantics: each warpgroup of the block reads its rows of `A` and all of `B` from shared
+//! memory as their descriptors lay them out and its threads' accumulators as `wgmma` places
+//! them ([`crate::warpgroup`]), and the product lands in those accumulators.
 //!
 //! A product is asynchronous, as on a GPU: it is queued at its issue and computed when a
 //! [`Stmt::WarpgroupWait`] completes it, reading its tiles then, the latest time the hardware
@@ -39,9 +39,9 @@ struct Issued {
 pub(super) struct Products(VecDeque<Issued>);
 
 impl Machine<'_> {
-    /// Issues `C ← A·B + C` in every warpgroup (see [`WarpgroupMma`]): the tiles are read
-    /// now for the race checker (the hardware may read them at once) and again when a wait
-    /// completes the product, whose sums then land in the accumulators.
+    /// Issues `C ← A_g·B + C` in every warpgroup `g` (see [`WarpgroupMma`]): the tiles are
+    /// read now for the race checker (the hardware may read them at once) and again when a
+    /// wait completes the product, whose sums then land in the accumulators.
     pub(super) fn warpgroup_mma(&mut self, w: &WarpgroupMma) -> Result<(), KernelError> {
         let threads = self.warps(std::iter::once(w.c.buf))?;
         if !threads.is_multiple_of(WARPGROUP) {
@@ -56,7 +56,7 @@ impl Machine<'_> {
         let first = self.bound(w.c.buf, first)?;
         let (a_at, b_at) = (i(&self.eval(&w.a.at)?), i(&self.eval(&w.b.at)?));
         let accumulate = i(&self.eval(&w.accumulate)?) != 0;
-        self.tile(&w.a, a_at, (m, k))?;
+        self.tile(&w.a, a_at, (m * threads / WARPGROUP, k))?;
         self.tile(&w.b, b_at, (n, k))?;
         self.products.0.push_back(Issued {
             w: w.clone(),
@@ -82,17 +82,20 @@ impl Machine<'_> {
     }
 
     /// Product `p`'s sums, in f32 along k in order (the hardware's order is its own: results
-    /// are checked to a tolerance), added to its accumulators.
+    /// are checked to a tolerance), added to its accumulators: warpgroup `g`'s from rows
+    /// `g·m..` of `A`'s tile.
     fn complete(&mut self, p: &Issued) -> Result<(), KernelError> {
         let (m, n, k) = (usize::from(p.w.m), usize::from(p.w.n), usize::from(p.w.k));
-        let a = self.tile(&p.w.a, p.a_at, (m, k))?;
+        let groups = p.threads / WARPGROUP;
+        let a = self.tile(&p.w.a, p.a_at, (m * groups, k))?;
         let b = self.tile(&p.w.b, p.b_at, (n, k))?;
         let count = m * n / WARPGROUP;
-        for group in 0..p.threads / WARPGROUP {
+        for group in 0..groups {
             for t in 0..WARPGROUP {
                 let thread = (group * WARPGROUP + t) as i64;
                 for e in 0..count {
                     let (r, c) = accumulator(t, e, n);
+                    let r = group * m + r;
                     let acc = match p.accumulate {
                         true => self.local(thread, p.w.c.buf, p.first + e),
                         false => 0.0,
@@ -196,16 +199,18 @@ mod tests {
         (a, b)
     }
 
-    /// One block of a warpgroup: copies the staged tiles (already in their shared layout)
-    /// into shared memory, multiplies (`b_as`: how the product reads `B`), and writes each
-    /// thread's accumulators to `out[t·N/2 + e]`. Without `barrier`, the product reads the
-    /// tiles while other threads' writes are unordered with it.
-    fn kernel(b_as: SharedTile, barrier: bool) -> Kernel {
+    /// One block of `groups` warpgroups, splitting `A`'s rows: copies the staged tiles
+    /// (already in their shared layout) into shared memory, multiplies (`b_as`: how the
+    /// product reads `B`), and writes each thread's accumulators to `out[t·count + e]`.
+    /// Without `barrier`, the product reads the tiles while other threads' writes are
+    /// unordered with it.
+    fn kernel(b_as: SharedTile, barrier: bool, groups: usize) -> Kernel {
         let [blk, t, e] = [0, 1, 2].map(Var);
         let int = Expr::Int;
+        let block_threads = groups * WARPGROUP;
         let copy = |src: usize, dst: usize, len: usize| {
-            let at = add(mul(var(e), int(WARPGROUP as i64)), var(t));
-            let per = (len / WARPGROUP) as i64;
+            let at = add(mul(var(e), int(block_threads as i64)), var(t));
+            let per = (len / block_threads) as i64;
             axis(
                 Axis::Serial,
                 e,
@@ -223,8 +228,8 @@ mod tests {
             elem,
             len,
         };
-        let threads = |body| axis(Axis::Thread, t, int(WARPGROUP as i64), body);
-        let count = (ROWS * N / WARPGROUP) as i64;
+        let threads = |body| axis(Axis::Thread, t, int(block_threads as i64), body);
+        let count = (ROWS * N / block_threads) as i64;
         let out_at = add(mul(var(t), int(count)), var(e));
         let mut block = vec![threads(vec![copy(1, 5, ROWS * K), copy(2, 6, K * N)])];
         if barrier {
@@ -235,7 +240,7 @@ mod tests {
             b: b_as,
             c: Fragment { buf: 4, at: int(0) },
             accumulate: Expr::Bool(true),
-            m: ROWS as u16,
+            m: (ROWS / groups) as u16,
             n: N as u16,
             k: K as u16,
         }));
@@ -259,7 +264,7 @@ mod tests {
                 param("b", Elem::BF16, false),
                 param("status", Elem::I64, true),
             ],
-            locals: vec![array("c", Elem::F32, ROWS * N / WARPGROUP)],
+            locals: vec![array("c", Elem::F32, count as usize)],
             shared: vec![
                 array("a_tile", Elem::BF16, ROWS * K),
                 array("b_tile", Elem::BF16, K * N),
@@ -269,8 +274,9 @@ mod tests {
         }
     }
 
-    /// The staged inputs, and each thread's accumulators of the exact product.
-    fn case() -> (Vec<BufData>, Vec<f32>) {
+    /// The staged inputs, and each thread's accumulators of the exact product in a block of
+    /// `groups` warpgroups.
+    fn case(groups: usize) -> (Vec<BufData>, Vec<f32>) {
         let value = |i: usize, s: usize| ((i * s) % 23) as f32 / 8.0 - 1.25;
         let (a_tile, b_tile) = tiles();
         let (mut a, mut b) = (vec![0f32; ROWS * K], vec![0f32; K * N]);
@@ -285,11 +291,12 @@ mod tests {
                 b[b_tile.offset(c, p)] = value(p * 37 + c, 5);
             }
         }
-        let count = ROWS * N / WARPGROUP;
-        let mut want = vec![0f32; WARPGROUP * count];
-        for t in 0..WARPGROUP {
+        let (m, count) = (ROWS / groups, ROWS * N / (groups * WARPGROUP));
+        let mut want = vec![0f32; ROWS * N];
+        for t in 0..groups * WARPGROUP {
             for e in 0..count {
-                let (r, c) = accumulator(t, e, N);
+                let (r, c) = accumulator(t % WARPGROUP, e, N);
+                let r = t / WARPGROUP * m + r;
                 want[t * count + e] = (0..K).fold(0.0, |acc, p| {
                     a[a_tile.offset(r, p)].mul_add(b[b_tile.offset(c, p)], acc)
                 });
@@ -302,13 +309,16 @@ mod tests {
     }
 
     #[test]
-    fn a_warpgroup_multiplies_tiles_laid_out_as_their_descriptors_say() {
-        let k = kernel(tiles().1, true);
-        let problems = crate::verify::verify_kernel(&k, 0);
-        assert!(problems.is_empty(), "{problems:?}");
-        let (mut bufs, want) = case();
-        assert_eq!(run_gpu(&k, &mut bufs, &[]), Ok(()));
-        assert_eq!(bufs[0], BufData::F32(want));
+    fn warpgroups_multiply_tiles_laid_out_as_their_descriptors_say() {
+        // One warpgroup multiplies all of `A`'s rows; two split them.
+        for groups in [1, 2] {
+            let k = kernel(tiles().1, true, groups);
+            let problems = crate::verify::verify_kernel(&k, 0);
+            assert!(problems.is_empty(), "{problems:?}");
+            let (mut bufs, want) = case(groups);
+            assert_eq!(run_gpu(&k, &mut bufs, &[]), Ok(()));
+            assert_eq!(bufs[0], BufData::F32(want), "{groups} warpgroups");
+        }
     }
 
     #[test]
@@ -316,15 +326,15 @@ mod tests {
         // Its core matrices' strides along k and along n swapped.
         let mut b = tiles().1;
         (b.lead, b.stride) = (b.stride, b.lead);
-        let (mut bufs, want) = case();
-        assert_eq!(run_gpu(&kernel(b, true), &mut bufs, &[]), Ok(()));
+        let (mut bufs, want) = case(1);
+        assert_eq!(run_gpu(&kernel(b, true, 1), &mut bufs, &[]), Ok(()));
         assert_ne!(bufs[0], BufData::F32(want));
     }
 
     #[test]
     fn a_product_unordered_with_the_tiles_writes_races() {
-        let (mut bufs, _) = case();
-        let err = run_gpu(&kernel(tiles().1, false), &mut bufs, &[]);
+        let (mut bufs, _) = case(1);
+        let err = run_gpu(&kernel(tiles().1, false, 1), &mut bufs, &[]);
         assert!(matches!(err, Err(KernelError::Race { .. })), "{err:?}");
     }
 
@@ -338,9 +348,9 @@ mod tests {
 
     #[test]
     fn accumulators_read_before_the_wait_are_an_error() {
-        let mut k = kernel(tiles().1, true);
+        let mut k = kernel(tiles().1, true, 1);
         block(&mut k).retain(|s| !matches!(s, Stmt::WarpgroupWait(_)));
-        let (mut bufs, _) = case();
+        let (mut bufs, _) = case(1);
         let err = run_gpu(&k, &mut bufs, &[]);
         let Err(KernelError::Warp { why, .. }) = err else {
             panic!("{err:?}")
@@ -353,7 +363,7 @@ mod tests {
         // After the issue and a barrier, but before the wait, the threads zero `A`'s tile:
         // the product may read it as late as its wait, so this races with it (a pipeline
         // that reuses a stage one slice too early).
-        let mut k = kernel(tiles().1, true);
+        let mut k = kernel(tiles().1, true, 1);
         let (t, e) = (Var(1), Var(2));
         let per = Expr::Int((ROWS * K / WARPGROUP) as i64);
         let at = add(mul(var(e), Expr::Int(WARPGROUP as i64)), var(t));
@@ -371,7 +381,7 @@ mod tests {
             after + 1,
             axis(Axis::Thread, t, Expr::Int(WARPGROUP as i64), vec![zero]),
         );
-        let (mut bufs, _) = case();
+        let (mut bufs, _) = case(1);
         let err = run_gpu(&k, &mut bufs, &[]);
         assert!(matches!(err, Err(KernelError::Race { .. })), "{err:?}");
     }
@@ -380,7 +390,7 @@ mod tests {
     fn the_verifier_wants_whole_warpgroups_and_reachable_core_matrices() {
         let mut b = tiles().1;
         b.lead = 60;
-        let mut k = kernel(b, true);
+        let mut k = kernel(b, true, 1);
         if let Stmt::For { body, .. } = &mut k.body[0] {
             for s in body.iter_mut() {
                 if let Stmt::For { extent, .. } = s {

@@ -13,7 +13,7 @@
 //! wait that completes the product. Both clobber memory (no load or store moves across
 //! them) and are convergent (every thread of the warpgroup runs them together, so no
 //! transformation may make them conditional). Each thread builds the descriptors from its
-//! shared address of the tile's start (the bits LLVM cannot know are the address's; the
+//! shared address of the tile's start (for `A`, of its warpgroup's rows; the bits LLVM cannot know are the address's; the
 //! offsets and the layout are constants,
 //! [`archc_kernels::warpgroup::SharedTile::descriptor_bits`]).
 //!
@@ -28,7 +28,7 @@
 use std::fmt::Write;
 
 use archc_kernels::ir::{Elem, Fragment, SharedTile, WarpgroupMma, WarpgroupWait};
-use archc_kernels::warpgroup::{K_STEP, ROWS};
+use archc_kernels::warpgroup::{K_STEP, ROWS, WARPGROUP};
 
 use super::text::{Function, L, V};
 
@@ -43,14 +43,16 @@ impl Function<'_> {
             _ => "bf16",
         };
         let mut operands = Vec::new();
+        let a_at = self.warpgroup_rows(w);
+        let b_at = self.expr(&w.b.at);
         // Per k step: each band's descriptor of A (its rows 64 further on), then B's.
         for s in 0..steps {
             for band in 0..bands {
                 let rows = w.a.offset(ROWS * band, 0);
-                let d = self.descriptor(&w.a, (s, rows));
+                let d = self.descriptor(&w.a, (&a_at, s, rows));
                 operands.push(format!("i64 {}", d.s));
             }
-            let d = self.descriptor(&w.b, (s, 0));
+            let d = self.descriptor(&w.b, (&b_at, s, 0));
             operands.push(format!("i64 {}", d.s));
         }
         // The instruction's scale-d: 0 ignores the accumulators' old values.
@@ -132,11 +134,26 @@ impl Function<'_> {
         }
     }
 
-    /// The descriptor of k step `step` of `tile` from its element `offset` on: its start
-    /// ([`SharedTile::step`] elements further per step) as a 16-byte unit of the shared
-    /// window in bits 0–13, with the tile's constant bits.
-    fn descriptor(&mut self, tile: &SharedTile, (step, offset): (usize, usize)) -> V {
-        let at = self.expr(&tile.at);
+    /// Where the thread's warpgroup's rows of `w`'s `A` start: `A`'s tile's start, and in a
+    /// block of several warpgroups, `g·m` rows on for warpgroup `g` (the rows' offset is a
+    /// multiple of the atoms' or core matrices' stride, `m` being a multiple of 64).
+    fn warpgroup_rows(&mut self, w: &WarpgroupMma) -> V {
+        let at = self.expr(&w.a.at);
+        let threads = archc_kernels::launch::block_threads(self.kernel).unwrap_or(WARPGROUP);
+        if threads <= WARPGROUP {
+            return at;
+        }
+        let t = self.sreg("tid.x");
+        let group = self.op(L::I64, format!("lshr i64 {}, {}", t.s, WARPGROUP.ilog2()));
+        let rows = w.a.offset(usize::from(w.m), 0);
+        let skip = self.op(L::I64, format!("mul i64 {}, {rows}", group.s));
+        self.op(L::I64, format!("add i64 {}, {}", at.s, skip.s))
+    }
+
+    /// The descriptor of k step `step` of `tile` from element `offset` after `at` (an i64):
+    /// its start ([`SharedTile::step`] elements further per step) as a 16-byte unit of the
+    /// shared window in bits 0–13, with the tile's constant bits.
+    fn descriptor(&mut self, tile: &SharedTile, (at, step, offset): (&V, usize, usize)) -> V {
         let skip = step * tile.step as usize + offset;
         let first = self.op(L::I64, format!("add i64 {}, {skip}", at.s));
         let shared = self.pointer(tile.buf, &first.s, 3);

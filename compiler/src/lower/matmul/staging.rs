@@ -32,7 +32,7 @@
 use archc_kernels::ir::build::{add, mul, serial, sub, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Scope, Stmt, Un};
 
-use super::tile_grid::{threads, Block, Buffers};
+use super::tile_grid::{Block, Buffers};
 use super::Layout;
 use crate::graph::TensorType;
 use crate::lower::fragments::{and, copy_chunks, int, lt, padded, rem, stage_from, when, PAD};
@@ -183,12 +183,12 @@ impl<'l> Staging<'l> {
         // slices ahead: the prologue's two groups, then per iteration an empty one and one
         // of copies).
         let mut each = vec![
-            threads(block.t, vec![Stmt::AsyncWait(2)]),
+            block.threads(vec![Stmt::AsyncWait(2)]),
             Stmt::Barrier(Scope::Block),
-            threads(block.t, ahead),
+            block.threads(ahead),
         ];
         each.extend(work(cx, var(slice)));
-        vec![threads(block.t, prologue), serial(slice, count, each)]
+        vec![block.threads(prologue), serial(slice, count, each)]
     }
 
     /// Thread `block.t`'s share of staging slice `s` into stage `s mod stages`: asynchronous
@@ -196,7 +196,7 @@ impl<'l> Staging<'l> {
     fn slice_copies(&self, cx: &mut Ctx, block: &Block, bufs: &Buffers, s: Expr) -> Vec<Stmt> {
         let (l, m, slice, chunk) = (self.l, &self.m, self.stage.slice, self.chunk);
         let (rows, columns) = self.stage.tile;
-        let (i0, j0, t) = (block.i0, block.j0, block.t);
+        let (i0, j0, t) = (block.i0, block.j0, (block.t, block.threads));
         let (a_len, b_len) = self.stage.lengths();
         let k0 = mul(s.clone(), int(slice));
         let stage = rem(s, self.stage.stages);

@@ -32,7 +32,7 @@ use archc_kernels::ir::build::{add, load, mul, var};
 use archc_kernels::ir::{Elem, Expr, Local, Stmt};
 
 use super::staging::{Arrangement, Stage, Staging, STAGES};
-use super::tile_grid::{self, arrays, kernel, Block, Buffers, TILE};
+use super::tile_grid::{arrays, kernel, Block, Buffers, TILE};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
 use crate::lower::fragments::{
@@ -116,7 +116,7 @@ pub(super) fn matmul(
     let operands = [(a, abuf), (b, bbuf)];
     let grid = kernel(
         cx,
-        (out, flat, STAGE.tile),
+        (out, flat, STAGE.tile, THREADS),
         operands,
         (first, 3, ACCUMULATORS),
         |cx, (l, m), at, bufs| {
@@ -137,7 +137,7 @@ pub(super) fn matmul(
 
 /// `body` for every thread of the block.
 fn threads(tile: &Tile, body: Vec<Stmt>) -> Stmt {
-    tile_grid::threads(tile.at.t, body)
+    tile.at.threads(body)
 }
 
 /// The loop over the reduced slices, pipelined over three stages (see `staging.rs`): each

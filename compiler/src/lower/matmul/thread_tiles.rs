@@ -31,7 +31,7 @@ use archc_kernels::ir::build::{add, bin, load, mul, var};
 use archc_kernels::ir::{Bin, Elem, Expr, Local, Stmt, Var};
 
 use super::staging::{Arrangement, Stage, Staging, STAGES};
-use super::tile_grid::{arrays, kernel, threads, Block, Buffers, TILE};
+use super::tile_grid::{arrays, kernel, Block, Buffers, TILE};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
 use crate::lower::fragments::{div, int, lt, rem, unroll, when, PAD, THREADS};
@@ -80,7 +80,7 @@ impl Tile {
             Stmt::Set(self.tx, rem(var(self.at.t), ACROSS)),
         ];
         s.extend(body);
-        threads(self.at.t, s)
+        self.at.threads(s)
     }
 
     /// Row `r` of the thread's rows, in the block's tile.
@@ -108,7 +108,7 @@ pub(super) fn matmul(
     let count = ROWS * COLUMNS;
     let grid = kernel(
         cx,
-        (out, flat, STAGE.tile),
+        (out, flat, STAGE.tile, THREADS),
         operands,
         (first, 3, count),
         |cx, (l, m), at, bufs| {

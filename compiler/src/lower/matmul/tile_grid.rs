@@ -1,7 +1,10 @@
 //! The grid of the GPU matmul templates ([`super::tensor_cores`], [`super::thread_tiles`],
-//! [`super::warpgroups`]): a block of [`THREADS`] threads per tile of the output ([`TILE`] ×
-//! [`TILE`], or the template's own), the tiles of one batch in groups of a few rows, column
-//! by column within a group (for L2's sake: [`GROUP_ROWS`]), batches after one another.
+//! [`super::warpgroups`]): a block of [`THREADS`] threads (or the template's own count) per
+//! tile of the output ([`TILE`] × [`TILE`], or the template's own), the tiles of one batch in
+//! groups of a few rows, column by column within a group (for L2's sake: [`GROUP_ROWS`]),
+//! batches after one another.
+//!
+//! [`THREADS`]: crate::lower::fragments::THREADS
 
 use archc_kernels::ir::build::{axis, bin, f32, mul, var};
 use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Stmt, Var};
@@ -9,7 +12,7 @@ use archc_kernels::ir::{Axis, Bin, Elem, Expr, Local, Stmt, Var};
 use super::Layout;
 use crate::graph::{Dim, TensorType};
 use crate::lower::body::delinearize;
-use crate::lower::fragments::{int, unroll, THREADS};
+use crate::lower::fragments::{int, unroll};
 use crate::lower::index::{div_up, Ctx};
 
 /// Rows and columns of a block's output tile, unless the template says otherwise.
@@ -48,21 +51,30 @@ impl Buffers {
     }
 }
 
-/// Where a block is: its tile's first row and column, and the thread in the block.
+/// Where a block is: its tile's first row and column, and the thread in the block of
+/// `threads`.
 pub(super) struct Block {
     pub i0: Var,
     pub j0: Var,
     pub t: Var,
+    pub threads: i64,
+}
+
+impl Block {
+    /// `body` for every thread `t` of the block.
+    pub fn threads(&self, body: Vec<Stmt>) -> Stmt {
+        axis(Axis::Thread, self.t, int(self.threads), body)
+    }
 }
 
 /// The kernel body of a matmul `out = a · b` (batch rows merged into the rows when `flat`;
 /// the operands in buffers `abuf` and `bbuf`, the kernel's arrays from buffer `first`, of
 /// which `locals` are locals): the grid over the output's tiles of `tile` rows and columns,
-/// each block zeroing its threads' first `accumulators` (none if 0) and then running what
+/// a block of `threads` each, each block zeroing its threads' first `accumulators` (none if 0) and then running what
 /// `body` makes from the layout, the row count and the block's variables.
 pub(super) fn kernel(
     cx: &mut Ctx,
-    (out, flat, tile): (&TensorType, bool, (i64, i64)),
+    (out, flat, tile, threads): (&TensorType, bool, (i64, i64), i64),
     [(a, abuf), (b, bbuf)]: [(&TensorType, usize); 2],
     (first, locals, accumulators): (usize, usize, i64),
     body: impl FnOnce(&mut Ctx, (&Layout, &Expr), Block, &Buffers) -> Vec<Stmt>,
@@ -74,12 +86,13 @@ pub(super) fn kernel(
         i0: cx.var(),
         j0: cx.var(),
         t: cx.var(),
+        threads,
     };
-    let (i0, j0, t, e) = (block.i0, block.j0, block.t, cx.var());
+    let (i0, j0, e) = (block.i0, block.j0, cx.var());
     let zero = Stmt::Store(bufs.accumulators, var(e), f32(0.0));
     let mut each = Vec::new();
     if accumulators > 0 {
-        each.push(threads(t, vec![unroll(&[(e, accumulators)], vec![zero])]));
+        each.push(block.threads(vec![unroll(&[(e, accumulators)], vec![zero])]));
     }
     each.extend(body(cx, (&l, &m), block, &bufs));
     vec![grid(cx, (&l, &batch_shape, &m), (i0, j0, tile), each)]
@@ -183,9 +196,4 @@ fn grouped(
         ),
         Stmt::Set(column, bin(Bin::Div, var(within), rows_here)),
     ]
-}
-
-/// `body` for every thread `t` of the block.
-pub(super) fn threads(t: Var, body: Vec<Stmt>) -> Stmt {
-    axis(Axis::Thread, t, int(THREADS), body)
 }

@@ -2,25 +2,27 @@
 //! operands read straight from shared memory, with f32 accumulation, for a matmul whose `a`
 //! and `b` are stored in one of those types (`--dtype bf16`).
 //!
-//! A block is one warpgroup (four warps, 128 threads). It computes a 64 × 128 tile of the
-//! output, whose accumulators stay in its threads' registers (64 each, as `wgmma` places
-//! them) for the whole reduced axis. Each `wgmma` reads 6 KiB of shared memory for 128 K
-//! multiply-adds, under the tensor cores' pace (m64n64 would read 4 KiB for half as many,
-//! at it). A 128 × 128 tile, two bands, would halve the traffic from memory per product,
-//! but its 128 accumulators leave a thread too few registers for the copies' addresses
-//! (ptxas spilled): that takes a second warpgroup, or one that only copies.
+//! A block is two warpgroups (eight warps, 256 threads), as CUTLASS's cooperative Hopper
+//! GEMM: it computes a 128 × 128 tile of the output, warpgroup `g` its rows `64g..64g + 64`,
+//! whose accumulators stay in its threads' registers (64 each, as `wgmma` places them) for
+//! the whole reduced axis. The two share each slice's tile of `b`, so a block brings in
+//! 32 KiB from memory per 2 M multiply-adds where a 64-row tile brought 24 KiB per 1 M; each
+//! `wgmma` reads 6 KiB of shared memory for 128 K multiply-adds, under the tensor cores'
+//! pace. (One warpgroup with both bands, 128 accumulators each, left a thread too few
+//! registers for the copies' addresses: ptxas spilled.)
 //!
 //! ```text
-//! grid for tile in 0..batches · ⌈M/64⌉ · ⌈N/128⌉ {
+//! grid for tile in 0..batches · ⌈M/128⌉ · ⌈N/128⌉ {
 //!   serial for slice in 0..max(⌈K/64⌉, 1) {     (pipelined as the mma.sync template: see staging.rs)
-//!     thread for t in 0..128 { wait for the slice's a (64 × 64) and b (64 × 128) in shared memory }
+//!     thread for t in 0..256 { wait for the slice's a (128 × 64) and b (64 × 128) in shared memory }
 //!     barrier
-//!     thread for t in 0..128 { cp.async of the slice two ahead (0 past the edges) }
-//!     wgmma m64n128k64 acc += a · b     (four k16 steps, issued as one group; acc = a · b at slice 0)
+//!     thread for t in 0..256 { cp.async of the slice two ahead (0 past the edges) }
+//!     wgmma m64n128k64 acc += a[64g..] · b  (each warpgroup g: four k16 steps issued as one
+//!                                            group; acc = a · b at slice 0)
 //!     wgmma.wait until ≤ 1 in flight    (the previous slice's group is complete)
 //!   }
 //!   wgmma.wait until ≤ 0 in flight
-//!   thread for t in 0..128 { the epilogue on each accumulator inside the output }
+//!   thread for t in 0..256 { the epilogue on each accumulator inside the output }
 //! }
 //! ```
 //!
@@ -35,9 +37,10 @@
 //! A slice is 64 long, as CUTLASS's Hopper GEMMs take 16-bit operands: per barrier the tensor
 //! cores get four k16 steps (256 cycles of a multiprocessor's tensor cores at m64n128k16),
 //! against which a barrier, a wait and a slice's copies weigh half what they did at 32.
-//! Four stages of 24 KiB take 96 KiB of shared memory, more than a kernel may declare
+//! Four stages of 32 KiB take 128 KiB of shared memory, more than a kernel may declare
 //! statically: they are the launch's dynamic shared memory ([`archc_kernels::shared`]), and
-//! two blocks fit a multiprocessor.
+//! one block fits a multiprocessor (its eight warps keep the tensor cores fed, as in
+//! CUTLASS's kernels of this shape).
 //!
 //! No instruction but a `wgmma` writes the accumulators: the first slice's product ignores
 //! their old values (its scale-d is 0) instead of the threads zeroing them. ptxas serialises
@@ -48,7 +51,7 @@
 //!
 //! No thread loads a fragment: the tensor cores read the staged tiles through their
 //! descriptors, so the tiles lie as those describe ([`archc_kernels::warpgroup`]):
-//! - `a`'s tile is K-major with the 32-byte swizzle: each k16 slab is a 64 × 16 block,
+//! - `a`'s tile is K-major with the 32-byte swizzle: each k16 slab is a 128 × 16 block (warpgroup `g`'s rows from its row `64g`),
 //!   rows of 16 elements (32 bytes), the two halves of rows 4–7 of every 8 swapped. (K-major
 //!   with no swizzle is the one layout whose descriptor the sources disagree on.)
 //! - `b`'s tile is MN-major with no swizzle: 8 × 8 core matrices of 8 consecutive columns in
@@ -59,16 +62,20 @@
 
 use archc_kernels::ir::build::{add, load, mul, var};
 use archc_kernels::ir::{Expr, Fragment, Local, SharedTile, Stmt, WarpgroupMma, WarpgroupWait};
+use archc_kernels::warpgroup::{ROWS, WARPGROUP};
 
 use super::staging::{Arrangement, Stage, Staging};
-use super::tile_grid::{self, arrays, kernel, Block, Buffers};
+use super::tile_grid::{arrays, kernel, Block, Buffers};
 use super::{finish, Epilogue, Layout};
 use crate::graph::TensorType;
-use crate::lower::fragments::{and, div, int, lt, rem, unroll, when, Lane, THREADS};
+use crate::lower::fragments::{and, div, int, lt, rem, unroll, when, Lane};
 use crate::lower::index::Ctx;
 
-/// The block's tile of the output: one band of 64 rows, 128 columns.
-const TILE_ROWS: i64 = 64;
+/// The block's warpgroups, and its threads.
+const WARPGROUPS: i64 = 2;
+const THREADS: i64 = WARPGROUPS * WARPGROUP as i64;
+/// The block's tile of the output: one band of 64 rows per warpgroup, 128 columns.
+const TILE_ROWS: i64 = WARPGROUPS * ROWS as i64;
 const TILE_COLUMNS: i64 = 128;
 /// What a stage holds: a slice of 64 (four k16 steps) for the tile, as the descriptors read it.
 const STAGE: Stage = Stage {
@@ -138,7 +145,7 @@ pub(super) fn matmul(
     let operands = [(a, abuf), (b, bbuf)];
     let grid = kernel(
         cx,
-        (out, flat, STAGE.tile),
+        (out, flat, STAGE.tile, THREADS),
         operands,
         // The first slice's product overwrites the accumulators: none is zeroed.
         (first, 1, 0),
@@ -160,8 +167,8 @@ pub(super) fn matmul(
     (grid, locals, shared)
 }
 
-/// The warpgroup's product of slice `s`'s stage, laid out as [`a_slot`] and [`b_slot`] put
-/// it, issued.
+/// The warpgroups' products of slice `s`'s stage, laid out as [`a_slot`] and [`b_slot`] put
+/// it, issued: each warpgroup's of its band of rows.
 fn product(bufs: &Buffers, s: Expr) -> Stmt {
     let accumulate = lt(int(0), s.clone());
     let stage = rem(s, STAGE.stages);
@@ -184,7 +191,7 @@ fn product(bufs: &Buffers, s: Expr) -> Stmt {
             at: int(0),
         },
         accumulate,
-        m: TILE_ROWS as u16,
+        m: (TILE_ROWS / WARPGROUPS) as u16,
         n: TILE_COLUMNS as u16,
         k: STAGE.slice as u16,
     })
@@ -204,7 +211,7 @@ fn wait(bufs: &Buffers, pending: u8) -> Stmt {
 
 /// Each thread's accumulators inside the output, through the epilogue: accumulator
 /// `64·h + 4·j + e` is element `e` of the `mma.m16n8k16` `C` layout in columns `8j..8j + 8`
-/// of its warp's 16 rows of band `h`.
+/// of its warp's 16 rows of band `h` of its warpgroup's rows.
 fn results(
     cx: &mut Ctx,
     (l, m): (&Layout, &Expr),
@@ -216,6 +223,8 @@ fn results(
     let (h, nj, e, i, j) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
     let (cr, cc) = lane.c(&var(e));
     let band = TILE_COLUMNS / 2;
+    let group_rows = TILE_ROWS / WARPGROUPS;
+    let warps = WARPGROUP as i64 / 32;
     let at_band = add(mul(var(h), int(band)), add(mul(var(nj), int(4)), var(e)));
     let value = load(bufs.accumulators, at_band);
     let store = finish(cx, l, epilogue, value, var(i), var(j));
@@ -224,8 +233,11 @@ fn results(
         Stmt::Set(
             i,
             add(
-                add(var(at.i0), mul(var(h), int(64))),
-                add(mul(var(lane.warp), int(16)), cr),
+                add(var(at.i0), mul(div(var(lane.warp), warps), int(group_rows))),
+                add(
+                    mul(var(h), int(ROWS as i64)),
+                    add(mul(rem(var(lane.warp), warps), int(16)), cr),
+                ),
             ),
         ),
         Stmt::Set(j, add(var(at.j0), add(mul(var(nj), int(8)), cc))),
@@ -233,8 +245,12 @@ fn results(
     ];
     let mut s = lane.of(at.t);
     s.push(unroll(
-        &[(h, TILE_ROWS / 64), (nj, TILE_COLUMNS / 8), (e, 4)],
+        &[
+            (h, group_rows / ROWS as i64),
+            (nj, TILE_COLUMNS / 8),
+            (e, 4),
+        ],
         each,
     ));
-    tile_grid::threads(at.t, s)
+    at.threads(s)
 }
