@@ -166,3 +166,89 @@ impl Function<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use archc_kernels::ir::build::axis;
+    use archc_kernels::ir::{
+        Axis, Elem, Expr, Fragment, Kernel, Local, Param, SharedTile, Stmt, Var, WarpgroupMma,
+        WarpgroupWait,
+    };
+
+    /// A block of `threads` issuing one m64n128k16 product, `A`'s tile 64 rows per warpgroup
+    /// (atoms 128 elements apart), and waiting for it.
+    fn kernel(threads: i64) -> Kernel {
+        let arrays = |list: &[(&str, Elem, usize)]| -> Vec<Local> {
+            let local = |&(name, elem, len): &(&str, Elem, usize)| Local {
+                name: name.into(),
+                elem,
+                len,
+            };
+            list.iter().map(local).collect()
+        };
+        let outputs = ["out", "status"].map(|name| Param {
+            name: name.into(),
+            elem: if name == "out" { Elem::F32 } else { Elem::I64 },
+            output: true,
+        });
+        let c = Fragment {
+            buf: 2,
+            at: Expr::Int(0),
+        };
+        let block = vec![
+            axis(Axis::Thread, Var(1), Expr::Int(threads), Vec::new()),
+            Stmt::WarpgroupMma(WarpgroupMma {
+                a: SharedTile::swizzled(3, Expr::Int(0), 128, 16 * 128),
+                b: SharedTile::mn_major(4, Expr::Int(0), (1024, 64), 2048),
+                c: c.clone(),
+                accumulate: Expr::Bool(false),
+                m: 64,
+                n: 128,
+                k: 16,
+            }),
+            Stmt::WarpgroupWait(WarpgroupWait {
+                c,
+                len: 64,
+                pending: 0,
+            }),
+        ];
+        Kernel {
+            name: "wgmma".into(),
+            params: outputs.to_vec(),
+            locals: arrays(&[("c", Elem::F32, 64)]),
+            shared: arrays(&[("a_tile", Elem::BF16, 2048), ("b_tile", Elem::BF16, 2048)]),
+            body: vec![axis(Axis::Grid, Var(0), Expr::Int(1), block)],
+            occupancy: None,
+        }
+    }
+
+    /// The value `tid.x >> 7` (the thread's warpgroup) is assigned to in `text`, if any.
+    fn warpgroup_index(text: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| {
+                l.split_once(" = lshr i64 ")
+                    .filter(|(_, r)| r.ends_with(", 7"))
+            })
+            .map(|(name, _)| name.trim().to_string())
+    }
+
+    #[test]
+    fn a_second_warpgroup_reads_the_rows_of_a_after_the_first() {
+        // Warpgroup g starts 64 rows on: 8 atoms of 128 elements.
+        let text =
+            |threads| super::super::text::functions(&[kernel(threads)], 0, true, BTreeMap::new());
+        let two = text(256);
+        let Some(group) = warpgroup_index(&two) else {
+            panic!("no warpgroup index in\n{two}")
+        };
+        assert!(two.contains(&format!("mul i64 {group}, 1024")), "{two}");
+        let one = text(128);
+        assert_eq!(
+            warpgroup_index(&one),
+            None,
+            "one warpgroup reads A from its start"
+        );
+    }
+}
