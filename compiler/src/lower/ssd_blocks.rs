@@ -1,5 +1,5 @@
-//! Mamba-2's chunked SSD on a GPU: a block per head, each chunk's products spread over its
-//! threads.
+//! Mamba-2's chunked SSD on a GPU: a block per head (or per [`SLICE`] of its channels:
+//! [`slices`]), each chunk's products spread over its threads.
 //!
 //! The CPU's template ([`super::ssd`]) gives a head to one thread, which on a GPU leaves all but
 //! a few hundred threads idle (8 sequences × 32 heads). Here a block of [`THREADS`] threads
@@ -21,7 +21,7 @@
 //! shared-memory load; the scores (an eighth of the work there) keep a thread per pair.
 //!
 //! `H` (`[N, P]`, 32 KiB at Mamba-2's N 128 and P 64) lives in a scratch buffer in global memory,
-//! a row per head: beside the chunk's arrays it would not fit a block's 48 KiB of static
+//! a row per block (its channels' columns): beside the chunk's arrays it would not fit a block's 48 KiB of static
 //! shared memory. The chunk is the longest power of two up to 64 whose arrays fit there. B's and
 //! C's rows have an odd length, so that a warp's threads reading different steps' rows hit
 //! different banks; in every other read a warp's threads read one element (a broadcast) or
@@ -45,6 +45,24 @@ use crate::graph::{Dim, Region, SsdInfo, TensorType};
 
 /// A block's static shared memory, in bytes.
 const SHARED_BYTES: i64 = 48 * 1024;
+
+/// The most channels of a head one block takes: a head of more, a multiple of it, is split
+/// among that many blocks (see [`slices`]).
+const SLICE: i64 = 32;
+
+/// The blocks that share a head of `p` channels, each taking `p / slices` consecutive ones:
+/// Mamba-2's heads of 64 channels take two. Batch × heads blocks (256 for Mamba-2's 32 heads
+/// at a batch of 8) are two per multiprocessor of an H100, whose eight warps wait on the
+/// chunk's barriers; two per head double them. Each stages the chunk's decays, B and C and
+/// computes its scores `G` (about a tenth of a chunk's work at Mamba-2's sizes), as
+/// mamba-ssm's kernels split a head's channels among their programs.
+pub fn slices(p: i64) -> i64 {
+    if p > SLICE && p % SLICE == 0 {
+        p / SLICE
+    } else {
+        1
+    }
+}
 
 /// The kernel's shared arrays (buffer numbers) and sizes.
 pub struct Shared {
@@ -187,11 +205,11 @@ pub fn chunk(cx: &Ctx, (p, n): (i64, i64), narrow: Option<Elem>) -> Option<i64> 
     [64, 32, 16, 8]
         .into_iter()
         .filter(|&q| q >= shortest)
-        .find(|&q| Shared::new(0, q, (p, n), narrow).bytes() <= SHARED_BYTES)
+        .find(|&q| Shared::new(0, q, (p / slices(p), n), narrow).bytes() <= SHARED_BYTES)
 }
 
-/// The variables every phase reads: the thread, the chunk's first step and its length, and
-/// where the head's state starts in the scratch buffer.
+/// The variables every phase reads: the thread, the chunk's first step and its length, the
+/// block's first channel of the head, and where its state starts in the scratch buffer.
 pub struct Block {
     /// The thread in the block.
     pub tid: Var,
@@ -199,9 +217,11 @@ pub struct Block {
     pub c0: Var,
     /// Its steps: `Q`, or fewer in the last chunk.
     pub count: Var,
-    /// The scratch buffer of the heads' states, f32 `[heads, N, P]`.
+    /// The head's channel that is the block's first, where blocks share a head ([`slices`]).
+    pub p0: Option<Var>,
+    /// The scratch buffer of the blocks' states, f32 `[heads · slices, N, P / slices]`.
     pub state: usize,
-    /// Where the head's state starts in it.
+    /// Where the block's state starts in it.
     pub row: Expr,
     /// The shared arrays.
     pub sh: Shared,
@@ -217,17 +237,19 @@ pub fn lower(
     (out, inputs): (&TensorType, usize),
 ) -> Template {
     let co = &parts.co;
-    let (n, p) = (parts.n, parts.p);
+    let (n, slices) = (parts.n, slices(parts.p));
+    let p = parts.p / slices;
     let mut gen = BodyGen::new(&r.body, 1);
-    let (hd, cb) = (cx.var(), cx.var());
+    let (block, cb) = (cx.var(), cx.var());
     let k = Block {
         tid: cx.var(),
         c0: cx.var(),
         count: cx.var(),
+        p0: (slices > 1).then(|| cx.var()),
         // Buffers: output, inputs, the state (scratch), status, the products' three locals,
         // then the shared arrays.
         state: inputs + 1,
-        row: mul(var(hd), int(n * p)),
+        row: mul(var(block), int(n * p)),
         sh: Shared::new(inputs + 6, q, (p, n), narrow),
     };
     gen.loop_vars(&co.head_vars);
@@ -250,18 +272,28 @@ pub fn lower(
         Stmt::Barrier(Scope::Block),
     ]);
     chunk.extend(phases);
-    let mut per_head = co.split(cx, hd, &co.head_axes, &co.head_vars);
+    // The block's head and, where blocks share it, its first channel.
+    let (hd, mut per_head) = match k.p0 {
+        Some(p0) => {
+            let hd = cx.var();
+            let first = mul(rem(var(block), slices), int(p));
+            let at = [(hd, div(var(block), slices)), (p0, first)];
+            (hd, at.map(|(v, e)| Stmt::Set(v, e)).to_vec())
+        }
+        None => (block, Vec::new()),
+    };
+    per_head.extend(co.split(cx, hd, &co.head_axes, &co.head_vars));
     per_head.extend(gen.take_lets());
     per_head.push(threads(k.tid, k.zero_states(cx)));
     per_head.push(serial(cb, div(add(seq, int(q - 1)), q), chunk));
     let heads = Dim::product(&co.dims(&co.head_axes)).expect("head counts fit in i64");
     let scratch = heads
-        .mul(&Dim::constant(n * p))
+        .mul(&Dim::constant(n * parts.p))
         .expect("state sizes fit in i64");
     Template {
         body: vec![Stmt::For {
-            var: hd,
-            extent: cx.dim(&heads),
+            var: block,
+            extent: mul(cx.dim(&heads), int(slices)),
             kind: archc_kernels::ir::Axis::Grid,
             body: per_head,
         }],
@@ -339,7 +371,7 @@ impl Block {
         gen.loop_vars(&co.p_vars);
         let x_at = broadcast_at(&co.at(var(t), true, false), &r.body.ty(ssd.x).shape);
         let xv = gen.value(cx, ssd.x, &x_at);
-        let mut value = co.split(cx, p, &co.p_axes, &co.p_vars);
+        let mut value = self.channel(cx, p, co);
         value.extend(gen.leave());
         let slot = add(mul(var(tt), int(sh.x_stride())), var(p));
         value.push(Stmt::Store(sh.x, slot.clone(), xv));
@@ -528,7 +560,18 @@ impl Block {
         vec![when(cx, tile.has_one(self.tid), body)]
     }
 
-    /// The output at the chunk's step `tt` and channel `p` (both set by the caller, in a nest
+    /// Sets the region body's channel coordinates to the block's channel `p` of the head.
+    fn channel(&self, cx: &mut Ctx, p: Var, co: &super::ssd::Coords) -> Vec<Stmt> {
+        let Some(p0) = self.p0 else {
+            return co.split(cx, p, &co.p_axes, &co.p_vars);
+        };
+        let of_head = cx.var();
+        let mut set = vec![Stmt::Set(of_head, add(var(p0), var(p)))];
+        set.extend(co.split(cx, of_head, &co.p_axes, &co.p_vars));
+        set
+    }
+
+    /// The output at the chunk's step `tt` and the block's channel `p` (both set by the caller, in a nest
     /// of `vars`), the read-out's sum being `value`: through the region's epilogue, stored.
     pub fn output(
         &self,
@@ -541,7 +584,7 @@ impl Block {
         let co = &parts.co;
         let t = cx.var();
         let mut result = vec![Stmt::Set(t, add(var(self.c0), var(tt)))];
-        result.extend(co.split(cx, p, &co.p_axes, &co.p_vars));
+        result.extend(self.channel(cx, p, co));
         gen.enter(&[vars, &[tt, t, p]].concat());
         gen.loop_vars(&co.p_vars);
         gen.bind(parts.ro, value);

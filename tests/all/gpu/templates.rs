@@ -228,7 +228,8 @@ fn selective_scan_runs_as_a_block_scan_in_the_simulator() {
 /// scores, outputs and state pass spread over the block's threads in shared memory, the state
 /// in a scratch buffer), against the Graph IR interpreter: f32 within 1e-4. Small heads take
 /// chunks of 64; Mamba-2's own (64 channels, 128 state elements) take 32, so that the chunk's
-/// arrays fit in 48 KiB. Both sequences end in a short chunk.
+/// arrays fit in 48 KiB, and two blocks, 32 channels each (x's tile holds 32 × 32). Both
+/// sequences end in a short chunk.
 ///
 /// Stored in f16 or bf16, the chunk's four products run on tensor cores (`lower/ssd_mma.rs`:
 /// `mma.sync` from `ldmatrix`, B, x and the state's copy transposed where k runs along their
@@ -239,7 +240,8 @@ fn selective_scan_runs_as_a_block_scan_in_the_simulator() {
 #[test]
 fn ssd_runs_as_a_block_per_head_in_the_simulator() {
     let d = scratch_dir("block-ssd");
-    for (heads, head_dim, d_state, chunk, seq) in [(3, 6, 5, 64, 150), (2, 64, 128, 32, 70)] {
+    let cases = [(3, 6, 5, 64, 150, 6), (2, 64, 128, 32, 70, 32)];
+    for (heads, head_dim, d_state, chunk, seq, channels) in cases {
         let src = d.join(format!("ssd{head_dim}.arch"));
         std::fs::write(
             &src,
@@ -270,6 +272,8 @@ fn ssd_runs_as_a_block_per_head_in_the_simulator() {
         let kernels = narrow_kernels(&file, "f32");
         let scores = format!("f32[{}] scores", chunk * chunk);
         assert!(kernels.contains(&scores), "{kernels}");
+        let x = format!("f32[{}] x", chunk * channels);
+        assert!(kernels.contains(&x), "{kernels}");
         assert!(kernels.contains(".scratch"), "{kernels}");
         let seq = format!("seq={seq}");
         let dims = ["batch=2", seq.as_str()];
