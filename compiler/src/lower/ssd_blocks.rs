@@ -3,7 +3,8 @@
 //!
 //! The CPU's template ([`super::ssd`]) gives a head to one thread, which on a GPU leaves all but
 //! a few hundred threads idle (8 sequences × 32 heads). Here a block of [`THREADS`] threads
-//! takes a head and walks its chunks of `Q` steps. With `Lₜ` the cumulative log-decay since the
+//! takes a head (or its share of the head's channels: `P` below is the block's) and walks its
+//! chunks of `Q` steps. With `Lₜ` the cumulative log-decay since the
 //! chunk's start and `H` the state before it (the formulas of [`super::ssd`]), each chunk runs
 //! four phases in shared memory, with a barrier after each:
 //!
@@ -17,8 +18,8 @@
 //!    a register tile of state elements.
 //!
 //! The two large products run on register tiles ([`super::register_tiles`]: up to 4 channels
-//! × 16 rows per thread at Mamba-2's sizes), so that a multiply-add costs a fraction of a
-//! shared-memory load; the scores (an eighth of the work there) keep a thread per pair.
+//! × 8 rows per thread at Mamba-2's sizes), so that a multiply-add costs a fraction of a
+//! shared-memory load; the scores (about a tenth of the work there) keep a thread per pair.
 //!
 //! `H` (`[N, P]`, 32 KiB at Mamba-2's N 128 and P 64) lives in a scratch buffer in global memory,
 //! a row per block (its channels' columns): beside the chunk's arrays it would not fit a block's 48 KiB of static
@@ -72,7 +73,7 @@ pub struct Shared {
     pub kept: usize,
     /// `exp(L_end − Lₛ)`: `[Q]`.
     pub weight: usize,
-    /// x: `[Q, P]`, rows of [`Shared::x_stride`].
+    /// x: `[Q, P]` (the block's channels), rows of [`Shared::x_stride`].
     pub x: usize,
     /// B: `[Q, N]`, rows of [`Shared::stride`].
     pub b: usize,
@@ -86,7 +87,7 @@ pub struct Shared {
     pub h: usize,
     /// The chunk length `Q`.
     pub q: i64,
-    /// Channels per head `P`.
+    /// The block's channels `P`: the head's, or its share of them ([`slices`]).
     pub p: i64,
     /// State elements per channel `N`.
     pub n: i64,
@@ -435,7 +436,7 @@ impl Block {
         body
     }
 
-    /// A head's start: its state at 0 in the scratch buffer, and on tensor cores its copy (with
+    /// A head's start: the block's state at 0 in the scratch buffer, and on tensor cores its copy (with
     /// the padding, which the products read) in shared memory.
     fn zero_states(&self, cx: &mut Ctx) -> Vec<Stmt> {
         let i = cx.var();

@@ -1,4 +1,5 @@
-//! Mamba-2's chunked SSD on tensor cores: [`super::ssd_blocks`]'s block per head and phases,
+//! Mamba-2's chunked SSD on tensor cores: [`super::ssd_blocks`]'s block per head (or share
+//! of its channels) and phases,
 //! the chunk's four products on `mma.sync` m16n8k16 with f32 accumulation, as Mamba-2's own
 //! kernels run them.
 //!
@@ -342,7 +343,7 @@ fn decayed(cx: &mut Ctx, k: &Block, acc: &Accumulator) -> Vec<Stmt> {
 }
 
 /// Phase 2: `Y = diag(exp L)·(C·H) + G·X` per round of pieces, through the region's
-/// epilogue into the output at the chunk's steps and the head's channels.
+/// epilogue into the output at the chunk's steps and the block's channels.
 fn outputs_phase(
     cx: &mut Ctx,
     gen: &mut BodyGen,

@@ -139,6 +139,9 @@ impl Function<'_> {
     /// multiple of the atoms' or core matrices' stride, `m` being a multiple of 64).
     fn warpgroup_rows(&mut self, w: &WarpgroupMma) -> V {
         let at = self.expr(&w.a.at);
+        // The verifier refuses a warpgroup product in a block whose threads are not known
+        // whole warpgroups, and `gpu::map` leaves one Thread loop per block: the warpgroup is
+        // `tid.x / 128`.
         let threads = archc_kernels::launch::block_threads(self.kernel).unwrap_or(WARPGROUP);
         if threads <= WARPGROUP {
             return at;

@@ -6,7 +6,8 @@
 //! GEMM: it computes a 128 × 128 tile of the output, warpgroup `g` its rows `64g..64g + 64`,
 //! whose accumulators stay in its threads' registers (64 each, as `wgmma` places them) for
 //! the whole reduced axis. The two share each slice's tile of `b`, so a block brings in
-//! 32 KiB from memory per 2 M multiply-adds where a 64-row tile brought 24 KiB per 1 M; each
+//! 32 KiB from memory per 1 Mi multiply-adds where a 64-row tile brought 24 KiB per 0.5 Mi
+//! (two thirds of the traffic per multiply-add); each
 //! `wgmma` reads 6 KiB of shared memory for 128 K multiply-adds, under the tensor cores'
 //! pace. (One warpgroup with both bands, 128 accumulators each, left a thread too few
 //! registers for the copies' addresses: ptxas spilled.)
@@ -87,12 +88,13 @@ const STAGE: Stage = Stage {
 /// A stage's tiles of `a` and `b` in shared memory.
 const A_STAGE: i64 = STAGE.lengths().0;
 const B_STAGE: i64 = STAGE.lengths().1;
-/// Accumulators per thread: the tile over 128 threads.
+/// Accumulators per thread: the tile over the block's threads.
 const ACCUMULATORS: i64 = TILE_ROWS * TILE_COLUMNS / THREADS;
 
 /// Whether the warpgroup template computes a matmul of `a` (in buffer `abuf`) and `b`: the
-/// target has warpgroup products, and the tensor-core template would otherwise (blocks of
-/// four warps, both operands in one 16-bit float type, neither block-quantized).
+/// target has warpgroup products, and the tensor-core template would otherwise (the
+/// schedule's blocks of four warps, which this template doubles; both operands in one 16-bit
+/// float type, neither block-quantized).
 pub(super) fn applies(
     cx: &Ctx,
     (a, abuf): (&TensorType, usize),
