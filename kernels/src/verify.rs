@@ -44,8 +44,11 @@
 //!    multiple of 16 bytes apart, within a descriptor's reach (a K-major tile is swizzled,
 //!    its atoms and k16 slabs a multiple of 256 bytes apart; an MN-major one is not); its `C` an f32 local that holds
 //!    `m · n / 128` elements from a constant offset; whether it accumulates is a `bool`; `m`
-//!    is a multiple of 64, `n` of 8 up to 256, `k` of 16. A `WarpgroupWait` is placed so too; its accumulators are an f32 local
-//!    holding `len` elements from a constant offset.
+//!    is a multiple of 64, `n` of 8 up to 256, `k` of 16; each tile (`A`: the block's
+//!    warpgroups × `m` rows) lies inside its array from its start (from 0 when that is not
+//!    constant). A `WarpgroupWait` is placed so too; its accumulators are an f32 local
+//!    holding `len` elements from a constant offset, the `C` and `m · n / 128` of a product
+//!    in the kernel.
 //! 10. **Asynchronous copies**: a `CopyAsync` and an `AsyncWait` sit inside a Thread loop of
 //!     a block; a copy reads an input param (not quantized) into a shared array of its type,
 //!     4, 8 or 16 bytes; a constant destination is a multiple of its width, inside the array.
@@ -73,6 +76,7 @@ pub fn verify_kernel(k: &Kernel, dims: usize) -> Vec<Problem> {
         vars: HashMap::new(),
         parallel: Vec::new(),
         threads: 0,
+        products: warps::products(&k.body),
         problems: Vec::new(),
     };
     match k.params.last() {
@@ -96,6 +100,8 @@ struct Verifier<'a> {
     parallel: Vec<Option<HashSet<Var>>>,
     /// How many `Thread` loops enclose the current statement.
     threads: usize,
+    /// The kernel's warpgroup products, whose accumulators its waits name.
+    products: Vec<&'a crate::ir::WarpgroupMma>,
     problems: Vec<Problem>,
 }
 

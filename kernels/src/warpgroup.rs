@@ -122,6 +122,23 @@ impl SharedTile {
         slab * self.step as usize + (i / CORE) * self.stride as usize + within
     }
 
+    /// One past the furthest element of a tile of `rows` rows (of `A`) or columns (of `B`) and
+    /// `k` reduced: the shared array must hold that many from [`SharedTile::at`]. The last
+    /// slab holds the furthest, and in it the last 8 rows (one of each row within a core
+    /// matrix, in the furthest core matrices).
+    pub fn reach(&self, rows: usize, k: usize) -> usize {
+        if rows == 0 || k == 0 {
+            return 0;
+        }
+        let last = (k - 1) / K_STEP * K_STEP;
+        let ks = last..(last + K_STEP).min(k);
+        (rows.saturating_sub(CORE)..rows)
+            .flat_map(|i| ks.clone().map(move |k| (i, k)))
+            .map(|(i, k)| self.offset(i, k) + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The descriptor's bits other than the start address: the leading and stride byte
     /// offsets (divided by 16, bits 16–29 and 32–45; the leading one 1 when swizzled, as
     /// CUTLASS writes it there) and the layout type (bits 62–63: 0 no swizzle, 3 the 32-byte

@@ -411,4 +411,29 @@ mod tests {
             "{problems:?}"
         );
     }
+
+    #[test]
+    fn the_verifier_wants_tiles_inside_their_arrays_and_waits_on_a_products_accumulators() {
+        // Two warpgroups read all of A's rows: an array a core matrix short is overrun.
+        let mut k = kernel(tiles().1, true, 2);
+        k.shared[0].len -= 8;
+        for s in block(&mut k).iter_mut() {
+            if let Stmt::WarpgroupWait(w) = s {
+                w.len -= 4;
+            }
+        }
+        let problems: Vec<String> = crate::verify::verify_kernel(&k, 0)
+            .into_iter()
+            .map(|p| p.what)
+            .collect();
+        let reach = format!("reaches element {}, past its {}", ROWS * K, ROWS * K - 8);
+        assert!(problems.iter().any(|p| p.contains(&reach)), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("not those of a product")),
+            "{problems:?}"
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
 }

@@ -4,7 +4,8 @@
 use super::{constant, Verifier};
 use crate::fragment;
 use crate::ir::{
-    AsyncCopy, Bin, Elem, Fold, Fragment, Matrices, SharedTile, Ty, WarpgroupMma, WarpgroupWait,
+    AsyncCopy, Bin, Elem, Fold, Fragment, Matrices, SharedTile, Stmt, Ty, WarpgroupMma,
+    WarpgroupWait,
 };
 use crate::warpgroup;
 
@@ -146,6 +147,26 @@ impl Verifier<'_> {
         }
         self.expect(&w.accumulate, Ty::Bool, "whether a wgmma accumulates");
         self.accumulators(&w.c, m * n / warpgroup::WARPGROUP, "wgmma");
+        let groups = threads.map_or(1, |t| (t / warpgroup::WARPGROUP).max(1));
+        if a.is_some() && b.is_some() {
+            self.tile_inside(&w.a, groups * m, k);
+            self.tile_inside(&w.b, n, k);
+        }
+    }
+
+    /// Checks that tile `t` of `rows` rows (or columns) and `k` reduced lies inside its shared
+    /// array: from a constant start when it is one, else from 0 (a larger start is the
+    /// simulator's to catch).
+    fn tile_inside(&mut self, t: &SharedTile, rows: usize, k: usize) {
+        let from = constant(&t.at).map_or(0, |a| usize::try_from(a).unwrap_or(usize::MAX));
+        let end = from.saturating_add(t.reach(rows, k));
+        let len = self.local_len(t.buf);
+        if end > len {
+            self.report(format!(
+                "wgmma tile in b{} reaches element {end}, past its {len}",
+                t.buf
+            ));
+        }
     }
 
     /// Checks a warpgroup wait: placed as a warp's work, in whole warpgroups, on accumulators
@@ -153,6 +174,17 @@ impl Verifier<'_> {
     pub(super) fn warpgroup_wait(&mut self, w: &WarpgroupWait) {
         self.warp_place("a warpgroup wait");
         self.accumulators(&w.c, usize::from(w.len), "wgmma.wait");
+        let count = |p: &WarpgroupMma| usize::from(p.m) * usize::from(p.n) / warpgroup::WARPGROUP;
+        if !self
+            .products
+            .iter()
+            .any(|p| p.c == w.c && count(p) == usize::from(w.len))
+        {
+            self.report(format!(
+                "wgmma.wait on b{}'s {} accumulators: not those of a product in the kernel",
+                w.c.buf, w.len
+            ));
+        }
     }
 
     /// Checks `count` accumulators of a warpgroup product from `c`: an f32 local, inside it.
@@ -227,4 +259,15 @@ impl Verifier<'_> {
             self.report(format!("{what} in a kernel whose block is not whole warps"));
         }
     }
+}
+
+/// The warpgroup products in `body`, in program order.
+pub(super) fn products(body: &[Stmt]) -> Vec<&WarpgroupMma> {
+    body.iter()
+        .flat_map(|s| match s {
+            Stmt::WarpgroupMma(w) => vec![w],
+            Stmt::For { body, .. } => products(body),
+            _ => Vec::new(),
+        })
+        .collect()
 }
