@@ -10,7 +10,7 @@ use super::attention_rows::Walk;
 use super::body::broadcast_at;
 use super::index::{plus, Ctx};
 use super::lanes::{lane_sum, splat, LANES};
-use super::Template;
+use super::{Template, Templates};
 use crate::graph::{AttentionInfo, KeyRange, Region, TensorType};
 
 /// Attentions of at most this many query rows run a row per parallel iteration (see `lower`).
@@ -23,14 +23,15 @@ fn f32(v: f32) -> Expr {
     archc_kernels::ir::build::f32(v)
 }
 
-/// The kernel for an attention region whose node has type `out` and operand types `ins`.
+/// The kernels for an attention region whose node has type `out` and operand types `ins`:
+/// one, or on a GPU over a symbolic number of queries two (see the comment below).
 pub fn lower(
     cx: &mut Ctx,
     r: &Region,
     a: &AttentionInfo,
     out: &TensorType,
     ins: &[&TensorType],
-) -> Template {
+) -> Templates {
     let [qs, _, vs] = a.qkv;
     let (qt, vt) = (ins[qs], ins[vs]);
     let width = |t: &TensorType| t.shape[t.rank() - 1].as_const();
@@ -38,19 +39,19 @@ pub fn lower(
     let first_local = ins.len() + 2;
     let rows_alone = |cx: &mut Ctx| {
         let dv = width(vt).expect("the pass admits constant value widths");
-        let walk = Walk::for_rows(cx, dv, first_local);
+        let walk = Walk::for_rows(cx, (width(qt), dv));
         super::attention_rows::lower(cx, r, a, (out, ins), (first_local, walk))
     };
     let (Some(d), Some(dv)) = (width(qt), width(vt)) else {
-        return rows_alone(cx);
+        return vec![("", rows_alone(cx))];
     };
     if dv % 4 != 0 {
-        return rows_alone(cx);
+        return vec![("", rows_alone(cx))];
     }
     let w = super::attention_tiles::Widths { d, dv };
     let queries = &out.shape[out.rank() - 2];
     // A GPU's own templates (tensor cores, else four threads per query row) declare their
-    // locals first and their shared arrays after every local, the rows' ones too.
+    // locals first and their shared arrays after every local.
     let mma = super::attention_mma::applies(cx, a, ins, &w);
     let lanes = !mma && super::attention_lanes::applies(cx, &w);
     let own_locals = match (mma, lanes) {
@@ -58,8 +59,8 @@ pub fn lower(
         (false, true) => super::attention_lanes::LOCALS,
         (false, false) => 0,
     };
-    let tiles = |cx: &mut Ctx, first_shared: usize| {
-        let places = (&w, first_local, first_shared);
+    let tiles = |cx: &mut Ctx| {
+        let places = (&w, first_local, first_local + own_locals);
         match (mma, lanes) {
             (true, _) => super::attention_mma::lower(cx, r, a, (out, ins), places),
             (false, true) => super::attention_lanes::lower(cx, r, a, (out, ins), places),
@@ -67,28 +68,44 @@ pub fn lower(
         }
     };
     match queries.as_const() {
-        Some(n) if n <= ROW_QUERIES => return rows_alone(cx),
-        Some(_) => return tiles(cx, first_local + own_locals),
+        Some(n) if n <= ROW_QUERIES => return vec![("", rows_alone(cx))],
+        Some(_) => return vec![("", tiles(cx))],
         None => {}
     }
     // A few query rows (a decoding step's one) would fill the tiles' query panels with
-    // padding: they take a row each instead. The kernel holds both; the row count picks.
-    // Rows split across a GPU block's threads only beside the GPU's own tiles: a kernel
-    // whose blocks hold thread loops is not mapped onto threads again (`gpu::map`), and the
-    // CPU's tiles need that. The rows' shared array comes before the tiles' ones.
-    let (tiled, rows) = if mma || lanes {
-        let rows_locals = first_local + own_locals;
-        let walk = Walk::for_rows(cx, dv, rows_locals);
-        let rows = super::attention_rows::lower(cx, r, a, (out, ins), (rows_locals, walk));
-        let tiled = tiles(cx, rows_locals + walk.locals() + rows.shared.len());
-        (tiled, rows)
-    } else {
-        let tiled = tiles(cx, 0);
-        let at = (first_local + tiled.locals.len(), Walk::Serial);
-        let rows = super::attention_rows::lower(cx, r, a, (out, ins), at);
-        (tiled, rows)
-    };
+    // padding: they take a row each instead, the row count picking which grid has
+    // iterations. On a GPU these are two kernels, so that the rows' (split across a block's
+    // threads) keep registers of their own; a kernel whose blocks hold thread loops is not
+    // mapped onto threads again (`gpu::map`), so the CPU's tiles, which need that, share a
+    // kernel with rows walked by one thread.
     let few = bin(Bin::Le, cx.dim(queries), Expr::Int(ROW_QUERIES));
+    if mma || lanes {
+        let tiled = tiles(cx);
+        let rows = rows_alone(cx);
+        let (tiled_body, rows_body) = (
+            super::grids_when(tiled.body, &few, false),
+            super::grids_when(rows.body, &few, true),
+        );
+        return vec![
+            (
+                "",
+                Template {
+                    body: tiled_body,
+                    ..tiled
+                },
+            ),
+            (
+                "_rows",
+                Template {
+                    body: rows_body,
+                    ..rows
+                },
+            ),
+        ];
+    }
+    let tiled = tiles(cx);
+    let at = (first_local + tiled.locals.len(), Walk::Serial);
+    let rows = super::attention_rows::lower(cx, r, a, (out, ins), at);
     let base = tiled.checks.len() as u32;
     let mut body = super::grids_when(tiled.body, &few, false);
     let rows_body = super::frame::renumber_checks(rows.body, base);
@@ -97,15 +114,45 @@ pub fn lower(
     checks.extend(rows.checks);
     let mut locals = tiled.locals;
     locals.extend(rows.locals);
-    let mut shared = rows.shared;
-    shared.extend(tiled.shared);
-    Template {
-        body,
-        checks,
-        locals,
-        shared,
-        scratch: None,
-        occupancy: None,
+    vec![(
+        "",
+        Template {
+            body,
+            checks,
+            locals,
+            shared: tiled.shared,
+            scratch: None,
+            occupancy: tiled.occupancy,
+        },
+    )]
+}
+
+/// One output row per iteration of a parallel loop over `row`: the statements setting its
+/// batch coordinates and query index from it, those coordinates, and the query index.
+pub(super) struct QueryRow {
+    pub row: Var,
+    pub per_row: Vec<Stmt>,
+    pub batch: Vec<Expr>,
+    pub i: Expr,
+}
+
+impl QueryRow {
+    /// The row of an attention whose output has type `out`.
+    pub fn new(cx: &mut Ctx, out: &TensorType) -> QueryRow {
+        let rank = out.rank();
+        let row = cx.var();
+        let coords = cx.vars(rank - 1);
+        let per_row = super::body::delinearize(cx, var(row), &out.shape[..rank - 1])
+            .into_iter()
+            .zip(&coords)
+            .map(|(e, v)| Stmt::Set(*v, e))
+            .collect();
+        QueryRow {
+            row,
+            per_row,
+            batch: coords[..rank - 2].iter().map(|v| var(*v)).collect(),
+            i: var(coords[rank - 2]),
+        }
     }
 }
 

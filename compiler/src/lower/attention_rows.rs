@@ -9,20 +9,16 @@
 //! stored. Blocks of keys outside the range the masks leave visible (after the query row for a
 //! causal mask, outside the window for a sliding one) are not visited.
 //!
-//! On a GPU a row is a block's, as in Flash-Decoding: its threads split the row's keys (thread
-//! `t` takes blocks `t, t + 128, …` of [`SPLIT_KEYS`] keys), each with a maximum, sum and
-//! accumulator of its own, which the block then merges: the warp's maximum (a `WarpFold`),
-//! each thread's sum and accumulator rescaled to it and summed across the warp (another), the
-//! four warps' results through shared memory, and a thread per output channel merging those.
-//! A decoding step reads the whole cache for one query per head; one thread walking it left
-//! the block's other 127 idle.
+//! On a GPU whose blocks take a split ([`super::attention_split`]), a row is a block's
+//! instead.
 
 use archc_kernels::ir::build::{add, bin, mul, serial, sub, var};
-use archc_kernels::ir::{Axis, Bin, Elem, Expr, Fold, Ieee32, Local, Scope, Stmt, Un, Var};
+use archc_kernels::ir::{Axis, Bin, Elem, Expr, Ieee32, Local, Stmt, Un, Var};
 
-use super::attention::{dot, key_blocks, plain, row_start};
-use super::body::{delinearize, BodyGen};
-use super::fragments::{div, int, lt, rem, threads, unroll, when, THREADS, WARP};
+use super::attention::{dot, key_blocks, plain, row_start, QueryRow};
+use super::attention_split::Split;
+use super::body::BodyGen;
+use super::fragments::THREADS;
 use super::index::Ctx;
 use super::lanes::{lane_sum, splat, LANES};
 use super::Template;
@@ -30,15 +26,6 @@ use crate::graph::{AttentionInfo, Region, TensorType};
 
 /// Query rows of up to this many f32x4 vectors are held in registers.
 const MAX_QUERY_REGISTERS: i64 = 8;
-
-/// Keys per block of a thread's share in a split walk: 1,024 keys keep 128 threads busy.
-const SPLIT_KEYS: i64 = 8;
-
-/// Elements of a thread's partial results folded across its warp at once.
-const FOLD_AT_ONCE: i64 = 16;
-
-/// The warps of a GPU block.
-const WARPS: i64 = THREADS / WARP;
 
 fn f32(v: f32) -> Expr {
     Expr::F32(Ieee32::new(v))
@@ -49,50 +36,19 @@ fn f32(v: f32) -> Expr {
 pub(super) enum Walk {
     /// By one thread, in order.
     Serial,
-    /// By the threads of a GPU block, merged through the shared array `shared` (see the
-    /// module doc).
-    Split {
-        /// The shared array's buffer.
-        shared: usize,
-    },
+    /// By the threads of a GPU block, keys and channels split as
+    /// [`super::attention_split`] says.
+    Split(Split),
 }
 
 impl Walk {
-    /// The walk of rows whose value width is `dv` under `cx`'s schedule, their locals from
-    /// buffer `first_local` on: split on a GPU whose blocks are [`THREADS`] threads when a
-    /// thread can merge each channel, serial otherwise.
-    pub fn for_rows(cx: &Ctx, dv: i64, first_local: usize) -> Walk {
-        if cx.schedule.gpu_block == Some(THREADS as u32) && (1..=THREADS).contains(&dv) {
-            Walk::Split {
-                shared: first_local + 2,
-            }
-        } else {
-            Walk::Serial
-        }
-    }
-
-    /// How many locals the template declares: the logits, and a split walk's partial results.
-    pub fn locals(self) -> usize {
-        match self {
-            Walk::Serial => 1,
-            Walk::Split { .. } => 2,
-        }
-    }
-
-    /// Keys per block.
-    fn block(self, cx: &Ctx) -> i64 {
-        match self {
-            Walk::Serial => cx.schedule.attention_block as i64,
-            Walk::Split { .. } => SPLIT_KEYS,
-        }
-    }
-
-    /// The running maximum's start. A split walk's threads may see no key, or only masked
-    /// ones: kept at or above `f32::MIN`, their weights `exp(m − M)` are 0 or 1, never NaN.
-    fn least(self) -> f32 {
-        match self {
-            Walk::Serial => f32::NEG_INFINITY,
-            Walk::Split { .. } => f32::MIN,
+    /// The walk of rows whose head width is `d` (when constant) and value width `dv` under
+    /// `cx`'s schedule: split on a GPU whose blocks are [`THREADS`] threads when a split
+    /// applies, serial otherwise.
+    pub fn for_rows(cx: &Ctx, (d, dv): (Option<i64>, i64)) -> Walk {
+        match Split::new(d, dv) {
+            Some(s) if cx.schedule.gpu_block == Some(THREADS as u32) => Walk::Split(s),
+            _ => Walk::Serial,
         }
     }
 }
@@ -106,12 +62,14 @@ pub(super) fn lower(
     (out, ins): (&TensorType, &[&TensorType]),
     (logits_buf, walk): (usize, Walk),
 ) -> Template {
+    if let Walk::Split(split) = walk {
+        return super::attention_split::lower(cx, r, a, (out, ins), (logits_buf, split));
+    }
     let [qs, ks, vs] = a.qkv;
     let (qt, kt, vt) = (ins[qs], ins[ks], ins[vs]);
     let mut gen = BodyGen::new(&r.body, 1);
     let (qb, kb, vb) = (qs + 1, ks + 1, vs + 1);
-    let block = walk.block(cx);
-    let rank = out.rank();
+    let block = cx.schedule.attention_block as i64;
     let d = qt.shape[qt.rank() - 1].clone();
     let dv = vt.shape[vt.rank() - 1]
         .as_const()
@@ -123,16 +81,13 @@ pub(super) fn lower(
     let k_rank = k_shape.len();
     let t = cx.dim(&k_shape[k_rank - 2]);
 
-    // One parallel iteration per output row: the batch coordinates and the query index.
-    let row = cx.var();
-    let coords = cx.vars(rank - 1);
-    let mut per_row: Vec<Stmt> = delinearize(cx, var(row), &out.shape[..rank - 1])
-        .into_iter()
-        .zip(&coords)
-        .map(|(e, v)| Stmt::Set(*v, e))
-        .collect();
-    let batch: Vec<Expr> = coords[..rank - 2].iter().map(|v| var(*v)).collect();
-    let i = var(coords[rank - 2]);
+    // One parallel iteration per output row.
+    let QueryRow {
+        row,
+        mut per_row,
+        batch,
+        i,
+    } = QueryRow::new(cx, out);
     let row_start =
         |cx: &Ctx, t: &TensorType, order: &[usize], pos: Expr| row_start(cx, &batch, t, order, pos);
     let q_row = cx.var();
@@ -163,12 +118,9 @@ pub(super) fn lower(
     let accs = cx.vars(dv / lanes);
     let widen = |e: Expr| if lanes == 4 { splat(e) } else { e };
     let (m, l) = (cx.var(), cx.var());
-    let mut init = vec![Stmt::Set(m, f32(walk.least())), Stmt::Set(l, f32(0.0))];
+    per_row.extend([Stmt::Set(m, f32(f32::NEG_INFINITY)), Stmt::Set(l, f32(0.0))]);
     for acc in &accs {
-        init.push(Stmt::Set(*acc, widen(f32(0.0))));
-    }
-    if let Walk::Serial = walk {
-        per_row.append(&mut init);
+        per_row.push(Stmt::Set(*acc, widen(f32(0.0))));
     }
 
     let rows = (i.clone(), i.clone());
@@ -294,23 +246,6 @@ pub(super) fn lower(
     weigh.extend(weigh_key(var(p)));
     per_block.push(serial(jj, sub(var(count), mul(quads, Expr::Int(4))), weigh));
     per_block.push(Stmt::Set(m, var(mn)));
-    let state = Partial {
-        m,
-        l,
-        accs: &accs,
-        lanes,
-    };
-    if let Walk::Split { shared } = walk {
-        let keys = (jb, blocks, per_block);
-        per_row.extend(split(
-            cx,
-            init,
-            keys,
-            &state,
-            (row, dv as i64, logits_buf + 1, shared),
-        ));
-        return template(cx, out, row, per_row, (gen.checks, walk, dv as i64));
-    }
     per_row.push(Stmt::For {
         var: jb,
         extent: blocks,
@@ -331,139 +266,7 @@ pub(super) fn lower(
             Stmt::Store(0, at, value)
         });
     }
-    template(cx, out, row, per_row, (gen.checks, walk, dv as i64))
-}
-
-/// A thread's partial softmax over its keys: its running maximum and sum, and its
-/// accumulator (`lanes` channels a variable).
-struct Partial<'a> {
-    m: Var,
-    l: Var,
-    accs: &'a [Var],
-    lanes: usize,
-}
-
-/// The statements of a split walk of one row (see the module doc): each thread's walk of its
-/// key blocks (`keys`: the block variable, the row's count of blocks and a block's statements,
-/// after `init`), then the merge into output row `row` of width `dv`, through local `part`
-/// (`dv + 3`: the accumulator, the sum, the warp's and the thread's maximum) and shared
-/// array `shared`.
-fn split(
-    cx: &mut Ctx,
-    init: Vec<Stmt>,
-    (jb, blocks, per_block): (Var, Expr, Vec<Stmt>),
-    st: &Partial,
-    (row, dv, part, shared): (Var, i64, usize, usize),
-) -> Vec<Stmt> {
-    let (t, it, c, scale) = (cx.var(), cx.var(), cx.var(), cx.var());
-    let mut walk = vec![Stmt::Set(jb, add(var(t), mul(var(it), int(THREADS))))];
-    walk.extend(per_block);
-    let mut own = init;
-    let mine = div(sub(add(blocks, int(THREADS - 1)), var(t)), THREADS);
-    own.push(serial(it, mine, walk));
-    for (k, acc) in st.accs.iter().enumerate() {
-        let at = int((k * st.lanes) as i64);
-        own.push(match st.lanes {
-            1 => Stmt::Store(part, at, var(*acc)),
-            _ => Stmt::VStore(part, at, var(*acc), LANES),
-        });
-    }
-    own.push(Stmt::Store(part, int(dv), var(st.l)));
-    own.push(Stmt::Store(part, int(dv + 1), var(st.m)));
-    own.push(Stmt::Store(part, int(dv + 2), var(st.m)));
-    let fold = |op: Bin, at: i64, count: i64| {
-        Stmt::WarpFold(Fold {
-            op,
-            buf: part,
-            at: int(at),
-            count: count as u8,
-            lanes: WARP as u8,
-        })
-    };
-    let part_at = |at: Expr| Expr::Load(part, Box::new(at));
-    // Each thread's sum and accumulator in terms of its warp's maximum.
-    let rescale = vec![
-        Stmt::Set(
-            scale,
-            Expr::Un(
-                Un::Exp,
-                Box::new(sub(part_at(int(dv + 2)), part_at(int(dv + 1)))),
-            ),
-        ),
-        unroll(
-            &[(c, dv + 1)],
-            vec![Stmt::Store(part, var(c), mul(part_at(var(c)), var(scale)))],
-        ),
-    ];
-    // Lane 0 of each warp hands the warp's sums and maximum to the block.
-    let warp_row = |w: Expr, at: Expr| add(mul(w, int(dv + 2)), at);
-    let first_lane = bin(Bin::Eq, rem(var(t), WARP), int(0));
-    let hand = unroll(
-        &[(c, dv + 2)],
-        vec![Stmt::Store(
-            shared,
-            warp_row(div(var(t), WARP), var(c)),
-            part_at(var(c)),
-        )],
-    );
-    let hand = vec![when(cx, first_lane, vec![hand])];
-    let merge = merge(cx, (t, row, dv), shared, warp_row);
-    let mut out = vec![
-        threads(t, own),
-        fold(Bin::Max, dv + 1, 1),
-        threads(t, rescale),
-    ];
-    // A fold's shuffled copies are live together: a few elements at a time keep the
-    // registers of the kernel (whose other grid loop is the tiles') where they were.
-    out.extend(
-        (0..dv + 1)
-            .step_by(FOLD_AT_ONCE as usize)
-            .map(|at| fold(Bin::Add, at, FOLD_AT_ONCE.min(dv + 1 - at))),
-    );
-    out.extend([
-        threads(t, hand),
-        Stmt::Barrier(Scope::Block),
-        threads(t, vec![when(cx, lt(var(t), int(dv)), merge)]),
-    ]);
-    out
-}
-
-/// Output channel `t` of row `row` (width `dv`) from the warps' maxima, sums and
-/// accumulators in `shared` (warp `w`'s element `at` at `warp_row(w, at)`): each warp's
-/// share weighed by `exp(M_w − M)` for the block's maximum `M`.
-fn merge(
-    cx: &mut Ctx,
-    (t, row, dv): (Var, Var, i64),
-    shared: usize,
-    warp_row: impl Fn(Expr, Expr) -> Expr,
-) -> Vec<Stmt> {
-    let (w, most, sum, o, e) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
-    let at = |at: Expr| Expr::Load(shared, Box::new(warp_row(var(w), at)));
-    vec![
-        Stmt::Set(most, f32(f32::MIN)),
-        unroll(
-            &[(w, WARPS)],
-            vec![Stmt::Set(most, bin(Bin::Max, var(most), at(int(dv + 1))))],
-        ),
-        Stmt::Set(sum, f32(0.0)),
-        Stmt::Set(o, f32(0.0)),
-        unroll(
-            &[(w, WARPS)],
-            vec![
-                Stmt::Set(
-                    e,
-                    Expr::Un(Un::Exp, Box::new(sub(at(int(dv + 1)), var(most)))),
-                ),
-                Stmt::Set(sum, add(var(sum), mul(at(int(dv)), var(e)))),
-                Stmt::Set(o, add(var(o), mul(at(var(t)), var(e)))),
-            ],
-        ),
-        Stmt::Store(
-            0,
-            add(mul(var(row), int(dv)), var(t)),
-            bin(Bin::Div, var(o), var(sum)),
-        ),
-    ]
+    template(cx, out, row, per_row, gen.checks)
 }
 
 /// The template of the rows' parallel loop over `row` (the output's rows) running `per_row`.
@@ -472,7 +275,7 @@ fn template(
     out: &TensorType,
     row: Var,
     per_row: Vec<Stmt>,
-    (checks, walk, dv): (Vec<String>, Walk, i64),
+    checks: Vec<String>,
 ) -> Template {
     let rank = out.rank();
     let rows =
@@ -483,22 +286,15 @@ fn template(
         kind: Axis::Grid,
         body: per_row,
     }];
-    let f32s = |name: &str, len: i64| Local {
-        name: name.into(),
-        elem: Elem::F32,
-        len: len as usize,
-    };
-    let mut locals = vec![f32s("logits", walk.block(cx))];
-    let mut shared = Vec::new();
-    if let Walk::Split { .. } = walk {
-        locals.push(f32s("partial", dv + 3));
-        shared.push(f32s("warp_partials", WARPS * (dv + 2)));
-    }
     Template {
         body,
         checks,
-        locals,
-        shared,
+        locals: vec![Local {
+            name: "logits".into(),
+            elem: Elem::F32,
+            len: cx.schedule.attention_block,
+        }],
+        shared: Vec::new(),
         scratch: None,
         occupancy: None,
     }

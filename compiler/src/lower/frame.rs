@@ -17,7 +17,7 @@ use super::pack::{self, Packing};
 use super::schedule::Schedule;
 use super::{
     attention, attention_grad, buffer_elem, contract, elementwise, layout, moe, region, scan,
-    scan_grad, ssd, Template,
+    scan_grad, ssd, Template, Templates,
 };
 use crate::graph::{Dim, Graph, MoeInfo, Op, RegionKind, TensorType, UnaryOp, ROUTED};
 
@@ -53,11 +53,11 @@ fn op_name(op: &Op) -> String {
         .collect()
 }
 
-/// The kernel template for a compute op.
-fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Template {
-    match op {
+/// The kernel templates for a compute op (see [`Templates`]).
+fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Templates {
+    let one = match op {
         Op::Fused(r) => match &r.kind {
-            RegionKind::Attention(a) => attention::lower(cx, r, a, out, ins),
+            RegionKind::Attention(a) => return attention::lower(cx, r, a, out, ins),
             RegionKind::AttentionGrad(a) => attention_grad::lower(cx, r, a, out, ins),
             RegionKind::ScanGrad(s) => scan_grad::lower(cx, r, s, out),
             RegionKind::Scan(s) => match &s.ssd {
@@ -70,7 +70,8 @@ fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Tem
             .or_else(|| layout::lower(cx, op, out, ins))
             .or_else(|| contract::lower(cx, op, out, ins))
             .expect("every compute op has a template"),
-    }
+    };
+    vec![("", one)]
 }
 
 /// What makes two kernels the same code: element types of the buffers, locals, check
@@ -100,8 +101,10 @@ impl Kernels {
     }
 }
 
-/// Adds the kernel computing `op` from `operands` into `out` (buffers of frame `f`); returns
-/// its step, which reads the weights its matmul takes packed (see [`pack`]) packed.
+/// Adds the kernels computing `op` from `operands` into `out` (buffers of frame `f`); returns
+/// their steps, in order, which read the weights their matmuls take packed (see [`pack`])
+/// packed. The parts of an op share its buffers, and its scratch buffer when one asks for it
+/// (each part that uses it declares it).
 fn kernel(
     plan: &mut Plan,
     kernels: &mut Kernels,
@@ -110,7 +113,7 @@ fn kernel(
     operands: &[(&TensorType, usize)],
     out: usize,
     (f, packing, transposed): (&mut Frame, &Packing, Option<usize>),
-) -> Step {
+) -> Vec<Step> {
     let ins: Vec<&TensorType> = operands.iter().map(|o| o.0).collect();
     let mut args = vec![out];
     args.extend(operands.iter().map(|o| o.1));
@@ -121,8 +124,8 @@ fn kernel(
         .collect();
     cx.packable.retain(|p| !cx.blocks.contains(p));
     cx.transposed = transposed.map(|o| (o + 1, buffer_elem(&f.buffers[args[o + 1]])));
-    let t = template(&mut cx, op, ty, &ins);
-    if let Some(shape) = &t.scratch {
+    let parts = template(&mut cx, op, ty, &ins);
+    if let Some(shape) = parts.iter().find_map(|(_, t)| t.scratch.as_ref()) {
         f.buffers.push(Buffer {
             name: format!("{}.scratch", f.buffers[out].name),
             dtype: archc_runtime::DType::F32,
@@ -134,11 +137,22 @@ fn kernel(
         args.push(f.buffers.len() - 1);
     }
     let packed = cx.packed;
-    let mut step = emit(plan, kernels, name, t, &args, &f.buffers);
-    for (param, nr) in packed {
-        read_packed(plan, kernels, f, (&mut step, param), nr);
+    let mut steps = Vec::new();
+    for (suffix, t) in parts {
+        let mut step = emit(
+            plan,
+            kernels,
+            format!("{name}{suffix}"),
+            t,
+            &args,
+            &f.buffers,
+        );
+        for &(param, nr) in &packed {
+            read_packed(plan, kernels, f, (&mut step, param), nr);
+        }
+        steps.push(step);
     }
-    step
+    steps
 }
 
 /// Has step argument `param` (a weight) read packed with `nr`-column panels: at the top level
@@ -406,7 +420,7 @@ pub fn lower(
                 if let Some((operand, w)) = transposed {
                     ins[operand].1 = w;
                 }
-                let mut step = kernel(
+                let steps = kernel(
                     plan,
                     kernels,
                     name(),
@@ -415,13 +429,15 @@ pub fn lower(
                     buffer,
                     (&mut f, packing, transposed.map(|t| t.0)),
                 );
-                if let Step::Kernel { origin, .. } = &mut step {
-                    *origin = node.origin();
-                }
-                if weight_only[n.index()] {
-                    f.prepare.push(step);
-                } else {
-                    f.steps.push(step);
+                for mut step in steps {
+                    if let Step::Kernel { origin, .. } = &mut step {
+                        *origin = node.origin();
+                    }
+                    if weight_only[n.index()] {
+                        f.prepare.push(step);
+                    } else {
+                        f.steps.push(step);
+                    }
                 }
             }
         }
@@ -642,7 +658,7 @@ fn copy_result(
         blocks: None,
     });
     let copy = Op::Unary(UnaryOp::StopGrad);
-    let step = kernel(
+    let steps = kernel(
         plan,
         kernels,
         format!("{prefix}result_copy"),
@@ -651,7 +667,7 @@ fn copy_result(
         out,
         (f, &Packing::default(), None),
     );
-    f.steps.push(step);
+    f.steps.extend(steps);
     f.outputs = vec![Binding {
         name: "out".into(),
         buffer: out,

@@ -10,6 +10,7 @@ mod attention_grad_tiles;
 mod attention_lanes;
 mod attention_mma;
 mod attention_rows;
+mod attention_split;
 mod attention_staging;
 mod attention_tasks;
 mod attention_tiles;
@@ -51,6 +52,13 @@ use archc_runtime::quant::BlockFormat;
 use archc_runtime::{DType, Kind, Plan, Step};
 
 use crate::graph::{Graph, Op};
+
+/// The kernels of one op, launched in order on its buffers (and its scratch buffer, which
+/// each that uses it declares): each a suffix of the op's kernel name (`""` for an op of one
+/// kernel) and its template. Most ops are one kernel; on a GPU an attention over a symbolic
+/// number of queries is two, its tiles and its rows (a decoding step's), each with registers
+/// of its own.
+pub type Templates = Vec<(&'static str, Template)>;
 
 /// A kernel body and the messages of its checks (check code i is message i − 1).
 pub struct Template {

@@ -345,9 +345,11 @@ fn f32_attention_runs_on_four_lanes_per_row_in_the_simulator() {
 }
 
 /// A few query rows (a decoding step's one) take a row per GPU block, its threads splitting
-/// the keys and merging their online softmaxes (`lower/attention_rows.rs`): the model of the
-/// tests above at 3 queries against 700 keys of memory (cross-attention) and 3 of their own
-/// (most threads see none), f32 and bf16, against the interpreter and the CPU's bf16 kernels.
+/// the keys, and groups of lanes each key's channels, then merging their online softmaxes
+/// (`lower/attention_split.rs`): the model of the tests above (heads of 64: two lanes per
+/// key) and one of heads of 128 (four lanes), at 3 queries against 700 keys of memory
+/// (cross-attention) and 3 of their own (most threads see none), f32 and bf16, against the
+/// interpreter and the CPU's bf16 kernels.
 #[test]
 #[cfg_attr(
     feature = "llvm",
@@ -355,33 +357,73 @@ fn f32_attention_runs_on_four_lanes_per_row_in_the_simulator() {
 )]
 fn few_query_rows_split_their_keys_across_a_block_in_the_simulator() {
     let d = scratch_dir("split-rows");
-    let file = attention_model(&d);
-    let kernels = narrow_kernels(&file, "f32");
-    assert_eq!(folds(&kernels, "Max", 32), 5, "{kernels}");
-    let dims = ["batch=2", "seq=3", "mem=700"];
-    for (dtype, bound) in [("f32", 1e-4), ("bf16", 1e-2)] {
-        let reference = if dtype == "f32" {
-            ["--backend", "interp"]
-        } else {
-            ["--backend", "cranelift"]
-        };
-        let how = [("cpu", reference), ("sim", ["--device", "cuda-sim"])];
-        let outs = run_each(&d, (&file, &dims, dtype), &how);
-        for n in ["causal", "window", "padded", "cross", "capped"] {
-            let err = rel_err(&outs[1].read_any(n).unwrap(), &outs[0].read_any(n).unwrap());
-            println!("{n} {dtype}: split rows against the CPU, rel err {err:.2e}");
-            assert!(err <= bound, "{n} {dtype}: {err:e}");
+    let models = [
+        (
+            attention_model(&d),
+            2,
+            &["causal", "window", "padded", "cross", "capped"][..],
+        ),
+        (wide_attention_model(&d), 4, &["causal", "cross"][..]),
+    ];
+    for (file, lanes, outputs) in models {
+        let kernels = narrow_kernels(&file, "f32");
+        let per_key = kernels
+            .lines()
+            .filter(|l| l.contains("[0..+8] across") && l.ends_with(&format!("{lanes} lanes")))
+            .count();
+        assert_eq!(per_key, outputs.len(), "{kernels}");
+        let dims = ["batch=2", "seq=3", "mem=700"];
+        for (dtype, bound) in [("f32", 1e-4), ("bf16", 1e-2)] {
+            let reference = if dtype == "f32" {
+                ["--backend", "interp"]
+            } else {
+                ["--backend", "cranelift"]
+            };
+            let how = [("cpu", reference), ("sim", ["--device", "cuda-sim"])];
+            let outs = run_each(&d, (&file, &dims, dtype), &how);
+            for n in outputs {
+                let err = rel_err(&outs[1].read_any(n).unwrap(), &outs[0].read_any(n).unwrap());
+                println!("{n} {dtype} ({lanes} lanes a key): split rows against the CPU, rel err {err:.2e}");
+                assert!(err <= bound, "{n} {dtype}: {err:e}");
+            }
         }
     }
+}
+
+/// Causal grouped-query attention and cross-attention with heads of 128, written into `d`;
+/// returns its path.
+fn wide_attention_model(d: &std::path::Path) -> String {
+    let operands = [
+        ("q_causal", 4, "seq"),
+        ("k_causal", 2, "seq"),
+        ("v_causal", 2, "seq"),
+        ("q_cross", 4, "seq"),
+        ("memory", 2, "mem"),
+    ];
+    let inputs: String = operands
+        .iter()
+        .map(|(name, heads, len)| format!("  input {name}: f32[batch, {heads}, {len}, 128]\n"))
+        .collect();
+    let outputs = "  output causal = sdpa(q_causal, k_causal, v_causal, causal = true)
+  output cross = sdpa(q_cross, memory, memory)";
+    let src = format!("model wide {{\n{inputs}{outputs}\n}}\n");
+    write_model(d, "wide.arch", &src)
+}
+
+/// `src` written into `d` as `name`; returns its path.
+fn write_model(d: &std::path::Path, name: &str, src: &str) -> String {
+    let path = d.join(name);
+    std::fs::write(&path, src).unwrap();
+    path.to_string_lossy().into_owned()
 }
 
 /// A model of attentions (causal grouped-query, a sliding window of 20, a padding mask,
 /// cross-attention over a memory of another length, a softcap written as math with a value
 /// width of 24), written into `d`; returns its path.
 fn attention_model(d: &std::path::Path) -> String {
-    let src = d.join("attn.arch");
-    std::fs::write(
-        &src,
+    write_model(
+        d,
+        "attn.arch",
         "model attn {
   input q_causal: f32[batch, 4, seq, 64]
   input k_causal: f32[batch, 2, seq, 64]
@@ -408,8 +450,6 @@ fn attention_model(d: &std::path::Path) -> String {
 }
 ",
     )
-    .unwrap();
-    src.to_string_lossy().into_owned()
 }
 
 /// How many `WarpFold`s of `op` across `lanes` lanes `kernels` (a dump) holds.
