@@ -61,7 +61,7 @@ fn template(cx: &mut Ctx, op: &Op, out: &TensorType, ins: &[&TensorType]) -> Tem
             RegionKind::AttentionGrad(a) => attention_grad::lower(cx, r, a, out, ins),
             RegionKind::ScanGrad(s) => scan_grad::lower(cx, r, s, out),
             RegionKind::Scan(s) => match &s.ssd {
-                Some(d) => ssd::lower(cx, r, s, d, out, ins.len()),
+                Some(d) => return ssd::lower(cx, r, s, d, out, ins.len()),
                 None => scan::lower(cx, r, s, out, ins.len()),
             },
             _ => region::lower(cx, r, out, ins),

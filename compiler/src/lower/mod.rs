@@ -57,7 +57,7 @@ use crate::graph::{Graph, Op};
 /// each that uses it declares): each a suffix of the op's kernel name (`""` for an op of one
 /// kernel) and its template. Most ops are one kernel; on a GPU an attention over a symbolic
 /// number of queries is two, its tiles and its rows (a decoding step's), each with registers
-/// of its own.
+/// of its own, and Mamba-2's SSD three (`ssd_blocks.rs`).
 pub type Templates = Vec<(&'static str, Template)>;
 
 /// A kernel body and the messages of its checks (check code i is message i − 1).

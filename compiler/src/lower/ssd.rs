@@ -26,7 +26,7 @@ use super::body::{broadcast_at, delinearize, reshape_at, BodyGen};
 use super::index::Ctx;
 use super::lanes::widest;
 use super::product::{columns, product, Product};
-use super::Template;
+use super::{Template, Templates};
 use crate::graph::{Dim, Op, Region, ScanInfo, SsdInfo, TensorType};
 
 /// The thread-private arrays, by buffer number. `P4` is the channel count rounded up to a
@@ -138,7 +138,7 @@ pub fn lower(
     ssd: &SsdInfo,
     out: &TensorType,
     inputs: usize,
-) -> Template {
+) -> Templates {
     let parts = Parts::of(cx, r, info);
     // On tensor cores where the operands are 16-bit and the chunk's arrays fit, else on a
     // GPU's CUDA cores.
@@ -229,14 +229,15 @@ pub fn lower(
         kind: Axis::Grid,
         body: per_head,
     }];
-    Template {
+    let one = Template {
         body,
         checks: gen.checks,
         locals: sizes.locals(),
         shared: Vec::new(),
         scratch: None,
         occupancy: None,
-    }
+    };
+    vec![("", one)]
 }
 
 /// A head's coordinates in `h`: the sequence axis, the head's axes, the channels that share

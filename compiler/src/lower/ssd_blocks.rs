@@ -1,12 +1,23 @@
-//! Mamba-2's chunked SSD on a GPU: a block per head (or per [`SLICE`] of its channels:
-//! [`slices`]), each chunk's products spread over its threads.
+//! Mamba-2's chunked SSD on a GPU: blocks per segment of a head's chunks (and per [`SLICE`] of
+//! its channels: [`slices`]), each chunk's products spread over a block's threads.
 //!
 //! The CPU's template ([`super::ssd`]) gives a head to one thread, which on a GPU leaves all but
-//! a few hundred threads idle (8 sequences × 32 heads). Here a block of [`THREADS`] threads
-//! takes a head (or its share of the head's channels: `P` below is the block's) and walks its
-//! chunks of `Q` steps. With `Lₜ` the cumulative log-decay since the
-//! chunk's start and `H` the state before it (the formulas of [`super::ssd`]), each chunk runs
-//! four phases in shared memory, with a barrier after each:
+//! a few hundred threads idle (8 sequences × 32 heads); a block per head walking its chunks in
+//! order still leaves two blocks per multiprocessor, their warps waiting on each chunk's
+//! barriers. So a head's sequence of chunks of `Q` steps is cut into [`SEGMENTS`] segments of
+//! consecutive chunks, as mamba-ssm's chunked kernels split the sequence, in three kernels
+//! (the op's [`Templates`]):
+//!
+//! 1. **`_states`**: a block per segment walks its chunks from a zero state and leaves the
+//!    segment's own state `S` and its summed log-decay `Λ` in the scratch buffer;
+//! 2. **`_pass`**: a thread per state element walks the head's segments in order,
+//!    `H ← exp(Λ)·H + S`, leaving in each segment's place the state before it;
+//! 3. **`_outputs`**: a block per segment walks its chunks again from that state, now with
+//!    the outputs.
+//!
+//! With `Lₜ` the cumulative log-decay since the chunk's start and `H` the state before it (the
+//! formulas of [`super::ssd`]), a chunk runs four phases in shared memory, with a barrier after
+//! each (the states' kernel runs the first and the last):
 //!
 //! 1. **staging**: every step's log-decay, x, B and C from the region body, an element per
 //!    thread; thread 0 then sums the log-decays into `L` (at most 64 additions);
@@ -21,12 +32,12 @@
 //! × 8 rows per thread at Mamba-2's sizes), so that a multiply-add costs a fraction of a
 //! shared-memory load; the scores (about a tenth of the work there) keep a thread per pair.
 //!
-//! `H` (`[N, P]`, 32 KiB at Mamba-2's N 128 and P 64) lives in a scratch buffer in global memory,
-//! a row per block (its channels' columns): beside the chunk's arrays it would not fit a block's 48 KiB of static
-//! shared memory. The chunk is the longest power of two up to 64 whose arrays fit there. B's and
-//! C's rows have an odd length, so that a warp's threads reading different steps' rows hit
-//! different banks; in every other read a warp's threads read one element (a broadcast) or
-//! consecutive ones.
+//! `H` (`[N, P]`, 32 KiB at Mamba-2's N 128 and P 64) lives in the scratch buffer in global
+//! memory, a row per segment of each block's channels: beside the chunk's arrays it would not
+//! fit a block's 48 KiB of static shared memory. The chunk is the longest power of two up to
+//! 64 whose arrays fit there. B's and C's rows have an odd length, so that a warp's threads
+//! reading different steps' rows hit different banks; in every other read a warp's threads
+//! read one element (a broadcast) or consecutive ones.
 //!
 //! This runs on CUDA cores in f32. With f16 or bf16 storage on a GPU with tensor cores, the
 //! same staging and log-decays feed the chunk's products on `mma.sync` instead
@@ -41,7 +52,7 @@ use super::fragments::{and, div, int, lt, rem, threads, when, PAD, THREADS};
 use super::index::Ctx;
 use super::register_tiles::{self, Tile, Tiling};
 use super::ssd::{log_decay, Parts};
-use super::Template;
+use super::{Template, Templates};
 use crate::graph::{Dim, Region, SsdInfo, TensorType};
 
 /// A block's static shared memory, in bytes.
@@ -209,6 +220,20 @@ pub fn chunk(cx: &Ctx, (p, n): (i64, i64), narrow: Option<Elem>) -> Option<i64> 
         .find(|&q| Shared::new(0, q, (p / slices(p), n), narrow).bytes() <= SHARED_BYTES)
 }
 
+/// The segments of a head's sequence (see the module doc): its chunks are cut into this many
+/// runs of consecutive chunks, each walked by a block of its own.
+const SEGMENTS: i64 = 16;
+
+/// Which of the SSD's chunk kernels a template is (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Each segment's own state from zero, `Σ exp(L_end − Lₛ)·Bₛ ⊗ xₛ` over its steps, and
+    /// its summed log-decay: the state and decay phases only.
+    States,
+    /// Each segment's outputs, its chunks walked from the state before it: every phase.
+    Outputs,
+}
+
 /// The variables every phase reads: the thread, the chunk's first step and its length, the
 /// block's first channel of the head, and where its state starts in the scratch buffer.
 pub struct Block {
@@ -220,28 +245,112 @@ pub struct Block {
     pub count: Var,
     /// The head's channel that is the block's first, where blocks share a head ([`slices`]).
     pub p0: Option<Var>,
-    /// The scratch buffer of the blocks' states, f32 `[heads · slices, N, P / slices]`.
+    /// The scratch buffer: f32 states `[heads · slices, SEGMENTS, N, P / slices]`, then the
+    /// segments' summed log-decays `[heads · slices, SEGMENTS]`.
     pub state: usize,
-    /// Where the block's state starts in it.
+    /// Where the block's segment's state starts in it.
     pub row: Expr,
+    /// Where its summed log-decay is.
+    pub decay_at: Expr,
     /// The shared arrays.
     pub sh: Shared,
+    /// The kernel this block runs.
+    pub pass: Pass,
 }
 
-/// The kernel (see the module doc) for a scan region in SSD form whose node has type `out`,
-/// with `inputs` region inputs, in chunks of `q` steps: its products on tensor cores
-/// ([`super::ssd_mma`]) with operands in `narrow`, else on CUDA cores.
+/// The scan's head-slices (`heads · slices`) and its chunks, as expressions of the dims.
+struct Extents {
+    blocks: Expr,
+    chunks: Expr,
+}
+
+/// The kernels (see the module doc) for a scan region in SSD form whose node has type `out`,
+/// with `inputs` region inputs, in chunks of `q` steps: the segments' states, the pass over
+/// them, and the outputs, their products on tensor cores ([`super::ssd_mma`]) with operands
+/// in `narrow`, else on CUDA cores.
 pub fn lower(
+    cx: &mut Ctx,
+    rsp: (&Region, &SsdInfo, &Parts),
+    (q, narrow): (i64, Option<Elem>),
+    (out, inputs): (&TensorType, usize),
+) -> Templates {
+    let parts = rsp.2;
+    let (co, n) = (&parts.co, parts.n);
+    let heads = Dim::product(&co.dims(&co.head_axes)).expect("head counts fit in i64");
+    let seq = cx.dim(&co.shape[co.axis]);
+    let ext = Extents {
+        blocks: mul(cx.dim(&heads), int(slices(parts.p))),
+        chunks: div(add(seq, int(q - 1)), q),
+    };
+    // The states of every head's segments, then their log-decays.
+    let per_head = slices(parts.p) * SEGMENTS;
+    let scratch = heads
+        .mul(&Dim::constant(
+            per_head * (n * parts.p / slices(parts.p) + 1),
+        ))
+        .expect("state sizes fit in i64");
+    let shape = Some(vec![scratch]);
+    let chunks = |cx: &mut Ctx, pass| Template {
+        scratch: shape.clone(),
+        ..chunk_kernel(cx, rsp, (q, narrow), (out, inputs), (pass, &ext))
+    };
+    let states = chunks(cx, Pass::States);
+    let outputs = chunks(cx, Pass::Outputs);
+    let pass = Template {
+        scratch: shape.clone(),
+        ..state_pass(cx, (n, parts.p / slices(parts.p)), inputs + 1, &ext)
+    };
+    vec![("_states", states), ("_pass", pass), ("_outputs", outputs)]
+}
+
+/// The pass over each head-slice's segments (a thread per state element): the state before
+/// each segment, `H ← exp(Λ)·H + S` from its own state `S` and summed log-decay `Λ`, put in
+/// place of `S` in scratch buffer `state`, for states of `n × p`.
+fn state_pass(cx: &mut Ctx, (n, p): (i64, i64), state: usize, ext: &Extents) -> Template {
+    let [block, tid, k, i, seg, h, own, at] = [(); 8].map(|_| cx.var());
+    let decays = mul(ext.blocks.clone(), int(SEGMENTS * n * p));
+    let slot = add(mul(var(block), int(SEGMENTS)), var(seg));
+    let step = vec![
+        Stmt::Set(at, add(mul(slot.clone(), int(n * p)), var(i))),
+        Stmt::Set(own, load(state, var(at))),
+        Stmt::Store(state, var(at), var(h)),
+        Stmt::Set(
+            h,
+            add(mul(exp(load(state, add(decays, slot))), var(h)), var(own)),
+        ),
+    ];
+    let element = vec![Stmt::Set(h, f32(0.0)), serial(seg, int(SEGMENTS), step)];
+    let inside = vec![
+        Stmt::Set(i, add(mul(var(k), int(THREADS)), var(tid))),
+        when(cx, lt(var(i), int(n * p)), element),
+    ];
+    let each = serial(k, int((n * p + THREADS - 1) / THREADS), inside);
+    Template::new(
+        vec![Stmt::For {
+            var: block,
+            extent: ext.blocks.clone(),
+            kind: archc_kernels::ir::Axis::Grid,
+            body: vec![threads(tid, vec![each])],
+        }],
+        Vec::new(),
+    )
+}
+
+/// One of the chunk kernels (`pass`): a block per segment of a head-slice, walking the
+/// segment's chunks.
+fn chunk_kernel(
     cx: &mut Ctx,
     (r, ssd, parts): (&Region, &SsdInfo, &Parts),
     (q, narrow): (i64, Option<Elem>),
     (out, inputs): (&TensorType, usize),
+    (pass, ext): (Pass, &Extents),
 ) -> Template {
     let co = &parts.co;
     let (n, slices) = (parts.n, slices(parts.p));
     let p = parts.p / slices;
     let mut gen = BodyGen::new(&r.body, 1);
-    let (block, cb) = (cx.var(), cx.var());
+    let (task, block, seg, cb, ci) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
+    let slot = add(mul(var(block), int(SEGMENTS)), var(seg));
     let k = Block {
         tid: cx.var(),
         c0: cx.var(),
@@ -250,8 +359,10 @@ pub fn lower(
         // Buffers: output, inputs, the state (scratch), status, the products' three locals,
         // then the shared arrays.
         state: inputs + 1,
-        row: mul(var(block), int(n * p)),
+        row: mul(slot.clone(), int(n * p)),
+        decay_at: add(mul(ext.blocks.clone(), int(SEGMENTS * n * p)), slot),
         sh: Shared::new(inputs + 6, q, (p, n), narrow),
+        pass,
     };
     gen.loop_vars(&co.head_vars);
     gen.enter(&[cb, k.c0, k.count]);
@@ -263,7 +374,7 @@ pub fn lower(
     let seq = cx.dim(&co.shape[co.axis]);
     let mut chunk = vec![
         Stmt::Set(k.c0, mul(var(cb), int(q))),
-        Stmt::Set(k.count, bin(Bin::Min, int(q), sub(seq.clone(), var(k.c0)))),
+        Stmt::Set(k.count, bin(Bin::Min, int(q), sub(seq, var(k.c0)))),
     ];
     // Values of the chunk only (none, unless the body reads the step's position as such).
     chunk.extend(gen.leave());
@@ -273,35 +384,48 @@ pub fn lower(
         Stmt::Barrier(Scope::Block),
     ]);
     chunk.extend(phases);
-    // The block's head and, where blocks share it, its first channel.
-    let (hd, mut per_head) = match k.p0 {
+    // The block's head-slice and segment; its head and, where blocks share it, its first
+    // channel.
+    let mut per_task = vec![
+        Stmt::Set(block, div(var(task), SEGMENTS)),
+        Stmt::Set(seg, rem(var(task), SEGMENTS)),
+    ];
+    let hd = match k.p0 {
         Some(p0) => {
             let hd = cx.var();
             let first = mul(rem(var(block), slices), int(p));
             let at = [(hd, div(var(block), slices)), (p0, first)];
-            (hd, at.map(|(v, e)| Stmt::Set(v, e)).to_vec())
+            per_task.extend(at.map(|(v, e)| Stmt::Set(v, e)));
+            hd
         }
-        None => (block, Vec::new()),
+        None => block,
     };
-    per_head.extend(co.split(cx, hd, &co.head_axes, &co.head_vars));
-    per_head.extend(gen.take_lets());
-    per_head.push(threads(k.tid, k.zero_states(cx)));
-    per_head.push(serial(cb, div(add(seq, int(q - 1)), q), chunk));
-    let heads = Dim::product(&co.dims(&co.head_axes)).expect("head counts fit in i64");
-    let scratch = heads
-        .mul(&Dim::constant(n * parts.p))
-        .expect("state sizes fit in i64");
+    per_task.extend(co.split(cx, hd, &co.head_axes, &co.head_vars));
+    per_task.extend(gen.take_lets());
+    per_task.push(threads(k.tid, k.start_states(cx)));
+    per_task.push(Stmt::Barrier(Scope::Block));
+    // The segment's chunks: `length` from `first`, fewer (or none) at the sequence's end.
+    let length = div(add(ext.chunks.clone(), int(SEGMENTS - 1)), SEGMENTS);
+    let first = mul(var(seg), length.clone());
+    let walked = bin(
+        Bin::Max,
+        int(0),
+        bin(Bin::Min, length, sub(ext.chunks.clone(), first.clone())),
+    );
+    let mut walk = vec![Stmt::Set(cb, add(first, var(ci)))];
+    walk.extend(chunk);
+    per_task.push(serial(ci, walked, walk));
     Template {
         body: vec![Stmt::For {
-            var: block,
-            extent: mul(cx.dim(&heads), int(slices)),
+            var: task,
+            extent: mul(ext.blocks.clone(), int(SEGMENTS)),
             kind: archc_kernels::ir::Axis::Grid,
-            body: per_head,
+            body: per_task,
         }],
         checks: gen.checks,
         locals,
         shared: k.sh.locals(),
-        scratch: Some(vec![scratch]),
+        scratch: None,
         occupancy: None,
     }
 }
@@ -319,9 +443,12 @@ impl Block {
         let (q, p, n) = (self.sh.q, self.sh.p, self.sh.n);
         let tilings = [Tiling::new(q, p), Tiling::new(n, p)];
         let [out_tile, state_tile] = tilings.map(|t| Tile::new(cx, t, first));
-        let outputs = self.outputs(cx, gen, rpo, &out_tile);
+        let phases = match self.pass {
+            Pass::States => vec![vec![self.weights(cx)]],
+            Pass::Outputs => vec![self.scores(cx), self.outputs(cx, gen, rpo, &out_tile)],
+        };
         let mut body = Vec::new();
-        for phase in [self.scores(cx), outputs, self.next_state(cx, &state_tile)] {
+        for phase in phases.into_iter().chain([self.next_state(cx, &state_tile)]) {
             body.push(threads(self.tid, phase));
             body.push(Stmt::Barrier(Scope::Block));
         }
@@ -436,28 +563,50 @@ impl Block {
         body
     }
 
-    /// A head's start: the block's state at 0 in the scratch buffer, and on tensor cores its copy (with
-    /// the padding, which the products read) in shared memory.
-    fn zero_states(&self, cx: &mut Ctx) -> Vec<Stmt> {
-        let i = cx.var();
-        let zero = vec![Stmt::Store(
-            self.state,
-            add(self.row.clone(), var(i)),
-            f32(0.0),
-        )];
-        let mut body = vec![self.each(cx, i, int(self.sh.n * self.sh.p), zero)];
-        if self.sh.narrow.is_some() {
-            let (i, len) = (cx.var(), self.sh.widths().1 * self.sh.h_stride());
-            let zero = vec![Stmt::Store(self.sh.h, var(i), f32(0.0))];
-            body.push(self.each(cx, i, int(len), zero));
+    /// A segment's start. Its states' pass: the state at 0 in the scratch buffer, and the
+    /// summed log-decay. Its outputs' (on tensor cores): the state before it (the pass's) copied
+    /// to shared memory in the operands' type, with zeros in the padding the products read.
+    fn start_states(&self, cx: &mut Ctx) -> Vec<Stmt> {
+        let (i, len) = (cx.var(), self.sh.widths().1 * self.sh.h_stride());
+        match (self.pass, self.sh.narrow) {
+            (Pass::States, _) => {
+                let zero = vec![Stmt::Store(
+                    self.state,
+                    add(self.row.clone(), var(i)),
+                    f32(0.0),
+                )];
+                let first = bin(Bin::Eq, var(self.tid), int(0));
+                let decay = Stmt::Store(self.state, self.decay_at.clone(), f32(0.0));
+                vec![
+                    self.each(cx, i, int(self.sh.n * self.sh.p), zero),
+                    when(cx, first, vec![decay]),
+                ]
+            }
+            (Pass::Outputs, Some(_)) => {
+                let (n, p) = (cx.var(), cx.var());
+                let from = add(self.row.clone(), add(mul(var(n), int(self.sh.p)), var(p)));
+                let inside = and(lt(var(n), int(self.sh.n)), lt(var(p), int(self.sh.p)));
+                let body = vec![
+                    Stmt::Set(n, div(var(i), self.sh.h_stride())),
+                    Stmt::Set(p, rem(var(i), self.sh.h_stride())),
+                    Stmt::Store(self.sh.h, var(i), f32(0.0)),
+                    when(
+                        cx,
+                        inside,
+                        vec![Stmt::Store(self.sh.h, var(i), load(self.state, from))],
+                    ),
+                ];
+                vec![self.each(cx, i, int(len), body)]
+            }
+            (Pass::Outputs, None) => Vec::new(),
         }
-        body
     }
 
-    /// Phase 1's end: thread 0 sums the log-decays into `L`.
+    /// Phase 1's end: thread 0 sums the log-decays into `L`, and in the states' pass adds
+    /// the chunk's `L_end` to the segment's.
     fn sum_decays(&self, cx: &mut Ctx) -> Vec<Stmt> {
         let (acc, s) = (cx.var(), cx.var());
-        let sum = vec![
+        let mut sum = vec![
             Stmt::Set(acc, f32(0.0)),
             serial(
                 s,
@@ -468,6 +617,10 @@ impl Block {
                 ],
             ),
         ];
+        if self.pass == Pass::States {
+            let total = add(load(self.state, self.decay_at.clone()), var(acc));
+            sum.push(Stmt::Store(self.state, self.decay_at.clone(), total));
+        }
         vec![when(cx, bin(Bin::Eq, var(self.tid), int(0)), sum)]
     }
 

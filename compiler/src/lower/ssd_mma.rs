@@ -1,4 +1,4 @@
-//! Mamba-2's chunked SSD on tensor cores: [`super::ssd_blocks`]'s block per head (or share
+//! Mamba-2's chunked SSD on tensor cores: [`super::ssd_blocks`]'s blocks per segment of a head (or share
 //! of its channels) and phases,
 //! the chunk's four products on `mma.sync` m16n8k16 with f32 accumulation, as Mamba-2's own
 //! kernels run them.
@@ -33,7 +33,7 @@ use super::fragments::{
 };
 use super::index::Ctx;
 use super::ssd::Parts;
-use super::ssd_blocks::Block;
+use super::ssd_blocks::{Block, Pass};
 use crate::graph::{Region, TensorType};
 
 /// Warps in a block.
@@ -154,21 +154,25 @@ pub fn phases(
     let outputs = Pieces::new(sh.q, pw);
     let states = Pieces::new(nw, pw);
     let mut body = Vec::new();
-    // 1. Scores and weights.
-    let mut store = |cx: &mut Ctx, at: &Accumulator| decayed(cx, k, at);
-    let operands = (bc(sh.c, false), bc(sh.b, false), nw);
-    body.push(product(
-        cx,
-        (&fr, &lane, k.tid),
-        &scores,
-        operands,
-        &mut store,
-    ));
+    // 1. Scores (for the outputs) and weights.
+    if k.pass == Pass::Outputs {
+        let mut store = |cx: &mut Ctx, at: &Accumulator| decayed(cx, k, at);
+        let operands = (bc(sh.c, false), bc(sh.b, false), nw);
+        body.push(product(
+            cx,
+            (&fr, &lane, k.tid),
+            &scores,
+            operands,
+            &mut store,
+        ));
+    }
     body.push(on_threads(k.tid, &lane, vec![k.weights(cx)]));
     body.push(Stmt::Barrier(Scope::Block));
     // 2. Outputs: C·H scaled by exp(Lₜ), then G·X.
-    body.push(outputs_phase(cx, gen, k, (&fr, &lane), rpo));
-    body.push(Stmt::Barrier(Scope::Block));
+    if k.pass == Pass::Outputs {
+        body.push(outputs_phase(cx, gen, k, (&fr, &lane), rpo));
+        body.push(Stmt::Barrier(Scope::Block));
+    }
     // 3. x's rows weighed.
     body.push(on_threads(k.tid, &lane, vec![weigh_x(cx, k)]));
     body.push(Stmt::Barrier(Scope::Block));

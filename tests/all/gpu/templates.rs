@@ -224,12 +224,14 @@ fn selective_scan_runs_as_a_block_scan_in_the_simulator() {
     }
 }
 
-/// Mamba-2's SSD runs on a GPU as a block per head (`lower/ssd_blocks.rs`: each chunk's
-/// scores, outputs and state pass spread over the block's threads in shared memory, the state
-/// in a scratch buffer), against the Graph IR interpreter: f32 within 1e-4. Small heads take
-/// chunks of 64; Mamba-2's own (64 channels, 128 state elements) take 32, so that the chunk's
-/// arrays fit in 48 KiB, and two blocks, 32 channels each (x's tile holds 32 × 32). Both
-/// sequences end in a short chunk.
+/// Mamba-2's SSD runs on a GPU as blocks per segment of a head's chunks (`lower/ssd_blocks.rs`:
+/// the segments' own states, a pass over them, then each segment's outputs from the state
+/// before it; each chunk's scores, outputs and state spread over the block's threads in
+/// shared memory, the states in a scratch buffer), against the Graph IR interpreter: f32
+/// within 1e-4. Small heads take chunks of 64, and 1,100 steps make 18 chunks, two per
+/// segment (the last segments empty); Mamba-2's own heads (64 channels, 128 state elements)
+/// take 32, so that the chunk's arrays fit in 48 KiB, and two blocks, 32 channels each (x's
+/// tile holds 32 × 32). Both sequences end in a short chunk.
 ///
 /// Stored in f16 or bf16, the chunk's four products run on tensor cores (`lower/ssd_mma.rs`:
 /// `mma.sync` from `ldmatrix`, B, x and the state's copy transposed where k runs along their
@@ -240,7 +242,7 @@ fn selective_scan_runs_as_a_block_scan_in_the_simulator() {
 #[test]
 fn ssd_runs_as_a_block_per_head_in_the_simulator() {
     let d = scratch_dir("block-ssd");
-    let cases = [(3, 6, 5, 64, 150, 6), (2, 64, 128, 32, 70, 32)];
+    let cases = [(3, 6, 5, 64, 1100, 6), (2, 64, 128, 32, 70, 32)];
     for (heads, head_dim, d_state, chunk, seq, channels) in cases {
         let src = d.join(format!("ssd{head_dim}.arch"));
         std::fs::write(
@@ -275,6 +277,9 @@ fn ssd_runs_as_a_block_per_head_in_the_simulator() {
         let x = format!("f32[{}] x", chunk * channels);
         assert!(kernels.contains(&x), "{kernels}");
         assert!(kernels.contains(".scratch"), "{kernels}");
+        for part in ["ssd_pass(", "ssd_outputs("] {
+            assert!(kernels.contains(part), "{kernels}");
+        }
         let seq = format!("seq={seq}");
         let dims = ["batch=2", seq.as_str()];
         let how = [
