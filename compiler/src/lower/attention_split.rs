@@ -3,7 +3,8 @@
 //! key's channels among a group of lanes.
 //!
 //! The block's [`THREADS`] threads form groups of `G` consecutive lanes ([`Split::new`]: the
-//! fewest, a power of two, that leave a lane at most [`MAX_CHANNELS`] channels of q and of v).
+//! fewest, a power of two, that leave a lane at most [`MAX_CHANNELS`] channels of q and of v,
+//! or fewer where the widths are not multiples of that).
 //! Lane `l` of a group holds channels `l·d/G..(l + 1)·d/G` of the query (in registers, for
 //! the whole row) and the same share of the output accumulator. Group `g` of the block's
 //! `THREADS / G` takes blocks `g, g + THREADS/G, …` of [`KEYS`] keys, one per round; in each
@@ -51,13 +52,19 @@ pub struct Split {
 
 impl Split {
     /// The split of rows of head width `d` (when constant) and value width `dv`, if one
-    /// applies: a thread per output channel merges the groups (`dv` at most [`THREADS`]),
-    /// and both widths are multiples of the lanes per group.
+    /// applies (a thread per output channel merges the groups: `dv` at most [`THREADS`]):
+    /// the fewest lanes a group (a power of two up to a warp) that leave a lane at most
+    /// [`MAX_CHANNELS`] channels, or the most fewer that divide both widths.
     pub fn new(d: Option<i64>, dv: i64) -> Option<Split> {
         let d = d.filter(|&d| d > 0)?;
-        let lanes = ((d.max(dv) as u64).div_ceil(MAX_CHANNELS as u64)).next_power_of_two() as i64;
-        let fits = (1..=THREADS).contains(&dv) && lanes <= WARP;
-        (fits && d % lanes == 0 && dv % lanes == 0).then_some(Split { lanes })
+        let wanted = (d.max(dv) as u64)
+            .div_ceil(MAX_CHANNELS as u64)
+            .next_power_of_two();
+        let mut lanes = wanted.min(WARP as u64) as i64;
+        while lanes > 1 && (d % lanes != 0 || dv % lanes != 0) {
+            lanes /= 2;
+        }
+        (1..=THREADS).contains(&dv).then_some(Split { lanes })
     }
 
     /// Groups of a block.
