@@ -67,8 +67,8 @@ pub struct Template {
     locals: Vec<archc_kernels::ir::Local>,
     /// Arrays a block of threads shares (GPU templates), addressed after the locals.
     shared: Vec<archc_kernels::ir::Local>,
-    /// The shape of an f32 arena buffer the kernel works in (`scan_grad`'s checkpoints), passed
-    /// after the inputs: live during the kernel only.
+    /// The shape of an f32 arena buffer the kernel works in (`scan_grad`'s checkpoints, the
+    /// SSD's states), passed after the inputs: live during the op's kernels only.
     scratch: Option<Vec<crate::graph::Dim>>,
     /// The blocks a GPU multiprocessor should hold at once (see `Kernel::occupancy`).
     occupancy: Option<u32>,

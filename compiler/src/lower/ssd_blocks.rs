@@ -15,9 +15,11 @@
 //! 3. **`_outputs`**: a block per segment walks its chunks again from that state, now with
 //!    the outputs.
 //!
+//! A sequence of fewer than [`SEGMENTS`] chunks uses as many segments as it has chunks.
 //! With `Lₜ` the cumulative log-decay since the chunk's start and `H` the state before it (the
 //! formulas of [`super::ssd`]), a chunk runs four phases in shared memory, with a barrier after
-//! each (the states' kernel runs the first and the last):
+//! each (the states' kernel runs the staging, phase 2's weights and the state; the outputs'
+//! kernel skips the state after a segment's last chunk, which no chunk reads):
 //!
 //! 1. **staging**: every step's log-decay, x, B and C from the region body, an element per
 //!    thread; thread 0 then sums the log-decays into `L` (at most 64 additions);
@@ -63,11 +65,9 @@ const SHARED_BYTES: i64 = 48 * 1024;
 const SLICE: i64 = 32;
 
 /// The blocks that share a head of `p` channels, each taking `p / slices` consecutive ones:
-/// Mamba-2's heads of 64 channels take two. Batch × heads blocks (256 for Mamba-2's 32 heads
-/// at a batch of 8) are two per multiprocessor of an H100, whose eight warps wait on the
-/// chunk's barriers; two per head double them. Each stages the chunk's decays, B and C and
-/// computes its scores `G` (about a tenth of a chunk's work at Mamba-2's sizes), as
-/// mamba-ssm's kernels split a head's channels among their programs.
+/// Mamba-2's heads of 64 channels take two, doubling the blocks of each segment. Each stages
+/// the chunk's decays, B and C and computes its scores `G` (about a tenth of a chunk's work at
+/// Mamba-2's sizes), as mamba-ssm's kernels split a head's channels among their programs.
 pub fn slices(p: i64) -> i64 {
     if p > SLICE && p % SLICE == 0 {
         p / SLICE
@@ -256,12 +256,34 @@ pub struct Block {
     pub sh: Shared,
     /// The kernel this block runs.
     pub pass: Pass,
+    /// Whether a later chunk of the segment reads the state after this one (the outputs'
+    /// pass; None: always).
+    pub carry: Option<Expr>,
 }
 
 /// The scan's head-slices (`heads · slices`) and its chunks, as expressions of the dims.
 struct Extents {
     blocks: Expr,
     chunks: Expr,
+}
+
+impl Extents {
+    /// The chunks of a segment (at least 1, so that `used` divides by it): the last used one
+    /// may have fewer.
+    fn length(&self) -> Expr {
+        let length = div(add(self.chunks.clone(), int(SEGMENTS - 1)), SEGMENTS);
+        bin(Bin::Max, int(1), length)
+    }
+
+    /// The segments that have chunks: all [`SEGMENTS`] but in a sequence of fewer chunks.
+    fn used(&self) -> Expr {
+        let length = self.length();
+        bin(
+            Bin::Div,
+            add(self.chunks.clone(), sub(length.clone(), int(1))),
+            length,
+        )
+    }
 }
 
 /// The kernels (see the module doc) for a scan region in SSD form whose node has type `out`,
@@ -303,23 +325,30 @@ pub fn lower(
     vec![("_states", states), ("_pass", pass), ("_outputs", outputs)]
 }
 
-/// The pass over each head-slice's segments (a thread per state element): the state before
-/// each segment, `H ← exp(Λ)·H + S` from its own state `S` and summed log-decay `Λ`, put in
-/// place of `S` in scratch buffer `state`, for states of `n × p`.
+/// The pass over each head-slice's used segments (a thread per state element): the state
+/// before each segment, `H ← exp(Λ)·H + S` from its own state `S` and summed log-decay `Λ`,
+/// put in place of `S` in scratch buffer `state`, for states of `n × p`.
 fn state_pass(cx: &mut Ctx, (n, p): (i64, i64), state: usize, ext: &Extents) -> Template {
     let [block, tid, k, i, seg, h, own, at] = [(); 8].map(|_| cx.var());
     let decays = mul(ext.blocks.clone(), int(SEGMENTS * n * p));
     let slot = add(mul(var(block), int(SEGMENTS)), var(seg));
+    // The first segment starts from 0: its own state, never `exp(Λ)·0` (NaN where the decay
+    // overflows).
+    let next = add(
+        mul(exp(load(state, add(decays, slot.clone()))), var(h)),
+        var(own),
+    );
+    let first = bin(Bin::Eq, var(seg), int(0));
     let step = vec![
-        Stmt::Set(at, add(mul(slot.clone(), int(n * p)), var(i))),
+        Stmt::Set(at, add(mul(slot, int(n * p)), var(i))),
         Stmt::Set(own, load(state, var(at))),
         Stmt::Store(state, var(at), var(h)),
         Stmt::Set(
             h,
-            add(mul(exp(load(state, add(decays, slot))), var(h)), var(own)),
+            Expr::Select(Box::new(first), Box::new(var(own)), Box::new(next)),
         ),
     ];
-    let element = vec![Stmt::Set(h, f32(0.0)), serial(seg, int(SEGMENTS), step)];
+    let element = vec![Stmt::Set(h, f32(0.0)), serial(seg, ext.used(), step)];
     let inside = vec![
         Stmt::Set(i, add(mul(var(k), int(THREADS)), var(tid))),
         when(cx, lt(var(i), int(n * p)), element),
@@ -349,7 +378,7 @@ fn chunk_kernel(
     let (n, slices) = (parts.n, slices(parts.p));
     let p = parts.p / slices;
     let mut gen = BodyGen::new(&r.body, 1);
-    let (task, block, seg, cb, ci) = (cx.var(), cx.var(), cx.var(), cx.var(), cx.var());
+    let [task, block, seg, cb, ci, walked] = [(); 6].map(|_| cx.var());
     let slot = add(mul(var(block), int(SEGMENTS)), var(seg));
     let k = Block {
         tid: cx.var(),
@@ -363,6 +392,7 @@ fn chunk_kernel(
         decay_at: add(mul(ext.blocks.clone(), int(SEGMENTS * n * p)), slot),
         sh: Shared::new(inputs + 6, q, (p, n), narrow),
         pass,
+        carry: (pass == Pass::Outputs).then(|| lt(add(var(ci), int(1)), var(walked))),
     };
     gen.loop_vars(&co.head_vars);
     gen.enter(&[cb, k.c0, k.count]);
@@ -402,19 +432,22 @@ fn chunk_kernel(
     };
     per_task.extend(co.split(cx, hd, &co.head_axes, &co.head_vars));
     per_task.extend(gen.take_lets());
-    per_task.push(threads(k.tid, k.start_states(cx)));
-    per_task.push(Stmt::Barrier(Scope::Block));
-    // The segment's chunks: `length` from `first`, fewer (or none) at the sequence's end.
-    let length = div(add(ext.chunks.clone(), int(SEGMENTS - 1)), SEGMENTS);
-    let first = mul(var(seg), length.clone());
-    let walked = bin(
-        Bin::Max,
-        int(0),
-        bin(Bin::Min, length, sub(ext.chunks.clone(), first.clone())),
-    );
-    let mut walk = vec![Stmt::Set(cb, add(first, var(ci)))];
+    // The segment's chunks: `length` from `first`, fewer at the sequence's end; a segment
+    // past the used ones (a short sequence's) does nothing.
+    let first = mul(var(seg), ext.length());
+    let mut walk = vec![Stmt::Set(cb, add(first.clone(), var(ci)))];
     walk.extend(chunk);
-    per_task.push(serial(ci, walked, walk));
+    let fewer = bin(Bin::Min, ext.length(), sub(ext.chunks.clone(), first));
+    let chunks = bin(Bin::Max, int(0), fewer);
+    // (The Thread loop stays at the block's top level, where the launch finds its size.)
+    let states = k.start_states(cx);
+    let start = when(cx, lt(int(0), var(walked)), states);
+    per_task.extend([
+        Stmt::Set(walked, chunks),
+        threads(k.tid, vec![start]),
+        Stmt::Barrier(Scope::Block),
+        serial(ci, var(walked), walk),
+    ]);
     Template {
         body: vec![Stmt::For {
             var: task,
@@ -448,16 +481,30 @@ impl Block {
             Pass::Outputs => vec![self.scores(cx), self.outputs(cx, gen, rpo, &out_tile)],
         };
         let mut body = Vec::new();
-        for phase in phases.into_iter().chain([self.next_state(cx, &state_tile)]) {
+        for phase in phases {
             body.push(threads(self.tid, phase));
             body.push(Stmt::Barrier(Scope::Block));
         }
+        let state = vec![
+            threads(self.tid, self.next_state(cx, &state_tile)),
+            Stmt::Barrier(Scope::Block),
+        ];
+        body.extend(self.carried(cx, state));
         let locals = register_tiles::locals(
             tilings.iter().map(Tiling::len).max().unwrap_or(1),
             tilings.iter().map(|t| t.rows_each).max().unwrap_or(1),
             tilings.iter().map(|t| t.cols_each).max().unwrap_or(1),
         );
         (body, locals)
+    }
+
+    /// The state phase `state`, run where a later chunk reads the state: always in the
+    /// states' pass, in the outputs' pass except after a segment's last chunk.
+    pub fn carried(&self, cx: &mut Ctx, state: Vec<Stmt>) -> Vec<Stmt> {
+        match &self.carry {
+            Some(more) => vec![when(cx, more.clone(), state)],
+            None => state,
+        }
     }
 
     /// The thread's share of `total` items: `body` with `i` set to each of its items (the

@@ -1,7 +1,6 @@
-//! Mamba-2's chunked SSD on tensor cores: [`super::ssd_blocks`]'s blocks per segment of a head (or share
-//! of its channels) and phases,
-//! the chunk's four products on `mma.sync` m16n8k16 with f32 accumulation, as Mamba-2's own
-//! kernels run them.
+//! Mamba-2's chunked SSD on tensor cores: [`super::ssd_blocks`]'s kernels, blocks (per segment
+//! of a head's chunks, or of a share of its channels) and phases, the chunk's four products
+//! on `mma.sync` m16n8k16 with f32 accumulation, as Mamba-2's own kernels run them.
 //!
 //! With 16-bit storage the staged x, B and C are in that type, their rows padded to 16 values
 //! and zeros past the chunk's steps, so that every product runs over whole k16 steps. After the
@@ -15,6 +14,10 @@
 //! 3. x's rows scaled by the weights `exp(L_end − Lₛ)` in place;
 //! 4. **state**: `H ← exp(L_end)·H + Bᵀ·(w ∘ X)`, the f32 state in the scratch buffer, its
 //!    16-bit copy in shared memory for the next chunk's outputs.
+//!
+//! The states' kernel (`ssd_blocks::Pass::States`) runs the weights, 3 and 4 only; the
+//! outputs' kernel skips 3 and 4 after a segment's last chunk, and starts a segment by
+//! copying the state before it (the pass kernel's) into the 16-bit copy.
 //!
 //! A product's result is cut into pieces of 16 rows and a group of columns, handed to the four
 //! warps in rounds: each warp loads its rows' `A` fragment per k16 step (`ldmatrix` x4) and
@@ -173,20 +176,16 @@ pub fn phases(
         body.push(outputs_phase(cx, gen, k, (&fr, &lane), rpo));
         body.push(Stmt::Barrier(Scope::Block));
     }
-    // 3. x's rows weighed.
-    body.push(on_threads(k.tid, &lane, vec![weigh_x(cx, k)]));
-    body.push(Stmt::Barrier(Scope::Block));
-    // 4. The state.
+    // 3. x's rows weighed, and 4. the state, where a later chunk reads it.
     let mut store = |cx: &mut Ctx, at: &Accumulator| next_state(cx, k, at);
     let operands = (bc(sh.b, true), x, sh.q);
-    body.push(product(
-        cx,
-        (&fr, &lane, k.tid),
-        &states,
-        operands,
-        &mut store,
-    ));
-    body.push(Stmt::Barrier(Scope::Block));
+    let state = vec![
+        on_threads(k.tid, &lane, vec![weigh_x(cx, k)]),
+        Stmt::Barrier(Scope::Block),
+        product(cx, (&fr, &lane, k.tid), &states, operands, &mut store),
+        Stmt::Barrier(Scope::Block),
+    ];
+    body.extend(k.carried(cx, state));
     let accumulators = [scores, outputs, states]
         .iter()
         .map(Pieces::accumulators)

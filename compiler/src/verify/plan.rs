@@ -6,7 +6,8 @@
 //! 2. **Arguments**: a kernel step names an existing kernel and passes one buffer per kernel
 //!    param but the status word, each of the param's element type (f32 for f32/f16/bf16, i64
 //!    for integers); the kernel writes its first param only, and its last when that is an arena
-//!    buffer it works in (a scratch buffer, written before it is read). A call names an existing kind, and
+//!    buffer it works in (a scratch buffer: the op's first kernel writes it before reading it,
+//!    its later kernels read what the earlier ones left; not checked here). A call names an existing kind, and
 //!    passes a buffer for each slot the kind has, of the slot's element type.
 //! 3. **Definitions**: a step reads only buffers defined before it: inputs, weights, values the
 //!    prepare steps computed, a kind's argument slots, or what an earlier step wrote.
@@ -198,7 +199,7 @@ impl Frames<'_> {
     }
 
     /// Whether argument `j` of step `s` is its kernel's scratch buffer: a last param the kernel
-    /// writes before it reads it.
+    /// writes (the op's first kernel before it reads it; see the module doc).
     fn scratch(&self, s: &Step, j: usize) -> bool {
         let Step::Kernel { kernel, .. } = s else {
             return false;

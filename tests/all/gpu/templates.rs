@@ -240,7 +240,7 @@ fn selective_scan_runs_as_a_block_scan_in_the_simulator() {
 /// rounded to the storage type for their products, as in Mamba-2's kernels). They assemble
 /// for both architectures.
 #[test]
-fn ssd_runs_as_a_block_per_head_in_the_simulator() {
+fn ssd_runs_in_segments_of_chunks_in_the_simulator() {
     let d = scratch_dir("block-ssd");
     let cases = [(3, 6, 5, 64, 1100, 6), (2, 64, 128, 32, 70, 32)];
     for (heads, head_dim, d_state, chunk, seq, channels) in cases {
